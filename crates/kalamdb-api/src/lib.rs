@@ -1,0 +1,55 @@
+//! The HTTP surface of KalamDB (`spec/protocol.md` §2-5), built on axum.
+//!
+//! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
+//! - [`auth`]: `/v1/api/auth/{login,refresh,logout,me,status,setup}`;
+//! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
+//! - [`envelope`]: the one place errors become responses.
+//!
+//! [`router`] assembles them over an [`ApiState`]. The engine is `kalamdb-core`; this crate only
+//! translates HTTP to engine calls and back.
+
+pub mod auth;
+pub mod envelope;
+pub mod health;
+pub mod sql;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use kalamdb_core::AppContext;
+use kalamdb_core::sql::executor::SqlExecutor;
+use std::sync::Arc;
+
+/// State shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The engine.
+    pub app: Arc<AppContext>,
+    /// The SQL executor.
+    pub executor: SqlExecutor,
+}
+
+impl ApiState {
+    /// State over an opened engine.
+    pub fn new(app: Arc<AppContext>) -> Self {
+        Self { executor: SqlExecutor::new(Arc::clone(&app)), app }
+    }
+}
+
+/// The full router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// loopback-only endpoints need the peer address.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.app.config().limits.max_request_body_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/v1/api/healthcheck", get(health::health))
+        .route("/v1/api/sql", post(sql::execute_sql))
+        .route("/v1/api/auth/login", post(auth::login))
+        .route("/v1/api/auth/refresh", post(auth::refresh))
+        .route("/v1/api/auth/logout", post(auth::logout))
+        .route("/v1/api/auth/me", get(auth::me))
+        .route("/v1/api/auth/status", get(auth::status))
+        .route("/v1/api/auth/setup", post(auth::setup))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

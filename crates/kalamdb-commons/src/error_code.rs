@@ -1,0 +1,106 @@
+//! Stable error codes of the HTTP API, with the HTTP status each one is answered with.
+//!
+//! Codes are part of the wire contract (`spec/protocol.md` §3.3 and §4.4): clients key on them
+//! (`TOKEN_EXPIRED` triggers a re-login), so a code never changes meaning.
+
+use serde::{Deserialize, Serialize};
+
+/// An error code of the SQL envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Unparsable body, wrong content type, bad `EXECUTE AS` wrapper.
+    InvalidInput,
+    /// The SQL does not parse or is not allowed.
+    InvalidSql,
+    /// The statement splitter failed (e.g. unterminated string).
+    BatchParseError,
+    /// No statement in the request.
+    EmptySql,
+    /// A bad entry in `params`.
+    InvalidParameter,
+    /// `params` given with more than one statement.
+    ParamsWithBatch,
+    /// The statement failed: not found, already exists, constraint, type mismatch …
+    SqlExecutionError,
+    /// A table that does not exist.
+    TableNotFound,
+    /// The caller's role may not run the statement.
+    PermissionDenied,
+    /// Too many requests.
+    RateLimitExceeded,
+    /// A server-side failure (never caused by input).
+    InternalError,
+    /// No `Authorization` header.
+    MissingAuthorization,
+    /// Credentials or token rejected.
+    InvalidCredentials,
+    /// The access token has expired; clients re-login on this code.
+    TokenExpired,
+    /// The server has no root password yet.
+    SetupRequired,
+    /// Too many failed logins.
+    AccountLocked,
+    /// The request body exceeds the limit.
+    BodyTooLarge,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is answered with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidInput
+            | Self::InvalidSql
+            | Self::BatchParseError
+            | Self::EmptySql
+            | Self::InvalidParameter
+            | Self::ParamsWithBatch
+            | Self::SqlExecutionError
+            | Self::TableNotFound => 400,
+            Self::MissingAuthorization
+            | Self::InvalidCredentials
+            | Self::TokenExpired
+            | Self::AccountLocked => 401,
+            Self::PermissionDenied => 403,
+            Self::BodyTooLarge => 413,
+            Self::SetupRequired => 428,
+            Self::RateLimitExceeded => 429,
+            Self::InternalError => 500,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidInput => "INVALID_INPUT",
+            Self::InvalidSql => "INVALID_SQL",
+            Self::BatchParseError => "BATCH_PARSE_ERROR",
+            Self::EmptySql => "EMPTY_SQL",
+            Self::InvalidParameter => "INVALID_PARAMETER",
+            Self::ParamsWithBatch => "PARAMS_WITH_BATCH",
+            Self::SqlExecutionError => "SQL_EXECUTION_ERROR",
+            Self::TableNotFound => "TABLE_NOT_FOUND",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::MissingAuthorization => "MISSING_AUTHORIZATION",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::SetupRequired => "SETUP_REQUIRED",
+            Self::AccountLocked => "ACCOUNT_LOCKED",
+            Self::BodyTooLarge => "BODY_TOO_LARGE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_matches_as_str() {
+        for code in [ErrorCode::InvalidSql, ErrorCode::TokenExpired, ErrorCode::ParamsWithBatch] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
+    }
+}

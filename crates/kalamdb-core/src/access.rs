@@ -1,0 +1,67 @@
+//! Permission rules of the roles `user`, `service`, `dba`, `system` (reference §1.8), in one
+//! place. Every statement path asks here; nothing else compares roles.
+
+use crate::auth::Identity;
+use crate::error::{KalamError, Result};
+use kalamdb_commons::{AccessLevel, Role, TableDefinition, TableType};
+
+fn deny(what: &str, identity: &Identity) -> KalamError {
+    KalamError::PermissionDenied(format!(
+        "Permission denied: role '{}' may not {what}",
+        identity.role
+    ))
+}
+
+/// DDL on namespaces, SHARED tables and users: dba and system only.
+pub fn check_admin(identity: &Identity, what: &str) -> Result<()> {
+    if identity.role.is_admin() { Ok(()) } else { Err(deny(what, identity)) }
+}
+
+/// Creating a table of `table_type`.
+pub fn check_create_table(identity: &Identity, table_type: TableType) -> Result<()> {
+    let ok = match table_type {
+        TableType::User | TableType::Stream => identity.role >= Role::User,
+        TableType::Shared => identity.role >= Role::Service,
+        TableType::System => false,
+    };
+    if ok { Ok(()) } else { Err(deny(&format!("create {table_type} tables"), identity)) }
+}
+
+/// Dropping a table: dba and system only.
+pub fn check_drop_table(identity: &Identity) -> Result<()> {
+    check_admin(identity, "drop tables")
+}
+
+fn min_role(level: AccessLevel) -> Role {
+    match level {
+        AccessLevel::Public => Role::Anonymous,
+        AccessLevel::Private | AccessLevel::Restricted => Role::Service,
+        AccessLevel::Dba => Role::Dba,
+    }
+}
+
+/// Reading a SHARED table.
+pub fn check_shared_read(identity: &Identity, def: &TableDefinition) -> Result<()> {
+    let level = def.access_level.unwrap_or(AccessLevel::Private);
+    if identity.role >= min_role(level) {
+        Ok(())
+    } else {
+        Err(deny(&format!("read {} table {}", level.as_str(), def.table_id()), identity))
+    }
+}
+
+/// Writing a SHARED table: service and above (dba for DBA-level tables).
+pub fn check_shared_write(identity: &Identity, def: &TableDefinition) -> Result<()> {
+    let level = def.access_level.unwrap_or(AccessLevel::Private);
+    let min = min_role(level).max(Role::Service);
+    if identity.role >= min {
+        Ok(())
+    } else {
+        Err(deny(&format!("write {} table {}", level.as_str(), def.table_id()), identity))
+    }
+}
+
+/// Reading `system.*`: dba and system only.
+pub fn check_system_read(identity: &Identity) -> Result<()> {
+    check_admin(identity, "read system tables")
+}

@@ -1,0 +1,147 @@
+//! [`AppContext`]: owns the node id and every shared service (seed decision R2).
+//!
+//! Built once at startup from the [`Config`]; everything else receives an `Arc<AppContext>`
+//! (or the one service it needs) instead of building its own. Holds the single DataFusion
+//! `SessionContext`; per-request identity is attached to a cheap copy of its state.
+
+use crate::auth::{AuthService, Identity};
+use crate::catalog::{Catalog, DEFAULT_NAMESPACE};
+use crate::config::Config;
+use crate::error::{KalamError, Result};
+use crate::providers::SessionIdentity;
+use crate::providers::catalog::{CATALOG_NAME, KalamCatalog, ProviderDeps};
+use crate::schema_registry::SchemaRegistry;
+use crate::seq::SeqGenerator;
+use dashmap::DashMap;
+use datafusion::execution::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use kalamdb_commons::{NodeId, TableId};
+use kalamdb_store::{RocksBackend, StorageBackend, StoreOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The server's shared state.
+pub struct AppContext {
+    config: Arc<Config>,
+    node_id: Arc<NodeId>,
+    backend: Arc<dyn StorageBackend>,
+    catalog: Catalog,
+    registry: Arc<SchemaRegistry>,
+    seq: SeqGenerator,
+    auth: Arc<AuthService>,
+    session: SessionContext,
+    write_locks: DashMap<TableId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl std::fmt::Debug for AppContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppContext").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl AppContext {
+    /// Opens the data directory and builds every service.
+    pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let node_id = Arc::new(config.node_id());
+        let data = PathBuf::from(&config.storage.data_path);
+        std::fs::create_dir_all(data.join("rocksdb"))
+            .map_err(|e| KalamError::Internal(format!("cannot create {}: {e}", data.display())))?;
+        let options = StoreOptions {
+            sync_writes: config.storage.sync_writes,
+            block_cache_bytes: config.storage.block_cache_mb * 1024 * 1024,
+            write_buffer_bytes: config.storage.write_buffer_mb * 1024 * 1024,
+            ..StoreOptions::default()
+        };
+        let backend: Arc<dyn StorageBackend> = Arc::new(RocksBackend::open(&data.join("rocksdb"), &options)?);
+        let now = chrono::Utc::now().timestamp_micros();
+        let catalog = Catalog::open(Arc::clone(&backend), now)?;
+        let registry = Arc::new(SchemaRegistry::new(catalog.clone()));
+        let auth = AuthService::start(catalog.clone(), config.auth.clone())
+            .await
+            .map_err(|e| KalamError::Internal(format!("auth bootstrap failed: {e}")))?;
+
+        let session_config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_NAMESPACE)
+            .with_create_default_catalog_and_schema(false)
+            .with_target_partitions(2);
+        let session = SessionContext::new_with_config(session_config);
+        let deps = ProviderDeps { catalog: catalog.clone(), registry: Arc::clone(&registry), backend: Arc::clone(&backend) };
+        session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps)));
+
+        Ok(Arc::new(Self {
+            seq: SeqGenerator::new(node_id.as_str()),
+            config: Arc::new(config),
+            node_id,
+            backend,
+            catalog,
+            registry,
+            auth,
+            session,
+            write_locks: DashMap::new(),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &Arc<NodeId> {
+        &self.node_id
+    }
+
+    /// The hot store.
+    pub fn backend(&self) -> &Arc<dyn StorageBackend> {
+        &self.backend
+    }
+
+    /// The persisted catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The schema cache.
+    pub fn schema_registry(&self) -> &Arc<SchemaRegistry> {
+        &self.registry
+    }
+
+    /// The `_seq` / `SNOWFLAKE_ID()` generator.
+    pub fn seq(&self) -> &SeqGenerator {
+        &self.seq
+    }
+
+    /// The auth service.
+    pub fn auth(&self) -> &Arc<AuthService> {
+        &self.auth
+    }
+
+    /// A session state for one statement: the shared state plus the caller's identity and
+    /// default namespace.
+    pub fn query_state(&self, identity: &Identity, namespace: &str) -> SessionState {
+        let mut state = self.session.state();
+        let config = state.config_mut();
+        config.set_extension(Arc::new(SessionIdentity(identity.clone())));
+        config.options_mut().catalog.default_schema = namespace.to_string();
+        state
+    }
+
+    /// The lock that serializes writers of one table (check-then-write of PK uniqueness and
+    /// read-modify-write of UPDATE).
+    pub fn table_lock(&self, id: &TableId) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.write_locks.entry(id.clone()).or_default().value())
+    }
+
+    /// Forgets a dropped table's lock.
+    pub fn forget_table_lock(&self, id: &TableId) {
+        self.write_locks.remove(id);
+    }
+
+    /// Flushes the store before shutdown.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.backend.flush() {
+            tracing::warn!(error = %e, "flush on shutdown failed");
+        }
+    }
+}

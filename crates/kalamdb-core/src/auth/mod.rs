@@ -1,0 +1,236 @@
+//! The auth model: users and passwords ([`password`]), JWTs ([`tokens`]), and [`AuthService`],
+//! which turns credentials or a bearer token into an [`Identity`].
+//!
+//! Error messages never tell an unknown user from a wrong password. bcrypt work runs on the
+//! blocking pool so logins never stall the async runtime.
+
+pub mod password;
+pub mod tokens;
+
+use crate::catalog::{Catalog, UserRecord};
+use crate::config::AuthConfig;
+use kalamdb_commons::{Role, UserId};
+use std::sync::Arc;
+use tokens::{TokenError, TokenKind, TokenService};
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user.
+    pub user_id: UserId,
+    /// The user's role.
+    pub role: Role,
+}
+
+/// Why authentication failed. The wire mapping lives in the API crate.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password, deleted user, bad token: one answer for all.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// The access token expired.
+    #[error("Invalid credentials")]
+    TokenExpired,
+    /// root has no password yet.
+    #[error("Server requires initial setup. Root password is not configured.")]
+    SetupRequired,
+    /// Setup was done already.
+    #[error("Server is already configured")]
+    AlreadyConfigured,
+    /// A password that breaks the policy.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// A bad user name.
+    #[error("{0}")]
+    InvalidUser(String),
+    /// The user exists already.
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    /// Storage or hashing failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::error::KalamError> for AuthError {
+    fn from(e: crate::error::KalamError) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct LoginGrant {
+    /// The user.
+    pub user: UserRecord,
+    /// Access token and its expiry (Unix seconds).
+    pub access: (String, i64),
+    /// Refresh token and its expiry (Unix seconds).
+    pub refresh: (String, i64),
+}
+
+/// Authentication service.
+#[derive(Debug)]
+pub struct AuthService {
+    catalog: Catalog,
+    tokens: TokenService,
+    config: AuthConfig,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl AuthService {
+    /// Creates the service and makes sure `root` exists with the configured password.
+    pub async fn start(catalog: Catalog, config: AuthConfig) -> Result<Arc<Self>, AuthError> {
+        let tokens = TokenService::new(&config.jwt_secret, config.jwt_expiry_hours);
+        let svc = Arc::new(Self { catalog, tokens, config });
+        svc.bootstrap_root().await?;
+        Ok(svc)
+    }
+
+    async fn bootstrap_root(&self) -> Result<(), AuthError> {
+        let root = UserId::new("root");
+        let existing = self.catalog.user(&root)?;
+        let configured = self.config.root_password.clone();
+        let now = now_micros();
+        let mut user = match existing {
+            Some(u) => u,
+            None => UserRecord {
+                user_id: "root".into(),
+                password_hash: String::new(),
+                role: Role::System,
+                email: Some("root@localhost".into()),
+                auth_type: "internal".into(),
+                failed_login_attempts: 0,
+                locked_until: None,
+                last_login_at: None,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            },
+        };
+        if !configured.is_empty() {
+            let matches = !user.password_hash.is_empty()
+                && password::verify(configured.clone(), user.password_hash.clone()).await;
+            if !matches {
+                user.password_hash = password::hash(configured, self.config.bcrypt_cost).await?;
+                user.updated_at = now;
+            }
+        }
+        self.catalog.put_user(&user)?;
+        Ok(())
+    }
+
+    /// Whether root still has no password.
+    pub fn needs_setup(&self) -> Result<bool, AuthError> {
+        Ok(self.catalog.user(&UserId::new("root"))?.is_none_or(|u| u.password_hash.is_empty()))
+    }
+
+    /// Checks a user name and password.
+    pub async fn login(&self, user: &str, pw: &str) -> Result<LoginGrant, AuthError> {
+        let id = UserId::parse(user).map_err(|_| AuthError::InvalidCredentials)?;
+        let Some(mut record) = self.catalog.user(&id)? else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        if record.deleted_at.is_some() {
+            return Err(AuthError::InvalidCredentials);
+        }
+        if record.password_hash.is_empty() {
+            return Err(if record.user_id == "root" && pw.is_empty() {
+                AuthError::SetupRequired
+            } else {
+                AuthError::InvalidCredentials
+            });
+        }
+        if !password::verify(pw.to_string(), record.password_hash.clone()).await {
+            return Err(AuthError::InvalidCredentials);
+        }
+        record.last_login_at = Some(now_micros());
+        record.failed_login_attempts = 0;
+        self.catalog.put_user(&record)?;
+        self.grant(record)
+    }
+
+    /// Issues a fresh token pair for a user.
+    pub fn grant(&self, user: UserRecord) -> Result<LoginGrant, AuthError> {
+        let access = self.tokens.issue(&user, TokenKind::Access)?;
+        let refresh = self.tokens.issue(&user, TokenKind::Refresh)?;
+        Ok(LoginGrant { user, access, refresh })
+    }
+
+    /// Validates a token of the given kind and loads its user.
+    pub fn authenticate(&self, token: &str, kind: TokenKind) -> Result<(Identity, UserRecord), AuthError> {
+        let claims = self.tokens.verify(token, kind).map_err(|e| match e {
+            TokenError::Expired => AuthError::TokenExpired,
+            TokenError::Invalid => AuthError::InvalidCredentials,
+        })?;
+        let id = UserId::parse(&claims.sub).map_err(|_| AuthError::InvalidCredentials)?;
+        let user = self.catalog.user(&id)?.ok_or(AuthError::InvalidCredentials)?;
+        if user.deleted_at.is_some() || claims.role != user.role {
+            return Err(AuthError::InvalidCredentials);
+        }
+        Ok((Identity { user_id: id, role: user.role }, user))
+    }
+
+    /// First-run setup: sets root's password and creates a dba user.
+    pub async fn setup(
+        &self,
+        user: &str,
+        pw: &str,
+        root_password: &str,
+        email: Option<String>,
+    ) -> Result<UserRecord, AuthError> {
+        if !self.needs_setup()? {
+            return Err(AuthError::AlreadyConfigured);
+        }
+        let id = UserId::parse(user).map_err(|e| AuthError::InvalidUser(e.to_string()))?;
+        if id.as_str() == "root" {
+            return Err(AuthError::InvalidUser("the dba user cannot be 'root'".into()));
+        }
+        password::check_policy(pw, self.config.min_password_length)
+            .map_err(|m| AuthError::WeakPassword(format!("DBA user password: {m}")))?;
+        password::check_policy(root_password, self.config.min_password_length)
+            .map_err(|m| AuthError::WeakPassword(format!("Root password: {m}")))?;
+        if self.catalog.user(&id)?.is_some_and(|u| u.deleted_at.is_none()) {
+            return Err(AuthError::UserExists(id.to_string()));
+        }
+        let dba = self.create_user(&id, pw, Role::Dba, email).await?;
+        let mut root = self.catalog.user(&UserId::new("root"))?.ok_or(AuthError::InvalidCredentials)?;
+        root.password_hash = password::hash(root_password.to_string(), self.config.bcrypt_cost).await?;
+        root.updated_at = now_micros();
+        self.catalog.put_user(&root)?;
+        Ok(dba)
+    }
+
+    /// Creates (or re-creates a deleted) user; the policy is checked by the caller.
+    pub async fn create_user(
+        &self,
+        id: &UserId,
+        pw: &str,
+        role: Role,
+        email: Option<String>,
+    ) -> Result<UserRecord, AuthError> {
+        let now = now_micros();
+        let record = UserRecord {
+            user_id: id.to_string(),
+            password_hash: password::hash(pw.to_string(), self.config.bcrypt_cost).await?,
+            role,
+            email,
+            auth_type: "password".into(),
+            failed_login_attempts: 0,
+            locked_until: None,
+            last_login_at: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        self.catalog.put_user(&record)?;
+        Ok(record)
+    }
+
+    /// Minimum password length from the config.
+    pub fn min_password_length(&self) -> usize {
+        self.config.min_password_length
+    }
+}

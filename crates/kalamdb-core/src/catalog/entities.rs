@@ -1,0 +1,81 @@
+//! The entities stored in the catalog's system partitions.
+
+use serde::{Deserialize, Serialize};
+
+/// A row of `system.namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// Name.
+    pub namespace_id: String,
+    /// µs since the epoch.
+    pub created_at: i64,
+    /// Free-form JSON options.
+    pub options: Option<String>,
+}
+
+/// A row of `system.users`. The user id is the user name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Id / name.
+    pub user_id: String,
+    /// bcrypt hash; empty = cannot log in (root before setup).
+    pub password_hash: String,
+    /// Role.
+    pub role: kalamdb_commons::Role,
+    /// Email.
+    pub email: Option<String>,
+    /// `internal` (root) or `password`.
+    pub auth_type: String,
+    /// Consecutive failed logins.
+    pub failed_login_attempts: u32,
+    /// µs; login refused until then.
+    pub locked_until: Option<i64>,
+    /// µs.
+    pub last_login_at: Option<i64>,
+    /// µs.
+    pub created_at: i64,
+    /// µs.
+    pub updated_at: i64,
+    /// µs; set by DROP USER (soft delete).
+    pub deleted_at: Option<i64>,
+}
+
+/// A row of `system.storages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageRecord {
+    /// Id.
+    pub storage_id: String,
+    /// Display name.
+    pub storage_name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// `filesystem` or `s3`.
+    pub storage_type: String,
+    /// Root path or URL.
+    pub base_directory: String,
+    /// Template for SHARED tables' folders.
+    pub shared_tables_template: String,
+    /// Template for USER tables' folders.
+    pub user_tables_template: String,
+    /// µs.
+    pub created_at: i64,
+    /// µs.
+    pub updated_at: i64,
+}
+
+impl StorageRecord {
+    /// The built-in `local` storage (`<data_path>/storage`).
+    pub fn local(now_micros: i64) -> Self {
+        Self {
+            storage_id: "local".into(),
+            storage_name: "Local filesystem".into(),
+            description: Some("Default storage under <data_path>/storage".into()),
+            storage_type: "filesystem".into(),
+            base_directory: "storage".into(),
+            shared_tables_template: "{namespace}/{tableName}".into(),
+            user_tables_template: "{namespace}/{tableName}/{userId}".into(),
+            created_at: now_micros,
+            updated_at: now_micros,
+        }
+    }
+}

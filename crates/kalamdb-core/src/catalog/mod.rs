@@ -1,0 +1,239 @@
+//! The persisted catalog: namespaces, table definitions (every version), users and storages,
+//! stored as JSON entities in `sys/*` partitions of the same backend as application data
+//! (seed decision R4).
+//!
+//! [`Catalog::open`] brings the store up to [`SYSTEM_SCHEMA_VERSION`]: partitions that are
+//! missing are created (an upgrade from an older server adds the tables it did not have), the
+//! built-in `local` storage and `default` namespace are bootstrapped, and the stored version is
+//! bumped. Table-definition keys: `L<ns>.<table>` holds the latest version,
+//! `V<ns>.<table>\0<version:u32be>` every version.
+
+mod entities;
+
+pub use entities::{NamespaceRecord, StorageRecord, UserRecord};
+
+use crate::error::{KalamError, Result};
+use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
+use kalamdb_commons::{NamespaceId, TableDefinition, TableId, UserId};
+use kalamdb_store::{StorageBackend, WriteBatch};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Version of the system schema this build writes. Bump it when a system partition is added.
+pub const SYSTEM_SCHEMA_VERSION: u32 = 1;
+
+const P_META: &str = "sys/meta";
+const P_NAMESPACES: &str = "sys/namespaces";
+const P_SCHEMAS: &str = "sys/schemas";
+const P_USERS: &str = "sys/users";
+const P_STORAGES: &str = "sys/storages";
+/// System partitions of version 1, in creation order.
+const SYSTEM_PARTITIONS: &[&str] = &[P_META, P_NAMESPACES, P_SCHEMAS, P_USERS, P_STORAGES];
+const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
+
+/// The built-in namespace for unqualified names.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Access to the persisted catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    backend: Arc<dyn StorageBackend>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog entities serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| KalamError::Internal(format!("corrupt catalog entry: {e}")))
+}
+
+fn latest_key(id: &TableId) -> Vec<u8> {
+    format!("L{id}").into_bytes()
+}
+
+fn versions_prefix(id: &TableId) -> Vec<u8> {
+    let mut k = format!("V{id}").into_bytes();
+    k.push(0);
+    k
+}
+
+impl Catalog {
+    /// Opens the catalog, creating or upgrading system partitions as needed.
+    pub fn open(backend: Arc<dyn StorageBackend>, now_micros: i64) -> Result<Self> {
+        for p in SYSTEM_PARTITIONS {
+            backend.create_partition(p)?;
+        }
+        let catalog = Self { backend };
+        let stored = catalog.system_schema_version()?;
+        if stored < SYSTEM_SCHEMA_VERSION {
+            tracing::info!(from = stored, to = SYSTEM_SCHEMA_VERSION, "upgrading system schema");
+            let mut batch = WriteBatch::new();
+            if catalog.storage("local")?.is_none() {
+                batch.put(P_STORAGES, b"local".to_vec(), encode(&StorageRecord::local(now_micros)));
+            }
+            if catalog.namespace(&NamespaceId::new(DEFAULT_NAMESPACE))?.is_none() {
+                let ns = NamespaceRecord { namespace_id: DEFAULT_NAMESPACE.into(), created_at: now_micros, options: None };
+                batch.put(P_NAMESPACES, DEFAULT_NAMESPACE.as_bytes().to_vec(), encode(&ns));
+            }
+            batch.put(P_META, KEY_SCHEMA_VERSION.to_vec(), SYSTEM_SCHEMA_VERSION.to_be_bytes().to_vec());
+            catalog.backend.write(batch)?;
+        }
+        catalog.drop_orphan_partitions()?;
+        Ok(catalog)
+    }
+
+    /// The stored system schema version (0 on a new store).
+    pub fn system_schema_version(&self) -> Result<u32> {
+        Ok(self
+            .backend
+            .get(P_META, KEY_SCHEMA_VERSION)?
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Drops table partitions whose table is no longer in the catalog (a DROP TABLE that
+    /// crashed after removing the definition).
+    fn drop_orphan_partitions(&self) -> Result<()> {
+        let live: std::collections::HashSet<String> = self
+            .tables(None)?
+            .iter()
+            .flat_map(|d| {
+                let p = TablePartitions::of(&d.table_id());
+                [p.rows, p.log]
+            })
+            .collect();
+        for name in self.backend.list_partitions() {
+            if name.starts_with(TABLE_PARTITION_PREFIX) && !live.contains(&name) {
+                tracing::warn!(partition = %name, "dropping orphan table partition");
+                self.backend.drop_partition(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_all<T: DeserializeOwned>(&self, partition: &str, prefix: &[u8]) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.backend.scan(partition, prefix, None)? {
+            let (_, v) = item?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn get<T: DeserializeOwned>(&self, partition: &str, key: &[u8]) -> Result<Option<T>> {
+        self.backend.get(partition, key)?.map(|b| decode(&b)).transpose()
+    }
+
+    // ---- namespaces ----
+
+    /// All namespaces, by name.
+    pub fn namespaces(&self) -> Result<Vec<NamespaceRecord>> {
+        self.scan_all(P_NAMESPACES, b"")
+    }
+
+    /// One namespace.
+    pub fn namespace(&self, id: &NamespaceId) -> Result<Option<NamespaceRecord>> {
+        self.get(P_NAMESPACES, id.as_str().as_bytes())
+    }
+
+    /// Stores a namespace.
+    pub fn put_namespace(&self, ns: &NamespaceRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(P_NAMESPACES, ns.namespace_id.as_bytes().to_vec(), encode(ns));
+        Ok(self.backend.write(batch)?)
+    }
+
+    /// Removes a namespace record (its tables must be gone).
+    pub fn delete_namespace(&self, id: &NamespaceId) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_NAMESPACES, id.as_str().as_bytes().to_vec());
+        Ok(self.backend.write(batch)?)
+    }
+
+    // ---- tables ----
+
+    /// Latest definition of every table, optionally of one namespace.
+    pub fn tables(&self, namespace: Option<&NamespaceId>) -> Result<Vec<TableDefinition>> {
+        let prefix = match namespace {
+            Some(ns) => format!("L{ns}.").into_bytes(),
+            None => b"L".to_vec(),
+        };
+        self.scan_all(P_SCHEMAS, &prefix)
+    }
+
+    /// Latest definition of a table.
+    pub fn table(&self, id: &TableId) -> Result<Option<TableDefinition>> {
+        self.get(P_SCHEMAS, &latest_key(id))
+    }
+
+    /// Every stored version of every table (for `system.schemas`).
+    pub fn all_versions(&self) -> Result<Vec<TableDefinition>> {
+        self.scan_all(P_SCHEMAS, b"V")
+    }
+
+    /// Stores a new table (or a new version of one) and creates its partitions.
+    pub fn put_table(&self, def: &TableDefinition) -> Result<()> {
+        let id = def.table_id();
+        for p in TablePartitions::of(&id).all() {
+            self.backend.create_partition(p)?;
+        }
+        let mut version_key = versions_prefix(&id);
+        version_key.extend_from_slice(&def.version.to_be_bytes());
+        let mut batch = WriteBatch::new();
+        batch.put(P_SCHEMAS, latest_key(&id), encode(def));
+        batch.put(P_SCHEMAS, version_key, encode(def));
+        Ok(self.backend.write(batch)?)
+    }
+
+    /// Removes a table's definitions, then its partitions.
+    pub fn drop_table(&self, id: &TableId) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_SCHEMAS, latest_key(id));
+        for item in self.backend.scan(P_SCHEMAS, &versions_prefix(id), None)? {
+            let (k, _) = item?;
+            batch.delete(P_SCHEMAS, k.to_vec());
+        }
+        self.backend.write(batch)?;
+        for p in TablePartitions::of(id).all() {
+            self.backend.drop_partition(p)?;
+        }
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// All users, deleted ones included.
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        self.scan_all(P_USERS, b"")
+    }
+
+    /// One user, deleted or not.
+    pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>> {
+        self.get(P_USERS, id.as_str().as_bytes())
+    }
+
+    /// Stores a user.
+    pub fn put_user(&self, user: &UserRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
+        Ok(self.backend.write(batch)?)
+    }
+
+    // ---- storages ----
+
+    /// All storages.
+    pub fn storages(&self) -> Result<Vec<StorageRecord>> {
+        self.scan_all(P_STORAGES, b"")
+    }
+
+    /// One storage.
+    pub fn storage(&self, id: &str) -> Result<Option<StorageRecord>> {
+        self.get(P_STORAGES, id.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests;

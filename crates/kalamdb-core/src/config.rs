@@ -1,0 +1,351 @@
+//! Server configuration: one typed struct per `server.toml` section.
+//!
+//! Every option has a default (an absent file means built-in defaults) and can be overridden
+//! by an environment variable named `KALAMDB_<SECTION>_<KEY>` (upper case), e.g.
+//! `KALAMDB_STORAGE_SYNC_WRITES=true`. Upstream's names are honoured as aliases
+//! ([`ENV_ALIASES`]): `KALAMDB_DATA_DIR`, `KALAMDB_NODE_ID`, `KALAMDB_ROOT_PASSWORD`,
+//! `KALAMDB_JWT_SECRET`, `KALAMDB_LOG_LEVEL`, `KALAMDB_JWT_EXPIRY_HOURS`. [`Config::validate`]
+//! turns bad values into clear startup errors. `server.example.toml` documents every key; a
+//! test checks it lists exactly the keys declared here.
+
+use kalamdb_commons::NodeId;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Upstream environment names mapped to `(section, key)`.
+pub const ENV_ALIASES: &[(&str, &str, &str)] = &[
+    ("KALAMDB_DATA_DIR", "storage", "data_path"),
+    ("KALAMDB_NODE_ID", "server", "node_id"),
+    ("KALAMDB_ROOT_PASSWORD", "auth", "root_password"),
+    ("KALAMDB_JWT_SECRET", "auth", "jwt_secret"),
+    ("KALAMDB_JWT_EXPIRY_HOURS", "auth", "jwt_expiry_hours"),
+    ("KALAMDB_LOG_LEVEL", "logging", "level"),
+];
+
+/// The placeholder JWT secret; refused unless the server only listens on loopback.
+pub const PLACEHOLDER_JWT_SECRET: &str = "CHANGE_ME_IN_PRODUCTION";
+
+/// A configuration problem found at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or an environment value does not parse.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("invalid configuration value {key}: {reason}")]
+    Invalid {
+        /// `section.key`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[auth]`
+    #[serde(alias = "authentication")]
+    pub auth: AuthConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+    /// `[logging]`
+    pub logging: LoggingConfig,
+}
+
+/// `[server]`: network and identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Bind address.
+    pub host: String,
+    /// Bind port (0 = any free port).
+    pub port: u16,
+    /// This node's id: letters, digits, hyphens, at most 64 characters.
+    pub node_id: String,
+    /// Seconds to wait for in-flight requests on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            node_id: "node-1".into(),
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[storage]`: where data lives and how durable writes are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory; RocksDB lives in `<data_path>/rocksdb`, cold files in `<data_path>/storage`.
+    pub data_path: String,
+    /// fsync every commit. Off: an acknowledged write survives a process crash (WAL) but may be
+    /// lost on power loss. On: it survives power loss too, at one fsync per write.
+    pub sync_writes: bool,
+    /// RocksDB block cache in MiB.
+    pub block_cache_mb: usize,
+    /// RocksDB memtable size per partition in MiB.
+    pub write_buffer_mb: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_path: "./data".into(), sync_writes: false, block_cache_mb: 8, write_buffer_mb: 4 }
+    }
+}
+
+/// `[auth]`: users, passwords and tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret, at least 32 characters unless the server only listens on loopback.
+    pub jwt_secret: String,
+    /// Access-token lifetime in hours; refresh tokens live 7 times longer.
+    pub jwt_expiry_hours: u64,
+    /// Password of the built-in `root` user; empty = first-run setup via `/v1/api/auth/setup`.
+    pub root_password: String,
+    /// bcrypt cost (4..=31); 12 costs about 0.25 s per login on a small machine.
+    pub bcrypt_cost: u32,
+    /// Minimum password length for new passwords.
+    pub min_password_length: usize,
+    /// Allow `/v1/api/auth/setup` and `/status` from non-loopback addresses.
+    pub allow_remote_setup: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: PLACEHOLDER_JWT_SECRET.into(),
+            jwt_expiry_hours: 24,
+            root_password: String::new(),
+            bcrypt_cost: 12,
+            min_password_length: 8,
+            allow_remote_setup: false,
+        }
+    }
+}
+
+/// `[limits]`: request size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted HTTP body in bytes.
+    pub max_request_body_bytes: usize,
+    /// Largest accepted SQL text in bytes.
+    pub max_sql_bytes: usize,
+    /// Most `$n` parameters per request.
+    pub max_params: usize,
+    /// Largest single parameter in bytes.
+    pub max_param_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_sql_bytes: 1024 * 1024,
+            max_params: 50,
+            max_param_bytes: 512 * 1024,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Log filter (`info`, `debug`, `kalamdb_core=debug,info` …).
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Loads `path` if it exists (built-in defaults otherwise), then applies `KALAMDB_*`
+    /// variables from `env`, then validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
+        let config = Self::from_toml(&text)?.with_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no environment, no validation).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Every `section.key` this configuration declares.
+    pub fn keys() -> Vec<(String, String)> {
+        let value = toml::Table::try_from(Config::default()).expect("config serializes");
+        let mut keys = Vec::new();
+        for (section, table) in value {
+            if let toml::Value::Table(t) = table {
+                keys.extend(t.keys().map(|k| (section.clone(), k.clone())));
+            }
+        }
+        keys
+    }
+
+    /// Applies `KALAMDB_<SECTION>_<KEY>` variables and the upstream aliases.
+    pub fn with_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(&self).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("KALAMDB_") else { continue };
+            let target = ENV_ALIASES
+                .iter()
+                .find(|(alias, _, _)| *alias == name)
+                .map(|(_, s, k)| (s.to_string(), k.to_string()))
+                .or_else(|| {
+                    table.iter().find_map(|(section, v)| {
+                        let prefix = format!("{}_", section.to_ascii_uppercase());
+                        let key = rest.strip_prefix(&prefix)?.to_ascii_lowercase();
+                        v.as_table()?.contains_key(&key).then(|| (section.clone(), key))
+                    })
+                });
+            let Some((section, key)) = target else { continue };
+            let slot = table
+                .get_mut(&section)
+                .and_then(|s| s.as_table_mut())
+                .and_then(|s| s.get_mut(&key))
+                .expect("known key");
+            *slot = match slot {
+                toml::Value::String(_) => toml::Value::String(raw.clone()),
+                toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                    ConfigError::Parse(format!("{name}={raw:?} is not an integer"))
+                })?),
+                toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "TRUE" | "yes" | "on" => true,
+                    "0" | "false" | "FALSE" | "no" | "off" => false,
+                    _ => return Err(ConfigError::Parse(format!("{name}={raw:?} is not a boolean"))),
+                }),
+                other => {
+                    return Err(ConfigError::Parse(format!("{name}: cannot override {other:?}")));
+                }
+            };
+        }
+        table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Checks values that have rules beyond their type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        NodeId::parse(&self.server.node_id).map_err(|e| ConfigError::Invalid {
+            key: "server.node_id",
+            reason: format!("{e} (letters, digits and hyphens, at most 64 characters)"),
+        })?;
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(ConfigError::Invalid {
+                key: "auth.bcrypt_cost",
+                reason: format!("{} is outside 4..=31", self.auth.bcrypt_cost),
+            });
+        }
+        if self.auth.jwt_expiry_hours == 0 {
+            return Err(ConfigError::Invalid { key: "auth.jwt_expiry_hours", reason: "must be > 0".into() });
+        }
+        let loopback = matches!(self.server.host.as_str(), "127.0.0.1" | "localhost" | "::1");
+        let weak = self.auth.jwt_secret == PLACEHOLDER_JWT_SECRET || self.auth.jwt_secret.len() < 32;
+        if weak && !loopback {
+            return Err(ConfigError::Invalid {
+                key: "auth.jwt_secret",
+                reason: "set a secret of at least 32 characters (KALAMDB_JWT_SECRET) before \
+                         listening on a non-loopback address"
+                    .into(),
+            });
+        }
+        if self.storage.data_path.is_empty() {
+            return Err(ConfigError::Invalid { key: "storage.data_path", reason: "must not be empty".into() });
+        }
+        Ok(())
+    }
+
+    /// The node id, validated.
+    pub fn node_id(&self) -> NodeId {
+        NodeId::parse(&self.server.node_id).unwrap_or_else(|_| NodeId::new("node-1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = Config::default()
+            .with_env(env(&[
+                ("KALAMDB_SERVER_PORT", "9000"),
+                ("KALAMDB_DATA_DIR", "/tmp/x"),
+                ("KALAMDB_STORAGE_SYNC_WRITES", "true"),
+                ("KALAMDB_ROOT_PASSWORD", "pw"),
+                ("KALAMDB_UNRELATED", "ignored"),
+            ]))
+            .unwrap();
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.storage.data_path, "/tmp/x");
+        assert!(c.storage.sync_writes);
+        assert_eq!(c.auth.root_password, "pw");
+        assert_eq!(c.server.host, "127.0.0.1");
+        assert!(Config::default().with_env(env(&[("KALAMDB_SERVER_PORT", "x")])).is_err());
+    }
+
+    #[test]
+    fn node_id_is_validated() {
+        let mut c = Config::default();
+        c.server.node_id = "bad id!".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.node_id"), "{err}");
+        c.server.node_id = "node-prod-01".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_secret_refused_off_loopback() {
+        let mut c = Config::default();
+        c.server.host = "0.0.0.0".into();
+        assert!(c.validate().is_err());
+        c.auth.jwt_secret = "x".repeat(32);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::from_toml("[server]\nhots = \"x\"\n").is_err());
+        let c = Config::from_toml("[authentication]\nbcrypt_cost = 4\n").unwrap();
+        assert_eq!(c.auth.bcrypt_cost, 4);
+    }
+}

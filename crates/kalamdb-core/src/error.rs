@@ -1,0 +1,125 @@
+//! The engine's error type and its mapping to stable [`ErrorCode`]s.
+//!
+//! Variants are grouped by who is at fault: the statement (`InvalidSql`, `NotFound`,
+//! `AlreadyExists`, `Constraint`, `TypeMismatch`, `InvalidParameter`), the caller's rights
+//! (`PermissionDenied`, `Unauthorized`) or the server (`Store`, `Internal`). Only the last group
+//! is hidden from non-admin callers.
+
+use datafusion::error::DataFusionError;
+use kalamdb_commons::ErrorCode;
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum KalamError {
+    /// The SQL does not parse, or uses a construct that is not allowed.
+    #[error("{0}")]
+    InvalidSql(String),
+    /// A named object does not exist.
+    #[error("{kind} '{name}' does not exist")]
+    NotFound {
+        /// namespace, table, column, user …
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A named object exists already.
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists {
+        /// namespace, table, user …
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A constraint was violated (primary key, NOT NULL, non-empty namespace …).
+    #[error("{0}")]
+    Constraint(String),
+    /// A value does not fit its column.
+    #[error("{0}")]
+    TypeMismatch(String),
+    /// A bad `$n` parameter.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// Any other problem with the statement.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Credentials or token rejected.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// DataFusion failed while planning or running a query.
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    /// The hot store failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] kalamdb_store::StoreError),
+    /// A bug or an environment failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = KalamError> = std::result::Result<T, E>;
+
+impl KalamError {
+    /// The stable code clients see.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidSql(_) => ErrorCode::InvalidSql,
+            Self::NotFound { .. }
+            | Self::AlreadyExists { .. }
+            | Self::Constraint(_)
+            | Self::TypeMismatch(_)
+            | Self::InvalidInput(_) => ErrorCode::SqlExecutionError,
+            Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::Unauthorized(_) => ErrorCode::InvalidCredentials,
+            Self::Query(e) => datafusion_code(e),
+            Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// Whether the message may be shown to any caller (it describes the caller's statement, not
+    /// the server's internals).
+    pub fn is_public(&self) -> bool {
+        match self {
+            Self::Store(_) | Self::Internal(_) => false,
+            Self::Query(e) => !matches!(e.find_root(), DataFusionError::Internal(_)),
+            _ => true,
+        }
+    }
+
+    /// Turns a DataFusion error back into ours when it wraps one of ours.
+    pub fn from_datafusion(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<KalamError>() {
+                Ok(k) => *k,
+                Err(other) => Self::Query(DataFusionError::External(other)),
+            },
+            DataFusionError::Context(ctx, inner) => match Self::from_datafusion(*inner) {
+                Self::Query(q) => Self::Query(DataFusionError::Context(ctx, Box::new(q))),
+                other => other,
+            },
+            DataFusionError::Shared(shared) => Self::Query(DataFusionError::Shared(shared)),
+            other => Self::Query(other),
+        }
+    }
+
+    /// Wraps this error for returning through a DataFusion API.
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+}
+
+fn datafusion_code(e: &DataFusionError) -> ErrorCode {
+    match e.find_root() {
+        DataFusionError::SQL(..) => ErrorCode::InvalidSql,
+        DataFusionError::Internal(_) => ErrorCode::InternalError,
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<KalamError>()
+            .map(|k| k.code())
+            .unwrap_or(ErrorCode::SqlExecutionError),
+        _ => ErrorCode::SqlExecutionError,
+    }
+}

@@ -1,0 +1,36 @@
+//! The KalamDB engine.
+//!
+//! ```text
+//!  SqlExecutor ── parse ──> own statements (ddl) ──> Catalog (sys/* partitions)
+//!      │                └─> INSERT/UPDATE/DELETE (dml) ──> rows (hot store, atomic batches)
+//!      └── queries ──> DataFusion ──> KalamCatalog ──> AppTableProvider / SystemTableProvider
+//! ```
+//!
+//! - [`app_context::AppContext`] owns the node id and every shared service; start here.
+//! - [`catalog`]: persisted namespaces, table definitions (versioned), users, storages.
+//! - [`schema_registry`]: memoized table definitions and Arrow schemas.
+//! - [`rows`]: the hot-store key layout and row encoding of application tables.
+//! - [`providers`]: DataFusion catalog and table providers.
+//! - [`sql`]: statement splitting, parsing, execution and result encoding.
+//! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
+//! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
+//!
+//! The engine knows no HTTP: `kalamdb-api` turns requests into calls on
+//! [`sql::executor::SqlExecutor`] and [`auth::AuthService`].
+
+pub mod access;
+pub mod app_context;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod providers;
+pub mod rows;
+pub mod schema_registry;
+pub mod seq;
+pub mod sql;
+pub mod types;
+pub mod value;
+
+pub use app_context::AppContext;
+pub use error::{KalamError, Result};

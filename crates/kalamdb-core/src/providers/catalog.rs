@@ -1,0 +1,123 @@
+//! The DataFusion `kalam` catalog: one schema per namespace plus `system`, resolved live from
+//! the persisted catalog and the [`SchemaRegistry`](crate::schema_registry::SchemaRegistry), so
+//! DDL needs no registration step.
+
+use super::system::{SYSTEM_TABLES, SystemTable, SystemTableProvider};
+use super::table::AppTableProvider;
+use crate::catalog::Catalog;
+use crate::schema_registry::SchemaRegistry;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::Result as DfResult;
+use kalamdb_commons::{NamespaceId, TableId, TableName};
+use kalamdb_store::StorageBackend;
+use std::sync::Arc;
+
+/// Name of the DataFusion catalog.
+pub const CATALOG_NAME: &str = "kalam";
+/// Name of the system schema.
+pub const SYSTEM_SCHEMA: &str = "system";
+
+/// Shared handles every provider needs.
+#[derive(Debug, Clone)]
+pub struct ProviderDeps {
+    /// Persisted catalog.
+    pub catalog: Catalog,
+    /// Schema cache.
+    pub registry: Arc<SchemaRegistry>,
+    /// Hot store.
+    pub backend: Arc<dyn StorageBackend>,
+}
+
+/// The `kalam` catalog.
+#[derive(Debug)]
+pub struct KalamCatalog {
+    deps: ProviderDeps,
+}
+
+impl KalamCatalog {
+    /// Creates the catalog provider.
+    pub fn new(deps: ProviderDeps) -> Self {
+        Self { deps }
+    }
+}
+
+impl CatalogProvider for KalamCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .deps
+            .catalog
+            .namespaces()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.namespace_id)
+            .collect();
+        names.push(SYSTEM_SCHEMA.into());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM_SCHEMA {
+            return Some(Arc::new(SystemSchema { catalog: self.deps.catalog.clone() }));
+        }
+        let ns = NamespaceId::new(name);
+        self.deps.catalog.namespace(&ns).ok().flatten()?;
+        Some(Arc::new(NamespaceSchema { ns, deps: self.deps.clone() }))
+    }
+}
+
+/// One namespace.
+#[derive(Debug)]
+struct NamespaceSchema {
+    ns: NamespaceId,
+    deps: ProviderDeps,
+}
+
+#[async_trait]
+impl SchemaProvider for NamespaceSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.deps
+            .catalog
+            .tables(Some(&self.ns))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.name.to_string())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let id = TableId::new(self.ns.clone(), TableName::new(name));
+        let cached = self.deps.registry.get(&id).map_err(|e| e.into_datafusion())?;
+        Ok(cached.map(|t| {
+            Arc::new(AppTableProvider::new(t, Arc::clone(&self.deps.backend))) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let id = TableId::new(self.ns.clone(), TableName::new(name));
+        matches!(self.deps.registry.get(&id), Ok(Some(_)))
+    }
+}
+
+/// The `system` schema.
+#[derive(Debug)]
+struct SystemSchema {
+    catalog: Catalog,
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        SYSTEM_TABLES.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(SystemTable::from_name(name).map(|kind| {
+            Arc::new(SystemTableProvider::new(kind, self.catalog.clone())) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SystemTable::from_name(name).is_some()
+    }
+}

@@ -1,0 +1,28 @@
+//! DataFusion integration: the `kalam` catalog ([`catalog`]), application-table providers
+//! ([`table`]) and system-table providers ([`system`]).
+//!
+//! Per-request identity travels in the DataFusion session config as a [`SessionIdentity`]
+//! extension (one shared `SessionContext`, no per-user context). Providers read it in `scan`
+//! to pick the caller's scope and check access.
+
+pub mod catalog;
+pub mod system;
+pub mod table;
+
+use crate::auth::Identity;
+use crate::error::KalamError;
+use datafusion::catalog::Session;
+use datafusion::error::Result as DfResult;
+
+/// The caller of the statement being planned, stored as a session-config extension.
+#[derive(Debug, Clone)]
+pub struct SessionIdentity(pub Identity);
+
+/// The identity of the session, or a permission error if none was set.
+pub fn identity_of(state: &dyn Session) -> DfResult<Identity> {
+    state
+        .config()
+        .get_extension::<SessionIdentity>()
+        .map(|i| i.0.clone())
+        .ok_or_else(|| KalamError::PermissionDenied("no identity on session".into()).into_datafusion())
+}

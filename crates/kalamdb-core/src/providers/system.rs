@@ -1,0 +1,297 @@
+//! System tables: `system.namespaces`, `system.tables`, `system.schemas`, `system.users`,
+//! `system.storages`. Each is computed from the persisted catalog at scan time and readable by
+//! dba/system only.
+
+use super::identity_of;
+use crate::access;
+use crate::catalog::Catalog;
+use crate::error::{KalamError, Result};
+use crate::types::system_field;
+use crate::value::{Value, to_array};
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType as DfTableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use kalamdb_commons::KalamDataType as K;
+use std::sync::Arc;
+
+/// The system tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemTable {
+    /// `system.namespaces`
+    Namespaces,
+    /// `system.tables`
+    Tables,
+    /// `system.schemas`
+    Schemas,
+    /// `system.users`
+    Users,
+    /// `system.storages`
+    Storages,
+}
+
+/// Every system table.
+pub const SYSTEM_TABLES: &[SystemTable] = &[
+    SystemTable::Namespaces,
+    SystemTable::Tables,
+    SystemTable::Schemas,
+    SystemTable::Users,
+    SystemTable::Storages,
+];
+
+type ColumnSpec = (&'static str, K, bool);
+
+impl SystemTable {
+    /// Table name inside `system`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Namespaces => "namespaces",
+            Self::Tables => "tables",
+            Self::Schemas => "schemas",
+            Self::Users => "users",
+            Self::Storages => "storages",
+        }
+    }
+
+    /// Looks a system table up by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        SYSTEM_TABLES.iter().copied().find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    fn columns(&self) -> Vec<ColumnSpec> {
+        match self {
+            Self::Namespaces => vec![
+                ("namespace_id", K::Text, false),
+                ("name", K::Text, false),
+                ("created_at", K::Timestamp, false),
+                ("options", K::Json, true),
+                ("table_count", K::Int, false),
+            ],
+            Self::Tables => vec![
+                ("namespace_id", K::Text, false),
+                ("table_name", K::Text, false),
+                ("table_type", K::Text, false),
+                ("storage_id", K::Text, false),
+                ("version", K::Int, false),
+                ("access_level", K::Text, true),
+                ("ttl_seconds", K::BigInt, true),
+                ("flush_policy", K::Text, true),
+                ("comment", K::Text, true),
+                ("created_at", K::Timestamp, false),
+                ("updated_at", K::Timestamp, false),
+            ],
+            Self::Schemas => vec![
+                ("table_id", K::Text, false),
+                ("namespace_id", K::Text, false),
+                ("table_name", K::Text, false),
+                ("table_type", K::Text, false),
+                ("schema_version", K::Int, false),
+                ("columns", K::Json, false),
+                ("is_latest", K::Boolean, false),
+                ("access_level", K::Text, true),
+                ("storage_id", K::Text, false),
+                ("created_at", K::Timestamp, false),
+                ("updated_at", K::Timestamp, false),
+            ],
+            Self::Users => vec![
+                ("user_id", K::Text, false),
+                ("password_hash", K::Text, false),
+                ("role", K::Text, false),
+                ("email", K::Text, true),
+                ("auth_type", K::Text, false),
+                ("failed_login_attempts", K::Int, false),
+                ("locked_until", K::Timestamp, true),
+                ("last_login_at", K::Timestamp, true),
+                ("created_at", K::Timestamp, false),
+                ("updated_at", K::Timestamp, false),
+                ("deleted_at", K::Timestamp, true),
+            ],
+            Self::Storages => vec![
+                ("storage_id", K::Text, false),
+                ("storage_name", K::Text, false),
+                ("description", K::Text, true),
+                ("storage_type", K::Text, false),
+                ("base_directory", K::Text, false),
+                ("shared_tables_template", K::Text, false),
+                ("user_tables_template", K::Text, false),
+                ("created_at", K::Timestamp, false),
+                ("updated_at", K::Timestamp, false),
+            ],
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns().into_iter().map(|(n, t, null)| system_field(n, t, null)).collect::<Vec<_>>(),
+        ))
+    }
+
+    fn rows(&self, catalog: &Catalog) -> Result<Vec<Vec<Value>>> {
+        let text = |s: &str| Value::Text(s.to_string());
+        let opt_text = |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
+        let opt_ts = |t: Option<i64>| t.map(Value::Timestamp).unwrap_or(Value::Null);
+        Ok(match self {
+            Self::Namespaces => {
+                let tables = catalog.tables(None)?;
+                catalog
+                    .namespaces()?
+                    .into_iter()
+                    .map(|n| {
+                        let count = tables.iter().filter(|t| t.namespace.as_str() == n.namespace_id).count();
+                        vec![
+                            text(&n.namespace_id),
+                            text(&n.namespace_id),
+                            Value::Timestamp(n.created_at),
+                            opt_text(n.options.as_deref()),
+                            Value::I32(count as i32),
+                        ]
+                    })
+                    .collect()
+            }
+            Self::Tables => catalog
+                .tables(None)?
+                .into_iter()
+                .map(|d| {
+                    vec![
+                        text(d.namespace.as_str()),
+                        text(d.name.as_str()),
+                        text(d.table_type.as_str()),
+                        text(d.storage_id.as_str()),
+                        Value::I32(d.version as i32),
+                        opt_text(d.access_level.map(|a| a.as_str())),
+                        d.ttl_seconds.map(|t| Value::I64(t as i64)).unwrap_or(Value::Null),
+                        opt_text(d.flush_policy.as_deref()),
+                        opt_text(d.comment.as_deref()),
+                        Value::Timestamp(d.created_at),
+                        Value::Timestamp(d.updated_at),
+                    ]
+                })
+                .collect(),
+            Self::Schemas => {
+                let latest: std::collections::HashMap<String, u32> = catalog
+                    .tables(None)?
+                    .into_iter()
+                    .map(|d| (d.table_id().to_string(), d.version))
+                    .collect();
+                catalog
+                    .all_versions()?
+                    .into_iter()
+                    .map(|d| {
+                        let id = d.table_id().to_string();
+                        vec![
+                            text(&id),
+                            text(d.namespace.as_str()),
+                            text(d.name.as_str()),
+                            text(d.table_type.as_str()),
+                            Value::I32(d.version as i32),
+                            Value::Text(serde_json::to_string(&d.columns).unwrap_or_default()),
+                            Value::Bool(latest.get(&id) == Some(&d.version)),
+                            opt_text(d.access_level.map(|a| a.as_str())),
+                            text(d.storage_id.as_str()),
+                            Value::Timestamp(d.created_at),
+                            Value::Timestamp(d.updated_at),
+                        ]
+                    })
+                    .collect()
+            }
+            Self::Users => catalog
+                .users()?
+                .into_iter()
+                .map(|u| {
+                    vec![
+                        text(&u.user_id),
+                        text(&u.password_hash),
+                        text(u.role.as_str()),
+                        opt_text(u.email.as_deref()),
+                        text(&u.auth_type),
+                        Value::I32(u.failed_login_attempts as i32),
+                        opt_ts(u.locked_until),
+                        opt_ts(u.last_login_at),
+                        Value::Timestamp(u.created_at),
+                        Value::Timestamp(u.updated_at),
+                        opt_ts(u.deleted_at),
+                    ]
+                })
+                .collect(),
+            Self::Storages => catalog
+                .storages()?
+                .into_iter()
+                .map(|s| {
+                    vec![
+                        text(&s.storage_id),
+                        text(&s.storage_name),
+                        opt_text(s.description.as_deref()),
+                        text(&s.storage_type),
+                        text(&s.base_directory),
+                        text(&s.shared_tables_template),
+                        text(&s.user_tables_template),
+                        Value::Timestamp(s.created_at),
+                        Value::Timestamp(s.updated_at),
+                    ]
+                })
+                .collect(),
+        })
+    }
+
+    /// Builds the table's current contents as one batch.
+    pub fn batch(&self, catalog: &Catalog) -> Result<RecordBatch> {
+        let rows = self.rows(catalog)?;
+        rows_to_batch(self.schema(), &self.columns().iter().map(|c| c.1).collect::<Vec<_>>(), &rows)
+    }
+}
+
+/// Builds a batch from row-major cells, one Kalam type per column.
+pub fn rows_to_batch(schema: SchemaRef, types: &[K], rows: &[Vec<Value>]) -> Result<RecordBatch> {
+    let arrays = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| to_array(rows.iter().map(|r| &r[i]), t))
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema, arrays).map_err(|e| KalamError::Internal(e.to_string()))
+}
+
+/// Provider of one system table.
+#[derive(Debug)]
+pub struct SystemTableProvider {
+    kind: SystemTable,
+    catalog: Catalog,
+    schema: SchemaRef,
+}
+
+impl SystemTableProvider {
+    /// A provider of `kind`.
+    pub fn new(kind: SystemTable, catalog: Catalog) -> Self {
+        Self { kind, catalog, schema: kind.schema() }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTableProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> DfTableType {
+        DfTableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let identity = identity_of(state)?;
+        access::check_system_read(&identity).map_err(KalamError::into_datafusion)?;
+        let batch = self.kind.batch(&self.catalog).map_err(KalamError::into_datafusion)?;
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&self.schema), projection.cloned())?;
+        Ok(exec)
+    }
+}

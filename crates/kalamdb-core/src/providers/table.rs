@@ -1,0 +1,189 @@
+//! [`AppTableProvider`]: reads an application table's hot rows for the caller's scope.
+//!
+//! A scan reads the `rows` partition (latest version per primary key, in key order), drops
+//! tombstones, and builds only the projected columns. Equality and IN filters on the primary
+//! key are pushed down (as inexact, DataFusion re-checks them) and become point reads instead
+//! of a scan. A `LIMIT` without filters stops the scan early.
+
+use super::identity_of;
+use crate::access;
+use crate::error::KalamError;
+use crate::rows::{Scope, StoredRow, row_key};
+use crate::schema_registry::CachedTable;
+use crate::value::{Value, coerce, to_array};
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType as DfTableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use kalamdb_commons::TableType;
+use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
+use kalamdb_store::StorageBackend;
+use std::sync::Arc;
+
+/// Rows per Arrow batch produced by a scan.
+const BATCH_ROWS: usize = 8192;
+
+/// Provider of one application table.
+#[derive(Debug)]
+pub struct AppTableProvider {
+    table: Arc<CachedTable>,
+    backend: Arc<dyn StorageBackend>,
+}
+
+impl AppTableProvider {
+    /// A provider over `table`.
+    pub fn new(table: Arc<CachedTable>, backend: Arc<dyn StorageBackend>) -> Self {
+        Self { table, backend }
+    }
+
+    /// Primary-key values named by an `pk = literal` or `pk IN (literals)` filter.
+    fn pk_values(&self, filter: &Expr) -> Option<Vec<Value>> {
+        let pk = &self.table.def.columns[self.table.pk_index?];
+        let is_pk = |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&pk.name));
+        let lit = |e: &Expr| match e {
+            Expr::Literal(v, _) => coerce(v.clone(), &pk.data_type, &pk.name).ok(),
+            _ => None,
+        };
+        match filter {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+                if is_pk(left) {
+                    lit(right).map(|v| vec![v])
+                } else if is_pk(right) {
+                    lit(left).map(|v| vec![v])
+                } else {
+                    None
+                }
+            }
+            Expr::InList(list) if !list.negated && is_pk(&list.expr) => {
+                list.list.iter().map(lit).collect()
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads the visible rows of `scope`.
+    fn read_rows(&self, scope: &Scope, filters: &[Expr], limit: Option<usize>) -> crate::error::Result<Vec<StoredRow>> {
+        let prefix = scope.prefix();
+        let partition = &self.table.partitions.rows;
+        let keys = filters.iter().find_map(|f| self.pk_values(f));
+        let mut rows = Vec::new();
+        if let Some(values) = keys {
+            let mut seen = std::collections::HashSet::new();
+            for v in values {
+                let Some(k) = v.pk_key() else { continue };
+                if !seen.insert(k.clone()) {
+                    continue;
+                }
+                if let Some(bytes) = self.backend.get(partition, &row_key(&prefix, &k))? {
+                    let row = StoredRow::decode(&bytes)?;
+                    if !row.deleted {
+                        rows.push(row);
+                    }
+                }
+            }
+            return Ok(rows);
+        }
+        let limit = if filters.is_empty() { limit } else { None };
+        for item in self.backend.scan(partition, &prefix, None)? {
+            let (_, bytes) = item?;
+            let row = StoredRow::decode(&bytes)?;
+            if row.deleted {
+                continue;
+            }
+            rows.push(row);
+            if limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Builds projected batches from rows.
+    fn build_batches(&self, rows: &[StoredRow], projection: Option<&Vec<usize>>) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
+        let full = &self.table.schema;
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..full.fields().len()).collect(),
+        };
+        let schema = Arc::new(Schema::new_with_metadata(
+            indices.iter().map(|i| full.field(*i).clone()).collect::<Vec<_>>(),
+            full.metadata().clone(),
+        ));
+        let columns = &self.table.def.columns;
+        let mut batches = Vec::new();
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(indices.len());
+            for &i in &indices {
+                let field = full.field(i);
+                let array: ArrayRef = if i < columns.len() {
+                    let col = &columns[i];
+                    to_array(chunk.iter().map(|r| r.cell(col.column_id)), &col.data_type)?
+                } else if field.name() == SEQ_COLUMN {
+                    Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
+                } else if field.name() == DELETED_COLUMN {
+                    Arc::new(BooleanArray::from(chunk.iter().map(|r| r.deleted).collect::<Vec<_>>()))
+                } else {
+                    return Err(KalamError::Internal(format!("unknown column {}", field.name())));
+                };
+                arrays.push(array);
+            }
+            let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            batches.push(
+                RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
+                    .map_err(|e| KalamError::Internal(e.to_string()))?,
+            );
+        }
+        Ok((schema, batches))
+    }
+}
+
+#[async_trait]
+impl TableProvider for AppTableProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.table.schema)
+    }
+
+    fn table_type(&self) -> DfTableType {
+        DfTableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.pk_values(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let identity = identity_of(state)?;
+        let def = &self.table.def;
+        let scope = match def.table_type {
+            TableType::Shared => {
+                access::check_shared_read(&identity, def).map_err(KalamError::into_datafusion)?;
+                Scope::Shared
+            }
+            _ => Scope::User(identity.user_id.clone()),
+        };
+        let rows = self.read_rows(&scope, filters, limit).map_err(KalamError::into_datafusion)?;
+        let (schema, batches) = self.build_batches(&rows, projection).map_err(KalamError::into_datafusion)?;
+        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
+        Ok(exec)
+    }
+}

@@ -1,0 +1,141 @@
+//! Hot-store layout of application tables: partition names, keys and the row encoding.
+//!
+//! Every table owns two partitions:
+//!
+//! - `tbl/<ns>/<table>/rows`: the **latest version** of each primary key, keyed by
+//!   `scope ‖ pk_key`. Scans of this partition return one row per key in primary-key order;
+//!   point lookups and uniqueness checks are single reads. A deleted key keeps its tombstone
+//!   here, so a later lookup cannot fall through to an older tier.
+//! - `tbl/<ns>/<table>/log`: **every version** (inserts, updates, tombstones), keyed by
+//!   `scope ‖ _seq` (big-endian), the input of flushes and of live-query resume.
+//!
+//! Both are written in one atomic batch. `scope` is empty for SHARED tables and
+//! `user_id ‖ 0x00` for USER/STREAM tables (user ids never contain NUL), so each user's rows are
+//! one contiguous key range. Rows are postcard-encoded [`StoredRow`]s whose cells are keyed by
+//! stable column id.
+
+use crate::error::{KalamError, Result};
+use crate::value::Value;
+use kalamdb_commons::{TableId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every application-table partition name.
+pub const TABLE_PARTITION_PREFIX: &str = "tbl/";
+
+/// One stored row version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRow {
+    /// Version id (`_seq`).
+    pub seq: i64,
+    /// Tombstone flag (`_deleted`).
+    pub deleted: bool,
+    /// Cells by column id; absent ids read as NULL.
+    pub cells: Vec<(u32, Value)>,
+}
+
+impl StoredRow {
+    /// Encodes for storage.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("rows always encode")
+    }
+
+    /// Decodes a stored row.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| KalamError::Internal(format!("corrupt row in hot store: {e}")))
+    }
+
+    /// The cell of column `column_id`, NULL when absent.
+    pub fn cell(&self, column_id: u32) -> &Value {
+        self.cells.iter().find(|(id, _)| *id == column_id).map(|(_, v)| v).unwrap_or(&Value::Null)
+    }
+}
+
+/// The partition names of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePartitions {
+    /// Latest version per key.
+    pub rows: String,
+    /// Every version by `_seq`.
+    pub log: String,
+}
+
+impl TablePartitions {
+    /// The partitions of `table`.
+    pub fn of(table: &TableId) -> Self {
+        let base = format!("{TABLE_PARTITION_PREFIX}{}/{}", table.namespace, table.table);
+        Self { rows: format!("{base}/rows"), log: format!("{base}/log") }
+    }
+
+    /// Both names.
+    pub fn all(&self) -> [&str; 2] {
+        [&self.rows, &self.log]
+    }
+}
+
+/// Whose rows a read or write touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The single partition of a SHARED table.
+    Shared,
+    /// One user's partition of a USER or STREAM table.
+    User(UserId),
+}
+
+impl Scope {
+    /// Key prefix of this scope.
+    pub fn prefix(&self) -> Vec<u8> {
+        match self {
+            Scope::Shared => Vec::new(),
+            Scope::User(u) => {
+                let mut p = u.as_str().as_bytes().to_vec();
+                p.push(0);
+                p
+            }
+        }
+    }
+}
+
+/// Key of the latest-version entry of `pk_key` in `scope`.
+pub fn row_key(scope_prefix: &[u8], pk_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope_prefix.len() + pk_key.len());
+    k.extend_from_slice(scope_prefix);
+    k.extend_from_slice(pk_key);
+    k
+}
+
+/// Key of a version in the log.
+pub fn log_key(scope_prefix: &[u8], seq: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope_prefix.len() + 8);
+    k.extend_from_slice(scope_prefix);
+    k.extend_from_slice(&(seq as u64).to_be_bytes());
+    k
+}
+
+/// Decodes the `_seq` at the end of a log key.
+pub fn seq_of_log_key(key: &[u8]) -> Option<i64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_roundtrip_and_keys() {
+        let row = StoredRow {
+            seq: 42,
+            deleted: false,
+            cells: vec![(1, Value::I64(7)), (2, Value::Text("x".into())), (3, Value::Decimal(-5))],
+        };
+        assert_eq!(StoredRow::decode(&row.encode()).unwrap(), row);
+        assert_eq!(row.cell(9), &Value::Null);
+        let scope = Scope::User(UserId::new("alice"));
+        let k = log_key(&scope.prefix(), 42);
+        assert!(k.starts_with(b"alice\0"));
+        assert_eq!(seq_of_log_key(&k), Some(42));
+        let p = TablePartitions::of(&TableId::new("app".into(), "t".into()));
+        assert_eq!(p.rows, "tbl/app/t/rows");
+    }
+}

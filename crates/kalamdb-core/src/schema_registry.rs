@@ -1,0 +1,92 @@
+//! [`SchemaRegistry`]: `TableId -> CachedTable`, the memoized view of table definitions
+//! (seed decision R1).
+//!
+//! A table's Arrow schema is built once, when its entry is created, and shared as an
+//! `Arc<Schema>`; a lookup is one concurrent-map read and an `Arc` clone. Entries are loaded
+//! from the catalog on first use, inserted by CREATE TABLE and removed by DROP TABLE
+//! ([`SchemaRegistry::invalidate`]), which touches exactly the table changed.
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::rows::TablePartitions;
+use crate::types::table_schema;
+use dashmap::DashMap;
+use datafusion::arrow::datatypes::SchemaRef;
+use kalamdb_commons::{TableDefinition, TableId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Everything the hot path needs about one table, computed once.
+#[derive(Debug)]
+pub struct CachedTable {
+    /// The latest definition.
+    pub def: Arc<TableDefinition>,
+    /// Arrow schema: user columns, then system columns.
+    pub schema: SchemaRef,
+    /// Hot-store partitions.
+    pub partitions: TablePartitions,
+    /// Index of the primary-key column in `def.columns`.
+    pub pk_index: Option<usize>,
+}
+
+impl CachedTable {
+    /// Builds the cached form of a definition (the only place schemas are built).
+    fn build(def: TableDefinition) -> Self {
+        let schema = Arc::new(table_schema(&def));
+        let partitions = TablePartitions::of(&def.table_id());
+        let pk_index = def.columns.iter().position(|c| c.primary_key);
+        Self { def: Arc::new(def), schema, partitions, pk_index }
+    }
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct SchemaRegistry {
+    catalog: Catalog,
+    tables: DashMap<TableId, Arc<CachedTable>>,
+    builds: AtomicU64,
+}
+
+impl SchemaRegistry {
+    /// An empty registry backed by `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog, tables: DashMap::new(), builds: AtomicU64::new(0) }
+    }
+
+    /// The cached entry, loading it from the catalog on a miss; `None` if no such table.
+    pub fn get(&self, id: &TableId) -> Result<Option<Arc<CachedTable>>> {
+        if let Some(hit) = self.tables.get(id) {
+            return Ok(Some(Arc::clone(hit.value())));
+        }
+        let Some(def) = self.catalog.table(id)? else { return Ok(None) };
+        Ok(Some(self.insert(def)))
+    }
+
+    /// The cached entry if present, without touching the catalog.
+    pub fn get_cached(&self, id: &TableId) -> Option<Arc<CachedTable>> {
+        self.tables.get(id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// The Arrow schema of a table.
+    pub fn arrow_schema(&self, id: &TableId) -> Result<Option<SchemaRef>> {
+        Ok(self.get(id)?.map(|t| Arc::clone(&t.schema)))
+    }
+
+    /// Caches a (new) definition, replacing any previous entry.
+    pub fn insert(&self, def: TableDefinition) -> Arc<CachedTable> {
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(CachedTable::build(def));
+        self.tables.insert(entry.def.table_id(), Arc::clone(&entry));
+        entry
+    }
+
+    /// Forgets one table (DROP, ALTER).
+    pub fn invalidate(&self, id: &TableId) {
+        self.tables.remove(id);
+    }
+
+    /// How many schemas were built since start (for tests and metrics).
+    pub fn schema_builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,432 @@
+//! INSERT, UPDATE and DELETE on application tables.
+//!
+//! Writes follow the MVCC rules of the hot store ([`crate::rows`]): an INSERT writes a first
+//! version, an UPDATE a new full-row version, a DELETE a tombstone version; each version gets a
+//! fresh `_seq` and lands in one atomic batch (latest-row entry plus log entry). Writers of one
+//! table are serialized by the table's lock, which makes the primary-key check and the write
+//! (and UPDATE's read-modify-write) one step. UPDATE and DELETE find their rows by running a
+//! SELECT through DataFusion, so their WHERE clauses accept everything a query does.
+
+use super::ddl::resolve;
+use super::executor::{ExecCtx, run_query};
+use super::parse::{TableRef, fold};
+use crate::access;
+use crate::app_context::AppContext;
+use crate::error::{KalamError, Result};
+use crate::rows::{Scope, StoredRow, log_key, row_key};
+use crate::schema_registry::CachedTable;
+use crate::value::{Value, coerce};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, FunctionArguments, Insert, SetExpr, TableFactor,
+    TableObject, TableWithJoins, UnaryOperator, Update, Value as SqlValue,
+};
+use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
+use kalamdb_commons::{ColumnDefault, ColumnDefinition, TableType};
+use kalamdb_store::WriteBatch;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The scalar of a literal expression (`42`, `-1.5`, `'x'`, `TRUE`, `NULL`), if it is one.
+/// Non-integer numbers stay text so DECIMAL columns get them exactly.
+pub fn literal_scalar(expr: &Expr) -> Option<ScalarValue> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Number(n, _) => Some(match n.parse::<i64>() {
+                Ok(i) => ScalarValue::Int64(Some(i)),
+                Err(_) => ScalarValue::Utf8(Some(n.clone())),
+            }),
+            SqlValue::SingleQuotedString(s)
+            | SqlValue::DoubleQuotedString(s)
+            | SqlValue::EscapedStringLiteral(s)
+            | SqlValue::NationalStringLiteral(s) => Some(ScalarValue::Utf8(Some(s.clone()))),
+            SqlValue::Boolean(b) => Some(ScalarValue::Boolean(Some(*b))),
+            SqlValue::Null => Some(ScalarValue::Null),
+            _ => None,
+        },
+        Expr::UnaryOp { op: UnaryOperator::Plus, expr } => literal_scalar(expr),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_scalar(expr)? {
+            ScalarValue::Int64(Some(i)) => Some(ScalarValue::Int64(Some(-i))),
+            ScalarValue::Utf8(Some(s)) if s.parse::<f64>().is_ok() => Some(ScalarValue::Utf8(Some(format!("-{s}")))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Evaluates a column default.
+fn default_value(app: &AppContext, ctx: &ExecCtx, col: &ColumnDefinition) -> Result<Value> {
+    let scalar = match col.default.as_ref() {
+        None => return Ok(Value::Null),
+        Some(ColumnDefault::SnowflakeId) => ScalarValue::Int64(Some(app.seq().next_id())),
+        Some(ColumnDefault::UuidV7) => ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string())),
+        Some(ColumnDefault::Ulid) => ScalarValue::Utf8(Some(ulid::Ulid::new().to_string())),
+        Some(ColumnDefault::Now) => {
+            ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), None)
+        }
+        Some(ColumnDefault::CurrentUser) => ScalarValue::Utf8(Some(ctx.identity.user_id.to_string())),
+        Some(ColumnDefault::Literal(text)) => {
+            let expr = datafusion::sql::sqlparser::parser::Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
+                .try_with_sql(text)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| KalamError::Internal(format!("stored default {text} does not parse: {e}")))?;
+            literal_scalar(&expr).ok_or_else(|| KalamError::Internal(format!("stored default {text} is not a literal")))?
+        }
+    };
+    coerce(scalar, &col.data_type, &col.name)
+}
+
+/// Evaluates one VALUES expression: literals and KalamDB functions directly, anything else
+/// through DataFusion.
+async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<ScalarValue> {
+    if let Some(s) = literal_scalar(expr) {
+        return Ok(s);
+    }
+    if let Expr::Function(f) = expr
+        && matches!(&f.args, FunctionArguments::None)
+            | matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty())
+    {
+        match f.name.to_string().to_ascii_uppercase().as_str() {
+            "SNOWFLAKE_ID" => return Ok(ScalarValue::Int64(Some(app.seq().next_id()))),
+            "UUID_V7" => return Ok(ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string()))),
+            "ULID" => return Ok(ScalarValue::Utf8(Some(ulid::Ulid::new().to_string()))),
+            "CURRENT_USER" => return Ok(ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))),
+            _ => {}
+        }
+    }
+    let batches = run_query(app, ctx, &format!("SELECT {expr}")).await?.1;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
+        KalamError::InvalidInput(format!("expression {expr} produced no value"))
+    })?;
+    Ok(ScalarValue::try_from_array(batch.column(0), 0)?)
+}
+
+/// Resolves the target table of a DML statement and checks the caller may write it.
+fn target(app: &AppContext, ctx: &ExecCtx, tref: &TableRef) -> Result<(Arc<CachedTable>, Scope)> {
+    let id = resolve(ctx, tref);
+    if id.namespace.as_str() == "system" {
+        return Err(KalamError::PermissionDenied("System tables are read-only".into()));
+    }
+    let table = app
+        .schema_registry()
+        .get(&id)?
+        .ok_or_else(|| KalamError::NotFound { kind: "Table", name: id.to_string() })?;
+    let scope = match table.def.table_type {
+        TableType::Shared => {
+            access::check_shared_write(&ctx.identity, &table.def)?;
+            Scope::Shared
+        }
+        TableType::User | TableType::Stream => Scope::User(ctx.identity.user_id.clone()),
+        TableType::System => return Err(KalamError::PermissionDenied("System tables are read-only".into())),
+    };
+    Ok((table, scope))
+}
+
+fn column_index(table: &CachedTable, name: &str) -> Result<usize> {
+    if name.eq_ignore_ascii_case(SEQ_COLUMN) || name.eq_ignore_ascii_case(DELETED_COLUMN) {
+        return Err(KalamError::InvalidInput(format!("System column '{name}' cannot be written")));
+    }
+    table
+        .def
+        .columns
+        .iter()
+        .position(|c| c.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| KalamError::NotFound { kind: "Column", name: format!("{name} in table {}", table.def.table_id()) })
+}
+
+fn check_not_null(table: &CachedTable, cells: &[(u32, Value)]) -> Result<()> {
+    for (col, (_, v)) in table.def.columns.iter().zip(cells) {
+        if !col.nullable && v.is_null() {
+            return Err(KalamError::Constraint(format!(
+                "NOT NULL constraint violated: column '{}' of {} cannot be NULL",
+                col.name,
+                table.def.table_id()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn pk_key_of(table: &CachedTable, cells: &[(u32, Value)]) -> Result<Vec<u8>> {
+    let idx = table.pk_index.ok_or_else(|| KalamError::Internal("table without primary key".into()))?;
+    cells[idx].1.pk_key().ok_or_else(|| {
+        KalamError::Constraint(format!("Primary key '{}' cannot be NULL", table.def.columns[idx].name))
+    })
+}
+
+fn put_version(batch: &mut WriteBatch, table: &CachedTable, prefix: &[u8], pk: &[u8], row: &StoredRow) {
+    let bytes = row.encode();
+    batch.put(&table.partitions.log, log_key(prefix, row.seq), bytes.clone());
+    batch.put(&table.partitions.rows, row_key(prefix, pk), bytes);
+}
+
+/// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
+pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
+    let TableObject::TableName(name) = &ins.table else {
+        return Err(KalamError::InvalidSql("INSERT into a table function is not supported".into()));
+    };
+    if ins.on.is_some() || ins.returning.is_some() || !ins.assignments.is_empty() {
+        return Err(KalamError::InvalidSql("INSERT … ON CONFLICT / RETURNING / SET are not supported".into()));
+    }
+    let (table, scope) = target(app, ctx, &TableRef::from_object_name(name)?)?;
+    let ncols = table.def.columns.len();
+    let targets: Vec<usize> = if ins.columns.is_empty() {
+        (0..ncols).collect()
+    } else {
+        let mut seen = HashSet::new();
+        ins.columns
+            .iter()
+            .map(|c| {
+                let ident = c.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
+                    KalamError::InvalidSql(format!("invalid column name {c}"))
+                })?;
+                let idx = column_index(&table, &fold(&ident.value, ident.quote_style.is_some()))?;
+                if !seen.insert(idx) {
+                    return Err(KalamError::InvalidSql(format!("Column '{c}' is listed twice")));
+                }
+                Ok(idx)
+            })
+            .collect::<Result<_>>()?
+    };
+
+    // Source rows as scalars, in `targets` order.
+    let source = ins.source.as_ref().ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
+    let mut input: Vec<Vec<ScalarValue>> = Vec::new();
+    match source.body.as_ref() {
+        SetExpr::Values(values) if source.order_by.is_none() && source.limit_clause.is_none() => {
+            for row in &values.rows {
+                let row = &row.content;
+                if row.len() != targets.len() {
+                    return Err(KalamError::InvalidSql(format!(
+                        "INSERT has {} target column(s) but a VALUES row has {} value(s)",
+                        targets.len(),
+                        row.len()
+                    )));
+                }
+                let mut out = Vec::with_capacity(row.len());
+                for e in row {
+                    out.push(eval_value(app, ctx, e).await?);
+                }
+                input.push(out);
+            }
+        }
+        _ => {
+            let (_, batches) = run_query(app, ctx, &source.to_string()).await?;
+            for b in &batches {
+                if b.num_columns() != targets.len() {
+                    return Err(KalamError::InvalidSql(format!(
+                        "INSERT has {} target column(s) but the query returns {}",
+                        targets.len(),
+                        b.num_columns()
+                    )));
+                }
+                input.extend(batch_rows(b)?);
+            }
+        }
+    }
+
+    // Build full rows: given values, else defaults, else NULL.
+    let mut rows: Vec<(Vec<u8>, Vec<(u32, Value)>)> = Vec::with_capacity(input.len());
+    let mut keys = HashSet::with_capacity(input.len());
+    for values in input {
+        let mut cells: Vec<Option<Value>> = vec![None; ncols];
+        for (idx, scalar) in targets.iter().zip(values) {
+            let col = &table.def.columns[*idx];
+            cells[*idx] = Some(coerce(scalar, &col.data_type, &col.name)?);
+        }
+        let cells = table
+            .def
+            .columns
+            .iter()
+            .zip(cells)
+            .map(|(col, v)| Ok((col.column_id, match v {
+                Some(v) => v,
+                None => default_value(app, ctx, col)?,
+            })))
+            .collect::<Result<Vec<_>>>()?;
+        check_not_null(&table, &cells)?;
+        let pk = pk_key_of(&table, &cells)?;
+        if !keys.insert(pk.clone()) {
+            return Err(pk_violation(&table, &cells));
+        }
+        rows.push((pk, cells));
+    }
+
+    let lock = app.table_lock(&table.def.table_id());
+    let _guard = lock.lock().await;
+    let prefix = scope.prefix();
+    let mut batch = WriteBatch::new();
+    for (pk, cells) in rows.iter() {
+        if let Some(bytes) = app.backend().get(&table.partitions.rows, &row_key(&prefix, pk))?
+            && !StoredRow::decode(&bytes)?.deleted
+        {
+            return Err(pk_violation(&table, cells));
+        }
+    }
+    let count = rows.len();
+    for (pk, cells) in rows {
+        let row = StoredRow { seq: app.seq().next_id(), deleted: false, cells };
+        put_version(&mut batch, &table, &prefix, &pk, &row);
+    }
+    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    Ok(count)
+}
+
+fn pk_violation(table: &CachedTable, cells: &[(u32, Value)]) -> KalamError {
+    let idx = table.pk_index.unwrap_or(0);
+    let shown = cells[idx].1.to_scalar(&table.def.columns[idx].data_type);
+    KalamError::Constraint(format!(
+        "Primary key violation: a row with {} = {shown} already exists in {}",
+        table.def.columns[idx].name,
+        table.def.table_id()
+    ))
+}
+
+fn table_gone(e: kalamdb_store::StoreError, table: &CachedTable) -> KalamError {
+    match e {
+        kalamdb_store::StoreError::PartitionNotFound(_) => {
+            KalamError::NotFound { kind: "Table", name: table.def.table_id().to_string() }
+        }
+        other => other.into(),
+    }
+}
+
+fn batch_rows(b: &RecordBatch) -> Result<Vec<Vec<ScalarValue>>> {
+    (0..b.num_rows())
+        .map(|r| b.columns().iter().map(|c| Ok(ScalarValue::try_from_array(c, r)?)).collect())
+        .collect()
+}
+
+fn single_table(twj: &TableWithJoins) -> Result<TableRef> {
+    if !twj.joins.is_empty() {
+        return Err(KalamError::InvalidSql("UPDATE/DELETE with JOIN is not supported".into()));
+    }
+    match &twj.relation {
+        TableFactor::Table { name, .. } => TableRef::from_object_name(name),
+        other => Err(KalamError::InvalidSql(format!("cannot modify {other}"))),
+    }
+}
+
+/// Reads the latest stored version of each primary key returned by `select`.
+async fn matching_rows(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    table: &CachedTable,
+    prefix: &[u8],
+    select: &str,
+) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
+    let (_, batches) = run_query(app, ctx, select).await?;
+    let pk = &table.def.columns[table.pk_index.ok_or_else(|| KalamError::Internal("no primary key".into()))?];
+    let mut out = Vec::new();
+    for b in &batches {
+        for values in batch_rows(b)? {
+            let key = coerce(values[0].clone(), &pk.data_type, &pk.name)?
+                .pk_key()
+                .ok_or_else(|| KalamError::Internal("NULL primary key in table".into()))?;
+            if let Some(bytes) = app.backend().get(&table.partitions.rows, &row_key(prefix, &key))? {
+                let row = StoredRow::decode(&bytes)?;
+                if !row.deleted {
+                    out.push((key, row, values));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `UPDATE t SET … [WHERE …]`.
+pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
+    if up.from.is_some() || up.returning.is_some() {
+        return Err(KalamError::InvalidSql("UPDATE … FROM / RETURNING are not supported".into()));
+    }
+    let tref = single_table(&up.table)?;
+    let (table, scope) = target(app, ctx, &tref)?;
+    let mut sets: Vec<(usize, &Expr)> = Vec::new();
+    for a in &up.assignments {
+        let AssignmentTarget::ColumnName(name) = &a.target else {
+            return Err(KalamError::InvalidSql("tuple assignments are not supported".into()));
+        };
+        let ident = name.0.last().and_then(|p| p.as_ident()).ok_or_else(|| KalamError::InvalidSql(format!("invalid column {name}")))?;
+        let idx = column_index(&table, &fold(&ident.value, ident.quote_style.is_some()))?;
+        if Some(idx) == table.pk_index {
+            return Err(KalamError::InvalidInput(format!(
+                "The primary key column '{}' cannot be updated",
+                table.def.columns[idx].name
+            )));
+        }
+        if sets.iter().any(|(i, _)| *i == idx) {
+            return Err(KalamError::InvalidSql(format!("Column '{name}' is assigned twice")));
+        }
+        sets.push((idx, &a.value));
+    }
+    let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
+    let mut select = format!("SELECT {}", quoted(pk_name));
+    for (i, (_, e)) in sets.iter().enumerate() {
+        select.push_str(&format!(", ({e}) AS __kalam_set_{i}"));
+    }
+    select.push_str(&format!(" FROM {}", up.table));
+    if let Some(w) = &up.selection {
+        select.push_str(&format!(" WHERE {w}"));
+    }
+
+    let lock = app.table_lock(&table.def.table_id());
+    let _guard = lock.lock().await;
+    let prefix = scope.prefix();
+    let mut batch = WriteBatch::new();
+    let mut count = 0;
+    for (key, old, values) in matching_rows(app, ctx, &table, &prefix, &select).await? {
+        let mut cells: Vec<(u32, Value)> =
+            table.def.columns.iter().map(|c| (c.column_id, old.cell(c.column_id).clone())).collect();
+        for ((idx, _), scalar) in sets.iter().zip(values.into_iter().skip(1)) {
+            let col = &table.def.columns[*idx];
+            cells[*idx].1 = coerce(scalar, &col.data_type, &col.name)?;
+        }
+        check_not_null(&table, &cells)?;
+        let unchanged = cells.iter().all(|(id, v)| old.cell(*id) == v);
+        if unchanged {
+            continue;
+        }
+        let row = StoredRow { seq: app.seq().next_id(), deleted: false, cells };
+        put_version(&mut batch, &table, &prefix, &key, &row);
+        count += 1;
+    }
+    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    Ok(count)
+}
+
+/// `DELETE FROM t [WHERE …]`: writes tombstones.
+pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
+    if del.using.is_some() || del.returning.is_some() || del.limit.is_some() || !del.order_by.is_empty() {
+        return Err(KalamError::InvalidSql("DELETE … USING / RETURNING / ORDER BY / LIMIT are not supported".into()));
+    }
+    let from = match &del.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(KalamError::InvalidSql("DELETE from exactly one table".into()));
+    };
+    let tref = single_table(twj)?;
+    let (table, scope) = target(app, ctx, &tref)?;
+    let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
+    let mut select = format!("SELECT {} FROM {twj}", quoted(pk_name));
+    if let Some(w) = &del.selection {
+        select.push_str(&format!(" WHERE {w}"));
+    }
+    let lock = app.table_lock(&table.def.table_id());
+    let _guard = lock.lock().await;
+    let prefix = scope.prefix();
+    let mut batch = WriteBatch::new();
+    let mut count = 0;
+    for (key, old, _) in matching_rows(app, ctx, &table, &prefix, &select).await? {
+        let row = StoredRow { seq: app.seq().next_id(), deleted: true, cells: old.cells };
+        put_version(&mut batch, &table, &prefix, &key, &row);
+        count += 1;
+    }
+    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    Ok(count)
+}

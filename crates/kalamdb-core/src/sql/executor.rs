@@ -1,0 +1,269 @@
+//! [`SqlExecutor`]: runs one `/v1/api/sql` request.
+//!
+//! Request -> limits and parameters checked -> text split into statements -> each statement
+//! parsed ([`super::parse`]), bound to its parameters, run by its handler (own statements,
+//! DML) or planned by DataFusion (queries) under the caller's identity -> results encoded.
+//! The first failing statement ends the request; effects of earlier statements remain. With
+//! several statements, DML results are summarised after the other results (`Inserted N
+//! row(s)` …), as upstream clients expect.
+
+use super::parse::{Command, parse_statement};
+use super::{ddl, dml, encode, params, split};
+use crate::app_context::AppContext;
+use crate::auth::Identity;
+use crate::error::{KalamError, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Statement, Value as SqlValue};
+use kalamdb_commons::ErrorCode;
+use kalamdb_commons::wire::QueryResult;
+use std::sync::Arc;
+
+/// Context of one statement.
+#[derive(Debug, Clone)]
+pub struct ExecCtx {
+    /// The caller.
+    pub identity: Identity,
+    /// Default namespace for unqualified names.
+    pub namespace: String,
+    /// Bound `$n` values.
+    pub params: Vec<SqlValue>,
+}
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Output {
+    /// A result set.
+    Rows {
+        /// Its schema.
+        schema: SchemaRef,
+        /// Its rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// Rows changed by DML.
+    Dml {
+        /// Which statement kind.
+        kind: DmlKind,
+        /// How many rows.
+        count: usize,
+    },
+    /// A DDL or session statement's message.
+    Message(String),
+}
+
+/// Kinds of DML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmlKind {
+    /// INSERT
+    Insert,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+}
+
+impl DmlKind {
+    fn message(&self, n: usize) -> String {
+        match self {
+            Self::Insert => format!("Inserted {n} row(s)"),
+            Self::Update => format!("Updated {n} row(s)"),
+            Self::Delete => format!("Deleted {n} row(s)"),
+        }
+    }
+}
+
+/// A failed request, ready for the envelope.
+#[derive(Debug, Clone)]
+pub struct RequestError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Message (already prefixed with the statement number when one failed).
+    pub message: String,
+    /// The failing statement's text.
+    pub details: Option<String>,
+    /// Whether the message may be shown to non-admin callers.
+    pub public: bool,
+}
+
+impl RequestError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), details: None, public: true }
+    }
+}
+
+/// Runs SQL requests.
+#[derive(Debug, Clone)]
+pub struct SqlExecutor {
+    app: Arc<AppContext>,
+}
+
+/// Plans and runs a query text under the statement's identity (used by DML for its reads).
+pub(crate) async fn run_query(app: &AppContext, ctx: &ExecCtx, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let Command::Sql(stmt) = parse_statement(sql)? else {
+        return Err(KalamError::Internal(format!("not a query: {sql}")));
+    };
+    query(app, ctx, *stmt).await
+}
+
+async fn query(app: &AppContext, ctx: &ExecCtx, stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let state = app.query_state(&ctx.identity, &ctx.namespace);
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+        .await
+        .map_err(KalamError::from_datafusion)?;
+    let df = DataFrame::new(state, plan);
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(KalamError::from_datafusion)?;
+    Ok((schema, batches))
+}
+
+impl SqlExecutor {
+    /// An executor over `app`.
+    pub fn new(app: Arc<AppContext>) -> Self {
+        Self { app }
+    }
+
+    /// The shared context.
+    pub fn app(&self) -> &Arc<AppContext> {
+        &self.app
+    }
+
+    /// Runs a request and returns its results.
+    pub async fn execute(
+        &self,
+        identity: &Identity,
+        sql: &str,
+        params: Option<Vec<serde_json::Value>>,
+        namespace: Option<String>,
+    ) -> std::result::Result<Vec<QueryResult>, RequestError> {
+        let limits = &self.app.config().limits;
+        if sql.len() > limits.max_sql_bytes {
+            return Err(RequestError::new(
+                ErrorCode::InvalidSql,
+                format!("SQL text is {} bytes; the limit is {}", sql.len(), limits.max_sql_bytes),
+            ));
+        }
+        let statements = split::split_statements(sql)
+            .map_err(|e| RequestError::new(ErrorCode::BatchParseError, format!("Failed to parse SQL batch: {e}")))?;
+        if statements.is_empty() {
+            return Err(RequestError::new(ErrorCode::EmptySql, "No SQL statement given"));
+        }
+        let params = params.unwrap_or_default();
+        if !params.is_empty() && statements.len() > 1 {
+            return Err(RequestError::new(
+                ErrorCode::ParamsWithBatch,
+                "Parameters are only allowed with a single statement",
+            ));
+        }
+        let bound = params::prepare(&params, limits.max_params, limits.max_param_bytes)
+            .map_err(|e| RequestError::new(e.code(), e.to_string()))?;
+        let mut ctx = ExecCtx {
+            identity: identity.clone(),
+            namespace: namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+            params: bound,
+        };
+        let as_user = identity.user_id.to_string();
+        let single = statements.len() == 1;
+        let mut results = Vec::new();
+        let mut totals = [0usize; 3];
+        for (i, text) in statements.iter().enumerate() {
+            let output = self.run_one(&mut ctx, text).await.map_err(|e| RequestError {
+                code: e.code(),
+                message: format!("Statement {} failed: {e}", i + 1),
+                details: Some(text.clone()),
+                public: e.is_public(),
+            })?;
+            match output {
+                Output::Rows { schema, batches } => {
+                    let rows = encode::rows(&batches);
+                    results.push(QueryResult {
+                        schema: Some(encode::schema_fields(&schema)),
+                        row_count: rows.len(),
+                        rows: Some(rows),
+                        message: None,
+                        as_user: as_user.clone(),
+                    });
+                }
+                Output::Dml { kind, count } if single => results.push(QueryResult {
+                    schema: None,
+                    rows: None,
+                    row_count: count,
+                    message: Some(kind.message(count)),
+                    as_user: as_user.clone(),
+                }),
+                Output::Dml { kind, count } => totals[kind as usize] += count,
+                Output::Message(m) => results.push(QueryResult {
+                    schema: None,
+                    rows: None,
+                    row_count: 0,
+                    message: Some(m),
+                    as_user: as_user.clone(),
+                }),
+            }
+        }
+        for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete].into_iter().zip(totals) {
+            if n > 0 {
+                results.push(QueryResult {
+                    schema: None,
+                    rows: None,
+                    row_count: n,
+                    message: Some(kind.message(n)),
+                    as_user: as_user.clone(),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {
+        let app = &*self.app;
+        match parse_statement(text)? {
+            Command::CreateNamespace { name, if_not_exists } => ddl::create_namespace(app, ctx, &name, if_not_exists),
+            Command::DropNamespace { name, if_exists, cascade } => ddl::drop_namespace(app, ctx, &name, if_exists, cascade),
+            Command::Use(ns) => {
+                let out = ddl::use_namespace(app, &ns)?;
+                ctx.namespace = ns;
+                Ok(out)
+            }
+            Command::ShowNamespaces => ddl::show_namespaces(app),
+            Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
+            Command::ShowStorages => ddl::show_storages(app),
+            Command::Describe(t) => ddl::describe(app, ctx, &t),
+            Command::CreateTable { prefix_type, stmt } => ddl::create_table(app, ctx, prefix_type, &stmt),
+            Command::DropTable { table, if_exists } => ddl::drop_table(app, ctx, &table, if_exists).await,
+            Command::CreateUser { name, password, role, email } => {
+                ddl::create_user(app, ctx, &name, &password, role.as_deref(), email).await
+            }
+            Command::DropUser { name, if_exists } => ddl::drop_user(app, ctx, &name, if_exists),
+            Command::Sql(mut stmt) => {
+                params::bind(&mut stmt, &ctx.params)?;
+                match *stmt {
+                    Statement::Query(_) => {
+                        let (schema, batches) = query(app, ctx, *stmt).await?;
+                        Ok(Output::Rows { schema, batches })
+                    }
+                    Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+                        crate::access::check_admin(&ctx.identity, "run EXPLAIN")?;
+                        let (schema, batches) = query(app, ctx, *stmt).await?;
+                        Ok(Output::Rows { schema, batches })
+                    }
+                    Statement::Insert(ins) => {
+                        Ok(Output::Dml { kind: DmlKind::Insert, count: dml::insert(app, ctx, &ins).await? })
+                    }
+                    Statement::Update(up) => {
+                        Ok(Output::Dml { kind: DmlKind::Update, count: dml::update(app, ctx, &up).await? })
+                    }
+                    Statement::Delete(del) => {
+                        Ok(Output::Dml { kind: DmlKind::Delete, count: dml::delete(app, ctx, &del).await? })
+                    }
+                    other => Err(KalamError::InvalidSql(format!(
+                        "Unsupported statement: {}",
+                        other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    ))),
+                }
+            }
+        }
+    }
+}

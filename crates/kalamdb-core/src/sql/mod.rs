@@ -1,0 +1,11 @@
+//! The SQL front end: split a request into statements ([`split`]), recognise KalamDB's own
+//! statements ([`parse`]), run them ([`ddl`], [`dml`]) or hand standard queries to DataFusion,
+//! and encode results for the wire ([`encode`]). [`executor::SqlExecutor`] is the entry point.
+
+pub mod ddl;
+pub mod dml;
+pub mod encode;
+pub mod executor;
+pub mod params;
+pub mod parse;
+pub mod split;

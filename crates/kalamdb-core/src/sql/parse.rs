@@ -1,0 +1,362 @@
+//! Recognises KalamDB's own statements; everything else is parsed by sqlparser.
+//!
+//! Own statements: `CREATE|DROP NAMESPACE`, `USE [NAMESPACE]`, `SET NAMESPACE`,
+//! `SHOW NAMESPACES|TABLES|STORAGES`, `DESCRIBE|DESC TABLE`, `CREATE [USER|SHARED|STREAM] TABLE`
+//! (the type word is taken off before sqlparser sees the rest), `DROP [..] TABLE`,
+//! `CREATE USER … WITH PASSWORD … [ROLE …] [EMAIL …]`, `DROP USER`. Unquoted identifiers are
+//! folded to lower case, as DataFusion does.
+
+use crate::error::{KalamError, Result};
+use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use kalamdb_commons::TableType;
+
+/// A parsed statement.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `CREATE NAMESPACE [IF NOT EXISTS] ns`
+    CreateNamespace {
+        /// Name.
+        name: String,
+        /// IF NOT EXISTS.
+        if_not_exists: bool,
+    },
+    /// `DROP NAMESPACE [IF EXISTS] ns [CASCADE]`
+    DropNamespace {
+        /// Name.
+        name: String,
+        /// IF EXISTS.
+        if_exists: bool,
+        /// CASCADE.
+        cascade: bool,
+    },
+    /// `USE ns`
+    Use(String),
+    /// `SHOW NAMESPACES`
+    ShowNamespaces,
+    /// `SHOW TABLES [IN ns]`
+    ShowTables(Option<String>),
+    /// `SHOW STORAGES`
+    ShowStorages,
+    /// `DESCRIBE TABLE [ns.]t`
+    Describe(TableRef),
+    /// `CREATE [type] TABLE …`
+    CreateTable {
+        /// Type from the prefix keyword.
+        prefix_type: Option<TableType>,
+        /// The rest, as sqlparser saw it.
+        stmt: Box<CreateTable>,
+    },
+    /// `DROP [type] TABLE [IF EXISTS] [ns.]t`
+    DropTable {
+        /// The table.
+        table: TableRef,
+        /// IF EXISTS.
+        if_exists: bool,
+    },
+    /// `CREATE USER u WITH PASSWORD 'p' [ROLE r] [EMAIL 'e']`
+    CreateUser {
+        /// Id.
+        name: String,
+        /// Password.
+        password: String,
+        /// Role name as written.
+        role: Option<String>,
+        /// Email.
+        email: Option<String>,
+    },
+    /// `DROP USER [IF EXISTS] u`
+    DropUser {
+        /// Id.
+        name: String,
+        /// IF EXISTS.
+        if_exists: bool,
+    },
+    /// Anything sqlparser understands (queries and DML).
+    Sql(Box<Statement>),
+}
+
+/// A possibly namespace-qualified table name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    /// Namespace, if given.
+    pub namespace: Option<String>,
+    /// Table.
+    pub table: String,
+}
+
+impl TableRef {
+    /// From a sqlparser object name (`t` or `ns.t`), folding unquoted parts.
+    pub fn from_object_name(name: &ObjectName) -> Result<Self> {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => Ok(fold(&i.value, i.quote_style.is_some())),
+                other => Err(KalamError::InvalidSql(format!("unsupported table name part {other}"))),
+            })
+            .collect::<Result<_>>()?;
+        match parts.as_slice() {
+            [t] => Ok(Self { namespace: None, table: t.clone() }),
+            [ns, t] => Ok(Self { namespace: Some(ns.clone()), table: t.clone() }),
+            _ => Err(KalamError::InvalidSql(format!("invalid table name {name}: use namespace.table"))),
+        }
+    }
+}
+
+/// Folds an unquoted identifier to lower case.
+pub fn fold(value: &str, quoted: bool) -> String {
+    if quoted { value.to_string() } else { value.to_ascii_lowercase() }
+}
+
+/// Token cursor for the hand-parsed statements.
+struct Cursor {
+    toks: Vec<Token>,
+    pos: usize,
+}
+
+impl Cursor {
+    fn new(sql: &str) -> Result<Self> {
+        let toks = Tokenizer::new(&GenericDialect {}, sql)
+            .tokenize()
+            .map_err(|e| KalamError::InvalidSql(e.to_string()))?
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF | Token::SemiColon))
+            .collect();
+        Ok(Self { toks, pos: 0 })
+    }
+
+    fn word_at(&self, i: usize) -> Option<String> {
+        match self.toks.get(i) {
+            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        }
+    }
+
+    fn peek_is(&self, offset: usize, w: &str) -> bool {
+        self.word_at(self.pos + offset).as_deref() == Some(w)
+    }
+
+    fn eat(&mut self, w: &str) -> bool {
+        if self.peek_is(0, w) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_all(&mut self, words: &[&str]) -> bool {
+        if words.iter().enumerate().all(|(i, w)| self.peek_is(i, w)) {
+            self.pos += words.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, w: &str) -> Result<()> {
+        if self.eat(w) {
+            Ok(())
+        } else {
+            Err(KalamError::InvalidSql(format!("expected {w} near {}", self.near())))
+        }
+    }
+
+    fn near(&self) -> String {
+        self.toks.get(self.pos).map(|t| format!("'{t}'")).unwrap_or_else(|| "end of statement".into())
+    }
+
+    /// An identifier or a quoted name.
+    fn ident(&mut self) -> Result<String> {
+        let out = match self.toks.get(self.pos) {
+            Some(Token::Word(w)) => fold(&w.value, w.quote_style.is_some()),
+            Some(Token::SingleQuotedString(s)) => s.clone(),
+            _ => return Err(KalamError::InvalidSql(format!("expected a name near {}", self.near()))),
+        };
+        self.pos += 1;
+        Ok(out)
+    }
+
+    /// A string literal (or bare word).
+    fn string(&mut self) -> Result<String> {
+        let out = match self.toks.get(self.pos) {
+            Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => s.clone(),
+            Some(Token::Word(w)) => w.value.clone(),
+            _ => return Err(KalamError::InvalidSql(format!("expected a string near {}", self.near()))),
+        };
+        self.pos += 1;
+        Ok(out)
+    }
+
+    fn table_ref(&mut self) -> Result<TableRef> {
+        let first = self.ident()?;
+        if self.toks.get(self.pos) == Some(&Token::Period) {
+            self.pos += 1;
+            let table = self.ident()?;
+            Ok(TableRef { namespace: Some(first), table })
+        } else {
+            Ok(TableRef { namespace: None, table: first })
+        }
+    }
+
+    fn done(&self) -> Result<()> {
+        if self.pos == self.toks.len() {
+            Ok(())
+        } else {
+            Err(KalamError::InvalidSql(format!("unexpected {}", self.near())))
+        }
+    }
+}
+
+fn table_type_word(w: &str) -> Option<TableType> {
+    match w {
+        "USER" => Some(TableType::User),
+        "SHARED" => Some(TableType::Shared),
+        "STREAM" => Some(TableType::Stream),
+        _ => None,
+    }
+}
+
+/// Parses one statement.
+pub fn parse_statement(sql: &str) -> Result<Command> {
+    let mut c = Cursor::new(sql)?;
+    let w0 = c.word_at(0).unwrap_or_default();
+    let w1 = c.word_at(1).unwrap_or_default();
+    let w2 = c.word_at(2).unwrap_or_default();
+    let cmd = match (w0.as_str(), w1.as_str()) {
+        ("CREATE", "NAMESPACE") => {
+            c.pos = 2;
+            let if_not_exists = c.eat_all(&["IF", "NOT", "EXISTS"]);
+            let name = c.ident()?;
+            Command::CreateNamespace { name, if_not_exists }
+        }
+        ("DROP", "NAMESPACE") => {
+            c.pos = 2;
+            let if_exists = c.eat_all(&["IF", "EXISTS"]);
+            let name = c.ident()?;
+            let cascade = c.eat("CASCADE");
+            Command::DropNamespace { name, if_exists, cascade }
+        }
+        ("USE", _) | ("SET", "NAMESPACE") => {
+            c.pos = 1;
+            c.eat("NAMESPACE");
+            Command::Use(c.ident()?)
+        }
+        ("SHOW", "NAMESPACES") => {
+            c.pos = 2;
+            Command::ShowNamespaces
+        }
+        ("SHOW", "STORAGES") => {
+            c.pos = 2;
+            Command::ShowStorages
+        }
+        ("SHOW", "TABLES") => {
+            c.pos = 2;
+            let ns = if c.eat("IN") || c.eat("FROM") {
+                c.eat("NAMESPACE");
+                Some(c.ident()?)
+            } else {
+                None
+            };
+            Command::ShowTables(ns)
+        }
+        ("DESCRIBE" | "DESC", "TABLE") => {
+            c.pos = 2;
+            Command::Describe(c.table_ref()?)
+        }
+        ("CREATE", "TABLE") => return create_table(sql, None),
+        ("CREATE", w) if table_type_word(w).is_some() && w2 == "TABLE" => {
+            // Take the type word out and let sqlparser parse the standard rest.
+            let upper = sql.to_ascii_uppercase();
+            let at = upper.find(w).expect("word is in the text");
+            let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
+            return create_table(&rest, table_type_word(w));
+        }
+        ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM") if w1 == "TABLE" || w2 == "TABLE" => {
+            c.pos = if w1 == "TABLE" { 2 } else { 3 };
+            let if_exists = c.eat_all(&["IF", "EXISTS"]);
+            let table = c.table_ref()?;
+            Command::DropTable { table, if_exists }
+        }
+        ("CREATE", "USER") => {
+            c.pos = 2;
+            let name = c.ident()?;
+            c.expect("WITH")?;
+            c.expect("PASSWORD")?;
+            let password = c.string()?;
+            let mut role = None;
+            let mut email = None;
+            loop {
+                if c.eat("ROLE") {
+                    role = Some(c.string()?);
+                } else if c.eat("EMAIL") {
+                    email = Some(c.string()?);
+                } else {
+                    break;
+                }
+            }
+            Command::CreateUser { name, password, role, email }
+        }
+        ("DROP", "USER") => {
+            c.pos = 2;
+            let if_exists = c.eat_all(&["IF", "EXISTS"]);
+            Command::DropUser { name: c.ident()?, if_exists }
+        }
+        _ => {
+            let mut stmts = Parser::parse_sql(&GenericDialect {}, sql)
+                .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+            if stmts.len() != 1 {
+                return Err(KalamError::InvalidSql("expected exactly one statement".into()));
+            }
+            return Ok(Command::Sql(Box::new(stmts.remove(0))));
+        }
+    };
+    c.done()?;
+    Ok(cmd)
+}
+
+fn create_table(sql: &str, prefix_type: Option<TableType>) -> Result<Command> {
+    let mut stmts =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    match (stmts.len(), stmts.pop()) {
+        (1, Some(Statement::CreateTable(ct))) => Ok(Command::CreateTable { prefix_type, stmt: Box::new(ct) }),
+        _ => Err(KalamError::InvalidSql("expected one CREATE TABLE statement".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_statements() {
+        assert!(matches!(
+            parse_statement("CREATE NAMESPACE IF NOT EXISTS App").unwrap(),
+            Command::CreateNamespace { ref name, if_not_exists: true } if name == "app"
+        ));
+        assert!(matches!(
+            parse_statement("drop namespace app cascade;").unwrap(),
+            Command::DropNamespace { cascade: true, if_exists: false, .. }
+        ));
+        assert!(matches!(parse_statement("SHOW TABLES IN app").unwrap(), Command::ShowTables(Some(_))));
+        assert!(matches!(
+            parse_statement("CREATE USER TABLE app.t (id BIGINT PRIMARY KEY)").unwrap(),
+            Command::CreateTable { prefix_type: Some(TableType::User), .. }
+        ));
+        assert!(matches!(
+            parse_statement("CREATE USER bob WITH PASSWORD 'secret123' ROLE 'dba'").unwrap(),
+            Command::CreateUser { ref role, .. } if role.as_deref() == Some("dba")
+        ));
+        assert!(matches!(
+            parse_statement("CREATE TABLE app.t (id INT PRIMARY KEY) WITH (TYPE = 'SHARED', ACCESS_LEVEL = 'PUBLIC')")
+                .unwrap(),
+            Command::CreateTable { prefix_type: None, .. }
+        ));
+        assert!(matches!(parse_statement("SELECT 1").unwrap(), Command::Sql(_)));
+        assert!(parse_statement("CREATE NAMESPACE").is_err());
+        assert!(parse_statement("SHOW NAMESPACES extra").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Lifecycle of the KalamDB server: open the engine, bind, serve, shut down gracefully.
+//!
+//! [`start`] is what the binary runs and what in-process tests call: it returns a
+//! [`RunningServer`] with the bound address and a handle to stop it. Shutdown stops accepting,
+//! lets in-flight requests finish (bounded by `server.shutdown_timeout_secs`), then flushes the
+//! store.
+
+use kalamdb_api::{ApiState, router};
+use kalamdb_core::AppContext;
+use kalamdb_core::config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The engine could not open.
+    #[error("cannot open the database: {0}")]
+    Open(#[from] kalamdb_core::KalamError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// host:port.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The engine (for in-process inspection).
+    pub app: Arc<AppContext>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, waits for in-flight requests, flushes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops by itself (signal).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Opens the engine, binds `server.host:server.port` and serves until [`RunningServer::shutdown`]
+/// or, with `handle_signals`, SIGINT/SIGTERM.
+pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer, ServerError> {
+    let addr = format!("{}:{}", config.server.host, config.server.port);
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let app = AppContext::open(config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    let service = router(ApiState::new(Arc::clone(&app))).into_make_service_with_connect_info::<SocketAddr>();
+    let (tx, rx) = oneshot::channel::<()>();
+    let engine = Arc::clone(&app);
+    let task = tokio::spawn(async move {
+        let (drained_tx, drained_rx) = oneshot::channel::<()>();
+        let stop = async move {
+            tokio::select! {
+                _ = rx => {}
+                _ = signal(handle_signals) => tracing::info!("signal received, shutting down"),
+            }
+            let _ = drained_tx.send(());
+        };
+        let serve = axum::serve(listener, service).with_graceful_shutdown(stop);
+        let deadline = async move {
+            let _ = drained_rx.await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = serve => if let Err(e) = r { tracing::error!(error = %e, "server error") },
+            _ = deadline => tracing::warn!("shutdown grace period over; dropping open connections"),
+        }
+        engine.shutdown();
+        tracing::info!("server stopped");
+    });
+    Ok(RunningServer { addr: bound, app, stop: Some(tx), task })
+}
+
+async fn signal(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,52 @@
+//! `kalamdb-server`: loads the configuration and runs the server until SIGINT/SIGTERM.
+
+use clap::Parser;
+use kalamdb_core::config::Config;
+use std::path::PathBuf;
+
+/// KalamDB server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file; a missing file means built-in defaults. Every option can also be set
+    /// with KALAMDB_<SECTION>_<KEY> environment variables.
+    #[arg(long, default_value = "./server.toml")]
+    config: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kalamdb-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kalamdb-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let node = config.server.node_id.clone();
+        match kalamdb_server::start(config, true).await {
+            Ok(server) => {
+                // Tests and scripts read this line to find the port.
+                println!("kalamdb-server listening on http://{} (node {node})", server.addr);
+                tracing::info!(addr = %server.addr, node = %node, "listening");
+                server.wait().await;
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kalamdb-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,210 @@
+//! [`RocksBackend`]: the RocksDB implementation of [`StorageBackend`]; one column family per
+//! partition.
+
+use crate::{
+    BatchOp, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError, StoreOptions,
+    WriteBatch,
+};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode,
+    MultiThreaded, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions,
+};
+use std::path::Path;
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// RocksDB-backed hot store.
+pub struct RocksBackend {
+    db: Db,
+    cf_options: Options,
+    sync_writes: bool,
+}
+
+impl std::fmt::Debug for RocksBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksBackend")
+            .field("path", &self.db.path())
+            .field("sync_writes", &self.sync_writes)
+            .finish()
+    }
+}
+
+impl RocksBackend {
+    /// Opens (or creates) the store at `path`, reopening every existing partition.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+
+        let mut cf_options = Options::default();
+        cf_options.set_block_based_table_factory(&table);
+        cf_options.set_write_buffer_size(options.write_buffer_bytes);
+        cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+        let mut db_options = cf_options.clone();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_max_background_jobs(options.max_background_jobs);
+        db_options.set_keep_log_file_num(3);
+        db_options.set_max_total_wal_size(64 * 1024 * 1024);
+
+        let existing = if path.join("CURRENT").exists() {
+            Db::list_cf(&db_options, path)?
+        } else {
+            vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()]
+        };
+        let descriptors = existing
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
+        let db = Db::open_cf_descriptors(&db_options, path, descriptors)?;
+        Ok(Self { db, cf_options, sync_writes: options.sync_writes })
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync_writes);
+        wo.disable_wal(false);
+        wo
+    }
+}
+
+fn read_options() -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.fill_cache(true);
+    ro
+}
+
+fn scan_with<'a>(
+    db: &'a Db,
+    mut ro: ReadOptions,
+    partition: &str,
+    prefix: &[u8],
+    start: Option<&[u8]>,
+) -> Result<KvIter<'a>> {
+    let cf = db
+        .cf_handle(partition)
+        .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+    if !prefix.is_empty() {
+        ro.set_iterate_range(rocksdb::PrefixRange(prefix));
+    }
+    let from = start.unwrap_or(prefix);
+    let iter = db.iterator_cf_opt(&cf, ro, IteratorMode::From(from, Direction::Forward));
+    Ok(Box::new(iter.map(|item| item.map_err(StoreError::from))))
+}
+
+impl StorageRead for RocksBackend {
+    fn get(&self, partition: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self
+            .db
+            .cf_handle(partition)
+            .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+        Ok(self.db.get_cf(&cf, key)?)
+    }
+
+    fn scan<'a>(&'a self, partition: &str, prefix: &[u8], start: Option<&[u8]>) -> Result<KvIter<'a>> {
+        scan_with(&self.db, read_options(), partition, prefix, start)
+    }
+}
+
+impl StorageBackend for RocksBackend {
+    fn create_partition(&self, name: &str) -> Result<()> {
+        if self.db.cf_handle(name).is_some() {
+            return Ok(());
+        }
+        self.db.create_cf(name, &self.cf_options)?;
+        Ok(())
+    }
+
+    fn drop_partition(&self, name: &str) -> Result<()> {
+        if self.db.cf_handle(name).is_none() {
+            return Ok(());
+        }
+        self.db.drop_cf(name)?;
+        Ok(())
+    }
+
+    fn has_partition(&self, name: &str) -> bool {
+        self.db.cf_handle(name).is_some()
+    }
+
+    fn list_partitions(&self) -> Vec<String> {
+        let mut opts = Options::default();
+        opts.create_if_missing(false);
+        Db::list_cf(&opts, self.db.path())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .collect()
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { partition, key, value } => {
+                    let cf = self
+                        .db
+                        .cf_handle(partition)
+                        .ok_or_else(|| StoreError::PartitionNotFound(partition.clone()))?;
+                    wb.put_cf(&cf, key, value);
+                }
+                BatchOp::Delete { partition, key } => {
+                    let cf = self
+                        .db
+                        .cf_handle(partition)
+                        .ok_or_else(|| StoreError::PartitionNotFound(partition.clone()))?;
+                    wb.delete_cf(&cf, key);
+                }
+            }
+        }
+        self.db.write_opt(wb, &self.write_options())?;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Box<dyn StorageSnapshot + '_> {
+        Box::new(RocksSnapshot { db: &self.db, snapshot: self.db.snapshot() })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// A RocksDB snapshot.
+struct RocksSnapshot<'a> {
+    db: &'a Db,
+    snapshot: SnapshotWithThreadMode<'a, Db>,
+}
+
+impl std::fmt::Debug for RocksSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RocksSnapshot")
+    }
+}
+
+impl RocksSnapshot<'_> {
+    fn read_options(&self) -> ReadOptions {
+        let mut ro = read_options();
+        ro.set_snapshot(&self.snapshot);
+        ro
+    }
+}
+
+impl StorageRead for RocksSnapshot<'_> {
+    fn get(&self, partition: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self
+            .db
+            .cf_handle(partition)
+            .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+        Ok(self.db.get_cf_opt(&cf, key, &self.read_options())?)
+    }
+
+    fn scan<'b>(&'b self, partition: &str, prefix: &[u8], start: Option<&[u8]>) -> Result<KvIter<'b>> {
+        scan_with(self.db, self.read_options(), partition, prefix, start)
+    }
+}
+
+impl StorageSnapshot for RocksSnapshot<'_> {}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, end-to-end tests against a real server, sqllogictest
+# files. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+cargo nextest run --workspace --locked "$@"
