@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use kalamdb_commons::ErrorCode;
-use kalamdb_commons::wire::{AuthStatusResponse, LoginRequest, LoginResponse, SetupRequest, SetupResponse, UserInfo};
+use kalamdb_commons::wire::{
+    AuthStatusResponse, LoginRequest, LoginResponse, SetupRequest, SetupResponse, UserInfo,
+};
 use kalamdb_core::auth::tokens::TokenKind;
 use kalamdb_core::auth::{AuthError, Identity, LoginGrant};
 use kalamdb_core::catalog::UserRecord;
@@ -19,11 +21,15 @@ const ACCESS_COOKIE: &str = "kalamdb_auth";
 const REFRESH_COOKIE: &str = "kalamdb_refresh";
 
 fn rfc3339_micros(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, false)
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 fn rfc3339_secs(s: i64) -> String {
-    DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, false)
+    DateTime::<Utc>::from_timestamp(s, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 /// The wire form of a user.
@@ -53,7 +59,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, (ErrorCode, &'static str)> 
 }
 
 /// Authenticates a protected request by its Bearer access token.
-pub fn bearer_identity(state: &ApiState, headers: &HeaderMap) -> Result<Identity, (ErrorCode, &'static str)> {
+pub fn bearer_identity(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<Identity, (ErrorCode, &'static str)> {
     let token = bearer_token(headers)?;
     match state.app.auth().authenticate(token, TokenKind::Access) {
         Ok((identity, _)) => Ok(identity),
@@ -65,24 +74,38 @@ pub fn bearer_identity(state: &ApiState, headers: &HeaderMap) -> Result<Identity
 
 fn map_auth_error(e: AuthError) -> Response {
     match e {
-        AuthError::InvalidCredentials | AuthError::TokenExpired => {
-            auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials")
+        AuthError::InvalidCredentials | AuthError::TokenExpired => auth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid credentials",
+        ),
+        AuthError::SetupRequired => auth_error(
+            StatusCode::PRECONDITION_REQUIRED,
+            "setup_required",
+            e.to_string(),
+        ),
+        AuthError::AlreadyConfigured => {
+            auth_error(StatusCode::CONFLICT, "already_configured", e.to_string())
         }
-        AuthError::SetupRequired => auth_error(StatusCode::PRECONDITION_REQUIRED, "setup_required", e.to_string()),
-        AuthError::AlreadyConfigured => auth_error(StatusCode::CONFLICT, "already_configured", e.to_string()),
         AuthError::WeakPassword(m) => auth_error(StatusCode::BAD_REQUEST, "weak_password", m),
         AuthError::InvalidUser(m) => auth_error(StatusCode::BAD_REQUEST, "invalid_user", m),
         AuthError::UserExists(_) => auth_error(StatusCode::CONFLICT, "user_exists", e.to_string()),
         AuthError::Internal(m) => {
             tracing::error!(error = %m, "auth failure");
-            auth_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error")
+            auth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+            )
         }
     }
 }
 
 fn cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn grant_response(state: &ApiState, grant: LoginGrant) -> Response {
@@ -98,24 +121,39 @@ fn grant_response(state: &ApiState, grant: LoginGrant) -> Response {
     let _ = state;
     let mut resp = Json(body).into_response();
     let headers = resp.headers_mut();
-    headers.append(header::SET_COOKIE, cookie(ACCESS_COOKIE, &grant.access.0, grant.access.1 - now));
-    headers.append(header::SET_COOKIE, cookie(REFRESH_COOKIE, &grant.refresh.0, grant.refresh.1 - now));
+    headers.append(
+        header::SET_COOKIE,
+        cookie(ACCESS_COOKIE, &grant.access.0, grant.access.1 - now),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        cookie(REFRESH_COOKIE, &grant.refresh.0, grant.refresh.1 - now),
+    );
     resp
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| auth_error(StatusCode::BAD_REQUEST, "bad_request", format!("Invalid JSON body: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(auth_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("Invalid JSON body: {e}"),
+        ))
+    })
 }
 
 /// `POST /v1/api/auth/login`.
 pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if req.user.len() > 128 || req.password.len() > 256 {
-        return auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials");
+        return auth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid credentials",
+        );
     }
     match state.app.auth().login(&req.user, &req.password).await {
         Ok(grant) => grant_response(&state, grant),
@@ -124,31 +162,51 @@ pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-        v.split(';').map(str::trim).find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        })
 }
 
 /// `POST /v1/api/auth/refresh`: a refresh token (cookie, else Bearer) for a new pair.
 pub async fn refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let token = cookie_value(&headers, REFRESH_COOKIE).or_else(|| bearer_token(&headers).ok());
     let Some(token) = token else {
-        return auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Refresh endpoint requires a refresh token");
+        return auth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Refresh endpoint requires a refresh token",
+        );
     };
     match state.app.auth().authenticate(token, TokenKind::Refresh) {
         Ok((_, user)) => match state.app.auth().grant(user) {
             Ok(grant) => grant_response(&state, grant),
             Err(e) => map_auth_error(e),
         },
-        Err(_) => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Refresh endpoint requires a refresh token"),
+        Err(_) => auth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Refresh endpoint requires a refresh token",
+        ),
     }
 }
 
 /// `GET /v1/api/auth/me`.
 pub async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let token = bearer_token(&headers).ok().or_else(|| cookie_value(&headers, ACCESS_COOKIE));
+    let token = bearer_token(&headers)
+        .ok()
+        .or_else(|| cookie_value(&headers, ACCESS_COOKIE));
     let Some(token) = token else {
-        return auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials");
+        return auth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid credentials",
+        );
     };
     match state.app.auth().authenticate(token, TokenKind::Access) {
         Ok((_, user)) => Json(serde_json::json!({
@@ -163,8 +221,10 @@ pub async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Response {
 /// `POST /v1/api/auth/logout`: clears the cookies.
 pub async fn logout() -> Response {
     let mut resp = Json(serde_json::json!({"message": "Logged out successfully"})).into_response();
-    resp.headers_mut().append(header::SET_COOKIE, cookie(ACCESS_COOKIE, "", 0));
-    resp.headers_mut().append(header::SET_COOKIE, cookie(REFRESH_COOKIE, "", 0));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, cookie(ACCESS_COOKIE, "", 0));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, cookie(REFRESH_COOKIE, "", 0));
     resp
 }
 
@@ -173,9 +233,16 @@ fn setup_allowed(state: &ApiState, peer: &SocketAddr) -> bool {
 }
 
 /// `GET /v1/api/auth/status`.
-pub async fn status(State(state): State<ApiState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+pub async fn status(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
     if !setup_allowed(&state, &peer) {
-        return auth_error(StatusCode::FORBIDDEN, "forbidden", "Setup status is only available from localhost");
+        return auth_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Setup status is only available from localhost",
+        );
     }
     match state.app.auth().needs_setup() {
         Ok(needs_setup) => Json(AuthStatusResponse {
@@ -192,15 +259,28 @@ pub async fn status(State(state): State<ApiState>, ConnectInfo(peer): ConnectInf
 }
 
 /// `POST /v1/api/auth/setup`.
-pub async fn setup(State(state): State<ApiState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+pub async fn setup(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     if !setup_allowed(&state, &peer) {
-        return auth_error(StatusCode::FORBIDDEN, "forbidden", "Setup is only available from localhost");
+        return auth_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Setup is only available from localhost",
+        );
     }
     let req: SetupRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
-    match state.app.auth().setup(&req.user, &req.password, &req.root_password, req.email).await {
+    match state
+        .app
+        .auth()
+        .setup(&req.user, &req.password, &req.root_password, req.email)
+        .await
+    {
         Ok(user) => Json(SetupResponse {
             user: user_info(&user),
             message: "Server setup complete. Log in with the new credentials.".into(),

@@ -15,18 +15,33 @@ pub fn took_ms(start: Instant) -> f64 {
 
 /// A successful SQL envelope.
 pub fn sql_success(results: Vec<QueryResult>, start: Instant) -> Response {
-    let body = SqlResponse { status: ResponseStatus::Success, results, took: took_ms(start), error: None };
+    let body = SqlResponse {
+        status: ResponseStatus::Success,
+        results,
+        took: took_ms(start),
+        error: None,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }
 
 /// An error SQL envelope with the code's HTTP status.
-pub fn sql_error(code: ErrorCode, message: impl Into<String>, details: Option<String>, start: Instant) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+pub fn sql_error(
+    code: ErrorCode,
+    message: impl Into<String>,
+    details: Option<String>,
+    start: Instant,
+) -> Response {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = SqlResponse {
         status: ResponseStatus::Error,
         results: vec![],
         took: took_ms(start),
-        error: Some(ErrorDetail { code, message: message.into(), details }),
+        error: Some(ErrorDetail {
+            code,
+            message: message.into(),
+            details,
+        }),
     };
     (status, Json(body)).into_response()
 }
@@ -44,5 +59,12 @@ pub fn public_message(code: ErrorCode) -> &'static str {
 
 /// An auth-endpoint error: `{"error": "<snake_code>", "message": "…"}`.
 pub fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    (status, Json(AuthErrorBody { error: error.into(), message: message.into() })).into_response()
+    (
+        status,
+        Json(AuthErrorBody {
+            error: error.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
 }

@@ -20,7 +20,9 @@ pub async fn health(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
         status: "healthy".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         api_version: "v1".into(),
-        build_date: option_env!("KALAMDB_BUILD_DATE").unwrap_or("unknown").into(),
+        build_date: option_env!("KALAMDB_BUILD_DATE")
+            .unwrap_or("unknown")
+            .into(),
     })
     .into_response()
 }

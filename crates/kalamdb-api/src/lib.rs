@@ -1,7 +1,7 @@
 //! The HTTP surface of KalamDB (`spec/protocol.md` §2-5), built on axum.
 //!
 //! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
-//! - [`auth`]: `/v1/api/auth/{login,refresh,logout,me,status,setup}`;
+//! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`envelope`]: the one place errors become responses.
 //!
@@ -32,7 +32,10 @@ pub struct ApiState {
 impl ApiState {
     /// State over an opened engine.
     pub fn new(app: Arc<AppContext>) -> Self {
-        Self { executor: SqlExecutor::new(Arc::clone(&app)), app }
+        Self {
+            executor: SqlExecutor::new(Arc::clone(&app)),
+            app,
+        }
     }
 }
 

@@ -15,7 +15,11 @@ use kalamdb_commons::wire::SqlRequest;
 use std::time::Instant;
 
 /// The SQL handler.
-pub async fn execute_sql(State(state): State<ApiState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn execute_sql(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let start = Instant::now();
     let identity = match bearer_identity(&state, &headers) {
         Ok(id) => id,
@@ -34,25 +38,54 @@ pub async fn execute_sql(State(state): State<ApiState>, headers: HeaderMap, body
                 start,
             );
         }
-        Err(rejection) => return sql_error(ErrorCode::InvalidInput, rejection.body_text(), None, start),
+        Err(rejection) => {
+            return sql_error(ErrorCode::InvalidInput, rejection.body_text(), None, start);
+        }
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     if !is_json {
-        return sql_error(ErrorCode::InvalidInput, "Content-Type must be application/json", None, start);
+        return sql_error(
+            ErrorCode::InvalidInput,
+            "Content-Type must be application/json",
+            None,
+            start,
+        );
     }
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return sql_error(ErrorCode::InvalidInput, format!("Invalid JSON body: {e}"), None, start),
+        Err(e) => {
+            return sql_error(
+                ErrorCode::InvalidInput,
+                format!("Invalid JSON body: {e}"),
+                None,
+                start,
+            );
+        }
     };
     if request.sql.trim().is_empty() {
         return sql_error(ErrorCode::EmptySql, "No SQL statement given", None, start);
     }
-    match state.executor.execute(&identity, &request.sql, request.params, request.namespace_id).await {
+    match state
+        .executor
+        .execute(
+            &identity,
+            &request.sql,
+            request.params,
+            request.namespace_id,
+        )
+        .await
+    {
         Ok(results) => sql_success(results, start),
-        Err(e) if identity.role.is_admin() || e.public => sql_error(e.code, e.message, e.details, start),
+        Err(e) if identity.role.is_admin() || e.public => {
+            sql_error(e.code, e.message, e.details, start)
+        }
         Err(e) => sql_error(e.code, public_message(e.code), None, start),
     }
 }

@@ -89,11 +89,21 @@ mod tests {
 
     #[test]
     fn wire_form() {
-        assert_eq!(serde_json::to_string(&KalamDataType::BigInt).unwrap(), "\"BigInt\"");
         assert_eq!(
-            serde_json::to_string(&KalamDataType::Decimal { precision: 10, scale: 2 }).unwrap(),
+            serde_json::to_string(&KalamDataType::BigInt).unwrap(),
+            "\"BigInt\""
+        );
+        assert_eq!(
+            serde_json::to_string(&KalamDataType::Decimal {
+                precision: 10,
+                scale: 2
+            })
+            .unwrap(),
             r#"{"Decimal":{"precision":10,"scale":2}}"#
         );
-        assert_eq!(serde_json::to_string(&KalamDataType::Embedding(3)).unwrap(), r#"{"Embedding":3}"#);
+        assert_eq!(
+            serde_json::to_string(&KalamDataType::Embedding(3)).unwrap(),
+            r#"{"Embedding":3}"#
+        );
     }
 }

@@ -99,8 +99,15 @@ mod tests {
 
     #[test]
     fn serde_matches_as_str() {
-        for code in [ErrorCode::InvalidSql, ErrorCode::TokenExpired, ErrorCode::ParamsWithBatch] {
-            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        for code in [
+            ErrorCode::InvalidSql,
+            ErrorCode::TokenExpired,
+            ErrorCode::ParamsWithBatch,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
         }
     }
 }

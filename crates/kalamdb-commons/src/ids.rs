@@ -81,11 +81,55 @@ pub const RESERVED_COLUMNS: &[&str] = &[
 
 /// SQL keywords refused as user identifiers (they would need quoting everywhere).
 const RESERVED_WORDS: &[&str] = &[
-    "select", "from", "where", "insert", "update", "delete", "create", "drop", "table", "alter",
-    "into", "values", "and", "or", "not", "null", "true", "false", "primary", "key", "order",
-    "group", "by", "having", "limit", "offset", "join", "on", "as", "union", "with", "set",
-    "namespace", "user", "default", "index", "view", "case", "when", "then", "else", "end",
-    "distinct", "all", "in", "is", "like", "between", "exists",
+    "select",
+    "from",
+    "where",
+    "insert",
+    "update",
+    "delete",
+    "create",
+    "drop",
+    "table",
+    "alter",
+    "into",
+    "values",
+    "and",
+    "or",
+    "not",
+    "null",
+    "true",
+    "false",
+    "primary",
+    "key",
+    "order",
+    "group",
+    "by",
+    "having",
+    "limit",
+    "offset",
+    "join",
+    "on",
+    "as",
+    "union",
+    "with",
+    "set",
+    "namespace",
+    "user",
+    "default",
+    "index",
+    "view",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "distinct",
+    "all",
+    "in",
+    "is",
+    "like",
+    "between",
+    "exists",
 ];
 
 /// Checks a namespace, table or column name against the identifier rules.
@@ -94,9 +138,17 @@ pub fn validate_identifier(kind: &'static str, name: &str) -> Result<(), IdError
         return Err(IdError::Empty { kind });
     }
     if name.len() > 64 {
-        return Err(IdError::TooLong { kind, name: name.to_string(), max: 64 });
+        return Err(IdError::TooLong {
+            kind,
+            name: name.to_string(),
+            max: 64,
+        });
     }
-    let bad = |rule| IdError::BadCharacters { kind, name: name.to_string(), rule };
+    let bad = |rule| IdError::BadCharacters {
+        kind,
+        name: name.to_string(),
+        rule,
+    };
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(bad("only ASCII letters, digits and '_' are allowed"));
     }
@@ -105,10 +157,15 @@ pub fn validate_identifier(kind: &'static str, name: &str) -> Result<(), IdError
         return Err(bad("it must not start with a digit"));
     }
     if first == b'_' {
-        return Err(bad("names starting with '_' are reserved for system columns"));
+        return Err(bad(
+            "names starting with '_' are reserved for system columns",
+        ));
     }
     if RESERVED_WORDS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(IdError::Reserved { kind, name: name.to_string() });
+        return Err(IdError::Reserved {
+            kind,
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -179,7 +236,10 @@ impl NamespaceId {
     pub fn parse(name: &str) -> Result<Self, IdError> {
         validate_identifier("namespace", name)?;
         if RESERVED_NAMESPACES.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(IdError::Reserved { kind: "namespace", name: name.to_string() });
+            return Err(IdError::Reserved {
+                kind: "namespace",
+                name: name.to_string(),
+            });
         }
         Ok(Self(name.to_string()))
     }
@@ -200,9 +260,16 @@ impl UserId {
             return Err(IdError::Empty { kind: "user" });
         }
         if name.len() > 128 {
-            return Err(IdError::TooLong { kind: "user", name: name.to_string(), max: 128 });
+            return Err(IdError::TooLong {
+                kind: "user",
+                name: name.to_string(),
+                max: 128,
+            });
         }
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(IdError::BadCharacters {
                 kind: "user",
                 name: name.to_string(),
@@ -220,7 +287,11 @@ impl NodeId {
             return Err(IdError::Empty { kind: "node" });
         }
         if name.len() > 64 {
-            return Err(IdError::TooLong { kind: "node", name: name.to_string(), max: 64 });
+            return Err(IdError::TooLong {
+                kind: "node",
+                name: name.to_string(),
+                max: 64,
+            });
         }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(IdError::BadCharacters {
@@ -262,13 +333,34 @@ mod tests {
     #[test]
     fn identifier_rules() {
         assert!(validate_identifier("table", "todos_2").is_ok());
-        assert!(matches!(validate_identifier("table", ""), Err(IdError::Empty { .. })));
-        assert!(matches!(validate_identifier("table", "1abc"), Err(IdError::BadCharacters { .. })));
-        assert!(matches!(validate_identifier("table", "_x"), Err(IdError::BadCharacters { .. })));
-        assert!(matches!(validate_identifier("table", "a-b"), Err(IdError::BadCharacters { .. })));
-        assert!(matches!(validate_identifier("table", "select"), Err(IdError::Reserved { .. })));
-        assert!(matches!(validate_identifier("table", &"a".repeat(65)), Err(IdError::TooLong { .. })));
-        assert!(matches!(NamespaceId::parse("system"), Err(IdError::Reserved { .. })));
+        assert!(matches!(
+            validate_identifier("table", ""),
+            Err(IdError::Empty { .. })
+        ));
+        assert!(matches!(
+            validate_identifier("table", "1abc"),
+            Err(IdError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            validate_identifier("table", "_x"),
+            Err(IdError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            validate_identifier("table", "a-b"),
+            Err(IdError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            validate_identifier("table", "select"),
+            Err(IdError::Reserved { .. })
+        ));
+        assert!(matches!(
+            validate_identifier("table", &"a".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
+        assert!(matches!(
+            NamespaceId::parse("system"),
+            Err(IdError::Reserved { .. })
+        ));
         assert!(NamespaceId::parse("app").is_ok());
     }
 

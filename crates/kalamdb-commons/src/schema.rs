@@ -230,7 +230,9 @@ impl TableDefinition {
 
     /// Finds a user column by name, case-insensitively.
     pub fn column(&self, name: &str) -> Option<&ColumnDefinition> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Whether rows carry the `_deleted` column (USER and SHARED tables).

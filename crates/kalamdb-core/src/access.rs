@@ -14,7 +14,11 @@ fn deny(what: &str, identity: &Identity) -> KalamError {
 
 /// DDL on namespaces, SHARED tables and users: dba and system only.
 pub fn check_admin(identity: &Identity, what: &str) -> Result<()> {
-    if identity.role.is_admin() { Ok(()) } else { Err(deny(what, identity)) }
+    if identity.role.is_admin() {
+        Ok(())
+    } else {
+        Err(deny(what, identity))
+    }
 }
 
 /// Creating a table of `table_type`.
@@ -24,7 +28,11 @@ pub fn check_create_table(identity: &Identity, table_type: TableType) -> Result<
         TableType::Shared => identity.role >= Role::Service,
         TableType::System => false,
     };
-    if ok { Ok(()) } else { Err(deny(&format!("create {table_type} tables"), identity)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(deny(&format!("create {table_type} tables"), identity))
+    }
 }
 
 /// Dropping a table: dba and system only.
@@ -46,7 +54,10 @@ pub fn check_shared_read(identity: &Identity, def: &TableDefinition) -> Result<(
     if identity.role >= min_role(level) {
         Ok(())
     } else {
-        Err(deny(&format!("read {} table {}", level.as_str(), def.table_id()), identity))
+        Err(deny(
+            &format!("read {} table {}", level.as_str(), def.table_id()),
+            identity,
+        ))
     }
 }
 
@@ -57,7 +68,10 @@ pub fn check_shared_write(identity: &Identity, def: &TableDefinition) -> Result<
     if identity.role >= min {
         Ok(())
     } else {
-        Err(deny(&format!("write {} table {}", level.as_str(), def.table_id()), identity))
+        Err(deny(
+            &format!("write {} table {}", level.as_str(), def.table_id()),
+            identity,
+        ))
     }
 }
 

@@ -35,7 +35,9 @@ pub struct AppContext {
 
 impl std::fmt::Debug for AppContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppContext").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("AppContext")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +54,8 @@ impl AppContext {
             write_buffer_bytes: config.storage.write_buffer_mb * 1024 * 1024,
             ..StoreOptions::default()
         };
-        let backend: Arc<dyn StorageBackend> = Arc::new(RocksBackend::open(&data.join("rocksdb"), &options)?);
+        let backend: Arc<dyn StorageBackend> =
+            Arc::new(RocksBackend::open(&data.join("rocksdb"), &options)?);
         let now = chrono::Utc::now().timestamp_micros();
         let catalog = Catalog::open(Arc::clone(&backend), now)?;
         let registry = Arc::new(SchemaRegistry::new(catalog.clone()));
@@ -66,7 +69,11 @@ impl AppContext {
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(2);
         let session = SessionContext::new_with_config(session_config);
-        let deps = ProviderDeps { catalog: catalog.clone(), registry: Arc::clone(&registry), backend: Arc::clone(&backend) };
+        let deps = ProviderDeps {
+            catalog: catalog.clone(),
+            registry: Arc::clone(&registry),
+            backend: Arc::clone(&backend),
+        };
         session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps)));
 
         Ok(Arc::new(Self {

@@ -108,7 +108,12 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_path: "./data".into(), sync_writes: false, block_cache_mb: 8, write_buffer_mb: 4 }
+        Self {
+            data_path: "./data".into(),
+            sync_writes: false,
+            block_cache_mb: 8,
+            write_buffer_mb: 4,
+        }
     }
 }
 
@@ -178,7 +183,9 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+        }
     }
 }
 
@@ -192,7 +199,12 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
         let config = Self::from_toml(&text)?.with_env(env)?;
         config.validate()?;
@@ -221,9 +233,12 @@ impl Config {
         self,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = toml::Table::try_from(&self).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut table =
+            toml::Table::try_from(&self).map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix("KALAMDB_") else { continue };
+            let Some(rest) = name.strip_prefix("KALAMDB_") else {
+                continue;
+            };
             let target = ENV_ALIASES
                 .iter()
                 .find(|(alias, _, _)| *alias == name)
@@ -232,10 +247,14 @@ impl Config {
                     table.iter().find_map(|(section, v)| {
                         let prefix = format!("{}_", section.to_ascii_uppercase());
                         let key = rest.strip_prefix(&prefix)?.to_ascii_lowercase();
-                        v.as_table()?.contains_key(&key).then(|| (section.clone(), key))
+                        v.as_table()?
+                            .contains_key(&key)
+                            .then(|| (section.clone(), key))
                     })
                 });
-            let Some((section, key)) = target else { continue };
+            let Some((section, key)) = target else {
+                continue;
+            };
             let slot = table
                 .get_mut(&section)
                 .and_then(|s| s.as_table_mut())
@@ -243,20 +262,30 @@ impl Config {
                 .expect("known key");
             *slot = match slot {
                 toml::Value::String(_) => toml::Value::String(raw.clone()),
-                toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                    ConfigError::Parse(format!("{name}={raw:?} is not an integer"))
-                })?),
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                        ConfigError::Parse(format!("{name}={raw:?} is not an integer"))
+                    })?)
+                }
                 toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                     "1" | "true" | "TRUE" | "yes" | "on" => true,
                     "0" | "false" | "FALSE" | "no" | "off" => false,
-                    _ => return Err(ConfigError::Parse(format!("{name}={raw:?} is not a boolean"))),
+                    _ => {
+                        return Err(ConfigError::Parse(format!(
+                            "{name}={raw:?} is not a boolean"
+                        )));
+                    }
                 }),
                 other => {
-                    return Err(ConfigError::Parse(format!("{name}: cannot override {other:?}")));
+                    return Err(ConfigError::Parse(format!(
+                        "{name}: cannot override {other:?}"
+                    )));
                 }
             };
         }
-        table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
     }
 
     /// Checks values that have rules beyond their type.
@@ -272,10 +301,14 @@ impl Config {
             });
         }
         if self.auth.jwt_expiry_hours == 0 {
-            return Err(ConfigError::Invalid { key: "auth.jwt_expiry_hours", reason: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                key: "auth.jwt_expiry_hours",
+                reason: "must be > 0".into(),
+            });
         }
         let loopback = matches!(self.server.host.as_str(), "127.0.0.1" | "localhost" | "::1");
-        let weak = self.auth.jwt_secret == PLACEHOLDER_JWT_SECRET || self.auth.jwt_secret.len() < 32;
+        let weak =
+            self.auth.jwt_secret == PLACEHOLDER_JWT_SECRET || self.auth.jwt_secret.len() < 32;
         if weak && !loopback {
             return Err(ConfigError::Invalid {
                 key: "auth.jwt_secret",
@@ -285,7 +318,10 @@ impl Config {
             });
         }
         if self.storage.data_path.is_empty() {
-            return Err(ConfigError::Invalid { key: "storage.data_path", reason: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "storage.data_path",
+                reason: "must not be empty".into(),
+            });
         }
         Ok(())
     }
@@ -301,7 +337,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -320,7 +359,11 @@ mod tests {
         assert!(c.storage.sync_writes);
         assert_eq!(c.auth.root_password, "pw");
         assert_eq!(c.server.host, "127.0.0.1");
-        assert!(Config::default().with_env(env(&[("KALAMDB_SERVER_PORT", "x")])).is_err());
+        assert!(
+            Config::default()
+                .with_env(env(&[("KALAMDB_SERVER_PORT", "x")]))
+                .is_err()
+        );
     }
 
     #[test]

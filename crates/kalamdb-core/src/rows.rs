@@ -47,7 +47,11 @@ impl StoredRow {
 
     /// The cell of column `column_id`, NULL when absent.
     pub fn cell(&self, column_id: u32) -> &Value {
-        self.cells.iter().find(|(id, _)| *id == column_id).map(|(_, v)| v).unwrap_or(&Value::Null)
+        self.cells
+            .iter()
+            .find(|(id, _)| *id == column_id)
+            .map(|(_, v)| v)
+            .unwrap_or(&Value::Null)
     }
 }
 
@@ -63,8 +67,14 @@ pub struct TablePartitions {
 impl TablePartitions {
     /// The partitions of `table`.
     pub fn of(table: &TableId) -> Self {
-        let base = format!("{TABLE_PARTITION_PREFIX}{}/{}", table.namespace, table.table);
-        Self { rows: format!("{base}/rows"), log: format!("{base}/log") }
+        let base = format!(
+            "{TABLE_PARTITION_PREFIX}{}/{}",
+            table.namespace, table.table
+        );
+        Self {
+            rows: format!("{base}/rows"),
+            log: format!("{base}/log"),
+        }
     }
 
     /// Both names.
@@ -127,7 +137,11 @@ mod tests {
         let row = StoredRow {
             seq: 42,
             deleted: false,
-            cells: vec![(1, Value::I64(7)), (2, Value::Text("x".into())), (3, Value::Decimal(-5))],
+            cells: vec![
+                (1, Value::I64(7)),
+                (2, Value::Text("x".into())),
+                (3, Value::Decimal(-5)),
+            ],
         };
         assert_eq!(StoredRow::decode(&row.encode()).unwrap(), row);
         assert_eq!(row.cell(9), &Value::Null);

@@ -35,7 +35,12 @@ impl CachedTable {
         let schema = Arc::new(table_schema(&def));
         let partitions = TablePartitions::of(&def.table_id());
         let pk_index = def.columns.iter().position(|c| c.primary_key);
-        Self { def: Arc::new(def), schema, partitions, pk_index }
+        Self {
+            def: Arc::new(def),
+            schema,
+            partitions,
+            pk_index,
+        }
     }
 }
 
@@ -50,7 +55,11 @@ pub struct SchemaRegistry {
 impl SchemaRegistry {
     /// An empty registry backed by `catalog`.
     pub fn new(catalog: Catalog) -> Self {
-        Self { catalog, tables: DashMap::new(), builds: AtomicU64::new(0) }
+        Self {
+            catalog,
+            tables: DashMap::new(),
+            builds: AtomicU64::new(0),
+        }
     }
 
     /// The cached entry, loading it from the catalog on a miss; `None` if no such table.
@@ -58,8 +67,19 @@ impl SchemaRegistry {
         if let Some(hit) = self.tables.get(id) {
             return Ok(Some(Arc::clone(hit.value())));
         }
-        let Some(def) = self.catalog.table(id)? else { return Ok(None) };
+        let Some(def) = self.catalog.table(id)? else {
+            return Ok(None);
+        };
         Ok(Some(self.insert(def)))
+    }
+
+    /// Like [`SchemaRegistry::get`], but a missing table is a `NotFound` error.
+    pub fn require(&self, id: &TableId) -> Result<Arc<CachedTable>> {
+        self.get(id)?
+            .ok_or_else(|| crate::error::KalamError::NotFound {
+                kind: "Table",
+                name: id.to_string(),
+            })
     }
 
     /// The cached entry if present, without touching the catalog.

@@ -29,7 +29,10 @@ impl SeqGenerator {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
-        Self { worker: hash & ((1 << WORKER_BITS) - 1), last: AtomicU64::new(0) }
+        Self {
+            worker: hash & ((1 << WORKER_BITS) - 1),
+            last: AtomicU64::new(0),
+        }
     }
 
     /// The next id, strictly greater than every id returned before by this generator.
@@ -56,7 +59,10 @@ impl SeqGenerator {
                     (ms << (WORKER_BITS + SEQUENCE_BITS)) | (self.worker << SEQUENCE_BITS)
                 }
             };
-            match self.last.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return next as i64,
                 Err(actual) => last = actual,
             }
@@ -88,7 +94,10 @@ mod tests {
             assert!(id > prev);
             prev = id;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
         assert!((seq_unix_millis(prev) - now).abs() < 60_000);
     }
 

@@ -28,10 +28,18 @@ pub struct ParsedType {
 pub fn parse_sql_type(rendered: &str) -> Result<ParsedType> {
     let upper = rendered.trim().to_ascii_uppercase();
     let (base, args) = match upper.find('(') {
-        Some(i) => (upper[..i].trim(), Some(upper[i + 1..].trim_end_matches(')').trim())),
+        Some(i) => (
+            upper[..i].trim(),
+            Some(upper[i + 1..].trim_end_matches(')').trim()),
+        ),
         None => (upper.as_str(), None),
     };
-    let plain = |t| Ok(ParsedType { data_type: t, serial: false });
+    let plain = |t| {
+        Ok(ParsedType {
+            data_type: t,
+            serial: false,
+        })
+    };
     match base {
         "BOOLEAN" | "BOOL" => plain(KalamDataType::Boolean),
         "SMALLINT" | "INT2" => plain(KalamDataType::SmallInt),
@@ -49,9 +57,18 @@ pub fn parse_sql_type(rendered: &str) -> Result<ParsedType> {
         "TIME" | "TIME WITHOUT TIME ZONE" => plain(KalamDataType::Time),
         "UUID" => plain(KalamDataType::Uuid),
         "FILE" => plain(KalamDataType::File),
-        "SERIAL" => Ok(ParsedType { data_type: KalamDataType::Int, serial: true }),
-        "BIGSERIAL" => Ok(ParsedType { data_type: KalamDataType::BigInt, serial: true }),
-        "SMALLSERIAL" => Ok(ParsedType { data_type: KalamDataType::SmallInt, serial: true }),
+        "SERIAL" => Ok(ParsedType {
+            data_type: KalamDataType::Int,
+            serial: true,
+        }),
+        "BIGSERIAL" => Ok(ParsedType {
+            data_type: KalamDataType::BigInt,
+            serial: true,
+        }),
+        "SMALLSERIAL" => Ok(ParsedType {
+            data_type: KalamDataType::SmallInt,
+            serial: true,
+        }),
         "DECIMAL" | "NUMERIC" | "DEC" => {
             let (precision, scale) = match args {
                 None | Some("") => (38, 10),
@@ -61,7 +78,9 @@ pub fn parse_sql_type(rendered: &str) -> Result<ParsedType> {
                     let s = parts.next().map(|r| r.ok()).unwrap_or(Some(0));
                     match (p, s) {
                         (Some(p), Some(s)) => (p, s),
-                        _ => return Err(KalamError::InvalidSql(format!("invalid type {rendered}"))),
+                        _ => {
+                            return Err(KalamError::InvalidSql(format!("invalid type {rendered}")));
+                        }
                     }
                 }
             };
@@ -70,10 +89,15 @@ pub fn parse_sql_type(rendered: &str) -> Result<ParsedType> {
                     "invalid {rendered}: precision must be 1..=38 and scale 0..=precision"
                 )));
             }
-            plain(KalamDataType::Decimal { precision: precision as u8, scale: scale as i8 })
+            plain(KalamDataType::Decimal {
+                precision: precision as u8,
+                scale: scale as i8,
+            })
         }
         "EMBEDDING" => {
-            let n = args.and_then(|a| a.parse::<u32>().ok()).filter(|n| (1..=8192).contains(n));
+            let n = args
+                .and_then(|a| a.parse::<u32>().ok())
+                .filter(|n| (1..=8192).contains(n));
             match n {
                 Some(n) => plain(KalamDataType::Embedding(n)),
                 None => Err(KalamError::InvalidSql(format!(
@@ -127,7 +151,10 @@ pub fn from_arrow(t: &DataType) -> KalamDataType {
         DataType::Time32(_) | DataType::Time64(_) => KalamDataType::Time,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => KalamDataType::Bytes,
         DataType::FixedSizeBinary(16) => KalamDataType::Uuid,
-        DataType::Decimal128(p, s) => KalamDataType::Decimal { precision: *p, scale: *s },
+        DataType::Decimal128(p, s) => KalamDataType::Decimal {
+            precision: *p,
+            scale: *s,
+        },
         DataType::FixedSizeList(f, n) if f.data_type() == &DataType::Float32 => {
             KalamDataType::Embedding(*n as u32)
         }
@@ -161,7 +188,10 @@ fn kalam_field(name: &str, t: &KalamDataType, nullable: bool, pk: bool) -> Field
         flags.push("uq");
     }
     let meta = HashMap::from([
-        (META_TYPE.to_string(), serde_json::to_string(t).expect("type serializes")),
+        (
+            META_TYPE.to_string(),
+            serde_json::to_string(t).expect("type serializes"),
+        ),
         (META_FLAGS.to_string(), flags.join(",")),
     ]);
     Field::new(name, to_arrow(t), nullable).with_metadata(meta)
@@ -175,10 +205,20 @@ pub fn table_schema(def: &TableDefinition) -> Schema {
         .map(|c| kalam_field(&c.name, &c.data_type, c.nullable, c.primary_key))
         .collect();
     if def.has_seq_column() {
-        fields.push(kalam_field(SEQ_COLUMN, &KalamDataType::BigInt, false, false));
+        fields.push(kalam_field(
+            SEQ_COLUMN,
+            &KalamDataType::BigInt,
+            false,
+            false,
+        ));
     }
     if def.has_deleted_column() {
-        fields.push(kalam_field(DELETED_COLUMN, &KalamDataType::Boolean, false, false));
+        fields.push(kalam_field(
+            DELETED_COLUMN,
+            &KalamDataType::Boolean,
+            false,
+            false,
+        ));
     }
     Schema::new(fields)
 }
@@ -198,8 +238,20 @@ mod tests {
         assert_eq!(t("varchar(20)"), KalamDataType::Text);
         assert_eq!(t("DOUBLE PRECISION"), KalamDataType::Double);
         assert_eq!(t("INT8"), KalamDataType::BigInt);
-        assert_eq!(t("DECIMAL(10,2)"), KalamDataType::Decimal { precision: 10, scale: 2 });
-        assert_eq!(t("DECIMAL"), KalamDataType::Decimal { precision: 38, scale: 10 });
+        assert_eq!(
+            t("DECIMAL(10,2)"),
+            KalamDataType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            t("DECIMAL"),
+            KalamDataType::Decimal {
+                precision: 38,
+                scale: 10
+            }
+        );
         assert!(parse_sql_type("BIGSERIAL").unwrap().serial);
         assert!(parse_sql_type("DECIMAL(50,2)").is_err());
         assert!(parse_sql_type("GEOMETRY").is_err());

@@ -121,7 +121,11 @@ impl Value {
 
 fn float_key(v: f64) -> Vec<u8> {
     let bits = v.to_bits();
-    let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
     ordered.to_be_bytes().to_vec()
 }
 
@@ -134,9 +138,9 @@ fn mismatch(column: &str, t: &KalamDataType, shown: &str) -> KalamError {
 
 fn as_str(s: &ScalarValue) -> Option<&str> {
     match s {
-        ScalarValue::Utf8(Some(v)) | ScalarValue::LargeUtf8(Some(v)) | ScalarValue::Utf8View(Some(v)) => {
-            Some(v)
-        }
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::LargeUtf8(Some(v))
+        | ScalarValue::Utf8View(Some(v)) => Some(v),
         _ => None,
     }
 }
@@ -161,7 +165,9 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
             }));
         }
         KalamDataType::Json => {
-            let text = as_str(&scalar).map(str::to_string).unwrap_or_else(|| scalar.to_string());
+            let text = as_str(&scalar)
+                .map(str::to_string)
+                .unwrap_or_else(|| scalar.to_string());
             serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
                 KalamError::TypeMismatch(format!("Invalid JSON for column '{column}': {e}"))
             })?;
@@ -169,7 +175,8 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
         }
         KalamDataType::Uuid => {
             if let Some(s) = as_str(&scalar) {
-                let u = uuid::Uuid::parse_str(s.trim()).map_err(|_| mismatch(column, t, &shown(&scalar)))?;
+                let u = uuid::Uuid::parse_str(s.trim())
+                    .map_err(|_| mismatch(column, t, &shown(&scalar)))?;
                 return Ok(Value::Uuid(*u.as_bytes()));
             }
             if let ScalarValue::FixedSizeBinary(16, Some(b)) = &scalar {
@@ -189,7 +196,11 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
             let v: Vec<f32> =
                 serde_json::from_str(text).map_err(|_| mismatch(column, t, &shown(&scalar)))?;
             if v.len() != *n as usize {
-                return Err(mismatch(column, t, &format!("a vector of {} values", v.len())));
+                return Err(mismatch(
+                    column,
+                    t,
+                    &format!("a vector of {} values", v.len()),
+                ));
             }
             return Ok(Value::Embedding(v));
         }
@@ -197,13 +208,20 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
     }
     let target = to_arrow(t);
     let is_float = matches!(scalar, ScalarValue::Float32(_) | ScalarValue::Float64(_));
-    if is_float && matches!(t, KalamDataType::SmallInt | KalamDataType::Int | KalamDataType::BigInt) {
+    if is_float
+        && matches!(
+            t,
+            KalamDataType::SmallInt | KalamDataType::Int | KalamDataType::BigInt
+        )
+    {
         return Err(mismatch(column, t, &shown(&scalar)));
     }
     let cast = if scalar.data_type() == target {
         scalar.clone()
     } else {
-        scalar.cast_to(&target).map_err(|_| mismatch(column, t, &shown(&scalar)))?
+        scalar
+            .cast_to(&target)
+            .map_err(|_| mismatch(column, t, &shown(&scalar)))?
     };
     let out = match cast {
         ScalarValue::Boolean(Some(v)) => Value::Bool(v),
@@ -223,7 +241,10 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
 }
 
 /// Builds an Arrow array of type `t` from cells.
-pub fn to_array<'a>(values: impl Iterator<Item = &'a Value>, t: &KalamDataType) -> Result<ArrayRef> {
+pub fn to_array<'a>(
+    values: impl Iterator<Item = &'a Value>,
+    t: &KalamDataType,
+) -> Result<ArrayRef> {
     let scalars: Vec<ScalarValue> = values.map(|v| v.to_scalar(t)).collect();
     if scalars.is_empty() {
         return Ok(new_empty_array(&to_arrow(t)));
@@ -238,14 +259,35 @@ mod tests {
     #[test]
     fn coercions() {
         let t = KalamDataType::Int;
-        assert_eq!(coerce(ScalarValue::Int64(Some(5)), &t, "c").unwrap(), Value::I32(5));
-        assert_eq!(coerce(ScalarValue::Utf8(Some("7".into())), &t, "c").unwrap(), Value::I32(7));
-        let err = coerce(ScalarValue::Utf8(Some("abc".into())), &t, "c").unwrap_err().to_string();
+        assert_eq!(
+            coerce(ScalarValue::Int64(Some(5)), &t, "c").unwrap(),
+            Value::I32(5)
+        );
+        assert_eq!(
+            coerce(ScalarValue::Utf8(Some("7".into())), &t, "c").unwrap(),
+            Value::I32(7)
+        );
+        let err = coerce(ScalarValue::Utf8(Some("abc".into())), &t, "c")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("column 'c'"), "{err}");
         assert!(coerce(ScalarValue::Int64(Some(1 << 40)), &t, "c").is_err());
-        assert!(coerce(ScalarValue::Utf8(Some("{x".into())), &KalamDataType::Json, "j").is_err());
-        let d = KalamDataType::Decimal { precision: 10, scale: 2 };
-        assert_eq!(coerce(ScalarValue::Utf8(Some("200.75".into())), &d, "d").unwrap(), Value::Decimal(20075));
+        assert!(
+            coerce(
+                ScalarValue::Utf8(Some("{x".into())),
+                &KalamDataType::Json,
+                "j"
+            )
+            .is_err()
+        );
+        let d = KalamDataType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
+        assert_eq!(
+            coerce(ScalarValue::Utf8(Some("200.75".into())), &d, "d").unwrap(),
+            Value::Decimal(20075)
+        );
         let u = coerce(
             ScalarValue::Utf8(Some("67e55044-10b1-426f-9247-bb680e5fe0c8".into())),
             &KalamDataType::Uuid,
@@ -253,18 +295,28 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(u, Value::Uuid(_)));
-        let ts = coerce(ScalarValue::Utf8(Some("2024-01-01T00:00:00Z".into())), &KalamDataType::Timestamp, "t")
-            .unwrap();
+        let ts = coerce(
+            ScalarValue::Utf8(Some("2024-01-01T00:00:00Z".into())),
+            &KalamDataType::Timestamp,
+            "t",
+        )
+        .unwrap();
         assert_eq!(ts, Value::Timestamp(1_704_067_200_000_000));
     }
 
     #[test]
     fn pk_keys_preserve_order() {
         let ints = [-5i64, -1, 0, 1, 300];
-        let keys: Vec<_> = ints.iter().map(|v| Value::I64(*v).pk_key().unwrap()).collect();
+        let keys: Vec<_> = ints
+            .iter()
+            .map(|v| Value::I64(*v).pk_key().unwrap())
+            .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let floats = [-2.5f64, -0.1, 0.0, 0.1, 9.0];
-        let keys: Vec<_> = floats.iter().map(|v| Value::F64(*v).pk_key().unwrap()).collect();
+        let keys: Vec<_> = floats
+            .iter()
+            .map(|v| Value::F64(*v).pk_key().unwrap())
+            .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert!(Value::Null.pk_key().is_none());
     }

@@ -62,10 +62,17 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     let app = AppContext::open(config).await?;
-    let listener =
-        tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
-    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-    let service = router(ApiState::new(Arc::clone(&app))).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let service =
+        router(ApiState::new(Arc::clone(&app))).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = oneshot::channel::<()>();
     let engine = Arc::clone(&app);
     let task = tokio::spawn(async move {
@@ -89,7 +96,12 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
         engine.shutdown();
         tracing::info!("server stopped");
     });
-    Ok(RunningServer { addr: bound, app, stop: Some(tx), task })
+    Ok(RunningServer {
+        addr: bound,
+        app,
+        stop: Some(tx),
+        task,
+    })
 }
 
 async fn signal(enabled: bool) {
@@ -99,10 +111,11 @@ async fn signal(enabled: bool) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -25,8 +25,14 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kalamdb-server: cannot start the runtime: {e}");
@@ -38,7 +44,10 @@ fn main() -> std::process::ExitCode {
         match kalamdb_server::start(config, true).await {
             Ok(server) => {
                 // Tests and scripts read this line to find the port.
-                println!("kalamdb-server listening on http://{} (node {node})", server.addr);
+                println!(
+                    "kalamdb-server listening on http://{} (node {node})",
+                    server.addr
+                );
                 tracing::info!(addr = %server.addr, node = %node, "listening");
                 server.wait().await;
                 std::process::ExitCode::SUCCESS

@@ -103,12 +103,19 @@ impl WriteBatch {
 
     /// Adds a put.
     pub fn put(&mut self, partition: &str, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(BatchOp::Put { partition: partition.to_string(), key, value });
+        self.ops.push(BatchOp::Put {
+            partition: partition.to_string(),
+            key,
+            value,
+        });
     }
 
     /// Adds a delete.
     pub fn delete(&mut self, partition: &str, key: Vec<u8>) {
-        self.ops.push(BatchOp::Delete { partition: partition.to_string(), key });
+        self.ops.push(BatchOp::Delete {
+            partition: partition.to_string(),
+            key,
+        });
     }
 
     /// Number of operations.
@@ -134,7 +141,12 @@ pub trait StorageRead {
 
     /// Scans the keys that start with `prefix`, in key order, starting at `start` (inclusive)
     /// when given (`start` must itself start with `prefix`).
-    fn scan<'a>(&'a self, partition: &str, prefix: &[u8], start: Option<&[u8]>) -> Result<KvIter<'a>>;
+    fn scan<'a>(
+        &'a self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+    ) -> Result<KvIter<'a>>;
 }
 
 /// A consistent point-in-time view of the whole store.

@@ -2,8 +2,8 @@
 //! partition.
 
 use crate::{
-    BatchOp, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError, StoreOptions,
-    WriteBatch,
+    BatchOp, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError,
+    StoreOptions, WriteBatch,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode,
@@ -59,7 +59,11 @@ impl RocksBackend {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
         let db = Db::open_cf_descriptors(&db_options, path, descriptors)?;
-        Ok(Self { db, cf_options, sync_writes: options.sync_writes })
+        Ok(Self {
+            db,
+            cf_options,
+            sync_writes: options.sync_writes,
+        })
     }
 
     fn write_options(&self) -> WriteOptions {
@@ -103,7 +107,12 @@ impl StorageRead for RocksBackend {
         Ok(self.db.get_cf(&cf, key)?)
     }
 
-    fn scan<'a>(&'a self, partition: &str, prefix: &[u8], start: Option<&[u8]>) -> Result<KvIter<'a>> {
+    fn scan<'a>(
+        &'a self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+    ) -> Result<KvIter<'a>> {
         scan_with(&self.db, read_options(), partition, prefix, start)
     }
 }
@@ -143,7 +152,11 @@ impl StorageBackend for RocksBackend {
         let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
         for op in batch.ops() {
             match op {
-                BatchOp::Put { partition, key, value } => {
+                BatchOp::Put {
+                    partition,
+                    key,
+                    value,
+                } => {
                     let cf = self
                         .db
                         .cf_handle(partition)
@@ -164,7 +177,10 @@ impl StorageBackend for RocksBackend {
     }
 
     fn snapshot(&self) -> Box<dyn StorageSnapshot + '_> {
-        Box::new(RocksSnapshot { db: &self.db, snapshot: self.db.snapshot() })
+        Box::new(RocksSnapshot {
+            db: &self.db,
+            snapshot: self.db.snapshot(),
+        })
     }
 
     fn flush(&self) -> Result<()> {
@@ -202,7 +218,12 @@ impl StorageRead for RocksSnapshot<'_> {
         Ok(self.db.get_cf_opt(&cf, key, &self.read_options())?)
     }
 
-    fn scan<'b>(&'b self, partition: &str, prefix: &[u8], start: Option<&[u8]>) -> Result<KvIter<'b>> {
+    fn scan<'b>(
+        &'b self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+    ) -> Result<KvIter<'b>> {
         scan_with(self.db, self.read_options(), partition, prefix, start)
     }
 }

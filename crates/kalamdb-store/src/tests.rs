@@ -7,7 +7,9 @@ fn open(dir: &std::path::Path) -> RocksBackend {
 }
 
 fn collect(it: KvIter<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    it.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_>>().unwrap()
+    it.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_>>()
+        .unwrap()
 }
 
 #[test]
@@ -46,7 +48,10 @@ fn batch_with_missing_partition_writes_nothing() {
     let mut batch = WriteBatch::new();
     batch.put("a", b"k".to_vec(), b"v".to_vec());
     batch.put("missing", b"k".to_vec(), b"v".to_vec());
-    assert!(matches!(db.write(batch), Err(StoreError::PartitionNotFound(_))));
+    assert!(matches!(
+        db.write(batch),
+        Err(StoreError::PartitionNotFound(_))
+    ));
     assert_eq!(db.get("a", b"k").unwrap(), None);
 }
 

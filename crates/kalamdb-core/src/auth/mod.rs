@@ -84,7 +84,11 @@ impl AuthService {
     /// Creates the service and makes sure `root` exists with the configured password.
     pub async fn start(catalog: Catalog, config: AuthConfig) -> Result<Arc<Self>, AuthError> {
         let tokens = TokenService::new(&config.jwt_secret, config.jwt_expiry_hours);
-        let svc = Arc::new(Self { catalog, tokens, config });
+        let svc = Arc::new(Self {
+            catalog,
+            tokens,
+            config,
+        });
         svc.bootstrap_root().await?;
         Ok(svc)
     }
@@ -96,19 +100,14 @@ impl AuthService {
         let now = now_micros();
         let mut user = match existing {
             Some(u) => u,
-            None => UserRecord {
-                user_id: "root".into(),
-                password_hash: String::new(),
-                role: Role::System,
-                email: Some("root@localhost".into()),
-                auth_type: "internal".into(),
-                failed_login_attempts: 0,
-                locked_until: None,
-                last_login_at: None,
-                created_at: now,
-                updated_at: now,
-                deleted_at: None,
-            },
+            None => UserRecord::new(
+                "root",
+                String::new(),
+                Role::System,
+                Some("root@localhost".into()),
+                "internal",
+                now,
+            ),
         };
         if !configured.is_empty() {
             let matches = !user.password_hash.is_empty()
@@ -124,7 +123,10 @@ impl AuthService {
 
     /// Whether root still has no password.
     pub fn needs_setup(&self) -> Result<bool, AuthError> {
-        Ok(self.catalog.user(&UserId::new("root"))?.is_none_or(|u| u.password_hash.is_empty()))
+        Ok(self
+            .catalog
+            .user(&UserId::new("root"))?
+            .is_none_or(|u| u.password_hash.is_empty()))
     }
 
     /// Checks a user name and password.
@@ -156,21 +158,38 @@ impl AuthService {
     pub fn grant(&self, user: UserRecord) -> Result<LoginGrant, AuthError> {
         let access = self.tokens.issue(&user, TokenKind::Access)?;
         let refresh = self.tokens.issue(&user, TokenKind::Refresh)?;
-        Ok(LoginGrant { user, access, refresh })
+        Ok(LoginGrant {
+            user,
+            access,
+            refresh,
+        })
     }
 
     /// Validates a token of the given kind and loads its user.
-    pub fn authenticate(&self, token: &str, kind: TokenKind) -> Result<(Identity, UserRecord), AuthError> {
+    pub fn authenticate(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<(Identity, UserRecord), AuthError> {
         let claims = self.tokens.verify(token, kind).map_err(|e| match e {
             TokenError::Expired => AuthError::TokenExpired,
             TokenError::Invalid => AuthError::InvalidCredentials,
         })?;
         let id = UserId::parse(&claims.sub).map_err(|_| AuthError::InvalidCredentials)?;
-        let user = self.catalog.user(&id)?.ok_or(AuthError::InvalidCredentials)?;
+        let user = self
+            .catalog
+            .user(&id)?
+            .ok_or(AuthError::InvalidCredentials)?;
         if user.deleted_at.is_some() || claims.role != user.role {
             return Err(AuthError::InvalidCredentials);
         }
-        Ok((Identity { user_id: id, role: user.role }, user))
+        Ok((
+            Identity {
+                user_id: id,
+                role: user.role,
+            },
+            user,
+        ))
     }
 
     /// First-run setup: sets root's password and creates a dba user.
@@ -186,18 +205,28 @@ impl AuthService {
         }
         let id = UserId::parse(user).map_err(|e| AuthError::InvalidUser(e.to_string()))?;
         if id.as_str() == "root" {
-            return Err(AuthError::InvalidUser("the dba user cannot be 'root'".into()));
+            return Err(AuthError::InvalidUser(
+                "the dba user cannot be 'root'".into(),
+            ));
         }
         password::check_policy(pw, self.config.min_password_length)
             .map_err(|m| AuthError::WeakPassword(format!("DBA user password: {m}")))?;
         password::check_policy(root_password, self.config.min_password_length)
             .map_err(|m| AuthError::WeakPassword(format!("Root password: {m}")))?;
-        if self.catalog.user(&id)?.is_some_and(|u| u.deleted_at.is_none()) {
+        if self
+            .catalog
+            .user(&id)?
+            .is_some_and(|u| u.deleted_at.is_none())
+        {
             return Err(AuthError::UserExists(id.to_string()));
         }
         let dba = self.create_user(&id, pw, Role::Dba, email).await?;
-        let mut root = self.catalog.user(&UserId::new("root"))?.ok_or(AuthError::InvalidCredentials)?;
-        root.password_hash = password::hash(root_password.to_string(), self.config.bcrypt_cost).await?;
+        let mut root = self
+            .catalog
+            .user(&UserId::new("root"))?
+            .ok_or(AuthError::InvalidCredentials)?;
+        root.password_hash =
+            password::hash(root_password.to_string(), self.config.bcrypt_cost).await?;
         root.updated_at = now_micros();
         self.catalog.put_user(&root)?;
         Ok(dba)
@@ -212,19 +241,8 @@ impl AuthService {
         email: Option<String>,
     ) -> Result<UserRecord, AuthError> {
         let now = now_micros();
-        let record = UserRecord {
-            user_id: id.to_string(),
-            password_hash: password::hash(pw.to_string(), self.config.bcrypt_cost).await?,
-            role,
-            email,
-            auth_type: "password".into(),
-            failed_login_attempts: 0,
-            locked_until: None,
-            last_login_at: None,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-        };
+        let hash = password::hash(pw.to_string(), self.config.bcrypt_cost).await?;
+        let record = UserRecord::new(id.as_str(), hash, role, email, "password", now);
         self.catalog.put_user(&record)?;
         Ok(record)
     }

@@ -4,9 +4,23 @@ use super::AuthError;
 
 /// A few passwords too common to accept.
 const COMMON_PASSWORDS: &[&str] = &[
-    "password", "password1", "12345678", "123456789", "1234567890", "qwerty123", "qwertyuiop",
-    "iloveyou", "admin123", "letmein1", "welcome1", "abc12345", "11111111", "00000000",
-    "passw0rd", "changeme", "kalamdb1",
+    "password",
+    "password1",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwerty123",
+    "qwertyuiop",
+    "iloveyou",
+    "admin123",
+    "letmein1",
+    "welcome1",
+    "abc12345",
+    "11111111",
+    "00000000",
+    "passw0rd",
+    "changeme",
+    "kalamdb1",
 ];
 
 /// Checks length and the common-password list; the error text is shown to the caller.

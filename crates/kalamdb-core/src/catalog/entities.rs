@@ -40,6 +40,32 @@ pub struct UserRecord {
     pub deleted_at: Option<i64>,
 }
 
+impl UserRecord {
+    /// A new, active user with no login history.
+    pub fn new(
+        user_id: &str,
+        password_hash: String,
+        role: kalamdb_commons::Role,
+        email: Option<String>,
+        auth_type: &str,
+        now_micros: i64,
+    ) -> Self {
+        Self {
+            user_id: user_id.to_string(),
+            password_hash,
+            role,
+            email,
+            auth_type: auth_type.to_string(),
+            failed_login_attempts: 0,
+            locked_until: None,
+            last_login_at: None,
+            created_at: now_micros,
+            updated_at: now_micros,
+            deleted_at: None,
+        }
+    }
+}
+
 /// A row of `system.storages`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StorageRecord {

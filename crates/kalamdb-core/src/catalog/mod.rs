@@ -46,7 +46,8 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| KalamError::Internal(format!("corrupt catalog entry: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| KalamError::Internal(format!("corrupt catalog entry: {e}")))
 }
 
 fn latest_key(id: &TableId) -> Vec<u8> {
@@ -68,16 +69,39 @@ impl Catalog {
         let catalog = Self { backend };
         let stored = catalog.system_schema_version()?;
         if stored < SYSTEM_SCHEMA_VERSION {
-            tracing::info!(from = stored, to = SYSTEM_SCHEMA_VERSION, "upgrading system schema");
+            tracing::info!(
+                from = stored,
+                to = SYSTEM_SCHEMA_VERSION,
+                "upgrading system schema"
+            );
             let mut batch = WriteBatch::new();
             if catalog.storage("local")?.is_none() {
-                batch.put(P_STORAGES, b"local".to_vec(), encode(&StorageRecord::local(now_micros)));
+                batch.put(
+                    P_STORAGES,
+                    b"local".to_vec(),
+                    encode(&StorageRecord::local(now_micros)),
+                );
             }
-            if catalog.namespace(&NamespaceId::new(DEFAULT_NAMESPACE))?.is_none() {
-                let ns = NamespaceRecord { namespace_id: DEFAULT_NAMESPACE.into(), created_at: now_micros, options: None };
-                batch.put(P_NAMESPACES, DEFAULT_NAMESPACE.as_bytes().to_vec(), encode(&ns));
+            if catalog
+                .namespace(&NamespaceId::new(DEFAULT_NAMESPACE))?
+                .is_none()
+            {
+                let ns = NamespaceRecord {
+                    namespace_id: DEFAULT_NAMESPACE.into(),
+                    created_at: now_micros,
+                    options: None,
+                };
+                batch.put(
+                    P_NAMESPACES,
+                    DEFAULT_NAMESPACE.as_bytes().to_vec(),
+                    encode(&ns),
+                );
             }
-            batch.put(P_META, KEY_SCHEMA_VERSION.to_vec(), SYSTEM_SCHEMA_VERSION.to_be_bytes().to_vec());
+            batch.put(
+                P_META,
+                KEY_SCHEMA_VERSION.to_vec(),
+                SYSTEM_SCHEMA_VERSION.to_be_bytes().to_vec(),
+            );
             catalog.backend.write(batch)?;
         }
         catalog.drop_orphan_partitions()?;
@@ -124,7 +148,10 @@ impl Catalog {
     }
 
     fn get<T: DeserializeOwned>(&self, partition: &str, key: &[u8]) -> Result<Option<T>> {
-        self.backend.get(partition, key)?.map(|b| decode(&b)).transpose()
+        self.backend
+            .get(partition, key)?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     // ---- namespaces ----
@@ -142,7 +169,11 @@ impl Catalog {
     /// Stores a namespace.
     pub fn put_namespace(&self, ns: &NamespaceRecord) -> Result<()> {
         let mut batch = WriteBatch::new();
-        batch.put(P_NAMESPACES, ns.namespace_id.as_bytes().to_vec(), encode(ns));
+        batch.put(
+            P_NAMESPACES,
+            ns.namespace_id.as_bytes().to_vec(),
+            encode(ns),
+        );
         Ok(self.backend.write(batch)?)
     }
 

@@ -13,7 +13,11 @@ fn new_store_is_bootstrapped() {
     let c = Catalog::open(backend(dir.path()), 1).unwrap();
     assert_eq!(c.system_schema_version().unwrap(), SYSTEM_SCHEMA_VERSION);
     assert!(c.storage("local").unwrap().is_some());
-    assert!(c.namespace(&NamespaceId::new(DEFAULT_NAMESPACE)).unwrap().is_some());
+    assert!(
+        c.namespace(&NamespaceId::new(DEFAULT_NAMESPACE))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -25,7 +29,11 @@ fn older_store_gets_missing_system_tables_and_version_bump() {
         b.create_partition(P_META).unwrap();
         b.create_partition(P_USERS).unwrap();
         let mut batch = WriteBatch::new();
-        batch.put(P_META, KEY_SCHEMA_VERSION.to_vec(), 0u32.to_be_bytes().to_vec());
+        batch.put(
+            P_META,
+            KEY_SCHEMA_VERSION.to_vec(),
+            0u32.to_be_bytes().to_vec(),
+        );
         b.write(batch).unwrap();
         assert!(!b.has_partition(P_STORAGES));
     }

@@ -58,11 +58,16 @@ impl CatalogProvider for KalamCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == SYSTEM_SCHEMA {
-            return Some(Arc::new(SystemSchema { catalog: self.deps.catalog.clone() }));
+            return Some(Arc::new(SystemSchema {
+                catalog: self.deps.catalog.clone(),
+            }));
         }
         let ns = NamespaceId::new(name);
         self.deps.catalog.namespace(&ns).ok().flatten()?;
-        Some(Arc::new(NamespaceSchema { ns, deps: self.deps.clone() }))
+        Some(Arc::new(NamespaceSchema {
+            ns,
+            deps: self.deps.clone(),
+        }))
     }
 }
 
@@ -87,9 +92,14 @@ impl SchemaProvider for NamespaceSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let id = TableId::new(self.ns.clone(), TableName::new(name));
-        let cached = self.deps.registry.get(&id).map_err(|e| e.into_datafusion())?;
+        let cached = self
+            .deps
+            .registry
+            .get(&id)
+            .map_err(|e| e.into_datafusion())?;
         Ok(cached.map(|t| {
-            Arc::new(AppTableProvider::new(t, Arc::clone(&self.deps.backend))) as Arc<dyn TableProvider>
+            Arc::new(AppTableProvider::new(t, Arc::clone(&self.deps.backend)))
+                as Arc<dyn TableProvider>
         }))
     }
 

@@ -24,5 +24,7 @@ pub fn identity_of(state: &dyn Session) -> DfResult<Identity> {
         .config()
         .get_extension::<SessionIdentity>()
         .map(|i| i.0.clone())
-        .ok_or_else(|| KalamError::PermissionDenied("no identity on session".into()).into_datafusion())
+        .ok_or_else(|| {
+            KalamError::PermissionDenied("no identity on session".into()).into_datafusion()
+        })
 }

@@ -60,7 +60,10 @@ impl SystemTable {
 
     /// Looks a system table up by name.
     pub fn from_name(name: &str) -> Option<Self> {
-        SYSTEM_TABLES.iter().copied().find(|t| t.name().eq_ignore_ascii_case(name))
+        SYSTEM_TABLES
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     fn columns(&self) -> Vec<ColumnSpec> {
@@ -127,13 +130,17 @@ impl SystemTable {
 
     fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns().into_iter().map(|(n, t, null)| system_field(n, t, null)).collect::<Vec<_>>(),
+            self.columns()
+                .into_iter()
+                .map(|(n, t, null)| system_field(n, t, null))
+                .collect::<Vec<_>>(),
         ))
     }
 
     fn rows(&self, catalog: &Catalog) -> Result<Vec<Vec<Value>>> {
         let text = |s: &str| Value::Text(s.to_string());
-        let opt_text = |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
+        let opt_text =
+            |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
         let opt_ts = |t: Option<i64>| t.map(Value::Timestamp).unwrap_or(Value::Null);
         Ok(match self {
             Self::Namespaces => {
@@ -142,7 +149,10 @@ impl SystemTable {
                     .namespaces()?
                     .into_iter()
                     .map(|n| {
-                        let count = tables.iter().filter(|t| t.namespace.as_str() == n.namespace_id).count();
+                        let count = tables
+                            .iter()
+                            .filter(|t| t.namespace.as_str() == n.namespace_id)
+                            .count();
                         vec![
                             text(&n.namespace_id),
                             text(&n.namespace_id),
@@ -164,7 +174,9 @@ impl SystemTable {
                         text(d.storage_id.as_str()),
                         Value::I32(d.version as i32),
                         opt_text(d.access_level.map(|a| a.as_str())),
-                        d.ttl_seconds.map(|t| Value::I64(t as i64)).unwrap_or(Value::Null),
+                        d.ttl_seconds
+                            .map(|t| Value::I64(t as i64))
+                            .unwrap_or(Value::Null),
                         opt_text(d.flush_policy.as_deref()),
                         opt_text(d.comment.as_deref()),
                         Value::Timestamp(d.created_at),
@@ -241,7 +253,11 @@ impl SystemTable {
     /// Builds the table's current contents as one batch.
     pub fn batch(&self, catalog: &Catalog) -> Result<RecordBatch> {
         let rows = self.rows(catalog)?;
-        rows_to_batch(self.schema(), &self.columns().iter().map(|c| c.1).collect::<Vec<_>>(), &rows)
+        rows_to_batch(
+            self.schema(),
+            &self.columns().iter().map(|c| c.1).collect::<Vec<_>>(),
+            &rows,
+        )
     }
 }
 
@@ -266,7 +282,11 @@ pub struct SystemTableProvider {
 impl SystemTableProvider {
     /// A provider of `kind`.
     pub fn new(kind: SystemTable, catalog: Catalog) -> Self {
-        Self { kind, catalog, schema: kind.schema() }
+        Self {
+            kind,
+            catalog,
+            schema: kind.schema(),
+        }
     }
 }
 
@@ -289,9 +309,15 @@ impl TableProvider for SystemTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let identity = identity_of(state)?;
         access::check_system_read(&identity).map_err(KalamError::into_datafusion)?;
-        let batch = self.kind.batch(&self.catalog).map_err(KalamError::into_datafusion)?;
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&self.schema), projection.cloned())?;
+        let batch = self
+            .kind
+            .batch(&self.catalog)
+            .map_err(KalamError::into_datafusion)?;
+        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
         Ok(exec)
     }
 }

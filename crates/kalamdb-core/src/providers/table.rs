@@ -44,13 +44,18 @@ impl AppTableProvider {
     /// Primary-key values named by an `pk = literal` or `pk IN (literals)` filter.
     fn pk_values(&self, filter: &Expr) -> Option<Vec<Value>> {
         let pk = &self.table.def.columns[self.table.pk_index?];
-        let is_pk = |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&pk.name));
+        let is_pk =
+            |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&pk.name));
         let lit = |e: &Expr| match e {
             Expr::Literal(v, _) => coerce(v.clone(), &pk.data_type, &pk.name).ok(),
             _ => None,
         };
         match filter {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => {
                 if is_pk(left) {
                     lit(right).map(|v| vec![v])
                 } else if is_pk(right) {
@@ -67,7 +72,12 @@ impl AppTableProvider {
     }
 
     /// Reads the visible rows of `scope`.
-    fn read_rows(&self, scope: &Scope, filters: &[Expr], limit: Option<usize>) -> crate::error::Result<Vec<StoredRow>> {
+    fn read_rows(
+        &self,
+        scope: &Scope,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> crate::error::Result<Vec<StoredRow>> {
         let prefix = scope.prefix();
         let partition = &self.table.partitions.rows;
         let keys = filters.iter().find_map(|f| self.pk_values(f));
@@ -104,14 +114,21 @@ impl AppTableProvider {
     }
 
     /// Builds projected batches from rows.
-    fn build_batches(&self, rows: &[StoredRow], projection: Option<&Vec<usize>>) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
+    fn build_batches(
+        &self,
+        rows: &[StoredRow],
+        projection: Option<&Vec<usize>>,
+    ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
         let full = &self.table.schema;
         let indices: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..full.fields().len()).collect(),
         };
         let schema = Arc::new(Schema::new_with_metadata(
-            indices.iter().map(|i| full.field(*i).clone()).collect::<Vec<_>>(),
+            indices
+                .iter()
+                .map(|i| full.field(*i).clone())
+                .collect::<Vec<_>>(),
             full.metadata().clone(),
         ));
         let columns = &self.table.def.columns;
@@ -126,13 +143,19 @@ impl AppTableProvider {
                 } else if field.name() == SEQ_COLUMN {
                     Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
                 } else if field.name() == DELETED_COLUMN {
-                    Arc::new(BooleanArray::from(chunk.iter().map(|r| r.deleted).collect::<Vec<_>>()))
+                    Arc::new(BooleanArray::from(
+                        chunk.iter().map(|r| r.deleted).collect::<Vec<_>>(),
+                    ))
                 } else {
-                    return Err(KalamError::Internal(format!("unknown column {}", field.name())));
+                    return Err(KalamError::Internal(format!(
+                        "unknown column {}",
+                        field.name()
+                    )));
                 };
                 arrays.push(array);
             }
-            let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            let options = datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(chunk.len()));
             batches.push(
                 RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
                     .map_err(|e| KalamError::Internal(e.to_string()))?,
@@ -152,7 +175,10 @@ impl TableProvider for AppTableProvider {
         DfTableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
             .map(|f| {
@@ -181,9 +207,14 @@ impl TableProvider for AppTableProvider {
             }
             _ => Scope::User(identity.user_id.clone()),
         };
-        let rows = self.read_rows(&scope, filters, limit).map_err(KalamError::into_datafusion)?;
-        let (schema, batches) = self.build_batches(&rows, projection).map_err(KalamError::into_datafusion)?;
-        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
+        let rows = self
+            .read_rows(&scope, filters, limit)
+            .map_err(KalamError::into_datafusion)?;
+        let (schema, batches) = self
+            .build_batches(&rows, projection)
+            .map_err(KalamError::into_datafusion)?;
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
         Ok(exec)
     }
 }

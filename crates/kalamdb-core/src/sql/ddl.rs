@@ -34,40 +34,69 @@ pub fn resolve(ctx: &ExecCtx, t: &TableRef) -> TableId {
 
 fn table_output(columns: &[(&str, K, bool)], rows: Vec<Vec<Value>>) -> Result<Output> {
     let schema = Arc::new(Schema::new(
-        columns.iter().map(|(n, t, null)| system_field(n, *t, *null)).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(|(n, t, null)| system_field(n, *t, *null))
+            .collect::<Vec<_>>(),
     ));
     let types: Vec<K> = columns.iter().map(|c| c.1).collect();
     let batch = rows_to_batch(Arc::clone(&schema), &types, &rows)?;
-    Ok(Output::Rows { schema, batches: vec![batch] })
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+    })
 }
 
 /// `CREATE NAMESPACE`.
-pub fn create_namespace(app: &AppContext, ctx: &ExecCtx, name: &str, if_not_exists: bool) -> Result<Output> {
+pub fn create_namespace(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    name: &str,
+    if_not_exists: bool,
+) -> Result<Output> {
     access::check_admin(&ctx.identity, "create namespaces")?;
     let id = NamespaceId::parse(name).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
     if app.catalog().namespace(&id)?.is_some() {
         return if if_not_exists {
             Ok(Output::Message(format!("Namespace '{id}' already exists")))
         } else {
-            Err(KalamError::AlreadyExists { kind: "Namespace", name: id.to_string() })
+            Err(KalamError::AlreadyExists {
+                kind: "Namespace",
+                name: id.to_string(),
+            })
         };
     }
-    app.catalog().put_namespace(&NamespaceRecord { namespace_id: id.to_string(), created_at: now(), options: None })?;
+    app.catalog().put_namespace(&NamespaceRecord {
+        namespace_id: id.to_string(),
+        created_at: now(),
+        options: None,
+    })?;
     Ok(Output::Message(format!("Namespace '{id}' created")))
 }
 
 /// `DROP NAMESPACE`.
-pub fn drop_namespace(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool, cascade: bool) -> Result<Output> {
+pub fn drop_namespace(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    name: &str,
+    if_exists: bool,
+    cascade: bool,
+) -> Result<Output> {
     access::check_admin(&ctx.identity, "drop namespaces")?;
     let id = NamespaceId::new(name);
     if name == DEFAULT_NAMESPACE || name == "system" {
-        return Err(KalamError::PermissionDenied(format!("Namespace '{name}' is built in and cannot be dropped")));
+        return Err(KalamError::PermissionDenied(format!(
+            "Namespace '{name}' is built in and cannot be dropped"
+        )));
     }
     if app.catalog().namespace(&id)?.is_none() {
         return if if_exists {
             Ok(Output::Message(format!("Namespace '{id}' does not exist")))
         } else {
-            Err(KalamError::NotFound { kind: "Namespace", name: id.to_string() })
+            Err(KalamError::NotFound {
+                kind: "Namespace",
+                name: id.to_string(),
+            })
         };
     }
     let tables = app.catalog().tables(Some(&id))?;
@@ -81,13 +110,19 @@ pub fn drop_namespace(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bo
         drop_table_by_id(app, &t.table_id())?;
     }
     app.catalog().delete_namespace(&id)?;
-    Ok(Output::Message(format!("Namespace '{id}' dropped ({} table(s))", tables.len())))
+    Ok(Output::Message(format!(
+        "Namespace '{id}' dropped ({} table(s))",
+        tables.len()
+    )))
 }
 
 /// `USE ns`: checks the namespace exists.
 pub fn use_namespace(app: &AppContext, name: &str) -> Result<Output> {
     if app.catalog().namespace(&NamespaceId::new(name))?.is_none() {
-        return Err(KalamError::NotFound { kind: "Namespace", name: name.to_string() });
+        return Err(KalamError::NotFound {
+            kind: "Namespace",
+            name: name.to_string(),
+        });
     }
     Ok(Output::Message(format!("Using namespace '{name}'")))
 }
@@ -100,11 +135,25 @@ pub fn show_namespaces(app: &AppContext) -> Result<Output> {
         .namespaces()?
         .into_iter()
         .map(|n| {
-            let count = tables.iter().filter(|t| t.namespace.as_str() == n.namespace_id).count();
-            vec![Value::Text(n.namespace_id), Value::I32(count as i32), Value::Timestamp(n.created_at)]
+            let count = tables
+                .iter()
+                .filter(|t| t.namespace.as_str() == n.namespace_id)
+                .count();
+            vec![
+                Value::Text(n.namespace_id),
+                Value::I32(count as i32),
+                Value::Timestamp(n.created_at),
+            ]
         })
         .collect();
-    table_output(&[("namespace_id", K::Text, false), ("table_count", K::Int, false), ("created_at", K::Timestamp, false)], rows)
+    table_output(
+        &[
+            ("namespace_id", K::Text, false),
+            ("table_count", K::Int, false),
+            ("created_at", K::Timestamp, false),
+        ],
+        rows,
+    )
 }
 
 /// `SHOW TABLES [IN ns]`.
@@ -122,7 +171,14 @@ pub fn show_tables(app: &AppContext, ns: Option<&str>) -> Result<Output> {
             ]
         })
         .collect();
-    table_output(&[("namespace_id", K::Text, false), ("table_name", K::Text, false), ("table_type", K::Text, false)], rows)
+    table_output(
+        &[
+            ("namespace_id", K::Text, false),
+            ("table_name", K::Text, false),
+            ("table_type", K::Text, false),
+        ],
+        rows,
+    )
 }
 
 /// `SHOW STORAGES`.
@@ -154,10 +210,7 @@ pub fn show_storages(app: &AppContext) -> Result<Output> {
 /// `DESCRIBE TABLE`.
 pub fn describe(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
     let id = resolve(ctx, t);
-    let table = app
-        .schema_registry()
-        .get(&id)?
-        .ok_or_else(|| KalamError::NotFound { kind: "Table", name: id.to_string() })?;
+    let table = app.schema_registry().require(&id)?;
     let def = &table.def;
     let rows = def
         .columns
@@ -170,7 +223,10 @@ pub fn describe(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output>
                 Value::Text(c.data_type.sql_name()),
                 Value::Bool(c.nullable),
                 Value::Bool(c.primary_key),
-                c.default.as_ref().map(|d| Value::Text(d.sql())).unwrap_or(Value::Null),
+                c.default
+                    .as_ref()
+                    .map(|d| Value::Text(d.sql()))
+                    .unwrap_or(Value::Null),
                 Value::I32(def.version as i32),
             ]
         })
@@ -205,13 +261,19 @@ fn option_text(opt: &SqlOption) -> Result<(String, String)> {
             };
             Ok((key.value.to_ascii_uppercase(), v))
         }
-        other => Err(KalamError::InvalidSql(format!("Unsupported table option {other}"))),
+        other => Err(KalamError::InvalidSql(format!(
+            "Unsupported table option {other}"
+        ))),
     }
 }
 
 /// Validates `rows:N`, `interval:S` or both.
 fn validate_flush_policy(text: &str) -> Result<()> {
-    let bad = || KalamError::InvalidSql(format!("Invalid FLUSH_POLICY '{text}': use 'rows:N', 'interval:S' or 'rows:N,interval:S'"));
+    let bad = || {
+        KalamError::InvalidSql(format!(
+            "Invalid FLUSH_POLICY '{text}': use 'rows:N', 'interval:S' or 'rows:N,interval:S'"
+        ))
+    };
     for part in text.split(',') {
         let (k, v) = part.trim().split_once(':').ok_or_else(bad)?;
         let n: u64 = v.trim().parse().map_err(|_| bad())?;
@@ -247,34 +309,57 @@ fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
     }
     let literal = match expr {
         Expr::Value(_) => true,
-        Expr::UnaryOp { op: UnaryOperator::Minus | UnaryOperator::Plus, expr } => matches!(**expr, Expr::Value(_)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => matches!(**expr, Expr::Value(_)),
         _ => false,
     };
     if !literal {
-        return Err(KalamError::InvalidSql(format!("Unsupported DEFAULT {expr} for column '{col}'")));
+        return Err(KalamError::InvalidSql(format!(
+            "Unsupported DEFAULT {expr} for column '{col}'"
+        )));
     }
     let text = expr.to_string();
     // Check now that the literal fits the column, rather than at every insert.
-    let scalar = super::dml::literal_scalar(expr)
-        .ok_or_else(|| KalamError::InvalidSql(format!("Unsupported DEFAULT {expr} for column '{col}'")))?;
+    let scalar = super::dml::literal_scalar(expr).ok_or_else(|| {
+        KalamError::InvalidSql(format!("Unsupported DEFAULT {expr} for column '{col}'"))
+    })?;
     coerce(scalar, t, col)?;
     Ok(ColumnDefault::Literal(text))
 }
 
 /// `CREATE TABLE`.
-pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableType>, ct: &CreateTable) -> Result<Output> {
+pub fn create_table(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    prefix_type: Option<TableType>,
+    ct: &CreateTable,
+) -> Result<Output> {
     let tref = TableRef::from_object_name(&ct.name)?;
-    let ns_name = tref.namespace.clone().unwrap_or_else(|| ctx.namespace.clone());
+    let ns_name = tref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.namespace.clone());
     if ns_name == "system" {
-        return Err(KalamError::PermissionDenied("Tables cannot be created in namespace 'system'".into()));
+        return Err(KalamError::PermissionDenied(
+            "Tables cannot be created in namespace 'system'".into(),
+        ));
     }
-    let table_name = TableName::parse(&tref.table).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    let table_name =
+        TableName::parse(&tref.table).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
     let ns = NamespaceId::new(ns_name);
 
     let options = match &ct.table_options {
         CreateTableOptions::None => vec![],
-        CreateTableOptions::With(opts) => opts.iter().map(option_text).collect::<Result<Vec<_>>>()?,
-        other => return Err(KalamError::InvalidSql(format!("Unsupported table options {other}"))),
+        CreateTableOptions::With(opts) => {
+            opts.iter().map(option_text).collect::<Result<Vec<_>>>()?
+        }
+        other => {
+            return Err(KalamError::InvalidSql(format!(
+                "Unsupported table options {other}"
+            )));
+        }
     };
     let mut table_type = prefix_type;
     let (mut access_level, mut storage_id, mut flush_policy, mut ttl) = (None, None, None, None);
@@ -285,7 +370,11 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
                     "USER" => TableType::User,
                     "SHARED" => TableType::Shared,
                     "STREAM" => TableType::Stream,
-                    _ => return Err(KalamError::InvalidSql(format!("Invalid TYPE '{value}': use USER, SHARED or STREAM"))),
+                    _ => {
+                        return Err(KalamError::InvalidSql(format!(
+                            "Invalid TYPE '{value}': use USER, SHARED or STREAM"
+                        )));
+                    }
                 };
                 if prefix_type.is_some_and(|p| p != t) {
                     return Err(KalamError::InvalidSql(format!(
@@ -297,7 +386,9 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
             }
             "ACCESS_LEVEL" => {
                 access_level = Some(AccessLevel::parse(value).ok_or_else(|| {
-                    KalamError::InvalidSql(format!("Invalid ACCESS_LEVEL '{value}': use PUBLIC, PRIVATE, RESTRICTED or DBA"))
+                    KalamError::InvalidSql(format!(
+                        "Invalid ACCESS_LEVEL '{value}': use PUBLIC, PRIVATE, RESTRICTED or DBA"
+                    ))
                 })?)
             }
             "STORAGE_ID" => storage_id = Some(value.clone()),
@@ -306,30 +397,54 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
                 flush_policy = Some(value.clone());
             }
             "TTL_SECONDS" => {
-                ttl = Some(value.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                    KalamError::InvalidSql(format!("Invalid TTL_SECONDS '{value}': use a positive integer"))
-                })?)
+                ttl = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|v| *v > 0)
+                        .ok_or_else(|| {
+                            KalamError::InvalidSql(format!(
+                                "Invalid TTL_SECONDS '{value}': use a positive integer"
+                            ))
+                        })?,
+                )
             }
-            other => return Err(KalamError::InvalidSql(format!("Unknown table option '{other}'"))),
+            other => {
+                return Err(KalamError::InvalidSql(format!(
+                    "Unknown table option '{other}'"
+                )));
+            }
         }
     }
     let table_type = table_type.unwrap_or(TableType::Shared);
     access::check_create_table(&ctx.identity, table_type)?;
     if table_type == TableType::Stream {
-        return Err(KalamError::InvalidSql("STREAM tables are not supported yet".into()));
+        return Err(KalamError::InvalidSql(
+            "STREAM tables are not supported yet".into(),
+        ));
     }
     if access_level.is_some() && table_type != TableType::Shared {
-        return Err(KalamError::InvalidSql("ACCESS_LEVEL applies to SHARED tables only".into()));
+        return Err(KalamError::InvalidSql(
+            "ACCESS_LEVEL applies to SHARED tables only".into(),
+        ));
     }
     if ttl.is_some() {
-        return Err(KalamError::InvalidSql("TTL_SECONDS applies to STREAM tables only".into()));
+        return Err(KalamError::InvalidSql(
+            "TTL_SECONDS applies to STREAM tables only".into(),
+        ));
     }
     let storage_id = storage_id.unwrap_or_else(|| "local".into());
     if app.catalog().storage(&storage_id)?.is_none() {
-        return Err(KalamError::NotFound { kind: "Storage", name: storage_id });
+        return Err(KalamError::NotFound {
+            kind: "Storage",
+            name: storage_id,
+        });
     }
     if app.catalog().namespace(&ns)?.is_none() {
-        return Err(KalamError::NotFound { kind: "Namespace", name: ns.to_string() });
+        return Err(KalamError::NotFound {
+            kind: "Namespace",
+            name: ns.to_string(),
+        });
     }
 
     // Columns.
@@ -338,11 +453,15 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
     for (i, col) in ct.columns.iter().enumerate() {
         let name = fold(&col.name.value, col.name.quote_style.is_some());
         if RESERVED_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(KalamError::InvalidSql(format!("Column name '{name}' is reserved for a system column")));
+            return Err(KalamError::InvalidSql(format!(
+                "Column name '{name}' is reserved for a system column"
+            )));
         }
         validate_identifier("column", &name).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
         if columns.iter().any(|c| c.name.eq_ignore_ascii_case(&name)) {
-            return Err(KalamError::InvalidSql(format!("Duplicate column name '{name}'")));
+            return Err(KalamError::InvalidSql(format!(
+                "Duplicate column name '{name}'"
+            )));
         }
         let parsed = parse_sql_type(&col.data_type.to_string())?;
         let mut nullable = true;
@@ -352,15 +471,22 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
             match &opt.option {
                 ColumnOption::NotNull => nullable = false,
                 ColumnOption::Null => nullable = true,
-                ColumnOption::Default(expr) => default = Some(default_of(expr, &name, &parsed.data_type)?),
+                ColumnOption::Default(expr) => {
+                    default = Some(default_of(expr, &name, &parsed.data_type)?)
+                }
                 ColumnOption::PrimaryKey(_) => primary_key = true,
                 ColumnOption::Unique(_) => {}
                 other => {
                     let text = other.to_string().to_ascii_uppercase();
-                    if text.contains("AUTO_INCREMENT") || text.contains("AUTOINCREMENT") || text.contains("IDENTITY") {
+                    if text.contains("AUTO_INCREMENT")
+                        || text.contains("AUTOINCREMENT")
+                        || text.contains("IDENTITY")
+                    {
                         default = Some(ColumnDefault::SnowflakeId);
                     } else {
-                        return Err(KalamError::InvalidSql(format!("Unsupported column option {other} on '{name}'")));
+                        return Err(KalamError::InvalidSql(format!(
+                            "Unsupported column option {other} on '{name}'"
+                        )));
                     }
                 }
             }
@@ -379,22 +505,32 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
         });
     }
     if columns.is_empty() {
-        return Err(KalamError::InvalidSql("A table needs at least one column".into()));
+        return Err(KalamError::InvalidSql(
+            "A table needs at least one column".into(),
+        ));
     }
     for constraint in &ct.constraints {
         match constraint {
             TableConstraint::PrimaryKey(pk) => {
                 for c in &pk.columns {
                     match &c.column.expr {
-                        Expr::Identifier(i) => pk_names.push(fold(&i.value, i.quote_style.is_some())),
+                        Expr::Identifier(i) => {
+                            pk_names.push(fold(&i.value, i.quote_style.is_some()))
+                        }
                         other => {
-                            return Err(KalamError::InvalidSql(format!("Unsupported PRIMARY KEY column {other}")));
+                            return Err(KalamError::InvalidSql(format!(
+                                "Unsupported PRIMARY KEY column {other}"
+                            )));
                         }
                     }
                 }
             }
             TableConstraint::Unique(_) => {}
-            other => return Err(KalamError::InvalidSql(format!("Unsupported table constraint {other}"))),
+            other => {
+                return Err(KalamError::InvalidSql(format!(
+                    "Unsupported table constraint {other}"
+                )));
+            }
         }
     }
     match pk_names.as_slice() {
@@ -408,14 +544,23 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
             let col = columns
                 .iter_mut()
                 .find(|c| c.name.eq_ignore_ascii_case(one))
-                .ok_or_else(|| KalamError::InvalidSql(format!("PRIMARY KEY names unknown column '{one}'")))?;
+                .ok_or_else(|| {
+                    KalamError::InvalidSql(format!("PRIMARY KEY names unknown column '{one}'"))
+                })?;
             col.primary_key = true;
             col.nullable = false;
             if matches!(col.data_type, K::Embedding(_) | K::Json | K::File) {
-                return Err(KalamError::InvalidSql(format!("Column '{}' of type {} cannot be a primary key", col.name, col.data_type)));
+                return Err(KalamError::InvalidSql(format!(
+                    "Column '{}' of type {} cannot be a primary key",
+                    col.name, col.data_type
+                )));
             }
         }
-        _ => return Err(KalamError::InvalidSql("Only a one-column primary key is supported".into())),
+        _ => {
+            return Err(KalamError::InvalidSql(
+                "Only a one-column primary key is supported".into(),
+            ));
+        }
     }
 
     let id = TableId::new(ns.clone(), table_name.clone());
@@ -423,7 +568,10 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
         return if ct.if_not_exists {
             Ok(Output::Message(format!("Table '{id}' already exists")))
         } else {
-            Err(KalamError::AlreadyExists { kind: "Table", name: id.to_string() })
+            Err(KalamError::AlreadyExists {
+                kind: "Table",
+                name: id.to_string(),
+            })
         };
     }
     let t = now();
@@ -434,7 +582,8 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
         next_column_id: columns.len() as u32 + 1,
         columns,
         version: 1,
-        access_level: (table_type == TableType::Shared).then(|| access_level.unwrap_or(AccessLevel::Private)),
+        access_level: (table_type == TableType::Shared)
+            .then(|| access_level.unwrap_or(AccessLevel::Private)),
         ttl_seconds: None,
         flush_policy,
         storage_id: StorageId::new(storage_id),
@@ -444,7 +593,10 @@ pub fn create_table(app: &AppContext, ctx: &ExecCtx, prefix_type: Option<TableTy
     };
     app.catalog().put_table(&def)?;
     app.schema_registry().insert(def);
-    Ok(Output::Message(format!("{} table '{id}' created", table_type.as_str())))
+    Ok(Output::Message(format!(
+        "{} table '{id}' created",
+        table_type.as_str()
+    )))
 }
 
 fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
@@ -456,17 +608,27 @@ fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
 }
 
 /// `DROP TABLE`.
-pub async fn drop_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef, if_exists: bool) -> Result<Output> {
+pub async fn drop_table(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    t: &TableRef,
+    if_exists: bool,
+) -> Result<Output> {
     access::check_drop_table(&ctx.identity)?;
     let id = resolve(ctx, t);
     if id.namespace.as_str() == "system" {
-        return Err(KalamError::PermissionDenied("System tables cannot be dropped".into()));
+        return Err(KalamError::PermissionDenied(
+            "System tables cannot be dropped".into(),
+        ));
     }
     if app.catalog().table(&id)?.is_none() {
         return if if_exists {
             Ok(Output::Message(format!("Table '{id}' does not exist")))
         } else {
-            Err(KalamError::NotFound { kind: "Table", name: id.to_string() })
+            Err(KalamError::NotFound {
+                kind: "Table",
+                name: id.to_string(),
+            })
         };
     }
     // Wait for in-flight writers of this table before removing its data.
@@ -490,18 +652,35 @@ pub async fn create_user(
     let role = match role {
         None => Role::User,
         Some(r) => Role::parse(r).ok_or_else(|| {
-            KalamError::InvalidSql(format!("Unknown role '{r}': use user, service, dba or system"))
+            KalamError::InvalidSql(format!(
+                "Unknown role '{r}': use user, service, dba or system"
+            ))
         })?,
     };
     if role == Role::System && ctx.identity.role != Role::System {
-        return Err(KalamError::PermissionDenied("Only a system user may create system users".into()));
+        return Err(KalamError::PermissionDenied(
+            "Only a system user may create system users".into(),
+        ));
     }
-    password::check_policy(pw, app.auth().min_password_length()).map_err(KalamError::InvalidInput)?;
-    if app.catalog().user(&id)?.is_some_and(|u| u.deleted_at.is_none()) {
-        return Err(KalamError::AlreadyExists { kind: "User", name: id.to_string() });
+    password::check_policy(pw, app.auth().min_password_length())
+        .map_err(KalamError::InvalidInput)?;
+    if app
+        .catalog()
+        .user(&id)?
+        .is_some_and(|u| u.deleted_at.is_none())
+    {
+        return Err(KalamError::AlreadyExists {
+            kind: "User",
+            name: id.to_string(),
+        });
     }
-    app.auth().create_user(&id, pw, role, email).await.map_err(|e| KalamError::Internal(e.to_string()))?;
-    Ok(Output::Message(format!("User '{id}' created with role '{role}'")))
+    app.auth()
+        .create_user(&id, pw, role, email)
+        .await
+        .map_err(|e| KalamError::Internal(e.to_string()))?;
+    Ok(Output::Message(format!(
+        "User '{id}' created with role '{role}'"
+    )))
 }
 
 /// `DROP USER`: a soft delete; the user's tokens stop working at once.
@@ -509,7 +688,9 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
     access::check_admin(&ctx.identity, "manage users")?;
     let id = UserId::new(name);
     if name == "root" || id == ctx.identity.user_id {
-        return Err(KalamError::PermissionDenied(format!("User '{name}' cannot be dropped")));
+        return Err(KalamError::PermissionDenied(format!(
+            "User '{name}' cannot be dropped"
+        )));
     }
     match app.catalog().user(&id)? {
         Some(mut u) if u.deleted_at.is_none() => {
@@ -519,6 +700,9 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
             Ok(Output::Message(format!("User '{id}' dropped")))
         }
         _ if if_exists => Ok(Output::Message(format!("User '{id}' does not exist"))),
-        _ => Err(KalamError::NotFound { kind: "User", name: id.to_string() }),
+        _ => Err(KalamError::NotFound {
+            kind: "User",
+            name: id.to_string(),
+        }),
     }
 }

@@ -28,6 +28,9 @@ use kalamdb_store::WriteBatch;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// A row's cells by column id.
+type Cells = Vec<(u32, Value)>;
+
 /// The scalar of a literal expression (`42`, `-1.5`, `'x'`, `TRUE`, `NULL`), if it is one.
 /// Non-integer numbers stay text so DECIMAL columns get them exactly.
 pub fn literal_scalar(expr: &Expr) -> Option<ScalarValue> {
@@ -45,10 +48,18 @@ pub fn literal_scalar(expr: &Expr) -> Option<ScalarValue> {
             SqlValue::Null => Some(ScalarValue::Null),
             _ => None,
         },
-        Expr::UnaryOp { op: UnaryOperator::Plus, expr } => literal_scalar(expr),
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_scalar(expr)? {
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => literal_scalar(expr),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal_scalar(expr)? {
             ScalarValue::Int64(Some(i)) => Some(ScalarValue::Int64(Some(-i))),
-            ScalarValue::Utf8(Some(s)) if s.parse::<f64>().is_ok() => Some(ScalarValue::Utf8(Some(format!("-{s}")))),
+            ScalarValue::Utf8(Some(s)) if s.parse::<f64>().is_ok() => {
+                Some(ScalarValue::Utf8(Some(format!("-{s}"))))
+            }
             _ => None,
         },
         _ => None,
@@ -65,13 +76,21 @@ fn default_value(app: &AppContext, ctx: &ExecCtx, col: &ColumnDefinition) -> Res
         Some(ColumnDefault::Now) => {
             ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), None)
         }
-        Some(ColumnDefault::CurrentUser) => ScalarValue::Utf8(Some(ctx.identity.user_id.to_string())),
+        Some(ColumnDefault::CurrentUser) => {
+            ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))
+        }
         Some(ColumnDefault::Literal(text)) => {
-            let expr = datafusion::sql::sqlparser::parser::Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
-                .try_with_sql(text)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|e| KalamError::Internal(format!("stored default {text} does not parse: {e}")))?;
-            literal_scalar(&expr).ok_or_else(|| KalamError::Internal(format!("stored default {text} is not a literal")))?
+            let expr = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::GenericDialect {},
+            )
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| {
+                KalamError::Internal(format!("stored default {text} does not parse: {e}"))
+            })?;
+            literal_scalar(&expr).ok_or_else(|| {
+                KalamError::Internal(format!("stored default {text} is not a literal"))
+            })?
         }
     };
     coerce(scalar, &col.data_type, &col.name)
@@ -96,9 +115,10 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Scal
         }
     }
     let batches = run_query(app, ctx, &format!("SELECT {expr}")).await?.1;
-    let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
-        KalamError::InvalidInput(format!("expression {expr} produced no value"))
-    })?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| KalamError::InvalidInput(format!("expression {expr} produced no value")))?;
     Ok(ScalarValue::try_from_array(batch.column(0), 0)?)
 }
 
@@ -106,33 +126,41 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Scal
 fn target(app: &AppContext, ctx: &ExecCtx, tref: &TableRef) -> Result<(Arc<CachedTable>, Scope)> {
     let id = resolve(ctx, tref);
     if id.namespace.as_str() == "system" {
-        return Err(KalamError::PermissionDenied("System tables are read-only".into()));
+        return Err(KalamError::PermissionDenied(
+            "System tables are read-only".into(),
+        ));
     }
-    let table = app
-        .schema_registry()
-        .get(&id)?
-        .ok_or_else(|| KalamError::NotFound { kind: "Table", name: id.to_string() })?;
+    let table = app.schema_registry().require(&id)?;
     let scope = match table.def.table_type {
         TableType::Shared => {
             access::check_shared_write(&ctx.identity, &table.def)?;
             Scope::Shared
         }
         TableType::User | TableType::Stream => Scope::User(ctx.identity.user_id.clone()),
-        TableType::System => return Err(KalamError::PermissionDenied("System tables are read-only".into())),
+        TableType::System => {
+            return Err(KalamError::PermissionDenied(
+                "System tables are read-only".into(),
+            ));
+        }
     };
     Ok((table, scope))
 }
 
 fn column_index(table: &CachedTable, name: &str) -> Result<usize> {
     if name.eq_ignore_ascii_case(SEQ_COLUMN) || name.eq_ignore_ascii_case(DELETED_COLUMN) {
-        return Err(KalamError::InvalidInput(format!("System column '{name}' cannot be written")));
+        return Err(KalamError::InvalidInput(format!(
+            "System column '{name}' cannot be written"
+        )));
     }
     table
         .def
         .columns
         .iter()
         .position(|c| c.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| KalamError::NotFound { kind: "Column", name: format!("{name} in table {}", table.def.table_id()) })
+        .ok_or_else(|| KalamError::NotFound {
+            kind: "Column",
+            name: format!("{name} in table {}", table.def.table_id()),
+        })
 }
 
 fn check_not_null(table: &CachedTable, cells: &[(u32, Value)]) -> Result<()> {
@@ -149,25 +177,44 @@ fn check_not_null(table: &CachedTable, cells: &[(u32, Value)]) -> Result<()> {
 }
 
 fn pk_key_of(table: &CachedTable, cells: &[(u32, Value)]) -> Result<Vec<u8>> {
-    let idx = table.pk_index.ok_or_else(|| KalamError::Internal("table without primary key".into()))?;
+    let idx = table
+        .pk_index
+        .ok_or_else(|| KalamError::Internal("table without primary key".into()))?;
     cells[idx].1.pk_key().ok_or_else(|| {
-        KalamError::Constraint(format!("Primary key '{}' cannot be NULL", table.def.columns[idx].name))
+        KalamError::Constraint(format!(
+            "Primary key '{}' cannot be NULL",
+            table.def.columns[idx].name
+        ))
     })
 }
 
-fn put_version(batch: &mut WriteBatch, table: &CachedTable, prefix: &[u8], pk: &[u8], row: &StoredRow) {
+fn put_version(
+    batch: &mut WriteBatch,
+    table: &CachedTable,
+    prefix: &[u8],
+    pk: &[u8],
+    row: &StoredRow,
+) {
     let bytes = row.encode();
-    batch.put(&table.partitions.log, log_key(prefix, row.seq), bytes.clone());
+    batch.put(
+        &table.partitions.log,
+        log_key(prefix, row.seq),
+        bytes.clone(),
+    );
     batch.put(&table.partitions.rows, row_key(prefix, pk), bytes);
 }
 
 /// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
 pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
     let TableObject::TableName(name) = &ins.table else {
-        return Err(KalamError::InvalidSql("INSERT into a table function is not supported".into()));
+        return Err(KalamError::InvalidSql(
+            "INSERT into a table function is not supported".into(),
+        ));
     };
     if ins.on.is_some() || ins.returning.is_some() || !ins.assignments.is_empty() {
-        return Err(KalamError::InvalidSql("INSERT … ON CONFLICT / RETURNING / SET are not supported".into()));
+        return Err(KalamError::InvalidSql(
+            "INSERT … ON CONFLICT / RETURNING / SET are not supported".into(),
+        ));
     }
     let (table, scope) = target(app, ctx, &TableRef::from_object_name(name)?)?;
     let ncols = table.def.columns.len();
@@ -178,12 +225,15 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
         ins.columns
             .iter()
             .map(|c| {
-                let ident = c.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
-                    KalamError::InvalidSql(format!("invalid column name {c}"))
-                })?;
+                let ident =
+                    c.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
+                        KalamError::InvalidSql(format!("invalid column name {c}"))
+                    })?;
                 let idx = column_index(&table, &fold(&ident.value, ident.quote_style.is_some()))?;
                 if !seen.insert(idx) {
-                    return Err(KalamError::InvalidSql(format!("Column '{c}' is listed twice")));
+                    return Err(KalamError::InvalidSql(format!(
+                        "Column '{c}' is listed twice"
+                    )));
                 }
                 Ok(idx)
             })
@@ -191,7 +241,10 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
     };
 
     // Source rows as scalars, in `targets` order.
-    let source = ins.source.as_ref().ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
+    let source = ins
+        .source
+        .as_ref()
+        .ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
     let mut input: Vec<Vec<ScalarValue>> = Vec::new();
     match source.body.as_ref() {
         SetExpr::Values(values) if source.order_by.is_none() && source.limit_clause.is_none() => {
@@ -227,7 +280,7 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
     }
 
     // Build full rows: given values, else defaults, else NULL.
-    let mut rows: Vec<(Vec<u8>, Vec<(u32, Value)>)> = Vec::with_capacity(input.len());
+    let mut rows: Vec<(Vec<u8>, Cells)> = Vec::with_capacity(input.len());
     let mut keys = HashSet::with_capacity(input.len());
     for values in input {
         let mut cells: Vec<Option<Value>> = vec![None; ncols];
@@ -240,10 +293,15 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
             .columns
             .iter()
             .zip(cells)
-            .map(|(col, v)| Ok((col.column_id, match v {
-                Some(v) => v,
-                None => default_value(app, ctx, col)?,
-            })))
+            .map(|(col, v)| {
+                Ok((
+                    col.column_id,
+                    match v {
+                        Some(v) => v,
+                        None => default_value(app, ctx, col)?,
+                    },
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         check_not_null(&table, &cells)?;
         let pk = pk_key_of(&table, &cells)?;
@@ -258,7 +316,9 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     for (pk, cells) in rows.iter() {
-        if let Some(bytes) = app.backend().get(&table.partitions.rows, &row_key(&prefix, pk))?
+        if let Some(bytes) = app
+            .backend()
+            .get(&table.partitions.rows, &row_key(&prefix, pk))?
             && !StoredRow::decode(&bytes)?.deleted
         {
             return Err(pk_violation(&table, cells));
@@ -266,10 +326,16 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
     }
     let count = rows.len();
     for (pk, cells) in rows {
-        let row = StoredRow { seq: app.seq().next_id(), deleted: false, cells };
+        let row = StoredRow {
+            seq: app.seq().next_id(),
+            deleted: false,
+            cells,
+        };
         put_version(&mut batch, &table, &prefix, &pk, &row);
     }
-    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    app.backend()
+        .write(batch)
+        .map_err(|e| table_gone(e, &table))?;
     Ok(count)
 }
 
@@ -285,22 +351,30 @@ fn pk_violation(table: &CachedTable, cells: &[(u32, Value)]) -> KalamError {
 
 fn table_gone(e: kalamdb_store::StoreError, table: &CachedTable) -> KalamError {
     match e {
-        kalamdb_store::StoreError::PartitionNotFound(_) => {
-            KalamError::NotFound { kind: "Table", name: table.def.table_id().to_string() }
-        }
+        kalamdb_store::StoreError::PartitionNotFound(_) => KalamError::NotFound {
+            kind: "Table",
+            name: table.def.table_id().to_string(),
+        },
         other => other.into(),
     }
 }
 
 fn batch_rows(b: &RecordBatch) -> Result<Vec<Vec<ScalarValue>>> {
     (0..b.num_rows())
-        .map(|r| b.columns().iter().map(|c| Ok(ScalarValue::try_from_array(c, r)?)).collect())
+        .map(|r| {
+            b.columns()
+                .iter()
+                .map(|c| Ok(ScalarValue::try_from_array(c, r)?))
+                .collect()
+        })
         .collect()
 }
 
 fn single_table(twj: &TableWithJoins) -> Result<TableRef> {
     if !twj.joins.is_empty() {
-        return Err(KalamError::InvalidSql("UPDATE/DELETE with JOIN is not supported".into()));
+        return Err(KalamError::InvalidSql(
+            "UPDATE/DELETE with JOIN is not supported".into(),
+        ));
     }
     match &twj.relation {
         TableFactor::Table { name, .. } => TableRef::from_object_name(name),
@@ -317,14 +391,19 @@ async fn matching_rows(
     select: &str,
 ) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
     let (_, batches) = run_query(app, ctx, select).await?;
-    let pk = &table.def.columns[table.pk_index.ok_or_else(|| KalamError::Internal("no primary key".into()))?];
+    let pk = &table.def.columns[table
+        .pk_index
+        .ok_or_else(|| KalamError::Internal("no primary key".into()))?];
     let mut out = Vec::new();
     for b in &batches {
         for values in batch_rows(b)? {
             let key = coerce(values[0].clone(), &pk.data_type, &pk.name)?
                 .pk_key()
                 .ok_or_else(|| KalamError::Internal("NULL primary key in table".into()))?;
-            if let Some(bytes) = app.backend().get(&table.partitions.rows, &row_key(prefix, &key))? {
+            if let Some(bytes) = app
+                .backend()
+                .get(&table.partitions.rows, &row_key(prefix, &key))?
+            {
                 let row = StoredRow::decode(&bytes)?;
                 if !row.deleted {
                     out.push((key, row, values));
@@ -342,16 +421,24 @@ fn quoted(name: &str) -> String {
 /// `UPDATE t SET … [WHERE …]`.
 pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
     if up.from.is_some() || up.returning.is_some() {
-        return Err(KalamError::InvalidSql("UPDATE … FROM / RETURNING are not supported".into()));
+        return Err(KalamError::InvalidSql(
+            "UPDATE … FROM / RETURNING are not supported".into(),
+        ));
     }
     let tref = single_table(&up.table)?;
     let (table, scope) = target(app, ctx, &tref)?;
     let mut sets: Vec<(usize, &Expr)> = Vec::new();
     for a in &up.assignments {
         let AssignmentTarget::ColumnName(name) = &a.target else {
-            return Err(KalamError::InvalidSql("tuple assignments are not supported".into()));
+            return Err(KalamError::InvalidSql(
+                "tuple assignments are not supported".into(),
+            ));
         };
-        let ident = name.0.last().and_then(|p| p.as_ident()).ok_or_else(|| KalamError::InvalidSql(format!("invalid column {name}")))?;
+        let ident = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .ok_or_else(|| KalamError::InvalidSql(format!("invalid column {name}")))?;
         let idx = column_index(&table, &fold(&ident.value, ident.quote_style.is_some()))?;
         if Some(idx) == table.pk_index {
             return Err(KalamError::InvalidInput(format!(
@@ -360,7 +447,9 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
             )));
         }
         if sets.iter().any(|(i, _)| *i == idx) {
-            return Err(KalamError::InvalidSql(format!("Column '{name}' is assigned twice")));
+            return Err(KalamError::InvalidSql(format!(
+                "Column '{name}' is assigned twice"
+            )));
         }
         sets.push((idx, &a.value));
     }
@@ -380,8 +469,12 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
     let mut batch = WriteBatch::new();
     let mut count = 0;
     for (key, old, values) in matching_rows(app, ctx, &table, &prefix, &select).await? {
-        let mut cells: Vec<(u32, Value)> =
-            table.def.columns.iter().map(|c| (c.column_id, old.cell(c.column_id).clone())).collect();
+        let mut cells: Vec<(u32, Value)> = table
+            .def
+            .columns
+            .iter()
+            .map(|c| (c.column_id, old.cell(c.column_id).clone()))
+            .collect();
         for ((idx, _), scalar) in sets.iter().zip(values.into_iter().skip(1)) {
             let col = &table.def.columns[*idx];
             cells[*idx].1 = coerce(scalar, &col.data_type, &col.name)?;
@@ -391,24 +484,38 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
         if unchanged {
             continue;
         }
-        let row = StoredRow { seq: app.seq().next_id(), deleted: false, cells };
+        let row = StoredRow {
+            seq: app.seq().next_id(),
+            deleted: false,
+            cells,
+        };
         put_version(&mut batch, &table, &prefix, &key, &row);
         count += 1;
     }
-    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    app.backend()
+        .write(batch)
+        .map_err(|e| table_gone(e, &table))?;
     Ok(count)
 }
 
 /// `DELETE FROM t [WHERE …]`: writes tombstones.
 pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
-    if del.using.is_some() || del.returning.is_some() || del.limit.is_some() || !del.order_by.is_empty() {
-        return Err(KalamError::InvalidSql("DELETE … USING / RETURNING / ORDER BY / LIMIT are not supported".into()));
+    if del.using.is_some()
+        || del.returning.is_some()
+        || del.limit.is_some()
+        || !del.order_by.is_empty()
+    {
+        return Err(KalamError::InvalidSql(
+            "DELETE … USING / RETURNING / ORDER BY / LIMIT are not supported".into(),
+        ));
     }
     let from = match &del.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
     let [twj] = from.as_slice() else {
-        return Err(KalamError::InvalidSql("DELETE from exactly one table".into()));
+        return Err(KalamError::InvalidSql(
+            "DELETE from exactly one table".into(),
+        ));
     };
     let tref = single_table(twj)?;
     let (table, scope) = target(app, ctx, &tref)?;
@@ -423,10 +530,16 @@ pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usi
     let mut batch = WriteBatch::new();
     let mut count = 0;
     for (key, old, _) in matching_rows(app, ctx, &table, &prefix, &select).await? {
-        let row = StoredRow { seq: app.seq().next_id(), deleted: true, cells: old.cells };
+        let row = StoredRow {
+            seq: app.seq().next_id(),
+            deleted: true,
+            cells: old.cells,
+        };
         put_version(&mut batch, &table, &prefix, &key, &row);
         count += 1;
     }
-    app.backend().write(batch).map_err(|e| table_gone(e, &table))?;
+    app.backend()
+        .write(batch)
+        .map_err(|e| table_gone(e, &table))?;
     Ok(count)
 }

@@ -22,7 +22,12 @@ pub fn schema_fields(schema: &Schema) -> Vec<SchemaField> {
         .enumerate()
         .map(|(index, f)| {
             let (data_type, flags) = field_kalam_type(f);
-            SchemaField { name: f.name().clone(), data_type, index, flags }
+            SchemaField {
+                name: f.name().clone(),
+                data_type,
+                index,
+                flags,
+            }
         })
         .collect()
 }
@@ -44,7 +49,9 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<Json>> {
 }
 
 fn float(v: f64) -> Json {
-    serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null)
+    serde_json::Number::from_f64(v)
+        .map(Json::Number)
+        .unwrap_or(Json::Null)
 }
 
 /// Formats an unscaled decimal with exactly `scale` fractional digits.
@@ -62,7 +69,15 @@ pub fn decimal_string(v: i128, scale: i8) -> String {
 macro_rules! map_prim {
     ($array:expr, $ty:ty, $f:expr) => {{
         let a = $array.as_any().downcast_ref::<$ty>().expect("type checked");
-        (0..a.len()).map(|i| if a.is_null(i) { Json::Null } else { $f(a.value(i)) }).collect()
+        (0..a.len())
+            .map(|i| {
+                if a.is_null(i) {
+                    Json::Null
+                } else {
+                    $f(a.value(i))
+                }
+            })
+            .collect()
     }};
 }
 
@@ -109,7 +124,9 @@ fn encode_cell(array: &ArrayRef, i: usize) -> Json {
                 Ok(ScalarValue::FixedSizeList(l)) => Some(l.value(0)),
                 _ => None,
             };
-            inner.map(|a| Json::Array(encode_column(&a))).unwrap_or(Json::Null)
+            inner
+                .map(|a| Json::Array(encode_column(&a)))
+                .unwrap_or(Json::Null)
         }
         _ => match ScalarValue::try_from_array(array, i) {
             Ok(s) => scalar_json(&s),
@@ -138,10 +155,14 @@ fn scalar_json(s: &ScalarValue) -> Json {
         ScalarValue::Time32Millisecond(Some(v)) => micros(i64::from(*v), &TimeUnit::Millisecond),
         ScalarValue::Time64Microsecond(Some(v)) => micros(*v, &TimeUnit::Microsecond),
         ScalarValue::Time64Nanosecond(Some(v)) => micros(*v, &TimeUnit::Nanosecond),
-        ScalarValue::Binary(Some(b)) | ScalarValue::LargeBinary(Some(b)) | ScalarValue::BinaryView(Some(b)) => {
+        ScalarValue::Binary(Some(b))
+        | ScalarValue::LargeBinary(Some(b))
+        | ScalarValue::BinaryView(Some(b)) => {
             Json::Array(b.iter().map(|x| Json::from(*x)).collect())
         }
-        ScalarValue::FixedSizeBinary(_, Some(b)) => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
+        ScalarValue::FixedSizeBinary(_, Some(b)) => {
+            Json::Array(b.iter().map(|x| Json::from(*x)).collect())
+        }
         other if other.is_null() => Json::Null,
         other => Json::String(other.to_string()),
     }

@@ -89,7 +89,12 @@ pub struct RequestError {
 
 impl RequestError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None, public: true }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+            public: true,
+        }
     }
 }
 
@@ -100,14 +105,22 @@ pub struct SqlExecutor {
 }
 
 /// Plans and runs a query text under the statement's identity (used by DML for its reads).
-pub(crate) async fn run_query(app: &AppContext, ctx: &ExecCtx, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+pub(crate) async fn run_query(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let Command::Sql(stmt) = parse_statement(sql)? else {
         return Err(KalamError::Internal(format!("not a query: {sql}")));
     };
     query(app, ctx, *stmt).await
 }
 
-async fn query(app: &AppContext, ctx: &ExecCtx, stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn query(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    stmt: Statement,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let state = app.query_state(&ctx.identity, &ctx.namespace);
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
@@ -142,13 +155,24 @@ impl SqlExecutor {
         if sql.len() > limits.max_sql_bytes {
             return Err(RequestError::new(
                 ErrorCode::InvalidSql,
-                format!("SQL text is {} bytes; the limit is {}", sql.len(), limits.max_sql_bytes),
+                format!(
+                    "SQL text is {} bytes; the limit is {}",
+                    sql.len(),
+                    limits.max_sql_bytes
+                ),
             ));
         }
-        let statements = split::split_statements(sql)
-            .map_err(|e| RequestError::new(ErrorCode::BatchParseError, format!("Failed to parse SQL batch: {e}")))?;
+        let statements = split::split_statements(sql).map_err(|e| {
+            RequestError::new(
+                ErrorCode::BatchParseError,
+                format!("Failed to parse SQL batch: {e}"),
+            )
+        })?;
         if statements.is_empty() {
-            return Err(RequestError::new(ErrorCode::EmptySql, "No SQL statement given"));
+            return Err(RequestError::new(
+                ErrorCode::EmptySql,
+                "No SQL statement given",
+            ));
         }
         let params = params.unwrap_or_default();
         if !params.is_empty() && statements.len() > 1 {
@@ -161,7 +185,9 @@ impl SqlExecutor {
             .map_err(|e| RequestError::new(e.code(), e.to_string()))?;
         let mut ctx = ExecCtx {
             identity: identity.clone(),
-            namespace: namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+            namespace: namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into()),
             params: bound,
         };
         let as_user = identity.user_id.to_string();
@@ -169,12 +195,15 @@ impl SqlExecutor {
         let mut results = Vec::new();
         let mut totals = [0usize; 3];
         for (i, text) in statements.iter().enumerate() {
-            let output = self.run_one(&mut ctx, text).await.map_err(|e| RequestError {
-                code: e.code(),
-                message: format!("Statement {} failed: {e}", i + 1),
-                details: Some(text.clone()),
-                public: e.is_public(),
-            })?;
+            let output = self
+                .run_one(&mut ctx, text)
+                .await
+                .map_err(|e| RequestError {
+                    code: e.code(),
+                    message: format!("Statement {} failed: {e}", i + 1),
+                    details: Some(text.clone()),
+                    public: e.is_public(),
+                })?;
             match output {
                 Output::Rows { schema, batches } => {
                     let rows = encode::rows(&batches);
@@ -203,7 +232,10 @@ impl SqlExecutor {
                 }),
             }
         }
-        for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete].into_iter().zip(totals) {
+        for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
+            .into_iter()
+            .zip(totals)
+        {
             if n > 0 {
                 results.push(QueryResult {
                     schema: None,
@@ -220,8 +252,15 @@ impl SqlExecutor {
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {
         let app = &*self.app;
         match parse_statement(text)? {
-            Command::CreateNamespace { name, if_not_exists } => ddl::create_namespace(app, ctx, &name, if_not_exists),
-            Command::DropNamespace { name, if_exists, cascade } => ddl::drop_namespace(app, ctx, &name, if_exists, cascade),
+            Command::CreateNamespace {
+                name,
+                if_not_exists,
+            } => ddl::create_namespace(app, ctx, &name, if_not_exists),
+            Command::DropNamespace {
+                name,
+                if_exists,
+                cascade,
+            } => ddl::drop_namespace(app, ctx, &name, if_exists, cascade),
             Command::Use(ns) => {
                 let out = ddl::use_namespace(app, &ns)?;
                 ctx.namespace = ns;
@@ -231,14 +270,21 @@ impl SqlExecutor {
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
             Command::Describe(t) => ddl::describe(app, ctx, &t),
-            Command::CreateTable { prefix_type, stmt } => ddl::create_table(app, ctx, prefix_type, &stmt),
-            Command::DropTable { table, if_exists } => ddl::drop_table(app, ctx, &table, if_exists).await,
-            Command::CreateUser { name, password, role, email } => {
-                ddl::create_user(app, ctx, &name, &password, role.as_deref(), email).await
+            Command::CreateTable { prefix_type, stmt } => {
+                ddl::create_table(app, ctx, prefix_type, &stmt)
             }
+            Command::DropTable { table, if_exists } => {
+                ddl::drop_table(app, ctx, &table, if_exists).await
+            }
+            Command::CreateUser {
+                name,
+                password,
+                role,
+                email,
+            } => ddl::create_user(app, ctx, &name, &password, role.as_deref(), email).await,
             Command::DropUser { name, if_exists } => ddl::drop_user(app, ctx, &name, if_exists),
             Command::Sql(mut stmt) => {
-                params::bind(&mut stmt, &ctx.params)?;
+                params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
                 match *stmt {
                     Statement::Query(_) => {
                         let (schema, batches) = query(app, ctx, *stmt).await?;
@@ -249,18 +295,26 @@ impl SqlExecutor {
                         let (schema, batches) = query(app, ctx, *stmt).await?;
                         Ok(Output::Rows { schema, batches })
                     }
-                    Statement::Insert(ins) => {
-                        Ok(Output::Dml { kind: DmlKind::Insert, count: dml::insert(app, ctx, &ins).await? })
-                    }
-                    Statement::Update(up) => {
-                        Ok(Output::Dml { kind: DmlKind::Update, count: dml::update(app, ctx, &up).await? })
-                    }
-                    Statement::Delete(del) => {
-                        Ok(Output::Dml { kind: DmlKind::Delete, count: dml::delete(app, ctx, &del).await? })
-                    }
+                    Statement::Insert(ins) => Ok(Output::Dml {
+                        kind: DmlKind::Insert,
+                        count: dml::insert(app, ctx, &ins).await?,
+                    }),
+                    Statement::Update(up) => Ok(Output::Dml {
+                        kind: DmlKind::Update,
+                        count: dml::update(app, ctx, &up).await?,
+                    }),
+                    Statement::Delete(del) => Ok(Output::Dml {
+                        kind: DmlKind::Delete,
+                        count: dml::delete(app, ctx, &del).await?,
+                    }),
                     other => Err(KalamError::InvalidSql(format!(
                         "Unsupported statement: {}",
-                        other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                        other
+                            .to_string()
+                            .split_whitespace()
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ))),
                 }
             }

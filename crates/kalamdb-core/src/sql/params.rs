@@ -3,11 +3,17 @@
 //! shape).
 
 use crate::error::{KalamError, Result};
-use datafusion::sql::sqlparser::ast::{Expr, Statement, Value as SqlValue, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut,
+};
 use std::ops::ControlFlow;
 
 /// Checks the request's parameters against the limits and converts them to SQL literals.
-pub fn prepare(params: &[serde_json::Value], max_params: usize, max_bytes: usize) -> Result<Vec<SqlValue>> {
+pub fn prepare(
+    params: &[serde_json::Value],
+    max_params: usize,
+    max_bytes: usize,
+) -> Result<Vec<SqlValue>> {
     if params.len() > max_params {
         return Err(KalamError::InvalidParameter(format!(
             "Too many parameters: {} (at most {max_params})",
@@ -42,15 +48,26 @@ pub fn prepare(params: &[serde_json::Value], max_params: usize, max_bytes: usize
         .collect()
 }
 
-/// Replaces every `$n` placeholder in `stmt` with its literal.
-pub fn bind(stmt: &mut Statement, values: &[SqlValue]) -> Result<()> {
+/// Replaces every `$n` placeholder in `stmt` with its literal, and `CURRENT_USER` with the
+/// caller's user id.
+pub fn bind(stmt: &mut Statement, values: &[SqlValue], user_id: &str) -> Result<()> {
     let mut error = None;
     let _ = visit_expressions_mut(stmt, |expr| {
+        if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("CURRENT_USER")
+            && matches!(f.args, FunctionArguments::None)
+        {
+            *expr = Expr::value(SqlValue::SingleQuotedString(user_id.to_string()));
+            return ControlFlow::Continue(());
+        }
         if let Expr::Value(v) = expr
             && let SqlValue::Placeholder(p) = &v.value
         {
             let idx = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
-            match idx.and_then(|i| i.checked_sub(1)).and_then(|i| values.get(i)) {
+            match idx
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| values.get(i))
+            {
                 Some(lit) => v.value = lit.clone(),
                 None => {
                     error = Some(KalamError::InvalidParameter(format!(

@@ -95,20 +95,34 @@ impl TableRef {
             .iter()
             .map(|p| match p {
                 ObjectNamePart::Identifier(i) => Ok(fold(&i.value, i.quote_style.is_some())),
-                other => Err(KalamError::InvalidSql(format!("unsupported table name part {other}"))),
+                other => Err(KalamError::InvalidSql(format!(
+                    "unsupported table name part {other}"
+                ))),
             })
             .collect::<Result<_>>()?;
         match parts.as_slice() {
-            [t] => Ok(Self { namespace: None, table: t.clone() }),
-            [ns, t] => Ok(Self { namespace: Some(ns.clone()), table: t.clone() }),
-            _ => Err(KalamError::InvalidSql(format!("invalid table name {name}: use namespace.table"))),
+            [t] => Ok(Self {
+                namespace: None,
+                table: t.clone(),
+            }),
+            [ns, t] => Ok(Self {
+                namespace: Some(ns.clone()),
+                table: t.clone(),
+            }),
+            _ => Err(KalamError::InvalidSql(format!(
+                "invalid table name {name}: use namespace.table"
+            ))),
         }
     }
 }
 
 /// Folds an unquoted identifier to lower case.
 pub fn fold(value: &str, quoted: bool) -> String {
-    if quoted { value.to_string() } else { value.to_ascii_lowercase() }
+    if quoted {
+        value.to_string()
+    } else {
+        value.to_ascii_lowercase()
+    }
 }
 
 /// Token cursor for the hand-parsed statements.
@@ -119,12 +133,27 @@ struct Cursor {
 
 impl Cursor {
     fn new(sql: &str) -> Result<Self> {
-        let toks = Tokenizer::new(&GenericDialect {}, sql)
+        let raw = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize()
-            .map_err(|e| KalamError::InvalidSql(e.to_string()))?
-            .into_iter()
-            .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF | Token::SemiColon))
-            .collect();
+            .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+        let mut toks: Vec<Token> = Vec::with_capacity(raw.len());
+        let mut prev_was_number = false;
+        for t in raw {
+            // `1abc` tokenizes as a number then a word; glue them so the identifier rules can
+            // say what is wrong with the name.
+            if let (true, Token::Word(w)) = (prev_was_number, &t)
+                && let Some(Token::Number(n, _)) = toks.last()
+            {
+                let glued = Token::make_word(&format!("{n}{}", w.value), None);
+                *toks.last_mut().expect("checked") = glued;
+                prev_was_number = false;
+                continue;
+            }
+            prev_was_number = matches!(t, Token::Number(..));
+            if !matches!(t, Token::Whitespace(_) | Token::EOF | Token::SemiColon) {
+                toks.push(t);
+            }
+        }
         Ok(Self { toks, pos: 0 })
     }
 
@@ -161,12 +190,18 @@ impl Cursor {
         if self.eat(w) {
             Ok(())
         } else {
-            Err(KalamError::InvalidSql(format!("expected {w} near {}", self.near())))
+            Err(KalamError::InvalidSql(format!(
+                "expected {w} near {}",
+                self.near()
+            )))
         }
     }
 
     fn near(&self) -> String {
-        self.toks.get(self.pos).map(|t| format!("'{t}'")).unwrap_or_else(|| "end of statement".into())
+        self.toks
+            .get(self.pos)
+            .map(|t| format!("'{t}'"))
+            .unwrap_or_else(|| "end of statement".into())
     }
 
     /// An identifier or a quoted name.
@@ -174,7 +209,14 @@ impl Cursor {
         let out = match self.toks.get(self.pos) {
             Some(Token::Word(w)) => fold(&w.value, w.quote_style.is_some()),
             Some(Token::SingleQuotedString(s)) => s.clone(),
-            _ => return Err(KalamError::InvalidSql(format!("expected a name near {}", self.near()))),
+            // Let the identifier rules explain why `1abc` is not a name.
+            Some(Token::Number(n, _)) => n.clone(),
+            _ => {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected a name near {}",
+                    self.near()
+                )));
+            }
         };
         self.pos += 1;
         Ok(out)
@@ -185,7 +227,12 @@ impl Cursor {
         let out = match self.toks.get(self.pos) {
             Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => s.clone(),
             Some(Token::Word(w)) => w.value.clone(),
-            _ => return Err(KalamError::InvalidSql(format!("expected a string near {}", self.near()))),
+            _ => {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected a string near {}",
+                    self.near()
+                )));
+            }
         };
         self.pos += 1;
         Ok(out)
@@ -196,9 +243,15 @@ impl Cursor {
         if self.toks.get(self.pos) == Some(&Token::Period) {
             self.pos += 1;
             let table = self.ident()?;
-            Ok(TableRef { namespace: Some(first), table })
+            Ok(TableRef {
+                namespace: Some(first),
+                table,
+            })
         } else {
-            Ok(TableRef { namespace: None, table: first })
+            Ok(TableRef {
+                namespace: None,
+                table: first,
+            })
         }
     }
 
@@ -206,7 +259,10 @@ impl Cursor {
         if self.pos == self.toks.len() {
             Ok(())
         } else {
-            Err(KalamError::InvalidSql(format!("unexpected {}", self.near())))
+            Err(KalamError::InvalidSql(format!(
+                "unexpected {}",
+                self.near()
+            )))
         }
     }
 }
@@ -231,14 +287,21 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             c.pos = 2;
             let if_not_exists = c.eat_all(&["IF", "NOT", "EXISTS"]);
             let name = c.ident()?;
-            Command::CreateNamespace { name, if_not_exists }
+            Command::CreateNamespace {
+                name,
+                if_not_exists,
+            }
         }
         ("DROP", "NAMESPACE") => {
             c.pos = 2;
             let if_exists = c.eat_all(&["IF", "EXISTS"]);
             let name = c.ident()?;
             let cascade = c.eat("CASCADE");
-            Command::DropNamespace { name, if_exists, cascade }
+            Command::DropNamespace {
+                name,
+                if_exists,
+                cascade,
+            }
         }
         ("USE", _) | ("SET", "NAMESPACE") => {
             c.pos = 1;
@@ -275,7 +338,9 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
             return create_table(&rest, table_type_word(w));
         }
-        ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM") if w1 == "TABLE" || w2 == "TABLE" => {
+        ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM")
+            if w1 == "TABLE" || w2 == "TABLE" =>
+        {
             c.pos = if w1 == "TABLE" { 2 } else { 3 };
             let if_exists = c.eat_all(&["IF", "EXISTS"]);
             let table = c.table_ref()?;
@@ -298,18 +363,29 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                     break;
                 }
             }
-            Command::CreateUser { name, password, role, email }
+            Command::CreateUser {
+                name,
+                password,
+                role,
+                email,
+            }
         }
         ("DROP", "USER") => {
             c.pos = 2;
             let if_exists = c.eat_all(&["IF", "EXISTS"]);
-            Command::DropUser { name: c.ident()?, if_exists }
+            Command::DropUser {
+                name: c.ident()?,
+                if_exists,
+            }
         }
         _ => {
-            let mut stmts = Parser::parse_sql(&GenericDialect {}, sql)
+            let sql = normalize_current_user(sql)?;
+            let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
                 .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
             if stmts.len() != 1 {
-                return Err(KalamError::InvalidSql("expected exactly one statement".into()));
+                return Err(KalamError::InvalidSql(
+                    "expected exactly one statement".into(),
+                ));
             }
             return Ok(Command::Sql(Box::new(stmts.remove(0))));
         }
@@ -318,12 +394,54 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
     Ok(cmd)
 }
 
+/// Rewrites `CURRENT_USER()` (KalamDB's spelling) to `CURRENT_USER` (the SQL keyword form
+/// sqlparser accepts), outside quotes and comments.
+fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
+    if !sql.to_ascii_uppercase().contains("CURRENT_USER") {
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    }
+    let toks = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    while i < toks.len() {
+        let is_cu = matches!(&toks[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("CURRENT_USER"));
+        if is_cu {
+            let mut j = i + 1;
+            while matches!(toks.get(j), Some(Token::Whitespace(_))) {
+                j += 1;
+            }
+            if toks.get(j) == Some(&Token::LParen) {
+                let mut k = j + 1;
+                while matches!(toks.get(k), Some(Token::Whitespace(_))) {
+                    k += 1;
+                }
+                if toks.get(k) == Some(&Token::RParen) {
+                    out.push_str("CURRENT_USER");
+                    i = k + 1;
+                    continue;
+                }
+            }
+        }
+        out.push_str(&toks[i].to_string());
+        i += 1;
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 fn create_table(sql: &str, prefix_type: Option<TableType>) -> Result<Command> {
-    let mut stmts =
-        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    let sql = normalize_current_user(sql)?;
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
+        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
     match (stmts.len(), stmts.pop()) {
-        (1, Some(Statement::CreateTable(ct))) => Ok(Command::CreateTable { prefix_type, stmt: Box::new(ct) }),
-        _ => Err(KalamError::InvalidSql("expected one CREATE TABLE statement".into())),
+        (1, Some(Statement::CreateTable(ct))) => Ok(Command::CreateTable {
+            prefix_type,
+            stmt: Box::new(ct),
+        }),
+        _ => Err(KalamError::InvalidSql(
+            "expected one CREATE TABLE statement".into(),
+        )),
     }
 }
 
@@ -339,12 +457,22 @@ mod tests {
         ));
         assert!(matches!(
             parse_statement("drop namespace app cascade;").unwrap(),
-            Command::DropNamespace { cascade: true, if_exists: false, .. }
+            Command::DropNamespace {
+                cascade: true,
+                if_exists: false,
+                ..
+            }
         ));
-        assert!(matches!(parse_statement("SHOW TABLES IN app").unwrap(), Command::ShowTables(Some(_))));
+        assert!(matches!(
+            parse_statement("SHOW TABLES IN app").unwrap(),
+            Command::ShowTables(Some(_))
+        ));
         assert!(matches!(
             parse_statement("CREATE USER TABLE app.t (id BIGINT PRIMARY KEY)").unwrap(),
-            Command::CreateTable { prefix_type: Some(TableType::User), .. }
+            Command::CreateTable {
+                prefix_type: Some(TableType::User),
+                ..
+            }
         ));
         assert!(matches!(
             parse_statement("CREATE USER bob WITH PASSWORD 'secret123' ROLE 'dba'").unwrap(),
@@ -355,7 +483,10 @@ mod tests {
                 .unwrap(),
             Command::CreateTable { prefix_type: None, .. }
         ));
-        assert!(matches!(parse_statement("SELECT 1").unwrap(), Command::Sql(_)));
+        assert!(matches!(
+            parse_statement("SELECT 1").unwrap(),
+            Command::Sql(_)
+        ));
         assert!(parse_statement("CREATE NAMESPACE").is_err());
         assert!(parse_statement("SHOW NAMESPACES extra").is_err());
     }

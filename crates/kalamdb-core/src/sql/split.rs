@@ -71,7 +71,10 @@ fn push(out: &mut Vec<String>, stmt: &str) {
 
 /// The statement without leading `--` line comments (used to skip comment-only pieces).
 fn strip_comments(s: &str) -> String {
-    s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -80,10 +83,18 @@ mod tests {
 
     #[test]
     fn splits_outside_quotes_and_comments() {
-        let v = split_statements("SELECT 'a;b'; -- c;d\nINSERT INTO t VALUES ('it''s;');;  ").unwrap();
-        assert_eq!(v, vec!["SELECT 'a;b'", "-- c;d\nINSERT INTO t VALUES ('it''s;')"]);
+        let v =
+            split_statements("SELECT 'a;b'; -- c;d\nINSERT INTO t VALUES ('it''s;');;  ").unwrap();
+        assert_eq!(
+            v,
+            vec!["SELECT 'a;b'", "-- c;d\nINSERT INTO t VALUES ('it''s;')"]
+        );
         assert_eq!(split_statements("/* x; */ SELECT 1").unwrap().len(), 1);
         assert!(split_statements("SELECT 'oops").is_err());
-        assert!(split_statements("  ;  -- only a comment").unwrap().is_empty());
+        assert!(
+            split_statements("  ;  -- only a comment")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

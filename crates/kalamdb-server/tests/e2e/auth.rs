@@ -1,0 +1,240 @@
+//! Login, tokens, roles and the first-run setup flow.
+
+use crate::support::{ROOT_PASSWORD, TestServer, test_config};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::json;
+
+#[tokio::test]
+async fn login_and_generic_failures() {
+    let s = TestServer::start().await;
+    let (status, body) = s.login("root", ROOT_PASSWORD).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"]["id"], "root");
+    assert_eq!(body["user"]["role"], "system");
+    assert_eq!(body["admin_ui_access"], true);
+    assert!(body["refresh_token"].is_string() && body["expires_at"].is_string());
+
+    let (s1, wrong) = s.login("root", "nope-nope").await;
+    let (s2, unknown) = s.login("nobody", "nope-nope").await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(
+        wrong, unknown,
+        "unknown user and wrong password must look the same"
+    );
+    assert_eq!(wrong["error"], "unauthorized");
+
+    let resp = s
+        .http
+        .post(format!("{}/v1/api/auth/login", s.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn bearer_auth_on_sql_endpoint() {
+    let s = TestServer::start().await;
+    let url = format!("{}/v1/api/sql", s.base);
+    let body = json!({"sql": "SELECT 1"});
+    let code = |v: serde_json::Value| v["error"]["code"].as_str().unwrap().to_string();
+
+    let r = s.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(code(r.json().await.unwrap()), "MISSING_AUTHORIZATION");
+
+    let r = s
+        .http
+        .post(&url)
+        .basic_auth("root", Some(ROOT_PASSWORD))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "Basic auth is refused");
+    assert_eq!(code(r.json().await.unwrap()), "INVALID_CREDENTIALS");
+
+    for bad in ["garbage", "a.b.c"] {
+        let (status, v) = s.sql_body(bad, body.clone()).await;
+        assert_eq!((status, code(v)), (401, "INVALID_CREDENTIALS".to_string()));
+    }
+
+    // Forged: right claims, wrong key.
+    let now = chrono_now();
+    let claims = json!({"sub":"root","iss":"kalamdb","exp":now+3600,"iat":now,"role":"system","token_type":"access","email":null});
+    let forged = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(b"wrong-secret-wrong-secret-wrong!!"),
+    )
+    .unwrap();
+    let (status, v) = s.sql_body(&forged, body.clone()).await;
+    assert_eq!((status, code(v)), (401, "INVALID_CREDENTIALS".to_string()));
+
+    // alg: none.
+    let b64 = |b: &[u8]| base64url(b);
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let (status, v) = s.sql_body(&none, body.clone()).await;
+    assert_eq!((status, code(v)), (401, "INVALID_CREDENTIALS".to_string()));
+
+    // Expired, signed with the server's own key.
+    let secret = test_config(s.dir.path()).auth.jwt_secret;
+    let expired = json!({"sub":"root","iss":"kalamdb","exp":now-7200,"iat":now-9000,"role":"system","token_type":"access","email":null});
+    let token = encode(
+        &Header::default(),
+        &expired,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let (status, v) = s.sql_body(&token, body.clone()).await;
+    assert_eq!((status, code(v)), (401, "TOKEN_EXPIRED".to_string()));
+
+    // A refresh token is not an access token.
+    let (_, login) = s.login("root", ROOT_PASSWORD).await;
+    let refresh = login["refresh_token"].as_str().unwrap();
+    let (status, v) = s.sql_body(refresh, body.clone()).await;
+    assert_eq!((status, code(v)), (401, "INVALID_CREDENTIALS".to_string()));
+    // … but it buys a new pair.
+    let r = s
+        .http
+        .post(format!("{}/v1/api/auth/refresh", s.base))
+        .bearer_auth(refresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let fresh: serde_json::Value = r.json().await.unwrap();
+    s.ok(fresh["access_token"].as_str().unwrap(), "SELECT 1")
+        .await;
+}
+
+#[tokio::test]
+async fn users_roles_and_drop_user() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE USER alice WITH PASSWORD 'alice-pass-1' ROLE 'user'",
+    )
+    .await;
+    let (_, code, msg) = s.err(&root, "CREATE USER bob WITH PASSWORD 'short'").await;
+    assert_eq!(code, "SQL_EXECUTION_ERROR");
+    assert!(msg.contains("at least 8"), "{msg}");
+    let (_, code, _) = s
+        .err(&root, "CREATE USER alice WITH PASSWORD 'alice-pass-2'")
+        .await;
+    assert_eq!(code, "SQL_EXECUTION_ERROR");
+
+    let alice = s.token("alice", "alice-pass-1").await;
+    let me = s
+        .http
+        .get(format!("{}/v1/api/auth/me", s.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["user"]["role"], "user");
+    for sql in [
+        "CREATE NAMESPACE x",
+        "SELECT * FROM system.users",
+        "CREATE USER eve WITH PASSWORD 'eve-pass-12'",
+    ] {
+        let (status, code, _) = s.err(&alice, sql).await;
+        assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"), "{sql}");
+    }
+    let (_, body) = s.sql(&alice, "SELECT 1 AS one").await;
+    assert_eq!(body["results"][0]["as_user"], "alice");
+
+    s.ok(&root, "DROP USER alice").await;
+    let (status, body) = s.sql(&alice, "SELECT 1").await;
+    assert_eq!(status, 401, "a dropped user's token stops working: {body}");
+    let (status, _) = s.login("alice", "alice-pass-1").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn first_run_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.auth.root_password = String::new();
+    let server = kalamdb_server::start(config, false).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let http = reqwest::Client::new();
+
+    let status: serde_json::Value = http
+        .get(format!("{base}/v1/api/auth/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["needs_setup"], true);
+    let r = http
+        .post(format!("{base}/v1/api/auth/login"))
+        .json(&json!({"user":"root","password":""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 428);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "setup_required");
+
+    let setup = json!({"user":"admin","password":"admin-pass-1","root_password":"new-root-pass-1"});
+    let weak = json!({"user":"admin","password":"password","root_password":"new-root-pass-1"});
+    // Weak password refused; then setup succeeds once; a second setup is a conflict.
+    for (body, expected) in [(&weak, 400), (&setup, 200), (&setup, 409)] {
+        let r = http
+            .post(format!("{base}/v1/api/auth/setup"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expected, "{body}");
+    }
+    for (user, pw, role) in [
+        ("admin", "admin-pass-1", "dba"),
+        ("root", "new-root-pass-1", "system"),
+    ] {
+        let r = http
+            .post(format!("{base}/v1/api/auth/login"))
+            .json(&json!({"user":user,"password":pw}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["user"]["role"], role);
+    }
+    server.shutdown().await;
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn base64url(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! `kill -9` during a stream of inserts: every insert that got a success reply is there after
+//! restart. Runs the real `kalamdb-server` binary.
+
+use crate::support::{ROOT_PASSWORD, login_token};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn spawn(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+        .arg("--config")
+        .arg(dir.join("absent.toml"))
+        .env("KALAMDB_DATA_DIR", dir)
+        .env("KALAMDB_SERVER_PORT", "0")
+        .env("KALAMDB_ROOT_PASSWORD", ROOT_PASSWORD)
+        .env("KALAMDB_AUTH_BCRYPT_COST", "4")
+        .env("KALAMDB_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_inserts_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let (http2, base2, t2) = (http.clone(), base.clone(), t.clone());
+    let sql = move |sql: String| {
+        let (http, base, t) = (http2.clone(), base2.clone(), t2.clone());
+        async move {
+            http.post(format!("{base}/v1/api/sql"))
+                .bearer_auth(&t)
+                .json(&json!({"sql": sql}))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .is_some()
+        }
+    };
+    assert!(
+        sql("CREATE NAMESPACE app; CREATE TABLE app.t (id BIGINT PRIMARY KEY, v TEXT)".into())
+            .await
+    );
+
+    // Two writers insert until the server dies; each records the ids it got a success for.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2i64 {
+        let (stop, sql) = (Arc::clone(&stop), sql.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = w * 1_000_000 + i;
+                if sql(format!("INSERT INTO app.t VALUES ({id}, 'row {id}')")).await {
+                    acked.push(id);
+                } else {
+                    break;
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        acked.len() > 50,
+        "the writers made progress before the kill ({})",
+        acked.len()
+    );
+
+    let (mut child, base) = spawn(dir.path());
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let v: serde_json::Value = http
+        .post(format!("{base}/v1/api/sql"))
+        .bearer_auth(&t)
+        .json(&json!({"sql": "SELECT id FROM app.t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let present: std::collections::HashSet<i64> = v["results"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap().parse().unwrap())
+        .collect();
+    let lost: Vec<_> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged inserts lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,314 @@
+//! The SQL endpoint: envelopes, value encoding, DDL/DML flows and every kind of bad input.
+
+use crate::support::{TestServer, rows};
+use serde_json::json;
+
+#[tokio::test]
+async fn envelope_and_value_encoding() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(&t, "CREATE NAMESPACE app").await;
+    s.ok(
+        &t,
+        "CREATE SHARED TABLE app.items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, qty INT, price DECIMAL(10,2), \
+         ts TIMESTAMP, d DATE, u UUID, j JSON, b BYTES, f DOUBLE, ok BOOLEAN)",
+    )
+    .await;
+    let r = s
+        .ok(
+            &t,
+            "INSERT INTO app.items VALUES (9007199254740993, 'x', 3, 200.75, '2024-01-01T00:00:00Z', '2024-01-02', \
+             '67e55044-10b1-426f-9247-bb680e5fe0c8', '{\"a\":1}', 'hi', 1.5, true)",
+        )
+        .await;
+    assert_eq!(r["message"], "Inserted 1 row(s)");
+    assert_eq!(r["row_count"], 1);
+    assert!(r.get("schema").is_none() && r.get("rows").is_none());
+    let (status, body) = s.sql(&t, "SELECT * FROM app.items").await;
+    assert_eq!(status, 200);
+    assert!(body["took"].as_f64().unwrap() >= 0.0);
+    let res = &body["results"][0];
+    assert_eq!(res["as_user"], "root");
+    let schema = res["schema"].as_array().unwrap();
+    assert_eq!(
+        schema[0],
+        json!({"name":"id","data_type":"BigInt","index":0,"flags":["pk","nn","uq"]})
+    );
+    assert_eq!(
+        schema[3]["data_type"],
+        json!({"Decimal":{"precision":10,"scale":2}})
+    );
+    let names: Vec<_> = schema.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names[names.len() - 2..], ["_seq", "_deleted"]);
+    let row = &rows(res)[0];
+    assert_eq!(
+        row[0], "9007199254740993",
+        "BIGINT is a string, exact beyond 2^53"
+    );
+    assert_eq!(row[3], "200.75");
+    assert_eq!(
+        row[4], 1_704_067_200_000_000i64,
+        "timestamps are microseconds"
+    );
+    assert_eq!(row[5], 19724, "dates are days");
+    assert_eq!(row[6], "67e55044-10b1-426f-9247-bb680e5fe0c8");
+    assert_eq!(row[7], "{\"a\":1}");
+    assert_eq!(row[8], json!([104, 105]));
+    assert_eq!(row[9], 1.5);
+    assert!(
+        row[11].as_str().unwrap().parse::<i64>().unwrap() > 0,
+        "_seq is a string snowflake"
+    );
+    assert_eq!(row[12], false);
+}
+
+#[tokio::test]
+async fn dml_semantics_params_and_batches() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(
+        &t,
+        "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY, v TEXT, n INT DEFAULT 7)",
+    )
+    .await;
+    let (_, body) = s.sql(&t, "INSERT INTO app.t (id, v) VALUES (1, 'a'), (2, 'b'); INSERT INTO app.t (id) VALUES (3); UPDATE app.t SET v = 'z' WHERE id > 1; DELETE FROM app.t WHERE id = 3; SELECT id, v, n FROM app.t ORDER BY id").await;
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "query result, then DML summaries: {body}");
+    assert_eq!(
+        rows(&results[0]),
+        vec![
+            vec![json!(1), json!("a"), json!(7)],
+            vec![json!(2), json!("z"), json!(7)]
+        ]
+    );
+    let msgs: Vec<_> = results[1..]
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        ["Inserted 3 row(s)", "Updated 2 row(s)", "Deleted 1 row(s)"]
+    );
+
+    // Parameters and namespace_id.
+    let (_, body) = s
+        .sql_body(&t, json!({"sql": "SELECT v FROM t WHERE id = $1 AND v = $2", "params": [2, "z"], "namespace_id": "app"}))
+        .await;
+    assert_eq!(rows(&body["results"][0]), vec![vec![json!("z")]]);
+    // A parameter cannot change the statement's shape.
+    let (_, body) = s
+        .sql_body(
+            &t,
+            json!({"sql": "SELECT count(*) FROM app.t WHERE v = $1", "params": ["z' OR '1'='1"]}),
+        )
+        .await;
+    assert_eq!(rows(&body["results"][0]), vec![vec![json!("0")]]);
+    // Deleted rows stay invisible, re-insert after delete is allowed, a no-op update writes nothing.
+    s.ok(&t, "INSERT INTO app.t (id, v) VALUES (3, 'back')")
+        .await;
+    let r = s.ok(&t, "UPDATE app.t SET v = 'back' WHERE id = 3").await;
+    assert_eq!(r["row_count"], 0);
+    let r = s
+        .ok(&t, "SELECT count(*) AS c FROM app.t WHERE _deleted = true")
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("0")]]);
+    // Joins, aggregates, subqueries through DataFusion.
+    s.ok(&t, "CREATE TABLE app.u (id INT PRIMARY KEY, t_id INT)")
+        .await;
+    s.ok(&t, "INSERT INTO app.u VALUES (10, 1), (11, 2), (12, 2)")
+        .await;
+    let r = s
+        .ok(&t, "SELECT t.id, count(u.id) AS c FROM app.t t JOIN app.u u ON u.t_id = t.id WHERE t.id IN (SELECT t_id FROM app.u) GROUP BY t.id ORDER BY t.id")
+        .await;
+    assert_eq!(
+        rows(&r),
+        vec![vec![json!(1), json!("1")], vec![json!(2), json!("2")]]
+    );
+}
+
+#[tokio::test]
+async fn namespaces_and_tables_ddl() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(&t, "CREATE NAMESPACE app").await;
+    let (_, code, msg) = s.err(&t, "CREATE NAMESPACE app").await;
+    assert_eq!(code, "SQL_EXECUTION_ERROR");
+    assert!(msg.contains("already exists"));
+    s.ok(&t, "CREATE NAMESPACE IF NOT EXISTS app").await;
+    s.ok(&t, "CREATE TABLE app.t (id INT PRIMARY KEY)").await;
+    let (_, _, msg) = s.err(&t, "DROP NAMESPACE app").await;
+    assert!(msg.contains("not empty"), "{msg}");
+    let r = s.ok(&t, "SHOW TABLES IN app").await;
+    assert_eq!(
+        rows(&r),
+        vec![vec![json!("app"), json!("t"), json!("SHARED")]]
+    );
+    s.ok(&t, "DROP NAMESPACE app CASCADE").await;
+    let r = s.ok(&t, "SHOW NAMESPACES").await;
+    assert_eq!(
+        rows(&r).len(),
+        1,
+        "only the built-in default namespace is left"
+    );
+    s.ok(&t, "DROP NAMESPACE IF EXISTS app").await;
+    // Recreate: no old rows leak in.
+    s.ok(
+        &t,
+        "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY)",
+    )
+    .await;
+    let r = s.ok(&t, "SELECT * FROM app.t").await;
+    assert_eq!(r["row_count"], 0);
+    for (sql, needle) in [
+        ("CREATE NAMESPACE system", "reserved"),
+        ("CREATE NAMESPACE 1abc", "digit"),
+        ("CREATE TABLE app.x (id INT)", "primary key"),
+        (
+            "CREATE TABLE app.x (id INT PRIMARY KEY, _seq INT)",
+            "reserved",
+        ),
+        (
+            "CREATE TABLE app.x (id INT PRIMARY KEY, a INT, A TEXT)",
+            "Duplicate",
+        ),
+        (
+            "CREATE TABLE app.x (id INT PRIMARY KEY, g GEOMETRY)",
+            "unsupported column type",
+        ),
+        (
+            "CREATE TABLE app.x (id INT PRIMARY KEY) WITH (COLOR = 'red')",
+            "Unknown table option",
+        ),
+        (
+            "CREATE TABLE app.x (id INT PRIMARY KEY, n INT DEFAULT 'abc')",
+            "Type mismatch",
+        ),
+        ("CREATE TABLE nope.x (id INT PRIMARY KEY)", "does not exist"),
+        (
+            "CREATE USER TABLE app.x (id INT PRIMARY KEY) WITH (TYPE = 'SHARED')",
+            "conflict",
+        ),
+    ] {
+        let (status, _, msg) = s.err(&t, sql).await;
+        assert_eq!(status, 400, "{sql}");
+        assert!(msg.contains(needle), "{sql}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_codes_and_never_damages_data() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(
+        &t,
+        "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY, n INT NOT NULL)",
+    )
+    .await;
+    s.ok(&t, "INSERT INTO app.t VALUES (1, 1)").await;
+    let url = format!("{}/v1/api/sql", s.base);
+    let send = |body: reqwest::RequestBuilder| async move {
+        let r = body.send().await.unwrap();
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap();
+        (
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let req = || s.http.post(&url).bearer_auth(&t);
+    assert_eq!(
+        send(
+            req()
+                .header("content-type", "application/json")
+                .body("{oops")
+        )
+        .await,
+        (400, "INVALID_INPUT".into())
+    );
+    assert_eq!(
+        send(req().header("content-type", "text/plain").body("SELECT 1")).await,
+        (400, "INVALID_INPUT".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "   "}))).await,
+        (400, "EMPTY_SQL".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": " ; ; "}))).await,
+        (400, "EMPTY_SQL".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "SELECT 'x"}))).await,
+        (400, "BATCH_PARSE_ERROR".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "SELEC 1"}))).await,
+        (400, "INVALID_SQL".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "SELECT 1; SELECT 2", "params": [1]}))).await,
+        (400, "PARAMS_WITH_BATCH".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "SELECT $1", "params": [{"a": 1}]}))).await,
+        (400, "INVALID_PARAMETER".into())
+    );
+    assert_eq!(
+        send(req().json(&json!({"sql": "SELECT $2", "params": [1]}))).await,
+        (400, "INVALID_PARAMETER".into())
+    );
+    let big = "x".repeat(11 * 1024 * 1024);
+    assert_eq!(
+        send(req().json(&json!({"sql": big}))).await,
+        (413, "BODY_TOO_LARGE".into())
+    );
+    for sql in [
+        "SELECT * FROM nope.t",
+        "SELECT * FROM app.nope",
+        "SELECT nope FROM app.t",
+        "INSERT INTO app.t (id, nope) VALUES (2, 1)",
+        "INSERT INTO app.t VALUES ('abc', 1)",
+        "INSERT INTO app.t VALUES (2, 99999999999)",
+        "INSERT INTO app.t VALUES (1, 5)",
+        "INSERT INTO app.t VALUES (2, 1), (2, 2)",
+        "INSERT INTO app.t (id) VALUES (3)",
+        "INSERT INTO app.t VALUES (NULL, 1)",
+        "UPDATE app.t SET id = 5 WHERE id = 1",
+        "UPDATE app.t SET n = NULL WHERE id = 1",
+    ] {
+        let (status, code) = send(req().json(&json!({"sql": sql}))).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "SQL_EXECUTION_ERROR"),
+            "{sql}"
+        );
+    }
+    let (status, code) =
+        send(req().json(&json!({"sql": "INSERT INTO system.users (user_id) VALUES ('x')"}))).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "PERMISSION_DENIED"),
+        "system tables are read-only"
+    );
+    // A failing batch keeps the effects of the statements before it, and none after.
+    let (status, code) = send(req().json(&json!({"sql": "INSERT INTO app.t VALUES (10, 1); INSERT INTO app.t VALUES (1, 1); INSERT INTO app.t VALUES (11, 1)"}))).await;
+    assert_eq!((status, code.as_str()), (400, "SQL_EXECUTION_ERROR"));
+    let r = s.ok(&t, "SELECT id, n FROM app.t ORDER BY id").await;
+    assert_eq!(
+        rows(&r),
+        vec![vec![json!(1), json!(1)], vec![json!(10), json!(1)]]
+    );
+    // Health endpoints answer loopback callers.
+    for path in ["/health", "/v1/api/healthcheck"] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "healthy");
+        assert_eq!(v["api_version"], "v1");
+    }
+}

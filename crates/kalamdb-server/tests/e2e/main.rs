@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server (in-process on a free port, or the real binary) with a
+//! temp data dir, real RocksDB, spoken to over HTTP. One test binary for the crate.
+
+mod support;
+
+mod auth;
+mod crash;
+mod http_api;
+mod restart;
+mod slt;

@@ -1,0 +1,143 @@
+//! Test helpers: start a server, log in, send SQL.
+
+use kalamdb_core::config::Config;
+use kalamdb_server::RunningServer;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// Root's password in every test server.
+pub(crate) const ROOT_PASSWORD: &str = "root-pass-123";
+
+/// A config for a test server on a free loopback port with data in `dir`.
+pub(crate) fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.port = 0;
+    c.server.node_id = "test-node".into();
+    c.storage.data_path = dir.to_string_lossy().into_owned();
+    c.auth.root_password = ROOT_PASSWORD.into();
+    c.auth.bcrypt_cost = 4;
+    c.auth.jwt_secret = "test-secret-test-secret-test-secret-123".into();
+    c
+}
+
+/// Logs `user` in at `base` and returns the access token.
+pub(crate) async fn login_token(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> String {
+    let resp = http
+        .post(format!("{base}/v1/api/auth/login"))
+        .json(&json!({"user": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "login of {user} failed");
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+/// An in-process server with its own temp dir.
+pub(crate) struct TestServer {
+    pub(crate) server: Option<RunningServer>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir).await
+    }
+
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> Self {
+        let server = kalamdb_server::start(test_config(dir.path()), false)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr);
+        Self {
+            server: Some(server),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server cleanly and starts a new one on the same data dir.
+    pub(crate) async fn restart(mut self) -> Self {
+        self.server.take().unwrap().shutdown().await;
+        Self::start_in(self.dir).await
+    }
+
+    pub(crate) async fn login(&self, user: &str, password: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/api/auth/login", self.base))
+            .json(&json!({"user": user, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Logs in and returns the access token.
+    pub(crate) async fn token(&self, user: &str, password: &str) -> String {
+        login_token(&self.http, &self.base, user, password).await
+    }
+
+    pub(crate) async fn root_token(&self) -> String {
+        self.token("root", ROOT_PASSWORD).await
+    }
+
+    /// Sends a SQL request body; returns status and JSON body.
+    pub(crate) async fn sql_body(&self, token: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/api/sql", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub(crate) async fn sql(&self, token: &str, sql: &str) -> (u16, Value) {
+        self.sql_body(token, json!({"sql": sql})).await
+    }
+
+    /// Runs SQL that must succeed; returns the first result.
+    pub(crate) async fn ok(&self, token: &str, sql: &str) -> Value {
+        let (status, body) = self.sql(token, sql).await;
+        assert_eq!(status, 200, "{sql} failed: {body}");
+        assert_eq!(body["status"], "success", "{sql}: {body}");
+        body["results"][0].clone()
+    }
+
+    /// Runs SQL that must fail; returns (status, error code, message).
+    pub(crate) async fn err(&self, token: &str, sql: &str) -> (u16, String, String) {
+        let (status, body) = self.sql(token, sql).await;
+        assert_eq!(body["status"], "error", "{sql} should fail: {body}");
+        (
+            status,
+            body["error"]["code"].as_str().unwrap().to_string(),
+            body["error"]["message"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// Rows of a result as JSON arrays.
+pub(crate) fn rows(result: &Value) -> Vec<Vec<Value>> {
+    result["rows"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|row| row.as_array().unwrap().clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
