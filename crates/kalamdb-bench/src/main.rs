@@ -1,1 +1,366 @@
-fn main() {}
+//! `kalamdb-bench`: a load generator that speaks only KalamDB's public protocol (login and
+//! `POST /v1/api/sql`), so the same workload can be pointed at any server that speaks it.
+//!
+//! Workloads (`--workload`):
+//! - `insert-single`: one row per request, `--concurrency` clients;
+//! - `insert-batch`: `--batch` rows per multi-VALUES request;
+//! - `point-select`: primary-key lookups on a table preloaded with `--rows` rows;
+//! - `all`: the three above in turn.
+//!
+//! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
+//! a progress line shows the running rate. Results print as a table and, with `--json`, are
+//! written with the command, commit and machine so `docs/benchmarks.md` can quote them.
+
+mod report;
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use kalamdb_commons::wire::{LoginResponse, SqlRequest, SqlResponse};
+use report::{Machine, Report, WorkloadResult};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Command-line options.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about = "Load generator for KalamDB's HTTP protocol")]
+struct Args {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// User to log in as (needs rights to create a namespace and a SHARED table).
+    #[arg(long, default_value = "root")]
+    user: String,
+    /// Password (or KALAMDB_BENCH_PASSWORD).
+    #[arg(long, env = "KALAMDB_BENCH_PASSWORD", default_value = "")]
+    password: String,
+    /// insert-single | insert-batch | point-select | all
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Warm-up seconds per workload (not measured).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Rows per request for insert-batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Rows preloaded for point-select.
+    #[arg(long, default_value_t = 100_000)]
+    rows: usize,
+    /// Namespace the bench creates its tables in.
+    #[arg(long, default_value = "bench")]
+    namespace: String,
+    /// Server process id, to report its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+/// A logged-in HTTP client.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    async fn login(args: &Args) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = http
+            .post(format!("{}/v1/api/auth/login", args.url))
+            .json(&serde_json::json!({"user": args.user, "password": args.password}))
+            .send()
+            .await
+            .map_err(|e| format!("login: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "login failed: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        let login: LoginResponse = resp.json().await.map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            url: args.url.clone(),
+            token: login.access_token,
+        })
+    }
+
+    async fn sql(
+        &self,
+        sql: String,
+        params: Option<Vec<serde_json::Value>>,
+    ) -> Result<SqlResponse, String> {
+        let body = SqlRequest {
+            sql,
+            params,
+            namespace_id: None,
+        };
+        let resp = self
+            .http
+            .post(format!("{}/v1/api/sql", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: SqlResponse = resp.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {:?}", body.error));
+        }
+        Ok(body)
+    }
+}
+
+fn row_values(id: u64) -> String {
+    // About 100 bytes per row.
+    format!(
+        "({id}, 'user-{id:08}', {}.5, 'payload for row {id:012} of the kalamdb bench ..........')",
+        id % 1000
+    )
+}
+
+async fn create_table(client: &Client, ns: &str, table: &str) -> Result<(), String> {
+    client
+        .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
+        .await?;
+    client
+        .sql(format!("DROP TABLE IF EXISTS {ns}.{table}"), None)
+        .await?;
+    client
+        .sql(
+            format!(
+                "CREATE SHARED TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT)"
+            ),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs `op(worker, iteration)` on `concurrency` workers: warm-up, then the measured window.
+/// `op` returns how many rows the request carried.
+async fn drive<F, Fut>(args: &Args, name: &str, op: F) -> WorkloadResult
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64, String>> + Send,
+{
+    let op = Arc::new(op);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU64::new(0));
+    let rows = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (op, measuring, stop, requests, rows, errors) = (
+            op.clone(),
+            measuring.clone(),
+            stop.clone(),
+            requests.clone(),
+            rows.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let result = op(w, i).await;
+                let micros = start.elapsed().as_micros() as u64;
+                i += 1;
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match result {
+                    Ok(n) => {
+                        hist.saturating_record(micros.max(1));
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        rows.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("\nfirst error: {e}");
+                        }
+                    }
+                }
+            }
+            hist
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let total = Duration::from_secs(args.duration);
+    while start.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let secs = start.elapsed().as_secs_f64();
+        eprint!(
+            "\r{name}: {:>5.1}s  {:>10.0} req/s  {:>10.0} rows/s  errors {}   ",
+            secs,
+            requests.load(Ordering::Relaxed) as f64 / secs,
+            rows.load(Ordering::Relaxed) as f64 / secs,
+            errors.load(Ordering::Relaxed)
+        );
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    eprintln!();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for t in tasks {
+        if let Ok(h) = t.await {
+            hist.add(h).expect("same bounds");
+        }
+    }
+    WorkloadResult::new(
+        name,
+        args.concurrency,
+        elapsed,
+        &hist,
+        rows.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+async fn insert_single(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+    create_table(client, &args.namespace, "insert_single").await?;
+    let (c, ns) = (client.clone(), args.namespace.clone());
+    Ok(drive(args, "insert-single", move |w, i| {
+        let (c, ns) = (c.clone(), ns.clone());
+        async move {
+            let id = (w as u64) << 40 | i;
+            c.sql(
+                format!("INSERT INTO {ns}.insert_single VALUES {}", row_values(id)),
+                None,
+            )
+            .await
+            .map(|_| 1)
+        }
+    })
+    .await)
+}
+
+async fn insert_batch(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+    create_table(client, &args.namespace, "insert_batch").await?;
+    let (c, ns, batch) = (client.clone(), args.namespace.clone(), args.batch as u64);
+    Ok(drive(args, "insert-batch", move |w, i| {
+        let (c, ns) = (c.clone(), ns.clone());
+        async move {
+            let base = ((w as u64) << 40) + i * batch;
+            let values: Vec<String> = (base..base + batch).map(row_values).collect();
+            c.sql(
+                format!("INSERT INTO {ns}.insert_batch VALUES {}", values.join(", ")),
+                None,
+            )
+            .await
+            .map(|_| batch)
+        }
+    })
+    .await)
+}
+
+async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+    let ns = args.namespace.clone();
+    create_table(client, &ns, "point_select").await?;
+    let load = Instant::now();
+    let mut id = 0u64;
+    while id < args.rows as u64 {
+        let end = (id + 1000).min(args.rows as u64);
+        let values: Vec<String> = (id..end).map(row_values).collect();
+        client
+            .sql(
+                format!("INSERT INTO {ns}.point_select VALUES {}", values.join(", ")),
+                None,
+            )
+            .await?;
+        id = end;
+    }
+    eprintln!(
+        "point-select: loaded {} rows in {:.1}s",
+        args.rows,
+        load.elapsed().as_secs_f64()
+    );
+    let (c, n) = (client.clone(), args.rows as u64);
+    Ok(drive(args, "point-select", move |w, i| {
+        let (c, ns) = (c.clone(), ns.clone());
+        async move {
+            // A cheap, well-spread pseudo-random key per request.
+            let key = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (w as u64)) % n;
+            let r = c
+                .sql(
+                    format!("SELECT * FROM {ns}.point_select WHERE id = $1"),
+                    Some(vec![serde_json::json!(key)]),
+                )
+                .await?;
+            match r.results.first().map(|r| r.row_count) {
+                Some(1) => Ok(1),
+                other => Err(format!("key {key}: expected one row, got {other:?}")),
+            }
+        }
+    })
+    .await)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let client = match Client::login(&args).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kalamdb-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rss_idle = args.server_pid.and_then(report::rss_mib);
+    let workloads: Vec<&str> = match args.workload.as_str() {
+        "all" => vec!["insert-single", "insert-batch", "point-select"],
+        w => vec![w],
+    };
+    let mut results = Vec::new();
+    for w in workloads {
+        let r = match w {
+            "insert-single" => insert_single(&args, &client).await,
+            "insert-batch" => insert_batch(&args, &client).await,
+            "point-select" => point_select(&args, &client).await,
+            other => Err(format!("unknown workload {other}")),
+        };
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("kalamdb-bench: {w}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        commit: report::git_commit(),
+        machine: Machine::current(),
+        server_rss_idle_mib: rss_idle,
+        server_rss_end_mib: args.server_pid.and_then(report::rss_mib),
+        results,
+    };
+    report.print();
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).expect("report serializes"),
+        )
+    {
+        eprintln!("kalamdb-bench: cannot write {path}: {e}");
+    }
+}
