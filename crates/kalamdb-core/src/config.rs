@@ -386,6 +386,35 @@ mod tests {
     }
 
     #[test]
+    fn example_file_lists_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../server.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: toml::Table = toml::from_str(&text).unwrap();
+        let mut listed: Vec<(String, String)> = example
+            .iter()
+            .flat_map(|(s, t)| {
+                t.as_table()
+                    .unwrap()
+                    .keys()
+                    .map(move |k| (s.clone(), k.clone()))
+            })
+            .collect();
+        let mut declared = Config::keys();
+        listed.sort();
+        declared.sort();
+        assert_eq!(
+            listed, declared,
+            "server.example.toml must list exactly the declared keys"
+        );
+        let parsed = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            toml::Table::try_from(&parsed).unwrap(),
+            toml::Table::try_from(Config::default()).unwrap(),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::from_toml("[server]\nhots = \"x\"\n").is_err());
         let c = Config::from_toml("[authentication]\nbcrypt_cost = 4\n").unwrap();

@@ -71,6 +71,21 @@ impl AppTableProvider {
         }
     }
 
+    /// Reads the visible row of one primary-key value in `scope`.
+    pub fn read_key(&self, scope: &Scope, key: &Value) -> crate::error::Result<Option<StoredRow>> {
+        let Some(k) = key.pk_key() else {
+            return Ok(None);
+        };
+        let Some(bytes) = self
+            .backend
+            .get(&self.table.partitions.rows, &row_key(&scope.prefix(), &k))?
+        else {
+            return Ok(None);
+        };
+        let row = StoredRow::decode(&bytes)?;
+        Ok((!row.deleted).then_some(row))
+    }
+
     /// Reads the visible rows of `scope`.
     fn read_rows(
         &self,
@@ -85,15 +100,10 @@ impl AppTableProvider {
         if let Some(values) = keys {
             let mut seen = std::collections::HashSet::new();
             for v in values {
-                let Some(k) = v.pk_key() else { continue };
-                if !seen.insert(k.clone()) {
-                    continue;
-                }
-                if let Some(bytes) = self.backend.get(partition, &row_key(&prefix, &k))? {
-                    let row = StoredRow::decode(&bytes)?;
-                    if !row.deleted {
-                        rows.push(row);
-                    }
+                if v.pk_key().is_some_and(|k| seen.insert(k))
+                    && let Some(row) = self.read_key(scope, &v)?
+                {
+                    rows.push(row);
                 }
             }
             return Ok(rows);
@@ -114,7 +124,7 @@ impl AppTableProvider {
     }
 
     /// Builds projected batches from rows.
-    fn build_batches(
+    pub fn build_batches(
         &self,
         rows: &[StoredRow],
         projection: Option<&Vec<usize>>,

@@ -111,6 +111,12 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Scal
             "UUID_V7" => return Ok(ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string()))),
             "ULID" => return Ok(ScalarValue::Utf8(Some(ulid::Ulid::new().to_string()))),
             "CURRENT_USER" => return Ok(ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))),
+            "NOW" | "CURRENT_TIMESTAMP" => {
+                return Ok(ScalarValue::TimestampMicrosecond(
+                    Some(chrono::Utc::now().timestamp_micros()),
+                    None,
+                ));
+            }
             _ => {}
         }
     }

@@ -287,6 +287,9 @@ impl SqlExecutor {
                 params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
                 match *stmt {
                     Statement::Query(_) => {
+                        if let Some(out) = super::point_lookup::try_point_lookup(app, ctx, &stmt)? {
+                            return Ok(out);
+                        }
                         let (schema, batches) = query(app, ctx, *stmt).await?;
                         Ok(Output::Rows { schema, batches })
                     }

@@ -8,4 +8,5 @@ pub mod encode;
 pub mod executor;
 pub mod params;
 pub mod parse;
+mod point_lookup;
 pub mod split;

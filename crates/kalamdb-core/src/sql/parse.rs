@@ -276,8 +276,60 @@ fn table_type_word(w: &str) -> Option<TableType> {
     }
 }
 
+/// The first `n` bare words of a statement, upper-cased, skipping whitespace and comments.
+/// Classifying by these avoids tokenizing a large statement (a 1,000-row INSERT) twice.
+fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut words = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < b.len() && words.len() < n {
+        match b[i] {
+            c if c.is_ascii_whitespace() => i += 1,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                words.push(sql[start..i].to_ascii_uppercase());
+            }
+            _ => break,
+        }
+    }
+    words
+}
+
+/// Whether the leading words name one of KalamDB's own statements.
+fn is_own_statement(w: &[String]) -> bool {
+    let at = |i: usize| w.get(i).map(String::as_str).unwrap_or("");
+    matches!(
+        (at(0), at(1)),
+        (
+            "CREATE" | "DROP",
+            "NAMESPACE" | "TABLE" | "USER" | "SHARED" | "STREAM"
+        ) | ("USE", _)
+            | ("SET", "NAMESPACE")
+            | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
+            | ("DESCRIBE" | "DESC", "TABLE")
+    )
+}
+
 /// Parses one statement.
 pub fn parse_statement(sql: &str) -> Result<Command> {
+    if !is_own_statement(&leading_words(sql, 2)) {
+        return parse_standard(sql);
+    }
     let mut c = Cursor::new(sql)?;
     let w0 = c.word_at(0).unwrap_or_default();
     let w1 = c.word_at(1).unwrap_or_default();
@@ -378,26 +430,34 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                 if_exists,
             }
         }
-        _ => {
-            let sql = normalize_current_user(sql)?;
-            let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
-                .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-            if stmts.len() != 1 {
-                return Err(KalamError::InvalidSql(
-                    "expected exactly one statement".into(),
-                ));
-            }
-            return Ok(Command::Sql(Box::new(stmts.remove(0))));
-        }
+        _ => return parse_standard(sql),
     };
     c.done()?;
     Ok(cmd)
 }
 
+/// Parses a standard statement with sqlparser.
+fn parse_standard(sql: &str) -> Result<Command> {
+    let sql = normalize_current_user(sql)?;
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
+        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    if stmts.len() != 1 {
+        return Err(KalamError::InvalidSql(
+            "expected exactly one statement".into(),
+        ));
+    }
+    Ok(Command::Sql(Box::new(stmts.remove(0))))
+}
+
 /// Rewrites `CURRENT_USER()` (KalamDB's spelling) to `CURRENT_USER` (the SQL keyword form
 /// sqlparser accepts), outside quotes and comments.
 fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
-    if !sql.to_ascii_uppercase().contains("CURRENT_USER") {
+    let needle = b"CURRENT_USER";
+    if !sql
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+    {
         return Ok(std::borrow::Cow::Borrowed(sql));
     }
     let toks = Tokenizer::new(&GenericDialect {}, sql)
@@ -489,5 +549,13 @@ mod tests {
         ));
         assert!(parse_statement("CREATE NAMESPACE").is_err());
         assert!(parse_statement("SHOW NAMESPACES extra").is_err());
+        assert_eq!(
+            leading_words("  -- c\n/* x */ select\tFROM", 3),
+            vec!["SELECT", "FROM"]
+        );
+        assert!(matches!(
+            parse_statement("/* hi */ SHOW NAMESPACES").unwrap(),
+            Command::ShowNamespaces
+        ));
     }
 }

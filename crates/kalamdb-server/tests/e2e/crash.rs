@@ -119,3 +119,39 @@ async fn acknowledged_inserts_survive_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let r = http
+        .post(format!("{base}/v1/api/sql"))
+        .bearer_auth(&t)
+        .json(&json!({"sql": "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1), (2)"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    let (mut child, base) = spawn(dir.path());
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let v: serde_json::Value = http
+        .post(format!("{base}/v1/api/sql"))
+        .bearer_auth(&t)
+        .json(&json!({"sql": "SELECT count(*) FROM app.t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["results"][0]["rows"][0][0], "2");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

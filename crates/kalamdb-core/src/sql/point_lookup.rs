@@ -1,0 +1,127 @@
+//! Primary-key point lookups answered without DataFusion planning.
+//!
+//! `SELECT * | col, … FROM ns.t WHERE pk = <literal>` is the most common read of an
+//! application, and planning it through DataFusion costs several times more than reading the
+//! row. This module recognises exactly that shape (plain column projections, one table, no
+//! joins, grouping, ordering, limits or aliases) and reads the row directly through the same
+//! provider code a DataFusion scan uses, so results, schemas and permission checks are
+//! identical. Anything else returns `None` and takes the normal path.
+
+use super::dml::literal_scalar;
+use super::executor::{ExecCtx, Output};
+use super::parse::{TableRef, fold};
+use crate::access;
+use crate::app_context::AppContext;
+use crate::error::Result;
+use crate::providers::table::AppTableProvider;
+use crate::rows::Scope;
+use crate::value::coerce;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, SelectItem, SetExpr, Statement, TableFactor,
+};
+use kalamdb_commons::TableType;
+use std::sync::Arc;
+
+/// Answers `stmt` if it is a primary-key point lookup; `None` means "use DataFusion".
+pub(crate) fn try_point_lookup(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    stmt: &Statement,
+) -> Result<Option<Output>> {
+    let Statement::Query(q) = stmt else {
+        return Ok(None);
+    };
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Ok(None);
+    }
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    if sel.distinct.is_some()
+        || sel.from.len() != 1
+        || !sel.from[0].joins.is_empty()
+        || sel.having.is_some()
+        || !sel.named_window.is_empty()
+        || sel.qualify.is_some()
+        || !matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+    {
+        return Ok(None);
+    }
+    let TableFactor::Table {
+        name,
+        alias: None,
+        args: None,
+        ..
+    } = &sel.from[0].relation
+    else {
+        return Ok(None);
+    };
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &sel.selection
+    else {
+        return Ok(None);
+    };
+    let tref = TableRef::from_object_name(name)?;
+    let id = super::ddl::resolve(ctx, &tref);
+    if id.namespace.as_str() == "system" {
+        return Ok(None);
+    }
+    let Some(table) = app.schema_registry().get(&id)? else {
+        return Ok(None);
+    };
+    let Some(pk_idx) = table.pk_index else {
+        return Ok(None);
+    };
+    let pk = &table.def.columns[pk_idx];
+    let is_pk = |e: &Expr| matches!(e, Expr::Identifier(i) if fold(&i.value, i.quote_style.is_some()) == pk.name);
+    let literal = match (is_pk(left), is_pk(right)) {
+        (true, false) => literal_scalar(right),
+        (false, true) => literal_scalar(left),
+        _ => None,
+    };
+    let Some(Ok(key)) = literal.map(|s| coerce(s, &pk.data_type, &pk.name)) else {
+        return Ok(None);
+    };
+
+    let schema = &table.schema;
+    let mut projection = Vec::with_capacity(sel.projection.len());
+    for item in &sel.projection {
+        match item {
+            SelectItem::Wildcard(opts)
+                if opts.opt_exclude.is_none()
+                    && opts.opt_except.is_none()
+                    && opts.opt_rename.is_none()
+                    && opts.opt_replace.is_none()
+                    && opts.opt_ilike.is_none() =>
+            {
+                projection.extend(0..schema.fields().len())
+            }
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
+                let name = fold(&i.value, i.quote_style.is_some());
+                match schema.index_of(&name) {
+                    Ok(idx) => projection.push(idx),
+                    Err(_) => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let scope = match table.def.table_type {
+        TableType::Shared => {
+            access::check_shared_read(&ctx.identity, &table.def)?;
+            Scope::Shared
+        }
+        TableType::User | TableType::Stream => Scope::User(ctx.identity.user_id.clone()),
+        TableType::System => return Ok(None),
+    };
+    let provider = AppTableProvider::new(Arc::clone(&table), Arc::clone(app.backend()));
+    let rows = provider
+        .read_key(&scope, &key)?
+        .into_iter()
+        .collect::<Vec<_>>();
+    let (schema, batches) = provider.build_batches(&rows, Some(&projection))?;
+    Ok(Some(Output::Rows { schema, batches }))
+}
