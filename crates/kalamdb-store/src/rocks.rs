@@ -10,6 +10,7 @@ use rocksdb::{
     MultiThreaded, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions,
 };
 use std::path::Path;
+use std::sync::Arc;
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
@@ -107,6 +108,18 @@ impl StorageRead for RocksBackend {
         Ok(self.db.get_cf(&cf, key)?)
     }
 
+    fn multi_get(&self, partition: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let cf = self
+            .db
+            .cf_handle(partition)
+            .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+        self.db
+            .batched_multi_get_cf(&cf, keys, false)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     fn scan<'a>(
         &'a self,
         partition: &str,
@@ -150,26 +163,28 @@ impl StorageBackend for RocksBackend {
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
+        // Batches usually touch one or two partitions: resolve each handle once.
+        let mut handles: Vec<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
         for op in batch.ops() {
+            let partition = match op {
+                BatchOp::Put { partition, .. } | BatchOp::Delete { partition, .. } => {
+                    partition.as_str()
+                }
+            };
+            let cf = match handles.iter().find(|(name, _)| *name == partition) {
+                Some((_, cf)) => Arc::clone(cf),
+                None => {
+                    let cf = self
+                        .db
+                        .cf_handle(partition)
+                        .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+                    handles.push((partition, Arc::clone(&cf)));
+                    cf
+                }
+            };
             match op {
-                BatchOp::Put {
-                    partition,
-                    key,
-                    value,
-                } => {
-                    let cf = self
-                        .db
-                        .cf_handle(partition)
-                        .ok_or_else(|| StoreError::PartitionNotFound(partition.clone()))?;
-                    wb.put_cf(&cf, key, value);
-                }
-                BatchOp::Delete { partition, key } => {
-                    let cf = self
-                        .db
-                        .cf_handle(partition)
-                        .ok_or_else(|| StoreError::PartitionNotFound(partition.clone()))?;
-                    wb.delete_cf(&cf, key);
-                }
+                BatchOp::Put { key, value, .. } => wb.put_cf(&cf, key, value),
+                BatchOp::Delete { key, .. } => wb.delete_cf(&cf, key),
             }
         }
         self.db.write_opt(wb, &self.write_options())?;

@@ -34,6 +34,10 @@ fn partitions_batches_and_prefix_scans() {
     assert_eq!(rows, vec![(b"u1:2".to_vec(), b"y".to_vec())]);
     assert_eq!(collect(db.scan("a", b"", None).unwrap()).len(), 3);
     assert_eq!(db.get("b", b"k").unwrap(), Some(b"v".to_vec()));
+    let got = db
+        .multi_get("a", &[b"u1:2".to_vec(), b"nope".to_vec(), b"u2:1".to_vec()])
+        .unwrap();
+    assert_eq!(got, vec![Some(b"y".to_vec()), None, Some(b"z".to_vec())]);
 
     let mut list = db.list_partitions();
     list.sort();

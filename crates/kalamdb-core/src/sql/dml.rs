@@ -321,10 +321,13 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
     let _guard = lock.lock().await;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
-    for (pk, cells) in rows.iter() {
-        if let Some(bytes) = app
-            .backend()
-            .get(&table.partitions.rows, &row_key(&prefix, pk))?
+    let keys: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| row_key(&prefix, pk)).collect();
+    let existing = app
+        .backend()
+        .multi_get(&table.partitions.rows, &keys)
+        .map_err(|e| table_gone(e, &table))?;
+    for ((_, cells), found) in rows.iter().zip(existing) {
+        if let Some(bytes) = found
             && !StoredRow::decode(&bytes)?.deleted
         {
             return Err(pk_violation(&table, cells));
