@@ -222,20 +222,66 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
             "INSERT … ON CONFLICT / RETURNING / SET are not supported".into(),
         ));
     }
-    let (table, scope) = target(app, ctx, &TableRef::from_object_name(name)?)?;
+    let tref = TableRef::from_object_name(name)?;
+    // Resolve the table first so a missing table is reported before any value is evaluated.
+    target(app, ctx, &tref)?;
+    let columns = ins
+        .columns
+        .iter()
+        .map(|c| {
+            let ident =
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .ok_or_else(|| KalamError::InvalidSql(format!("invalid column name {c}")))?;
+            Ok(fold(&ident.value, ident.quote_style.is_some()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // Source rows as scalars, in column-list order.
+    let source = ins
+        .source
+        .as_ref()
+        .ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
+    let mut input: Vec<Vec<ScalarValue>> = Vec::new();
+    match source.body.as_ref() {
+        SetExpr::Values(values) if source.order_by.is_none() && source.limit_clause.is_none() => {
+            for row in &values.rows {
+                let mut out = Vec::with_capacity(row.content.len());
+                for e in &row.content {
+                    out.push(eval_value(app, ctx, e).await?);
+                }
+                input.push(out);
+            }
+        }
+        _ => {
+            let (_, batches) = run_query(app, ctx, &source.to_string()).await?;
+            for b in &batches {
+                input.extend(batch_rows(b)?);
+            }
+        }
+    }
+    insert_rows(app, ctx, &tref, &columns, input).await
+}
+
+/// Inserts rows of scalars into `tref`: `columns` names the target columns (empty = all, in
+/// table order); missing columns take their default, else NULL.
+pub(crate) async fn insert_rows(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    tref: &TableRef,
+    columns: &[String],
+    input: Vec<Vec<ScalarValue>>,
+) -> Result<usize> {
+    let (table, scope) = target(app, ctx, tref)?;
     let ncols = table.def.columns.len();
-    let targets: Vec<usize> = if ins.columns.is_empty() {
+    let targets: Vec<usize> = if columns.is_empty() {
         (0..ncols).collect()
     } else {
         let mut seen = HashSet::new();
-        ins.columns
+        columns
             .iter()
             .map(|c| {
-                let ident =
-                    c.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
-                        KalamError::InvalidSql(format!("invalid column name {c}"))
-                    })?;
-                let idx = column_index(&table, &fold(&ident.value, ident.quote_style.is_some()))?;
+                let idx = column_index(&table, c)?;
                 if !seen.insert(idx) {
                     return Err(KalamError::InvalidSql(format!(
                         "Column '{c}' is listed twice"
@@ -245,44 +291,12 @@ pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usi
             })
             .collect::<Result<_>>()?
     };
-
-    // Source rows as scalars, in `targets` order.
-    let source = ins
-        .source
-        .as_ref()
-        .ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
-    let mut input: Vec<Vec<ScalarValue>> = Vec::new();
-    match source.body.as_ref() {
-        SetExpr::Values(values) if source.order_by.is_none() && source.limit_clause.is_none() => {
-            for row in &values.rows {
-                let row = &row.content;
-                if row.len() != targets.len() {
-                    return Err(KalamError::InvalidSql(format!(
-                        "INSERT has {} target column(s) but a VALUES row has {} value(s)",
-                        targets.len(),
-                        row.len()
-                    )));
-                }
-                let mut out = Vec::with_capacity(row.len());
-                for e in row {
-                    out.push(eval_value(app, ctx, e).await?);
-                }
-                input.push(out);
-            }
-        }
-        _ => {
-            let (_, batches) = run_query(app, ctx, &source.to_string()).await?;
-            for b in &batches {
-                if b.num_columns() != targets.len() {
-                    return Err(KalamError::InvalidSql(format!(
-                        "INSERT has {} target column(s) but the query returns {}",
-                        targets.len(),
-                        b.num_columns()
-                    )));
-                }
-                input.extend(batch_rows(b)?);
-            }
-        }
+    if let Some(bad) = input.iter().find(|r| r.len() != targets.len()) {
+        return Err(KalamError::InvalidSql(format!(
+            "INSERT has {} target column(s) but a row has {} value(s)",
+            targets.len(),
+            bad.len()
+        )));
     }
 
     // Build full rows: given values, else defaults, else NULL.

@@ -251,6 +251,13 @@ impl SqlExecutor {
 
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {
         let app = &*self.app;
+        if let Some(ins) = super::insert_values::parse(text, &ctx.params) {
+            let count = dml::insert_rows(app, ctx, &ins.table, &ins.columns, ins.rows).await?;
+            return Ok(Output::Dml {
+                kind: DmlKind::Insert,
+                count,
+            });
+        }
         match parse_statement(text)? {
             Command::CreateNamespace {
                 name,

@@ -6,6 +6,7 @@ pub mod ddl;
 pub mod dml;
 pub mod encode;
 pub mod executor;
+mod insert_values;
 pub mod params;
 pub mod parse;
 mod point_lookup;
