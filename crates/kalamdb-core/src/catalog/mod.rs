@@ -161,6 +161,22 @@ impl Catalog {
         self.scan_all(P_NAMESPACES, b"")
     }
 
+    /// All namespaces with the number of tables in each.
+    pub fn namespaces_with_table_counts(&self) -> Result<Vec<(NamespaceRecord, usize)>> {
+        let tables = self.tables(None)?;
+        Ok(self
+            .namespaces()?
+            .into_iter()
+            .map(|n| {
+                let count = tables
+                    .iter()
+                    .filter(|t| t.namespace.as_str() == n.namespace_id)
+                    .count();
+                (n, count)
+            })
+            .collect())
+    }
+
     /// One namespace.
     pub fn namespace(&self, id: &NamespaceId) -> Result<Option<NamespaceRecord>> {
         self.get(P_NAMESPACES, id.as_str().as_bytes())

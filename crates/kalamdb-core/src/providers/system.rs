@@ -143,26 +143,19 @@ impl SystemTable {
             |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
         let opt_ts = |t: Option<i64>| t.map(Value::Timestamp).unwrap_or(Value::Null);
         Ok(match self {
-            Self::Namespaces => {
-                let tables = catalog.tables(None)?;
-                catalog
-                    .namespaces()?
-                    .into_iter()
-                    .map(|n| {
-                        let count = tables
-                            .iter()
-                            .filter(|t| t.namespace.as_str() == n.namespace_id)
-                            .count();
-                        vec![
-                            text(&n.namespace_id),
-                            text(&n.namespace_id),
-                            Value::Timestamp(n.created_at),
-                            opt_text(n.options.as_deref()),
-                            Value::I32(count as i32),
-                        ]
-                    })
-                    .collect()
-            }
+            Self::Namespaces => catalog
+                .namespaces_with_table_counts()?
+                .into_iter()
+                .map(|(n, count)| {
+                    vec![
+                        text(&n.namespace_id),
+                        text(&n.namespace_id),
+                        Value::Timestamp(n.created_at),
+                        opt_text(n.options.as_deref()),
+                        Value::I32(count as i32),
+                    ]
+                })
+                .collect(),
             Self::Tables => catalog
                 .tables(None)?
                 .into_iter()

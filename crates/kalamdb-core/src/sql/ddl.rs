@@ -129,16 +129,11 @@ pub fn use_namespace(app: &AppContext, name: &str) -> Result<Output> {
 
 /// `SHOW NAMESPACES`.
 pub fn show_namespaces(app: &AppContext) -> Result<Output> {
-    let tables = app.catalog().tables(None)?;
     let rows = app
         .catalog()
-        .namespaces()?
+        .namespaces_with_table_counts()?
         .into_iter()
-        .map(|n| {
-            let count = tables
-                .iter()
-                .filter(|t| t.namespace.as_str() == n.namespace_id)
-                .count();
+        .map(|(n, count)| {
             vec![
                 Value::Text(n.namespace_id),
                 Value::I32(count as i32),

@@ -486,13 +486,8 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
         select.push_str(&format!(" WHERE {w}"));
     }
 
-    let lock = app.table_lock(&table.def.table_id());
-    let _guard = lock.lock().await;
-    let prefix = scope.prefix();
-    let mut batch = WriteBatch::new();
-    let mut count = 0;
-    for (key, old, values) in matching_rows(app, ctx, &table, &prefix, &select).await? {
-        let mut cells: Vec<(u32, Value)> = table
+    rewrite_matching(app, ctx, &table, &scope, &select, |old, values| {
+        let mut cells: Cells = table
             .def
             .columns
             .iter()
@@ -504,21 +499,9 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
         }
         check_not_null(&table, &cells)?;
         let unchanged = cells.iter().all(|(id, v)| old.cell(*id) == v);
-        if unchanged {
-            continue;
-        }
-        let row = StoredRow {
-            seq: app.seq().next_id(),
-            deleted: false,
-            cells,
-        };
-        put_version(&mut batch, &table, &prefix, &key, &row);
-        count += 1;
-    }
-    app.backend()
-        .write(batch)
-        .map_err(|e| table_gone(e, &table))?;
-    Ok(count)
+        Ok((!unchanged).then_some((false, cells)))
+    })
+    .await
 }
 
 /// `DELETE FROM t [WHERE …]`: writes tombstones.
@@ -547,22 +530,41 @@ pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usi
     if let Some(w) = &del.selection {
         select.push_str(&format!(" WHERE {w}"));
     }
+    rewrite_matching(app, ctx, &table, &scope, &select, |old, _| {
+        Ok(Some((true, old.cells)))
+    })
+    .await
+}
+
+/// Under the table's write lock, runs `select` (primary key first) and writes the new version
+/// `next` derives from each matching row: `(deleted, cells)`, or `None` to leave it alone.
+/// Returns how many versions were written, all in one atomic batch.
+async fn rewrite_matching(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    table: &CachedTable,
+    scope: &Scope,
+    select: &str,
+    mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
+) -> Result<usize> {
     let lock = app.table_lock(&table.def.table_id());
     let _guard = lock.lock().await;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let mut count = 0;
-    for (key, old, _) in matching_rows(app, ctx, &table, &prefix, &select).await? {
-        let row = StoredRow {
-            seq: app.seq().next_id(),
-            deleted: true,
-            cells: old.cells,
-        };
-        put_version(&mut batch, &table, &prefix, &key, &row);
-        count += 1;
+    for (key, old, values) in matching_rows(app, ctx, table, &prefix, select).await? {
+        if let Some((deleted, cells)) = next(old, values)? {
+            let row = StoredRow {
+                seq: app.seq().next_id(),
+                deleted,
+                cells,
+            };
+            put_version(&mut batch, table, &prefix, &key, &row);
+            count += 1;
+        }
     }
     app.backend()
         .write(batch)
-        .map_err(|e| table_gone(e, &table))?;
+        .map_err(|e| table_gone(e, table))?;
     Ok(count)
 }

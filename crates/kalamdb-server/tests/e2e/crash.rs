@@ -1,8 +1,7 @@
 //! `kill -9` during a stream of inserts: every insert that got a success reply is there after
 //! restart. Runs the real `kalamdb-server` binary.
 
-use crate::support::{ROOT_PASSWORD, login_token};
-use serde_json::json;
+use crate::support::{ROOT_PASSWORD, login_token, post_sql};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,16 +40,7 @@ async fn acknowledged_inserts_survive_kill_9() {
     let (http2, base2, t2) = (http.clone(), base.clone(), t.clone());
     let sql = move |sql: String| {
         let (http, base, t) = (http2.clone(), base2.clone(), t2.clone());
-        async move {
-            http.post(format!("{base}/v1/api/sql"))
-                .bearer_auth(&t)
-                .json(&json!({"sql": sql}))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .is_some()
-        }
+        async move { post_sql(&http, &base, &t, &sql).await.0 == 200 }
     };
     assert!(
         sql("CREATE NAMESPACE app; CREATE TABLE app.t (id BIGINT PRIMARY KEY, v TEXT)".into())
@@ -93,16 +83,7 @@ async fn acknowledged_inserts_survive_kill_9() {
 
     let (mut child, base) = spawn(dir.path());
     let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
-    let v: serde_json::Value = http
-        .post(format!("{base}/v1/api/sql"))
-        .bearer_auth(&t)
-        .json(&json!({"sql": "SELECT id FROM app.t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = post_sql(&http, &base, &t, "SELECT id FROM app.t").await;
     let present: std::collections::HashSet<i64> = v["results"][0]["rows"]
         .as_array()
         .unwrap()
@@ -126,14 +107,8 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let (mut child, base) = spawn(dir.path());
     let http = reqwest::Client::new();
     let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
-    let r = http
-        .post(format!("{base}/v1/api/sql"))
-        .bearer_auth(&t)
-        .json(&json!({"sql": "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1), (2)"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let (status, _) = post_sql(&http, &base, &t, "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1), (2)").await;
+    assert_eq!(status, 200);
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -141,16 +116,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
 
     let (mut child, base) = spawn(dir.path());
     let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
-    let v: serde_json::Value = http
-        .post(format!("{base}/v1/api/sql"))
-        .bearer_auth(&t)
-        .json(&json!({"sql": "SELECT count(*) FROM app.t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = post_sql(&http, &base, &t, "SELECT count(*) FROM app.t").await;
     assert_eq!(v["results"][0]["rows"][0][0], "2");
     child.kill().unwrap();
     child.wait().unwrap();

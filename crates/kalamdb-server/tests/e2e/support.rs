@@ -38,6 +38,29 @@ pub(crate) async fn login_token(
     body["access_token"].as_str().unwrap().to_string()
 }
 
+/// Sends `sql` to `base` with `token`; returns status and JSON body (Null if not JSON, or on a
+/// connection error, status 0).
+pub(crate) async fn post_sql(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    sql: &str,
+) -> (u16, Value) {
+    match http
+        .post(format!("{base}/v1/api/sql"))
+        .bearer_auth(token)
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
 /// An in-process server with its own temp dir.
 pub(crate) struct TestServer {
     pub(crate) server: Option<RunningServer>,
