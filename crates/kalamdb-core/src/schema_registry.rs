@@ -33,7 +33,7 @@ impl CachedTable {
     /// Builds the cached form of a definition (the only place schemas are built).
     fn build(def: TableDefinition) -> Self {
         let schema = Arc::new(table_schema(&def));
-        let partitions = TablePartitions::of(&def.table_id());
+        let partitions = TablePartitions::of(&def);
         let pk_index = def.columns.iter().position(|c| c.primary_key);
         Self {
             def: Arc::new(def),

@@ -125,7 +125,7 @@ impl Catalog {
             .tables(None)?
             .iter()
             .flat_map(|d| {
-                let p = TablePartitions::of(&d.table_id());
+                let p = TablePartitions::of(d);
                 [p.rows, p.log]
             })
             .collect();
@@ -224,7 +224,7 @@ impl Catalog {
     /// Stores a new table (or a new version of one) and creates its partitions.
     pub fn put_table(&self, def: &TableDefinition) -> Result<()> {
         let id = def.table_id();
-        for p in TablePartitions::of(&id).all() {
+        for p in TablePartitions::of(def).all() {
             self.backend.create_partition(p)?;
         }
         let mut version_key = versions_prefix(&id);
@@ -237,6 +237,9 @@ impl Catalog {
 
     /// Removes a table's definitions, then its partitions.
     pub fn drop_table(&self, id: &TableId) -> Result<()> {
+        let Some(def) = self.table(id)? else {
+            return Ok(());
+        };
         let mut batch = WriteBatch::new();
         batch.delete(P_SCHEMAS, latest_key(id));
         for item in self.backend.scan(P_SCHEMAS, &versions_prefix(id), None)? {
@@ -244,7 +247,7 @@ impl Catalog {
             batch.delete(P_SCHEMAS, k.to_vec());
         }
         self.backend.write(batch)?;
-        for p in TablePartitions::of(id).all() {
+        for p in TablePartitions::of(&def).all() {
             self.backend.drop_partition(p)?;
         }
         Ok(())
