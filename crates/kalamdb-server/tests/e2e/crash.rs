@@ -121,3 +121,33 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn invalid_config_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    let run = |envs: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+            .arg("--config")
+            .arg(&config)
+            .env("KALAMDB_DATA_DIR", dir.path())
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[("KALAMDB_NODE_ID", "bad id!")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("server.node_id"), "{err}");
+    std::fs::write(&config, "[server]\nport = \"eighty\"\n").unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid configuration"), "{err}");
+    std::fs::write(&config, "[server]\nhost = \"0.0.0.0\"\n").unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("auth.jwt_secret"), "{err}");
+}
