@@ -79,6 +79,9 @@ fn map_auth_error(e: AuthError) -> Response {
             "unauthorized",
             "Invalid credentials",
         ),
+        AuthError::AccountLocked => {
+            auth_error(StatusCode::UNAUTHORIZED, "account_locked", e.to_string())
+        }
         AuthError::SetupRequired => auth_error(
             StatusCode::PRECONDITION_REQUIRED,
             "setup_required",

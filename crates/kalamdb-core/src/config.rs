@@ -133,6 +133,10 @@ pub struct AuthConfig {
     pub min_password_length: usize,
     /// Allow `/v1/api/auth/setup` and `/status` from non-loopback addresses.
     pub allow_remote_setup: bool,
+    /// Consecutive failed logins that lock an account.
+    pub max_failed_logins: u32,
+    /// How long a locked account stays locked, in seconds.
+    pub lockout_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -144,6 +148,8 @@ impl Default for AuthConfig {
             bcrypt_cost: 12,
             min_password_length: 8,
             allow_remote_setup: false,
+            max_failed_logins: 5,
+            lockout_seconds: 900,
         }
     }
 }
@@ -298,6 +304,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "auth.bcrypt_cost",
                 reason: format!("{} is outside 4..=31", self.auth.bcrypt_cost),
+            });
+        }
+        if self.auth.max_failed_logins == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.max_failed_logins",
+                reason: "must be > 0".into(),
             });
         }
         if self.auth.jwt_expiry_hours == 0 {

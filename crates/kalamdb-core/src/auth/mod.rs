@@ -25,6 +25,9 @@ pub struct Identity {
 /// Why authentication failed. The wire mapping lives in the API crate.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// Too many failed logins; refused until the lock expires.
+    #[error("Account is temporarily locked after too many failed logins")]
+    AccountLocked,
     /// Unknown user, wrong password, deleted user, bad token: one answer for all.
     #[error("Invalid credentials")]
     InvalidCredentials,
@@ -145,10 +148,22 @@ impl AuthService {
                 AuthError::InvalidCredentials
             });
         }
+        let now = now_micros();
+        if record.locked_until.is_some_and(|until| until > now) {
+            return Err(AuthError::AccountLocked);
+        }
         if !password::verify(pw.to_string(), record.password_hash.clone()).await {
+            record.failed_login_attempts += 1;
+            if record.failed_login_attempts >= self.config.max_failed_logins {
+                record.locked_until = Some(now + self.config.lockout_seconds as i64 * 1_000_000);
+                record.failed_login_attempts = 0;
+                tracing::warn!(user = %record.user_id, "account locked after failed logins");
+            }
+            self.catalog.put_user(&record)?;
             return Err(AuthError::InvalidCredentials);
         }
-        record.last_login_at = Some(now_micros());
+        record.last_login_at = Some(now);
+        record.locked_until = None;
         record.failed_login_attempts = 0;
         self.catalog.put_user(&record)?;
         self.grant(record)
@@ -245,6 +260,11 @@ impl AuthService {
         let record = UserRecord::new(id.as_str(), hash, role, email, "password", now);
         self.catalog.put_user(&record)?;
         Ok(record)
+    }
+
+    /// Hashes a password with the configured bcrypt cost.
+    pub async fn hash_password(&self, pw: &str) -> Result<String, AuthError> {
+        password::hash(pw.to_string(), self.config.bcrypt_cost).await
     }
 
     /// Minimum password length from the config.

@@ -1,7 +1,7 @@
 //! Handlers of KalamDB's own statements: namespaces, tables, users, SHOW and DESCRIBE.
 
 use super::executor::{ExecCtx, Output};
-use super::parse::{TableRef, fold};
+use super::parse::{TableRef, UserChange, fold};
 use crate::access;
 use crate::app_context::AppContext;
 use crate::auth::password;
@@ -700,4 +700,73 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
             name: id.to_string(),
         }),
     }
+}
+
+/// `ALTER USER`: a user may change their own password and email; role changes and changes to
+/// other users need dba/system. A role change makes tokens carrying the old role stop working.
+pub async fn alter_user(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    name: &str,
+    change: UserChange,
+) -> Result<Output> {
+    let id = UserId::new(name);
+    let is_self = id == ctx.identity.user_id;
+    if !is_self || matches!(change, UserChange::Role(_)) {
+        access::check_admin(&ctx.identity, "manage users")?;
+    }
+    let mut user = match app.catalog().user(&id)? {
+        Some(u) if u.deleted_at.is_none() => u,
+        _ => {
+            return Err(KalamError::NotFound {
+                kind: "User",
+                name: id.to_string(),
+            });
+        }
+    };
+    if user.role == Role::System && ctx.identity.role != Role::System {
+        return Err(KalamError::PermissionDenied(format!(
+            "Only a system user may alter '{id}'"
+        )));
+    }
+    let what = match change {
+        UserChange::Password(pw) => {
+            password::check_policy(&pw, app.auth().min_password_length())
+                .map_err(KalamError::InvalidInput)?;
+            user.password_hash = app
+                .auth()
+                .hash_password(&pw)
+                .await
+                .map_err(|e| KalamError::Internal(e.to_string()))?;
+            user.failed_login_attempts = 0;
+            user.locked_until = None;
+            "password"
+        }
+        UserChange::Role(r) => {
+            let role = Role::parse(&r).ok_or_else(|| {
+                KalamError::InvalidSql(format!(
+                    "Unknown role '{r}': use user, service, dba or system"
+                ))
+            })?;
+            if name == "root" {
+                return Err(KalamError::PermissionDenied(
+                    "The role of 'root' cannot be changed".into(),
+                ));
+            }
+            if role == Role::System && ctx.identity.role != Role::System {
+                return Err(KalamError::PermissionDenied(
+                    "Only a system user may grant the system role".into(),
+                ));
+            }
+            user.role = role;
+            "role"
+        }
+        UserChange::Email(e) => {
+            user.email = Some(e);
+            "email"
+        }
+    };
+    user.updated_at = now();
+    app.catalog().put_user(&user)?;
+    Ok(Output::Message(format!("User '{id}' {what} updated")))
 }

@@ -74,8 +74,26 @@ pub enum Command {
         /// IF EXISTS.
         if_exists: bool,
     },
+    /// `ALTER USER u SET PASSWORD 'p' | SET ROLE r | SET EMAIL 'e'`
+    AlterUser {
+        /// Id.
+        name: String,
+        /// What changes.
+        change: UserChange,
+    },
     /// Anything sqlparser understands (queries and DML).
     Sql(Box<Statement>),
+}
+
+/// One change of `ALTER USER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// New password.
+    Password(String),
+    /// New role, as written.
+    Role(String),
+    /// New email.
+    Email(String),
 }
 
 /// A possibly namespace-qualified table name.
@@ -318,7 +336,8 @@ fn is_own_statement(w: &[String]) -> bool {
         (
             "CREATE" | "DROP",
             "NAMESPACE" | "TABLE" | "USER" | "SHARED" | "STREAM"
-        ) | ("USE", _)
+        ) | ("ALTER", "USER")
+            | ("USE", _)
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
             | ("DESCRIBE" | "DESC", "TABLE")
@@ -429,6 +448,24 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                 name: c.ident()?,
                 if_exists,
             }
+        }
+        ("ALTER", "USER") => {
+            c.pos = 2;
+            let name = c.ident()?;
+            c.expect("SET")?;
+            let change = if c.eat("PASSWORD") {
+                UserChange::Password(c.string()?)
+            } else if c.eat("ROLE") {
+                UserChange::Role(c.string()?)
+            } else if c.eat("EMAIL") {
+                UserChange::Email(c.string()?)
+            } else {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected PASSWORD, ROLE or EMAIL near {}",
+                    c.near()
+                )));
+            };
+            Command::AlterUser { name, change }
         }
         _ => return parse_standard(sql),
     };
@@ -549,6 +586,11 @@ mod tests {
         ));
         assert!(parse_statement("CREATE NAMESPACE").is_err());
         assert!(parse_statement("SHOW NAMESPACES extra").is_err());
+        assert!(matches!(
+            parse_statement("ALTER USER bob SET ROLE 'dba'").unwrap(),
+            Command::AlterUser { change: UserChange::Role(ref r), .. } if r == "dba"
+        ));
+        assert!(parse_statement("ALTER USER bob SET COLOR 'red'").is_err());
         assert_eq!(
             leading_words("  -- c\n/* x */ select\tFROM", 3),
             vec!["SELECT", "FROM"]

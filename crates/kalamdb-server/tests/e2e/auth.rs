@@ -238,3 +238,64 @@ fn base64url(input: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn alter_user_password_role_and_token_invalidation() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE USER bob WITH PASSWORD 'bob-pass-12'; CREATE USER amy WITH PASSWORD 'amy-pass-12'",
+    )
+    .await;
+    let bob = s.token("bob", "bob-pass-12").await;
+    // Self-service password change.
+    s.ok(&bob, "ALTER USER bob SET PASSWORD 'bob-pass-34'")
+        .await;
+    assert_eq!(s.login("bob", "bob-pass-12").await.0, 401);
+    let bob = s.token("bob", "bob-pass-34").await;
+    // No self-promotion, no changing others.
+    for sql in [
+        "ALTER USER bob SET ROLE 'dba'",
+        "ALTER USER amy SET PASSWORD 'amy-pass-99'",
+    ] {
+        let (status, code, _) = s.err(&bob, sql).await;
+        assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"), "{sql}");
+    }
+    let (_, _, msg) = s.err(&bob, "ALTER USER bob SET PASSWORD 'short'").await;
+    assert!(msg.contains("at least 8"), "{msg}");
+    // A role change stops tokens that carry the old role.
+    s.ok(&root, "ALTER USER bob SET ROLE 'service'").await;
+    let (status, _) = s.sql(&bob, "SELECT 1").await;
+    assert_eq!(status, 401);
+    let (_, login) = s.login("bob", "bob-pass-34").await;
+    assert_eq!(login["user"]["role"], "service");
+    let (_, code, _) = s.err(&root, "ALTER USER root SET ROLE 'user'").await;
+    assert_eq!(code, "PERMISSION_DENIED");
+    let (_, code, _) = s.err(&root, "ALTER USER ghost SET EMAIL 'g@x'").await;
+    assert_eq!(code, "SQL_EXECUTION_ERROR");
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_account_until_the_lock_expires() {
+    let s = TestServer::start_with(|c| {
+        c.auth.max_failed_logins = 3;
+        c.auth.lockout_seconds = 1;
+    })
+    .await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE USER carol WITH PASSWORD 'carol-pass-1'")
+        .await;
+    for _ in 0..3 {
+        assert_eq!(s.login("carol", "wrong-pass-0").await.0, 401);
+    }
+    let (status, body) = s.login("carol", "carol-pass-1").await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "account_locked", "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.login("carol", "carol-pass-1").await.0,
+        200,
+        "the lock ends"
+    );
+}

@@ -75,6 +75,21 @@ impl TestServer {
         Self::start_in(dir).await
     }
 
+    /// Starts a server whose test config is first adjusted by `adjust`.
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let server = kalamdb_server::start(config, false).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        Self {
+            server: Some(server),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub(crate) async fn start_in(dir: tempfile::TempDir) -> Self {
         let server = kalamdb_server::start(test_config(dir.path()), false)
             .await
