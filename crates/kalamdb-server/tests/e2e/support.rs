@@ -71,13 +71,15 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir).await
+        Self::start_with(|_| {}).await
     }
 
     /// Starts a server whose test config is first adjusted by `adjust`.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::launch(tempfile::tempdir().unwrap(), adjust).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let server = kalamdb_server::start(config, false).await.unwrap();
@@ -90,23 +92,10 @@ impl TestServer {
         }
     }
 
-    pub(crate) async fn start_in(dir: tempfile::TempDir) -> Self {
-        let server = kalamdb_server::start(test_config(dir.path()), false)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.addr);
-        Self {
-            server: Some(server),
-            dir,
-            base,
-            http: reqwest::Client::new(),
-        }
-    }
-
     /// Stops the server cleanly and starts a new one on the same data dir.
     pub(crate) async fn restart(mut self) -> Self {
         self.server.take().unwrap().shutdown().await;
-        Self::start_in(self.dir).await
+        Self::launch(self.dir, |_| {}).await
     }
 
     pub(crate) async fn login(&self, user: &str, password: &str) -> (u16, Value) {
