@@ -17,6 +17,26 @@ use kalamdb_core::auth::{AuthError, Identity, LoginGrant};
 use kalamdb_core::catalog::UserRecord;
 use std::net::SocketAddr;
 
+/// A per-client-IP rate limiter (governor's keyed limiter).
+pub type IpRateLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// A limiter allowing `per_sec` requests per second per IP, with a burst of the same size.
+pub fn ip_rate_limiter(per_sec: u32) -> IpRateLimiter {
+    let n = std::num::NonZeroU32::new(per_sec.max(1)).expect("at least 1");
+    governor::RateLimiter::keyed(governor::Quota::per_second(n))
+}
+
+/// 429 `rate_limited` when `peer` has used up its budget.
+fn rate_limited(state: &ApiState, peer: &SocketAddr) -> Option<Response> {
+    state.auth_limiter.check_key(&peer.ip()).is_err().then(|| {
+        auth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many authentication requests. Please retry shortly.",
+        )
+    })
+}
+
 const ACCESS_COOKIE: &str = "kalamdb_auth";
 const REFRESH_COOKIE: &str = "kalamdb_refresh";
 
@@ -146,7 +166,14 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
 }
 
 /// `POST /v1/api/auth/login`.
-pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if let Some(resp) = rate_limited(&state, &peer) {
+        return resp;
+    }
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -177,7 +204,14 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `POST /v1/api/auth/refresh`: a refresh token (cookie, else Bearer) for a new pair.
-pub async fn refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+pub async fn refresh(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(resp) = rate_limited(&state, &peer) {
+        return resp;
+    }
     let token = cookie_value(&headers, REFRESH_COOKIE).or_else(|| bearer_token(&headers).ok());
     let Some(token) = token else {
         return auth_error(
@@ -267,6 +301,9 @@ pub async fn setup(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
+    if let Some(resp) = rate_limited(&state, &peer) {
+        return resp;
+    }
     if !setup_allowed(&state, &peer) {
         return auth_error(
             StatusCode::FORBIDDEN,

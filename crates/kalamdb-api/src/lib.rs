@@ -21,19 +21,31 @@ use kalamdb_core::sql::executor::SqlExecutor;
 use std::sync::Arc;
 
 /// State shared by the handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     /// The engine.
     pub app: Arc<AppContext>,
     /// The SQL executor.
     pub executor: SqlExecutor,
+    /// Per-IP limit on the auth endpoints.
+    pub auth_limiter: Arc<auth::IpRateLimiter>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiState {
     /// State over an opened engine.
     pub fn new(app: Arc<AppContext>) -> Self {
+        let per_sec = app.config().auth.auth_requests_per_ip_per_sec;
         Self {
             executor: SqlExecutor::new(Arc::clone(&app)),
+            auth_limiter: Arc::new(auth::ip_rate_limiter(per_sec)),
             app,
         }
     }

@@ -137,6 +137,8 @@ pub struct AuthConfig {
     pub max_failed_logins: u32,
     /// How long a locked account stays locked, in seconds.
     pub lockout_seconds: u64,
+    /// Requests per second one client IP may make to the login, refresh and setup endpoints.
+    pub auth_requests_per_ip_per_sec: u32,
 }
 
 impl Default for AuthConfig {
@@ -150,6 +152,7 @@ impl Default for AuthConfig {
             allow_remote_setup: false,
             max_failed_logins: 5,
             lockout_seconds: 900,
+            auth_requests_per_ip_per_sec: 20,
         }
     }
 }
@@ -304,6 +307,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "auth.bcrypt_cost",
                 reason: format!("{} is outside 4..=31", self.auth.bcrypt_cost),
+            });
+        }
+        if self.auth.auth_requests_per_ip_per_sec == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.auth_requests_per_ip_per_sec",
+                reason: "must be > 0".into(),
             });
         }
         if self.auth.max_failed_logins == 0 {

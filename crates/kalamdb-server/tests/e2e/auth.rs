@@ -299,3 +299,26 @@ async fn failed_logins_lock_the_account_until_the_lock_expires() {
         "the lock ends"
     );
 }
+
+#[tokio::test]
+async fn auth_endpoints_are_rate_limited_per_ip() {
+    let s = TestServer::start_with(|c| c.auth.auth_requests_per_ip_per_sec = 3).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, body) = s.login("nobody", "wrong-pass-0").await;
+        if status == 429 {
+            assert_eq!(body["error"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&401) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+    // The SQL endpoint is not affected by the auth limit.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let root = s.root_token().await;
+    for _ in 0..8 {
+        s.ok(&root, "SELECT 1").await;
+    }
+}
