@@ -79,3 +79,23 @@ pub fn check_shared_write(identity: &Identity, def: &TableDefinition) -> Result<
 pub fn check_system_read(identity: &Identity) -> Result<()> {
     check_admin(identity, "read system tables")
 }
+
+/// `EXECUTE AS USER`: whom the caller may act as, by the target's role. A service account may
+/// act as users and services, a dba also as dbas, system as anyone; plain users only as
+/// themselves (checked by the caller before this).
+pub fn check_impersonate(identity: &Identity, target: Role) -> Result<()> {
+    let ok = match identity.role {
+        Role::System => true,
+        Role::Dba => target <= Role::Dba,
+        Role::Service => target <= Role::Service,
+        Role::User | Role::Anonymous => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(deny(
+            &format!("execute as a user with role '{target}'"),
+            identity,
+        ))
+    }
+}

@@ -42,6 +42,9 @@ pub enum KalamError {
     /// Any other problem with the statement.
     #[error("{0}")]
     InvalidInput(String),
+    /// The request itself is malformed (e.g. a bad `EXECUTE AS` wrapper).
+    #[error("{0}")]
+    BadRequest(String),
     /// The caller's role may not do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -73,6 +76,7 @@ impl KalamError {
             | Self::TypeMismatch(_)
             | Self::InvalidInput(_) => ErrorCode::SqlExecutionError,
             Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            Self::BadRequest(_) => ErrorCode::InvalidInput,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Unauthorized(_) => ErrorCode::InvalidCredentials,
             Self::Query(e) => datafusion_code(e),

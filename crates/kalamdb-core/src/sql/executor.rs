@@ -7,7 +7,7 @@
 //! several statements, DML results are summarised after the other results (`Inserted N
 //! row(s)` …), as upstream clients expect.
 
-use super::parse::{Command, parse_statement};
+use super::parse::{self, Command, parse_statement};
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
 use crate::auth::Identity;
@@ -190,20 +190,19 @@ impl SqlExecutor {
                 .unwrap_or_else(|| "default".into()),
             params: bound,
         };
-        let as_user = identity.user_id.to_string();
         let single = statements.len() == 1;
         let mut results = Vec::new();
         let mut totals = [0usize; 3];
         for (i, text) in statements.iter().enumerate() {
-            let output = self
-                .run_one(&mut ctx, text)
-                .await
-                .map_err(|e| RequestError {
-                    code: e.code(),
-                    message: format!("Statement {} failed: {e}", i + 1),
-                    details: Some(text.clone()),
-                    public: e.is_public(),
-                })?;
+            let (output, as_user) =
+                self.run_statement(&mut ctx, text)
+                    .await
+                    .map_err(|e| RequestError {
+                        code: e.code(),
+                        message: format!("Statement {} failed: {e}", i + 1),
+                        details: Some(text.clone()),
+                        public: e.is_public(),
+                    })?;
             match output {
                 Output::Rows { schema, batches } => {
                     let rows = encode::rows(&batches);
@@ -232,6 +231,7 @@ impl SqlExecutor {
                 }),
             }
         }
+        let as_user = identity.user_id.to_string();
         for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
             .into_iter()
             .zip(totals)
@@ -247,6 +247,41 @@ impl SqlExecutor {
             }
         }
         Ok(results)
+    }
+
+    /// Runs one statement, unwrapping `EXECUTE AS USER 'u' (…)`; returns the output and the
+    /// effective user.
+    async fn run_statement(&self, ctx: &mut ExecCtx, text: &str) -> Result<(Output, String)> {
+        let Some((target, inner)) = parse::execute_as(text)? else {
+            let out = self.run_one(ctx, text).await?;
+            return Ok((out, ctx.identity.user_id.to_string()));
+        };
+        let target_id = kalamdb_commons::UserId::new(target.as_str());
+        let identity = if target_id == ctx.identity.user_id {
+            ctx.identity.clone()
+        } else {
+            let user = self
+                .app
+                .catalog()
+                .user(&target_id)?
+                .filter(|u| u.deleted_at.is_none())
+                .ok_or_else(|| KalamError::NotFound {
+                    kind: "User",
+                    name: target.clone(),
+                })?;
+            crate::access::check_impersonate(&ctx.identity, user.role)?;
+            Identity {
+                user_id: target_id,
+                role: user.role,
+            }
+        };
+        let mut inner_ctx = ExecCtx {
+            identity,
+            namespace: ctx.namespace.clone(),
+            params: ctx.params.clone(),
+        };
+        let out = self.run_one(&mut inner_ctx, &inner).await?;
+        Ok((out, inner_ctx.identity.user_id.to_string()))
     }
 
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {

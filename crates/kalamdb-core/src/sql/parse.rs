@@ -344,6 +344,53 @@ fn is_own_statement(w: &[String]) -> bool {
     )
 }
 
+/// Splits `EXECUTE AS USER 'name' (statement)` into the user and the inner statement text;
+/// `None` when `sql` is not such a wrapper.
+pub fn execute_as(sql: &str) -> Result<Option<(String, String)>> {
+    let words = leading_words(sql, 3);
+    if words.len() < 3 || words[0] != "EXECUTE" || words[1] != "AS" || words[2] != "USER" {
+        return Ok(None);
+    }
+    let bad = || {
+        KalamError::BadRequest("EXECUTE AS USER expects: EXECUTE AS USER 'name' (statement)".into())
+    };
+    let upper = sql.to_ascii_uppercase();
+    let after_user = upper.find("USER").ok_or_else(bad)? + 4;
+    let rest = sql[after_user..].trim_start();
+    let (name, rest) = if let Some(r) = rest.strip_prefix('\'') {
+        let end = r.find('\'').ok_or_else(bad)?;
+        (&r[..end], &r[end + 1..])
+    } else {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(rest.len());
+        (&rest[..end], &rest[end..])
+    };
+    let rest = rest.trim();
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| {
+            r.trim_end()
+                .trim_end_matches(';')
+                .trim_end()
+                .strip_suffix(')')
+        })
+        .map(str::trim)
+        .ok_or_else(bad)?;
+    if name.is_empty() || inner.is_empty() {
+        return Err(bad());
+    }
+    if leading_words(inner, 1)
+        .first()
+        .is_some_and(|w| w == "EXECUTE")
+    {
+        return Err(KalamError::BadRequest(
+            "EXECUTE AS USER cannot be nested".into(),
+        ));
+    }
+    Ok(Some((name.to_string(), inner.to_string())))
+}
+
 /// Parses one statement.
 pub fn parse_statement(sql: &str) -> Result<Command> {
     if !is_own_statement(&leading_words(sql, 2)) {
@@ -586,6 +633,13 @@ mod tests {
         ));
         assert!(parse_statement("CREATE NAMESPACE").is_err());
         assert!(parse_statement("SHOW NAMESPACES extra").is_err());
+        assert_eq!(
+            execute_as("execute as user 'alice' (SELECT (1))").unwrap(),
+            Some(("alice".to_string(), "SELECT (1)".to_string()))
+        );
+        assert_eq!(execute_as("SELECT 1").unwrap(), None);
+        assert!(execute_as("EXECUTE AS USER 'alice' ()").is_err());
+        assert!(execute_as("EXECUTE AS USER alice SELECT 1").is_err());
         assert!(matches!(
             parse_statement("ALTER USER bob SET ROLE 'dba'").unwrap(),
             Command::AlterUser { change: UserChange::Role(ref r), .. } if r == "dba"

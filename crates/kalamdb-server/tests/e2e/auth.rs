@@ -1,6 +1,6 @@
 //! Login, tokens, roles and the first-run setup flow.
 
-use crate::support::{ROOT_PASSWORD, TestServer, test_config};
+use crate::support::{ROOT_PASSWORD, TestServer, rows, test_config};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
@@ -321,4 +321,62 @@ async fn auth_endpoints_are_rate_limited_per_ip() {
     for _ in 0..8 {
         s.ok(&root, "SELECT 1").await;
     }
+}
+
+#[tokio::test]
+async fn execute_as_user_follows_the_role_hierarchy() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id INT PRIMARY KEY, body TEXT); \
+         CREATE USER alice WITH PASSWORD 'alice-pass-1'; CREATE USER svc WITH PASSWORD 'svc-pass-12' ROLE 'service'; \
+         CREATE USER dba1 WITH PASSWORD 'dba1-pass-12' ROLE 'dba'",
+    )
+    .await;
+    let svc = s.token("svc", "svc-pass-12").await;
+    let alice = s.token("alice", "alice-pass-1").await;
+    let r = s
+        .ok(
+            &svc,
+            "EXECUTE AS USER 'alice' (INSERT INTO app.notes VALUES (1, 'from svc'))",
+        )
+        .await;
+    assert_eq!(r["as_user"], "alice");
+    let r = s.ok(&alice, "SELECT id, body FROM app.notes").await;
+    assert_eq!(rows(&r), vec![vec![json!(1), json!("from svc")]]);
+    let r = s.ok(&svc, "SELECT count(*) FROM app.notes").await;
+    assert_eq!(
+        rows(&r),
+        vec![vec![json!("0")]],
+        "the service's own partition is untouched"
+    );
+    let r = s
+        .ok(
+            &svc,
+            "EXECUTE AS USER alice (SELECT body FROM app.notes WHERE id = 1)",
+        )
+        .await;
+    assert_eq!(
+        (r["as_user"].clone(), rows(&r)),
+        (json!("alice"), vec![vec![json!("from svc")]])
+    );
+    let r = s
+        .ok(
+            &alice,
+            "EXECUTE AS USER 'alice' (SELECT count(*) FROM app.notes)",
+        )
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("1")]]);
+    for (token, sql) in [
+        (&svc, "EXECUTE AS USER 'dba1' (SELECT 1)"),
+        (&alice, "EXECUTE AS USER 'svc' (SELECT 1)"),
+    ] {
+        let (status, code, _) = s.err(token, sql).await;
+        assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"), "{sql}");
+    }
+    let (status, code, _) = s.err(&svc, "EXECUTE AS USER 'alice' ()").await;
+    assert_eq!((status, code.as_str()), (400, "INVALID_INPUT"));
+    let (status, code, _) = s.err(&svc, "EXECUTE AS USER 'ghost' (SELECT 1)").await;
+    assert_eq!((status, code.as_str()), (400, "SQL_EXECUTION_ERROR"));
 }
