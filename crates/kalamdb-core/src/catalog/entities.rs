@@ -66,6 +66,25 @@ impl UserRecord {
     }
 }
 
+/// A row of `system.audit_log`: who did what, as whom, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Snowflake id (time-ordered).
+    pub audit_id: i64,
+    /// µs since the epoch.
+    pub timestamp: i64,
+    /// The authenticated caller.
+    pub actor_user_id: String,
+    /// `CREATE_TABLE`, `DROP_USER`, `EXECUTE_AS` …
+    pub action: String,
+    /// The object acted on.
+    pub target: String,
+    /// Extra detail (never a password).
+    pub details: Option<String>,
+    /// For `EXECUTE_AS`: the user acted as.
+    pub subject_user_id: Option<String>,
+}
+
 /// A row of `system.storages`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StorageRecord {

@@ -10,7 +10,7 @@
 
 mod entities;
 
-pub use entities::{NamespaceRecord, StorageRecord, UserRecord};
+pub use entities::{AuditEntry, NamespaceRecord, StorageRecord, UserRecord};
 
 use crate::error::{KalamError, Result};
 use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
@@ -21,15 +21,24 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 /// Version of the system schema this build writes. Bump it when a system partition is added.
-pub const SYSTEM_SCHEMA_VERSION: u32 = 1;
+pub const SYSTEM_SCHEMA_VERSION: u32 = 2;
 
 const P_META: &str = "sys/meta";
 const P_NAMESPACES: &str = "sys/namespaces";
 const P_SCHEMAS: &str = "sys/schemas";
 const P_USERS: &str = "sys/users";
 const P_STORAGES: &str = "sys/storages";
-/// System partitions of version 1, in creation order.
-const SYSTEM_PARTITIONS: &[&str] = &[P_META, P_NAMESPACES, P_SCHEMAS, P_USERS, P_STORAGES];
+/// Added in system schema version 2.
+const P_AUDIT: &str = "sys/audit_log";
+/// System partitions, in creation order (version 1: meta … storages; version 2: audit_log).
+const SYSTEM_PARTITIONS: &[&str] = &[
+    P_META,
+    P_NAMESPACES,
+    P_SCHEMAS,
+    P_USERS,
+    P_STORAGES,
+    P_AUDIT,
+];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 
 /// The built-in namespace for unqualified names.
@@ -270,6 +279,24 @@ impl Catalog {
         let mut batch = WriteBatch::new();
         batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
         Ok(self.backend.write(batch)?)
+    }
+
+    // ---- audit log ----
+
+    /// Appends an audit entry (keyed by its id, a `_seq`-style snowflake, so entries sort by time).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            P_AUDIT,
+            (entry.audit_id as u64).to_be_bytes().to_vec(),
+            encode(entry),
+        );
+        Ok(self.backend.write(batch)?)
+    }
+
+    /// Every audit entry, oldest first.
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        self.scan_all(P_AUDIT, b"")
     }
 
     // ---- storages ----

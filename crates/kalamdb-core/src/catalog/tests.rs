@@ -24,7 +24,7 @@ fn new_store_is_bootstrapped() {
 fn older_store_gets_missing_system_tables_and_version_bump() {
     let dir = tempfile::tempdir().unwrap();
     {
-        // Simulate a store written by an older server: version 0, no storages partition.
+        // Simulate a store written by an older server: version 0, no storages or audit partition.
         let b = backend(dir.path());
         b.create_partition(P_META).unwrap();
         b.create_partition(P_USERS).unwrap();
@@ -40,6 +40,7 @@ fn older_store_gets_missing_system_tables_and_version_bump() {
     let b = backend(dir.path());
     let c = Catalog::open(b.clone(), 1).unwrap();
     assert!(b.has_partition(P_STORAGES));
+    assert!(b.has_partition(P_AUDIT), "version 2 added the audit log");
     assert_eq!(c.system_schema_version().unwrap(), SYSTEM_SCHEMA_VERSION);
     assert_eq!(c.storages().unwrap().len(), 1);
 }

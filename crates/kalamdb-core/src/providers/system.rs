@@ -33,6 +33,8 @@ pub enum SystemTable {
     Users,
     /// `system.storages`
     Storages,
+    /// `system.audit_log`
+    AuditLog,
 }
 
 /// Every system table.
@@ -42,6 +44,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::Schemas,
     SystemTable::Users,
     SystemTable::Storages,
+    SystemTable::AuditLog,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -55,6 +58,7 @@ impl SystemTable {
             Self::Schemas => "schemas",
             Self::Users => "users",
             Self::Storages => "storages",
+            Self::AuditLog => "audit_log",
         }
     }
 
@@ -68,6 +72,15 @@ impl SystemTable {
 
     fn columns(&self) -> Vec<ColumnSpec> {
         match self {
+            Self::AuditLog => vec![
+                ("audit_id", K::BigInt, false),
+                ("timestamp", K::Timestamp, false),
+                ("actor_user_id", K::Text, false),
+                ("action", K::Text, false),
+                ("target", K::Text, false),
+                ("details", K::Text, true),
+                ("subject_user_id", K::Text, true),
+            ],
             Self::Namespaces => vec![
                 ("namespace_id", K::Text, false),
                 ("name", K::Text, false),
@@ -143,6 +156,21 @@ impl SystemTable {
             |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
         let opt_ts = |t: Option<i64>| t.map(Value::Timestamp).unwrap_or(Value::Null);
         Ok(match self {
+            Self::AuditLog => catalog
+                .audit_entries()?
+                .into_iter()
+                .map(|a| {
+                    vec![
+                        Value::I64(a.audit_id),
+                        Value::Timestamp(a.timestamp),
+                        text(&a.actor_user_id),
+                        text(&a.action),
+                        text(&a.target),
+                        opt_text(a.details.as_deref()),
+                        opt_text(a.subject_user_id.as_deref()),
+                    ]
+                })
+                .collect(),
             Self::Namespaces => catalog
                 .namespaces_with_table_counts()?
                 .into_iter()

@@ -254,6 +254,9 @@ impl SqlExecutor {
     async fn run_statement(&self, ctx: &mut ExecCtx, text: &str) -> Result<(Output, String)> {
         let Some((target, inner)) = parse::execute_as(text)? else {
             let out = self.run_one(ctx, text).await?;
+            if let Some((action, object)) = parse::audited_action(text) {
+                self.audit(&ctx.identity, action, &object, None, None);
+            }
             return Ok((out, ctx.identity.user_id.to_string()));
         };
         let target_id = kalamdb_commons::UserId::new(target.as_str());
@@ -280,8 +283,45 @@ impl SqlExecutor {
             namespace: ctx.namespace.clone(),
             params: ctx.params.clone(),
         };
-        let out = self.run_one(&mut inner_ctx, &inner).await?;
-        Ok((out, inner_ctx.identity.user_id.to_string()))
+        let result = self.run_one(&mut inner_ctx, &inner).await;
+        // Every use is audited, refused or not; user-management statements are not quoted
+        // (they may carry a password).
+        let details = match parse::audited_action(&inner) {
+            Some((action, object)) if action.ends_with("_USER") => format!("{action} {object}"),
+            _ => inner.chars().take(1000).collect(),
+        };
+        let status = if result.is_ok() { "ok" } else { "failed" };
+        self.audit(
+            &ctx.identity,
+            "EXECUTE_AS",
+            &target,
+            Some(format!("[{status}] {details}")),
+            Some(&target),
+        );
+        Ok((result?, inner_ctx.identity.user_id.to_string()))
+    }
+
+    /// Records an audit entry; a failure to record is logged, never hidden.
+    fn audit(
+        &self,
+        actor: &Identity,
+        action: &str,
+        target: &str,
+        details: Option<String>,
+        subject: Option<&str>,
+    ) {
+        let entry = crate::catalog::AuditEntry {
+            audit_id: self.app.seq().next_id(),
+            timestamp: chrono::Utc::now().timestamp_micros(),
+            actor_user_id: actor.user_id.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            details,
+            subject_user_id: subject.map(str::to_string),
+        };
+        if let Err(e) = self.app.catalog().append_audit(&entry) {
+            tracing::error!(error = %e, action, target, "cannot write audit entry");
+        }
     }
 
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {

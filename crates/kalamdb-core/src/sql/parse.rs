@@ -391,6 +391,27 @@ pub fn execute_as(sql: &str) -> Result<Option<(String, String)>> {
     Ok(Some((name.to_string(), inner.to_string())))
 }
 
+/// For DDL and user management: the audit action (`CREATE_TABLE`, `DROP_USER` …) and the
+/// object's name as written. `None` for statements that are not audited.
+pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
+    if !is_own_statement(&leading_words(sql, 2)) {
+        return None;
+    }
+    Some(match parse_statement(sql).ok()? {
+        Command::CreateNamespace { name, .. } => ("CREATE_NAMESPACE", name),
+        Command::DropNamespace { name, .. } => ("DROP_NAMESPACE", name),
+        Command::CreateTable { stmt, .. } => ("CREATE_TABLE", stmt.name.to_string()),
+        Command::DropTable { table, .. } => {
+            let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
+            ("DROP_TABLE", format!("{ns}{}", table.table))
+        }
+        Command::CreateUser { name, .. } => ("CREATE_USER", name),
+        Command::AlterUser { name, .. } => ("ALTER_USER", name),
+        Command::DropUser { name, .. } => ("DROP_USER", name),
+        _ => return None,
+    })
+}
+
 /// Parses one statement.
 pub fn parse_statement(sql: &str) -> Result<Command> {
     if !is_own_statement(&leading_words(sql, 2)) {

@@ -380,3 +380,73 @@ async fn execute_as_user_follows_the_role_hierarchy() {
     let (status, code, _) = s.err(&svc, "EXECUTE AS USER 'ghost' (SELECT 1)").await;
     assert_eq!((status, code.as_str()), (400, "SQL_EXECUTION_ERROR"));
 }
+
+#[tokio::test]
+async fn ddl_user_management_and_impersonation_are_audited() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.n (id INT PRIMARY KEY); \
+         CREATE USER alice WITH PASSWORD 'alice-pass-1'; ALTER USER alice SET PASSWORD 'alice-pass-2'",
+    )
+    .await;
+    s.ok(
+        &root,
+        "EXECUTE AS USER 'alice' (INSERT INTO app.n VALUES (1))",
+    )
+    .await;
+    s.ok(&root, "DROP USER alice").await;
+    let r = s
+        .ok(&root, "SELECT actor_user_id, action, target, subject_user_id, details FROM system.audit_log ORDER BY audit_id")
+        .await;
+    let got: Vec<Vec<serde_json::Value>> =
+        rows(&r).into_iter().map(|row| row[..4].to_vec()).collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![
+                json!("root"),
+                json!("CREATE_NAMESPACE"),
+                json!("app"),
+                json!(null)
+            ],
+            vec![
+                json!("root"),
+                json!("CREATE_TABLE"),
+                json!("app.n"),
+                json!(null)
+            ],
+            vec![
+                json!("root"),
+                json!("CREATE_USER"),
+                json!("alice"),
+                json!(null)
+            ],
+            vec![
+                json!("root"),
+                json!("ALTER_USER"),
+                json!("alice"),
+                json!(null)
+            ],
+            vec![
+                json!("root"),
+                json!("EXECUTE_AS"),
+                json!("alice"),
+                json!("alice")
+            ],
+            vec![
+                json!("root"),
+                json!("DROP_USER"),
+                json!("alice"),
+                json!(null)
+            ],
+        ]
+    );
+    let text = r.to_string();
+    assert!(
+        !text.contains("alice-pass"),
+        "passwords never reach the audit log: {text}"
+    );
+    assert!(text.contains("INSERT INTO app.n VALUES (1)"));
+}
