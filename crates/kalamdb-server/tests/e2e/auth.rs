@@ -450,3 +450,69 @@ async fn ddl_user_management_and_impersonation_are_audited() {
     );
     assert!(text.contains("INSERT INTO app.n VALUES (1)"));
 }
+
+#[tokio::test]
+async fn permission_matrix_by_role() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.pub (id INT PRIMARY KEY) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         CREATE SHARED TABLE app.priv (id INT PRIMARY KEY) WITH (ACCESS_LEVEL = 'PRIVATE'); \
+         CREATE SHARED TABLE app.dbaonly (id INT PRIMARY KEY) WITH (ACCESS_LEVEL = 'DBA')",
+    )
+    .await;
+    let roles = ["user", "service", "dba", "system"];
+    let mut tokens = Vec::new();
+    for r in roles {
+        s.ok(
+            &root,
+            &format!("CREATE USER u_{r} WITH PASSWORD 'pass-{r}-123' ROLE '{r}'"),
+        )
+        .await;
+        tokens.push(s.token(&format!("u_{r}"), &format!("pass-{r}-123")).await);
+    }
+    // (statement template, allowed for user, service, dba, system); {r} is the role name.
+    let matrix: &[(&str, [bool; 4])] = &[
+        ("CREATE NAMESPACE ns_{r}", [false, false, true, true]),
+        (
+            "CREATE SHARED TABLE app.s_{r} (id INT PRIMARY KEY)",
+            [false, true, true, true],
+        ),
+        (
+            "CREATE USER TABLE app.u_{r} (id INT PRIMARY KEY)",
+            [true, true, true, true],
+        ),
+        ("DROP TABLE app.u_{r}", [false, false, true, true]),
+        (
+            "CREATE USER x_{r} WITH PASSWORD 'x-pass-1234'",
+            [false, false, true, true],
+        ),
+        ("SELECT * FROM system.users", [false, false, true, true]),
+        ("SELECT * FROM app.pub", [true, true, true, true]),
+        ("SELECT * FROM app.priv", [false, true, true, true]),
+        ("SELECT * FROM app.dbaonly", [false, false, true, true]),
+        (
+            "INSERT INTO app.pub VALUES ({n})",
+            [false, true, true, true],
+        ),
+        (
+            "INSERT INTO app.dbaonly VALUES ({n})",
+            [false, false, true, true],
+        ),
+        ("EXPLAIN SELECT 1", [false, false, true, true]),
+    ];
+    for (template, allowed) in matrix {
+        for (i, role) in roles.iter().enumerate() {
+            let sql = template.replace("{r}", role).replace("{n}", &i.to_string());
+            let (status, body) = s.sql(&tokens[i], &sql).await;
+            if allowed[i] {
+                assert_eq!(status, 200, "{role} should be allowed: {sql}: {body}");
+            } else {
+                assert_eq!(status, 403, "{role} should be denied: {sql}: {body}");
+                assert_eq!(body["error"]["code"], "PERMISSION_DENIED");
+            }
+        }
+    }
+}
