@@ -76,7 +76,7 @@ impl AppContext {
         };
         session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps)));
 
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             seq: SeqGenerator::new(node_id.as_str()),
             config: Arc::new(config),
             node_id,
@@ -86,7 +86,9 @@ impl AppContext {
             auth,
             session,
             write_locks: DashMap::new(),
-        }))
+        });
+        spawn_stream_eviction(&app);
+        Ok(app)
     }
 
     /// The configuration.
@@ -145,10 +147,55 @@ impl AppContext {
         self.write_locks.remove(id);
     }
 
+    /// Deletes STREAM-table rows older than their table's TTL; returns how many were removed.
+    pub fn evict_expired_stream_rows(&self) -> Result<usize> {
+        let mut removed = 0;
+        for def in self.catalog.tables(None)? {
+            if def.table_type != kalamdb_commons::TableType::Stream {
+                continue;
+            }
+            let cutoff = crate::rows::stream_cutoff_seq(&def);
+            let log = crate::rows::TablePartitions::of(&def).log;
+            let mut batch = kalamdb_store::WriteBatch::new();
+            for item in self.backend.scan(&log, b"", None)? {
+                let (key, _) = item?;
+                if crate::rows::seq_of_log_key(&key).is_some_and(|seq| seq < cutoff) {
+                    batch.delete(&log, key.to_vec());
+                }
+            }
+            removed += batch.len();
+            if !batch.is_empty() {
+                self.backend.write(batch)?;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Flushes the store before shutdown.
     pub fn shutdown(&self) {
         if let Err(e) = self.backend.flush() {
             tracing::warn!(error = %e, "flush on shutdown failed");
         }
     }
+}
+
+/// Runs [`AppContext::evict_expired_stream_rows`] every `stream.eviction_interval_secs` until the
+/// context is dropped.
+fn spawn_stream_eviction(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    let every = std::time::Duration::from_secs(app.config.stream.eviction_interval_secs);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            let result = tokio::task::spawn_blocking(move || app.evict_expired_stream_rows()).await;
+            match result {
+                Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, "evicted expired stream rows"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "stream eviction failed"),
+                _ => {}
+            }
+        }
+    });
 }

@@ -64,6 +64,25 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[logging]`
     pub logging: LoggingConfig,
+    /// `[stream]`
+    pub stream: StreamConfig,
+}
+
+/// `[stream]`: STREAM tables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Seconds between runs of the job that deletes expired STREAM rows (they are invisible to
+    /// reads as soon as they expire; the job frees their storage).
+    pub eviction_interval_secs: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            eviction_interval_secs: 60,
+        }
+    }
 }
 
 /// `[server]`: network and identity.
@@ -307,6 +326,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "auth.bcrypt_cost",
                 reason: format!("{} is outside 4..=31", self.auth.bcrypt_cost),
+            });
+        }
+        if self.stream.eviction_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "stream.eviction_interval_secs",
+                reason: "must be > 0".into(),
             });
         }
         if self.auth.auth_requests_per_ip_per_sec == 0 {

@@ -130,6 +130,14 @@ pub fn seq_of_log_key(key: &[u8]) -> Option<i64> {
     Some(u64::from_be_bytes(tail) as i64)
 }
 
+/// The smallest `_seq` still visible in a STREAM table: rows written before `now - TTL` have
+/// smaller ids (the top bits of a `_seq` are its write time).
+pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
+    let ttl_ms = def.ttl_seconds.unwrap_or(0).saturating_mul(1000) as i64;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    crate::seq::min_seq_at_unix_millis(now_ms - ttl_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

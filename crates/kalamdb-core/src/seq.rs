@@ -81,6 +81,12 @@ pub fn seq_unix_millis(seq: i64) -> i64 {
     ((seq as u64) >> (WORKER_BITS + SEQUENCE_BITS)) as i64 + EPOCH_MS as i64
 }
 
+/// The smallest `_seq` any node can produce at Unix time `ms`.
+pub fn min_seq_at_unix_millis(ms: i64) -> i64 {
+    let since_epoch = (ms - EPOCH_MS as i64).max(0) as u64;
+    (since_epoch << (WORKER_BITS + SEQUENCE_BITS)) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +105,8 @@ mod tests {
             .unwrap()
             .as_millis() as i64;
         assert!((seq_unix_millis(prev) - now).abs() < 60_000);
+        assert!(min_seq_at_unix_millis(now - 1000) < prev);
+        assert!(min_seq_at_unix_millis(now + 1000) > prev);
     }
 
     #[test]

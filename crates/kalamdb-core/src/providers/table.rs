@@ -8,7 +8,7 @@
 use super::identity_of;
 use crate::access;
 use crate::error::KalamError;
-use crate::rows::{Scope, StoredRow, row_key};
+use crate::rows::{Scope, StoredRow, log_key, row_key, stream_cutoff_seq};
 use crate::schema_registry::CachedTable;
 use crate::value::{Value, coerce, to_array};
 use async_trait::async_trait;
@@ -43,6 +43,9 @@ impl AppTableProvider {
 
     /// Primary-key values named by an `pk = literal` or `pk IN (literals)` filter.
     fn pk_values(&self, filter: &Expr) -> Option<Vec<Value>> {
+        if self.table.def.table_type == TableType::Stream {
+            return None; // stream rows are keyed by _seq only
+        }
         let pk = &self.table.def.columns[self.table.pk_index?];
         let is_pk =
             |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&pk.name));
@@ -94,6 +97,9 @@ impl AppTableProvider {
         limit: Option<usize>,
     ) -> crate::error::Result<Vec<StoredRow>> {
         let prefix = scope.prefix();
+        if self.table.def.table_type == TableType::Stream {
+            return self.read_stream(&prefix, filters, limit);
+        }
         let partition = &self.table.partitions.rows;
         let keys = filters.iter().find_map(|f| self.pk_values(f));
         let mut rows = Vec::new();
@@ -116,6 +122,30 @@ impl AppTableProvider {
                 continue;
             }
             rows.push(row);
+            if limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Reads a STREAM scope: the log from the TTL cutoff on (older rows are invisible at once,
+    /// whether or not eviction has removed them yet).
+    fn read_stream(
+        &self,
+        prefix: &[u8],
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> crate::error::Result<Vec<StoredRow>> {
+        let start = log_key(prefix, stream_cutoff_seq(&self.table.def));
+        let limit = if filters.is_empty() { limit } else { None };
+        let mut rows = Vec::new();
+        for item in self
+            .backend
+            .scan(&self.table.partitions.log, prefix, Some(&start))?
+        {
+            let (_, bytes) = item?;
+            rows.push(StoredRow::decode(&bytes)?);
             if limit.is_some_and(|l| rows.len() >= l) {
                 break;
             }

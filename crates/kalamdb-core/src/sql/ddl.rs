@@ -413,9 +413,9 @@ pub fn create_table(
     }
     let table_type = table_type.unwrap_or(TableType::Shared);
     access::check_create_table(&ctx.identity, table_type)?;
-    if table_type == TableType::Stream {
+    if table_type == TableType::Stream && ttl.is_none() {
         return Err(KalamError::InvalidSql(
-            "STREAM tables are not supported yet".into(),
+            "STREAM tables need WITH (TTL_SECONDS = n): their rows expire after n seconds".into(),
         ));
     }
     if access_level.is_some() && table_type != TableType::Shared {
@@ -423,7 +423,7 @@ pub fn create_table(
             "ACCESS_LEVEL applies to SHARED tables only".into(),
         ));
     }
-    if ttl.is_some() {
+    if ttl.is_some() && table_type != TableType::Stream {
         return Err(KalamError::InvalidSql(
             "TTL_SECONDS applies to STREAM tables only".into(),
         ));
@@ -529,6 +529,7 @@ pub fn create_table(
         }
     }
     match pk_names.as_slice() {
+        [] if table_type == TableType::Stream => {}
         [] => {
             return Err(KalamError::InvalidSql(format!(
                 "{} tables need a primary key: declare one column PRIMARY KEY",
@@ -579,7 +580,7 @@ pub fn create_table(
         version: 1,
         access_level: (table_type == TableType::Shared)
             .then(|| access_level.unwrap_or(AccessLevel::Private)),
-        ttl_seconds: None,
+        ttl_seconds: ttl,
         flush_policy,
         storage_id: StorageId::new(storage_id),
         created_at: t,

@@ -210,6 +210,35 @@ fn put_version(
     batch.put(&table.partitions.rows, row_key(prefix, pk), bytes);
 }
 
+/// STREAM tables are append-only logs: each row is one log entry keyed by its `_seq`, with no
+/// latest-row entry and no key check, so a stream insert costs less than a table insert.
+fn append_stream(
+    app: &AppContext,
+    table: &CachedTable,
+    scope: &Scope,
+    rows: Vec<(Vec<u8>, Cells)>,
+) -> Result<usize> {
+    let prefix = scope.prefix();
+    let mut batch = WriteBatch::new();
+    let count = rows.len();
+    for (_, cells) in rows {
+        let row = StoredRow {
+            seq: app.seq().next_id(),
+            deleted: false,
+            cells,
+        };
+        batch.put(
+            &table.partitions.log,
+            log_key(&prefix, row.seq),
+            row.encode(),
+        );
+    }
+    app.backend()
+        .write(batch)
+        .map_err(|e| table_gone(e, table))?;
+    Ok(count)
+}
+
 /// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
 pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
     let TableObject::TableName(name) = &ins.table else {
@@ -324,11 +353,18 @@ pub(crate) async fn insert_rows(
             })
             .collect::<Result<Vec<_>>>()?;
         check_not_null(&table, &cells)?;
+        if table.def.table_type == TableType::Stream {
+            rows.push((Vec::new(), cells));
+            continue;
+        }
         let pk = pk_key_of(&table, &cells)?;
         if !keys.insert(pk.clone()) {
             return Err(pk_violation(&table, &cells));
         }
         rows.push((pk, cells));
+    }
+    if table.def.table_type == TableType::Stream {
+        return append_stream(app, &table, &scope, rows);
     }
 
     let lock = app.table_lock(&table.def.table_id());
@@ -450,6 +486,12 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
     }
     let tref = single_table(&up.table)?;
     let (table, scope) = target(app, ctx, &tref)?;
+    if table.def.table_type == TableType::Stream {
+        return Err(KalamError::InvalidInput(format!(
+            "STREAM table {} is append-only: UPDATE is not supported (DELETE removes rows)",
+            table.def.table_id()
+        )));
+    }
     let mut sets: Vec<(usize, &Expr)> = Vec::new();
     for a in &up.assignments {
         let AssignmentTarget::ColumnName(name) = &a.target else {
@@ -525,6 +567,9 @@ pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usi
     };
     let tref = single_table(twj)?;
     let (table, scope) = target(app, ctx, &tref)?;
+    if table.def.table_type == TableType::Stream {
+        return delete_stream(app, ctx, &table, &scope, twj, del.selection.as_ref()).await;
+    }
     let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
     let mut select = format!("SELECT {} FROM {twj}", quoted(pk_name));
     if let Some(w) = &del.selection {
@@ -534,6 +579,36 @@ pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usi
         Ok(Some((true, old.cells)))
     })
     .await
+}
+
+/// DELETE on a STREAM table removes the matching log entries (a hard delete).
+async fn delete_stream(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    table: &CachedTable,
+    scope: &Scope,
+    from: &TableWithJoins,
+    selection: Option<&Expr>,
+) -> Result<usize> {
+    let mut select = format!("SELECT {SEQ_COLUMN} FROM {from}");
+    if let Some(w) = selection {
+        select.push_str(&format!(" WHERE {w}"));
+    }
+    let (_, batches) = run_query(app, ctx, &select).await?;
+    let prefix = scope.prefix();
+    let mut batch = WriteBatch::new();
+    for b in &batches {
+        for values in batch_rows(b)? {
+            if let ScalarValue::Int64(Some(seq)) = values[0] {
+                batch.delete(&table.partitions.log, log_key(&prefix, seq));
+            }
+        }
+    }
+    let count = batch.len();
+    app.backend()
+        .write(batch)
+        .map_err(|e| table_gone(e, table))?;
+    Ok(count)
 }
 
 /// Under the table's write lock, runs `select` (primary key first) and writes the new version

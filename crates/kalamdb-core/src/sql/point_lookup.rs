@@ -72,6 +72,9 @@ pub(crate) fn try_point_lookup(
     let Some(table) = app.schema_registry().get(&id)? else {
         return Ok(None);
     };
+    if table.def.table_type == TableType::Stream {
+        return Ok(None);
+    }
     let Some(pk_idx) = table.pk_index else {
         return Ok(None);
     };

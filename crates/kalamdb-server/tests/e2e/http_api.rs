@@ -408,3 +408,57 @@ async fn point_lookups_match_the_planned_path() {
     let (status, code, _) = s.err(&t, "SELECT nope FROM app.t WHERE id = 1").await;
     assert_eq!((status, code.as_str()), (400, "SQL_EXECUTION_ERROR"));
 }
+
+#[tokio::test]
+async fn stream_tables_are_append_only_per_user_and_expire() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE USER alice WITH PASSWORD 'alice-pass-1'; CREATE USER bob WITH PASSWORD 'bob-pass-12'").await;
+    let alice = s.token("alice", "alice-pass-1").await;
+    let bob = s.token("bob", "bob-pass-12").await;
+    let (status, _, msg) = s
+        .err(&alice, "CREATE STREAM TABLE app.typing (room TEXT)")
+        .await;
+    assert!(status == 400 && msg.contains("TTL_SECONDS"), "{msg}");
+    s.ok(&alice, "CREATE STREAM TABLE app.typing (room TEXT, who TEXT DEFAULT CURRENT_USER()) WITH (TTL_SECONDS = 1)").await;
+    s.ok(
+        &alice,
+        "INSERT INTO app.typing (room) VALUES ('a'), ('a'), ('b')",
+    )
+    .await;
+    s.ok(&bob, "INSERT INTO app.typing (room) VALUES ('a')")
+        .await;
+    let r = s
+        .ok(&alice, "SELECT room, who FROM app.typing ORDER BY _seq")
+        .await;
+    assert_eq!(
+        rows(&r).len(),
+        3,
+        "duplicates are fine in a stream; only alice's rows"
+    );
+    assert!(rows(&r).iter().all(|row| row[1] == "alice"));
+    let (status, _, msg) = s.err(&alice, "UPDATE app.typing SET room = 'c'").await;
+    assert!(status == 400 && msg.contains("append-only"), "{msg}");
+    let r = s
+        .ok(&alice, "DELETE FROM app.typing WHERE room = 'b'")
+        .await;
+    assert_eq!(r["row_count"], 1);
+    let r = s.ok(&alice, "SELECT count(*) FROM app.typing").await;
+    assert_eq!(rows(&r), vec![vec![json!("2")]]);
+
+    // After the TTL the rows are invisible at once, and eviction frees their storage.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = s.ok(&alice, "SELECT count(*) FROM app.typing").await;
+    assert_eq!(rows(&r), vec![vec![json!("0")]]);
+    let app = s.server.as_ref().unwrap().app.clone();
+    assert_eq!(
+        app.evict_expired_stream_rows().unwrap(),
+        3,
+        "alice's 2 and bob's 1"
+    );
+    assert_eq!(app.evict_expired_stream_rows().unwrap(), 0);
+    s.ok(&bob, "INSERT INTO app.typing (room) VALUES ('fresh')")
+        .await;
+    let r = s.ok(&bob, "SELECT room FROM app.typing").await;
+    assert_eq!(rows(&r), vec![vec![json!("fresh")]]);
+}
