@@ -6,5 +6,6 @@ mod support;
 mod auth;
 mod crash;
 mod http_api;
+mod isolation;
 mod restart;
 mod slt;
