@@ -5,7 +5,12 @@
 //! - `insert-single`: one row per request, `--concurrency` clients;
 //! - `insert-batch`: `--batch` rows per multi-VALUES request;
 //! - `point-select`: primary-key lookups on a table preloaded with `--rows` rows;
-//! - `all`: the three above in turn.
+//! - `user-insert` / `stream-insert`: single-row inserts into a USER / STREAM table, each request
+//!   by one of `--users` real users (created and logged in first; run the server with a low
+//!   `KALAMDB_AUTH_BCRYPT_COST` to make that quick);
+//! - `user-select`: `SELECT *` of one user's rows in a USER table preloaded with `--rows` rows
+//!   spread over `--users` users;
+//! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
 //! a progress line shows the running rate. Results print as a table and, with `--json`, are
@@ -52,6 +57,9 @@ struct Args {
     /// Rows preloaded for point-select.
     #[arg(long, default_value_t = 100_000)]
     rows: usize,
+    /// Users for the user-* and stream-* workloads.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
     /// Namespace the bench creates its tables in.
     #[arg(long, default_value = "bench")]
     namespace: String,
@@ -72,6 +80,26 @@ struct Client {
 }
 
 impl Client {
+    /// The same server, as another user.
+    async fn as_user(&self, user: &str, password: &str) -> Result<Self, String> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/api/auth/login", self.url))
+            .json(&serde_json::json!({"user": user, "password": password}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("login of {user}: {}", resp.status()));
+        }
+        let login: LoginResponse = resp.json().await.map_err(|e| e.to_string())?;
+        Ok(Self {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            token: login.access_token,
+        })
+    }
+
     async fn login(args: &Args) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
@@ -315,6 +343,128 @@ async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, St
     .await)
 }
 
+const BENCH_USER_PASSWORD: &str = "bench-user-pass-1";
+
+/// Creates (if needed) and logs in `n` bench users.
+async fn bench_users(client: &Client, n: usize) -> Result<Vec<Client>, String> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("bench_u{i}");
+        // "already exists" on a re-run is fine.
+        let _ = client
+            .sql(
+                format!("CREATE USER {name} WITH PASSWORD '{BENCH_USER_PASSWORD}'"),
+                None,
+            )
+            .await;
+        out.push(client.as_user(&name, BENCH_USER_PASSWORD).await?);
+        if i % 100 == 99 {
+            eprint!("\rusers ready: {}   ", i + 1);
+        }
+    }
+    eprintln!();
+    Ok(out)
+}
+
+/// Single-row inserts into a USER or STREAM table, each request by one of many users.
+async fn per_user_insert(
+    args: &Args,
+    client: &Client,
+    kind: &str,
+) -> Result<WorkloadResult, String> {
+    let ns = args.namespace.clone();
+    let table = format!("{kind}_insert");
+    client
+        .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
+        .await?;
+    client
+        .sql(format!("DROP TABLE IF EXISTS {ns}.{table}"), None)
+        .await?;
+    let with = if kind == "stream" {
+        " WITH (TTL_SECONDS = 3600)"
+    } else {
+        ""
+    };
+    client
+        .sql(
+            format!(
+                "CREATE {} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT){with}",
+                kind.to_uppercase()
+            ),
+            None,
+        )
+        .await?;
+    let users = Arc::new(bench_users(client, args.users).await?);
+    let conc = args.concurrency as u64;
+    Ok(drive(args, &format!("{kind}-insert"), move |w, i| {
+        let (users, ns, table) = (users.clone(), ns.clone(), table.clone());
+        async move {
+            let u = ((i * conc + w as u64) % users.len() as u64) as usize;
+            let id = (w as u64) << 40 | i;
+            users[u]
+                .sql(
+                    format!("INSERT INTO {ns}.{table} VALUES {}", row_values(id)),
+                    None,
+                )
+                .await
+                .map(|_| 1)
+        }
+    })
+    .await)
+}
+
+/// `SELECT *` of one user's rows in a USER table holding `--rows` rows of `--users` users.
+async fn user_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+    let ns = args.namespace.clone();
+    client
+        .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
+        .await?;
+    client
+        .sql(format!("DROP TABLE IF EXISTS {ns}.user_select"), None)
+        .await?;
+    client
+        .sql(
+            format!("CREATE USER TABLE {ns}.user_select (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT)"),
+            None,
+        )
+        .await?;
+    let users = Arc::new(bench_users(client, args.users).await?);
+    let per_user = (args.rows / args.users).max(1) as u64;
+    let load = Instant::now();
+    for (i, u) in users.iter().enumerate() {
+        let values: Vec<String> = (0..per_user).map(row_values).collect();
+        u.sql(
+            format!("INSERT INTO {ns}.user_select VALUES {}", values.join(", ")),
+            None,
+        )
+        .await?;
+        if i % 500 == 499 {
+            eprint!("\rloaded users: {}   ", i + 1);
+        }
+    }
+    eprintln!(
+        "\nuser-select: loaded {} rows for {} users in {:.1}s",
+        per_user as usize * users.len(),
+        users.len(),
+        load.elapsed().as_secs_f64()
+    );
+    Ok(drive(args, "user-select", move |w, i| {
+        let (users, ns) = (users.clone(), ns.clone());
+        async move {
+            let u =
+                ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ w as u64) % users.len() as u64) as usize;
+            let r = users[u]
+                .sql(format!("SELECT * FROM {ns}.user_select"), None)
+                .await?;
+            match r.results.first().map(|r| r.row_count as u64) {
+                Some(n) if n == per_user => Ok(n),
+                other => Err(format!("expected {per_user} rows, got {other:?}")),
+            }
+        }
+    })
+    .await)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -336,6 +486,9 @@ async fn main() {
             "insert-single" => insert_single(&args, &client).await,
             "insert-batch" => insert_batch(&args, &client).await,
             "point-select" => point_select(&args, &client).await,
+            "user-insert" => per_user_insert(&args, &client, "user").await,
+            "stream-insert" => per_user_insert(&args, &client, "stream").await,
+            "user-select" => user_select(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {
