@@ -89,6 +89,11 @@ impl AppTableProvider {
         Ok((!row.deleted).then_some(row))
     }
 
+    /// Every visible row of `scope`, in primary-key order (STREAM: in `_seq` order).
+    pub fn read_scope(&self, scope: &Scope) -> crate::error::Result<Vec<StoredRow>> {
+        self.read_rows(scope, &[], None)
+    }
+
     /// Reads the visible rows of `scope`.
     fn read_rows(
         &self,
