@@ -99,3 +99,53 @@ async fn users_never_see_or_touch_each_others_rows() {
         }
     }
 }
+
+#[tokio::test]
+async fn stream_rows_stay_with_their_writer() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE STREAM TABLE app.ev (v INT) WITH (TTL_SECONDS = 3600)",
+    )
+    .await;
+    let users = ["sa", "sb", "sc"];
+    let mut tokens = Vec::new();
+    for u in users {
+        s.ok(
+            &root,
+            &format!("CREATE USER {u} WITH PASSWORD '{u}-pass-123'"),
+        )
+        .await;
+        tokens.push(s.token(u, &format!("{u}-pass-123")).await);
+    }
+    let mut model: Vec<Vec<i64>> = vec![Vec::new(); users.len()];
+    let mut rng = Rng(42);
+    for step in 0..150 {
+        let u = rng.next(users.len() as u64) as usize;
+        let v = rng.next(5) as i64;
+        let ctx = format!("step {step} user {}", users[u]);
+        if rng.next(3) == 0 {
+            let r = s
+                .ok(&tokens[u], &format!("DELETE FROM app.ev WHERE v = {v}"))
+                .await;
+            let before = model[u].len();
+            model[u].retain(|x| *x != v);
+            assert_eq!(
+                r["row_count"],
+                before - model[u].len(),
+                "{ctx}: hard delete count"
+            );
+        } else {
+            s.ok(&tokens[u], &format!("INSERT INTO app.ev VALUES ({v})"))
+                .await;
+            model[u].push(v);
+        }
+        for (i, token) in tokens.iter().enumerate() {
+            let r = s.ok(token, "SELECT v FROM app.ev ORDER BY _seq").await;
+            let expected: Vec<Vec<serde_json::Value>> =
+                model[i].iter().map(|v| vec![json!(v)]).collect();
+            assert_eq!(rows(&r), expected, "{ctx}: view of {}", users[i]);
+        }
+    }
+}
