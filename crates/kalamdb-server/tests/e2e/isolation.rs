@@ -29,15 +29,7 @@ async fn users_never_see_or_touch_each_others_rows() {
     )
     .await;
     let users = ["ua", "ub", "uc"];
-    let mut tokens = Vec::new();
-    for u in users {
-        s.ok(
-            &root,
-            &format!("CREATE USER {u} WITH PASSWORD '{u}-pass-123'"),
-        )
-        .await;
-        tokens.push(s.token(u, &format!("{u}-pass-123")).await);
-    }
+    let tokens = s.users_with_tokens(&root, &users).await;
     for seed in [7u64, 1234, 987_654_321] {
         s.ok(
             &root,
@@ -110,15 +102,7 @@ async fn stream_rows_stay_with_their_writer() {
     )
     .await;
     let users = ["sa", "sb", "sc"];
-    let mut tokens = Vec::new();
-    for u in users {
-        s.ok(
-            &root,
-            &format!("CREATE USER {u} WITH PASSWORD '{u}-pass-123'"),
-        )
-        .await;
-        tokens.push(s.token(u, &format!("{u}-pass-123")).await);
-    }
+    let tokens = s.users_with_tokens(&root, &users).await;
     let mut model: Vec<Vec<i64>> = vec![Vec::new(); users.len()];
     let mut rng = Rng(42);
     for step in 0..150 {

@@ -115,6 +115,20 @@ impl TestServer {
         login_token(&self.http, &self.base, user, password).await
     }
 
+    /// Creates users (role user, password `<name>-pass-123`) and returns their access tokens.
+    pub(crate) async fn users_with_tokens(&self, admin: &str, names: &[&str]) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for u in names {
+            self.ok(
+                admin,
+                &format!("CREATE USER {u} WITH PASSWORD '{u}-pass-123'"),
+            )
+            .await;
+            tokens.push(self.token(u, &format!("{u}-pass-123")).await);
+        }
+        tokens
+    }
+
     pub(crate) async fn root_token(&self) -> String {
         self.token("root", ROOT_PASSWORD).await
     }
