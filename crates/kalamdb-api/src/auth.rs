@@ -26,15 +26,22 @@ pub fn ip_rate_limiter(per_sec: u32) -> IpRateLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(n))
 }
 
-/// 429 `rate_limited` when `peer` has used up its budget.
-fn rate_limited(state: &ApiState, peer: &SocketAddr) -> Option<Response> {
-    state.auth_limiter.check_key(&peer.ip()).is_err().then(|| {
-        auth_error(
+/// Middleware for the credential endpoints (login, refresh, setup): 429 `rate_limited` once a
+/// client IP has used up its budget, before any password work is done.
+pub async fn limit_by_ip(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.auth_limiter.check_key(&peer.ip()).is_err() {
+        return auth_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "Too many authentication requests. Please retry shortly.",
-        )
-    })
+        );
+    }
+    next.run(request).await
 }
 
 const ACCESS_COOKIE: &str = "kalamdb_auth";
@@ -166,14 +173,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
 }
 
 /// `POST /v1/api/auth/login`.
-pub async fn login(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
-    if let Some(resp) = rate_limited(&state, &peer) {
-        return resp;
-    }
+pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -204,14 +204,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `POST /v1/api/auth/refresh`: a refresh token (cookie, else Bearer) for a new pair.
-pub async fn refresh(
-    State(state): State<ApiState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(resp) = rate_limited(&state, &peer) {
-        return resp;
-    }
+pub async fn refresh(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let token = cookie_value(&headers, REFRESH_COOKIE).or_else(|| bearer_token(&headers).ok());
     let Some(token) = token else {
         return auth_error(
@@ -301,9 +294,6 @@ pub async fn setup(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    if let Some(resp) = rate_limited(&state, &peer) {
-        return resp;
-    }
     if !setup_allowed(&state, &peer) {
         return auth_error(
             StatusCode::FORBIDDEN,

@@ -55,16 +55,23 @@ impl ApiState {
 /// loopback-only endpoints need the peer address.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.app.config().limits.max_request_body_bytes;
+    // Endpoints that take credentials are rate limited per client IP.
+    let credential_routes = Router::new()
+        .route("/v1/api/auth/login", post(auth::login))
+        .route("/v1/api/auth/refresh", post(auth::refresh))
+        .route("/v1/api/auth/setup", post(auth::setup))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::limit_by_ip,
+        ));
     Router::new()
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
-        .route("/v1/api/auth/login", post(auth::login))
-        .route("/v1/api/auth/refresh", post(auth::refresh))
+        .merge(credential_routes)
         .route("/v1/api/auth/logout", post(auth::logout))
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
-        .route("/v1/api/auth/setup", post(auth::setup))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
