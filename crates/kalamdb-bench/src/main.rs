@@ -161,21 +161,23 @@ fn row_values(id: u64) -> String {
     )
 }
 
-async fn create_table(client: &Client, ns: &str, table: &str) -> Result<(), String> {
+/// (Re)creates `ns.table` with the bench's row shape; `kind` is SHARED, USER or STREAM.
+async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Result<(), String> {
     client
         .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
         .await?;
     client
         .sql(format!("DROP TABLE IF EXISTS {ns}.{table}"), None)
         .await?;
-    client
-        .sql(
-            format!(
-                "CREATE SHARED TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT)"
-            ),
-            None,
-        )
-        .await?;
+    let with = if kind == "STREAM" {
+        " WITH (TTL_SECONDS = 3600)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "CREATE {kind} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT){with}"
+    );
+    client.sql(sql, None).await?;
     Ok(())
 }
 
@@ -265,7 +267,7 @@ where
 }
 
 async fn insert_single(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
-    create_table(client, &args.namespace, "insert_single").await?;
+    create_table(client, &args.namespace, "insert_single", "SHARED").await?;
     let (c, ns) = (client.clone(), args.namespace.clone());
     Ok(drive(args, "insert-single", move |w, i| {
         let (c, ns) = (c.clone(), ns.clone());
@@ -283,7 +285,7 @@ async fn insert_single(args: &Args, client: &Client) -> Result<WorkloadResult, S
 }
 
 async fn insert_batch(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
-    create_table(client, &args.namespace, "insert_batch").await?;
+    create_table(client, &args.namespace, "insert_batch", "SHARED").await?;
     let (c, ns, batch) = (client.clone(), args.namespace.clone(), args.batch as u64);
     Ok(drive(args, "insert-batch", move |w, i| {
         let (c, ns) = (c.clone(), ns.clone());
@@ -303,7 +305,7 @@ async fn insert_batch(args: &Args, client: &Client) -> Result<WorkloadResult, St
 
 async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
     let ns = args.namespace.clone();
-    create_table(client, &ns, "point_select").await?;
+    create_table(client, &ns, "point_select", "SHARED").await?;
     let load = Instant::now();
     let mut id = 0u64;
     while id < args.rows as u64 {
@@ -374,26 +376,7 @@ async fn per_user_insert(
 ) -> Result<WorkloadResult, String> {
     let ns = args.namespace.clone();
     let table = format!("{kind}_insert");
-    client
-        .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
-        .await?;
-    client
-        .sql(format!("DROP TABLE IF EXISTS {ns}.{table}"), None)
-        .await?;
-    let with = if kind == "stream" {
-        " WITH (TTL_SECONDS = 3600)"
-    } else {
-        ""
-    };
-    client
-        .sql(
-            format!(
-                "CREATE {} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT){with}",
-                kind.to_uppercase()
-            ),
-            None,
-        )
-        .await?;
+    create_table(client, &ns, &table, &kind.to_uppercase()).await?;
     let users = Arc::new(bench_users(client, args.users).await?);
     let conc = args.concurrency as u64;
     Ok(drive(args, &format!("{kind}-insert"), move |w, i| {
@@ -416,18 +399,7 @@ async fn per_user_insert(
 /// `SELECT *` of one user's rows in a USER table holding `--rows` rows of `--users` users.
 async fn user_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
     let ns = args.namespace.clone();
-    client
-        .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
-        .await?;
-    client
-        .sql(format!("DROP TABLE IF EXISTS {ns}.user_select"), None)
-        .await?;
-    client
-        .sql(
-            format!("CREATE USER TABLE {ns}.user_select (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT)"),
-            None,
-        )
-        .await?;
+    create_table(client, &ns, "user_select", "USER").await?;
     let users = Arc::new(bench_users(client, args.users).await?);
     let per_user = (args.rows / args.users).max(1) as u64;
     let load = Instant::now();
