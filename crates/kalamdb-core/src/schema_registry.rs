@@ -27,6 +27,8 @@ pub struct CachedTable {
     pub partitions: TablePartitions,
     /// Index of the primary-key column in `def.columns`.
     pub pk_index: Option<usize>,
+    /// Literal column defaults by column index, evaluated once by the DML path on first use.
+    pub literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
 }
 
 impl CachedTable {
@@ -40,6 +42,7 @@ impl CachedTable {
             schema,
             partitions,
             pk_index,
+            literal_defaults: std::sync::OnceLock::new(),
         }
     }
 }

@@ -596,6 +596,8 @@ pub fn create_table(
 }
 
 fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
+    // Invalidate before and after removing the definition: a lookup racing the drop may have
+    // re-cached the old entry in between.
     app.schema_registry().invalidate(id);
     app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);

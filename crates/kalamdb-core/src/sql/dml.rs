@@ -67,7 +67,13 @@ pub fn literal_scalar(expr: &Expr) -> Option<ScalarValue> {
 }
 
 /// Evaluates a column default.
-fn default_value(app: &AppContext, ctx: &ExecCtx, col: &ColumnDefinition) -> Result<Value> {
+fn default_value(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    table: &CachedTable,
+    idx: usize,
+) -> Result<Value> {
+    let col = &table.def.columns[idx];
     let scalar = match col.default.as_ref() {
         None => return Ok(Value::Null),
         Some(ColumnDefault::SnowflakeId) => ScalarValue::Int64(Some(app.seq().next_id())),
@@ -80,20 +86,33 @@ fn default_value(app: &AppContext, ctx: &ExecCtx, col: &ColumnDefinition) -> Res
             ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))
         }
         Some(ColumnDefault::Literal(text)) => {
-            let expr = datafusion::sql::sqlparser::parser::Parser::new(
-                &datafusion::sql::sqlparser::dialect::GenericDialect {},
-            )
-            .try_with_sql(text)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| {
-                KalamError::Internal(format!("stored default {text} does not parse: {e}"))
-            })?;
-            literal_scalar(&expr).ok_or_else(|| {
-                KalamError::Internal(format!("stored default {text} is not a literal"))
-            })?
+            // Literal defaults are parsed once per cached table, not once per inserted row.
+            let literals = table
+                .literal_defaults
+                .get_or_init(|| table.def.columns.iter().map(literal_default).collect());
+            return literals[idx].clone().ok_or_else(|| {
+                KalamError::Internal(format!(
+                    "stored default {text} of column '{}' is not a valid literal",
+                    col.name
+                ))
+            });
         }
     };
     coerce(scalar, &col.data_type, &col.name)
+}
+
+/// The value of a column's literal default, if it has one that parses and fits the column.
+fn literal_default(col: &ColumnDefinition) -> Option<Value> {
+    let Some(ColumnDefault::Literal(text)) = &col.default else {
+        return None;
+    };
+    let expr = datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::GenericDialect {},
+    )
+    .try_with_sql(text)
+    .and_then(|mut p| p.parse_expr())
+    .ok()?;
+    coerce(literal_scalar(&expr)?, &col.data_type, &col.name).ok()
 }
 
 /// Evaluates one VALUES expression: literals and KalamDB functions directly, anything else
@@ -342,12 +361,13 @@ pub(crate) async fn insert_rows(
             .columns
             .iter()
             .zip(cells)
-            .map(|(col, v)| {
+            .enumerate()
+            .map(|(idx, (col, v))| {
                 Ok((
                     col.column_id,
                     match v {
                         Some(v) => v,
-                        None => default_value(app, ctx, col)?,
+                        None => default_value(app, ctx, &table, idx)?,
                     },
                 ))
             })
