@@ -91,8 +91,8 @@ pub fn bearer_identity(
     headers: &HeaderMap,
 ) -> Result<Identity, (ErrorCode, &'static str)> {
     let token = bearer_token(headers)?;
-    match state.app.auth().authenticate(token, TokenKind::Access) {
-        Ok((identity, _)) => Ok(identity),
+    match state.app.auth().identify(token) {
+        Ok(identity) => Ok(identity),
         Err(AuthError::TokenExpired) => Err((ErrorCode::TokenExpired, "Invalid credentials")),
         Err(AuthError::Internal(_)) => Err((ErrorCode::InternalError, "Authentication failed")),
         Err(_) => Err((ErrorCode::InvalidCredentials, "Invalid credentials")),
@@ -173,7 +173,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
 }
 
 /// `POST /v1/api/auth/login`.
-pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -185,7 +189,12 @@ pub async fn login(State(state): State<ApiState>, body: Bytes) -> Response {
             "Invalid credentials",
         );
     }
-    match state.app.auth().login(&req.user, &req.password).await {
+    match state
+        .app
+        .auth()
+        .login(&req.user, &req.password, Some(peer.ip()))
+        .await
+    {
         Ok(grant) => grant_response(&state, grant),
         Err(e) => map_auth_error(e),
     }

@@ -6,17 +6,19 @@ use crate::ApiState;
 use crate::auth::bearer_identity;
 use crate::envelope::{public_message, sql_error, sql_success};
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::SqlRequest;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// The SQL handler.
 pub async fn execute_sql(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -76,6 +78,7 @@ pub async fn execute_sql(
         .executor
         .execute(
             &identity,
+            Some(peer.ip()),
             &request.sql,
             request.params,
             request.namespace_id,

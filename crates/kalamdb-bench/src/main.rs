@@ -5,9 +5,10 @@
 //! - `insert-single`: one row per request, `--concurrency` clients;
 //! - `insert-batch`: `--batch` rows per multi-VALUES request;
 //! - `point-select`: primary-key lookups on a table preloaded with `--rows` rows;
-//! - `user-insert` / `stream-insert`: single-row inserts into a USER / STREAM table, each request
-//!   by one of `--users` real users (created and logged in first; run the server with a low
-//!   `KALAMDB_AUTH_BCRYPT_COST` to make that quick);
+//! - `user-insert` / `stream-insert` / `shared-insert`: single-row inserts into a USER / STREAM /
+//!   SHARED table, each request by one of `--users` real users (service accounts for SHARED;
+//!   created and logged in first; run the server with a low `KALAMDB_AUTH_BCRYPT_COST` to make
+//!   that quick);
 //! - `user-select`: `SELECT *` of one user's rows in a USER table preloaded with `--rows` rows
 //!   spread over `--users` users;
 //! - `all`: insert-single, insert-batch and point-select in turn.
@@ -348,14 +349,14 @@ async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, St
 const BENCH_USER_PASSWORD: &str = "bench-user-pass-1";
 
 /// Creates (if needed) and logs in `n` bench users.
-async fn bench_users(client: &Client, n: usize) -> Result<Vec<Client>, String> {
+async fn bench_users(client: &Client, n: usize, role: &str) -> Result<Vec<Client>, String> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let name = format!("bench_u{i}");
+        let name = format!("bench_{role}{i}");
         // "already exists" on a re-run is fine.
         let _ = client
             .sql(
-                format!("CREATE USER {name} WITH PASSWORD '{BENCH_USER_PASSWORD}'"),
+                format!("CREATE USER {name} WITH PASSWORD '{BENCH_USER_PASSWORD}' ROLE '{role}'"),
                 None,
             )
             .await;
@@ -368,7 +369,8 @@ async fn bench_users(client: &Client, n: usize) -> Result<Vec<Client>, String> {
     Ok(out)
 }
 
-/// Single-row inserts into a USER or STREAM table, each request by one of many users.
+/// Single-row inserts into a USER, STREAM or SHARED table, each request by one of many users
+/// (service accounts for SHARED, which plain users may not write).
 async fn per_user_insert(
     args: &Args,
     client: &Client,
@@ -377,7 +379,9 @@ async fn per_user_insert(
     let ns = args.namespace.clone();
     let table = format!("{kind}_insert");
     create_table(client, &ns, &table, &kind.to_uppercase()).await?;
-    let users = Arc::new(bench_users(client, args.users).await?);
+    // SHARED tables are written by services; USER and STREAM tables by plain users.
+    let role = if kind == "shared" { "service" } else { "user" };
+    let users = Arc::new(bench_users(client, args.users, role).await?);
     let conc = args.concurrency as u64;
     Ok(drive(args, &format!("{kind}-insert"), move |w, i| {
         let (users, ns, table) = (users.clone(), ns.clone(), table.clone());
@@ -400,7 +404,7 @@ async fn per_user_insert(
 async fn user_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
     let ns = args.namespace.clone();
     create_table(client, &ns, "user_select", "USER").await?;
-    let users = Arc::new(bench_users(client, args.users).await?);
+    let users = Arc::new(bench_users(client, args.users, "user").await?);
     let per_user = (args.rows / args.users).max(1) as u64;
     let load = Instant::now();
     for (i, u) in users.iter().enumerate() {
@@ -460,6 +464,7 @@ async fn main() {
             "point-select" => point_select(&args, &client).await,
             "user-insert" => per_user_insert(&args, &client, "user").await,
             "stream-insert" => per_user_insert(&args, &client, "stream").await,
+            "shared-insert" => per_user_insert(&args, &client, "shared").await,
             "user-select" => user_select(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };

@@ -4,6 +4,7 @@
 //! (or the one service it needs) instead of building its own. Holds the single DataFusion
 //! `SessionContext`; per-request identity is attached to a cheap copy of its state.
 
+use crate::audit::AuditLog;
 use crate::auth::{AuthService, Identity};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE};
 use crate::config::Config;
@@ -12,7 +13,7 @@ use crate::providers::SessionIdentity;
 use crate::providers::catalog::{CATALOG_NAME, KalamCatalog, ProviderDeps};
 use crate::schema_registry::SchemaRegistry;
 use crate::seq::SeqGenerator;
-use dashmap::DashMap;
+use crate::write_locks::{TableLocks, WriteLocks};
 use datafusion::execution::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use kalamdb_commons::{NodeId, TableId};
@@ -27,10 +28,11 @@ pub struct AppContext {
     backend: Arc<dyn StorageBackend>,
     catalog: Catalog,
     registry: Arc<SchemaRegistry>,
-    seq: SeqGenerator,
+    seq: Arc<SeqGenerator>,
+    audit: AuditLog,
     auth: Arc<AuthService>,
     session: SessionContext,
-    write_locks: DashMap<TableId, Arc<tokio::sync::Mutex<()>>>,
+    write_locks: WriteLocks,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -59,7 +61,9 @@ impl AppContext {
         let now = chrono::Utc::now().timestamp_micros();
         let catalog = Catalog::open(Arc::clone(&backend), now)?;
         let registry = Arc::new(SchemaRegistry::new(catalog.clone()));
-        let auth = AuthService::start(catalog.clone(), config.auth.clone())
+        let seq = Arc::new(SeqGenerator::new(node_id.as_str()));
+        let audit = AuditLog::new(catalog.clone(), Arc::clone(&seq));
+        let auth = AuthService::start(catalog.clone(), config.auth.clone(), audit.clone())
             .await
             .map_err(|e| KalamError::Internal(format!("auth bootstrap failed: {e}")))?;
 
@@ -77,7 +81,8 @@ impl AppContext {
         session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps)));
 
         let app = Arc::new(Self {
-            seq: SeqGenerator::new(node_id.as_str()),
+            seq,
+            audit,
             config: Arc::new(config),
             node_id,
             backend,
@@ -85,7 +90,7 @@ impl AppContext {
             registry,
             auth,
             session,
-            write_locks: DashMap::new(),
+            write_locks: WriteLocks::default(),
         });
         spawn_stream_eviction(&app);
         Ok(app)
@@ -121,6 +126,11 @@ impl AppContext {
         &self.seq
     }
 
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// The auth service.
     pub fn auth(&self) -> &Arc<AuthService> {
         &self.auth
@@ -136,15 +146,15 @@ impl AppContext {
         state
     }
 
-    /// The lock that serializes writers of one table (check-then-write of PK uniqueness and
-    /// read-modify-write of UPDATE).
-    pub fn table_lock(&self, id: &TableId) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(self.write_locks.entry(id.clone()).or_default().value())
+    /// The writer locks of one table (check-then-write of PK uniqueness and read-modify-write
+    /// of UPDATE/DELETE), striped by scope.
+    pub fn table_locks(&self, id: &TableId) -> Arc<TableLocks> {
+        self.write_locks.table(id)
     }
 
-    /// Forgets a dropped table's lock.
-    pub fn forget_table_lock(&self, id: &TableId) {
-        self.write_locks.remove(id);
+    /// Forgets a dropped table's locks.
+    pub fn forget_table_locks(&self, id: &TableId) {
+        self.write_locks.forget(id);
     }
 
     /// Deletes STREAM-table rows older than their table's TTL; returns how many were removed.

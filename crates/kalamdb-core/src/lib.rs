@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod app_context;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod seq;
 pub mod sql;
 pub mod types;
 pub mod value;
+pub mod write_locks;
 
 pub use app_context::AppContext;
 pub use error::{KalamError, Result};

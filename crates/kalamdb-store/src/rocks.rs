@@ -43,6 +43,10 @@ impl RocksBackend {
         cf_options.set_block_based_table_factory(&table);
         cf_options.set_write_buffer_size(options.write_buffer_bytes);
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A whole-key bloom filter over each memtable: the PK check of an INSERT (a lookup of
+        // a key that is usually absent) skips the skiplist search.
+        cf_options.set_memtable_whole_key_filtering(true);
+        cf_options.set_memtable_prefix_bloom_ratio(0.02);
 
         let mut db_options = cf_options.clone();
         db_options.create_if_missing(true);

@@ -5,11 +5,15 @@
 //! blocking pool so logins never stall the async runtime.
 
 pub mod password;
+mod session_cache;
 pub mod tokens;
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::catalog::{Catalog, UserRecord};
 use crate::config::AuthConfig;
 use kalamdb_commons::{Role, UserId};
+use session_cache::SessionCache;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokens::{TokenError, TokenKind, TokenService};
 
@@ -77,6 +81,8 @@ pub struct AuthService {
     catalog: Catalog,
     tokens: TokenService,
     config: AuthConfig,
+    sessions: SessionCache,
+    audit: AuditLog,
 }
 
 fn now_micros() -> i64 {
@@ -85,12 +91,18 @@ fn now_micros() -> i64 {
 
 impl AuthService {
     /// Creates the service and makes sure `root` exists with the configured password.
-    pub async fn start(catalog: Catalog, config: AuthConfig) -> Result<Arc<Self>, AuthError> {
+    pub async fn start(
+        catalog: Catalog,
+        config: AuthConfig,
+        audit: AuditLog,
+    ) -> Result<Arc<Self>, AuthError> {
         let tokens = TokenService::new(&config.jwt_secret, config.jwt_expiry_hours);
         let svc = Arc::new(Self {
             catalog,
             tokens,
             config,
+            sessions: SessionCache::default(),
+            audit,
         });
         svc.bootstrap_root().await?;
         Ok(svc)
@@ -133,7 +145,31 @@ impl AuthService {
     }
 
     /// Checks a user name and password.
-    pub async fn login(&self, user: &str, pw: &str) -> Result<LoginGrant, AuthError> {
+    pub async fn login(
+        &self,
+        user: &str,
+        pw: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<LoginGrant, AuthError> {
+        let result = self.check_login(user, pw).await;
+        let (action, details) = match &result {
+            Ok(_) => ("LOGIN", None),
+            Err(e) => ("LOGIN_FAILED", Some(e.to_string())),
+        };
+        // The name as given, cut short: it is attacker-controlled when the login fails.
+        let name: String = user.chars().take(128).collect();
+        self.audit.record(AuditEvent {
+            actor: &name,
+            action,
+            target: &name,
+            details,
+            ip,
+            ..AuditEvent::default()
+        });
+        result
+    }
+
+    async fn check_login(&self, user: &str, pw: &str) -> Result<LoginGrant, AuthError> {
         let id = UserId::parse(user).map_err(|_| AuthError::InvalidCredentials)?;
         let Some(mut record) = self.catalog.user(&id)? else {
             return Err(AuthError::InvalidCredentials);
@@ -180,12 +216,35 @@ impl AuthService {
         })
     }
 
+    /// The identity behind an access token: [`AuthService::authenticate`] without the user
+    /// record, answered from a cache of verified tokens while no user has changed.
+    pub fn identify(&self, token: &str) -> Result<Identity, AuthError> {
+        let epoch = self.catalog.users_epoch();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(identity) = self.sessions.get(token, epoch, now) {
+            return Ok(identity);
+        }
+        let (identity, _, exp) = self.verify(token, TokenKind::Access)?;
+        self.sessions.put(token, identity.clone(), exp, epoch);
+        Ok(identity)
+    }
+
     /// Validates a token of the given kind and loads its user.
     pub fn authenticate(
         &self,
         token: &str,
         kind: TokenKind,
     ) -> Result<(Identity, UserRecord), AuthError> {
+        let (identity, user, _) = self.verify(token, kind)?;
+        Ok((identity, user))
+    }
+
+    /// Checks a token and its user; returns the identity, the user and the token's expiry.
+    fn verify(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<(Identity, UserRecord, i64), AuthError> {
         let claims = self.tokens.verify(token, kind).map_err(|e| match e {
             TokenError::Expired => AuthError::TokenExpired,
             TokenError::Invalid => AuthError::InvalidCredentials,
@@ -204,6 +263,7 @@ impl AuthService {
                 role: user.role,
             },
             user,
+            claims.exp,
         ))
     }
 

@@ -83,6 +83,9 @@ pub struct AuditEntry {
     pub details: Option<String>,
     /// For `EXECUTE_AS`: the user acted as.
     pub subject_user_id: Option<String>,
+    /// The client's address (absent in entries written before it was recorded).
+    #[serde(default)]
+    pub ip_address: Option<String>,
 }
 
 /// A row of `system.storages`.

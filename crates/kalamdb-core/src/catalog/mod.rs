@@ -19,6 +19,7 @@ use kalamdb_store::{StorageBackend, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Version of the system schema this build writes. Bump it when a system partition is added.
 pub const SYSTEM_SCHEMA_VERSION: u32 = 2;
@@ -48,6 +49,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Catalog {
     backend: Arc<dyn StorageBackend>,
+    /// Bumped after every write of a user record; see [`Catalog::users_epoch`].
+    users_epoch: Arc<AtomicU64>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -75,7 +78,10 @@ impl Catalog {
         for p in SYSTEM_PARTITIONS {
             backend.create_partition(p)?;
         }
-        let catalog = Self { backend };
+        let catalog = Self {
+            backend,
+            users_epoch: Arc::default(),
+        };
         let stored = catalog.system_schema_version()?;
         if stored < SYSTEM_SCHEMA_VERSION {
             tracing::info!(
@@ -274,11 +280,19 @@ impl Catalog {
         self.get(P_USERS, id.as_str().as_bytes())
     }
 
+    /// A counter bumped after every write of a user record. Whatever was derived from user
+    /// records read after the counter showed `n` is current while it still shows `n`.
+    pub fn users_epoch(&self) -> u64 {
+        self.users_epoch.load(Ordering::SeqCst)
+    }
+
     /// Stores a user.
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
-        Ok(self.backend.write(batch)?)
+        self.backend.write(batch)?;
+        self.users_epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     // ---- audit log ----

@@ -80,6 +80,7 @@ impl SystemTable {
                 ("target", K::Text, false),
                 ("details", K::Text, true),
                 ("subject_user_id", K::Text, true),
+                ("ip_address", K::Text, true),
             ],
             Self::Namespaces => vec![
                 ("namespace_id", K::Text, false),
@@ -168,6 +169,7 @@ impl SystemTable {
                         text(&a.target),
                         opt_text(a.details.as_deref()),
                         opt_text(a.subject_user_id.as_deref()),
+                        opt_text(a.ip_address.as_deref()),
                     ]
                 })
                 .collect(),

@@ -601,7 +601,7 @@ fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
     app.schema_registry().invalidate(id);
     app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);
-    app.forget_table_lock(id);
+    app.forget_table_locks(id);
     Ok(())
 }
 
@@ -630,8 +630,8 @@ pub async fn drop_table(
         };
     }
     // Wait for in-flight writers of this table before removing its data.
-    let lock = app.table_lock(&id);
-    let _guard = lock.lock().await;
+    let locks = app.table_locks(&id);
+    let _guards = locks.all().await;
     drop_table_by_id(app, &id)?;
     Ok(Output::Message(format!("Table '{id}' dropped")))
 }

@@ -387,8 +387,8 @@ pub(crate) async fn insert_rows(
         return append_stream(app, &table, &scope, rows);
     }
 
-    let lock = app.table_lock(&table.def.table_id());
-    let _guard = lock.lock().await;
+    let locks = app.table_locks(&table.def.table_id());
+    let _guard = locks.scope(&scope).await;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let keys: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| row_key(&prefix, pk)).collect();
@@ -642,8 +642,8 @@ async fn rewrite_matching(
     select: &str,
     mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
 ) -> Result<usize> {
-    let lock = app.table_lock(&table.def.table_id());
-    let _guard = lock.lock().await;
+    let locks = app.table_locks(&table.def.table_id());
+    let _guard = locks.scope(scope).await;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let mut count = 0;

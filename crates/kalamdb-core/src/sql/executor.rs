@@ -10,6 +10,7 @@
 use super::parse::{self, Command, parse_statement};
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
+use crate::audit::AuditEvent;
 use crate::auth::Identity;
 use crate::error::{KalamError, Result};
 use datafusion::arrow::array::RecordBatch;
@@ -19,6 +20,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Statement, Value as SqlValue};
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::QueryResult;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Context of one statement.
@@ -30,6 +32,8 @@ pub struct ExecCtx {
     pub namespace: String,
     /// Bound `$n` values.
     pub params: Vec<SqlValue>,
+    /// The client's address, for the audit trail.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// What a statement produced.
@@ -147,6 +151,7 @@ impl SqlExecutor {
     pub async fn execute(
         &self,
         identity: &Identity,
+        client_ip: Option<IpAddr>,
         sql: &str,
         params: Option<Vec<serde_json::Value>>,
         namespace: Option<String>,
@@ -189,6 +194,7 @@ impl SqlExecutor {
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "default".into()),
             params: bound,
+            client_ip,
         };
         let single = statements.len() == 1;
         let mut results = Vec::new();
@@ -255,7 +261,13 @@ impl SqlExecutor {
         let Some((target, inner)) = parse::execute_as(text)? else {
             let out = self.run_one(ctx, text).await?;
             if let Some((action, object)) = parse::audited_action(text) {
-                self.audit(&ctx.identity, action, &object, None, None);
+                self.app.audit().record(AuditEvent {
+                    actor: ctx.identity.user_id.as_str(),
+                    action,
+                    target: &object,
+                    ip: ctx.client_ip,
+                    ..AuditEvent::default()
+                });
             }
             return Ok((out, ctx.identity.user_id.to_string()));
         };
@@ -282,6 +294,7 @@ impl SqlExecutor {
             identity,
             namespace: ctx.namespace.clone(),
             params: ctx.params.clone(),
+            client_ip: ctx.client_ip,
         };
         let result = self.run_one(&mut inner_ctx, &inner).await;
         // Every use is audited, refused or not; user-management statements are not quoted
@@ -291,37 +304,15 @@ impl SqlExecutor {
             _ => inner.chars().take(1000).collect(),
         };
         let status = if result.is_ok() { "ok" } else { "failed" };
-        self.audit(
-            &ctx.identity,
-            "EXECUTE_AS",
-            &target,
-            Some(format!("[{status}] {details}")),
-            Some(&target),
-        );
+        self.app.audit().record(AuditEvent {
+            actor: ctx.identity.user_id.as_str(),
+            action: "EXECUTE_AS",
+            target: &target,
+            details: Some(format!("[{status}] {details}")),
+            subject: Some(&target),
+            ip: ctx.client_ip,
+        });
         Ok((result?, inner_ctx.identity.user_id.to_string()))
-    }
-
-    /// Records an audit entry; a failure to record is logged, never hidden.
-    fn audit(
-        &self,
-        actor: &Identity,
-        action: &str,
-        target: &str,
-        details: Option<String>,
-        subject: Option<&str>,
-    ) {
-        let entry = crate::catalog::AuditEntry {
-            audit_id: self.app.seq().next_id(),
-            timestamp: chrono::Utc::now().timestamp_micros(),
-            actor_user_id: actor.user_id.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            details,
-            subject_user_id: subject.map(str::to_string),
-        };
-        if let Err(e) = self.app.catalog().append_audit(&entry) {
-            tracing::error!(error = %e, action, target, "cannot write audit entry");
-        }
     }
 
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {

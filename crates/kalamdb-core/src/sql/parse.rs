@@ -391,8 +391,9 @@ pub fn execute_as(sql: &str) -> Result<Option<(String, String)>> {
     Ok(Some((name.to_string(), inner.to_string())))
 }
 
-/// For DDL and user management: the audit action (`CREATE_TABLE`, `DROP_USER` …) and the
-/// object's name as written. `None` for statements that are not audited.
+/// For DDL, user management and SHOW/DESCRIBE: the audit action (`CREATE_TABLE`, `DROP_USER`,
+/// `SHOW_TABLES` …) and the object's name as written. `None` for statements that are not
+/// audited.
 pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
     if !is_own_statement(&leading_words(sql, 2)) {
         return None;
@@ -408,6 +409,13 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::CreateUser { name, .. } => ("CREATE_USER", name),
         Command::AlterUser { name, .. } => ("ALTER_USER", name),
         Command::DropUser { name, .. } => ("DROP_USER", name),
+        Command::ShowNamespaces => ("SHOW_NAMESPACES", String::new()),
+        Command::ShowTables(ns) => ("SHOW_TABLES", ns.unwrap_or_default()),
+        Command::ShowStorages => ("SHOW_STORAGES", String::new()),
+        Command::Describe(table) => {
+            let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
+            ("DESCRIBE_TABLE", format!("{ns}{}", table.table))
+        }
         _ => return None,
     })
 }

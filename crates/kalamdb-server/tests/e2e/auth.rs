@@ -398,7 +398,11 @@ async fn ddl_user_management_and_impersonation_are_audited() {
     .await;
     s.ok(&root, "DROP USER alice").await;
     let r = s
-        .ok(&root, "SELECT actor_user_id, action, target, subject_user_id, details FROM system.audit_log ORDER BY audit_id")
+        .ok(
+            &root,
+            "SELECT actor_user_id, action, target, subject_user_id, details FROM system.audit_log \
+                    WHERE action NOT LIKE 'LOGIN%' ORDER BY audit_id",
+        )
         .await;
     let got: Vec<Vec<serde_json::Value>> =
         rows(&r).into_iter().map(|row| row[..4].to_vec()).collect();
@@ -449,6 +453,57 @@ async fn ddl_user_management_and_impersonation_are_audited() {
         "passwords never reach the audit log: {text}"
     );
     assert!(text.contains("INSERT INTO app.n VALUES (1)"));
+}
+
+#[tokio::test]
+async fn logins_and_show_describe_are_audited_with_the_client_address() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY); \
+         CREATE USER alice WITH PASSWORD 'alice-pass-1'",
+    )
+    .await;
+    assert_eq!(s.login("alice", "wrong-pass-1").await.0, 401);
+    assert_eq!(s.login("ghost", "wrong-pass-1").await.0, 401);
+    assert_eq!(s.login("alice", "alice-pass-1").await.0, 200);
+    s.ok(
+        &root,
+        "SHOW NAMESPACES; SHOW TABLES IN app; SHOW STORAGES; DESCRIBE TABLE app.t",
+    )
+    .await;
+    let r = s
+        .ok(
+            &root,
+            "SELECT actor_user_id, action, target, ip_address, details FROM system.audit_log \
+             WHERE action LIKE 'LOGIN%' OR action LIKE 'SHOW%' OR action LIKE 'DESCRIBE%' \
+             ORDER BY audit_id",
+        )
+        .await;
+    let got: Vec<Vec<serde_json::Value>> =
+        rows(&r).into_iter().map(|row| row[..4].to_vec()).collect();
+    let local = json!("127.0.0.1");
+    let row = |actor: &str, action: &str, target: &str| {
+        vec![json!(actor), json!(action), json!(target), local.clone()]
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("root", "LOGIN", "root"),
+            row("alice", "LOGIN_FAILED", "alice"),
+            row("ghost", "LOGIN_FAILED", "ghost"),
+            row("alice", "LOGIN", "alice"),
+            row("root", "SHOW_NAMESPACES", ""),
+            row("root", "SHOW_TABLES", "app"),
+            row("root", "SHOW_STORAGES", ""),
+            row("root", "DESCRIBE_TABLE", "app.t"),
+        ]
+    );
+    assert!(
+        !r.to_string().contains("wrong-pass"),
+        "passwords never reach the audit log"
+    );
 }
 
 #[tokio::test]

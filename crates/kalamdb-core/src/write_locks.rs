@@ -1,0 +1,116 @@
+//! Writer locks of tables, striped by scope.
+//!
+//! A write that checks before it writes (PK uniqueness on INSERT, read-modify-write of UPDATE
+//! and DELETE) holds the lock of its table's scope for the check and the write. Scopes hash to
+//! one of [`STRIPES`] locks per table, so writers of different users of a USER table rarely
+//! wait on each other, while a SHARED table (one scope) keeps one lock. Dropping a table takes
+//! every stripe, so it waits for all in-flight writers.
+
+use crate::rows::Scope;
+use dashmap::DashMap;
+use kalamdb_commons::TableId;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Locks per table; a power of two well above the number of concurrent writers we expect.
+pub const STRIPES: usize = 64;
+
+/// The striped writer locks of one table.
+#[derive(Debug)]
+pub struct TableLocks {
+    stripes: [Mutex<()>; STRIPES],
+}
+
+impl Default for TableLocks {
+    fn default() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Mutex::new(())),
+        }
+    }
+}
+
+impl TableLocks {
+    /// Locks the stripe of `scope`.
+    pub async fn scope(&self, scope: &Scope) -> MutexGuard<'_, ()> {
+        let stripe = match scope {
+            Scope::Shared => 0,
+            Scope::User(user) => {
+                let mut h = std::hash::DefaultHasher::new();
+                user.as_str().hash(&mut h);
+                h.finish() as usize % STRIPES
+            }
+        };
+        self.stripes[stripe].lock().await
+    }
+
+    /// Locks every stripe, in order (so two callers cannot deadlock).
+    pub async fn all(&self) -> Vec<MutexGuard<'_, ()>> {
+        let mut guards = Vec::with_capacity(STRIPES);
+        for stripe in &self.stripes {
+            guards.push(stripe.lock().await);
+        }
+        guards
+    }
+}
+
+/// The writer locks of every table, created on first use.
+#[derive(Debug, Default)]
+pub struct WriteLocks {
+    tables: DashMap<TableId, Arc<TableLocks>>,
+}
+
+impl WriteLocks {
+    /// The locks of table `id`.
+    pub fn table(&self, id: &TableId) -> Arc<TableLocks> {
+        Arc::clone(self.tables.entry(id.clone()).or_default().value())
+    }
+
+    /// Forgets a dropped table's locks.
+    pub fn forget(&self, id: &TableId) {
+        self.tables.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_commons::UserId;
+    use std::time::Duration;
+
+    fn user(name: &str) -> Scope {
+        Scope::User(UserId::parse(name).unwrap())
+    }
+
+    #[tokio::test]
+    async fn same_scope_waits_other_scopes_mostly_do_not() {
+        let locks = TableLocks::default();
+        let alice = user("alice");
+        let held = locks.scope(&alice).await;
+        let again = tokio::time::timeout(Duration::from_millis(20), locks.scope(&alice));
+        assert!(again.await.is_err(), "a second writer of alice must wait");
+        // Of 100 other users at most a few share alice's stripe.
+        let mut free = 0;
+        for i in 0..100 {
+            let other = user(&format!("u{i}"));
+            if tokio::time::timeout(Duration::from_millis(1), locks.scope(&other))
+                .await
+                .is_ok()
+            {
+                free += 1;
+            }
+        }
+        assert!(free >= 90, "only {free} of 100 other users could write");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn all_waits_for_every_writer() {
+        let locks = Arc::new(TableLocks::default());
+        let held = locks.scope(&user("bob")).await;
+        let all = tokio::time::timeout(Duration::from_millis(20), locks.all());
+        assert!(all.await.is_err(), "DROP must wait for bob's write");
+        drop(held);
+        assert_eq!(locks.all().await.len(), STRIPES);
+    }
+}
