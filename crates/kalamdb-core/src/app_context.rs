@@ -7,6 +7,7 @@
 use crate::audit::AuditLog;
 use crate::auth::{AuthService, Identity};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE};
+use crate::changes::ChangeListener;
 use crate::config::Config;
 use crate::error::{KalamError, Result};
 use crate::providers::SessionIdentity;
@@ -19,7 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use kalamdb_commons::{NodeId, TableId};
 use kalamdb_store::{RocksBackend, StorageBackend, StoreOptions};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The server's shared state.
 pub struct AppContext {
@@ -33,6 +34,7 @@ pub struct AppContext {
     auth: Arc<AuthService>,
     session: SessionContext,
     write_locks: WriteLocks,
+    listener: OnceLock<Arc<dyn ChangeListener>>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -91,6 +93,7 @@ impl AppContext {
             auth,
             session,
             write_locks: WriteLocks::default(),
+            listener: OnceLock::new(),
         });
         spawn_stream_eviction(&app);
         Ok(app)
@@ -150,6 +153,16 @@ impl AppContext {
     /// of UPDATE/DELETE), striped by scope.
     pub fn table_locks(&self, id: &TableId) -> Arc<TableLocks> {
         self.write_locks.table(id)
+    }
+
+    /// Registers the listener of committed changes; only the first call takes effect.
+    pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// The listener of committed changes, if one is registered.
+    pub fn change_listener(&self) -> Option<&Arc<dyn ChangeListener>> {
+        self.listener.get()
     }
 
     /// Forgets a dropped table's locks.

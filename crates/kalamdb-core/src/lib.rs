@@ -23,6 +23,7 @@ pub mod app_context;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod providers;

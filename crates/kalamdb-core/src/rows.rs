@@ -95,6 +95,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The owner of a per-user scope.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Scope::Shared => None,
+            Scope::User(u) => Some(u),
+        }
+    }
+
     /// Key prefix of this scope.
     pub fn prefix(&self) -> Vec<u8> {
         match self {

@@ -12,6 +12,7 @@ use super::executor::{ExecCtx, run_query};
 use super::parse::{TableRef, fold};
 use crate::access;
 use crate::app_context::AppContext;
+use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
 use crate::error::{KalamError, Result};
 use crate::rows::{Scope, StoredRow, log_key, row_key};
 use crate::schema_registry::CachedTable;
@@ -231,7 +232,7 @@ fn put_version(
 
 /// STREAM tables are append-only logs: each row is one log entry keyed by its `_seq`, with no
 /// latest-row entry and no key check, so a stream insert costs less than a table insert.
-fn append_stream(
+async fn append_stream(
     app: &AppContext,
     table: &CachedTable,
     scope: &Scope,
@@ -240,6 +241,11 @@ fn append_stream(
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let count = rows.len();
+    let listener = listener_for(app, table, scope);
+    let mut events = Vec::new();
+    // Held only so a live subscription's snapshot sees all of a write or none of it.
+    let locks = app.table_locks(&table.def.table_id());
+    let _guard = locks.scope(scope).await;
     for (_, cells) in rows {
         let row = StoredRow {
             seq: app.seq().next_id(),
@@ -251,10 +257,16 @@ fn append_stream(
             log_key(&prefix, row.seq),
             row.encode(),
         );
+        if listener.is_some() {
+            events.push(inserted(row));
+        }
     }
     app.backend()
         .write(batch)
         .map_err(|e| table_gone(e, table))?;
+    if let Some(l) = listener {
+        l.publish(table, scope.user(), events);
+    }
     Ok(count)
 }
 
@@ -384,7 +396,7 @@ pub(crate) async fn insert_rows(
         rows.push((pk, cells));
     }
     if table.def.table_type == TableType::Stream {
-        return append_stream(app, &table, &scope, rows);
+        return append_stream(app, &table, &scope, rows).await;
     }
 
     let locks = app.table_locks(&table.def.table_id());
@@ -404,6 +416,8 @@ pub(crate) async fn insert_rows(
         }
     }
     let count = rows.len();
+    let listener = listener_for(app, &table, &scope);
+    let mut events = Vec::new();
     for (pk, cells) in rows {
         let row = StoredRow {
             seq: app.seq().next_id(),
@@ -411,11 +425,38 @@ pub(crate) async fn insert_rows(
             cells,
         };
         put_version(&mut batch, &table, &prefix, &pk, &row);
+        if listener.is_some() {
+            events.push(inserted(row));
+        }
     }
     app.backend()
         .write(batch)
         .map_err(|e| table_gone(e, &table))?;
+    if let Some(l) = listener {
+        l.publish(&table, scope.user(), events);
+    }
     Ok(count)
+}
+
+/// The change listener, when it wants changes of `scope` of `table`.
+fn listener_for<'a>(
+    app: &'a AppContext,
+    table: &CachedTable,
+    scope: &Scope,
+) -> Option<&'a Arc<dyn ChangeListener>> {
+    let listener = app.change_listener()?;
+    listener
+        .wants(&table.def.table_id(), scope.user())
+        .then_some(listener)
+}
+
+fn inserted(row: StoredRow) -> ChangeEvent {
+    ChangeEvent {
+        kind: ChangeKind::Insert,
+        seq: row.seq,
+        new: Some(row),
+        old: None,
+    }
 }
 
 fn pk_violation(table: &CachedTable, cells: &[(u32, Value)]) -> KalamError {
@@ -614,20 +655,43 @@ async fn delete_stream(
     if let Some(w) = selection {
         select.push_str(&format!(" WHERE {w}"));
     }
+    let locks = app.table_locks(&table.def.table_id());
+    let _guard = locks.scope(scope).await;
     let (_, batches) = run_query(app, ctx, &select).await?;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
+    let mut keys = Vec::new();
     for b in &batches {
         for values in batch_rows(b)? {
             if let ScalarValue::Int64(Some(seq)) = values[0] {
-                batch.delete(&table.partitions.log, log_key(&prefix, seq));
+                keys.push(log_key(&prefix, seq));
             }
         }
+    }
+    let listener = listener_for(app, table, scope);
+    let mut events = Vec::new();
+    if listener.is_some() {
+        for found in app.backend().multi_get(&table.partitions.log, &keys)? {
+            if let Some(bytes) = found {
+                events.push(ChangeEvent {
+                    kind: ChangeKind::Delete,
+                    seq: app.seq().next_id(),
+                    new: None,
+                    old: Some(StoredRow::decode(&bytes)?),
+                });
+            }
+        }
+    }
+    for key in keys {
+        batch.delete(&table.partitions.log, key);
     }
     let count = batch.len();
     app.backend()
         .write(batch)
         .map_err(|e| table_gone(e, table))?;
+    if let Some(l) = listener {
+        l.publish(table, scope.user(), events);
+    }
     Ok(count)
 }
 
@@ -647,7 +711,10 @@ async fn rewrite_matching(
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let mut count = 0;
+    let listener = listener_for(app, table, scope);
+    let mut events = Vec::new();
     for (key, old, values) in matching_rows(app, ctx, table, &prefix, select).await? {
+        let previous = listener.is_some().then(|| old.clone());
         if let Some((deleted, cells)) = next(old, values)? {
             let row = StoredRow {
                 seq: app.seq().next_id(),
@@ -656,10 +723,25 @@ async fn rewrite_matching(
             };
             put_version(&mut batch, table, &prefix, &key, &row);
             count += 1;
+            if listener.is_some() {
+                events.push(ChangeEvent {
+                    kind: if deleted {
+                        ChangeKind::Delete
+                    } else {
+                        ChangeKind::Update
+                    },
+                    seq: row.seq,
+                    new: (!deleted).then_some(row),
+                    old: previous,
+                });
+            }
         }
     }
     app.backend()
         .write(batch)
         .map_err(|e| table_gone(e, table))?;
+    if let Some(l) = listener {
+        l.publish(table, scope.user(), events);
+    }
     Ok(count)
 }
