@@ -72,7 +72,7 @@ pub fn user_info(u: &UserRecord) -> UserInfo {
 }
 
 /// The token in `Authorization: Bearer …`, or the envelope error code to answer with.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, (ErrorCode, &'static str)> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, (ErrorCode, &'static str)> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or((ErrorCode::MissingAuthorization, "Authentication required"))?;

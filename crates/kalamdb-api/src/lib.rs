@@ -2,6 +2,7 @@
 //!
 //! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
 //! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);
+//! - [`ws`]: `GET /v1/ws`, the WebSocket transport of live queries;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`envelope`]: the one place errors become responses.
 //!
@@ -12,12 +13,14 @@ pub mod auth;
 pub mod envelope;
 pub mod health;
 pub mod sql;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use kalamdb_core::AppContext;
 use kalamdb_core::sql::executor::SqlExecutor;
+use kalamdb_live::LiveQueryManager;
 use std::sync::Arc;
 
 /// State shared by the handlers.
@@ -29,6 +32,8 @@ pub struct ApiState {
     pub executor: SqlExecutor,
     /// Per-IP limit on the auth endpoints.
     pub auth_limiter: Arc<auth::IpRateLimiter>,
+    /// Live queries.
+    pub live: Arc<LiveQueryManager>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -46,6 +51,7 @@ impl ApiState {
         Self {
             executor: SqlExecutor::new(Arc::clone(&app)),
             auth_limiter: Arc::new(auth::ip_rate_limiter(per_sec)),
+            live: LiveQueryManager::start(&app),
             app,
         }
     }
@@ -68,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
+        .route("/v1/ws", get(ws::upgrade))
         .merge(credential_routes)
         .route("/v1/api/auth/logout", post(auth::logout))
         .route("/v1/api/auth/me", get(auth::me))

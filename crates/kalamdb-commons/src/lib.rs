@@ -18,6 +18,7 @@ pub mod error_code;
 pub mod ids;
 pub mod schema;
 pub mod wire;
+pub mod ws;
 
 pub use datatype::KalamDataType;
 pub use error_code::ErrorCode;

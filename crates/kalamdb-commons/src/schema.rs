@@ -218,6 +218,26 @@ pub struct TableDefinition {
 }
 
 impl TableDefinition {
+    /// Version 1 of a table with `columns`, on the `local` storage, with no access level, TTL,
+    /// flush policy or comment, created at time 0 (callers set what they need).
+    pub fn new(id: TableId, table_type: TableType, columns: Vec<ColumnDefinition>) -> Self {
+        Self {
+            namespace: id.namespace,
+            name: id.table,
+            table_type,
+            next_column_id: columns.iter().map(|c| c.column_id).max().unwrap_or(0) + 1,
+            columns,
+            version: 1,
+            access_level: None,
+            ttl_seconds: None,
+            flush_policy: None,
+            storage_id: StorageId::new("local"),
+            created_at: 0,
+            updated_at: 0,
+            comment: None,
+        }
+    }
+
     /// The table's id.
     pub fn table_id(&self) -> TableId {
         TableId::new(self.namespace.clone(), self.name.clone())

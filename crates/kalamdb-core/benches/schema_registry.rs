@@ -3,8 +3,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kalamdb_commons::{
-    ColumnDefinition, KalamDataType, NamespaceId, StorageId, TableDefinition, TableId, TableName,
-    TableType,
+    ColumnDefinition, KalamDataType, NamespaceId, TableDefinition, TableId, TableName, TableType,
 };
 use kalamdb_core::catalog::Catalog;
 use kalamdb_core::schema_registry::SchemaRegistry;
@@ -22,26 +21,16 @@ fn definition(i: usize) -> TableDefinition {
         primary_key: pk,
         default: None,
     };
-    TableDefinition {
-        namespace: NamespaceId::new("bench"),
-        name: TableName::new(format!("t{i}")),
-        table_type: TableType::Shared,
-        columns: vec![
+    TableDefinition::new(
+        TableId::new(NamespaceId::new("bench"), TableName::new(format!("t{i}"))),
+        TableType::Shared,
+        vec![
             col(1, "id", KalamDataType::BigInt, true),
             col(2, "name", KalamDataType::Text, false),
             col(3, "score", KalamDataType::Double, false),
             col(4, "at", KalamDataType::Timestamp, false),
         ],
-        version: 1,
-        next_column_id: 5,
-        access_level: None,
-        ttl_seconds: None,
-        flush_policy: None,
-        storage_id: StorageId::new("local"),
-        created_at: 0,
-        updated_at: 0,
-        comment: None,
-    }
+    )
 }
 
 fn lookups(c: &mut Criterion) {

@@ -7,7 +7,7 @@
 use crate::audit::AuditLog;
 use crate::auth::{AuthService, Identity};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE};
-use crate::changes::ChangeListener;
+use crate::changes::{ChangeListener, ListenerSlot};
 use crate::config::Config;
 use crate::error::{KalamError, Result};
 use crate::providers::SessionIdentity;
@@ -20,7 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use kalamdb_commons::{NodeId, TableId};
 use kalamdb_store::{RocksBackend, StorageBackend, StoreOptions};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// The server's shared state.
 pub struct AppContext {
@@ -34,7 +34,7 @@ pub struct AppContext {
     auth: Arc<AuthService>,
     session: SessionContext,
     write_locks: WriteLocks,
-    listener: OnceLock<Arc<dyn ChangeListener>>,
+    listener: ListenerSlot,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -75,7 +75,10 @@ impl AppContext {
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(2);
         let session = SessionContext::new_with_config(session_config);
+        let listener = ListenerSlot::default();
         let deps = ProviderDeps {
+            listener: Arc::clone(&listener),
+            node_id: Arc::clone(&node_id),
             catalog: catalog.clone(),
             registry: Arc::clone(&registry),
             backend: Arc::clone(&backend),
@@ -93,7 +96,7 @@ impl AppContext {
             auth,
             session,
             write_locks: WriteLocks::default(),
-            listener: OnceLock::new(),
+            listener,
         });
         spawn_stream_eviction(&app);
         Ok(app)

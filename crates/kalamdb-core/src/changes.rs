@@ -9,6 +9,39 @@
 use crate::rows::StoredRow;
 use crate::schema_registry::CachedTable;
 use kalamdb_commons::{TableId, UserId};
+use std::sync::{Arc, OnceLock};
+
+/// Where the listener is registered once the server starts; shared by the engine's parts.
+pub type ListenerSlot = Arc<OnceLock<Arc<dyn ChangeListener>>>;
+
+/// One live subscription, as `system.live` shows it.
+#[derive(Debug, Clone)]
+pub struct LiveQueryInfo {
+    /// Server-wide id (`KILL LIVE QUERY` takes it).
+    pub live_id: String,
+    /// The connection.
+    pub connection_id: String,
+    /// The client's id for the subscription.
+    pub subscription_id: String,
+    /// Namespace of the table.
+    pub namespace_id: String,
+    /// Table.
+    pub table_name: String,
+    /// Subscriber.
+    pub user_id: String,
+    /// The subscription SQL.
+    pub query: String,
+    /// Options as JSON.
+    pub options: String,
+    /// `loading` or `active`.
+    pub status: String,
+    /// µs since the epoch.
+    pub created_at: i64,
+    /// Last change delivered, µs since the epoch.
+    pub last_update: Option<i64>,
+    /// Changes delivered.
+    pub changes: i64,
+}
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,4 +75,10 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
 
     /// Changes committed to one scope of `table`, in `_seq` order.
     fn publish(&self, table: &CachedTable, user: Option<&UserId>, events: Vec<ChangeEvent>);
+
+    /// The live subscriptions (`system.live`).
+    fn live_queries(&self) -> Vec<LiveQueryInfo>;
+
+    /// Ends a live subscription (`KILL LIVE QUERY`); false when there is none with that id.
+    fn kill_live_query(&self, live_id: &str) -> bool;
 }

@@ -18,7 +18,8 @@
 
 use crate::error::{KalamError, Result};
 use crate::value::Value;
-use kalamdb_commons::{TableDefinition, UserId};
+use kalamdb_commons::{TableDefinition, TableType, UserId};
+use kalamdb_store::StorageRead;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every application-table partition name.
@@ -144,6 +145,25 @@ pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
     let ttl_ms = def.ttl_seconds.unwrap_or(0).saturating_mul(1000) as i64;
     let now_ms = chrono::Utc::now().timestamp_millis();
     crate::seq::min_seq_at_unix_millis(now_ms - ttl_ms)
+}
+
+/// The current versions of `scope`, read through `read` (the store or a snapshot of it), in
+/// key order: for tables the latest version of each key (tombstones included), for STREAM
+/// tables the log entries still within the TTL.
+pub fn scan_scope(
+    read: &dyn StorageRead,
+    def: &TableDefinition,
+    partitions: &TablePartitions,
+    scope: &Scope,
+) -> Result<Vec<StoredRow>> {
+    let prefix = scope.prefix();
+    let scan = if def.table_type == TableType::Stream {
+        let start = log_key(&prefix, stream_cutoff_seq(def));
+        read.scan(&partitions.log, &prefix, Some(&start))?
+    } else {
+        read.scan(&partitions.rows, &prefix, None)?
+    };
+    scan.map(|item| StoredRow::decode(&item?.1)).collect()
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub struct ProviderDeps {
     pub registry: Arc<SchemaRegistry>,
     /// Hot store.
     pub backend: Arc<dyn StorageBackend>,
+    /// This node.
+    pub node_id: Arc<kalamdb_commons::NodeId>,
+    /// The live-query listener (for `system.live`).
+    pub listener: crate::changes::ListenerSlot,
 }
 
 /// The `kalam` catalog.
@@ -59,7 +63,7 @@ impl CatalogProvider for KalamCatalog {
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == SYSTEM_SCHEMA {
             return Some(Arc::new(SystemSchema {
-                catalog: self.deps.catalog.clone(),
+                deps: self.deps.clone(),
             }));
         }
         let ns = NamespaceId::new(name);
@@ -112,7 +116,7 @@ impl SchemaProvider for NamespaceSchema {
 /// The `system` schema.
 #[derive(Debug)]
 struct SystemSchema {
-    catalog: Catalog,
+    deps: ProviderDeps,
 }
 
 #[async_trait]
@@ -123,7 +127,7 @@ impl SchemaProvider for SystemSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Ok(SystemTable::from_name(name).map(|kind| {
-            Arc::new(SystemTableProvider::new(kind, self.catalog.clone())) as Arc<dyn TableProvider>
+            Arc::new(SystemTableProvider::new(kind, self.deps.clone())) as Arc<dyn TableProvider>
         }))
     }
 

@@ -4,8 +4,8 @@
 
 use super::identity_of;
 use crate::access;
-use crate::catalog::Catalog;
 use crate::error::{KalamError, Result};
+use crate::providers::catalog::ProviderDeps;
 use crate::types::system_field;
 use crate::value::{Value, to_array};
 use async_trait::async_trait;
@@ -35,6 +35,8 @@ pub enum SystemTable {
     Storages,
     /// `system.audit_log`
     AuditLog,
+    /// `system.live`
+    Live,
 }
 
 /// Every system table.
@@ -45,6 +47,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::Users,
     SystemTable::Storages,
     SystemTable::AuditLog,
+    SystemTable::Live,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -59,6 +62,7 @@ impl SystemTable {
             Self::Users => "users",
             Self::Storages => "storages",
             Self::AuditLog => "audit_log",
+            Self::Live => "live",
         }
     }
 
@@ -128,6 +132,21 @@ impl SystemTable {
                 ("updated_at", K::Timestamp, false),
                 ("deleted_at", K::Timestamp, true),
             ],
+            Self::Live => vec![
+                ("live_id", K::Text, false),
+                ("connection_id", K::Text, false),
+                ("subscription_id", K::Text, false),
+                ("namespace_id", K::Text, false),
+                ("table_name", K::Text, false),
+                ("user_id", K::Text, false),
+                ("query", K::Text, false),
+                ("options", K::Json, true),
+                ("status", K::Text, false),
+                ("created_at", K::Timestamp, false),
+                ("last_update", K::Timestamp, true),
+                ("changes", K::BigInt, false),
+                ("node_id", K::Text, false),
+            ],
             Self::Storages => vec![
                 ("storage_id", K::Text, false),
                 ("storage_name", K::Text, false),
@@ -151,12 +170,37 @@ impl SystemTable {
         ))
     }
 
-    fn rows(&self, catalog: &Catalog) -> Result<Vec<Vec<Value>>> {
+    fn rows(&self, deps: &ProviderDeps) -> Result<Vec<Vec<Value>>> {
+        let catalog = &deps.catalog;
         let text = |s: &str| Value::Text(s.to_string());
         let opt_text =
             |s: Option<&str>| s.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
         let opt_ts = |t: Option<i64>| t.map(Value::Timestamp).unwrap_or(Value::Null);
         Ok(match self {
+            Self::Live => deps
+                .listener
+                .get()
+                .map(|l| l.live_queries())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|q| {
+                    vec![
+                        text(&q.live_id),
+                        text(&q.connection_id),
+                        text(&q.subscription_id),
+                        text(&q.namespace_id),
+                        text(&q.table_name),
+                        text(&q.user_id),
+                        text(&q.query),
+                        text(&q.options),
+                        text(&q.status),
+                        Value::Timestamp(q.created_at),
+                        opt_ts(q.last_update),
+                        Value::I64(q.changes),
+                        text(deps.node_id.as_str()),
+                    ]
+                })
+                .collect(),
             Self::AuditLog => catalog
                 .audit_entries()?
                 .into_iter()
@@ -274,8 +318,8 @@ impl SystemTable {
     }
 
     /// Builds the table's current contents as one batch.
-    pub fn batch(&self, catalog: &Catalog) -> Result<RecordBatch> {
-        let rows = self.rows(catalog)?;
+    pub fn batch(&self, deps: &ProviderDeps) -> Result<RecordBatch> {
+        let rows = self.rows(deps)?;
         rows_to_batch(
             self.schema(),
             &self.columns().iter().map(|c| c.1).collect::<Vec<_>>(),
@@ -298,16 +342,16 @@ pub fn rows_to_batch(schema: SchemaRef, types: &[K], rows: &[Vec<Value>]) -> Res
 #[derive(Debug)]
 pub struct SystemTableProvider {
     kind: SystemTable,
-    catalog: Catalog,
+    deps: ProviderDeps,
     schema: SchemaRef,
 }
 
 impl SystemTableProvider {
     /// A provider of `kind`.
-    pub fn new(kind: SystemTable, catalog: Catalog) -> Self {
+    pub fn new(kind: SystemTable, deps: ProviderDeps) -> Self {
         Self {
             kind,
-            catalog,
+            deps,
             schema: kind.schema(),
         }
     }
@@ -334,7 +378,7 @@ impl TableProvider for SystemTableProvider {
         access::check_system_read(&identity).map_err(KalamError::into_datafusion)?;
         let batch = self
             .kind
-            .batch(&self.catalog)
+            .batch(&self.deps)
             .map_err(KalamError::into_datafusion)?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],

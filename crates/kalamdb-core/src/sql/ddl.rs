@@ -636,6 +636,28 @@ pub async fn drop_table(
     Ok(Output::Message(format!("Table '{id}' dropped")))
 }
 
+/// `KILL LIVE QUERY 'live_id'`: admins end any subscription, others only their own.
+pub fn kill_live_query(app: &AppContext, ctx: &ExecCtx, live_id: &str) -> Result<Output> {
+    let not_found = || KalamError::NotFound {
+        kind: "Live query",
+        name: live_id.to_string(),
+    };
+    let listener = app.change_listener().ok_or_else(not_found)?;
+    let owner = listener
+        .live_queries()
+        .into_iter()
+        .find(|q| q.live_id == live_id)
+        .map(|q| q.user_id)
+        .ok_or_else(not_found)?;
+    if owner != ctx.identity.user_id.as_str() {
+        access::check_admin(&ctx.identity, "kill other users' live queries")?;
+    }
+    if !listener.kill_live_query(live_id) {
+        return Err(not_found());
+    }
+    Ok(Output::Message(format!("Live query '{live_id}' killed")))
+}
+
 /// `CREATE USER`.
 pub async fn create_user(
     app: &AppContext,

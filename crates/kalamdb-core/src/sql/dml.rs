@@ -671,15 +671,14 @@ async fn delete_stream(
     let listener = listener_for(app, table, scope);
     let mut events = Vec::new();
     if listener.is_some() {
-        for found in app.backend().multi_get(&table.partitions.log, &keys)? {
-            if let Some(bytes) = found {
-                events.push(ChangeEvent {
-                    kind: ChangeKind::Delete,
-                    seq: app.seq().next_id(),
-                    new: None,
-                    old: Some(StoredRow::decode(&bytes)?),
-                });
-            }
+        let found = app.backend().multi_get(&table.partitions.log, &keys)?;
+        for bytes in found.into_iter().flatten() {
+            events.push(ChangeEvent {
+                kind: ChangeKind::Delete,
+                seq: app.seq().next_id(),
+                new: None,
+                old: Some(StoredRow::decode(&bytes)?),
+            });
         }
     }
     for key in keys {

@@ -5,12 +5,14 @@
 //! (JSON has no NaN).
 
 use crate::types::field_kalam_type;
+use crate::value::{Value, to_array};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array,
     Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::scalar::ScalarValue;
+use kalamdb_commons::KalamDataType;
 use kalamdb_commons::wire::SchemaField;
 use serde_json::Value as Json;
 
@@ -79,6 +81,27 @@ macro_rules! map_prim {
             })
             .collect()
     }};
+}
+
+/// Encodes one stored cell of a column of type `t`, exactly as a result column holding it
+/// would be encoded (live-query rows use this).
+pub fn value_json(v: &Value, t: &KalamDataType) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::I16(x) => Json::from(*x),
+        Value::I32(x) => Json::from(*x),
+        Value::I64(x) => Json::String(x.to_string()),
+        Value::F32(x) => float(f64::from(*x)),
+        Value::F64(x) => float(*x),
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Timestamp(x) | Value::Time(x) => Json::from(*x),
+        Value::Date(d) => Json::from(*d),
+        other => match to_array(std::iter::once(other), t) {
+            Ok(array) => encode_cell(&array, 0),
+            Err(_) => Json::Null,
+        },
+    }
 }
 
 /// Encodes one column.

@@ -342,6 +342,7 @@ impl SqlExecutor {
             Command::ShowNamespaces => ddl::show_namespaces(app),
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
+            Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)

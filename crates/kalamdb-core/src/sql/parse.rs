@@ -40,6 +40,8 @@ pub enum Command {
     ShowTables(Option<String>),
     /// `SHOW STORAGES`
     ShowStorages,
+    /// `KILL LIVE QUERY 'live_id'`
+    KillLiveQuery(String),
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -341,6 +343,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
             | ("DESCRIBE" | "DESC", "TABLE")
+            | ("KILL", "LIVE")
     )
 }
 
@@ -412,6 +415,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::ShowNamespaces => ("SHOW_NAMESPACES", String::new()),
         Command::ShowTables(ns) => ("SHOW_TABLES", ns.unwrap_or_default()),
         Command::ShowStorages => ("SHOW_STORAGES", String::new()),
+        Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
         Command::Describe(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("DESCRIBE_TABLE", format!("{ns}{}", table.table))
@@ -462,6 +466,15 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
         ("SHOW", "STORAGES") => {
             c.pos = 2;
             Command::ShowStorages
+        }
+        ("KILL", "LIVE") => {
+            c.pos = 2;
+            if !c.eat("QUERY") {
+                return Err(KalamError::InvalidSql(
+                    "expected KILL LIVE QUERY 'live_id'".into(),
+                ));
+            }
+            Command::KillLiveQuery(c.string()?)
         }
         ("SHOW", "TABLES") => {
             c.pos = 2;
@@ -564,7 +577,7 @@ fn parse_standard(sql: &str) -> Result<Command> {
 
 /// Rewrites `CURRENT_USER()` (KalamDB's spelling) to `CURRENT_USER` (the SQL keyword form
 /// sqlparser accepts), outside quotes and comments.
-fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
+pub fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
     let needle = b"CURRENT_USER";
     if !sql
         .as_bytes()

@@ -7,5 +7,6 @@ mod auth;
 mod crash;
 mod http_api;
 mod isolation;
+mod live;
 mod restart;
 mod slt;

@@ -1,0 +1,330 @@
+//! `GET /v1/ws`: the WebSocket transport of live queries (`spec/protocol.md` §6).
+//!
+//! Authenticates (upgrade header or `authenticate` message), then pumps client messages into
+//! the [`LiveQueryManager`] and its outbound queue onto the socket. Messages of 512 bytes or
+//! more go out gzip-compressed as binary frames unless the client asked `?compress=false`. The
+//! server never pings; a client silent for longer than the idle timeout is closed with 1000.
+
+use crate::ApiState;
+use crate::auth::bearer_token;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use kalamdb_commons::ws::{ClientMessage, ProtocolOptions, ServerMessage};
+use kalamdb_core::auth::Identity;
+use kalamdb_live::{Connection, Outbound};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages of this size or more are gzip-compressed (unless `?compress=false`).
+const COMPRESS_AT: usize = 512;
+/// Largest client text message handled; larger ones get `MESSAGE_TOO_LARGE`.
+const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
+/// Client messages per second before `RATE_LIMIT_EXCEEDED`.
+const MAX_MESSAGES_PER_SEC: u32 = 50;
+/// Time allowed for the `authenticate` message.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// A client silent this long is closed.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often silence is checked.
+const HEARTBEAT_CHECK: Duration = Duration::from_secs(1);
+/// Outbound messages queued per connection before it counts as too slow.
+const OUTBOUND_QUEUE: usize = 4096;
+
+/// The upgrade handler.
+pub async fn upgrade(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let compress = params.get("compress").is_none_or(|v| v != "false");
+    let token = bearer_token(&headers).ok().map(str::to_string);
+    // Oversized messages are answered by us, so the socket's own limit sits above ours.
+    ws.max_message_size(4 * MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| session(state, socket, token, compress))
+}
+
+/// Sends one server message, gzip-compressed when large.
+async fn send(socket: &mut WebSocket, text: &str, compress: bool) -> bool {
+    let frame = if compress && text.len() >= COMPRESS_AT {
+        let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 3), Compression::fast());
+        match gz.write_all(text.as_bytes()).and_then(|_| gz.finish()) {
+            Ok(bytes) if bytes.len() < text.len() => Message::Binary(bytes.into()),
+            _ => Message::Text(Utf8Bytes::from(text)),
+        }
+    } else {
+        Message::Text(Utf8Bytes::from(text))
+    };
+    socket.send(frame).await.is_ok()
+}
+
+/// Sends a message as uncompressed text (auth replies are always text).
+async fn send_text(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason[..end];
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await;
+}
+
+fn error(subscription_id: &str, code: &str, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error {
+        subscription_id: subscription_id.into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+async fn session(state: ApiState, mut socket: WebSocket, token: Option<String>, compress: bool) {
+    let Some((identity, protocol)) = authenticate(&state, &mut socket, token).await else {
+        return;
+    };
+    let ok = send_text(
+        &mut socket,
+        &ServerMessage::AuthSuccess {
+            user: identity.user_id.to_string(),
+            role: identity.role.to_string(),
+            protocol,
+        },
+    )
+    .await;
+    if !ok {
+        return;
+    }
+    let (conn, rx) = state.live.connect(identity, OUTBOUND_QUEUE);
+    pump(&state, &mut socket, &conn, rx, compress).await;
+    state.live.disconnect(&conn);
+}
+
+/// Authenticates by the upgrade's token, else by an `authenticate` message.
+async fn authenticate(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    token: Option<String>,
+) -> Option<(Identity, ProtocolOptions)> {
+    let refuse = |message: &str| ServerMessage::AuthError {
+        message: message.into(),
+    };
+    if let Some(token) = token {
+        return match state.app.auth().identify(&token) {
+            Ok(identity) => Some((identity, ProtocolOptions::default())),
+            Err(_) => {
+                send_text(socket, &refuse("Invalid credentials")).await;
+                close(socket, 1008, "Authentication failed").await;
+                None
+            }
+        };
+    }
+    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => {
+                let m = format!(
+                    "Authentication timeout - no auth message received within {} seconds",
+                    AUTH_TIMEOUT.as_secs()
+                );
+                send_text(socket, &refuse(&m)).await;
+                close(socket, 1008, "Authentication failed").await;
+                return None;
+            }
+            Ok(None | Some(Err(_))) => return None,
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Ping(p) => {
+                let _ = socket.send(Message::Pong(p)).await;
+                continue;
+            }
+            Message::Close(_) => return None,
+            _ => continue,
+        };
+        match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Authenticate {
+                method,
+                token,
+                protocol,
+            }) => {
+                let identity = (method == "jwt")
+                    .then_some(token)
+                    .flatten()
+                    .and_then(|t| state.app.auth().identify(&t).ok());
+                return match identity {
+                    Some(identity) => Some((
+                        identity,
+                        ProtocolOptions {
+                            // Only JSON is spoken; the client adopts what we echo.
+                            serialization: "json".into(),
+                            compression: protocol.compression,
+                        },
+                    )),
+                    None => {
+                        send_text(socket, &refuse("Invalid credentials")).await;
+                        close(socket, 1008, "Authentication failed").await;
+                        None
+                    }
+                };
+            }
+            Ok(ClientMessage::Subscribe { .. }) => {
+                let e = error("subscribe", "AUTH_REQUIRED", "Authenticate first");
+                send_text(socket, &e).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                close(socket, 1011, &format!("Invalid message: {e}")).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Counts client messages per one-second window.
+struct RateWindow {
+    start: Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    fn allow(&mut self) -> bool {
+        if self.start.elapsed() >= Duration::from_secs(1) {
+            self.start = Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= MAX_MESSAGES_PER_SEC
+    }
+}
+
+async fn pump(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    conn: &Arc<Connection>,
+    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
+    compress: bool,
+) {
+    let mut last_seen = Instant::now();
+    let mut rate = RateWindow {
+        start: Instant::now(),
+        count: 0,
+    };
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_CHECK);
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let msg = match incoming {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(m)) => m,
+                };
+                last_seen = Instant::now();
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        let e = error("protocol", "UNSUPPORTED_DATA", "Binary not supported");
+                        conn_send(socket, &e, compress).await;
+                        continue;
+                    }
+                    Message::Ping(p) => {
+                        let _ = socket.send(Message::Pong(p)).await;
+                        continue;
+                    }
+                    Message::Pong(_) => continue,
+                    Message::Close(frame) => {
+                        let _ = socket.send(Message::Close(frame)).await;
+                        return;
+                    }
+                };
+                if text.len() > MAX_CLIENT_MESSAGE {
+                    let e = error("protocol", "MESSAGE_TOO_LARGE", format!(
+                        "message of {} bytes exceeds the limit of {MAX_CLIENT_MESSAGE}", text.len()));
+                    conn_send(socket, &e, compress).await;
+                    continue;
+                }
+                if !rate.allow() {
+                    let e = error("rate_limit", "RATE_LIMIT_EXCEEDED", format!(
+                        "more than {MAX_MESSAGES_PER_SEC} messages per second; message dropped"));
+                    conn_send(socket, &e, compress).await;
+                    continue;
+                }
+                match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(msg) => handle(state, socket, conn, msg).await,
+                    Err(e) => {
+                        close(socket, 1011, &format!("Invalid message: {e}")).await;
+                        return;
+                    }
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Message(text)) => {
+                    if !send(socket, &text, compress).await {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = conn.overflowed() => {
+                let e = error("protocol", "SUBSCRIPTION_FAILED",
+                    "the connection fell too far behind its changes and was closed");
+                conn_send(socket, &e, compress).await;
+                close(socket, 1011, "Outbound queue overflow").await;
+                return;
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > CLIENT_TIMEOUT {
+                    close(socket, 1000, "Heartbeat timeout").await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn conn_send(socket: &mut WebSocket, msg: &ServerMessage, compress: bool) {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    send(socket, &text, compress).await;
+}
+
+async fn handle(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    conn: &Arc<Connection>,
+    msg: ClientMessage,
+) {
+    match msg {
+        ClientMessage::Authenticate { protocol, .. } => {
+            let again = ServerMessage::AuthSuccess {
+                user: conn.identity.user_id.to_string(),
+                role: conn.identity.role.to_string(),
+                protocol,
+            };
+            send_text(socket, &again).await;
+        }
+        ClientMessage::Subscribe { subscription } => {
+            state.live.subscribe(conn, subscription).await;
+        }
+        ClientMessage::NextBatch {
+            subscription_id, ..
+        } => state.live.next_batch(conn, &subscription_id),
+        ClientMessage::Unsubscribe { subscription_id } => {
+            state.live.unsubscribe(conn, &subscription_id);
+        }
+        ClientMessage::Ping => {}
+    }
+}

@@ -1,0 +1,19 @@
+//! Live queries: clients subscribe to `SELECT … FROM ns.t [WHERE …]` and receive the current
+//! rows, then every committed change that alters the result.
+//!
+//! [`LiveQueryManager`] is the one owner of connections, subscriptions and compiled filters
+//! (seed decision R3). It listens to the engine's committed changes
+//! ([`kalamdb_core::changes::ChangeListener`]) and routes each to the subscriptions that can see
+//! it, indexed by table and user. Transport (WebSocket framing, auth, heartbeats) lives in
+//! `kalamdb-api`; this crate hands it ready-to-send messages through a bounded queue per
+//! connection.
+
+mod error;
+mod filter;
+mod manager;
+mod query;
+mod subscription;
+
+pub use error::LiveError;
+pub use manager::{Connection, LiveQueryManager, Outbound};
+pub use query::LiveQuery;

@@ -1,0 +1,565 @@
+//! [`LiveQueryManager`]: connections, subscriptions, the compiled-filter cache and the routing
+//! index, in one place. A change is routed by `(table, user)` for USER and STREAM tables and by
+//! table for SHARED tables, so its cost follows the subscriptions that can see it. Closing a
+//! connection removes all of its state at once; nothing polls.
+
+use crate::error::LiveError;
+use crate::filter::Filter;
+use crate::query::LiveQuery;
+use crate::subscription::{LoadState, Subscription, batch_status};
+use dashmap::DashMap;
+use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
+use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
+use kalamdb_core::access;
+use kalamdb_core::app_context::AppContext;
+use kalamdb_core::auth::Identity;
+use kalamdb_core::changes::{ChangeEvent, ChangeKind, ChangeListener, LiveQueryInfo};
+use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
+use kalamdb_core::schema_registry::CachedTable;
+use kalamdb_core::sql::encode::schema_fields;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::sync::{Notify, mpsc};
+
+/// Rows per initial batch when the client does not say.
+const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Subscriptions one connection may hold.
+const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
+
+/// What the transport sends on a connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A serialized server message (JSON).
+    Message(Arc<str>),
+}
+
+/// One client connection: its identity, its subscriptions and its bounded outbound queue.
+#[derive(Debug)]
+pub struct Connection {
+    /// Server-wide connection id.
+    pub id: u64,
+    /// The authenticated user.
+    pub identity: Identity,
+    out: mpsc::Sender<Outbound>,
+    subs: Mutex<HashMap<String, Arc<Subscription>>>,
+    overflowed: AtomicBool,
+    overflow: Notify,
+}
+
+impl Connection {
+    /// Queues a message; a full queue marks the connection overflowed (the transport closes
+    /// it), so a slow reader never blocks writers or other connections.
+    pub(crate) fn send(&self, msg: &ServerMessage) {
+        let text: Arc<str> = match serde_json::to_string(msg) {
+            Ok(t) => t.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a live message");
+                return;
+            }
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Message(text))
+            && !self.overflowed.swap(true, Ordering::SeqCst)
+        {
+            self.overflow.notify_one();
+        }
+    }
+
+    /// Resolves when the outbound queue overflowed.
+    pub async fn overflowed(&self) {
+        if self.overflowed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.overflow.notified().await;
+    }
+
+    /// How many subscriptions the connection holds.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.lock().len()
+    }
+
+    fn error(&self, subscription_id: &str, e: &LiveError) {
+        self.send(&ServerMessage::Error {
+            subscription_id: subscription_id.to_string(),
+            code: e.code.to_string(),
+            message: e.message.clone(),
+        });
+    }
+}
+
+/// Subscriptions of one table.
+#[derive(Debug, Default)]
+struct Route {
+    /// SHARED tables.
+    shared: Vec<Arc<Subscription>>,
+    /// USER and STREAM tables, by the partition's owner.
+    users: HashMap<UserId, Vec<Arc<Subscription>>>,
+}
+
+/// The live-query manager.
+#[derive(Debug)]
+pub struct LiveQueryManager {
+    app: Weak<AppContext>,
+    next_connection: AtomicU64,
+    connections: DashMap<u64, Arc<Connection>>,
+    routes: DashMap<TableId, Route>,
+    /// Compiled filters shared by identical queries.
+    filters: DashMap<String, Weak<Filter>>,
+}
+
+impl LiveQueryManager {
+    /// A manager for `app`, registered as its change listener.
+    pub fn start(app: &Arc<AppContext>) -> Arc<Self> {
+        let manager = Arc::new(Self {
+            app: Arc::downgrade(app),
+            next_connection: AtomicU64::new(1),
+            connections: DashMap::new(),
+            routes: DashMap::new(),
+            filters: DashMap::new(),
+        });
+        app.set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
+        manager
+    }
+
+    /// Opens a connection for `identity` with an outbound queue of `queue` messages.
+    pub fn connect(
+        &self,
+        identity: Identity,
+        queue: usize,
+    ) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let conn = Arc::new(Connection {
+            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            identity,
+            out: tx,
+            subs: Mutex::new(HashMap::new()),
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
+        });
+        self.connections.insert(conn.id, Arc::clone(&conn));
+        (conn, rx)
+    }
+
+    /// Closes a connection: every subscription of it goes, at once.
+    pub fn disconnect(&self, conn: &Connection) {
+        let subs: Vec<Arc<Subscription>> = conn.subs.lock().drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            self.unroute(&sub);
+        }
+        self.connections.remove(&conn.id);
+    }
+
+    /// Live subscriptions on the server.
+    pub fn subscription_count(&self) -> usize {
+        self.connections
+            .iter()
+            .map(|c| c.value().subscription_count())
+            .sum()
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Handles `subscribe`: replies with an ack and the first batch, or an `error`.
+    pub async fn subscribe(&self, conn: &Arc<Connection>, req: SubscriptionRequest) {
+        if req.id.trim().is_empty() {
+            conn.error(
+                "invalid_subscription",
+                &LiveError::new(
+                    "INVALID_SUBSCRIPTION_ID",
+                    "subscription id must not be empty",
+                ),
+            );
+            return;
+        }
+        if let Err(e) = self.try_subscribe(conn, &req).await {
+            conn.error(&req.id, &e);
+        }
+    }
+
+    async fn try_subscribe(
+        &self,
+        conn: &Arc<Connection>,
+        req: &SubscriptionRequest,
+    ) -> Result<(), LiveError> {
+        let app = self
+            .app
+            .upgrade()
+            .ok_or_else(|| LiveError::new("SUBSCRIPTION_FAILED", "server is shutting down"))?;
+        // Re-using an active id replaces that subscription.
+        self.unsubscribe(conn, &req.id);
+        if conn.subscription_count() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+            return Err(LiveError::new(
+                "SUBSCRIPTION_LIMIT_EXCEEDED",
+                format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+            ));
+        }
+        let query = LiveQuery::parse(&req.sql)?;
+        let table = self.resolve(&app, &conn.identity, &query)?;
+        let def = &table.def;
+        let columns = match &query.columns {
+            None => (0..def.columns.len()).collect(),
+            Some(names) => names
+                .iter()
+                .filter(|n| n.as_str() != kalamdb_commons::schema::SEQ_COLUMN)
+                .map(|n| {
+                    def.columns
+                        .iter()
+                        .position(|c| &c.name == n)
+                        .ok_or_else(|| LiveError::invalid(format!("unknown column {n}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let user = conn.identity.user_id.clone();
+        let filter = match &query.filter {
+            Some(expr) => Some(self.compiled_filter(&table, expr, &user)?),
+            None => None,
+        };
+        let options = req.options.clone();
+        let opts = options.clone().unwrap_or_default();
+        let batch_size = opts.batch_size.unwrap_or(DEFAULT_BATCH_SIZE).max(1);
+        if opts.last_rows.is_some_and(|n| n > batch_size) {
+            return Err(LiveError::unsupported(format!(
+                "last_rows must not exceed batch_size ({batch_size})"
+            )));
+        }
+        let routed_user = (def.table_type != TableType::Shared).then(|| user.clone());
+        let sub = Arc::new(Subscription {
+            id: req.id.clone(),
+            live_id: format!("{}-{}", conn.id, req.id),
+            conn: Arc::downgrade(conn),
+            user: user.clone(),
+            table_id: def.table_id(),
+            table: Arc::clone(&table),
+            routed_user: routed_user.clone(),
+            columns,
+            star: query.columns.is_none(),
+            filter,
+            from: opts.from,
+            sql: req.sql.clone(),
+            options: options
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok())
+                .unwrap_or_else(|| "null".into()),
+            created_at: chrono::Utc::now().timestamp_micros(),
+            changes: AtomicU64::new(0),
+            last_update: AtomicI64::new(0),
+            state: Mutex::new(LoadState {
+                batch_size,
+                ..LoadState::default()
+            }),
+        });
+
+        // Register and take the snapshot under the scope's write lock: every write is then
+        // either in the snapshot or delivered as a change.
+        let scope = match routed_user {
+            Some(u) => Scope::User(u),
+            None => Scope::Shared,
+        };
+        let backend = Arc::clone(app.backend());
+        let locks = app.table_locks(&sub.table_id);
+        let guard = locks.scope(&scope).await;
+        self.route(&sub);
+        conn.subs.lock().insert(sub.id.clone(), Arc::clone(&sub));
+        let snapshot = options.is_some().then(|| backend.snapshot());
+        drop(guard);
+
+        let schema = self.ack_schema(&sub);
+        let Some(snapshot) = snapshot else {
+            // No options: no initial data at all.
+            let mut state = sub.state.lock();
+            conn.send(&ServerMessage::SubscriptionAck {
+                subscription_id: sub.id.clone(),
+                total_rows: 0,
+                batch_control: BatchControl {
+                    batch_num: 0,
+                    has_more: false,
+                    status: batch_status(0, false),
+                    last_seq_id: None,
+                },
+                schema,
+            });
+            sub.finish_load(&mut state);
+            return Ok(());
+        };
+        let rows = scan_scope(&*snapshot, def, &table.partitions, &scope).map_err(|e| {
+            LiveError::new(
+                "SUBSCRIPTION_FAILED",
+                format!("cannot read initial data: {e}"),
+            )
+        })?;
+        drop(snapshot);
+        let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
+        {
+            let mut state = sub.state.lock();
+            let has_more = pending.len() > batch_size;
+            state.pending = pending;
+            state.resumed_deletes = resumed_deletes;
+            conn.send(&ServerMessage::SubscriptionAck {
+                subscription_id: sub.id.clone(),
+                total_rows: 0,
+                batch_control: BatchControl {
+                    batch_num: 0,
+                    has_more,
+                    status: batch_status(0, has_more),
+                    last_seq_id: None,
+                },
+                schema,
+            });
+        }
+        sub.send_next_batch();
+        Ok(())
+    }
+
+    /// The rows of the initial load, ascending `_seq`, and for a resume the deletes since.
+    fn initial_rows(
+        &self,
+        sub: &Subscription,
+        rows: Vec<StoredRow>,
+        opts: &SubscriptionOptions,
+    ) -> (VecDeque<StoredRow>, Vec<ChangeEvent>) {
+        let mut live = Vec::new();
+        let mut deletes = Vec::new();
+        for row in rows {
+            if opts.from.is_some_and(|from| row.seq <= from) {
+                continue;
+            }
+            if row.deleted {
+                if opts.from.is_some() {
+                    let seq = row.seq;
+                    let old = StoredRow {
+                        deleted: false,
+                        ..row
+                    };
+                    if sub.matches(&old) {
+                        deletes.push(ChangeEvent {
+                            kind: ChangeKind::Delete,
+                            seq,
+                            new: None,
+                            old: Some(old),
+                        });
+                    }
+                }
+                continue;
+            }
+            if sub.matches(&row) {
+                live.push(row);
+            }
+        }
+        live.sort_by_key(|r| r.seq);
+        deletes.sort_by_key(|e| e.seq);
+        if opts.from.is_none()
+            && let Some(n) = opts.last_rows
+        {
+            let skip = live.len().saturating_sub(n);
+            live.drain(..skip);
+        }
+        (live.into(), deletes)
+    }
+
+    /// Handles `next_batch`.
+    pub fn next_batch(&self, conn: &Connection, subscription_id: &str) {
+        let sub = conn.subs.lock().get(subscription_id).cloned();
+        match sub {
+            Some(sub) => sub.send_next_batch(),
+            None => conn.error(
+                subscription_id,
+                &LiveError::new("BATCH_FETCH_FAILED", "no such subscription"),
+            ),
+        }
+    }
+
+    /// Handles `unsubscribe` (no reply).
+    pub fn unsubscribe(&self, conn: &Connection, subscription_id: &str) {
+        let removed = conn.subs.lock().remove(subscription_id);
+        if let Some(sub) = removed {
+            self.unroute(&sub);
+        }
+    }
+
+    fn resolve(
+        &self,
+        app: &AppContext,
+        identity: &Identity,
+        q: &LiveQuery,
+    ) -> Result<Arc<CachedTable>, LiveError> {
+        let not_found = || {
+            LiveError::new(
+                "NOT_FOUND",
+                format!("table {}.{} not found", q.namespace, q.table),
+            )
+        };
+        if q.namespace == "system" {
+            return Err(if identity.role.is_admin() {
+                LiveError::unsupported("system tables cannot be subscribed to yet")
+            } else {
+                LiveError::new("UNAUTHORIZED", "system tables are for dba and system users")
+            });
+        }
+        let ns = NamespaceId::parse(&q.namespace).map_err(|_| not_found())?;
+        let name = TableName::parse(&q.table).map_err(|_| not_found())?;
+        let table = app
+            .schema_registry()
+            .get(&TableId::new(ns, name))
+            .map_err(|e| LiveError::new("SUBSCRIPTION_FAILED", e.to_string()))?
+            .ok_or_else(not_found)?;
+        if table.def.table_type == TableType::Shared {
+            access::check_shared_read(identity, &table.def)
+                .map_err(|e| LiveError::new("UNAUTHORIZED", e.to_string()))?;
+        }
+        Ok(table)
+    }
+
+    fn compiled_filter(
+        &self,
+        table: &CachedTable,
+        expr: &datafusion::sql::sqlparser::ast::Expr,
+        user: &UserId,
+    ) -> Result<Arc<Filter>, LiveError> {
+        let text = expr.to_string();
+        // CURRENT_USER() makes the compiled clause per user.
+        let per_user = text.to_ascii_lowercase().contains("current_user");
+        let key = format!(
+            "{}|{}|{}|{}",
+            table.def.table_id(),
+            table.def.version,
+            if per_user { user.as_str() } else { "" },
+            text
+        );
+        if let Some(hit) = self.filters.get(&key).and_then(|w| w.upgrade()) {
+            return Ok(hit);
+        }
+        let filter = Arc::new(Filter::compile(expr, &table.def, user.as_str())?);
+        if self.filters.len() > 1024 && self.filters.len() > 2 * self.subscription_count() {
+            self.filters.retain(|_, w| w.strong_count() > 0);
+        }
+        self.filters.insert(key, Arc::downgrade(&filter));
+        Ok(filter)
+    }
+
+    fn ack_schema(&self, sub: &Subscription) -> Vec<kalamdb_commons::wire::SchemaField> {
+        let schema = &sub.table.schema;
+        let indices: Vec<usize> = sub
+            .columns
+            .iter()
+            .filter_map(|&i| schema.index_of(&sub.table.def.columns[i].name).ok())
+            .collect();
+        match schema.project(&indices) {
+            Ok(projected) => schema_fields(&projected),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn route(&self, sub: &Arc<Subscription>) {
+        let mut route = self.routes.entry(sub.table_id.clone()).or_default();
+        match &sub.routed_user {
+            None => route.shared.push(Arc::clone(sub)),
+            Some(u) => route
+                .users
+                .entry(u.clone())
+                .or_default()
+                .push(Arc::clone(sub)),
+        }
+    }
+
+    fn unroute(&self, sub: &Subscription) {
+        let mut empty = false;
+        if let Some(mut route) = self.routes.get_mut(&sub.table_id) {
+            let keep = |s: &Arc<Subscription>| s.live_id != sub.live_id;
+            match &sub.routed_user {
+                None => route.shared.retain(keep),
+                Some(u) => {
+                    if let Some(list) = route.users.get_mut(u) {
+                        list.retain(keep);
+                        if list.is_empty() {
+                            route.users.remove(u);
+                        }
+                    }
+                }
+            }
+            empty = route.shared.is_empty() && route.users.is_empty();
+        }
+        if empty {
+            self.routes.remove_if(&sub.table_id, |_, r| {
+                r.shared.is_empty() && r.users.is_empty()
+            });
+        }
+    }
+}
+
+impl ChangeListener for LiveQueryManager {
+    fn wants(&self, table: &TableId, user: Option<&UserId>) -> bool {
+        self.routes.get(table).is_some_and(|r| match user {
+            None => !r.shared.is_empty(),
+            Some(u) => r.users.contains_key(u),
+        })
+    }
+
+    fn publish(&self, table: &CachedTable, user: Option<&UserId>, events: Vec<ChangeEvent>) {
+        let subs: Vec<Arc<Subscription>> = match self.routes.get(&table.def.table_id()) {
+            None => return,
+            Some(r) => match user {
+                None => r.shared.clone(),
+                Some(u) => r.users.get(u).cloned().unwrap_or_default(),
+            },
+        };
+        for sub in subs {
+            sub.deliver(&events);
+        }
+    }
+
+    fn live_queries(&self) -> Vec<LiveQueryInfo> {
+        let subs: Vec<Arc<Subscription>> = self
+            .connections
+            .iter()
+            .flat_map(|c| c.value().subs.lock().values().cloned().collect::<Vec<_>>())
+            .collect();
+        subs.iter()
+            .map(|s| LiveQueryInfo {
+                live_id: s.live_id.clone(),
+                connection_id: s.conn.upgrade().map(|c| c.id).unwrap_or(0).to_string(),
+                subscription_id: s.id.clone(),
+                namespace_id: s.table_id.namespace.to_string(),
+                table_name: s.table_id.table.to_string(),
+                user_id: s.user.to_string(),
+                query: s.sql.clone(),
+                options: s.options.clone(),
+                status: if s.state.lock().ready {
+                    "active"
+                } else {
+                    "loading"
+                }
+                .into(),
+                created_at: s.created_at,
+                last_update: Some(s.last_update.load(Ordering::Relaxed)).filter(|t| *t > 0),
+                changes: s.changes.load(Ordering::Relaxed) as i64,
+            })
+            .collect()
+    }
+
+    fn kill_live_query(&self, live_id: &str) -> bool {
+        for conn in self.connections.iter() {
+            let found = conn
+                .subs
+                .lock()
+                .values()
+                .find(|s| s.live_id == live_id)
+                .map(|s| s.id.clone());
+            if let Some(id) = found {
+                self.unsubscribe(&conn, &id);
+                conn.error(
+                    &id,
+                    &LiveError::new(
+                        "SUBSCRIPTION_FAILED",
+                        "live query killed by KILL LIVE QUERY",
+                    ),
+                );
+                return true;
+            }
+        }
+        false
+    }
+}
