@@ -23,18 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Messages of this size or more are gzip-compressed (unless `?compress=false`).
 const COMPRESS_AT: usize = 512;
-/// Largest client text message handled; larger ones get `MESSAGE_TOO_LARGE`.
-const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
-/// Client messages per second before `RATE_LIMIT_EXCEEDED`.
-const MAX_MESSAGES_PER_SEC: u32 = 50;
-/// Time allowed for the `authenticate` message.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
-/// A client silent this long is closed.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often silence is checked.
 const HEARTBEAT_CHECK: Duration = Duration::from_secs(1);
-/// Outbound messages queued per connection before it counts as too slow.
-const OUTBOUND_QUEUE: usize = 4096;
 
 /// The upgrade handler.
 pub async fn upgrade(
@@ -45,8 +35,9 @@ pub async fn upgrade(
 ) -> Response {
     let compress = params.get("compress").is_none_or(|v| v != "false");
     let token = bearer_token(&headers).ok().map(str::to_string);
+    let max = state.app.config().websocket.max_message_bytes;
     // Oversized messages are answered by us, so the socket's own limit sits above ours.
-    ws.max_message_size(4 * MAX_CLIENT_MESSAGE)
+    ws.max_message_size(max.saturating_mul(4))
         .on_upgrade(move |socket| session(state, socket, token, compress))
 }
 
@@ -109,7 +100,8 @@ async fn session(state: ApiState, mut socket: WebSocket, token: Option<String>, 
     if !ok {
         return;
     }
-    let (conn, rx) = state.live.connect(identity, OUTBOUND_QUEUE);
+    let queue = state.app.config().websocket.outbound_queue;
+    let (conn, rx) = state.live.connect(identity, queue);
     pump(&state, &mut socket, &conn, rx, compress).await;
     state.live.disconnect(&conn);
 }
@@ -133,13 +125,13 @@ async fn authenticate(
             }
         };
     }
-    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    let auth_timeout = state.app.config().websocket.auth_timeout_secs;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(auth_timeout);
     loop {
         let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
                 let m = format!(
-                    "Authentication timeout - no auth message received within {} seconds",
-                    AUTH_TIMEOUT.as_secs()
+                    "Authentication timeout - no auth message received within {auth_timeout} seconds"
                 );
                 send_text(socket, &refuse(&m)).await;
                 close(socket, 1008, "Authentication failed").await;
@@ -200,6 +192,7 @@ async fn authenticate(
 struct RateWindow {
     start: Instant,
     count: u32,
+    limit: u32,
 }
 
 impl RateWindow {
@@ -209,7 +202,7 @@ impl RateWindow {
             self.count = 0;
         }
         self.count += 1;
-        self.count <= MAX_MESSAGES_PER_SEC
+        self.count <= self.limit
     }
 }
 
@@ -220,10 +213,16 @@ async fn pump(
     mut rx: tokio::sync::mpsc::Receiver<Outbound>,
     compress: bool,
 ) {
+    let cfg = &state.app.config().websocket;
+    let (max_message, client_timeout) = (
+        cfg.max_message_bytes,
+        Duration::from_secs(cfg.client_timeout_secs),
+    );
     let mut last_seen = Instant::now();
     let mut rate = RateWindow {
         start: Instant::now(),
         count: 0,
+        limit: cfg.max_messages_per_sec,
     };
     let mut heartbeat = tokio::time::interval(HEARTBEAT_CHECK);
     loop {
@@ -251,15 +250,15 @@ async fn pump(
                         return;
                     }
                 };
-                if text.len() > MAX_CLIENT_MESSAGE {
+                if text.len() > max_message {
                     let e = error("protocol", "MESSAGE_TOO_LARGE", format!(
-                        "message of {} bytes exceeds the limit of {MAX_CLIENT_MESSAGE}", text.len()));
+                        "message of {} bytes exceeds the limit of {max_message}", text.len()));
                     conn_send(socket, &e, compress).await;
                     continue;
                 }
                 if !rate.allow() {
                     let e = error("rate_limit", "RATE_LIMIT_EXCEEDED", format!(
-                        "more than {MAX_MESSAGES_PER_SEC} messages per second; message dropped"));
+                        "more than {} messages per second; message dropped", rate.limit));
                     conn_send(socket, &e, compress).await;
                     continue;
                 }
@@ -273,8 +272,13 @@ async fn pump(
             }
             out = rx.recv() => match out {
                 Some(Outbound::Message(text)) => {
-                    if !send(socket, &text, compress).await {
-                        return;
+                    // A client that stops reading blocks this write; once its queue has
+                    // overflowed too, the connection is dropped.
+                    tokio::select! {
+                        sent = send(socket, &text, compress) => if !sent {
+                            return;
+                        },
+                        _ = conn.overflowed() => return,
                     }
                 }
                 None => return,
@@ -287,7 +291,7 @@ async fn pump(
                 return;
             }
             _ = heartbeat.tick() => {
-                if last_seen.elapsed() > CLIENT_TIMEOUT {
+                if last_seen.elapsed() > client_timeout {
                     close(socket, 1000, "Heartbeat timeout").await;
                     return;
                 }

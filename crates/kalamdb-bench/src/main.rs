@@ -11,12 +11,15 @@
 //!   that quick);
 //! - `user-select`: `SELECT *` of one user's rows in a USER table preloaded with `--rows` rows
 //!   spread over `--users` users;
+//! - `live-latency` / `live-fanout` / `live-users`: INSERT-to-delivery time of live queries
+//!   (see [`live`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
 //! a progress line shows the running rate. Results print as a table and, with `--json`, are
 //! written with the command, commit and machine so `docs/benchmarks.md` can quote them.
 
+mod live;
 mod report;
 
 use clap::Parser;
@@ -61,6 +64,12 @@ struct Args {
     /// Users for the user-* and stream-* workloads.
     #[arg(long, default_value_t = 1000)]
     users: usize,
+    /// Sockets for live-fanout.
+    #[arg(long, default_value_t = 100)]
+    sockets: usize,
+    /// Subscriptions per socket for live-fanout.
+    #[arg(long, default_value_t = 100)]
+    subs_per_socket: usize,
     /// Namespace the bench creates its tables in.
     #[arg(long, default_value = "bench")]
     namespace: String,
@@ -465,6 +474,12 @@ async fn main() {
             "user-insert" => per_user_insert(&args, &client, "user").await,
             "stream-insert" => per_user_insert(&args, &client, "stream").await,
             "shared-insert" => per_user_insert(&args, &client, "shared").await,
+            "live-latency" => live::shared_fanout(&args, &client, "live-latency", 1, 1).await,
+            "live-fanout" => {
+                let (sockets, subs) = (args.sockets, args.subs_per_socket);
+                live::shared_fanout(&args, &client, "live-fanout", sockets, subs).await
+            }
+            "live-users" => live::per_user(&args, &client).await,
             "user-select" => user_select(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };

@@ -18,6 +18,9 @@ pub(crate) struct WorkloadResult {
     pub(crate) p90_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) max_ms: f64,
+    /// Extra facts of the run (set-up times, counts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notes: Vec<String>,
 }
 
 impl WorkloadResult {
@@ -43,6 +46,7 @@ impl WorkloadResult {
             p90_ms: ms(0.9),
             p99_ms: ms(0.99),
             max_ms: h.max() as f64 / 1000.0,
+            notes: Vec::new(),
         }
     }
 }
@@ -128,6 +132,9 @@ impl Report {
                 r.max_ms,
                 r.errors
             );
+            for note in &r.notes {
+                println!("  {note}");
+            }
         }
     }
 }

@@ -66,6 +66,40 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[stream]`
     pub stream: StreamConfig,
+    /// `[websocket]`
+    pub websocket: WebSocketConfig,
+}
+
+/// `[websocket]`: live-query connections (`GET /v1/ws`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Seconds a new connection has to send `authenticate` (when the upgrade carried no token).
+    pub auth_timeout_secs: u64,
+    /// Seconds of client silence after which a connection is closed (1000).
+    pub client_timeout_secs: u64,
+    /// Largest client message handled, in bytes; larger ones get `MESSAGE_TOO_LARGE`.
+    pub max_message_bytes: usize,
+    /// Client messages per second per connection; more get `RATE_LIMIT_EXCEEDED`.
+    pub max_messages_per_sec: u32,
+    /// Server messages queued per connection; a connection that falls further behind is
+    /// closed, so it never slows writers or other subscribers.
+    pub outbound_queue: usize,
+    /// Subscriptions one connection may hold (`SUBSCRIPTION_LIMIT_EXCEEDED` beyond).
+    pub max_subscriptions_per_connection: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout_secs: 3,
+            client_timeout_secs: 10,
+            max_message_bytes: 1024 * 1024,
+            max_messages_per_sec: 50,
+            outbound_queue: 4096,
+            max_subscriptions_per_connection: 1000,
+        }
+    }
 }
 
 /// `[stream]`: STREAM tables.
@@ -333,6 +367,31 @@ impl Config {
                 key: "stream.eviction_interval_secs",
                 reason: "must be > 0".into(),
             });
+        }
+        let ws = &self.websocket;
+        for (key, value) in [
+            ("websocket.auth_timeout_secs", ws.auth_timeout_secs as usize),
+            (
+                "websocket.client_timeout_secs",
+                ws.client_timeout_secs as usize,
+            ),
+            ("websocket.max_message_bytes", ws.max_message_bytes),
+            (
+                "websocket.max_messages_per_sec",
+                ws.max_messages_per_sec as usize,
+            ),
+            ("websocket.outbound_queue", ws.outbound_queue),
+            (
+                "websocket.max_subscriptions_per_connection",
+                ws.max_subscriptions_per_connection,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be > 0".into(),
+                });
+            }
         }
         if self.auth.auth_requests_per_ip_per_sec == 0 {
             return Err(ConfigError::Invalid {

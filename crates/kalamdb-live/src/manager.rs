@@ -25,8 +25,6 @@ use tokio::sync::{Notify, mpsc};
 
 /// Rows per initial batch when the client does not say.
 const DEFAULT_BATCH_SIZE: usize = 1000;
-/// Subscriptions one connection may hold.
-const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
 /// What the transport sends on a connection.
 #[derive(Debug, Clone)]
@@ -191,10 +189,11 @@ impl LiveQueryManager {
             .ok_or_else(|| LiveError::new("SUBSCRIPTION_FAILED", "server is shutting down"))?;
         // Re-using an active id replaces that subscription.
         self.unsubscribe(conn, &req.id);
-        if conn.subscription_count() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        let limit = app.config().websocket.max_subscriptions_per_connection;
+        if conn.subscription_count() >= limit {
             return Err(LiveError::new(
                 "SUBSCRIPTION_LIMIT_EXCEEDED",
-                format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+                format!("at most {limit} subscriptions per connection"),
             ));
         }
         let query = LiveQuery::parse(&req.sql)?;

@@ -16,6 +16,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+/// Most rows one `change` message carries.
+const MAX_ROWS_PER_CHANGE: usize = 1000;
+
 /// Where a subscription stands in its initial load.
 #[derive(Debug, Default)]
 pub(crate) struct LoadState {
@@ -86,8 +89,9 @@ impl Subscription {
         out
     }
 
-    /// For an update: the primary key, the projected columns whose value changed, and `_seq`
-    /// of the old version.
+    /// For an update: the primary key and the projected columns whose value changed, with
+    /// `_seq` = the update's (every row of a change carries the change's `_seq`, so clients
+    /// that drop replayed rows by `_seq` keep it).
     fn encode_changed(&self, old: &StoredRow, new: &StoredRow) -> Row {
         let def = &self.table.def;
         let mut out = Row::new();
@@ -101,36 +105,31 @@ impl Subscription {
                 );
             }
         }
-        out.insert(SEQ_COLUMN.into(), Json::String(old.seq.to_string()));
+        out.insert(SEQ_COLUMN.into(), Json::String(new.seq.to_string()));
         out
     }
 
-    /// The `change` message a committed change makes for this subscription, if it sees it.
-    pub(crate) fn change_message(&self, e: &ChangeEvent) -> Option<ServerMessage> {
+    /// What a committed change means for this subscription, if it sees it: the change type
+    /// and its new and old row.
+    fn change_rows(&self, e: &ChangeEvent) -> Option<(ChangeType, Option<Row>, Option<Row>)> {
         if self.from.is_some_and(|from| e.seq <= from) {
             return None;
         }
         let new = e.new.as_ref().filter(|r| self.matches(r));
         let old = e.old.as_ref().filter(|r| !r.deleted && self.matches(r));
-        let (change_type, rows, old_values) = match (e.kind, old, new) {
+        Some(match (e.kind, old, new) {
             (ChangeKind::Update, Some(o), Some(n)) => (
                 ChangeType::Update,
-                Some(vec![self.encode(n, n.seq)]),
-                Some(vec![self.encode_changed(o, n)]),
+                Some(self.encode(n, n.seq)),
+                Some(self.encode_changed(o, n)),
             ),
             (ChangeKind::Insert | ChangeKind::Update, _, Some(n)) => {
-                (ChangeType::Insert, Some(vec![self.encode(n, n.seq)]), None)
+                (ChangeType::Insert, Some(self.encode(n, n.seq)), None)
             }
             (ChangeKind::Update | ChangeKind::Delete, Some(o), None) => {
-                (ChangeType::Delete, None, Some(vec![self.encode(o, e.seq)]))
+                (ChangeType::Delete, None, Some(self.encode(o, e.seq)))
             }
             _ => return None,
-        };
-        Some(ServerMessage::Change {
-            subscription_id: self.id.clone(),
-            change_type,
-            rows,
-            old_values,
         })
     }
 
@@ -144,17 +143,43 @@ impl Subscription {
         self.send_changes(events.iter());
     }
 
+    /// Sends changes in order; consecutive changes of one type (a multi-row statement) share
+    /// one message of at most [`MAX_ROWS_PER_CHANGE`] rows.
     fn send_changes<'a>(&self, events: impl Iterator<Item = &'a ChangeEvent>) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
-        for e in events {
-            if let Some(msg) = self.change_message(e) {
-                self.changes.fetch_add(1, Ordering::Relaxed);
-                self.last_update
-                    .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
-                conn.send(&msg);
+        let mut pending: Option<(ChangeType, Vec<Row>, Vec<Row>)> = None;
+        let flush = |p: &mut Option<(ChangeType, Vec<Row>, Vec<Row>)>| {
+            if let Some((change_type, rows, old)) = p.take() {
+                conn.send(&ServerMessage::Change {
+                    subscription_id: self.id.clone(),
+                    change_type,
+                    rows: (!rows.is_empty()).then_some(rows),
+                    old_values: (!old.is_empty()).then_some(old),
+                });
             }
+        };
+        let mut seen = 0;
+        for (kind, new, old) in events.filter_map(|e| self.change_rows(e)) {
+            seen += 1;
+            let same = pending
+                .as_ref()
+                .is_some_and(|(k, r, o)| *k == kind && r.len().max(o.len()) < MAX_ROWS_PER_CHANGE);
+            if !same {
+                flush(&mut pending);
+                pending = Some((kind, Vec::new(), Vec::new()));
+            }
+            if let Some((_, rows, olds)) = pending.as_mut() {
+                rows.extend(new);
+                olds.extend(old);
+            }
+        }
+        flush(&mut pending);
+        if seen > 0 {
+            self.changes.fetch_add(seen, Ordering::Relaxed);
+            self.last_update
+                .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
         }
     }
 

@@ -3,21 +3,9 @@
 //! user ever sees, changes or deletes another user's row; the same key in two users'
 //! partitions is allowed. Seeds are fixed so a failure reproduces.
 
-use crate::support::{TestServer, rows};
+use crate::support::{Rng, TestServer, rows};
 use serde_json::json;
 use std::collections::BTreeMap;
-
-/// xorshift64*: small, deterministic, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 #[tokio::test]
 async fn users_never_see_or_touch_each_others_rows() {

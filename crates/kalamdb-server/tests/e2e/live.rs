@@ -418,3 +418,217 @@ async fn system_live_lists_subscriptions_and_closing_sockets_removes_them() {
     }
     assert_eq!(left, 0, "system.live must be empty after the sockets close");
 }
+
+#[tokio::test]
+async fn resume_from_a_seq_delivers_exactly_the_missed_changes() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.m (id INT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["fay"]).await;
+    let fay = &users[0];
+    s.ok(fay, "INSERT INTO app.m VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await;
+    let mut ws = Ws::authed(&s, fay).await;
+    let rows = ws
+        .subscribe_all("m", "SELECT * FROM app.m", json!({}))
+        .await;
+    let last = rows.iter().map(seq).max().unwrap();
+    drop(ws);
+
+    // Missed while away: an insert, an update, a delete.
+    s.ok(fay, "INSERT INTO app.m VALUES (4, 'd')").await;
+    s.ok(fay, "UPDATE app.m SET v = 'B' WHERE id = 2").await;
+    s.ok(fay, "DELETE FROM app.m WHERE id = 3").await;
+
+    let mut ws = Ws::authed(&s, fay).await;
+    let rows = ws
+        .subscribe_all("m", "SELECT * FROM app.m", json!({"from": last}))
+        .await;
+    let got: Vec<(Value, Value)> = rows
+        .iter()
+        .map(|r| (r["id"].clone(), r["v"].clone()))
+        .collect();
+    assert_eq!(got, vec![(json!(4), json!("d")), (json!(2), json!("B"))]);
+    assert!(rows.iter().all(|r| seq(r) > last));
+    let c = ws.next().await;
+    assert_eq!(
+        (c["change_type"].as_str(), c["old_values"][0]["id"].as_i64()),
+        (Some("delete"), Some(3)),
+        "{c}"
+    );
+    assert!(seq(&c["old_values"][0]) > last);
+    assert_eq!(
+        ws.try_next(Duration::from_millis(200)).await,
+        None,
+        "nothing else was missed"
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_dropped_without_slowing_others() {
+    // A short queue, so the kernel's socket buffers are not what the test measures.
+    let s = TestServer::start_with(|c| c.websocket.outbound_queue = 4).await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE TABLE app.feed (id INT PRIMARY KEY, body TEXT) WITH (ACCESS_LEVEL = 'PUBLIC')").await;
+    let mut slow = Ws::connect(&s, Some(&root), "?compress=false").await;
+    assert_eq!(slow.next().await["type"], "auth_success");
+    slow.subscribe("slow", "SELECT * FROM app.feed", json!({}))
+        .await;
+    assert_eq!(slow.next().await["type"], "subscription_ack");
+    let mut fast = Ws::authed(&s, &root).await;
+    fast.subscribe_all("fast", "SELECT id FROM app.feed", json!({}))
+        .await;
+
+    // Far more change data than the slow socket's queue and TCP buffers hold; the fast
+    // subscriber reads as it comes. One 500-row INSERT is one change message.
+    let body = "y".repeat(2000);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 10_000 {
+            let c = fast.next().await;
+            assert_eq!(c["change_type"], "insert", "{c}");
+            n += c["rows"].as_array().unwrap().len();
+        }
+        (n, fast)
+    });
+    for batch in 0..20 {
+        let values: Vec<String> = (0..500)
+            .map(|i| format!("({}, '{body}')", batch * 500 + i))
+            .collect();
+        s.ok(
+            &root,
+            &format!("INSERT INTO app.feed VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+    let (n, fast) = reader.await.unwrap();
+    assert_eq!(n, 10_000, "the fast subscriber got every change");
+    // The slow connection was closed; its subscription is gone.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = live_rows(&s, &root).await;
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        vec![json!("fast")]
+    );
+    drop((slow, fast));
+}
+
+/// Applies one server message to a materialized row set keyed by `id`.
+fn apply(rows: &mut std::collections::BTreeMap<i64, Value>, msg: &Value) {
+    let id = |r: &Value| r["id"].as_i64().unwrap();
+    match (msg["type"].as_str(), msg["change_type"].as_str()) {
+        (Some("initial_data_batch"), _) | (Some("change"), Some("insert" | "update")) => {
+            for r in msg["rows"].as_array().unwrap() {
+                rows.insert(id(r), r.clone());
+            }
+        }
+        (Some("change"), Some("delete")) => {
+            for r in msg["old_values"].as_array().unwrap() {
+                rows.remove(&id(r));
+            }
+        }
+        _ => panic!("unexpected message {msg}"),
+    }
+}
+
+#[tokio::test]
+async fn model_subscribers_end_equal_to_a_fresh_select() {
+    const FILTERS: &[&str] = &[
+        "",
+        " WHERE v > 50",
+        " WHERE tag = 'a' OR v < 10",
+        " WHERE id BETWEEN 5 AND 15",
+        " WHERE tag LIKE 'b%' AND NOT (v = 3)",
+        " WHERE tag IS NULL",
+    ];
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.mt (id INT PRIMARY KEY, v INT, tag TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["u1", "u2", "u3"]).await;
+    for seed in [11u64, 4242] {
+        let mut rng = crate::support::Rng(seed);
+        s.ok(&root, "DROP TABLE app.mt").await;
+        s.ok(
+            &root,
+            "CREATE USER TABLE app.mt (id INT PRIMARY KEY, v INT, tag TEXT)",
+        )
+        .await;
+        // Writers run while subscriptions start, so some begin mid-stream.
+        let writers: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(u, token)| {
+                let (base, http, token) = (s.base.clone(), s.http.clone(), token.clone());
+                let mut rng = crate::support::Rng(seed * 31 + u as u64);
+                tokio::spawn(async move {
+                    for _ in 0..120 {
+                        let id = rng.next(20);
+                        let tag = ["'a'", "'b1'", "'b2'", "NULL"][rng.next(4) as usize];
+                        let sql = match rng.next(3) {
+                            0 => format!(
+                                "INSERT INTO app.mt VALUES ({id}, {}, {tag})",
+                                rng.next(100)
+                            ),
+                            1 => format!(
+                                "UPDATE app.mt SET v = {}, tag = {tag} WHERE id = {id}",
+                                rng.next(100)
+                            ),
+                            _ => format!("DELETE FROM app.mt WHERE id = {id}"),
+                        };
+                        // PK collisions are expected; any other failure is not.
+                        let (status, body) =
+                            crate::support::post_sql(&http, &base, &token, &sql).await;
+                        assert!(
+                            status == 200 || body.to_string().contains("Primary key"),
+                            "{sql}: {body}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        let mut subs = Vec::new();
+        for (u, token) in users.iter().enumerate() {
+            let mut ws = Ws::authed(&s, token).await;
+            let filter = FILTERS[rng.next(FILTERS.len() as u64) as usize];
+            let sql = format!("SELECT * FROM app.mt{filter}");
+            let mut rows = std::collections::BTreeMap::new();
+            for r in ws.subscribe_all("m", &sql, json!({"batch_size": 3})).await {
+                rows.insert(r["id"].as_i64().unwrap(), r);
+            }
+            subs.push((u, ws, sql, rows));
+            tokio::time::sleep(Duration::from_millis(rng.next(30))).await;
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        for (u, ws, sql, rows) in &mut subs {
+            while let Some(msg) = ws.try_next(Duration::from_millis(300)).await {
+                apply(rows, &msg);
+            }
+            let fresh = s.ok(&users[*u], &format!("{sql} ORDER BY id")).await;
+            let want: Vec<(i64, Value, Value)> = crate::support::rows(&fresh)
+                .into_iter()
+                .map(|r| (r[0].as_i64().unwrap(), r[1].clone(), r[2].clone()))
+                .collect();
+            let got: Vec<(i64, Value, Value)> = rows
+                .values()
+                .map(|r| (r["id"].as_i64().unwrap(), r["v"].clone(), r["tag"].clone()))
+                .collect();
+            assert_eq!(got, want, "seed {seed}, user {u}, {sql}");
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod auth;
 mod crash;
 mod http_api;
 mod isolation;
+mod kalam_client;
 mod live;
 mod restart;
 mod slt;

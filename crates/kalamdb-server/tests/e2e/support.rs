@@ -182,3 +182,16 @@ pub(crate) fn rows(result: &Value) -> Vec<Vec<Value>> {
         })
         .unwrap_or_default()
 }
+
+/// xorshift64*: small, deterministic, good enough to pick operations.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// A number in `0..n`.
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}

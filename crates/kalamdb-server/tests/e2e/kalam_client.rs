@@ -1,0 +1,161 @@
+//! Wire compatibility with a client nobody here wrote: the official Rust SDK,
+//! `kalam-client = "=0.5.6-rc.0"` from crates.io. Log in, run SQL, subscribe, receive the
+//! initial rows and insert/update/delete changes, materialize with `live()`, unsubscribe,
+//! disconnect.
+
+use crate::support::TestServer;
+use kalam_client::{
+    AuthProvider, ChangeEvent, KalamLinkClient, LiveRowsEvent, SubscriptionConfig,
+    SubscriptionOptions,
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn client(s: &TestServer, user: &str, password: &str) -> KalamLinkClient {
+    KalamLinkClient::builder()
+        .base_url(s.base.clone())
+        .auth(AuthProvider::basic_auth(user.into(), password.into()))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn next_event(sub: &mut kalam_client::SubscriptionManager) -> ChangeEvent {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("no event within 5 s")
+        .expect("stream ended")
+        .expect("stream error")
+}
+
+/// Runs a statement through the client; it must succeed.
+async fn run(c: &KalamLinkClient, sql: &str) {
+    let r = c.execute_query(sql, None, None, None).await.unwrap();
+    assert!(r.success(), "{sql}: {r:?}");
+}
+
+/// The materialized row set, once it holds `n` rows.
+async fn rows_until(
+    live: &mut kalam_client::LiveRowsSubscription,
+    n: usize,
+) -> Vec<kalam_client::RowData> {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("no live rows within 5 s")
+            .expect("stream ended")
+            .unwrap();
+        if let LiveRowsEvent::Rows { rows, .. } = ev
+            && rows.len() == n
+        {
+            return rows;
+        }
+    }
+}
+
+fn cell(row: &kalam_client::RowData, col: &str) -> Value {
+    row.get(col).map(|c| c.0.clone()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn official_rust_client_logs_in_queries_and_follows_changes() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE USER TABLE app.todos (id BIGINT PRIMARY KEY, title TEXT, done BOOLEAN)").await;
+    s.ok(&root, "CREATE USER erin WITH PASSWORD 'erin-pass-123'")
+        .await;
+
+    let c = client(&s, "erin", "erin-pass-123");
+    // Explicit login, then SQL through the client's own request/response models.
+    let login = c.login("erin", "erin-pass-123").await.unwrap();
+    assert_eq!(login.user.id.as_str(), "erin");
+    let r = c
+        .execute_query(
+            "INSERT INTO app.todos VALUES (1, 'first', false), (2, 'second', false)",
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    let r = c
+        .execute_query(
+            "SELECT id, title FROM app.todos WHERE id = $1",
+            None,
+            Some(vec![json!(2).into()]),
+            None,
+        )
+        .await
+        .unwrap();
+    let result = &r.results[0];
+    assert_eq!(result.row_count, 1);
+    assert_eq!(result.schema[0].name, "id");
+    let row = &result.rows.as_ref().expect("rows")[0];
+    assert_eq!(
+        (row[0].0.clone(), row[1].0.clone()),
+        (json!("2"), json!("second"))
+    );
+
+    // Raw live events: ack, initial batch, then insert/update/delete.
+    c.connect().await.unwrap();
+    let mut config = SubscriptionConfig::new("todos", "SELECT * FROM app.todos WHERE done = false");
+    config.options = Some(SubscriptionOptions::new().with_batch_size(1));
+    let mut sub = c.live_events_with_config(config).await.unwrap();
+    let mut initial = Vec::new();
+    while initial.len() < 2 {
+        match next_event(&mut sub).await {
+            ChangeEvent::Ack { schema, .. } => assert!(schema.iter().any(|f| f.name == "title")),
+            ChangeEvent::InitialDataBatch { rows, .. } => initial.extend(rows),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let ids: Vec<Value> = initial.iter().map(|r| cell(r, "id")).collect();
+    assert_eq!(ids, vec![json!("1"), json!("2")]);
+
+    run(&c, "INSERT INTO app.todos VALUES (3, 'third', false)").await;
+    match next_event(&mut sub).await {
+        ChangeEvent::Insert { rows, .. } => assert_eq!(cell(&rows[0], "title"), json!("third")),
+        other => panic!("expected insert, got {other:?}"),
+    }
+    run(&c, "UPDATE app.todos SET title = 'THIRD' WHERE id = 3").await;
+    match next_event(&mut sub).await {
+        ChangeEvent::Update { rows, old_rows, .. } => {
+            assert_eq!(cell(&rows[0], "title"), json!("THIRD"));
+            assert_eq!(cell(&old_rows[0], "title"), json!("third"));
+        }
+        other => panic!("expected update, got {other:?}"),
+    }
+    run(&c, "DELETE FROM app.todos WHERE id = 1").await;
+    match next_event(&mut sub).await {
+        ChangeEvent::Delete { old_rows, .. } => assert_eq!(cell(&old_rows[0], "id"), json!("1")),
+        other => panic!("expected delete, got {other:?}"),
+    }
+    sub.close().await.unwrap();
+
+    // Materialized rows with live(): the current set, then each change applied.
+    let mut live = c.live("SELECT id, title FROM app.todos").await.unwrap();
+    rows_until(&mut live, 2).await;
+    run(&c, "INSERT INTO app.todos VALUES (4, 'fourth', true)").await;
+    let latest = rows_until(&mut live, 3).await;
+    let mut titles: Vec<Value> = latest.iter().map(|r| cell(r, "title")).collect();
+    titles.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        titles,
+        vec![json!("THIRD"), json!("fourth"), json!("second")]
+    );
+    live.close().await.unwrap();
+    c.disconnect().await;
+
+    // Disconnect leaves nothing behind.
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        let r = s.ok(&root, "SELECT live_id FROM system.live").await;
+        left = crate::support::rows(&r).len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+}
