@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use futures::SinkExt;
 use kalamdb_commons::ws::{ClientMessage, ProtocolOptions, ServerMessage};
 use kalamdb_core::auth::Identity;
 use kalamdb_live::{Connection, Outbound};
@@ -23,6 +24,10 @@ use std::time::{Duration, Instant};
 
 /// Messages of this size or more are gzip-compressed (unless `?compress=false`).
 const COMPRESS_AT: usize = 512;
+/// Socket read buffer (client messages are small).
+const READ_BUFFER: usize = 8 * 1024;
+/// Most queued messages written with one flush.
+const WRITE_BATCH: usize = 256;
 /// How often silence is checked.
 const HEARTBEAT_CHECK: Duration = Duration::from_secs(1);
 
@@ -38,12 +43,20 @@ pub async fn upgrade(
     let max = state.app.config().websocket.max_message_bytes;
     // Oversized messages are answered by us, so the socket's own limit sits above ours.
     ws.max_message_size(max.saturating_mul(4))
+        // tungstenite zeroes its whole read buffer on every read attempt, and the pump tries a
+        // read each time it wakes: 128 KiB (the default) was the top cost of change delivery.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| session(state, socket, token, compress))
 }
 
 /// Sends one server message, gzip-compressed when large.
 async fn send(socket: &mut WebSocket, text: &str, compress: bool) -> bool {
-    let frame = if compress && text.len() >= COMPRESS_AT {
+    socket.send(frame(text, compress)).await.is_ok()
+}
+
+/// The frame of one server message: gzip-compressed binary when large, else text.
+fn frame(text: &str, compress: bool) -> Message {
+    if compress && text.len() >= COMPRESS_AT {
         let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 3), Compression::fast());
         match gz.write_all(text.as_bytes()).and_then(|_| gz.finish()) {
             Ok(bytes) if bytes.len() < text.len() => Message::Binary(bytes.into()),
@@ -51,8 +64,25 @@ async fn send(socket: &mut WebSocket, text: &str, compress: bool) -> bool {
         }
     } else {
         Message::Text(Utf8Bytes::from(text))
-    };
-    socket.send(frame).await.is_ok()
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a bound) with one flush: a change fanned
+/// out to many subscriptions of one socket costs one write, not one per subscription.
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: &str,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    compress: bool,
+) -> Result<(), axum::Error> {
+    socket.feed(frame(first, compress)).await?;
+    for _ in 0..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(Outbound::Message(text)) => socket.feed(frame(&text, compress)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
 }
 
 /// Sends a message as uncompressed text (auth replies are always text).
@@ -275,9 +305,11 @@ async fn pump(
                     // A client that stops reading blocks this write; once its queue has
                     // overflowed too, the connection is dropped.
                     tokio::select! {
-                        sent = send(socket, &text, compress) => if !sent {
-                            return;
-                        },
+                        written = write_queued(socket, &text, &mut rx, compress) => {
+                            if written.is_err() {
+                                return;
+                            }
+                        }
                         _ = conn.overflowed() => return,
                     }
                 }

@@ -1,6 +1,8 @@
 //! Live-query workloads: each request is an INSERT, timed until its change reached every
 //! subscriber that should get it (no sleeps inside the timed span). Sockets ask
 //! `?compress=false`, so the client spends its CPU counting messages, not inflating them.
+//! Each socket sends all its `subscribe` messages at once: run the server with
+//! `KALAMDB_WEBSOCKET_MAX_MESSAGES_PER_SEC` above `--subs-per-socket`.
 //!
 //! - `live-latency`: one subscriber on a SHARED table, one writer;
 //! - `live-fanout`: `--sockets` x `--subs-per-socket` subscriptions on one SHARED table; rows/s
@@ -65,32 +67,27 @@ async fn open_socket(
     let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| format!("websocket connect: {e}"))?;
-    let mut acks = 0;
-    let mut sent = 0;
-    while acks < subs {
-        // Subscribe in small groups: the server rate-limits client messages per second.
-        while sent < subs && sent - acks < 40 {
-            let msg = serde_json::json!({"type": "subscribe", "subscription": {"id": format!("s{sent}"), "sql": sql}});
-            ws.send(Message::Text(msg.to_string().into()))
-                .await
-                .map_err(|e| e.to_string())?;
-            sent += 1;
-        }
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+    for i in 0..subs {
+        let msg = serde_json::json!({"type": "subscribe", "subscription": {"id": format!("s{i}"), "sql": sql}});
+        ws.send(Message::Text(msg.to_string().into()))
             .await
-            .map_err(|_| "no subscription_ack within 10 s".to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let mut acks = 0;
+    while acks < subs {
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| "no subscription_ack within 30 s".to_string())?
             .ok_or("socket closed")?
             .map_err(|e| e.to_string())?;
         if let Message::Text(t) = frame {
             if t.contains("\"subscription_ack\"") {
                 acks += 1;
             } else if t.contains("\"error\"") {
-                return Err(format!("subscribe failed: {t}"));
+                return Err(format!(
+                    "subscribe failed (raise KALAMDB_WEBSOCKET_MAX_MESSAGES_PER_SEC for many subscriptions per socket): {t}"
+                ));
             }
-        }
-        if acks % 40 == 0 && sent > acks {
-            // Stay under the per-second message limit.
-            tokio::time::sleep(Duration::from_millis(900)).await;
         }
     }
     tokio::spawn(async move {

@@ -8,6 +8,7 @@
 //! `kalamdb-api`; this crate hands it ready-to-send messages through a bounded queue per
 //! connection.
 
+mod compiled;
 mod error;
 mod filter;
 mod manager;

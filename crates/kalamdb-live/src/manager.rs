@@ -3,10 +3,11 @@
 //! table for SHARED tables, so its cost follows the subscriptions that can see it. Closing a
 //! connection removes all of its state at once; nothing polls.
 
+use crate::compiled::CompiledQuery;
 use crate::error::LiveError;
 use crate::filter::Filter;
 use crate::query::LiveQuery;
-use crate::subscription::{LoadState, Subscription, batch_status};
+use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
 use dashmap::DashMap;
 use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
 use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
@@ -50,13 +51,14 @@ impl Connection {
     /// Queues a message; a full queue marks the connection overflowed (the transport closes
     /// it), so a slow reader never blocks writers or other connections.
     pub(crate) fn send(&self, msg: &ServerMessage) {
-        let text: Arc<str> = match serde_json::to_string(msg) {
-            Ok(t) => t.into(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize a live message");
-                return;
-            }
-        };
+        match serde_json::to_string(msg) {
+            Ok(text) => self.send_text(text.into()),
+            Err(e) => tracing::error!(error = %e, "cannot serialize a live message"),
+        }
+    }
+
+    /// Queues a serialized message (see [`Connection::send`]).
+    pub(crate) fn send_text(&self, text: Arc<str>) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Message(text))
             && !self.overflowed.swap(true, Ordering::SeqCst)
         {
@@ -102,8 +104,8 @@ pub struct LiveQueryManager {
     next_connection: AtomicU64,
     connections: DashMap<u64, Arc<Connection>>,
     routes: DashMap<TableId, Route>,
-    /// Compiled filters shared by identical queries.
-    filters: DashMap<String, Weak<Filter>>,
+    /// Compiled queries shared by identical subscriptions.
+    queries: DashMap<String, Weak<CompiledQuery>>,
 }
 
 impl LiveQueryManager {
@@ -114,7 +116,7 @@ impl LiveQueryManager {
             next_connection: AtomicU64::new(1),
             connections: DashMap::new(),
             routes: DashMap::new(),
-            filters: DashMap::new(),
+            queries: DashMap::new(),
         });
         app.set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
         manager
@@ -213,10 +215,7 @@ impl LiveQueryManager {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let user = conn.identity.user_id.clone();
-        let filter = match &query.filter {
-            Some(expr) => Some(self.compiled_filter(&table, expr, &user)?),
-            None => None,
-        };
+        let compiled = self.compiled_query(&table, &query, columns, &user)?;
         let options = req.options.clone();
         let opts = options.clone().unwrap_or_default();
         let batch_size = opts.batch_size.unwrap_or(DEFAULT_BATCH_SIZE).max(1);
@@ -232,11 +231,8 @@ impl LiveQueryManager {
             conn: Arc::downgrade(conn),
             user: user.clone(),
             table_id: def.table_id(),
-            table: Arc::clone(&table),
             routed_user: routed_user.clone(),
-            columns,
-            star: query.columns.is_none(),
-            filter,
+            query: compiled,
             from: opts.from,
             sql: req.sql.clone(),
             options: options
@@ -333,7 +329,7 @@ impl LiveQueryManager {
                         deleted: false,
                         ..row
                     };
-                    if sub.matches(&old) {
+                    if sub.query.matches(&old) {
                         deletes.push(ChangeEvent {
                             kind: ChangeKind::Delete,
                             seq,
@@ -344,7 +340,7 @@ impl LiveQueryManager {
                 }
                 continue;
             }
-            if sub.matches(&row) {
+            if sub.query.matches(&row) {
                 live.push(row);
             }
         }
@@ -412,39 +408,54 @@ impl LiveQueryManager {
         Ok(table)
     }
 
-    fn compiled_filter(
+    /// The compiled query for `q` on `table`, shared with identical subscriptions.
+    fn compiled_query(
         &self,
-        table: &CachedTable,
-        expr: &datafusion::sql::sqlparser::ast::Expr,
+        table: &Arc<CachedTable>,
+        q: &LiveQuery,
+        columns: Vec<usize>,
         user: &UserId,
-    ) -> Result<Arc<Filter>, LiveError> {
-        let text = expr.to_string();
+    ) -> Result<Arc<CompiledQuery>, LiveError> {
+        let filter_text = q.filter.as_ref().map(|e| e.to_string()).unwrap_or_default();
         // CURRENT_USER() makes the compiled clause per user.
-        let per_user = text.to_ascii_lowercase().contains("current_user");
+        let per_user = filter_text.to_ascii_lowercase().contains("current_user");
         let key = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{:?}|{}",
             table.def.table_id(),
             table.def.version,
             if per_user { user.as_str() } else { "" },
-            text
+            q.columns.is_none(),
+            columns,
+            filter_text
         );
-        if let Some(hit) = self.filters.get(&key).and_then(|w| w.upgrade()) {
+        if let Some(hit) = self.queries.get(&key).and_then(|w| w.upgrade()) {
             return Ok(hit);
         }
-        let filter = Arc::new(Filter::compile(expr, &table.def, user.as_str())?);
-        if self.filters.len() > 1024 && self.filters.len() > 2 * self.subscription_count() {
-            self.filters.retain(|_, w| w.strong_count() > 0);
+        let filter = match &q.filter {
+            Some(expr) => Some(Filter::compile(expr, &table.def, user.as_str())?),
+            None => None,
+        };
+        let compiled = Arc::new(CompiledQuery {
+            table: Arc::clone(table),
+            columns,
+            star: q.columns.is_none(),
+            filter,
+        });
+        if self.queries.len() > 1024 && self.queries.len() > 2 * self.subscription_count() {
+            self.queries.retain(|_, w| w.strong_count() > 0);
         }
-        self.filters.insert(key, Arc::downgrade(&filter));
-        Ok(filter)
+        self.queries.insert(key, Arc::downgrade(&compiled));
+        Ok(compiled)
     }
 
     fn ack_schema(&self, sub: &Subscription) -> Vec<kalamdb_commons::wire::SchemaField> {
-        let schema = &sub.table.schema;
+        let table = &sub.query.table;
+        let schema = &table.schema;
         let indices: Vec<usize> = sub
+            .query
             .columns
             .iter()
-            .filter_map(|&i| schema.index_of(&sub.table.def.columns[i].name).ok())
+            .filter_map(|&i| schema.index_of(&table.def.columns[i].name).ok())
             .collect();
         match schema.project(&indices) {
             Ok(projected) => schema_fields(&projected),
@@ -505,8 +516,9 @@ impl ChangeListener for LiveQueryManager {
                 Some(u) => r.users.get(u).cloned().unwrap_or_default(),
             },
         };
+        let mut cache = BodyCache::new();
         for sub in subs {
-            sub.deliver(&events);
+            sub.deliver(&events, &mut cache);
         }
     }
 

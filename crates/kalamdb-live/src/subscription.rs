@@ -1,23 +1,17 @@
-//! One live subscription: its compiled query, its initial-load state, and how its rows and
-//! changes are encoded for the wire.
+//! One live subscription: who and where it sends to, its compiled query (shared with
+//! identical subscriptions), and its initial-load state.
 
-use crate::filter::Filter;
+use crate::compiled::{CompiledQuery, message};
 use crate::manager::Connection;
-use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
-use kalamdb_commons::ws::{BatchControl, BatchStatus, ChangeType, Row, ServerMessage};
+use kalamdb_commons::schema::SEQ_COLUMN;
+use kalamdb_commons::ws::{BatchControl, BatchStatus, Row, ServerMessage};
 use kalamdb_commons::{TableId, UserId};
-use kalamdb_core::changes::{ChangeEvent, ChangeKind};
+use kalamdb_core::changes::ChangeEvent;
 use kalamdb_core::rows::StoredRow;
-use kalamdb_core::schema_registry::CachedTable;
-use kalamdb_core::sql::encode::value_json;
 use parking_lot::Mutex;
-use serde_json::Value as Json;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-
-/// Most rows one `change` message carries.
-const MAX_ROWS_PER_CHANGE: usize = 1000;
 
 /// Where a subscription stands in its initial load.
 #[derive(Debug, Default)]
@@ -38,6 +32,9 @@ pub(crate) struct LoadState {
     pub(crate) last_seq: Option<i64>,
 }
 
+/// Change bodies computed once per compiled query during one publish.
+pub(crate) type BodyCache = HashMap<*const CompiledQuery, Arc<(Vec<String>, u64)>>;
+
 /// A live subscription.
 #[derive(Debug)]
 pub(crate) struct Subscription {
@@ -47,14 +44,10 @@ pub(crate) struct Subscription {
     pub(crate) live_id: String,
     pub(crate) conn: Weak<Connection>,
     pub(crate) user: UserId,
-    pub(crate) table: Arc<CachedTable>,
     pub(crate) table_id: TableId,
     /// The user partition the subscription reads (USER/STREAM tables).
     pub(crate) routed_user: Option<UserId>,
-    /// Indexes into the table's columns, in projection order.
-    pub(crate) columns: Vec<usize>,
-    pub(crate) star: bool,
-    pub(crate) filter: Option<Arc<Filter>>,
+    pub(crate) query: Arc<CompiledQuery>,
     /// Only changes with a larger `_seq` are delivered (resume).
     pub(crate) from: Option<i64>,
     pub(crate) sql: String,
@@ -66,118 +59,36 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// Whether a row version passes the WHERE clause.
-    pub(crate) fn matches(&self, row: &StoredRow) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.matches(row))
-    }
-
-    /// The projected wire row of `row`, with `_seq` = `seq`.
-    pub(crate) fn encode(&self, row: &StoredRow, seq: i64) -> Row {
-        let def = &self.table.def;
-        let mut out = Row::new();
-        for &i in &self.columns {
-            let c = &def.columns[i];
-            out.insert(
-                c.name.clone(),
-                value_json(row.cell(c.column_id), &c.data_type),
-            );
-        }
-        out.insert(SEQ_COLUMN.into(), Json::String(seq.to_string()));
-        if self.star {
-            out.insert(DELETED_COLUMN.into(), Json::Bool(false));
-        }
-        out
-    }
-
-    /// For an update: the primary key and the projected columns whose value changed, with
-    /// `_seq` = the update's (every row of a change carries the change's `_seq`, so clients
-    /// that drop replayed rows by `_seq` keep it).
-    fn encode_changed(&self, old: &StoredRow, new: &StoredRow) -> Row {
-        let def = &self.table.def;
-        let mut out = Row::new();
-        for (i, c) in def.columns.iter().enumerate() {
-            let projected = self.columns.contains(&i);
-            let changed = old.cell(c.column_id) != new.cell(c.column_id);
-            if c.primary_key || (projected && changed) {
-                out.insert(
-                    c.name.clone(),
-                    value_json(old.cell(c.column_id), &c.data_type),
-                );
-            }
-        }
-        out.insert(SEQ_COLUMN.into(), Json::String(new.seq.to_string()));
-        out
-    }
-
-    /// What a committed change means for this subscription, if it sees it: the change type
-    /// and its new and old row.
-    fn change_rows(&self, e: &ChangeEvent) -> Option<(ChangeType, Option<Row>, Option<Row>)> {
-        if self.from.is_some_and(|from| e.seq <= from) {
-            return None;
-        }
-        let new = e.new.as_ref().filter(|r| self.matches(r));
-        let old = e.old.as_ref().filter(|r| !r.deleted && self.matches(r));
-        Some(match (e.kind, old, new) {
-            (ChangeKind::Update, Some(o), Some(n)) => (
-                ChangeType::Update,
-                Some(self.encode(n, n.seq)),
-                Some(self.encode_changed(o, n)),
-            ),
-            (ChangeKind::Insert | ChangeKind::Update, _, Some(n)) => {
-                (ChangeType::Insert, Some(self.encode(n, n.seq)), None)
-            }
-            (ChangeKind::Update | ChangeKind::Delete, Some(o), None) => {
-                (ChangeType::Delete, None, Some(self.encode(o, e.seq)))
-            }
-            _ => return None,
-        })
-    }
-
     /// Delivers committed changes: buffered while the initial load runs, sent otherwise.
-    pub(crate) fn deliver(&self, events: &[ChangeEvent]) {
+    /// Subscriptions sharing a compiled query share the encoded bodies through `cache`.
+    pub(crate) fn deliver(&self, events: &[ChangeEvent], cache: &mut BodyCache) {
         let mut state = self.state.lock();
         if !state.ready {
             state.buffered.extend(events.iter().cloned());
             return;
         }
-        self.send_changes(events.iter());
+        let bodies = if self.from.is_some() {
+            Arc::new(self.query.change_bodies(events.iter(), self.from))
+        } else {
+            let key = Arc::as_ptr(&self.query);
+            Arc::clone(
+                cache
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(self.query.change_bodies(events.iter(), None))),
+            )
+        };
+        self.send_bodies(&bodies.0, bodies.1);
     }
 
-    /// Sends changes in order; consecutive changes of one type (a multi-row statement) share
-    /// one message of at most [`MAX_ROWS_PER_CHANGE`] rows.
-    fn send_changes<'a>(&self, events: impl Iterator<Item = &'a ChangeEvent>) {
+    fn send_bodies(&self, bodies: &[String], count: u64) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
-        let mut pending: Option<(ChangeType, Vec<Row>, Vec<Row>)> = None;
-        let flush = |p: &mut Option<(ChangeType, Vec<Row>, Vec<Row>)>| {
-            if let Some((change_type, rows, old)) = p.take() {
-                conn.send(&ServerMessage::Change {
-                    subscription_id: self.id.clone(),
-                    change_type,
-                    rows: (!rows.is_empty()).then_some(rows),
-                    old_values: (!old.is_empty()).then_some(old),
-                });
-            }
-        };
-        let mut seen = 0;
-        for (kind, new, old) in events.filter_map(|e| self.change_rows(e)) {
-            seen += 1;
-            let same = pending
-                .as_ref()
-                .is_some_and(|(k, r, o)| *k == kind && r.len().max(o.len()) < MAX_ROWS_PER_CHANGE);
-            if !same {
-                flush(&mut pending);
-                pending = Some((kind, Vec::new(), Vec::new()));
-            }
-            if let Some((_, rows, olds)) = pending.as_mut() {
-                rows.extend(new);
-                olds.extend(old);
-            }
+        for body in bodies {
+            conn.send_text(message(&self.id, body).into());
         }
-        flush(&mut pending);
-        if seen > 0 {
-            self.changes.fetch_add(seen, Ordering::Relaxed);
+        if count > 0 {
+            self.changes.fetch_add(count, Ordering::Relaxed);
             self.last_update
                 .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
         }
@@ -197,7 +108,7 @@ impl Subscription {
         let rows: Vec<Row> = state
             .pending
             .drain(..n)
-            .map(|r| self.encode(&r, r.seq))
+            .map(|r| self.query.encode(&r, r.seq))
             .collect();
         if let Some(seq) = rows
             .last()
@@ -230,7 +141,10 @@ impl Subscription {
         state.ready = true;
         let resumed = std::mem::take(&mut state.resumed_deletes);
         let buffered = std::mem::take(&mut state.buffered);
-        self.send_changes(resumed.iter().chain(buffered.iter()));
+        let (bodies, count) = self
+            .query
+            .change_bodies(resumed.iter().chain(buffered.iter()), self.from);
+        self.send_bodies(&bodies, count);
     }
 }
 

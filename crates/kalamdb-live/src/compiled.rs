@@ -1,0 +1,185 @@
+//! A compiled subscription query: table, projection and WHERE, shared by every subscription
+//! running the same query, so a change is filtered and encoded once per query, not once per
+//! subscriber.
+
+use crate::filter::Filter;
+use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
+use kalamdb_commons::ws::{ChangeType, Row};
+use kalamdb_core::changes::{ChangeEvent, ChangeKind};
+use kalamdb_core::rows::StoredRow;
+use kalamdb_core::schema_registry::CachedTable;
+use kalamdb_core::sql::encode::value_json;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// Most rows one `change` message carries.
+const MAX_ROWS_PER_CHANGE: usize = 1000;
+
+/// A query compiled against one table version.
+#[derive(Debug)]
+pub(crate) struct CompiledQuery {
+    pub(crate) table: Arc<CachedTable>,
+    /// Indexes into the table's columns, in projection order.
+    pub(crate) columns: Vec<usize>,
+    /// `SELECT *` (rows also carry `_deleted`).
+    pub(crate) star: bool,
+    pub(crate) filter: Option<Filter>,
+}
+
+impl CompiledQuery {
+    /// Whether a row version passes the WHERE clause.
+    pub(crate) fn matches(&self, row: &StoredRow) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(row))
+    }
+
+    /// The projected wire row of `row`, with `_seq` = `seq`.
+    pub(crate) fn encode(&self, row: &StoredRow, seq: i64) -> Row {
+        let def = &self.table.def;
+        let mut out = Row::new();
+        for &i in &self.columns {
+            let c = &def.columns[i];
+            out.insert(
+                c.name.clone(),
+                value_json(row.cell(c.column_id), &c.data_type),
+            );
+        }
+        out.insert(SEQ_COLUMN.into(), Json::String(seq.to_string()));
+        if self.star {
+            out.insert(DELETED_COLUMN.into(), Json::Bool(false));
+        }
+        out
+    }
+
+    /// For an update: the primary key and the projected columns whose value changed, with
+    /// `_seq` = the update's (every row of a change carries the change's `_seq`, so clients
+    /// that drop replayed rows by `_seq` keep it).
+    fn encode_changed(&self, old: &StoredRow, new: &StoredRow) -> Row {
+        let def = &self.table.def;
+        let mut out = Row::new();
+        for (i, c) in def.columns.iter().enumerate() {
+            let projected = self.columns.contains(&i);
+            let changed = old.cell(c.column_id) != new.cell(c.column_id);
+            if c.primary_key || (projected && changed) {
+                out.insert(
+                    c.name.clone(),
+                    value_json(old.cell(c.column_id), &c.data_type),
+                );
+            }
+        }
+        out.insert(SEQ_COLUMN.into(), Json::String(new.seq.to_string()));
+        out
+    }
+
+    /// What a committed change means for this query: its type and new and old row.
+    fn change_rows(&self, e: &ChangeEvent) -> Option<(ChangeType, Option<Row>, Option<Row>)> {
+        let new = e.new.as_ref().filter(|r| self.matches(r));
+        let old = e.old.as_ref().filter(|r| !r.deleted && self.matches(r));
+        Some(match (e.kind, old, new) {
+            (ChangeKind::Update, Some(o), Some(n)) => (
+                ChangeType::Update,
+                Some(self.encode(n, n.seq)),
+                Some(self.encode_changed(o, n)),
+            ),
+            (ChangeKind::Insert | ChangeKind::Update, _, Some(n)) => {
+                (ChangeType::Insert, Some(self.encode(n, n.seq)), None)
+            }
+            (ChangeKind::Update | ChangeKind::Delete, Some(o), None) => {
+                (ChangeType::Delete, None, Some(self.encode(o, e.seq)))
+            }
+            _ => return None,
+        })
+    }
+
+    /// The `change` messages `events` make for this query, without their subscription id:
+    /// consecutive changes of one type share a message. Returns the bodies (see [`message`])
+    /// and how many row changes they hold.
+    pub(crate) fn change_bodies<'a>(
+        &self,
+        events: impl Iterator<Item = &'a ChangeEvent>,
+        after_seq: Option<i64>,
+    ) -> (Vec<String>, u64) {
+        let mut bodies = Vec::new();
+        let mut pending: Option<(ChangeType, Vec<Row>, Vec<Row>)> = None;
+        let mut flush = |p: &mut Option<(ChangeType, Vec<Row>, Vec<Row>)>| {
+            if let Some((kind, rows, old)) = p.take() {
+                bodies.push(body(kind, rows, old));
+            }
+        };
+        let mut count = 0;
+        let visible = events.filter(|e| after_seq.is_none_or(|from| e.seq > from));
+        for (kind, new, old) in visible.filter_map(|e| self.change_rows(e)) {
+            count += 1;
+            let same = pending
+                .as_ref()
+                .is_some_and(|(k, r, o)| *k == kind && r.len().max(o.len()) < MAX_ROWS_PER_CHANGE);
+            if !same {
+                flush(&mut pending);
+                pending = Some((kind, Vec::new(), Vec::new()));
+            }
+            if let Some((_, rows, olds)) = pending.as_mut() {
+                rows.extend(new);
+                olds.extend(old);
+            }
+        }
+        flush(&mut pending);
+        (bodies, count)
+    }
+}
+
+fn body(kind: ChangeType, rows: Vec<Row>, old: Vec<Row>) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert(
+        "change_type".into(),
+        serde_json::to_value(kind).unwrap_or(Json::Null),
+    );
+    if !rows.is_empty() {
+        fields.insert(
+            "rows".into(),
+            Json::Array(rows.into_iter().map(Json::Object).collect()),
+        );
+    }
+    if !old.is_empty() {
+        fields.insert(
+            "old_values".into(),
+            Json::Array(old.into_iter().map(Json::Object).collect()),
+        );
+    }
+    // `{"change_type":…}` -> `"change_type":…}`: the message head goes in front.
+    let text = Json::Object(fields).to_string();
+    text[1..].to_string()
+}
+
+/// A complete `change` message: `{"type":"change","subscription_id":<id>,<body>`.
+pub(crate) fn message(subscription_id: &str, body: &str) -> String {
+    let id = Json::String(subscription_id.to_string()).to_string();
+    let mut out = String::with_capacity(40 + id.len() + body.len());
+    out.push_str("{\"type\":\"change\",\"subscription_id\":");
+    out.push_str(&id);
+    out.push(',');
+    out.push_str(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_commons::ws::ServerMessage;
+
+    #[test]
+    fn shared_bodies_make_the_same_message_serde_would() {
+        let text = message(
+            "s\"1",
+            &body(ChangeType::Delete, Vec::new(), vec![Row::new()]),
+        );
+        let parsed: ServerMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            ServerMessage::Change {
+                subscription_id: "s\"1".into(),
+                change_type: ChangeType::Delete,
+                rows: None,
+                old_values: Some(vec![Row::new()]),
+            }
+        );
+    }
+}
