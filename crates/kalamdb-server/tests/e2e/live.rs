@@ -417,6 +417,69 @@ async fn system_live_lists_subscriptions_and_closing_sockets_removes_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(left, 0, "system.live must be empty after the sockets close");
+    // The routing index holds nothing for the table any more.
+    let app = &s.server.as_ref().unwrap().app;
+    let table = kalamdb_commons::TableId::new(
+        kalamdb_commons::NamespaceId::new("app"),
+        kalamdb_commons::TableName::new("n"),
+    );
+    let dave = kalamdb_commons::UserId::new("dave");
+    assert!(!app.change_listener().unwrap().wants(&table, Some(&dave)));
+}
+
+#[tokio::test]
+async fn connection_limits_give_their_codes() {
+    let s = TestServer::start_with(|c| {
+        c.websocket.max_messages_per_sec = 5;
+        c.websocket.max_message_bytes = 2000;
+        c.websocket.max_subscriptions_per_connection = 2;
+        c.websocket.client_timeout_secs = 1;
+    })
+    .await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.l (id INT PRIMARY KEY)",
+    )
+    .await;
+    let mut ws = Ws::authed(&s, &root).await;
+    for id in ["a", "b", "c"] {
+        ws.subscribe(id, "SELECT * FROM app.l", Value::Null).await;
+    }
+    assert_eq!(ws.next().await["type"], "subscription_ack");
+    assert_eq!(ws.next().await["type"], "subscription_ack");
+    let e = ws.next().await;
+    assert_eq!(
+        (e["subscription_id"].as_str(), e["code"].as_str()),
+        (Some("c"), Some("SUBSCRIPTION_LIMIT_EXCEEDED")),
+        "{e}"
+    );
+    ws.send(json!({"type": "ping", "pad": "x".repeat(3000)}))
+        .await;
+    assert_eq!(ws.next().await["code"], "MESSAGE_TOO_LARGE");
+    // The limit is 5 per second: at least one of these is dropped with an error, even if a
+    // new second starts among them.
+    for _ in 0..10 {
+        ws.send(json!({"type": "ping"})).await;
+    }
+    let e = ws.next().await;
+    assert_eq!(
+        (e["subscription_id"].as_str(), e["code"].as_str()),
+        (Some("rate_limit"), Some("RATE_LIMIT_EXCEEDED")),
+        "{e}"
+    );
+    // A silent client is closed with 1000 (after the rest of the rate-limit errors).
+    let close = loop {
+        let m = ws
+            .try_next(Duration::from_secs(4))
+            .await
+            .expect("no close within 4 s");
+        if m["type"] == "close" {
+            break m;
+        }
+        assert_eq!(m["code"], "RATE_LIMIT_EXCEEDED", "{m}");
+    };
+    assert_eq!(close["code"], 1000);
 }
 
 #[tokio::test]
@@ -631,4 +694,55 @@ async fn model_subscribers_end_equal_to_a_fresh_select() {
             assert_eq!(got, want, "seed {seed}, user {u}, {sql}");
         }
     }
+}
+
+#[tokio::test]
+async fn stream_table_subscriptions_see_appends_of_their_user() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE STREAM TABLE app.typing (room TEXT, at INT) WITH (TTL_SECONDS = 60)").await;
+    let users = s.users_with_tokens(&root, &["gus", "hal"]).await;
+    s.ok(&users[0], "INSERT INTO app.typing VALUES ('r1', 1)")
+        .await;
+    let mut ws = Ws::authed(&s, &users[0]).await;
+    let rows = ws
+        .subscribe_all(
+            "t",
+            "SELECT room, at FROM app.typing WHERE room = 'r1'",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        rows.iter().map(|r| r["at"].clone()).collect::<Vec<_>>(),
+        vec![json!(1)]
+    );
+    s.ok(&users[1], "INSERT INTO app.typing VALUES ('r1', 99)")
+        .await;
+    s.ok(
+        &users[0],
+        "INSERT INTO app.typing VALUES ('r2', 2), ('r1', 3)",
+    )
+    .await;
+    let c = ws.next().await;
+    assert_eq!(
+        (
+            c["change_type"].as_str(),
+            c["rows"].as_array().map(Vec::len)
+        ),
+        (Some("insert"), Some(1)),
+        "{c}"
+    );
+    assert_eq!(c["rows"][0]["at"], 3);
+    s.ok(&users[0], "DELETE FROM app.typing WHERE at = 3").await;
+    let c = ws.next().await;
+    assert_eq!(
+        (c["change_type"].as_str(), c["old_values"][0]["at"].as_i64()),
+        (Some("delete"), Some(3)),
+        "{c}"
+    );
+    assert_eq!(
+        ws.try_next(Duration::from_millis(200)).await,
+        None,
+        "hal's append is not gus's"
+    );
 }
