@@ -304,9 +304,14 @@ async fn pump(
                 Some(Outbound::Message(text)) => {
                     // A client that stops reading blocks this write; once its queue has
                     // overflowed too, the connection is dropped.
+                    // A write that cannot finish within the idle timeout means a dead peer.
+                    let write = tokio::time::timeout(
+                        client_timeout,
+                        write_queued(socket, &text, &mut rx, compress),
+                    );
                     tokio::select! {
-                        written = write_queued(socket, &text, &mut rx, compress) => {
-                            if written.is_err() {
+                        written = write => {
+                            if !matches!(written, Ok(Ok(()))) {
                                 return;
                             }
                         }

@@ -126,6 +126,19 @@ impl CompiledQuery {
     }
 }
 
+impl CompiledQuery {
+    /// `delete` messages for rows the client may hold but that are gone from the result
+    /// (resume): not filtered, each with the `_seq` of the change that removed it.
+    pub(crate) fn delete_bodies(&self, rows: &[(StoredRow, i64)]) -> Vec<String> {
+        rows.chunks(MAX_ROWS_PER_CHANGE)
+            .map(|chunk| {
+                let old = chunk.iter().map(|(r, seq)| self.encode(r, *seq)).collect();
+                body(ChangeType::Delete, Vec::new(), old)
+            })
+            .collect()
+    }
+}
+
 fn body(kind: ChangeType, rows: Vec<Row>, old: Vec<Row>) -> String {
     let mut fields = serde_json::Map::new();
     fields.insert(

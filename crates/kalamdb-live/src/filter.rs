@@ -49,6 +49,8 @@ pub(crate) enum Filter {
     Const(Option<bool>),
     Compare(Col, Cmp, Value),
     IsNull(Col, bool),
+    /// `IS [NOT] TRUE|FALSE`: never unknown.
+    IsBool(Col, bool, bool),
     InList(Col, Vec<Value>, bool),
     Between(Col, Value, Value, bool),
     Like {
@@ -100,6 +102,9 @@ impl Filter {
                 })
             }
             Filter::IsNull(col, negated) => Some(col.value(row).is_null() != *negated),
+            Filter::IsBool(col, want, negated) => {
+                Some((col.value(row) == Value::Bool(*want)) != *negated)
+            }
             Filter::InList(col, list, negated) => {
                 let v = col.value(row);
                 if v.is_null() {
@@ -167,12 +172,12 @@ fn like(text: &[char], pattern: &[char]) -> bool {
     let (mut t, mut p) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
-            t += 1;
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == '%' {
+        if p < pattern.len() && pattern[p] == '%' {
             star = Some(p);
             mark = t;
+            p += 1;
+        } else if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
+            t += 1;
             p += 1;
         } else if let Some(s) = star {
             p = s + 1;
@@ -211,10 +216,10 @@ impl Compiler<'_> {
             } => Filter::Not(Box::new(self.compile(expr)?)),
             Expr::IsNull(inner) => Filter::IsNull(self.column(inner)?.0, false),
             Expr::IsNotNull(inner) => Filter::IsNull(self.column(inner)?.0, true),
-            Expr::IsTrue(inner) => self.comparison(inner, &BinaryOperator::Eq, &bool_lit(true))?,
-            Expr::IsFalse(inner) => {
-                self.comparison(inner, &BinaryOperator::Eq, &bool_lit(false))?
-            }
+            Expr::IsTrue(inner) => Filter::IsBool(self.column(inner)?.0, true, false),
+            Expr::IsNotTrue(inner) => Filter::IsBool(self.column(inner)?.0, true, true),
+            Expr::IsFalse(inner) => Filter::IsBool(self.column(inner)?.0, false, false),
+            Expr::IsNotFalse(inner) => Filter::IsBool(self.column(inner)?.0, false, true),
             Expr::InList {
                 expr,
                 list,
@@ -410,10 +415,6 @@ fn is_current_user(name: &str) -> bool {
     name.eq_ignore_ascii_case("current_user")
 }
 
-fn bool_lit(b: bool) -> Expr {
-    Expr::Value(SqlValue::Boolean(b).into())
-}
-
 fn number(n: &str) -> Result<ScalarValue, LiveError> {
     if let Ok(i) = n.parse::<i64>() {
         Ok(ScalarValue::Int64(Some(i)))
@@ -495,6 +496,8 @@ mod tests {
             ("title LIKE '%sp_c'", true),
             ("title ILIKE 'write%'", true),
             ("title NOT LIKE '%x%'", true),
+            ("done IS FALSE", true),
+            ("done IS NOT TRUE", true),
             ("title IS NOT NULL", true),
             ("owner = CURRENT_USER()", true),
             ("_seq > 100", true),
@@ -506,12 +509,31 @@ mod tests {
             ("NOT (title = 'x')", false),
             ("title IS NULL", true),
             ("title = 'x' OR done", false),
+            ("NOT (title IS NOT NULL)", true),
             ("owner = CURRENT_USER()", false),
         ] {
             if clause.ends_with("done") {
                 continue;
             }
             assert_eq!(matches(clause, &null_title), want, "{clause} on NULL title");
+        }
+    }
+
+    #[test]
+    fn like_wildcards_match_wildcard_characters_in_the_data() {
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        for (text, pattern, want) in [
+            ("a%b", "a%", true),
+            ("%x", "%", true),
+            ("abc", "a_c", true),
+            ("abc", "a%d", false),
+            ("", "%", true),
+        ] {
+            assert_eq!(
+                like(&chars(text), &chars(pattern)),
+                want,
+                "{text} LIKE {pattern}"
+            );
         }
     }
 

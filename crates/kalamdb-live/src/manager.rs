@@ -14,7 +14,7 @@ use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
-use kalamdb_core::changes::{ChangeEvent, ChangeKind, ChangeListener, LiveQueryInfo};
+use kalamdb_core::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
 use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
 use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
@@ -60,8 +60,14 @@ impl Connection {
     /// Queues a serialized message (see [`Connection::send`]).
     pub(crate) fn send_text(&self, text: Arc<str>) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Message(text))
-            && !self.overflowed.swap(true, Ordering::SeqCst)
         {
+            self.overflow_now();
+        }
+    }
+
+    /// Marks the connection too slow: the transport closes it.
+    pub(crate) fn overflow_now(&self) {
+        if !self.overflowed.swap(true, Ordering::SeqCst) {
             self.overflow.notify_one();
         }
     }
@@ -280,12 +286,16 @@ impl LiveQueryManager {
             sub.finish_load(&mut state);
             return Ok(());
         };
-        let rows = scan_scope(&*snapshot, def, &table.partitions, &scope).map_err(|e| {
-            LiveError::new(
-                "SUBSCRIPTION_FAILED",
-                format!("cannot read initial data: {e}"),
-            )
-        })?;
+        let rows = match scan_scope(&*snapshot, def, &table.partitions, &scope) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.unsubscribe(conn, &sub.id);
+                return Err(LiveError::new(
+                    "SUBSCRIPTION_FAILED",
+                    format!("cannot read initial data: {e}"),
+                ));
+            }
+        };
         drop(snapshot);
         let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
         {
@@ -309,50 +319,42 @@ impl LiveQueryManager {
         Ok(())
     }
 
-    /// The rows of the initial load, ascending `_seq`, and for a resume the deletes since.
+    /// The rows of the initial load, ascending `_seq`, and for a resume the rows that left
+    /// the result since (deleted, or changed so they no longer match).
     fn initial_rows(
         &self,
         sub: &Subscription,
         rows: Vec<StoredRow>,
         opts: &SubscriptionOptions,
-    ) -> (VecDeque<StoredRow>, Vec<ChangeEvent>) {
+    ) -> (VecDeque<StoredRow>, Vec<(StoredRow, i64)>) {
         let mut live = Vec::new();
-        let mut deletes = Vec::new();
+        let mut gone = Vec::new();
         for row in rows {
             if opts.from.is_some_and(|from| row.seq <= from) {
                 continue;
             }
-            if row.deleted {
-                if opts.from.is_some() {
-                    let seq = row.seq;
-                    let old = StoredRow {
+            if !row.deleted && sub.query.matches(&row) {
+                live.push(row);
+            } else if opts.from.is_some() {
+                let seq = row.seq;
+                gone.push((
+                    StoredRow {
                         deleted: false,
                         ..row
-                    };
-                    if sub.query.matches(&old) {
-                        deletes.push(ChangeEvent {
-                            kind: ChangeKind::Delete,
-                            seq,
-                            new: None,
-                            old: Some(old),
-                        });
-                    }
-                }
-                continue;
-            }
-            if sub.query.matches(&row) {
-                live.push(row);
+                    },
+                    seq,
+                ));
             }
         }
         live.sort_by_key(|r| r.seq);
-        deletes.sort_by_key(|e| e.seq);
+        gone.sort_by_key(|(_, seq)| *seq);
         if opts.from.is_none()
             && let Some(n) = opts.last_rows
         {
             let skip = live.len().saturating_sub(n);
             live.drain(..skip);
         }
-        (live.into(), deletes)
+        (live.into(), gone)
     }
 
     /// Handles `next_batch`.

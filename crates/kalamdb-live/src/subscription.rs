@@ -20,8 +20,9 @@ pub(crate) struct LoadState {
     pub(crate) ready: bool,
     /// Snapshot rows not sent yet, ascending `_seq`.
     pub(crate) pending: VecDeque<StoredRow>,
-    /// Deletes found by a `from` resume, sent once the load is done.
-    pub(crate) resumed_deletes: Vec<ChangeEvent>,
+    /// For a `from` resume: rows deleted, or changed so they no longer match, since then
+    /// (with the `_seq` of that change); sent as deletes once the load is done.
+    pub(crate) resumed_deletes: Vec<(StoredRow, i64)>,
     /// Changes that arrived during the load.
     pub(crate) buffered: Vec<ChangeEvent>,
     /// Next batch number.
@@ -31,6 +32,10 @@ pub(crate) struct LoadState {
     /// Largest `_seq` sent.
     pub(crate) last_seq: Option<i64>,
 }
+
+/// Changes held for one subscription during its initial load; beyond this its connection is
+/// treated as too slow and closed.
+const MAX_BUFFERED: usize = 100_000;
 
 /// Change bodies computed once per compiled query during one publish.
 pub(crate) type BodyCache = HashMap<*const CompiledQuery, Arc<(Vec<String>, u64)>>;
@@ -64,6 +69,13 @@ impl Subscription {
     pub(crate) fn deliver(&self, events: &[ChangeEvent], cache: &mut BodyCache) {
         let mut state = self.state.lock();
         if !state.ready {
+            if state.buffered.len() + events.len() > MAX_BUFFERED {
+                // The client is not fetching its initial batches: treat it as too slow.
+                if let Some(conn) = self.conn.upgrade() {
+                    conn.overflow_now();
+                }
+                return;
+            }
             state.buffered.extend(events.iter().cloned());
             return;
         }
@@ -140,10 +152,12 @@ impl Subscription {
     pub(crate) fn finish_load(&self, state: &mut LoadState) {
         state.ready = true;
         let resumed = std::mem::take(&mut state.resumed_deletes);
+        if !resumed.is_empty() {
+            let n = resumed.len() as u64;
+            self.send_bodies(&self.query.delete_bodies(&resumed), n);
+        }
         let buffered = std::mem::take(&mut state.buffered);
-        let (bodies, count) = self
-            .query
-            .change_bodies(resumed.iter().chain(buffered.iter()), self.from);
+        let (bodies, count) = self.query.change_bodies(buffered.iter(), self.from);
         self.send_bodies(&bodies, count);
     }
 }

@@ -241,11 +241,12 @@ async fn append_stream(
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let count = rows.len();
-    let listener = listener_for(app, table, scope);
-    let mut events = Vec::new();
-    // Held only so a live subscription's snapshot sees all of a write or none of it.
+    // Held so a live subscription's snapshot sees all of a write or none of it; whether anyone
+    // listens is asked under it, for the same reason.
     let locks = app.table_locks(&table.def.table_id());
     let _guard = locks.scope(scope).await;
+    let listener = listener_for(app, table, scope);
+    let mut events = Vec::new();
     for (_, cells) in rows {
         let row = StoredRow {
             seq: app.seq().next_id(),

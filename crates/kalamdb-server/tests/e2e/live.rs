@@ -529,6 +529,43 @@ async fn resume_from_a_seq_delivers_exactly_the_missed_changes() {
         None,
         "nothing else was missed"
     );
+    drop(ws);
+
+    // A row that stopped matching the filter while away is a delete on resume.
+    let mut ws = Ws::authed(&s, fay).await;
+    let rows = ws
+        .subscribe_all("f", "SELECT * FROM app.m WHERE v <> 'gone'", json!({}))
+        .await;
+    let last = rows.iter().map(seq).max().unwrap();
+    drop(ws);
+    s.ok(fay, "UPDATE app.m SET v = 'gone' WHERE id = 4").await;
+    let mut ws = Ws::authed(&s, fay).await;
+    let rows = ws
+        .subscribe_all(
+            "f",
+            "SELECT * FROM app.m WHERE v <> 'gone'",
+            json!({"from": last}),
+        )
+        .await;
+    assert!(rows.is_empty(), "{rows:?}");
+    // Deletes of everything that left the result after `from`: id 4 now, and id 3 whose
+    // tombstone is newer than the rows this client saw (a delete of a key it does not hold).
+    let c = ws.next().await;
+    assert_eq!(c["change_type"], "delete", "{c}");
+    let gone: Vec<i64> = c["old_values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert!(gone.contains(&4), "{c}");
+    assert!(
+        c["old_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| seq(r) > last)
+    );
 }
 
 #[tokio::test]
