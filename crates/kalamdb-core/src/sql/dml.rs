@@ -262,12 +262,7 @@ async fn append_stream(
             events.push(inserted(row));
         }
     }
-    app.backend()
-        .write(batch)
-        .map_err(|e| table_gone(e, table))?;
-    if let Some(l) = listener {
-        l.publish(table, scope.user(), events);
-    }
+    commit(app, table, scope, batch, listener, events)?;
     Ok(count)
 }
 
@@ -430,13 +425,27 @@ pub(crate) async fn insert_rows(
             events.push(inserted(row));
         }
     }
+    commit(app, &table, &scope, batch, listener, events)?;
+    Ok(count)
+}
+
+/// Writes `batch` atomically, then hands `events` to `listener` (the caller still holds the
+/// scope's write lock, so a live subscription sees the write in its snapshot or as changes).
+fn commit(
+    app: &AppContext,
+    table: &CachedTable,
+    scope: &Scope,
+    batch: WriteBatch,
+    listener: Option<&Arc<dyn ChangeListener>>,
+    events: Vec<ChangeEvent>,
+) -> Result<()> {
     app.backend()
         .write(batch)
-        .map_err(|e| table_gone(e, &table))?;
+        .map_err(|e| table_gone(e, table))?;
     if let Some(l) = listener {
-        l.publish(&table, scope.user(), events);
+        l.publish(table, scope.user(), events);
     }
-    Ok(count)
+    Ok(())
 }
 
 /// The change listener, when it wants changes of `scope` of `table`.
@@ -686,12 +695,7 @@ async fn delete_stream(
         batch.delete(&table.partitions.log, key);
     }
     let count = batch.len();
-    app.backend()
-        .write(batch)
-        .map_err(|e| table_gone(e, table))?;
-    if let Some(l) = listener {
-        l.publish(table, scope.user(), events);
-    }
+    commit(app, table, scope, batch, listener, events)?;
     Ok(count)
 }
 
@@ -737,11 +741,6 @@ async fn rewrite_matching(
             }
         }
     }
-    app.backend()
-        .write(batch)
-        .map_err(|e| table_gone(e, table))?;
-    if let Some(l) = listener {
-        l.publish(table, scope.user(), events);
-    }
+    commit(app, table, scope, batch, listener, events)?;
     Ok(count)
 }
