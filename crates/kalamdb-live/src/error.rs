@@ -2,11 +2,11 @@
 
 /// A refused or failed live-query request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveError {
+pub(crate) struct LiveError {
     /// `INVALID_SQL`, `UNSUPPORTED`, `NOT_FOUND`, `UNAUTHORIZED`, …
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// What went wrong, for the client.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl LiveError {

@@ -15,6 +15,4 @@ mod manager;
 mod query;
 mod subscription;
 
-pub use error::LiveError;
 pub use manager::{Connection, LiveQueryManager, Outbound};
-pub use query::LiveQuery;

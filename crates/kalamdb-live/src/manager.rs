@@ -164,11 +164,6 @@ impl LiveQueryManager {
             .sum()
     }
 
-    /// Open connections.
-    pub fn connection_count(&self) -> usize {
-        self.connections.len()
-    }
-
     /// Handles `subscribe`: replies with an ack and the first batch, or an `error`.
     pub async fn subscribe(&self, conn: &Arc<Connection>, req: SubscriptionRequest) {
         if req.id.trim().is_empty() {

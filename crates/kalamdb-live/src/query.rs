@@ -15,20 +15,20 @@ const SUPPORTED: &str =
 
 /// A parsed subscription query.
 #[derive(Debug, Clone)]
-pub struct LiveQuery {
+pub(crate) struct LiveQuery {
     /// Namespace, folded.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Table, folded.
-    pub table: String,
+    pub(crate) table: String,
     /// Projected column names (folded); `None` for `*`.
-    pub columns: Option<Vec<String>>,
+    pub(crate) columns: Option<Vec<String>>,
     /// The WHERE clause.
-    pub filter: Option<Expr>,
+    pub(crate) filter: Option<Expr>,
 }
 
 impl LiveQuery {
     /// Parses and validates `sql`.
-    pub fn parse(sql: &str) -> Result<Self, LiveError> {
+    pub(crate) fn parse(sql: &str) -> Result<Self, LiveError> {
         let sql = normalize_current_user(sql).map_err(|e| LiveError::invalid(e.to_string()))?;
         let mut statements = Parser::parse_sql(&GenericDialect {}, &sql)
             .map_err(|e| LiveError::invalid(format!("cannot parse live query: {e}")))?;
