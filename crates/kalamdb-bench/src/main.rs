@@ -244,6 +244,7 @@ where
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu_start = args.server_pid.and_then(report::cpu_micros);
     let start = Instant::now();
     let total = Duration::from_secs(args.duration);
     while start.elapsed() < total {
@@ -258,6 +259,7 @@ where
         );
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_end = args.server_pid.and_then(report::cpu_micros);
     stop.store(true, Ordering::Relaxed);
     eprintln!();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -266,14 +268,19 @@ where
             hist.add(h).expect("same bounds");
         }
     }
-    WorkloadResult::new(
+    let rows = rows.load(Ordering::Relaxed);
+    let mut result = WorkloadResult::new(
         name,
         args.concurrency,
         elapsed,
         &hist,
-        rows.load(Ordering::Relaxed),
+        rows,
         errors.load(Ordering::Relaxed),
-    )
+    );
+    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+        result.server_cpu_us_per_row = Some((b - a) as f64 / rows.max(1) as f64);
+    }
+    result
 }
 
 async fn insert_single(args: &Args, client: &Client) -> Result<WorkloadResult, String> {

@@ -18,6 +18,10 @@ pub(crate) struct WorkloadResult {
     pub(crate) p90_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) max_ms: f64,
+    /// Server CPU time (user + system, all threads) per row over the measured window, when
+    /// `--server-pid` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_cpu_us_per_row: Option<f64>,
     /// Extra facts of the run (set-up times, counts).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) notes: Vec<String>,
@@ -46,6 +50,7 @@ impl WorkloadResult {
             p90_ms: ms(0.9),
             p99_ms: ms(0.99),
             max_ms: h.max() as f64 / 1000.0,
+            server_cpu_us_per_row: None,
             notes: Vec::new(),
         }
     }
@@ -132,6 +137,9 @@ impl Report {
                 r.max_ms,
                 r.errors
             );
+            if let Some(cpu) = r.server_cpu_us_per_row {
+                println!("  server CPU per row: {cpu:.1} µs");
+            }
             for note in &r.notes {
                 println!("  {note}");
             }
@@ -150,6 +158,18 @@ pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds.
+pub(crate) fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Counted in USER_HZ ticks, 100 per second on Linux.
+    Some((utime + stime) * 10_000)
 }
 
 /// The current git commit, if run inside a checkout.
