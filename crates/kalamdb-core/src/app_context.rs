@@ -158,6 +158,11 @@ impl AppContext {
         self.write_locks.table(id)
     }
 
+    /// The server-wide gate application-table writes pass to reach the store.
+    pub async fn commit_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_locks.commit_gate().await
+    }
+
     /// Registers the listener of committed changes; only the first call takes effect.
     pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
         let _ = self.listener.set(listener);

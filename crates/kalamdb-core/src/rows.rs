@@ -1,17 +1,20 @@
 //! Hot-store layout of application tables: partition names, keys and the row encoding.
 //!
-//! Every table owns two partitions. Their names carry the table's creation time, so a table
-//! dropped and created again under the same name never shares storage with its predecessor,
-//! even while a writer of the old table is still in flight:
+//! Every table owns one partition, chosen by its type. Partition names carry the table's
+//! creation time, so a table dropped and created again under the same name never shares
+//! storage with its predecessor, even while a writer of the old table is still in flight:
 //!
-//! - `tbl/<ns>/<table>/<created>/rows`: the **latest version** of each primary key, keyed by
-//!   `scope ‖ pk_key`. Scans of this partition return one row per key in primary-key order;
+//! - USER and SHARED tables: `tbl/<ns>/<table>/<created>/rows`, the **latest version** of each
+//!   primary key, keyed by `scope ‖ pk_key`. Scans return one row per key in primary-key order;
 //!   point lookups and uniqueness checks are single reads. A deleted key keeps its tombstone
-//!   here, so a later lookup cannot fall through to an older tier.
-//! - `tbl/<ns>/<table>/<created>/log`: **every version** (inserts, updates, tombstones), keyed by
-//!   `scope ‖ _seq` (big-endian), the input of flushes and of live-query resume.
+//!   here, so a later lookup cannot fall through to an older tier. Superseded versions are not
+//!   kept: nothing reads them (a flush writes the latest version of each key with its `_seq`,
+//!   live-query resume sends the current state of keys changed after a `_seq`), and writing
+//!   them cost a second, randomly placed memtable insert per row.
+//! - STREAM tables: `tbl/<ns>/<table>/<created>/log`, **every appended row**, keyed by
+//!   `scope ‖ _seq` (big-endian), so the TTL cutoff is a key-range bound.
 //!
-//! Both are written in one atomic batch. `scope` is empty for SHARED tables and
+//! `scope` is empty for SHARED tables and
 //! `user_id ‖ 0x00` for USER/STREAM tables (user ids never contain NUL), so each user's rows are
 //! one contiguous key range. Rows are postcard-encoded [`StoredRow`]s whose cells are keyed by
 //! stable column id.
@@ -19,7 +22,7 @@
 use crate::error::{KalamError, Result};
 use crate::value::Value;
 use kalamdb_commons::{TableDefinition, TableType, UserId};
-use kalamdb_store::StorageRead;
+use kalamdb_store::{KeyLayout, StorageRead};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every application-table partition name.
@@ -58,13 +61,14 @@ impl StoredRow {
     }
 }
 
-/// The partition names of one table.
+/// The partition names of one table; only the one its type uses exists (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TablePartitions {
-    /// Latest version per key.
+    /// Latest version per key (USER and SHARED tables).
     pub rows: String,
-    /// Every version by `_seq`.
+    /// Appended rows by `_seq` (STREAM tables).
     pub log: String,
+    table_type: TableType,
 }
 
 impl TablePartitions {
@@ -77,12 +81,24 @@ impl TablePartitions {
         Self {
             rows: format!("{base}/rows"),
             log: format!("{base}/log"),
+            table_type: def.table_type,
         }
     }
 
-    /// Both names.
-    pub fn all(&self) -> [&str; 2] {
-        [&self.rows, &self.log]
+    /// The partition this table stores its rows in.
+    pub fn used(&self) -> &str {
+        match self.table_type {
+            TableType::Stream => &self.log,
+            _ => &self.rows,
+        }
+    }
+
+    /// How its keys are laid out: per-user tables start every key with the user's scope.
+    pub fn layout(&self) -> KeyLayout {
+        match self.table_type {
+            TableType::Shared => KeyLayout::Flat,
+            _ => KeyLayout::Scoped,
+        }
     }
 }
 
@@ -125,7 +141,7 @@ pub fn row_key(scope_prefix: &[u8], pk_key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Key of a version in the log.
+/// Key of an appended STREAM row.
 pub fn log_key(scope_prefix: &[u8], seq: i64) -> Vec<u8> {
     let mut k = Vec::with_capacity(scope_prefix.len() + 8);
     k.extend_from_slice(scope_prefix);

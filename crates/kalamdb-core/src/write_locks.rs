@@ -5,6 +5,13 @@
 //! one of [`STRIPES`] locks per table, so writers of different users of a USER table rarely
 //! wait on each other, while a SHARED table (one scope) keeps one lock. Dropping a table takes
 //! every stripe, so it waits for all in-flight writers.
+//!
+//! The RocksDB write itself then passes one server-wide commit gate. Writers of different
+//! scopes that reach RocksDB at the same moment would otherwise be grouped by RocksDB's own
+//! write thread, which parks the followers' threads (tokio workers) until the leader is done;
+//! on a two-core server the context switches cost more than the grouping saves (measured:
+//! 1,000 users inserting into one USER table spent ~53 µs of server CPU per row with writers
+//! entering RocksDB concurrently, ~47 µs with the gate). Waiting at the gate is an async wait.
 
 use crate::rows::Scope;
 use dashmap::DashMap;
@@ -54,13 +61,19 @@ impl TableLocks {
     }
 }
 
-/// The writer locks of every table, created on first use.
+/// The writer locks of every table, created on first use, and the commit gate.
 #[derive(Debug, Default)]
 pub struct WriteLocks {
     tables: DashMap<TableId, Arc<TableLocks>>,
+    commit: Mutex<()>,
 }
 
 impl WriteLocks {
+    /// Passes the commit gate; hold the guard only around the (synchronous) store write.
+    pub async fn commit_gate(&self) -> MutexGuard<'_, ()> {
+        self.commit.lock().await
+    }
+
     /// The locks of table `id`.
     pub fn table(&self, id: &TableId) -> Arc<TableLocks> {
         Arc::clone(self.tables.entry(id.clone()).or_default().value())

@@ -5,7 +5,7 @@
 //! and nothing more:
 //!
 //! - partitions created and dropped at run time (one RocksDB column family each, so dropping a
-//!   table is O(1));
+//!   table is O(1)), each with a [`KeyLayout`];
 //! - point reads, and forward scans bounded by a key prefix, optionally starting at a key;
 //! - atomic [`WriteBatch`]es that may span partitions (a row and its index commit together);
 //! - consistent [`StorageSnapshot`]s for multi-read operations.
@@ -17,8 +17,10 @@
 //!
 //! Key encodings are the caller's business; this crate treats keys and values as bytes.
 
+mod layout;
 mod rocks;
 
+pub use layout::KeyLayout;
 pub use rocks::RocksBackend;
 
 use std::fmt::Debug;
@@ -33,6 +35,9 @@ pub enum StoreError {
     /// RocksDB reported an error.
     #[error("RocksDB error: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A file the store keeps beside RocksDB could not be read or written.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Result alias of this crate.
@@ -159,8 +164,8 @@ pub trait StorageSnapshot: StorageRead + Debug {}
 
 /// The hot store.
 pub trait StorageBackend: StorageRead + Send + Sync + Debug {
-    /// Creates a partition; a no-op when it exists.
-    fn create_partition(&self, name: &str) -> Result<()>;
+    /// Creates a partition whose keys follow `layout`; a no-op when it exists.
+    fn create_partition(&self, name: &str, layout: KeyLayout) -> Result<()>;
 
     /// Drops a partition and all its data; a no-op when it does not exist.
     fn drop_partition(&self, name: &str) -> Result<()>;

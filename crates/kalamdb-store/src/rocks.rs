@@ -1,13 +1,16 @@
 //! [`RocksBackend`]: the RocksDB implementation of [`StorageBackend`]; one column family per
-//! partition.
+//! partition, with options chosen by its [`KeyLayout`].
 
+use crate::layout::{ScopedNames, scope_prefix};
 use crate::{
-    BatchOp, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError,
+    BatchOp, KeyLayout, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError,
     StoreOptions, WriteBatch,
 };
+use parking_lot::Mutex;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode,
-    MultiThreaded, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions,
+    MemtableFactory, MultiThreaded, Options, ReadOptions, SliceTransform, SnapshotWithThreadMode,
+    WriteOptions,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ type Db = DBWithThreadMode<MultiThreaded>;
 pub struct RocksBackend {
     db: Db,
     cf_options: Options,
+    scoped: Mutex<ScopedNames>,
     sync_writes: bool,
 }
 
@@ -54,19 +58,26 @@ impl RocksBackend {
         db_options.set_max_background_jobs(options.max_background_jobs);
         db_options.set_keep_log_file_num(3);
         db_options.set_max_total_wal_size(64 * 1024 * 1024);
+        // Required by the hashed memtables of scoped partitions. KalamDB passes application
+        // writes through one commit gate, so concurrent memtable inserts would not be used.
+        db_options.set_allow_concurrent_memtable_write(false);
 
         let existing = if path.join("CURRENT").exists() {
             Db::list_cf(&db_options, path)?
         } else {
             vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()]
         };
-        let descriptors = existing
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
+        std::fs::create_dir_all(path)?;
+        let scoped = ScopedNames::load(path)?;
+        let descriptors = existing.into_iter().map(|name| {
+            let options = options_for(&cf_options, scoped.layout(&name));
+            ColumnFamilyDescriptor::new(name, options)
+        });
         let db = Db::open_cf_descriptors(&db_options, path, descriptors)?;
         Ok(Self {
             db,
             cf_options,
+            scoped: Mutex::new(scoped),
             sync_writes: options.sync_writes,
         })
     }
@@ -77,6 +88,24 @@ impl RocksBackend {
         wo.disable_wal(false);
         wo
     }
+}
+
+/// Column-family options for `layout`.
+fn options_for(base: &Options, layout: KeyLayout) -> Options {
+    let mut options = base.clone();
+    if layout == KeyLayout::Scoped {
+        options.set_prefix_extractor(SliceTransform::create(
+            "kalamdb.scope_prefix",
+            scope_prefix,
+            None,
+        ));
+        options.set_memtable_factory(MemtableFactory::HashSkipList {
+            bucket_count: 4096,
+            height: 8,
+            branching_factor: 4,
+        });
+    }
+    options
 }
 
 fn read_options() -> ReadOptions {
@@ -95,7 +124,11 @@ fn scan_with<'a>(
     let cf = db
         .cf_handle(partition)
         .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
-    if !prefix.is_empty() {
+    if prefix.is_empty() {
+        // A whole-partition scan crosses scopes: ask for total order (scoped partitions seek
+        // within one prefix otherwise).
+        ro.set_total_order_seek(true);
+    } else {
         ro.set_iterate_range(rocksdb::PrefixRange(prefix));
     }
     let from = start.unwrap_or(prefix);
@@ -135,11 +168,14 @@ impl StorageRead for RocksBackend {
 }
 
 impl StorageBackend for RocksBackend {
-    fn create_partition(&self, name: &str) -> Result<()> {
+    fn create_partition(&self, name: &str, layout: KeyLayout) -> Result<()> {
         if self.db.cf_handle(name).is_some() {
             return Ok(());
         }
-        self.db.create_cf(name, &self.cf_options)?;
+        // Recorded first: a crash before the column family exists leaves a harmless entry.
+        self.scoped.lock().set(name, layout)?;
+        self.db
+            .create_cf(name, &options_for(&self.cf_options, layout))?;
         Ok(())
     }
 
@@ -148,6 +184,7 @@ impl StorageBackend for RocksBackend {
             return Ok(());
         }
         self.db.drop_cf(name)?;
+        self.scoped.lock().set(name, KeyLayout::Flat)?;
         Ok(())
     }
 
@@ -204,6 +241,11 @@ impl StorageBackend for RocksBackend {
 
     fn flush(&self) -> Result<()> {
         self.db.flush_wal(true)?;
+        for name in self.list_partitions() {
+            if let Some(cf) = self.db.cf_handle(&name) {
+                self.db.flush_cf(&cf)?;
+            }
+        }
         Ok(())
     }
 }

@@ -16,9 +16,9 @@ fn collect(it: KvIter<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn partitions_batches_and_prefix_scans() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    db.create_partition("a").unwrap();
-    db.create_partition("b").unwrap();
-    db.create_partition("a").unwrap(); // idempotent
+    db.create_partition("a", KeyLayout::Flat).unwrap();
+    db.create_partition("b", KeyLayout::Flat).unwrap();
+    db.create_partition("a", KeyLayout::Flat).unwrap(); // idempotent
 
     let mut batch = WriteBatch::new();
     batch.put("a", b"u1:1".to_vec(), b"x".to_vec());
@@ -48,7 +48,7 @@ fn partitions_batches_and_prefix_scans() {
 fn batch_with_missing_partition_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    db.create_partition("a").unwrap();
+    db.create_partition("a", KeyLayout::Flat).unwrap();
     let mut batch = WriteBatch::new();
     batch.put("a", b"k".to_vec(), b"v".to_vec());
     batch.put("missing", b"k".to_vec(), b"v".to_vec());
@@ -63,7 +63,7 @@ fn batch_with_missing_partition_writes_nothing() {
 fn snapshot_does_not_see_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    db.create_partition("a").unwrap();
+    db.create_partition("a", KeyLayout::Flat).unwrap();
     let mut batch = WriteBatch::new();
     batch.put("a", b"1".to_vec(), b"old".to_vec());
     db.write(batch).unwrap();
@@ -82,7 +82,7 @@ fn data_and_partitions_survive_reopen_and_drop_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = open(dir.path());
-        db.create_partition("t").unwrap();
+        db.create_partition("t", KeyLayout::Flat).unwrap();
         let mut batch = WriteBatch::new();
         batch.put("t", b"k".to_vec(), b"v".to_vec());
         db.write(batch).unwrap();
@@ -92,6 +92,74 @@ fn data_and_partitions_survive_reopen_and_drop_is_clean() {
     assert_eq!(db.get("t", b"k").unwrap(), Some(b"v".to_vec()));
     db.drop_partition("t").unwrap();
     assert!(!db.has_partition("t"));
-    db.create_partition("t").unwrap();
+    db.create_partition("t", KeyLayout::Flat).unwrap();
     assert_eq!(db.get("t", b"k").unwrap(), None);
+}
+
+/// Scoped partitions hash their memtable by scope: per-scope scans, scans from a start key,
+/// whole-partition scans in total order and snapshots must all read the same as a flat one,
+/// from the memtable, from files, and after a reopen.
+#[test]
+fn scoped_partitions_read_like_flat_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = ["bob", "alice", "carol", "al"];
+    let expected = |prefix: &[u8], start: Option<&[u8]>| -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = users
+            .iter()
+            .flat_map(|u| (0..50u8).map(move |i| [u.as_bytes(), &[0, i]].concat()))
+            .filter(|k| k.starts_with(prefix) && start.is_none_or(|s| k.as_slice() >= s))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let keys = |it: KvIter<'_>| collect(it).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let check = |db: &RocksBackend| {
+        for u in users {
+            let prefix = [u.as_bytes(), &[0]].concat();
+            assert_eq!(
+                keys(db.scan("s", &prefix, None).unwrap()),
+                expected(&prefix, None)
+            );
+            let start = [u.as_bytes(), &[0, 20]].concat();
+            assert_eq!(
+                keys(db.scan("s", &prefix, Some(&start)).unwrap()),
+                expected(&prefix, Some(&start))
+            );
+            assert_eq!(
+                db.get("s", &[u.as_bytes(), &[0, 7]].concat()).unwrap(),
+                Some(vec![7])
+            );
+        }
+        assert_eq!(keys(db.scan("s", b"", None).unwrap()), expected(b"", None));
+        let snap = db.snapshot();
+        assert_eq!(
+            keys(snap.scan("s", b"", None).unwrap()),
+            expected(b"", None)
+        );
+        assert_eq!(
+            keys(snap.scan("s", b"al\0", None).unwrap()),
+            expected(b"al\0", None)
+        );
+    };
+    {
+        let db = open(dir.path());
+        db.create_partition("s", KeyLayout::Scoped).unwrap();
+        for i in 0..50u8 {
+            let mut batch = WriteBatch::new();
+            for u in users {
+                batch.put("s", [u.as_bytes(), &[0, i]].concat(), vec![i]);
+            }
+            db.write(batch).unwrap();
+        }
+        check(&db); // memtable
+        db.flush().unwrap();
+        check(&db); // files
+    }
+    let db = open(dir.path());
+    check(&db);
+    let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
+    assert_eq!(recorded, "s\n");
+    db.drop_partition("s").unwrap();
+    let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
+    assert_eq!(recorded, "");
 }

@@ -15,7 +15,7 @@ pub use entities::{AuditEntry, NamespaceRecord, StorageRecord, UserRecord};
 use crate::error::{KalamError, Result};
 use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
 use kalamdb_commons::{NamespaceId, TableDefinition, TableId, UserId};
-use kalamdb_store::{StorageBackend, WriteBatch};
+use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ impl Catalog {
     /// Opens the catalog, creating or upgrading system partitions as needed.
     pub fn open(backend: Arc<dyn StorageBackend>, now_micros: i64) -> Result<Self> {
         for p in SYSTEM_PARTITIONS {
-            backend.create_partition(p)?;
+            backend.create_partition(p, KeyLayout::Flat)?;
         }
         let catalog = Self {
             backend,
@@ -139,10 +139,7 @@ impl Catalog {
         let live: std::collections::HashSet<String> = self
             .tables(None)?
             .iter()
-            .flat_map(|d| {
-                let p = TablePartitions::of(d);
-                [p.rows, p.log]
-            })
+            .map(|d| TablePartitions::of(d).used().to_string())
             .collect();
         for name in self.backend.list_partitions() {
             if name.starts_with(TABLE_PARTITION_PREFIX) && !live.contains(&name) {
@@ -239,9 +236,9 @@ impl Catalog {
     /// Stores a new table (or a new version of one) and creates its partitions.
     pub fn put_table(&self, def: &TableDefinition) -> Result<()> {
         let id = def.table_id();
-        for p in TablePartitions::of(def).all() {
-            self.backend.create_partition(p)?;
-        }
+        let partitions = TablePartitions::of(def);
+        self.backend
+            .create_partition(partitions.used(), partitions.layout())?;
         let mut version_key = versions_prefix(&id);
         version_key.extend_from_slice(&def.version.to_be_bytes());
         let mut batch = WriteBatch::new();
@@ -262,9 +259,8 @@ impl Catalog {
             batch.delete(P_SCHEMAS, k.to_vec());
         }
         self.backend.write(batch)?;
-        for p in TablePartitions::of(&def).all() {
-            self.backend.drop_partition(p)?;
-        }
+        self.backend
+            .drop_partition(TablePartitions::of(&def).used())?;
         Ok(())
     }
 

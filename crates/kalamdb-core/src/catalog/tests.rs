@@ -26,8 +26,8 @@ fn older_store_gets_missing_system_tables_and_version_bump() {
     {
         // Simulate a store written by an older server: version 0, no storages or audit partition.
         let b = backend(dir.path());
-        b.create_partition(P_META).unwrap();
-        b.create_partition(P_USERS).unwrap();
+        b.create_partition(P_META, KeyLayout::Flat).unwrap();
+        b.create_partition(P_USERS, KeyLayout::Flat).unwrap();
         let mut batch = WriteBatch::new();
         batch.put(
             P_META,
@@ -50,7 +50,8 @@ fn orphan_table_partitions_are_dropped_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let b = backend(dir.path());
     Catalog::open(b.clone(), 1).unwrap();
-    b.create_partition("tbl/app/gone/rows").unwrap();
+    b.create_partition("tbl/app/gone/rows", KeyLayout::Flat)
+        .unwrap();
     Catalog::open(b.clone(), 1).unwrap();
     assert!(!b.has_partition("tbl/app/gone/rows"));
 }

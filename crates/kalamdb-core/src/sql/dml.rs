@@ -2,9 +2,9 @@
 //!
 //! Writes follow the MVCC rules of the hot store ([`crate::rows`]): an INSERT writes a first
 //! version, an UPDATE a new full-row version, a DELETE a tombstone version; each version gets a
-//! fresh `_seq` and lands in one atomic batch (latest-row entry plus log entry). Writers of one
-//! table are serialized by the table's lock, which makes the primary-key check and the write
-//! (and UPDATE's read-modify-write) one step. UPDATE and DELETE find their rows by running a
+//! fresh `_seq` and replaces the key's latest-row entry; a statement's rows land in one atomic
+//! batch. Writers of one table scope are serialized by its write-lock stripe, which makes the
+//! primary-key check and the write (and UPDATE's read-modify-write) one step. UPDATE and DELETE find their rows by running a
 //! SELECT through DataFusion, so their WHERE clauses accept everything a query does.
 
 use super::ddl::resolve;
@@ -221,13 +221,7 @@ fn put_version(
     pk: &[u8],
     row: &StoredRow,
 ) {
-    let bytes = row.encode();
-    batch.put(
-        &table.partitions.log,
-        log_key(prefix, row.seq),
-        bytes.clone(),
-    );
-    batch.put(&table.partitions.rows, row_key(prefix, pk), bytes);
+    batch.put(&table.partitions.rows, row_key(prefix, pk), row.encode());
 }
 
 /// STREAM tables are append-only logs: each row is one log entry keyed by its `_seq`, with no
@@ -262,7 +256,7 @@ async fn append_stream(
             events.push(inserted(row));
         }
     }
-    commit(app, table, scope, batch, listener, events)?;
+    commit(app, table, scope, batch, listener, events).await?;
     Ok(count)
 }
 
@@ -425,13 +419,13 @@ pub(crate) async fn insert_rows(
             events.push(inserted(row));
         }
     }
-    commit(app, &table, &scope, batch, listener, events)?;
+    commit(app, &table, &scope, batch, listener, events).await?;
     Ok(count)
 }
 
 /// Writes `batch` atomically, then hands `events` to `listener` (the caller still holds the
 /// scope's write lock, so a live subscription sees the write in its snapshot or as changes).
-fn commit(
+async fn commit(
     app: &AppContext,
     table: &CachedTable,
     scope: &Scope,
@@ -439,9 +433,12 @@ fn commit(
     listener: Option<&Arc<dyn ChangeListener>>,
     events: Vec<ChangeEvent>,
 ) -> Result<()> {
-    app.backend()
-        .write(batch)
-        .map_err(|e| table_gone(e, table))?;
+    {
+        let _gate = app.commit_gate().await;
+        app.backend()
+            .write(batch)
+            .map_err(|e| table_gone(e, table))?;
+    }
     if let Some(l) = listener {
         l.publish(table, scope.user(), events);
     }
@@ -695,7 +692,7 @@ async fn delete_stream(
         batch.delete(&table.partitions.log, key);
     }
     let count = batch.len();
-    commit(app, table, scope, batch, listener, events)?;
+    commit(app, table, scope, batch, listener, events).await?;
     Ok(count)
 }
 
@@ -741,6 +738,6 @@ async fn rewrite_matching(
             }
         }
     }
-    commit(app, table, scope, batch, listener, events)?;
+    commit(app, table, scope, batch, listener, events).await?;
     Ok(count)
 }
