@@ -35,6 +35,7 @@ pub struct AppContext {
     session: SessionContext,
     write_locks: WriteLocks,
     listener: ListenerSlot,
+    deps: ProviderDeps,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -83,7 +84,7 @@ impl AppContext {
             registry: Arc::clone(&registry),
             backend: Arc::clone(&backend),
         };
-        session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps)));
+        session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps.clone())));
 
         let app = Arc::new(Self {
             seq,
@@ -97,6 +98,7 @@ impl AppContext {
             session,
             write_locks: WriteLocks::default(),
             listener,
+            deps,
         });
         spawn_stream_eviction(&app);
         Ok(app)
@@ -156,6 +158,11 @@ impl AppContext {
     /// of UPDATE/DELETE), striped by scope.
     pub fn table_locks(&self, id: &TableId) -> Arc<TableLocks> {
         self.write_locks.table(id)
+    }
+
+    /// What table providers read from (system tables are built from it).
+    pub fn provider_deps(&self) -> &ProviderDeps {
+        &self.deps
     }
 
     /// The server-wide gate application-table writes pass to reach the store.

@@ -33,7 +33,7 @@ pub struct CachedTable {
 
 impl CachedTable {
     /// Builds the cached form of a definition (the only place schemas are built).
-    fn build(def: TableDefinition) -> Self {
+    pub fn new(def: TableDefinition) -> Self {
         let schema = Arc::new(table_schema(&def));
         let partitions = TablePartitions::of(&def);
         let pk_index = def.columns.iter().position(|c| c.primary_key);
@@ -98,7 +98,7 @@ impl SchemaRegistry {
     /// Caches a (new) definition, replacing any previous entry.
     pub fn insert(&self, def: TableDefinition) -> Arc<CachedTable> {
         self.builds.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(CachedTable::build(def));
+        let entry = Arc::new(CachedTable::new(def));
         self.tables.insert(entry.def.table_id(), Arc::clone(&entry));
         entry
     }

@@ -4,7 +4,8 @@
 //! [`LiveQueryManager`] is the one owner of connections, subscriptions and compiled filters
 //! (seed decision R3). It listens to the engine's committed changes
 //! ([`kalamdb_core::changes::ChangeListener`]) and routes each to the subscriptions that can see
-//! it, indexed by table and user. Transport (WebSocket framing, auth, heartbeats) lives in
+//! it, indexed by table and user; `system.*` tables, which change through the catalog rather
+//! than DML, are re-read and diffed after catalog writes (`system.rs`). Transport (WebSocket framing, auth, heartbeats) lives in
 //! `kalamdb-api`; this crate hands it ready-to-send messages through a bounded queue per
 //! connection.
 
@@ -14,5 +15,6 @@ mod filter;
 mod manager;
 mod query;
 mod subscription;
+mod system;
 
 pub use manager::{Connection, LiveQueryManager, Outbound};

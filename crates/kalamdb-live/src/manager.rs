@@ -8,6 +8,7 @@ use crate::error::LiveError;
 use crate::filter::Filter;
 use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
+use crate::system::SystemFeeds;
 use dashmap::DashMap;
 use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
 use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
@@ -15,6 +16,7 @@ use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
 use kalamdb_core::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
+use kalamdb_core::providers::system::SystemTable;
 use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
 use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
@@ -112,6 +114,8 @@ pub struct LiveQueryManager {
     routes: DashMap<TableId, Route>,
     /// Compiled queries shared by identical subscriptions.
     queries: DashMap<String, Weak<CompiledQuery>>,
+    /// Subscriptions on `system.*`.
+    system: Arc<SystemFeeds>,
 }
 
 impl LiveQueryManager {
@@ -123,9 +127,33 @@ impl LiveQueryManager {
             connections: DashMap::new(),
             routes: DashMap::new(),
             queries: DashMap::new(),
+            system: Arc::new(SystemFeeds::new()),
         });
         app.set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
+        let feeds = Arc::clone(&manager.system);
+        app.catalog()
+            .set_hook(Arc::new(move |part| feeds.mark(SystemTable::fed_by(part))));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(refresh_system_tables(Arc::downgrade(&manager)));
+            }
+            Err(_) => tracing::warn!("no async runtime: system-table subscriptions get no changes"),
+        }
         manager
+    }
+
+    /// Re-reads one system table and publishes its changes.
+    fn refresh_system(&self, app: &AppContext, kind: SystemTable) {
+        let Some((_, table)) = self.system.table(kind.name()) else {
+            return;
+        };
+        let subscribed = self.routes.contains_key(&table.def.table_id());
+        let refreshed = self.system.refresh(app, kind, subscribed, |table, events| {
+            self.publish(table, None, events)
+        });
+        if let Err(e) = refreshed {
+            tracing::warn!(table = kind.name(), error = %e, "cannot refresh a system table");
+        }
     }
 
     /// Opens a connection for `identity` with an outbound queue of `queue` messages.
@@ -154,6 +182,7 @@ impl LiveQueryManager {
             self.unroute(&sub);
         }
         self.connections.remove(&conn.id);
+        self.system.mark(&[SystemTable::Live]);
     }
 
     /// Live subscriptions on the server.
@@ -200,7 +229,7 @@ impl LiveQueryManager {
             ));
         }
         let query = LiveQuery::parse(&req.sql)?;
-        let table = self.resolve(&app, &conn.identity, &query)?;
+        let (table, system) = self.resolve(&app, &conn.identity, &query)?;
         let def = &table.def;
         let columns = match &query.columns {
             None => (0..def.columns.len()).collect(),
@@ -249,22 +278,53 @@ impl LiveQueryManager {
             }),
         });
 
-        // Register and take the snapshot under the scope's write lock: every write is then
-        // either in the snapshot or delivered as a change.
-        let scope = match routed_user {
-            Some(u) => Scope::User(u),
-            None => Scope::Shared,
+        // Register and read the initial rows so that every write is either in them or
+        // delivered as a change: under the scope's write lock (the rows from a snapshot taken
+        // there), or for a system table under its feed lock.
+        let register = || {
+            self.route(&sub);
+            conn.subs.lock().insert(sub.id.clone(), Arc::clone(&sub));
         };
-        let backend = Arc::clone(app.backend());
-        let locks = app.table_locks(&sub.table_id);
-        let guard = locks.scope(&scope).await;
-        self.route(&sub);
-        conn.subs.lock().insert(sub.id.clone(), Arc::clone(&sub));
-        let snapshot = options.is_some().then(|| backend.snapshot());
-        drop(guard);
+        let failed = |e: &dyn std::fmt::Display| {
+            self.unsubscribe(conn, &sub.id);
+            LiveError::new(
+                "SUBSCRIPTION_FAILED",
+                format!("cannot read initial data: {e}"),
+            )
+        };
+        let rows = match system {
+            Some(kind) => {
+                let rows = self
+                    .system
+                    .register(&app, kind, register, options.is_some())
+                    .map_err(|e| failed(&e))?;
+                self.system.mark(&[SystemTable::Live]);
+                rows
+            }
+            None => {
+                let scope = match routed_user {
+                    Some(u) => Scope::User(u),
+                    None => Scope::Shared,
+                };
+                let backend = Arc::clone(app.backend());
+                let locks = app.table_locks(&sub.table_id);
+                let guard = locks.scope(&scope).await;
+                register();
+                let snapshot = options.is_some().then(|| backend.snapshot());
+                drop(guard);
+                self.system.mark(&[SystemTable::Live]);
+                match snapshot {
+                    None => None,
+                    Some(snapshot) => Some(
+                        scan_scope(&*snapshot, def, &table.partitions, &scope)
+                            .map_err(|e| failed(&e))?,
+                    ),
+                }
+            }
+        };
 
         let schema = self.ack_schema(&sub);
-        let Some(snapshot) = snapshot else {
+        let Some(rows) = rows else {
             // No options: no initial data at all.
             let mut state = sub.state.lock();
             conn.send(&ServerMessage::SubscriptionAck {
@@ -281,17 +341,6 @@ impl LiveQueryManager {
             sub.finish_load(&mut state);
             return Ok(());
         };
-        let rows = match scan_scope(&*snapshot, def, &table.partitions, &scope) {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.unsubscribe(conn, &sub.id);
-                return Err(LiveError::new(
-                    "SUBSCRIPTION_FAILED",
-                    format!("cannot read initial data: {e}"),
-                ));
-            }
-        };
-        drop(snapshot);
         let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
         {
             let mut state = sub.state.lock();
@@ -369,6 +418,7 @@ impl LiveQueryManager {
         let removed = conn.subs.lock().remove(subscription_id);
         if let Some(sub) = removed {
             self.unroute(&sub);
+            self.system.mark(&[SystemTable::Live]);
         }
     }
 
@@ -377,7 +427,7 @@ impl LiveQueryManager {
         app: &AppContext,
         identity: &Identity,
         q: &LiveQuery,
-    ) -> Result<Arc<CachedTable>, LiveError> {
+    ) -> Result<(Arc<CachedTable>, Option<SystemTable>), LiveError> {
         let not_found = || {
             LiveError::new(
                 "NOT_FOUND",
@@ -385,11 +435,14 @@ impl LiveQueryManager {
             )
         };
         if q.namespace == "system" {
-            return Err(if identity.role.is_admin() {
-                LiveError::unsupported("system tables cannot be subscribed to yet")
-            } else {
-                LiveError::new("UNAUTHORIZED", "system tables are for dba and system users")
-            });
+            if !identity.role.is_admin() {
+                return Err(LiveError::new(
+                    "UNAUTHORIZED",
+                    "system tables are for dba and system users",
+                ));
+            }
+            let (kind, table) = self.system.table(&q.table).ok_or_else(not_found)?;
+            return Ok((table, Some(kind)));
         }
         let ns = NamespaceId::parse(&q.namespace).map_err(|_| not_found())?;
         let name = TableName::parse(&q.table).map_err(|_| not_found())?;
@@ -402,7 +455,7 @@ impl LiveQueryManager {
             access::check_shared_read(identity, &table.def)
                 .map_err(|e| LiveError::new("UNAUTHORIZED", e.to_string()))?;
         }
-        Ok(table)
+        Ok((table, None))
     }
 
     /// The compiled query for `q` on `table`, shared with identical subscriptions.
@@ -493,6 +546,26 @@ impl LiveQueryManager {
             self.routes.remove_if(&sub.table_id, |_, r| {
                 r.shared.is_empty() && r.users.is_empty()
             });
+        }
+    }
+}
+
+/// The task that refreshes subscribed system tables after catalog writes; ends with the
+/// manager.
+async fn refresh_system_tables(manager: Weak<LiveQueryManager>) {
+    let Some(feeds) = manager.upgrade().map(|m| Arc::clone(&m.system)) else {
+        return;
+    };
+    loop {
+        let dirty = feeds.next_dirty().await;
+        let Some(m) = manager.upgrade() else {
+            return;
+        };
+        let Some(app) = m.app.upgrade() else {
+            return;
+        };
+        for kind in dirty {
+            m.refresh_system(&app, kind);
         }
     }
 }

@@ -45,12 +45,39 @@ const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 /// The built-in namespace for unqualified names.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Which part of the catalog a write changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogPart {
+    /// Namespace records.
+    Namespaces,
+    /// Table definitions and their versions.
+    Tables,
+    /// User records.
+    Users,
+    /// The audit log.
+    AuditLog,
+    /// Storage records.
+    Storages,
+}
+
+/// Called after every committed catalog write (live queries on `system.*` use it).
+pub type CatalogHook = Arc<dyn Fn(CatalogPart) + Send + Sync>;
+
 /// Access to the persisted catalog.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Catalog {
     backend: Arc<dyn StorageBackend>,
     /// Bumped after every write of a user record; see [`Catalog::users_epoch`].
     users_epoch: Arc<AtomicU64>,
+    hook: Arc<std::sync::OnceLock<CatalogHook>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("users_epoch", &self.users_epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -81,6 +108,7 @@ impl Catalog {
         let catalog = Self {
             backend,
             users_epoch: Arc::default(),
+            hook: Arc::default(),
         };
         let stored = catalog.system_schema_version()?;
         if stored < SYSTEM_SCHEMA_VERSION {
@@ -121,6 +149,20 @@ impl Catalog {
         }
         catalog.drop_orphan_partitions()?;
         Ok(catalog)
+    }
+
+    /// Registers the hook told about every committed write; only the first call takes effect.
+    pub fn set_hook(&self, hook: CatalogHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Writes `batch`, then tells the hook.
+    fn commit(&self, batch: WriteBatch, part: CatalogPart) -> Result<()> {
+        self.backend.write(batch)?;
+        if let Some(hook) = self.hook.get() {
+            hook(part);
+        }
+        Ok(())
     }
 
     /// The stored system schema version (0 on a new store).
@@ -202,14 +244,14 @@ impl Catalog {
             ns.namespace_id.as_bytes().to_vec(),
             encode(ns),
         );
-        Ok(self.backend.write(batch)?)
+        self.commit(batch, CatalogPart::Namespaces)
     }
 
     /// Removes a namespace record (its tables must be gone).
     pub fn delete_namespace(&self, id: &NamespaceId) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.delete(P_NAMESPACES, id.as_str().as_bytes().to_vec());
-        Ok(self.backend.write(batch)?)
+        self.commit(batch, CatalogPart::Namespaces)
     }
 
     // ---- tables ----
@@ -244,7 +286,7 @@ impl Catalog {
         let mut batch = WriteBatch::new();
         batch.put(P_SCHEMAS, latest_key(&id), encode(def));
         batch.put(P_SCHEMAS, version_key, encode(def));
-        Ok(self.backend.write(batch)?)
+        self.commit(batch, CatalogPart::Tables)
     }
 
     /// Removes a table's definitions, then its partitions.
@@ -258,7 +300,7 @@ impl Catalog {
             let (k, _) = item?;
             batch.delete(P_SCHEMAS, k.to_vec());
         }
-        self.backend.write(batch)?;
+        self.commit(batch, CatalogPart::Tables)?;
         self.backend
             .drop_partition(TablePartitions::of(&def).used())?;
         Ok(())
@@ -286,7 +328,7 @@ impl Catalog {
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
-        self.backend.write(batch)?;
+        self.commit(batch, CatalogPart::Users)?;
         self.users_epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -301,7 +343,7 @@ impl Catalog {
             (entry.audit_id as u64).to_be_bytes().to_vec(),
             encode(entry),
         );
-        Ok(self.backend.write(batch)?)
+        self.commit(batch, CatalogPart::AuditLog)
     }
 
     /// Every audit entry, oldest first.

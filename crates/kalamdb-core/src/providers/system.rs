@@ -4,6 +4,7 @@
 
 use super::identity_of;
 use crate::access;
+use crate::catalog::CatalogPart;
 use crate::error::{KalamError, Result};
 use crate::providers::catalog::ProviderDeps;
 use crate::types::system_field;
@@ -18,10 +19,13 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use kalamdb_commons::KalamDataType as K;
+use kalamdb_commons::{
+    ColumnDefinition, NamespaceId, TableDefinition, TableId, TableName, TableType,
+};
 use std::sync::Arc;
 
 /// The system tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SystemTable {
     /// `system.namespaces`
     Namespaces,
@@ -51,6 +55,9 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
 ];
 
 type ColumnSpec = (&'static str, K, bool);
+
+/// A system-table row: its key, and its cells by column id.
+pub type KeyedRow = (String, Vec<(u32, Value)>);
 
 impl SystemTable {
     /// Table name inside `system`.
@@ -159,6 +166,74 @@ impl SystemTable {
                 ("updated_at", K::Timestamp, false),
             ],
         }
+    }
+
+    /// The system tables a catalog write to `part` can change.
+    pub fn fed_by(part: CatalogPart) -> &'static [SystemTable] {
+        match part {
+            CatalogPart::Namespaces => &[Self::Namespaces],
+            // system.namespaces shows table counts.
+            CatalogPart::Tables => &[Self::Tables, Self::Schemas, Self::Namespaces],
+            CatalogPart::Users => &[Self::Users],
+            CatalogPart::AuditLog => &[Self::AuditLog],
+            CatalogPart::Storages => &[Self::Storages],
+        }
+    }
+
+    /// Positions of the columns that identify a row.
+    fn key_columns(&self) -> &'static [usize] {
+        match self {
+            // namespace_id, table_name
+            Self::Tables => &[0, 1],
+            // table_id, schema_version
+            Self::Schemas => &[0, 4],
+            _ => &[0],
+        }
+    }
+
+    /// The table as a definition in namespace `system` (column ids from 1, in order), so live
+    /// queries can compile filters and encode rows of it like any table's.
+    pub fn definition(&self) -> TableDefinition {
+        let key = self.key_columns();
+        let columns = self
+            .columns()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, data_type, nullable))| ColumnDefinition {
+                column_id: i as u32 + 1,
+                name: name.to_string(),
+                ordinal: i as u32 + 1,
+                data_type,
+                nullable,
+                primary_key: key == [i],
+                default: None,
+            })
+            .collect();
+        let id = TableId::new(NamespaceId::new("system"), TableName::new(self.name()));
+        TableDefinition::new(id, TableType::Shared, columns)
+    }
+
+    /// The current rows, each with its key and its cells by column id (see
+    /// [`SystemTable::definition`]).
+    pub fn keyed_rows(&self, deps: &ProviderDeps) -> Result<Vec<KeyedRow>> {
+        let key = self.key_columns();
+        Ok(self
+            .rows(deps)?
+            .into_iter()
+            .map(|row| {
+                let k = key
+                    .iter()
+                    .map(|&i| format!("{:?}", row[i]))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let cells = row
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as u32 + 1, v))
+                    .collect();
+                (k, cells)
+            })
+            .collect())
     }
 
     fn schema(&self) -> SchemaRef {

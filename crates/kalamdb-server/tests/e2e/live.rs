@@ -783,3 +783,97 @@ async fn stream_table_subscriptions_see_appends_of_their_user() {
         "hal's append is not gus's"
     );
 }
+
+/// The next message, which must be a change of `kind` on subscription `id`.
+async fn next_change(ws: &mut Ws, id: &str, kind: &str) -> Value {
+    let c = ws.next().await;
+    assert_eq!(
+        (
+            c["type"].as_str(),
+            c["subscription_id"].as_str(),
+            c["change_type"].as_str()
+        ),
+        (Some("change"), Some(id), Some(kind)),
+        "{c}"
+    );
+    c
+}
+
+#[tokio::test]
+async fn admins_subscribe_to_system_tables_and_see_catalog_changes() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app").await;
+    let mut ws = Ws::authed(&s, &root).await;
+
+    // system.users: initial rows, then CREATE USER (insert), ALTER USER (update, old values
+    // included), an update that leaves the filter (delete).
+    let rows = ws
+        .subscribe_all(
+            "users",
+            "SELECT user_id, role FROM system.users WHERE role <> 'dba'",
+            json!({}),
+        )
+        .await;
+    assert!(rows.iter().any(|r| r["user_id"] == "root"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.get("password_hash").is_none()));
+    s.ok(
+        &root,
+        "CREATE USER dora WITH PASSWORD 'Dora-pass-123' ROLE 'user'",
+    )
+    .await;
+    let c = next_change(&mut ws, "users", "insert").await;
+    assert_eq!(c["rows"][0]["user_id"], "dora");
+    assert_eq!(c["rows"][0]["role"], "user");
+    s.ok(&root, "ALTER USER dora SET ROLE 'service'").await;
+    let c = next_change(&mut ws, "users", "update").await;
+    assert_eq!(c["rows"][0]["role"], "service");
+    assert_eq!(c["old_values"][0]["role"], "user");
+    s.ok(&root, "ALTER USER dora SET ROLE 'dba'").await;
+    let c = next_change(&mut ws, "users", "delete").await;
+    assert_eq!(c["old_values"][0]["user_id"], "dora");
+
+    // system.tables: CREATE TABLE inserts, DROP TABLE deletes; the users subscription hears
+    // nothing of it.
+    ws.subscribe_all(
+        "tables",
+        "SELECT namespace_id, table_name, table_type FROM system.tables WHERE namespace_id = 'app'",
+        json!({}),
+    )
+    .await;
+    s.ok(&root, "CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY)")
+        .await;
+    let c = next_change(&mut ws, "tables", "insert").await;
+    assert_eq!(c["rows"][0]["table_name"], "t");
+    s.ok(&root, "DROP TABLE app.t").await;
+    let c = next_change(&mut ws, "tables", "delete").await;
+    assert_eq!(c["old_values"][0]["table_name"], "t");
+
+    // The audit log is appended to by DDL.
+    ws.subscribe_all(
+        "audit",
+        "SELECT action, target FROM system.audit_log WHERE action = 'CREATE_NAMESPACE'",
+        json!({}),
+    )
+    .await;
+    s.ok(&root, "CREATE NAMESPACE other").await;
+    let c = next_change(&mut ws, "audit", "insert").await;
+    assert_eq!(c["rows"][0]["target"], "other");
+
+    // Unknown system tables are not found; plain users are refused (tested above).
+    ws.subscribe("nope", "SELECT * FROM system.nope", json!({}))
+        .await;
+    assert_eq!(ws.next().await["code"], "NOT_FOUND");
+    ws.send(json!({"type": "unsubscribe", "subscription_id": "users"}))
+        .await;
+    ws.send(json!({"type": "unsubscribe", "subscription_id": "tables"}))
+        .await;
+    ws.send(json!({"type": "unsubscribe", "subscription_id": "audit"}))
+        .await;
+    s.ok(
+        &root,
+        "CREATE USER eve WITH PASSWORD 'Eve-pass-12345' ROLE 'user'",
+    )
+    .await;
+    assert_eq!(ws.try_next(Duration::from_millis(300)).await, None);
+}
