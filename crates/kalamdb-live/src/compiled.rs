@@ -2,13 +2,16 @@
 //! running the same query, so a change is filtered and encoded once per query, not once per
 //! subscriber.
 
+use crate::error::LiveError;
 use crate::filter::Filter;
+use kalamdb_commons::KalamDataType;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
 use kalamdb_core::changes::{ChangeEvent, ChangeKind};
 use kalamdb_core::rows::StoredRow;
 use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::value_json;
+use kalamdb_core::value::Value;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -24,9 +27,76 @@ pub(crate) struct CompiledQuery {
     /// `SELECT *` (rows also carry `_deleted`).
     pub(crate) star: bool,
     pub(crate) filter: Option<Filter>,
+    /// Column ids of projected FLOAT/DOUBLE columns.
+    float_columns: Vec<u32>,
 }
 
 impl CompiledQuery {
+    /// A compiled query of `columns` (indexes into the table's columns) of `table`.
+    pub(crate) fn new(
+        table: Arc<CachedTable>,
+        columns: Vec<usize>,
+        star: bool,
+        filter: Option<Filter>,
+    ) -> Self {
+        let float_columns = columns
+            .iter()
+            .map(|&i| &table.def.columns[i])
+            .filter(|c| matches!(c.data_type, KalamDataType::Float | KalamDataType::Double))
+            .map(|c| c.column_id)
+            .collect();
+        Self {
+            table,
+            columns,
+            star,
+            filter,
+            float_columns,
+        }
+    }
+
+    /// `CONVERSION_ERROR` when a projected cell of `row` is NaN or ±Infinity, which JSON
+    /// cannot carry (`spec/protocol.md` §5).
+    pub(crate) fn check_convertible(&self, row: &StoredRow) -> Result<(), LiveError> {
+        for &id in &self.float_columns {
+            let finite = match row.cell(id) {
+                Value::F32(x) => x.is_finite(),
+                Value::F64(x) => x.is_finite(),
+                _ => true,
+            };
+            if !finite {
+                let name = self
+                    .table
+                    .def
+                    .columns
+                    .iter()
+                    .find(|c| c.column_id == id)
+                    .map_or("?", |c| c.name.as_str());
+                return Err(LiveError::new(
+                    "CONVERSION_ERROR",
+                    format!(
+                        "column {name} holds NaN or Infinity, which JSON cannot carry; \
+                         the subscription is closed"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`CompiledQuery::check_convertible`] over the row versions of a change that the
+    /// subscription would be sent (those passing the WHERE clause).
+    pub(crate) fn check_event(&self, e: &ChangeEvent) -> Result<(), LiveError> {
+        if self.float_columns.is_empty() {
+            return Ok(());
+        }
+        for row in e.new.iter().chain(e.old.iter()) {
+            if self.matches(row) {
+                self.check_convertible(row)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a row version passes the WHERE clause.
     pub(crate) fn matches(&self, row: &StoredRow) -> bool {
         self.filter.as_ref().is_none_or(|f| f.matches(row))

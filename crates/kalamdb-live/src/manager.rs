@@ -342,6 +342,14 @@ impl LiveQueryManager {
             return Ok(());
         };
         let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
+        let convertible = pending
+            .iter()
+            .chain(resumed_deletes.iter().map(|(r, _)| r))
+            .try_for_each(|r| sub.query.check_convertible(r));
+        if let Err(e) = convertible {
+            self.unsubscribe(conn, &sub.id);
+            return Err(e);
+        }
         {
             let mut state = sub.state.lock();
             let has_more = pending.len() > batch_size;
@@ -485,12 +493,12 @@ impl LiveQueryManager {
             Some(expr) => Some(Filter::compile(expr, &table.def, user.as_str())?),
             None => None,
         };
-        let compiled = Arc::new(CompiledQuery {
-            table: Arc::clone(table),
+        let compiled = Arc::new(CompiledQuery::new(
+            Arc::clone(table),
             columns,
-            star: q.columns.is_none(),
+            q.columns.is_none(),
             filter,
-        });
+        ));
         if self.queries.len() > 1024 && self.queries.len() > 2 * self.subscription_count() {
             self.queries.retain(|_, w| w.strong_count() > 0);
         }
@@ -588,7 +596,12 @@ impl ChangeListener for LiveQueryManager {
         };
         let mut cache = BodyCache::new();
         for sub in subs {
-            sub.deliver(&events, &mut cache);
+            if let Err(e) = sub.deliver(&events, &mut cache)
+                && let Some(conn) = sub.conn.upgrade()
+            {
+                self.unsubscribe(&conn, &sub.id);
+                conn.error(&sub.id, &e);
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! identical subscriptions), and its initial-load state.
 
 use crate::compiled::{CompiledQuery, message};
+use crate::error::LiveError;
 use crate::manager::Connection;
 use kalamdb_commons::schema::SEQ_COLUMN;
 use kalamdb_commons::ws::{BatchControl, BatchStatus, Row, ServerMessage};
@@ -65,8 +66,14 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     /// Delivers committed changes: buffered while the initial load runs, sent otherwise.
-    /// Subscriptions sharing a compiled query share the encoded bodies through `cache`.
-    pub(crate) fn deliver(&self, events: &[ChangeEvent], cache: &mut BodyCache) {
+    /// Subscriptions sharing a compiled query share the encoded bodies through `cache`. A
+    /// change the wire cannot carry is an error; the caller ends the subscription.
+    pub(crate) fn deliver(
+        &self,
+        events: &[ChangeEvent],
+        cache: &mut BodyCache,
+    ) -> Result<(), LiveError> {
+        events.iter().try_for_each(|e| self.query.check_event(e))?;
         let mut state = self.state.lock();
         if !state.ready {
             if state.buffered.len() + events.len() > MAX_BUFFERED {
@@ -74,10 +81,10 @@ impl Subscription {
                 if let Some(conn) = self.conn.upgrade() {
                     conn.overflow_now();
                 }
-                return;
+                return Ok(());
             }
             state.buffered.extend(events.iter().cloned());
-            return;
+            return Ok(());
         }
         let bodies = if self.from.is_some() {
             Arc::new(self.query.change_bodies(events.iter(), self.from))
@@ -90,6 +97,7 @@ impl Subscription {
             )
         };
         self.send_bodies(&bodies.0, bodies.1);
+        Ok(())
     }
 
     fn send_bodies(&self, bodies: &[String], count: u64) {
