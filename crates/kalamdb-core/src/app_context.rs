@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::auth::{AuthService, Identity};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE};
 use crate::changes::{ChangeListener, ListenerSlot};
+use crate::cold::ColdTier;
 use crate::config::Config;
 use crate::error::{KalamError, Result};
 use crate::providers::SessionIdentity;
@@ -36,6 +37,7 @@ pub struct AppContext {
     write_locks: WriteLocks,
     listener: ListenerSlot,
     deps: ProviderDeps,
+    cold: Arc<ColdTier>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -77,7 +79,9 @@ impl AppContext {
             .with_target_partitions(2);
         let session = SessionContext::new_with_config(session_config);
         let listener = ListenerSlot::default();
+        let cold = Arc::new(ColdTier::local(&data.join("storage"))?);
         let deps = ProviderDeps {
+            cold: Arc::clone(&cold),
             listener: Arc::clone(&listener),
             node_id: Arc::clone(&node_id),
             catalog: catalog.clone(),
@@ -99,6 +103,7 @@ impl AppContext {
             write_locks: WriteLocks::default(),
             listener,
             deps,
+            cold,
         });
         spawn_stream_eviction(&app);
         Ok(app)
@@ -158,6 +163,11 @@ impl AppContext {
     /// of UPDATE/DELETE), striped by scope.
     pub fn table_locks(&self, id: &TableId) -> Arc<TableLocks> {
         self.write_locks.table(id)
+    }
+
+    /// The cold tier of application tables.
+    pub fn cold(&self) -> &Arc<ColdTier> {
+        &self.cold
     }
 
     /// What table providers read from (system tables are built from it).

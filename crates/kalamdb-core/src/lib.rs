@@ -24,6 +24,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod changes;
+pub mod cold;
 pub mod config;
 pub mod error;
 pub mod providers;

@@ -16,6 +16,7 @@ use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
 use kalamdb_core::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
+use kalamdb_core::cold::read_versions;
 use kalamdb_core::providers::system::SystemTable;
 use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
 use kalamdb_core::schema_registry::CachedTable;
@@ -25,6 +26,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{Notify, mpsc};
+
+/// What a subscription's snapshot gave: all of a STREAM scope, or a table scope's hot
+/// versions by key, still to be merged with its flushed ones.
+enum HotRead {
+    Complete(Vec<StoredRow>),
+    Keyed(Vec<(Vec<u8>, StoredRow)>),
+}
 
 /// Rows per initial batch when the client does not say.
 const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -310,13 +318,34 @@ impl LiveQueryManager {
                 let locks = app.table_locks(&sub.table_id);
                 let guard = locks.scope(&scope).await;
                 register();
-                let snapshot = options.is_some().then(|| backend.snapshot());
-                drop(guard);
+                // Read what the snapshot must give before any await: it is not Send.
+                let hot = {
+                    let snapshot = options.is_some().then(|| backend.snapshot());
+                    drop(guard);
+                    match snapshot {
+                        None => None,
+                        // STREAM rows live in the hot tier only.
+                        Some(snap) if def.table_type == TableType::Stream => {
+                            Some(HotRead::Complete(
+                                scan_scope(&*snap, def, &table.partitions, &scope)
+                                    .map_err(|e| failed(&e))?,
+                            ))
+                        }
+                        Some(snap) => Some(HotRead::Keyed(
+                            read_versions(&*snap, &table.partitions.rows, &scope.prefix())
+                                .map_err(|e| failed(&e))?,
+                        )),
+                    }
+                };
                 self.system.mark(&[SystemTable::Live]);
-                match snapshot {
+                match hot {
                     None => None,
-                    Some(snapshot) => Some(
-                        scan_scope(&*snapshot, def, &table.partitions, &scope)
+                    Some(HotRead::Complete(rows)) => Some(rows),
+                    // Hot versions from the snapshot first, flushed ones second.
+                    Some(HotRead::Keyed(hot)) => Some(
+                        app.cold()
+                            .merge_scope(&table, &scope, hot)
+                            .await
                             .map_err(|e| failed(&e))?,
                     ),
                 }

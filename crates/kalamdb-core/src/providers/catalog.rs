@@ -29,6 +29,8 @@ pub struct ProviderDeps {
     pub backend: Arc<dyn StorageBackend>,
     /// This node.
     pub node_id: Arc<kalamdb_commons::NodeId>,
+    /// The cold tier (flushed segments).
+    pub cold: Arc<crate::cold::ColdTier>,
     /// The live-query listener (for `system.live`).
     pub listener: crate::changes::ListenerSlot,
 }
@@ -102,8 +104,11 @@ impl SchemaProvider for NamespaceSchema {
             .get(&id)
             .map_err(|e| e.into_datafusion())?;
         Ok(cached.map(|t| {
-            Arc::new(AppTableProvider::new(t, Arc::clone(&self.deps.backend)))
-                as Arc<dyn TableProvider>
+            Arc::new(AppTableProvider::new(
+                t,
+                Arc::clone(&self.deps.backend),
+                Arc::clone(&self.deps.cold),
+            )) as Arc<dyn TableProvider>
         }))
     }
 

@@ -1,12 +1,14 @@
 //! [`AppTableProvider`]: reads an application table's hot rows for the caller's scope.
 //!
-//! A scan reads the `rows` partition (latest version per primary key, in key order), drops
-//! tombstones, and builds only the projected columns. Equality and IN filters on the primary
+//! A scan reads the `rows` partition (latest version per primary key, in key order), merges
+//! the scope's flushed segments under it when it has any ([`crate::cold`]), drops tombstones,
+//! and builds only the projected columns. Equality and IN filters on the primary
 //! key are pushed down (as inexact, DataFusion re-checks them) and become point reads instead
 //! of a scan. A `LIMIT` without filters stops the scan early.
 
 use super::identity_of;
 use crate::access;
+use crate::cold::{ColdTier, merge_versions, read_versions};
 use crate::error::KalamError;
 use crate::rows::{Scope, StoredRow, log_key, row_key, stream_cutoff_seq};
 use crate::schema_registry::CachedTable;
@@ -33,12 +35,21 @@ const BATCH_ROWS: usize = 8192;
 pub struct AppTableProvider {
     table: Arc<CachedTable>,
     backend: Arc<dyn StorageBackend>,
+    cold: Arc<ColdTier>,
 }
 
 impl AppTableProvider {
     /// A provider over `table`.
-    pub fn new(table: Arc<CachedTable>, backend: Arc<dyn StorageBackend>) -> Self {
-        Self { table, backend }
+    pub fn new(
+        table: Arc<CachedTable>,
+        backend: Arc<dyn StorageBackend>,
+        cold: Arc<ColdTier>,
+    ) -> Self {
+        Self {
+            table,
+            backend,
+            cold,
+        }
     }
 
     /// Primary-key values named by an `pk = literal` or `pk IN (literals)` filter.
@@ -74,28 +85,38 @@ impl AppTableProvider {
         }
     }
 
-    /// Reads the visible row of one primary-key value in `scope`.
-    pub fn read_key(&self, scope: &Scope, key: &Value) -> crate::error::Result<Option<StoredRow>> {
+    /// Reads the visible row of one primary-key value in `scope`: the hot version when there
+    /// is one (a tombstone included), else the newest flushed one.
+    pub async fn read_key(
+        &self,
+        scope: &Scope,
+        key: &Value,
+    ) -> crate::error::Result<Option<StoredRow>> {
         let Some(k) = key.pk_key() else {
             return Ok(None);
         };
-        let Some(bytes) = self
+        let row = match self
             .backend
             .get(&self.table.partitions.rows, &row_key(&scope.prefix(), &k))?
-        else {
-            return Ok(None);
+        {
+            Some(bytes) => Some(StoredRow::decode(&bytes)?),
+            None => self
+                .cold
+                .lookup(&self.table, scope, &[k])
+                .await?
+                .pop()
+                .flatten(),
         };
-        let row = StoredRow::decode(&bytes)?;
-        Ok((!row.deleted).then_some(row))
+        Ok(row.filter(|r| !r.deleted))
     }
 
     /// Every visible row of `scope`, in primary-key order (STREAM: in `_seq` order).
-    pub fn read_scope(&self, scope: &Scope) -> crate::error::Result<Vec<StoredRow>> {
-        self.read_rows(scope, &[], None)
+    pub async fn read_scope(&self, scope: &Scope) -> crate::error::Result<Vec<StoredRow>> {
+        self.read_rows(scope, &[], None).await
     }
 
     /// Reads the visible rows of `scope`.
-    fn read_rows(
+    async fn read_rows(
         &self,
         scope: &Scope,
         filters: &[Expr],
@@ -112,7 +133,7 @@ impl AppTableProvider {
             let mut seen = std::collections::HashSet::new();
             for v in values {
                 if v.pk_key().is_some_and(|k| seen.insert(k))
-                    && let Some(row) = self.read_key(scope, &v)?
+                    && let Some(row) = self.read_key(scope, &v).await?
                 {
                     rows.push(row);
                 }
@@ -120,9 +141,20 @@ impl AppTableProvider {
             return Ok(rows);
         }
         let limit = if filters.is_empty() { limit } else { None };
-        for item in self.backend.scan(partition, &prefix, None)? {
-            let (_, bytes) = item?;
-            let row = StoredRow::decode(&bytes)?;
+        // Hot first, then the manifest (see crate::cold).
+        let hot = read_versions(&*self.backend, partition, &prefix)?;
+        let cold = self.cold.scope_versions(&self.table, scope).await?;
+        if !cold.is_empty() {
+            let mut rows: Vec<StoredRow> = merge_versions(hot, cold)
+                .into_iter()
+                .filter(|r| !r.deleted)
+                .collect();
+            if let Some(l) = limit {
+                rows.truncate(l);
+            }
+            return Ok(rows);
+        }
+        for (_, row) in hot {
             if row.deleted {
                 continue;
             }
@@ -164,50 +196,59 @@ impl AppTableProvider {
         rows: &[StoredRow],
         projection: Option<&Vec<usize>>,
     ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
-        let full = &self.table.schema;
-        let indices: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..full.fields().len()).collect(),
-        };
-        let schema = Arc::new(Schema::new_with_metadata(
-            indices
-                .iter()
-                .map(|i| full.field(*i).clone())
-                .collect::<Vec<_>>(),
-            full.metadata().clone(),
-        ));
-        let columns = &self.table.def.columns;
-        let mut batches = Vec::new();
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(indices.len());
-            for &i in &indices {
-                let field = full.field(i);
-                let array: ArrayRef = if i < columns.len() {
-                    let col = &columns[i];
-                    to_array(chunk.iter().map(|r| r.cell(col.column_id)), &col.data_type)?
-                } else if field.name() == SEQ_COLUMN {
-                    Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
-                } else if field.name() == DELETED_COLUMN {
-                    Arc::new(BooleanArray::from(
-                        chunk.iter().map(|r| r.deleted).collect::<Vec<_>>(),
-                    ))
-                } else {
-                    return Err(KalamError::Internal(format!(
-                        "unknown column {}",
-                        field.name()
-                    )));
-                };
-                arrays.push(array);
-            }
-            let options = datafusion::arrow::array::RecordBatchOptions::new()
-                .with_row_count(Some(chunk.len()));
-            batches.push(
-                RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
-                    .map_err(|e| KalamError::Internal(e.to_string()))?,
-            );
-        }
-        Ok((schema, batches))
+        build_batches(&self.table, rows, projection)
     }
+}
+
+/// Builds batches of `table`'s schema (projected) from rows.
+pub fn build_batches(
+    table: &CachedTable,
+    rows: &[StoredRow],
+    projection: Option<&Vec<usize>>,
+) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let full = &table.schema;
+    let indices: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..full.fields().len()).collect(),
+    };
+    let schema = Arc::new(Schema::new_with_metadata(
+        indices
+            .iter()
+            .map(|i| full.field(*i).clone())
+            .collect::<Vec<_>>(),
+        full.metadata().clone(),
+    ));
+    let columns = &table.def.columns;
+    let mut batches = Vec::new();
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(indices.len());
+        for &i in &indices {
+            let field = full.field(i);
+            let array: ArrayRef = if i < columns.len() {
+                let col = &columns[i];
+                to_array(chunk.iter().map(|r| r.cell(col.column_id)), &col.data_type)?
+            } else if field.name() == SEQ_COLUMN {
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
+            } else if field.name() == DELETED_COLUMN {
+                Arc::new(BooleanArray::from(
+                    chunk.iter().map(|r| r.deleted).collect::<Vec<_>>(),
+                ))
+            } else {
+                return Err(KalamError::Internal(format!(
+                    "unknown column {}",
+                    field.name()
+                )));
+            };
+            arrays.push(array);
+        }
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+        batches.push(
+            RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
+                .map_err(|e| KalamError::Internal(e.to_string()))?,
+        );
+    }
+    Ok((schema, batches))
 }
 
 #[async_trait]
@@ -254,6 +295,7 @@ impl TableProvider for AppTableProvider {
         };
         let rows = self
             .read_rows(&scope, filters, limit)
+            .await
             .map_err(KalamError::into_datafusion)?;
         let (schema, batches) = self
             .build_batches(&rows, projection)

@@ -75,7 +75,7 @@ pub fn create_namespace(
 }
 
 /// `DROP NAMESPACE`.
-pub fn drop_namespace(
+pub async fn drop_namespace(
     app: &AppContext,
     ctx: &ExecCtx,
     name: &str,
@@ -107,7 +107,7 @@ pub fn drop_namespace(
         )));
     }
     for t in &tables {
-        drop_table_by_id(app, &t.table_id())?;
+        drop_table_by_id(app, &t.table_id()).await?;
     }
     app.catalog().delete_namespace(&id)?;
     Ok(Output::Message(format!(
@@ -595,13 +595,18 @@ pub fn create_table(
     )))
 }
 
-fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
+async fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
+    let def = app.catalog().table(id)?;
     // Invalidate before and after removing the definition: a lookup racing the drop may have
     // re-cached the old entry in between.
     app.schema_registry().invalidate(id);
     app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);
     app.forget_table_locks(id);
+    // Flushed segments last: once the definition is gone nobody reads them.
+    if let Some(def) = def {
+        app.cold().drop_table(&def).await?;
+    }
     Ok(())
 }
 
@@ -632,8 +637,53 @@ pub async fn drop_table(
     // Wait for in-flight writers of this table before removing its data.
     let locks = app.table_locks(&id);
     let _guards = locks.all().await;
-    drop_table_by_id(app, &id)?;
+    drop_table_by_id(app, &id).await?;
     Ok(Output::Message(format!("Table '{id}' dropped")))
+}
+
+/// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet (dba/system).
+pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    access::check_admin(&ctx.identity, "flush tables")?;
+    let id = resolve(ctx, t);
+    let table = app
+        .schema_registry()
+        .get(&id)?
+        .ok_or_else(|| KalamError::NotFound {
+            kind: "Table",
+            name: id.to_string(),
+        })?;
+    let stats = app.cold().flush_table(app, &table).await?;
+    Ok(Output::Message(flushed_message(&id.to_string(), stats)))
+}
+
+/// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
+pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
+    access::check_admin(&ctx.identity, "flush tables")?;
+    let ns = ns.map(NamespaceId::new);
+    if let Some(ns) = &ns
+        && app.catalog().namespace(ns)?.is_none()
+    {
+        return Err(KalamError::NotFound {
+            kind: "Namespace",
+            name: ns.to_string(),
+        });
+    }
+    let mut stats = crate::cold::FlushStats::default();
+    let defs = app.catalog().tables(ns.as_ref())?;
+    for def in &defs {
+        if let Some(table) = app.schema_registry().get(&def.table_id())? {
+            stats += app.cold().flush_table(app, &table).await?;
+        }
+    }
+    let what = format!("{} table(s)", defs.len());
+    Ok(Output::Message(flushed_message(&what, stats)))
+}
+
+fn flushed_message(what: &str, s: crate::cold::FlushStats) -> String {
+    format!(
+        "Flushed {} row(s) of {what} into {} segment(s), {} bytes",
+        s.rows, s.segments, s.bytes
+    )
 }
 
 /// `KILL LIVE QUERY 'live_id'`: admins end any subscription, others only their own.

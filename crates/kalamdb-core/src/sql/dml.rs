@@ -393,15 +393,10 @@ pub(crate) async fn insert_rows(
     let _guard = locks.scope(&scope).await;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
-    let keys: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| row_key(&prefix, pk)).collect();
-    let existing = app
-        .backend()
-        .multi_get(&table.partitions.rows, &keys)
-        .map_err(|e| table_gone(e, &table))?;
+    let pks: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| pk.clone()).collect();
+    let existing = current_versions(app, &table, &scope, &pks).await?;
     for ((_, cells), found) in rows.iter().zip(existing) {
-        if let Some(bytes) = found
-            && !StoredRow::decode(&bytes)?.deleted
-        {
+        if found.is_some_and(|r| !r.deleted) {
             return Err(pk_violation(&table, cells));
         }
     }
@@ -509,36 +504,69 @@ fn single_table(twj: &TableWithJoins) -> Result<TableRef> {
     }
 }
 
+/// The latest version of each primary key in `scope` (a tombstone included): the hot one when
+/// there is one, else the newest flushed one.
+async fn current_versions(
+    app: &AppContext,
+    table: &CachedTable,
+    scope: &Scope,
+    pks: &[Vec<u8>],
+) -> Result<Vec<Option<StoredRow>>> {
+    let prefix = scope.prefix();
+    let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(&prefix, pk)).collect();
+    let hot = app
+        .backend()
+        .multi_get(&table.partitions.rows, &keys)
+        .map_err(|e| table_gone(e, table))?;
+    let mut out = Vec::with_capacity(pks.len());
+    let mut missing = Vec::new();
+    for (i, found) in hot.into_iter().enumerate() {
+        out.push(match found {
+            Some(bytes) => Some(StoredRow::decode(&bytes)?),
+            None => {
+                missing.push(i);
+                None
+            }
+        });
+    }
+    if !missing.is_empty() {
+        let want: Vec<Vec<u8>> = missing.iter().map(|&i| pks[i].clone()).collect();
+        let cold = app.cold().lookup(table, scope, &want).await?;
+        for (i, row) in missing.into_iter().zip(cold) {
+            out[i] = row;
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the latest stored version of each primary key returned by `select`.
 async fn matching_rows(
     app: &AppContext,
     ctx: &ExecCtx,
     table: &CachedTable,
-    prefix: &[u8],
+    scope: &Scope,
     select: &str,
 ) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
     let (_, batches) = run_query(app, ctx, select).await?;
     let pk = &table.def.columns[table
         .pk_index
         .ok_or_else(|| KalamError::Internal("no primary key".into()))?];
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     for b in &batches {
         for values in batch_rows(b)? {
             let key = coerce(values[0].clone(), &pk.data_type, &pk.name)?
                 .pk_key()
                 .ok_or_else(|| KalamError::Internal("NULL primary key in table".into()))?;
-            if let Some(bytes) = app
-                .backend()
-                .get(&table.partitions.rows, &row_key(prefix, &key))?
-            {
-                let row = StoredRow::decode(&bytes)?;
-                if !row.deleted {
-                    out.push((key, row, values));
-                }
-            }
+            found.push((key, values));
         }
     }
-    Ok(out)
+    let keys: Vec<Vec<u8>> = found.iter().map(|(k, _)| k.clone()).collect();
+    let versions = current_versions(app, table, scope, &keys).await?;
+    Ok(found
+        .into_iter()
+        .zip(versions)
+        .filter_map(|((key, values), row)| row.filter(|r| !r.deleted).map(|r| (key, r, values)))
+        .collect())
 }
 
 fn quoted(name: &str) -> String {
@@ -714,7 +742,7 @@ async fn rewrite_matching(
     let mut count = 0;
     let listener = listener_for(app, table, scope);
     let mut events = Vec::new();
-    for (key, old, values) in matching_rows(app, ctx, table, &prefix, select).await? {
+    for (key, old, values) in matching_rows(app, ctx, table, scope, select).await? {
         let previous = listener.is_some().then(|| old.clone());
         if let Some((deleted, cells)) = next(old, values)? {
             let row = StoredRow {

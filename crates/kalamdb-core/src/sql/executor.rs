@@ -333,7 +333,7 @@ impl SqlExecutor {
                 name,
                 if_exists,
                 cascade,
-            } => ddl::drop_namespace(app, ctx, &name, if_exists, cascade),
+            } => ddl::drop_namespace(app, ctx, &name, if_exists, cascade).await,
             Command::Use(ns) => {
                 let out = ddl::use_namespace(app, &ns)?;
                 ctx.namespace = ns;
@@ -343,6 +343,8 @@ impl SqlExecutor {
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
+            Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
+            Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)
@@ -362,7 +364,9 @@ impl SqlExecutor {
                 params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
                 match *stmt {
                     Statement::Query(_) => {
-                        if let Some(out) = super::point_lookup::try_point_lookup(app, ctx, &stmt)? {
+                        if let Some(out) =
+                            super::point_lookup::try_point_lookup(app, ctx, &stmt).await?
+                        {
                             return Ok(out);
                         }
                         let (schema, batches) = query(app, ctx, *stmt).await?;

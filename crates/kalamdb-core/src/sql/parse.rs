@@ -42,6 +42,10 @@ pub enum Command {
     ShowStorages,
     /// `KILL LIVE QUERY 'live_id'`
     KillLiveQuery(String),
+    /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
+    FlushTable(TableRef),
+    /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`
+    FlushAll(Option<String>),
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -344,6 +348,8 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
             | ("DESCRIBE" | "DESC", "TABLE")
             | ("KILL", "LIVE")
+            | ("FLUSH", "TABLE")
+            | ("STORAGE", "FLUSH")
     )
 }
 
@@ -416,6 +422,11 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::ShowTables(ns) => ("SHOW_TABLES", ns.unwrap_or_default()),
         Command::ShowStorages => ("SHOW_STORAGES", String::new()),
         Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
+        Command::FlushTable(table) => {
+            let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
+            ("FLUSH_TABLE", format!("{ns}{}", table.table))
+        }
+        Command::FlushAll(ns) => ("FLUSH_ALL", ns.unwrap_or_default()),
         Command::Describe(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("DESCRIBE_TABLE", format!("{ns}{}", table.table))
@@ -475,6 +486,29 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                 ));
             }
             Command::KillLiveQuery(c.string()?)
+        }
+        ("FLUSH", "TABLE") => {
+            c.pos = 2;
+            Command::FlushTable(c.table_ref()?)
+        }
+        ("STORAGE", "FLUSH") if w2 == "TABLE" => {
+            c.pos = 3;
+            Command::FlushTable(c.table_ref()?)
+        }
+        ("STORAGE", "FLUSH") if w2 == "ALL" => {
+            c.pos = 3;
+            let ns = if c.eat("IN") {
+                c.eat("NAMESPACE");
+                Some(c.ident()?)
+            } else {
+                None
+            };
+            Command::FlushAll(ns)
+        }
+        ("STORAGE", "FLUSH") => {
+            return Err(KalamError::InvalidSql(
+                "expected STORAGE FLUSH TABLE ns.t or STORAGE FLUSH ALL [IN ns]".into(),
+            ));
         }
         ("SHOW", "TABLES") => {
             c.pos = 2;

@@ -24,7 +24,7 @@ use kalamdb_commons::TableType;
 use std::sync::Arc;
 
 /// Answers `stmt` if it is a primary-key point lookup; `None` means "use DataFusion".
-pub(crate) fn try_point_lookup(
+pub(crate) async fn try_point_lookup(
     app: &AppContext,
     ctx: &ExecCtx,
     stmt: &Statement,
@@ -128,13 +128,18 @@ pub(crate) fn try_point_lookup(
         TableType::User | TableType::Stream => Scope::User(ctx.identity.user_id.clone()),
         TableType::System => return Ok(None),
     };
-    let provider = AppTableProvider::new(Arc::clone(&table), Arc::clone(app.backend()));
+    let provider = AppTableProvider::new(
+        Arc::clone(&table),
+        Arc::clone(app.backend()),
+        Arc::clone(app.cold()),
+    );
     let rows = match &key {
         Some(key) => provider
-            .read_key(&scope, key)?
+            .read_key(&scope, key)
+            .await?
             .into_iter()
             .collect::<Vec<_>>(),
-        None => provider.read_scope(&scope)?,
+        None => provider.read_scope(&scope).await?,
     };
     let (schema, batches) = provider.build_batches(&rows, Some(&projection))?;
     Ok(Some(Output::Rows { schema, batches }))

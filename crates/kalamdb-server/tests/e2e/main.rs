@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod cold;
 mod crash;
 mod http_api;
 mod isolation;

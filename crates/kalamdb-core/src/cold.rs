@@ -1,0 +1,397 @@
+//! The cold tier of USER and SHARED tables: flushing a scope's hot rows into a Parquet segment,
+//! and reading rows back so that every reader sees one table across both tiers.
+//!
+//! **Flush** of one scope (a SHARED table, or one user's partition of a USER table): read the
+//! scope's latest versions (tombstones included) from a RocksDB snapshot, write them as one
+//! segment sorted by primary key, append the segment to the scope's manifest, and only then
+//! delete from RocksDB the versions that are still the ones flushed (a write that raced the
+//! flush keeps its newer version hot). A crash before the manifest commit leaves a stray file
+//! that nobody reads; a crash after it leaves versions in both tiers with the same `_seq`,
+//! which reads resolve to one row and the next flush writes again.
+//!
+//! **Reads** take the hot snapshot first and the manifest second: a flush commits its
+//! manifest before deleting hot versions, so a reader never misses a row that moved. Per key
+//! the version with the largest `_seq` wins; a winning tombstone hides the key, including rows
+//! in older segments.
+//!
+//! Segments are immutable, so decoded segments are cached (bounded by rows); manifests are
+//! cached too, since this server is the only writer of its storage.
+
+use crate::app_context::AppContext;
+use crate::error::{KalamError, Result};
+use crate::rows::{Scope, StoredRow, row_key};
+use crate::schema_registry::CachedTable;
+use crate::value::coerce;
+use dashmap::DashMap;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::scalar::ScalarValue;
+use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
+use kalamdb_commons::{TableDefinition, TableType};
+use kalamdb_filestore::{FileStore, FileStoreError, Manifest, SegmentInfo};
+use kalamdb_store::{StorageRead, WriteBatch};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Decoded rows kept in the segment cache before it is emptied.
+const SEGMENT_CACHE_ROWS: usize = 2_000_000;
+
+/// Rows of one segment, in primary-key order, with their keys.
+type SegmentRows = Arc<Vec<(Vec<u8>, StoredRow)>>;
+
+/// What one flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Row versions written (tombstones included).
+    pub rows: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+    /// Segments written (one per non-empty scope).
+    pub segments: u64,
+}
+
+impl std::ops::AddAssign for FlushStats {
+    fn add_assign(&mut self, o: Self) {
+        self.rows += o.rows;
+        self.bytes += o.bytes;
+        self.segments += o.segments;
+    }
+}
+
+/// The cold tier of the local storage.
+#[derive(Debug)]
+pub struct ColdTier {
+    files: FileStore,
+    manifests: DashMap<String, Arc<Manifest>>,
+    segments: DashMap<(String, String), SegmentRows>,
+    cached_rows: AtomicUsize,
+    /// One flush at a time per scope folder.
+    flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl From<FileStoreError> for KalamError {
+    fn from(e: FileStoreError) -> Self {
+        KalamError::Internal(format!("cold storage: {e}"))
+    }
+}
+
+impl ColdTier {
+    /// The cold tier rooted at a local directory.
+    pub fn local(root: &std::path::Path) -> Result<Self> {
+        Ok(Self {
+            files: FileStore::local(root)?,
+            manifests: DashMap::new(),
+            segments: DashMap::new(),
+            cached_rows: AtomicUsize::new(0),
+            flush_locks: DashMap::new(),
+        })
+    }
+
+    /// The folder of a table (every scope of it lives below).
+    pub fn table_dir(def: &TableDefinition) -> String {
+        format!("{}/{}", def.namespace, def.name)
+    }
+
+    /// The folder of one scope: `{namespace}/{table}` for SHARED tables,
+    /// `{namespace}/{table}/{user_id}` for USER tables.
+    pub fn scope_dir(def: &TableDefinition, scope: &Scope) -> String {
+        match scope {
+            Scope::Shared => Self::table_dir(def),
+            Scope::User(u) => format!("{}/{}", Self::table_dir(def), u),
+        }
+    }
+
+    async fn manifest(&self, dir: &str) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.manifests.get(dir) {
+            return Ok(Arc::clone(m.value()));
+        }
+        let m = Arc::new(self.files.manifest(dir).await?);
+        self.manifests.insert(dir.to_string(), Arc::clone(&m));
+        Ok(m)
+    }
+
+    async fn segment_rows(
+        &self,
+        table: &CachedTable,
+        dir: &str,
+        seg: &kalamdb_filestore::SegmentMeta,
+    ) -> Result<SegmentRows> {
+        let key = (dir.to_string(), seg.id.clone());
+        if let Some(rows) = self.segments.get(&key) {
+            return Ok(Arc::clone(rows.value()));
+        }
+        let batches = self.files.read_segment(dir, seg).await?;
+        let mut rows = Vec::with_capacity(seg.row_count as usize);
+        for b in &batches {
+            rows.extend(batch_to_rows(table, b)?);
+        }
+        let rows = Arc::new(rows);
+        if self.cached_rows.fetch_add(rows.len(), Ordering::Relaxed) > SEGMENT_CACHE_ROWS {
+            self.segments.clear();
+            self.cached_rows.store(rows.len(), Ordering::Relaxed);
+        }
+        self.segments.insert(key, Arc::clone(&rows));
+        Ok(rows)
+    }
+
+    /// The latest cold version of every key of `scope` (tombstones included), by key.
+    pub async fn scope_versions(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+    ) -> Result<BTreeMap<Vec<u8>, StoredRow>> {
+        let dir = Self::scope_dir(&table.def, scope);
+        let manifest = self.manifest(&dir).await?;
+        let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
+        for seg in &manifest.segments {
+            for (k, row) in self.segment_rows(table, &dir, seg).await?.iter() {
+                if out.get(k).is_none_or(|old| old.seq < row.seq) {
+                    out.insert(k.clone(), row.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `hot` (a scope's hot versions, read before this call) merged over the scope's cold
+    /// versions: the current version of every key, tombstones included, in key order.
+    pub async fn merge_scope(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+        hot: Vec<(Vec<u8>, StoredRow)>,
+    ) -> Result<Vec<StoredRow>> {
+        let cold = self.scope_versions(table, scope).await?;
+        Ok(merge_versions(hot, cold))
+    }
+
+    /// The latest cold version of each of `keys` in `scope`; segments whose key range misses
+    /// a key are not read for it.
+    pub async fn lookup(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<StoredRow>>> {
+        let dir = Self::scope_dir(&table.def, scope);
+        let manifest = self.manifest(&dir).await?;
+        let mut out: Vec<Option<StoredRow>> = vec![None; keys.len()];
+        if manifest.segments.is_empty() {
+            return Ok(out);
+        }
+        for seg in &manifest.segments {
+            let (lo, hi) = (unhex(&seg.min_key), unhex(&seg.max_key));
+            let wanted: Vec<usize> = (0..keys.len())
+                .filter(|&i| keys[i] >= lo && keys[i] <= hi)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let rows = self.segment_rows(table, &dir, seg).await?;
+            for i in wanted {
+                if let Ok(at) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(&keys[i]))
+                    && out[i].as_ref().is_none_or(|old| old.seq < rows[at].1.seq)
+                {
+                    out[i] = Some(rows[at].1.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every file of a dropped table and forgets what was cached of it.
+    pub async fn drop_table(&self, def: &TableDefinition) -> Result<()> {
+        let dir = Self::table_dir(def);
+        let inside = |d: &str| d == dir || d.starts_with(&format!("{dir}/"));
+        self.manifests.retain(|d, _| !inside(d));
+        self.segments.retain(|(d, _), _| !inside(d));
+        self.files.remove_all(&dir).await?;
+        Ok(())
+    }
+
+    /// Flushes one scope; see the module doc.
+    pub async fn flush_scope(
+        &self,
+        app: &AppContext,
+        table: &CachedTable,
+        scope: &Scope,
+    ) -> Result<FlushStats> {
+        let dir = Self::scope_dir(&table.def, scope);
+        let lock = Arc::clone(self.flush_locks.entry(dir.clone()).or_default().value());
+        let _flushing = lock.lock().await;
+
+        let prefix = scope.prefix();
+        let versions: Vec<(Vec<u8>, StoredRow)> = {
+            let snapshot = app.backend().snapshot();
+            read_versions(&*snapshot, &table.partitions.rows, &prefix)?
+        };
+        let manifest = self.manifest(&dir).await?;
+        let removed = self.files.remove_strays(&dir, &manifest).await?;
+        if removed > 0 {
+            tracing::info!(dir, removed, "removed files left by an interrupted flush");
+        }
+        let Some(((min_key, _), (max_key, _))) = versions.first().zip(versions.last()) else {
+            return Ok(FlushStats::default());
+        };
+        let rows: Vec<StoredRow> = versions.iter().map(|(_, r)| r.clone()).collect();
+        let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
+        let info = SegmentInfo {
+            id: format!("{:019}", app.seq().next_id()),
+            min_seq: rows.iter().map(|r| r.seq).min().unwrap_or(0),
+            max_seq: rows.iter().map(|r| r.seq).max().unwrap_or(0),
+            min_key: hex(min_key),
+            max_key: hex(max_key),
+            schema_version: table.def.version,
+        };
+        let meta = self.files.write_segment(&dir, &batches, info).await?;
+        let stats = FlushStats {
+            rows: meta.row_count,
+            bytes: meta.bytes,
+            segments: 1,
+        };
+        let mut next = (*manifest).clone();
+        next.version = 1;
+        next.segments.push(meta);
+        self.files.commit(&dir, &next).await?;
+        self.manifests.insert(dir, Arc::new(next));
+
+        // Drop the flushed versions from the hot tier, unless a writer replaced them since.
+        let locks = app.table_locks(&table.def.table_id());
+        let _guard = locks.scope(scope).await;
+        let keys: Vec<Vec<u8>> = versions.iter().map(|(k, _)| row_key(&prefix, k)).collect();
+        let current = app.backend().multi_get(&table.partitions.rows, &keys)?;
+        let mut batch = WriteBatch::new();
+        for ((key, (_, flushed)), now) in keys.into_iter().zip(&versions).zip(current) {
+            if let Some(bytes) = now
+                && StoredRow::decode(&bytes)?.seq == flushed.seq
+            {
+                batch.delete(&table.partitions.rows, key);
+            }
+        }
+        if !batch.is_empty() {
+            let _gate = app.commit_gate().await;
+            app.backend().write(batch)?;
+        }
+        Ok(stats)
+    }
+
+    /// Flushes every scope of a table that has hot rows.
+    pub async fn flush_table(&self, app: &AppContext, table: &CachedTable) -> Result<FlushStats> {
+        let mut stats = FlushStats::default();
+        if table.def.table_type == TableType::Stream {
+            return Ok(stats); // STREAM rows expire by TTL; they are never flushed
+        }
+        for scope in hot_scopes(app, table)? {
+            stats += self.flush_scope(app, table, &scope).await?;
+        }
+        Ok(stats)
+    }
+}
+
+/// The scopes of a table that have hot rows.
+fn hot_scopes(app: &AppContext, table: &CachedTable) -> Result<Vec<Scope>> {
+    if table.def.table_type == TableType::Shared {
+        return Ok(vec![Scope::Shared]);
+    }
+    let mut users = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    for item in app.backend().scan(&table.partitions.rows, b"", None)? {
+        let (key, _) = item?;
+        let Some(end) = key.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        if last.as_deref() != Some(&key[..end]) {
+            let user = String::from_utf8_lossy(&key[..end]).into_owned();
+            users.push(Scope::User(kalamdb_commons::UserId::new(user)));
+            last = Some(key[..end].to_vec());
+        }
+    }
+    Ok(users)
+}
+
+/// The hot versions of a scope with their primary-key keys, in key order.
+pub fn read_versions(
+    read: &dyn StorageRead,
+    partition: &str,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, StoredRow)>> {
+    read.scan(partition, prefix, None)?
+        .map(|item| {
+            let (k, v) = item?;
+            Ok((k[prefix.len()..].to_vec(), StoredRow::decode(&v)?))
+        })
+        .collect()
+}
+
+/// Merges hot versions over cold ones (largest `_seq` per key wins), in key order, tombstones
+/// included.
+pub fn merge_versions(
+    hot: Vec<(Vec<u8>, StoredRow)>,
+    mut cold: BTreeMap<Vec<u8>, StoredRow>,
+) -> Vec<StoredRow> {
+    for (k, row) in hot {
+        if cold.get(&k).is_none_or(|old| old.seq <= row.seq) {
+            cold.insert(k, row);
+        }
+    }
+    cold.into_values().collect()
+}
+
+/// Decodes a segment batch into keyed rows (columns found by name).
+fn batch_to_rows(table: &CachedTable, b: &RecordBatch) -> Result<Vec<(Vec<u8>, StoredRow)>> {
+    let def = &table.def;
+    let pk = table
+        .pk_index
+        .map(|i| def.columns[i].column_id)
+        .ok_or_else(|| KalamError::Internal("flushed table has no primary key".into()))?;
+    let seq = b
+        .column_by_name(SEQ_COLUMN)
+        .and_then(|a| a.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| KalamError::Internal("segment without _seq".into()))?;
+    let deleted = b
+        .column_by_name(DELETED_COLUMN)
+        .and_then(|a| a.as_boolean_opt())
+        .ok_or_else(|| KalamError::Internal("segment without _deleted".into()))?;
+    let columns: Vec<(u32, &dyn Array, &kalamdb_commons::ColumnDefinition)> = def
+        .columns
+        .iter()
+        .filter_map(|c| {
+            b.column_by_name(&c.name)
+                .map(|a| (c.column_id, a.as_ref(), c))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let mut cells = Vec::with_capacity(columns.len());
+        for (id, array, c) in &columns {
+            if array.is_null(i) {
+                continue;
+            }
+            let scalar = ScalarValue::try_from_array(*array, i)
+                .map_err(|e| KalamError::Internal(e.to_string()))?;
+            cells.push((*id, coerce(scalar, &c.data_type, &c.name)?));
+        }
+        let row = StoredRow {
+            seq: seq.value(i),
+            deleted: deleted.value(i),
+            cells,
+        };
+        let key = row
+            .cell(pk)
+            .pk_key()
+            .ok_or_else(|| KalamError::Internal("segment row without a primary key".into()))?;
+        out.push((key, row));
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}

@@ -1,0 +1,238 @@
+//! The cold tier: Parquet segments and the manifest that lists them, one folder per table scope
+//! (a SHARED table, or one user's partition of a USER table), on any `object_store`.
+//!
+//! A folder holds `manifest.json` and `seg-<id>.parquet` files. Only segments named in the
+//! manifest exist as far as readers are concerned; a segment is written under a temporary name,
+//! renamed into place, and only then added to the manifest, which is itself replaced by a
+//! rename. A crash at any step therefore leaves either the old manifest or the new one, never a
+//! manifest naming a missing or half-written file (stray files are ignored and cleaned up).
+//!
+//! Rows are Arrow record batches; the caller decides their schema. Each column's field metadata
+//! may carry the table's stable column id ([`COLUMN_ID_KEY`]), which survives renames.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::object_store::local::LocalFileSystem;
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Field-metadata key holding a column's stable id.
+pub const COLUMN_ID_KEY: &str = "kalamdb:column_id";
+
+const MANIFEST: &str = "manifest.json";
+
+/// Errors of the cold tier.
+#[derive(Debug, thiserror::Error)]
+pub enum FileStoreError {
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] datafusion::object_store::Error),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// A manifest could not be parsed.
+    #[error("corrupt manifest {path}: {message}")]
+    Manifest {
+        /// Where.
+        path: String,
+        /// What.
+        message: String,
+    },
+    /// A local directory could not be prepared.
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = FileStoreError> = std::result::Result<T, E>;
+
+/// One Parquet segment as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Unique id (also in the file name).
+    pub id: String,
+    /// File name inside the scope folder.
+    pub file: String,
+    /// Rows, tombstones included.
+    pub row_count: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Smallest and largest `_seq` in the segment.
+    pub min_seq: i64,
+    /// See `min_seq`.
+    pub max_seq: i64,
+    /// Smallest and largest primary-key sort key (hex), for pruning key lookups.
+    pub min_key: String,
+    /// See `min_key`.
+    pub max_key: String,
+    /// Schema version of the table the rows were written under.
+    pub schema_version: u32,
+}
+
+/// The segments of one scope folder, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of this file.
+    pub version: u32,
+    /// Live segments.
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// What a new segment holds besides its rows (the caller knows these from the rows).
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Unique id.
+    pub id: String,
+    /// `_seq` range.
+    pub min_seq: i64,
+    /// See `min_seq`.
+    pub max_seq: i64,
+    /// Primary-key sort-key range (hex).
+    pub min_key: String,
+    /// See `min_key`.
+    pub max_key: String,
+    /// Table schema version.
+    pub schema_version: u32,
+}
+
+/// Segment and manifest access on one object store.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl FileStore {
+    /// A store rooted at a local directory (created when missing).
+    pub fn local(root: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
+        Ok(Self {
+            store: Arc::new(LocalFileSystem::new_with_prefix(root)?),
+        })
+    }
+
+    /// A store over any object store.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// The manifest of `dir` (empty when the folder has none yet).
+    pub async fn manifest(&self, dir: &str) -> Result<Manifest> {
+        let path = Path::from(format!("{dir}/{MANIFEST}"));
+        let bytes = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(Manifest::default()),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| FileStoreError::Manifest {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `batches` as one new segment of `dir` (temporary name, then renamed) and returns
+    /// its manifest entry; the manifest itself is not changed (see [`FileStore::commit`]).
+    pub async fn write_segment(
+        &self,
+        dir: &str,
+        batches: &[RecordBatch],
+        info: SegmentInfo,
+    ) -> Result<SegmentMeta> {
+        let Some(first) = batches.first() else {
+            return Err(FileStoreError::Manifest {
+                path: dir.to_string(),
+                message: "a segment needs rows".into(),
+            });
+        };
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .build();
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
+        let mut rows = 0u64;
+        for b in batches {
+            writer.write(b)?;
+            rows += b.num_rows() as u64;
+        }
+        writer.close()?;
+        let file = format!("seg-{}.parquet", info.id);
+        let bytes = buf.len() as u64;
+        let tmp = Path::from(format!("{dir}/{file}.tmp"));
+        self.store.put(&tmp, PutPayload::from(buf)).await?;
+        self.store
+            .rename(&tmp, &Path::from(format!("{dir}/{file}")))
+            .await?;
+        Ok(SegmentMeta {
+            id: info.id,
+            file,
+            row_count: rows,
+            bytes,
+            min_seq: info.min_seq,
+            max_seq: info.max_seq,
+            min_key: info.min_key,
+            max_key: info.max_key,
+            schema_version: info.schema_version,
+        })
+    }
+
+    /// Replaces the manifest of `dir` (temporary name, then renamed).
+    pub async fn commit(&self, dir: &str, manifest: &Manifest) -> Result<()> {
+        let text = serde_json::to_vec_pretty(manifest).map_err(|e| FileStoreError::Manifest {
+            path: dir.to_string(),
+            message: e.to_string(),
+        })?;
+        let tmp = Path::from(format!("{dir}/{MANIFEST}.tmp"));
+        self.store.put(&tmp, PutPayload::from(text)).await?;
+        self.store
+            .rename(&tmp, &Path::from(format!("{dir}/{MANIFEST}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads every row of one segment.
+    pub async fn read_segment(&self, dir: &str, segment: &SegmentMeta) -> Result<Vec<RecordBatch>> {
+        let path = Path::from(format!("{dir}/{}", segment.file));
+        let bytes = self.store.get(&path).await?.bytes().await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| FileStoreError::Parquet(e.into()))
+    }
+
+    /// Deletes files in `dir` that the manifest does not name (left by a crash mid-flush).
+    pub async fn remove_strays(&self, dir: &str, manifest: &Manifest) -> Result<usize> {
+        let prefix = Path::from(dir.to_string());
+        let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut removed = 0;
+        for meta in listed {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let is_dir_child = meta
+                .location
+                .prefix_match(&prefix)
+                .is_some_and(|mut p| p.next().is_some() && p.next().is_none());
+            let known = name == MANIFEST || manifest.segments.iter().any(|s| s.file == name);
+            if is_dir_child && !known {
+                self.store.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes everything under `dir` (a dropped table's folder).
+    pub async fn remove_all(&self, dir: &str) -> Result<()> {
+        let prefix = Path::from(dir.to_string());
+        let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        for meta in listed {
+            self.store.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! Flush to Parquet and reads across the hot and cold tiers.
+
+use crate::live::Ws;
+use crate::support::{TestServer, rows};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Parquet segments below `dir`, recursively.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(segments(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn ids_and_names(s: &TestServer, token: &str, sql: &str) -> Vec<(String, Value)> {
+    rows(&s.ok(token, sql).await)
+        .into_iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn flushed_rows_read_as_one_table_and_deletes_after_flush_stay_deleted() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.items (id BIGINT PRIMARY KEY, name TEXT)",
+    )
+    .await;
+    s.ok(
+        &root,
+        "INSERT INTO app.items VALUES (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four')",
+    )
+    .await;
+    let r = s.ok(&root, "STORAGE FLUSH TABLE app.items").await;
+    assert!(
+        r["message"].as_str().unwrap().contains("Flushed 4 row(s)"),
+        "{r}"
+    );
+    let files = segments(&s.dir.path().join("storage/app/items"));
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // The hot tier no longer holds them; every read path still finds them.
+    let all = "SELECT id, name FROM app.items ORDER BY id";
+    assert_eq!(ids_and_names(&s, &root, all).await.len(), 4);
+    let one = s.ok(&root, "SELECT name FROM app.items WHERE id = 3").await;
+    assert_eq!(rows(&one), vec![vec![json!("three")]]);
+    let (_, _, msg) = s
+        .err(&root, "INSERT INTO app.items VALUES (2, 'again')")
+        .await;
+    assert!(
+        msg.contains("Primary key violation"),
+        "a flushed key is still taken: {msg}"
+    );
+
+    // Update and delete rows that live only in the segment, then flush those changes too.
+    s.ok(&root, "UPDATE app.items SET name = 'TWO' WHERE id = 2")
+        .await;
+    s.ok(&root, "DELETE FROM app.items WHERE id = 3").await;
+    s.ok(&root, "INSERT INTO app.items VALUES (5, 'five')")
+        .await;
+    let expected = vec![
+        ("1".to_string(), json!("one")),
+        ("2".to_string(), json!("TWO")),
+        ("4".to_string(), json!("four")),
+        ("5".to_string(), json!("five")),
+    ];
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+    s.ok(&root, "FLUSH TABLE app.items").await;
+    assert_eq!(segments(&s.dir.path().join("storage/app/items")).len(), 2);
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+    // A key deleted in a later segment can be inserted again.
+    s.ok(&root, "INSERT INTO app.items VALUES (3, 'three again')")
+        .await;
+    s.ok(&root, "DELETE FROM app.items WHERE id = 3").await;
+
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert_eq!(
+        ids_and_names(&s, &root, all).await,
+        expected,
+        "after restart"
+    );
+    let n = s
+        .ok(&root, "SELECT COUNT(*) FROM app.items WHERE id = 3")
+        .await;
+    assert_eq!(
+        rows(&n),
+        vec![vec![json!("0")]],
+        "the delete after flush holds"
+    );
+
+    // Segments are plain Parquet with _seq and _deleted.
+    let ctx = SessionContext::new();
+    let seg = &segments(&s.dir.path().join("storage/app/items"))[1];
+    let df = ctx
+        .read_parquet(seg.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "name", "_seq", "_deleted"]);
+    let batches = df.collect().await.unwrap();
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        total, 3,
+        "the second flush holds 2's update, 3's tombstone and 5's insert"
+    );
+}
+
+#[tokio::test]
+async fn user_tables_flush_into_one_folder_per_user_and_stay_private() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id BIGINT PRIMARY KEY, body TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["alice", "bob"]).await;
+    let (alice, bob) = (&users[0], &users[1]);
+    s.ok(alice, "INSERT INTO app.notes VALUES (1, 'a1'), (2, 'a2')")
+        .await;
+    s.ok(bob, "INSERT INTO app.notes VALUES (1, 'b1')").await;
+    s.ok(&root, "STORAGE FLUSH ALL IN app").await;
+    let base = s.dir.path().join("storage/app/notes");
+    assert_eq!(segments(&base.join("alice")).len(), 1);
+    assert_eq!(segments(&base.join("bob")).len(), 1);
+    assert_eq!(
+        segments(&base).len(),
+        2,
+        "no segment outside the user folders"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(base.join("alice/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["segments"][0]["row_count"], 2);
+
+    let q = "SELECT id, body FROM app.notes ORDER BY id";
+    assert_eq!(
+        ids_and_names(&s, alice, q).await,
+        vec![("1".into(), json!("a1")), ("2".into(), json!("a2"))]
+    );
+    assert_eq!(
+        ids_and_names(&s, bob, q).await,
+        vec![("1".into(), json!("b1"))]
+    );
+    // Keys are per user in the cold tier too.
+    s.ok(bob, "INSERT INTO app.notes VALUES (2, 'b2')").await;
+
+    // A live subscription's initial rows include flushed ones.
+    let mut ws = Ws::authed(&s, alice).await;
+    let initial = ws
+        .subscribe_all("n", "SELECT id, body FROM app.notes", json!({}))
+        .await;
+    assert_eq!(initial.len(), 2, "{initial:?}");
+
+    // DROP TABLE removes the files; a new table of the same name starts empty.
+    s.ok(&root, "DROP TABLE app.notes").await;
+    assert!(segments(&base).is_empty());
+    s.ok(
+        &root,
+        "CREATE USER TABLE app.notes (id BIGINT PRIMARY KEY, body TEXT)",
+    )
+    .await;
+    assert!(ids_and_names(&s, alice, q).await.is_empty());
+    s.ok(alice, "INSERT INTO app.notes VALUES (1, 'new')").await;
+}
+
+#[tokio::test]
+async fn flush_is_for_admins_and_names_must_exist() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["carol"]).await;
+    let (status, _, _) = s.err(&users[0], "STORAGE FLUSH TABLE app.t").await;
+    assert_eq!(status, 403);
+    let (_, _, msg) = s.err(&root, "STORAGE FLUSH TABLE app.missing").await;
+    assert!(msg.contains("app.missing"), "{msg}");
+    let (_, _, msg) = s.err(&root, "STORAGE FLUSH ALL IN nowhere").await;
+    assert!(msg.contains("nowhere"), "{msg}");
+    let (_, code, _) = s.err(&root, "STORAGE FLUSH EVERYTHING").await;
+    assert_eq!(code, "INVALID_SQL");
+    let r = s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    assert!(
+        r["message"].as_str().unwrap().contains("Flushed 0 row(s)"),
+        "{r}"
+    );
+}
