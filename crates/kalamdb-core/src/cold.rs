@@ -34,6 +34,31 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A step of a flush after which a crash leaves a distinct state on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushStep {
+    /// The segment file is in place; the manifest does not name it yet.
+    SegmentWritten,
+    /// The manifest names the segment; the hot versions are still there.
+    ManifestCommitted,
+}
+
+/// Test hook: the next flush that reaches this step stops there with an error, leaving what a
+/// crash at that point would leave.
+#[doc(hidden)]
+pub static FAIL_FLUSH_AT: parking_lot::Mutex<Option<FlushStep>> = parking_lot::Mutex::new(None);
+
+fn step_done(step: FlushStep) -> Result<()> {
+    let mut fail = FAIL_FLUSH_AT.lock();
+    if *fail == Some(step) {
+        *fail = None;
+        return Err(KalamError::Internal(format!(
+            "flush stopped after {step:?} (injected failure)"
+        )));
+    }
+    Ok(())
+}
+
 /// Decoded rows kept in the segment cache before it is emptied.
 const SEGMENT_CACHE_ROWS: usize = 2_000_000;
 
@@ -245,6 +270,7 @@ impl ColdTier {
             schema_version: table.def.version,
         };
         let meta = self.files.write_segment(&dir, &batches, info).await?;
+        step_done(FlushStep::SegmentWritten)?;
         let stats = FlushStats {
             rows: meta.row_count,
             bytes: meta.bytes,
@@ -255,6 +281,7 @@ impl ColdTier {
         next.segments.push(meta);
         self.files.commit(&dir, &next).await?;
         self.manifests.insert(dir, Arc::new(next));
+        step_done(FlushStep::ManifestCommitted)?;
 
         // Drop the flushed versions from the hot tier, unless a writer replaced them since.
         let locks = app.table_locks(&table.def.table_id());
