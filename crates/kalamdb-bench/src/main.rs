@@ -13,12 +13,15 @@
 //!   spread over `--users` users;
 //! - `live-latency` / `live-fanout` / `live-users`: INSERT-to-delivery time of live queries
 //!   (see [`live`]);
+//! - `flush` / `cold-query`: flush throughput, and queries over flushed segments (see
+//!   [`cold`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
 //! a progress line shows the running rate. Results print as a table and, with `--json`, are
 //! written with the command, commit and machine so `docs/benchmarks.md` can quote them.
 
+mod cold;
 mod live;
 mod report;
 
@@ -169,6 +172,28 @@ fn row_values(id: u64) -> String {
         "({id}, 'user-{id:08}', {}.5, 'payload for row {id:012} of the kalamdb bench ..........')",
         id % 1000
     )
+}
+
+/// Inserts the bench rows with ids `ids` into `ns.table`, 1,000 per request.
+async fn load_rows(
+    client: &Client,
+    ns: &str,
+    table: &str,
+    ids: std::ops::Range<u64>,
+) -> Result<(), String> {
+    let mut id = ids.start;
+    while id < ids.end {
+        let end = (id + 1000).min(ids.end);
+        let values: Vec<String> = (id..end).map(row_values).collect();
+        client
+            .sql(
+                format!("INSERT INTO {ns}.{table} VALUES {}", values.join(", ")),
+                None,
+            )
+            .await?;
+        id = end;
+    }
+    Ok(())
 }
 
 /// (Re)creates `ns.table` with the bench's row shape; `kind` is SHARED, USER or STREAM.
@@ -324,18 +349,7 @@ async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, St
     let ns = args.namespace.clone();
     create_table(client, &ns, "point_select", "SHARED").await?;
     let load = Instant::now();
-    let mut id = 0u64;
-    while id < args.rows as u64 {
-        let end = (id + 1000).min(args.rows as u64);
-        let values: Vec<String> = (id..end).map(row_values).collect();
-        client
-            .sql(
-                format!("INSERT INTO {ns}.point_select VALUES {}", values.join(", ")),
-                None,
-            )
-            .await?;
-        id = end;
-    }
+    load_rows(client, &ns, "point_select", 0..args.rows as u64).await?;
     eprintln!(
         "point-select: loaded {} rows in {:.1}s",
         args.rows,
@@ -474,6 +488,16 @@ async fn main() {
     };
     let mut results = Vec::new();
     for w in workloads {
+        if w == "cold-query" {
+            match cold::queries(&args, &client).await {
+                Ok(rs) => results.extend(rs),
+                Err(e) => {
+                    eprintln!("kalamdb-bench: {w}: {e}");
+                    std::process::exit(1);
+                }
+            }
+            continue;
+        }
         let r = match w {
             "insert-single" => insert_single(&args, &client).await,
             "insert-batch" => insert_batch(&args, &client).await,
@@ -488,6 +512,7 @@ async fn main() {
             }
             "live-users" => live::per_user(&args, &client).await,
             "user-select" => user_select(&args, &client).await,
+            "flush" => cold::flush(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {

@@ -1,0 +1,94 @@
+//! Cold-tier workloads.
+//!
+//! - `flush`: `--batch` rounds of loading `--rows` bench rows (about 100 bytes each) into a
+//!   SHARED table, then timing `STORAGE FLUSH TABLE` (the request, end to end). Rows/s is the
+//!   rows flushed over the time spent in flush requests.
+//! - `cold-query`: 200,000 rows written as 20 flushed segments of 10,000, then a GROUP BY, a
+//!   filter, a primary-key lookup and a key-range query, each measured on its own.
+
+use crate::report::WorkloadResult;
+use crate::{Args, Client, create_table, drive, load_rows};
+use hdrhistogram::Histogram;
+use std::time::Instant;
+
+pub(crate) async fn flush(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+    let ns = &args.namespace;
+    create_table(client, ns, "flush", "SHARED").await?;
+    let rounds = args.batch.clamp(1, 20) as u64;
+    let per_round = args.rows as u64;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut flush_secs = 0.0;
+    for r in 0..rounds {
+        load_rows(client, ns, "flush", r * per_round..(r + 1) * per_round).await?;
+        let t = Instant::now();
+        client
+            .sql(format!("STORAGE FLUSH TABLE {ns}.flush"), None)
+            .await?;
+        let spent = t.elapsed();
+        flush_secs += spent.as_secs_f64();
+        hist.saturating_record(spent.as_micros() as u64);
+        eprintln!(
+            "flush: round {} of {rounds}: {per_round} rows in {:.1} ms",
+            r + 1,
+            spent.as_secs_f64() * 1000.0
+        );
+    }
+    let mut result = WorkloadResult::new("flush", 1, flush_secs, &hist, rounds * per_round, 0);
+    result
+        .notes
+        .push(format!("{rounds} flushes of {per_round} rows each"));
+    Ok(result)
+}
+
+pub(crate) async fn queries(args: &Args, client: &Client) -> Result<Vec<WorkloadResult>, String> {
+    let ns = args.namespace.clone();
+    create_table(client, &ns, "cold", "SHARED").await?;
+    let (segments, per_segment) = (20u64, 10_000u64);
+    let load = Instant::now();
+    for s in 0..segments {
+        load_rows(client, &ns, "cold", s * per_segment..(s + 1) * per_segment).await?;
+        client
+            .sql(format!("STORAGE FLUSH TABLE {ns}.cold"), None)
+            .await?;
+    }
+    eprintln!(
+        "cold-query: {} rows in {segments} segments loaded in {:.1}s",
+        segments * per_segment,
+        load.elapsed().as_secs_f64()
+    );
+    let total = segments * per_segment;
+    let queries: [(&str, fn(&str, u64, u64) -> String); 4] = [
+        ("cold-groupby", |ns, _, _| {
+            format!("SELECT score, COUNT(*), MAX(id) FROM {ns}.cold GROUP BY score")
+        }),
+        ("cold-filter", |ns, _, _| {
+            format!("SELECT COUNT(*) FROM {ns}.cold WHERE score > 990 AND note LIKE '%bench%'")
+        }),
+        ("cold-pk", |ns, i, total| {
+            format!("SELECT * FROM {ns}.cold WHERE id = {}", (i * 7919) % total)
+        }),
+        ("cold-range", |ns, i, total| {
+            let lo = (i * 7919) % (total - 100);
+            format!(
+                "SELECT * FROM {ns}.cold WHERE id >= {lo} AND id < {}",
+                lo + 100
+            )
+        }),
+    ];
+    let mut out = Vec::new();
+    for (name, make) in queries {
+        let (c, ns) = (client.clone(), ns.clone());
+        out.push(
+            drive(args, name, move |_, i| {
+                let (c, sql) = (c.clone(), make(&ns, i, total));
+                async move {
+                    let r = c.sql(sql, None).await?;
+                    Ok(r.results.first().map(|r| r.row_count as u64).unwrap_or(0))
+                }
+            })
+            .await,
+        );
+    }
+    Ok(out)
+}
