@@ -41,6 +41,9 @@ pub(crate) async fn flush(args: &Args, client: &Client) -> Result<WorkloadResult
     Ok(result)
 }
 
+/// Builds a query's SQL from the namespace, the request number and the table's row count.
+type QueryText = fn(&str, u64, u64) -> String;
+
 pub(crate) async fn queries(args: &Args, client: &Client) -> Result<Vec<WorkloadResult>, String> {
     let ns = args.namespace.clone();
     create_table(client, &ns, "cold", "SHARED").await?;
@@ -58,7 +61,7 @@ pub(crate) async fn queries(args: &Args, client: &Client) -> Result<Vec<Workload
         load.elapsed().as_secs_f64()
     );
     let total = segments * per_segment;
-    let queries: [(&str, fn(&str, u64, u64) -> String); 4] = [
+    let queries: [(&str, QueryText); 4] = [
         ("cold-groupby", |ns, _, _| {
             format!("SELECT score, COUNT(*), MAX(id) FROM {ns}.cold GROUP BY score")
         }),

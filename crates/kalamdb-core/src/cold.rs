@@ -23,7 +23,10 @@ use crate::rows::{Scope, StoredRow, row_key};
 use crate::schema_registry::CachedTable;
 use crate::value::coerce;
 use dashmap::DashMap;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, new_null_array,
+};
+use datafusion::arrow::compute::{cast, concat, interleave};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
@@ -65,6 +68,16 @@ const SEGMENT_CACHE_ROWS: usize = 2_000_000;
 /// Rows of one segment, in primary-key order, with their keys.
 type SegmentRows = Arc<Vec<(Vec<u8>, StoredRow)>>;
 
+/// One source of a merged scan: rows in primary-key order as Arrow columns of the table's
+/// schema, with each row's key and `_seq`.
+#[derive(Debug)]
+struct ScanSource {
+    batch: RecordBatch,
+    keys: Vec<Vec<u8>>,
+    seqs: Vec<i64>,
+    deleted: Vec<bool>,
+}
+
 /// What one flush wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlushStats {
@@ -90,6 +103,7 @@ pub struct ColdTier {
     files: FileStore,
     manifests: DashMap<String, Arc<Manifest>>,
     segments: DashMap<(String, String), SegmentRows>,
+    arrow_segments: DashMap<(String, String), Arc<ScanSource>>,
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -108,6 +122,7 @@ impl ColdTier {
             files: FileStore::local(root)?,
             manifests: DashMap::new(),
             segments: DashMap::new(),
+            arrow_segments: DashMap::new(),
             cached_rows: AtomicUsize::new(0),
             flush_locks: DashMap::new(),
         })
@@ -158,6 +173,92 @@ impl ColdTier {
         }
         self.segments.insert(key, Arc::clone(&rows));
         Ok(rows)
+    }
+
+    /// Whether `scope` has flushed segments.
+    pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
+        let dir = Self::scope_dir(&table.def, scope);
+        Ok(!self.manifest(&dir).await?.segments.is_empty())
+    }
+
+    async fn arrow_segment(
+        &self,
+        table: &CachedTable,
+        dir: &str,
+        seg: &kalamdb_filestore::SegmentMeta,
+    ) -> Result<Arc<ScanSource>> {
+        let key = (dir.to_string(), seg.id.clone());
+        if let Some(src) = self.arrow_segments.get(&key) {
+            return Ok(Arc::clone(src.value()));
+        }
+        let batches = self.files.read_segment(dir, seg).await?;
+        let batch = conform(table, &batches)?;
+        let src = Arc::new(ScanSource::of_batch(table, batch)?);
+        if self
+            .cached_rows
+            .fetch_add(src.keys.len(), Ordering::Relaxed)
+            > SEGMENT_CACHE_ROWS
+        {
+            self.segments.clear();
+            self.arrow_segments.clear();
+            self.cached_rows.store(src.keys.len(), Ordering::Relaxed);
+        }
+        self.arrow_segments.insert(key, Arc::clone(&src));
+        Ok(src)
+    }
+
+    /// The visible rows of `scope` as Arrow batches of `table`'s schema, projected: `hot`
+    /// (read before this call) merged over every flushed segment, in primary-key order. Works
+    /// on Arrow columns throughout (a k-way merge of sorted sources, then one `interleave`
+    /// per projected column), so large cold scans never build per-row values.
+    pub async fn scan_batches(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+        hot: &[(Vec<u8>, StoredRow)],
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let dir = Self::scope_dir(&table.def, scope);
+        let manifest = self.manifest(&dir).await?;
+        let mut sources: Vec<Arc<ScanSource>> = Vec::new();
+        for seg in &manifest.segments {
+            sources.push(self.arrow_segment(table, &dir, seg).await?);
+        }
+        if !hot.is_empty() {
+            let rows: Vec<StoredRow> = hot.iter().map(|(_, r)| r.clone()).collect();
+            let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
+            let batch = conform(table, &batches)?;
+            sources.push(Arc::new(ScanSource {
+                batch,
+                keys: hot.iter().map(|(k, _)| k.clone()).collect(),
+                seqs: rows.iter().map(|r| r.seq).collect(),
+                deleted: rows.iter().map(|r| r.deleted).collect(),
+            }));
+        }
+        let picks = merge_sources(&sources);
+        let full = &table.schema;
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..full.fields().len()).collect(),
+        };
+        let schema = Arc::new(full.project(&indices).map_err(internal)?);
+        let mut out = Vec::new();
+        for chunk in picks.chunks(BATCH_ROWS) {
+            let columns = indices
+                .iter()
+                .map(|&c| {
+                    let arrays: Vec<&dyn Array> =
+                        sources.iter().map(|s| s.batch.column(c).as_ref()).collect();
+                    interleave(&arrays, chunk).map_err(internal)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            out.push(
+                RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)
+                    .map_err(internal)?,
+            );
+        }
+        Ok(out)
     }
 
     /// The latest cold version of every key of `scope` (tombstones included), by key.
@@ -231,6 +332,7 @@ impl ColdTier {
         let inside = |d: &str| d == dir || d.starts_with(&format!("{dir}/"));
         self.manifests.retain(|d, _| !inside(d));
         self.segments.retain(|(d, _), _| !inside(d));
+        self.arrow_segments.retain(|(d, _), _| !inside(d));
         self.files.remove_all(&dir).await?;
         Ok(())
     }
@@ -411,6 +513,114 @@ fn batch_to_rows(table: &CachedTable, b: &RecordBatch) -> Result<Vec<(Vec<u8>, S
         out.push((key, row));
     }
     Ok(out)
+}
+
+/// Rows per batch of a merged scan.
+const BATCH_ROWS: usize = 8192;
+
+fn internal(e: impl std::fmt::Display) -> KalamError {
+    KalamError::Internal(e.to_string())
+}
+
+/// One batch with exactly `table`'s schema: columns found by name (cast when a type differs),
+/// missing ones NULL.
+fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = Arc::clone(&table.schema);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let parts = batches
+            .iter()
+            .map(|b| match b.column_by_name(field.name()) {
+                Some(a) if a.data_type() == field.data_type() => Ok(Arc::clone(a)),
+                Some(a) => cast(a, field.data_type()).map_err(internal),
+                None => Ok(new_null_array(field.data_type(), b.num_rows())),
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        columns.push(if refs.is_empty() {
+            new_null_array(field.data_type(), 0)
+        } else {
+            concat(&refs).map_err(internal)?
+        });
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema, columns, &options).map_err(internal)
+}
+
+impl ScanSource {
+    /// Keys, `_seq` and `_deleted` of a conformed segment batch.
+    fn of_batch(table: &CachedTable, batch: RecordBatch) -> Result<Self> {
+        let pk_index = table
+            .pk_index
+            .ok_or_else(|| internal("flushed table has no primary key"))?;
+        let pk_col = &table.def.columns[pk_index];
+        let pk = batch.column(pk_index);
+        let keys = (0..batch.num_rows())
+            .map(|i| {
+                let scalar = ScalarValue::try_from_array(pk, i).map_err(internal)?;
+                coerce(scalar, &pk_col.data_type, &pk_col.name)?
+                    .pk_key()
+                    .ok_or_else(|| internal("segment row without a primary key"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seq = batch
+            .column_by_name(SEQ_COLUMN)
+            .and_then(|a| a.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| internal("segment without _seq"))?;
+        let deleted = batch
+            .column_by_name(DELETED_COLUMN)
+            .and_then(|a| a.as_boolean_opt())
+            .ok_or_else(|| internal("segment without _deleted"))?;
+        let seqs = seq.values().to_vec();
+        let deleted = (0..batch.num_rows()).map(|i| deleted.value(i)).collect();
+        Ok(Self {
+            batch,
+            keys,
+            seqs,
+            deleted,
+        })
+    }
+}
+
+/// K-way merge of sources sorted by key: for each key the row with the largest `_seq`, in key
+/// order, tombstones left out. Returns `(source, row)` pairs.
+fn merge_sources(sources: &[Arc<ScanSource>]) -> Vec<(usize, usize)> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> = sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.keys.is_empty())
+        .map(|(i, s)| Reverse((s.keys[0].as_slice(), i, 0)))
+        .collect();
+    let mut out = Vec::new();
+    let mut current: Option<(&[u8], usize, usize)> = None;
+    let emit = |pick: Option<(&[u8], usize, usize)>, out: &mut Vec<(usize, usize)>| {
+        if let Some((_, s, r)) = pick
+            && !sources[s].deleted[r]
+        {
+            out.push((s, r));
+        }
+    };
+    while let Some(Reverse((key, s, r))) = heap.pop() {
+        if r + 1 < sources[s].keys.len() {
+            heap.push(Reverse((sources[s].keys[r + 1].as_slice(), s, r + 1)));
+        }
+        match current {
+            Some((k, cs, cr)) if k == key => {
+                if sources[s].seqs[r] > sources[cs].seqs[cr] {
+                    current = Some((key, s, r));
+                }
+            }
+            _ => {
+                emit(current.take(), &mut out);
+                current = Some((key, s, r));
+            }
+        }
+    }
+    emit(current, &mut out);
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -8,7 +8,7 @@
 
 use super::identity_of;
 use crate::access;
-use crate::cold::{ColdTier, merge_versions, read_versions};
+use crate::cold::{ColdTier, read_versions};
 use crate::error::KalamError;
 use crate::rows::{Scope, StoredRow, log_key, row_key, stream_cutoff_seq};
 use crate::schema_registry::CachedTable;
@@ -110,26 +110,24 @@ impl AppTableProvider {
         Ok(row.filter(|r| !r.deleted))
     }
 
-    /// Every visible row of `scope`, in primary-key order (STREAM: in `_seq` order).
-    pub async fn read_scope(&self, scope: &Scope) -> crate::error::Result<Vec<StoredRow>> {
-        self.read_rows(scope, &[], None).await
-    }
-
-    /// Reads the visible rows of `scope`.
-    async fn read_rows(
+    /// The visible rows of `scope` as batches projected by `projection`, in primary-key order
+    /// (STREAM: `_seq` order). The pushed-down filters only pick the read path (primary-key
+    /// values become point reads); `limit` applies only when there are none.
+    pub async fn scan_scope(
         &self,
         scope: &Scope,
         filters: &[Expr],
+        projection: Option<&Vec<usize>>,
         limit: Option<usize>,
-    ) -> crate::error::Result<Vec<StoredRow>> {
+    ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
         let prefix = scope.prefix();
+        let limit = if filters.is_empty() { limit } else { None };
         if self.table.def.table_type == TableType::Stream {
-            return self.read_stream(&prefix, filters, limit);
+            let rows = self.read_stream(&prefix, limit)?;
+            return self.build_batches(&rows, projection);
         }
-        let partition = &self.table.partitions.rows;
-        let keys = filters.iter().find_map(|f| self.pk_values(f));
-        let mut rows = Vec::new();
-        if let Some(values) = keys {
+        if let Some(values) = filters.iter().find_map(|f| self.pk_values(f)) {
+            let mut rows = Vec::new();
             let mut seen = std::collections::HashSet::new();
             for v in values {
                 if v.pk_key().is_some_and(|k| seen.insert(k))
@@ -138,32 +136,32 @@ impl AppTableProvider {
                     rows.push(row);
                 }
             }
-            return Ok(rows);
+            return self.build_batches(&rows, projection);
         }
-        let limit = if filters.is_empty() { limit } else { None };
         // Hot first, then the manifest (see crate::cold).
-        let hot = read_versions(&*self.backend, partition, &prefix)?;
-        let cold = self.cold.scope_versions(&self.table, scope).await?;
-        if !cold.is_empty() {
-            let mut rows: Vec<StoredRow> = merge_versions(hot, cold)
-                .into_iter()
-                .filter(|r| !r.deleted)
-                .collect();
-            if let Some(l) = limit {
-                rows.truncate(l);
-            }
-            return Ok(rows);
+        let hot = read_versions(&*self.backend, &self.table.partitions.rows, &prefix)?;
+        if self.cold.has_segments(&self.table, scope).await? {
+            let batches = self
+                .cold
+                .scan_batches(&self.table, scope, &hot, projection)
+                .await?;
+            let schema = match projection {
+                Some(p) => Arc::new(
+                    self.table
+                        .schema
+                        .project(p)
+                        .map_err(|e| KalamError::Internal(e.to_string()))?,
+                ),
+                None => Arc::clone(&self.table.schema),
+            };
+            return Ok((schema, batches));
         }
-        for (_, row) in hot {
-            if row.deleted {
-                continue;
-            }
-            rows.push(row);
-            if limit.is_some_and(|l| rows.len() >= l) {
-                break;
-            }
-        }
-        Ok(rows)
+        let visible = hot.into_iter().map(|(_, r)| r).filter(|r| !r.deleted);
+        let rows: Vec<StoredRow> = match limit {
+            Some(l) => visible.take(l).collect(),
+            None => visible.collect(),
+        };
+        self.build_batches(&rows, projection)
     }
 
     /// Reads a STREAM scope: the log from the TTL cutoff on (older rows are invisible at once,
@@ -171,11 +169,9 @@ impl AppTableProvider {
     fn read_stream(
         &self,
         prefix: &[u8],
-        filters: &[Expr],
         limit: Option<usize>,
     ) -> crate::error::Result<Vec<StoredRow>> {
         let start = log_key(prefix, stream_cutoff_seq(&self.table.def));
-        let limit = if filters.is_empty() { limit } else { None };
         let mut rows = Vec::new();
         for item in self
             .backend
@@ -293,12 +289,9 @@ impl TableProvider for AppTableProvider {
             }
             _ => Scope::User(identity.user_id.clone()),
         };
-        let rows = self
-            .read_rows(&scope, filters, limit)
-            .await
-            .map_err(KalamError::into_datafusion)?;
         let (schema, batches) = self
-            .build_batches(&rows, projection)
+            .scan_scope(&scope, filters, projection, limit)
+            .await
             .map_err(KalamError::into_datafusion)?;
         let exec: Arc<dyn ExecutionPlan> =
             MemorySourceConfig::try_new_exec(&[batches], schema, None)?;

@@ -133,14 +133,16 @@ pub(crate) async fn try_point_lookup(
         Arc::clone(app.backend()),
         Arc::clone(app.cold()),
     );
-    let rows = match &key {
-        Some(key) => provider
-            .read_key(&scope, key)
-            .await?
-            .into_iter()
-            .collect::<Vec<_>>(),
-        None => provider.read_scope(&scope).await?,
+    let (schema, batches) = match &key {
+        Some(key) => {
+            let rows: Vec<_> = provider.read_key(&scope, key).await?.into_iter().collect();
+            provider.build_batches(&rows, Some(&projection))?
+        }
+        None => {
+            provider
+                .scan_scope(&scope, &[], Some(&projection), None)
+                .await?
+        }
     };
-    let (schema, batches) = provider.build_batches(&rows, Some(&projection))?;
     Ok(Some(Output::Rows { schema, batches }))
 }
