@@ -19,7 +19,7 @@
 
 use crate::app_context::AppContext;
 use crate::error::{KalamError, Result};
-use crate::rows::{Scope, StoredRow, row_key};
+use crate::rows::{Scope, StoredRow};
 use crate::schema_registry::CachedTable;
 use crate::value::coerce;
 use dashmap::DashMap;
@@ -32,7 +32,7 @@ use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{FileStore, FileStoreError, Manifest, SegmentInfo};
-use kalamdb_store::{StorageRead, WriteBatch};
+use kalamdb_store::{KvPair, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -349,29 +349,41 @@ impl ColdTier {
         let _flushing = lock.lock().await;
 
         let prefix = scope.prefix();
-        let versions: Vec<(Vec<u8>, StoredRow)> = {
+        let started = std::time::Instant::now();
+        // The scope's entries as stored (full key, raw value), and decoded.
+        let mut stored: Vec<KvPair> = Vec::new();
+        let mut rows: Vec<StoredRow> = Vec::new();
+        {
             let snapshot = app.backend().snapshot();
-            read_versions(&*snapshot, &table.partitions.rows, &prefix)?
-        };
+            for item in snapshot.scan(&table.partitions.rows, &prefix, None)? {
+                let (k, v) = item?;
+                rows.push(StoredRow::decode(&v)?);
+                stored.push((k, v));
+            }
+        }
         let manifest = self.manifest(&dir).await?;
         let removed = self.files.remove_strays(&dir, &manifest).await?;
         if removed > 0 {
             tracing::info!(dir, removed, "removed files left by an interrupted flush");
         }
-        let Some(((min_key, _), (max_key, _))) = versions.first().zip(versions.last()) else {
+        let Some(((min_key, _), (max_key, _))) = stored.first().zip(stored.last()) else {
             return Ok(FlushStats::default());
         };
-        let rows: Vec<StoredRow> = versions.iter().map(|(_, r)| r.clone()).collect();
+        let read = started.elapsed();
         let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
+        let encoded = started.elapsed();
         let info = SegmentInfo {
             id: format!("{:019}", app.seq().next_id()),
             min_seq: rows.iter().map(|r| r.seq).min().unwrap_or(0),
             max_seq: rows.iter().map(|r| r.seq).max().unwrap_or(0),
-            min_key: hex(min_key),
-            max_key: hex(max_key),
+            min_key: hex(&min_key[prefix.len()..]),
+            max_key: hex(&max_key[prefix.len()..]),
             schema_version: table.def.version,
         };
+        drop(rows);
         let meta = self.files.write_segment(&dir, &batches, info).await?;
+        drop(batches);
+        let written = started.elapsed();
         step_done(FlushStep::SegmentWritten)?;
         let stats = FlushStats {
             rows: meta.row_count,
@@ -382,26 +394,55 @@ impl ColdTier {
         next.version = 1;
         next.segments.push(meta);
         self.files.commit(&dir, &next).await?;
-        self.manifests.insert(dir, Arc::new(next));
+        self.manifests.insert(dir.clone(), Arc::new(next));
         step_done(FlushStep::ManifestCommitted)?;
 
-        // Drop the flushed versions from the hot tier, unless a writer replaced them since.
+        // Drop the flushed versions from the hot tier, unless a writer replaced them since:
+        // under the scope's lock, walk the scope again beside the flushed list and delete each
+        // run of consecutive entries that are byte-for-byte the flushed ones (one range
+        // tombstone per run; keys written since break the runs).
         let locks = app.table_locks(&table.def.table_id());
         let _guard = locks.scope(scope).await;
-        let keys: Vec<Vec<u8>> = versions.iter().map(|(k, _)| row_key(&prefix, k)).collect();
-        let current = app.backend().multi_get(&table.partitions.rows, &keys)?;
+        let partition = &table.partitions.rows;
         let mut batch = WriteBatch::new();
-        for ((key, (_, flushed)), now) in keys.into_iter().zip(&versions).zip(current) {
-            if let Some(bytes) = now
-                && StoredRow::decode(&bytes)?.seq == flushed.seq
-            {
-                batch.delete(&table.partitions.rows, key);
+        let mut run: Option<KvPair> = None; // (first key, last key)
+        let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
+            if let Some((first, last)) = run.take() {
+                if first == last {
+                    batch.delete(partition, first.into_vec());
+                } else {
+                    let mut to = last.into_vec();
+                    to.push(0); // the smallest key after `last`
+                    batch.delete_range(partition, first.into_vec(), to);
+                }
+            }
+        };
+        let mut flushed = stored.into_iter().peekable();
+        for item in app.backend().scan(partition, &prefix, None)? {
+            let (key, value) = item?;
+            while flushed.next_if(|(k, _)| *k < key).is_some() {}
+            let same = flushed.next_if(|(k, v)| *k == key && *v == value).is_some();
+            match (&mut run, same) {
+                (Some((_, last)), true) => *last = key,
+                (None, true) => run = Some((key.clone(), key)),
+                (_, false) => end_run(&mut run, &mut batch),
             }
         }
+        end_run(&mut run, &mut batch);
         if !batch.is_empty() {
             let _gate = app.commit_gate().await;
             app.backend().write(batch)?;
         }
+        tracing::info!(
+            dir,
+            rows = stats.rows,
+            bytes = stats.bytes,
+            read_ms = read.as_millis() as u64,
+            arrow_ms = (encoded - read).as_millis() as u64,
+            parquet_ms = (written - encoded).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "flushed a scope"
+        );
         Ok(stats)
     }
 

@@ -92,6 +92,15 @@ pub enum BatchOp {
         /// Key bytes.
         key: Vec<u8>,
     },
+    /// Remove every key in `from..to` from `partition` (one range tombstone).
+    DeleteRange {
+        /// Target partition.
+        partition: String,
+        /// First key removed.
+        from: Vec<u8>,
+        /// First key kept (exclusive end).
+        to: Vec<u8>,
+    },
 }
 
 /// A set of writes committed atomically: all of them or none.
@@ -126,6 +135,15 @@ impl WriteBatch {
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Queues the removal of every key in `from..to` (`to` excluded) of `partition`.
+    pub fn delete_range(&mut self, partition: &str, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(BatchOp::DeleteRange {
+            partition: partition.to_string(),
+            from,
+            to,
+        });
     }
 
     /// Whether the batch holds nothing.

@@ -208,9 +208,9 @@ impl StorageBackend for RocksBackend {
         let mut handles: Vec<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
         for op in batch.ops() {
             let partition = match op {
-                BatchOp::Put { partition, .. } | BatchOp::Delete { partition, .. } => {
-                    partition.as_str()
-                }
+                BatchOp::Put { partition, .. }
+                | BatchOp::Delete { partition, .. }
+                | BatchOp::DeleteRange { partition, .. } => partition.as_str(),
             };
             let cf = match handles.iter().find(|(name, _)| *name == partition) {
                 Some((_, cf)) => Arc::clone(cf),
@@ -226,6 +226,7 @@ impl StorageBackend for RocksBackend {
             match op {
                 BatchOp::Put { key, value, .. } => wb.put_cf(&cf, key, value),
                 BatchOp::Delete { key, .. } => wb.delete_cf(&cf, key),
+                BatchOp::DeleteRange { from, to, .. } => wb.delete_range_cf(&cf, from, to),
             }
         }
         self.db.write_opt(wb, &self.write_options())?;

@@ -163,3 +163,30 @@ fn scoped_partitions_read_like_flat_ones() {
     let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
     assert_eq!(recorded, "");
 }
+
+#[test]
+fn delete_range_removes_exactly_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    db.create_partition("s", KeyLayout::Scoped).unwrap();
+    let mut batch = WriteBatch::new();
+    for u in ["a", "b"] {
+        for i in 0..10u8 {
+            batch.put("s", [u.as_bytes(), &[0, i]].concat(), vec![i]);
+        }
+    }
+    db.write(batch).unwrap();
+    let mut batch = WriteBatch::new();
+    // a\0 2..=5 as a range ending at the successor of the last key.
+    batch.delete_range("s", b"a\0\x02".to_vec(), b"a\0\x05\0".to_vec());
+    db.write(batch).unwrap();
+    let keys = |p: &[u8]| {
+        collect(db.scan("s", p, None).unwrap())
+            .into_iter()
+            .map(|(k, _)| k[k.len() - 1])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(b"a\0"), vec![0, 1, 6, 7, 8, 9]);
+    assert_eq!(keys(b"b\0").len(), 10);
+    assert_eq!(db.get("s", b"a\0\x03").unwrap(), None);
+}
