@@ -446,6 +446,92 @@ impl ColdTier {
         Ok(stats)
     }
 
+    /// Merges every segment of `scope` into one, keeping the latest version of each key and
+    /// dropping tombstones and superseded versions (the hot tier only holds newer versions, so
+    /// nothing older can resurface). The new manifest replaces the old in one rename; the old
+    /// files are deleted after it. Returns the number of segments before and after.
+    pub async fn compact_scope(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+        new_id: i64,
+    ) -> Result<(usize, usize)> {
+        let dir = Self::scope_dir(&table.def, scope);
+        let lock = Arc::clone(self.flush_locks.entry(dir.clone()).or_default().value());
+        let _busy = lock.lock().await;
+        let manifest = self.manifest(&dir).await?;
+        let before = manifest.segments.len();
+        if before == 0 {
+            return Ok((0, 0));
+        }
+        let mut sources = Vec::with_capacity(before);
+        for seg in &manifest.segments {
+            sources.push(self.arrow_segment(table, &dir, seg).await?);
+        }
+        if before == 1 && !sources[0].deleted.contains(&true) {
+            return Ok((1, 1));
+        }
+        let picks = merge_sources(&sources);
+        let mut next = Manifest {
+            version: 1,
+            segments: Vec::new(),
+        };
+        if let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) {
+            let columns = (0..table.schema.fields().len())
+                .map(|c| {
+                    let arrays: Vec<&dyn Array> =
+                        sources.iter().map(|s| s.batch.column(c).as_ref()).collect();
+                    interleave(&arrays, &picks).map_err(internal)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch =
+                RecordBatch::try_new(Arc::clone(&table.schema), columns).map_err(internal)?;
+            let seqs = picks.iter().map(|&(s, r)| sources[s].seqs[r]);
+            let info = SegmentInfo {
+                id: format!("{new_id:019}"),
+                min_seq: seqs.clone().min().unwrap_or(0),
+                max_seq: seqs.max().unwrap_or(0),
+                min_key: hex(&sources[fs].keys[fr]),
+                max_key: hex(&sources[ls].keys[lr]),
+                schema_version: table.def.version,
+            };
+            next.segments
+                .push(self.files.write_segment(&dir, &[batch], info).await?);
+        }
+        self.files.commit(&dir, &next).await?;
+        self.manifests.insert(dir.clone(), Arc::new(next.clone()));
+        self.files.remove_strays(&dir, &next).await?;
+        Ok((before, next.segments.len()))
+    }
+
+    /// Compacts every scope of a table that has segments; returns (segments before, after).
+    pub async fn compact_table(
+        &self,
+        app: &AppContext,
+        table: &CachedTable,
+    ) -> Result<(usize, usize)> {
+        let scopes = match table.def.table_type {
+            TableType::Shared => vec![Scope::Shared],
+            TableType::Stream => Vec::new(),
+            _ => self
+                .files
+                .child_dirs(&Self::table_dir(&table.def))
+                .await?
+                .into_iter()
+                .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
+                .collect(),
+        };
+        let (mut before, mut after) = (0, 0);
+        for scope in scopes {
+            let (b, a) = self
+                .compact_scope(table, &scope, app.seq().next_id())
+                .await?;
+            before += b;
+            after += a;
+        }
+        Ok((before, after))
+    }
+
     /// Flushes every scope of a table that has hot rows.
     pub async fn flush_table(&self, app: &AppContext, table: &CachedTable) -> Result<FlushStats> {
         let mut stats = FlushStats::default();

@@ -226,6 +226,17 @@ impl FileStore {
         Ok(removed)
     }
 
+    /// Names of the folders directly inside `dir`.
+    pub async fn child_dirs(&self, dir: &str) -> Result<Vec<String>> {
+        let prefix = Path::from(dir.to_string());
+        let listed = self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     /// Deletes everything under `dir` (a dropped table's folder).
     pub async fn remove_all(&self, dir: &str) -> Result<()> {
         let prefix = Path::from(dir.to_string());

@@ -8,6 +8,7 @@ use crate::auth::password;
 use crate::catalog::{DEFAULT_NAMESPACE, NamespaceRecord};
 use crate::error::{KalamError, Result};
 use crate::providers::system::rows_to_batch;
+use crate::schema_registry::CachedTable;
 use crate::types::{parse_sql_type, system_field};
 use crate::value::{Value, coerce};
 use datafusion::arrow::datatypes::Schema;
@@ -641,24 +642,25 @@ pub async fn drop_table(
     Ok(Output::Message(format!("Table '{id}' dropped")))
 }
 
-/// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet (dba/system).
-pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
-    access::check_admin(&ctx.identity, "flush tables")?;
+/// The table a `STORAGE … TABLE` statement names (dba/system only).
+fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<CachedTable>> {
+    access::check_admin(&ctx.identity, "run storage maintenance")?;
     let id = resolve(ctx, t);
-    let table = app
-        .schema_registry()
+    app.schema_registry()
         .get(&id)?
         .ok_or_else(|| KalamError::NotFound {
             kind: "Table",
             name: id.to_string(),
-        })?;
-    let stats = app.cold().flush_table(app, &table).await?;
-    Ok(Output::Message(flushed_message(&id.to_string(), stats)))
+        })
 }
 
-/// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
-pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
-    access::check_admin(&ctx.identity, "flush tables")?;
+/// The tables a `STORAGE … ALL [IN ns]` statement covers (dba/system only).
+fn storage_targets(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    ns: Option<&str>,
+) -> Result<Vec<Arc<CachedTable>>> {
+    access::check_admin(&ctx.identity, "run storage maintenance")?;
     let ns = ns.map(NamespaceId::new);
     if let Some(ns) = &ns
         && app.catalog().namespace(ns)?.is_none()
@@ -668,14 +670,29 @@ pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Res
             name: ns.to_string(),
         });
     }
-    let mut stats = crate::cold::FlushStats::default();
-    let defs = app.catalog().tables(ns.as_ref())?;
-    for def in &defs {
-        if let Some(table) = app.schema_registry().get(&def.table_id())? {
-            stats += app.cold().flush_table(app, &table).await?;
-        }
+    let mut tables = Vec::new();
+    for def in app.catalog().tables(ns.as_ref())? {
+        tables.extend(app.schema_registry().get(&def.table_id())?);
     }
-    let what = format!("{} table(s)", defs.len());
+    Ok(tables)
+}
+
+/// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet.
+pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    let table = storage_target(app, ctx, t)?;
+    let stats = app.cold().flush_table(app, &table).await?;
+    let what = table.def.table_id().to_string();
+    Ok(Output::Message(flushed_message(&what, stats)))
+}
+
+/// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
+pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
+    let tables = storage_targets(app, ctx, ns)?;
+    let mut stats = crate::cold::FlushStats::default();
+    for table in &tables {
+        stats += app.cold().flush_table(app, table).await?;
+    }
+    let what = format!("{} table(s)", tables.len());
     Ok(Output::Message(flushed_message(&what, stats)))
 }
 
@@ -684,6 +701,31 @@ fn flushed_message(what: &str, s: crate::cold::FlushStats) -> String {
         "Flushed {} row(s) of {what} into {} segment(s), {} bytes",
         s.rows, s.segments, s.bytes
     )
+}
+
+/// `STORAGE COMPACT TABLE ns.t`: merges each scope's segments into one.
+pub async fn compact_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    let table = storage_target(app, ctx, t)?;
+    let (before, after) = app.cold().compact_table(app, &table).await?;
+    let what = table.def.table_id().to_string();
+    Ok(Output::Message(compacted_message(&what, before, after)))
+}
+
+/// `STORAGE COMPACT ALL [IN ns]`.
+pub async fn compact_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
+    let tables = storage_targets(app, ctx, ns)?;
+    let (mut before, mut after) = (0, 0);
+    for table in &tables {
+        let (b, a) = app.cold().compact_table(app, table).await?;
+        before += b;
+        after += a;
+    }
+    let what = format!("{} table(s)", tables.len());
+    Ok(Output::Message(compacted_message(&what, before, after)))
+}
+
+fn compacted_message(what: &str, before: usize, after: usize) -> String {
+    format!("Compacted {what}: {before} segment(s) into {after}")
 }
 
 /// `KILL LIVE QUERY 'live_id'`: admins end any subscription, others only their own.

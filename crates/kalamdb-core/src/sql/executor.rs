@@ -345,6 +345,8 @@ impl SqlExecutor {
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
+            Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
+            Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)

@@ -46,6 +46,10 @@ pub enum Command {
     FlushTable(TableRef),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`
     FlushAll(Option<String>),
+    /// `STORAGE COMPACT TABLE [ns.]t`
+    CompactTable(TableRef),
+    /// `STORAGE COMPACT ALL [IN [NAMESPACE] ns]`
+    CompactAll(Option<String>),
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -349,7 +353,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("DESCRIBE" | "DESC", "TABLE")
             | ("KILL", "LIVE")
             | ("FLUSH", "TABLE")
-            | ("STORAGE", "FLUSH")
+            | ("STORAGE", "FLUSH" | "COMPACT")
     )
 }
 
@@ -427,6 +431,11 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
             ("FLUSH_TABLE", format!("{ns}{}", table.table))
         }
         Command::FlushAll(ns) => ("FLUSH_ALL", ns.unwrap_or_default()),
+        Command::CompactTable(table) => {
+            let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
+            ("COMPACT_TABLE", format!("{ns}{}", table.table))
+        }
+        Command::CompactAll(ns) => ("COMPACT_ALL", ns.unwrap_or_default()),
         Command::Describe(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("DESCRIBE_TABLE", format!("{ns}{}", table.table))
@@ -491,11 +500,16 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             c.pos = 2;
             Command::FlushTable(c.table_ref()?)
         }
-        ("STORAGE", "FLUSH") if w2 == "TABLE" => {
+        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => {
             c.pos = 3;
-            Command::FlushTable(c.table_ref()?)
+            let table = c.table_ref()?;
+            if verb == "FLUSH" {
+                Command::FlushTable(table)
+            } else {
+                Command::CompactTable(table)
+            }
         }
-        ("STORAGE", "FLUSH") if w2 == "ALL" => {
+        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => {
             c.pos = 3;
             let ns = if c.eat("IN") {
                 c.eat("NAMESPACE");
@@ -503,12 +517,16 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             } else {
                 None
             };
-            Command::FlushAll(ns)
+            if verb == "FLUSH" {
+                Command::FlushAll(ns)
+            } else {
+                Command::CompactAll(ns)
+            }
         }
-        ("STORAGE", "FLUSH") => {
-            return Err(KalamError::InvalidSql(
-                "expected STORAGE FLUSH TABLE ns.t or STORAGE FLUSH ALL [IN ns]".into(),
-            ));
+        ("STORAGE", verb) => {
+            return Err(KalamError::InvalidSql(format!(
+                "expected STORAGE {verb} TABLE ns.t or STORAGE {verb} ALL [IN ns]"
+            )));
         }
         ("SHOW", "TABLES") => {
             c.pos = 2;

@@ -271,7 +271,7 @@ async fn a_flush_interrupted_at_any_step_loses_and_doubles_nothing() {
     assert_eq!(rows(&n), vec![vec![json!("3")]]);
 }
 
-/// Random inserts, updates, deletes and flushes by two users; after every step each user's
+/// Random inserts, updates, deletes, flushes and compactions by two users; after every step each user's
 /// SELECT (scan and point lookups) equals an in-memory model.
 #[tokio::test]
 async fn model_random_writes_and_flushes_match_a_model() {
@@ -318,8 +318,11 @@ async fn model_random_writes_and_flushes_match_a_model() {
                     .await;
                 model[u].remove(&id);
             }
-            _ => {
+            8 => {
                 s.ok(&root, "STORAGE FLUSH TABLE app.m").await;
+            }
+            _ => {
+                s.ok(&root, "STORAGE COMPACT TABLE app.m").await;
             }
         }
         if step % 25 == 24 {
@@ -388,5 +391,65 @@ async fn writes_during_flushes_are_kept() {
             json!("400"),
             json!(expected_updates.len().to_string())
         ]]
+    );
+}
+
+#[tokio::test]
+async fn compaction_merges_segments_and_drops_what_is_superseded() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.c (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    s.ok(
+        &root,
+        "INSERT INTO app.c VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.c").await;
+    s.ok(&root, "UPDATE app.c SET v = 'B' WHERE id = 2; DELETE FROM app.c WHERE id = 3; INSERT INTO app.c VALUES (4, 'd')").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.c").await;
+    let dir = s.dir.path().join("storage/app/c");
+    assert_eq!(segments(&dir).len(), 2);
+    let all = "SELECT id, v FROM app.c ORDER BY id";
+    let expected = vec![
+        ("1".to_string(), json!("a")),
+        ("2".to_string(), json!("B")),
+        ("4".to_string(), json!("d")),
+    ];
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+
+    let r = s.ok(&root, "STORAGE COMPACT TABLE app.c").await;
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 segment(s) into 1"),
+        "{r}"
+    );
+    let files = segments(&dir);
+    assert_eq!(files.len(), 1, "old segments are deleted");
+    let ctx = SessionContext::new();
+    let n = ctx
+        .read_parquet(files[0].to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(n, 3, "superseded versions and tombstones are gone");
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+    let (_, _, msg) = s.err(&root, "INSERT INTO app.c VALUES (2, 'dup')").await;
+    assert!(msg.contains("Primary key violation"), "{msg}");
+    s.ok(&root, "INSERT INTO app.c VALUES (3, 'c again')").await;
+    let r = s.ok(&root, "STORAGE COMPACT ALL").await;
+    assert!(
+        r["message"].as_str().unwrap().starts_with("Compacted"),
+        "{r}"
     );
 }
