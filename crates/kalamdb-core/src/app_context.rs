@@ -11,6 +11,7 @@ use crate::changes::{ChangeListener, ListenerSlot};
 use crate::cold::ColdTier;
 use crate::config::Config;
 use crate::error::{KalamError, Result};
+use crate::flush_scheduler::FlushScheduler;
 use crate::providers::SessionIdentity;
 use crate::providers::catalog::{CATALOG_NAME, KalamCatalog, ProviderDeps};
 use crate::schema_registry::SchemaRegistry;
@@ -38,6 +39,7 @@ pub struct AppContext {
     listener: ListenerSlot,
     deps: ProviderDeps,
     cold: Arc<ColdTier>,
+    flushes: FlushScheduler,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -104,8 +106,10 @@ impl AppContext {
             listener,
             deps,
             cold,
+            flushes: FlushScheduler::default(),
         });
         spawn_stream_eviction(&app);
+        crate::flush_scheduler::spawn(&app);
         Ok(app)
     }
 
@@ -168,6 +172,11 @@ impl AppContext {
     /// The cold tier of application tables.
     pub fn cold(&self) -> &Arc<ColdTier> {
         &self.cold
+    }
+
+    /// The counters behind automatic flushes.
+    pub fn flushes(&self) -> &FlushScheduler {
+        &self.flushes
     }
 
     /// What table providers read from (system tables are built from it).

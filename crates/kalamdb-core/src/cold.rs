@@ -37,6 +37,48 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// When a table's hot rows are flushed: after `rows` rows written, or `interval_secs` after
+/// the first unflushed write, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Rows written since the last flush.
+    pub rows: Option<u64>,
+    /// Seconds since the first write after the last flush.
+    pub interval_secs: Option<u64>,
+}
+
+impl FlushPolicy {
+    /// Parses `rows:N`, `interval:S` or both, comma-separated.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            KalamError::InvalidSql(format!(
+                "Invalid FLUSH_POLICY '{text}': use 'rows:N', 'interval:S' or 'rows:N,interval:S'"
+            ))
+        };
+        let mut policy = Self {
+            rows: None,
+            interval_secs: None,
+        };
+        for part in text.split(',') {
+            let (k, v) = part.trim().split_once(':').ok_or_else(bad)?;
+            let n: u64 = v.trim().parse().map_err(|_| bad())?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "rows" if (1..=100_000_000).contains(&n) => policy.rows = Some(n),
+                "interval" if (1..=86_400).contains(&n) => policy.interval_secs = Some(n),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Whether a table with `rows` unflushed rows, the oldest written `age` ago, is due.
+    pub fn due(&self, rows: u64, age: std::time::Duration) -> bool {
+        rows > 0
+            && (self.rows.is_some_and(|n| rows >= n)
+                || self.interval_secs.is_some_and(|s| age.as_secs() >= s))
+    }
+}
+
 /// A step of a flush after which a crash leaves a distinct state on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushStep {

@@ -27,6 +27,7 @@ pub mod changes;
 pub mod cold;
 pub mod config;
 pub mod error;
+pub mod flush_scheduler;
 pub mod providers;
 pub mod rows;
 pub mod schema_registry;

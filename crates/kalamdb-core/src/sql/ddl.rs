@@ -265,21 +265,7 @@ fn option_text(opt: &SqlOption) -> Result<(String, String)> {
 
 /// Validates `rows:N`, `interval:S` or both.
 fn validate_flush_policy(text: &str) -> Result<()> {
-    let bad = || {
-        KalamError::InvalidSql(format!(
-            "Invalid FLUSH_POLICY '{text}': use 'rows:N', 'interval:S' or 'rows:N,interval:S'"
-        ))
-    };
-    for part in text.split(',') {
-        let (k, v) = part.trim().split_once(':').ok_or_else(bad)?;
-        let n: u64 = v.trim().parse().map_err(|_| bad())?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "rows" if (1..=999_999).contains(&n) => {}
-            "interval" if (1..=86_399).contains(&n) => {}
-            _ => return Err(bad()),
-        }
-    }
-    Ok(())
+    crate::cold::FlushPolicy::parse(text).map(|_| ())
 }
 
 fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
@@ -604,6 +590,7 @@ async fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
     app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);
     app.forget_table_locks(id);
+    app.flushes().forget(id);
     // Flushed segments last: once the definition is gone nobody reads them.
     if let Some(def) = def {
         app.cold().drop_table(&def).await?;
@@ -680,6 +667,7 @@ fn storage_targets(
 /// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet.
 pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
     let table = storage_target(app, ctx, t)?;
+    app.flushes().forget(&table.def.table_id());
     let stats = app.cold().flush_table(app, &table).await?;
     let what = table.def.table_id().to_string();
     Ok(Output::Message(flushed_message(&what, stats)))
@@ -690,6 +678,7 @@ pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Res
     let tables = storage_targets(app, ctx, ns)?;
     let mut stats = crate::cold::FlushStats::default();
     for table in &tables {
+        app.flushes().forget(&table.def.table_id());
         stats += app.cold().flush_table(app, table).await?;
     }
     let what = format!("{} table(s)", tables.len());

@@ -428,11 +428,15 @@ async fn commit(
     listener: Option<&Arc<dyn ChangeListener>>,
     events: Vec<ChangeEvent>,
 ) -> Result<()> {
+    let written = batch.len() as u64;
     {
         let _gate = app.commit_gate().await;
         app.backend()
             .write(batch)
             .map_err(|e| table_gone(e, table))?;
+    }
+    if table.def.table_type != TableType::Stream {
+        app.flushes().wrote(&table.def.table_id(), written);
     }
     if let Some(l) = listener {
         l.publish(table, scope.user(), events);

@@ -453,3 +453,56 @@ async fn compaction_merges_segments_and_drops_what_is_superseded() {
         "{r}"
     );
 }
+
+/// Waits (up to 10 s) until `dir` holds `n` segments.
+async fn wait_for_segments(dir: &Path, n: usize) {
+    for _ in 0..200 {
+        if segments(dir).len() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} never held {n} segment(s)", dir.display());
+}
+
+#[tokio::test]
+async fn flush_policies_flush_by_rows_by_interval_and_by_default() {
+    let s = TestServer::start_with(|c| {
+        c.storage.flush_check_interval_ms = 20;
+        c.storage.default_flush_policy = "rows:3".into();
+    })
+    .await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.by_rows (id BIGINT PRIMARY KEY) WITH (FLUSH_POLICY = 'rows:5'); \
+         CREATE SHARED TABLE app.by_time (id BIGINT PRIMARY KEY) WITH (FLUSH_POLICY = 'interval:1'); \
+         CREATE SHARED TABLE app.by_default (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    let base = s.dir.path().join("storage/app");
+    s.ok(&root, "INSERT INTO app.by_rows VALUES (1), (2), (3), (4)")
+        .await;
+    s.ok(&root, "INSERT INTO app.by_time VALUES (1)").await;
+    s.ok(&root, "INSERT INTO app.by_default VALUES (1), (2), (3)")
+        .await;
+    wait_for_segments(&base.join("by_time"), 1).await;
+    wait_for_segments(&base.join("by_default"), 1).await;
+    assert!(
+        segments(&base.join("by_rows")).is_empty(),
+        "4 rows do not reach rows:5"
+    );
+    s.ok(&root, "INSERT INTO app.by_rows VALUES (5)").await;
+    wait_for_segments(&base.join("by_rows"), 1).await;
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.by_rows").await;
+    assert_eq!(rows(&n), vec![vec![json!("5")]]);
+
+    let (_, _, msg) = s
+        .err(
+            &root,
+            "CREATE SHARED TABLE app.bad (id BIGINT PRIMARY KEY) WITH (FLUSH_POLICY = 'rows:0')",
+        )
+        .await;
+    assert!(msg.contains("FLUSH_POLICY"), "{msg}");
+}
