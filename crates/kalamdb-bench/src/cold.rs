@@ -5,10 +5,14 @@
 //!   rows flushed over the time spent in flush requests.
 //! - `cold-query`: 200,000 rows written as 20 flushed segments of 10,000, then a GROUP BY, a
 //!   filter, a primary-key lookup and a key-range query, each measured on its own.
+//! - `flush-insert`: `--batch`-row inserts into a SHARED table, first alone, then while
+//!   another client flushes that table back to back.
 
 use crate::report::WorkloadResult;
-use crate::{Args, Client, create_table, drive, load_rows};
+use crate::{Args, Client, batch_inserts, create_table, drive, load_rows};
 use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub(crate) async fn flush(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
@@ -94,4 +98,39 @@ pub(crate) async fn queries(args: &Args, client: &Client) -> Result<Vec<Workload
         );
     }
     Ok(out)
+}
+
+pub(crate) async fn inserts_while_flushing(
+    args: &Args,
+    client: &Client,
+) -> Result<Vec<WorkloadResult>, String> {
+    let ns = args.namespace.clone();
+    create_table(client, &ns, "flush_insert", "SHARED").await?;
+    let alone = batch_inserts(args, client, "flush_insert", "insert-alone").await;
+    create_table(client, &ns, "flush_insert", "SHARED").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flushes = Arc::new(AtomicU64::new(0));
+    let flusher = {
+        let (c, stop, flushes, ns) = (client.clone(), stop.clone(), flushes.clone(), ns.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if c.sql(format!("STORAGE FLUSH TABLE {ns}.flush_insert"), None)
+                    .await
+                    .is_ok()
+                {
+                    flushes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut during = batch_inserts(args, client, "flush_insert", "insert-flushing").await;
+    stop.store(true, Ordering::Relaxed);
+    flusher.await.map_err(|e| e.to_string())?;
+    during.notes.push(format!(
+        "{} flushes ran during the {} s window and warm-up; {:.1}% of the rate alone",
+        flushes.load(Ordering::Relaxed),
+        args.duration,
+        100.0 * during.rows_per_sec / alone.rows_per_sec.max(1.0)
+    ));
+    Ok(vec![alone, during])
 }

@@ -13,8 +13,8 @@
 //!   spread over `--users` users;
 //! - `live-latency` / `live-fanout` / `live-users`: INSERT-to-delivery time of live queries
 //!   (see [`live`]);
-//! - `flush` / `cold-query`: flush throughput, and queries over flushed segments (see
-//!   [`cold`]);
+//! - `flush` / `cold-query` / `flush-insert`: flush throughput, queries over flushed segments,
+//!   batch inserts with and without flushes running (see [`cold`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
@@ -328,21 +328,27 @@ async fn insert_single(args: &Args, client: &Client) -> Result<WorkloadResult, S
 
 async fn insert_batch(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
     create_table(client, &args.namespace, "insert_batch", "SHARED").await?;
+    Ok(batch_inserts(args, client, "insert_batch", "insert-batch").await)
+}
+
+/// `--batch`-row inserts into the existing SHARED table `table`, measured as `name`.
+async fn batch_inserts(args: &Args, client: &Client, table: &str, name: &str) -> WorkloadResult {
     let (c, ns, batch) = (client.clone(), args.namespace.clone(), args.batch as u64);
-    Ok(drive(args, "insert-batch", move |w, i| {
-        let (c, ns) = (c.clone(), ns.clone());
+    let table = table.to_string();
+    drive(args, name, move |w, i| {
+        let (c, ns, table) = (c.clone(), ns.clone(), table.clone());
         async move {
             let base = ((w as u64) << 40) + i * batch;
             let values: Vec<String> = (base..base + batch).map(row_values).collect();
             c.sql(
-                format!("INSERT INTO {ns}.insert_batch VALUES {}", values.join(", ")),
+                format!("INSERT INTO {ns}.{table} VALUES {}", values.join(", ")),
                 None,
             )
             .await
             .map(|_| batch)
         }
     })
-    .await)
+    .await
 }
 
 async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
@@ -488,8 +494,13 @@ async fn main() {
     };
     let mut results = Vec::new();
     for w in workloads {
-        if w == "cold-query" {
-            match cold::queries(&args, &client).await {
+        if w == "cold-query" || w == "flush-insert" {
+            let rs = if w == "cold-query" {
+                cold::queries(&args, &client).await
+            } else {
+                cold::inserts_while_flushing(&args, &client).await
+            };
+            match rs {
                 Ok(rs) => results.extend(rs),
                 Err(e) => {
                     eprintln!("kalamdb-bench: {w}: {e}");
