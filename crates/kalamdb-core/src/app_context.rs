@@ -69,6 +69,12 @@ impl AppContext {
         let catalog = Catalog::open(Arc::clone(&backend), now)?;
         let registry = Arc::new(SchemaRegistry::new(catalog.clone()));
         let seq = Arc::new(SeqGenerator::new(node_id.as_str()));
+        // Continue after every id handed out before the restart, even if the wall clock went
+        // back meanwhile: the recorded mark may lag the last id by one recording interval, so
+        // skip that much further.
+        if let Some(mark) = catalog.seq_high_water()? {
+            seq.observe(mark.saturating_add(crate::seq::millis_span(SEQ_MARK_EVERY_MS * 2)));
+        }
         let audit = AuditLog::new(catalog.clone(), Arc::clone(&seq));
         let auth = AuthService::start(catalog.clone(), config.auth.clone(), audit.clone())
             .await
@@ -109,6 +115,7 @@ impl AppContext {
             flushes: FlushScheduler::default(),
         });
         spawn_stream_eviction(&app);
+        spawn_seq_marks(&app);
         crate::flush_scheduler::spawn(&app);
         Ok(app)
     }
@@ -230,10 +237,37 @@ impl AppContext {
 
     /// Flushes the store before shutdown.
     pub fn shutdown(&self) {
+        if let Err(e) = self.catalog.put_seq_high_water(self.seq.last_issued()) {
+            tracing::warn!(error = %e, "cannot record the _seq high-water mark");
+        }
         if let Err(e) = self.backend.flush() {
             tracing::warn!(error = %e, "flush on shutdown failed");
         }
     }
+}
+
+/// Milliseconds between records of the `_seq` high-water mark.
+const SEQ_MARK_EVERY_MS: u64 = 1000;
+
+/// Records the last `_seq` handed out every [`SEQ_MARK_EVERY_MS`] while it moves, so a restart
+/// continues after it (see [`AppContext::open`]).
+fn spawn_seq_marks(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut recorded = 0;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEQ_MARK_EVERY_MS));
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            let last = app.seq.last_issued();
+            if last > recorded {
+                match app.catalog.put_seq_high_water(last) {
+                    Ok(()) => recorded = last,
+                    Err(e) => tracing::warn!(error = %e, "cannot record the _seq high-water mark"),
+                }
+            }
+        }
+    });
 }
 
 /// Runs [`AppContext::evict_expired_stream_rows`] every `stream.eviction_interval_secs` until the

@@ -69,11 +69,21 @@ impl SeqGenerator {
         }
     }
 
+    /// The last id handed out (0 before the first).
+    pub fn last_issued(&self) -> i64 {
+        self.last.load(Ordering::Acquire) as i64
+    }
+
     /// Seeds the generator so ids continue after `seq` (used on restart, so a clock that went
     /// back while the server was down cannot reuse an id).
     pub fn observe(&self, seq: i64) {
         self.last.fetch_max(seq.max(0) as u64, Ordering::AcqRel);
     }
+}
+
+/// How far apart in `_seq` two ids taken `ms` milliseconds apart are, at least.
+pub fn millis_span(ms: u64) -> i64 {
+    (ms << (WORKER_BITS + SEQUENCE_BITS)) as i64
 }
 
 /// Milliseconds since the Unix epoch encoded in a `_seq`.

@@ -41,6 +41,7 @@ const SYSTEM_PARTITIONS: &[&str] = &[
     P_AUDIT,
 ];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
+const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
 
 /// The built-in namespace for unqualified names.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -173,6 +174,26 @@ impl Catalog {
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The largest `_seq` recorded as handed out (see [`Catalog::put_seq_high_water`]).
+    pub fn seq_high_water(&self) -> Result<Option<i64>> {
+        Ok(self
+            .backend
+            .get(P_META, KEY_SEQ_HIGH_WATER)?
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Records that ids up to `seq` have been handed out.
+    pub fn put_seq_high_water(&self, seq: i64) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            P_META,
+            KEY_SEQ_HIGH_WATER.to_vec(),
+            seq.to_be_bytes().to_vec(),
+        );
+        Ok(self.backend.write(batch)?)
     }
 
     /// Drops table partitions whose table is no longer in the catalog (a DROP TABLE that

@@ -82,3 +82,29 @@ async fn schema_is_built_once_for_repeated_queries() {
         "{msg}"
     );
 }
+
+/// Ids handed out ahead of the wall clock (as after the clock stepped back) stay behind every
+/// id handed out after a restart: the generator resumes after the recorded high-water mark.
+#[tokio::test]
+async fn seq_continues_after_a_restart_even_when_the_clock_is_behind() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.s (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    let app = &s.server.as_ref().unwrap().app;
+    let hour_ahead = app.seq().next_id() + kalamdb_core::seq::millis_span(3_600_000);
+    app.seq().observe(hour_ahead);
+    s.ok(&root, "INSERT INTO app.s VALUES (1)").await;
+    let seq_of =
+        |r: &serde_json::Value| -> i64 { r["rows"][0][0].as_str().unwrap().parse().unwrap() };
+    let before = seq_of(&s.ok(&root, "SELECT _seq FROM app.s WHERE id = 1").await);
+    assert!(before > hour_ahead);
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    s.ok(&root, "INSERT INTO app.s VALUES (2)").await;
+    let after = seq_of(&s.ok(&root, "SELECT _seq FROM app.s WHERE id = 2").await);
+    assert!(after > before, "{after} must follow {before}");
+}
