@@ -12,6 +12,7 @@ use crate::cold::ColdTier;
 use crate::config::Config;
 use crate::error::{KalamError, Result};
 use crate::flush_scheduler::FlushScheduler;
+use crate::jobs::JobManager;
 use crate::providers::SessionIdentity;
 use crate::providers::catalog::{CATALOG_NAME, KalamCatalog, ProviderDeps};
 use crate::schema_registry::SchemaRegistry;
@@ -40,6 +41,7 @@ pub struct AppContext {
     deps: ProviderDeps,
     cold: Arc<ColdTier>,
     flushes: FlushScheduler,
+    jobs: JobManager,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -88,6 +90,7 @@ impl AppContext {
         let session = SessionContext::new_with_config(session_config);
         let listener = ListenerSlot::default();
         let cold = Arc::new(ColdTier::local(&data.join("storage"))?);
+        let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
         let deps = ProviderDeps {
             cold: Arc::clone(&cold),
             listener: Arc::clone(&listener),
@@ -113,6 +116,7 @@ impl AppContext {
             deps,
             cold,
             flushes: FlushScheduler::default(),
+            jobs,
         });
         spawn_stream_eviction(&app);
         spawn_seq_marks(&app);
@@ -179,6 +183,11 @@ impl AppContext {
     /// The cold tier of application tables.
     pub fn cold(&self) -> &Arc<ColdTier> {
         &self.cold
+    }
+
+    /// Background jobs (`system.jobs`).
+    pub fn jobs(&self) -> &JobManager {
+        &self.jobs
     }
 
     /// The counters behind automatic flushes.
@@ -281,11 +290,30 @@ fn spawn_stream_eviction(app: &Arc<AppContext>) {
         loop {
             tick.tick().await;
             let Some(app) = weak.upgrade() else { break };
-            let result = tokio::task::spawn_blocking(move || app.evict_expired_stream_rows()).await;
-            match result {
-                Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, "evicted expired stream rows"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "stream eviction failed"),
-                _ => {}
+            let worker = Arc::clone(&app);
+            let job = app
+                .jobs()
+                .run(
+                    "stream_eviction",
+                    "*",
+                    "policy",
+                    "system",
+                    1,
+                    |_| async move {
+                        let rows =
+                            tokio::task::spawn_blocking(move || worker.evict_expired_stream_rows())
+                                .await
+                                .map_err(|e| KalamError::Internal(e.to_string()))??;
+                        Ok(crate::jobs::JobReport {
+                            rows: rows as u64,
+                            bytes: 0,
+                            message: format!("Removed {rows} expired STREAM row(s)"),
+                        })
+                    },
+                )
+                .await;
+            if let Err(e) = job {
+                tracing::warn!(error = %e, "stream eviction failed");
             }
         }
     });

@@ -19,6 +19,7 @@
 
 use crate::app_context::AppContext;
 use crate::error::{KalamError, Result};
+use crate::jobs::CancelFlag;
 use crate::rows::{Scope, StoredRow};
 use crate::schema_registry::CachedTable;
 use crate::value::coerce;
@@ -547,10 +548,12 @@ impl ColdTier {
     }
 
     /// Compacts every scope of a table that has segments; returns (segments before, after).
+    /// Stops between scopes when `cancel` is set.
     pub async fn compact_table(
         &self,
         app: &AppContext,
         table: &CachedTable,
+        cancel: &CancelFlag,
     ) -> Result<(usize, usize)> {
         let scopes = match table.def.table_type {
             TableType::Shared => vec![Scope::Shared],
@@ -565,6 +568,9 @@ impl ColdTier {
         };
         let (mut before, mut after) = (0, 0);
         for scope in scopes {
+            if cancel.is_set() {
+                break;
+            }
             let (b, a) = self
                 .compact_scope(table, &scope, app.seq().next_id())
                 .await?;
@@ -574,13 +580,22 @@ impl ColdTier {
         Ok((before, after))
     }
 
-    /// Flushes every scope of a table that has hot rows.
-    pub async fn flush_table(&self, app: &AppContext, table: &CachedTable) -> Result<FlushStats> {
+    /// Flushes every scope of a table that has hot rows; stops between scopes when `cancel`
+    /// is set.
+    pub async fn flush_table(
+        &self,
+        app: &AppContext,
+        table: &CachedTable,
+        cancel: &CancelFlag,
+    ) -> Result<FlushStats> {
         let mut stats = FlushStats::default();
         if table.def.table_type == TableType::Stream {
             return Ok(stats); // STREAM rows expire by TTL; they are never flushed
         }
         for scope in hot_scopes(app, table)? {
+            if cancel.is_set() {
+                break;
+            }
             stats += self.flush_scope(app, table, &scope).await?;
         }
         Ok(stats)

@@ -1,9 +1,11 @@
 //! Automatic flushes: counts the rows written to each USER and SHARED table since its last
 //! flush and, on a timer, flushes the tables whose flush policy (`WITH (FLUSH_POLICY = …)`, else
-//! `[storage] default_flush_policy`) is due.
+//! `[storage] default_flush_policy`) is due, each as a `system.jobs` job. A failed policy
+//! flush is retried with exponential backoff (2, 4, 8 … seconds, at most 5 minutes).
 
 use crate::app_context::AppContext;
 use crate::cold::FlushPolicy;
+use crate::sql::ddl::{StorageJob, run_storage_job};
 use dashmap::DashMap;
 use kalamdb_commons::TableId;
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 struct Pending {
     rows: u64,
     since: Instant,
+    /// Failed policy flushes so far, and when to try again.
+    retry: Option<(u32, Instant)>,
 }
 
 /// The per-table counters behind automatic flushes.
@@ -30,8 +34,24 @@ impl FlushScheduler {
             .or_insert_with(|| Pending {
                 rows: 0,
                 since: Instant::now(),
+                retry: None,
             })
             .rows += rows;
+    }
+
+    /// Schedules another try of a failed policy flush (the `failures`-th in a row).
+    fn retry_later(&self, table: &TableId, failures: u32) {
+        let backoff = Duration::from_secs((1u64 << failures.min(8)).min(300));
+        let mut p = self
+            .pending
+            .entry(table.clone())
+            .or_insert_with(|| Pending {
+                rows: 0,
+                since: Instant::now(),
+                retry: None,
+            });
+        p.rows = p.rows.max(1);
+        p.retry = Some((failures, Instant::now() + backoff));
     }
 
     /// Forgets a table's count (flushed by hand, or dropped).
@@ -39,8 +59,8 @@ impl FlushScheduler {
         self.pending.remove(table);
     }
 
-    /// Takes the tables that are due now.
-    fn take_due(&self, app: &AppContext, default: FlushPolicy) -> Vec<TableId> {
+    /// Takes the tables that are due now, with the failures each had so far.
+    fn take_due(&self, app: &AppContext, default: FlushPolicy) -> Vec<(TableId, u32)> {
         let candidates: Vec<(TableId, Pending)> = self
             .pending
             .iter()
@@ -60,9 +80,13 @@ impl FlushScheduler {
                     continue;
                 }
             };
-            if policy.due(p.rows, p.since.elapsed()) {
+            let (due_now, failures) = match p.retry {
+                Some((failures, at)) => (Instant::now() >= at, failures),
+                None => (policy.due(p.rows, p.since.elapsed()), 0),
+            };
+            if due_now {
                 self.pending.remove(&id);
-                due.push(id);
+                due.push((id, failures));
             }
         }
         due
@@ -86,13 +110,24 @@ pub(crate) fn spawn(app: &Arc<AppContext>) {
         loop {
             tick.tick().await;
             let Some(app) = weak.upgrade() else { break };
-            for id in app.flushes().take_due(&app, default) {
+            for (id, failures) in app.flushes().take_due(&app, default) {
                 let Ok(Some(table)) = app.schema_registry().get(&id) else {
                     continue;
                 };
-                match app.cold().flush_table(&app, &table).await {
-                    Ok(s) => tracing::debug!(table = %id, rows = s.rows, "policy flush"),
-                    Err(e) => tracing::warn!(table = %id, error = %e, "policy flush failed"),
+                let job = run_storage_job(
+                    &app,
+                    &table,
+                    StorageJob::Flush,
+                    "policy",
+                    "system",
+                    failures + 1,
+                );
+                match job.await {
+                    Ok(line) => tracing::debug!(table = %id, "{line}"),
+                    Err(e) => {
+                        tracing::warn!(table = %id, error = %e, "policy flush failed");
+                        app.flushes().retry_later(&id, failures + 1);
+                    }
                 }
             }
         }

@@ -28,6 +28,7 @@ pub mod cold;
 pub mod config;
 pub mod error;
 pub mod flush_scheduler;
+pub mod jobs;
 pub mod providers;
 pub mod rows;
 pub mod schema_registry;

@@ -127,3 +127,34 @@ impl StorageRecord {
         }
     }
 }
+
+/// A row of `system.jobs`: one run of a background job (flush, compaction, stream eviction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Id (a `_seq`).
+    pub job_id: String,
+    /// `flush`, `compact` or `stream_eviction`.
+    pub job_type: String,
+    /// `namespace.table`, or `*` for all tables.
+    pub target: String,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// `manual` (a statement) or `policy` (the scheduler).
+    pub trigger: String,
+    /// Who asked (`system` for the scheduler).
+    pub created_by: String,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+    /// When it started running.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+    /// Rows written or removed.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// What it did, or why it failed.
+    pub message: Option<String>,
+    /// Runs so far (a failed policy job is retried with backoff).
+    pub attempts: u32,
+}

@@ -10,7 +10,7 @@
 
 mod entities;
 
-pub use entities::{AuditEntry, NamespaceRecord, StorageRecord, UserRecord};
+pub use entities::{AuditEntry, JobRecord, NamespaceRecord, StorageRecord, UserRecord};
 
 use crate::error::{KalamError, Result};
 use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Version of the system schema this build writes. Bump it when a system partition is added.
-pub const SYSTEM_SCHEMA_VERSION: u32 = 2;
+pub const SYSTEM_SCHEMA_VERSION: u32 = 3;
 
 const P_META: &str = "sys/meta";
 const P_NAMESPACES: &str = "sys/namespaces";
@@ -31,7 +31,10 @@ const P_USERS: &str = "sys/users";
 const P_STORAGES: &str = "sys/storages";
 /// Added in system schema version 2.
 const P_AUDIT: &str = "sys/audit_log";
-/// System partitions, in creation order (version 1: meta … storages; version 2: audit_log).
+/// Added in system schema version 3.
+const P_JOBS: &str = "sys/jobs";
+/// System partitions, in creation order (version 1: meta … storages; version 2: audit_log;
+/// version 3: jobs).
 const SYSTEM_PARTITIONS: &[&str] = &[
     P_META,
     P_NAMESPACES,
@@ -39,6 +42,7 @@ const SYSTEM_PARTITIONS: &[&str] = &[
     P_USERS,
     P_STORAGES,
     P_AUDIT,
+    P_JOBS,
 ];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
@@ -59,6 +63,8 @@ pub enum CatalogPart {
     AuditLog,
     /// Storage records.
     Storages,
+    /// Background jobs.
+    Jobs,
 }
 
 /// Called after every committed catalog write (live queries on `system.*` use it).
@@ -370,6 +376,29 @@ impl Catalog {
     /// Every audit entry, oldest first.
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
         self.scan_all(P_AUDIT, b"")
+    }
+
+    // ---- jobs ----
+
+    /// Stores a job record (keyed by its id, a `_seq`, so jobs sort by creation).
+    pub fn put_job(&self, job: &JobRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(P_JOBS, job.job_id.as_bytes().to_vec(), encode(job));
+        self.commit(batch, CatalogPart::Jobs)
+    }
+
+    /// Removes job records.
+    pub fn delete_jobs(&self, ids: &[String]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for id in ids {
+            batch.delete(P_JOBS, id.as_bytes().to_vec());
+        }
+        self.commit(batch, CatalogPart::Jobs)
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>> {
+        self.scan_all(P_JOBS, b"")
     }
 
     // ---- storages ----

@@ -1,6 +1,6 @@
 //! System tables: `system.namespaces`, `system.tables`, `system.schemas`, `system.users`,
-//! `system.storages`. Each is computed from the persisted catalog at scan time and readable by
-//! dba/system only.
+//! `system.storages`, `system.audit_log`, `system.jobs` (computed from the persisted catalog at
+//! scan time) and `system.live` (from the live-query manager). Readable by dba/system only.
 
 use super::identity_of;
 use crate::access;
@@ -41,6 +41,8 @@ pub enum SystemTable {
     AuditLog,
     /// `system.live`
     Live,
+    /// `system.jobs`
+    Jobs,
 }
 
 /// Every system table.
@@ -52,6 +54,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::Storages,
     SystemTable::AuditLog,
     SystemTable::Live,
+    SystemTable::Jobs,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -70,6 +73,7 @@ impl SystemTable {
             Self::Storages => "storages",
             Self::AuditLog => "audit_log",
             Self::Live => "live",
+            Self::Jobs => "jobs",
         }
     }
 
@@ -154,6 +158,21 @@ impl SystemTable {
                 ("changes", K::BigInt, false),
                 ("node_id", K::Text, false),
             ],
+            Self::Jobs => vec![
+                ("job_id", K::Text, false),
+                ("job_type", K::Text, false),
+                ("target", K::Text, false),
+                ("status", K::Text, false),
+                ("trigger", K::Text, false),
+                ("created_by", K::Text, false),
+                ("created_at", K::Timestamp, false),
+                ("started_at", K::Timestamp, true),
+                ("finished_at", K::Timestamp, true),
+                ("rows", K::BigInt, false),
+                ("bytes", K::BigInt, false),
+                ("message", K::Text, true),
+                ("attempts", K::Int, false),
+            ],
             Self::Storages => vec![
                 ("storage_id", K::Text, false),
                 ("storage_name", K::Text, false),
@@ -177,6 +196,7 @@ impl SystemTable {
             CatalogPart::Users => &[Self::Users],
             CatalogPart::AuditLog => &[Self::AuditLog],
             CatalogPart::Storages => &[Self::Storages],
+            CatalogPart::Jobs => &[Self::Jobs],
         }
     }
 
@@ -369,6 +389,27 @@ impl SystemTable {
                         Value::Timestamp(u.created_at),
                         Value::Timestamp(u.updated_at),
                         opt_ts(u.deleted_at),
+                    ]
+                })
+                .collect(),
+            Self::Jobs => catalog
+                .jobs()?
+                .into_iter()
+                .map(|j| {
+                    vec![
+                        text(&j.job_id),
+                        text(&j.job_type),
+                        text(&j.target),
+                        text(&j.status),
+                        text(&j.trigger),
+                        text(&j.created_by),
+                        Value::Timestamp(j.created_at),
+                        opt_ts(j.started_at),
+                        opt_ts(j.finished_at),
+                        Value::I64(j.rows as i64),
+                        Value::I64(j.bytes as i64),
+                        opt_text(j.message.as_deref()),
+                        Value::I32(j.attempts as i32),
                     ]
                 })
                 .collect(),

@@ -7,6 +7,7 @@ use crate::app_context::AppContext;
 use crate::auth::password;
 use crate::catalog::{DEFAULT_NAMESPACE, NamespaceRecord};
 use crate::error::{KalamError, Result};
+use crate::jobs::{JobOutcome, JobReport};
 use crate::providers::system::rows_to_batch;
 use crate::schema_registry::CachedTable;
 use crate::types::{parse_sql_type, system_field};
@@ -629,6 +630,77 @@ pub async fn drop_table(
     Ok(Output::Message(format!("Table '{id}' dropped")))
 }
 
+/// Which storage job a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorageJob {
+    /// `flush`
+    Flush,
+    /// `compact`
+    Compact,
+}
+
+/// Runs `kind` on `table` as a recorded job; returns the line for the reply.
+pub(crate) async fn run_storage_job(
+    app: &AppContext,
+    table: &CachedTable,
+    kind: StorageJob,
+    trigger: &str,
+    by: &str,
+    attempt: u32,
+) -> Result<String> {
+    let target = table.def.table_id().to_string();
+    let job_type = match kind {
+        StorageJob::Flush => "flush",
+        StorageJob::Compact => "compact",
+    };
+    let outcome = app
+        .jobs()
+        .run(job_type, &target, trigger, by, attempt, |cancel| {
+            let target = target.clone();
+            async move {
+                Ok(match kind {
+                    StorageJob::Flush => {
+                        let s = app.cold().flush_table(app, table, &cancel).await?;
+                        JobReport {
+                            rows: s.rows,
+                            bytes: s.bytes,
+                            message: format!(
+                                "Flushed {} row(s) of {target} into {} segment(s), {} bytes",
+                                s.rows, s.segments, s.bytes
+                            ),
+                        }
+                    }
+                    StorageJob::Compact => {
+                        let (before, after) = app.cold().compact_table(app, table, &cancel).await?;
+                        JobReport {
+                            rows: 0,
+                            bytes: 0,
+                            message: format!(
+                                "Compacted {target}: {before} segment(s) into {after}"
+                            ),
+                        }
+                    }
+                })
+            }
+        })
+        .await?;
+    Ok(match outcome {
+        JobOutcome::Ran(job) => format!(
+            "{} (job {}{})",
+            job.message.unwrap_or_default(),
+            job.job_id,
+            if job.status == "cancelled" {
+                ", cancelled"
+            } else {
+                ""
+            }
+        ),
+        JobOutcome::AlreadyRunning(id) => {
+            format!("A {job_type} of {target} is already running (job {id})")
+        }
+    })
+}
+
 /// The table a `STORAGE … TABLE` statement names (dba/system only).
 fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<CachedTable>> {
     access::check_admin(&ctx.identity, "run storage maintenance")?;
@@ -667,54 +739,58 @@ fn storage_targets(
 /// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet.
 pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
     let table = storage_target(app, ctx, t)?;
-    app.flushes().forget(&table.def.table_id());
-    let stats = app.cold().flush_table(app, &table).await?;
-    let what = table.def.table_id().to_string();
-    Ok(Output::Message(flushed_message(&what, stats)))
+    storage_jobs(app, ctx, &[table], StorageJob::Flush).await
 }
 
 /// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
 pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
     let tables = storage_targets(app, ctx, ns)?;
-    let mut stats = crate::cold::FlushStats::default();
-    for table in &tables {
-        app.flushes().forget(&table.def.table_id());
-        stats += app.cold().flush_table(app, table).await?;
-    }
-    let what = format!("{} table(s)", tables.len());
-    Ok(Output::Message(flushed_message(&what, stats)))
-}
-
-fn flushed_message(what: &str, s: crate::cold::FlushStats) -> String {
-    format!(
-        "Flushed {} row(s) of {what} into {} segment(s), {} bytes",
-        s.rows, s.segments, s.bytes
-    )
+    storage_jobs(app, ctx, &tables, StorageJob::Flush).await
 }
 
 /// `STORAGE COMPACT TABLE ns.t`: merges each scope's segments into one.
 pub async fn compact_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
     let table = storage_target(app, ctx, t)?;
-    let (before, after) = app.cold().compact_table(app, &table).await?;
-    let what = table.def.table_id().to_string();
-    Ok(Output::Message(compacted_message(&what, before, after)))
+    storage_jobs(app, ctx, &[table], StorageJob::Compact).await
 }
 
 /// `STORAGE COMPACT ALL [IN ns]`.
 pub async fn compact_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
     let tables = storage_targets(app, ctx, ns)?;
-    let (mut before, mut after) = (0, 0);
-    for table in &tables {
-        let (b, a) = app.cold().compact_table(app, table).await?;
-        before += b;
-        after += a;
-    }
-    let what = format!("{} table(s)", tables.len());
-    Ok(Output::Message(compacted_message(&what, before, after)))
+    storage_jobs(app, ctx, &tables, StorageJob::Compact).await
 }
 
-fn compacted_message(what: &str, before: usize, after: usize) -> String {
-    format!("Compacted {what}: {before} segment(s) into {after}")
+/// Runs one job per table, in turn; the reply has a line per table.
+async fn storage_jobs(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    tables: &[Arc<CachedTable>],
+    kind: StorageJob,
+) -> Result<Output> {
+    let mut lines = Vec::with_capacity(tables.len());
+    for table in tables {
+        if kind == StorageJob::Flush {
+            app.flushes().forget(&table.def.table_id());
+        }
+        let by = ctx.identity.user_id.as_str();
+        lines.push(run_storage_job(app, table, kind, "manual", by, 1).await?);
+    }
+    if lines.is_empty() {
+        lines.push("No tables".into());
+    }
+    Ok(Output::Message(lines.join("\n")))
+}
+
+/// `KILL JOB 'id'`: asks a running job to stop at its next checkpoint (dba/system).
+pub fn kill_job(app: &AppContext, ctx: &ExecCtx, job_id: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "kill jobs")?;
+    if !app.jobs().kill(job_id) {
+        return Err(KalamError::NotFound {
+            kind: "Running job",
+            name: job_id.to_string(),
+        });
+    }
+    Ok(Output::Message(format!("Job '{job_id}' asked to stop")))
 }
 
 /// `KILL LIVE QUERY 'live_id'`: admins end any subscription, others only their own.

@@ -347,6 +347,7 @@ impl SqlExecutor {
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
+            Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)

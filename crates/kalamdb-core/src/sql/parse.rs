@@ -50,6 +50,8 @@ pub enum Command {
     CompactTable(TableRef),
     /// `STORAGE COMPACT ALL [IN [NAMESPACE] ns]`
     CompactAll(Option<String>),
+    /// `KILL JOB 'job_id'`
+    KillJob(String),
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -351,7 +353,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
             | ("DESCRIBE" | "DESC", "TABLE")
-            | ("KILL", "LIVE")
+            | ("KILL", "LIVE" | "JOB")
             | ("FLUSH", "TABLE")
             | ("STORAGE", "FLUSH" | "COMPACT")
     )
@@ -426,6 +428,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::ShowTables(ns) => ("SHOW_TABLES", ns.unwrap_or_default()),
         Command::ShowStorages => ("SHOW_STORAGES", String::new()),
         Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
+        Command::KillJob(id) => ("KILL_JOB", id),
         Command::FlushTable(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("FLUSH_TABLE", format!("{ns}{}", table.table))
@@ -495,6 +498,10 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                 ));
             }
             Command::KillLiveQuery(c.string()?)
+        }
+        ("KILL", "JOB") => {
+            c.pos = 2;
+            Command::KillJob(c.string()?)
         }
         ("FLUSH", "TABLE") => {
             c.pos = 2;

@@ -506,3 +506,116 @@ async fn flush_policies_flush_by_rows_by_interval_and_by_default() {
         .await;
     assert!(msg.contains("FLUSH_POLICY"), "{msg}");
 }
+
+#[tokio::test]
+async fn flushes_and_compactions_are_recorded_in_system_jobs_and_can_be_killed() {
+    let s = std::sync::Arc::new(
+        TestServer::start_with(|c| {
+            c.storage.flush_check_interval_ms = 20;
+            c.storage.default_flush_policy = "rows:1000000".into();
+        })
+        .await,
+    );
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE SHARED TABLE app.j (id BIGINT PRIMARY KEY) WITH (FLUSH_POLICY = 'rows:2')").await;
+    s.ok(&root, "INSERT INTO app.j VALUES (1), (2), (3)").await;
+    wait_for_segments(&s.dir.path().join("storage/app/j"), 1).await;
+    let r = s.ok(&root, "STORAGE COMPACT TABLE app.j").await;
+    assert!(r["message"].as_str().unwrap().contains("(job "), "{r}");
+    let jobs = rows(
+        &s.ok(
+            &root,
+            "SELECT job_type, target, status, trigger, created_by, rows, finished_at IS NOT NULL \
+             FROM system.jobs WHERE target = 'app.j' ORDER BY job_id",
+        )
+        .await,
+    );
+    assert_eq!(
+        jobs,
+        vec![
+            vec![
+                json!("flush"),
+                json!("app.j"),
+                json!("completed"),
+                json!("policy"),
+                json!("system"),
+                json!("3"),
+                json!(true)
+            ],
+            vec![
+                json!("compact"),
+                json!("app.j"),
+                json!("completed"),
+                json!("manual"),
+                json!("root"),
+                json!("0"),
+                json!(true)
+            ],
+        ]
+    );
+    let (_, _, msg) = s.err(&root, "KILL JOB 'no-such-job'").await;
+    assert!(msg.contains("no-such-job"), "{msg}");
+    let users = s.users_with_tokens(&root, &["pat"]).await;
+    let (status, _, _) = s.err(&users[0], "KILL JOB 'x'").await;
+    assert_eq!(status, 403);
+
+    // A flush of a USER table with many users stops between users when killed.
+    s.ok(&root, "CREATE USER TABLE app.many (id BIGINT PRIMARY KEY)")
+        .await;
+    let names: Vec<String> = (0..300).map(|i| format!("m{i:03}")).collect();
+    for n in &names {
+        s.ok(
+            &root,
+            &format!("CREATE USER {n} WITH PASSWORD 'Many-pass-123' ROLE 'user'"),
+        )
+        .await;
+        s.ok(
+            &root,
+            &format!("EXECUTE AS USER '{n}' (INSERT INTO app.many VALUES (1))"),
+        )
+        .await;
+    }
+    let flush = {
+        let (s, root) = (s.clone(), root.clone());
+        tokio::spawn(async move { s.ok(&root, "STORAGE FLUSH TABLE app.many").await })
+    };
+    let job_id = loop {
+        let r = s
+            .ok(
+                &root,
+                "SELECT job_id FROM system.jobs WHERE target = 'app.many' AND status = 'running'",
+            )
+            .await;
+        if let Some(row) = rows(&r).first() {
+            break row[0].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    s.ok(&root, &format!("KILL JOB '{job_id}'")).await;
+    let reply = flush.await.unwrap();
+    assert!(
+        reply["message"].as_str().unwrap().contains("cancelled"),
+        "{reply}"
+    );
+    let status = s
+        .ok(
+            &root,
+            &format!("SELECT status FROM system.jobs WHERE job_id = '{job_id}'"),
+        )
+        .await;
+    assert_eq!(rows(&status), vec![vec![json!("cancelled")]]);
+    let flushed = segments(&s.dir.path().join("storage/app/many")).len();
+    assert!(
+        flushed < names.len(),
+        "{flushed} of {} users flushed",
+        names.len()
+    );
+    // Every row is still readable, flushed or not.
+    let n = s
+        .ok(
+            &root,
+            "EXECUTE AS USER 'm299' (SELECT COUNT(*) FROM app.many)",
+        )
+        .await;
+    assert_eq!(rows(&n), vec![vec![json!("1")]]);
+}

@@ -1,0 +1,183 @@
+//! Background jobs (flush, compaction, stream eviction), recorded in `system.jobs`.
+//!
+//! A job is recorded `running` when it starts and `completed`, `failed` or `cancelled` when it
+//! ends, with its timings, rows, bytes and message. One job per (type, target) runs at a time:
+//! asking for the same job while it runs returns the running one instead of starting a second
+//! (so a flush is never queued twice). `KILL JOB` asks a running job to stop at its next
+//! checkpoint (between the scopes of a table); what it finished stays done. Jobs found
+//! `running` when the server starts were interrupted by a stop and are marked `failed`. The
+//! newest [`KEEP_JOBS`] finished jobs are kept; older ones are removed as new ones end.
+
+use crate::catalog::{Catalog, JobRecord};
+use crate::error::Result;
+use crate::seq::SeqGenerator;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Finished jobs kept in `system.jobs`.
+pub const KEEP_JOBS: usize = 1000;
+
+/// What a job reports when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    /// Rows written or removed.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// A line for `system.jobs.message`.
+    pub message: String,
+}
+
+/// A running job's cancel flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Whether `KILL JOB` asked this job to stop.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What a caller gets back.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    /// The job ran; its final record.
+    Ran(Box<JobRecord>),
+    /// The same job was already running; its id.
+    AlreadyRunning(String),
+}
+
+/// The job manager.
+#[derive(Debug)]
+pub struct JobManager {
+    catalog: Catalog,
+    seq: Arc<SeqGenerator>,
+    /// Running jobs by (type, target): their id and cancel flag.
+    running: DashMap<(String, String), (String, CancelFlag)>,
+}
+
+impl JobManager {
+    /// The manager; marks jobs left `running` by a previous process as failed.
+    pub fn open(catalog: Catalog, seq: Arc<SeqGenerator>) -> Result<Self> {
+        let now = chrono::Utc::now().timestamp_micros();
+        for mut job in catalog.jobs()? {
+            if job.status == "running" || job.status == "queued" {
+                job.status = "failed".into();
+                job.finished_at = Some(now);
+                job.message = Some("interrupted: the server stopped while it ran".into());
+                catalog.put_job(&job)?;
+            }
+        }
+        Ok(Self {
+            catalog,
+            seq,
+            running: DashMap::new(),
+        })
+    }
+
+    /// Runs `work` as job `job_type` on `target`, recording it; see the module doc.
+    pub async fn run<F, Fut>(
+        &self,
+        job_type: &str,
+        target: &str,
+        trigger: &str,
+        created_by: &str,
+        attempts: u32,
+        work: F,
+    ) -> Result<JobOutcome>
+    where
+        F: FnOnce(CancelFlag) -> Fut,
+        Fut: std::future::Future<Output = Result<JobReport>>,
+    {
+        let key = (job_type.to_string(), target.to_string());
+        let job_id = self.seq.next_id().to_string();
+        let cancel = CancelFlag::default();
+        match self.running.entry(key.clone()) {
+            dashmap::Entry::Occupied(e) => {
+                return Ok(JobOutcome::AlreadyRunning(e.get().0.clone()));
+            }
+            dashmap::Entry::Vacant(e) => {
+                e.insert((job_id.clone(), cancel.clone()));
+            }
+        }
+        let now = || chrono::Utc::now().timestamp_micros();
+        let mut job = JobRecord {
+            job_id,
+            job_type: job_type.into(),
+            target: target.into(),
+            status: "running".into(),
+            trigger: trigger.into(),
+            created_by: created_by.into(),
+            created_at: now(),
+            started_at: Some(now()),
+            finished_at: None,
+            rows: 0,
+            bytes: 0,
+            message: None,
+            attempts,
+        };
+        let recorded = self.catalog.put_job(&job);
+        let result = match recorded {
+            Ok(()) => work(cancel.clone()).await,
+            Err(e) => Err(e),
+        };
+        self.running.remove(&key);
+        job.finished_at = Some(now());
+        match &result {
+            Ok(report) => {
+                job.rows = report.rows;
+                job.bytes = report.bytes;
+                job.message = Some(report.message.clone());
+                job.status = if cancel.is_set() {
+                    "cancelled"
+                } else {
+                    "completed"
+                }
+                .into();
+            }
+            Err(e) => {
+                job.status = "failed".into();
+                job.message = Some(e.to_string());
+            }
+        }
+        if let Err(e) = self.catalog.put_job(&job).and_then(|()| self.trim()) {
+            tracing::warn!(job = %job.job_id, error = %e, "cannot record a job's end");
+        }
+        result.map(|_| JobOutcome::Ran(Box::new(job)))
+    }
+
+    /// Removes the oldest finished jobs beyond [`KEEP_JOBS`] (ids are `_seq`s: they sort by
+    /// creation as numbers of equal length).
+    fn trim(&self) -> Result<()> {
+        let finished: Vec<String> = self
+            .catalog
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.finished_at.is_some())
+            .map(|j| j.job_id)
+            .collect();
+        if finished.len() > KEEP_JOBS {
+            self.catalog
+                .delete_jobs(&finished[..finished.len() - KEEP_JOBS])?;
+        }
+        Ok(())
+    }
+
+    /// Asks running job `job_id` to stop; false when no such job is running.
+    pub fn kill(&self, job_id: &str) -> bool {
+        let found = self
+            .running
+            .iter()
+            .find(|e| e.value().0 == job_id)
+            .map(|e| e.value().1.clone());
+        match found {
+            Some(flag) => {
+                flag.0.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+}
