@@ -21,6 +21,15 @@ pub fn check_admin(identity: &Identity, what: &str) -> Result<()> {
     }
 }
 
+/// Storage maintenance (`STORAGE FLUSH`, `STORAGE COMPACT`): service, dba and system.
+pub fn check_storage_maintenance(identity: &Identity) -> Result<()> {
+    if identity.role >= Role::Service {
+        Ok(())
+    } else {
+        Err(deny("run storage maintenance", identity))
+    }
+}
+
 /// Creating a table of `table_type`.
 pub fn check_create_table(identity: &Identity, table_type: TableType) -> Result<()> {
     let ok = match table_type {

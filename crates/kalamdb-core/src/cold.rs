@@ -185,13 +185,23 @@ impl ColdTier {
         }
     }
 
-    async fn manifest(&self, dir: &str) -> Result<Arc<Manifest>> {
-        if let Some(m) = self.manifests.get(dir) {
-            return Ok(Arc::clone(m.value()));
-        }
-        let m = Arc::new(self.files.manifest(dir).await?);
-        self.manifests.insert(dir.to_string(), Arc::clone(&m));
-        Ok(m)
+    /// The manifest of `dir` as far as the current incarnation of `def` is concerned: one
+    /// left by a dropped table of the same name (a flush that raced the DROP) reads as empty,
+    /// and the next flush removes its files as strays.
+    async fn manifest(&self, def: &TableDefinition, dir: &str) -> Result<Arc<Manifest>> {
+        let m = match self.manifests.get(dir) {
+            Some(m) => Arc::clone(m.value()),
+            None => {
+                let m = Arc::new(self.files.manifest(dir).await?);
+                self.manifests.insert(dir.to_string(), Arc::clone(&m));
+                m
+            }
+        };
+        Ok(if m.table_created_at == def.created_at {
+            m
+        } else {
+            Arc::new(Manifest::default())
+        })
     }
 
     async fn segment_rows(
@@ -221,7 +231,7 @@ impl ColdTier {
     /// Whether `scope` has flushed segments.
     pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
         let dir = Self::scope_dir(&table.def, scope);
-        Ok(!self.manifest(&dir).await?.segments.is_empty())
+        Ok(!self.manifest(&table.def, &dir).await?.segments.is_empty())
     }
 
     async fn arrow_segment(
@@ -262,7 +272,7 @@ impl ColdTier {
         projection: Option<&Vec<usize>>,
     ) -> Result<Vec<RecordBatch>> {
         let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&dir).await?;
+        let manifest = self.manifest(&table.def, &dir).await?;
         let mut sources: Vec<Arc<ScanSource>> = Vec::new();
         for seg in &manifest.segments {
             sources.push(self.arrow_segment(table, &dir, seg).await?);
@@ -311,7 +321,7 @@ impl ColdTier {
         scope: &Scope,
     ) -> Result<BTreeMap<Vec<u8>, StoredRow>> {
         let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&dir).await?;
+        let manifest = self.manifest(&table.def, &dir).await?;
         let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
         for seg in &manifest.segments {
             for (k, row) in self.segment_rows(table, &dir, seg).await?.iter() {
@@ -344,7 +354,7 @@ impl ColdTier {
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<StoredRow>>> {
         let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&dir).await?;
+        let manifest = self.manifest(&table.def, &dir).await?;
         let mut out: Vec<Option<StoredRow>> = vec![None; keys.len()];
         if manifest.segments.is_empty() {
             return Ok(out);
@@ -404,7 +414,7 @@ impl ColdTier {
                 stored.push((k, v));
             }
         }
-        let manifest = self.manifest(&dir).await?;
+        let manifest = self.manifest(&table.def, &dir).await?;
         let removed = self.files.remove_strays(&dir, &manifest).await?;
         if removed > 0 {
             tracing::info!(dir, removed, "removed files left by an interrupted flush");
@@ -435,6 +445,7 @@ impl ColdTier {
         };
         let mut next = (*manifest).clone();
         next.version = 1;
+        next.table_created_at = table.def.created_at;
         next.segments.push(meta);
         self.files.commit(&dir, &next).await?;
         self.manifests.insert(dir.clone(), Arc::new(next));
@@ -502,7 +513,7 @@ impl ColdTier {
         let dir = Self::scope_dir(&table.def, scope);
         let lock = Arc::clone(self.flush_locks.entry(dir.clone()).or_default().value());
         let _busy = lock.lock().await;
-        let manifest = self.manifest(&dir).await?;
+        let manifest = self.manifest(&table.def, &dir).await?;
         let before = manifest.segments.len();
         if before == 0 {
             return Ok((0, 0));
@@ -517,6 +528,7 @@ impl ColdTier {
         let picks = merge_sources(&sources);
         let mut next = Manifest {
             version: 1,
+            table_created_at: table.def.created_at,
             segments: Vec::new(),
         };
         if let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) {

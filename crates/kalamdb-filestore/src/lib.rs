@@ -80,6 +80,10 @@ pub struct SegmentMeta {
 pub struct Manifest {
     /// Format version of this file.
     pub version: u32,
+    /// Creation time of the table incarnation the segments belong to (a table dropped and
+    /// created again under the same name is a different incarnation).
+    #[serde(default)]
+    pub table_created_at: i64,
     /// Live segments.
     pub segments: Vec<SegmentMeta>,
 }

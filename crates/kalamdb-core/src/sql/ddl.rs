@@ -701,9 +701,9 @@ pub(crate) async fn run_storage_job(
     })
 }
 
-/// The table a `STORAGE … TABLE` statement names (dba/system only).
+/// The table a `STORAGE … TABLE` statement names (service, dba, system).
 fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<CachedTable>> {
-    access::check_admin(&ctx.identity, "run storage maintenance")?;
+    access::check_storage_maintenance(&ctx.identity)?;
     let id = resolve(ctx, t);
     app.schema_registry()
         .get(&id)?
@@ -713,13 +713,13 @@ fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<C
         })
 }
 
-/// The tables a `STORAGE … ALL [IN ns]` statement covers (dba/system only).
+/// The tables a `STORAGE … ALL [IN ns]` statement covers (service, dba, system).
 fn storage_targets(
     app: &AppContext,
     ctx: &ExecCtx,
     ns: Option<&str>,
 ) -> Result<Vec<Arc<CachedTable>>> {
-    access::check_admin(&ctx.identity, "run storage maintenance")?;
+    access::check_storage_maintenance(&ctx.identity)?;
     let ns = ns.map(NamespaceId::new);
     if let Some(ns) = &ns
         && app.catalog().namespace(ns)?.is_none()
