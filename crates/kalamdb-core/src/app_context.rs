@@ -89,7 +89,7 @@ impl AppContext {
             .with_target_partitions(2);
         let session = SessionContext::new_with_config(session_config);
         let listener = ListenerSlot::default();
-        let cold = Arc::new(ColdTier::local(&data.join("storage"))?);
+        let cold = Arc::new(ColdTier::open(catalog.clone(), &data)?);
         let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
         let deps = ProviderDeps {
             cold: Arc::clone(&cold),

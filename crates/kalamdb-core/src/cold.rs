@@ -18,6 +18,7 @@
 //! cached too, since this server is the only writer of its storage.
 
 use crate::app_context::AppContext;
+use crate::catalog::{Catalog, StorageRecord};
 use crate::error::{KalamError, Result};
 use crate::jobs::CancelFlag;
 use crate::rows::{Scope, StoredRow};
@@ -35,6 +36,7 @@ use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{FileStore, FileStoreError, Manifest, SegmentInfo};
 use kalamdb_store::{KvPair, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -143,13 +145,78 @@ impl std::ops::AddAssign for FlushStats {
 /// The cold tier of the local storage.
 #[derive(Debug)]
 pub struct ColdTier {
-    files: FileStore,
+    catalog: Catalog,
+    /// Base of storages with a relative `base_directory` (the data path).
+    root: PathBuf,
+    placements: DashMap<String, Arc<Placement>>,
     manifests: DashMap<String, Arc<Manifest>>,
     segments: DashMap<(String, String), SegmentRows>,
     arrow_segments: DashMap<(String, String), Arc<ScanSource>>,
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// One storage: its files and how it names folders.
+#[derive(Debug)]
+struct Placement {
+    id: String,
+    files: FileStore,
+    shared_template: String,
+    user_template: String,
+}
+
+impl Placement {
+    fn of(record: &StorageRecord, root: &Path) -> Result<Self> {
+        let files = match record.storage_type.as_str() {
+            "filesystem" => {
+                let base = Path::new(&record.base_directory);
+                FileStore::local(&if base.is_absolute() {
+                    base.to_path_buf()
+                } else {
+                    root.join(base)
+                })?
+            }
+            other => {
+                return Err(KalamError::InvalidInput(format!(
+                    "storage '{}' has type {other}, which this server cannot open yet",
+                    record.storage_id
+                )));
+            }
+        };
+        Ok(Self {
+            id: record.storage_id.clone(),
+            files,
+            shared_template: record.shared_tables_template.clone(),
+            user_template: record.user_tables_template.clone(),
+        })
+    }
+
+    /// The folder of `scope` of `def` by the storage's templates; `None`: the table's folder
+    /// (a USER table's user template up to its `{userId}` part).
+    fn dir(&self, def: &TableDefinition, scope: Option<&Scope>) -> String {
+        let fill = |t: &str| {
+            t.replace("{namespace}", def.namespace.as_str())
+                .replace("{tableName}", def.name.as_str())
+        };
+        match (def.table_type, scope) {
+            (TableType::Shared, _) | (_, Some(Scope::Shared)) => fill(&self.shared_template),
+            (_, Some(Scope::User(u))) => fill(&self.user_template).replace("{userId}", u.as_str()),
+            (_, None) => {
+                let t = fill(&self.user_template);
+                let cut = t.find("{userId}").unwrap_or(t.len());
+                t[..cut].trim_end_matches('/').to_string()
+            }
+        }
+    }
+}
+
+/// One scope's (or table's) folder on its storage; `key` names it in caches.
+#[derive(Debug, Clone)]
+struct Location {
+    files: FileStore,
+    dir: String,
+    key: String,
 }
 
 impl From<FileStoreError> for KalamError {
@@ -159,10 +226,13 @@ impl From<FileStoreError> for KalamError {
 }
 
 impl ColdTier {
-    /// The cold tier rooted at a local directory.
-    pub fn local(root: &std::path::Path) -> Result<Self> {
+    /// The cold tier over the storages of `catalog`; relative base directories are taken
+    /// from `root` (the data path).
+    pub fn open(catalog: Catalog, root: &Path) -> Result<Self> {
         Ok(Self {
-            files: FileStore::local(root)?,
+            catalog,
+            root: root.to_path_buf(),
+            placements: DashMap::new(),
             manifests: DashMap::new(),
             segments: DashMap::new(),
             arrow_segments: DashMap::new(),
@@ -171,29 +241,48 @@ impl ColdTier {
         })
     }
 
-    /// The folder of a table (every scope of it lives below).
-    pub fn table_dir(def: &TableDefinition) -> String {
-        format!("{}/{}", def.namespace, def.name)
-    }
-
-    /// The folder of one scope: `{namespace}/{table}` for SHARED tables,
-    /// `{namespace}/{table}/{user_id}` for USER tables.
-    pub fn scope_dir(def: &TableDefinition, scope: &Scope) -> String {
-        match scope {
-            Scope::Shared => Self::table_dir(def),
-            Scope::User(u) => format!("{}/{}", Self::table_dir(def), u),
+    fn placement(&self, storage_id: &str) -> Result<Arc<Placement>> {
+        if let Some(p) = self.placements.get(storage_id) {
+            return Ok(Arc::clone(p.value()));
         }
+        let record = self
+            .catalog
+            .storage(storage_id)?
+            .ok_or_else(|| KalamError::NotFound {
+                kind: "Storage",
+                name: storage_id.to_string(),
+            })?;
+        let placement = Arc::new(Placement::of(&record, &self.root)?);
+        self.placements
+            .insert(storage_id.to_string(), Arc::clone(&placement));
+        Ok(placement)
     }
 
-    /// The manifest of `dir` as far as the current incarnation of `def` is concerned: one
+    /// Forgets what was opened of a storage (dropped or changed).
+    pub fn forget_storage(&self, storage_id: &str) {
+        self.placements.remove(storage_id);
+    }
+
+    /// Where `scope` of `def` keeps its files; `None` for the table's own folder.
+    fn locate(&self, def: &TableDefinition, scope: Option<&Scope>) -> Result<Location> {
+        let p = self.placement(def.storage_id.as_str())?;
+        let dir = p.dir(def, scope);
+        Ok(Location {
+            files: p.files.clone(),
+            key: format!("{}:{dir}", p.id),
+            dir,
+        })
+    }
+
+    /// The manifest at `loc` as far as the current incarnation of `def` is concerned: one
     /// left by a dropped table of the same name (a flush that raced the DROP) reads as empty,
     /// and the next flush removes its files as strays.
-    async fn manifest(&self, def: &TableDefinition, dir: &str) -> Result<Arc<Manifest>> {
-        let m = match self.manifests.get(dir) {
+    async fn manifest(&self, def: &TableDefinition, loc: &Location) -> Result<Arc<Manifest>> {
+        let m = match self.manifests.get(&loc.key) {
             Some(m) => Arc::clone(m.value()),
             None => {
-                let m = Arc::new(self.files.manifest(dir).await?);
-                self.manifests.insert(dir.to_string(), Arc::clone(&m));
+                let m = Arc::new(loc.files.manifest(&loc.dir).await?);
+                self.manifests.insert(loc.key.clone(), Arc::clone(&m));
                 m
             }
         };
@@ -207,14 +296,14 @@ impl ColdTier {
     async fn segment_rows(
         &self,
         table: &CachedTable,
-        dir: &str,
+        loc: &Location,
         seg: &kalamdb_filestore::SegmentMeta,
     ) -> Result<SegmentRows> {
-        let key = (dir.to_string(), seg.id.clone());
+        let key = (loc.key.clone(), seg.id.clone());
         if let Some(rows) = self.segments.get(&key) {
             return Ok(Arc::clone(rows.value()));
         }
-        let batches = self.files.read_segment(dir, seg).await?;
+        let batches = loc.files.read_segment(&loc.dir, seg).await?;
         let mut rows = Vec::with_capacity(seg.row_count as usize);
         for b in &batches {
             rows.extend(batch_to_rows(table, b)?);
@@ -230,21 +319,21 @@ impl ColdTier {
 
     /// Whether `scope` has flushed segments.
     pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
-        let dir = Self::scope_dir(&table.def, scope);
-        Ok(!self.manifest(&table.def, &dir).await?.segments.is_empty())
+        let loc = self.locate(&table.def, Some(scope))?;
+        Ok(!self.manifest(&table.def, &loc).await?.segments.is_empty())
     }
 
     async fn arrow_segment(
         &self,
         table: &CachedTable,
-        dir: &str,
+        loc: &Location,
         seg: &kalamdb_filestore::SegmentMeta,
     ) -> Result<Arc<ScanSource>> {
-        let key = (dir.to_string(), seg.id.clone());
+        let key = (loc.key.clone(), seg.id.clone());
         if let Some(src) = self.arrow_segments.get(&key) {
             return Ok(Arc::clone(src.value()));
         }
-        let batches = self.files.read_segment(dir, seg).await?;
+        let batches = loc.files.read_segment(&loc.dir, seg).await?;
         let batch = conform(table, &batches)?;
         let src = Arc::new(ScanSource::of_batch(table, batch)?);
         if self
@@ -271,11 +360,11 @@ impl ColdTier {
         hot: &[(Vec<u8>, StoredRow)],
         projection: Option<&Vec<usize>>,
     ) -> Result<Vec<RecordBatch>> {
-        let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&table.def, &dir).await?;
+        let loc = self.locate(&table.def, Some(scope))?;
+        let manifest = self.manifest(&table.def, &loc).await?;
         let mut sources: Vec<Arc<ScanSource>> = Vec::new();
         for seg in &manifest.segments {
-            sources.push(self.arrow_segment(table, &dir, seg).await?);
+            sources.push(self.arrow_segment(table, &loc, seg).await?);
         }
         if !hot.is_empty() {
             let rows: Vec<StoredRow> = hot.iter().map(|(_, r)| r.clone()).collect();
@@ -320,11 +409,11 @@ impl ColdTier {
         table: &CachedTable,
         scope: &Scope,
     ) -> Result<BTreeMap<Vec<u8>, StoredRow>> {
-        let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&table.def, &dir).await?;
+        let loc = self.locate(&table.def, Some(scope))?;
+        let manifest = self.manifest(&table.def, &loc).await?;
         let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
         for seg in &manifest.segments {
-            for (k, row) in self.segment_rows(table, &dir, seg).await?.iter() {
+            for (k, row) in self.segment_rows(table, &loc, seg).await?.iter() {
                 if out.get(k).is_none_or(|old| old.seq < row.seq) {
                     out.insert(k.clone(), row.clone());
                 }
@@ -353,8 +442,8 @@ impl ColdTier {
         scope: &Scope,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<StoredRow>>> {
-        let dir = Self::scope_dir(&table.def, scope);
-        let manifest = self.manifest(&table.def, &dir).await?;
+        let loc = self.locate(&table.def, Some(scope))?;
+        let manifest = self.manifest(&table.def, &loc).await?;
         let mut out: Vec<Option<StoredRow>> = vec![None; keys.len()];
         if manifest.segments.is_empty() {
             return Ok(out);
@@ -367,7 +456,7 @@ impl ColdTier {
             if wanted.is_empty() {
                 continue;
             }
-            let rows = self.segment_rows(table, &dir, seg).await?;
+            let rows = self.segment_rows(table, &loc, seg).await?;
             for i in wanted {
                 if let Ok(at) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(&keys[i]))
                     && out[i].as_ref().is_none_or(|old| old.seq < rows[at].1.seq)
@@ -381,12 +470,12 @@ impl ColdTier {
 
     /// Removes every file of a dropped table and forgets what was cached of it.
     pub async fn drop_table(&self, def: &TableDefinition) -> Result<()> {
-        let dir = Self::table_dir(def);
-        let inside = |d: &str| d == dir || d.starts_with(&format!("{dir}/"));
+        let loc = self.locate(def, None)?;
+        let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
         self.segments.retain(|(d, _), _| !inside(d));
         self.arrow_segments.retain(|(d, _), _| !inside(d));
-        self.files.remove_all(&dir).await?;
+        loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
 
@@ -397,8 +486,8 @@ impl ColdTier {
         table: &CachedTable,
         scope: &Scope,
     ) -> Result<FlushStats> {
-        let dir = Self::scope_dir(&table.def, scope);
-        let lock = Arc::clone(self.flush_locks.entry(dir.clone()).or_default().value());
+        let loc = self.locate(&table.def, Some(scope))?;
+        let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _flushing = lock.lock().await;
 
         let prefix = scope.prefix();
@@ -414,10 +503,10 @@ impl ColdTier {
                 stored.push((k, v));
             }
         }
-        let manifest = self.manifest(&table.def, &dir).await?;
-        let removed = self.files.remove_strays(&dir, &manifest).await?;
+        let manifest = self.manifest(&table.def, &loc).await?;
+        let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
         if removed > 0 {
-            tracing::info!(dir, removed, "removed files left by an interrupted flush");
+            tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
         }
         let Some(((min_key, _), (max_key, _))) = stored.first().zip(stored.last()) else {
             return Ok(FlushStats::default());
@@ -434,7 +523,7 @@ impl ColdTier {
             schema_version: table.def.version,
         };
         drop(rows);
-        let meta = self.files.write_segment(&dir, &batches, info).await?;
+        let meta = loc.files.write_segment(&loc.dir, &batches, info).await?;
         drop(batches);
         let written = started.elapsed();
         step_done(FlushStep::SegmentWritten)?;
@@ -447,8 +536,8 @@ impl ColdTier {
         next.version = 1;
         next.table_created_at = table.def.created_at;
         next.segments.push(meta);
-        self.files.commit(&dir, &next).await?;
-        self.manifests.insert(dir.clone(), Arc::new(next));
+        loc.files.commit(&loc.dir, &next).await?;
+        self.manifests.insert(loc.key.clone(), Arc::new(next));
         step_done(FlushStep::ManifestCommitted)?;
 
         // Drop the flushed versions from the hot tier, unless a writer replaced them since:
@@ -488,7 +577,7 @@ impl ColdTier {
             app.backend().write(batch)?;
         }
         tracing::info!(
-            dir,
+            dir = %loc.dir,
             rows = stats.rows,
             bytes = stats.bytes,
             read_ms = read.as_millis() as u64,
@@ -510,17 +599,17 @@ impl ColdTier {
         scope: &Scope,
         new_id: i64,
     ) -> Result<(usize, usize)> {
-        let dir = Self::scope_dir(&table.def, scope);
-        let lock = Arc::clone(self.flush_locks.entry(dir.clone()).or_default().value());
+        let loc = self.locate(&table.def, Some(scope))?;
+        let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _busy = lock.lock().await;
-        let manifest = self.manifest(&table.def, &dir).await?;
+        let manifest = self.manifest(&table.def, &loc).await?;
         let before = manifest.segments.len();
         if before == 0 {
             return Ok((0, 0));
         }
         let mut sources = Vec::with_capacity(before);
         for seg in &manifest.segments {
-            sources.push(self.arrow_segment(table, &dir, seg).await?);
+            sources.push(self.arrow_segment(table, &loc, seg).await?);
         }
         if before == 1 && !sources[0].deleted.contains(&true) {
             return Ok((1, 1));
@@ -551,11 +640,12 @@ impl ColdTier {
                 schema_version: table.def.version,
             };
             next.segments
-                .push(self.files.write_segment(&dir, &[batch], info).await?);
+                .push(loc.files.write_segment(&loc.dir, &[batch], info).await?);
         }
-        self.files.commit(&dir, &next).await?;
-        self.manifests.insert(dir.clone(), Arc::new(next.clone()));
-        self.files.remove_strays(&dir, &next).await?;
+        loc.files.commit(&loc.dir, &next).await?;
+        self.manifests
+            .insert(loc.key.clone(), Arc::new(next.clone()));
+        loc.files.remove_strays(&loc.dir, &next).await?;
         Ok((before, next.segments.len()))
     }
 
@@ -570,13 +660,13 @@ impl ColdTier {
         let scopes = match table.def.table_type {
             TableType::Shared => vec![Scope::Shared],
             TableType::Stream => Vec::new(),
-            _ => self
-                .files
-                .child_dirs(&Self::table_dir(&table.def))
-                .await?
-                .into_iter()
-                .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
-                .collect(),
+            _ => {
+                let loc = self.locate(&table.def, None)?;
+                loc.files.child_dirs(&loc.dir).await?
+            }
+            .into_iter()
+            .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
+            .collect(),
         };
         let (mut before, mut after) = (0, 0);
         for scope in scopes {
