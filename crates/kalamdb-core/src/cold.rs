@@ -142,7 +142,7 @@ impl std::ops::AddAssign for FlushStats {
     }
 }
 
-/// The cold tier of the local storage.
+/// The cold tier: every storage of `system.storages` this server can open (filesystem today).
 #[derive(Debug)]
 pub struct ColdTier {
     catalog: Catalog,
@@ -256,6 +256,11 @@ impl ColdTier {
         self.placements
             .insert(storage_id.to_string(), Arc::clone(&placement));
         Ok(placement)
+    }
+
+    /// Probes storage `storage_id` (see [`FileStore::probe`]).
+    pub async fn probe(&self, storage_id: &str, name: &str) -> Result<kalamdb_filestore::Probe> {
+        Ok(self.placement(storage_id)?.files.probe(name).await)
     }
 
     /// Forgets what was opened of a storage (dropped or changed).

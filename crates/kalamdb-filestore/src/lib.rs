@@ -105,6 +105,23 @@ pub struct SegmentInfo {
     pub schema_version: u32,
 }
 
+/// What [`FileStore::probe`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    /// An object could be written.
+    pub writable: bool,
+    /// It read back the same.
+    pub readable: bool,
+    /// A listing showed it.
+    pub listable: bool,
+    /// It could be deleted.
+    pub deletable: bool,
+    /// Time for the four steps.
+    pub latency_ms: f64,
+    /// The first failure.
+    pub error: Option<String>,
+}
+
 /// Segment and manifest access on one object store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -239,6 +256,33 @@ impl FileStore {
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())
+    }
+
+    /// Writes, reads back, lists and deletes a small object under `_kalamdb_check/`; reports
+    /// which steps worked and the first error.
+    pub async fn probe(&self, name: &str) -> Probe {
+        let path = Path::from(format!("_kalamdb_check/{name}"));
+        let payload = b"kalamdb storage check".to_vec();
+        let started = std::time::Instant::now();
+        let mut p = Probe::default();
+        let result: Result<()> = async {
+            self.store
+                .put(&path, PutPayload::from(payload.clone()))
+                .await?;
+            p.writable = true;
+            let got = self.store.get(&path).await?.bytes().await?;
+            p.readable = got.as_ref() == payload.as_slice();
+            let prefix = Path::from("_kalamdb_check");
+            let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+            p.listable = listed.iter().any(|m| m.location == path);
+            self.store.delete(&path).await?;
+            p.deletable = true;
+            Ok(())
+        }
+        .await;
+        p.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        p.error = result.err().map(|e| e.to_string());
+        p
     }
 
     /// Deletes everything under `dir` (a dropped table's folder).

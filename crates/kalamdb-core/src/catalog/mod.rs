@@ -408,6 +408,24 @@ impl Catalog {
         self.scan_all(P_STORAGES, b"")
     }
 
+    /// Stores a storage record.
+    pub fn put_storage(&self, storage: &StorageRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            P_STORAGES,
+            storage.storage_id.as_bytes().to_vec(),
+            encode(storage),
+        );
+        self.commit(batch, CatalogPart::Storages)
+    }
+
+    /// Removes a storage record.
+    pub fn delete_storage(&self, id: &str) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_STORAGES, id.as_bytes().to_vec());
+        self.commit(batch, CatalogPart::Storages)
+    }
+
     /// One storage.
     pub fn storage(&self, id: &str) -> Result<Option<StorageRecord>> {
         self.get(P_STORAGES, id.as_bytes())

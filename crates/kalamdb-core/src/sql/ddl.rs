@@ -781,6 +781,157 @@ async fn storage_jobs(
     Ok(Output::Message(lines.join("\n")))
 }
 
+/// `CREATE STORAGE`: registers a filesystem storage after a write/read/list/delete probe of
+/// it succeeds (dba/system). S3 and the other object stores are refused for now.
+pub async fn create_storage(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    id: &str,
+    storage_type: &str,
+    options: Vec<(String, String)>,
+) -> Result<Output> {
+    access::check_admin(&ctx.identity, "create storages")?;
+    validate_identifier("storage", id).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    if app.catalog().storage(id)?.is_some() {
+        return Err(KalamError::AlreadyExists {
+            kind: "Storage",
+            name: id.to_string(),
+        });
+    }
+    if storage_type != "filesystem" {
+        return Err(KalamError::InvalidInput(format!(
+            "Storage type '{storage_type}' is not supported yet: this server stores cold data \
+             on TYPE 'filesystem' storages only"
+        )));
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut record = crate::catalog::StorageRecord::local(now);
+    record.storage_id = id.to_string();
+    record.storage_name = id.to_string();
+    record.description = None;
+    record.base_directory = String::new();
+    for (key, value) in options {
+        match key.as_str() {
+            "NAME" => record.storage_name = value,
+            "DESCRIPTION" => record.description = Some(value),
+            "PATH" | "BASE_DIRECTORY" => record.base_directory = value,
+            "SHARED_TABLES_TEMPLATE" => record.shared_tables_template = value,
+            "USER_TABLES_TEMPLATE" => record.user_tables_template = value,
+            other => {
+                return Err(KalamError::InvalidSql(format!(
+                    "Unknown storage option {other} for a filesystem storage (NAME, \
+                     DESCRIPTION, PATH, SHARED_TABLES_TEMPLATE, USER_TABLES_TEMPLATE)"
+                )));
+            }
+        }
+    }
+    if record.base_directory.trim().is_empty() {
+        return Err(KalamError::InvalidSql(
+            "A filesystem storage needs PATH '<directory>'".into(),
+        ));
+    }
+    validate_templates(&record.shared_tables_template, &record.user_tables_template)?;
+    app.catalog().put_storage(&record)?;
+    // Probe before keeping it: a storage nobody can write to is refused.
+    let probe = app.cold().probe(id, &app.seq().next_id().to_string()).await;
+    let failed = match &probe {
+        Ok(p) if p.error.is_none() => None,
+        Ok(p) => p.error.clone(),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = failed {
+        app.cold().forget_storage(id);
+        app.catalog().delete_storage(id)?;
+        return Err(KalamError::InvalidInput(format!(
+            "Storage '{id}' failed its check: {why}"
+        )));
+    }
+    Ok(Output::Message(format!("Storage '{id}' created")))
+}
+
+/// Folder templates: SHARED tables' must name `{namespace}` and `{tableName}`; USER tables'
+/// must too, and end with `/{userId}` so each user's files sit in their own folder.
+fn validate_templates(shared: &str, user: &str) -> Result<()> {
+    let names_table = |t: &str| t.contains("{namespace}") && t.contains("{tableName}");
+    if !names_table(shared) || shared.contains("{userId}") {
+        return Err(KalamError::InvalidSql(format!(
+            "SHARED_TABLES_TEMPLATE '{shared}' must contain {{namespace}} and {{tableName}} and not {{userId}}"
+        )));
+    }
+    if !names_table(user) || !user.ends_with("/{userId}") || user.matches("{userId}").count() != 1 {
+        return Err(KalamError::InvalidSql(format!(
+            "USER_TABLES_TEMPLATE '{user}' must contain {{namespace}} and {{tableName}} and end with /{{userId}}"
+        )));
+    }
+    Ok(())
+}
+
+/// `DROP STORAGE [IF EXISTS] id`: refused for `local` and while a table uses it.
+pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) -> Result<Output> {
+    access::check_admin(&ctx.identity, "drop storages")?;
+    if id == "local" {
+        return Err(KalamError::PermissionDenied(
+            "The built-in storage 'local' cannot be dropped".into(),
+        ));
+    }
+    if app.catalog().storage(id)?.is_none() {
+        return if if_exists {
+            Ok(Output::Message(format!("Storage '{id}' does not exist")))
+        } else {
+            Err(KalamError::NotFound {
+                kind: "Storage",
+                name: id.to_string(),
+            })
+        };
+    }
+    let users: Vec<String> = app
+        .catalog()
+        .tables(None)?
+        .into_iter()
+        .filter(|d| d.storage_id.as_str() == id)
+        .map(|d| d.table_id().to_string())
+        .collect();
+    if !users.is_empty() {
+        return Err(KalamError::Constraint(format!(
+            "Storage '{id}' is used by {} table(s): {}",
+            users.len(),
+            users.join(", ")
+        )));
+    }
+    app.catalog().delete_storage(id)?;
+    app.cold().forget_storage(id);
+    Ok(Output::Message(format!("Storage '{id}' dropped")))
+}
+
+/// `STORAGE CHECK id`: a write/read/list/delete probe (dba/system).
+pub async fn storage_check(app: &AppContext, ctx: &ExecCtx, id: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "check storages")?;
+    let p = app
+        .cold()
+        .probe(id, &app.seq().next_id().to_string())
+        .await?;
+    table_output(
+        &[
+            ("storage_id", K::Text, false),
+            ("writable", K::Boolean, false),
+            ("readable", K::Boolean, false),
+            ("listable", K::Boolean, false),
+            ("deletable", K::Boolean, false),
+            ("latency_ms", K::Double, false),
+            ("error", K::Text, true),
+        ],
+        vec![vec![
+            Value::Text(id.to_string()),
+            Value::Bool(p.writable),
+            Value::Bool(p.readable),
+            Value::Bool(p.listable),
+            Value::Bool(p.deletable),
+            Value::F64(p.latency_ms),
+            p.error.map(Value::Text).unwrap_or(Value::Null),
+        ]],
+    )
+}
+
 /// `KILL JOB 'id'`: asks a running job to stop at its next checkpoint (dba/system).
 pub fn kill_job(app: &AppContext, ctx: &ExecCtx, job_id: &str) -> Result<Output> {
     access::check_admin(&ctx.identity, "kill jobs")?;

@@ -348,6 +348,13 @@ impl SqlExecutor {
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
+            Command::CreateStorage {
+                id,
+                storage_type,
+                options,
+            } => ddl::create_storage(app, ctx, &id, &storage_type, options).await,
+            Command::DropStorage { id, if_exists } => ddl::drop_storage(app, ctx, &id, if_exists),
+            Command::StorageCheck(id) => ddl::storage_check(app, ctx, &id).await,
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)

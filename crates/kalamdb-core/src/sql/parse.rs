@@ -52,6 +52,24 @@ pub enum Command {
     CompactAll(Option<String>),
     /// `KILL JOB 'job_id'`
     KillJob(String),
+    /// `CREATE STORAGE id TYPE 'filesystem' [NAME '…'] [DESCRIPTION '…'] [PATH '…'] …`
+    CreateStorage {
+        /// Id.
+        id: String,
+        /// `filesystem`, `s3`, …
+        storage_type: String,
+        /// Options by upper-case keyword (`NAME`, `PATH`, `BASE_DIRECTORY`, templates …).
+        options: Vec<(String, String)>,
+    },
+    /// `DROP STORAGE [IF EXISTS] id`
+    DropStorage {
+        /// Id.
+        id: String,
+        /// IF EXISTS.
+        if_exists: bool,
+    },
+    /// `STORAGE CHECK id [EXTENDED]`
+    StorageCheck(String),
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -347,7 +365,7 @@ fn is_own_statement(w: &[String]) -> bool {
         (at(0), at(1)),
         (
             "CREATE" | "DROP",
-            "NAMESPACE" | "TABLE" | "USER" | "SHARED" | "STREAM"
+            "NAMESPACE" | "TABLE" | "USER" | "SHARED" | "STREAM" | "STORAGE"
         ) | ("ALTER", "USER")
             | ("USE", _)
             | ("SET", "NAMESPACE")
@@ -355,7 +373,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("DESCRIBE" | "DESC", "TABLE")
             | ("KILL", "LIVE" | "JOB")
             | ("FLUSH", "TABLE")
-            | ("STORAGE", "FLUSH" | "COMPACT")
+            | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
     )
 }
 
@@ -429,6 +447,8 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::ShowStorages => ("SHOW_STORAGES", String::new()),
         Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
         Command::KillJob(id) => ("KILL_JOB", id),
+        Command::CreateStorage { id, .. } => ("CREATE_STORAGE", id),
+        Command::DropStorage { id, .. } => ("DROP_STORAGE", id),
         Command::FlushTable(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("FLUSH_TABLE", format!("{ns}{}", table.table))
@@ -498,6 +518,39 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
                 ));
             }
             Command::KillLiveQuery(c.string()?)
+        }
+        ("CREATE", "STORAGE") => {
+            c.pos = 2;
+            let id = c.ident()?;
+            c.expect("TYPE")?;
+            let storage_type = c.string()?.to_ascii_lowercase();
+            let mut options = Vec::new();
+            while c.pos < c.toks.len() {
+                let key = c.word_at(c.pos).ok_or_else(|| {
+                    KalamError::InvalidSql(format!("expected a storage option near {}", c.near()))
+                })?;
+                c.pos += 1;
+                options.push((key, c.string()?));
+            }
+            Command::CreateStorage {
+                id,
+                storage_type,
+                options,
+            }
+        }
+        ("DROP", "STORAGE") => {
+            c.pos = 2;
+            let if_exists = c.eat_all(&["IF", "EXISTS"]);
+            Command::DropStorage {
+                id: c.ident()?,
+                if_exists,
+            }
+        }
+        ("STORAGE", "CHECK") => {
+            c.pos = 2;
+            let id = c.ident()?;
+            c.eat("EXTENDED");
+            Command::StorageCheck(id)
         }
         ("KILL", "JOB") => {
             c.pos = 2;

@@ -664,3 +664,81 @@ async fn files_of_a_dropped_incarnation_never_leak_into_a_new_table() {
         vec![("1".to_string(), json!("new"))]
     );
 }
+
+#[tokio::test]
+async fn tables_flush_to_the_storage_they_name() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    let archive = s.dir.path().join("elsewhere");
+    s.ok(
+        &root,
+        &format!(
+            "CREATE STORAGE archive TYPE 'filesystem' NAME 'Archive disk' PATH '{}' \
+             SHARED_TABLES_TEMPLATE 'shared/{{namespace}}-{{tableName}}' \
+             USER_TABLES_TEMPLATE 'users/{{namespace}}-{{tableName}}/{{userId}}'",
+            archive.display()
+        ),
+    )
+    .await;
+    let listed = rows(&s.ok(&root, "SHOW STORAGES").await);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0][0], "local");
+    let check = rows(&s.ok(&root, "STORAGE CHECK archive").await);
+    assert_eq!(
+        &check[0][..5],
+        &[
+            json!("archive"),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true)
+        ]
+    );
+
+    s.ok(&root, "CREATE NAMESPACE app; CREATE SHARED TABLE app.s (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'archive'); CREATE USER TABLE app.u (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'archive')").await;
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    s.ok(&root, "INSERT INTO app.s VALUES (1), (2)").await;
+    s.ok(&users[0], "INSERT INTO app.u VALUES (7)").await;
+    s.ok(&root, "STORAGE FLUSH ALL IN app").await;
+    assert_eq!(segments(&archive.join("shared/app-s")).len(), 1);
+    assert_eq!(segments(&archive.join("users/app-u/ann")).len(), 1);
+    assert!(segments(&s.dir.path().join("storage")).is_empty());
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.s").await;
+    assert_eq!(rows(&n), vec![vec![json!("2")]]);
+    let n = s.ok(&users[0], "SELECT id FROM app.u").await;
+    assert_eq!(rows(&n), vec![vec![json!("7")]]);
+
+    let (_, _, msg) = s.err(&root, "DROP STORAGE archive").await;
+    assert!(msg.contains("app.s"), "in use: {msg}");
+    for (sql, needle) in [
+        (
+            "CREATE STORAGE s3x TYPE 's3' BUCKET 'b'",
+            "not supported yet",
+        ),
+        (
+            "CREATE STORAGE t1 TYPE 'filesystem' PATH '/tmp/x' USER_TABLES_TEMPLATE '{namespace}/{userId}/{tableName}'",
+            "USER_TABLES_TEMPLATE",
+        ),
+        ("CREATE STORAGE t2 TYPE 'filesystem'", "PATH"),
+        (
+            "CREATE STORAGE t3 TYPE 'filesystem' PATH '/proc/kalamdb-no'",
+            "failed its check",
+        ),
+        (
+            "CREATE STORAGE archive TYPE 'filesystem' PATH '/tmp/x'",
+            "archive",
+        ),
+        ("DROP STORAGE local", "local"),
+    ] {
+        let (_, _, msg) = s.err(&root, sql).await;
+        assert!(msg.contains(needle), "{sql}: {msg}");
+    }
+    assert_eq!(
+        rows(&s.ok(&root, "SHOW STORAGES").await).len(),
+        2,
+        "failed creations leave nothing"
+    );
+    s.ok(&root, "DROP TABLE app.s; DROP TABLE app.u").await;
+    s.ok(&root, "DROP STORAGE archive").await;
+    s.ok(&root, "DROP STORAGE IF EXISTS archive").await;
+}
