@@ -56,6 +56,12 @@ impl AppContext {
     /// Opens the data directory and builds every service.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let node_id = Arc::new(config.node_id());
+        let default_policy = config.storage.default_flush_policy.trim();
+        if !default_policy.is_empty() {
+            crate::cold::FlushPolicy::parse(default_policy).map_err(|e| {
+                KalamError::InvalidInput(format!("[storage] default_flush_policy: {e}"))
+            })?;
+        }
         let data = PathBuf::from(&config.storage.data_path);
         std::fs::create_dir_all(data.join("rocksdb"))
             .map_err(|e| KalamError::Internal(format!("cannot create {}: {e}", data.display())))?;

@@ -66,8 +66,9 @@ impl FlushPolicy {
             let (k, v) = part.trim().split_once(':').ok_or_else(bad)?;
             let n: u64 = v.trim().parse().map_err(|_| bad())?;
             match k.trim().to_ascii_lowercase().as_str() {
-                "rows" if (1..=100_000_000).contains(&n) => policy.rows = Some(n),
-                "interval" if (1..=86_400).contains(&n) => policy.interval_secs = Some(n),
+                // Upstream's limits.
+                "rows" if (1..=999_999).contains(&n) => policy.rows = Some(n),
+                "interval" if (1..=86_399).contains(&n) => policy.interval_secs = Some(n),
                 _ => return Err(bad()),
             }
         }

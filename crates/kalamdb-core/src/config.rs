@@ -157,7 +157,8 @@ pub struct StorageConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable size per partition in MiB.
     pub write_buffer_mb: usize,
-    /// Flush policy of tables created without `FLUSH_POLICY`: `rows:N`, `interval:S` or both.
+    /// Flush policy of tables created without `FLUSH_POLICY`: `rows:N`, `interval:S` or both;
+    /// empty: such tables flush only on `STORAGE FLUSH` (upstream's behaviour).
     pub default_flush_policy: String,
     /// Milliseconds between checks of the flush policies.
     pub flush_check_interval_ms: u64,
@@ -170,7 +171,7 @@ impl Default for StorageConfig {
             sync_writes: false,
             block_cache_mb: 8,
             write_buffer_mb: 4,
-            default_flush_policy: "rows:100000,interval:300".into(),
+            default_flush_policy: String::new(),
             flush_check_interval_ms: 1000,
         }
     }

@@ -1,6 +1,6 @@
 //! Automatic flushes: counts the rows written to each USER and SHARED table since its last
 //! flush and, on a timer, flushes the tables whose flush policy (`WITH (FLUSH_POLICY = …)`, else
-//! `[storage] default_flush_policy`) is due, each as a `system.jobs` job. A failed policy
+//! `[storage] default_flush_policy` when set) is due, each as a `system.jobs` job. A failed policy
 //! flush is retried with exponential backoff (2, 4, 8 … seconds, at most 5 minutes).
 
 use crate::app_context::AppContext;
@@ -60,7 +60,7 @@ impl FlushScheduler {
     }
 
     /// Takes the tables that are due now, with the failures each had so far.
-    fn take_due(&self, app: &AppContext, default: FlushPolicy) -> Vec<(TableId, u32)> {
+    fn take_due(&self, app: &AppContext, default: Option<FlushPolicy>) -> Vec<(TableId, u32)> {
         let candidates: Vec<(TableId, Pending)> = self
             .pending
             .iter()
@@ -74,15 +74,16 @@ impl FlushScheduler {
                     .flush_policy
                     .as_deref()
                     .and_then(|text| FlushPolicy::parse(text).ok())
-                    .unwrap_or(default),
+                    .or(default),
                 _ => {
                     self.pending.remove(&id);
                     continue;
                 }
             };
-            let (due_now, failures) = match p.retry {
-                Some((failures, at)) => (Instant::now() >= at, failures),
-                None => (policy.due(p.rows, p.since.elapsed()), 0),
+            let (due_now, failures) = match (p.retry, policy) {
+                (Some((failures, at)), _) => (Instant::now() >= at, failures),
+                (None, Some(policy)) => (policy.due(p.rows, p.since.elapsed()), 0),
+                (None, None) => (false, 0),
             };
             if due_now {
                 self.pending.remove(&id);
@@ -95,7 +96,11 @@ impl FlushScheduler {
 
 /// Starts the task that flushes due tables; it ends with the server.
 pub(crate) fn spawn(app: &Arc<AppContext>) {
-    let default = match FlushPolicy::parse(&app.config().storage.default_flush_policy) {
+    let text = app.config().storage.default_flush_policy.trim();
+    let default = match (!text.is_empty())
+        .then(|| FlushPolicy::parse(text))
+        .transpose()
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "bad [storage] default_flush_policy: automatic flushes are off");

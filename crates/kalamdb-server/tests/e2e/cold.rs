@@ -519,7 +519,6 @@ async fn flushes_and_compactions_are_recorded_in_system_jobs_and_can_be_killed()
     let s = std::sync::Arc::new(
         TestServer::start_with(|c| {
             c.storage.flush_check_interval_ms = 20;
-            c.storage.default_flush_policy = "rows:1000000".into();
         })
         .await,
     );
