@@ -108,6 +108,10 @@ fn step_done(step: FlushStep) -> Result<()> {
     Ok(())
 }
 
+const COLD_UNKNOWN: u8 = 0;
+const COLD_NO: u8 = 1;
+const COLD_YES: u8 = 2;
+
 /// Decoded rows kept in the segment cache before it is emptied.
 const SEGMENT_CACHE_ROWS: usize = 2_000_000;
 
@@ -440,6 +444,28 @@ impl ColdTier {
         Ok(merge_versions(hot, cold))
     }
 
+    /// Whether `table` may have flushed segments. Known per cached table after one listing of
+    /// its folder; a flush marks it before it commits a manifest, and before its cleanup takes
+    /// the scope's write lock, so a writer that saw "no" under that lock still finds the rows
+    /// in the hot tier. Lets key lookups on never-flushed tables skip the cold tier entirely.
+    pub async fn may_have_segments(&self, table: &CachedTable) -> Result<bool> {
+        match table.cold_state.load(Ordering::SeqCst) {
+            COLD_NO => return Ok(false),
+            COLD_YES => return Ok(true),
+            _ => {}
+        }
+        let loc = self.locate(&table.def, None)?;
+        let any = loc.files.has_any(&loc.dir).await?;
+        // A flush may have marked it meanwhile: only move away from "unknown".
+        let _ = table.cold_state.compare_exchange(
+            COLD_UNKNOWN,
+            if any { COLD_YES } else { COLD_NO },
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        Ok(any || table.cold_state.load(Ordering::SeqCst) == COLD_YES)
+    }
+
     /// The latest cold version of each of `keys` in `scope`; segments whose key range misses
     /// a key are not read for it.
     pub async fn lookup(
@@ -529,6 +555,7 @@ impl ColdTier {
             schema_version: table.def.version,
         };
         drop(rows);
+        table.cold_state.store(COLD_YES, Ordering::SeqCst);
         let meta = loc.files.write_segment(&loc.dir, &batches, info).await?;
         drop(batches);
         let written = started.elapsed();

@@ -29,6 +29,9 @@ pub struct CachedTable {
     pub pk_index: Option<usize>,
     /// Literal column defaults by column index, evaluated once by the DML path on first use.
     pub literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
+    /// Whether the table may have flushed segments: unknown, no, yes (see
+    /// [`crate::cold::ColdTier::may_have_segments`]).
+    pub cold_state: std::sync::atomic::AtomicU8,
 }
 
 impl CachedTable {
@@ -43,6 +46,7 @@ impl CachedTable {
             partitions,
             pk_index,
             literal_defaults: std::sync::OnceLock::new(),
+            cold_state: std::sync::atomic::AtomicU8::new(0),
         }
     }
 }

@@ -247,6 +247,16 @@ impl FileStore {
         Ok(removed)
     }
 
+    /// Whether anything is stored under `dir`.
+    pub async fn has_any(&self, dir: &str) -> Result<bool> {
+        let prefix = Path::from(dir.to_string());
+        let mut listed = self.store.list(Some(&prefix));
+        Ok(futures::StreamExt::next(&mut listed)
+            .await
+            .transpose()?
+            .is_some())
+    }
+
     /// Names of the folders directly inside `dir`.
     pub async fn child_dirs(&self, dir: &str) -> Result<Vec<String>> {
         let prefix = Path::from(dir.to_string());

@@ -533,7 +533,7 @@ async fn current_versions(
             }
         });
     }
-    if !missing.is_empty() {
+    if !missing.is_empty() && app.cold().may_have_segments(table).await? {
         let want: Vec<Vec<u8>> = missing.iter().map(|&i| pks[i].clone()).collect();
         let cold = app.cold().lookup(table, scope, &want).await?;
         for (i, row) in missing.into_iter().zip(cold) {
