@@ -21,7 +21,7 @@ use crate::app_context::AppContext;
 use crate::catalog::{Catalog, StorageRecord};
 use crate::error::{KalamError, Result};
 use crate::jobs::CancelFlag;
-use crate::rows::{Scope, StoredRow};
+use crate::rows::{Scope, StoredRow, row_key};
 use crate::schema_registry::CachedTable;
 use crate::value::coerce;
 use dashmap::DashMap;
@@ -34,7 +34,7 @@ use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{FileStore, FileStoreError, Manifest, SegmentInfo};
-use kalamdb_store::{KvPair, StorageRead, WriteBatch};
+use kalamdb_store::{KvPair, StorageBackend, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -464,6 +464,43 @@ impl ColdTier {
             Ordering::SeqCst,
         );
         Ok(any || table.cold_state.load(Ordering::SeqCst) == COLD_YES)
+    }
+
+    /// The latest version of each primary key in `scope`, a tombstone included: the hot one
+    /// (read through `hot`) when there is one, else the newest flushed one. Tables that never
+    /// flushed are answered from the hot tier alone.
+    pub async fn current_versions(
+        &self,
+        hot: &dyn StorageBackend,
+        table: &CachedTable,
+        scope: &Scope,
+        pks: &[Vec<u8>],
+    ) -> Result<Vec<Option<StoredRow>>> {
+        let prefix = scope.prefix();
+        let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(&prefix, pk)).collect();
+        let mut out = Vec::with_capacity(pks.len());
+        let mut missing = Vec::new();
+        for (i, found) in hot
+            .multi_get(&table.partitions.rows, &keys)?
+            .into_iter()
+            .enumerate()
+        {
+            out.push(match found {
+                Some(bytes) => Some(StoredRow::decode(&bytes)?),
+                None => {
+                    missing.push(i);
+                    None
+                }
+            });
+        }
+        if !missing.is_empty() && self.may_have_segments(table).await? {
+            let want: Vec<Vec<u8>> = missing.iter().map(|&i| pks[i].clone()).collect();
+            let cold = self.lookup(table, scope, &want).await?;
+            for (i, row) in missing.into_iter().zip(cold) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
     }
 
     /// The latest cold version of each of `keys` in `scope`; segments whose key range misses

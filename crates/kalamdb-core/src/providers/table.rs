@@ -10,7 +10,7 @@ use super::identity_of;
 use crate::access;
 use crate::cold::{ColdTier, read_versions};
 use crate::error::KalamError;
-use crate::rows::{Scope, StoredRow, log_key, row_key, stream_cutoff_seq};
+use crate::rows::{Scope, StoredRow, log_key, stream_cutoff_seq};
 use crate::schema_registry::CachedTable;
 use crate::value::{Value, coerce, to_array};
 use async_trait::async_trait;
@@ -95,18 +95,12 @@ impl AppTableProvider {
         let Some(k) = key.pk_key() else {
             return Ok(None);
         };
-        let row = match self
-            .backend
-            .get(&self.table.partitions.rows, &row_key(&scope.prefix(), &k))?
-        {
-            Some(bytes) => Some(StoredRow::decode(&bytes)?),
-            None => self
-                .cold
-                .lookup(&self.table, scope, &[k])
-                .await?
-                .pop()
-                .flatten(),
-        };
+        let row = self
+            .cold
+            .current_versions(&*self.backend, &self.table, scope, &[k])
+            .await?
+            .pop()
+            .flatten();
         Ok(row.filter(|r| !r.deleted))
     }
 

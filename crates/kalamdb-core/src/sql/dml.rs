@@ -510,39 +510,21 @@ fn single_table(twj: &TableWithJoins) -> Result<TableRef> {
     }
 }
 
-/// The latest version of each primary key in `scope` (a tombstone included): the hot one when
-/// there is one, else the newest flushed one.
+/// The latest version of each primary key in `scope` (see [`crate::cold::ColdTier::current_versions`]), a
+/// missing partition reported as the table being gone.
 async fn current_versions(
     app: &AppContext,
     table: &CachedTable,
     scope: &Scope,
     pks: &[Vec<u8>],
 ) -> Result<Vec<Option<StoredRow>>> {
-    let prefix = scope.prefix();
-    let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(&prefix, pk)).collect();
-    let hot = app
-        .backend()
-        .multi_get(&table.partitions.rows, &keys)
-        .map_err(|e| table_gone(e, table))?;
-    let mut out = Vec::with_capacity(pks.len());
-    let mut missing = Vec::new();
-    for (i, found) in hot.into_iter().enumerate() {
-        out.push(match found {
-            Some(bytes) => Some(StoredRow::decode(&bytes)?),
-            None => {
-                missing.push(i);
-                None
-            }
-        });
-    }
-    if !missing.is_empty() && app.cold().may_have_segments(table).await? {
-        let want: Vec<Vec<u8>> = missing.iter().map(|&i| pks[i].clone()).collect();
-        let cold = app.cold().lookup(table, scope, &want).await?;
-        for (i, row) in missing.into_iter().zip(cold) {
-            out[i] = row;
-        }
-    }
-    Ok(out)
+    app.cold()
+        .current_versions(&**app.backend(), table, scope, pks)
+        .await
+        .map_err(|e| match e {
+            KalamError::Store(e) => table_gone(e, table),
+            other => other,
+        })
 }
 
 /// Reads the latest stored version of each primary key returned by `select`.
