@@ -286,6 +286,15 @@ impl Cursor {
         Ok(out)
     }
 
+    /// `<intro> [NAMESPACE] ns` when the next word is one of `intro`; `None` otherwise.
+    fn namespace_after(&mut self, intro: &[&str]) -> Result<Option<String>> {
+        if !intro.iter().any(|w| self.eat(w)) {
+            return Ok(None);
+        }
+        self.eat("NAMESPACE");
+        self.ident().map(Some)
+    }
+
     fn table_ref(&mut self) -> Result<TableRef> {
         let first = self.ident()?;
         if self.toks.get(self.pos) == Some(&Token::Period) {
@@ -571,12 +580,7 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
         }
         ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => {
             c.pos = 3;
-            let ns = if c.eat("IN") {
-                c.eat("NAMESPACE");
-                Some(c.ident()?)
-            } else {
-                None
-            };
+            let ns = c.namespace_after(&["IN"])?;
             if verb == "FLUSH" {
                 Command::FlushAll(ns)
             } else {
@@ -590,13 +594,7 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
         }
         ("SHOW", "TABLES") => {
             c.pos = 2;
-            let ns = if c.eat("IN") || c.eat("FROM") {
-                c.eat("NAMESPACE");
-                Some(c.ident()?)
-            } else {
-                None
-            };
-            Command::ShowTables(ns)
+            Command::ShowTables(c.namespace_after(&["IN", "FROM"])?)
         }
         ("DESCRIBE" | "DESC", "TABLE") => {
             c.pos = 2;
