@@ -14,7 +14,8 @@
 //! the version with the largest `_seq` wins; a winning tombstone hides the key, including rows
 //! in older segments.
 //!
-//! Segments are immutable, so decoded segments are cached (bounded by rows); manifests are
+//! Segments are immutable, so decoded segments are cached as Arrow columns with their rows'
+//! keys (bounded by rows; key lookups convert only the rows they return); manifests are
 //! cached too, since this server is the only writer of its storage.
 
 use crate::app_context::AppContext;
@@ -115,9 +116,6 @@ const COLD_YES: u8 = 2;
 /// Decoded rows kept in the segment cache before it is emptied.
 const SEGMENT_CACHE_ROWS: usize = 2_000_000;
 
-/// Rows of one segment, in primary-key order, with their keys.
-type SegmentRows = Arc<Vec<(Vec<u8>, StoredRow)>>;
-
 /// One source of a merged scan: rows in primary-key order as Arrow columns of the table's
 /// schema, with each row's key and `_seq`.
 #[derive(Debug)]
@@ -155,7 +153,6 @@ pub struct ColdTier {
     root: PathBuf,
     placements: DashMap<String, Arc<Placement>>,
     manifests: DashMap<String, Arc<Manifest>>,
-    segments: DashMap<(String, String), SegmentRows>,
     arrow_segments: DashMap<(String, String), Arc<ScanSource>>,
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
@@ -239,7 +236,6 @@ impl ColdTier {
             root: root.to_path_buf(),
             placements: DashMap::new(),
             manifests: DashMap::new(),
-            segments: DashMap::new(),
             arrow_segments: DashMap::new(),
             cached_rows: AtomicUsize::new(0),
             flush_locks: DashMap::new(),
@@ -303,30 +299,6 @@ impl ColdTier {
         })
     }
 
-    async fn segment_rows(
-        &self,
-        table: &CachedTable,
-        loc: &Location,
-        seg: &kalamdb_filestore::SegmentMeta,
-    ) -> Result<SegmentRows> {
-        let key = (loc.key.clone(), seg.id.clone());
-        if let Some(rows) = self.segments.get(&key) {
-            return Ok(Arc::clone(rows.value()));
-        }
-        let batches = loc.files.read_segment(&loc.dir, seg).await?;
-        let mut rows = Vec::with_capacity(seg.row_count as usize);
-        for b in &batches {
-            rows.extend(batch_to_rows(table, b)?);
-        }
-        let rows = Arc::new(rows);
-        if self.cached_rows.fetch_add(rows.len(), Ordering::Relaxed) > SEGMENT_CACHE_ROWS {
-            self.segments.clear();
-            self.cached_rows.store(rows.len(), Ordering::Relaxed);
-        }
-        self.segments.insert(key, Arc::clone(&rows));
-        Ok(rows)
-    }
-
     /// Whether `scope` has flushed segments.
     pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
         let loc = self.locate(&table.def, Some(scope))?;
@@ -351,7 +323,6 @@ impl ColdTier {
             .fetch_add(src.keys.len(), Ordering::Relaxed)
             > SEGMENT_CACHE_ROWS
         {
-            self.segments.clear();
             self.arrow_segments.clear();
             self.cached_rows.store(src.keys.len(), Ordering::Relaxed);
         }
@@ -423,9 +394,10 @@ impl ColdTier {
         let manifest = self.manifest(&table.def, &loc).await?;
         let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
         for seg in &manifest.segments {
-            for (k, row) in self.segment_rows(table, &loc, seg).await?.iter() {
-                if out.get(k).is_none_or(|old| old.seq < row.seq) {
-                    out.insert(k.clone(), row.clone());
+            let src = self.arrow_segment(table, &loc, seg).await?;
+            for (i, k) in src.keys.iter().enumerate() {
+                if out.get(k).is_none_or(|old| old.seq < src.seqs[i]) {
+                    out.insert(k.clone(), src.row(table, i)?);
                 }
             }
         }
@@ -525,12 +497,12 @@ impl ColdTier {
             if wanted.is_empty() {
                 continue;
             }
-            let rows = self.segment_rows(table, &loc, seg).await?;
+            let src = self.arrow_segment(table, &loc, seg).await?;
             for i in wanted {
-                if let Ok(at) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(&keys[i]))
-                    && out[i].as_ref().is_none_or(|old| old.seq < rows[at].1.seq)
+                if let Ok(at) = src.keys.binary_search(&keys[i])
+                    && out[i].as_ref().is_none_or(|old| old.seq < src.seqs[at])
                 {
-                    out[i] = Some(rows[at].1.clone());
+                    out[i] = Some(src.row(table, at)?);
                 }
             }
         }
@@ -542,7 +514,6 @@ impl ColdTier {
         let loc = self.locate(def, None)?;
         let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
-        self.segments.retain(|(d, _), _| !inside(d));
         self.arrow_segments.retain(|(d, _), _| !inside(d));
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
@@ -823,54 +794,6 @@ pub fn merge_versions(
     cold.into_values().collect()
 }
 
-/// Decodes a segment batch into keyed rows (columns found by name).
-fn batch_to_rows(table: &CachedTable, b: &RecordBatch) -> Result<Vec<(Vec<u8>, StoredRow)>> {
-    let def = &table.def;
-    let pk = table
-        .pk_index
-        .map(|i| def.columns[i].column_id)
-        .ok_or_else(|| KalamError::Internal("flushed table has no primary key".into()))?;
-    let seq = b
-        .column_by_name(SEQ_COLUMN)
-        .and_then(|a| a.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| KalamError::Internal("segment without _seq".into()))?;
-    let deleted = b
-        .column_by_name(DELETED_COLUMN)
-        .and_then(|a| a.as_boolean_opt())
-        .ok_or_else(|| KalamError::Internal("segment without _deleted".into()))?;
-    let columns: Vec<(u32, &dyn Array, &kalamdb_commons::ColumnDefinition)> = def
-        .columns
-        .iter()
-        .filter_map(|c| {
-            b.column_by_name(&c.name)
-                .map(|a| (c.column_id, a.as_ref(), c))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        let mut cells = Vec::with_capacity(columns.len());
-        for (id, array, c) in &columns {
-            if array.is_null(i) {
-                continue;
-            }
-            let scalar = ScalarValue::try_from_array(*array, i)
-                .map_err(|e| KalamError::Internal(e.to_string()))?;
-            cells.push((*id, coerce(scalar, &c.data_type, &c.name)?));
-        }
-        let row = StoredRow {
-            seq: seq.value(i),
-            deleted: deleted.value(i),
-            cells,
-        };
-        let key = row
-            .cell(pk)
-            .pk_key()
-            .ok_or_else(|| KalamError::Internal("segment row without a primary key".into()))?;
-        out.push((key, row));
-    }
-    Ok(out)
-}
-
 /// Rows per batch of a merged scan.
 const BATCH_ROWS: usize = 8192;
 
@@ -905,6 +828,24 @@ fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> 
 }
 
 impl ScanSource {
+    /// Row `i` as a stored row (cells by column id; NULLs left out).
+    fn row(&self, table: &CachedTable, i: usize) -> Result<StoredRow> {
+        let mut cells = Vec::with_capacity(table.def.columns.len());
+        for (c, col) in table.def.columns.iter().enumerate() {
+            let array = self.batch.column(c);
+            if array.is_null(i) {
+                continue;
+            }
+            let scalar = ScalarValue::try_from_array(array, i).map_err(internal)?;
+            cells.push((col.column_id, coerce(scalar, &col.data_type, &col.name)?));
+        }
+        Ok(StoredRow {
+            seq: self.seqs[i],
+            deleted: self.deleted[i],
+            cells,
+        })
+    }
+
     /// Keys, `_seq` and `_deleted` of a conformed segment batch.
     fn of_batch(table: &CachedTable, batch: RecordBatch) -> Result<Self> {
         let pk_index = table
