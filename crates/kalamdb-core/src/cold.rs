@@ -170,22 +170,7 @@ struct Placement {
 
 impl Placement {
     fn of(record: &StorageRecord, root: &Path) -> Result<Self> {
-        let files = match record.storage_type.as_str() {
-            "filesystem" => {
-                let base = Path::new(&record.base_directory);
-                FileStore::local(&if base.is_absolute() {
-                    base.to_path_buf()
-                } else {
-                    root.join(base)
-                })?
-            }
-            other => {
-                return Err(KalamError::InvalidInput(format!(
-                    "storage '{}' has type {other}, which this server cannot open yet",
-                    record.storage_id
-                )));
-            }
-        };
+        let files = crate::storages::open(record, root)?;
         Ok(Self {
             id: record.storage_id.clone(),
             files,

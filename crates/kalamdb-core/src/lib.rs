@@ -34,6 +34,7 @@ pub mod rows;
 pub mod schema_registry;
 pub mod seq;
 pub mod sql;
+pub mod storages;
 pub mod types;
 pub mod value;
 pub mod write_locks;

@@ -2,23 +2,30 @@
 //! (a SHARED table, or one user's partition of a USER table), on any `object_store`.
 //!
 //! A folder holds `manifest.json` and `seg-<id>.parquet` files. Only segments named in the
-//! manifest exist as far as readers are concerned; a segment is written under a temporary name,
-//! renamed into place, and only then added to the manifest, which is itself replaced by a
-//! rename. A crash at any step therefore leaves either the old manifest or the new one, never a
-//! manifest naming a missing or half-written file (stray files are ignored and cleaned up).
+//! manifest exist as far as readers are concerned; a segment is written whole (an object-store
+//! `put` is atomic: the local store stages a file and renames it, S3 publishes an object only
+//! once all of it arrived) and only then added to the manifest, which is itself replaced by one
+//! atomic `put`. A crash at any step therefore leaves either the old manifest or the new one,
+//! never a manifest naming a missing or half-written file (stray files are ignored and cleaned
+//! up by the next flush).
+//!
+//! Stores: a local directory ([`FileStore::local`]) or an S3-compatible bucket
+//! ([`FileStore::s3`], through `object_store`'s S3 client).
 //!
 //! Rows are Arrow record batches; the caller decides their schema. Each column's field metadata
 //! may carry the table's stable column id ([`COLUMN_ID_KEY`]), which survives renames.
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::object_store::local::LocalFileSystem;
-use datafusion::object_store::path::Path;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -32,7 +39,7 @@ const MANIFEST: &str = "manifest.json";
 pub enum FileStoreError {
     /// The object store failed.
     #[error("object store: {0}")]
-    Store(#[from] datafusion::object_store::Error),
+    Store(#[from] object_store::Error),
     /// Parquet encoding or decoding failed.
     #[error("parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
@@ -122,6 +129,44 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
+/// Where and how to reach an S3-compatible bucket.
+#[derive(Clone, Default)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Folder inside the bucket everything goes under (may be empty).
+    pub prefix: String,
+    /// Region (`us-east-1` when unset).
+    pub region: Option<String>,
+    /// Endpoint URL of a non-AWS server (MinIO, moto, …); requests then use path-style URLs.
+    pub endpoint: Option<String>,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: bool,
+    /// Access key; unset: taken from the environment (`AWS_ACCESS_KEY_ID`, …) or instance metadata.
+    pub access_key_id: Option<String>,
+    /// Secret key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// Per-request timeout.
+    pub request_timeout: std::time::Duration,
+    /// Connect timeout.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Segment and manifest access on one object store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -137,6 +182,47 @@ impl FileStore {
         })
     }
 
+    /// A store in an S3-compatible bucket. Nothing is contacted until first use (see
+    /// [`FileStore::probe`]). Failed requests are retried a few times with backoff, within
+    /// the request timeout.
+    pub fn s3(cfg: &S3Config) -> Result<Self> {
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(cfg.region.as_deref().unwrap_or("us-east-1"))
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(cfg.request_timeout)
+                    .with_connect_timeout(cfg.connect_timeout)
+                    .with_allow_http(cfg.allow_http),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: cfg.request_timeout,
+                ..RetryConfig::default()
+            });
+        if let Some(e) = &cfg.endpoint {
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = &cfg.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        if let Some(t) = &cfg.session_token {
+            b = b.with_token(t);
+        }
+        let s3 = b.build()?;
+        let prefix = cfg.prefix.trim_matches('/');
+        Ok(Self {
+            store: if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            },
+        })
+    }
+
     /// A store over any object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self { store }
@@ -147,7 +233,7 @@ impl FileStore {
         let path = Path::from(format!("{dir}/{MANIFEST}"));
         let bytes = match self.store.get(&path).await {
             Ok(r) => r.bytes().await?,
-            Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(Manifest::default()),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Manifest::default()),
             Err(e) => return Err(e.into()),
         };
         serde_json::from_slice(&bytes).map_err(|e| FileStoreError::Manifest {
@@ -156,7 +242,7 @@ impl FileStore {
         })
     }
 
-    /// Writes `batches` as one new segment of `dir` (temporary name, then renamed) and returns
+    /// Writes `batches` as one new segment of `dir` (one atomic put) and returns
     /// its manifest entry; the manifest itself is not changed (see [`FileStore::commit`]).
     pub async fn write_segment(
         &self,
@@ -183,10 +269,8 @@ impl FileStore {
         writer.close()?;
         let file = format!("seg-{}.parquet", info.id);
         let bytes = buf.len() as u64;
-        let tmp = Path::from(format!("{dir}/{file}.tmp"));
-        self.store.put(&tmp, PutPayload::from(buf)).await?;
         self.store
-            .rename(&tmp, &Path::from(format!("{dir}/{file}")))
+            .put(&Path::from(format!("{dir}/{file}")), PutPayload::from(buf))
             .await?;
         Ok(SegmentMeta {
             id: info.id,
@@ -201,16 +285,17 @@ impl FileStore {
         })
     }
 
-    /// Replaces the manifest of `dir` (temporary name, then renamed).
+    /// Replaces the manifest of `dir` (one atomic put).
     pub async fn commit(&self, dir: &str, manifest: &Manifest) -> Result<()> {
         let text = serde_json::to_vec_pretty(manifest).map_err(|e| FileStoreError::Manifest {
             path: dir.to_string(),
             message: e.to_string(),
         })?;
-        let tmp = Path::from(format!("{dir}/{MANIFEST}.tmp"));
-        self.store.put(&tmp, PutPayload::from(text)).await?;
         self.store
-            .rename(&tmp, &Path::from(format!("{dir}/{MANIFEST}")))
+            .put(
+                &Path::from(format!("{dir}/{MANIFEST}")),
+                PutPayload::from(text),
+            )
             .await?;
         Ok(())
     }

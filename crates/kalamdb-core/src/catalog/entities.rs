@@ -99,8 +99,15 @@ pub struct StorageRecord {
     pub description: Option<String>,
     /// `filesystem` or `s3`.
     pub storage_type: String,
-    /// Root path or URL.
+    /// Root path, or `s3://bucket/prefix`.
     pub base_directory: String,
+    /// Credentials as a JSON object (`s3`: access_key_id, secret_access_key, session_token).
+    /// Never shown by `system.storages`.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// Connection settings as a JSON object (`s3`: region, endpoint, allow_http).
+    #[serde(default)]
+    pub config_json: Option<String>,
     /// Template for SHARED tables' folders.
     pub shared_tables_template: String,
     /// Template for USER tables' folders.
@@ -120,6 +127,8 @@ impl StorageRecord {
             description: Some("Default storage under <data_path>/storage".into()),
             storage_type: "filesystem".into(),
             base_directory: "storage".into(),
+            credentials: None,
+            config_json: None,
             shared_tables_template: "{namespace}/{tableName}".into(),
             user_tables_template: "{namespace}/{tableName}/{userId}".into(),
             created_at: now_micros,

@@ -179,6 +179,8 @@ impl SystemTable {
                 ("description", K::Text, true),
                 ("storage_type", K::Text, false),
                 ("base_directory", K::Text, false),
+                ("credentials", K::Text, true),
+                ("config_json", K::Text, true),
                 ("shared_tables_template", K::Text, false),
                 ("user_tables_template", K::Text, false),
                 ("created_at", K::Timestamp, false),
@@ -423,6 +425,9 @@ impl SystemTable {
                         opt_text(s.description.as_deref()),
                         text(&s.storage_type),
                         text(&s.base_directory),
+                        // Secrets are write-only: shown as set or not, never their value.
+                        opt_text(s.credentials.as_ref().map(|_| "<redacted>")),
+                        opt_text(s.config_json.as_deref()),
                         text(&s.shared_tables_template),
                         text(&s.user_tables_template),
                         Value::Timestamp(s.created_at),

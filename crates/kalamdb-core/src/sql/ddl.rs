@@ -781,8 +781,8 @@ async fn storage_jobs(
     Ok(Output::Message(lines.join("\n")))
 }
 
-/// `CREATE STORAGE`: registers a filesystem storage after a write/read/list/delete probe of
-/// it succeeds (dba/system). S3 and the other object stores are refused for now.
+/// `CREATE STORAGE`: registers a filesystem or S3 storage after a write/read/list/delete probe
+/// of it succeeds (dba/system).
 pub async fn create_storage(
     app: &AppContext,
     ctx: &ExecCtx,
@@ -798,39 +798,8 @@ pub async fn create_storage(
             name: id.to_string(),
         });
     }
-    if storage_type != "filesystem" {
-        return Err(KalamError::InvalidInput(format!(
-            "Storage type '{storage_type}' is not supported yet: this server stores cold data \
-             on TYPE 'filesystem' storages only"
-        )));
-    }
     let now = chrono::Utc::now().timestamp_micros();
-    let mut record = crate::catalog::StorageRecord::local(now);
-    record.storage_id = id.to_string();
-    record.storage_name = id.to_string();
-    record.description = None;
-    record.base_directory = String::new();
-    for (key, value) in options {
-        match key.as_str() {
-            "NAME" => record.storage_name = value,
-            "DESCRIPTION" => record.description = Some(value),
-            "PATH" | "BASE_DIRECTORY" => record.base_directory = value,
-            "SHARED_TABLES_TEMPLATE" => record.shared_tables_template = value,
-            "USER_TABLES_TEMPLATE" => record.user_tables_template = value,
-            other => {
-                return Err(KalamError::InvalidSql(format!(
-                    "Unknown storage option {other} for a filesystem storage (NAME, \
-                     DESCRIPTION, PATH, SHARED_TABLES_TEMPLATE, USER_TABLES_TEMPLATE)"
-                )));
-            }
-        }
-    }
-    if record.base_directory.trim().is_empty() {
-        return Err(KalamError::InvalidSql(
-            "A filesystem storage needs PATH '<directory>'".into(),
-        ));
-    }
-    validate_templates(&record.shared_tables_template, &record.user_tables_template)?;
+    let record = crate::storages::record_from_options(id, storage_type, options, now)?;
     app.catalog().put_storage(&record)?;
     // Probe before keeping it: a storage nobody can write to is refused.
     let probe = app.cold().probe(id, &app.seq().next_id().to_string()).await;
@@ -847,23 +816,6 @@ pub async fn create_storage(
         )));
     }
     Ok(Output::Message(format!("Storage '{id}' created")))
-}
-
-/// Folder templates: SHARED tables' must name `{namespace}` and `{tableName}`; USER tables'
-/// must too, and end with `/{userId}` so each user's files sit in their own folder.
-fn validate_templates(shared: &str, user: &str) -> Result<()> {
-    let names_table = |t: &str| t.contains("{namespace}") && t.contains("{tableName}");
-    if !names_table(shared) || shared.contains("{userId}") {
-        return Err(KalamError::InvalidSql(format!(
-            "SHARED_TABLES_TEMPLATE '{shared}' must contain {{namespace}} and {{tableName}} and not {{userId}}"
-        )));
-    }
-    if !names_table(user) || !user.ends_with("/{userId}") || user.matches("{userId}").count() != 1 {
-        return Err(KalamError::InvalidSql(format!(
-            "USER_TABLES_TEMPLATE '{user}' must contain {{namespace}} and {{tableName}} and end with /{{userId}}"
-        )));
-    }
-    Ok(())
 }
 
 /// `DROP STORAGE [IF EXISTS] id`: refused for `local` and while a table uses it.

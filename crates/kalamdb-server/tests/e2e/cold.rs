@@ -710,10 +710,7 @@ async fn tables_flush_to_the_storage_they_name() {
     let (_, _, msg) = s.err(&root, "DROP STORAGE archive").await;
     assert!(msg.contains("app.s"), "in use: {msg}");
     for (sql, needle) in [
-        (
-            "CREATE STORAGE s3x TYPE 's3' BUCKET 'b'",
-            "not supported yet",
-        ),
+        ("CREATE STORAGE g1 TYPE 'gcs' BUCKET 'b'", "not supported"),
         (
             "CREATE STORAGE t1 TYPE 'filesystem' PATH '/tmp/x' USER_TABLES_TEMPLATE '{namespace}/{userId}/{tableName}'",
             "USER_TABLES_TEMPLATE",

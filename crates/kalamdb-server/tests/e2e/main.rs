@@ -11,4 +11,5 @@ mod isolation;
 mod kalam_client;
 mod live;
 mod restart;
+mod s3;
 mod slt;
