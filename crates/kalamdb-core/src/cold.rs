@@ -34,7 +34,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
-use kalamdb_filestore::{FileStore, FileStoreError, Manifest, SegmentInfo};
+use kalamdb_filestore::{EncodedSegment, FileStore, FileStoreError, Manifest, SegmentInfo};
 use kalamdb_store::{KvPair, StorageBackend, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,11 +152,42 @@ pub struct ColdTier {
     /// Base of storages with a relative `base_directory` (the data path).
     root: PathBuf,
     placements: DashMap<String, Arc<Placement>>,
-    manifests: DashMap<String, Arc<Manifest>>,
+    manifests: DashMap<String, Arc<ScopeManifest>>,
+    /// Scope folders (and table incarnations) whose stray files this process removed already.
+    swept: dashmap::DashSet<String>,
     arrow_segments: DashMap<(String, String), Arc<ScanSource>>,
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A scope's manifest, with its segments' key ranges decoded once.
+#[derive(Debug)]
+struct ScopeManifest {
+    manifest: Manifest,
+    /// `(min_key, max_key)` of each segment, in manifest order.
+    key_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ScopeManifest {
+    fn new(manifest: Manifest) -> Arc<Self> {
+        let key_ranges = manifest
+            .segments
+            .iter()
+            .map(|s| (unhex(&s.min_key), unhex(&s.max_key)))
+            .collect();
+        Arc::new(Self {
+            manifest,
+            key_ranges,
+        })
+    }
+}
+
+impl std::ops::Deref for ScopeManifest {
+    type Target = Manifest;
+    fn deref(&self) -> &Manifest {
+        &self.manifest
+    }
 }
 
 /// One storage: its files and how it names folders.
@@ -221,6 +252,7 @@ impl ColdTier {
             root: root.to_path_buf(),
             placements: DashMap::new(),
             manifests: DashMap::new(),
+            swept: dashmap::DashSet::new(),
             arrow_segments: DashMap::new(),
             cached_rows: AtomicUsize::new(0),
             flush_locks: DashMap::new(),
@@ -268,11 +300,11 @@ impl ColdTier {
     /// The manifest at `loc` as far as the current incarnation of `def` is concerned: one
     /// left by a dropped table of the same name (a flush that raced the DROP) reads as empty,
     /// and the next flush removes its files as strays.
-    async fn manifest(&self, def: &TableDefinition, loc: &Location) -> Result<Arc<Manifest>> {
+    async fn manifest(&self, def: &TableDefinition, loc: &Location) -> Result<Arc<ScopeManifest>> {
         let m = match self.manifests.get(&loc.key) {
             Some(m) => Arc::clone(m.value()),
             None => {
-                let m = Arc::new(loc.files.manifest(&loc.dir).await?);
+                let m = ScopeManifest::new(loc.files.manifest(&loc.dir).await?);
                 self.manifests.insert(loc.key.clone(), Arc::clone(&m));
                 m
             }
@@ -280,7 +312,7 @@ impl ColdTier {
         Ok(if m.table_created_at == def.created_at {
             m
         } else {
-            Arc::new(Manifest::default())
+            ScopeManifest::new(Manifest::default())
         })
     }
 
@@ -474,16 +506,18 @@ impl ColdTier {
         if manifest.segments.is_empty() {
             return Ok(out);
         }
-        for seg in &manifest.segments {
-            let (lo, hi) = (unhex(&seg.min_key), unhex(&seg.max_key));
-            let wanted: Vec<usize> = (0..keys.len())
-                .filter(|&i| keys[i] >= lo && keys[i] <= hi)
-                .collect();
-            if wanted.is_empty() {
+        // Keys in order, so each segment finds the ones inside its key range by two binary
+        // searches (flushed tables can have many segments; most miss every key).
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        for (seg, (lo, hi)) in manifest.segments.iter().zip(&manifest.key_ranges) {
+            let from = order.partition_point(|&i| keys[i] < *lo);
+            let to = order.partition_point(|&i| keys[i] <= *hi);
+            if from == to {
                 continue;
             }
             let src = self.arrow_segment(table, &loc, seg).await?;
-            for i in wanted {
+            for &i in &order[from..to] {
                 if let Ok(at) = src.keys.binary_search(&keys[i])
                     && out[i].as_ref().is_none_or(|old| old.seq < src.seqs[at])
                 {
@@ -508,7 +542,7 @@ impl ColdTier {
     pub async fn flush_scope(
         &self,
         app: &AppContext,
-        table: &CachedTable,
+        table: &Arc<CachedTable>,
         scope: &Scope,
     ) -> Result<FlushStats> {
         let loc = self.locate(&table.def, Some(scope))?;
@@ -517,98 +551,120 @@ impl ColdTier {
 
         let prefix = scope.prefix();
         let started = std::time::Instant::now();
-        // The scope's entries as stored (full key, raw value), and decoded.
-        let mut stored: Vec<KvPair> = Vec::new();
-        let mut rows: Vec<StoredRow> = Vec::new();
-        {
-            let snapshot = app.backend().snapshot();
-            for item in snapshot.scan(&table.partitions.rows, &prefix, None)? {
-                let (k, v) = item?;
-                rows.push(StoredRow::decode(&v)?);
-                stored.push((k, v));
-            }
-        }
         let manifest = self.manifest(&table.def, &loc).await?;
-        let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
-        if removed > 0 {
-            tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
+        // Files left by an interrupted flush (or a dropped incarnation) are removed by the
+        // first flush of the folder in this process, and again after a flush of it failed.
+        let sweep_key = format!("{}@{}", loc.key, table.def.created_at);
+        if !self.swept.contains(&sweep_key) {
+            let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
+            if removed > 0 {
+                tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
+            }
+            self.swept.insert(sweep_key.clone());
         }
-        let Some(((min_key, _), (max_key, _))) = stored.first().zip(stored.last()) else {
+        // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
+        let job = {
+            let backend = Arc::clone(app.backend());
+            let table = Arc::clone(table);
+            let prefix = prefix.clone();
+            let (dir, id) = (loc.dir.clone(), format!("{:019}", app.seq().next_id()));
+            move || encode_scope(backend.as_ref(), &table, &prefix, &dir, id)
+        };
+        let Some((stored, segment, timing)) = crate::background::run(job).await?? else {
             return Ok(FlushStats::default());
         };
-        let read = started.elapsed();
-        let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
         let encoded = started.elapsed();
-        let info = SegmentInfo {
-            id: format!("{:019}", app.seq().next_id()),
-            min_seq: rows.iter().map(|r| r.seq).min().unwrap_or(0),
-            max_seq: rows.iter().map(|r| r.seq).max().unwrap_or(0),
-            min_key: hex(&min_key[prefix.len()..]),
-            max_key: hex(&max_key[prefix.len()..]),
-            schema_version: table.def.version,
-        };
-        drop(rows);
         table.cold_state.store(COLD_YES, Ordering::SeqCst);
-        let meta = loc.files.write_segment(&loc.dir, &batches, info).await?;
-        drop(batches);
+        let committed: Result<FlushStats> = async {
+            let meta = loc.files.put_segment(&loc.dir, segment).await?;
+            step_done(FlushStep::SegmentWritten)?;
+            let stats = FlushStats {
+                rows: meta.row_count,
+                bytes: meta.bytes,
+                segments: 1,
+            };
+            let mut next = manifest.manifest.clone();
+            next.version = 1;
+            next.table_created_at = table.def.created_at;
+            next.segments.push(meta);
+            loc.files.commit(&loc.dir, &next).await?;
+            self.manifests
+                .insert(loc.key.clone(), ScopeManifest::new(next));
+            Ok(stats)
+        }
+        .await;
+        if committed.is_err() {
+            self.swept.remove(&sweep_key); // a segment file may be left behind
+        }
+        let stats = committed?;
         let written = started.elapsed();
-        step_done(FlushStep::SegmentWritten)?;
-        let stats = FlushStats {
-            rows: meta.row_count,
-            bytes: meta.bytes,
-            segments: 1,
-        };
-        let mut next = (*manifest).clone();
-        next.version = 1;
-        next.table_created_at = table.def.created_at;
-        next.segments.push(meta);
-        loc.files.commit(&loc.dir, &next).await?;
-        self.manifests.insert(loc.key.clone(), Arc::new(next));
         step_done(FlushStep::ManifestCommitted)?;
 
         // Drop the flushed versions from the hot tier, unless a writer replaced them since:
         // under the scope's lock, walk the scope again beside the flushed list and delete each
         // run of consecutive entries that are byte-for-byte the flushed ones (one range
-        // tombstone per run; keys written since break the runs).
+        // tombstone per run; keys written since break the runs). The walk goes in slices of
+        // CLEANUP_SLICE flushed entries, each under the lock on its own, so writers of the
+        // scope wait for one slice at most, not for the whole scope.
         let locks = app.table_locks(&table.def.table_id());
-        let _guard = locks.scope(scope).await;
         let partition = &table.partitions.rows;
-        let mut batch = WriteBatch::new();
-        let mut run: Option<KvPair> = None; // (first key, last key)
-        let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
-            if let Some((first, last)) = run.take() {
-                if first == last {
-                    batch.delete(partition, first.into_vec());
-                } else {
-                    let mut to = last.into_vec();
-                    to.push(0); // the smallest key after `last`
-                    batch.delete_range(partition, first.into_vec(), to);
+        let mut flushed = stored.into_iter().peekable();
+        while let Some((start, _)) = flushed.peek() {
+            let start = start.clone();
+            let _guard = locks.scope(scope).await;
+            let mut batch = WriteBatch::new();
+            let mut run: Option<KvPair> = None; // (first key, last key)
+            let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
+                if let Some((first, last)) = run.take() {
+                    if first == last {
+                        batch.delete(partition, first.into_vec());
+                    } else {
+                        let mut to = last.into_vec();
+                        to.push(0); // the smallest key after `last`
+                        batch.delete_range(partition, first.into_vec(), to);
+                    }
+                }
+            };
+            let mut taken = 0;
+            let mut sliced = false;
+            for item in app.backend().scan(partition, &prefix, Some(&start))? {
+                let (key, value) = item?;
+                if taken >= CLEANUP_SLICE {
+                    sliced = true; // the next slice starts at the next flushed key
+                    break;
+                }
+                while flushed.next_if(|(k, _)| *k < key).is_some() {
+                    taken += 1;
+                }
+                let same = flushed.next_if(|(k, v)| *k == key && *v == value).is_some();
+                taken += usize::from(same);
+                match (&mut run, same) {
+                    (Some((_, last)), true) => *last = key,
+                    (None, true) => run = Some((key.clone(), key)),
+                    (_, false) => end_run(&mut run, &mut batch),
+                }
+                if flushed.peek().is_none() {
+                    break;
                 }
             }
-        };
-        let mut flushed = stored.into_iter().peekable();
-        for item in app.backend().scan(partition, &prefix, None)? {
-            let (key, value) = item?;
-            while flushed.next_if(|(k, _)| *k < key).is_some() {}
-            let same = flushed.next_if(|(k, v)| *k == key && *v == value).is_some();
-            match (&mut run, same) {
-                (Some((_, last)), true) => *last = key,
-                (None, true) => run = Some((key.clone(), key)),
-                (_, false) => end_run(&mut run, &mut batch),
+            end_run(&mut run, &mut batch);
+            if !sliced {
+                // The scope ended: flushed keys past its end are gone already.
+                flushed.by_ref().for_each(drop);
             }
-        }
-        end_run(&mut run, &mut batch);
-        if !batch.is_empty() {
-            let _gate = app.commit_gate().await;
-            app.backend().write(batch)?;
+            if !batch.is_empty() {
+                let _gate = app.commit_gate().await;
+                app.backend().write(batch)?;
+            }
         }
         tracing::info!(
             dir = %loc.dir,
             rows = stats.rows,
             bytes = stats.bytes,
-            read_ms = read.as_millis() as u64,
-            arrow_ms = (encoded - read).as_millis() as u64,
-            parquet_ms = (written - encoded).as_millis() as u64,
+            read_ms = timing[0].as_millis() as u64,
+            arrow_ms = timing[1].as_millis() as u64,
+            parquet_ms = timing[2].as_millis() as u64,
+            put_ms = (written - encoded).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "flushed a scope"
         );
@@ -621,7 +677,7 @@ impl ColdTier {
     /// files are deleted after it. Returns the number of segments before and after.
     pub async fn compact_scope(
         &self,
-        table: &CachedTable,
+        table: &Arc<CachedTable>,
         scope: &Scope,
         new_id: i64,
     ) -> Result<(usize, usize)> {
@@ -640,37 +696,24 @@ impl ColdTier {
         if before == 1 && !sources[0].deleted.contains(&true) {
             return Ok((1, 1));
         }
-        let picks = merge_sources(&sources);
         let mut next = Manifest {
             version: 1,
             table_created_at: table.def.created_at,
             segments: Vec::new(),
         };
-        if let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) {
-            let columns = (0..table.schema.fields().len())
-                .map(|c| {
-                    let arrays: Vec<&dyn Array> =
-                        sources.iter().map(|s| s.batch.column(c).as_ref()).collect();
-                    interleave(&arrays, &picks).map_err(internal)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let batch =
-                RecordBatch::try_new(Arc::clone(&table.schema), columns).map_err(internal)?;
-            let seqs = picks.iter().map(|&(s, r)| sources[s].seqs[r]);
-            let info = SegmentInfo {
-                id: format!("{new_id:019}"),
-                min_seq: seqs.clone().min().unwrap_or(0),
-                max_seq: seqs.max().unwrap_or(0),
-                min_key: hex(&sources[fs].keys[fr]),
-                max_key: hex(&sources[ls].keys[lr]),
-                schema_version: table.def.version,
-            };
+        // Merging and encoding are CPU work: the background thread.
+        let job = {
+            let table = Arc::clone(table);
+            let dir = loc.dir.clone();
+            move || merge_segments(&table, &sources, &dir, format!("{new_id:019}"))
+        };
+        if let Some(segment) = crate::background::run(job).await?? {
             next.segments
-                .push(loc.files.write_segment(&loc.dir, &[batch], info).await?);
+                .push(loc.files.put_segment(&loc.dir, segment).await?);
         }
         loc.files.commit(&loc.dir, &next).await?;
         self.manifests
-            .insert(loc.key.clone(), Arc::new(next.clone()));
+            .insert(loc.key.clone(), ScopeManifest::new(next.clone()));
         loc.files.remove_strays(&loc.dir, &next).await?;
         Ok((before, next.segments.len()))
     }
@@ -680,7 +723,7 @@ impl ColdTier {
     pub async fn compact_table(
         &self,
         app: &AppContext,
-        table: &CachedTable,
+        table: &Arc<CachedTable>,
         cancel: &CancelFlag,
     ) -> Result<(usize, usize)> {
         let scopes = match table.def.table_type {
@@ -713,7 +756,7 @@ impl ColdTier {
     pub async fn flush_table(
         &self,
         app: &AppContext,
-        table: &CachedTable,
+        table: &Arc<CachedTable>,
         cancel: &CancelFlag,
     ) -> Result<FlushStats> {
         let mut stats = FlushStats::default();
@@ -728,6 +771,86 @@ impl ColdTier {
         }
         Ok(stats)
     }
+}
+
+/// The latest live version of each key across `sources`, encoded as one segment named `id`;
+/// `None` when no live row is left.
+fn merge_segments(
+    table: &CachedTable,
+    sources: &[Arc<ScanSource>],
+    dir: &str,
+    id: String,
+) -> Result<Option<EncodedSegment>> {
+    let picks = merge_sources(sources);
+    let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) else {
+        return Ok(None);
+    };
+    let columns = (0..table.schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> =
+                sources.iter().map(|s| s.batch.column(c).as_ref()).collect();
+            interleave(&arrays, &picks).map_err(internal)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new(Arc::clone(&table.schema), columns).map_err(internal)?;
+    let seqs = picks.iter().map(|&(s, r)| sources[s].seqs[r]);
+    let info = SegmentInfo {
+        id,
+        min_seq: seqs.clone().min().unwrap_or(0),
+        max_seq: seqs.max().unwrap_or(0),
+        min_key: hex(&sources[fs].keys[fr]),
+        max_key: hex(&sources[ls].keys[lr]),
+        schema_version: table.def.version,
+    };
+    Ok(Some(kalamdb_filestore::encode_segment(
+        dir,
+        &[batch],
+        info,
+    )?))
+}
+
+/// What [`encode_scope`] made: the flushed entries as stored (full key, raw value), the
+/// segment, and the time taken to read, to build Arrow, and to encode Parquet.
+type EncodedScope = (Vec<KvPair>, EncodedSegment, [std::time::Duration; 3]);
+
+/// Reads the hot entries of one scope from a snapshot and encodes them as a segment named
+/// `id`; `None` when the scope holds nothing.
+fn encode_scope(
+    backend: &dyn StorageBackend,
+    table: &CachedTable,
+    prefix: &[u8],
+    dir: &str,
+    id: String,
+) -> Result<Option<EncodedScope>> {
+    let started = std::time::Instant::now();
+    let mut stored: Vec<KvPair> = Vec::new();
+    let mut rows: Vec<StoredRow> = Vec::new();
+    {
+        let snapshot = backend.snapshot();
+        for item in snapshot.scan(&table.partitions.rows, prefix, None)? {
+            let (k, v) = item?;
+            rows.push(StoredRow::decode(&v)?);
+            stored.push((k, v));
+        }
+    }
+    let Some(((min_key, _), (max_key, _))) = stored.first().zip(stored.last()) else {
+        return Ok(None);
+    };
+    let read = started.elapsed();
+    let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
+    let built = started.elapsed();
+    let info = SegmentInfo {
+        id,
+        min_seq: rows.iter().map(|r| r.seq).min().unwrap_or(0),
+        max_seq: rows.iter().map(|r| r.seq).max().unwrap_or(0),
+        min_key: hex(&min_key[prefix.len()..]),
+        max_key: hex(&max_key[prefix.len()..]),
+        schema_version: table.def.version,
+    };
+    drop(rows);
+    let segment = kalamdb_filestore::encode_segment(dir, &batches, info)?;
+    let timing = [read, built - read, started.elapsed() - built];
+    Ok(Some((stored, segment, timing)))
 }
 
 /// The scopes of a table that have hot rows.
@@ -778,6 +901,9 @@ pub fn merge_versions(
     }
     cold.into_values().collect()
 }
+
+/// Flushed entries the hot-tier cleanup checks per hold of the scope's write lock.
+const CLEANUP_SLICE: usize = 2048;
 
 /// Rows per batch of a merged scan.
 const BATCH_ROWS: usize = 8192;

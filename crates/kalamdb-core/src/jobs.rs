@@ -6,7 +6,8 @@
 //! (so a flush is never queued twice). `KILL JOB` asks a running job to stop at its next
 //! checkpoint (between the scopes of a table); what it finished stays done. Jobs found
 //! `running` when the server starts were interrupted by a stop and are marked `failed`. The
-//! newest [`KEEP_JOBS`] finished jobs are kept; older ones are removed as new ones end.
+//! newest [`KEEP_JOBS`] finished jobs are kept; older ones are removed as new ones end, in
+//! steps of [`TRIM_STEP`] (so ending a job does not read the whole table each time).
 
 use crate::catalog::{Catalog, JobRecord};
 use crate::error::Result;
@@ -17,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Finished jobs kept in `system.jobs`.
 pub const KEEP_JOBS: usize = 1000;
+
+/// Finished jobs beyond [`KEEP_JOBS`] that may pile up before the oldest are removed.
+pub const TRIM_STEP: usize = 100;
 
 /// What a job reports when it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,13 +60,17 @@ pub struct JobManager {
     seq: Arc<SeqGenerator>,
     /// Running jobs by (type, target): their id and cancel flag.
     running: DashMap<(String, String), (String, CancelFlag)>,
+    /// Finished jobs recorded, as far as this process knows (counted at start).
+    finished: std::sync::atomic::AtomicUsize,
 }
 
 impl JobManager {
     /// The manager; marks jobs left `running` by a previous process as failed.
     pub fn open(catalog: Catalog, seq: Arc<SeqGenerator>) -> Result<Self> {
         let now = chrono::Utc::now().timestamp_micros();
-        for mut job in catalog.jobs()? {
+        let jobs = catalog.jobs()?;
+        let finished = jobs.len();
+        for mut job in jobs {
             if job.status == "running" || job.status == "queued" {
                 job.status = "failed".into();
                 job.finished_at = Some(now);
@@ -74,6 +82,7 @@ impl JobManager {
             catalog,
             seq,
             running: DashMap::new(),
+            finished: finished.into(),
         })
     }
 
@@ -151,6 +160,9 @@ impl JobManager {
     /// Removes the oldest finished jobs beyond [`KEEP_JOBS`] (ids are `_seq`s: they sort by
     /// creation as numbers of equal length).
     fn trim(&self) -> Result<()> {
+        if self.finished.fetch_add(1, Ordering::Relaxed) < KEEP_JOBS + TRIM_STEP {
+            return Ok(());
+        }
         let finished: Vec<String> = self
             .catalog
             .jobs()?
@@ -162,6 +174,8 @@ impl JobManager {
             self.catalog
                 .delete_jobs(&finished[..finished.len() - KEEP_JOBS])?;
         }
+        self.finished
+            .store(finished.len().min(KEEP_JOBS), Ordering::Relaxed);
         Ok(())
     }
 
@@ -179,5 +193,34 @@ impl JobManager {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_store::{RocksBackend, StoreOptions};
+
+    #[tokio::test]
+    async fn old_finished_jobs_are_trimmed_in_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(RocksBackend::open(dir.path(), &StoreOptions::default()).unwrap());
+        let catalog = Catalog::open(backend, 1).unwrap();
+        let jobs = JobManager::open(catalog.clone(), Arc::new(SeqGenerator::new("n"))).unwrap();
+        let ok = |_| async { Ok(JobReport::default()) };
+        for i in 0..KEEP_JOBS + TRIM_STEP {
+            let target = format!("t{i}");
+            jobs.run("flush", &target, "manual", "root", 1, ok)
+                .await
+                .unwrap();
+        }
+        assert_eq!(catalog.jobs().unwrap().len(), KEEP_JOBS + TRIM_STEP);
+        jobs.run("flush", "t0", "manual", "root", 1, ok)
+            .await
+            .unwrap();
+        let left = catalog.jobs().unwrap();
+        assert_eq!(left.len(), KEEP_JOBS, "trimmed back to KEEP_JOBS");
+        assert_eq!(left.last().unwrap().target, "t0", "the newest job is kept");
+        assert_eq!(left.first().unwrap().target, format!("t{}", TRIM_STEP + 1));
     }
 }

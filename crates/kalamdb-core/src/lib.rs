@@ -22,6 +22,7 @@ pub mod access;
 pub mod app_context;
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod catalog;
 pub mod changes;
 pub mod cold;

@@ -240,21 +240,170 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
     Ok(out)
 }
 
-/// Builds an Arrow array of type `t` from cells.
+/// Builds an Arrow array of type `t` from cells. Common types go straight into a typed array
+/// (narrower integers and floats widen); anything else goes through DataFusion scalars.
 pub fn to_array<'a>(
     values: impl Iterator<Item = &'a Value>,
     t: &KalamDataType,
 ) -> Result<ArrayRef> {
-    let scalars: Vec<ScalarValue> = values.map(|v| v.to_scalar(t)).collect();
+    let cells: Vec<&Value> = values.collect();
+    if let Some(array) = typed_array(&cells, t) {
+        return Ok(array);
+    }
+    let scalars: Vec<ScalarValue> = cells.iter().map(|v| v.to_scalar(t)).collect();
     if scalars.is_empty() {
         return Ok(new_empty_array(&to_arrow(t)));
     }
     ScalarValue::iter_to_array(scalars).map_err(KalamError::Query)
 }
 
+/// `cells` as one array of type `t`, or `None` when a type or cell needs the general path.
+fn typed_array(cells: &[&Value], t: &KalamDataType) -> Option<ArrayRef> {
+    use datafusion::arrow::array::*;
+    /// `pick` of every non-NULL cell, or `None` when one does not fit.
+    fn each<'v, T>(
+        cells: &[&'v Value],
+        pick: impl Fn(&'v Value) -> Option<T>,
+    ) -> Option<Vec<Option<T>>> {
+        cells
+            .iter()
+            .map(|v| match v {
+                Value::Null => Some(None),
+                v => pick(v).map(Some),
+            })
+            .collect()
+    }
+    let int = |v: &Value| match v {
+        Value::I16(x) => Some(i64::from(*x)),
+        Value::I32(x) => Some(i64::from(*x)),
+        Value::I64(x) => Some(*x),
+        _ => None,
+    };
+    let float = |v: &Value| match v {
+        Value::F32(x) => Some(f64::from(*x)),
+        Value::F64(x) => Some(*x),
+        _ => None,
+    };
+    Some(match t {
+        KalamDataType::Boolean => Arc::new(BooleanArray::from(each(cells, |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })?)),
+        KalamDataType::SmallInt => Arc::new(Int16Array::from(each(cells, |v| match v {
+            Value::I16(x) => Some(*x),
+            _ => None,
+        })?)),
+        KalamDataType::Int => Arc::new(Int32Array::from(each(cells, |v| match v {
+            Value::I16(x) => Some(i32::from(*x)),
+            Value::I32(x) => Some(*x),
+            _ => None,
+        })?)),
+        KalamDataType::BigInt => Arc::new(Int64Array::from(each(cells, int)?)),
+        KalamDataType::Float => Arc::new(Float32Array::from(each(cells, |v| match v {
+            Value::F32(x) => Some(*x),
+            _ => None,
+        })?)),
+        KalamDataType::Double => Arc::new(Float64Array::from(each(cells, float)?)),
+        KalamDataType::Text | KalamDataType::Json | KalamDataType::File => {
+            Arc::new(StringArray::from(each(cells, |v| match v {
+                Value::Text(s) => Some(s.as_str()),
+                _ => None,
+            })?))
+        }
+        KalamDataType::Bytes => Arc::new(BinaryArray::from(each(cells, |v| match v {
+            Value::Bytes(b) => Some(b.as_slice()),
+            _ => None,
+        })?)),
+        KalamDataType::Timestamp | KalamDataType::DateTime => {
+            let micros = each(cells, |v| match v {
+                Value::Timestamp(x) => Some(*x),
+                _ => None,
+            })?;
+            let tz = matches!(t, KalamDataType::DateTime).then_some("UTC");
+            Arc::new(TimestampMicrosecondArray::from(micros).with_timezone_opt(tz))
+        }
+        KalamDataType::Date => Arc::new(Date32Array::from(each(cells, |v| match v {
+            Value::Date(x) => Some(*x),
+            _ => None,
+        })?)),
+        KalamDataType::Time => Arc::new(Time64MicrosecondArray::from(each(cells, |v| match v {
+            Value::Time(x) => Some(*x),
+            _ => None,
+        })?)),
+        KalamDataType::Decimal { precision, scale } => Arc::new(
+            Decimal128Array::from(each(cells, |v| match v {
+                Value::Decimal(x) => Some(*x),
+                _ => None,
+            })?)
+            .with_precision_and_scale(*precision, *scale)
+            .ok()?,
+        ),
+        KalamDataType::Uuid | KalamDataType::Embedding(_) => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_arrays_equal_the_scalar_path() {
+        let cases: Vec<(KalamDataType, Vec<Value>)> = vec![
+            (KalamDataType::Boolean, vec![Value::Bool(true), Value::Null]),
+            (KalamDataType::SmallInt, vec![Value::I16(-3), Value::Null]),
+            (KalamDataType::Int, vec![Value::I32(7), Value::Null]),
+            (
+                KalamDataType::BigInt,
+                vec![Value::I64(1 << 40), Value::Null],
+            ),
+            (KalamDataType::Float, vec![Value::F32(1.5), Value::Null]),
+            (KalamDataType::Double, vec![Value::F64(-2.25), Value::Null]),
+            (
+                KalamDataType::Text,
+                vec![Value::Text("a".into()), Value::Null],
+            ),
+            (
+                KalamDataType::Json,
+                vec![Value::Text("{}".into()), Value::Null],
+            ),
+            (
+                KalamDataType::Bytes,
+                vec![Value::Bytes(vec![1, 2]), Value::Null],
+            ),
+            (
+                KalamDataType::Timestamp,
+                vec![Value::Timestamp(5), Value::Null],
+            ),
+            (
+                KalamDataType::DateTime,
+                vec![Value::Timestamp(5), Value::Null],
+            ),
+            (KalamDataType::Date, vec![Value::Date(19000), Value::Null]),
+            (KalamDataType::Time, vec![Value::Time(60), Value::Null]),
+            (
+                KalamDataType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                vec![Value::Decimal(12345), Value::Null],
+            ),
+        ];
+        for (t, cells) in cases {
+            let refs: Vec<&Value> = cells.iter().collect();
+            let typed = typed_array(&refs, &t).expect("a typed path");
+            let scalars: Vec<ScalarValue> = cells.iter().map(|v| v.to_scalar(&t)).collect();
+            let general = ScalarValue::iter_to_array(scalars).unwrap();
+            assert_eq!(typed.as_ref(), general.as_ref(), "{t:?}");
+            assert_eq!(typed.data_type(), &to_arrow(&t), "{t:?}");
+        }
+        // Narrower integers widen; a cell of another kind falls back to the general path.
+        let widened = to_array(
+            [Value::I32(3), Value::I64(4)].iter(),
+            &KalamDataType::BigInt,
+        );
+        assert_eq!(widened.unwrap().len(), 2);
+        assert!(typed_array(&[&Value::Text("x".into())], &KalamDataType::Int).is_none());
+    }
 
     #[test]
     fn coercions() {

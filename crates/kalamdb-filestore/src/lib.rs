@@ -167,6 +167,51 @@ impl std::fmt::Debug for S3Config {
     }
 }
 
+/// A segment encoded in memory, ready for [`FileStore::put_segment`].
+#[derive(Debug)]
+pub struct EncodedSegment {
+    bytes: Vec<u8>,
+    meta: SegmentMeta,
+}
+
+/// Encodes `batches` as one Parquet segment (ZSTD level 1) described by `info`: CPU work only,
+/// no I/O, so callers can run it off their async executor. `dir` only names errors.
+pub fn encode_segment(
+    dir: &str,
+    batches: &[RecordBatch],
+    info: SegmentInfo,
+) -> Result<EncodedSegment> {
+    let Some(first) = batches.first() else {
+        return Err(FileStoreError::Manifest {
+            path: dir.to_string(),
+            message: "a segment needs rows".into(),
+        });
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
+    let mut rows = 0u64;
+    for b in batches {
+        writer.write(b)?;
+        rows += b.num_rows() as u64;
+    }
+    writer.close()?;
+    let meta = SegmentMeta {
+        file: format!("seg-{}.parquet", info.id),
+        id: info.id,
+        row_count: rows,
+        bytes: buf.len() as u64,
+        min_seq: info.min_seq,
+        max_seq: info.max_seq,
+        min_key: info.min_key,
+        max_key: info.max_key,
+        schema_version: info.schema_version,
+    };
+    Ok(EncodedSegment { bytes: buf, meta })
+}
+
 /// Segment and manifest access on one object store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -242,52 +287,22 @@ impl FileStore {
         })
     }
 
-    /// Writes `batches` as one new segment of `dir` (one atomic put) and returns
-    /// its manifest entry; the manifest itself is not changed (see [`FileStore::commit`]).
-    pub async fn write_segment(
-        &self,
-        dir: &str,
-        batches: &[RecordBatch],
-        info: SegmentInfo,
-    ) -> Result<SegmentMeta> {
-        let Some(first) = batches.first() else {
-            return Err(FileStoreError::Manifest {
-                path: dir.to_string(),
-                message: "a segment needs rows".into(),
-            });
-        };
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            .build();
-        let mut buf = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
-        let mut rows = 0u64;
-        for b in batches {
-            writer.write(b)?;
-            rows += b.num_rows() as u64;
-        }
-        writer.close()?;
-        let file = format!("seg-{}.parquet", info.id);
-        let bytes = buf.len() as u64;
+    /// Stores a segment made by [`encode_segment`] in `dir` (one atomic put) and returns its
+    /// manifest entry; the manifest itself is not changed (see [`FileStore::commit`]).
+    pub async fn put_segment(&self, dir: &str, segment: EncodedSegment) -> Result<SegmentMeta> {
+        let EncodedSegment { bytes, meta } = segment;
         self.store
-            .put(&Path::from(format!("{dir}/{file}")), PutPayload::from(buf))
+            .put(
+                &Path::from(format!("{dir}/{}", meta.file)),
+                PutPayload::from(bytes),
+            )
             .await?;
-        Ok(SegmentMeta {
-            id: info.id,
-            file,
-            row_count: rows,
-            bytes,
-            min_seq: info.min_seq,
-            max_seq: info.max_seq,
-            min_key: info.min_key,
-            max_key: info.max_key,
-            schema_version: info.schema_version,
-        })
+        Ok(meta)
     }
 
     /// Replaces the manifest of `dir` (one atomic put).
     pub async fn commit(&self, dir: &str, manifest: &Manifest) -> Result<()> {
-        let text = serde_json::to_vec_pretty(manifest).map_err(|e| FileStoreError::Manifest {
+        let text = serde_json::to_vec(manifest).map_err(|e| FileStoreError::Manifest {
             path: dir.to_string(),
             message: e.to_string(),
         })?;

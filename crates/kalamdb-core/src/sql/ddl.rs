@@ -642,7 +642,7 @@ pub(crate) enum StorageJob {
 /// Runs `kind` on `table` as a recorded job; returns the line for the reply.
 pub(crate) async fn run_storage_job(
     app: &AppContext,
-    table: &CachedTable,
+    table: &Arc<CachedTable>,
     kind: StorageJob,
     trigger: &str,
     by: &str,
