@@ -357,11 +357,18 @@ impl ColdTier {
         scope: &Scope,
         hot: &[(Vec<u8>, StoredRow)],
         projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
     ) -> Result<Vec<RecordBatch>> {
         let loc = self.locate(&table.def, Some(scope))?;
         let manifest = self.manifest(&table.def, &loc).await?;
+        let read = crate::pruning::segments_to_read(
+            table,
+            &manifest.segments,
+            &manifest.key_ranges,
+            filters,
+        );
         let mut sources: Vec<Arc<ScanSource>> = Vec::new();
-        for seg in &manifest.segments {
+        for (seg, _) in manifest.segments.iter().zip(read).filter(|(_, r)| *r) {
             sources.push(self.arrow_segment(table, &loc, seg).await?);
         }
         if !hot.is_empty() {

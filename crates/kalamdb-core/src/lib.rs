@@ -31,6 +31,7 @@ pub mod error;
 pub mod flush_scheduler;
 pub mod jobs;
 pub mod providers;
+pub mod pruning;
 pub mod rows;
 pub mod schema_registry;
 pub mod seq;

@@ -15,7 +15,7 @@
 //! Rows are Arrow record batches; the caller decides their schema. Each column's field metadata
 //! may carry the table's stable column id ([`COLUMN_ID_KEY`]), which survives renames.
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -27,6 +27,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Field-metadata key holding a column's stable id.
@@ -80,6 +81,140 @@ pub struct SegmentMeta {
     pub max_key: String,
     /// Schema version of the table the rows were written under.
     pub schema_version: u32,
+    /// Min/max and NULL count of each column that has them, by column name (system columns
+    /// `_…` left out), for pruning segments against filters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, ColumnStats>,
+}
+
+/// Statistics of one column of one segment. `min`/`max` are JSON scalars: integers and
+/// temporal values as numbers (µs or days), floats as numbers, text as strings, booleans as
+/// booleans; absent when unknown (all NULL, a NaN, text over [`MAX_STAT_TEXT`] bytes, or a
+/// type without an order kept here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ColumnStats {
+    /// Smallest non-NULL value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Value>,
+    /// Largest non-NULL value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Value>,
+    /// NULL cells.
+    pub nulls: u64,
+}
+
+/// Longest text kept as a min/max statistic.
+pub const MAX_STAT_TEXT: usize = 64;
+
+/// Min/max of one column over `arrays`, as JSON scalars (see [`ColumnStats`]).
+fn column_stats(arrays: &[&dyn Array]) -> ColumnStats {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::{max, max_boolean, max_string, min, min_boolean, min_string};
+    use datafusion::arrow::datatypes::{
+        DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+        Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    };
+    use serde_json::Value as J;
+    let nulls = arrays.iter().map(|a| a.null_count() as u64).sum();
+    let mut out = ColumnStats {
+        nulls,
+        ..ColumnStats::default()
+    };
+    // Per array (min, max), then folded; `None` from any array means "unknown" for all.
+    let pairs: Option<Vec<Option<(J, J)>>> = arrays
+        .iter()
+        .map(|a| {
+            let num = |lo: Option<f64>, hi: Option<f64>| match (lo, hi) {
+                (Some(l), Some(h)) if l.is_finite() && h.is_finite() => {
+                    Some(Some((J::from(l), J::from(h))))
+                }
+                (None, None) => Some(None),
+                _ => None,
+            };
+            let int = |lo: Option<i64>, hi: Option<i64>| {
+                Some(lo.zip(hi).map(|(l, h)| (J::from(l), J::from(h))))
+            };
+            match a.data_type() {
+                DataType::Int16 => {
+                    let p = a.as_primitive::<Int16Type>();
+                    int(min(p).map(i64::from), max(p).map(i64::from))
+                }
+                DataType::Int32 => {
+                    let p = a.as_primitive::<Int32Type>();
+                    int(min(p).map(i64::from), max(p).map(i64::from))
+                }
+                DataType::Int64 => {
+                    let p = a.as_primitive::<Int64Type>();
+                    int(min(p), max(p))
+                }
+                DataType::Date32 => {
+                    let p = a.as_primitive::<Date32Type>();
+                    int(min(p).map(i64::from), max(p).map(i64::from))
+                }
+                DataType::Time64(TimeUnit::Microsecond) => {
+                    let p = a.as_primitive::<Time64MicrosecondType>();
+                    int(min(p), max(p))
+                }
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    let p = a.as_primitive::<TimestampMicrosecondType>();
+                    int(min(p), max(p))
+                }
+                DataType::Float32 => {
+                    let p = a.as_primitive::<Float32Type>();
+                    num(min(p).map(f64::from), max(p).map(f64::from))
+                }
+                DataType::Float64 => {
+                    let p = a.as_primitive::<Float64Type>();
+                    num(min(p), max(p))
+                }
+                DataType::Utf8 => {
+                    let s = a.as_string::<i32>();
+                    match (min_string(s), max_string(s)) {
+                        (Some(l), Some(h)) if l.len().max(h.len()) <= MAX_STAT_TEXT => {
+                            Some(Some((J::from(l), J::from(h))))
+                        }
+                        (None, None) => Some(None),
+                        _ => None,
+                    }
+                }
+                DataType::Boolean => {
+                    let b = a.as_boolean();
+                    Some(
+                        min_boolean(b)
+                            .zip(max_boolean(b))
+                            .map(|(l, h)| (J::from(l), J::from(h))),
+                    )
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let Some(pairs) = pairs else {
+        return out;
+    };
+    let order = |a: &J, b: &J| -> std::cmp::Ordering {
+        match (a, b) {
+            (J::Number(x), J::Number(y)) => match (x.as_i64(), y.as_i64()) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => x
+                    .as_f64()
+                    .partial_cmp(&y.as_f64())
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            },
+            (J::String(x), J::String(y)) => x.cmp(y),
+            (J::Bool(x), J::Bool(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        }
+    };
+    for (lo, hi) in pairs.into_iter().flatten() {
+        if out.min.as_ref().is_none_or(|m| order(&lo, m).is_lt()) {
+            out.min = Some(lo);
+        }
+        if out.max.as_ref().is_none_or(|m| order(&hi, m).is_gt()) {
+            out.max = Some(hi);
+        }
+    }
+    out
 }
 
 /// The segments of one scope folder, oldest first.
@@ -198,6 +333,17 @@ pub fn encode_segment(
         rows += b.num_rows() as u64;
     }
     writer.close()?;
+    let schema = first.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.name().starts_with('_'))
+        .map(|(i, f)| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            (f.name().clone(), column_stats(&arrays))
+        })
+        .collect();
     let meta = SegmentMeta {
         file: format!("seg-{}.parquet", info.id),
         id: info.id,
@@ -208,6 +354,7 @@ pub fn encode_segment(
         min_key: info.min_key,
         max_key: info.max_key,
         schema_version: info.schema_version,
+        columns,
     };
     Ok(EncodedSegment { bytes: buf, meta })
 }
@@ -403,5 +550,42 @@ impl FileStore {
             self.store.delete(&meta.location).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{BooleanArray, Float64Array, Int32Array, StringArray};
+    use serde_json::json;
+
+    #[test]
+    fn column_stats_fold_over_arrays_and_skip_what_they_cannot_order() {
+        let a = Int32Array::from(vec![Some(5), None, Some(-2)]);
+        let b = Int32Array::from(vec![Some(9), Some(0)]);
+        let s = column_stats(&[&a, &b]);
+        assert_eq!(
+            (s.min, s.max, s.nulls),
+            (Some(json!(-2)), Some(json!(9)), 1)
+        );
+
+        let t = StringArray::from(vec![Some("pear"), Some("apple"), None]);
+        let s = column_stats(&[&t]);
+        assert_eq!((s.min, s.max), (Some(json!("apple")), Some(json!("pear"))));
+
+        let long = "x".repeat(MAX_STAT_TEXT + 1);
+        let t = StringArray::from(vec![Some("a"), Some(long.as_str())]);
+        assert_eq!(column_stats(&[&t]).max, None, "long text has no max");
+
+        let f = Float64Array::from(vec![1.5, f64::NAN]);
+        assert_eq!(column_stats(&[&f]).max, None, "NaN: unknown");
+
+        let n = Int32Array::from(vec![None, None]);
+        let s = column_stats(&[&n]);
+        assert_eq!((s.min, s.nulls), (None, 2));
+
+        let bools = BooleanArray::from(vec![true, true]);
+        let s = column_stats(&[&bools]);
+        assert_eq!((s.min, s.max), (Some(json!(true)), Some(json!(true))));
     }
 }

@@ -137,7 +137,7 @@ impl AppTableProvider {
         if self.cold.has_segments(&self.table, scope).await? {
             let batches = self
                 .cold
-                .scan_batches(&self.table, scope, &hot, projection)
+                .scan_batches(&self.table, scope, &hot, projection, filters)
                 .await?;
             let schema = match projection {
                 Some(p) => Arc::new(
@@ -255,16 +255,9 @@ impl TableProvider for AppTableProvider {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if self.pk_values(f).is_some() {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        // Every filter is offered to the scan (primary-key lookups, segment pruning by
+        // statistics) and applied again above it.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
