@@ -382,7 +382,7 @@ impl ColdTier {
                 deleted: rows.iter().map(|r| r.deleted).collect(),
             }));
         }
-        let picks = merge_sources(&sources);
+        let picks = merge_sources(&sources, None);
         let full = &table.schema;
         let indices: Vec<usize> = match projection {
             Some(p) => p.clone(),
@@ -679,14 +679,17 @@ impl ColdTier {
     }
 
     /// Merges every segment of `scope` into one, keeping the latest version of each key and
-    /// dropping tombstones and superseded versions (the hot tier only holds newer versions, so
-    /// nothing older can resurface). The new manifest replaces the old in one rename; the old
-    /// files are deleted after it. Returns the number of segments before and after.
+    /// dropping superseded versions and the tombstones with `_seq` up to
+    /// `keep_tombstones_after` (the hot tier only holds newer versions, so nothing older can
+    /// resurface; younger tombstones stay for live-query resumes). The new manifest replaces
+    /// the old in one atomic put; the old files are deleted after it. Returns the number of
+    /// segments before and after.
     pub async fn compact_scope(
         &self,
         table: &Arc<CachedTable>,
         scope: &Scope,
         new_id: i64,
+        keep_tombstones_after: i64,
     ) -> Result<(usize, usize)> {
         let loc = self.locate(&table.def, Some(scope))?;
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
@@ -700,7 +703,10 @@ impl ColdTier {
         for seg in &manifest.segments {
             sources.push(self.arrow_segment(table, &loc, seg).await?);
         }
-        if before == 1 && !sources[0].deleted.contains(&true) {
+        let droppable = |s: &ScanSource| {
+            (s.deleted.iter().zip(&s.seqs)).any(|(d, seq)| *d && *seq <= keep_tombstones_after)
+        };
+        if before == 1 && !droppable(&sources[0]) {
             return Ok((1, 1));
         }
         let mut next = Manifest {
@@ -712,7 +718,10 @@ impl ColdTier {
         let job = {
             let table = Arc::clone(table);
             let dir = loc.dir.clone();
-            move || merge_segments(&table, &sources, &dir, format!("{new_id:019}"))
+            move || {
+                let id = format!("{new_id:019}");
+                merge_segments(&table, &sources, keep_tombstones_after, &dir, id)
+            }
         };
         if let Some(segment) = crate::background::run(job).await?? {
             next.segments
@@ -733,6 +742,15 @@ impl ColdTier {
         table: &Arc<CachedTable>,
         cancel: &CancelFlag,
     ) -> Result<(usize, usize)> {
+        let retention_ms = app
+            .config()
+            .storage
+            .tombstone_retention_secs
+            .saturating_mul(1000);
+        let keep_tombstones_after = crate::seq::min_seq_at_unix_millis(
+            chrono::Utc::now().timestamp_millis()
+                - i64::try_from(retention_ms).unwrap_or(i64::MAX / 2),
+        );
         let scopes = match table.def.table_type {
             TableType::Shared => vec![Scope::Shared],
             TableType::Stream => Vec::new(),
@@ -750,7 +768,7 @@ impl ColdTier {
                 break;
             }
             let (b, a) = self
-                .compact_scope(table, &scope, app.seq().next_id())
+                .compact_scope(table, &scope, app.seq().next_id(), keep_tombstones_after)
                 .await?;
             before += b;
             after += a;
@@ -785,10 +803,11 @@ impl ColdTier {
 fn merge_segments(
     table: &CachedTable,
     sources: &[Arc<ScanSource>],
+    keep_tombstones_after: i64,
     dir: &str,
     id: String,
 ) -> Result<Option<EncodedSegment>> {
-    let picks = merge_sources(sources);
+    let picks = merge_sources(sources, Some(keep_tombstones_after));
     let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) else {
         return Ok(None);
     };
@@ -999,8 +1018,12 @@ impl ScanSource {
 }
 
 /// K-way merge of sources sorted by key: for each key the row with the largest `_seq`, in key
-/// order, tombstones left out. Returns `(source, row)` pairs.
-fn merge_sources(sources: &[Arc<ScanSource>]) -> Vec<(usize, usize)> {
+/// order, tombstones left out unless their `_seq` is above `keep_tombstones_after`. Returns
+/// `(source, row)` pairs.
+fn merge_sources(
+    sources: &[Arc<ScanSource>],
+    keep_tombstones_after: Option<i64>,
+) -> Vec<(usize, usize)> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut heap: BinaryHeap<Reverse<(&[u8], usize, usize)>> = sources
@@ -1013,7 +1036,8 @@ fn merge_sources(sources: &[Arc<ScanSource>]) -> Vec<(usize, usize)> {
     let mut current: Option<(&[u8], usize, usize)> = None;
     let emit = |pick: Option<(&[u8], usize, usize)>, out: &mut Vec<(usize, usize)>| {
         if let Some((_, s, r)) = pick
-            && !sources[s].deleted[r]
+            && (!sources[s].deleted[r]
+                || keep_tombstones_after.is_some_and(|after| sources[s].seqs[r] > after))
         {
             out.push((s, r));
         }

@@ -162,6 +162,9 @@ pub struct StorageConfig {
     pub default_flush_policy: String,
     /// Milliseconds between checks of the flush policies.
     pub flush_check_interval_ms: u64,
+    /// Seconds a delete's tombstone survives compaction, so a live query resumed with `from`
+    /// up to this long ago still learns of the delete. 0: compaction drops every tombstone.
+    pub tombstone_retention_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -173,6 +176,7 @@ impl Default for StorageConfig {
             write_buffer_mb: 4,
             default_flush_policy: String::new(),
             flush_check_interval_ms: 1000,
+            tombstone_retention_secs: 86_400,
         }
     }
 }

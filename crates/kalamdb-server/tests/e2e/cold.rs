@@ -403,7 +403,7 @@ async fn writes_during_flushes_are_kept() {
 
 #[tokio::test]
 async fn compaction_merges_segments_and_drops_what_is_superseded() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.storage.tombstone_retention_secs = 0).await;
     let root = s.root_token().await;
     s.ok(
         &root,
@@ -428,14 +428,7 @@ async fn compaction_merges_segments_and_drops_what_is_superseded() {
     ];
     assert_eq!(ids_and_names(&s, &root, all).await, expected);
 
-    let r = s.ok(&root, "STORAGE COMPACT TABLE app.c").await;
-    assert!(
-        r["message"]
-            .as_str()
-            .unwrap()
-            .contains("2 segment(s) into 1"),
-        "{r}"
-    );
+    compact(&s, &root, "app.c", "2 segment(s) into 1").await;
     let files = segments(&dir);
     assert_eq!(files.len(), 1, "old segments are deleted");
     let ctx = SessionContext::new();
@@ -459,6 +452,13 @@ async fn compaction_merges_segments_and_drops_what_is_superseded() {
         r["message"].as_str().unwrap().starts_with("Compacted"),
         "{r}"
     );
+}
+
+/// Runs `STORAGE COMPACT TABLE table` and checks its message names `counts`.
+async fn compact(s: &TestServer, token: &str, table: &str, counts: &str) {
+    let r = s.ok(token, &format!("STORAGE COMPACT TABLE {table}")).await;
+    let message = r["message"].as_str().unwrap_or_default();
+    assert!(message.contains(counts), "{r}");
 }
 
 /// Waits (up to 10 s) until `dir` holds `n` segments.
@@ -796,4 +796,45 @@ async fn filtered_scans_skip_segments_by_column_statistics_without_uncovering_ol
     assert_eq!(ids(s.ok(&root, low).await), expected);
     let (status, _, _) = s.err(&root, "SELECT COUNT(*) FROM app.m").await;
     assert!(status >= 400);
+}
+
+#[tokio::test]
+async fn compaction_keeps_young_tombstones_for_live_resumes() {
+    let s = TestServer::start().await; // default retention: one day
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT); \
+         INSERT INTO app.t VALUES (1, 'a'), (2, 'b')",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    s.ok(&root, "DELETE FROM app.t WHERE id = 2").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    compact(&s, &root, "app.t", "2 segment(s) into 1").await;
+    let files = segments(&s.dir.path().join("storage/app/t"));
+    assert_eq!(files.len(), 1);
+    let batches = SessionContext::new()
+        .read_parquet(files[0].to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let deleted: Vec<bool> = batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("_deleted").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+                .unwrap();
+            col.iter().map(|v| v.unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(deleted, [false, true], "the young tombstone of 2 is kept");
+    let all = rows(&s.ok(&root, "SELECT id FROM app.t").await);
+    assert_eq!(all, vec![vec![json!("1")]]);
+    // A second compaction has nothing to drop and leaves the segment alone.
+    compact(&s, &root, "app.t", "1 segment(s) into 1").await;
 }

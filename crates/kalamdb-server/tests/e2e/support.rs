@@ -67,6 +67,8 @@ pub(crate) struct TestServer {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
+    /// The config it started with; a restart uses it again.
+    config: Config,
 }
 
 impl TestServer {
@@ -82,20 +84,22 @@ impl TestServer {
     async fn launch(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let server = kalamdb_server::start(config, false).await.unwrap();
+        let server = kalamdb_server::start(config.clone(), false).await.unwrap();
         let base = format!("http://{}", server.addr);
         Self {
             server: Some(server),
             dir,
             base,
             http: reqwest::Client::new(),
+            config,
         }
     }
 
-    /// Stops the server cleanly and starts a new one on the same data dir.
+    /// Stops the server cleanly and starts a new one on the same data dir and config.
     pub(crate) async fn restart(mut self) -> Self {
         self.server.take().unwrap().shutdown().await;
-        Self::launch(self.dir, |_| {}).await
+        let config = self.config.clone();
+        Self::launch(self.dir, |c| *c = config).await
     }
 
     pub(crate) async fn login(&self, user: &str, password: &str) -> (u16, Value) {
