@@ -96,6 +96,7 @@ impl AppContext {
         let session = SessionContext::new_with_config(session_config);
         let listener = ListenerSlot::default();
         let cold = Arc::new(ColdTier::open(catalog.clone(), &data)?);
+        cold.system().load(&cold.files("local")?).await?;
         let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
         let deps = ProviderDeps {
             cold: Arc::clone(&cold),

@@ -159,6 +159,8 @@ pub struct ColdTier {
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Flushed system-table rows.
+    system: crate::system_flush::SystemCold,
 }
 
 /// A scope's manifest, with its segments' key ranges decoded once.
@@ -256,6 +258,7 @@ impl ColdTier {
             arrow_segments: DashMap::new(),
             cached_rows: AtomicUsize::new(0),
             flush_locks: DashMap::new(),
+            system: crate::system_flush::SystemCold::default(),
         })
     }
 
@@ -279,6 +282,16 @@ impl ColdTier {
     /// Probes storage `storage_id` (see [`FileStore::probe`]).
     pub async fn probe(&self, storage_id: &str, name: &str) -> Result<kalamdb_filestore::Probe> {
         Ok(self.placement(storage_id)?.files.probe(name).await)
+    }
+
+    /// The flushed part of the system tables.
+    pub fn system(&self) -> &crate::system_flush::SystemCold {
+        &self.system
+    }
+
+    /// The files of storage `storage_id`.
+    pub(crate) fn files(&self, storage_id: &str) -> Result<FileStore> {
+        Ok(self.placement(storage_id)?.files.clone())
     }
 
     /// Forgets what was opened of a storage (dropped or changed).

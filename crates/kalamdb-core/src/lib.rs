@@ -37,6 +37,7 @@ pub mod schema_registry;
 pub mod seq;
 pub mod sql;
 pub mod storages;
+pub mod system_flush;
 pub mod types;
 pub mod value;
 pub mod write_locks;

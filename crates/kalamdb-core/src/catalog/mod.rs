@@ -378,6 +378,15 @@ impl Catalog {
         self.scan_all(P_AUDIT, b"")
     }
 
+    /// Removes audit entries (after they were flushed to Parquet).
+    pub fn delete_audit(&self, ids: &[i64]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for id in ids {
+            batch.delete(P_AUDIT, (*id as u64).to_be_bytes().to_vec());
+        }
+        self.commit(batch, CatalogPart::AuditLog)
+    }
+
     // ---- jobs ----
 
     /// Stores a job record (keyed by its id, a `_seq`, so jobs sort by creation).

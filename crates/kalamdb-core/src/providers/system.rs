@@ -298,22 +298,7 @@ impl SystemTable {
                     ]
                 })
                 .collect(),
-            Self::AuditLog => catalog
-                .audit_entries()?
-                .into_iter()
-                .map(|a| {
-                    vec![
-                        Value::I64(a.audit_id),
-                        Value::Timestamp(a.timestamp),
-                        text(&a.actor_user_id),
-                        text(&a.action),
-                        text(&a.target),
-                        opt_text(a.details.as_deref()),
-                        opt_text(a.subject_user_id.as_deref()),
-                        opt_text(a.ip_address.as_deref()),
-                    ]
-                })
-                .collect(),
+            Self::AuditLog => deps.cold.system().audit_rows(catalog.audit_entries()?),
             Self::Namespaces => catalog
                 .namespaces_with_table_counts()?
                 .into_iter()
@@ -440,11 +425,15 @@ impl SystemTable {
 
     /// Builds the table's current contents as one batch.
     pub fn batch(&self, deps: &ProviderDeps) -> Result<RecordBatch> {
-        let rows = self.rows(deps)?;
+        self.rows_batch(&self.rows(deps)?)
+    }
+
+    /// `rows` (cells in column order) as one batch of this table's schema.
+    pub fn rows_batch(&self, rows: &[Vec<Value>]) -> Result<RecordBatch> {
         rows_to_batch(
             self.schema(),
             &self.columns().iter().map(|c| c.1).collect::<Vec<_>>(),
-            &rows,
+            rows,
         )
     }
 }

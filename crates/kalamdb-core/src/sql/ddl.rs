@@ -738,8 +738,44 @@ fn storage_targets(
 
 /// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet.
 pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    let id = resolve(ctx, t);
+    if id.namespace.as_str() == "system" {
+        return flush_system_table(app, ctx, id.table.as_str()).await;
+    }
     let table = storage_target(app, ctx, t)?;
     storage_jobs(app, ctx, &[table], StorageJob::Flush).await
+}
+
+/// `STORAGE FLUSH TABLE system.audit_log` (dba/system); see [`crate::system_flush`].
+async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "flush system tables")?;
+    if !name.eq_ignore_ascii_case("audit_log") {
+        return Err(KalamError::InvalidInput(format!(
+            "system.{name} is not flushed: only system.audit_log grows without bound; the other \
+             system tables are small catalog records"
+        )));
+    }
+    let by = ctx.identity.user_id.as_str();
+    let outcome = app
+        .jobs()
+        .run("flush", "system.audit_log", "manual", by, 1, |_| async {
+            let (rows, bytes) = app.cold().system().flush_audit(app).await?;
+            Ok(JobReport {
+                rows,
+                bytes,
+                message: format!(
+                    "Flushed {rows} row(s) of system.audit_log into {} segment(s), {bytes} bytes",
+                    u64::from(rows > 0)
+                ),
+            })
+        })
+        .await?;
+    Ok(Output::Message(match outcome {
+        JobOutcome::Ran(job) => format!("{} (job {})", job.message.unwrap_or_default(), job.job_id),
+        JobOutcome::AlreadyRunning(id) => {
+            format!("A flush of system.audit_log is already running (job {id})")
+        }
+    }))
 }
 
 /// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).

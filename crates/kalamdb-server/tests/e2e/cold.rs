@@ -838,3 +838,55 @@ async fn compaction_keeps_young_tombstones_for_live_resumes() {
     // A second compaction has nothing to drop and leaves the segment alone.
     compact(&s, &root, "app.t", "1 segment(s) into 1").await;
 }
+
+#[tokio::test]
+async fn the_audit_log_flushes_to_parquet_and_still_reads_as_one_table() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE a1; CREATE NAMESPACE a2")
+        .await;
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    let ids_sql = "SELECT audit_id FROM system.audit_log ORDER BY audit_id";
+    let before = rows(&s.ok(&root, ids_sql).await);
+    assert!(before.len() >= 3, "{before:?}");
+
+    let r = s.ok(&root, "STORAGE FLUSH TABLE system.audit_log").await;
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("Flushed {} row(s)", before.len())),
+        "{r}"
+    );
+    let dir = s.dir.path().join("storage/system/audit_log");
+    assert_eq!(segments(&dir).len(), 1);
+    let after = rows(&s.ok(&root, ids_sql).await);
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "flushed entries still read"
+    );
+
+    s.ok(&root, "CREATE NAMESPACE a3").await;
+    s.ok(&root, "STORAGE FLUSH TABLE system.audit_log").await;
+    assert_eq!(segments(&dir).len(), 2);
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    let all = rows(&s.ok(&root, ids_sql).await);
+    let distinct: std::collections::BTreeSet<String> =
+        all.iter().map(|r| r[0].to_string()).collect();
+    assert_eq!(distinct.len(), all.len(), "no entry twice");
+    assert_eq!(&all[..before.len()], &before[..]);
+    let created = s
+        .ok(
+            &root,
+            "SELECT COUNT(*) FROM system.audit_log WHERE action = 'CREATE_NAMESPACE'",
+        )
+        .await;
+    assert_eq!(rows(&created), vec![vec![json!("3")]]);
+
+    let (_, _, msg) = s.err(&root, "STORAGE FLUSH TABLE system.users").await;
+    assert!(msg.contains("not flushed"), "{msg}");
+    let ann = s.token("ann", "ann-pass-123").await;
+    let (status, _, _) = s.err(&ann, "STORAGE FLUSH TABLE system.audit_log").await;
+    assert!(status == 403 || status == 400, "{status}");
+    drop(users);
+}
