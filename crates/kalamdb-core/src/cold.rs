@@ -421,16 +421,22 @@ impl ColdTier {
         Ok(out)
     }
 
-    /// The latest cold version of every key of `scope` (tombstones included), by key.
+    /// The latest cold version of every key of `scope` (tombstones included), by key; with
+    /// `after_seq`, only from segments holding versions after it.
     pub async fn scope_versions(
         &self,
         table: &CachedTable,
         scope: &Scope,
+        after_seq: Option<i64>,
     ) -> Result<BTreeMap<Vec<u8>, StoredRow>> {
         let loc = self.locate(&table.def, Some(scope))?;
         let manifest = self.manifest(&table.def, &loc).await?;
         let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
-        for seg in &manifest.segments {
+        // A segment whose every version is at or before `after_seq` cannot hold a current
+        // version newer than it: skipped by its `_seq` range.
+        let wanted =
+            |seg: &&kalamdb_filestore::SegmentMeta| after_seq.is_none_or(|a| seg.max_seq > a);
+        for seg in manifest.segments.iter().filter(wanted) {
             let src = self.arrow_segment(table, &loc, seg).await?;
             for (i, k) in src.keys.iter().enumerate() {
                 if out.get(k).is_none_or(|old| old.seq < src.seqs[i]) {
@@ -442,14 +448,16 @@ impl ColdTier {
     }
 
     /// `hot` (a scope's hot versions, read before this call) merged over the scope's cold
-    /// versions: the current version of every key, tombstones included, in key order.
+    /// versions: the current version of every key, tombstones included, in key order. With
+    /// `after_seq`, keys whose current version is at or before it may be left out.
     pub async fn merge_scope(
         &self,
         table: &CachedTable,
         scope: &Scope,
         hot: Vec<(Vec<u8>, StoredRow)>,
+        after_seq: Option<i64>,
     ) -> Result<Vec<StoredRow>> {
-        let cold = self.scope_versions(table, scope).await?;
+        let cold = self.scope_versions(table, scope, after_seq).await?;
         Ok(merge_versions(hot, cold))
     }
 
@@ -703,6 +711,7 @@ impl ColdTier {
         scope: &Scope,
         new_id: i64,
         keep_tombstones_after: i64,
+        tiered: Option<usize>,
     ) -> Result<(usize, usize)> {
         let loc = self.locate(&table.def, Some(scope))?;
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
@@ -712,8 +721,25 @@ impl ColdTier {
         if before == 0 {
             return Ok((0, 0));
         }
-        let mut sources = Vec::with_capacity(before);
-        for seg in &manifest.segments {
+        let start = match tiered {
+            None => 0,
+            Some(trigger) => {
+                let rows: Vec<u64> = manifest.segments.iter().map(|s| s.row_count).collect();
+                match tiered_run_start(&rows, trigger) {
+                    Some(start) => start,
+                    None => return Ok((before, before)),
+                }
+            }
+        };
+        // Older segments stay: their keys may have been deleted by a tombstone of the run, so
+        // a partial merge keeps every tombstone.
+        let keep_tombstones_after = if start == 0 {
+            keep_tombstones_after
+        } else {
+            i64::MIN
+        };
+        let mut sources = Vec::with_capacity(before - start);
+        for seg in &manifest.segments[start..] {
             sources.push(self.arrow_segment(table, &loc, seg).await?);
         }
         let droppable = |s: &ScanSource| {
@@ -725,7 +751,7 @@ impl ColdTier {
         let mut next = Manifest {
             version: 1,
             table_created_at: table.def.created_at,
-            segments: Vec::new(),
+            segments: manifest.segments[..start].to_vec(),
         };
         // Merging and encoding are CPU work: the background thread.
         let job = {
@@ -781,7 +807,13 @@ impl ColdTier {
                 break;
             }
             let (b, a) = self
-                .compact_scope(table, &scope, app.seq().next_id(), keep_tombstones_after)
+                .compact_scope(
+                    table,
+                    &scope,
+                    app.seq().next_id(),
+                    keep_tombstones_after,
+                    None,
+                )
                 .await?;
             before += b;
             after += a;
@@ -806,6 +838,11 @@ impl ColdTier {
                 break;
             }
             stats += self.flush_scope(app, table, &scope).await?;
+            let trigger = app.config().storage.compaction_trigger_segments;
+            if trigger >= 2 {
+                self.compact_scope(table, &scope, app.seq().next_id(), 0, Some(trigger))
+                    .await?;
+            }
         }
         Ok(stats)
     }
@@ -890,6 +927,22 @@ fn encode_scope(
     let segment = kalamdb_filestore::encode_segment(dir, &batches, info)?;
     let timing = [read, built - read, started.elapsed() - built];
     Ok(Some((stored, segment, timing)))
+}
+
+/// Where the run of segments a tiered compaction merges starts, given each segment's rows
+/// (oldest first); `None` while there are at most `trigger` segments. The run is the newest
+/// `trigger` segments, less any at its old end bigger than all newer ones of the run together
+/// (an earlier merge's output, which would otherwise be rewritten again and again), so
+/// segments of similar size merge and each row is rewritten about log(rows) times.
+fn tiered_run_start(rows: &[u64], trigger: usize) -> Option<usize> {
+    if trigger < 2 || rows.len() <= trigger {
+        return None;
+    }
+    let mut start = rows.len() - trigger;
+    while start + 1 < rows.len() && rows[start] > rows[start + 1..].iter().sum::<u64>() {
+        start += 1;
+    }
+    (rows.len() - start >= 2).then_some(start)
 }
 
 /// The scopes of a table that have hot rows.
@@ -1083,4 +1136,21 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tiered_run_start;
+
+    #[test]
+    fn tiered_compaction_merges_segments_of_similar_size() {
+        assert_eq!(tiered_run_start(&[10; 4], 4), None, "not above the trigger");
+        assert_eq!(tiered_run_start(&[10; 5], 4), Some(1), "the newest four");
+        // An earlier merge (40 rows) is bigger than the three small ones after it: left alone.
+        assert_eq!(tiered_run_start(&[10, 40, 10, 10, 10], 4), Some(2));
+        // Merged outputs of similar size merge with each other.
+        assert_eq!(tiered_run_start(&[400, 40, 40, 40, 40], 4), Some(1));
+        // Nothing to pair with: no merge.
+        assert_eq!(tiered_run_start(&[10, 10, 10, 90, 5], 2), None);
+    }
 }

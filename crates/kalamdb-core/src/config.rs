@@ -165,6 +165,9 @@ pub struct StorageConfig {
     /// Seconds a delete's tombstone survives compaction, so a live query resumed with `from`
     /// up to this long ago still learns of the delete. 0: compaction drops every tombstone.
     pub tombstone_retention_secs: u64,
+    /// Compaction policy: after a flush leaves a scope with more than this many segments, the
+    /// newest ones of similar size are merged into one. 0: only `STORAGE COMPACT` compacts.
+    pub compaction_trigger_segments: usize,
 }
 
 impl Default for StorageConfig {
@@ -177,6 +180,7 @@ impl Default for StorageConfig {
             default_flush_policy: String::new(),
             flush_check_interval_ms: 1000,
             tombstone_retention_secs: 86_400,
+            compaction_trigger_segments: 16,
         }
     }
 }

@@ -344,7 +344,7 @@ impl LiveQueryManager {
                     // Hot versions from the snapshot first, flushed ones second.
                     Some(HotRead::Keyed(hot)) => Some(
                         app.cold()
-                            .merge_scope(&table, &scope, hot)
+                            .merge_scope(&table, &scope, hot, opts.from)
                             .await
                             .map_err(|e| failed(&e))?,
                     ),

@@ -890,3 +890,44 @@ async fn the_audit_log_flushes_to_parquet_and_still_reads_as_one_table() {
     assert!(status == 403 || status == 400, "{status}");
     drop(users);
 }
+
+#[tokio::test]
+async fn the_compaction_policy_merges_new_segments_and_keeps_deletes_of_older_ones() {
+    let s = TestServer::start_with(|c| c.storage.compaction_trigger_segments = 3).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.p (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let dir = s.dir.path().join("storage/app/p");
+    for sql in [
+        "INSERT INTO app.p VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e')",
+        "DELETE FROM app.p WHERE id = 2",
+        "INSERT INTO app.p VALUES (6, 'f')",
+    ] {
+        s.ok(&root, sql).await;
+        s.ok(&root, "STORAGE FLUSH TABLE app.p").await;
+    }
+    assert_eq!(segments(&dir).len(), 3, "at the trigger: nothing merged");
+    s.ok(&root, "UPDATE app.p SET v = 'C' WHERE id = 3").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.p").await;
+    // The three small newest segments merged; the first (5 rows) is bigger than them together.
+    assert_eq!(segments(&dir).len(), 2);
+    let expected = vec![
+        ("1".to_string(), json!("a")),
+        ("3".to_string(), json!("C")),
+        ("4".to_string(), json!("d")),
+        ("5".to_string(), json!("e")),
+        ("6".to_string(), json!("f")),
+    ];
+    let all = "SELECT id, v FROM app.p ORDER BY id";
+    assert_eq!(
+        ids_and_names(&s, &root, all).await,
+        expected,
+        "2 stays deleted"
+    );
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert_eq!(ids_and_names(&s, &root, all).await, expected);
+}
