@@ -81,4 +81,7 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
 
     /// Ends a live subscription (`KILL LIVE QUERY`); false when there is none with that id.
     fn kill_live_query(&self, live_id: &str) -> bool;
+
+    /// `table` was dropped: its subscriptions get an error and end. Returns how many.
+    fn table_dropped(&self, table: &TableId) -> usize;
 }

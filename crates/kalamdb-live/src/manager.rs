@@ -459,6 +459,26 @@ impl LiveQueryManager {
         }
     }
 
+    /// Ends every subscription `pick` chooses, telling its client `why`; returns how many.
+    fn end_where(&self, pick: impl Fn(&Subscription) -> bool, why: &LiveError) -> usize {
+        let mut ended = 0;
+        for conn in self.connections.iter() {
+            let ids: Vec<String> = conn
+                .subs
+                .lock()
+                .values()
+                .filter(|s| pick(s))
+                .map(|s| s.id.clone())
+                .collect();
+            for id in ids {
+                self.unsubscribe(&conn, &id);
+                conn.error(&id, why);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     fn resolve(
         &self,
         app: &AppContext,
@@ -664,25 +684,18 @@ impl ChangeListener for LiveQueryManager {
     }
 
     fn kill_live_query(&self, live_id: &str) -> bool {
-        for conn in self.connections.iter() {
-            let found = conn
-                .subs
-                .lock()
-                .values()
-                .find(|s| s.live_id == live_id)
-                .map(|s| s.id.clone());
-            if let Some(id) = found {
-                self.unsubscribe(&conn, &id);
-                conn.error(
-                    &id,
-                    &LiveError::new(
-                        "SUBSCRIPTION_FAILED",
-                        "live query killed by KILL LIVE QUERY",
-                    ),
-                );
-                return true;
-            }
-        }
-        false
+        let why = LiveError::new(
+            "SUBSCRIPTION_FAILED",
+            "live query killed by KILL LIVE QUERY",
+        );
+        self.end_where(|s| s.live_id == live_id, &why) > 0
+    }
+
+    fn table_dropped(&self, table: &TableId) -> usize {
+        let why = LiveError::new(
+            "NOT_FOUND",
+            format!("Table '{table}' was dropped; this subscription has ended"),
+        );
+        self.end_where(|s| s.table_id == *table, &why)
     }
 }

@@ -592,6 +592,9 @@ async fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
     app.schema_registry().invalidate(id);
     app.forget_table_locks(id);
     app.flushes().forget(id);
+    if let Some(listener) = app.change_listener() {
+        listener.table_dropped(id);
+    }
     // Flushed segments last: once the definition is gone nobody reads them.
     if let Some(def) = def {
         app.cold().drop_table(&def).await?;

@@ -932,3 +932,65 @@ async fn nan_and_infinity_end_a_subscription_with_conversion_error() {
         .await;
     assert_eq!(rows.len(), 2);
 }
+
+#[tokio::test]
+async fn dropping_a_table_ends_its_subscriptions_and_a_new_table_of_that_name_starts_clean() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.d (id BIGINT PRIMARY KEY, v TEXT); \
+         CREATE SHARED TABLE app.keep (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    s.ok(&users[0], "INSERT INTO app.d VALUES (1, 'old')").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.d").await;
+    s.ok(&users[0], "INSERT INTO app.d VALUES (2, 'old hot')")
+        .await;
+    let mut ws = Ws::authed(&s, &users[0]).await;
+    let initial = ws
+        .subscribe_all("d", "SELECT * FROM app.d", json!({}))
+        .await;
+    assert_eq!(initial.len(), 2);
+    let mut other = Ws::authed(&s, &root).await;
+    other
+        .subscribe_all("k", "SELECT * FROM app.keep", json!({}))
+        .await;
+
+    s.ok(&root, "DROP TABLE app.d").await;
+    let msg = ws.next().await;
+    assert_eq!(
+        (&msg["type"], &msg["subscription_id"], &msg["code"]),
+        (&json!("error"), &json!("d"), &json!("NOT_FOUND")),
+        "{msg}"
+    );
+    assert!(msg["message"].as_str().unwrap().contains("app.d"), "{msg}");
+    let live = live_rows(&s, &root).await;
+    assert_eq!(
+        live.len(),
+        1,
+        "only the other table's subscription is left: {live:?}"
+    );
+
+    // Same name again: no old rows, files or subscriptions leak in.
+    s.ok(
+        &root,
+        "CREATE USER TABLE app.d (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    s.ok(&users[0], "INSERT INTO app.d VALUES (3, 'new')").await;
+    assert!(
+        ws.try_next(Duration::from_millis(300)).await.is_none(),
+        "the ended subscription hears nothing of the new table"
+    );
+    let r = s.ok(&users[0], "SELECT id, v FROM app.d").await;
+    assert_eq!(
+        crate::support::rows(&r),
+        vec![vec![json!("3"), json!("new")]]
+    );
+    let fresh = ws
+        .subscribe_all("d2", "SELECT * FROM app.d", json!({}))
+        .await;
+    assert_eq!(fresh.len(), 1);
+}
