@@ -125,6 +125,10 @@ impl AppContext {
             flushes: FlushScheduler::default(),
             jobs,
         });
+        // Finish the cleanup of tables whose DROP a stop interrupted.
+        for def in app.catalog.pending_drops()? {
+            crate::sql::ddl::clean_dropped_table(&app, &def, "restart", "system").await?;
+        }
         spawn_stream_eviction(&app);
         spawn_seq_marks(&app);
         crate::flush_scheduler::spawn(&app);

@@ -46,6 +46,14 @@ const SYSTEM_PARTITIONS: &[&str] = &[
 ];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
+/// Prefix of the tables dropped whose storage is not cleaned up yet (in `P_META`).
+const PENDING_DROP_PREFIX: &[u8] = b"pending_drop/";
+
+fn pending_drop_key(def: &TableDefinition) -> Vec<u8> {
+    let mut k = PENDING_DROP_PREFIX.to_vec();
+    k.extend_from_slice(format!("{}@{}", def.table_id(), def.created_at).as_bytes());
+    k
+}
 
 /// The built-in namespace for unqualified names.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -316,10 +324,11 @@ impl Catalog {
         self.commit(batch, CatalogPart::Tables)
     }
 
-    /// Removes a table's definitions, then its partitions.
-    pub fn drop_table(&self, id: &TableId) -> Result<()> {
+    /// Removes a table's definitions and records it as a pending drop (its hot partition
+    /// and cold files are removed by the caller, then [`Catalog::finish_drop`]).
+    pub fn drop_table(&self, id: &TableId) -> Result<Option<TableDefinition>> {
         let Some(def) = self.table(id)? else {
-            return Ok(());
+            return Ok(None);
         };
         let mut batch = WriteBatch::new();
         batch.delete(P_SCHEMAS, latest_key(id));
@@ -327,9 +336,24 @@ impl Catalog {
             let (k, _) = item?;
             batch.delete(P_SCHEMAS, k.to_vec());
         }
+        // In the same batch: the definition is kept as a pending cleanup until its rows and
+        // files are gone (see [`Catalog::pending_drops`]).
+        batch.put(P_META, pending_drop_key(&def), encode(&def));
         self.commit(batch, CatalogPart::Tables)?;
-        self.backend
-            .drop_partition(TablePartitions::of(&def).used())?;
+        Ok(Some(def))
+    }
+
+    /// Tables dropped whose hot partition or cold files may still exist (a stop interrupted
+    /// their cleanup).
+    pub fn pending_drops(&self) -> Result<Vec<TableDefinition>> {
+        self.scan_all(P_META, PENDING_DROP_PREFIX)
+    }
+
+    /// Marks the cleanup of a dropped table done.
+    pub fn finish_drop(&self, def: &TableDefinition) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_META, pending_drop_key(def));
+        self.backend.write(batch)?;
         Ok(())
     }
 

@@ -109,7 +109,7 @@ pub async fn drop_namespace(
         )));
     }
     for t in &tables {
-        drop_table_by_id(app, &t.table_id()).await?;
+        drop_table_by_id(app, ctx, &t.table_id()).await?;
     }
     app.catalog().delete_namespace(&id)?;
     Ok(Output::Message(format!(
@@ -583,22 +583,57 @@ pub fn create_table(
     )))
 }
 
-async fn drop_table_by_id(app: &AppContext, id: &TableId) -> Result<()> {
-    let def = app.catalog().table(id)?;
+/// Test hook: the next table cleanup stops before removing anything, leaving what a stop
+/// right after the definition was removed would leave.
+#[doc(hidden)]
+pub static FAIL_DROP_CLEANUP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+async fn drop_table_by_id(app: &AppContext, ctx: &ExecCtx, id: &TableId) -> Result<()> {
     // Invalidate before and after removing the definition: a lookup racing the drop may have
     // re-cached the old entry in between.
     app.schema_registry().invalidate(id);
-    app.catalog().drop_table(id)?;
+    let def = app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);
     app.forget_table_locks(id);
     app.flushes().forget(id);
     if let Some(listener) = app.change_listener() {
         listener.table_dropped(id);
     }
-    // Flushed segments last: once the definition is gone nobody reads them.
+    // Rows and files last: once the definition is gone nobody reads them.
     if let Some(def) = def {
-        app.cold().drop_table(&def).await?;
+        clean_dropped_table(app, &def, "manual", ctx.identity.user_id.as_str()).await?;
     }
+    Ok(())
+}
+
+/// Removes a dropped table's hot partition and cold files as a `drop_table` job, then its
+/// pending-drop record; run by DROP TABLE and, for drops a stop interrupted, at start.
+pub(crate) async fn clean_dropped_table(
+    app: &AppContext,
+    def: &TableDefinition,
+    trigger: &str,
+    by: &str,
+) -> Result<()> {
+    let target = def.table_id().to_string();
+    app.jobs()
+        .run("drop_table", &target, trigger, by, 1, |_| async {
+            if FAIL_DROP_CLEANUP.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(KalamError::Internal(
+                    "table cleanup stopped (injected failure)".into(),
+                ));
+            }
+            app.backend()
+                .drop_partition(crate::rows::TablePartitions::of(def).used())?;
+            app.cold().drop_table(def).await?;
+            app.catalog().finish_drop(def)?;
+            Ok(JobReport {
+                rows: 0,
+                bytes: 0,
+                message: format!("Dropped {target}: hot rows and cold files removed"),
+            })
+        })
+        .await?;
     Ok(())
 }
 
@@ -629,7 +664,7 @@ pub async fn drop_table(
     // Wait for in-flight writers of this table before removing its data.
     let locks = app.table_locks(&id);
     let _guards = locks.all().await;
-    drop_table_by_id(app, &id).await?;
+    drop_table_by_id(app, ctx, &id).await?;
     Ok(Output::Message(format!("Table '{id}' dropped")))
 }
 

@@ -931,3 +931,61 @@ async fn the_compaction_policy_merges_new_segments_and_keeps_deletes_of_older_on
     let root = s.root_token().await;
     assert_eq!(ids_and_names(&s, &root, all).await, expected);
 }
+
+#[tokio::test]
+async fn a_drop_interrupted_after_the_definition_went_is_finished_at_the_next_start() {
+    use kalamdb_core::sql::ddl::FAIL_DROP_CLEANUP;
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.gone (id BIGINT PRIMARY KEY); \
+         INSERT INTO app.gone VALUES (1), (2)",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.gone").await;
+    s.ok(&root, "INSERT INTO app.gone VALUES (3)").await;
+    let dir = s.dir.path().join("storage/app/gone");
+    assert_eq!(segments(&dir).len(), 1);
+    let partitions = |s: &TestServer| -> Vec<String> {
+        let app = &s.server.as_ref().unwrap().app;
+        app.backend()
+            .list_partitions()
+            .into_iter()
+            .filter(|p| p.starts_with("tbl/app/gone/"))
+            .collect()
+    };
+    assert_eq!(partitions(&s).len(), 1);
+
+    FAIL_DROP_CLEANUP.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.err(&root, "DROP TABLE app.gone").await;
+    assert_eq!(segments(&dir).len(), 1, "the stop left the files");
+    assert_eq!(partitions(&s).len(), 1, "and the hot rows");
+    s.err(&root, "SELECT * FROM app.gone").await;
+
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert!(segments(&dir).is_empty(), "files removed at start");
+    assert!(partitions(&s).is_empty(), "hot partition removed at start");
+    let jobs = rows(
+        &s.ok(
+            &root,
+            "SELECT status, trigger FROM system.jobs WHERE job_type = 'drop_table' ORDER BY job_id",
+        )
+        .await,
+    );
+    assert_eq!(
+        jobs,
+        vec![
+            vec![json!("failed"), json!("manual")],
+            vec![json!("completed"), json!("restart")]
+        ]
+    );
+    s.ok(
+        &root,
+        "CREATE SHARED TABLE app.gone (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.gone").await;
+    assert_eq!(rows(&n), vec![vec![json!("0")]]);
+}
