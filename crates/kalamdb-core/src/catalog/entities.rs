@@ -167,3 +167,25 @@ pub struct JobRecord {
     /// Runs so far (a failed policy job is retried with backoff).
     pub attempts: u32,
 }
+
+/// A view: a named, stored `SELECT`, planned again by each query under the caller's identity
+/// (so a view over a USER table shows every caller their own rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRecord {
+    /// Namespace.
+    pub namespace_id: String,
+    /// View name.
+    pub view_name: String,
+    /// The `SELECT` text; unqualified names resolve in the view's namespace.
+    pub sql: String,
+    /// Output columns as planned at creation: name, Arrow type (its text form), nullable.
+    pub columns: Vec<(String, String, bool)>,
+    /// Tables and views the query reads (`ns.name`), at creation.
+    pub depends_on: Vec<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// µs.
+    pub created_at: i64,
+    /// µs.
+    pub updated_at: i64,
+}

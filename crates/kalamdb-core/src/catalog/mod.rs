@@ -10,7 +10,7 @@
 
 mod entities;
 
-pub use entities::{AuditEntry, JobRecord, NamespaceRecord, StorageRecord, UserRecord};
+pub use entities::{AuditEntry, JobRecord, NamespaceRecord, StorageRecord, UserRecord, ViewRecord};
 
 use crate::error::{KalamError, Result};
 use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Version of the system schema this build writes. Bump it when a system partition is added.
-pub const SYSTEM_SCHEMA_VERSION: u32 = 3;
+pub const SYSTEM_SCHEMA_VERSION: u32 = 4;
 
 const P_META: &str = "sys/meta";
 const P_NAMESPACES: &str = "sys/namespaces";
@@ -33,8 +33,10 @@ const P_STORAGES: &str = "sys/storages";
 const P_AUDIT: &str = "sys/audit_log";
 /// Added in system schema version 3.
 const P_JOBS: &str = "sys/jobs";
+/// Added in system schema version 4.
+const P_VIEWS: &str = "sys/views";
 /// System partitions, in creation order (version 1: meta … storages; version 2: audit_log;
-/// version 3: jobs).
+/// version 3: jobs; version 4: views).
 const SYSTEM_PARTITIONS: &[&str] = &[
     P_META,
     P_NAMESPACES,
@@ -43,6 +45,7 @@ const SYSTEM_PARTITIONS: &[&str] = &[
     P_STORAGES,
     P_AUDIT,
     P_JOBS,
+    P_VIEWS,
 ];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
@@ -102,6 +105,13 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| KalamError::Internal(format!("corrupt catalog entry: {e}")))
+}
+
+fn view_key(namespace: &str, name: &str) -> Vec<u8> {
+    let mut k = namespace.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 fn latest_key(id: &TableId) -> Vec<u8> {
@@ -409,6 +419,38 @@ impl Catalog {
             batch.delete(P_AUDIT, (*id as u64).to_be_bytes().to_vec());
         }
         self.commit(batch, CatalogPart::AuditLog)
+    }
+
+    // ---- views ----
+
+    /// Creates or replaces a view.
+    pub fn put_view(&self, view: &ViewRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            P_VIEWS,
+            view_key(&view.namespace_id, &view.view_name),
+            encode(view),
+        );
+        self.commit(batch, CatalogPart::Tables)
+    }
+
+    /// One view.
+    pub fn view(&self, namespace: &str, name: &str) -> Result<Option<ViewRecord>> {
+        self.get(P_VIEWS, &view_key(namespace, name))
+    }
+
+    /// The views of one namespace, by name.
+    pub fn views(&self, namespace: &str) -> Result<Vec<ViewRecord>> {
+        let mut prefix = namespace.as_bytes().to_vec();
+        prefix.push(0);
+        self.scan_all(P_VIEWS, &prefix)
+    }
+
+    /// Removes a view.
+    pub fn delete_view(&self, namespace: &str, name: &str) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_VIEWS, view_key(namespace, name));
+        self.commit(batch, CatalogPart::Tables)
     }
 
     // ---- jobs ----

@@ -4,6 +4,7 @@
 
 use super::system::{SYSTEM_TABLES, SystemTable, SystemTableProvider};
 use super::table::AppTableProvider;
+use super::view::ViewProvider;
 use crate::catalog::Catalog;
 use crate::schema_registry::SchemaRegistry;
 use async_trait::async_trait;
@@ -87,13 +88,23 @@ struct NamespaceSchema {
 #[async_trait]
 impl SchemaProvider for NamespaceSchema {
     fn table_names(&self) -> Vec<String> {
-        self.deps
+        let mut names: Vec<String> = self
+            .deps
             .catalog
             .tables(Some(&self.ns))
             .unwrap_or_default()
             .into_iter()
             .map(|d| d.name.to_string())
-            .collect()
+            .collect();
+        names.extend(
+            self.deps
+                .catalog
+                .views(self.ns.as_str())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.view_name),
+        );
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -103,18 +114,25 @@ impl SchemaProvider for NamespaceSchema {
             .registry
             .get(&id)
             .map_err(|e| e.into_datafusion())?;
-        Ok(cached.map(|t| {
-            Arc::new(AppTableProvider::new(
+        if let Some(t) = cached {
+            return Ok(Some(Arc::new(AppTableProvider::new(
                 t,
                 Arc::clone(&self.deps.backend),
                 Arc::clone(&self.deps.cold),
-            )) as Arc<dyn TableProvider>
-        }))
+            ))));
+        }
+        let view = self
+            .deps
+            .catalog
+            .view(self.ns.as_str(), name)
+            .map_err(|e| e.into_datafusion())?;
+        Ok(view.map(|v| Arc::new(ViewProvider::new(v)) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         let id = TableId::new(self.ns.clone(), TableName::new(name));
         matches!(self.deps.registry.get(&id), Ok(Some(_)))
+            || matches!(self.deps.catalog.view(self.ns.as_str(), name), Ok(Some(_)))
     }
 }
 

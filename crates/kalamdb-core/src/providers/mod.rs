@@ -1,5 +1,5 @@
 //! DataFusion integration: the `kalam` catalog ([`catalog`]), application-table providers
-//! ([`table`]) and system-table providers ([`system`]).
+//! ([`table`]), system-table providers ([`system`]) and views ([`view`]).
 //!
 //! Per-request identity travels in the DataFusion session config as a [`SessionIdentity`]
 //! extension (one shared `SessionContext`, no per-user context). Providers read it in `scan`
@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod system;
 pub mod table;
+pub mod view;
 
 use crate::auth::Identity;
 use crate::error::KalamError;

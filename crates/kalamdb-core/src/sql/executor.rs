@@ -17,7 +17,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Statement, Value as SqlValue};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::QueryResult;
 use std::net::IpAddr;
@@ -399,6 +399,13 @@ impl SqlExecutor {
                         kind: DmlKind::Delete,
                         count: dml::delete(app, ctx, &del).await?,
                     }),
+                    Statement::CreateView(v) => super::views::create_view(app, ctx, v).await,
+                    Statement::Drop {
+                        object_type: ObjectType::View,
+                        if_exists,
+                        names,
+                        ..
+                    } => super::views::drop_view(app, ctx, &names, if_exists),
                     other => Err(KalamError::InvalidSql(format!(
                         "Unsupported statement: {}",
                         other

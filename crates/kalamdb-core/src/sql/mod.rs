@@ -11,3 +11,4 @@ pub mod params;
 pub mod parse;
 mod point_lookup;
 pub mod split;
+pub mod views;

@@ -13,3 +13,4 @@ mod live;
 mod restart;
 mod s3;
 mod slt;
+mod views;
