@@ -184,6 +184,10 @@ pub struct ColumnDefinition {
     pub primary_key: bool,
     /// Default applied when an INSERT omits the column.
     pub default: Option<ColumnDefault>,
+    /// For a column added by `ALTER TABLE`: the `_seq` of the change. Rows older than it
+    /// never had the column and read its literal default (or NULL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_at_seq: Option<i64>,
 }
 
 /// A table definition, one per schema version.

@@ -20,6 +20,7 @@ fn definition(i: usize) -> TableDefinition {
         nullable: !pk,
         primary_key: pk,
         default: None,
+        added_at_seq: None,
     };
     TableDefinition::new(
         TableId::new(NamespaceId::new("bench"), TableName::new(format!("t{i}"))),

@@ -34,7 +34,9 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
-use kalamdb_filestore::{EncodedSegment, FileStore, FileStoreError, Manifest, SegmentInfo};
+use kalamdb_filestore::{
+    COLUMN_ID_KEY, EncodedSegment, FileStore, FileStoreError, Manifest, SegmentInfo,
+};
 use kalamdb_store::{KvPair, StorageBackend, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,7 +157,8 @@ pub struct ColdTier {
     manifests: DashMap<String, Arc<ScopeManifest>>,
     /// Scope folders (and table incarnations) whose stray files this process removed already.
     swept: dashmap::DashSet<String>,
-    arrow_segments: DashMap<(String, String), Arc<ScanSource>>,
+    /// Segments as Arrow, conformed to a schema version: (folder key, segment id, version).
+    arrow_segments: DashMap<(String, String, u32), Arc<ScanSource>>,
     cached_rows: AtomicUsize,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -341,7 +344,7 @@ impl ColdTier {
         loc: &Location,
         seg: &kalamdb_filestore::SegmentMeta,
     ) -> Result<Arc<ScanSource>> {
-        let key = (loc.key.clone(), seg.id.clone());
+        let key = (loc.key.clone(), seg.id.clone(), table.def.version);
         if let Some(src) = self.arrow_segments.get(&key) {
             return Ok(Arc::clone(src.value()));
         }
@@ -503,7 +506,11 @@ impl ColdTier {
             .enumerate()
         {
             out.push(match found {
-                Some(bytes) => Some(StoredRow::decode(&bytes)?),
+                Some(bytes) => {
+                    let mut row = StoredRow::decode(&bytes)?;
+                    table.backfill(&mut row);
+                    Some(row)
+                }
                 None => {
                     missing.push(i);
                     None
@@ -561,7 +568,7 @@ impl ColdTier {
         let loc = self.locate(def, None)?;
         let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
-        self.arrow_segments.retain(|(d, _), _| !inside(d));
+        self.arrow_segments.retain(|(d, _, _), _| !inside(d));
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
@@ -869,6 +876,7 @@ fn merge_segments(
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new(Arc::clone(&table.schema), columns).map_err(internal)?;
+    let batch = with_column_ids(table, batch)?;
     let seqs = picks.iter().map(|&(s, r)| sources[s].seqs[r]);
     let info = SegmentInfo {
         id,
@@ -905,7 +913,9 @@ fn encode_scope(
         let snapshot = backend.snapshot();
         for item in snapshot.scan(&table.partitions.rows, prefix, None)? {
             let (k, v) = item?;
-            rows.push(StoredRow::decode(&v)?);
+            let mut row = StoredRow::decode(&v)?;
+            table.backfill(&mut row);
+            rows.push(row);
             stored.push((k, v));
         }
     }
@@ -913,7 +923,11 @@ fn encode_scope(
         return Ok(None);
     };
     let read = started.elapsed();
-    let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
+    let batches = crate::providers::table::build_batches(table, &rows, None)?
+        .1
+        .into_iter()
+        .map(|b| with_column_ids(table, b))
+        .collect::<Result<Vec<_>>>()?;
     let built = started.elapsed();
     let info = SegmentInfo {
         id,
@@ -969,13 +983,15 @@ fn hot_scopes(app: &AppContext, table: &CachedTable) -> Result<Vec<Scope>> {
 /// The hot versions of a scope with their primary-key keys, in key order.
 pub fn read_versions(
     read: &dyn StorageRead,
-    partition: &str,
+    table: &CachedTable,
     prefix: &[u8],
 ) -> Result<Vec<(Vec<u8>, StoredRow)>> {
-    read.scan(partition, prefix, None)?
+    read.scan(&table.partitions.rows, prefix, None)?
         .map(|item| {
             let (k, v) = item?;
-            Ok((k[prefix.len()..].to_vec(), StoredRow::decode(&v)?))
+            let mut row = StoredRow::decode(&v)?;
+            table.backfill(&mut row);
+            Ok((k[prefix.len()..].to_vec(), row))
         })
         .collect()
 }
@@ -1004,19 +1020,44 @@ fn internal(e: impl std::fmt::Display) -> KalamError {
     KalamError::Internal(e.to_string())
 }
 
-/// One batch with exactly `table`'s schema: columns found by name (cast when a type differs),
-/// missing ones NULL.
+/// One batch with exactly `table`'s schema. Columns are found by stable column id (field
+/// metadata [`COLUMN_ID_KEY`], so renames keep their data and a dropped column's data never
+/// shows under a new column of the same name), or by name in segments written before ids
+/// were recorded; cast when the type was widened since. A column the segment lacks was added
+/// after it was written: its rows read the column's literal default, or NULL.
 fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> {
     let schema = Arc::clone(&table.schema);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let columns_of = &table.def.columns;
     let mut columns = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
+    for (i, field) in schema.fields().iter().enumerate() {
         let parts = batches
             .iter()
-            .map(|b| match b.column_by_name(field.name()) {
-                Some(a) if a.data_type() == field.data_type() => Ok(Arc::clone(a)),
-                Some(a) => cast(a, field.data_type()).map_err(internal),
-                None => Ok(new_null_array(field.data_type(), b.num_rows())),
+            .map(|b| {
+                let found = match columns_of.get(i) {
+                    Some(col) if has_column_ids(b) => b
+                        .schema()
+                        .fields()
+                        .iter()
+                        .position(|f| column_id(f) == Some(col.column_id))
+                        .map(|at| b.column(at)),
+                    _ => b.column_by_name(field.name()),
+                };
+                match found {
+                    Some(a) if a.data_type() == field.data_type() => Ok(Arc::clone(a)),
+                    Some(a) => cast(a, field.data_type()).map_err(internal),
+                    None => match columns_of.get(i) {
+                        Some(col) if col.added_at_seq.is_some() => {
+                            let default = &table.literal_defaults()[i];
+                            let cells = std::iter::repeat_n(
+                                default.as_ref().unwrap_or(&crate::value::Value::Null),
+                                b.num_rows(),
+                            );
+                            crate::value::to_array(cells, &col.data_type)
+                        }
+                        _ => Ok(new_null_array(field.data_type(), b.num_rows())),
+                    },
+                }
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
         let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
@@ -1028,6 +1069,39 @@ fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> 
     }
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     RecordBatch::try_new_with_options(schema, columns, &options).map_err(internal)
+}
+
+fn column_id(field: &datafusion::arrow::datatypes::Field) -> Option<u32> {
+    field.metadata().get(COLUMN_ID_KEY)?.parse().ok()
+}
+
+fn has_column_ids(batch: &RecordBatch) -> bool {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| column_id(f).is_some())
+}
+
+/// `batch` (of `table`'s schema) with each user column's stable id in its field metadata, as
+/// segments are written.
+fn with_column_ids(table: &CachedTable, batch: RecordBatch) -> Result<RecordBatch> {
+    let fields: Vec<datafusion::arrow::datatypes::Field> = table
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match table.def.columns.get(i) {
+            Some(col) => f
+                .as_ref()
+                .clone()
+                .with_metadata([(COLUMN_ID_KEY.to_string(), col.column_id.to_string())].into()),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema, batch.columns().to_vec(), &options).map_err(internal)
 }
 
 impl ScanSource {

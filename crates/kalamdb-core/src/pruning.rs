@@ -89,6 +89,16 @@ struct SegmentStats<'a> {
 }
 
 impl SegmentStats<'_> {
+    /// The manifest key of a column's statistics: its stable id.
+    fn key(&self, column: &Column) -> Option<String> {
+        self.table
+            .def
+            .columns
+            .iter()
+            .find(|c| c.name == column.name)
+            .map(|c| c.column_id.to_string())
+    }
+
     fn bound(
         &self,
         column: &Column,
@@ -96,11 +106,12 @@ impl SegmentStats<'_> {
     ) -> Option<ArrayRef> {
         let field = self.table.schema.field_with_name(&column.name).ok()?;
         let t = field.data_type();
+        let key = self.key(column)?;
         let values = self
             .segments
             .iter()
             .map(|s| {
-                let v = s.columns.get(&column.name).and_then(pick);
+                let v = s.columns.get(&key).and_then(pick);
                 v.and_then(|v| scalar(v, t))
                     .map_or_else(|| ScalarValue::try_from(t), Ok)
             })
@@ -145,10 +156,11 @@ impl PruningStatistics for SegmentStats<'_> {
     }
 
     fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let key = self.key(column)?;
         let counts: UInt64Array = self
             .segments
             .iter()
-            .map(|s| s.columns.get(&column.name).map(|c| c.nulls))
+            .map(|s| s.columns.get(&key).map(|c| c.nulls))
             .collect();
         Some(Arc::new(counts))
     }

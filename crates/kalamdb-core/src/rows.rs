@@ -168,10 +168,10 @@ pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
 /// tables the log entries still within the TTL.
 pub fn scan_scope(
     read: &dyn StorageRead,
-    def: &TableDefinition,
-    partitions: &TablePartitions,
+    table: &crate::schema_registry::CachedTable,
     scope: &Scope,
 ) -> Result<Vec<StoredRow>> {
+    let (def, partitions) = (&table.def, &table.partitions);
     let prefix = scope.prefix();
     let scan = if def.table_type == TableType::Stream {
         let start = log_key(&prefix, stream_cutoff_seq(def));
@@ -179,7 +179,12 @@ pub fn scan_scope(
     } else {
         read.scan(&partitions.rows, &prefix, None)?
     };
-    scan.map(|item| StoredRow::decode(&item?.1)).collect()
+    scan.map(|item| {
+        let mut row = StoredRow::decode(&item?.1)?;
+        table.backfill(&mut row);
+        Ok(row)
+    })
+    .collect()
 }
 
 #[cfg(test)]

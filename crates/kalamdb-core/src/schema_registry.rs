@@ -27,8 +27,9 @@ pub struct CachedTable {
     pub partitions: TablePartitions,
     /// Index of the primary-key column in `def.columns`.
     pub pk_index: Option<usize>,
-    /// Literal column defaults by column index, evaluated once by the DML path on first use.
-    pub literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
+    /// Literal column defaults by column index, evaluated once on first use (see
+    /// [`CachedTable::literal_defaults`]).
+    literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
     /// Whether the table may have flushed segments: unknown, no, yes (see
     /// [`crate::cold::ColdTier::may_have_segments`]).
     pub cold_state: std::sync::atomic::AtomicU8,
@@ -47,6 +48,31 @@ impl CachedTable {
             pk_index,
             literal_defaults: std::sync::OnceLock::new(),
             cold_state: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// The value of each column's literal default (by column index), parsed once.
+    pub fn literal_defaults(&self) -> &[Option<crate::value::Value>] {
+        self.literal_defaults.get_or_init(|| {
+            self.def
+                .columns
+                .iter()
+                .map(crate::sql::dml::literal_default)
+                .collect()
+        })
+    }
+
+    /// Gives `row` the literal default of every column added (by `ALTER TABLE`) after the
+    /// row was written: it never had the column.
+    pub fn backfill(&self, row: &mut crate::rows::StoredRow) {
+        for (i, col) in self.def.columns.iter().enumerate() {
+            if let Some(added) = col.added_at_seq
+                && row.seq < added
+                && !row.cells.iter().any(|(id, _)| *id == col.column_id)
+                && let Some(v) = &self.literal_defaults()[i]
+            {
+                row.cells.push((col.column_id, v.clone()));
+            }
         }
     }
 }

@@ -81,8 +81,9 @@ pub struct SegmentMeta {
     pub max_key: String,
     /// Schema version of the table the rows were written under.
     pub schema_version: u32,
-    /// Min/max and NULL count of each column that has them, by column name (system columns
-    /// `_…` left out), for pruning segments against filters.
+    /// Min/max and NULL count of each column that has them, by stable column id (by name for
+    /// fields written without one; system columns `_…` left out), for pruning segments
+    /// against filters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, ColumnStats>,
 }
@@ -341,7 +342,8 @@ pub fn encode_segment(
         .filter(|(_, f)| !f.name().starts_with('_'))
         .map(|(i, f)| {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-            (f.name().clone(), column_stats(&arrays))
+            let key = f.metadata().get(COLUMN_ID_KEY).unwrap_or(f.name()).clone();
+            (key, column_stats(&arrays))
         })
         .collect();
     let meta = SegmentMeta {

@@ -442,6 +442,7 @@ mod tests {
             nullable: true,
             primary_key: id == 1,
             default: None,
+            added_at_seq: None,
         };
         TableDefinition::new(
             TableId::new(NamespaceId::new("app"), TableName::new("t")),

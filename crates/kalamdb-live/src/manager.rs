@@ -327,12 +327,11 @@ impl LiveQueryManager {
                         // STREAM rows live in the hot tier only.
                         Some(snap) if def.table_type == TableType::Stream => {
                             Some(HotRead::Complete(
-                                scan_scope(&*snap, def, &table.partitions, &scope)
-                                    .map_err(|e| failed(&e))?,
+                                scan_scope(&*snap, &table, &scope).map_err(|e| failed(&e))?,
                             ))
                         }
                         Some(snap) => Some(HotRead::Keyed(
-                            read_versions(&*snap, &table.partitions.rows, &scope.prefix())
+                            read_versions(&*snap, &table, &scope.prefix())
                                 .map_err(|e| failed(&e))?,
                         )),
                     }

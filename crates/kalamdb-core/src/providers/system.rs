@@ -229,6 +229,7 @@ impl SystemTable {
                 nullable,
                 primary_key: key == [i],
                 default: None,
+                added_at_seq: None,
             })
             .collect();
         let id = TableId::new(NamespaceId::new("system"), TableName::new(self.name()));

@@ -133,7 +133,7 @@ impl AppTableProvider {
             return self.build_batches(&rows, projection);
         }
         // Hot first, then the manifest (see crate::cold).
-        let hot = read_versions(&*self.backend, &self.table.partitions.rows, &prefix)?;
+        let hot = read_versions(&*self.backend, &self.table, &prefix)?;
         if self.cold.has_segments(&self.table, scope).await? {
             let batches = self
                 .cold
@@ -172,7 +172,9 @@ impl AppTableProvider {
             .scan(&self.table.partitions.log, prefix, Some(&start))?
         {
             let (_, bytes) = item?;
-            rows.push(StoredRow::decode(&bytes)?);
+            let mut row = StoredRow::decode(&bytes)?;
+            self.table.backfill(&mut row);
+            rows.push(row);
             if limit.is_some_and(|l| rows.len() >= l) {
                 break;
             }

@@ -269,7 +269,7 @@ fn validate_flush_policy(text: &str) -> Result<()> {
     crate::cold::FlushPolicy::parse(text).map(|_| ())
 }
 
-fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
+pub(crate) fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
     if let Expr::Function(f) = expr {
         let name = f.name.to_string().to_ascii_uppercase();
         return match name.as_str() {
@@ -310,6 +310,63 @@ fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
     })?;
     coerce(scalar, t, col)?;
     Ok(ColumnDefault::Literal(text))
+}
+
+/// A column of `CREATE TABLE` / `ALTER TABLE ADD COLUMN`, and whether it is declared the
+/// primary key.
+pub(crate) fn column_definition(
+    col: &datafusion::sql::sqlparser::ast::ColumnDef,
+    column_id: u32,
+    ordinal: u32,
+) -> Result<(ColumnDefinition, bool)> {
+    let name = fold(&col.name.value, col.name.quote_style.is_some());
+    if RESERVED_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(KalamError::InvalidSql(format!(
+            "Column name '{name}' is reserved for a system column"
+        )));
+    }
+    validate_identifier("column", &name).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    let parsed = parse_sql_type(&col.data_type.to_string())?;
+    let mut nullable = true;
+    let mut primary_key = false;
+    let mut default = parsed.serial.then_some(ColumnDefault::SnowflakeId);
+    for opt in &col.options {
+        match &opt.option {
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Null => nullable = true,
+            ColumnOption::Default(expr) => {
+                default = Some(default_of(expr, &name, &parsed.data_type)?)
+            }
+            ColumnOption::PrimaryKey(_) => primary_key = true,
+            ColumnOption::Unique(_) => {}
+            other => {
+                let text = other.to_string().to_ascii_uppercase();
+                if text.contains("AUTO_INCREMENT")
+                    || text.contains("AUTOINCREMENT")
+                    || text.contains("IDENTITY")
+                {
+                    default = Some(ColumnDefault::SnowflakeId);
+                } else {
+                    return Err(KalamError::InvalidSql(format!(
+                        "Unsupported column option {other} on '{name}'"
+                    )));
+                }
+            }
+        }
+    }
+    Ok((
+        ColumnDefinition {
+            column_id,
+            name,
+            ordinal,
+            data_type: parsed.data_type,
+            nullable,
+            primary_key,
+            default,
+            added_at_seq: None,
+        },
+        primary_key,
+    ))
 }
 
 /// `CREATE TABLE`.
@@ -434,58 +491,20 @@ pub fn create_table(
     let mut columns: Vec<ColumnDefinition> = Vec::new();
     let mut pk_names: Vec<String> = Vec::new();
     for (i, col) in ct.columns.iter().enumerate() {
-        let name = fold(&col.name.value, col.name.quote_style.is_some());
-        if RESERVED_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
+        let (column, primary_key) = column_definition(col, (i + 1) as u32, (i + 1) as u32)?;
+        if columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(&column.name))
+        {
             return Err(KalamError::InvalidSql(format!(
-                "Column name '{name}' is reserved for a system column"
+                "Duplicate column name '{}'",
+                column.name
             )));
-        }
-        validate_identifier("column", &name).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-        if columns.iter().any(|c| c.name.eq_ignore_ascii_case(&name)) {
-            return Err(KalamError::InvalidSql(format!(
-                "Duplicate column name '{name}'"
-            )));
-        }
-        let parsed = parse_sql_type(&col.data_type.to_string())?;
-        let mut nullable = true;
-        let mut primary_key = false;
-        let mut default = parsed.serial.then_some(ColumnDefault::SnowflakeId);
-        for opt in &col.options {
-            match &opt.option {
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Null => nullable = true,
-                ColumnOption::Default(expr) => {
-                    default = Some(default_of(expr, &name, &parsed.data_type)?)
-                }
-                ColumnOption::PrimaryKey(_) => primary_key = true,
-                ColumnOption::Unique(_) => {}
-                other => {
-                    let text = other.to_string().to_ascii_uppercase();
-                    if text.contains("AUTO_INCREMENT")
-                        || text.contains("AUTOINCREMENT")
-                        || text.contains("IDENTITY")
-                    {
-                        default = Some(ColumnDefault::SnowflakeId);
-                    } else {
-                        return Err(KalamError::InvalidSql(format!(
-                            "Unsupported column option {other} on '{name}'"
-                        )));
-                    }
-                }
-            }
         }
         if primary_key {
-            pk_names.push(name.clone());
+            pk_names.push(column.name.clone());
         }
-        columns.push(ColumnDefinition {
-            column_id: (i + 1) as u32,
-            name,
-            ordinal: (i + 1) as u32,
-            data_type: parsed.data_type,
-            nullable,
-            primary_key,
-            default,
-        });
+        columns.push(column);
     }
     if columns.is_empty() {
         return Err(KalamError::InvalidSql(

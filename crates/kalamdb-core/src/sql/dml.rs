@@ -88,10 +88,7 @@ fn default_value(
         }
         Some(ColumnDefault::Literal(text)) => {
             // Literal defaults are parsed once per cached table, not once per inserted row.
-            let literals = table
-                .literal_defaults
-                .get_or_init(|| table.def.columns.iter().map(literal_default).collect());
-            return literals[idx].clone().ok_or_else(|| {
+            return table.literal_defaults()[idx].clone().ok_or_else(|| {
                 KalamError::Internal(format!(
                     "stored default {text} of column '{}' is not a valid literal",
                     col.name
@@ -103,7 +100,7 @@ fn default_value(
 }
 
 /// The value of a column's literal default, if it has one that parses and fits the column.
-fn literal_default(col: &ColumnDefinition) -> Option<Value> {
+pub(crate) fn literal_default(col: &ColumnDefinition) -> Option<Value> {
     let Some(ColumnDefault::Literal(text)) = &col.default else {
         return None;
     };
@@ -700,7 +697,11 @@ async fn delete_stream(
                 kind: ChangeKind::Delete,
                 seq: app.seq().next_id(),
                 new: None,
-                old: Some(StoredRow::decode(&bytes)?),
+                old: Some({
+                    let mut row = StoredRow::decode(&bytes)?;
+                    table.backfill(&mut row);
+                    row
+                }),
             });
         }
     }

@@ -370,6 +370,9 @@ impl SqlExecutor {
             } => ddl::create_user(app, ctx, &name, &password, role.as_deref(), email).await,
             Command::DropUser { name, if_exists } => ddl::drop_user(app, ctx, &name, if_exists),
             Command::AlterUser { name, change } => ddl::alter_user(app, ctx, &name, change).await,
+            Command::AlterTable { table, change } => {
+                super::alter::alter_table(app, ctx, &table, change).await
+            }
             Command::Sql(mut stmt) => {
                 params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
                 match *stmt {

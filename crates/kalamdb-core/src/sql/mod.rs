@@ -2,6 +2,7 @@
 //! statements ([`parse`]), run them ([`ddl`], [`dml`]) or hand standard queries to DataFusion,
 //! and encode results for the wire ([`encode`]). [`executor::SqlExecutor`] is the entry point.
 
+pub mod alter;
 pub mod ddl;
 pub mod dml;
 pub mod encode;

@@ -111,8 +111,36 @@ pub enum Command {
         /// What changes.
         change: UserChange,
     },
+    /// `ALTER [USER|SHARED|STREAM] TABLE ns.t <one change>`
+    AlterTable {
+        /// The table.
+        table: TableRef,
+        /// The change.
+        change: AlterChange,
+    },
     /// Anything sqlparser understands (queries and DML).
     Sql(Box<Statement>),
+}
+
+/// The one change of an `ALTER TABLE`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlterChange {
+    /// `ADD [COLUMN] name type [NULL|NOT NULL] [DEFAULT v]`
+    AddColumn(Box<datafusion::sql::sqlparser::ast::ColumnDef>),
+    /// `DROP COLUMN name`
+    DropColumn(String),
+    /// `RENAME COLUMN a TO b`
+    RenameColumn(String, String),
+    /// `MODIFY [COLUMN] name type [NULL|NOT NULL]`, `ALTER COLUMN name [SET DATA] TYPE type`:
+    /// the new type as SQL text, and the nullability when given.
+    SetType(String, String, Option<bool>),
+    /// `ALTER COLUMN name SET NOT NULL` (false) / `DROP NOT NULL` (true).
+    SetNullable(String, bool),
+    /// `ALTER COLUMN name SET DEFAULT v` / `DROP DEFAULT`.
+    SetDefault(String, Option<Box<datafusion::sql::sqlparser::ast::Expr>>),
+    /// `SET ACCESS_LEVEL 'x'`, `SET ACCESS LEVEL x`, `SET TTL_SECONDS n`,
+    /// `SET FLUSH_POLICY 'p'`, `SET TBLPROPERTIES (K = 'v')`: option name (upper case), value.
+    SetOption(String, String),
 }
 
 /// One change of `ALTER USER`.
@@ -375,7 +403,7 @@ fn is_own_statement(w: &[String]) -> bool {
         (
             "CREATE" | "DROP",
             "NAMESPACE" | "TABLE" | "USER" | "SHARED" | "STREAM" | "STORAGE"
-        ) | ("ALTER", "USER")
+        ) | ("ALTER", "USER" | "TABLE" | "SHARED" | "STREAM")
             | ("USE", _)
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
@@ -450,6 +478,10 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         }
         Command::CreateUser { name, .. } => ("CREATE_USER", name),
         Command::AlterUser { name, .. } => ("ALTER_USER", name),
+        Command::AlterTable { table, .. } => {
+            let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
+            ("ALTER_TABLE", format!("{ns}{}", table.table))
+        }
         Command::DropUser { name, .. } => ("DROP_USER", name),
         Command::ShowNamespaces => ("SHOW_NAMESPACES", String::new()),
         Command::ShowTables(ns) => ("SHOW_TABLES", ns.unwrap_or_default()),
@@ -608,6 +640,21 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
             return create_table(&rest, table_type_word(w));
         }
+        ("ALTER", "TABLE") | ("ALTER", "USER" | "SHARED" | "STREAM")
+            if w1 == "TABLE" || w2 == "TABLE" =>
+        {
+            c.pos = if w1 == "TABLE" { 2 } else { 3 };
+            let table = c.table_ref()?;
+            let rest_at = c.pos;
+            let change = if c.eat("SET") && !c.peek_is(0, "TBLPROPERTIES") {
+                alter_set_option(&mut c)?
+            } else {
+                let change = alter_change(&text_from(&c, rest_at))?;
+                c.pos = c.toks.len();
+                change
+            };
+            Command::AlterTable { table, change }
+        }
         ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM")
             if w1 == "TABLE" || w2 == "TABLE" =>
         {
@@ -724,6 +771,146 @@ pub fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
         i += 1;
     }
     Ok(std::borrow::Cow::Owned(out))
+}
+
+/// `SET ACCESS_LEVEL [=] 'x'` / `SET ACCESS LEVEL x` / `SET TTL_SECONDS [=] n` /
+/// `SET FLUSH_POLICY [=] 'p'`, after the `SET`.
+fn alter_set_option(c: &mut Cursor) -> Result<AlterChange> {
+    let key = match c.word_at(c.pos) {
+        Some(w) if w == "ACCESS" && c.peek_is(1, "LEVEL") => {
+            c.pos += 2;
+            "ACCESS_LEVEL".to_string()
+        }
+        Some(w) => {
+            c.pos += 1;
+            w
+        }
+        None => {
+            return Err(KalamError::InvalidSql(format!(
+                "expected an option after SET near {}",
+                c.near()
+            )));
+        }
+    };
+    if c.toks.get(c.pos) == Some(&Token::Eq) {
+        c.pos += 1;
+    }
+    let value = match c.toks.get(c.pos) {
+        Some(Token::Number(n, _)) => {
+            c.pos += 1;
+            n.clone()
+        }
+        _ => c.string()?,
+    };
+    c.done()?;
+    Ok(AlterChange::SetOption(key, value))
+}
+
+/// The SQL text of the tokens of `c` from `at` on (re-rendered: tokens carry no offsets).
+fn text_from(c: &Cursor, at: usize) -> String {
+    c.toks[at..]
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One column change, parsed by sqlparser from the text after the table name.
+fn alter_change(rest: &str) -> Result<AlterChange> {
+    use datafusion::sql::sqlparser::ast::{AlterColumnOperation as Col, AlterTableOperation as Op};
+    let sql = format!("ALTER TABLE t {rest}");
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
+        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    let Some(Statement::AlterTable(mut alter)) = stmts.pop() else {
+        return Err(KalamError::InvalidSql(
+            "expected one ALTER TABLE change".into(),
+        ));
+    };
+    if alter.operations.len() != 1 {
+        return Err(KalamError::InvalidSql(
+            "ALTER TABLE takes one change per statement".into(),
+        ));
+    }
+    let name = |i: &datafusion::sql::sqlparser::ast::Ident| fold(&i.value, i.quote_style.is_some());
+    let unsupported = |what: String| {
+        Err(KalamError::InvalidSql(format!(
+            "Unsupported ALTER TABLE change: {what}"
+        )))
+    };
+    match alter.operations.remove(0) {
+        Op::AddColumn {
+            column_def,
+            column_position: None,
+            ..
+        } => Ok(AlterChange::AddColumn(Box::new(column_def))),
+        Op::DropColumn { column_names, .. } if column_names.len() == 1 => {
+            Ok(AlterChange::DropColumn(name(&column_names[0])))
+        }
+        Op::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => Ok(AlterChange::RenameColumn(
+            name(&old_column_name),
+            name(&new_column_name),
+        )),
+        Op::ModifyColumn {
+            col_name,
+            data_type,
+            options,
+            column_position: None,
+        } => {
+            let mut nullable = None;
+            for o in options {
+                match o {
+                    datafusion::sql::sqlparser::ast::ColumnOption::NotNull => {
+                        nullable = Some(false)
+                    }
+                    datafusion::sql::sqlparser::ast::ColumnOption::Null => nullable = Some(true),
+                    other => return unsupported(format!("column option {other}")),
+                }
+            }
+            Ok(AlterChange::SetType(
+                name(&col_name),
+                data_type.to_string(),
+                nullable,
+            ))
+        }
+        Op::AlterColumn { column_name, op } => {
+            let column = name(&column_name);
+            match op {
+                Col::SetNotNull => Ok(AlterChange::SetNullable(column, false)),
+                Col::DropNotNull => Ok(AlterChange::SetNullable(column, true)),
+                Col::SetDefault { value } => {
+                    Ok(AlterChange::SetDefault(column, Some(Box::new(value))))
+                }
+                Col::DropDefault => Ok(AlterChange::SetDefault(column, None)),
+                Col::SetDataType {
+                    data_type,
+                    using: None,
+                    ..
+                } => Ok(AlterChange::SetType(column, data_type.to_string(), None)),
+                other => unsupported(other.to_string()),
+            }
+        }
+        Op::SetTblProperties { table_properties } if table_properties.len() == 1 => {
+            match &table_properties[0] {
+                datafusion::sql::sqlparser::ast::SqlOption::KeyValue { key, value } => {
+                    let v = match value {
+                        datafusion::sql::sqlparser::ast::Expr::Value(v) => match &v.value {
+                            datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => {
+                                s.clone()
+                            }
+                            other => other.to_string(),
+                        },
+                        other => other.to_string(),
+                    };
+                    Ok(AlterChange::SetOption(key.value.to_ascii_uppercase(), v))
+                }
+                other => unsupported(other.to_string()),
+            }
+        }
+        other => unsupported(other.to_string()),
+    }
 }
 
 fn create_table(sql: &str, prefix_type: Option<TableType>) -> Result<Command> {

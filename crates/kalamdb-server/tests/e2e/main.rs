@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alter;
 mod auth;
 mod cold;
 mod crash;

@@ -1,0 +1,154 @@
+//! ALTER TABLE: schema versions over hot and flushed rows, before and after restart.
+
+use crate::support::{TestServer, rows};
+use serde_json::{Value, json};
+
+async fn all(s: &TestServer, token: &str, sql: &str) -> Vec<Vec<Value>> {
+    rows(&s.ok(token, sql).await)
+}
+
+#[tokio::test]
+async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, n INT, note TEXT); \
+         INSERT INTO app.t VALUES (1, 10, 'cold')",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    s.ok(&root, "INSERT INTO app.t VALUES (2, 20, 'hot')").await;
+
+    // ADD COLUMN with a default: rows from before read it, in both tiers.
+    let r = s
+        .ok(
+            &root,
+            "ALTER TABLE app.t ADD COLUMN status TEXT DEFAULT 'new'",
+        )
+        .await;
+    assert!(
+        r["message"].as_str().unwrap().contains("schema version 2"),
+        "{r}"
+    );
+    s.ok(
+        &root,
+        "INSERT INTO app.t (id, n, note) VALUES (3, 30, 'after')",
+    )
+    .await;
+    s.ok(&root, "INSERT INTO app.t VALUES (4, 40, 'null', NULL)")
+        .await;
+    let q = "SELECT id, status FROM app.t ORDER BY id";
+    let expected = vec![
+        vec![json!("1"), json!("new")],
+        vec![json!("2"), json!("new")],
+        vec![json!("3"), json!("new")],
+        vec![json!("4"), Value::Null],
+    ];
+    assert_eq!(all(&s, &root, q).await, expected);
+
+    // RENAME keeps the data; the old name is gone.
+    s.ok(&root, "ALTER TABLE app.t RENAME COLUMN note TO memo")
+        .await;
+    assert_eq!(
+        all(&s, &root, "SELECT memo FROM app.t WHERE id = 1").await,
+        vec![vec![json!("cold")]]
+    );
+    s.err(&root, "SELECT note FROM app.t").await;
+
+    // Widening INT -> BIGINT keeps the values.
+    s.ok(&root, "ALTER TABLE app.t MODIFY COLUMN n BIGINT")
+        .await;
+    s.ok(
+        &root,
+        "INSERT INTO app.t VALUES (5, 5000000000, 'big', 'x')",
+    )
+    .await;
+    assert_eq!(
+        all(&s, &root, "SELECT n FROM app.t ORDER BY id").await,
+        vec![
+            vec![json!("10")],
+            vec![json!("20")],
+            vec![json!("30")],
+            vec![json!("40")],
+            vec![json!("5000000000")]
+        ]
+    );
+
+    // DROP then ADD under the same name: the old data never comes back (cold included).
+    s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    s.ok(&root, "ALTER TABLE app.t DROP COLUMN memo").await;
+    s.ok(&root, "ALTER TABLE app.t ADD COLUMN memo TEXT").await;
+    let memos = all(&s, &root, "SELECT memo FROM app.t").await;
+    assert!(memos.iter().all(|r| r[0].is_null()), "{memos:?}");
+
+    // Refused, with the reason.
+    for (sql, needle) in [
+        ("ALTER TABLE app.t DROP COLUMN id", "primary key"),
+        ("ALTER TABLE app.t RENAME COLUMN id TO key", "primary key"),
+        ("ALTER TABLE app.t MODIFY COLUMN n INT", "widening"),
+        ("ALTER TABLE app.t ADD COLUMN must TEXT NOT NULL", "DEFAULT"),
+        (
+            "ALTER TABLE app.t ALTER COLUMN status SET NOT NULL",
+            "has rows",
+        ),
+        ("ALTER TABLE app.t DROP COLUMN _seq", "system column"),
+        ("ALTER TABLE app.t ADD COLUMN status TEXT", "already exists"),
+        ("ALTER TABLE app.t SET TTL_SECONDS 5", "STREAM"),
+    ] {
+        let (_, _, msg) = s.err(&root, sql).await;
+        assert!(msg.contains(needle), "{sql}: {msg}");
+    }
+    s.ok(&root, "ALTER TABLE app.t SET ACCESS_LEVEL 'PUBLIC'")
+        .await;
+
+    // Every change is a version in system.schemas.
+    let versions = all(
+        &s,
+        &root,
+        "SELECT schema_version FROM system.schemas WHERE namespace_id = 'app' AND table_name = 't' ORDER BY schema_version",
+    )
+    .await;
+    assert_eq!(versions.len(), 7, "{versions:?}");
+
+    // The same after a restart, and after the old rows are flushed under the new schema.
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert_eq!(all(&s, &root, q).await[..4], expected[..]);
+    s.ok(
+        &root,
+        "STORAGE FLUSH TABLE app.t; STORAGE COMPACT TABLE app.t",
+    )
+    .await;
+    assert_eq!(all(&s, &root, q).await[..4], expected[..]);
+    assert_eq!(
+        all(&s, &root, "SELECT n FROM app.t WHERE id = 5").await,
+        vec![vec![json!("5000000000")]]
+    );
+}
+
+#[tokio::test]
+async fn user_tables_alter_for_every_user() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.u (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ann", "bob"]).await;
+    s.ok(&users[0], "INSERT INTO app.u VALUES (1, 'a')").await;
+    s.ok(&users[1], "INSERT INTO app.u VALUES (1, 'b')").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.u").await;
+    s.ok(
+        &users[0],
+        "ALTER TABLE app.u ADD COLUMN score INT DEFAULT 7",
+    )
+    .await;
+    for (token, v) in users.iter().zip(["a", "b"]) {
+        assert_eq!(
+            all(&s, token, "SELECT v, score FROM app.u").await,
+            vec![vec![json!(v), json!(7)]]
+        );
+    }
+}
