@@ -84,4 +84,8 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
 
     /// `table` was dropped: its subscriptions get an error and end. Returns how many.
     fn table_dropped(&self, table: &TableId) -> usize;
+
+    /// `table` was altered to `def`: subscriptions that read a column no longer there get an
+    /// error and end; the others go on. Returns how many ended.
+    fn table_altered(&self, def: &kalamdb_commons::TableDefinition) -> usize;
 }

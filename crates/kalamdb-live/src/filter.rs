@@ -62,6 +62,29 @@ pub(crate) enum Filter {
 }
 
 impl Filter {
+    /// The stored columns the filter reads, by id.
+    pub(crate) fn column_ids(&self, out: &mut Vec<u32>) {
+        let mut col = |c: &Col| {
+            if let Col::Stored(id) = c {
+                out.push(*id);
+            }
+        };
+        match self {
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                a.column_ids(out);
+                b.column_ids(out);
+            }
+            Filter::Not(a) => a.column_ids(out),
+            Filter::Const(_) => {}
+            Filter::Compare(c, _, _)
+            | Filter::IsNull(c, _)
+            | Filter::IsBool(c, _, _)
+            | Filter::InList(c, _, _)
+            | Filter::Between(c, _, _, _)
+            | Filter::Like { col: c, .. } => col(c),
+        }
+    }
+
     /// Compiles `expr` against `def`'s columns; `user` replaces `CURRENT_USER()`.
     pub(crate) fn compile(
         expr: &Expr,

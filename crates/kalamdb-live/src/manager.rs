@@ -690,6 +690,51 @@ impl ChangeListener for LiveQueryManager {
         self.end_where(|s| s.live_id == live_id, &why) > 0
     }
 
+    fn table_altered(&self, def: &kalamdb_commons::TableDefinition) -> usize {
+        let id = def.table_id();
+        let gone = |s: &Subscription| -> Option<String> {
+            let q = &s.query;
+            let mut used: Vec<u32> = q
+                .columns
+                .iter()
+                .map(|&i| q.table.def.columns[i].column_id)
+                .collect();
+            if let Some(f) = &q.filter {
+                f.column_ids(&mut used);
+            }
+            used.into_iter().find_map(|cid| {
+                (!def.columns.iter().any(|c| c.column_id == cid)).then(|| {
+                    q.table
+                        .def
+                        .columns
+                        .iter()
+                        .find(|c| c.column_id == cid)
+                        .map_or_else(|| cid.to_string(), |c| c.name.clone())
+                })
+            })
+        };
+        let mut ended = 0;
+        for conn in self.connections.iter() {
+            let doomed: Vec<(String, String)> = conn
+                .subs
+                .lock()
+                .values()
+                .filter(|s| s.table_id == id)
+                .filter_map(|s| gone(s).map(|c| (s.id.clone(), c)))
+                .collect();
+            for (sub, column) in doomed {
+                self.unsubscribe(&conn, &sub);
+                let why = LiveError::new(
+                    "SUBSCRIPTION_FAILED",
+                    format!("Column '{column}' of {id} was dropped; this subscription has ended"),
+                );
+                conn.error(&sub, &why);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     fn table_dropped(&self, table: &TableId) -> usize {
         let why = LiveError::new(
             "NOT_FOUND",

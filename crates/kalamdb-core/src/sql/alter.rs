@@ -149,6 +149,9 @@ pub async fn alter_table(
     def.updated_at = chrono::Utc::now().timestamp_micros();
     app.catalog().put_table(&def)?;
     app.schema_registry().invalidate(&id);
+    if let Some(listener) = app.change_listener() {
+        listener.table_altered(&def);
+    }
     Ok(Output::Message(format!(
         "Table '{id}' altered (schema version {})",
         def.version

@@ -994,3 +994,49 @@ async fn dropping_a_table_ends_its_subscriptions_and_a_new_table_of_that_name_st
         .await;
     assert_eq!(fresh.len(), 1);
 }
+
+#[tokio::test]
+async fn subscriptions_survive_an_alter_unless_a_column_they_read_is_dropped() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.l (id BIGINT PRIMARY KEY, v TEXT, w TEXT)",
+    )
+    .await;
+    let mut ws = Ws::authed(&s, &root).await;
+    ws.subscribe_all("v", "SELECT id, v FROM app.l WHERE v <> 'skip'", json!({}))
+        .await;
+    ws.subscribe_all("w", "SELECT id, w FROM app.l", json!({}))
+        .await;
+
+    s.ok(&root, "ALTER TABLE app.l ADD COLUMN extra INT").await;
+    s.ok(&root, "INSERT INTO app.l VALUES (1, 'a', 'b', 5)")
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "change", "{m}");
+        got.push(m["subscription_id"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    assert_eq!(got, ["v", "w"], "both go on after an added column");
+
+    // Dropping w ends the subscription that reads it, and only that one.
+    s.ok(&root, "ALTER TABLE app.l DROP COLUMN w").await;
+    let m = ws.next().await;
+    assert_eq!(
+        (&m["type"], &m["subscription_id"], &m["code"]),
+        (&json!("error"), &json!("w"), &json!("SUBSCRIPTION_FAILED")),
+        "{m}"
+    );
+    assert!(m["message"].as_str().unwrap().contains("'w'"), "{m}");
+    s.ok(&root, "INSERT INTO app.l VALUES (2, 'c', 6)").await;
+    let m = ws.next().await;
+    assert_eq!(
+        (&m["type"], &m["subscription_id"]),
+        (&json!("change"), &json!("v")),
+        "{m}"
+    );
+    assert!(ws.try_next(Duration::from_millis(200)).await.is_none());
+}

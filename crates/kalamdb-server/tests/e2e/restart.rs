@@ -66,14 +66,24 @@ async fn schema_is_built_once_for_repeated_queries() {
     .await;
     let registry = s.server.as_ref().unwrap().app.schema_registry().clone();
     let before = registry.schema_builds();
-    for i in 0..50 {
+    for i in 0..500 {
         s.ok(&t, &format!("INSERT INTO app.t VALUES ({i})")).await;
         s.ok(&t, "SELECT count(*) FROM app.t").await;
     }
     assert_eq!(
         registry.schema_builds(),
         before,
-        "no rebuilds while the table is unchanged"
+        "no rebuilds over 1,000 statements while the table is unchanged"
+    );
+    // An ALTER invalidates exactly this table: the next statements rebuild it once.
+    s.ok(&t, "ALTER TABLE app.t ADD COLUMN note TEXT").await;
+    for _ in 0..20 {
+        s.ok(&t, "SELECT count(*) FROM app.t").await;
+    }
+    assert_eq!(
+        registry.schema_builds(),
+        before + 1,
+        "one rebuild after the ALTER"
     );
     s.ok(&t, "DROP TABLE app.t").await;
     let (_, _, msg) = s.err(&t, "SELECT * FROM app.t").await;
