@@ -23,6 +23,7 @@
 
 mod cold;
 mod live;
+mod schema;
 mod report;
 
 use clap::Parser;
@@ -46,7 +47,9 @@ struct Args {
     /// Password (or KALAMDB_BENCH_PASSWORD).
     #[arg(long, env = "KALAMDB_BENCH_PASSWORD", default_value = "")]
     password: String,
-    /// insert-single | insert-batch | point-select | all
+    /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
+    /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
+    /// cold-query | flush-insert | alter-add-column | view-query
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -494,11 +497,11 @@ async fn main() {
     };
     let mut results = Vec::new();
     for w in workloads {
-        if w == "cold-query" || w == "flush-insert" {
-            let rs = if w == "cold-query" {
-                cold::queries(&args, &client).await
-            } else {
-                cold::inserts_while_flushing(&args, &client).await
+        if w == "cold-query" || w == "flush-insert" || w == "view-query" {
+            let rs = match w {
+                "cold-query" => cold::queries(&args, &client).await,
+                "view-query" => schema::view_query(&args, &client).await,
+                _ => cold::inserts_while_flushing(&args, &client).await,
             };
             match rs {
                 Ok(rs) => results.extend(rs),
@@ -524,6 +527,7 @@ async fn main() {
             "live-users" => live::per_user(&args, &client).await,
             "user-select" => user_select(&args, &client).await,
             "flush" => cold::flush(&args, &client).await,
+            "alter-add-column" => schema::alter_add_column(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {
