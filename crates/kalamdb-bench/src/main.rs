@@ -23,8 +23,8 @@
 
 mod cold;
 mod live;
-mod schema;
 mod report;
+mod schema;
 
 use clap::Parser;
 use hdrhistogram::Histogram;

@@ -57,6 +57,10 @@ pub enum KalamError {
     /// The hot store failed.
     #[error("storage failure: {0}")]
     Store(#[from] kalamdb_store::StoreError),
+    /// The table's definition changed (ALTER TABLE) between planning a write and taking its
+    /// lock; the write did nothing and is retried.
+    #[error("{0} was altered while the statement ran; run it again")]
+    SchemaChanged(String),
     /// A bug or an environment failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,7 +78,8 @@ impl KalamError {
             | Self::AlreadyExists { .. }
             | Self::Constraint(_)
             | Self::TypeMismatch(_)
-            | Self::InvalidInput(_) => ErrorCode::SqlExecutionError,
+            | Self::InvalidInput(_)
+            | Self::SchemaChanged(_) => ErrorCode::SqlExecutionError,
             Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
             Self::BadRequest(_) => ErrorCode::InvalidInput,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,

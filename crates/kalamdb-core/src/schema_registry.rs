@@ -96,14 +96,27 @@ impl SchemaRegistry {
     }
 
     /// The cached entry, loading it from the catalog on a miss; `None` if no such table.
+    /// A miss reads the catalog while holding the entry's slot, so an [`invalidate`] that
+    /// follows a catalog write cannot slip between the read and the insert and leave the old
+    /// definition cached.
+    ///
+    /// [`invalidate`]: SchemaRegistry::invalidate
     pub fn get(&self, id: &TableId) -> Result<Option<Arc<CachedTable>>> {
         if let Some(hit) = self.tables.get(id) {
             return Ok(Some(Arc::clone(hit.value())));
         }
-        let Some(def) = self.catalog.table(id)? else {
-            return Ok(None);
-        };
-        Ok(Some(self.insert(def)))
+        match self.tables.entry(id.clone()) {
+            dashmap::Entry::Occupied(e) => Ok(Some(Arc::clone(e.get()))),
+            dashmap::Entry::Vacant(slot) => {
+                let Some(def) = self.catalog.table(id)? else {
+                    return Ok(None);
+                };
+                self.builds.fetch_add(1, Ordering::Relaxed);
+                let entry = Arc::new(CachedTable::new(def));
+                slot.insert(Arc::clone(&entry));
+                Ok(Some(entry))
+            }
+        }
     }
 
     /// Like [`SchemaRegistry::get`], but a missing table is a `NotFound` error.

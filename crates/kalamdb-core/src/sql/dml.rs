@@ -236,6 +236,7 @@ async fn append_stream(
     // listens is asked under it, for the same reason.
     let locks = app.table_locks(&table.def.table_id());
     let _guard = locks.scope(scope).await;
+    ensure_current(app, table)?;
     let listener = listener_for(app, table, scope);
     let mut events = Vec::new();
     for (_, cells) in rows {
@@ -257,8 +258,49 @@ async fn append_stream(
     Ok(count)
 }
 
+/// Fails with [`KalamError::SchemaChanged`] when `table` is no longer the current definition
+/// (an ALTER ran while the statement was planned); checked under the write lock, before
+/// anything is written.
+fn ensure_current(app: &AppContext, table: &CachedTable) -> Result<()> {
+    let id = table.def.table_id();
+    let current = app.schema_registry().require(&id)?;
+    if current.def.version != table.def.version || current.def.created_at != table.def.created_at {
+        return Err(KalamError::SchemaChanged(id.to_string()));
+    }
+    Ok(())
+}
+
+/// Runs a write again (up to three times) when an ALTER overtook it; see [`ensure_current`].
+/// (A macro, not a function taking an async closure: the closure's future would not be
+/// provably `Send`.)
+macro_rules! retrying {
+    ($write:expr) => {{
+        let mut left = 3;
+        loop {
+            match $write.await {
+                Err(KalamError::SchemaChanged(_)) if left > 0 => left -= 1,
+                other => break other,
+            }
+        }
+    }};
+}
+
 /// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
 pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
+    retrying!(insert_once(app, ctx, ins))
+}
+
+/// `UPDATE t SET … [WHERE …]`.
+pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
+    retrying!(update_once(app, ctx, up))
+}
+
+/// `DELETE FROM t [WHERE …]`: writes tombstones.
+pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
+    retrying!(delete_once(app, ctx, del))
+}
+
+async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
     let TableObject::TableName(name) = &ins.table else {
         return Err(KalamError::InvalidSql(
             "INSERT into a table function is not supported".into(),
@@ -388,6 +430,7 @@ pub(crate) async fn insert_rows(
 
     let locks = app.table_locks(&table.def.table_id());
     let _guard = locks.scope(&scope).await;
+    ensure_current(app, &table)?;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let pks: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| pk.clone()).collect();
@@ -558,8 +601,7 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `UPDATE t SET … [WHERE …]`.
-pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
+async fn update_once(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
     if up.from.is_some() || up.returning.is_some() {
         return Err(KalamError::InvalidSql(
             "UPDATE … FROM / RETURNING are not supported".into(),
@@ -627,8 +669,7 @@ pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usiz
     .await
 }
 
-/// `DELETE FROM t [WHERE …]`: writes tombstones.
-pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
+async fn delete_once(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
     if del.using.is_some()
         || del.returning.is_some()
         || del.limit.is_some()
@@ -677,6 +718,7 @@ async fn delete_stream(
     }
     let locks = app.table_locks(&table.def.table_id());
     let _guard = locks.scope(scope).await;
+    ensure_current(app, table)?;
     let (_, batches) = run_query(app, ctx, &select).await?;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
@@ -726,6 +768,7 @@ async fn rewrite_matching(
 ) -> Result<usize> {
     let locks = app.table_locks(&table.def.table_id());
     let _guard = locks.scope(scope).await;
+    ensure_current(app, table)?;
     let prefix = scope.prefix();
     let mut batch = WriteBatch::new();
     let mut count = 0;

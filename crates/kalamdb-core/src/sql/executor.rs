@@ -318,11 +318,17 @@ impl SqlExecutor {
     async fn run_one(&self, ctx: &mut ExecCtx, text: &str) -> Result<Output> {
         let app = &*self.app;
         if let Some(ins) = super::insert_values::parse(text, &ctx.params) {
-            let count = dml::insert_rows(app, ctx, &ins.table, &ins.columns, ins.rows).await?;
-            return Ok(Output::Dml {
-                kind: DmlKind::Insert,
-                count,
-            });
+            match dml::insert_rows(app, ctx, &ins.table, &ins.columns, ins.rows).await {
+                // An ALTER overtook it (nothing was written): the general path below parses
+                // the statement again and retries.
+                Err(KalamError::SchemaChanged(_)) => {}
+                other => {
+                    return Ok(Output::Dml {
+                        kind: DmlKind::Insert,
+                        count: other?,
+                    });
+                }
+            }
         }
         match parse_statement(text)? {
             Command::CreateNamespace {

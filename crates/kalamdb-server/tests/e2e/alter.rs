@@ -152,3 +152,66 @@ async fn user_tables_alter_for_every_user() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
+    use crate::support::post_sql;
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.c (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let (http, base, token, stop) =
+            (s.http.clone(), s.base.clone(), root.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut ok, mut i) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sql = format!("INSERT INTO app.c (id) VALUES ({})", w * 1_000_000 + i);
+                let (status, body) = post_sql(&http, &base, &token, &sql).await;
+                assert_eq!(status, 200, "{sql}: {body}");
+                ok += 1;
+                i += 1;
+                let (status, body) =
+                    post_sql(&http, &base, &token, "SELECT COUNT(*) FROM app.c").await;
+                assert_eq!(status, 200, "{body}");
+            }
+            ok
+        }));
+    }
+    for sql in [
+        "ALTER TABLE app.c ADD COLUMN status TEXT DEFAULT 'new'",
+        "ALTER TABLE app.c RENAME COLUMN v TO body",
+        "STORAGE FLUSH TABLE app.c",
+        "ALTER TABLE app.c ADD COLUMN n INT",
+        "ALTER TABLE app.c DROP COLUMN body",
+        "ALTER TABLE app.c MODIFY COLUMN n BIGINT",
+    ] {
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        s.ok(&root, sql).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.c").await;
+    assert_eq!(
+        rows(&n),
+        vec![vec![json!(written.to_string())]],
+        "no row lost"
+    );
+    let nulls = s
+        .ok(&root, "SELECT COUNT(*) FROM app.c WHERE status IS NULL")
+        .await;
+    assert_eq!(
+        rows(&nulls),
+        vec![vec![json!("0")]],
+        "every row, whenever written, reads the added column's default"
+    );
+}
