@@ -215,3 +215,39 @@ async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
         "every row, whenever written, reads the added column's default"
     );
 }
+
+#[tokio::test]
+async fn alters_over_flushed_only_data_read_right_after_restart() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.k (id BIGINT PRIMARY KEY, a TEXT, b SMALLINT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    s.ok(
+        &users[0],
+        "INSERT INTO app.k VALUES (1, 'x', 7), (2, 'y', NULL)",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.k").await;
+    for sql in [
+        "ALTER TABLE app.k ADD COLUMN c BOOLEAN DEFAULT true",
+        "ALTER TABLE app.k RENAME COLUMN a TO label",
+        "ALTER TABLE app.k ALTER COLUMN b TYPE INT",
+        "ALTER TABLE app.k DROP COLUMN label",
+        "ALTER TABLE app.k ADD COLUMN label TEXT DEFAULT 'fresh'",
+    ] {
+        s.ok(&users[0], sql).await;
+    }
+    let q = "SELECT id, b, c, label FROM app.k ORDER BY id";
+    let expected = vec![
+        vec![json!("1"), json!(7), json!(true), json!("fresh")],
+        vec![json!("2"), Value::Null, json!(true), json!("fresh")],
+    ];
+    assert_eq!(all(&s, &users[0], q).await, expected);
+    let s = s.restart().await;
+    let ann = s.token("ann", "ann-pass-123").await;
+    assert_eq!(all(&s, &ann, q).await, expected);
+}
