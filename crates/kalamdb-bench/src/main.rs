@@ -305,8 +305,9 @@ where
         rows,
         errors.load(Ordering::Relaxed),
     );
-    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
-        result.server_cpu_us_per_row = Some((b - a) as f64 / rows.max(1) as f64);
+    // Per row only when the requests carry rows (an ALTER carries none).
+    if let (Some(a), Some(b), true) = (cpu_start, cpu_end, rows > 0) {
+        result.server_cpu_us_per_row = Some((b - a) as f64 / rows as f64);
     }
     result
 }
