@@ -583,6 +583,10 @@ impl ColdTier {
         let loc = self.locate(&table.def, Some(scope))?;
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _flushing = lock.lock().await;
+        // The definition as of now (the caller's may predate an ALTER); gone: nothing to do.
+        let Some(table) = &current(app, table)? else {
+            return Ok(FlushStats::default());
+        };
 
         let prefix = scope.prefix();
         let started = std::time::Instant::now();
@@ -608,6 +612,11 @@ impl ColdTier {
         let Some((stored, segment, timing)) = crate::background::run(job).await?? else {
             return Ok(FlushStats::default());
         };
+        // Rows are encoded with `table`'s columns: valid only if no ALTER committed before the
+        // snapshot (nothing is written yet; the caller retries).
+        if current(app, table)?.map(|t| t.def.version) != Some(table.def.version) {
+            return Err(KalamError::SchemaChanged(table.def.table_id().to_string()));
+        }
         let encoded = started.elapsed();
         table.cold_state.store(COLD_YES, Ordering::SeqCst);
         let committed: Result<FlushStats> = async {
@@ -714,6 +723,7 @@ impl ColdTier {
     /// segments before and after.
     pub async fn compact_scope(
         &self,
+        app: &AppContext,
         table: &Arc<CachedTable>,
         scope: &Scope,
         new_id: i64,
@@ -723,6 +733,11 @@ impl ColdTier {
         let loc = self.locate(&table.def, Some(scope))?;
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _busy = lock.lock().await;
+        // The definition as of now: segments are conformed to it, and no segment can appear
+        // while the lock is held, so an ALTER during the merge loses nothing.
+        let Some(table) = &current(app, table)? else {
+            return Ok((0, 0));
+        };
         let manifest = self.manifest(&table.def, &loc).await?;
         let before = manifest.segments.len();
         if before == 0 {
@@ -776,7 +791,31 @@ impl ColdTier {
         loc.files.commit(&loc.dir, &next).await?;
         self.manifests
             .insert(loc.key.clone(), ScopeManifest::new(next.clone()));
-        loc.files.remove_strays(&loc.dir, &next).await?;
+        // The merged-away files: a reader that took the old manifest a moment ago may still
+        // open them, so they go after a grace period (a stop before that leaves strays, which
+        // the next process's first flush of the folder removes).
+        let superseded: Vec<String> = manifest
+            .segments
+            .iter()
+            .filter(|s| !next.segments.iter().any(|n| n.file == s.file))
+            .map(|s| s.file.clone())
+            .collect();
+        let grace = app.config().storage.superseded_file_grace_ms;
+        if grace == 0 {
+            for f in &superseded {
+                loc.files.remove_file(&loc.dir, f).await?;
+            }
+        } else {
+            let (files, dir) = (loc.files.clone(), loc.dir.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(grace)).await;
+                for f in &superseded {
+                    if let Err(e) = files.remove_file(&dir, f).await {
+                        tracing::warn!(dir = %dir, file = %f, error = %e, "cannot remove a compacted segment");
+                    }
+                }
+            });
+        }
         Ok((before, next.segments.len()))
     }
 
@@ -815,6 +854,7 @@ impl ColdTier {
             }
             let (b, a) = self
                 .compact_scope(
+                    app,
                     table,
                     &scope,
                     app.seq().next_id(),
@@ -844,10 +884,16 @@ impl ColdTier {
             if cancel.is_set() {
                 break;
             }
-            stats += self.flush_scope(app, table, &scope).await?;
+            let mut left = 3;
+            stats += loop {
+                match self.flush_scope(app, table, &scope).await {
+                    Err(KalamError::SchemaChanged(_)) if left > 0 => left -= 1,
+                    other => break other?,
+                }
+            };
             let trigger = app.config().storage.compaction_trigger_segments;
             if trigger >= 2 {
-                self.compact_scope(table, &scope, app.seq().next_id(), 0, Some(trigger))
+                self.compact_scope(app, table, &scope, app.seq().next_id(), 0, Some(trigger))
                     .await?;
             }
         }
@@ -957,6 +1003,14 @@ fn tiered_run_start(rows: &[u64], trigger: usize) -> Option<usize> {
         start += 1;
     }
     (rows.len() - start >= 2).then_some(start)
+}
+
+/// The current definition of `table`'s incarnation; `None` when it was dropped.
+fn current(app: &AppContext, table: &CachedTable) -> Result<Option<Arc<CachedTable>>> {
+    Ok(app
+        .schema_registry()
+        .get(&table.def.table_id())?
+        .filter(|t| t.def.created_at == table.def.created_at))
 }
 
 /// The scopes of a table that have hot rows.

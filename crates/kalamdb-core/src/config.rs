@@ -168,6 +168,9 @@ pub struct StorageConfig {
     /// Compaction policy: after a flush leaves a scope with more than this many segments, the
     /// newest ones of similar size are merged into one. 0: only `STORAGE COMPACT` compacts.
     pub compaction_trigger_segments: usize,
+    /// Milliseconds a segment merged away by compaction is kept for readers that still hold
+    /// the previous manifest; 0 deletes it at once.
+    pub superseded_file_grace_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -181,6 +184,7 @@ impl Default for StorageConfig {
             flush_check_interval_ms: 1000,
             tombstone_retention_secs: 86_400,
             compaction_trigger_segments: 16,
+            superseded_file_grace_ms: 30_000,
         }
     }
 }

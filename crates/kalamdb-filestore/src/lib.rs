@@ -544,6 +544,18 @@ impl FileStore {
         p
     }
 
+    /// Deletes file `file` of `dir` (gone already is fine).
+    pub async fn remove_file(&self, dir: &str, file: &str) -> Result<()> {
+        match self
+            .store
+            .delete(&Path::from(format!("{dir}/{file}")))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes everything under `dir` (a dropped table's folder).
     pub async fn remove_all(&self, dir: &str) -> Result<()> {
         let prefix = Path::from(dir.to_string());

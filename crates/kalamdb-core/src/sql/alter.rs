@@ -58,10 +58,11 @@ pub async fn alter_table(
                     col.name
                 )));
             }
-            if !col.nullable && col.default.is_none() && has_rows(app, &def).await? {
+            let literal = matches!(col.default, Some(ColumnDefault::Literal(_)));
+            if !col.nullable && !literal && has_rows(app, &def).await? {
                 return Err(KalamError::InvalidSql(format!(
-                    "Column '{}' is NOT NULL without a DEFAULT, and {id} has rows: give it a \
-                     DEFAULT or make it nullable",
+                    "Column '{}' is NOT NULL without a literal DEFAULT, and {id} has rows \
+                     (which would read it as NULL): give it a literal DEFAULT or make it nullable",
                     col.name
                 )));
             }
@@ -132,6 +133,13 @@ pub async fn alter_table(
         AlterChange::SetDefault(name, expr) => {
             let i = find(&def, &name)?;
             let col = &def.columns[i];
+            if col.added_at_seq.is_some() {
+                // Rows older than the ADD COLUMN read its default: it stays fixed.
+                return Err(KalamError::InvalidSql(format!(
+                    "Column '{name}' was added by ALTER TABLE with a DEFAULT that older rows \
+                     read; changing that default is not supported"
+                )));
+            }
             def.columns[i].default = match expr {
                 Some(e) => Some(default_of(&e, &col.name, &col.data_type)?),
                 None => None,

@@ -89,6 +89,14 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
         ("ALTER TABLE app.t MODIFY COLUMN n INT", "widening"),
         ("ALTER TABLE app.t ADD COLUMN must TEXT NOT NULL", "DEFAULT"),
         (
+            "ALTER TABLE app.t ADD COLUMN at TIMESTAMP NOT NULL DEFAULT NOW()",
+            "literal DEFAULT",
+        ),
+        (
+            "ALTER TABLE app.t ALTER COLUMN status SET DEFAULT 'other'",
+            "not supported",
+        ),
+        (
             "ALTER TABLE app.t ALTER COLUMN status SET NOT NULL",
             "has rows",
         ),

@@ -463,13 +463,18 @@ async fn compact(s: &TestServer, token: &str, table: &str, counts: &str) {
 
 /// Waits (up to 10 s) until `dir` holds `n` segments.
 async fn wait_for_segments(dir: &Path, n: usize) {
+    wait_until_segments(dir, |have| have >= n).await;
+}
+
+/// Waits (up to 10 s) until the number of segments in `dir` satisfies `ok`.
+async fn wait_until_segments(dir: &Path, ok: impl Fn(usize) -> bool) {
     for _ in 0..200 {
-        if segments(dir).len() >= n {
+        if ok(segments(dir).len()) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("{} never held {n} segment(s)", dir.display());
+    panic!("{} still holds {:?}", dir.display(), segments(dir));
 }
 
 #[tokio::test]
@@ -986,4 +991,32 @@ async fn a_drop_interrupted_after_the_definition_went_is_finished_at_the_next_st
     .await;
     let n = s.ok(&root, "SELECT COUNT(*) FROM app.gone").await;
     assert_eq!(rows(&n), vec![vec![json!("0")]]);
+}
+
+#[tokio::test]
+async fn compacted_away_segments_stay_readable_for_a_grace_period() {
+    let s = TestServer::start_with(|c| c.storage.superseded_file_grace_ms = 400).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.g (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    for id in [1, 2] {
+        s.ok(&root, &format!("INSERT INTO app.g VALUES ({id})"))
+            .await;
+        s.ok(&root, "STORAGE FLUSH TABLE app.g").await;
+    }
+    let dir = s.dir.path().join("storage/app/g");
+    compact(&s, &root, "app.g", "2 segment(s) into 1").await;
+    assert_eq!(
+        segments(&dir).len(),
+        3,
+        "the merged-away files wait out the grace period"
+    );
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.g").await;
+    assert_eq!(rows(&n), vec![vec![json!("2")]]);
+    wait_until_segments(&dir, |have| have <= 1).await;
+    let n = s.ok(&root, "SELECT COUNT(*) FROM app.g").await;
+    assert_eq!(rows(&n), vec![vec![json!("2")]]);
 }

@@ -14,6 +14,8 @@ pub(crate) fn test_config(dir: &Path) -> Config {
     c.server.port = 0;
     c.server.node_id = "test-node".into();
     c.storage.data_path = dir.to_string_lossy().into_owned();
+    // Tests look at the folder right after a compaction.
+    c.storage.superseded_file_grace_ms = 0;
     c.auth.root_password = ROOT_PASSWORD.into();
     c.auth.bcrypt_cost = 4;
     c.auth.jwt_secret = "test-secret-test-secret-test-secret-123".into();
