@@ -17,15 +17,18 @@ fn worker() -> &'static std::sync::Mutex<Sender<Task>> {
     static WORKER: OnceLock<std::sync::Mutex<Sender<Task>>> = OnceLock::new();
     WORKER.get_or_init(|| {
         let (tx, rx) = channel::<Task>();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("kalamdb-background".into())
             .spawn(move || {
                 lower_priority();
                 for task in rx {
                     task();
                 }
-            })
-            .expect("the background thread starts");
+            });
+        // Without the thread its receiver is gone, so every `run` reports an error.
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the background thread");
+        }
         std::sync::Mutex::new(tx)
     })
 }
@@ -56,7 +59,7 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
         .lock()
         .map_err(|_| KalamError::Internal("background worker lock poisoned".into()))?
         .send(task)
-        .map_err(|_| KalamError::Internal("background worker stopped".into()))?;
+        .map_err(|_| KalamError::Internal("background worker is not running".into()))?;
     rx.await
         .map_err(|_| KalamError::Internal("background task panicked".into()))
 }

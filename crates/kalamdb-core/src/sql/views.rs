@@ -6,7 +6,9 @@
 //! a view that would read itself (directly or through other views), and refuses a name a
 //! table already has.
 
+use super::ddl::resolve;
 use super::executor::{ExecCtx, Output};
+use super::parse::TableRef;
 use crate::access;
 use crate::app_context::AppContext;
 use crate::catalog::ViewRecord;
@@ -17,24 +19,11 @@ use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
 use kalamdb_commons::ids::validate_identifier;
 use kalamdb_commons::{NamespaceId, TableId, TableName};
 
-/// `(namespace, name)` of a view name, unqualified names in the session's namespace.
+/// `(namespace, name)` of a view name, unqualified names in the session's namespace (the
+/// same resolution as table names).
 fn view_name(ctx: &ExecCtx, name: &ObjectName) -> Result<(String, String)> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident())
-        .map(|i| match i.quote_style {
-            Some(_) => i.value.clone(),
-            None => i.value.to_ascii_lowercase(),
-        })
-        .collect();
-    match parts.as_slice() {
-        [v] => Ok((ctx.namespace.clone(), v.clone())),
-        [ns, v] => Ok((ns.clone(), v.clone())),
-        _ => Err(KalamError::InvalidSql(format!(
-            "A view name is [namespace.]name, not '{name}'"
-        ))),
-    }
+    let id = resolve(ctx, &TableRef::from_object_name(name)?);
+    Ok((id.namespace.as_str().to_string(), id.table.as_str().to_string()))
 }
 
 /// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS]`.
