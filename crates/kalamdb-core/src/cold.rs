@@ -884,13 +884,7 @@ impl ColdTier {
             if cancel.is_set() {
                 break;
             }
-            let mut left = 3;
-            stats += loop {
-                match self.flush_scope(app, table, &scope).await {
-                    Err(KalamError::SchemaChanged(_)) if left > 0 => left -= 1,
-                    other => break other?,
-                }
-            };
+            stats += crate::error::retry_on_schema_change!(self.flush_scope(app, table, &scope))?;
             let trigger = app.config().storage.compaction_trigger_segments;
             if trigger >= 2 {
                 self.compact_scope(app, table, &scope, app.seq().next_id(), 0, Some(trigger))

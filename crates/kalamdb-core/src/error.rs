@@ -132,3 +132,19 @@ fn datafusion_code(e: &DataFusionError) -> ErrorCode {
         _ => ErrorCode::SqlExecutionError,
     }
 }
+
+/// Awaits `$work` again (up to three more times) while it fails with
+/// [`KalamError::SchemaChanged`]: an ALTER overtook it before it wrote anything. (A macro, not
+/// a function taking an async closure, whose future would not be provably `Send`.)
+macro_rules! retry_on_schema_change {
+    ($work:expr) => {{
+        let mut left = 3;
+        loop {
+            match $work.await {
+                Err($crate::error::KalamError::SchemaChanged(_)) if left > 0 => left -= 1,
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use retry_on_schema_change;

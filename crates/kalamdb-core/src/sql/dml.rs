@@ -270,34 +270,19 @@ fn ensure_current(app: &AppContext, table: &CachedTable) -> Result<()> {
     Ok(())
 }
 
-/// Runs a write again (up to three times) when an ALTER overtook it; see [`ensure_current`].
-/// (A macro, not a function taking an async closure: the closure's future would not be
-/// provably `Send`.)
-macro_rules! retrying {
-    ($write:expr) => {{
-        let mut left = 3;
-        loop {
-            match $write.await {
-                Err(KalamError::SchemaChanged(_)) if left > 0 => left -= 1,
-                other => break other,
-            }
-        }
-    }};
-}
-
 /// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
 pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
-    retrying!(insert_once(app, ctx, ins))
+    crate::error::retry_on_schema_change!(insert_once(app, ctx, ins))
 }
 
 /// `UPDATE t SET … [WHERE …]`.
 pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
-    retrying!(update_once(app, ctx, up))
+    crate::error::retry_on_schema_change!(update_once(app, ctx, up))
 }
 
 /// `DELETE FROM t [WHERE …]`: writes tombstones.
 pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
-    retrying!(delete_once(app, ctx, del))
+    crate::error::retry_on_schema_change!(delete_once(app, ctx, del))
 }
 
 async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {

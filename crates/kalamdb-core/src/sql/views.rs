@@ -23,7 +23,10 @@ use kalamdb_commons::{NamespaceId, TableId, TableName};
 /// same resolution as table names).
 fn view_name(ctx: &ExecCtx, name: &ObjectName) -> Result<(String, String)> {
     let id = resolve(ctx, &TableRef::from_object_name(name)?);
-    Ok((id.namespace.as_str().to_string(), id.table.as_str().to_string()))
+    Ok((
+        id.namespace.as_str().to_string(),
+        id.table.as_str().to_string(),
+    ))
 }
 
 /// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS]`.
