@@ -30,6 +30,9 @@ pub struct CachedTable {
     /// Literal column defaults by column index, evaluated once on first use (see
     /// [`CachedTable::literal_defaults`]).
     literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
+    /// Indexes of the columns added by `ALTER TABLE` (rows older than that read the default);
+    /// empty for most tables, so [`CachedTable::backfill`] costs nothing on them.
+    added_columns: Vec<usize>,
     /// Whether the table may have flushed segments: unknown, no, yes (see
     /// [`crate::cold::ColdTier::may_have_segments`]).
     pub cold_state: std::sync::atomic::AtomicU8,
@@ -41,7 +44,11 @@ impl CachedTable {
         let schema = Arc::new(table_schema(&def));
         let partitions = TablePartitions::of(&def);
         let pk_index = def.columns.iter().position(|c| c.primary_key);
+        let added_columns = (0..def.columns.len())
+            .filter(|&i| def.columns[i].added_at_seq.is_some())
+            .collect();
         Self {
+            added_columns,
             def: Arc::new(def),
             schema,
             partitions,
@@ -65,7 +72,8 @@ impl CachedTable {
     /// Gives `row` the literal default of every column added (by `ALTER TABLE`) after the
     /// row was written: it never had the column.
     pub fn backfill(&self, row: &mut crate::rows::StoredRow) {
-        for (i, col) in self.def.columns.iter().enumerate() {
+        for &i in &self.added_columns {
+            let col = &self.def.columns[i];
             if let Some(added) = col.added_at_seq
                 && row.seq < added
                 && !row.cells.iter().any(|(id, _)| *id == col.column_id)
