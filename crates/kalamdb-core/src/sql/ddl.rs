@@ -741,7 +741,12 @@ pub(crate) async fn run_storage_job(
             }
         })
         .await?;
-    Ok(match outcome {
+    Ok(job_line(outcome, job_type, &target))
+}
+
+/// The reply line of a job a statement ran.
+fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
+    match outcome {
         JobOutcome::Ran(job) => format!(
             "{} (job {}{})",
             job.message.unwrap_or_default(),
@@ -755,7 +760,7 @@ pub(crate) async fn run_storage_job(
         JobOutcome::AlreadyRunning(id) => {
             format!("A {job_type} of {target} is already running (job {id})")
         }
-    })
+    }
 }
 
 /// The table a `STORAGE … TABLE` statement names (service, dba, system).
@@ -827,12 +832,11 @@ async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Resu
             })
         })
         .await?;
-    Ok(Output::Message(match outcome {
-        JobOutcome::Ran(job) => format!("{} (job {})", job.message.unwrap_or_default(), job.job_id),
-        JobOutcome::AlreadyRunning(id) => {
-            format!("A flush of system.audit_log is already running (job {id})")
-        }
-    }))
+    Ok(Output::Message(job_line(
+        outcome,
+        "flush",
+        "system.audit_log",
+    )))
 }
 
 /// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
