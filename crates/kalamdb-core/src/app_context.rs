@@ -88,8 +88,10 @@ impl AppContext {
             .await
             .map_err(|e| KalamError::Internal(format!("auth bootstrap failed: {e}")))?;
 
+        // information_schema is served by the `kalam` catalog (providers::information_schema),
+        // not DataFusion's built-in copy, which cannot show column defaults.
         let session_config = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_NAMESPACE)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(2);

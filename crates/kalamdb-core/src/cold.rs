@@ -100,6 +100,22 @@ pub enum FlushStep {
 #[doc(hidden)]
 pub static FAIL_FLUSH_AT: parking_lot::Mutex<Option<FlushStep>> = parking_lot::Mutex::new(None);
 
+/// Test hook: a flush pause. The next flush takes it just before it reads the scope's rows
+/// (with the table definition it already holds), signals `reached`, and waits for `resume`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct FlushPause {
+    /// Notified when a flush stands at the pause.
+    pub reached: tokio::sync::Notify,
+    /// Notify to let it go on.
+    pub resume: tokio::sync::Notify,
+}
+
+/// Test hook: see [`FlushPause`].
+#[doc(hidden)]
+pub static PAUSE_FLUSH_BEFORE_READ: parking_lot::Mutex<Option<Arc<FlushPause>>> =
+    parking_lot::Mutex::new(None);
+
 fn step_done(step: FlushStep) -> Result<()> {
     let mut fail = FAIL_FLUSH_AT.lock();
     if *fail == Some(step) {
@@ -600,6 +616,11 @@ impl ColdTier {
                 tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
             }
             self.swept.insert(sweep_key.clone());
+        }
+        let pause = PAUSE_FLUSH_BEFORE_READ.lock().take();
+        if let Some(pause) = pause {
+            pause.reached.notify_one();
+            pause.resume.notified().await;
         }
         // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
         let job = {

@@ -4,9 +4,10 @@
 
 use crate::error::LiveError;
 use crate::filter::Filter;
-use kalamdb_commons::KalamDataType;
+use datafusion::sql::sqlparser::ast::Expr;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
+use kalamdb_commons::{KalamDataType, TableDefinition};
 use kalamdb_core::changes::{ChangeEvent, ChangeKind};
 use kalamdb_core::rows::StoredRow;
 use kalamdb_core::schema_registry::CachedTable;
@@ -27,17 +28,36 @@ pub(crate) struct CompiledQuery {
     /// `SELECT *` (rows also carry `_deleted`).
     pub(crate) star: bool,
     pub(crate) filter: Option<Filter>,
+    /// The WHERE clause as written, and the table version whose column names it uses: kept
+    /// to compile it again after an ALTER TABLE ([`CompiledQuery::for_version`]).
+    written: Option<(Expr, Arc<TableDefinition>)>,
     /// Column ids of projected FLOAT/DOUBLE columns.
     float_columns: Vec<u32>,
 }
 
 impl CompiledQuery {
-    /// A compiled query of `columns` (indexes into the table's columns) of `table`.
-    pub(crate) fn new(
+    /// `columns` (indexes into the table's columns) of `table` where `filter` holds;
+    /// `CURRENT_USER()` in it is `user`.
+    pub(crate) fn compile(
+        table: Arc<CachedTable>,
+        columns: Vec<usize>,
+        star: bool,
+        filter: Option<&Expr>,
+        user: &str,
+    ) -> Result<Self, LiveError> {
+        let compiled = filter
+            .map(|e| Filter::compile(e, &table.def, user))
+            .transpose()?;
+        let written = filter.map(|e| (e.clone(), Arc::clone(&table.def)));
+        Ok(Self::assemble(table, columns, star, compiled, written))
+    }
+
+    fn assemble(
         table: Arc<CachedTable>,
         columns: Vec<usize>,
         star: bool,
         filter: Option<Filter>,
+        written: Option<(Expr, Arc<TableDefinition>)>,
     ) -> Self {
         let float_columns = columns
             .iter()
@@ -50,8 +70,85 @@ impl CompiledQuery {
             columns,
             star,
             filter,
+            written,
             float_columns,
         }
+    }
+
+    /// The stored columns the query reads (projection and WHERE), by id.
+    fn column_ids(&self) -> Vec<u32> {
+        let def = &self.table.def;
+        let mut used: Vec<u32> = self
+            .columns
+            .iter()
+            .map(|&i| def.columns[i].column_id)
+            .collect();
+        if let Some(f) = &self.filter {
+            f.column_ids(&mut used);
+        }
+        used
+    }
+
+    /// This query over `table`, a later version of its table (after ALTER TABLE): the same
+    /// columns by id under their current names and types (`SELECT *` takes every current
+    /// column), the WHERE clause compiled again so literals take the widened types. `Err`
+    /// names a column the query reads that no longer exists.
+    pub(crate) fn for_version(
+        &self,
+        table: Arc<CachedTable>,
+        user: &str,
+    ) -> Result<Self, LiveError> {
+        let (old, new) = (&self.table.def, &table.def);
+        let name_of = |id: u32| {
+            old.columns
+                .iter()
+                .find(|c| c.column_id == id)
+                .map_or_else(|| id.to_string(), |c| c.name.clone())
+        };
+        let position = |id: u32| new.columns.iter().position(|c| c.column_id == id);
+        if let Some(gone) = self
+            .column_ids()
+            .into_iter()
+            .find(|&id| position(id).is_none())
+        {
+            return Err(LiveError::new(
+                "SUBSCRIPTION_FAILED",
+                format!(
+                    "Column '{}' of {} was dropped; this subscription has ended",
+                    name_of(gone),
+                    new.table_id()
+                ),
+            ));
+        }
+        let columns = if self.star {
+            (0..new.columns.len()).collect()
+        } else {
+            self.columns
+                .iter()
+                .filter_map(|&i| position(old.columns[i].column_id))
+                .collect()
+        };
+        let filter = match &self.written {
+            None => None,
+            Some((expr, as_written)) => {
+                // The current columns under the names the clause was written with; columns
+                // added since get a name no SQL identifier can spell.
+                let mut renamed = (**new).clone();
+                for c in &mut renamed.columns {
+                    c.name = match as_written
+                        .columns
+                        .iter()
+                        .find(|w| w.column_id == c.column_id)
+                    {
+                        Some(w) => w.name.clone(),
+                        None => format!("\0{}", c.column_id),
+                    };
+                }
+                Some(Filter::compile(expr, &renamed, user)?)
+            }
+        };
+        let written = self.written.clone();
+        Ok(Self::assemble(table, columns, self.star, filter, written))
     }
 
     /// `CONVERSION_ERROR` when a projected cell of `row` is NaN or ±Infinity, which JSON

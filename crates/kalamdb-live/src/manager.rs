@@ -5,7 +5,6 @@
 
 use crate::compiled::CompiledQuery;
 use crate::error::LiveError;
-use crate::filter::Filter;
 use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
 use crate::system::SystemFeeds;
@@ -21,7 +20,7 @@ use kalamdb_core::providers::system::SystemTable;
 use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
 use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -270,7 +269,7 @@ impl LiveQueryManager {
             user: user.clone(),
             table_id: def.table_id(),
             routed_user: routed_user.clone(),
-            query: compiled,
+            query: RwLock::new(compiled),
             from: opts.from,
             sql: req.sql.clone(),
             options: options
@@ -373,7 +372,7 @@ impl LiveQueryManager {
         let convertible = pending
             .iter()
             .chain(resumed_deletes.iter().map(|(r, _)| r))
-            .try_for_each(|r| sub.query.check_convertible(r));
+            .try_for_each(|r| sub.query().check_convertible(r));
         if let Err(e) = convertible {
             self.unsubscribe(conn, &sub.id);
             return Err(e);
@@ -409,11 +408,12 @@ impl LiveQueryManager {
     ) -> (VecDeque<StoredRow>, Vec<(StoredRow, i64)>) {
         let mut live = Vec::new();
         let mut gone = Vec::new();
+        let query = sub.query();
         for row in rows {
             if opts.from.is_some_and(|from| row.seq <= from) {
                 continue;
             }
-            if !row.deleted && sub.query.matches(&row) {
+            if !row.deleted && query.matches(&row) {
                 live.push(row);
             } else if opts.from.is_some() {
                 let seq = row.seq;
@@ -478,6 +478,35 @@ impl LiveQueryManager {
         ended
     }
 
+    /// Moves `sub` onto `table`, a new version of its table: access is checked again (an
+    /// ALTER can make a SHARED table private) and the query compiled for the new version.
+    /// `Err` says why the subscription must end.
+    fn on_new_version(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        table: &Arc<CachedTable>,
+        recompiled: &mut HashMap<(*const CompiledQuery, UserId), Arc<CompiledQuery>>,
+    ) -> Result<(), LiveError> {
+        if table.def.table_type == TableType::Shared {
+            access::check_shared_read(&conn.identity, &table.def).map_err(|e| {
+                LiveError::new("UNAUTHORIZED", format!("{e}; this subscription has ended"))
+            })?;
+        }
+        let old = sub.query();
+        let key = (Arc::as_ptr(&old), sub.user.clone());
+        let new = match recompiled.get(&key) {
+            Some(hit) => Arc::clone(hit),
+            None => {
+                let new = Arc::new(old.for_version(Arc::clone(table), sub.user.as_str())?);
+                recompiled.insert(key, Arc::clone(&new));
+                new
+            }
+        };
+        *sub.query.write() = new;
+        Ok(())
+    }
+
     fn resolve(
         &self,
         app: &AppContext,
@@ -537,16 +566,13 @@ impl LiveQueryManager {
         if let Some(hit) = self.queries.get(&key).and_then(|w| w.upgrade()) {
             return Ok(hit);
         }
-        let filter = match &q.filter {
-            Some(expr) => Some(Filter::compile(expr, &table.def, user.as_str())?),
-            None => None,
-        };
-        let compiled = Arc::new(CompiledQuery::new(
+        let compiled = Arc::new(CompiledQuery::compile(
             Arc::clone(table),
             columns,
             q.columns.is_none(),
-            filter,
-        ));
+            q.filter.as_ref(),
+            user.as_str(),
+        )?);
         if self.queries.len() > 1024 && self.queries.len() > 2 * self.subscription_count() {
             self.queries.retain(|_, w| w.strong_count() > 0);
         }
@@ -555,10 +581,10 @@ impl LiveQueryManager {
     }
 
     fn ack_schema(&self, sub: &Subscription) -> Vec<kalamdb_commons::wire::SchemaField> {
-        let table = &sub.query.table;
+        let query = sub.query();
+        let table = &query.table;
         let schema = &table.schema;
-        let indices: Vec<usize> = sub
-            .query
+        let indices: Vec<usize> = query
             .columns
             .iter()
             .filter_map(|&i| schema.index_of(&table.def.columns[i].name).ok())
@@ -692,44 +718,30 @@ impl ChangeListener for LiveQueryManager {
 
     fn table_altered(&self, def: &kalamdb_commons::TableDefinition) -> usize {
         let id = def.table_id();
-        let gone = |s: &Subscription| -> Option<String> {
-            let q = &s.query;
-            let mut used: Vec<u32> = q
-                .columns
-                .iter()
-                .map(|&i| q.table.def.columns[i].column_id)
-                .collect();
-            if let Some(f) = &q.filter {
-                f.column_ids(&mut used);
-            }
-            used.into_iter().find_map(|cid| {
-                (!def.columns.iter().any(|c| c.column_id == cid)).then(|| {
-                    q.table
-                        .def
-                        .columns
-                        .iter()
-                        .find(|c| c.column_id == cid)
-                        .map_or_else(|| cid.to_string(), |c| c.name.clone())
-                })
-            })
+        let table = match self.app.upgrade().map(|app| app.schema_registry().get(&id)) {
+            Some(Ok(Some(table))) => table,
+            // Gone meanwhile (DROP ends its subscriptions) or the server is stopping.
+            _ => return 0,
         };
+        // Subscriptions that shared a compiled query share its new version too.
+        let mut recompiled: HashMap<(*const CompiledQuery, UserId), Arc<CompiledQuery>> =
+            HashMap::new();
         let mut ended = 0;
         for conn in self.connections.iter() {
-            let doomed: Vec<(String, String)> = conn
+            let subs: Vec<Arc<Subscription>> = conn
                 .subs
                 .lock()
                 .values()
                 .filter(|s| s.table_id == id)
-                .filter_map(|s| gone(s).map(|c| (s.id.clone(), c)))
+                .cloned()
                 .collect();
-            for (sub, column) in doomed {
-                self.unsubscribe(&conn, &sub);
-                let why = LiveError::new(
-                    "SUBSCRIPTION_FAILED",
-                    format!("Column '{column}' of {id} was dropped; this subscription has ended"),
-                );
-                conn.error(&sub, &why);
-                ended += 1;
+            for sub in subs {
+                let outcome = self.on_new_version(&conn, &sub, &table, &mut recompiled);
+                if let Err(why) = outcome {
+                    self.unsubscribe(&conn, &sub.id);
+                    conn.error(&sub.id, &why);
+                    ended += 1;
+                }
             }
         }
         ended

@@ -9,7 +9,7 @@ use kalamdb_commons::ws::{BatchControl, BatchStatus, Row, ServerMessage};
 use kalamdb_commons::{TableId, UserId};
 use kalamdb_core::changes::ChangeEvent;
 use kalamdb_core::rows::StoredRow;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -38,8 +38,10 @@ pub(crate) struct LoadState {
 /// treated as too slow and closed.
 const MAX_BUFFERED: usize = 100_000;
 
-/// Change bodies computed once per compiled query during one publish.
-pub(crate) type BodyCache = HashMap<*const CompiledQuery, Arc<(Vec<String>, u64)>>;
+/// Change bodies computed once per compiled query during one publish. Each entry holds its
+/// query, so no other query can take its address while the cache lives.
+pub(crate) type BodyCache =
+    HashMap<*const CompiledQuery, (Arc<CompiledQuery>, Arc<(Vec<String>, u64)>)>;
 
 /// A live subscription.
 #[derive(Debug)]
@@ -53,7 +55,8 @@ pub(crate) struct Subscription {
     pub(crate) table_id: TableId,
     /// The user partition the subscription reads (USER/STREAM tables).
     pub(crate) routed_user: Option<UserId>,
-    pub(crate) query: Arc<CompiledQuery>,
+    /// Replaced when an ALTER TABLE makes a new table version ([`Subscription::query`]).
+    pub(crate) query: RwLock<Arc<CompiledQuery>>,
     /// Only changes with a larger `_seq` are delivered (resume).
     pub(crate) from: Option<i64>,
     pub(crate) sql: String,
@@ -65,6 +68,11 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    /// The compiled query for the table's current version.
+    pub(crate) fn query(&self) -> Arc<CompiledQuery> {
+        Arc::clone(&self.query.read())
+    }
+
     /// Delivers committed changes: buffered while the initial load runs, sent otherwise.
     /// Subscriptions sharing a compiled query share the encoded bodies through `cache`. A
     /// change the wire cannot carry is an error; the caller ends the subscription.
@@ -73,7 +81,8 @@ impl Subscription {
         events: &[ChangeEvent],
         cache: &mut BodyCache,
     ) -> Result<(), LiveError> {
-        events.iter().try_for_each(|e| self.query.check_event(e))?;
+        let query = self.query();
+        events.iter().try_for_each(|e| query.check_event(e))?;
         let mut state = self.state.lock();
         if !state.ready {
             if state.buffered.len() + events.len() > MAX_BUFFERED {
@@ -87,14 +96,14 @@ impl Subscription {
             return Ok(());
         }
         let bodies = if self.from.is_some() {
-            Arc::new(self.query.change_bodies(events.iter(), self.from))
+            Arc::new(query.change_bodies(events.iter(), self.from))
         } else {
-            let key = Arc::as_ptr(&self.query);
-            Arc::clone(
-                cache
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(self.query.change_bodies(events.iter(), None))),
-            )
+            let key = Arc::as_ptr(&query);
+            let (_, bodies) = cache.entry(key).or_insert_with(|| {
+                let bodies = Arc::new(query.change_bodies(events.iter(), None));
+                (Arc::clone(&query), bodies)
+            });
+            Arc::clone(bodies)
         };
         self.send_bodies(&bodies.0, bodies.1);
         Ok(())
@@ -125,10 +134,11 @@ impl Subscription {
             return;
         }
         let n = state.batch_size.min(state.pending.len());
+        let query = self.query();
         let rows: Vec<Row> = state
             .pending
             .drain(..n)
-            .map(|r| self.query.encode(&r, r.seq))
+            .map(|r| query.encode(&r, r.seq))
             .collect();
         if let Some(seq) = rows
             .last()
@@ -159,13 +169,14 @@ impl Subscription {
     /// Marks the load done and sends what waited for it.
     pub(crate) fn finish_load(&self, state: &mut LoadState) {
         state.ready = true;
+        let query = self.query();
         let resumed = std::mem::take(&mut state.resumed_deletes);
         if !resumed.is_empty() {
             let n = resumed.len() as u64;
-            self.send_bodies(&self.query.delete_bodies(&resumed), n);
+            self.send_bodies(&query.delete_bodies(&resumed), n);
         }
         let buffered = std::mem::take(&mut state.buffered);
-        let (bodies, count) = self.query.change_bodies(buffered.iter(), self.from);
+        let (bodies, count) = query.change_bodies(buffered.iter(), self.from);
         self.send_bodies(&bodies, count);
     }
 }

@@ -1,7 +1,8 @@
-//! The DataFusion `kalam` catalog: one schema per namespace plus `system`, resolved live from
-//! the persisted catalog and the [`SchemaRegistry`](crate::schema_registry::SchemaRegistry), so
-//! DDL needs no registration step.
+//! The DataFusion `kalam` catalog: one schema per namespace plus `system` and
+//! `information_schema`, resolved live from the persisted catalog and the
+//! [`SchemaRegistry`](crate::schema_registry::SchemaRegistry), so DDL needs no registration step.
 
+use super::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 use super::system::{SYSTEM_TABLES, SystemTable, SystemTableProvider};
 use super::table::AppTableProvider;
 use super::view::ViewProvider;
@@ -64,6 +65,12 @@ impl CatalogProvider for KalamCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == INFORMATION_SCHEMA {
+            return Some(Arc::new(InformationSchema::new(
+                CATALOG_NAME,
+                self.deps.clone(),
+            )));
+        }
         if name == SYSTEM_SCHEMA {
             return Some(Arc::new(SystemSchema {
                 deps: self.deps.clone(),

@@ -65,6 +65,10 @@ impl TableProvider for ViewProvider {
         DfTableType::View
     }
 
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.view.sql)
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,

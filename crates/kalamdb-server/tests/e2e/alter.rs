@@ -259,3 +259,42 @@ async fn alters_over_flushed_only_data_read_right_after_restart() {
     let ann = s.token("ann", "ann-pass-123").await;
     assert_eq!(all(&s, &ann, q).await, expected);
 }
+
+/// A flush that took the table definition before an ALTER and reads the rows after it (and
+/// after a write using the new column) must not write those rows under the old columns: it
+/// starts again under the new definition, and the new column's value survives the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
+    use kalamdb_core::cold::{FlushPause, PAUSE_FLUSH_BEFORE_READ};
+    use std::sync::Arc;
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT); \
+         INSERT INTO app.t VALUES (1, 'a'), (2, 'b')",
+    )
+    .await;
+    let pause = Arc::new(FlushPause::default());
+    *PAUSE_FLUSH_BEFORE_READ.lock() = Some(Arc::clone(&pause));
+    let flush = s.ok(&root, "STORAGE FLUSH TABLE app.t");
+    let alter = async {
+        pause.reached.notified().await;
+        s.ok(&root, "ALTER TABLE app.t ADD COLUMN n INT DEFAULT 7")
+            .await;
+        s.ok(&root, "INSERT INTO app.t VALUES (3, 'c', 42)").await;
+        pause.resume.notify_one();
+    };
+    tokio::join!(flush, alter);
+
+    let expected = vec![
+        vec![json!("1"), json!("a"), json!(7)],
+        vec![json!("2"), json!("b"), json!(7)],
+        vec![json!("3"), json!("c"), json!(42)],
+    ];
+    let q = "SELECT id, v, n FROM app.t ORDER BY id";
+    assert_eq!(all(&s, &root, q).await, expected);
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    assert_eq!(all(&s, &root, q).await, expected);
+}

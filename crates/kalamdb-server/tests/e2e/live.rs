@@ -1040,3 +1040,97 @@ async fn subscriptions_survive_an_alter_unless_a_column_they_read_is_dropped() {
     );
     assert!(ws.try_next(Duration::from_millis(200)).await.is_none());
 }
+
+#[tokio::test]
+async fn subscriptions_follow_renames_widenings_and_access_changes() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.m (id BIGINT PRIMARY KEY, name TEXT, qty INT) \
+           WITH (ACCESS_LEVEL = 'PUBLIC')",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    let mut ws = Ws::authed(&s, &root).await;
+    ws.subscribe_all("star", "SELECT * FROM app.m", json!({}))
+        .await;
+    ws.subscribe_all(
+        "big",
+        "SELECT id, name FROM app.m WHERE qty > 5 AND name <> 'skip'",
+        json!({}),
+    )
+    .await;
+    let mut user_ws = Ws::authed(&s, &users[0]).await;
+    user_ws
+        .subscribe_all("u", "SELECT id, name FROM app.m", json!({}))
+        .await;
+
+    // RENAME: both go on, rows carry the new name, the WHERE still reads the column.
+    // Widening INT -> BIGINT: the WHERE still matches rows written with the wider type.
+    // ADD COLUMN: SELECT * rows carry it.
+    s.ok(
+        &root,
+        "ALTER TABLE app.m RENAME COLUMN name TO title; \
+         ALTER TABLE app.m MODIFY COLUMN qty BIGINT; \
+         ALTER TABLE app.m ADD COLUMN tag TEXT DEFAULT 'none'",
+    )
+    .await;
+    s.ok(
+        &root,
+        "INSERT INTO app.m (id, title, qty) VALUES (1, 'a', 9)",
+    )
+    .await;
+    let mut by_id = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "change", "{m}");
+        by_id.insert(m["subscription_id"].as_str().unwrap().to_string(), m);
+    }
+    let star = &by_id["star"]["rows"][0];
+    assert_eq!(
+        (&star["title"], &star["qty"], &star["tag"]),
+        (&json!("a"), &json!("9"), &json!("none")),
+        "{star}"
+    );
+    assert!(star.get("name").is_none(), "{star}");
+    let big = &by_id["big"]["rows"][0];
+    assert_eq!(
+        (&big["id"], &big["title"]),
+        (&json!("1"), &json!("a")),
+        "{big}"
+    );
+    let u = next_change(&mut user_ws, "u", "insert").await;
+    assert_eq!(u["rows"][0]["title"], json!("a"), "{u}");
+
+    // A row the WHERE refuses under the new names is not sent to "big".
+    s.ok(
+        &root,
+        "INSERT INTO app.m (id, title, qty) VALUES (2, 'skip', 50)",
+    )
+    .await;
+    next_change(&mut ws, "star", "insert").await;
+    assert!(ws.try_next(Duration::from_millis(200)).await.is_none());
+    next_change(&mut user_ws, "u", "insert").await;
+
+    // A table made private ends the plain user's subscription; the admin's go on.
+    s.ok(&root, "ALTER TABLE app.m SET ACCESS_LEVEL 'PRIVATE'")
+        .await;
+    let m = user_ws.next().await;
+    assert_eq!(
+        (&m["type"], &m["subscription_id"], &m["code"]),
+        (&json!("error"), &json!("u"), &json!("UNAUTHORIZED")),
+        "{m}"
+    );
+    s.ok(
+        &root,
+        "INSERT INTO app.m (id, title, qty) VALUES (3, 'c', 1)",
+    )
+    .await;
+    next_change(&mut ws, "star", "insert").await;
+    assert!(
+        user_ws.try_next(Duration::from_millis(200)).await.is_none(),
+        "the ended subscription gets nothing more"
+    );
+}

@@ -8,6 +8,7 @@ mod auth;
 mod cold;
 mod crash;
 mod http_api;
+mod information_schema;
 mod isolation;
 mod kalam_client;
 mod live;
