@@ -185,9 +185,13 @@ pub struct ColumnDefinition {
     /// Default applied when an INSERT omits the column.
     pub default: Option<ColumnDefault>,
     /// For a column added by `ALTER TABLE`: the `_seq` of the change. Rows older than it
-    /// never had the column and read its literal default (or NULL).
+    /// never had the column and read [`ColumnDefinition::missing_value`] (or NULL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added_at_seq: Option<i64>,
+    /// For a column added by `ALTER TABLE` with a literal DEFAULT: that literal's SQL text,
+    /// which rows older than the change read from then on, whatever the DEFAULT becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_value: Option<String>,
 }
 
 /// A table definition, one per schema version.

@@ -23,6 +23,7 @@ fn definition(i: usize) -> TableDefinition {
         primary_key: pk,
         default: None,
         added_at_seq: None,
+        missing_value: None,
     };
     TableDefinition::new(
         TableId::new(NamespaceId::new("bench"), TableName::new(format!("t{i}"))),
@@ -74,6 +75,7 @@ fn lookups(c: &mut Criterion) {
             primary_key: false,
             default: None,
             added_at_seq: None,
+            missing_value: None,
         });
         registry.invalidate(&id);
         registry.insert(def.clone());

@@ -1117,7 +1117,7 @@ fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> 
                     Some(a) => cast(a, field.data_type()).map_err(internal),
                     None => match columns_of.get(i) {
                         Some(col) if col.added_at_seq.is_some() => {
-                            let default = &table.literal_defaults()[i];
+                            let default = &table.missing_values()[i];
                             let cells = std::iter::repeat_n(
                                 default.as_ref().unwrap_or(&crate::value::Value::Null),
                                 b.num_rows(),

@@ -30,6 +30,8 @@ pub struct CachedTable {
     /// Literal column defaults by column index, evaluated once on first use (see
     /// [`CachedTable::literal_defaults`]).
     literal_defaults: std::sync::OnceLock<Vec<Option<crate::value::Value>>>,
+    /// See [`CachedTable::missing_values`].
+    missing_values: Vec<Option<crate::value::Value>>,
     /// Indexes of the columns added by `ALTER TABLE` (rows older than that read the default);
     /// empty for most tables, so [`CachedTable::backfill`] costs nothing on them.
     added_columns: Vec<usize>,
@@ -44,6 +46,11 @@ impl CachedTable {
         let schema = Arc::new(table_schema(&def));
         let partitions = TablePartitions::of(&def);
         let pk_index = def.columns.iter().position(|c| c.primary_key);
+        let missing_values = def
+            .columns
+            .iter()
+            .map(crate::sql::dml::missing_value)
+            .collect();
         let added_columns = (0..def.columns.len())
             .filter(|&i| def.columns[i].added_at_seq.is_some())
             .collect();
@@ -54,6 +61,7 @@ impl CachedTable {
             partitions,
             pk_index,
             literal_defaults: std::sync::OnceLock::new(),
+            missing_values,
             cold_state: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -69,7 +77,13 @@ impl CachedTable {
         })
     }
 
-    /// Gives `row` the literal default of every column added (by `ALTER TABLE`) after the
+    /// What rows older than each column read in it (by column index): the literal DEFAULT a
+    /// column added by `ALTER TABLE` had then; `None` for other columns.
+    pub fn missing_values(&self) -> &[Option<crate::value::Value>] {
+        &self.missing_values
+    }
+
+    /// Gives `row` the missing value of every column added (by `ALTER TABLE`) after the
     /// row was written: it never had the column.
     pub fn backfill(&self, row: &mut crate::rows::StoredRow) {
         for &i in &self.added_columns {
@@ -77,7 +91,7 @@ impl CachedTable {
             if let Some(added) = col.added_at_seq
                 && row.seq < added
                 && !row.cells.iter().any(|(id, _)| *id == col.column_id)
-                && let Some(v) = &self.literal_defaults()[i]
+                && let Some(v) = &self.missing_values[i]
             {
                 row.cells.push((col.column_id, v.clone()));
             }

@@ -466,6 +466,7 @@ mod tests {
             primary_key: id == 1,
             default: None,
             added_at_seq: None,
+            missing_value: None,
         };
         TableDefinition::new(
             TableId::new(NamespaceId::new("app"), TableName::new("t")),

@@ -230,6 +230,7 @@ impl SystemTable {
                 primary_key: key == [i],
                 default: None,
                 added_at_seq: None,
+                missing_value: None,
             })
             .collect();
         let id = TableId::new(NamespaceId::new("system"), TableName::new(self.name()));

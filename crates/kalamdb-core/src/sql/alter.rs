@@ -66,7 +66,9 @@ pub async fn alter_table(
                     col.name
                 )));
             }
-            if matches!(col.default, Some(ColumnDefault::Literal(_))) {
+            // Rows written before now read the default as it is now, for good.
+            if let Some(ColumnDefault::Literal(text)) = &col.default {
+                col.missing_value = Some(text.clone());
                 col.added_at_seq = Some(app.seq().next_id());
             }
             def.next_column_id += 1;
@@ -132,14 +134,8 @@ pub async fn alter_table(
         }
         AlterChange::SetDefault(name, expr) => {
             let i = find(&def, &name)?;
+            // Rows older than an ADD COLUMN keep reading its `missing_value`.
             let col = &def.columns[i];
-            if col.added_at_seq.is_some() {
-                // Rows older than the ADD COLUMN read its default: it stays fixed.
-                return Err(KalamError::InvalidSql(format!(
-                    "Column '{name}' was added by ALTER TABLE with a DEFAULT that older rows \
-                     read; changing that default is not supported"
-                )));
-            }
             def.columns[i].default = match expr {
                 Some(e) => Some(default_of(&e, &col.name, &col.data_type)?),
                 None => None,

@@ -364,6 +364,7 @@ pub(crate) fn column_definition(
             primary_key,
             default,
             added_at_seq: None,
+            missing_value: None,
         },
         primary_key,
     ))

@@ -104,6 +104,21 @@ pub(crate) fn literal_default(col: &ColumnDefinition) -> Option<Value> {
     let Some(ColumnDefault::Literal(text)) = &col.default else {
         return None;
     };
+    literal_value(text, col)
+}
+
+/// The value rows older than an `ALTER TABLE … ADD COLUMN` read in that column, if any.
+pub(crate) fn missing_value(col: &ColumnDefinition) -> Option<Value> {
+    col.added_at_seq?;
+    match &col.missing_value {
+        Some(text) => literal_value(text, col),
+        // Definitions written before missing values were recorded: the default then.
+        None => literal_default(col),
+    }
+}
+
+/// A literal's SQL text as a value of `col`'s type.
+fn literal_value(text: &str, col: &ColumnDefinition) -> Option<Value> {
     let expr = datafusion::sql::sqlparser::parser::Parser::new(
         &datafusion::sql::sqlparser::dialect::GenericDialect {},
     )

@@ -93,10 +93,6 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
             "literal DEFAULT",
         ),
         (
-            "ALTER TABLE app.t ALTER COLUMN status SET DEFAULT 'other'",
-            "not supported",
-        ),
-        (
             "ALTER TABLE app.t ALTER COLUMN status SET NOT NULL",
             "has rows",
         ),
@@ -110,6 +106,23 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
     s.ok(&root, "ALTER TABLE app.t SET ACCESS_LEVEL 'PUBLIC'")
         .await;
 
+    // A new DEFAULT for the added column applies to new inserts only: rows older than the ADD
+    // COLUMN keep reading the default it had then (in both tiers, also after a restart below).
+    s.ok(
+        &root,
+        "ALTER TABLE app.t ALTER COLUMN status SET DEFAULT 'other'; \
+         INSERT INTO app.t (id, n) VALUES (6, 60)",
+    )
+    .await;
+    let status_q = "SELECT id, status FROM app.t WHERE id IN (1, 2, 3, 6) ORDER BY id";
+    let statuses = vec![
+        vec![json!("1"), json!("new")],
+        vec![json!("2"), json!("new")],
+        vec![json!("3"), json!("new")],
+        vec![json!("6"), json!("other")],
+    ];
+    assert_eq!(all(&s, &root, status_q).await, statuses);
+
     // Every change is a version in system.schemas.
     let versions = all(
         &s,
@@ -117,7 +130,7 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
         "SELECT schema_version FROM system.schemas WHERE namespace_id = 'app' AND table_name = 't' ORDER BY schema_version",
     )
     .await;
-    assert_eq!(versions.len(), 7, "{versions:?}");
+    assert_eq!(versions.len(), 8, "{versions:?}");
 
     // The same after a restart, and after the old rows are flushed under the new schema.
     let s = s.restart().await;
@@ -129,6 +142,7 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
     )
     .await;
     assert_eq!(all(&s, &root, q).await[..4], expected[..]);
+    assert_eq!(all(&s, &root, status_q).await, statuses);
     assert_eq!(
         all(&s, &root, "SELECT n FROM app.t WHERE id = 5").await,
         vec![vec![json!("5000000000")]]
