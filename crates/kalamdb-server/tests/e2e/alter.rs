@@ -192,6 +192,7 @@ async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
             (s.http.clone(), s.base.clone(), root.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let (mut ok, mut i) = (0u64, 0u64);
+            let mut seen = std::collections::BTreeSet::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let sql = format!("INSERT INTO app.c (id) VALUES ({})", w * 1_000_000 + i);
                 let (status, body) = post_sql(&http, &base, &token, &sql).await;
@@ -201,8 +202,23 @@ async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
                 let (status, body) =
                     post_sql(&http, &base, &token, "SELECT COUNT(*) FROM app.c").await;
                 assert_eq!(status, 200, "{body}");
+                // One whole schema version per query: its columns, and rows that fit them.
+                let (status, body) =
+                    post_sql(&http, &base, &token, "SELECT * FROM app.c LIMIT 3").await;
+                assert_eq!(status, 200, "{body}");
+                let result = &body["results"][0];
+                let schema: Vec<String> = result["schema"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| format!("{} {}", f["name"].as_str().unwrap(), f["data_type"]))
+                    .filter(|f| !f.starts_with('_'))
+                    .collect();
+                let width = result["schema"].as_array().unwrap().len();
+                assert!(rows(result).iter().all(|r| r.len() == width), "{body}");
+                seen.insert(schema.join(", "));
             }
-            ok
+            (ok, seen)
         }));
     }
     for sql in [
@@ -219,9 +235,31 @@ async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut written = 0;
+    let mut seen = std::collections::BTreeSet::new();
     for w in writers {
-        written += w.await.unwrap();
+        let (n, schemas) = w.await.unwrap();
+        written += n;
+        seen.extend(schemas);
     }
+    // Every schema a query saw is one of the table's versions, never a mix of two.
+    let versions = [
+        "id \"BigInt\", v \"Text\"",
+        "id \"BigInt\", v \"Text\", status \"Text\"",
+        "id \"BigInt\", body \"Text\", status \"Text\"",
+        "id \"BigInt\", body \"Text\", status \"Text\", n \"Int\"",
+        "id \"BigInt\", status \"Text\", n \"Int\"",
+        "id \"BigInt\", status \"Text\", n \"BigInt\"",
+    ];
+    for schema in &seen {
+        assert!(
+            versions.contains(&schema.as_str()),
+            "not a version: {schema}"
+        );
+    }
+    assert!(
+        seen.len() >= 2,
+        "the readers saw the schema change: {seen:?}"
+    );
     let n = s.ok(&root, "SELECT COUNT(*) FROM app.c").await;
     assert_eq!(
         rows(&n),
@@ -311,4 +349,56 @@ async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
     let s = s.restart().await;
     let root = s.root_token().await;
     assert_eq!(all(&s, &root, q).await, expected);
+}
+
+/// STREAM tables take column changes like the others; SET TTL_SECONDS and SET FLUSH_POLICY act
+/// at once (reads apply the new TTL, the flush scheduler the new policy).
+#[tokio::test]
+async fn stream_columns_and_table_options_change_in_place() {
+    use crate::cold::{segments, wait_for_segments};
+    let s = TestServer::start_with(|c| c.storage.flush_check_interval_ms = 20).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE STREAM TABLE app.ev (id BIGINT, kind TEXT) WITH (TTL_SECONDS = 3600); \
+         CREATE SHARED TABLE app.s (id BIGINT PRIMARY KEY); \
+         INSERT INTO app.ev VALUES (1, 'a')",
+    )
+    .await;
+    s.ok(
+        &root,
+        "ALTER TABLE app.ev ADD COLUMN level INT DEFAULT 1; \
+         ALTER TABLE app.ev RENAME COLUMN kind TO what; \
+         INSERT INTO app.ev VALUES (2, 'b', 5)",
+    )
+    .await;
+    let q = "SELECT id, what, level FROM app.ev ORDER BY id";
+    assert_eq!(
+        all(&s, &root, q).await,
+        vec![
+            vec![json!("1"), json!("a"), json!(1)],
+            vec![json!("2"), json!("b"), json!(5)]
+        ]
+    );
+    let (_, _, msg) = s
+        .err(&root, "ALTER TABLE app.ev SET FLUSH_POLICY 'rows:5'")
+        .await;
+    assert!(msg.contains("STREAM"), "{msg}");
+    s.ok(&root, "ALTER TABLE app.ev SET TTL_SECONDS 1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert!(all(&s, &root, q).await.is_empty(), "older than the new TTL");
+
+    // No policy: nothing flushes on its own; SET FLUSH_POLICY starts it.
+    s.ok(&root, "INSERT INTO app.s VALUES (1), (2), (3)").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let dir = s.dir.path().join("storage/app/s");
+    assert!(segments(&dir).is_empty());
+    s.ok(&root, "ALTER TABLE app.s SET FLUSH_POLICY 'rows:2'")
+        .await;
+    wait_for_segments(&dir, 1).await;
+    assert_eq!(
+        all(&s, &root, "SELECT COUNT(*) FROM app.s").await,
+        vec![vec![json!("3")]]
+    );
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// Parquet segments below `dir`, recursively.
-fn segments(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -462,7 +462,7 @@ async fn compact(s: &TestServer, token: &str, table: &str, counts: &str) {
 }
 
 /// Waits (up to 10 s) until `dir` holds `n` segments.
-async fn wait_for_segments(dir: &Path, n: usize) {
+pub(crate) async fn wait_for_segments(dir: &Path, n: usize) {
     wait_until_segments(dir, |have| have >= n).await;
 }
 
