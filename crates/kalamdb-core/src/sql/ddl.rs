@@ -102,19 +102,27 @@ pub async fn drop_namespace(
         };
     }
     let tables = app.catalog().tables(Some(&id))?;
-    if !tables.is_empty() && !cascade {
+    let views = app.catalog().views(id.as_str())?;
+    if (!tables.is_empty() || !views.is_empty()) && !cascade {
         return Err(KalamError::Constraint(format!(
-            "Namespace '{id}' is not empty ({} table(s)); use DROP NAMESPACE {id} CASCADE to drop it with its tables",
-            tables.len()
+            "Namespace '{id}' is not empty ({} table(s), {} view(s)); use DROP NAMESPACE {id} \
+             CASCADE to drop it with them",
+            tables.len(),
+            views.len()
         )));
+    }
+    // Views first: none is left reading a table that is gone.
+    for v in &views {
+        app.catalog().delete_view(id.as_str(), &v.view_name)?;
     }
     for t in &tables {
         drop_table_by_id(app, ctx, &t.table_id()).await?;
     }
     app.catalog().delete_namespace(&id)?;
     Ok(Output::Message(format!(
-        "Namespace '{id}' dropped ({} table(s))",
-        tables.len()
+        "Namespace '{id}' dropped ({} table(s), {} view(s))",
+        tables.len(),
+        views.len()
     )))
 }
 
