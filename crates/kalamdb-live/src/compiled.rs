@@ -199,16 +199,25 @@ impl CompiledQuery {
         self.filter.as_ref().is_none_or(|f| f.matches(row))
     }
 
+    /// Column `i` of `row`: a row read before an ALTER TABLE added the column (a snapshot
+    /// row sent after the ALTER) reads the column's missing value, as queries do.
+    fn cell<'a>(&'a self, row: &'a StoredRow, i: usize) -> &'a Value {
+        let c = &self.table.def.columns[i];
+        let missing = c.added_at_seq.is_some_and(|added| row.seq < added)
+            && !row.cells.iter().any(|(id, _)| *id == c.column_id);
+        match &self.table.missing_values()[i] {
+            Some(v) if missing => v,
+            _ => row.cell(c.column_id),
+        }
+    }
+
     /// The projected wire row of `row`, with `_seq` = `seq`.
     pub(crate) fn encode(&self, row: &StoredRow, seq: i64) -> Row {
         let def = &self.table.def;
         let mut out = Row::new();
         for &i in &self.columns {
             let c = &def.columns[i];
-            out.insert(
-                c.name.clone(),
-                value_json(row.cell(c.column_id), &c.data_type),
-            );
+            out.insert(c.name.clone(), value_json(self.cell(row, i), &c.data_type));
         }
         out.insert(SEQ_COLUMN.into(), Json::String(seq.to_string()));
         if self.star {
@@ -225,12 +234,9 @@ impl CompiledQuery {
         let mut out = Row::new();
         for (i, c) in def.columns.iter().enumerate() {
             let projected = self.columns.contains(&i);
-            let changed = old.cell(c.column_id) != new.cell(c.column_id);
+            let changed = self.cell(old, i) != self.cell(new, i);
             if c.primary_key || (projected && changed) {
-                out.insert(
-                    c.name.clone(),
-                    value_json(old.cell(c.column_id), &c.data_type),
-                );
+                out.insert(c.name.clone(), value_json(self.cell(old, i), &c.data_type));
             }
         }
         out.insert(SEQ_COLUMN.into(), Json::String(new.seq.to_string()));

@@ -1133,4 +1133,17 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
         user_ws.try_next(Duration::from_millis(200)).await.is_none(),
         "the ended subscription gets nothing more"
     );
+
+    // Initial rows still to be sent when a column is added go out with its default.
+    ws.subscribe("slow", "SELECT * FROM app.m", json!({"batch_size": 1}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscription_ack");
+    let first = ws.next().await;
+    assert_eq!(first["batch_control"]["has_more"], true, "{first}");
+    s.ok(&root, "ALTER TABLE app.m ADD COLUMN flag TEXT DEFAULT 'f'")
+        .await;
+    ws.send(json!({"type": "next_batch", "subscription_id": "slow"}))
+        .await;
+    let second = ws.next().await;
+    assert_eq!(second["rows"][0]["flag"], json!("f"), "{second}");
 }
