@@ -100,21 +100,10 @@ pub enum FlushStep {
 #[doc(hidden)]
 pub static FAIL_FLUSH_AT: parking_lot::Mutex<Option<FlushStep>> = parking_lot::Mutex::new(None);
 
-/// Test hook: a flush pause. The next flush takes it just before it reads the scope's rows
-/// (with the table definition it already holds), signals `reached`, and waits for `resume`.
+/// Test hook: the next flush of the table set here pauses just before it reads the scope's
+/// rows (with the table definition it already holds).
 #[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct FlushPause {
-    /// Notified when a flush stands at the pause.
-    pub reached: tokio::sync::Notify,
-    /// Notify to let it go on.
-    pub resume: tokio::sync::Notify,
-}
-
-/// Test hook: see [`FlushPause`].
-#[doc(hidden)]
-pub static PAUSE_FLUSH_BEFORE_READ: parking_lot::Mutex<Option<Arc<FlushPause>>> =
-    parking_lot::Mutex::new(None);
+pub static PAUSE_FLUSH_BEFORE_READ: crate::test_hooks::PauseSlot = parking_lot::Mutex::new(None);
 
 fn step_done(step: FlushStep) -> Result<()> {
     let mut fail = FAIL_FLUSH_AT.lock();
@@ -617,11 +606,7 @@ impl ColdTier {
             }
             self.swept.insert(sweep_key.clone());
         }
-        let pause = PAUSE_FLUSH_BEFORE_READ.lock().take();
-        if let Some(pause) = pause {
-            pause.reached.notify_one();
-            pause.resume.notified().await;
-        }
+        crate::test_hooks::pause_here(&PAUSE_FLUSH_BEFORE_READ, &table.def.table_id()).await;
         // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
         let job = {
             let backend = Arc::clone(app.backend());

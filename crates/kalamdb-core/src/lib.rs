@@ -38,6 +38,7 @@ pub mod seq;
 pub mod sql;
 pub mod storages;
 pub mod system_flush;
+pub mod test_hooks;
 pub mod types;
 pub mod value;
 pub mod write_locks;

@@ -31,8 +31,15 @@ pub(crate) struct CompiledQuery {
     /// The WHERE clause as written, and the table version whose column names it uses: kept
     /// to compile it again after an ALTER TABLE ([`CompiledQuery::for_version`]).
     written: Option<(Expr, Arc<TableDefinition>)>,
+    /// The WHERE clause names `CURRENT_USER()`: compiled per subscriber, not shared.
+    pub(crate) per_user: bool,
     /// Column ids of projected FLOAT/DOUBLE columns.
     float_columns: Vec<u32>,
+}
+
+/// Whether a WHERE clause names `CURRENT_USER()` (its compiled form is per subscriber).
+pub(crate) fn mentions_current_user(filter: Option<&Expr>) -> bool {
+    filter.is_some_and(|e| e.to_string().to_ascii_lowercase().contains("current_user"))
 }
 
 impl CompiledQuery {
@@ -65,12 +72,14 @@ impl CompiledQuery {
             .filter(|c| matches!(c.data_type, KalamDataType::Float | KalamDataType::Double))
             .map(|c| c.column_id)
             .collect();
+        let per_user = mentions_current_user(written.as_ref().map(|(e, _)| e));
         Self {
             table,
             columns,
             star,
             filter,
             written,
+            per_user,
             float_columns,
         }
     }

@@ -172,14 +172,28 @@ impl Filter {
 /// Orders two cells of the same column type; `None` when either is NULL or they differ in kind.
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     use Value as V;
+    // Cells written before a column was widened (INT -> BIGINT, FLOAT -> DOUBLE) keep their
+    // narrower value: integers compare as i64, floats as f64, whatever their width.
+    let int = |v: &Value| match v {
+        V::I16(x) => Some(i64::from(*x)),
+        V::I32(x) => Some(i64::from(*x)),
+        V::I64(x) => Some(*x),
+        _ => None,
+    };
+    let float = |v: &Value| match v {
+        V::F32(x) => Some(f64::from(*x)),
+        V::F64(x) => Some(*x),
+        _ => None,
+    };
+    if let (Some(x), Some(y)) = (int(a), int(b)) {
+        return Some(x.cmp(&y));
+    }
+    if let (Some(x), Some(y)) = (float(a), float(b)) {
+        return x.partial_cmp(&y);
+    }
     match (a, b) {
         (V::Null, _) | (_, V::Null) => None,
         (V::Bool(x), V::Bool(y)) => Some(x.cmp(y)),
-        (V::I16(x), V::I16(y)) => Some(x.cmp(y)),
-        (V::I32(x), V::I32(y)) => Some(x.cmp(y)),
-        (V::I64(x), V::I64(y)) => Some(x.cmp(y)),
-        (V::F32(x), V::F32(y)) => x.partial_cmp(y),
-        (V::F64(x), V::F64(y)) => x.partial_cmp(y),
         (V::Decimal(x), V::Decimal(y)) => Some(x.cmp(y)),
         (V::Text(x), V::Text(y)) => Some(x.cmp(y)),
         (V::Bytes(x), V::Bytes(y)) => Some(x.cmp(y)),
@@ -501,6 +515,19 @@ mod tests {
         Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice")
             .unwrap()
             .matches(r)
+    }
+
+    #[test]
+    fn cells_written_before_a_widening_compare_by_value() {
+        // `id` is BIGINT now; a cell stored while it was INT (or SMALLINT) still compares.
+        let mut r = row(5, Some("x"), false, "alice");
+        r.cells[0].1 = Value::I32(5);
+        assert!(matches("id = 5", &r));
+        assert!(matches("id BETWEEN 4 AND 6", &r));
+        assert!(matches("id IN (1, 5)", &r));
+        r.cells[0].1 = Value::I16(7);
+        assert!(matches("id > 6", &r));
+        assert!(!matches("id < 6", &r));
     }
 
     #[test]

@@ -17,4 +17,6 @@ mod query;
 mod subscription;
 mod system;
 
+#[doc(hidden)]
+pub use manager::PAUSE_SUBSCRIBE_BEFORE_LOCK;
 pub use manager::{Connection, LiveQueryManager, Outbound};

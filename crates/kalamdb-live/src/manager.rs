@@ -3,7 +3,7 @@
 //! table for SHARED tables, so its cost follows the subscriptions that can see it. Closing a
 //! connection removes all of its state at once; nothing polls.
 
-use crate::compiled::CompiledQuery;
+use crate::compiled::{CompiledQuery, mentions_current_user};
 use crate::error::LiveError;
 use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
@@ -25,6 +25,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{Notify, mpsc};
+
+/// Test hook: the next subscription to the table set here pauses after it compiled its
+/// query, before it takes the scope lock to register.
+#[doc(hidden)]
+pub static PAUSE_SUBSCRIBE_BEFORE_LOCK: kalamdb_core::test_hooks::PauseSlot =
+    parking_lot::Mutex::new(None);
+
+/// Queries compiled for a new table version during one ALTER, by the query they replace (and
+/// the subscriber, for per-user queries), so subscriptions that shared one share the new one.
+type Recompiled = HashMap<(*const CompiledQuery, Option<UserId>), Arc<CompiledQuery>>;
 
 /// What a subscription's snapshot gave: all of a STREAM scope, or a table scope's hot
 /// versions by key, still to be merged with its flushed ones.
@@ -315,7 +325,27 @@ impl LiveQueryManager {
                 };
                 let backend = Arc::clone(app.backend());
                 let locks = app.table_locks(&sub.table_id);
+                kalamdb_core::test_hooks::pause_here(&PAUSE_SUBSCRIBE_BEFORE_LOCK, &sub.table_id)
+                    .await;
                 let guard = locks.scope(&scope).await;
+                // An ALTER that committed after the table was resolved (it holds every scope
+                // lock, so none can commit from here until the subscription is registered):
+                // subscribe to the version it made.
+                let table = match app.schema_registry().get(&sub.table_id) {
+                    Ok(Some(now)) if now.def.created_at == table.def.created_at => {
+                        if now.def.version != table.def.version {
+                            self.on_new_version(conn, &sub, &now, &mut Recompiled::new())?;
+                        }
+                        now
+                    }
+                    Ok(_) => {
+                        return Err(LiveError::new(
+                            "NOT_FOUND",
+                            format!("Table '{}' was dropped", sub.table_id),
+                        ));
+                    }
+                    Err(e) => return Err(failed(&e)),
+                };
                 register();
                 // Read what the snapshot must give before any await: it is not Send.
                 let hot = {
@@ -486,7 +516,7 @@ impl LiveQueryManager {
         conn: &Connection,
         sub: &Subscription,
         table: &Arc<CachedTable>,
-        recompiled: &mut HashMap<(*const CompiledQuery, UserId), Arc<CompiledQuery>>,
+        recompiled: &mut Recompiled,
     ) -> Result<(), LiveError> {
         if table.def.table_type == TableType::Shared {
             access::check_shared_read(&conn.identity, &table.def).map_err(|e| {
@@ -494,7 +524,7 @@ impl LiveQueryManager {
             })?;
         }
         let old = sub.query();
-        let key = (Arc::as_ptr(&old), sub.user.clone());
+        let key = (Arc::as_ptr(&old), old.per_user.then(|| sub.user.clone()));
         let new = match recompiled.get(&key) {
             Some(hit) => Arc::clone(hit),
             None => {
@@ -552,8 +582,7 @@ impl LiveQueryManager {
         user: &UserId,
     ) -> Result<Arc<CompiledQuery>, LiveError> {
         let filter_text = q.filter.as_ref().map(|e| e.to_string()).unwrap_or_default();
-        // CURRENT_USER() makes the compiled clause per user.
-        let per_user = filter_text.to_ascii_lowercase().contains("current_user");
+        let per_user = mentions_current_user(q.filter.as_ref());
         let key = format!(
             "{}|{}|{}|{}|{:?}|{}",
             table.def.table_id(),
@@ -724,8 +753,7 @@ impl ChangeListener for LiveQueryManager {
             _ => return 0,
         };
         // Subscriptions that shared a compiled query share its new version too.
-        let mut recompiled: HashMap<(*const CompiledQuery, UserId), Arc<CompiledQuery>> =
-            HashMap::new();
+        let mut recompiled = Recompiled::new();
         let mut ended = 0;
         for conn in self.connections.iter() {
             let subs: Vec<Arc<Subscription>> = conn

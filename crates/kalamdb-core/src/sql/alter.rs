@@ -134,9 +134,16 @@ pub async fn alter_table(
         }
         AlterChange::SetDefault(name, expr) => {
             let i = find(&def, &name)?;
-            // Rows older than an ADD COLUMN keep reading its `missing_value`.
-            let col = &def.columns[i];
-            def.columns[i].default = match expr {
+            let col = &mut def.columns[i];
+            // Rows older than an ADD COLUMN keep reading its `missing_value`; a definition
+            // stored before those were recorded freezes it from the default now.
+            if col.added_at_seq.is_some()
+                && col.missing_value.is_none()
+                && let Some(ColumnDefault::Literal(text)) = &col.default
+            {
+                col.missing_value = Some(text.clone());
+            }
+            col.default = match expr {
                 Some(e) => Some(default_of(&e, &col.name, &col.data_type)?),
                 None => None,
             };

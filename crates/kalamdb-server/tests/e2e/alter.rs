@@ -214,8 +214,6 @@ async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
                     .map(|f| format!("{} {}", f["name"].as_str().unwrap(), f["data_type"]))
                     .filter(|f| !f.starts_with('_'))
                     .collect();
-                let width = result["schema"].as_array().unwrap().len();
-                assert!(rows(result).iter().all(|r| r.len() == width), "{body}");
                 seen.insert(schema.join(", "));
             }
             (ok, seen)
@@ -317,7 +315,8 @@ async fn alters_over_flushed_only_data_read_right_after_restart() {
 /// starts again under the new definition, and the new column's value survives the flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
-    use kalamdb_core::cold::{FlushPause, PAUSE_FLUSH_BEFORE_READ};
+    use kalamdb_core::cold::PAUSE_FLUSH_BEFORE_READ;
+    use kalamdb_core::test_hooks::Pause;
     use std::sync::Arc;
     let s = TestServer::start().await;
     let root = s.root_token().await;
@@ -327,8 +326,12 @@ async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
          INSERT INTO app.t VALUES (1, 'a'), (2, 'b')",
     )
     .await;
-    let pause = Arc::new(FlushPause::default());
-    *PAUSE_FLUSH_BEFORE_READ.lock() = Some(Arc::clone(&pause));
+    let pause = Arc::new(Pause::default());
+    let table = kalamdb_commons::TableId::new(
+        kalamdb_commons::NamespaceId::new("app"),
+        kalamdb_commons::TableName::new("t"),
+    );
+    *PAUSE_FLUSH_BEFORE_READ.lock() = Some((table, Arc::clone(&pause)));
     let flush = s.ok(&root, "STORAGE FLUSH TABLE app.t");
     let alter = async {
         pause.reached.notified().await;

@@ -1049,7 +1049,8 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
         &root,
         "CREATE NAMESPACE app; \
          CREATE SHARED TABLE app.m (id BIGINT PRIMARY KEY, name TEXT, qty INT) \
-           WITH (ACCESS_LEVEL = 'PUBLIC')",
+           WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         INSERT INTO app.m VALUES (0, 'z', 9)",
     )
     .await;
     let users = s.users_with_tokens(&root, &["ann"]).await;
@@ -1114,6 +1115,19 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
     assert!(ws.try_next(Duration::from_millis(200)).await.is_none());
     next_change(&mut user_ws, "u", "insert").await;
 
+    // A row written before the widening (qty stored as INT) still matches `qty > 5`.
+    s.ok(&root, "UPDATE app.m SET title = 'zz' WHERE id = 0")
+        .await;
+    let mut updated = Vec::new();
+    for _ in 0..2 {
+        let m = ws.next().await;
+        assert_eq!(m["change_type"], "update", "{m}");
+        updated.push(m["subscription_id"].as_str().unwrap().to_string());
+    }
+    updated.sort();
+    assert_eq!(updated, ["big", "star"]);
+    next_change(&mut user_ws, "u", "update").await;
+
     // A table made private ends the plain user's subscription; the admin's go on.
     s.ok(&root, "ALTER TABLE app.m SET ACCESS_LEVEL 'PRIVATE'")
         .await;
@@ -1146,4 +1160,67 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
         .await;
     let second = ws.next().await;
     assert_eq!(second["rows"][0]["flag"], json!("f"), "{second}");
+}
+
+/// A subscribe that resolved its table just before an ALTER committed (and registers just
+/// after it) subscribes to the new version: new column names, and the access the new
+/// version grants.
+#[tokio::test]
+async fn a_subscribe_overtaken_by_an_alter_uses_the_new_version() {
+    use kalamdb_commons::{NamespaceId, TableId, TableName};
+    use kalamdb_core::test_hooks::Pause;
+    use kalamdb_live::PAUSE_SUBSCRIBE_BEFORE_LOCK;
+    use std::sync::Arc;
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.p (id BIGINT PRIMARY KEY, name TEXT) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         INSERT INTO app.p VALUES (1, 'a')",
+    )
+    .await;
+    let table = TableId::new(NamespaceId::new("app"), TableName::new("p"));
+    let paused = |pause: &Arc<Pause>| {
+        *PAUSE_SUBSCRIBE_BEFORE_LOCK.lock() = Some((table.clone(), Arc::clone(pause)));
+    };
+
+    // RENAME while an admin's subscribe is between compile and register.
+    let pause = Arc::new(Pause::default());
+    paused(&pause);
+    let mut ws = Ws::authed(&s, &root).await;
+    ws.subscribe(
+        "r",
+        "SELECT id, name FROM app.p WHERE name = 'a'",
+        json!({}),
+    )
+    .await;
+    pause.reached.notified().await;
+    s.ok(&root, "ALTER TABLE app.p RENAME COLUMN name TO title")
+        .await;
+    pause.resume.notify_one();
+    let ack = ws.next().await;
+    assert_eq!(ack["type"], "subscription_ack", "{ack}");
+    assert_eq!(ack["schema"][1]["name"], "title", "{ack}");
+    let batch = ws.next().await;
+    assert_eq!(batch["rows"][0]["title"], "a", "{batch}");
+
+    // Made private while a plain user's subscribe is in flight: refused.
+    let users = s.users_with_tokens(&root, &["ann"]).await;
+    let pause = Arc::new(Pause::default());
+    paused(&pause);
+    let mut user_ws = Ws::authed(&s, &users[0]).await;
+    user_ws
+        .subscribe("u", "SELECT id FROM app.p", json!({}))
+        .await;
+    pause.reached.notified().await;
+    s.ok(&root, "ALTER TABLE app.p SET ACCESS_LEVEL 'PRIVATE'")
+        .await;
+    pause.resume.notify_one();
+    let m = user_ws.next().await;
+    assert_eq!(
+        (&m["type"], &m["subscription_id"], &m["code"]),
+        (&json!("error"), &json!("u"), &json!("UNAUTHORIZED")),
+        "{m}"
+    );
 }
