@@ -54,6 +54,26 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// An integer of any width as `i64` (cells stored before a column was widened keep their
+    /// narrower type).
+    pub fn as_wide_int(&self) -> Option<i64> {
+        match self {
+            Value::I16(x) => Some(i64::from(*x)),
+            Value::I32(x) => Some(i64::from(*x)),
+            Value::I64(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// A float of either width as `f64`.
+    pub fn as_wide_float(&self) -> Option<f64> {
+        match self {
+            Value::F32(x) => Some(f64::from(*x)),
+            Value::F64(x) => Some(*x),
+            _ => None,
+        }
+    }
+
     /// The DataFusion scalar of this value for a column of type `t`.
     pub fn to_scalar(&self, t: &KalamDataType) -> ScalarValue {
         match (self, t) {
@@ -273,17 +293,8 @@ fn typed_array(cells: &[&Value], t: &KalamDataType) -> Option<ArrayRef> {
             })
             .collect()
     }
-    let int = |v: &Value| match v {
-        Value::I16(x) => Some(i64::from(*x)),
-        Value::I32(x) => Some(i64::from(*x)),
-        Value::I64(x) => Some(*x),
-        _ => None,
-    };
-    let float = |v: &Value| match v {
-        Value::F32(x) => Some(f64::from(*x)),
-        Value::F64(x) => Some(*x),
-        _ => None,
-    };
+    let int = Value::as_wide_int;
+    let float = Value::as_wide_float;
     Some(match t {
         KalamDataType::Boolean => Arc::new(BooleanArray::from(each(cells, |v| match v {
             Value::Bool(b) => Some(*b),

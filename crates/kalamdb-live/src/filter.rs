@@ -174,21 +174,10 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     use Value as V;
     // Cells written before a column was widened (INT -> BIGINT, FLOAT -> DOUBLE) keep their
     // narrower value: integers compare as i64, floats as f64, whatever their width.
-    let int = |v: &Value| match v {
-        V::I16(x) => Some(i64::from(*x)),
-        V::I32(x) => Some(i64::from(*x)),
-        V::I64(x) => Some(*x),
-        _ => None,
-    };
-    let float = |v: &Value| match v {
-        V::F32(x) => Some(f64::from(*x)),
-        V::F64(x) => Some(*x),
-        _ => None,
-    };
-    if let (Some(x), Some(y)) = (int(a), int(b)) {
+    if let (Some(x), Some(y)) = (a.as_wide_int(), b.as_wide_int()) {
         return Some(x.cmp(&y));
     }
-    if let (Some(x), Some(y)) = (float(a), float(b)) {
+    if let (Some(x), Some(y)) = (a.as_wide_float(), b.as_wide_float()) {
         return x.partial_cmp(&y);
     }
     match (a, b) {
