@@ -6,7 +6,8 @@
 //! `system/audit_log/` of the built-in `local` storage, appends it to that folder's manifest,
 //! and only then deletes the flushed entries from the catalog. Entries are append-only and
 //! never change, so the cold side needs no versions: reads return the flushed entries
-//! (kept in memory as Arrow, loaded at start) followed by the catalog's, each `audit_id` once,
+//! (kept in memory as Arrow batches, loaded at start, handed to queries without copying)
+//! followed by the catalog's, each `audit_id` once,
 //! so a crash between the manifest commit and the catalog delete duplicates nothing. The other
 //! system tables are small, current-state catalog records and are not flushed.
 
@@ -15,7 +16,10 @@ use crate::catalog::AuditEntry;
 use crate::error::{KalamError, Result};
 use crate::providers::system::SystemTable;
 use crate::value::{Value, coerce};
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, new_null_array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::scalar::ScalarValue;
 use kalamdb_filestore::{FileStore, Manifest, SegmentInfo};
 use parking_lot::RwLock;
@@ -28,10 +32,59 @@ const AUDIT_DIR: &str = "system/audit_log";
 /// The flushed part of `system.audit_log`.
 #[derive(Debug, Default)]
 pub struct SystemCold {
-    /// Flushed entries as rows of `system.audit_log`, oldest first.
-    audit: RwLock<Arc<Vec<Vec<Value>>>>,
+    audit: RwLock<Arc<FlushedAudit>>,
     /// One flush at a time.
     flushing: tokio::sync::Mutex<()>,
+}
+
+/// Flushed audit entries: the segments' batches (in `system.audit_log`'s schema, oldest
+/// first) and the ids they hold.
+#[derive(Debug, Default)]
+struct FlushedAudit {
+    batches: Vec<RecordBatch>,
+    ids: HashSet<i64>,
+}
+
+impl FlushedAudit {
+    /// Adds `batch`, less any entry already held (a crash between a manifest commit and the
+    /// catalog delete could have flushed an entry twice).
+    fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = conform(batch)?;
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| KalamError::Internal("audit_id is not BIGINT".into()))?;
+        let keep: BooleanArray = ids
+            .iter()
+            .map(|id| Some(self.ids.insert(id.unwrap_or(0))))
+            .collect();
+        let batch = filter_record_batch(&batch, &keep).map_err(internal)?;
+        if batch.num_rows() > 0 {
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+}
+
+/// `batch` in `system.audit_log`'s current schema: columns matched by name (a segment written
+/// before a column existed reads it as NULL).
+fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = SystemTable::AuditLog.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(a) if a.data_type() == f.data_type() => Ok(Arc::clone(a)),
+            Some(a) => cast(a, f.data_type()).map_err(internal),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    RecordBatch::try_new(schema, columns).map_err(internal)
+}
+
+fn internal(e: impl std::fmt::Display) -> KalamError {
+    KalamError::Internal(e.to_string())
 }
 
 fn files(app: &AppContext) -> Result<FileStore> {
@@ -42,32 +95,43 @@ impl SystemCold {
     /// Loads the flushed audit entries listed by the manifest.
     pub async fn load(&self, files: &FileStore) -> Result<()> {
         let manifest = files.manifest(AUDIT_DIR).await?;
-        let mut rows = Vec::new();
-        let mut seen = HashSet::new();
+        let mut flushed = FlushedAudit::default();
         for seg in &manifest.segments {
             for batch in files.read_segment(AUDIT_DIR, seg).await? {
-                rows.extend(
-                    batch_rows(&batch)?
-                        .into_iter()
-                        .filter(|r| seen.insert(audit_id(r))),
-                );
+                flushed.push(&batch)?;
             }
         }
-        *self.audit.write() = Arc::new(rows);
+        *self.audit.write() = Arc::new(flushed);
         Ok(())
     }
 
-    /// `system.audit_log`'s rows: the flushed ones, then `hot` (catalog) entries not flushed.
-    pub fn audit_rows(&self, hot: Vec<AuditEntry>) -> Vec<Vec<Value>> {
+    /// `system.audit_log` as batches: the flushed ones as they are, then one of the `hot`
+    /// (catalog) entries not flushed.
+    pub fn audit_batches(&self, hot: Vec<AuditEntry>) -> Result<Vec<RecordBatch>> {
         let cold = Arc::clone(&self.audit.read());
-        let flushed: HashSet<i64> = cold.iter().map(|r| audit_id(r)).collect();
-        let mut rows = (*cold).clone();
+        let rows: Vec<Vec<Value>> = hot
+            .iter()
+            .filter(|e| !cold.ids.contains(&e.audit_id))
+            .map(audit_row)
+            .collect();
+        let mut batches = cold.batches.clone();
+        batches.push(SystemTable::AuditLog.rows_batch(&rows)?);
+        Ok(batches)
+    }
+
+    /// `system.audit_log`'s rows (cells): the flushed ones, then `hot` entries not flushed.
+    pub fn audit_rows(&self, hot: Vec<AuditEntry>) -> Result<Vec<Vec<Value>>> {
+        let cold = Arc::clone(&self.audit.read());
+        let mut rows = Vec::new();
+        for batch in &cold.batches {
+            rows.extend(batch_rows(batch)?);
+        }
         rows.extend(
             hot.iter()
-                .filter(|e| !flushed.contains(&e.audit_id))
+                .filter(|e| !cold.ids.contains(&e.audit_id))
                 .map(audit_row),
         );
-        rows
+        Ok(rows)
     }
 
     /// Flushes every audit entry in the catalog; returns (entries, bytes written).
@@ -76,12 +140,14 @@ impl SystemCold {
         let files = files(app)?;
         let entries = app.catalog().audit_entries()?;
         let ids: Vec<i64> = entries.iter().map(|e| e.audit_id).collect();
-        let flushed: HashSet<i64> = self.audit.read().iter().map(|r| audit_id(r)).collect();
-        let new: Vec<Vec<Value>> = entries
-            .iter()
-            .filter(|e| !flushed.contains(&e.audit_id))
-            .map(audit_row)
-            .collect();
+        let new: Vec<Vec<Value>> = {
+            let flushed = self.audit.read();
+            entries
+                .iter()
+                .filter(|e| !flushed.ids.contains(&e.audit_id))
+                .map(audit_row)
+                .collect()
+        };
         let (mut count, mut bytes) = (0, 0);
         if let (Some(first), Some(last)) = (new.first(), new.last()) {
             let hex = |id: i64| format!("{:016x}", id as u64);
@@ -94,16 +160,20 @@ impl SystemCold {
                 schema_version: 1,
             };
             let batch = SystemTable::AuditLog.rows_batch(&new)?;
-            let segment = kalamdb_filestore::encode_segment(AUDIT_DIR, &[batch], info)?;
+            let segment =
+                kalamdb_filestore::encode_segment(AUDIT_DIR, std::slice::from_ref(&batch), info)?;
             let mut manifest: Manifest = files.manifest(AUDIT_DIR).await?;
             let meta = files.put_segment(AUDIT_DIR, segment).await?;
             (count, bytes) = (meta.row_count, meta.bytes);
             manifest.version = 1;
             manifest.segments.push(meta);
             files.commit(AUDIT_DIR, &manifest).await?;
-            let mut all = (**self.audit.read()).clone();
-            all.extend(new);
-            *self.audit.write() = Arc::new(all);
+            let mut flushed = FlushedAudit {
+                batches: self.audit.read().batches.clone(),
+                ids: self.audit.read().ids.clone(),
+            };
+            flushed.push(&batch)?;
+            *self.audit.write() = Arc::new(flushed);
         }
         // Readers now find every entry in the flushed part; drop them from the catalog.
         app.catalog().delete_audit(&ids)?;

@@ -260,7 +260,8 @@ impl SystemTable {
             .collect())
     }
 
-    fn schema(&self) -> SchemaRef {
+    /// The table's Arrow schema.
+    pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns()
                 .into_iter()
@@ -300,7 +301,7 @@ impl SystemTable {
                     ]
                 })
                 .collect(),
-            Self::AuditLog => deps.cold.system().audit_rows(catalog.audit_entries()?),
+            Self::AuditLog => deps.cold.system().audit_rows(catalog.audit_entries()?)?,
             Self::Namespaces => catalog
                 .namespaces_with_table_counts()?
                 .into_iter()
@@ -425,9 +426,16 @@ impl SystemTable {
         })
     }
 
-    /// Builds the table's current contents as one batch.
-    pub fn batch(&self, deps: &ProviderDeps) -> Result<RecordBatch> {
-        self.rows_batch(&self.rows(deps)?)
+    /// The table's current contents as batches of its schema.
+    pub fn batches(&self, deps: &ProviderDeps) -> Result<Vec<RecordBatch>> {
+        match self {
+            // Flushed entries are handed over as the batches they are kept in.
+            Self::AuditLog => deps
+                .cold
+                .system()
+                .audit_batches(deps.catalog.audit_entries()?),
+            _ => Ok(vec![self.rows_batch(&self.rows(deps)?)?]),
+        }
     }
 
     /// `rows` (cells in column order) as one batch of this table's schema.
@@ -488,12 +496,12 @@ impl TableProvider for SystemTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let identity = identity_of(state)?;
         access::check_system_read(&identity).map_err(KalamError::into_datafusion)?;
-        let batch = self
+        let batches = self
             .kind
-            .batch(&self.deps)
+            .batches(&self.deps)
             .map_err(KalamError::into_datafusion)?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
+            &[batches],
             Arc::clone(&self.schema),
             projection.cloned(),
         )?;
