@@ -1005,6 +1005,29 @@ fn tiered_run_start(rows: &[u64], trigger: usize) -> Option<usize> {
     (rows.len() - start >= 2).then_some(start)
 }
 
+/// A segment's column as `to` (a type widened by ALTER TABLE; UUIDs that segments written
+/// before they were stored as text hold as 16 bytes).
+fn widen(array: &ArrayRef, to: &datafusion::arrow::datatypes::DataType) -> Result<ArrayRef> {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    match (array.data_type(), to) {
+        (DataType::FixedSizeBinary(16), DataType::Utf8) => {
+            let bytes = array.as_fixed_size_binary();
+            let text: StringArray = (0..bytes.len())
+                .map(|i| {
+                    (!bytes.is_null(i)).then(|| {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(bytes.value(i));
+                        crate::value::uuid_text(&b)
+                    })
+                })
+                .collect();
+            Ok(Arc::new(text))
+        }
+        _ => cast(array, to).map_err(internal),
+    }
+}
+
 /// The current definition of `table`'s incarnation; `None` when it was dropped.
 fn current(app: &AppContext, table: &CachedTable) -> Result<Option<Arc<CachedTable>>> {
     Ok(app
@@ -1099,7 +1122,7 @@ fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> 
                 };
                 match found {
                     Some(a) if a.data_type() == field.data_type() => Ok(Arc::clone(a)),
-                    Some(a) => cast(a, field.data_type()).map_err(internal),
+                    Some(a) => widen(a, field.data_type()),
                     None => match columns_of.get(i) {
                         Some(col) if col.added_at_seq.is_some() => {
                             let default = &table.missing_values()[i];

@@ -57,16 +57,9 @@ pub fn parse_sql_type(rendered: &str) -> Result<ParsedType> {
         "TIME" | "TIME WITHOUT TIME ZONE" => plain(KalamDataType::Time),
         "UUID" => plain(KalamDataType::Uuid),
         "FILE" => plain(KalamDataType::File),
-        "SERIAL" => Ok(ParsedType {
-            data_type: KalamDataType::Int,
-            serial: true,
-        }),
-        "BIGSERIAL" => Ok(ParsedType {
+        // Serial columns take SNOWFLAKE_ID() values, which need 64 bits.
+        "SERIAL" | "BIGSERIAL" | "SMALLSERIAL" => Ok(ParsedType {
             data_type: KalamDataType::BigInt,
-            serial: true,
-        }),
-        "SMALLSERIAL" => Ok(ParsedType {
-            data_type: KalamDataType::SmallInt,
             serial: true,
         }),
         "DECIMAL" | "NUMERIC" | "DEC" => {
@@ -127,7 +120,9 @@ pub fn to_arrow(t: &KalamDataType) -> DataType {
         KalamDataType::Date => DataType::Date32,
         KalamDataType::Time => DataType::Time64(TimeUnit::Microsecond),
         KalamDataType::Bytes => DataType::Binary,
-        KalamDataType::Uuid => DataType::FixedSizeBinary(16),
+        // Canonical text (lowercase, hyphenated), so SQL compares, casts and joins UUIDs with
+        // string literals and parameters; text order is byte order. Rows store the 16 bytes.
+        KalamDataType::Uuid => DataType::Utf8,
         KalamDataType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
         KalamDataType::Embedding(n) => DataType::FixedSizeList(
             std::sync::Arc::new(Field::new("item", DataType::Float32, true)),
@@ -165,14 +160,28 @@ pub fn from_arrow(t: &DataType) -> KalamDataType {
 /// Reads the Kalam type and flags off an Arrow field (metadata first, else inferred).
 pub fn field_kalam_type(field: &Field) -> (KalamDataType, Option<Vec<String>>) {
     let meta = field.metadata();
-    let data_type = meta
+    // DataFusion carries a column's metadata through expressions such as CAST: the declared
+    // type (and its flags) only describe the field while the Arrow type is still the column's.
+    let declared = meta
         .get(META_TYPE)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_else(|| from_arrow(field.data_type()));
-    let flags = meta
+        .and_then(|s| serde_json::from_str::<KalamDataType>(s).ok())
+        .filter(|t| &to_arrow(t) == field.data_type());
+    let Some(data_type) = declared else {
+        return (from_arrow(field.data_type()), None);
+    };
+    let flags: Option<Vec<String>> = meta
         .get(META_FLAGS)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.split(',').map(str::to_string).collect());
+        .map(|s| {
+            s.split(',')
+                .filter(|f| match *f {
+                    "" => false,
+                    "nn" => !field.is_nullable(),
+                    _ => true,
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty());
     (data_type, flags)
 }
 

@@ -96,7 +96,7 @@ impl Value {
             (Value::Timestamp(v), _) => ScalarValue::TimestampMicrosecond(Some(*v), None),
             (Value::Date(v), _) => ScalarValue::Date32(Some(*v)),
             (Value::Time(v), _) => ScalarValue::Time64Microsecond(Some(*v)),
-            (Value::Uuid(b), _) => ScalarValue::FixedSizeBinary(16, Some(b.to_vec())),
+            (Value::Uuid(b), _) => ScalarValue::Utf8(Some(uuid_text(b))),
             (Value::Embedding(v), _) => {
                 let values: Vec<ScalarValue> =
                     v.iter().map(|f| ScalarValue::Float32(Some(*f))).collect();
@@ -260,6 +260,11 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
     Ok(out)
 }
 
+/// A UUID's canonical text: lowercase, hyphenated.
+pub fn uuid_text(bytes: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*bytes).hyphenated().to_string()
+}
+
 /// Builds an Arrow array of type `t` from cells. Common types go straight into a typed array
 /// (narrower integers and floats widen); anything else goes through DataFusion scalars.
 pub fn to_array<'a>(
@@ -349,7 +354,11 @@ fn typed_array(cells: &[&Value], t: &KalamDataType) -> Option<ArrayRef> {
             .with_precision_and_scale(*precision, *scale)
             .ok()?,
         ),
-        KalamDataType::Uuid | KalamDataType::Embedding(_) => return None,
+        KalamDataType::Uuid => Arc::new(StringArray::from(each(cells, |v| match v {
+            Value::Uuid(b) => Some(uuid_text(b)),
+            _ => None,
+        })?)),
+        KalamDataType::Embedding(_) => return None,
     })
 }
 

@@ -278,25 +278,32 @@ fn validate_flush_policy(text: &str) -> Result<()> {
 }
 
 pub(crate) fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
-    if let Expr::Function(f) = expr {
-        let name = f.name.to_string().to_ascii_uppercase();
-        return match name.as_str() {
-            "SNOWFLAKE_ID" => Ok(ColumnDefault::SnowflakeId),
-            "UUID_V7" => Ok(ColumnDefault::UuidV7),
-            "ULID" => Ok(ColumnDefault::Ulid),
-            "NOW" | "CURRENT_TIMESTAMP" => Ok(ColumnDefault::Now),
-            "CURRENT_USER" => Ok(ColumnDefault::CurrentUser),
-            _ => Err(KalamError::InvalidSql(format!(
-                "Unsupported DEFAULT {expr} for column '{col}': use a literal, SNOWFLAKE_ID(), UUID_V7(), ULID(), NOW() or CURRENT_USER()"
-            ))),
-        };
-    }
-    if let Expr::Identifier(i) = expr {
-        match i.value.to_ascii_uppercase().as_str() {
-            "CURRENT_TIMESTAMP" => return Ok(ColumnDefault::Now),
-            "CURRENT_USER" => return Ok(ColumnDefault::CurrentUser),
-            _ => {}
+    let function = match expr {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_uppercase();
+            Some(match name.as_str() {
+                "SNOWFLAKE_ID" => ColumnDefault::SnowflakeId,
+                "UUID_V7" => ColumnDefault::UuidV7,
+                "ULID" => ColumnDefault::Ulid,
+                "NOW" | "CURRENT_TIMESTAMP" => ColumnDefault::Now,
+                "CURRENT_USER" => ColumnDefault::CurrentUser,
+                _ => {
+                    return Err(KalamError::InvalidSql(format!(
+                        "Unsupported DEFAULT {expr} for column '{col}': use a literal, SNOWFLAKE_ID(), UUID_V7(), ULID(), NOW() or CURRENT_USER()"
+                    )));
+                }
+            })
         }
+        Expr::Identifier(i) => match i.value.to_ascii_uppercase().as_str() {
+            "CURRENT_TIMESTAMP" => Some(ColumnDefault::Now),
+            "CURRENT_USER" => Some(ColumnDefault::CurrentUser),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(f) = function {
+        check_function_default(&f, col, t)?;
+        return Ok(f);
     }
     let literal = match expr {
         Expr::Value(_) => true,
@@ -320,6 +327,27 @@ pub(crate) fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault>
     Ok(ColumnDefault::Literal(text))
 }
 
+/// UNIQUE is refused rather than accepted and not enforced: only the primary key is unique.
+fn unique_unsupported(what: &str) -> KalamError {
+    KalamError::InvalidSql(format!(
+        "UNIQUE constraints are not supported ({what}): only the PRIMARY KEY is enforced unique"
+    ))
+}
+
+/// Refuses a function default whose values do not fit the column (`INT DEFAULT NOW()`), so
+/// the mistake shows at CREATE/ALTER rather than at every INSERT.
+fn check_function_default(f: &ColumnDefault, col: &str, t: &K) -> Result<()> {
+    let sample = super::dml::function_default(f, || i64::MAX >> 1, "root", now());
+    match sample.map(|s| coerce(s, t, col)) {
+        Some(Err(_)) => Err(KalamError::InvalidSql(format!(
+            "DEFAULT {} does not fit column '{col}' of type {}",
+            f.sql(),
+            t.sql_name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A column of `CREATE TABLE` / `ALTER TABLE ADD COLUMN`, and whether it is declared the
 /// primary key.
 pub(crate) fn column_definition(
@@ -334,7 +362,7 @@ pub(crate) fn column_definition(
         )));
     }
     validate_identifier("column", &name).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    let parsed = parse_sql_type(&col.data_type.to_string())?;
+    let mut parsed = parse_sql_type(&col.data_type.to_string())?;
     let mut nullable = true;
     let mut primary_key = false;
     let mut default = parsed.serial.then_some(ColumnDefault::SnowflakeId);
@@ -346,13 +374,18 @@ pub(crate) fn column_definition(
                 default = Some(default_of(expr, &name, &parsed.data_type)?)
             }
             ColumnOption::PrimaryKey(_) => primary_key = true,
-            ColumnOption::Unique(_) => {}
+            ColumnOption::Unique(_) => return Err(unique_unsupported(&name)),
             other => {
                 let text = other.to_string().to_ascii_uppercase();
                 if text.contains("AUTO_INCREMENT")
                     || text.contains("AUTOINCREMENT")
                     || text.contains("IDENTITY")
                 {
+                    // SNOWFLAKE_ID() values need 64 bits: an INT/SMALLINT column widens.
+                    if matches!(parsed.data_type, K::Int | K::SmallInt) {
+                        parsed.data_type = K::BigInt;
+                    }
+                    check_function_default(&ColumnDefault::SnowflakeId, &name, &parsed.data_type)?;
                     default = Some(ColumnDefault::SnowflakeId);
                 } else {
                     return Err(KalamError::InvalidSql(format!(
@@ -361,6 +394,14 @@ pub(crate) fn column_definition(
                 }
             }
         }
+    }
+    if !nullable
+        && !primary_key
+        && matches!(&default, Some(ColumnDefault::Literal(t)) if t.eq_ignore_ascii_case("NULL"))
+    {
+        return Err(KalamError::InvalidSql(format!(
+            "Column '{name}' is NOT NULL with DEFAULT NULL"
+        )));
     }
     Ok((
         ColumnDefinition {
@@ -536,7 +577,9 @@ pub fn create_table(
                     }
                 }
             }
-            TableConstraint::Unique(_) => {}
+            TableConstraint::Unique(u) => {
+                return Err(unique_unsupported(&u.to_string()));
+            }
             other => {
                 return Err(KalamError::InvalidSql(format!(
                     "Unsupported table constraint {other}"
@@ -576,6 +619,16 @@ pub fn create_table(
     }
 
     let id = TableId::new(ns.clone(), table_name.clone());
+    if app
+        .catalog()
+        .view(ns.as_str(), table_name.as_str())?
+        .is_some()
+    {
+        return Err(KalamError::AlreadyExists {
+            kind: "View",
+            name: id.to_string(),
+        });
+    }
     if app.catalog().table(&id)?.is_some() {
         return if ct.if_not_exists {
             Ok(Output::Message(format!("Table '{id}' already exists")))
@@ -670,6 +723,7 @@ pub async fn drop_table(
     app: &AppContext,
     ctx: &ExecCtx,
     t: &TableRef,
+    table_type: Option<TableType>,
     if_exists: bool,
 ) -> Result<Output> {
     access::check_drop_table(&ctx.identity)?;
@@ -679,7 +733,7 @@ pub async fn drop_table(
             "System tables cannot be dropped".into(),
         ));
     }
-    if app.catalog().table(&id)?.is_none() {
+    let Some(def) = app.catalog().table(&id)? else {
         return if if_exists {
             Ok(Output::Message(format!("Table '{id}' does not exist")))
         } else {
@@ -688,6 +742,13 @@ pub async fn drop_table(
                 name: id.to_string(),
             })
         };
+    };
+    if let Some(named) = table_type.filter(|t| *t != def.table_type) {
+        return Err(KalamError::InvalidSql(format!(
+            "Table '{id}' is a {} table, not a {} table; nothing was dropped",
+            def.table_type.as_str(),
+            named.as_str()
+        )));
     }
     // Wait for in-flight writers of this table before removing its data.
     let locks = app.table_locks(&id);

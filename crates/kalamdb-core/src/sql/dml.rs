@@ -77,15 +77,6 @@ fn default_value(
     let col = &table.def.columns[idx];
     let scalar = match col.default.as_ref() {
         None => return Ok(Value::Null),
-        Some(ColumnDefault::SnowflakeId) => ScalarValue::Int64(Some(app.seq().next_id())),
-        Some(ColumnDefault::UuidV7) => ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string())),
-        Some(ColumnDefault::Ulid) => ScalarValue::Utf8(Some(ulid::Ulid::new().to_string())),
-        Some(ColumnDefault::Now) => {
-            ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), None)
-        }
-        Some(ColumnDefault::CurrentUser) => {
-            ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))
-        }
         Some(ColumnDefault::Literal(text)) => {
             // Literal defaults are parsed once per cached table, not once per inserted row.
             return table.literal_defaults()[idx].clone().ok_or_else(|| {
@@ -95,8 +86,34 @@ fn default_value(
                 ))
             });
         }
+        Some(f) => function_default(
+            f,
+            || app.seq().next_id(),
+            ctx.identity.user_id.as_str(),
+            ctx.now,
+        )
+        .ok_or_else(|| KalamError::Internal(format!("default of '{}'", col.name)))?,
     };
     coerce(scalar, &col.data_type, &col.name)
+}
+
+/// The value of a function default (`SNOWFLAKE_ID()`, `NOW()` …) for one row: `next_id`
+/// gives the Snowflake id, `user` is `CURRENT_USER()`, `now` is `NOW()` (the request's, see
+/// [`ExecCtx::now`]). `None` for a literal default.
+pub(crate) fn function_default(
+    default: &ColumnDefault,
+    next_id: impl FnOnce() -> i64,
+    user: &str,
+    now: i64,
+) -> Option<ScalarValue> {
+    Some(match default {
+        ColumnDefault::Literal(_) => return None,
+        ColumnDefault::SnowflakeId => ScalarValue::Int64(Some(next_id())),
+        ColumnDefault::UuidV7 => ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string())),
+        ColumnDefault::Ulid => ScalarValue::Utf8(Some(ulid::Ulid::new().to_string())),
+        ColumnDefault::Now => ScalarValue::TimestampMicrosecond(Some(now), None),
+        ColumnDefault::CurrentUser => ScalarValue::Utf8(Some(user.to_string())),
+    })
 }
 
 /// The value of a column's literal default, if it has one that parses and fits the column.
@@ -128,28 +145,33 @@ fn literal_value(text: &str, col: &ColumnDefinition) -> Option<Value> {
     coerce(literal_scalar(&expr)?, &col.data_type, &col.name).ok()
 }
 
-/// Evaluates one VALUES expression: literals and KalamDB functions directly, anything else
-/// through DataFusion.
-async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<ScalarValue> {
+/// Evaluates one VALUES expression: `DEFAULT` (`None`), literals and KalamDB functions
+/// directly, anything else through DataFusion.
+async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Option<ScalarValue>> {
     if let Some(s) = literal_scalar(expr) {
-        return Ok(s);
+        return Ok(Some(s));
+    }
+    if let Expr::Identifier(i) = expr
+        && i.quote_style.is_none()
+        && i.value.eq_ignore_ascii_case("DEFAULT")
+    {
+        return Ok(None);
     }
     if let Expr::Function(f) = expr
         && matches!(&f.args, FunctionArguments::None)
             | matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty())
     {
-        match f.name.to_string().to_ascii_uppercase().as_str() {
-            "SNOWFLAKE_ID" => return Ok(ScalarValue::Int64(Some(app.seq().next_id()))),
-            "UUID_V7" => return Ok(ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string()))),
-            "ULID" => return Ok(ScalarValue::Utf8(Some(ulid::Ulid::new().to_string()))),
-            "CURRENT_USER" => return Ok(ScalarValue::Utf8(Some(ctx.identity.user_id.to_string()))),
-            "NOW" | "CURRENT_TIMESTAMP" => {
-                return Ok(ScalarValue::TimestampMicrosecond(
-                    Some(chrono::Utc::now().timestamp_micros()),
-                    None,
-                ));
-            }
-            _ => {}
+        let function = match f.name.to_string().to_ascii_uppercase().as_str() {
+            "SNOWFLAKE_ID" => Some(ColumnDefault::SnowflakeId),
+            "UUID_V7" => Some(ColumnDefault::UuidV7),
+            "ULID" => Some(ColumnDefault::Ulid),
+            "CURRENT_USER" => Some(ColumnDefault::CurrentUser),
+            "NOW" | "CURRENT_TIMESTAMP" => Some(ColumnDefault::Now),
+            _ => None,
+        };
+        if let Some(f) = function {
+            let user = ctx.identity.user_id.as_str();
+            return Ok(function_default(&f, || app.seq().next_id(), user, ctx.now));
         }
     }
     let batches = run_query(app, ctx, &format!("SELECT {expr}")).await?.1;
@@ -157,7 +179,7 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Scal
         .iter()
         .find(|b| b.num_rows() > 0)
         .ok_or_else(|| KalamError::InvalidInput(format!("expression {expr} produced no value")))?;
-    Ok(ScalarValue::try_from_array(batch.column(0), 0)?)
+    Ok(Some(ScalarValue::try_from_array(batch.column(0), 0)?))
 }
 
 /// Resolves the target table of a DML statement and checks the caller may write it.
@@ -331,7 +353,7 @@ async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<us
         .source
         .as_ref()
         .ok_or_else(|| KalamError::InvalidSql("INSERT needs VALUES or a query".into()))?;
-    let mut input: Vec<Vec<ScalarValue>> = Vec::new();
+    let mut input: Vec<Vec<Option<ScalarValue>>> = Vec::new();
     match source.body.as_ref() {
         SetExpr::Values(values) if source.order_by.is_none() && source.limit_clause.is_none() => {
             for row in &values.rows {
@@ -345,7 +367,11 @@ async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<us
         _ => {
             let (_, batches) = run_query(app, ctx, &source.to_string()).await?;
             for b in &batches {
-                input.extend(batch_rows(b)?);
+                input.extend(
+                    batch_rows(b)?
+                        .into_iter()
+                        .map(|r| r.into_iter().map(Some).collect()),
+                );
             }
         }
     }
@@ -359,7 +385,7 @@ pub(crate) async fn insert_rows(
     ctx: &ExecCtx,
     tref: &TableRef,
     columns: &[String],
-    input: Vec<Vec<ScalarValue>>,
+    input: Vec<Vec<Option<ScalarValue>>>,
 ) -> Result<usize> {
     let (table, scope) = target(app, ctx, tref)?;
     let ncols = table.def.columns.len();
@@ -388,14 +414,16 @@ pub(crate) async fn insert_rows(
         )));
     }
 
-    // Build full rows: given values, else defaults, else NULL.
+    // Build full rows: given values, else (omitted or DEFAULT) defaults, else NULL.
     let mut rows: Vec<(Vec<u8>, Cells)> = Vec::with_capacity(input.len());
     let mut keys = HashSet::with_capacity(input.len());
     for values in input {
         let mut cells: Vec<Option<Value>> = vec![None; ncols];
         for (idx, scalar) in targets.iter().zip(values) {
             let col = &table.def.columns[*idx];
-            cells[*idx] = Some(coerce(scalar, &col.data_type, &col.name)?);
+            if let Some(scalar) = scalar {
+                cells[*idx] = Some(coerce(scalar, &col.data_type, &col.name)?);
+            }
         }
         let cells = table
             .def

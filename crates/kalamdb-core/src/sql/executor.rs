@@ -34,6 +34,9 @@ pub struct ExecCtx {
     pub params: Vec<SqlValue>,
     /// The client's address, for the audit trail.
     pub client_ip: Option<IpAddr>,
+    /// `NOW()` for the request, microseconds since the epoch: every `NOW()` default and
+    /// `NOW()` in INSERT VALUES of one request reads the same instant.
+    pub now: i64,
 }
 
 /// What a statement produced.
@@ -195,6 +198,7 @@ impl SqlExecutor {
                 .unwrap_or_else(|| "default".into()),
             params: bound,
             client_ip,
+            now: chrono::Utc::now().timestamp_micros(),
         };
         let single = statements.len() == 1;
         let mut results = Vec::new();
@@ -295,6 +299,7 @@ impl SqlExecutor {
             namespace: ctx.namespace.clone(),
             params: ctx.params.clone(),
             client_ip: ctx.client_ip,
+            now: ctx.now,
         };
         let result = self.run_one(&mut inner_ctx, &inner).await;
         // Every use is audited, refused or not; user-management statements are not quoted
@@ -365,9 +370,11 @@ impl SqlExecutor {
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)
             }
-            Command::DropTable { table, if_exists } => {
-                ddl::drop_table(app, ctx, &table, if_exists).await
-            }
+            Command::DropTable {
+                table,
+                table_type,
+                if_exists,
+            } => ddl::drop_table(app, ctx, &table, table_type, if_exists).await,
             Command::CreateUser {
                 name,
                 password,

@@ -19,7 +19,7 @@ pub(crate) struct LiteralInsert {
     /// Target columns as written (folded), empty for "all columns".
     pub(crate) columns: Vec<String>,
     /// Rows of values.
-    pub(crate) rows: Vec<Vec<ScalarValue>>,
+    pub(crate) rows: Vec<Vec<Option<ScalarValue>>>,
 }
 
 struct Scanner<'a> {
@@ -206,7 +206,7 @@ pub(crate) fn parse(sql: &str, params: &[SqlValue]) -> Option<LiteralInsert> {
         }
         let mut row = Vec::with_capacity(columns.len().max(4));
         loop {
-            row.push(p.value(params)?);
+            row.push(Some(p.value(params)?));
             if p.eat(b')') {
                 break;
             }
@@ -250,19 +250,22 @@ mod tests {
         assert_eq!(
             p.rows[0],
             vec![
-                ScalarValue::Int64(Some(1)),
-                ScalarValue::Utf8(Some("it's".into()))
+                Some(ScalarValue::Int64(Some(1))),
+                Some(ScalarValue::Utf8(Some("it's".into())))
             ]
         );
         assert_eq!(
             p.rows[1],
-            vec![ScalarValue::Utf8(Some("-2.5".into())), ScalarValue::Null]
+            vec![
+                Some(ScalarValue::Utf8(Some("-2.5".into()))),
+                Some(ScalarValue::Null)
+            ]
         );
         assert_eq!(
             p.rows[2],
             vec![
-                ScalarValue::Int64(Some(7)),
-                ScalarValue::Boolean(Some(true))
+                Some(ScalarValue::Int64(Some(7))),
+                Some(ScalarValue::Boolean(Some(true)))
             ]
         );
         for other in [

@@ -83,6 +83,8 @@ pub enum Command {
     DropTable {
         /// The table.
         table: TableRef,
+        /// The kind named (`DROP USER TABLE`): the table must be of it.
+        table_type: Option<TableType>,
         /// IF EXISTS.
         if_exists: bool,
     },
@@ -659,9 +661,14 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             if w1 == "TABLE" || w2 == "TABLE" =>
         {
             c.pos = if w1 == "TABLE" { 2 } else { 3 };
+            let table_type = table_type_word(&w1);
             let if_exists = c.eat_all(&["IF", "EXISTS"]);
             let table = c.table_ref()?;
-            Command::DropTable { table, if_exists }
+            Command::DropTable {
+                table,
+                table_type,
+                if_exists,
+            }
         }
         ("CREATE", "USER") => {
             c.pos = 2;

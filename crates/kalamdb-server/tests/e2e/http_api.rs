@@ -40,6 +40,25 @@ async fn envelope_and_value_encoding() {
     );
     let names: Vec<_> = schema.iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names[names.len() - 2..], ["_seq", "_deleted"]);
+    // A computed column is described by its own type, without the source column's flags.
+    let (_, body) = s
+        .sql(
+            &t,
+            "SELECT CAST(id AS TEXT) AS x, CAST(id AS DOUBLE) AS y, TRY_CAST(name AS INT) AS z, \
+             id AS same FROM app.items",
+        )
+        .await;
+    let computed = body["results"][0]["schema"].as_array().unwrap();
+    assert_eq!(
+        computed[..3],
+        [
+            json!({"name":"x","data_type":"Text","index":0}),
+            json!({"name":"y","data_type":"Double","index":1}),
+            json!({"name":"z","data_type":"Int","index":2})
+        ],
+        "{body}"
+    );
+    assert_eq!(computed[3]["flags"], json!(["pk", "nn", "uq"]), "{body}");
     let row = &rows(res)[0];
     assert_eq!(
         row[0], "9007199254740993",
