@@ -578,6 +578,17 @@ impl ColdTier {
         Ok(())
     }
 
+    /// Removes one scope's flushed files and manifest (a purged user's partition).
+    pub async fn drop_scope(&self, def: &TableDefinition, scope: &Scope) -> Result<()> {
+        let loc = self.locate(def, Some(scope))?;
+        let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
+        let _flushing = lock.lock().await;
+        self.manifests.remove(&loc.key);
+        self.arrow_segments.retain(|(d, _, _), _| *d != loc.key);
+        loc.files.remove_all(&loc.dir).await?;
+        Ok(())
+    }
+
     /// Flushes one scope; see the module doc.
     pub async fn flush_scope(
         &self,

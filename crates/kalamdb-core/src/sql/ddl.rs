@@ -1111,23 +1111,57 @@ pub async fn create_user(
     }
     password::check_policy(pw, app.auth().min_password_length())
         .map_err(KalamError::InvalidInput)?;
-    if app
-        .catalog()
-        .user(&id)?
-        .is_some_and(|u| u.deleted_at.is_none())
-    {
-        return Err(KalamError::AlreadyExists {
-            kind: "User",
-            name: id.to_string(),
-        });
+    let mut note = "";
+    match app.catalog().user(&id)? {
+        Some(u) if u.deleted_at.is_none() => {
+            return Err(KalamError::AlreadyExists {
+                kind: "User",
+                name: id.to_string(),
+            });
+        }
+        // The user id is the name: a new account must not inherit a dropped one's rows.
+        Some(_) => {
+            purge_user_rows(app, &id).await?;
+            note = " (rows of the dropped account of that name were removed)";
+        }
+        None => {}
     }
     app.auth()
         .create_user(&id, pw, role, email)
         .await
         .map_err(|e| KalamError::Internal(e.to_string()))?;
     Ok(Output::Message(format!(
-        "User '{id}' created with role '{role}'"
+        "User '{id}' created with role '{role}'{note}"
     )))
+}
+
+/// Removes every row `user` holds in USER and STREAM tables, hot and flushed.
+async fn purge_user_rows(app: &AppContext, user: &UserId) -> Result<()> {
+    let scope = crate::rows::Scope::User(user.clone());
+    let from = scope.prefix();
+    // The prefix ends with a 0 separator: the next byte bounds every key of the scope.
+    let mut to = from.clone();
+    if let Some(last) = to.last_mut() {
+        *last += 1;
+    }
+    for def in app.catalog().tables(None)? {
+        if def.table_type == TableType::Shared {
+            continue;
+        }
+        let locks = app.table_locks(&def.table_id());
+        let _writers_wait = locks.scope(&scope).await;
+        let mut batch = kalamdb_store::WriteBatch::new();
+        batch.delete_range(
+            crate::rows::TablePartitions::of(&def).used(),
+            from.clone(),
+            to.clone(),
+        );
+        app.backend().write(batch)?;
+        if def.table_type == TableType::User {
+            app.cold().drop_scope(&def, &scope).await?;
+        }
+    }
+    Ok(())
 }
 
 /// `DROP USER`: a soft delete; the user's tokens stop working at once.
@@ -1140,6 +1174,15 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
         )));
     }
     match app.catalog().user(&id)? {
+        Some(u)
+            if u.deleted_at.is_none()
+                && u.role == Role::System
+                && ctx.identity.role != Role::System =>
+        {
+            Err(KalamError::PermissionDenied(format!(
+                "Only a system user may drop '{id}'"
+            )))
+        }
         Some(mut u) if u.deleted_at.is_none() => {
             u.deleted_at = Some(now());
             u.updated_at = now();

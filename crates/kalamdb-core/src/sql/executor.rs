@@ -129,8 +129,22 @@ async fn query(
     stmt: Statement,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let state = app.query_state(&ctx.identity, &ctx.namespace);
+    let stmt = DfStatement::Statement(Box::new(stmt));
+    // Refused before planning: a planning error would describe the system table (its columns)
+    // to a caller who may not read it.
+    if !ctx.identity.role.is_admin() {
+        let tables = state
+            .resolve_table_references(&stmt)
+            .map_err(KalamError::from_datafusion)?;
+        if tables.iter().any(|t| {
+            let schema = t.schema().unwrap_or(ctx.namespace.as_str());
+            schema == crate::providers::catalog::SYSTEM_SCHEMA
+        }) {
+            crate::access::check_system_read(&ctx.identity)?;
+        }
+    }
     let plan = state
-        .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+        .statement_to_plan(stmt)
         .await
         .map_err(KalamError::from_datafusion)?;
     let df = DataFrame::new(state, plan);

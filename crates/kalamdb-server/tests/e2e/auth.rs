@@ -571,3 +571,69 @@ async fn permission_matrix_by_role() {
         }
     }
 }
+
+/// The user id is the user name: an account created under a dropped user's name starts empty
+/// (hot and flushed rows of the old account are gone), and only system users drop system users.
+#[tokio::test]
+async fn a_recreated_user_name_does_not_inherit_the_dropped_accounts_rows() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id BIGINT PRIMARY KEY, body TEXT); \
+         CREATE STREAM TABLE app.ev (v TEXT) WITH (TTL_SECONDS = 3600)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["henry", "ivy"]).await;
+    s.ok(
+        &users[0],
+        "INSERT INTO app.notes VALUES (1, 'flushed secret')",
+    )
+    .await;
+    s.ok(
+        &users[1],
+        "INSERT INTO app.notes VALUES (1, 'ivy keeps this')",
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.notes").await;
+    s.ok(
+        &users[0],
+        "INSERT INTO app.notes VALUES (2, 'hot secret'); INSERT INTO app.ev VALUES ('secret event')",
+    )
+    .await;
+
+    s.ok(&root, "DROP USER henry").await;
+    let r = s
+        .ok(&root, "CREATE USER henry WITH PASSWORD 'henry-pass-2'")
+        .await;
+    assert!(r["message"].as_str().unwrap().contains("removed"), "{r}");
+    let henry = s.token("henry", "henry-pass-2").await;
+    assert!(rows(&s.ok(&henry, "SELECT * FROM app.notes").await).is_empty());
+    assert!(rows(&s.ok(&henry, "SELECT * FROM app.ev").await).is_empty());
+    let restarted = s.restart().await;
+    let henry = restarted.token("henry", "henry-pass-2").await;
+    assert!(rows(&restarted.ok(&henry, "SELECT * FROM app.notes").await).is_empty());
+    let ivy = restarted.token("ivy", "ivy-pass-123").await;
+    assert_eq!(
+        rows(&restarted.ok(&ivy, "SELECT body FROM app.notes").await),
+        vec![vec![json!("ivy keeps this")]]
+    );
+
+    // A dba may not drop a system user; a plain user may not learn system tables' columns.
+    let root = restarted.root_token().await;
+    restarted
+        .ok(
+            &root,
+            "CREATE USER sys2 WITH PASSWORD 'sys2-pass-123' ROLE system; \
+             CREATE USER dba1 WITH PASSWORD 'dba1-pass-123' ROLE dba",
+        )
+        .await;
+    let dba = restarted.token("dba1", "dba1-pass-123").await;
+    let (status, _, msg) = restarted.err(&dba, "DROP USER sys2").await;
+    assert_eq!(status, 403, "{msg}");
+    let (status, _, msg) = restarted
+        .err(&ivy, "SELECT nonexistent FROM system.users")
+        .await;
+    assert_eq!(status, 403, "{msg}");
+    assert!(!msg.contains("password_hash"), "{msg}");
+}
