@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use futures::SinkExt;
 use kalamdb_commons::ws::{ClientMessage, ProtocolOptions, ServerMessage};
 use kalamdb_core::auth::Identity;
-use kalamdb_live::{Connection, Outbound};
+use kalamdb_live::{CloseReason, Connection, Outbound};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -106,6 +106,13 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         .await;
 }
 
+/// After the client's Close: the WebSocket layer has queued the echo (same code) but sends it
+/// only when the socket is driven again, so read once more (it flushes the echo, then reports
+/// the closed connection), bounded in case the peer vanished.
+async fn finish_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
+}
+
 fn error(subscription_id: &str, code: &str, message: impl Into<String>) -> ServerMessage {
     ServerMessage::Error {
         subscription_id: subscription_id.into(),
@@ -176,7 +183,10 @@ async fn authenticate(
                 let _ = socket.send(Message::Pong(p)).await;
                 continue;
             }
-            Message::Close(_) => return None,
+            Message::Close(_) => {
+                finish_close(socket).await;
+                return None;
+            }
             _ => continue,
         };
         match serde_json::from_str::<ClientMessage>(&text) {
@@ -275,8 +285,8 @@ async fn pump(
                         continue;
                     }
                     Message::Pong(_) => continue,
-                    Message::Close(frame) => {
-                        let _ = socket.send(Message::Close(frame)).await;
+                    Message::Close(_) => {
+                        finish_close(socket).await;
                         return;
                     }
                 };
@@ -315,16 +325,22 @@ async fn pump(
                                 return;
                             }
                         }
-                        _ = conn.overflowed() => return,
+                        _ = conn.closed() => return,
                     }
                 }
                 None => return,
             },
-            _ = conn.overflowed() => {
-                let e = error("protocol", "SUBSCRIPTION_FAILED",
-                    "the connection fell too far behind its changes and was closed");
-                conn_send(socket, &e, compress).await;
-                close(socket, 1011, "Outbound queue overflow").await;
+            why = conn.closed() => {
+                let (code, message, close_code, reason) = match why {
+                    CloseReason::Overflow => ("SUBSCRIPTION_FAILED",
+                        "the connection fell too far behind its changes and was closed",
+                        1011, "Outbound queue overflow"),
+                    CloseReason::Revoked => ("UNAUTHORIZED",
+                        "the user was dropped or given another role; sign in again",
+                        1008, "Credentials revoked"),
+                };
+                conn_send(socket, &error("protocol", code, message), compress).await;
+                close(socket, close_code, reason).await;
                 return;
             }
             _ = heartbeat.tick() => {

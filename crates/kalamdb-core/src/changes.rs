@@ -88,4 +88,8 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
     /// `table` was altered to `def`: subscriptions that read a column no longer there get an
     /// error and end; the others go on. Returns how many ended.
     fn table_altered(&self, def: &kalamdb_commons::TableDefinition) -> usize;
+
+    /// `user` was dropped or given another role: connections signed in as them close (their
+    /// identity is stale). Returns how many.
+    fn user_revoked(&self, user: &UserId) -> usize;
 }

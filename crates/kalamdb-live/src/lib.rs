@@ -19,4 +19,4 @@ mod system;
 
 #[doc(hidden)]
 pub use manager::PAUSE_SUBSCRIBE_BEFORE_LOCK;
-pub use manager::{Connection, LiveQueryManager, Outbound};
+pub use manager::{CloseReason, Connection, LiveQueryManager, Outbound};

@@ -22,7 +22,7 @@ use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{Notify, mpsc};
 
@@ -62,8 +62,17 @@ pub struct Connection {
     pub identity: Identity,
     out: mpsc::Sender<Outbound>,
     subs: Mutex<HashMap<String, Arc<Subscription>>>,
-    overflowed: AtomicBool,
-    overflow: Notify,
+    closing: Mutex<Option<CloseReason>>,
+    close: Notify,
+}
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its outbound queue overflowed: the client does not keep up.
+    Overflow,
+    /// Its user was dropped or given another role.
+    Revoked,
 }
 
 impl Connection {
@@ -86,17 +95,26 @@ impl Connection {
 
     /// Marks the connection too slow: the transport closes it.
     pub(crate) fn overflow_now(&self) {
-        if !self.overflowed.swap(true, Ordering::SeqCst) {
-            self.overflow.notify_one();
+        self.close_now(CloseReason::Overflow);
+    }
+
+    /// Asks the transport to close the connection (the first reason given wins).
+    fn close_now(&self, why: CloseReason) {
+        let mut closing = self.closing.lock();
+        if closing.is_none() {
+            *closing = Some(why);
+            self.close.notify_one();
         }
     }
 
-    /// Resolves when the outbound queue overflowed.
-    pub async fn overflowed(&self) {
-        if self.overflowed.load(Ordering::SeqCst) {
-            return;
+    /// Resolves when the connection is to be closed, with why.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(why) = *self.closing.lock() {
+                return why;
+            }
+            self.close.notified().await;
         }
-        self.overflow.notified().await;
     }
 
     /// How many subscriptions the connection holds.
@@ -185,8 +203,8 @@ impl LiveQueryManager {
             identity,
             out: tx,
             subs: Mutex::new(HashMap::new()),
-            overflowed: AtomicBool::new(false),
-            overflow: Notify::new(),
+            closing: Mutex::new(None),
+            close: Notify::new(),
         });
         self.connections.insert(conn.id, Arc::clone(&conn));
         (conn, rx)
@@ -773,6 +791,23 @@ impl ChangeListener for LiveQueryManager {
             }
         }
         ended
+    }
+
+    fn user_revoked(&self, user: &UserId) -> usize {
+        let conns: Vec<Arc<Connection>> = self
+            .connections
+            .iter()
+            .filter(|c| c.identity.user_id == *user)
+            .map(|c| Arc::clone(c.value()))
+            .collect();
+        for conn in &conns {
+            let ids: Vec<String> = conn.subs.lock().keys().cloned().collect();
+            for id in ids {
+                self.unsubscribe(conn, &id);
+            }
+            conn.close_now(CloseReason::Revoked);
+        }
+        conns.len()
     }
 
     fn table_dropped(&self, table: &TableId) -> usize {

@@ -1187,6 +1187,9 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
             u.deleted_at = Some(now());
             u.updated_at = now();
             app.catalog().put_user(&u)?;
+            if let Some(listener) = app.change_listener() {
+                listener.user_revoked(&id);
+            }
             Ok(Output::Message(format!("User '{id}' dropped")))
         }
         _ if if_exists => Ok(Output::Message(format!("User '{id}' does not exist"))),
@@ -1263,5 +1266,10 @@ pub async fn alter_user(
     };
     user.updated_at = now();
     app.catalog().put_user(&user)?;
+    if what == "role"
+        && let Some(listener) = app.change_listener()
+    {
+        listener.user_revoked(&id);
+    }
     Ok(Output::Message(format!("User '{id}' {what} updated")))
 }

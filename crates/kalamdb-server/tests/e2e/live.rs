@@ -43,6 +43,19 @@ impl Ws {
         ws
     }
 
+    /// Sends a Close frame (code 1000, "bye").
+    pub(crate) async fn close(&mut self) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        self.socket
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })))
+            .await
+            .unwrap();
+    }
+
     pub(crate) async fn send(&mut self, msg: Value) {
         self.socket
             .send(Message::Text(msg.to_string().into()))
@@ -1223,4 +1236,53 @@ async fn a_subscribe_overtaken_by_an_alter_uses_the_new_version() {
         (&json!("error"), &json!("u"), &json!("UNAUTHORIZED")),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_client_close_is_echoed_and_revoked_users_are_disconnected() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.n (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ann", "bo"]).await;
+
+    // The server answers a client's Close with a Close of the same code.
+    let mut ws = Ws::authed(&s, &users[1]).await;
+    ws.close().await;
+    assert_eq!(ws.next().await, json!({"type": "close", "code": 1000}));
+
+    // DROP USER: the user's open connection gets an error and is closed (its identity is
+    // stale, it must not go on subscribing).
+    let mut ws = Ws::authed(&s, &users[0]).await;
+    ws.subscribe_all("n", "SELECT * FROM app.n", json!({}))
+        .await;
+    s.ok(&root, "DROP USER ann").await;
+    let m = ws.next().await;
+    assert_eq!(
+        (&m["type"], &m["code"]),
+        (&json!("error"), &json!("UNAUTHORIZED")),
+        "{m}"
+    );
+    assert_eq!(ws.next().await, json!({"type": "close", "code": 1008}));
+
+    // A role change does the same (a demoted dba loses system-table subscriptions).
+    s.ok(
+        &root,
+        "CREATE USER d1 WITH PASSWORD 'd1-pass-1234' ROLE dba",
+    )
+    .await;
+    let dba = s.token("d1", "d1-pass-1234").await;
+    let mut ws = Ws::authed(&s, &dba).await;
+    ws.subscribe_all("u", "SELECT * FROM system.users", json!({}))
+        .await;
+    s.ok(&root, "ALTER USER d1 SET ROLE user").await;
+    let mut got = ws.next().await;
+    while got["type"] == "change" {
+        got = ws.next().await; // the role change itself, seen by the subscription
+    }
+    assert_eq!(got["code"], "UNAUTHORIZED", "{got}");
+    assert_eq!(ws.next().await, json!({"type": "close", "code": 1008}));
 }
