@@ -139,7 +139,26 @@ impl Value {
     }
 }
 
+/// Whether a numeric scalar is finite (non-numbers count as finite).
+fn scalar_is_finite(s: &ScalarValue) -> bool {
+    match s {
+        ScalarValue::Float64(Some(v)) => v.is_finite(),
+        ScalarValue::Float32(Some(v)) => v.is_finite(),
+        other => as_str(other)
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .is_none_or(f64::is_finite),
+    }
+}
+
 fn float_key(v: f64) -> Vec<u8> {
+    // -0.0 and 0.0 are one key (they compare equal), and every NaN is one key.
+    let v = if v == 0.0 {
+        0.0
+    } else if v.is_nan() {
+        f64::NAN
+    } else {
+        v
+    };
     let bits = v.to_bits();
     let ordered = if bits >> 63 == 1 {
         !bits
@@ -248,6 +267,10 @@ pub fn coerce(scalar: ScalarValue, t: &KalamDataType, column: &str) -> Result<Va
         ScalarValue::Int16(Some(v)) => Value::I16(v),
         ScalarValue::Int32(Some(v)) => Value::I32(v),
         ScalarValue::Int64(Some(v)) => Value::I64(v),
+        // A finite value too large for REAL becomes infinite in the cast: refused instead.
+        ScalarValue::Float32(Some(v)) if v.is_infinite() && scalar_is_finite(&scalar) => {
+            return Err(mismatch(column, t, &shown(&scalar)));
+        }
         ScalarValue::Float32(Some(v)) => Value::F32(v),
         ScalarValue::Float64(Some(v)) => Value::F64(v),
         ScalarValue::Decimal128(Some(v), _, _) => Value::Decimal(v),

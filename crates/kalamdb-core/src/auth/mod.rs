@@ -254,7 +254,7 @@ impl AuthService {
             .catalog
             .user(&id)?
             .ok_or(AuthError::InvalidCredentials)?;
-        if user.deleted_at.is_some() || claims.role != user.role {
+        if user.deleted_at.is_some() || claims.role.is_some_and(|r| r != user.role) {
             return Err(AuthError::InvalidCredentials);
         }
         Ok((

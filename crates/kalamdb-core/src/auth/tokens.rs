@@ -37,8 +37,12 @@ pub struct Claims {
     pub iat: i64,
     /// Email.
     pub email: Option<String>,
-    /// Role at issue time.
-    pub role: Role,
+    /// Role at issue time; when present it must still be the user's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Not before, Unix seconds (checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Access or refresh.
     pub token_type: TokenKind,
 }
@@ -90,7 +94,8 @@ impl TokenService {
             exp: now + life,
             iat: now,
             email: user.email.clone(),
-            role: user.role,
+            role: Some(user.role),
+            nbf: None,
             token_type: kind,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -102,6 +107,7 @@ impl TokenService {
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS as u64;
+        validation.validate_nbf = true;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
@@ -144,27 +150,50 @@ mod tests {
         );
     }
 
+    fn signed(claims: &Claims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(b"a-secret-that-is-long-enough-for-hs256"),
+        )
+        .unwrap()
+    }
+
+    fn claims(exp_in: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "alice".into(),
+            iss: ISSUER.into(),
+            exp: now + exp_in,
+            iat: now - 10,
+            email: None,
+            role: Some(Role::User),
+            nbf: None,
+            token_type: TokenKind::Access,
+        }
+    }
+
     #[test]
     fn expired_tokens_are_reported_as_expired() {
         let svc = TokenService::new("a-secret-that-is-long-enough-for-hs256", 1);
-        let claims = Claims {
-            sub: "alice".into(),
-            iss: ISSUER.into(),
-            exp: chrono::Utc::now().timestamp() - 3600,
-            iat: chrono::Utc::now().timestamp() - 7200,
-            email: None,
-            role: Role::User,
-            token_type: TokenKind::Access,
-        };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"a-secret-that-is-long-enough-for-hs256"),
-        )
-        .unwrap();
+        let token = signed(&claims(-3600));
         assert_eq!(
             svc.verify(&token, TokenKind::Access).unwrap_err(),
             TokenError::Expired
         );
+    }
+
+    #[test]
+    fn not_before_is_checked_and_the_role_claim_is_optional() {
+        let svc = TokenService::new("a-secret-that-is-long-enough-for-hs256", 1);
+        let mut early = claims(3600);
+        early.nbf = Some(chrono::Utc::now().timestamp() + 600);
+        assert_eq!(
+            svc.verify(&signed(&early), TokenKind::Access).unwrap_err(),
+            TokenError::Invalid
+        );
+        let mut roleless = claims(3600);
+        roleless.role = None;
+        assert!(svc.verify(&signed(&roleless), TokenKind::Access).is_ok());
     }
 }

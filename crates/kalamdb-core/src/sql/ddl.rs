@@ -837,12 +837,19 @@ fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
 fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<CachedTable>> {
     access::check_storage_maintenance(&ctx.identity)?;
     let id = resolve(ctx, t);
-    app.schema_registry()
+    let table = app
+        .schema_registry()
         .get(&id)?
         .ok_or_else(|| KalamError::NotFound {
             kind: "Table",
             name: id.to_string(),
-        })
+        })?;
+    if table.def.table_type == TableType::Stream {
+        return Err(KalamError::InvalidSql(format!(
+            "'{id}' is a STREAM table: its rows expire by TTL and are never flushed or compacted"
+        )));
+    }
+    Ok(table)
 }
 
 /// The tables a `STORAGE … ALL [IN ns]` statement covers (service, dba, system).
@@ -863,7 +870,9 @@ fn storage_targets(
     }
     let mut tables = Vec::new();
     for def in app.catalog().tables(ns.as_ref())? {
-        tables.extend(app.schema_registry().get(&def.table_id())?);
+        if def.table_type != TableType::Stream {
+            tables.extend(app.schema_registry().get(&def.table_id())?);
+        }
     }
     Ok(tables)
 }
