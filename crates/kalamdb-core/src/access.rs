@@ -44,6 +44,17 @@ pub fn check_create_table(identity: &Identity, table_type: TableType) -> Result<
     }
 }
 
+/// Altering a table: service, dba and system. A change applies to every user's rows (a
+/// dropped column is gone for all), so a plain user may not make it even on a USER table
+/// they could create.
+pub fn check_alter_table(identity: &Identity) -> Result<()> {
+    if identity.role >= Role::Service {
+        Ok(())
+    } else {
+        Err(deny("alter tables", identity))
+    }
+}
+
 /// Dropping a table: dba and system only.
 pub fn check_drop_table(identity: &Identity) -> Result<()> {
     check_admin(identity, "drop tables")

@@ -41,7 +41,7 @@ pub async fn alter_table(
             kind: "Table",
             name: id.to_string(),
         })?;
-    access::check_create_table(&ctx.identity, old.table_type)?;
+    access::check_alter_table(&ctx.identity)?;
     let mut def = old.clone();
     match change {
         AlterChange::AddColumn(cd) => {

@@ -162,11 +162,11 @@ async fn user_tables_alter_for_every_user() {
     s.ok(&users[0], "INSERT INTO app.u VALUES (1, 'a')").await;
     s.ok(&users[1], "INSERT INTO app.u VALUES (1, 'b')").await;
     s.ok(&root, "STORAGE FLUSH TABLE app.u").await;
-    s.ok(
-        &users[0],
-        "ALTER TABLE app.u ADD COLUMN score INT DEFAULT 7",
-    )
-    .await;
+    // A plain user may not change a table every user's rows live in.
+    let (status, _, msg) = s.err(&users[0], "ALTER TABLE app.u DROP COLUMN v").await;
+    assert_eq!(status, 403, "{msg}");
+    s.ok(&root, "ALTER TABLE app.u ADD COLUMN score INT DEFAULT 7")
+        .await;
     for (token, v) in users.iter().zip(["a", "b"]) {
         assert_eq!(
             all(&s, token, "SELECT v, score FROM app.u").await,
@@ -297,7 +297,7 @@ async fn alters_over_flushed_only_data_read_right_after_restart() {
         "ALTER TABLE app.k DROP COLUMN label",
         "ALTER TABLE app.k ADD COLUMN label TEXT DEFAULT 'fresh'",
     ] {
-        s.ok(&users[0], sql).await;
+        s.ok(&root, sql).await;
     }
     let q = "SELECT id, b, c, label FROM app.k ORDER BY id";
     let expected = vec![
