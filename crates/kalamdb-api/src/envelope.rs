@@ -68,3 +68,18 @@ pub fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -
     )
         .into_response()
 }
+
+/// 413 for a body over the limit, in the transport's shape (`spec/protocol.md` §1), before
+/// any handler reads it.
+pub fn body_too_large(size: u64, max: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(serde_json::json!({
+            "error": "BODY_TOO_LARGE",
+            "message": format!("Request body of {size} bytes exceeds the limit of {max} bytes"),
+            "size_bytes": size,
+            "max_bytes": max,
+        })),
+    )
+        .into_response()
+}

@@ -80,5 +80,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            reject_oversize,
+        ))
         .with_state(state)
+}
+
+/// Answers 413 when a request declares a body over the limit (bodies without a length are cut
+/// at the limit by the extractors).
+async fn reject_oversize(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(size) if size > max as u64 => envelope::body_too_large(size, max),
+        _ => next.run(req).await,
+    }
 }

@@ -276,11 +276,30 @@ async fn bad_input_gets_codes_and_never_damages_data() {
         send(req().json(&json!({"sql": "SELECT $2", "params": [1]}))).await,
         (400, "INVALID_PARAMETER".into())
     );
-    let big = "x".repeat(11 * 1024 * 1024);
-    assert_eq!(
-        send(req().json(&json!({"sql": big}))).await,
-        (413, "BODY_TOO_LARGE".into())
-    );
+    // An oversize body is refused before any handler, on every route, in the transport shape.
+    let big = json!({"sql": "x".repeat(11 * 1024 * 1024)}).to_string();
+    for path in ["/v1/api/sql", "/v1/api/auth/login", "/v1/api/auth/refresh"] {
+        let r = s
+            .http
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(&t)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 413, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (&v["error"], &v["size_bytes"], &v["max_bytes"]),
+            (
+                &json!("BODY_TOO_LARGE"),
+                &json!(big.len()),
+                &json!(10 * 1024 * 1024)
+            ),
+            "{path}: {v}"
+        );
+    }
     for sql in [
         "SELECT * FROM nope.t",
         "SELECT * FROM app.nope",
