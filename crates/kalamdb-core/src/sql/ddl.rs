@@ -34,7 +34,7 @@ pub fn resolve(ctx: &ExecCtx, t: &TableRef) -> TableId {
     TableId::new(NamespaceId::new(ns), TableName::new(t.table.clone()))
 }
 
-fn table_output(columns: &[(&str, K, bool)], rows: Vec<Vec<Value>>) -> Result<Output> {
+pub(crate) fn table_output(columns: &[(&str, K, bool)], rows: Vec<Vec<Value>>) -> Result<Output> {
     let schema = Arc::new(Schema::new(
         columns
             .iter()

@@ -1,6 +1,7 @@
 //! The SQL front end: split a request into statements ([`split`]), recognise KalamDB's own
 //! statements ([`parse`]), run them ([`ddl`], [`dml`]) or hand standard queries to DataFusion,
-//! and encode results for the wire ([`encode`]). [`executor::SqlExecutor`] is the entry point.
+//! and encode results for the wire ([`encode`]). [`executor::SqlExecutor`] is the entry point;
+//! [`subscribe`] answers `SUBSCRIBE TO` sent over HTTP.
 
 pub mod alter;
 pub mod ddl;
@@ -12,4 +13,5 @@ pub mod params;
 pub mod parse;
 mod point_lookup;
 pub mod split;
+pub mod subscribe;
 pub mod views;

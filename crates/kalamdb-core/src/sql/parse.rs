@@ -40,6 +40,8 @@ pub enum Command {
     ShowTables(Option<String>),
     /// `SHOW STORAGES`
     ShowStorages,
+    /// `SUBSCRIBE TO <select> [OPTIONS (…)]` (the text after `TO`)
+    SubscribeTo(String),
     /// `KILL LIVE QUERY 'live_id'`
     KillLiveQuery(String),
     /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
@@ -413,6 +415,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("KILL", "LIVE" | "JOB")
             | ("FLUSH", "TABLE")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
+            | ("SUBSCRIBE", "TO")
     )
 }
 
@@ -552,6 +555,18 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
         ("SHOW", "STORAGES") => {
             c.pos = 2;
             Command::ShowStorages
+        }
+        ("SUBSCRIBE", "TO") => {
+            c.pos = c.toks.len();
+            // The query as written (after the two leading words), not re-rendered tokens;
+            // ASCII upper-casing keeps byte offsets.
+            let upper = sql.to_ascii_uppercase();
+            let after = upper
+                .find("SUBSCRIBE")
+                .and_then(|at| upper[at..].find("TO").map(|to| at + to + 2))
+                .unwrap_or(sql.len());
+            let rest = sql[after..].trim().trim_end_matches(';').trim_end();
+            Command::SubscribeTo(rest.to_string())
         }
         ("KILL", "LIVE") => {
             c.pos = 2;

@@ -500,3 +500,42 @@ async fn stream_tables_are_append_only_per_user_and_expire() {
     let r = s.ok(&bob, "SELECT room FROM app.typing").await;
     assert_eq!(rows(&r), vec![vec![json!("fresh")]]);
 }
+
+/// `SUBSCRIBE TO` over HTTP registers nothing and answers one row describing the WebSocket
+/// subscription to open (`spec/protocol.md` §6.8).
+#[tokio::test]
+async fn subscribe_to_over_http_describes_the_websocket_subscription() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(
+        &t,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let r = s
+        .ok(
+            &t,
+            "SUBSCRIBE TO SELECT * FROM app.t WHERE id > 1 OPTIONS (last_rows=10, batch_size=20)",
+        )
+        .await;
+    let names: Vec<&str> = r["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["status", "ws_url", "subscription", "message"]);
+    let row = &rows(&r)[0];
+    assert_eq!(row[0], "active");
+    assert!(row[1].as_str().unwrap().ends_with("/v1/ws"), "{r}");
+    let sub: serde_json::Value = serde_json::from_str(row[2].as_str().unwrap()).unwrap();
+    assert!(
+        sub["id"].as_str().unwrap().starts_with("sub-app-t-"),
+        "{sub}"
+    );
+    assert_eq!(sub["sql"], "SELECT * FROM app.t WHERE id > 1");
+    assert_eq!(sub["options"], json!({"last_rows": 10, "batch_size": 20}));
+    assert!(rows(&s.ok(&t, "SELECT * FROM system.live").await).is_empty());
+    let (status, _, msg) = s.err(&t, "SUBSCRIBE TO SELECT * FROM t").await;
+    assert_eq!(status, 400, "{msg}");
+}
