@@ -34,6 +34,35 @@ pub fn schema_fields(schema: &Schema) -> Vec<SchemaField> {
         .collect()
 }
 
+/// Columns whose values only admins see (`spec/protocol.md` §4.3).
+const SENSITIVE_COLUMNS: [&str; 2] = ["credentials", "password_hash"];
+
+/// Replaces the non-NULL values of columns named `credentials` or `password_hash` with
+/// `"***"`: what non-admin callers get.
+pub fn mask_sensitive(schema: &Schema, rows: &mut [Vec<Json>]) {
+    let masked: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            SENSITIVE_COLUMNS
+                .iter()
+                .any(|s| f.name().eq_ignore_ascii_case(s))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if masked.is_empty() {
+        return;
+    }
+    for row in rows {
+        for &i in &masked {
+            if let Some(cell) = row.get_mut(i).filter(|c| !c.is_null()) {
+                *cell = Json::String("***".into());
+            }
+        }
+    }
+}
+
 /// Positional JSON rows of a set of batches.
 pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<Json>> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();

@@ -229,7 +229,13 @@ impl SqlExecutor {
                     })?;
             match output {
                 Output::Rows { schema, batches } => {
-                    let rows = encode::rows(&batches);
+                    let mut rows = encode::rows(&batches);
+                    // EXECUTE AS runs with the user role.
+                    let admin =
+                        ctx.identity.role.is_admin() && as_user == ctx.identity.user_id.as_str();
+                    if !admin {
+                        encode::mask_sensitive(&schema, &mut rows);
+                    }
                     results.push(QueryResult {
                         schema: Some(encode::schema_fields(&schema)),
                         row_count: rows.len(),

@@ -637,3 +637,34 @@ async fn a_recreated_user_name_does_not_inherit_the_dropped_accounts_rows() {
     assert_eq!(status, 403, "{msg}");
     assert!(!msg.contains("password_hash"), "{msg}");
 }
+
+/// Columns named `credentials` or `password_hash` show `***` to non-admin callers (spec §4.3).
+#[tokio::test]
+async fn sensitive_columns_are_masked_for_non_admins() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.acc (id BIGINT PRIMARY KEY, password_hash TEXT, credentials TEXT, note TEXT) \
+           WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         INSERT INTO app.acc VALUES (1, 'h', 'c', 'n'), (2, NULL, NULL, 'm'); \
+         CREATE USER svc WITH PASSWORD 'svc-pass-1234' ROLE service",
+    )
+    .await;
+    let q = "SELECT password_hash, credentials, note FROM app.acc ORDER BY id";
+    let svc = s.token("svc", "svc-pass-1234").await;
+    assert_eq!(
+        rows(&s.ok(&svc, q).await),
+        vec![
+            vec![json!("***"), json!("***"), json!("n")],
+            vec![json!(null), json!(null), json!("m")]
+        ]
+    );
+    assert_eq!(
+        rows(&s.ok(&root, q).await)[0],
+        vec![json!("h"), json!("c"), json!("n")]
+    );
+    let as_user = format!("EXECUTE AS USER 'svc' ({q})");
+    assert_eq!(rows(&s.ok(&root, &as_user).await)[0][0], json!("***"));
+}
