@@ -101,6 +101,7 @@ impl AppContext {
         cold.system().load(&cold.files("local")?).await?;
         let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
         let deps = ProviderDeps {
+            table_functions: Arc::new(session.state().table_functions().clone()),
             cold: Arc::clone(&cold),
             listener: Arc::clone(&listener),
             node_id: Arc::clone(&node_id),

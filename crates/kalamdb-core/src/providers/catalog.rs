@@ -35,6 +35,10 @@ pub struct ProviderDeps {
     pub cold: Arc<crate::cold::ColdTier>,
     /// The live-query listener (for `system.live`).
     pub listener: crate::changes::ListenerSlot,
+    /// The session's table functions (`generate_series` …), listed by
+    /// `information_schema.routines`.
+    pub table_functions:
+        Arc<std::collections::HashMap<String, Arc<datafusion::catalog::TableFunction>>>,
 }
 
 /// The `kalam` catalog.

@@ -41,7 +41,8 @@ impl InformationSchema {
             Arc::new(KalamCatalog::new(deps.clone())),
         );
         Self {
-            inner: InformationSchemaProvider::new(Arc::new(list)),
+            inner: InformationSchemaProvider::new(Arc::new(list))
+                .with_table_functions((*deps.table_functions).clone()),
             deps,
         }
     }

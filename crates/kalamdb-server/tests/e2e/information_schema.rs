@@ -171,6 +171,20 @@ async fn tables_list_every_kind_and_views_keep_their_sql() {
     );
     assert_eq!(view_cols, vec![vec![json!("id"), json!("NO")]]);
 
+    // Functions, table functions included.
+    let routines = rows(
+        &s.ok(
+            &root,
+            "SELECT DISTINCT routine_name FROM information_schema.routines \
+             WHERE routine_name IN ('generate_series', 'abs') ORDER BY routine_name",
+        )
+        .await,
+    );
+    assert_eq!(
+        routines,
+        vec![vec![json!("abs")], vec![json!("generate_series")]]
+    );
+
     // A dropped table leaves information_schema at once.
     s.ok(&root, "DROP VIEW app.recent; DROP TABLE app.config")
         .await;
