@@ -95,7 +95,14 @@ impl AppContext {
             .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_NAMESPACE)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(2);
-        let session = SessionContext::new_with_config(session_config);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(
+                crate::sql::checked_arithmetic::CheckedArithmetic,
+            ))
+            .build();
+        let session = SessionContext::new_with_state(state);
         let listener = ListenerSlot::default();
         let cold = Arc::new(ColdTier::open(catalog.clone(), &data)?);
         cold.system().load(&cold.files("local")?).await?;

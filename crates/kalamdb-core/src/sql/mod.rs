@@ -4,6 +4,7 @@
 //! [`subscribe`] answers `SUBSCRIBE TO` sent over HTTP.
 
 pub mod alter;
+pub mod checked_arithmetic;
 pub mod ddl;
 pub mod dml;
 pub mod encode;
