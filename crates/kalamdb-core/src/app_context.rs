@@ -42,6 +42,7 @@ pub struct AppContext {
     cold: Arc<ColdTier>,
     flushes: FlushScheduler,
     jobs: JobManager,
+    ddl: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -134,6 +135,7 @@ impl AppContext {
             cold,
             flushes: FlushScheduler::default(),
             jobs,
+            ddl: tokio::sync::Mutex::new(()),
         });
         // Finish the cleanup of tables whose DROP a stop interrupted.
         for def in app.catalog.pending_drops()? {
@@ -209,6 +211,13 @@ impl AppContext {
     /// Background jobs (`system.jobs`).
     pub fn jobs(&self) -> &JobManager {
         &self.jobs
+    }
+
+    /// Held by every statement that changes the catalog (CREATE/DROP/ALTER of namespaces,
+    /// tables, views, storages, users), so each one's existence checks and its write are one
+    /// step: two racing `CREATE TABLE t` cannot both succeed.
+    pub fn ddl_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.ddl
     }
 
     /// The counters behind automatic flushes.

@@ -355,7 +355,13 @@ impl SqlExecutor {
                 }
             }
         }
-        match parse_statement(text)? {
+        let command = parse_statement(text)?;
+        let _one_ddl_at_a_time = if command.changes_catalog() {
+            Some(app.ddl_lock().lock().await)
+        } else {
+            None
+        };
+        match command {
             Command::CreateNamespace {
                 name,
                 if_not_exists,

@@ -7,7 +7,9 @@
 //! folded to lower case, as DataFusion does.
 
 use crate::error::{KalamError, Result};
-use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, ObjectName, ObjectNamePart, ObjectType, Statement,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -397,6 +399,34 @@ fn leading_words(sql: &str, n: usize) -> Vec<String> {
         }
     }
     words
+}
+
+impl Command {
+    /// Whether the statement creates, drops or alters a catalog object (see
+    /// [`crate::app_context::AppContext::ddl_lock`]).
+    pub fn changes_catalog(&self) -> bool {
+        match self {
+            Command::CreateNamespace { .. }
+            | Command::DropNamespace { .. }
+            | Command::CreateStorage { .. }
+            | Command::DropStorage { .. }
+            | Command::CreateTable { .. }
+            | Command::DropTable { .. }
+            | Command::AlterTable { .. }
+            | Command::CreateUser { .. }
+            | Command::DropUser { .. }
+            | Command::AlterUser { .. } => true,
+            Command::Sql(stmt) => matches!(
+                **stmt,
+                Statement::CreateView(_)
+                    | Statement::Drop {
+                        object_type: ObjectType::View,
+                        ..
+                    }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Whether the leading words name one of KalamDB's own statements.

@@ -539,3 +539,40 @@ async fn subscribe_to_over_http_describes_the_websocket_subscription() {
     let (status, _, msg) = s.err(&t, "SUBSCRIBE TO SELECT * FROM t").await;
     assert_eq!(status, 400, "{msg}");
 }
+
+/// Catalog changes run one at a time: of two racing CREATEs of one name exactly one succeeds,
+/// and the table is the one that answered 200 (before, both could succeed and the survivor
+/// after a restart was not the one written to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_of_one_name_let_exactly_one_win() {
+    let s = TestServer::start().await;
+    let t = s.root_token().await;
+    s.ok(&t, "CREATE NAMESPACE cr").await;
+    for i in 0..20 {
+        let shared = format!("CREATE SHARED TABLE cr.t{i} (id BIGINT PRIMARY KEY, a INT)");
+        let user = format!("CREATE USER TABLE cr.t{i} (id BIGINT PRIMARY KEY, b INT)");
+        let ((s1, _), (s2, _)) = tokio::join!(s.sql(&t, &shared), s.sql(&t, &user));
+        assert_eq!(
+            [s1, s2].iter().filter(|&&c| c == 200).count(),
+            1,
+            "round {i}: {s1} {s2}"
+        );
+        let kind = rows(
+            &s.ok(
+                &t,
+                &format!("SELECT table_type FROM system.tables WHERE table_name = 't{i}'"),
+            )
+            .await,
+        );
+        let expected = if s1 == 200 { "SHARED" } else { "USER" };
+        assert_eq!(kind, vec![vec![json!(expected)]], "round {i}");
+        let user_sql = format!("CREATE USER u{i} WITH PASSWORD 'u{i}-pass-1234'");
+        let dba_sql = format!("CREATE USER u{i} WITH PASSWORD 'u{i}-pass-5678' ROLE dba");
+        let ((u1, _), (u2, _)) = tokio::join!(s.sql(&t, &user_sql), s.sql(&t, &dba_sql));
+        assert_eq!(
+            [u1, u2].iter().filter(|&&c| c == 200).count(),
+            1,
+            "users round {i}"
+        );
+    }
+}
