@@ -56,7 +56,7 @@ pub enum KalamError {
     Query(#[from] DataFusionError),
     /// The hot store failed.
     #[error("storage failure: {0}")]
-    Store(#[from] kalamdb_store::StoreError),
+    Store(kalamdb_store::StoreError),
     /// The table's definition changed (ALTER TABLE) between planning a write and taking its
     /// lock; the write did nothing and is retried.
     #[error("{0} was altered while the statement ran; run it again")]
@@ -64,6 +64,22 @@ pub enum KalamError {
     /// A bug or an environment failure.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<kalamdb_store::StoreError> for KalamError {
+    /// A table's partition that vanished under a statement means the table was dropped
+    /// meanwhile: that is the statement's `NotFound`, not a server failure.
+    fn from(e: kalamdb_store::StoreError) -> Self {
+        if let kalamdb_store::StoreError::PartitionNotFound(name) = &e
+            && let Some(table) = crate::rows::table_of_partition(name)
+        {
+            return Self::NotFound {
+                kind: "Table",
+                name: table,
+            };
+        }
+        Self::Store(e)
+    }
 }
 
 /// Result alias of the engine.

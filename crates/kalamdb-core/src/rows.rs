@@ -28,6 +28,12 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every application-table partition name.
 pub const TABLE_PARTITION_PREFIX: &str = "tbl/";
 
+/// `ns.table` of a table partition's name (`tbl/<ns>/<table>/<created>/<kind>`).
+pub fn table_of_partition(name: &str) -> Option<String> {
+    let mut parts = name.strip_prefix(TABLE_PARTITION_PREFIX)?.split('/');
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
+}
+
 /// One stored row version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRow {

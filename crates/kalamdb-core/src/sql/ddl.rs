@@ -949,7 +949,15 @@ async fn storage_jobs(
             app.flushes().forget(&table.def.table_id());
         }
         let by = ctx.identity.user_id.as_str();
-        lines.push(run_storage_job(app, table, kind, "manual", by, 1).await?);
+        match run_storage_job(app, table, kind, "manual", by, 1).await {
+            Ok(line) => lines.push(line),
+            // Dropped while the statement ran (another table of an ALL may still be done).
+            Err(KalamError::NotFound { .. }) if tables.len() > 1 => lines.push(format!(
+                "Table '{}' was dropped meanwhile; skipped",
+                table.def.table_id()
+            )),
+            Err(e) => return Err(e),
+        }
     }
     if lines.is_empty() {
         lines.push("No tables".into());

@@ -1020,3 +1020,43 @@ async fn compacted_away_segments_stay_readable_for_a_grace_period() {
     let n = s.ok(&root, "SELECT COUNT(*) FROM app.g").await;
     assert_eq!(rows(&n), vec![vec![json!("2")]]);
 }
+
+/// Reads and flushes that race a DROP TABLE answer as if the table was already gone (400
+/// "does not exist") or as if it was still there, never with a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_and_flushes_racing_a_drop_never_fail_with_500() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE rr").await;
+    let done = AtomicBool::new(false);
+    let churn = async {
+        for _ in 0..40 {
+            s.ok(
+                &root,
+                "CREATE SHARED TABLE rr.t (id BIGINT PRIMARY KEY, v TEXT); \
+                 INSERT INTO rr.t VALUES (1, 'a'), (2, 'b')",
+            )
+            .await;
+            s.ok(&root, "DROP TABLE rr.t").await;
+        }
+        done.store(true, Ordering::SeqCst);
+    };
+    let probe = async {
+        let mut answered = 0;
+        while !done.load(Ordering::SeqCst) {
+            for sql in [
+                "SELECT COUNT(*) FROM rr.t",
+                "STORAGE FLUSH TABLE rr.t",
+                "INSERT INTO rr.t VALUES (3, 'c')",
+            ] {
+                let (status, body) = s.sql(&root, sql).await;
+                assert!(status == 200 || status == 400, "{sql}: {status} {body}");
+                answered += 1;
+            }
+        }
+        answered
+    };
+    let ((), answered) = tokio::join!(churn, probe);
+    assert!(answered > 0);
+}
