@@ -578,6 +578,28 @@ impl ColdTier {
         Ok(())
     }
 
+    /// A table on `def`'s storage whose folder would equal or contain `def`'s, or sit inside
+    /// it (folder templates such as `{namespace}_{tableName}` can map two tables to one
+    /// folder): its id and folder. STREAM tables keep no files.
+    pub fn folder_clash(
+        &self,
+        def: &TableDefinition,
+        tables: &[TableDefinition],
+    ) -> Result<Option<(kalamdb_commons::TableId, String)>> {
+        if def.table_type == TableType::Stream {
+            return Ok(None);
+        }
+        let placement = self.placement(def.storage_id.as_str())?;
+        let mine = placement.dir(def, None);
+        let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        Ok(tables
+            .iter()
+            .filter(|o| o.storage_id == def.storage_id && o.table_type != TableType::Stream)
+            .filter(|o| o.table_id() != def.table_id())
+            .map(|o| (o.table_id(), placement.dir(o, None)))
+            .find(|(_, theirs)| inside(&mine, theirs) || inside(theirs, &mine)))
+    }
+
     /// Removes one scope's flushed files and manifest (a purged user's partition).
     pub async fn drop_scope(&self, def: &TableDefinition, scope: &Scope) -> Result<()> {
         let loc = self.locate(def, Some(scope))?;

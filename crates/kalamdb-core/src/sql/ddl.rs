@@ -656,6 +656,14 @@ pub fn create_table(
         updated_at: t,
         comment: None,
     };
+    let tables = app.catalog().tables(None)?;
+    if let Some((other, folder)) = app.cold().folder_clash(&def, &tables)? {
+        return Err(KalamError::InvalidSql(format!(
+            "Table '{id}' would keep its files in '{folder}', where table '{other}' keeps \
+             its own (storage '{}' folder templates): choose another name or storage",
+            def.storage_id
+        )));
+    }
     app.catalog().put_table(&def)?;
     app.schema_registry().insert(def);
     Ok(Output::Message(format!(

@@ -712,6 +712,35 @@ async fn tables_flush_to_the_storage_they_name() {
     let n = s.ok(&users[0], "SELECT id FROM app.u").await;
     assert_eq!(rows(&n), vec![vec![json!("7")]]);
 
+    // Templates that map two tables to one folder: the second table is refused (its flush
+    // would have replaced the first one's manifest).
+    s.ok(
+        &root,
+        &format!(
+            "CREATE STORAGE flat TYPE 'filesystem' PATH '{}' \
+             SHARED_TABLES_TEMPLATE '{{namespace}}_{{tableName}}' \
+             USER_TABLES_TEMPLATE 'u/{{namespace}}_{{tableName}}/{{userId}}'; \
+             CREATE NAMESPACE x_y; CREATE NAMESPACE x; \
+             CREATE SHARED TABLE x_y.z (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'flat'); \
+             CREATE USER TABLE x_y.w (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'flat')",
+            s.dir.path().join("flat").display()
+        ),
+    )
+    .await;
+    for sql in [
+        "CREATE SHARED TABLE x.y_z (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'flat')",
+        "CREATE USER TABLE x.y_w (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'flat')",
+    ] {
+        let (_, _, msg) = s.err(&root, sql).await;
+        assert!(msg.contains("where table 'x_y."), "{sql}: {msg}");
+    }
+    s.ok(
+        &root,
+        "CREATE SHARED TABLE x.y_z (id BIGINT PRIMARY KEY); \
+         CREATE SHARED TABLE x.other (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'flat')",
+    )
+    .await;
+
     let (_, _, msg) = s.err(&root, "DROP STORAGE archive").await;
     assert!(msg.contains("app.s"), "in use: {msg}");
     for (sql, needle) in [
@@ -736,8 +765,8 @@ async fn tables_flush_to_the_storage_they_name() {
     }
     assert_eq!(
         rows(&s.ok(&root, "SHOW STORAGES").await).len(),
-        2,
-        "failed creations leave nothing"
+        3,
+        "failed creations leave nothing (local, archive, flat are left)"
     );
     s.ok(&root, "DROP TABLE app.s; DROP TABLE app.u").await;
     s.ok(&root, "DROP STORAGE archive").await;
