@@ -137,9 +137,13 @@ impl AppContext {
             jobs,
             ddl: tokio::sync::Mutex::new(()),
         });
-        // Finish the cleanup of tables whose DROP a stop interrupted.
+        // Finish the cleanup of tables whose DROP a stop interrupted. One that fails again is
+        // logged and retried at the next start: it must not keep the database from opening.
         for def in app.catalog.pending_drops()? {
-            crate::sql::ddl::clean_dropped_table(&app, &def, "restart", "system").await?;
+            let cleaned = crate::sql::ddl::clean_dropped_table(&app, &def, "restart", "system");
+            if let Err(e) = cleaned.await {
+                tracing::error!(table = %def.table_id(), error = %e, "cleanup of a dropped table failed");
+            }
         }
         spawn_stream_eviction(&app);
         spawn_seq_marks(&app);

@@ -570,7 +570,14 @@ impl ColdTier {
 
     /// Removes every file of a dropped table and forgets what was cached of it.
     pub async fn drop_table(&self, def: &TableDefinition) -> Result<()> {
-        let loc = self.locate(def, None)?;
+        let loc = match self.locate(def, None) {
+            Ok(loc) => loc,
+            // Its storage is gone: this server can reach no file of it.
+            Err(KalamError::NotFound {
+                kind: "Storage", ..
+            }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
         self.arrow_segments.retain(|(d, _, _), _| !inside(d));
