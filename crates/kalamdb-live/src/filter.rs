@@ -155,8 +155,11 @@ impl Filter {
                 negated,
                 case_insensitive,
             } => {
-                let Value::Text(text) = col.value(row) else {
-                    return None;
+                // UUIDs read as their canonical text, as in SQL.
+                let text = match col.value(row) {
+                    Value::Text(text) => text,
+                    Value::Uuid(b) => kalamdb_core::value::uuid_text(&b),
+                    _ => return None,
                 };
                 let text: Vec<char> = if *case_insensitive {
                     text.to_lowercase().chars().collect()

@@ -171,7 +171,7 @@ impl AuthService {
 
     async fn check_login(&self, user: &str, pw: &str) -> Result<LoginGrant, AuthError> {
         let id = UserId::parse(user).map_err(|_| AuthError::InvalidCredentials)?;
-        let Some(mut record) = self.catalog.user(&id)? else {
+        let Some(record) = self.catalog.user(&id)? else {
             return Err(AuthError::InvalidCredentials);
         };
         if record.deleted_at.is_some() {
@@ -188,21 +188,32 @@ impl AuthService {
         if record.locked_until.is_some_and(|until| until > now) {
             return Err(AuthError::AccountLocked);
         }
-        if !password::verify(pw.to_string(), record.password_hash.clone()).await {
-            record.failed_login_attempts += 1;
-            if record.failed_login_attempts >= self.config.max_failed_logins {
-                record.locked_until = Some(now + self.config.lockout_seconds as i64 * 1_000_000);
-                record.failed_login_attempts = 0;
-                tracing::warn!(user = %record.user_id, "account locked after failed logins");
+        let verified = password::verify(pw.to_string(), record.password_hash.clone()).await;
+        // The bookkeeping goes onto the record as stored now: a DROP USER, role or password
+        // change that landed during the (slow) hash check is kept, and refuses the login.
+        let checked = record.password_hash;
+        let updated = self.catalog.update_user(&id, |stored| {
+            if stored.deleted_at.is_some() || stored.password_hash != checked {
+                return Err(AuthError::InvalidCredentials);
             }
-            self.catalog.put_user(&record)?;
-            return Err(AuthError::InvalidCredentials);
+            if verified {
+                stored.last_login_at = Some(now);
+                stored.locked_until = None;
+                stored.failed_login_attempts = 0;
+                return Ok(true);
+            }
+            stored.failed_login_attempts += 1;
+            if stored.failed_login_attempts >= self.config.max_failed_logins {
+                stored.locked_until = Some(now + self.config.lockout_seconds as i64 * 1_000_000);
+                stored.failed_login_attempts = 0;
+                tracing::warn!(user = %stored.user_id, "account locked after failed logins");
+            }
+            Ok(false)
+        })?;
+        match updated {
+            Some((record, true)) => self.grant(record),
+            _ => Err(AuthError::InvalidCredentials),
         }
-        record.last_login_at = Some(now);
-        record.locked_until = None;
-        record.failed_login_attempts = 0;
-        self.catalog.put_user(&record)?;
-        self.grant(record)
     }
 
     /// Issues a fresh token pair for a user.

@@ -87,6 +87,8 @@ pub struct Catalog {
     backend: Arc<dyn StorageBackend>,
     /// Bumped after every write of a user record; see [`Catalog::users_epoch`].
     users_epoch: Arc<AtomicU64>,
+    /// Serializes read-modify-writes of user records ([`Catalog::update_user`]).
+    users_write: Arc<parking_lot::Mutex<()>>,
     hook: Arc<std::sync::OnceLock<CatalogHook>>,
 }
 
@@ -133,6 +135,7 @@ impl Catalog {
         let catalog = Self {
             backend,
             users_epoch: Arc::default(),
+            users_write: Arc::default(),
             hook: Arc::default(),
         };
         let stored = catalog.system_schema_version()?;
@@ -387,6 +390,29 @@ impl Catalog {
 
     /// Stores a user.
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
+        let _one_writer = self.users_write.lock();
+        self.write_user(user)
+    }
+
+    /// Applies `change` to the stored record of `id` and stores it, as one step against other
+    /// user writes (a login's bookkeeping cannot undo a DROP USER or role change that landed
+    /// while it checked the password). `None` when there is no such user; `change` may refuse
+    /// by returning an error, and then nothing is written.
+    pub fn update_user<T>(
+        &self,
+        id: &UserId,
+        change: impl FnOnce(&mut UserRecord) -> std::result::Result<T, crate::auth::AuthError>,
+    ) -> std::result::Result<Option<(UserRecord, T)>, crate::auth::AuthError> {
+        let _one_writer = self.users_write.lock();
+        let Some(mut user) = self.user(id)? else {
+            return Ok(None);
+        };
+        let out = change(&mut user)?;
+        self.write_user(&user)?;
+        Ok(Some((user, out)))
+    }
+
+    fn write_user(&self, user: &UserRecord) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
         self.commit(batch, CatalogPart::Users)?;

@@ -960,10 +960,12 @@ async fn storage_jobs(
         match run_storage_job(app, table, kind, "manual", by, 1).await {
             Ok(line) => lines.push(line),
             // Dropped while the statement ran (another table of an ALL may still be done).
-            Err(KalamError::NotFound { .. }) if tables.len() > 1 => lines.push(format!(
-                "Table '{}' was dropped meanwhile; skipped",
-                table.def.table_id()
-            )),
+            Err(KalamError::NotFound { kind: "Table", .. }) if tables.len() > 1 => {
+                lines.push(format!(
+                    "Table '{}' was dropped meanwhile; skipped",
+                    table.def.table_id()
+                ))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -1173,15 +1175,19 @@ async fn purge_user_rows(app: &AppContext, user: &UserId) -> Result<()> {
         if def.table_type == TableType::Shared {
             continue;
         }
-        let locks = app.table_locks(&def.table_id());
-        let _writers_wait = locks.scope(&scope).await;
-        let mut batch = kalamdb_store::WriteBatch::new();
-        batch.delete_range(
-            crate::rows::TablePartitions::of(&def).used(),
-            from.clone(),
-            to.clone(),
-        );
-        app.backend().write(batch)?;
+        {
+            // Released before the files go: a flush holds the folder lock while it waits for
+            // this scope lock, so holding both here in the other order could deadlock.
+            let locks = app.table_locks(&def.table_id());
+            let _writers_wait = locks.scope(&scope).await;
+            let mut batch = kalamdb_store::WriteBatch::new();
+            batch.delete_range(
+                crate::rows::TablePartitions::of(&def).used(),
+                from.clone(),
+                to.clone(),
+            );
+            app.backend().write(batch)?;
+        }
         if def.table_type == TableType::User {
             app.cold().drop_scope(&def, &scope).await?;
         }
