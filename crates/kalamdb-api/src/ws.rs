@@ -325,7 +325,7 @@ async fn pump(
                                 return;
                             }
                         }
-                        _ = conn.closed() => return,
+                        _ = overflowed(conn) => return,
                     }
                 }
                 None => return,
@@ -350,6 +350,14 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+/// Resolves only if the connection overflowed: a stuck write is abandoned then, while a
+/// revoke waits for the write in flight and is answered with its error and close after it.
+async fn overflowed(conn: &Connection) {
+    if conn.closed().await != CloseReason::Overflow {
+        std::future::pending::<()>().await;
     }
 }
 

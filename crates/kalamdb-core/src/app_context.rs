@@ -99,6 +99,7 @@ impl AppContext {
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
+            .with_analyzer_rule(Arc::new(crate::sql::uuid_literals::CanonicalUuidLiterals))
             .with_physical_optimizer_rule(Arc::new(
                 crate::sql::checked_arithmetic::CheckedArithmetic,
             ))

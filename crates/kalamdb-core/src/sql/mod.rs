@@ -15,4 +15,5 @@ pub mod parse;
 mod point_lookup;
 pub mod split;
 pub mod subscribe;
+pub mod uuid_literals;
 pub mod views;
