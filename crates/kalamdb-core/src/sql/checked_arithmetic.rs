@@ -28,6 +28,10 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
             if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+                // Rebuilt only when it does arithmetic (most projections just pick columns).
+                if !p.expr().iter().any(|pe| has_wrapping(&pe.expr)) {
+                    return Ok(Transformed::no(node));
+                }
                 let exprs = p
                     .expr()
                     .iter()
@@ -45,7 +49,9 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                 )?;
                 return Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>));
             }
-            if let Some(f) = node.downcast_ref::<FilterExec>() {
+            if let Some(f) = node.downcast_ref::<FilterExec>()
+                && has_wrapping(f.predicate())
+            {
                 let exec = FilterExecBuilder::from(f)
                     .with_predicate(checked(Arc::clone(f.predicate()))?)
                     .build()?;
@@ -63,6 +69,19 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Whether `expr` holds a `+`, `-` or `*` (any of which could wrap).
+fn has_wrapping(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.exists(|e| {
+        Ok(e.downcast_ref::<BinaryExpr>().is_some_and(|b| {
+            matches!(
+                b.op(),
+                Operator::Plus | Operator::Minus | Operator::Multiply
+            )
+        }))
+    })
+    .unwrap_or(true)
 }
 
 /// `expr` with every `+`, `-` and `*` failing on overflow.

@@ -20,6 +20,10 @@ pub struct CanonicalUuidLiterals;
 impl AnalyzerRule for CanonicalUuidLiterals {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
+            // Most nodes compare no string literal: leave them without building a schema.
+            if !node.expressions().iter().any(has_string_literal) {
+                return Ok(Transformed::no(node));
+            }
             let mut schema = DFSchema::empty();
             for input in node.inputs() {
                 schema.merge(input.schema());
@@ -80,6 +84,11 @@ fn canonical(e: Expr, schema: &DFSchema) -> Transformed<Expr> {
         }
         other => Transformed::no(other),
     }
+}
+
+fn has_string_literal(e: &Expr) -> bool {
+    e.exists(|e| Ok(matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _))))
+        .unwrap_or(true)
 }
 
 fn is_uuid(e: &Expr, schema: &DFSchema) -> bool {
