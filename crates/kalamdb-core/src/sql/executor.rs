@@ -379,7 +379,7 @@ impl SqlExecutor {
             Command::ShowNamespaces => ddl::show_namespaces(app),
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
-            Command::SubscribeTo(text) => super::subscribe::subscribe_to(app, ctx, &text),
+            Command::SubscribeTo(text) => super::subscribe::subscribe_to(app, &text),
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,

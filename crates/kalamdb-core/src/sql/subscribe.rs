@@ -3,7 +3,7 @@
 //! nothing; it checks the query and answers one row saying where and what to subscribe.
 
 use super::ddl::table_output;
-use super::executor::{ExecCtx, Output};
+use super::executor::Output;
 use super::parse::{Command, parse_statement};
 use crate::app_context::AppContext;
 use crate::error::{KalamError, Result};
@@ -13,7 +13,7 @@ use kalamdb_commons::KalamDataType as K;
 use serde_json::{Map, Value as Json};
 
 /// Answers `SUBSCRIBE TO` (`text` is what follows `TO`).
-pub fn subscribe_to(app: &AppContext, _ctx: &ExecCtx, text: &str) -> Result<Output> {
+pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
     let (select, options) = split_options(text)?;
     let table = subscribed_table(select)?;
     let mut subscription = Map::new();
