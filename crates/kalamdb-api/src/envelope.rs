@@ -69,6 +69,15 @@ pub fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -
         .into_response()
 }
 
+/// A transport-level failure before any handler ran: `{"error": CODE, "message": …}`.
+pub fn transport_error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
 /// 413 for a body over the limit, in the transport's shape (`spec/protocol.md` §1), before
 /// any handler reads it.
 pub fn body_too_large(size: u64, max: usize) -> Response {

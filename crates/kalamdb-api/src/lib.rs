@@ -61,6 +61,8 @@ impl ApiState {
 /// loopback-only endpoints need the peer address.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.app.config().limits.max_request_body_bytes;
+    let body_timeout =
+        std::time::Duration::from_secs(state.app.config().server.request_body_timeout_secs);
     // Endpoints that take credentials are rate limited per client IP.
     let credential_routes = Router::new()
         .route("/v1/api/auth/login", post(auth::login))
@@ -81,10 +83,51 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/auth/status", get(auth::status))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
+            (body_timeout, body_limit),
+            read_body_in_time,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             body_limit,
             reject_oversize,
         ))
         .with_state(state)
+}
+
+/// Reads a request's whole body within `server.request_body_timeout_secs` (408
+/// `REQUEST_TIMEOUT` otherwise), so a client that trickles or stalls its body cannot hold a
+/// handler. Handlers then read the body from memory.
+async fn read_body_in_time(
+    axum::extract::State((timeout, max)): axum::extract::State<(std::time::Duration, usize)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody;
+    if req.body().size_hint().exact() == Some(0) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Ok(Err(e)) if e.to_string().contains("length limit") => {
+            envelope::body_too_large(max as u64 + 1, max)
+        }
+        Ok(Err(e)) => envelope::transport_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            format!("Cannot read the request body: {e}"),
+        ),
+        Err(_) => envelope::transport_error(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "The request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        ),
+    }
 }
 
 /// Answers 413 when a request declares a body over the limit (bodies without a length are cut

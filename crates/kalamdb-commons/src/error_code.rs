@@ -43,6 +43,12 @@ pub enum ErrorCode {
     AccountLocked,
     /// The request body exceeds the limit.
     BodyTooLarge,
+    /// A query needed more memory, a larger result or a larger value than the limits allow.
+    ResourceExhausted,
+    /// The request ran past `[query] timeout_secs`, or did not deliver its body in time.
+    QueryTimeout,
+    /// `KILL QUERY` cancelled the request.
+    QueryCancelled,
 }
 
 impl ErrorCode {
@@ -56,7 +62,10 @@ impl ErrorCode {
             | Self::InvalidParameter
             | Self::ParamsWithBatch
             | Self::SqlExecutionError
-            | Self::TableNotFound => 400,
+            | Self::TableNotFound
+            | Self::ResourceExhausted
+            | Self::QueryCancelled => 400,
+            Self::QueryTimeout => 408,
             Self::MissingAuthorization
             | Self::InvalidCredentials
             | Self::TokenExpired
@@ -89,6 +98,9 @@ impl ErrorCode {
             Self::SetupRequired => "SETUP_REQUIRED",
             Self::AccountLocked => "ACCOUNT_LOCKED",
             Self::BodyTooLarge => "BODY_TOO_LARGE",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::QueryTimeout => "QUERY_TIMEOUT",
+            Self::QueryCancelled => "QUERY_CANCELLED",
         }
     }
 }

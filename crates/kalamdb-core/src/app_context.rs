@@ -15,6 +15,7 @@ use crate::flush_scheduler::FlushScheduler;
 use crate::jobs::JobManager;
 use crate::providers::SessionIdentity;
 use crate::providers::catalog::{CATALOG_NAME, KalamCatalog, ProviderDeps};
+use crate::query_runtime::QueryRuntime;
 use crate::schema_registry::SchemaRegistry;
 use crate::seq::SeqGenerator;
 use crate::write_locks::{TableLocks, WriteLocks};
@@ -43,6 +44,7 @@ pub struct AppContext {
     flushes: FlushScheduler,
     jobs: JobManager,
     ddl: tokio::sync::Mutex<()>,
+    queries: QueryRuntime,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -96,8 +98,27 @@ impl AppContext {
             .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_NAMESPACE)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(2);
+        // Sorts, aggregates and joins of all queries share one memory pool and spill to
+        // <data_path>/tmp beyond it; the rest fails with RESOURCE_EXHAUSTED.
+        let spill_dir = data.join("tmp");
+        let _ = std::fs::remove_dir_all(&spill_dir);
+        std::fs::create_dir_all(&spill_dir).map_err(|e| {
+            KalamError::Internal(format!("cannot create {}: {e}", spill_dir.display()))
+        })?;
+        let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(
+                config.query.memory_limit_bytes(),
+            ),
+            std::num::NonZeroUsize::new(3).expect("non-zero"),
+        );
+        let runtime_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_temp_file_path(spill_dir)
+            .build_arc()
+            .map_err(KalamError::from_datafusion)?;
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(session_config)
+            .with_runtime_env(runtime_env)
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::sql::uuid_literals::CanonicalUuidLiterals))
             .with_physical_optimizer_rule(Arc::new(
@@ -105,6 +126,10 @@ impl AppContext {
             ))
             .build();
         let session = SessionContext::new_with_state(state);
+        crate::sql::value_caps::register(&session, config.limits.max_value_bytes);
+        let timeout = (config.query.timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(config.query.timeout_secs));
+        let queries = QueryRuntime::start(config.query.threads(), timeout)?;
         let listener = ListenerSlot::default();
         let cold = Arc::new(ColdTier::open(catalog.clone(), &data)?);
         cold.system().load(&cold.files("local")?).await?;
@@ -117,6 +142,7 @@ impl AppContext {
             catalog: catalog.clone(),
             registry: Arc::clone(&registry),
             backend: Arc::clone(&backend),
+            queries: queries.running().clone(),
         };
         session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps.clone())));
 
@@ -137,6 +163,7 @@ impl AppContext {
             flushes: FlushScheduler::default(),
             jobs,
             ddl: tokio::sync::Mutex::new(()),
+            queries,
         });
         // Finish the cleanup of tables whose DROP a stop interrupted. One that fails again is
         // logged and retried at the next start: it must not keep the database from opening.
@@ -223,6 +250,11 @@ impl AppContext {
     /// step: two racing `CREATE TABLE t` cannot both succeed.
     pub fn ddl_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.ddl
+    }
+
+    /// Where queries run, and the requests running now (`system.queries`, `KILL QUERY`).
+    pub fn queries(&self) -> &QueryRuntime {
+        &self.queries
     }
 
     /// The counters behind automatic flushes.

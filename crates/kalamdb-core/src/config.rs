@@ -68,6 +68,62 @@ pub struct Config {
     pub stream: StreamConfig,
     /// `[websocket]`
     pub websocket: WebSocketConfig,
+    /// `[query]`
+    pub query: QueryConfig,
+}
+
+/// `[query]`: how queries run: time, memory and threads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Seconds a request's statements may run before they are cancelled (`QUERY_TIMEOUT`);
+    /// 0 = no limit.
+    pub timeout_secs: u64,
+    /// Memory all running queries may hold for sorts, aggregates, joins and results, in MiB;
+    /// 0 = a quarter of the machine's RAM. Sorts, aggregates and joins spill to
+    /// `<data_path>/tmp` beyond it; other work fails with `RESOURCE_EXHAUSTED`.
+    pub memory_limit_mb: usize,
+    /// Threads that plan and execute queries, apart from the threads serving connections;
+    /// 0 = one per core.
+    pub worker_threads: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30,
+            memory_limit_mb: 0,
+            worker_threads: 0,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The memory limit in bytes ([`QueryConfig::memory_limit_mb`], or a quarter of RAM).
+    pub fn memory_limit_bytes(&self) -> usize {
+        if self.memory_limit_mb > 0 {
+            return self.memory_limit_mb.saturating_mul(1024 * 1024);
+        }
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages <= 0 || page <= 0 {
+            return 1024 * 1024 * 1024;
+        }
+        (pages as usize).saturating_mul(page as usize) / 4
+    }
+
+    /// The number of query threads ([`QueryConfig::worker_threads`], or one per core).
+    pub fn threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
 }
 
 /// `[websocket]`: live-query connections (`GET /v1/ws`).
@@ -131,6 +187,17 @@ pub struct ServerConfig {
     pub node_id: String,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a connection has to send a complete request head, counted from its opening or
+    /// from its previous response: slow senders and idle keep-alive connections are closed
+    /// after it.
+    pub request_header_timeout_secs: u64,
+    /// Seconds a request has to deliver its whole body (408 `REQUEST_TIMEOUT` beyond).
+    pub request_body_timeout_secs: u64,
+    /// Open connections the server accepts at once; more are closed on accept. Also bounded
+    /// by the process's file limit, which the server raises to its hard limit at start.
+    pub max_connections: usize,
+    /// Open connections one client IP address may hold at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +207,10 @@ impl Default for ServerConfig {
             port: 8080,
             node_id: "node-1".into(),
             shutdown_timeout_secs: 10,
+            request_header_timeout_secs: 30,
+            request_body_timeout_secs: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
         }
     }
 }
@@ -241,6 +312,23 @@ pub struct LimitsConfig {
     pub max_params: usize,
     /// Largest single parameter in bytes.
     pub max_param_bytes: usize,
+    /// Deepest expression nesting a statement may have: `a + b + c` is 3 deep, and so is a
+    /// chain of three `UNION ALL`s. Deeper statements are refused (`INVALID_SQL`) before
+    /// planning.
+    pub max_expression_depth: usize,
+    /// Most expression nodes one statement may have (an `IN` list of 10,000 literals has
+    /// about 10,000).
+    pub max_expression_nodes: usize,
+    /// Largest single value a function may build (`repeat`, `lpad`, `array_repeat`,
+    /// `range` …), in bytes; larger ones fail with `RESOURCE_EXHAUSTED` before they are
+    /// allocated.
+    pub max_value_bytes: usize,
+    /// Largest result one request may return, in bytes of its rows in memory; larger ones
+    /// fail with `RESOURCE_EXHAUSTED` (use LIMIT, or page with a key range).
+    pub max_result_bytes: usize,
+    /// Longest client-chosen name accepted: subscription ids, namespace names in requests,
+    /// login names, in bytes.
+    pub max_name_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -250,6 +338,11 @@ impl Default for LimitsConfig {
             max_sql_bytes: 1024 * 1024,
             max_params: 50,
             max_param_bytes: 512 * 1024,
+            max_expression_depth: 1_000,
+            max_expression_nodes: 100_000,
+            max_value_bytes: 64 * 1024 * 1024,
+            max_result_bytes: 128 * 1024 * 1024,
+            max_name_bytes: 256,
         }
     }
 }
@@ -404,6 +497,31 @@ impl Config {
                 "websocket.max_subscriptions_per_connection",
                 ws.max_subscriptions_per_connection,
             ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be > 0".into(),
+                });
+            }
+        }
+        let (srv, lim) = (&self.server, &self.limits);
+        for (key, value) in [
+            (
+                "server.request_header_timeout_secs",
+                srv.request_header_timeout_secs as usize,
+            ),
+            (
+                "server.request_body_timeout_secs",
+                srv.request_body_timeout_secs as usize,
+            ),
+            ("server.max_connections", srv.max_connections),
+            ("server.max_connections_per_ip", srv.max_connections_per_ip),
+            ("limits.max_expression_depth", lim.max_expression_depth),
+            ("limits.max_expression_nodes", lim.max_expression_nodes),
+            ("limits.max_value_bytes", lim.max_value_bytes),
+            ("limits.max_result_bytes", lim.max_result_bytes),
+            ("limits.max_name_bytes", lim.max_name_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

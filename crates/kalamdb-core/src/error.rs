@@ -61,6 +61,15 @@ pub enum KalamError {
     /// lock; the write did nothing and is retried.
     #[error("{0} was altered while the statement ran; run it again")]
     SchemaChanged(String),
+    /// A query needed more than a configured limit allows (memory, result size, value size).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The request ran longer than `[query] timeout_secs` and was cancelled.
+    #[error("Query cancelled after {0} s: it exceeded query.timeout_secs")]
+    Timeout(u64),
+    /// `KILL QUERY` cancelled the request.
+    #[error("Query was cancelled by KILL QUERY")]
+    Cancelled,
     /// A bug or an environment failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -101,6 +110,9 @@ impl KalamError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Unauthorized(_) => ErrorCode::InvalidCredentials,
             Self::Query(e) => datafusion_code(e),
+            Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            Self::Timeout(_) => ErrorCode::QueryTimeout,
+            Self::Cancelled => ErrorCode::QueryCancelled,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -141,6 +153,7 @@ fn datafusion_code(e: &DataFusionError) -> ErrorCode {
     match e.find_root() {
         DataFusionError::SQL(..) => ErrorCode::InvalidSql,
         DataFusionError::Internal(_) => ErrorCode::InternalError,
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
         DataFusionError::External(inner) => inner
             .downcast_ref::<KalamError>()
             .map(|k| k.code())

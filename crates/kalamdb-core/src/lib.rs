@@ -32,6 +32,7 @@ pub mod flush_scheduler;
 pub mod jobs;
 pub mod providers;
 pub mod pruning;
+pub mod query_runtime;
 pub mod rows;
 pub mod schema_registry;
 pub mod seq;

@@ -5,9 +5,9 @@
 use crate::error::LiveError;
 use crate::filter::Filter;
 use datafusion::sql::sqlparser::ast::Expr;
+use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
-use kalamdb_commons::{KalamDataType, TableDefinition};
 use kalamdb_core::changes::{ChangeEvent, ChangeKind};
 use kalamdb_core::rows::StoredRow;
 use kalamdb_core::schema_registry::CachedTable;
@@ -33,8 +33,6 @@ pub(crate) struct CompiledQuery {
     written: Option<(Expr, Arc<TableDefinition>)>,
     /// The WHERE clause names `CURRENT_USER()`: compiled per subscriber, not shared.
     pub(crate) per_user: bool,
-    /// Column ids of projected FLOAT/DOUBLE columns.
-    float_columns: Vec<u32>,
 }
 
 /// Whether a WHERE clause names `CURRENT_USER()` (its compiled form is per subscriber).
@@ -66,12 +64,6 @@ impl CompiledQuery {
         filter: Option<Filter>,
         written: Option<(Expr, Arc<TableDefinition>)>,
     ) -> Self {
-        let float_columns = columns
-            .iter()
-            .map(|&i| &table.def.columns[i])
-            .filter(|c| matches!(c.data_type, KalamDataType::Float | KalamDataType::Double))
-            .map(|c| c.column_id)
-            .collect();
         let per_user = mentions_current_user(written.as_ref().map(|(e, _)| e));
         Self {
             table,
@@ -80,7 +72,6 @@ impl CompiledQuery {
             filter,
             written,
             per_user,
-            float_columns,
         }
     }
 
@@ -158,49 +149,6 @@ impl CompiledQuery {
         };
         let written = self.written.clone();
         Ok(Self::assemble(table, columns, self.star, filter, written))
-    }
-
-    /// `CONVERSION_ERROR` when a projected cell of `row` is NaN or ±Infinity, which JSON
-    /// cannot carry (`spec/protocol.md` §5).
-    pub(crate) fn check_convertible(&self, row: &StoredRow) -> Result<(), LiveError> {
-        for &id in &self.float_columns {
-            let finite = match row.cell(id) {
-                Value::F32(x) => x.is_finite(),
-                Value::F64(x) => x.is_finite(),
-                _ => true,
-            };
-            if !finite {
-                let name = self
-                    .table
-                    .def
-                    .columns
-                    .iter()
-                    .find(|c| c.column_id == id)
-                    .map_or("?", |c| c.name.as_str());
-                return Err(LiveError::new(
-                    "CONVERSION_ERROR",
-                    format!(
-                        "column {name} holds NaN or Infinity, which JSON cannot carry; \
-                         the subscription is closed"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// [`CompiledQuery::check_convertible`] over the row versions of a change that the
-    /// subscription would be sent (those passing the WHERE clause).
-    pub(crate) fn check_event(&self, e: &ChangeEvent) -> Result<(), LiveError> {
-        if self.float_columns.is_empty() {
-            return Ok(());
-        }
-        for row in e.new.iter().chain(e.old.iter()) {
-            if self.matches(row) {
-                self.check_convertible(row)?;
-            }
-        }
-        Ok(())
     }
 
     /// Whether a row version passes the WHERE clause.

@@ -503,7 +503,11 @@ mod tests {
     }
 
     fn matches(clause: &str, r: &StoredRow) -> bool {
-        let q = LiveQuery::parse(&format!("SELECT * FROM app.t WHERE {clause}")).unwrap();
+        let q = LiveQuery::parse(
+            &format!("SELECT * FROM app.t WHERE {clause}"),
+            kalamdb_core::sql::expr_limits::ExprLimits::of(&Default::default()),
+        )
+        .unwrap();
         Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice")
             .unwrap()
             .matches(r)
@@ -588,7 +592,11 @@ mod tests {
             ("id + 1 = 2", "UNSUPPORTED"),
             ("id = 'abc'", "INVALID_SQL"),
         ] {
-            let q = LiveQuery::parse(&format!("SELECT * FROM app.t WHERE {clause}")).unwrap();
+            let q = LiveQuery::parse(
+                &format!("SELECT * FROM app.t WHERE {clause}"),
+                kalamdb_core::sql::expr_limits::ExprLimits::of(&Default::default()),
+            )
+            .unwrap();
             let err = Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice").unwrap_err();
             assert_eq!(err.code, code, "{clause}: {err}");
         }

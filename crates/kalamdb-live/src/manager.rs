@@ -20,6 +20,7 @@ use kalamdb_core::providers::system::SystemTable;
 use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
 use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
+use kalamdb_core::sql::expr_limits::ExprLimits;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -240,6 +241,20 @@ impl LiveQueryManager {
             );
             return;
         }
+        let max = self
+            .app
+            .upgrade()
+            .map_or(256, |app| app.config().limits.max_name_bytes);
+        if req.id.len() > max {
+            conn.error(
+                "invalid_subscription",
+                &LiveError::new(
+                    "INVALID_SUBSCRIPTION_ID",
+                    format!("subscription id is longer than {max} bytes (limits.max_name_bytes)"),
+                ),
+            );
+            return;
+        }
         if let Err(e) = self.try_subscribe(conn, &req).await {
             conn.error(&req.id, &e);
         }
@@ -263,7 +278,13 @@ impl LiveQueryManager {
                 format!("at most {limit} subscriptions per connection"),
             ));
         }
-        let query = LiveQuery::parse(&req.sql)?;
+        let sql = req.sql.clone();
+        let limits = ExprLimits::of(&app.config().limits);
+        let query = app
+            .queries()
+            .run_small(move || LiveQuery::parse(&sql, limits))
+            .await
+            .map_err(|e| LiveError::new("SUBSCRIPTION_FAILED", e.to_string()))??;
         let (table, system) = self.resolve(&app, &conn.identity, &query)?;
         let def = &table.def;
         let columns = match &query.columns {
@@ -417,14 +438,6 @@ impl LiveQueryManager {
             return Ok(());
         };
         let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
-        let convertible = pending
-            .iter()
-            .chain(resumed_deletes.iter().map(|(r, _)| r))
-            .try_for_each(|r| sub.query().check_convertible(r));
-        if let Err(e) = convertible {
-            self.unsubscribe(conn, &sub.id);
-            return Err(e);
-        }
         {
             let mut state = sub.state.lock();
             let has_more = pending.len() > batch_size;

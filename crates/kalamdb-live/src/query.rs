@@ -8,6 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use kalamdb_core::sql::expr_limits::{self, ExprLimits};
 use kalamdb_core::sql::parse::{fold, normalize_current_user};
 
 const SUPPORTED: &str =
@@ -27,11 +28,15 @@ pub(crate) struct LiveQuery {
 }
 
 impl LiveQuery {
-    /// Parses and validates `sql`.
-    pub(crate) fn parse(sql: &str) -> Result<Self, LiveError> {
+    /// Parses and validates `sql`, whose expressions must stay within `limits`. (Run it where
+    /// a refused, deeply nested statement can be dropped safely: on the query runtime.)
+    pub(crate) fn parse(sql: &str, limits: ExprLimits) -> Result<Self, LiveError> {
         let sql = normalize_current_user(sql).map_err(|e| LiveError::invalid(e.to_string()))?;
         let mut statements = Parser::parse_sql(&GenericDialect {}, &sql)
             .map_err(|e| LiveError::invalid(format!("cannot parse live query: {e}")))?;
+        for statement in &statements {
+            expr_limits::check(statement, limits).map_err(|e| LiveError::invalid(e.to_string()))?;
+        }
         if statements.len() != 1 {
             return Err(LiveError::unsupported(format!(
                 "exactly one statement expected; {SUPPORTED}"
@@ -133,14 +138,30 @@ fn reject_subqueries(e: &Expr) -> Result<(), LiveError> {
 mod tests {
     use super::*;
 
+    fn test_limits() -> ExprLimits {
+        ExprLimits::of(&Default::default())
+    }
+
+    #[test]
+    fn deep_filters_are_refused() {
+        let deep = vec!["a = 1"; 2000].join(" OR ");
+        let err = LiveQuery::parse(&format!("SELECT * FROM app.t WHERE {deep}"), test_limits())
+            .unwrap_err();
+        assert_eq!(err.code, "INVALID_SQL");
+    }
+
     #[test]
     fn accepts_the_supported_shape() {
-        let q = LiveQuery::parse("SELECT id, Title FROM App.Todos WHERE done = false").unwrap();
+        let q = LiveQuery::parse(
+            "SELECT id, Title FROM App.Todos WHERE done = false",
+            test_limits(),
+        )
+        .unwrap();
         assert_eq!((q.namespace.as_str(), q.table.as_str()), ("app", "todos"));
         assert_eq!(q.columns, Some(vec!["id".to_string(), "title".to_string()]));
         assert!(q.filter.is_some());
         assert!(
-            LiveQuery::parse("SELECT * FROM app.t")
+            LiveQuery::parse("SELECT * FROM app.t", test_limits())
                 .unwrap()
                 .columns
                 .is_none()
@@ -166,7 +187,11 @@ mod tests {
             ("INSERT INTO app.t VALUES (1)", "UNSUPPORTED"),
             ("SELEKT", "INVALID_SQL"),
         ] {
-            assert_eq!(LiveQuery::parse(sql).unwrap_err().code, code, "{sql}");
+            assert_eq!(
+                LiveQuery::parse(sql, test_limits()).unwrap_err().code,
+                code,
+                "{sql}"
+            );
         }
     }
 }

@@ -82,7 +82,6 @@ impl Subscription {
         cache: &mut BodyCache,
     ) -> Result<(), LiveError> {
         let query = self.query();
-        events.iter().try_for_each(|e| query.check_event(e))?;
         let mut state = self.state.lock();
         if !state.ready {
             if state.buffered.len() + events.len() > MAX_BUFFERED {

@@ -3,7 +3,9 @@
 //! [`start`] is what the binary runs and what in-process tests call: it returns a
 //! [`RunningServer`] with the bound address and a handle to stop it. Shutdown stops accepting,
 //! lets in-flight requests finish (bounded by `server.shutdown_timeout_secs`), then flushes the
-//! store.
+//! store. Connection limits and timeouts are in [`listener`].
+
+mod listener;
 
 use kalamdb_api::{ApiState, router};
 use kalamdb_core::AppContext;
@@ -61,6 +63,15 @@ impl RunningServer {
 pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer, ServerError> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let file_limit = listener::raise_file_limit();
+    let limits = listener::Limits {
+        max_connections: config
+            .server
+            .max_connections
+            .min(listener::connections_allowed_by(file_limit)),
+        max_per_ip: config.server.max_connections_per_ip,
+        header_timeout: Duration::from_secs(config.server.request_header_timeout_secs),
+    };
     let app = AppContext::open(config).await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -71,8 +82,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
     let bound = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let service =
-        router(ApiState::new(Arc::clone(&app))).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router(ApiState::new(Arc::clone(&app)));
     let (tx, rx) = oneshot::channel::<()>();
     let engine = Arc::clone(&app);
     let task = tokio::spawn(async move {
@@ -84,13 +94,13 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
             }
             let _ = drained_tx.send(());
         };
-        let serve = axum::serve(listener, service).with_graceful_shutdown(stop);
+        let serve = listener::serve(listener, service, limits, stop);
         let deadline = async move {
             let _ = drained_rx.await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            r = serve => if let Err(e) = r { tracing::error!(error = %e, "server error") },
+            () = serve => {}
             _ = deadline => tracing::warn!("shutdown grace period over; dropping open connections"),
         }
         engine.shutdown();

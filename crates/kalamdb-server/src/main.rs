@@ -29,7 +29,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Connection handling runs here; queries run on the engine's own runtime. Deep stacks
+    // leave room for the recursion over statements the expression limits admit.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(16 * 1024 * 1024)
         .enable_all()
         .build()
     {

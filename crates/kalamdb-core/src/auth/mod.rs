@@ -6,6 +6,7 @@
 
 pub mod password;
 mod session_cache;
+mod throttle;
 pub mod tokens;
 
 use crate::audit::{AuditEvent, AuditLog};
@@ -15,6 +16,7 @@ use kalamdb_commons::{Role, UserId};
 use session_cache::SessionCache;
 use std::net::IpAddr;
 use std::sync::Arc;
+use throttle::LoginThrottle;
 use tokens::{TokenError, TokenKind, TokenService};
 
 /// Who is making a request.
@@ -83,6 +85,9 @@ pub struct AuthService {
     config: AuthConfig,
     sessions: SessionCache,
     audit: AuditLog,
+    throttle: LoginThrottle,
+    /// A hash checked for unknown names, so they cost a login the same time as real ones.
+    decoy_hash: String,
 }
 
 fn now_micros() -> i64 {
@@ -97,12 +102,19 @@ impl AuthService {
         audit: AuditLog,
     ) -> Result<Arc<Self>, AuthError> {
         let tokens = TokenService::new(&config.jwt_secret, config.jwt_expiry_hours);
+        let throttle = LoginThrottle::new(
+            config.max_failed_logins,
+            std::time::Duration::from_secs(config.lockout_seconds),
+        );
+        let decoy_hash = password::hash("decoy-password".into(), config.bcrypt_cost).await?;
         let svc = Arc::new(Self {
             catalog,
             tokens,
             config,
             sessions: SessionCache::default(),
             audit,
+            throttle,
+            decoy_hash,
         });
         svc.bootstrap_root().await?;
         Ok(svc)
@@ -130,6 +142,7 @@ impl AuthService {
             if !matches {
                 user.password_hash = password::hash(configured, self.config.bcrypt_cost).await?;
                 user.updated_at = now;
+                user.revoke_tokens(now);
             }
         }
         self.catalog.put_user(&user)?;
@@ -151,7 +164,7 @@ impl AuthService {
         pw: &str,
         ip: Option<IpAddr>,
     ) -> Result<LoginGrant, AuthError> {
-        let result = self.check_login(user, pw).await;
+        let result = self.check_login(user, pw, ip).await;
         let (action, details) = match &result {
             Ok(_) => ("LOGIN", None),
             Err(e) => ("LOGIN_FAILED", Some(e.to_string())),
@@ -169,25 +182,41 @@ impl AuthService {
         result
     }
 
-    async fn check_login(&self, user: &str, pw: &str) -> Result<LoginGrant, AuthError> {
-        let id = UserId::parse(user).map_err(|_| AuthError::InvalidCredentials)?;
-        let Some(record) = self.catalog.user(&id)? else {
-            return Err(AuthError::InvalidCredentials);
-        };
-        if record.deleted_at.is_some() {
-            return Err(AuthError::InvalidCredentials);
+    async fn check_login(
+        &self,
+        user: &str,
+        pw: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<LoginGrant, AuthError> {
+        // Refused before the password is looked at, whether or not the name exists.
+        if self.throttle.is_locked(user, ip) {
+            return Err(AuthError::AccountLocked);
         }
+        let failed = |e: AuthError| {
+            if matches!(e, AuthError::InvalidCredentials) && self.throttle.failed(user, ip) {
+                tracing::warn!(user = %user.chars().take(128).collect::<String>(), ?ip,
+                    "logins of this name from this address locked after failures");
+            }
+            e
+        };
+        let record = match UserId::parse(user) {
+            Ok(id) => self.catalog.user(&id)?,
+            Err(_) => None,
+        };
+        let Some(record) = record.filter(|r| r.deleted_at.is_none()) else {
+            // Same work and answer as a wrong password.
+            password::verify(pw.to_string(), self.decoy_hash.clone()).await;
+            return Err(failed(AuthError::InvalidCredentials));
+        };
+        let id = UserId::new(record.user_id.as_str());
         if record.password_hash.is_empty() {
             return Err(if record.user_id == "root" && pw.is_empty() {
                 AuthError::SetupRequired
             } else {
-                AuthError::InvalidCredentials
+                failed(AuthError::InvalidCredentials)
             });
         }
         let now = now_micros();
-        if record.locked_until.is_some_and(|until| until > now) {
-            return Err(AuthError::AccountLocked);
-        }
         let verified = password::verify(pw.to_string(), record.password_hash.clone()).await;
         // The bookkeeping goes onto the record as stored now: a DROP USER, role or password
         // change that landed during the (slow) hash check is kept, and refuses the login.
@@ -202,17 +231,17 @@ impl AuthService {
                 stored.failed_login_attempts = 0;
                 return Ok(true);
             }
-            stored.failed_login_attempts += 1;
-            if stored.failed_login_attempts >= self.config.max_failed_logins {
-                stored.locked_until = Some(now + self.config.lockout_seconds as i64 * 1_000_000);
-                stored.failed_login_attempts = 0;
-                tracing::warn!(user = %stored.user_id, "account locked after failed logins");
-            }
+            // Shown in system.users; the lockout itself is per (name, address).
+            stored.failed_login_attempts = stored.failed_login_attempts.saturating_add(1);
             Ok(false)
-        })?;
+        });
         match updated {
-            Some((record, true)) => self.grant(record),
-            _ => Err(AuthError::InvalidCredentials),
+            Ok(Some((record, true))) => {
+                self.throttle.succeeded(user, ip);
+                self.grant(record)
+            }
+            Ok(_) => Err(failed(AuthError::InvalidCredentials)),
+            Err(e) => Err(failed(e)),
         }
     }
 
@@ -265,7 +294,10 @@ impl AuthService {
             .catalog
             .user(&id)?
             .ok_or(AuthError::InvalidCredentials)?;
-        if user.deleted_at.is_some() || claims.role.is_some_and(|r| r != user.role) {
+        if user.deleted_at.is_some()
+            || claims.role.is_some_and(|r| r != user.role)
+            || claims.tgen != user.token_generation
+        {
             return Err(AuthError::InvalidCredentials);
         }
         Ok((
@@ -314,6 +346,7 @@ impl AuthService {
         root.password_hash =
             password::hash(root_password.to_string(), self.config.bcrypt_cost).await?;
         root.updated_at = now_micros();
+        root.revoke_tokens(root.updated_at);
         self.catalog.put_user(&root)?;
         Ok(dba)
     }

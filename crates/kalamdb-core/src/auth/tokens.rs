@@ -45,6 +45,10 @@ pub struct Claims {
     pub nbf: Option<i64>,
     /// Access or refresh.
     pub token_type: TokenKind,
+    /// The account's token generation at issue time; the token is refused once the account's
+    /// generation moved on (password or role change, account dropped and re-created).
+    #[serde(default)]
+    pub tgen: u64,
 }
 
 /// Why a token was refused.
@@ -97,6 +101,7 @@ impl TokenService {
             role: Some(user.role),
             nbf: None,
             token_type: kind,
+            tgen: user.token_generation,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -170,6 +175,7 @@ mod tests {
             role: Some(Role::User),
             nbf: None,
             token_type: TokenKind::Access,
+            tgen: 0,
         }
     }
 

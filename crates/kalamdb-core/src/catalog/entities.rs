@@ -38,6 +38,12 @@ pub struct UserRecord {
     pub updated_at: i64,
     /// µs; set by DROP USER (soft delete).
     pub deleted_at: Option<i64>,
+    /// Tokens carry the generation they were issued under and are refused once it changed:
+    /// a new account (also one re-created under a dropped one's name) starts at its creation
+    /// time in µs, and a password or role change moves it on, so every earlier token dies.
+    /// (0 for accounts stored before generations existed, matching their older tokens.)
+    #[serde(default)]
+    pub token_generation: u64,
 }
 
 impl UserRecord {
@@ -62,7 +68,13 @@ impl UserRecord {
             created_at: now_micros,
             updated_at: now_micros,
             deleted_at: None,
+            token_generation: now_micros.max(1) as u64,
         }
+    }
+
+    /// Invalidates every token issued so far for this account.
+    pub fn revoke_tokens(&mut self, now_micros: i64) {
+        self.token_generation = (self.token_generation + 1).max(now_micros.max(1) as u64);
     }
 }
 

@@ -39,6 +39,8 @@ pub struct ProviderDeps {
     /// `information_schema.routines`.
     pub table_functions:
         Arc<std::collections::HashMap<String, Arc<datafusion::catalog::TableFunction>>>,
+    /// The requests running now (for `system.queries`).
+    pub queries: crate::query_runtime::RunningQueries,
 }
 
 /// The `kalam` catalog.

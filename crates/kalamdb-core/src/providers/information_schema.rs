@@ -93,13 +93,24 @@ struct Corrected {
 }
 
 impl Corrected {
-    fn correct(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
+    /// `admin`: the caller may read view definitions (plain users see the views, with a
+    /// NULL definition: a view's SQL can name tables and filters they may not know of).
+    fn correct(&self, batch: RecordBatch, admin: bool) -> DfResult<RecordBatch> {
         match self.fix {
             Fix::ColumnDefaults => self.with_defaults(batch),
             Fix::OnlyViews => {
-                let definitions = batch.column(batch.schema().index_of("definition")?);
-                let keep = is_not_null(definitions)?;
-                Ok(filter_record_batch(&batch, &keep)?)
+                let index = batch.schema().index_of("definition")?;
+                let keep = is_not_null(batch.column(index))?;
+                let views = filter_record_batch(&batch, &keep)?;
+                if admin {
+                    return Ok(views);
+                }
+                let mut columns: Vec<ArrayRef> = views.columns().to_vec();
+                columns[index] = datafusion::arrow::array::new_null_array(
+                    columns[index].data_type(),
+                    views.num_rows(),
+                );
+                Ok(RecordBatch::try_new(views.schema(), columns)?)
             }
         }
     }
@@ -177,11 +188,12 @@ impl TableProvider for Corrected {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let admin = super::identity_of(state)?.role.is_admin();
         let all = self.inner.scan(state, None, &[], None).await?;
         let batches = collect(all, state.task_ctx())
             .await?
             .into_iter()
-            .map(|b| self.correct(b))
+            .map(|b| self.correct(b, admin))
             .collect::<DfResult<Vec<_>>>()?;
         let exec: Arc<dyn ExecutionPlan> =
             MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;

@@ -1,6 +1,7 @@
 //! System tables: `system.namespaces`, `system.tables`, `system.schemas`, `system.users`,
 //! `system.storages`, `system.audit_log`, `system.jobs` (computed from the persisted catalog at
-//! scan time) and `system.live` (from the live-query manager). Readable by dba/system only.
+//! scan time), `system.live` (from the live-query manager) and `system.queries` (the requests
+//! running now). Readable by dba/system only.
 
 use super::identity_of;
 use crate::access;
@@ -43,6 +44,8 @@ pub enum SystemTable {
     Live,
     /// `system.jobs`
     Jobs,
+    /// `system.queries`
+    Queries,
 }
 
 /// Every system table.
@@ -55,6 +58,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::AuditLog,
     SystemTable::Live,
     SystemTable::Jobs,
+    SystemTable::Queries,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -74,6 +78,7 @@ impl SystemTable {
             Self::AuditLog => "audit_log",
             Self::Live => "live",
             Self::Jobs => "jobs",
+            Self::Queries => "queries",
         }
     }
 
@@ -172,6 +177,15 @@ impl SystemTable {
                 ("bytes", K::BigInt, false),
                 ("message", K::Text, true),
                 ("attempts", K::Int, false),
+            ],
+            Self::Queries => vec![
+                ("query_id", K::BigInt, false),
+                ("user_id", K::Text, false),
+                ("client_ip", K::Text, true),
+                ("query", K::Text, false),
+                ("started_at", K::Timestamp, false),
+                ("elapsed_ms", K::BigInt, false),
+                ("node_id", K::Text, false),
             ],
             Self::Storages => vec![
                 ("storage_id", K::Text, false),
@@ -297,6 +311,24 @@ impl SystemTable {
                         Value::Timestamp(q.created_at),
                         opt_ts(q.last_update),
                         Value::I64(q.changes),
+                        text(deps.node_id.as_str()),
+                    ]
+                })
+                .collect(),
+            Self::Queries => deps
+                .queries
+                .list()
+                .into_iter()
+                .map(|q| {
+                    vec![
+                        Value::I64(q.id as i64),
+                        text(&q.user_id),
+                        q.client_ip
+                            .map(|ip| Value::Text(ip.to_string()))
+                            .unwrap_or(Value::Null),
+                        text(&q.sql),
+                        Value::Timestamp(q.started_at),
+                        Value::I64(q.elapsed().as_millis() as i64),
                         text(deps.node_id.as_str()),
                     ]
                 })

@@ -1269,6 +1269,7 @@ pub async fn alter_user(
                 .map_err(|e| KalamError::Internal(e.to_string()))?;
             user.failed_login_attempts = 0;
             user.locked_until = None;
+            user.revoke_tokens(now());
             "password"
         }
         UserChange::Role(r) => {
@@ -1288,6 +1289,7 @@ pub async fn alter_user(
                 ));
             }
             user.role = role;
+            user.revoke_tokens(now());
             "role"
         }
         UserChange::Email(e) => {
@@ -1297,7 +1299,8 @@ pub async fn alter_user(
     };
     user.updated_at = now();
     app.catalog().put_user(&user)?;
-    if what == "role"
+    // Connections opened with the account's earlier tokens end with them.
+    if what != "email"
         && let Some(listener) = app.change_listener()
     {
         listener.user_revoked(&id);

@@ -1,8 +1,9 @@
 //! Arrow results to the wire form of `spec/protocol.md` §5: a `schema` of fields with Kalam
 //! types and flags, and positional rows of JSON cells. BIGINT is a decimal string, timestamps
 //! and times are microseconds, dates are days, DECIMAL a string with exactly `scale` digits,
-//! UUID the hyphenated form, BYTES an array of byte numbers. Non-finite floats become `null`
-//! (JSON has no NaN).
+//! UUID the hyphenated form, BYTES an array of byte numbers. Non-finite floats, which JSON
+//! numbers cannot carry, are the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (as
+//! PostgreSQL spells them), over HTTP and WebSocket alike.
 
 use crate::types::field_kalam_type;
 use crate::value::{Value, to_array};
@@ -80,9 +81,29 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<Json>> {
 }
 
 fn float(v: f64) -> Json {
-    serde_json::Number::from_f64(v)
-        .map(Json::Number)
-        .unwrap_or(Json::Null)
+    match serde_json::Number::from_f64(v) {
+        Some(n) => Json::Number(n),
+        None if v.is_nan() => Json::String("NaN".into()),
+        None if v > 0.0 => Json::String("Infinity".into()),
+        None => Json::String("-Infinity".into()),
+    }
+}
+
+/// Estimated bytes a batch takes once encoded as JSON rows in memory: its Arrow data (of the
+/// slice it covers, not the buffers it shares) plus a cell and a row header per value.
+pub fn result_bytes(batch: &RecordBatch) -> usize {
+    const CELL: usize = 48;
+    const ROW: usize = 24;
+    let data: usize = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum();
+    data + batch.num_rows() * (ROW + CELL * batch.num_columns())
 }
 
 /// Formats an unscaled decimal with exactly `scale` fractional digits.

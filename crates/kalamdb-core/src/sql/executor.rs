@@ -7,6 +7,7 @@
 //! several statements, DML results are summarised after the other results (`Inserted N
 //! row(s)` …), as upstream clients expect.
 
+use super::expr_limits::ExprLimits;
 use super::parse::{self, Command, parse_statement};
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
@@ -18,6 +19,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
+use futures::StreamExt;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::QueryResult;
 use std::net::IpAddr;
@@ -120,13 +122,14 @@ pub(crate) async fn run_query(
     let Command::Sql(stmt) = parse_statement(sql)? else {
         return Err(KalamError::Internal(format!("not a query: {sql}")));
     };
-    query(app, ctx, *stmt).await
+    query(app, ctx, *stmt, None).await
 }
 
 async fn query(
     app: &AppContext,
     ctx: &ExecCtx,
     stmt: Statement,
+    max_result_bytes: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let state = app.query_state(&ctx.identity, &ctx.namespace);
     let stmt = DfStatement::Statement(Box::new(stmt));
@@ -149,8 +152,113 @@ async fn query(
         .map_err(KalamError::from_datafusion)?;
     let df = DataFrame::new(state, plan);
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(KalamError::from_datafusion)?;
+    let Some(max) = max_result_bytes else {
+        let batches = df.collect().await.map_err(KalamError::from_datafusion)?;
+        return Ok((schema, batches));
+    };
+    // Streamed, so that a result over the limit stops the query instead of being built whole.
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(KalamError::from_datafusion)?;
+    let (mut batches, mut bytes) = (Vec::new(), 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(KalamError::from_datafusion)?;
+        bytes = bytes.saturating_add(encode::result_bytes(&batch));
+        if bytes > max {
+            return Err(KalamError::ResourceExhausted(format!(
+                "The result is larger than {max} bytes (limits.max_result_bytes); \
+                 add a LIMIT or read it in key ranges"
+            )));
+        }
+        batches.push(batch);
+    }
     Ok((schema, batches))
+}
+
+/// Largest single statement that may take a fast path on the caller's own thread (a
+/// literal INSERT or a primary-key lookup); anything else runs on the query runtime.
+const INLINE_MAX_BYTES: usize = 4096;
+
+/// Results of a request's statements, assembled as the wire wants them.
+struct Results {
+    single: bool,
+    list: Vec<QueryResult>,
+    totals: [usize; 3],
+}
+
+impl Results {
+    fn new(single: bool) -> Self {
+        Self {
+            single,
+            list: Vec::new(),
+            totals: [0; 3],
+        }
+    }
+
+    fn push(&mut self, output: Output, identity: &Identity, as_user: String) {
+        match output {
+            Output::Rows { schema, batches } => {
+                let mut rows = encode::rows(&batches);
+                // EXECUTE AS runs with the user role.
+                let admin = identity.role.is_admin() && as_user == identity.user_id.as_str();
+                if !admin {
+                    encode::mask_sensitive(&schema, &mut rows);
+                }
+                self.list.push(QueryResult {
+                    schema: Some(encode::schema_fields(&schema)),
+                    row_count: rows.len(),
+                    rows: Some(rows),
+                    message: None,
+                    as_user,
+                });
+            }
+            Output::Dml { kind, count } if self.single => self.list.push(QueryResult {
+                schema: None,
+                rows: None,
+                row_count: count,
+                message: Some(kind.message(count)),
+                as_user,
+            }),
+            Output::Dml { kind, count } => self.totals[kind as usize] += count,
+            Output::Message(m) => self.list.push(QueryResult {
+                schema: None,
+                rows: None,
+                row_count: 0,
+                message: Some(m),
+                as_user,
+            }),
+        }
+    }
+
+    fn finish(mut self, identity: &Identity) -> Vec<QueryResult> {
+        let as_user = identity.user_id.to_string();
+        for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
+            .into_iter()
+            .zip(self.totals)
+        {
+            if n > 0 {
+                self.list.push(QueryResult {
+                    schema: None,
+                    rows: None,
+                    row_count: n,
+                    message: Some(kind.message(n)),
+                    as_user: as_user.clone(),
+                });
+            }
+        }
+        self.list
+    }
+}
+
+/// The request error of statement `index` (0-based).
+fn statement_error(index: usize, text: &str, e: KalamError) -> RequestError {
+    RequestError {
+        code: e.code(),
+        message: format!("Statement {} failed: {e}", index + 1),
+        details: Some(text.to_string()),
+        public: e.is_public(),
+    }
 }
 
 impl SqlExecutor {
@@ -184,6 +292,18 @@ impl SqlExecutor {
                 ),
             ));
         }
+        if namespace
+            .as_ref()
+            .is_some_and(|n| n.len() > limits.max_name_bytes)
+        {
+            return Err(RequestError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "namespace_id is longer than {} bytes (limits.max_name_bytes)",
+                    limits.max_name_bytes
+                ),
+            ));
+        }
         let statements = split::split_statements(sql).map_err(|e| {
             RequestError::new(
                 ErrorCode::BatchParseError,
@@ -205,7 +325,7 @@ impl SqlExecutor {
         }
         let bound = params::prepare(&params, limits.max_params, limits.max_param_bytes)
             .map_err(|e| RequestError::new(e.code(), e.to_string()))?;
-        let mut ctx = ExecCtx {
+        let ctx = ExecCtx {
             identity: identity.clone(),
             namespace: namespace
                 .filter(|n| !n.is_empty())
@@ -214,69 +334,74 @@ impl SqlExecutor {
             client_ip,
             now: chrono::Utc::now().timestamp_micros(),
         };
-        let single = statements.len() == 1;
-        let mut results = Vec::new();
-        let mut totals = [0usize; 3];
-        for (i, text) in statements.iter().enumerate() {
-            let (output, as_user) =
-                self.run_statement(&mut ctx, text)
-                    .await
-                    .map_err(|e| RequestError {
-                        code: e.code(),
-                        message: format!("Statement {} failed: {e}", i + 1),
-                        details: Some(text.clone()),
-                        public: e.is_public(),
-                    })?;
-            match output {
-                Output::Rows { schema, batches } => {
-                    let mut rows = encode::rows(&batches);
-                    // EXECUTE AS runs with the user role.
-                    let admin =
-                        ctx.identity.role.is_admin() && as_user == ctx.identity.user_id.as_str();
-                    if !admin {
-                        encode::mask_sensitive(&schema, &mut rows);
-                    }
-                    results.push(QueryResult {
-                        schema: Some(encode::schema_fields(&schema)),
-                        row_count: rows.len(),
-                        rows: Some(rows),
-                        message: None,
-                        as_user: as_user.clone(),
-                    });
+        if statements.len() == 1 && statements[0].len() <= INLINE_MAX_BYTES {
+            match self.try_fast(&ctx, &statements[0]).await {
+                Ok(Some(output)) => {
+                    let mut results = Results::new(true);
+                    results.push(output, identity, identity.user_id.to_string());
+                    return Ok(results.finish(identity));
                 }
-                Output::Dml { kind, count } if single => results.push(QueryResult {
-                    schema: None,
-                    rows: None,
-                    row_count: count,
-                    message: Some(kind.message(count)),
-                    as_user: as_user.clone(),
-                }),
-                Output::Dml { kind, count } => totals[kind as usize] += count,
-                Output::Message(m) => results.push(QueryResult {
-                    schema: None,
-                    rows: None,
-                    row_count: 0,
-                    message: Some(m),
-                    as_user: as_user.clone(),
-                }),
+                Ok(None) => {}
+                Err(e) => return Err(statement_error(0, &statements[0], e)),
             }
         }
-        let as_user = identity.user_id.to_string();
-        for (kind, n) in [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
-            .into_iter()
-            .zip(totals)
-        {
-            if n > 0 {
-                results.push(QueryResult {
-                    schema: None,
-                    rows: None,
-                    row_count: n,
-                    message: Some(kind.message(n)),
-                    as_user: as_user.clone(),
-                });
-            }
+        let this = self.clone();
+        let work = async move { this.run_statements(ctx, statements).await };
+        let user = identity.user_id.as_str();
+        match self.app.queries().run(user, client_ip, sql, work).await {
+            Ok(done) => done,
+            Err(e) => Err(RequestError {
+                code: e.code(),
+                message: e.to_string(),
+                details: None,
+                public: e.is_public(),
+            }),
         }
-        Ok(results)
+    }
+
+    /// The fast paths, run on the caller's thread: a literal `INSERT … VALUES` and a
+    /// primary-key lookup. `None`: the statement takes the general path.
+    async fn try_fast(&self, ctx: &ExecCtx, text: &str) -> Result<Option<Output>> {
+        let app = &*self.app;
+        if let Some(ins) = super::insert_values::parse(text, &ctx.params) {
+            return match dml::insert_rows(app, ctx, &ins.table, &ins.columns, ins.rows).await {
+                // An ALTER overtook it (nothing was written): the general path retries.
+                Err(KalamError::SchemaChanged(_)) => Ok(None),
+                other => Ok(Some(Output::Dml {
+                    kind: DmlKind::Insert,
+                    count: other?,
+                })),
+            };
+        }
+        let first = parse::leading_words(text, 1);
+        if first.first().is_none_or(|w| w != "SELECT") {
+            return Ok(None);
+        }
+        let command = parse_statement(text)?;
+        command.check_limits(ExprLimits::of(&app.config().limits))?;
+        let Command::Sql(mut stmt) = command else {
+            return Ok(None);
+        };
+        params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
+        super::point_lookup::try_point_lookup(app, ctx, &stmt).await
+    }
+
+    /// Runs a request's statements one after the other (on the query runtime).
+    async fn run_statements(
+        &self,
+        mut ctx: ExecCtx,
+        statements: Vec<String>,
+    ) -> std::result::Result<Vec<QueryResult>, RequestError> {
+        let identity = ctx.identity.clone();
+        let mut results = Results::new(statements.len() == 1);
+        for (i, text) in statements.iter().enumerate() {
+            let (output, as_user) = self
+                .run_statement(&mut ctx, text)
+                .await
+                .map_err(|e| statement_error(i, text, e))?;
+            results.push(output, &identity, as_user);
+        }
+        Ok(results.finish(&identity))
     }
 
     /// Runs one statement, unwrapping `EXECUTE AS USER 'u' (…)`; returns the output and the
@@ -299,16 +424,32 @@ impl SqlExecutor {
         let identity = if target_id == ctx.identity.user_id {
             ctx.identity.clone()
         } else {
-            let user = self
+            let found = self
                 .app
                 .catalog()
                 .user(&target_id)?
-                .filter(|u| u.deleted_at.is_none())
-                .ok_or_else(|| KalamError::NotFound {
+                .filter(|u| u.deleted_at.is_none());
+            let allowed = match found {
+                Some(user) => {
+                    crate::access::check_impersonate(&ctx.identity, user.role).map(|()| user)
+                }
+                None => Err(KalamError::NotFound {
                     kind: "User",
                     name: target.clone(),
-                })?;
-            crate::access::check_impersonate(&ctx.identity, user.role)?;
+                }),
+            };
+            // Callers who cannot list users learn nothing about which exist: one answer for
+            // "no such user" and "may not act as that user".
+            let user = match allowed {
+                Ok(user) => user,
+                Err(e) if ctx.identity.role.is_admin() => return Err(e),
+                Err(_) => {
+                    return Err(KalamError::PermissionDenied(format!(
+                        "Cannot execute as user '{target}': no such user, or your role may \
+                         not act as it"
+                    )));
+                }
+            };
             Identity {
                 user_id: target_id,
                 role: user.role,
@@ -356,6 +497,7 @@ impl SqlExecutor {
             }
         }
         let command = parse_statement(text)?;
+        command.check_limits(ExprLimits::of(&app.config().limits))?;
         let _one_ddl_at_a_time = if command.changes_catalog() {
             Some(app.ddl_lock().lock().await)
         } else {
@@ -386,6 +528,16 @@ impl SqlExecutor {
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
+            Command::KillQuery(id) => {
+                crate::access::check_admin(&ctx.identity, "kill queries")?;
+                if !app.queries().kill(id) {
+                    return Err(KalamError::NotFound {
+                        kind: "Query",
+                        name: id.to_string(),
+                    });
+                }
+                Ok(Output::Message(format!("Query {id} cancelled")))
+            }
             Command::CreateStorage {
                 id,
                 storage_type,
@@ -422,12 +574,14 @@ impl SqlExecutor {
                         {
                             return Ok(out);
                         }
-                        let (schema, batches) = query(app, ctx, *stmt).await?;
+                        let max = app.config().limits.max_result_bytes;
+                        let (schema, batches) = query(app, ctx, *stmt, Some(max)).await?;
                         Ok(Output::Rows { schema, batches })
                     }
                     Statement::Explain { .. } | Statement::ExplainTable { .. } => {
                         crate::access::check_admin(&ctx.identity, "run EXPLAIN")?;
-                        let (schema, batches) = query(app, ctx, *stmt).await?;
+                        let max = app.config().limits.max_result_bytes;
+                        let (schema, batches) = query(app, ctx, *stmt, Some(max)).await?;
                         Ok(Output::Rows { schema, batches })
                     }
                     Statement::Insert(ins) => Ok(Output::Dml {

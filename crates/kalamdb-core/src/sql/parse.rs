@@ -56,6 +56,8 @@ pub enum Command {
     CompactAll(Option<String>),
     /// `KILL JOB 'job_id'`
     KillJob(String),
+    /// `KILL QUERY <id>`: cancels a running request (ids in `system.queries`).
+    KillQuery(u64),
     /// `CREATE STORAGE id TYPE 'filesystem' [NAME '…'] [DESCRIPTION '…'] [PATH '…'] …`
     CreateStorage {
         /// Id.
@@ -369,7 +371,7 @@ fn table_type_word(w: &str) -> Option<TableType> {
 
 /// The first `n` bare words of a statement, upper-cased, skipping whitespace and comments.
 /// Classifying by these avoids tokenizing a large statement (a 1,000-row INSERT) twice.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
+pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let b = sql.as_bytes();
     let mut words = Vec::with_capacity(n);
     let mut i = 0;
@@ -402,6 +404,21 @@ fn leading_words(sql: &str, n: usize) -> Vec<String> {
 }
 
 impl Command {
+    /// Checks the statement's expressions against `limits` (see [`super::expr_limits`]);
+    /// our own statements hold expressions only in column definitions and defaults.
+    pub fn check_limits(&self, limits: super::expr_limits::ExprLimits) -> Result<()> {
+        match self {
+            Command::Sql(stmt) => super::expr_limits::check(&**stmt, limits),
+            Command::CreateTable { stmt, .. } => super::expr_limits::check(&**stmt, limits),
+            Command::AlterTable { change, .. } => match change {
+                AlterChange::AddColumn(col) => super::expr_limits::check(&**col, limits),
+                AlterChange::SetDefault(_, Some(e)) => super::expr_limits::check(&**e, limits),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the statement creates, drops or alters a catalog object (see
     /// [`crate::app_context::AppContext::ddl_lock`]).
     pub fn changes_catalog(&self) -> bool {
@@ -442,7 +459,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
             | ("DESCRIBE" | "DESC", "TABLE")
-            | ("KILL", "LIVE" | "JOB")
+            | ("KILL", "LIVE" | "JOB" | "QUERY")
             | ("FLUSH", "TABLE")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
@@ -523,6 +540,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::ShowStorages => ("SHOW_STORAGES", String::new()),
         Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
         Command::KillJob(id) => ("KILL_JOB", id),
+        Command::KillQuery(id) => ("KILL_QUERY", id.to_string()),
         Command::CreateStorage { id, .. } => ("CREATE_STORAGE", id),
         Command::DropStorage { id, .. } => ("DROP_STORAGE", id),
         Command::FlushTable(table) => {
@@ -639,6 +657,17 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
             let id = c.ident()?;
             c.eat("EXTENDED");
             Command::StorageCheck(id)
+        }
+        ("KILL", "QUERY") => {
+            c.pos = 2;
+            let bad = || KalamError::InvalidSql("expected KILL QUERY <query_id>".into());
+            let id = match c.toks.get(c.pos) {
+                Some(Token::Number(n, _)) => n.clone(),
+                Some(Token::SingleQuotedString(s)) => s.clone(),
+                _ => return Err(bad()),
+            };
+            c.pos += 1;
+            Command::KillQuery(id.trim().parse().map_err(|_| bad())?)
         }
         ("KILL", "JOB") => {
             c.pos = 2;

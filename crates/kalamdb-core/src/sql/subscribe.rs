@@ -15,7 +15,10 @@ use serde_json::{Map, Value as Json};
 /// Answers `SUBSCRIBE TO` (`text` is what follows `TO`).
 pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
     let (select, options) = split_options(text)?;
-    let table = subscribed_table(select)?;
+    let table = subscribed_table(
+        select,
+        super::expr_limits::ExprLimits::of(&app.config().limits),
+    )?;
     let mut subscription = Map::new();
     let id = uuid::Uuid::new_v4().simple();
     subscription.insert(
@@ -85,13 +88,15 @@ fn bad_option(pair: &str) -> KalamError {
 }
 
 /// `ns.table` of a subscription query: one SELECT from one namespace-qualified table.
-fn subscribed_table(select: &str) -> Result<String> {
+fn subscribed_table(select: &str, limits: super::expr_limits::ExprLimits) -> Result<String> {
     let not_one = || {
         KalamError::InvalidSql(
             "SUBSCRIBE TO takes SELECT … FROM <namespace>.<table> [WHERE …]".into(),
         )
     };
-    let Command::Sql(stmt) = parse_statement(select)? else {
+    let command = parse_statement(select)?;
+    command.check_limits(limits)?;
+    let Command::Sql(stmt) = command else {
         return Err(not_one());
     };
     let Statement::Query(query) = *stmt else {

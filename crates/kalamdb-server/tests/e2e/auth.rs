@@ -377,7 +377,11 @@ async fn execute_as_user_follows_the_role_hierarchy() {
     }
     let (status, code, _) = s.err(&svc, "EXECUTE AS USER 'alice' ()").await;
     assert_eq!((status, code.as_str()), (400, "INVALID_INPUT"));
+    // A missing user answers like a forbidden one to callers who cannot list users; admins
+    // learn that it is missing.
     let (status, code, _) = s.err(&svc, "EXECUTE AS USER 'ghost' (SELECT 1)").await;
+    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
+    let (status, code, _) = s.err(&root, "EXECUTE AS USER 'ghost' (SELECT 1)").await;
     assert_eq!((status, code.as_str()), (400, "SQL_EXECUTION_ERROR"));
 }
 

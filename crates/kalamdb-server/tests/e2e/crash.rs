@@ -1,34 +1,13 @@
 //! `kill -9` during a stream of inserts: every insert that got a success reply is there after
 //! restart. Runs the real `kalamdb-server` binary.
 
-use crate::support::{ROOT_PASSWORD, login_token, post_sql};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use crate::support::{ROOT_PASSWORD, login_token, post_sql, spawn_binary};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn spawn(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
-        .arg("--config")
-        .arg(dir.join("absent.toml"))
-        .env("KALAMDB_DATA_DIR", dir)
-        .env("KALAMDB_SERVER_PORT", "0")
-        .env("KALAMDB_ROOT_PASSWORD", ROOT_PASSWORD)
-        .env("KALAMDB_AUTH_BCRYPT_COST", "4")
-        .env("KALAMDB_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (child, url)
+    spawn_binary(dir, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,34 @@ use std::path::Path;
 /// Root's password in every test server.
 pub(crate) const ROOT_PASSWORD: &str = "root-pass-123";
 
+/// Starts the real `kalamdb-server` binary on a free port with data in `dir` and the given
+/// extra `KALAMDB_*` settings; returns the process and its base URL.
+pub(crate) fn spawn_binary(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+        .arg("--config")
+        .arg(dir.join("absent.toml"))
+        .env("KALAMDB_DATA_DIR", dir)
+        .env("KALAMDB_SERVER_PORT", "0")
+        .env("KALAMDB_ROOT_PASSWORD", ROOT_PASSWORD)
+        .env("KALAMDB_AUTH_BCRYPT_COST", "4")
+        .env("KALAMDB_LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
 /// A config for a test server on a free loopback port with data in `dir`.
 pub(crate) fn test_config(dir: &Path) -> Config {
     let mut c = Config::default();
@@ -22,6 +50,23 @@ pub(crate) fn test_config(dir: &Path) -> Config {
     c
 }
 
+/// Posts a login of `user` to `base` with `http`; returns status and JSON body.
+pub(crate) async fn login_with(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> (u16, Value) {
+    let resp = http
+        .post(format!("{base}/v1/api/auth/login"))
+        .json(&json!({"user": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 /// Logs `user` in at `base` and returns the access token.
 pub(crate) async fn login_token(
     http: &reqwest::Client,
@@ -29,14 +74,8 @@ pub(crate) async fn login_token(
     user: &str,
     password: &str,
 ) -> String {
-    let resp = http
-        .post(format!("{base}/v1/api/auth/login"))
-        .json(&json!({"user": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "login of {user} failed");
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = login_with(http, base, user, password).await;
+    assert_eq!(status, 200, "login of {user} failed");
     body["access_token"].as_str().unwrap().to_string()
 }
 
@@ -78,6 +117,17 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A handle on a server started elsewhere (e.g. the binary) at `base`.
+    pub(crate) fn remote(base: &str) -> Self {
+        Self {
+            server: None,
+            dir: tempfile::tempdir().unwrap(),
+            base: base.to_string(),
+            http: reqwest::Client::new(),
+            config: Config::default(),
+        }
+    }
+
     /// Starts a server whose test config is first adjusted by `adjust`.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         Self::launch(tempfile::tempdir().unwrap(), adjust).await
@@ -105,15 +155,7 @@ impl TestServer {
     }
 
     pub(crate) async fn login(&self, user: &str, password: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}/v1/api/auth/login", self.base))
-            .json(&json!({"user": user, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        login_with(&self.http, &self.base, user, password).await
     }
 
     /// Logs in and returns the access token.
