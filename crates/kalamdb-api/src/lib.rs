@@ -23,6 +23,18 @@ use kalamdb_core::sql::executor::SqlExecutor;
 use kalamdb_live::LiveQueryManager;
 use std::sync::Arc;
 
+/// A connection's place in the server's connection limits, put into each request's
+/// extensions by whoever accepts connections. What outlives the HTTP exchange (an upgraded
+/// WebSocket) keeps it, so the connection stays counted until the socket closes.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
 /// State shared by the handlers.
 #[derive(Clone)]
 pub struct ApiState {

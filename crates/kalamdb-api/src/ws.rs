@@ -36,6 +36,7 @@ pub async fn upgrade(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    slot: Option<axum::Extension<crate::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let compress = params.get("compress").is_none_or(|v| v != "false");
@@ -46,7 +47,11 @@ pub async fn upgrade(
         // tungstenite zeroes its whole read buffer on every read attempt, and the pump tries a
         // read each time it wakes: 128 KiB (the default) was the top cost of change delivery.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| session(state, socket, token, compress))
+        .on_upgrade(move |socket| async move {
+            // The connection stays counted against the server's limits while the socket is open.
+            let _slot = slot;
+            session(state, socket, token, compress).await
+        })
 }
 
 /// Sends one server message, gzip-compressed when large.

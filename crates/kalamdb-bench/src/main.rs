@@ -15,6 +15,8 @@
 //!   (see [`live`]);
 //! - `flush` / `cold-query` / `flush-insert`: flush throughput, queries over flushed segments,
 //!   batch inserts with and without flushes running (see [`cold`]);
+//! - `health-under-load` / `point-select-under-load`: latency of health checks and point reads
+//!   while `--heavy` worst-case queries run (see [`load`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
@@ -23,6 +25,7 @@
 
 mod cold;
 mod live;
+mod load;
 mod report;
 mod schema;
 
@@ -49,7 +52,8 @@ struct Args {
     password: String,
     /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
-    /// cold-query | flush-insert | alter-add-column | view-query
+    /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
+    /// point-select-under-load
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -76,6 +80,9 @@ struct Args {
     /// Subscriptions per socket for live-fanout.
     #[arg(long, default_value_t = 100)]
     subs_per_socket: usize,
+    /// Worst-case queries kept running by the *-under-load workloads.
+    #[arg(long, default_value_t = 2)]
+    heavy: usize,
     /// Namespace the bench creates its tables in.
     #[arg(long, default_value = "bench")]
     namespace: String,
@@ -371,19 +378,24 @@ async fn point_select(args: &Args, client: &Client) -> Result<WorkloadResult, St
         async move {
             // A cheap, well-spread pseudo-random key per request.
             let key = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (w as u64)) % n;
-            let r = c
-                .sql(
-                    format!("SELECT * FROM {ns}.point_select WHERE id = $1"),
-                    Some(vec![serde_json::json!(key)]),
-                )
-                .await?;
-            match r.results.first().map(|r| r.row_count) {
-                Some(1) => Ok(1),
-                other => Err(format!("key {key}: expected one row, got {other:?}")),
-            }
+            point_lookup(&c, &ns, "point_select", key).await
         }
     })
     .await)
+}
+
+/// One primary-key SELECT of `key`, which must find its row.
+async fn point_lookup(c: &Client, ns: &str, table: &str, key: u64) -> Result<u64, String> {
+    let r = c
+        .sql(
+            format!("SELECT * FROM {ns}.{table} WHERE id = $1"),
+            Some(vec![serde_json::json!(key)]),
+        )
+        .await?;
+    match r.results.first().map(|r| r.row_count) {
+        Some(1) => Ok(1),
+        other => Err(format!("key {key}: expected one row, got {other:?}")),
+    }
 }
 
 const BENCH_USER_PASSWORD: &str = "bench-user-pass-1";
@@ -529,6 +541,8 @@ async fn main() {
             "user-select" => user_select(&args, &client).await,
             "flush" => cold::flush(&args, &client).await,
             "alter-add-column" => schema::alter_add_column(&args, &client).await,
+            "health-under-load" => load::under_load(&args, &client, "health").await,
+            "point-select-under-load" => load::under_load(&args, &client, "point-select").await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {

@@ -65,7 +65,8 @@ impl ErrorCode {
             | Self::TableNotFound
             | Self::ResourceExhausted
             | Self::QueryCancelled => 400,
-            Self::QueryTimeout => 408,
+            // Not 408: browsers resend a request answered 408, which would run it again.
+            Self::QueryTimeout => 504,
             Self::MissingAuthorization
             | Self::InvalidCredentials
             | Self::TokenExpired

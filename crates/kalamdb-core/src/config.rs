@@ -193,6 +193,9 @@ pub struct ServerConfig {
     pub request_header_timeout_secs: u64,
     /// Seconds a request has to deliver its whole body (408 `REQUEST_TIMEOUT` beyond).
     pub request_body_timeout_secs: u64,
+    /// Seconds a client may accept no bytes of a response (or WebSocket message) before it is
+    /// disconnected.
+    pub response_write_timeout_secs: u64,
     /// Open connections the server accepts at once; more are closed on accept. Also bounded
     /// by the process's file limit, which the server raises to its hard limit at start.
     pub max_connections: usize,
@@ -209,6 +212,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             request_header_timeout_secs: 30,
             request_body_timeout_secs: 30,
+            response_write_timeout_secs: 30,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
         }
@@ -319,6 +323,11 @@ pub struct LimitsConfig {
     /// Most expression nodes one statement may have (an `IN` list of 10,000 literals has
     /// about 10,000).
     pub max_expression_nodes: usize,
+    /// Most table references (tables, views, subqueries, table functions) in one statement.
+    pub max_table_references: usize,
+    /// Most nodes of a query's logical plan, with views and `WITH` queries expanded at every
+    /// use (so a short statement that doubles at every level is refused before optimizing).
+    pub max_plan_nodes: usize,
     /// Largest single value a function may build (`repeat`, `lpad`, `array_repeat`,
     /// `range` …), in bytes; larger ones fail with `RESOURCE_EXHAUSTED` before they are
     /// allocated.
@@ -340,6 +349,8 @@ impl Default for LimitsConfig {
             max_param_bytes: 512 * 1024,
             max_expression_depth: 1_000,
             max_expression_nodes: 100_000,
+            max_table_references: 1_000,
+            max_plan_nodes: 10_000,
             max_value_bytes: 64 * 1024 * 1024,
             max_result_bytes: 128 * 1024 * 1024,
             max_name_bytes: 256,
@@ -515,10 +526,16 @@ impl Config {
                 "server.request_body_timeout_secs",
                 srv.request_body_timeout_secs as usize,
             ),
+            (
+                "server.response_write_timeout_secs",
+                srv.response_write_timeout_secs as usize,
+            ),
             ("server.max_connections", srv.max_connections),
             ("server.max_connections_per_ip", srv.max_connections_per_ip),
             ("limits.max_expression_depth", lim.max_expression_depth),
             ("limits.max_expression_nodes", lim.max_expression_nodes),
+            ("limits.max_table_references", lim.max_table_references),
+            ("limits.max_plan_nodes", lim.max_plan_nodes),
             ("limits.max_value_bytes", lim.max_value_bytes),
             ("limits.max_result_bytes", lim.max_result_bytes),
             ("limits.max_name_bytes", lim.max_name_bytes),

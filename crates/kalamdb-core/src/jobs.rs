@@ -22,6 +22,28 @@ pub const KEEP_JOBS: usize = 1000;
 /// Finished jobs beyond [`KEEP_JOBS`] that may pile up before the oldest are removed.
 pub const TRIM_STEP: usize = 100;
 
+/// A job whose caller's future was dropped before the job ended (its request was cancelled
+/// by a timeout, `KILL QUERY` or a disconnect): it is recorded `cancelled` and no longer
+/// blocks the next job of its type and target. What it finished stays done, as with `KILL JOB`.
+struct Abandoned<'a> {
+    jobs: &'a JobManager,
+    key: Option<(String, String)>,
+    job: JobRecord,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        self.jobs.running.remove(&key);
+        self.job.status = "cancelled".into();
+        self.job.finished_at = Some(chrono::Utc::now().timestamp_micros());
+        self.job.message = Some("the request that ran the job was cancelled".into());
+        if let Err(e) = self.jobs.catalog.put_job(&self.job) {
+            tracing::warn!(job = %self.job.job_id, error = %e, "cannot record a job's end");
+        }
+    }
+}
+
 /// What a job reports when it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {
@@ -128,10 +150,17 @@ impl JobManager {
             attempts,
         };
         let recorded = self.catalog.put_job(&job);
+        // If the caller stops waiting (its request was cancelled), the job ends here too.
+        let mut abandoned = Abandoned {
+            jobs: self,
+            key: Some(key.clone()),
+            job: job.clone(),
+        };
         let result = match recorded {
             Ok(()) => work(cancel.clone()).await,
             Err(e) => Err(e),
         };
+        abandoned.key = None;
         self.running.remove(&key);
         job.finished_at = Some(now());
         match &result {
@@ -222,5 +251,33 @@ mod tests {
         assert_eq!(left.len(), KEEP_JOBS, "trimmed back to KEEP_JOBS");
         assert_eq!(left.last().unwrap().target, "t0", "the newest job is kept");
         assert_eq!(left.first().unwrap().target, format!("t{}", TRIM_STEP + 1));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_went_away_is_cancelled_and_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(RocksBackend::open(dir.path(), &StoreOptions::default()).unwrap());
+        let catalog = Catalog::open(backend, 1).unwrap();
+        let jobs = JobManager::open(catalog.clone(), Arc::new(SeqGenerator::new("n"))).unwrap();
+        let stuck = jobs.run("flush", "t", "manual", "root", 1, |_| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Ok(JobReport::default())
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), stuck).await;
+        assert!(waited.is_err());
+        let again = jobs
+            .run("flush", "t", "manual", "root", 1, |_| async {
+                Ok(JobReport::default())
+            })
+            .await
+            .unwrap();
+        assert!(matches!(again, JobOutcome::Ran(_)), "{again:?}");
+        let statuses: Vec<String> = catalog
+            .jobs()
+            .unwrap()
+            .into_iter()
+            .map(|j| j.status)
+            .collect();
+        assert_eq!(statuses, ["cancelled", "completed"]);
     }
 }

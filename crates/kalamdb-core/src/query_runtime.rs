@@ -117,12 +117,14 @@ impl QueryRuntime {
     }
 
     /// Runs one request's work on the query runtime and waits for it, registered in
-    /// `system.queries` meanwhile. A panic in the work is an internal error, not a crash.
+    /// `system.queries` meanwhile; `timed`: held to the timeout. A panic in the work is an
+    /// internal error, not a crash.
     pub async fn run<T, F>(
         &self,
         user_id: &str,
         client_ip: Option<IpAddr>,
         sql: &str,
+        timed: bool,
         work: F,
     ) -> Result<T>
     where
@@ -149,7 +151,7 @@ impl QueryRuntime {
             id,
             abort,
         };
-        let joined = match self.timeout {
+        let joined = match self.timeout.filter(|_| timed) {
             Some(limit) => match tokio::time::timeout(limit, task).await {
                 Ok(joined) => joined,
                 Err(_) => return Err(KalamError::Timeout(limit.as_secs())),
@@ -234,8 +236,8 @@ mod tests {
     #[tokio::test]
     async fn results_timeouts_kills_and_panics() {
         let rt = QueryRuntime::start(1, Some(Duration::from_millis(300))).unwrap();
-        assert_eq!(rt.run("u", None, "x", async { 7 }).await.unwrap(), 7);
-        let slow = rt.run("u", None, "slow", async {
+        assert_eq!(rt.run("u", None, "x", true, async { 7 }).await.unwrap(), 7);
+        let slow = rt.run("u", None, "slow", true, async {
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
         assert!(matches!(slow.await, Err(KalamError::Timeout(0))));
@@ -248,7 +250,7 @@ mod tests {
         let waiter = {
             let rt = Arc::clone(&rt);
             tokio::spawn(async move {
-                rt.run("u", None, "sleep", async {
+                rt.run("u", None, "sleep", true, async {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 })
                 .await
@@ -265,7 +267,7 @@ mod tests {
         assert!(matches!(waiter.await.unwrap(), Err(KalamError::Cancelled)));
         assert!(!rt.kill(id));
 
-        let panicked = rt.run("u", None, "p", async {
+        let panicked = rt.run("u", None, "p", true, async {
             if rt_is_up() {
                 panic!("boom");
             }

@@ -188,7 +188,7 @@ fn mutated_sql_never_panics_or_hangs() {
     };
     let seeds = corpus("sql.txt");
     let strategy = (0..seeds.len(), prop::collection::vec(edit(), 0..5));
-    runner(64)
+    runner(256)
         .run(&strategy, |(seed, edits)| {
             let sql = mutate(&seeds[seed], &edits);
             let params = Some(vec![serde_json::json!(1)]);
@@ -214,7 +214,7 @@ fn mutated_json_bodies_decode_or_fail_cleanly() {
         prop::collection::vec(edit(), 0..6),
         prop::collection::vec(any::<u8>(), 0..16),
     );
-    runner(2000)
+    runner(5000)
         .run(&strategy, |(seed, edits, noise)| {
             let mut text = mutate(&seeds[seed], &edits).into_bytes();
             let at = if text.is_empty() {

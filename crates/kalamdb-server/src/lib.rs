@@ -71,6 +71,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
             .min(listener::connections_allowed_by(file_limit)),
         max_per_ip: config.server.max_connections_per_ip,
         header_timeout: Duration::from_secs(config.server.request_header_timeout_secs),
+        write_timeout: Duration::from_secs(config.server.response_write_timeout_secs),
     };
     let app = AppContext::open(config).await?;
     let listener = tokio::net::TcpListener::bind(&addr)

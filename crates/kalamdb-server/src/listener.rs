@@ -3,11 +3,15 @@
 //! - At most `server.max_connections` connections at once (further bounded by the open-file
 //!   limit, which [`raise_file_limit`] lifts to the hard limit at start), and at most
 //!   `server.max_connections_per_ip` per client address; a connection over a limit is closed
-//!   as soon as it is accepted, so it cannot hold a slot.
+//!   as soon as it is accepted, so it cannot hold a slot. A connection upgraded to a WebSocket
+//!   keeps its slot until the socket closes.
 //! - A connection must deliver a complete request head within
 //!   `server.request_header_timeout_secs` of opening or of its previous response; slow
 //!   senders and idle keep-alive connections are closed (hyper's header-read timer, which runs
 //!   while a connection waits for a request).
+//! - A client that stops reading (accepts no bytes of a response or WebSocket message for
+//!   `server.response_write_timeout_secs`) is disconnected, so it cannot pin a large response
+//!   in memory ([`SendDeadline`]).
 //! - Graceful shutdown: stop accepting, let each connection finish its request in flight,
 //!   then close it.
 //!
@@ -18,10 +22,14 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use dashmap::DashMap;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use kalamdb_api::ConnectionSlot;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +44,7 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) max_per_ip: usize,
     pub(crate) header_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 /// Open connections, overall and per address.
@@ -78,6 +87,92 @@ impl Drop for Slot {
             *count -= 1;
             *count == 0
         });
+    }
+}
+
+/// A connection's IO whose writes fail once the peer has accepted no bytes for `limit`.
+struct SendDeadline<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> SendDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes `progress` through, turning a wait longer than the limit into an error.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        progress: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if progress.is_ready() {
+            self.stalled = None;
+            return progress;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for SendDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for SendDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, progress)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, progress)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, progress)
     }
 }
 
@@ -147,17 +242,23 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let slot = ConnectionSlot(Arc::new(slot));
+        let held = slot.clone();
         let service = hyper::service::service_fn(move |mut req| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req.extensions_mut().insert(slot.clone());
             router.clone().oneshot(req)
         });
         let conn = http
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                SendDeadline::new(TokioIo::new(stream), limits.write_timeout),
+                service,
+            )
             .with_upgrades();
         let mut closing = closing.clone();
         let open = open_tx.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = held;
             let _open = open;
             tokio::pin!(conn);
             tokio::select! {
@@ -185,6 +286,7 @@ mod tests {
             max_connections: 3,
             max_per_ip: 2,
             header_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
         };
         let slots = Arc::new(Slots::default());
         let a: IpAddr = "127.0.0.2".parse().unwrap();

@@ -4,8 +4,10 @@
 //! pair is refused (`ACCOUNT_LOCKED`) for `auth.lockout_seconds`, without checking the
 //! password. Other addresses are not affected: an attacker cannot lock `root` out for
 //! everyone. Names that do not exist are counted and locked exactly like real ones, so the
-//! replies tell nothing about which accounts exist. The state lives in memory (a restart
-//! forgets it).
+//! replies tell nothing about which accounts exist. IPv6 clients are keyed by their /64
+//! network (one host can hold a whole /64). The state lives in memory (a restart forgets it).
+//! Behind a reverse proxy every client shares the proxy's address, so a lock then covers all
+//! of them for that name.
 
 use dashmap::DashMap;
 use std::net::IpAddr;
@@ -31,9 +33,22 @@ pub(crate) struct LoginThrottle {
     entries: DashMap<(String, Option<IpAddr>), Failures>,
     max_failures: u32,
     lockout: Duration,
+    /// When the table was last swept (at most once a second, however full it is).
+    swept: parking_lot::Mutex<Instant>,
 }
 
 fn key(name: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
+    let ip = ip.map(|ip| match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(
+            v6.to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        v4 => v4,
+    });
     (name.chars().take(MAX_NAME).collect(), ip)
 }
 
@@ -43,6 +58,7 @@ impl LoginThrottle {
             entries: DashMap::new(),
             max_failures: max_failures.max(1),
             lockout,
+            swept: parking_lot::Mutex::new(Instant::now()),
         }
     }
 
@@ -88,6 +104,13 @@ impl LoginThrottle {
 
     fn forget_idle(&self) {
         let now = Instant::now();
+        {
+            let mut swept = self.swept.lock();
+            if now.duration_since(*swept) < Duration::from_secs(1) {
+                return;
+            }
+            *swept = now;
+        }
         self.entries.retain(|_, f| {
             f.locked_until.is_some_and(|until| until > now)
                 || now.duration_since(f.last) < self.lockout
@@ -116,6 +139,18 @@ mod tests {
         assert!(!t.is_locked("alice", a), "another name is not locked");
         t.succeeded("root", b);
         assert!(t.is_locked("root", a));
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_network() {
+        let t = LoginThrottle::new(2, Duration::from_secs(60));
+        let a: Option<IpAddr> = Some("2001:db8::1".parse().unwrap());
+        let b: Option<IpAddr> = Some("2001:db8::ffff:2".parse().unwrap());
+        let other: Option<IpAddr> = Some("2001:db8:0:1::1".parse().unwrap());
+        t.failed("root", a);
+        assert!(t.failed("root", b), "same /64");
+        assert!(t.is_locked("root", a));
+        assert!(!t.is_locked("root", other));
     }
 
     #[test]

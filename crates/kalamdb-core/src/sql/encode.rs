@@ -89,12 +89,9 @@ fn float(v: f64) -> Json {
     }
 }
 
-/// Estimated bytes a batch takes once encoded as JSON rows in memory: its Arrow data (of the
-/// slice it covers, not the buffers it shares) plus a cell and a row header per value.
-pub fn result_bytes(batch: &RecordBatch) -> usize {
-    const CELL: usize = 48;
-    const ROW: usize = 24;
-    let data: usize = batch
+/// Bytes of Arrow data a batch holds: of the slice it covers, not the buffers it shares.
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
         .columns()
         .iter()
         .map(|c| {
@@ -102,8 +99,15 @@ pub fn result_bytes(batch: &RecordBatch) -> usize {
                 .get_slice_memory_size()
                 .unwrap_or_else(|_| c.get_array_memory_size())
         })
-        .sum();
-    data + batch.num_rows() * (ROW + CELL * batch.num_columns())
+        .sum()
+}
+
+/// Estimated bytes a batch takes once encoded as JSON rows in memory: its Arrow data plus a
+/// cell and a row header per value.
+pub fn result_bytes(batch: &RecordBatch) -> usize {
+    const CELL: usize = 48;
+    const ROW: usize = 24;
+    batch_bytes(batch) + batch.num_rows() * (ROW + CELL * batch.num_columns())
 }
 
 /// Formats an unscaled decimal with exactly `scale` fractional digits.

@@ -17,6 +17,7 @@ use crate::error::{KalamError, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
 use futures::StreamExt;
@@ -150,13 +151,13 @@ async fn query(
         .statement_to_plan(stmt)
         .await
         .map_err(KalamError::from_datafusion)?;
+    super::expr_limits::check_plan(&plan, ExprLimits::of(&app.config().limits))?;
+    // Collected rows are charged to the query memory pool, so many large results at once
+    // cannot outgrow it; a result for the client is also held to max_result_bytes.
+    let pool = Arc::clone(&state.runtime_env().memory_pool);
+    let reservation = MemoryConsumer::new("collected result").register(&pool);
     let df = DataFrame::new(state, plan);
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let Some(max) = max_result_bytes else {
-        let batches = df.collect().await.map_err(KalamError::from_datafusion)?;
-        return Ok((schema, batches));
-    };
-    // Streamed, so that a result over the limit stops the query instead of being built whole.
     let mut stream = df
         .execute_stream()
         .await
@@ -164,13 +165,24 @@ async fn query(
     let (mut batches, mut bytes) = (Vec::new(), 0usize);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(KalamError::from_datafusion)?;
-        bytes = bytes.saturating_add(encode::result_bytes(&batch));
-        if bytes > max {
+        let size = match max_result_bytes {
+            Some(_) => encode::result_bytes(&batch),
+            None => encode::batch_bytes(&batch),
+        };
+        bytes = bytes.saturating_add(size);
+        if let Some(max) = max_result_bytes
+            && bytes > max
+        {
             return Err(KalamError::ResourceExhausted(format!(
                 "The result is larger than {max} bytes (limits.max_result_bytes); \
                  add a LIMIT or read it in key ranges"
             )));
         }
+        reservation.try_grow(size).map_err(|e| {
+            KalamError::ResourceExhausted(format!(
+                "The rows read do not fit the query memory (query.memory_limit_mb): {e}"
+            ))
+        })?;
         batches.push(batch);
     }
     Ok((schema, batches))
@@ -249,6 +261,32 @@ impl Results {
         }
         self.list
     }
+}
+
+/// A request's SQL as `system.queries` and logs show it: user-management statements (which
+/// may carry a password) only by their action and user, as in the audit log.
+fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    let upper = sql.to_ascii_uppercase();
+    if !upper.contains("USER") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let statements = split::split_statements(sql).unwrap_or_default();
+    let shown: Vec<String> = statements
+        .iter()
+        .map(|text| {
+            let inner = match parse::execute_as(text) {
+                Ok(Some((_, inner))) => inner,
+                _ => text.clone(),
+            };
+            match parse::audited_action(&inner) {
+                Some((action, object)) if action.ends_with("_USER") => {
+                    format!("{action} {object} …")
+                }
+                _ => text.clone(),
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(shown.join("; "))
 }
 
 /// The request error of statement `index` (0-based).
@@ -345,10 +383,15 @@ impl SqlExecutor {
                 Err(e) => return Err(statement_error(0, &statements[0], e)),
             }
         }
+        // Flushes, compactions and other administrative statements may take as long as their
+        // data needs (KILL JOB stops them); queries and DML are held to the timeout.
+        let timed = !statements.iter().all(|s| parse::is_own_statement_text(s));
         let this = self.clone();
         let work = async move { this.run_statements(ctx, statements).await };
         let user = identity.user_id.as_str();
-        match self.app.queries().run(user, client_ip, sql, work).await {
+        let shown = shown_sql(sql);
+        let queries = self.app.queries();
+        match queries.run(user, client_ip, &shown, timed, work).await {
             Ok(done) => done,
             Err(e) => Err(RequestError {
                 code: e.code(),

@@ -1,5 +1,7 @@
-//! Bounds on the size of a parsed statement: how deep its expressions nest and how many
-//! expression nodes it has (`[limits] max_expression_depth` / `max_expression_nodes`).
+//! Bounds on the size of a statement: how deep its expressions nest and how many expression
+//! nodes and table references it has (`[limits] max_expression_depth` / `max_expression_nodes`
+//! / `max_table_references`), checked right after parsing, and how large its logical plan is
+//! once views and `WITH` queries are expanded (`max_plan_nodes`), checked before optimizing.
 //!
 //! The parser turns a flat chain (`1+1+…+1`, `a OR b OR …`, `x UNION ALL y UNION ALL …`) into
 //! a left-deep tree without recursing, but every later stage (planning, optimizer rules, our
@@ -10,7 +12,11 @@
 //! enters them.
 
 use crate::error::{KalamError, Result};
-use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Query, SetExpr, TableFactor, Visit, Visitor, visit_relations,
+};
 use std::ops::ControlFlow;
 
 /// The limits a statement is checked against.
@@ -20,6 +26,10 @@ pub struct ExprLimits {
     pub max_depth: usize,
     /// Most expression nodes allowed.
     pub max_nodes: usize,
+    /// Most table references (tables, views, subqueries and functions in FROM) allowed.
+    pub max_tables: usize,
+    /// Most logical plan nodes allowed, views and `WITH` queries expanded at every use.
+    pub max_plan_nodes: usize,
 }
 
 impl ExprLimits {
@@ -28,6 +38,8 @@ impl ExprLimits {
         Self {
             max_depth: config.max_expression_depth,
             max_nodes: config.max_expression_nodes,
+            max_tables: config.max_table_references,
+            max_plan_nodes: config.max_plan_nodes,
         }
     }
 }
@@ -37,12 +49,15 @@ impl ExprLimits {
 enum Exceeded {
     Depth,
     Nodes,
+    Tables,
+    Plan,
 }
 
 struct Meter {
     limits: ExprLimits,
     depth: usize,
     nodes: usize,
+    tables: usize,
 }
 
 impl Meter {
@@ -74,16 +89,71 @@ fn set_operations(body: &SetExpr) -> (usize, usize) {
     (deepest, count)
 }
 
+/// How many table references a query has once each `WITH` query is expanded at every use
+/// (planning copies a `WITH` query into each place that names it, so a chain of `WITH`
+/// queries that each name the previous one twice doubles at every level). Every `WITH` query
+/// counts, used or not: each is planned.
+fn expanded_relations(query: &Query) -> u64 {
+    let Some(with) = &query.with else {
+        return 0;
+    };
+    let names: Vec<String> = with
+        .cte_tables
+        .iter()
+        .map(|c| c.alias.name.value.to_ascii_lowercase())
+        .collect();
+    // Size of a part naming `refs`, given the sizes of the WITH queries defined before it.
+    let expand = |refs: Vec<String>, sizes: &[u64]| {
+        refs.iter()
+            .map(|name| {
+                names[..sizes.len()]
+                    .iter()
+                    .position(|c| c == name)
+                    .map_or(1, |j| sizes[j])
+            })
+            .fold(0u64, u64::saturating_add)
+            .max(1)
+    };
+    let mut sizes: Vec<u64> = Vec::with_capacity(names.len());
+    for cte in &with.cte_tables {
+        let size = expand(relations(&*cte.query), &sizes);
+        sizes.push(size);
+    }
+    let body = expand(relations(&*query.body), &sizes);
+    sizes.iter().fold(body, |total, s| total.saturating_add(*s))
+}
+
+/// The (lower-cased) table names `node` references, one per reference.
+fn relations<T: Visit>(node: &T) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = visit_relations(node, |name| {
+        out.push(name.to_string().to_ascii_lowercase());
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
 impl Visitor for Meter {
     type Break = Exceeded;
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Exceeded> {
+        if expanded_relations(query) > self.limits.max_plan_nodes as u64 {
+            return ControlFlow::Break(Exceeded::Plan);
+        }
         let (depth, count) = set_operations(&query.body);
         self.enter(depth, count)
     }
 
     fn post_visit_query(&mut self, query: &Query) -> ControlFlow<Exceeded> {
         self.depth -= set_operations(&query.body).0;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<Exceeded> {
+        self.tables += 1;
+        if self.tables > self.limits.max_tables {
+            return ControlFlow::Break(Exceeded::Tables);
+        }
         ControlFlow::Continue(())
     }
 
@@ -103,6 +173,7 @@ pub fn check<T: Visit>(node: &T, limits: ExprLimits) -> Result<()> {
         limits,
         depth: 0,
         nodes: 0,
+        tables: 0,
     };
     match node.visit(&mut meter) {
         ControlFlow::Continue(()) => Ok(()),
@@ -115,7 +186,40 @@ pub fn check<T: Visit>(node: &T, limits: ExprLimits) -> Result<()> {
             "Statement has more than {} expressions; limits.max_expression_nodes",
             limits.max_nodes
         ))),
+        ControlFlow::Break(Exceeded::Tables) => Err(KalamError::InvalidSql(format!(
+            "Statement references more than {} tables; limits.max_table_references",
+            limits.max_tables
+        ))),
+        ControlFlow::Break(Exceeded::Plan) => Err(plan_too_large(limits)),
     }
+}
+
+/// Checks the size of a logical plan, counting a shared subplan (a view or `WITH` query used
+/// several times) once per use: `WITH a1 AS (… a0 UNION ALL … a0), a2 AS (… a1 … a1) …` is
+/// short text but doubles with every level. Stops counting at the limit.
+pub fn check_plan(plan: &LogicalPlan, limits: ExprLimits) -> Result<()> {
+    let mut nodes = 0usize;
+    plan.apply_with_subqueries(|_| {
+        nodes += 1;
+        Ok(if nodes > limits.max_plan_nodes {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })
+    .map_err(KalamError::from_datafusion)?;
+    if nodes > limits.max_plan_nodes {
+        return Err(plan_too_large(limits));
+    }
+    Ok(())
+}
+
+fn plan_too_large(limits: ExprLimits) -> KalamError {
+    KalamError::InvalidSql(format!(
+        "The query's plan has more than {} nodes with its views and WITH queries expanded; \
+         limits.max_plan_nodes",
+        limits.max_plan_nodes
+    ))
 }
 
 #[cfg(test)]
@@ -127,6 +231,8 @@ mod tests {
     const LIMITS: ExprLimits = ExprLimits {
         max_depth: 100,
         max_nodes: 20_000,
+        max_tables: 50,
+        max_plan_nodes: 1000,
     };
 
     fn verdict(sql: &str) -> Result<()> {
@@ -157,6 +263,7 @@ mod tests {
                 format!("SELECT * FROM t WHERE a IN ({})", chain("1", ",", 30_000)),
                 "expressions",
             ),
+            (format!("SELECT 1 FROM {}", chain("t", ", ", 60)), "tables"),
         ] {
             let err = verdict(&sql).unwrap_err().to_string();
             assert!(err.contains(what), "{err}");
@@ -183,5 +290,39 @@ mod tests {
         // The subquery is the innermost (leftmost) term of the outer chain.
         verdict(&format!("SELECT ({inner}) + {}", chain("1", "+", 30))).unwrap();
         assert!(verdict(&format!("SELECT ({inner}) + {}", chain("1", "+", 50))).is_err());
+    }
+
+    #[tokio::test]
+    async fn plans_are_measured_with_shared_parts_expanded() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let with = |levels: usize| {
+            let mut sql = String::from("WITH a0 AS (SELECT 1 AS x)");
+            for i in 1..=levels {
+                sql.push_str(&format!(
+                    ", a{i} AS (SELECT x FROM a{p} UNION ALL SELECT x FROM a{p})",
+                    p = i - 1
+                ));
+            }
+            format!("{sql} SELECT count(*) FROM a{levels}")
+        };
+        // Refused from the text, before planning could start doubling.
+        let err = verdict(&with(40)).unwrap_err();
+        assert!(err.to_string().contains("max_plan_nodes"), "{err}");
+        verdict(&with(5)).unwrap();
+        // And the plan itself is measured (as for views, which the text does not show).
+        let unlimited = ExprLimits {
+            max_plan_nodes: usize::MAX,
+            ..LIMITS
+        };
+        let plan = |q: String| {
+            let ctx = ctx.clone();
+            async move { ctx.state().create_logical_plan(&q).await.unwrap() }
+        };
+        let small = plan(with(3)).await;
+        let big = plan(with(9)).await;
+        check_plan(&small, LIMITS).unwrap();
+        check_plan(&big, unlimited).unwrap();
+        let err = check_plan(&big, LIMITS).unwrap_err();
+        assert!(err.to_string().contains("max_plan_nodes"), "{err}");
     }
 }

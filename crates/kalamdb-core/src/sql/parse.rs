@@ -446,6 +446,12 @@ impl Command {
     }
 }
 
+/// Whether `sql` is one of KalamDB's own statements (DDL, user management, flush and
+/// compaction …): administrative work that is not held to the query timeout.
+pub(crate) fn is_own_statement_text(sql: &str) -> bool {
+    is_own_statement(&leading_words(sql, 2))
+}
+
 /// Whether the leading words name one of KalamDB's own statements.
 fn is_own_statement(w: &[String]) -> bool {
     let at = |i: usize| w.get(i).map(String::as_str).unwrap_or("");

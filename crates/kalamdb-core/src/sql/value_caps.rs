@@ -4,19 +4,21 @@
 //! `repeat('ab', 1000000000)`, `lpad('a', 2000000000)`, `array_repeat(1, 1000000000)`,
 //! `range(0, 1000000000)`, `replace(s, 'a', <long text>)`. Each is replaced in the session by a
 //! wrapper that works out, from the argument values, how large the result would be, and fails
-//! with `RESOURCE_EXHAUSTED` before calling the function when that passes the cap. Everything
-//! else about the function (name, aliases, signature, types, docs) is the original's.
+//! with `RESOURCE_EXHAUSTED` before calling the function when a value passes the cap, or the
+//! call's values together pass four times it (a batch of rows, or one value copied into every
+//! row of a batch). The wrappers are volatile, so planning never folds them into constants
+//! out of their sight. Everything else about the function (name, aliases, types, docs) is the
+//! original's.
 //!
 //! Aggregates that grow (`string_agg`, `array_agg`) report their state to the query memory
 //! pool, which bounds them.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{DataType, FieldRef, IntervalMonthDayNano};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -25,14 +27,19 @@ use datafusion::prelude::SessionContext;
 enum Growth {
     /// `repeat(text, n)`: text length × n.
     Repeat,
-    /// `lpad/rpad(text, n [, fill])`: n characters (up to 4 bytes each).
+    /// `lpad/rpad(text, n [, fill])`: n characters.
     Pad,
-    /// `array_repeat(value, n)`, `array_resize(array, n …)`: n elements.
-    Count,
-    /// `range/generate_series([start,] stop [, step])` over integers: (stop - start) / step.
+    /// `array_repeat(value, n)`: n copies of the value.
+    Copies,
+    /// `array_resize(array, n [, fill])`: n elements.
+    Resize,
+    /// `range/generate_series([start,] stop [, step])` over integers, dates or timestamps:
+    /// (stop - start) / step elements.
     Series,
     /// `replace(text, from, to)`: every `from` in `text` may become `to`.
     Replace,
+    /// `concat(a, b, …)`, `concat_ws(sep, a, …)`: the arguments together.
+    Sum,
 }
 
 /// The functions wrapped, by name.
@@ -40,23 +47,33 @@ const CAPPED: &[(&str, Growth)] = &[
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
-    ("array_repeat", Growth::Count),
-    ("array_resize", Growth::Count),
+    ("array_repeat", Growth::Copies),
+    ("array_resize", Growth::Resize),
     ("range", Growth::Series),
     ("generate_series", Growth::Series),
     ("replace", Growth::Replace),
+    ("concat", Growth::Sum),
+    ("concat_ws", Growth::Sum),
 ];
 
 /// Smallest size counted per array element.
 const ELEMENT_BYTES: u128 = 8;
+
+/// One call (a batch of rows) may build at most this many times the per-value cap.
+const CALL_VALUES: u128 = 4;
 
 /// Replaces the capped functions of `session` with checked wrappers.
 pub fn register(session: &SessionContext, max_bytes: usize) {
     let state = session.state();
     for &(name, growth) in CAPPED {
         if let Some(inner) = state.scalar_functions().get(name) {
+            // Volatile, so planning never folds a call into a constant, which the plan would
+            // then copy into every row of a batch without asking us.
+            let mut signature = inner.signature().clone();
+            signature.volatility = Volatility::Volatile;
             let capped = Capped {
                 inner: inner.as_ref().clone(),
+                signature,
                 growth,
                 max_bytes,
             };
@@ -68,114 +85,158 @@ pub fn register(session: &SessionContext, max_bytes: usize) {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Capped {
     inner: ScalarUDF,
+    signature: Signature,
     growth: Growth,
     max_bytes: usize,
 }
 
-/// Smallest and largest integer of an argument (None: not an integer, or all NULL).
-fn int_range(arg: &ColumnarValue) -> Option<(i64, i64)> {
-    let array = match arg {
-        ColumnarValue::Scalar(s) => s.to_array().ok()?,
-        ColumnarValue::Array(a) => ArrayRef::clone(a),
-    };
-    if !array.data_type().is_integer() {
-        return None;
+/// Row `i` of an argument (a scalar is every row's value).
+fn cell(arg: &ColumnarValue, i: usize) -> Option<ScalarValue> {
+    match arg {
+        ColumnarValue::Scalar(s) => Some(s.clone()),
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(a, i).ok(),
     }
-    let ints = cast(&array, &DataType::Int64).ok()?;
-    let ints = ints.as_primitive::<Int64Type>();
-    Some((
-        datafusion::arrow::compute::min(ints)?,
-        datafusion::arrow::compute::max(ints)?,
-    ))
 }
 
-fn max_int(arg: &ColumnarValue) -> Option<i64> {
-    int_range(arg).map(|(_, max)| max)
+/// Bytes of a text cell, or the memory of any other value (0 for NULL).
+fn bytes_of(v: &ScalarValue) -> u128 {
+    if v.is_null() {
+        return 0;
+    }
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.len() as u128,
+        other => (other.size() as u128).max(ELEMENT_BYTES),
+    }
 }
 
-fn min_int(arg: &ColumnarValue) -> Option<i64> {
-    int_range(arg).map(|(min, _)| min)
+/// An integer cell (None: NULL or not an integer).
+fn int_of(v: &ScalarValue) -> Option<i128> {
+    match v {
+        ScalarValue::Int8(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::Int16(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::Int32(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::Int64(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::UInt8(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::UInt16(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::UInt32(Some(x)) => Some(i128::from(*x)),
+        ScalarValue::UInt64(Some(x)) => Some(i128::from(*x)),
+        _ => None,
+    }
 }
 
-/// Shortest and longest text of an argument, in bytes (None: no text).
-fn text_lengths(arg: &ColumnarValue) -> Option<(usize, usize)> {
-    let lengths: Vec<usize> = match arg {
-        ColumnarValue::Scalar(s) => match s {
-            ScalarValue::Utf8(Some(v))
-            | ScalarValue::LargeUtf8(Some(v))
-            | ScalarValue::Utf8View(Some(v)) => vec![v.len()],
-            _ => Vec::new(),
-        },
-        ColumnarValue::Array(a) => match a.data_type() {
-            DataType::Utf8 => a
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::len)
-                .collect(),
-            DataType::LargeUtf8 => a
-                .as_string::<i64>()
-                .iter()
-                .flatten()
-                .map(str::len)
-                .collect(),
-            DataType::Utf8View => a.as_string_view().iter().flatten().map(str::len).collect(),
-            _ => Vec::new(),
-        },
-    };
-    Some((*lengths.iter().min()?, *lengths.iter().max()?))
+const NANOS_PER_DAY: i128 = 86_400_000_000_000;
+
+/// A point of a series as an integer: itself, or nanoseconds for dates and timestamps.
+fn point_of(v: &ScalarValue) -> Option<i128> {
+    int_of(v).or_else(|| match v {
+        ScalarValue::Date32(Some(d)) => Some(i128::from(*d) * NANOS_PER_DAY),
+        ScalarValue::Date64(Some(ms)) => Some(i128::from(*ms) * 1_000_000),
+        ScalarValue::TimestampSecond(Some(t), _) => Some(i128::from(*t) * 1_000_000_000),
+        ScalarValue::TimestampMillisecond(Some(t), _) => Some(i128::from(*t) * 1_000_000),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => Some(i128::from(*t) * 1_000),
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(i128::from(*t)),
+        _ => None,
+    })
 }
 
-/// Longest text of an argument, in bytes (0 for anything else).
-fn max_len(arg: &ColumnarValue) -> u128 {
-    text_lengths(arg).map_or(0, |(_, max)| max as u128)
+/// A series step in the points' unit; months count as 28 days (the most steps they allow).
+fn step_of(v: &ScalarValue) -> Option<i128> {
+    int_of(v).or_else(|| match v {
+        ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano {
+            months,
+            days,
+            nanoseconds,
+        })) => Some(
+            (i128::from(*months) * 28 + i128::from(*days)) * NANOS_PER_DAY
+                + i128::from(*nanoseconds),
+        ),
+        ScalarValue::IntervalDayTime(Some(dt)) => {
+            Some(i128::from(dt.days) * NANOS_PER_DAY + i128::from(dt.milliseconds) * 1_000_000)
+        }
+        ScalarValue::IntervalYearMonth(Some(m)) => Some(i128::from(*m) * 28 * NANOS_PER_DAY),
+        _ => None,
+    })
 }
 
-/// Shortest text of an argument, in bytes (at least 1).
-fn min_len(arg: &ColumnarValue) -> u128 {
-    text_lengths(arg).map_or(1, |(min, _)| min.max(1) as u128)
-}
-
-fn non_negative(n: Option<i64>) -> u128 {
+fn count(n: Option<i128>) -> u128 {
     n.unwrap_or(0).max(0) as u128
 }
 
 impl Capped {
-    /// The largest result (bytes) a call with these arguments may build.
-    fn estimate(&self, args: &[ColumnarValue]) -> u128 {
-        let arg = |i: usize| args.get(i);
+    /// The bytes row `i` of a call with these arguments may build.
+    fn row_estimate(&self, args: &[ColumnarValue], i: usize) -> u128 {
+        let at = |k: usize| args.get(k).and_then(|a| cell(a, i));
+        let bytes = |k: usize| at(k).as_ref().map_or(0, bytes_of);
+        let int = |k: usize| at(k).as_ref().and_then(int_of);
         match self.growth {
-            Growth::Repeat => match (arg(0), arg(1)) {
-                (Some(text), Some(n)) => max_len(text) * non_negative(max_int(n)),
-                _ => 0,
-            },
-            Growth::Pad => {
-                let fill = arg(2).map_or(1, max_len).max(1);
-                arg(1).map_or(0, |n| non_negative(max_int(n)) * fill.min(4))
-            }
-            Growth::Count => arg(1).map_or(0, |n| non_negative(max_int(n)) * ELEMENT_BYTES),
+            Growth::Repeat => bytes(0).saturating_mul(count(int(1))),
+            Growth::Pad => count(int(1)),
+            Growth::Copies => bytes(0).max(ELEMENT_BYTES).saturating_mul(count(int(1))),
+            Growth::Resize => bytes(2).max(ELEMENT_BYTES).saturating_mul(count(int(1))),
             Growth::Series => {
+                let point = |k: usize| at(k).as_ref().and_then(point_of);
                 let (start, stop, step) = match args.len() {
-                    1 => (Some(0), max_int(&args[0]), Some(1)),
-                    2 => (min_int(&args[0]), max_int(&args[1]), Some(1)),
-                    3 => (min_int(&args[0]), max_int(&args[1]), min_int(&args[2])),
-                    _ => (None, None, None),
+                    1 => (Some(0), point(0), Some(1)),
+                    2 => (point(0), point(1), Some(1)),
+                    _ => (point(0), point(1), at(2).as_ref().and_then(step_of)),
                 };
                 let (Some(start), Some(stop), Some(step)) = (start, stop, step) else {
                     return 0;
                 };
-                let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
-                let step = i128::from(step).unsigned_abs().max(1);
-                (span / step + 1) * ELEMENT_BYTES
+                let steps = (stop - start).unsigned_abs() / step.unsigned_abs().max(1);
+                steps.saturating_add(1).saturating_mul(ELEMENT_BYTES)
             }
-            Growth::Replace => match (arg(0), arg(1), arg(2)) {
-                (Some(text), Some(from), Some(to)) => {
-                    let len = max_len(text);
-                    len + len / min_len(from) * max_len(to)
-                }
-                _ => 0,
-            },
+            Growth::Replace => {
+                let (text, from, to) = (bytes(0), bytes(1).max(1), bytes(2));
+                text.saturating_add((text / from).saturating_mul(to))
+            }
+            Growth::Sum => {
+                let parts = (0..args.len()).map(bytes).fold(0u128, u128::saturating_add);
+                // concat_ws puts its separator (argument 0) between each pair.
+                let seps = if self.inner.name() == "concat_ws" {
+                    bytes(0).saturating_mul(args.len().saturating_sub(2) as u128)
+                } else {
+                    0
+                };
+                parts.saturating_add(seps)
+            }
         }
+    }
+
+    /// Refuses a call whose largest value or whole output would pass the caps.
+    fn check(&self, args: &[ColumnarValue], rows: usize) -> datafusion::error::Result<()> {
+        let all_scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let (mut largest, mut total) = (0u128, 0u128);
+        if all_scalar {
+            // One value, copied into each of the batch's rows.
+            largest = self.row_estimate(args, 0);
+            total = largest.saturating_mul(rows.max(1) as u128);
+        } else {
+            for i in 0..rows {
+                let size = self.row_estimate(args, i);
+                largest = largest.max(size);
+                total = total.saturating_add(size);
+            }
+        }
+        let max = self.max_bytes as u128;
+        if largest > max {
+            return Err(self.too_large(format!("a value of about {largest} bytes")));
+        }
+        if total > max * CALL_VALUES {
+            return Err(self.too_large(format!("{total} bytes of values for {rows} rows")));
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, what: String) -> DataFusionError {
+        DataFusionError::ResourcesExhausted(format!(
+            "{}() would build {what}; the limit is {} bytes per value \
+             (limits.max_value_bytes)",
+            self.inner.name(),
+            self.max_bytes
+        ))
     }
 }
 
@@ -189,7 +250,7 @@ impl ScalarUDFImpl for Capped {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
@@ -216,16 +277,17 @@ impl ScalarUDFImpl for Capped {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let size = self.estimate(&args.args);
-        if size > self.max_bytes as u128 {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{}() would build a value of about {size} bytes; the limit is {} \
-                 (limits.max_value_bytes)",
-                self.inner.name(),
-                self.max_bytes
-            )));
+        self.check(&args.args, args.number_rows)?;
+        let out = self.inner.invoke_with_args(args)?;
+        // A backstop for what the estimate cannot see (multi-byte padding, nested values).
+        let built = match &out {
+            ColumnarValue::Array(a) => a.to_data().get_slice_memory_size().unwrap_or(0) as u128,
+            ColumnarValue::Scalar(s) => s.size() as u128,
+        };
+        if built > self.max_bytes as u128 * CALL_VALUES {
+            return Err(self.too_large(format!("{built} bytes")));
         }
-        self.inner.invoke_with_args(args)
+        Ok(out)
     }
 }
 
@@ -251,8 +313,15 @@ mod tests {
             "SELECT cardinality(generate_series(1, 1000000000, 1))",
             "SELECT replace(repeat('a', 1000), 'a', repeat('b', 2000))",
             "SELECT repeat(v, 1000000) FROM (VALUES ('abc'), ('d')) AS t(v)",
+            // Each value under the cap, the batch far over it.
+            "SELECT repeat('x', 600000 + 0 * value) FROM generate_series(1, 1000)",
+            // Large elements, few of them.
+            "SELECT cardinality(array_repeat(repeat('a', 500000), 1000))",
+            "SELECT cardinality(range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 millisecond'))",
+            "SELECT cardinality(range(DATE '1970-01-01', DATE '9999-01-01', INTERVAL '1 day'))",
+            "SELECT concat(repeat('a', 700000), repeat('b', 700000))",
         ] {
-            let err = run(sql).await.unwrap_err();
+            let err = run(sql).await.expect_err(sql);
             assert!(
                 matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)),
                 "{sql}: {err}"
@@ -269,6 +338,9 @@ mod tests {
             "SELECT replace('hello', 'l', 'LL')",
             "SELECT repeat(v, 3) FROM (VALUES ('abc'), (NULL)) AS t(v)",
             "SELECT list_repeat(1, 3)",
+            "SELECT cardinality(range(DATE '2020-01-01', DATE '2020-12-31', INTERVAL '1 day'))",
+            "SELECT concat('a', 'b'), concat_ws('-', 'a', 'b'), 'a' || 'b'",
+            "SELECT repeat('x', 10 + 0 * value) FROM generate_series(1, 10000)",
         ] {
             assert!(run(sql).await.unwrap() > 0, "{sql}");
         }

@@ -215,9 +215,29 @@ async fn sorts_larger_than_the_memory_pool_spill_to_disk() {
             "SELECT value FROM generate_series(1, 4000000) ORDER BY value DESC OFFSET 3999999",
         )
         .await;
-    assert_eq!(result["rows"], json!([["1"]]), "{result}");
-    let tmp = s.dir.path().join("tmp");
-    assert!(tmp.is_dir(), "spill files go under <data_path>/tmp");
+    assert_eq!(result["rows"], json!([["1"]]), "{}", short(&result));
+    // The sort's metrics show that it spilled.
+    let plan = s
+        .ok(
+            &root,
+            "EXPLAIN ANALYZE SELECT value FROM generate_series(1, 4000000) \
+             ORDER BY value DESC OFFSET 3999999",
+        )
+        .await;
+    let text = plan.to_string();
+    let spills = text
+        .split("spill_count=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .max();
+    assert!(spills.is_some_and(|n| n > 0), "no spill: {}", short(&plan));
+    assert!(
+        s.dir.path().join("tmp").is_dir(),
+        "spill files go under <data_path>/tmp"
+    );
 }
 
 const FREEZE: &str = "SELECT count(*) FROM generate_series(1,11000) a, generate_series(1,11000) b, \
@@ -262,7 +282,7 @@ async fn heavy_queries_time_out_and_are_cancelled_by_disconnects_and_kill() {
         let (status, body) = h.await.unwrap();
         assert_eq!(
             (status, code(&body)),
-            (408, "QUERY_TIMEOUT"),
+            (504, "QUERY_TIMEOUT"),
             "{}",
             short(&body)
         );
@@ -345,6 +365,7 @@ async fn slow_idle_and_excess_connections_are_closed() {
         ("KALAMDB_SERVER_REQUEST_HEADER_TIMEOUT_SECS", "1"),
         ("KALAMDB_SERVER_REQUEST_BODY_TIMEOUT_SECS", "1"),
         ("KALAMDB_SERVER_MAX_CONNECTIONS_PER_IP", "4"),
+        ("KALAMDB_SERVER_RESPONSE_WRITE_TIMEOUT_SECS", "1"),
     ]);
     let addr = p.base.trim_start_matches("http://").to_string();
     let connect = || std::net::TcpStream::connect(&addr).unwrap();
@@ -368,6 +389,35 @@ async fn slow_idle_and_excess_connections_are_closed() {
     let mut reply = String::new();
     let _ = slow.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+
+    // A client that stops reading a large response is disconnected.
+    let token = login_token(&reqwest::Client::new(), &p.base, "root", ROOT_PASSWORD).await;
+    let body =
+        json!({"sql": "SELECT repeat('x', 1000) FROM generate_series(1, 50000)"}).to_string();
+    let mut reader = connect();
+    write!(
+        reader,
+        "POST /v1/api/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = reader.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    assert!(
+        got.len() < 50_000_000,
+        "the whole response was kept for the client: {}",
+        got.len()
+    );
 
     // Per-address limit: the fifth connection from 127.0.0.1 is closed at once, while another
     // address is served.
