@@ -122,7 +122,9 @@ impl AppContext {
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::sql::uuid_literals::CanonicalUuidLiterals))
             .with_physical_optimizer_rule(Arc::new(
-                crate::sql::checked_arithmetic::CheckedArithmetic,
+                crate::sql::checked_arithmetic::CheckedArithmetic {
+                    max_value_bytes: config.limits.max_value_bytes,
+                },
             ))
             .build();
         let session = SessionContext::new_with_state(state);

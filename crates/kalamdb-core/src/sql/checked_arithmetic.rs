@@ -1,14 +1,21 @@
-//! Integer arithmetic that fails on overflow instead of wrapping: a physical optimizer rule
-//! that turns on DataFusion's `fail_on_overflow` for `+`, `-` and `*` in projections and
-//! filters, so `UPDATE t SET n = n + 1` on the largest BIGINT is an error, not a negative
-//! number. (Constant expressions folded while planning still follow DataFusion's wrapping.)
+//! Operators that fail instead of misbehaving, set up by one physical optimizer rule over the
+//! expressions of projections and filters:
+//! - integer `+`, `-` and `*` fail on overflow instead of wrapping (DataFusion's
+//!   `fail_on_overflow`), so `UPDATE t SET n = n + 1` on the largest BIGINT is an error, not a
+//!   negative number (constant expressions folded while planning still wrap);
+//! - text concatenation `a || b` fails with `RESOURCE_EXHAUSTED` when its operands together pass
+//!   four times `limits.max_value_bytes` (see [`super::value_caps`]): a chain of `||` over
+//!   capped values cannot grow without bound.
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
@@ -18,7 +25,10 @@ use std::sync::Arc;
 
 /// The rule; see the module doc.
 #[derive(Debug, Default)]
-pub struct CheckedArithmetic;
+pub struct CheckedArithmetic {
+    /// `limits.max_value_bytes`.
+    pub max_value_bytes: usize,
+}
 
 impl PhysicalOptimizerRule for CheckedArithmetic {
     fn optimize(
@@ -37,7 +47,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     .iter()
                     .map(|pe| {
                         Ok(ProjectionExpr {
-                            expr: checked(Arc::clone(&pe.expr))?,
+                            expr: checked(Arc::clone(&pe.expr), self.max_value_bytes)?,
                             alias: pe.alias.clone(),
                         })
                     })
@@ -53,7 +63,7 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                 && has_wrapping(f.predicate())
             {
                 let exec = FilterExecBuilder::from(f)
-                    .with_predicate(checked(Arc::clone(f.predicate()))?)
+                    .with_predicate(checked(Arc::clone(f.predicate()), self.max_value_bytes)?)
                     .build()?;
                 return Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>));
             }
@@ -71,22 +81,126 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     }
 }
 
-/// Whether `expr` holds a `+`, `-` or `*` (any of which could wrap).
+/// `a || b` (the wrapped [`BinaryExpr`]) refused when its operands together pass
+/// [`CALL_VALUES`] times `max_bytes`.
+#[derive(Debug)]
+struct CheckedConcat {
+    inner: Arc<dyn PhysicalExpr>,
+    max_bytes: usize,
+}
+
+/// What one `||` may build, in multiples of `limits.max_value_bytes`.
+const CALL_VALUES: usize = 4;
+
+impl PartialEq for CheckedConcat {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_bytes == other.max_bytes && self.inner.as_ref() == other.inner.as_ref()
+    }
+}
+
+impl Eq for CheckedConcat {}
+
+impl std::hash::Hash for CheckedConcat {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.as_ref().hash(state);
+        self.max_bytes.hash(state);
+    }
+}
+
+impl CheckedConcat {
+    fn binary(&self) -> Result<&BinaryExpr> {
+        self.inner.downcast_ref::<BinaryExpr>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("checked || wraps a BinaryExpr".into())
+        })
+    }
+}
+
+impl std::fmt::Display for CheckedConcat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl PhysicalExpr for CheckedConcat {
+    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
+        self.inner.return_field(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let b = self.binary()?;
+        let rows = batch.num_rows();
+        let (left, right) = (b.left().evaluate(batch)?, b.right().evaluate(batch)?);
+        let size = |v: &ColumnarValue| match v {
+            ColumnarValue::Array(a) => a.to_data().get_slice_memory_size().unwrap_or(0),
+            ColumnarValue::Scalar(s) => s.size().saturating_mul(rows),
+        };
+        let total = size(&left).saturating_add(size(&right));
+        if total > self.max_bytes.saturating_mul(CALL_VALUES) {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                format!(
+                    "|| would build {total} bytes of text; the limit is {} bytes per value \
+                 (limits.max_value_bytes)",
+                    self.max_bytes
+                ),
+            ));
+        }
+        // The operator itself, over the operands already computed.
+        let (l, r) = (left.into_array(rows)?, right.into_array(rows)?);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("l", l.data_type().clone(), true),
+            Field::new("r", r.data_type().clone(), true),
+        ]));
+        let operands = RecordBatch::try_new(schema, vec![l, r])?;
+        let concat = BinaryExpr::new(
+            Arc::new(Column::new("l", 0)),
+            Operator::StringConcat,
+            Arc::new(Column::new("r", 1)),
+        );
+        concat.evaluate(&operands)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.inner.children()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(Self {
+            inner: Arc::clone(&self.inner).with_new_children(children)?,
+            max_bytes: self.max_bytes,
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt_sql(f)
+    }
+}
+
+/// Whether `expr` holds a `+`, `-` or `*` (any of which could wrap) or a `||`.
 fn has_wrapping(expr: &Arc<dyn PhysicalExpr>) -> bool {
     expr.exists(|e| {
         Ok(e.downcast_ref::<BinaryExpr>().is_some_and(|b| {
             matches!(
                 b.op(),
-                Operator::Plus | Operator::Minus | Operator::Multiply
+                Operator::Plus | Operator::Minus | Operator::Multiply | Operator::StringConcat
             )
         }))
     })
     .unwrap_or(true)
 }
 
-/// `expr` with every `+`, `-` and `*` failing on overflow.
-fn checked(expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+/// `expr` with every `+`, `-` and `*` failing on overflow and every `||` size-checked.
+fn checked(expr: Arc<dyn PhysicalExpr>, max_value_bytes: usize) -> Result<Arc<dyn PhysicalExpr>> {
     expr.transform_up(|e| match e.downcast_ref::<BinaryExpr>() {
+        Some(b) if *b.op() == Operator::StringConcat => {
+            let checked = CheckedConcat {
+                inner: Arc::clone(&e),
+                max_bytes: max_value_bytes,
+            };
+            Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>))
+        }
         Some(b)
             if matches!(
                 b.op(),
@@ -100,4 +214,49 @@ fn checked(expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
         _ => Ok(Transformed::no(e)),
     })
     .data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    fn session() -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(CheckedArithmetic {
+                max_value_bytes: 1 << 20,
+            }))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        super::super::value_caps::register(&ctx, 1 << 20);
+        ctx
+    }
+
+    #[tokio::test]
+    async fn long_concatenations_fail_and_short_ones_work() {
+        let ctx = session();
+        let terms: Vec<String> = (0..8).map(|i| format!("repeat('{i}', 700000)")).collect();
+        let sql = format!("SELECT length({})", terms.join(" || "));
+        let err = ctx.sql(&sql).await.unwrap().collect().await.unwrap_err();
+        assert!(
+            matches!(
+                err.find_root(),
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ),
+            "{err}"
+        );
+        let ok = ctx
+            .sql("SELECT 'a' || x || NULL, 'a' || x FROM (VALUES ('b'), ('c')) t(x)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&ok)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| ab ") && text.contains("| ac "), "{text}");
+    }
 }
