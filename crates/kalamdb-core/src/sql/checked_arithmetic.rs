@@ -5,7 +5,9 @@
 //!   negative number (constant expressions folded while planning still wrap);
 //! - text concatenation `a || b` fails with `RESOURCE_EXHAUSTED` when its operands together pass
 //!   four times `limits.max_value_bytes` (see [`super::value_caps`]): a chain of `||` over
-//!   capped values cannot grow without bound.
+//!   capped values cannot grow without bound;
+//! - a large literal selected from a table (`SELECT '<1 MB>' FROM t`) fails the same way when
+//!   copying it into every row of a batch would pass that bound.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
@@ -15,7 +17,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
@@ -39,7 +41,11 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
         plan.transform_up(|node| {
             if let Some(p) = node.downcast_ref::<ProjectionExec>() {
                 // Rebuilt only when it does arithmetic (most projections just pick columns).
-                if !p.expr().iter().any(|pe| has_wrapping(&pe.expr)) {
+                if !p
+                    .expr()
+                    .iter()
+                    .any(|pe| has_wrapping(&pe.expr) || large_literal(&pe.expr))
+                {
                     return Ok(Transformed::no(node));
                 }
                 let exprs = p
@@ -47,7 +53,14 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     .iter()
                     .map(|pe| {
                         Ok(ProjectionExpr {
-                            expr: checked(Arc::clone(&pe.expr), self.max_value_bytes)?,
+                            expr: if large_literal(&pe.expr) {
+                                Arc::new(CheckedBroadcast {
+                                    inner: Arc::clone(&pe.expr),
+                                    max_bytes: self.max_value_bytes,
+                                })
+                            } else {
+                                checked(Arc::clone(&pe.expr), self.max_value_bytes)?
+                            },
                             alias: pe.alias.clone(),
                         })
                     })
@@ -178,6 +191,83 @@ impl PhysicalExpr for CheckedConcat {
     }
 }
 
+/// Literals below this size are never checked (8,192 copies stay small).
+const SMALL_LITERAL: usize = 1024;
+
+fn large_literal(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.downcast_ref::<Literal>()
+        .is_some_and(|l| l.value().size() > SMALL_LITERAL)
+}
+
+/// A projected literal, refused when copying it into every row of a batch would build more
+/// than [`CALL_VALUES`] times `max_bytes`.
+#[derive(Debug)]
+struct CheckedBroadcast {
+    inner: Arc<dyn PhysicalExpr>,
+    max_bytes: usize,
+}
+
+impl PartialEq for CheckedBroadcast {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_bytes == other.max_bytes && self.inner.as_ref() == other.inner.as_ref()
+    }
+}
+
+impl Eq for CheckedBroadcast {}
+
+impl std::hash::Hash for CheckedBroadcast {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.as_ref().hash(state);
+        self.max_bytes.hash(state);
+    }
+}
+
+impl std::fmt::Display for CheckedBroadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl PhysicalExpr for CheckedBroadcast {
+    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
+        self.inner.return_field(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let value = self.inner.evaluate(batch)?;
+        if let ColumnarValue::Scalar(s) = &value {
+            let total = s.size().saturating_mul(batch.num_rows());
+            if total > self.max_bytes.saturating_mul(CALL_VALUES) {
+                return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                    format!(
+                        "a literal of {} bytes copied into {} rows would build {total} bytes; \
+                     the limit is {} bytes per value (limits.max_value_bytes)",
+                        s.size(),
+                        batch.num_rows(),
+                        self.max_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(value)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(self)
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt_sql(f)
+    }
+}
+
 /// Whether `expr` holds a `+`, `-` or `*` (any of which could wrap) or a `||`.
 fn has_wrapping(expr: &Arc<dyn PhysicalExpr>) -> bool {
     expr.exists(|e| {
@@ -258,5 +348,12 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| ab ") && text.contains("| ac "), "{text}");
+        // A large literal copied into many rows fails; into one row it is fine.
+        let big = "x".repeat(100_000);
+        let many = format!("SELECT '{big}' FROM generate_series(1, 5000)");
+        let err = ctx.sql(&many).await.unwrap().collect().await.unwrap_err();
+        assert!(err.to_string().contains("literal"), "{err}");
+        let one = format!("SELECT '{big}' AS v FROM generate_series(1, 2)");
+        ctx.sql(&one).await.unwrap().collect().await.unwrap();
     }
 }
