@@ -199,7 +199,8 @@ pub struct ServerConfig {
     /// Open connections the server accepts at once; more are closed on accept. Also bounded
     /// by the process's file limit, which the server raises to its hard limit at start.
     pub max_connections: usize,
-    /// Open connections one client IP address may hold at once.
+    /// Open connections one client IP address may hold at once (at most half of the
+    /// connections the server accepts).
     pub max_connections_per_ip: usize,
 }
 

@@ -64,15 +64,27 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     let file_limit = listener::raise_file_limit();
+    let max_connections = config
+        .server
+        .max_connections
+        .min(listener::connections_allowed_by(file_limit));
     let limits = listener::Limits {
-        max_connections: config
+        max_connections,
+        // One address never holds more than half the slots, whatever the file limit allows.
+        max_per_ip: config
             .server
-            .max_connections
-            .min(listener::connections_allowed_by(file_limit)),
-        max_per_ip: config.server.max_connections_per_ip,
+            .max_connections_per_ip
+            .min(max_connections / 2)
+            .max(1),
         header_timeout: Duration::from_secs(config.server.request_header_timeout_secs),
         write_timeout: Duration::from_secs(config.server.response_write_timeout_secs),
     };
+    tracing::info!(
+        file_limit,
+        max_connections = limits.max_connections,
+        max_per_ip = limits.max_per_ip,
+        "connection limits"
+    );
     let app = AppContext::open(config).await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
