@@ -4,8 +4,8 @@
 //!   `fail_on_overflow`), so `UPDATE t SET n = n + 1` on the largest BIGINT is an error, not a
 //!   negative number (constant expressions folded while planning still wrap);
 //! - text concatenation `a || b` fails with `RESOURCE_EXHAUSTED` when its operands together pass
-//!   four times `limits.max_value_bytes` (see [`super::value_caps`]): a chain of `||` over
-//!   capped values cannot grow without bound;
+//!   the per-call budget of [`super::value_caps::call_budget`]: a chain of `||` over capped
+//!   values cannot grow without bound;
 //! - a large literal selected from a table (`SELECT '<1 MB>' FROM t`) fails the same way when
 //!   copying it into every row of a batch would pass that bound.
 
@@ -94,16 +94,13 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     }
 }
 
-/// `a || b` (the wrapped [`BinaryExpr`]) refused when its operands together pass
-/// [`CALL_VALUES`] times `max_bytes`.
+/// `a || b` (the wrapped [`BinaryExpr`]) refused when its operands together pass the call
+/// budget of `max_bytes`.
 #[derive(Debug)]
 struct CheckedConcat {
     inner: Arc<dyn PhysicalExpr>,
     max_bytes: usize,
 }
-
-/// What one `||` may build, in multiples of `limits.max_value_bytes`.
-const CALL_VALUES: usize = 4;
 
 impl PartialEq for CheckedConcat {
     fn eq(&self, other: &Self) -> bool {
@@ -148,7 +145,7 @@ impl PhysicalExpr for CheckedConcat {
             ColumnarValue::Scalar(s) => s.size().saturating_mul(rows),
         };
         let total = size(&left).saturating_add(size(&right));
-        if total > self.max_bytes.saturating_mul(CALL_VALUES) {
+        if total > super::value_caps::call_budget(self.max_bytes) {
             return Err(datafusion::error::DataFusionError::ResourcesExhausted(
                 format!(
                     "|| would build {total} bytes of text; the limit is {} bytes per value \
@@ -200,7 +197,7 @@ fn large_literal(expr: &Arc<dyn PhysicalExpr>) -> bool {
 }
 
 /// A projected literal, refused when copying it into every row of a batch would build more
-/// than [`CALL_VALUES`] times `max_bytes`.
+/// than the call budget of `max_bytes`.
 #[derive(Debug)]
 struct CheckedBroadcast {
     inner: Arc<dyn PhysicalExpr>,
@@ -237,7 +234,7 @@ impl PhysicalExpr for CheckedBroadcast {
         let value = self.inner.evaluate(batch)?;
         if let ColumnarValue::Scalar(s) = &value {
             let total = s.size().saturating_mul(batch.num_rows());
-            if total > self.max_bytes.saturating_mul(CALL_VALUES) {
+            if total > super::value_caps::call_budget(self.max_bytes) {
                 return Err(datafusion::error::DataFusionError::ResourcesExhausted(
                     format!(
                         "a literal of {} bytes copied into {} rows would build {total} bytes; \
@@ -327,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn long_concatenations_fail_and_short_ones_work() {
         let ctx = session();
-        let terms: Vec<String> = (0..8).map(|i| format!("repeat('{i}', 700000)")).collect();
+        let terms: Vec<String> = (0..30).map(|i| format!("repeat('{i}', 700000)")).collect();
         let sql = format!("SELECT length({})", terms.join(" || "));
         let err = ctx.sql(&sql).await.unwrap().collect().await.unwrap_err();
         assert!(
