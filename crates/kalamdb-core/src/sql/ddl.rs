@@ -46,6 +46,7 @@ pub(crate) fn table_output(columns: &[(&str, K, bool)], rows: Vec<Vec<Value>>) -
     Ok(Output::Rows {
         schema,
         batches: vec![batch],
+        memory: None,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::error::{KalamError, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
 use futures::StreamExt;
@@ -51,6 +51,8 @@ pub enum Output {
         schema: SchemaRef,
         /// Its rows.
         batches: Vec<RecordBatch>,
+        /// Their share of the query memory pool, held until they are encoded.
+        memory: Option<MemoryReservation>,
     },
     /// Rows changed by DML.
     Dml {
@@ -123,7 +125,8 @@ pub(crate) async fn run_query(
     let Command::Sql(stmt) = parse_statement(sql)? else {
         return Err(KalamError::Internal(format!("not a query: {sql}")));
     };
-    query(app, ctx, *stmt, None).await
+    let (schema, batches, _) = query(app, ctx, *stmt, None).await?;
+    Ok((schema, batches))
 }
 
 async fn query(
@@ -131,7 +134,7 @@ async fn query(
     ctx: &ExecCtx,
     stmt: Statement,
     max_result_bytes: Option<usize>,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+) -> Result<(SchemaRef, Vec<RecordBatch>, MemoryReservation)> {
     let state = app.query_state(&ctx.identity, &ctx.namespace);
     let stmt = DfStatement::Statement(Box::new(stmt));
     // Refused before planning: a planning error would describe the system table (its columns)
@@ -185,7 +188,7 @@ async fn query(
         })?;
         batches.push(batch);
     }
-    Ok((schema, batches))
+    Ok((schema, batches, reservation))
 }
 
 /// Largest single statement that may take a fast path on the caller's own thread (a
@@ -210,8 +213,14 @@ impl Results {
 
     fn push(&mut self, output: Output, identity: &Identity, as_user: String) {
         match output {
-            Output::Rows { schema, batches } => {
+            Output::Rows {
+                schema,
+                batches,
+                memory,
+            } => {
                 let mut rows = encode::rows(&batches);
+                drop(batches);
+                drop(memory);
                 // EXECUTE AS runs with the user role.
                 let admin = identity.role.is_admin() && as_user == identity.user_id.as_str();
                 if !admin {
@@ -618,14 +627,22 @@ impl SqlExecutor {
                             return Ok(out);
                         }
                         let max = app.config().limits.max_result_bytes;
-                        let (schema, batches) = query(app, ctx, *stmt, Some(max)).await?;
-                        Ok(Output::Rows { schema, batches })
+                        let (schema, batches, memory) = query(app, ctx, *stmt, Some(max)).await?;
+                        Ok(Output::Rows {
+                            schema,
+                            batches,
+                            memory: Some(memory),
+                        })
                     }
                     Statement::Explain { .. } | Statement::ExplainTable { .. } => {
                         crate::access::check_admin(&ctx.identity, "run EXPLAIN")?;
                         let max = app.config().limits.max_result_bytes;
-                        let (schema, batches) = query(app, ctx, *stmt, Some(max)).await?;
-                        Ok(Output::Rows { schema, batches })
+                        let (schema, batches, memory) = query(app, ctx, *stmt, Some(max)).await?;
+                        Ok(Output::Rows {
+                            schema,
+                            batches,
+                            memory: Some(memory),
+                        })
                     }
                     Statement::Insert(ins) => Ok(Output::Dml {
                         kind: DmlKind::Insert,

@@ -144,5 +144,9 @@ pub(crate) async fn try_point_lookup(
                 .await?
         }
     };
-    Ok(Some(Output::Rows { schema, batches }))
+    Ok(Some(Output::Rows {
+        schema,
+        batches,
+        memory: None,
+    }))
 }
