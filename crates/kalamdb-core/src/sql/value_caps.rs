@@ -17,11 +17,13 @@
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, FieldRef, IntervalMonthDayNano};
 use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{Expr, SessionContext};
 
 /// How a function's result size follows from its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,11 @@ enum Growth {
     Replace,
     /// `concat(a, b, …)`, `concat_ws(sep, a, …)`: the arguments together.
     Sum,
+    /// `arrow_cast(v, 'type')`: no growth, but no cast to a large (64-bit offset) text, binary
+    /// or list type either. Their arrays never overflow, so a join or unnest copying one big
+    /// value into every row of a batch could ask for hundreds of GiB at once; with 32-bit
+    /// offsets such a copy fails cleanly at 2 GiB.
+    Cast,
 }
 
 /// The functions wrapped, by name.
@@ -55,6 +62,7 @@ const CAPPED: &[(&str, Growth)] = &[
     ("replace", Growth::Replace),
     ("concat", Growth::Sum),
     ("concat_ws", Growth::Sum),
+    ("arrow_cast", Growth::Cast),
 ];
 
 /// Smallest size counted per array element.
@@ -190,6 +198,7 @@ impl Capped {
                 let (text, from, to) = (bytes(0), bytes(1).max(1), bytes(2));
                 text.saturating_add((text / from).saturating_mul(to))
             }
+            Growth::Cast => 0,
             Growth::Sum => {
                 let parts = (0..args.len()).map(bytes).fold(0u128, u128::saturating_add);
                 // concat_ws puts its separator (argument 0) between each pair.
@@ -271,6 +280,20 @@ impl ScalarUDFImpl for Capped {
         self.inner.documentation()
     }
 
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> DfResult<ExprSimplifyResult> {
+        if self.growth != Growth::Cast {
+            return Ok(ExprSimplifyResult::Original(args));
+        }
+        if let Some(Expr::Literal(ScalarValue::Utf8(Some(t)), _)) = args.get(1)
+            && t.to_ascii_lowercase().contains("large")
+        {
+            return Err(DataFusionError::Plan(format!(
+                "arrow_cast to {t} is not supported: use the 32-bit offset types"
+            )));
+        }
+        self.inner.simplify(args, info)
+    }
+
     fn invoke_with_args(
         &self,
         args: ScalarFunctionArgs,
@@ -328,6 +351,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn casts_to_large_types_are_refused() {
+        let err = run("SELECT arrow_cast(repeat('x', 10), 'LargeUtf8')")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[tokio::test]
     async fn ordinary_calls_work() {
         for sql in [
             "SELECT repeat('ab', 1000)",
@@ -339,6 +370,7 @@ mod tests {
             "SELECT cardinality(range(DATE '2020-01-01', DATE '2020-12-31', INTERVAL '1 day'))",
             "SELECT concat('a', 'b'), concat_ws('-', 'a', 'b'), 'a' || 'b'",
             "SELECT repeat('x', 10 + 0 * value) FROM generate_series(1, 10000)",
+            "SELECT arrow_cast(1, 'Int32'), arrow_cast('a', 'Utf8')",
         ] {
             assert!(run(sql).await.unwrap() > 0, "{sql}");
         }
