@@ -193,8 +193,8 @@ pub struct ServerConfig {
     pub request_header_timeout_secs: u64,
     /// Seconds a request has to deliver its whole body (408 `REQUEST_TIMEOUT` beyond).
     pub request_body_timeout_secs: u64,
-    /// Seconds a client may accept no bytes of a response (or WebSocket message) before it is
-    /// disconnected.
+    /// Seconds a client may take to accept 64 KiB of a response (or of WebSocket messages)
+    /// the server is waiting to send, before it is disconnected.
     pub response_write_timeout_secs: u64,
     /// Open connections the server accepts at once; more are closed on accept. Also bounded
     /// by the process's file limit, which the server raises to its hard limit at start.

@@ -94,8 +94,16 @@ impl Drop for Slot {
 struct SendDeadline<T> {
     inner: T,
     limit: Duration,
+    /// Running since the peer last left the connection unable to take more bytes.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes accepted since the timer started: a trickle below [`MIN_PROGRESS`] per limit
+    /// does not restart it.
+    accepted: usize,
 }
+
+/// Bytes the peer must take within the limit to count as reading: a client that reads a few
+/// bytes now and then cannot pin a large response.
+const MIN_PROGRESS: usize = 64 * 1024;
 
 impl<T> SendDeadline<T> {
     fn new(inner: T, limit: Duration) -> Self {
@@ -103,18 +111,36 @@ impl<T> SendDeadline<T> {
             inner,
             limit,
             stalled: None,
+            accepted: 0,
         }
     }
 
-    /// Passes `progress` through, turning a wait longer than the limit into an error.
+    fn restart(&mut self) {
+        self.stalled = None;
+        self.accepted = 0;
+    }
+
+    /// Passes a write's `progress` through, turning a stall longer than the limit into an
+    /// error; `bytes` tells how much a ready write took.
     fn watch<R>(
         &mut self,
         cx: &mut Context<'_>,
         progress: Poll<io::Result<R>>,
+        bytes: impl FnOnce(&R) -> usize,
     ) -> Poll<io::Result<R>> {
-        if progress.is_ready() {
-            self.stalled = None;
-            return progress;
+        if let Poll::Ready(result) = &progress {
+            match result {
+                Ok(r) if self.stalled.is_some() => {
+                    self.accepted += bytes(r);
+                    if self.accepted >= MIN_PROGRESS {
+                        self.restart();
+                    }
+                }
+                _ => {}
+            }
+            if self.stalled.is_none() {
+                return progress;
+            }
         }
         let limit = self.limit;
         let stalled = self
@@ -126,7 +152,7 @@ impl<T> SendDeadline<T> {
                 "the client stopped reading",
             )));
         }
-        Poll::Pending
+        progress
     }
 }
 
@@ -148,13 +174,19 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for SendDeadline<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let progress = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.watch(cx, progress)
+        this.watch(cx, progress, |n| *n)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let progress = Pin::new(&mut this.inner).poll_flush(cx);
-        this.watch(cx, progress)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            // Everything handed over: whatever comes next starts afresh.
+            Poll::Ready(Ok(())) => {
+                this.restart();
+                Poll::Ready(Ok(()))
+            }
+            progress => this.watch(cx, progress, |_| 0),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -172,7 +204,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for SendDeadline<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let progress = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.watch(cx, progress)
+        this.watch(cx, progress, |n| *n)
     }
 }
 
@@ -300,6 +332,42 @@ mod tests {
         let b2 = slots.take(b, &limits);
         assert!(b2.is_some());
         assert_eq!(slots.total.load(Ordering::Acquire), 3);
+    }
+
+    /// Writes `total` bytes through a deadline of `limit` to a peer that reads `chunk` bytes
+    /// every 20 ms; returns the write's outcome.
+    async fn send_to_slow_reader(total: usize, chunk: usize, limit: Duration) -> io::Result<()> {
+        use hyper::rt::Write;
+        use tokio::io::AsyncReadExt;
+        let (near, mut far) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; chunk];
+            while far.read_exact(&mut buf).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let mut io = SendDeadline::new(TokioIo::new(near), limit);
+        let data = vec![7u8; total];
+        let mut sent = 0;
+        while sent < total {
+            sent +=
+                std::future::poll_fn(|cx| Pin::new(&mut io).poll_write(cx, &data[sent..])).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn readers_that_trickle_are_cut_off_and_steady_ones_are_not() {
+        let limit = Duration::from_millis(300);
+        // 256 KiB at 50 KiB per 20 ms: done in ~100 ms.
+        send_to_slow_reader(256 * 1024, 50 * 1024, limit)
+            .await
+            .unwrap();
+        // 64 bytes per 20 ms never adds up to 64 KiB within the limit.
+        let err = send_to_slow_reader(256 * 1024, 64, limit)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]
