@@ -85,6 +85,12 @@ impl TableProvider for ViewProvider {
             .create_logical_plan(&self.view.sql)
             .await
             .map_err(|e| self.broken(e))?;
+        if let Some(budget) = state
+            .config()
+            .get_extension::<crate::sql::expr_limits::ViewBudget>()
+        {
+            budget.spend(&plan).map_err(|e| e.into_datafusion())?;
+        }
         // Same columns, in the order declared at creation (names checked by position).
         if plan.schema().fields().len() != self.schema.fields().len() {
             return Err(self.broken("its query now returns different columns"));

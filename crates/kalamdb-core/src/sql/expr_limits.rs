@@ -198,20 +198,58 @@ pub fn check<T: Visit>(node: &T, limits: ExprLimits) -> Result<()> {
 /// several times) once per use: `WITH a1 AS (… a0 UNION ALL … a0), a2 AS (… a1 … a1) …` is
 /// short text but doubles with every level. Stops counting at the limit.
 pub fn check_plan(plan: &LogicalPlan, limits: ExprLimits) -> Result<()> {
+    if plan_nodes(plan, limits.max_plan_nodes)? > limits.max_plan_nodes {
+        return Err(plan_too_large(limits));
+    }
+    Ok(())
+}
+
+/// The nodes of `plan` (subqueries included), counted up to `stop_after` + 1.
+fn plan_nodes(plan: &LogicalPlan, stop_after: usize) -> Result<usize> {
     let mut nodes = 0usize;
     plan.apply_with_subqueries(|_| {
         nodes += 1;
-        Ok(if nodes > limits.max_plan_nodes {
+        Ok(if nodes > stop_after {
             TreeNodeRecursion::Stop
         } else {
             TreeNodeRecursion::Continue
         })
     })
     .map_err(KalamError::from_datafusion)?;
-    if nodes > limits.max_plan_nodes {
-        return Err(plan_too_large(limits));
+    Ok(nodes)
+}
+
+/// What one statement may still spend on planning views, in plan nodes: views are planned
+/// when the plan that names them is turned into an execution plan, so the statement's own
+/// plan does not show them; each view's plan is charged here as it is made (a view naming
+/// another twice, which names another twice … would otherwise double at every level).
+/// Travels in the statement's session config.
+#[derive(Debug)]
+pub struct ViewBudget {
+    limits: ExprLimits,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl ViewBudget {
+    /// A budget of `limits.max_plan_nodes`.
+    pub fn new(limits: ExprLimits) -> Self {
+        Self {
+            limits,
+            left: std::sync::atomic::AtomicUsize::new(limits.max_plan_nodes),
+        }
     }
-    Ok(())
+
+    /// Charges a view's plan; an error once the statement's views passed the limit.
+    pub fn spend(&self, plan: &LogicalPlan) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let nodes = plan_nodes(plan, self.limits.max_plan_nodes)?;
+        let charged = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(nodes)
+            });
+        charged.map(|_| ()).map_err(|_| plan_too_large(self.limits))
+    }
 }
 
 fn plan_too_large(limits: ExprLimits) -> KalamError {

@@ -572,3 +572,40 @@ async fn errors_do_not_reveal_accounts_or_view_definitions() {
         "{admin}"
     );
 }
+
+#[tokio::test]
+async fn nested_views_cannot_make_planning_explode() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE VIEW app.v0 AS SELECT 1 AS x",
+    )
+    .await;
+    // Each view names the previous one twice: planning the last one would double 30 times.
+    // Views are not expanded when created; the statement that reads the last one is refused.
+    for n in 1..=30 {
+        let sql = format!(
+            "CREATE VIEW app.v{n} AS SELECT x FROM app.v{p} UNION ALL SELECT x FROM app.v{p}",
+            p = n - 1
+        );
+        s.ok(&root, &sql).await;
+    }
+    let started = Instant::now();
+    let (status, body) = s.sql(&root, "SELECT count(*) FROM app.v30").await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "INVALID_SQL"),
+        "{}",
+        short(&body)
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_plan_nodes"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "planning was cut short"
+    );
+    // Shallow views still work.
+    let r = s.ok(&root, "SELECT count(*) FROM app.v3").await;
+    assert_eq!(r["rows"], json!([["8"]]));
+}
