@@ -54,8 +54,9 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     .map(|pe| {
                         Ok(ProjectionExpr {
                             expr: if large_literal(&pe.expr) {
-                                Arc::new(CheckedBroadcast {
+                                Arc::new(SizeChecked {
                                     inner: Arc::clone(&pe.expr),
+                                    check: SizeCheck::Broadcast,
                                     max_bytes: self.max_value_bytes,
                                 })
                             } else {
@@ -94,65 +95,74 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
     }
 }
 
-/// `a || b` (the wrapped [`BinaryExpr`]) refused when its operands together pass the call
-/// budget of `max_bytes`.
+/// What a [`SizeChecked`] expression checks before it builds its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SizeCheck {
+    /// `a || b` (the wrapped [`BinaryExpr`]): its operands together.
+    Concat,
+    /// A projected literal: copied into every row of the batch.
+    Broadcast,
+}
+
+/// An expression refused when the value it builds for a batch would pass the call budget of
+/// `max_bytes` ([`super::value_caps::call_budget`]).
 #[derive(Debug)]
-struct CheckedConcat {
+struct SizeChecked {
     inner: Arc<dyn PhysicalExpr>,
+    check: SizeCheck,
     max_bytes: usize,
 }
 
-impl PartialEq for CheckedConcat {
+impl PartialEq for SizeChecked {
     fn eq(&self, other: &Self) -> bool {
-        self.max_bytes == other.max_bytes && self.inner.as_ref() == other.inner.as_ref()
+        (self.check, self.max_bytes) == (other.check, other.max_bytes)
+            && self.inner.as_ref() == other.inner.as_ref()
     }
 }
 
-impl Eq for CheckedConcat {}
+impl Eq for SizeChecked {}
 
-impl std::hash::Hash for CheckedConcat {
+impl std::hash::Hash for SizeChecked {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.inner.as_ref().hash(state);
+        self.check.hash(state);
         self.max_bytes.hash(state);
     }
 }
 
-impl CheckedConcat {
-    fn binary(&self) -> Result<&BinaryExpr> {
-        self.inner.downcast_ref::<BinaryExpr>().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal("checked || wraps a BinaryExpr".into())
-        })
-    }
-}
-
-impl std::fmt::Display for CheckedConcat {
+impl std::fmt::Display for SizeChecked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.inner.fmt(f)
     }
 }
 
-impl PhysicalExpr for CheckedConcat {
-    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
-        self.inner.return_field(input_schema)
+/// Bytes a value takes once it is an array of `rows` rows.
+fn built_size(v: &ColumnarValue, rows: usize) -> usize {
+    match v {
+        ColumnarValue::Array(a) => a.to_data().get_slice_memory_size().unwrap_or(0),
+        ColumnarValue::Scalar(s) => s.size().saturating_mul(rows),
+    }
+}
+
+impl SizeChecked {
+    fn refuse(&self, what: String) -> Result<()> {
+        Err(datafusion::error::DataFusionError::ResourcesExhausted(
+            format!(
+                "{what}; the limit is {} bytes per value (limits.max_value_bytes)",
+                self.max_bytes
+            ),
+        ))
     }
 
-    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let b = self.binary()?;
+    fn concat(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let b = self.inner.downcast_ref::<BinaryExpr>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("checked || wraps a BinaryExpr".into())
+        })?;
         let rows = batch.num_rows();
         let (left, right) = (b.left().evaluate(batch)?, b.right().evaluate(batch)?);
-        let size = |v: &ColumnarValue| match v {
-            ColumnarValue::Array(a) => a.to_data().get_slice_memory_size().unwrap_or(0),
-            ColumnarValue::Scalar(s) => s.size().saturating_mul(rows),
-        };
-        let total = size(&left).saturating_add(size(&right));
+        let total = built_size(&left, rows).saturating_add(built_size(&right, rows));
         if total > super::value_caps::call_budget(self.max_bytes) {
-            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
-                format!(
-                    "|| would build {total} bytes of text; the limit is {} bytes per value \
-                 (limits.max_value_bytes)",
-                    self.max_bytes
-                ),
-            ));
+            self.refuse(format!("|| would build {total} bytes of text"))?;
         }
         // The operator itself, over the operands already computed.
         let (l, r) = (left.into_array(rows)?, right.into_array(rows)?);
@@ -169,6 +179,33 @@ impl PhysicalExpr for CheckedConcat {
         concat.evaluate(&operands)
     }
 
+    fn broadcast(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let value = self.inner.evaluate(batch)?;
+        let total = built_size(&value, batch.num_rows());
+        if matches!(value, ColumnarValue::Scalar(_))
+            && total > super::value_caps::call_budget(self.max_bytes)
+        {
+            self.refuse(format!(
+                "a literal copied into {} rows would build {total} bytes",
+                batch.num_rows()
+            ))?;
+        }
+        Ok(value)
+    }
+}
+
+impl PhysicalExpr for SizeChecked {
+    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
+        self.inner.return_field(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        match self.check {
+            SizeCheck::Concat => self.concat(batch),
+            SizeCheck::Broadcast => self.broadcast(batch),
+        }
+    }
+
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
         self.inner.children()
     }
@@ -179,6 +216,7 @@ impl PhysicalExpr for CheckedConcat {
     ) -> Result<Arc<dyn PhysicalExpr>> {
         Ok(Arc::new(Self {
             inner: Arc::clone(&self.inner).with_new_children(children)?,
+            check: self.check,
             max_bytes: self.max_bytes,
         }))
     }
@@ -194,75 +232,6 @@ const SMALL_LITERAL: usize = 1024;
 fn large_literal(expr: &Arc<dyn PhysicalExpr>) -> bool {
     expr.downcast_ref::<Literal>()
         .is_some_and(|l| l.value().size() > SMALL_LITERAL)
-}
-
-/// A projected literal, refused when copying it into every row of a batch would build more
-/// than the call budget of `max_bytes`.
-#[derive(Debug)]
-struct CheckedBroadcast {
-    inner: Arc<dyn PhysicalExpr>,
-    max_bytes: usize,
-}
-
-impl PartialEq for CheckedBroadcast {
-    fn eq(&self, other: &Self) -> bool {
-        self.max_bytes == other.max_bytes && self.inner.as_ref() == other.inner.as_ref()
-    }
-}
-
-impl Eq for CheckedBroadcast {}
-
-impl std::hash::Hash for CheckedBroadcast {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.inner.as_ref().hash(state);
-        self.max_bytes.hash(state);
-    }
-}
-
-impl std::fmt::Display for CheckedBroadcast {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl PhysicalExpr for CheckedBroadcast {
-    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
-        self.inner.return_field(input_schema)
-    }
-
-    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let value = self.inner.evaluate(batch)?;
-        if let ColumnarValue::Scalar(s) = &value {
-            let total = s.size().saturating_mul(batch.num_rows());
-            if total > super::value_caps::call_budget(self.max_bytes) {
-                return Err(datafusion::error::DataFusionError::ResourcesExhausted(
-                    format!(
-                        "a literal of {} bytes copied into {} rows would build {total} bytes; \
-                     the limit is {} bytes per value (limits.max_value_bytes)",
-                        s.size(),
-                        batch.num_rows(),
-                        self.max_bytes
-                    ),
-                ));
-            }
-        }
-        Ok(value)
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> Result<Arc<dyn PhysicalExpr>> {
-        Ok(self)
-    }
-
-    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt_sql(f)
-    }
 }
 
 /// Whether `expr` holds a `+`, `-` or `*` (any of which could wrap) or a `||`.
@@ -282,8 +251,9 @@ fn has_wrapping(expr: &Arc<dyn PhysicalExpr>) -> bool {
 fn checked(expr: Arc<dyn PhysicalExpr>, max_value_bytes: usize) -> Result<Arc<dyn PhysicalExpr>> {
     expr.transform_up(|e| match e.downcast_ref::<BinaryExpr>() {
         Some(b) if *b.op() == Operator::StringConcat => {
-            let checked = CheckedConcat {
+            let checked = SizeChecked {
                 inner: Arc::clone(&e),
+                check: SizeCheck::Concat,
                 max_bytes: max_value_bytes,
             };
             Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>))

@@ -191,6 +191,17 @@ async fn query(
     Ok((schema, batches, reservation))
 }
 
+/// A query's rows for the client: held to `max_result_bytes`, with their pool reservation.
+async fn client_rows(app: &AppContext, ctx: &ExecCtx, stmt: Statement) -> Result<Output> {
+    let max = app.config().limits.max_result_bytes;
+    let (schema, batches, memory) = query(app, ctx, stmt, Some(max)).await?;
+    Ok(Output::Rows {
+        schema,
+        batches,
+        memory: Some(memory),
+    })
+}
+
 /// Largest single statement that may take a fast path on the caller's own thread (a
 /// literal INSERT or a primary-key lookup); anything else runs on the query runtime.
 const INLINE_MAX_BYTES: usize = 4096;
@@ -626,23 +637,11 @@ impl SqlExecutor {
                         {
                             return Ok(out);
                         }
-                        let max = app.config().limits.max_result_bytes;
-                        let (schema, batches, memory) = query(app, ctx, *stmt, Some(max)).await?;
-                        Ok(Output::Rows {
-                            schema,
-                            batches,
-                            memory: Some(memory),
-                        })
+                        client_rows(app, ctx, *stmt).await
                     }
                     Statement::Explain { .. } | Statement::ExplainTable { .. } => {
                         crate::access::check_admin(&ctx.identity, "run EXPLAIN")?;
-                        let max = app.config().limits.max_result_bytes;
-                        let (schema, batches, memory) = query(app, ctx, *stmt, Some(max)).await?;
-                        Ok(Output::Rows {
-                            schema,
-                            batches,
-                            memory: Some(memory),
-                        })
+                        client_rows(app, ctx, *stmt).await
                     }
                     Statement::Insert(ins) => Ok(Output::Dml {
                         kind: DmlKind::Insert,

@@ -9,7 +9,7 @@
 //! pass [`call_budget`]. Everything else about the function (name, aliases, signature,
 //! volatility, types, docs) is the original's, so constant calls still fold and filters on
 //! them still reach the scan; a folded constant that a projection copies into every row is
-//! checked by `checked_arithmetic`'s `CheckedBroadcast`.
+//! checked by `checked_arithmetic`'s size-checked expressions.
 //!
 //! Aggregates that grow (`string_agg`, `array_agg`) report their state to the query memory
 //! pool, which bounds them.
