@@ -227,8 +227,8 @@ impl AppContext {
         let mut state = self.session.state();
         let config = state.config_mut();
         config.set_extension(Arc::new(SessionIdentity(identity.clone())));
-        config.set_extension(Arc::new(crate::sql::expr_limits::ViewBudget::new(
-            crate::sql::expr_limits::ExprLimits::of(&self.config.limits),
+        config.set_extension(Arc::new(crate::expr_limits::ViewBudget::new(
+            crate::expr_limits::ExprLimits::of(&self.config.limits),
         )));
         config.options_mut().catalog.default_schema = namespace.to_string();
         state

@@ -14,6 +14,8 @@
 //! - [`sql`]: statement splitting, parsing, execution and result encoding.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
+//! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
+//!   queries run, with their timeout and cancellation.
 //!
 //! The engine knows no HTTP: `kalamdb-api` turns requests into calls on
 //! [`sql::executor::SqlExecutor`] and [`auth::AuthService`].
@@ -28,6 +30,7 @@ pub mod changes;
 pub mod cold;
 pub mod config;
 pub mod error;
+pub mod expr_limits;
 pub mod flush_scheduler;
 pub mod jobs;
 pub mod providers;

@@ -505,7 +505,7 @@ mod tests {
     fn matches(clause: &str, r: &StoredRow) -> bool {
         let q = LiveQuery::parse(
             &format!("SELECT * FROM app.t WHERE {clause}"),
-            kalamdb_core::sql::expr_limits::ExprLimits::of(&Default::default()),
+            kalamdb_core::expr_limits::ExprLimits::of(&Default::default()),
         )
         .unwrap();
         Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice")
@@ -594,7 +594,7 @@ mod tests {
         ] {
             let q = LiveQuery::parse(
                 &format!("SELECT * FROM app.t WHERE {clause}"),
-                kalamdb_core::sql::expr_limits::ExprLimits::of(&Default::default()),
+                kalamdb_core::expr_limits::ExprLimits::of(&Default::default()),
             )
             .unwrap();
             let err = Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice").unwrap_err();

@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use kalamdb_core::sql::expr_limits::{self, ExprLimits};
+use kalamdb_core::expr_limits::{self, ExprLimits};
 use kalamdb_core::sql::parse::{fold, normalize_current_user};
 
 const SUPPORTED: &str =

@@ -87,7 +87,7 @@ impl TableProvider for ViewProvider {
             .map_err(|e| self.broken(e))?;
         if let Some(budget) = state
             .config()
-            .get_extension::<crate::sql::expr_limits::ViewBudget>()
+            .get_extension::<crate::expr_limits::ViewBudget>()
         {
             budget.spend(&plan).map_err(|e| e.into_datafusion())?;
         }

@@ -7,13 +7,13 @@
 //! several statements, DML results are summarised after the other results (`Inserted N
 //! row(s)` …), as upstream clients expect.
 
-use super::expr_limits::ExprLimits;
 use super::parse::{self, Command, parse_statement};
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
 use crate::audit::AuditEvent;
 use crate::auth::Identity;
 use crate::error::{KalamError, Result};
+use crate::expr_limits::ExprLimits;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
@@ -154,7 +154,7 @@ async fn query(
         .statement_to_plan(stmt)
         .await
         .map_err(KalamError::from_datafusion)?;
-    super::expr_limits::check_plan(&plan, ExprLimits::of(&app.config().limits))?;
+    crate::expr_limits::check_plan(&plan, ExprLimits::of(&app.config().limits))?;
     // Collected rows are charged to the query memory pool, so many large results at once
     // cannot outgrow it; a result for the client is also held to max_result_bytes.
     let pool = Arc::clone(&state.runtime_env().memory_pool);

@@ -9,7 +9,6 @@ pub mod ddl;
 pub mod dml;
 pub mod encode;
 pub mod executor;
-pub mod expr_limits;
 mod insert_values;
 pub mod params;
 pub mod parse;

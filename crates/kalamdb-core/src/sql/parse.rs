@@ -404,15 +404,15 @@ pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
 }
 
 impl Command {
-    /// Checks the statement's expressions against `limits` (see [`super::expr_limits`]);
+    /// Checks the statement's expressions against `limits` (see [`crate::expr_limits`]);
     /// our own statements hold expressions only in column definitions and defaults.
-    pub fn check_limits(&self, limits: super::expr_limits::ExprLimits) -> Result<()> {
+    pub fn check_limits(&self, limits: crate::expr_limits::ExprLimits) -> Result<()> {
         match self {
-            Command::Sql(stmt) => super::expr_limits::check(&**stmt, limits),
-            Command::CreateTable { stmt, .. } => super::expr_limits::check(&**stmt, limits),
+            Command::Sql(stmt) => crate::expr_limits::check(&**stmt, limits),
+            Command::CreateTable { stmt, .. } => crate::expr_limits::check(&**stmt, limits),
             Command::AlterTable { change, .. } => match change {
-                AlterChange::AddColumn(col) => super::expr_limits::check(&**col, limits),
-                AlterChange::SetDefault(_, Some(e)) => super::expr_limits::check(&**e, limits),
+                AlterChange::AddColumn(col) => crate::expr_limits::check(&**col, limits),
+                AlterChange::SetDefault(_, Some(e)) => crate::expr_limits::check(&**e, limits),
                 _ => Ok(()),
             },
             _ => Ok(()),

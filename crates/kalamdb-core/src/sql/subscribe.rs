@@ -17,7 +17,7 @@ pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
     let (select, options) = split_options(text)?;
     let table = subscribed_table(
         select,
-        super::expr_limits::ExprLimits::of(&app.config().limits),
+        crate::expr_limits::ExprLimits::of(&app.config().limits),
     )?;
     let mut subscription = Map::new();
     let id = uuid::Uuid::new_v4().simple();
@@ -88,7 +88,7 @@ fn bad_option(pair: &str) -> KalamError {
 }
 
 /// `ns.table` of a subscription query: one SELECT from one namespace-qualified table.
-fn subscribed_table(select: &str, limits: super::expr_limits::ExprLimits) -> Result<String> {
+fn subscribed_table(select: &str, limits: crate::expr_limits::ExprLimits) -> Result<String> {
     let not_one = || {
         KalamError::InvalidSql(
             "SUBSCRIBE TO takes SELECT … FROM <namespace>.<table> [WHERE …]".into(),
