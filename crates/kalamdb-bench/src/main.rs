@@ -17,6 +17,9 @@
 //!   batch inserts with and without flushes running (see [`cold`]);
 //! - `health-under-load` / `point-select-under-load`: latency of health checks and point reads
 //!   while `--heavy` worst-case queries run (see [`load`]);
+//! - `scan-scale`: LIMIT, key-range, count, GROUP BY and a 5,000,000-row `SELECT *` on a SHARED
+//!   table of `--rows` rows, first hot then as flushed segments, with the server's peak memory
+//!   (see [`scan`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
@@ -27,6 +30,7 @@ mod cold;
 mod live;
 mod load;
 mod report;
+mod scan;
 mod schema;
 
 use clap::Parser;
@@ -53,7 +57,7 @@ struct Args {
     /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
-    /// point-select-under-load
+    /// point-select-under-load | scan-scale
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -68,7 +72,7 @@ struct Args {
     /// Rows per request for insert-batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Rows preloaded for point-select.
+    /// Rows preloaded for point-select and scan-scale.
     #[arg(long, default_value_t = 100_000)]
     rows: usize,
     /// Users for the user-* and stream-* workloads.
@@ -510,10 +514,11 @@ async fn main() {
     };
     let mut results = Vec::new();
     for w in workloads {
-        if w == "cold-query" || w == "flush-insert" || w == "view-query" {
+        if w == "cold-query" || w == "flush-insert" || w == "view-query" || w == "scan-scale" {
             let rs = match w {
                 "cold-query" => cold::queries(&args, &client).await,
                 "view-query" => schema::view_query(&args, &client).await,
+                "scan-scale" => scan::scan_scale(&args, &client).await,
                 _ => cold::inserts_while_flushing(&args, &client).await,
             };
             match rs {

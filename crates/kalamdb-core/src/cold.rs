@@ -31,6 +31,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat, interleave};
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::scalar::ScalarValue;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
@@ -169,6 +170,24 @@ pub struct ColdTier {
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Flushed system-table rows.
     system: crate::system_flush::SystemCold,
+    /// Segment footers (row groups and their statistics) by (folder key, file): small, and
+    /// what every streaming read of a segment starts from.
+    footers: DashMap<(String, String), ArrowReaderMetadata>,
+}
+
+/// The segments of one scope as a scan finds them: where they are and their key ranges.
+#[derive(Debug)]
+pub struct ScopeSegments {
+    /// The storage holding them.
+    pub files: FileStore,
+    /// Their folder.
+    pub dir: String,
+    /// The folder's cache key.
+    pub key: String,
+    /// The segments, oldest first.
+    pub segments: Vec<kalamdb_filestore::SegmentMeta>,
+    /// `(min_key, max_key)` of each segment.
+    pub key_ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A scope's manifest, with its segments' key ranges decoded once.
@@ -267,6 +286,7 @@ impl ColdTier {
             cached_rows: AtomicUsize::new(0),
             flush_locks: DashMap::new(),
             system: crate::system_flush::SystemCold::default(),
+            footers: DashMap::new(),
         })
     }
 
@@ -335,6 +355,34 @@ impl ColdTier {
         } else {
             ScopeManifest::new(Manifest::default())
         })
+    }
+
+    /// The flushed segments of `scope` (none for STREAM tables), from its manifest.
+    pub async fn segments(&self, table: &CachedTable, scope: &Scope) -> Result<ScopeSegments> {
+        let loc = self.locate(&table.def, Some(scope))?;
+        let manifest = self.manifest(&table.def, &loc).await?;
+        Ok(ScopeSegments {
+            files: loc.files,
+            dir: loc.dir,
+            key: loc.key,
+            segments: manifest.segments.clone(),
+            key_ranges: manifest.key_ranges.clone(),
+        })
+    }
+
+    /// The footer of a segment of `scope`, read once and cached.
+    pub async fn footer(
+        &self,
+        scope: &ScopeSegments,
+        seg: &kalamdb_filestore::SegmentMeta,
+    ) -> Result<ArrowReaderMetadata> {
+        let key = (scope.key.clone(), seg.file.clone());
+        if let Some(m) = self.footers.get(&key) {
+            return Ok(m.value().clone());
+        }
+        let m = scope.files.segment_metadata(&scope.dir, seg).await?;
+        self.footers.insert(key, m.clone());
+        Ok(m)
     }
 
     /// Whether `scope` has flushed segments.
@@ -581,6 +629,7 @@ impl ColdTier {
         let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
         self.arrow_segments.retain(|(d, _, _), _| !inside(d));
+        self.footers.retain(|(d, _), _| !inside(d));
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
@@ -614,6 +663,7 @@ impl ColdTier {
         let _flushing = lock.lock().await;
         self.manifests.remove(&loc.key);
         self.arrow_segments.retain(|(d, _, _), _| *d != loc.key);
+        self.footers.retain(|(d, _), _| *d != loc.key);
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
@@ -846,6 +896,8 @@ impl ColdTier {
             .filter(|s| !next.segments.iter().any(|n| n.file == s.file))
             .map(|s| s.file.clone())
             .collect();
+        self.footers
+            .retain(|(d, f), _| *d != loc.key || !superseded.contains(f));
         let grace = app.config().storage.superseded_file_grace_ms;
         if grace == 0 {
             for f in &superseded {
@@ -1143,11 +1195,22 @@ fn internal(e: impl std::fmt::Display) -> KalamError {
 /// were recorded; cast when the type was widened since. A column the segment lacks was added
 /// after it was written: its rows read the column's literal default, or NULL.
 fn conform(table: &CachedTable, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let schema = Arc::clone(&table.schema);
+    let all: Vec<usize> = (0..table.schema.fields().len()).collect();
+    conform_columns(table, batches, &all)
+}
+
+/// As [`conform`], for the columns `indices` of `table`'s schema only (a projected read).
+pub(crate) fn conform_columns(
+    table: &CachedTable,
+    batches: &[RecordBatch],
+    indices: &[usize],
+) -> Result<RecordBatch> {
+    let schema = Arc::new(table.schema.project(indices).map_err(internal)?);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let columns_of = &table.def.columns;
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
+    let mut columns = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let field = table.schema.field(i);
         let parts = batches
             .iter()
             .map(|b| {

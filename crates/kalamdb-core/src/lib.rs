@@ -10,7 +10,8 @@
 //! - [`catalog`]: persisted namespaces, table definitions (versioned), users, storages.
 //! - [`schema_registry`]: memoized table definitions and Arrow schemas.
 //! - [`rows`]: the hot-store key layout and row encoding of application tables.
-//! - [`providers`]: DataFusion catalog and table providers.
+//! - [`providers`]: DataFusion catalog and table providers; [`scan`]: the streaming scan
+//!   of application tables they plan.
 //! - [`sql`]: statement splitting, parsing, execution and result encoding.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
@@ -37,6 +38,7 @@ pub mod providers;
 pub mod pruning;
 pub mod query_runtime;
 pub mod rows;
+pub mod scan;
 pub mod schema_registry;
 pub mod seq;
 pub mod sql;

@@ -16,11 +16,18 @@
 //! may carry the table's stable column id ([`COLUMN_ID_KEY`]), which survives renames.
 
 use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use datafusion::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::WriterProperties;
+use futures::FutureExt;
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -325,6 +332,7 @@ pub fn encode_segment(
     };
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(SEGMENT_ROW_GROUP_ROWS))
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
@@ -360,6 +368,69 @@ pub fn encode_segment(
     };
     Ok(EncodedSegment { bytes: buf, meta })
 }
+
+/// A stream of one segment's rows (see [`FileStore::segment_stream`]).
+pub type SegmentStream = ParquetRecordBatchStream<SegmentReader>;
+
+/// Reads one segment file in byte ranges from its object store (what the Parquet reader
+/// asks for: the footer, then the column chunks of the row groups it decodes).
+#[derive(Debug, Clone)]
+pub struct SegmentReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for SegmentReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<bytes::Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Rows per Parquet row group of a segment: small enough that a short key-range read or a
+/// `LIMIT` decodes little more than it returns, large enough to compress well.
+pub const SEGMENT_ROW_GROUP_ROWS: usize = 65_536;
 
 /// Segment and manifest access on one object store.
 #[derive(Debug, Clone)]
@@ -472,6 +543,49 @@ impl FileStore {
         reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| FileStoreError::Parquet(e.into()))
+    }
+
+    /// The footer of a segment (row groups, their statistics, the Arrow schema), read once
+    /// per caller: callers cache it, segments being immutable.
+    pub async fn segment_metadata(
+        &self,
+        dir: &str,
+        segment: &SegmentMeta,
+    ) -> Result<ArrowReaderMetadata> {
+        let mut reader = self.segment_reader(dir, segment);
+        Ok(ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?)
+    }
+
+    /// Streams the rows of `segment` a batch of `batch_rows` at a time: only the root
+    /// columns `columns` of the row groups `row_groups`, read with `metadata` (see
+    /// [`FileStore::segment_metadata`]). Nothing is read before the stream is polled.
+    pub fn segment_stream(
+        &self,
+        dir: &str,
+        segment: &SegmentMeta,
+        metadata: ArrowReaderMetadata,
+        row_groups: Vec<usize>,
+        columns: Vec<usize>,
+        batch_rows: usize,
+    ) -> Result<SegmentStream> {
+        let mask =
+            ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), columns);
+        Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.segment_reader(dir, segment),
+            metadata,
+        )
+        .with_projection(mask)
+        .with_row_groups(row_groups)
+        .with_batch_size(batch_rows)
+        .build()?)
+    }
+
+    fn segment_reader(&self, dir: &str, segment: &SegmentMeta) -> SegmentReader {
+        SegmentReader {
+            store: Arc::clone(&self.store),
+            path: Path::from(format!("{dir}/{}", segment.file)),
+            size: segment.bytes,
+        }
     }
 
     /// Deletes files in `dir` that the manifest does not name (left by a crash mid-flush).

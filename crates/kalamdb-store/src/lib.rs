@@ -46,6 +46,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A key/value pair yielded by scans.
 pub type KvPair = (Box<[u8]>, Box<[u8]>);
 
+/// A visitor of lent key/value pairs ([`StorageRead::scan_each`]): `false` stops the scan.
+pub type Visit<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'v;
+
 /// A forward iterator over key/value pairs.
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair>> + 'a>;
 
@@ -175,6 +178,25 @@ pub trait StorageRead {
         prefix: &[u8],
         start: Option<&[u8]>,
     ) -> Result<KvIter<'a>>;
+
+    /// Visits the keys that start with `prefix` in key order from `start` (as [`Self::scan`]),
+    /// lending each key and value instead of copying them; stops when `visit` returns `false`.
+    /// The cheap way to stream a long range.
+    fn scan_each(
+        &self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        for item in self.scan(partition, prefix, start)? {
+            let (k, v) = item?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A consistent point-in-time view of the whole store.

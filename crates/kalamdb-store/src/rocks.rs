@@ -4,7 +4,7 @@
 use crate::layout::{ScopedNames, scope_prefix};
 use crate::{
     BatchOp, KeyLayout, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot, StoreError,
-    StoreOptions, WriteBatch,
+    StoreOptions, Visit, WriteBatch,
 };
 use parking_lot::Mutex;
 use rocksdb::{
@@ -114,6 +114,42 @@ fn read_options() -> ReadOptions {
     ro
 }
 
+/// Limits a scan to the keys starting with `prefix`.
+fn bound_to_prefix(ro: &mut ReadOptions, prefix: &[u8]) {
+    if prefix.is_empty() {
+        // A whole-partition scan crosses scopes: ask for total order (scoped partitions seek
+        // within one prefix otherwise).
+        ro.set_total_order_seek(true);
+    } else {
+        ro.set_iterate_range(rocksdb::PrefixRange(prefix));
+    }
+}
+
+/// Visits a scan's entries through a raw iterator: no copy of keys or values.
+fn scan_each_with(
+    db: &Db,
+    mut ro: ReadOptions,
+    partition: &str,
+    prefix: &[u8],
+    start: Option<&[u8]>,
+    visit: &mut Visit<'_>,
+) -> Result<()> {
+    let cf = db
+        .cf_handle(partition)
+        .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+    bound_to_prefix(&mut ro, prefix);
+    let mut iter = db.raw_iterator_cf_opt(&cf, ro);
+    iter.seek(start.unwrap_or(prefix));
+    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+        if !visit(k, v)? {
+            return Ok(());
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(())
+}
+
 fn scan_with<'a>(
     db: &'a Db,
     mut ro: ReadOptions,
@@ -124,13 +160,7 @@ fn scan_with<'a>(
     let cf = db
         .cf_handle(partition)
         .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
-    if prefix.is_empty() {
-        // A whole-partition scan crosses scopes: ask for total order (scoped partitions seek
-        // within one prefix otherwise).
-        ro.set_total_order_seek(true);
-    } else {
-        ro.set_iterate_range(rocksdb::PrefixRange(prefix));
-    }
+    bound_to_prefix(&mut ro, prefix);
     let from = start.unwrap_or(prefix);
     let iter = db.iterator_cf_opt(&cf, ro, IteratorMode::From(from, Direction::Forward));
     Ok(Box::new(iter.map(|item| item.map_err(StoreError::from))))
@@ -164,6 +194,16 @@ impl StorageRead for RocksBackend {
         start: Option<&[u8]>,
     ) -> Result<KvIter<'a>> {
         scan_with(&self.db, read_options(), partition, prefix, start)
+    }
+
+    fn scan_each(
+        &self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        scan_each_with(&self.db, read_options(), partition, prefix, start, visit)
     }
 }
 
@@ -287,6 +327,23 @@ impl StorageRead for RocksSnapshot<'_> {
         start: Option<&[u8]>,
     ) -> Result<KvIter<'b>> {
         scan_with(self.db, self.read_options(), partition, prefix, start)
+    }
+
+    fn scan_each(
+        &self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        scan_each_with(
+            self.db,
+            self.read_options(),
+            partition,
+            prefix,
+            start,
+            visit,
+        )
     }
 }
 

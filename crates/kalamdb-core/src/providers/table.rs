@@ -1,26 +1,27 @@
-//! [`AppTableProvider`]: reads an application table's hot rows for the caller's scope.
+//! [`AppTableProvider`]: an application table as DataFusion sees it.
 //!
-//! A scan reads the `rows` partition (latest version per primary key, in key order), merges
-//! the scope's flushed segments under it when it has any ([`crate::cold`]), drops tombstones,
-//! and builds only the projected columns. Equality and IN filters on the primary
-//! key are pushed down (as inexact, DataFusion re-checks them) and become point reads instead
-//! of a scan. A `LIMIT` without filters stops the scan early.
+//! Planning a read resolves the caller's scope (a USER/STREAM table: the caller's partition;
+//! a SHARED table: after its access check) and turns primary-key filters into key ranges;
+//! the rows are read by the streaming [`TableScanExec`] when the plan runs. Primary-key
+//! filters the ranges express exactly are reported `Exact` (DataFusion does not re-check
+//! them); every other filter is `Inexact`: offered for pruning segments, applied above.
 
 use super::identity_of;
 use crate::access;
-use crate::cold::{ColdTier, read_versions};
+use crate::cold::ColdTier;
 use crate::error::KalamError;
-use crate::rows::{Scope, StoredRow, log_key, stream_cutoff_seq};
+use crate::rows::{Scope, StoredRow};
+use crate::scan::key_range::{KeyRanges, Pushdown, pushdown_of};
+use crate::scan::{ScanRequest, TableScanExec};
 use crate::schema_registry::CachedTable;
-use crate::value::{Value, coerce, to_array};
+use crate::value::{Value, to_array};
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType as DfTableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use kalamdb_commons::TableType;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
@@ -52,37 +53,14 @@ impl AppTableProvider {
         }
     }
 
-    /// Primary-key values named by an `pk = literal` or `pk IN (literals)` filter.
-    fn pk_values(&self, filter: &Expr) -> Option<Vec<Value>> {
+    /// What `filter` says about the primary key (nothing for STREAM tables, keyed by `_seq`).
+    fn pushdown(&self, filter: &Expr) -> Option<Pushdown> {
         if self.table.def.table_type == TableType::Stream {
-            return None; // stream rows are keyed by _seq only
+            return None;
         }
-        let pk = &self.table.def.columns[self.table.pk_index?];
-        let is_pk =
-            |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&pk.name));
-        let lit = |e: &Expr| match e {
-            Expr::Literal(v, _) => coerce(v.clone(), &pk.data_type, &pk.name).ok(),
-            _ => None,
-        };
-        match filter {
-            Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) => {
-                if is_pk(left) {
-                    lit(right).map(|v| vec![v])
-                } else if is_pk(right) {
-                    lit(left).map(|v| vec![v])
-                } else {
-                    None
-                }
-            }
-            Expr::InList(list) if !list.negated && is_pk(&list.expr) => {
-                list.list.iter().map(lit).collect()
-            }
-            _ => None,
-        }
+        let pk = self.table.pk_index?;
+        let arrow_type = self.table.schema.field(pk).data_type();
+        Some(pushdown_of(filter, &self.table.def.columns[pk], arrow_type))
     }
 
     /// Reads the visible row of one primary-key value in `scope`: the hot version when there
@@ -102,84 +80,6 @@ impl AppTableProvider {
             .pop()
             .flatten();
         Ok(row.filter(|r| !r.deleted))
-    }
-
-    /// The visible rows of `scope` as batches projected by `projection`, in primary-key order
-    /// (STREAM: `_seq` order). The pushed-down filters only pick the read path (primary-key
-    /// values become point reads); `limit` applies only when there are none.
-    pub async fn scan_scope(
-        &self,
-        scope: &Scope,
-        filters: &[Expr],
-        projection: Option<&Vec<usize>>,
-        limit: Option<usize>,
-    ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
-        let prefix = scope.prefix();
-        let limit = if filters.is_empty() { limit } else { None };
-        if self.table.def.table_type == TableType::Stream {
-            let rows = self.read_stream(&prefix, limit)?;
-            return self.build_batches(&rows, projection);
-        }
-        if let Some(values) = filters.iter().find_map(|f| self.pk_values(f)) {
-            let mut rows = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for v in values {
-                if v.pk_key().is_some_and(|k| seen.insert(k))
-                    && let Some(row) = self.read_key(scope, &v).await?
-                {
-                    rows.push(row);
-                }
-            }
-            return self.build_batches(&rows, projection);
-        }
-        // Hot first, then the manifest (see crate::cold).
-        let hot = read_versions(&*self.backend, &self.table, &prefix)?;
-        if self.cold.has_segments(&self.table, scope).await? {
-            let batches = self
-                .cold
-                .scan_batches(&self.table, scope, &hot, projection, filters)
-                .await?;
-            let schema = match projection {
-                Some(p) => Arc::new(
-                    self.table
-                        .schema
-                        .project(p)
-                        .map_err(|e| KalamError::Internal(e.to_string()))?,
-                ),
-                None => Arc::clone(&self.table.schema),
-            };
-            return Ok((schema, batches));
-        }
-        let visible = hot.into_iter().map(|(_, r)| r).filter(|r| !r.deleted);
-        let rows: Vec<StoredRow> = match limit {
-            Some(l) => visible.take(l).collect(),
-            None => visible.collect(),
-        };
-        self.build_batches(&rows, projection)
-    }
-
-    /// Reads a STREAM scope: the log from the TTL cutoff on (older rows are invisible at once,
-    /// whether or not eviction has removed them yet).
-    fn read_stream(
-        &self,
-        prefix: &[u8],
-        limit: Option<usize>,
-    ) -> crate::error::Result<Vec<StoredRow>> {
-        let start = log_key(prefix, stream_cutoff_seq(&self.table.def));
-        let mut rows = Vec::new();
-        for item in self
-            .backend
-            .scan(&self.table.partitions.log, prefix, Some(&start))?
-        {
-            let (_, bytes) = item?;
-            let mut row = StoredRow::decode(&bytes)?;
-            self.table.backfill(&mut row);
-            rows.push(row);
-            if limit.is_some_and(|l| rows.len() >= l) {
-                break;
-            }
-        }
-        Ok(rows)
     }
 
     /// Builds projected batches from rows.
@@ -257,9 +157,13 @@ impl TableProvider for AppTableProvider {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Every filter is offered to the scan (primary-key lookups, segment pruning by
-        // statistics) and applied again above it.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| match self.pushdown(f) {
+                Some(p) if p.exact => TableProviderFilterPushDown::Exact,
+                _ => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -278,12 +182,26 @@ impl TableProvider for AppTableProvider {
             }
             _ => Scope::User(identity.user_id.clone()),
         };
-        let (schema, batches) = self
-            .scan_scope(&scope, filters, projection, limit)
+        let mut ranges = KeyRanges::all();
+        for f in filters {
+            if let Some(Pushdown {
+                ranges: Some(r), ..
+            }) = self.pushdown(f)
+            {
+                ranges = ranges.intersect(&r);
+            }
+        }
+        let request = ScanRequest {
+            table: Arc::clone(&self.table),
+            scope,
+            ranges,
+            filters: filters.to_vec(),
+            projection: projection.cloned(),
+            limit,
+        };
+        let exec = TableScanExec::plan(request, Arc::clone(&self.backend), Arc::clone(&self.cold))
             .await
             .map_err(KalamError::into_datafusion)?;
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
-        Ok(exec)
+        Ok(Arc::new(exec))
     }
 }

@@ -1,12 +1,12 @@
-//! Primary-key point lookups and whole-scope reads answered without DataFusion planning.
+//! Primary-key point lookups answered without DataFusion planning.
 //!
-//! `SELECT * | col, … FROM ns.t WHERE pk = <literal>` and `SELECT * | col, … FROM ns.t` (a
-//! user's own rows of a USER table, say) are the most common reads of an application, and
-//! planning them through DataFusion costs more than reading the rows. This module recognises
-//! exactly those shapes (plain column projections, one table, no joins, grouping, ordering,
-//! limits or aliases) and reads the rows directly through the same provider code a DataFusion
-//! scan uses, so results, schemas and permission checks are identical. Anything else returns
-//! `None` and takes the normal path.
+//! `SELECT * | col, … FROM ns.t WHERE pk = <literal>` is the most common read of an
+//! application, and planning it through DataFusion costs more than reading the row. This
+//! module recognises exactly that shape (plain column projections, one table, no joins,
+//! grouping, ordering, limits or aliases) and reads the row directly through the same
+//! provider code a DataFusion scan uses, so results, schemas and permission checks are
+//! identical. Anything else (whole-scope reads included: they stream through DataFusion)
+//! returns `None` and takes the normal path.
 
 use super::dml::literal_scalar;
 use super::executor::{ExecCtx, Output};
@@ -57,14 +57,13 @@ pub(crate) async fn try_point_lookup(
     else {
         return Ok(None);
     };
-    let key_filter = match &sel.selection {
-        None => None,
-        Some(Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        }) => Some((left, right)),
-        Some(_) => return Ok(None),
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &sel.selection
+    else {
+        return Ok(None);
     };
     let tref = TableRef::from_object_name(name)?;
     let id = super::ddl::resolve(ctx, &tref);
@@ -74,27 +73,21 @@ pub(crate) async fn try_point_lookup(
     let Some(table) = app.schema_registry().get(&id)? else {
         return Ok(None);
     };
-    let key = match key_filter {
-        None => None,
-        Some((left, right)) => {
-            if table.def.table_type == TableType::Stream {
-                return Ok(None);
-            }
-            let Some(pk_idx) = table.pk_index else {
-                return Ok(None);
-            };
-            let pk = &table.def.columns[pk_idx];
-            let is_pk = |e: &Expr| matches!(e, Expr::Identifier(i) if fold(&i.value, i.quote_style.is_some()) == pk.name);
-            let literal = match (is_pk(left), is_pk(right)) {
-                (true, false) => literal_scalar(right),
-                (false, true) => literal_scalar(left),
-                _ => None,
-            };
-            let Some(Ok(key)) = literal.map(|s| coerce(s, &pk.data_type, &pk.name)) else {
-                return Ok(None);
-            };
-            Some(key)
-        }
+    if table.def.table_type == TableType::Stream {
+        return Ok(None);
+    }
+    let Some(pk_idx) = table.pk_index else {
+        return Ok(None);
+    };
+    let pk = &table.def.columns[pk_idx];
+    let is_pk = |e: &Expr| matches!(e, Expr::Identifier(i) if fold(&i.value, i.quote_style.is_some()) == pk.name);
+    let literal = match (is_pk(left), is_pk(right)) {
+        (true, false) => literal_scalar(right),
+        (false, true) => literal_scalar(left),
+        _ => None,
+    };
+    let Some(Ok(key)) = literal.map(|s| coerce(s, &pk.data_type, &pk.name)) else {
+        return Ok(None);
     };
 
     let schema = &table.schema;
@@ -133,17 +126,8 @@ pub(crate) async fn try_point_lookup(
         Arc::clone(app.backend()),
         Arc::clone(app.cold()),
     );
-    let (schema, batches) = match &key {
-        Some(key) => {
-            let rows: Vec<_> = provider.read_key(&scope, key).await?.into_iter().collect();
-            provider.build_batches(&rows, Some(&projection))?
-        }
-        None => {
-            provider
-                .scan_scope(&scope, &[], Some(&projection), None)
-                .await?
-        }
-    };
+    let rows: Vec<_> = provider.read_key(&scope, &key).await?.into_iter().collect();
+    let (schema, batches) = provider.build_batches(&rows, Some(&projection))?;
     Ok(Some(Output::Rows {
         schema,
         batches,

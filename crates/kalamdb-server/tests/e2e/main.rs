@@ -15,5 +15,6 @@ mod kalam_client;
 mod live;
 mod restart;
 mod s3;
+mod scan;
 mod slt;
 mod views;
