@@ -4,7 +4,7 @@
 
 use crate::ApiState;
 use crate::auth::bearer_identity;
-use crate::envelope::{public_message, sql_error, sql_success};
+use crate::envelope::{public_message, sql_error, sql_success, streamed_success};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::SqlRequest;
+use kalamdb_core::sql::stream::Reply;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -76,16 +77,18 @@ pub async fn execute_sql(
     }
     match state
         .executor
-        .execute(
+        .execute_reply(
             &identity,
             Some(peer.ip()),
             &request.sql,
             request.params,
             request.namespace_id,
+            true,
         )
         .await
     {
-        Ok(results) => sql_success(results, start),
+        Ok(Reply::Results(results)) => sql_success(results, start),
+        Ok(Reply::Stream(stream)) => streamed_success(stream, start),
         Err(e) if identity.role.is_admin() || e.public => {
             sql_error(e.code, e.message, e.details, start)
         }

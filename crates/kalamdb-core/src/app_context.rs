@@ -133,7 +133,8 @@ impl AppContext {
             .then(|| std::time::Duration::from_secs(config.query.timeout_secs));
         let queries = QueryRuntime::start(config.query.threads(), timeout)?;
         let listener = ListenerSlot::default();
-        let cold = Arc::new(ColdTier::open(catalog.clone(), &data)?);
+        let cache_bytes = (config.storage.segment_cache_mb as u64).saturating_mul(1024 * 1024);
+        let cold = Arc::new(ColdTier::open(catalog.clone(), &data, cache_bytes)?);
         cold.system().load(&cold.files("local")?).await?;
         let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
         let deps = ProviderDeps {

@@ -14,9 +14,10 @@
 //! the version with the largest `_seq` wins; a winning tombstone hides the key, including rows
 //! in older segments.
 //!
-//! Segments are immutable, so decoded segments are cached as Arrow columns with their rows'
-//! keys (bounded by rows; key lookups convert only the rows they return); manifests are
-//! cached too, since this server is the only writer of its storage.
+//! Scans stream segments ([`crate::scan`]); key lookups and compactions use decoded
+//! segments (Arrow columns with their rows' keys), which are immutable and so cached, bounded
+//! in bytes (`[storage] segment_cache_mb`). Manifests and segment footers are cached too,
+//! since this server is the only writer of its storage.
 
 use crate::app_context::AppContext;
 use crate::catalog::{Catalog, StorageRecord};
@@ -42,7 +43,7 @@ use kalamdb_store::{KvPair, StorageBackend, StorageRead, WriteBatch};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// When a table's hot rows are flushed: after `rows` rows written, or `interval_secs` after
 /// the first unflushed write, whichever comes first.
@@ -121,8 +122,34 @@ const COLD_UNKNOWN: u8 = 0;
 const COLD_NO: u8 = 1;
 const COLD_YES: u8 = 2;
 
-/// Decoded rows kept in the segment cache before it is emptied.
-const SEGMENT_CACHE_ROWS: usize = 2_000_000;
+/// Decoded segments by (folder key, segment id, schema version), weighed in bytes.
+type SegmentCache = quick_cache::sync::Cache<(String, String, u32), Arc<ScanSource>, SourceWeight>;
+
+/// Weighs a decoded segment by the bytes it holds.
+#[derive(Debug, Clone)]
+struct SourceWeight;
+
+impl quick_cache::Weighter<(String, String, u32), Arc<ScanSource>> for SourceWeight {
+    fn weight(&self, _key: &(String, String, u32), src: &Arc<ScanSource>) -> u64 {
+        let keys: usize = src.keys.iter().map(|k| k.len() + 24).sum();
+        (src.batch.get_array_memory_size() + keys + src.seqs.len() * 9) as u64
+    }
+}
+
+/// What the segment cache holds and how it serves (see [`ColdTier::segment_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentCacheStats {
+    /// Bytes of decoded segments held.
+    pub bytes: u64,
+    /// The bound in bytes.
+    pub capacity: u64,
+    /// Segments held.
+    pub segments: usize,
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Reads that decoded a segment.
+    pub misses: u64,
+}
 
 /// One source of a merged scan: rows in primary-key order as Arrow columns of the table's
 /// schema, with each row's key and `_seq`.
@@ -163,9 +190,11 @@ pub struct ColdTier {
     manifests: DashMap<String, Arc<ScopeManifest>>,
     /// Scope folders (and table incarnations) whose stray files this process removed already.
     swept: dashmap::DashSet<String>,
-    /// Segments as Arrow, conformed to a schema version: (folder key, segment id, version).
-    arrow_segments: DashMap<(String, String, u32), Arc<ScanSource>>,
-    cached_rows: AtomicUsize,
+    /// Segments as Arrow, conformed to a schema version, for key lookups and compactions:
+    /// bounded in bytes, least recently used out first (scans stream and never fill it).
+    arrow_segments: SegmentCache,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Flushed system-table rows.
@@ -275,15 +304,29 @@ impl From<FileStoreError> for KalamError {
 impl ColdTier {
     /// The cold tier over the storages of `catalog`; relative base directories are taken
     /// from `root` (the data path).
-    pub fn open(catalog: Catalog, root: &Path) -> Result<Self> {
+    /// Decoded segments are cached up to `segment_cache_bytes`.
+    pub fn open(catalog: Catalog, root: &Path, segment_cache_bytes: u64) -> Result<Self> {
+        // One shard: a whole segment may weigh a large part of the bound.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(256)
+            .weight_capacity(segment_cache_bytes)
+            .shards(1)
+            .build()
+            .map_err(|e| KalamError::Internal(format!("segment cache: {e:?}")))?;
         Ok(Self {
             catalog,
             root: root.to_path_buf(),
             placements: DashMap::new(),
             manifests: DashMap::new(),
             swept: dashmap::DashSet::new(),
-            arrow_segments: DashMap::new(),
-            cached_rows: AtomicUsize::new(0),
+            arrow_segments: SegmentCache::with_options(
+                options,
+                SourceWeight,
+                Default::default(),
+                Default::default(),
+            ),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
             flush_locks: DashMap::new(),
             system: crate::system_flush::SystemCold::default(),
             footers: DashMap::new(),
@@ -385,6 +428,17 @@ impl ColdTier {
         Ok(m)
     }
 
+    /// The segment cache's figures.
+    pub fn segment_cache(&self) -> SegmentCacheStats {
+        SegmentCacheStats {
+            bytes: self.arrow_segments.weight(),
+            capacity: self.arrow_segments.capacity(),
+            segments: self.arrow_segments.len(),
+            hits: self.cache_hits.load(Ordering::Relaxed),
+            misses: self.cache_misses.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether `scope` has flushed segments.
     pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
         let loc = self.locate(&table.def, Some(scope))?;
@@ -399,82 +453,15 @@ impl ColdTier {
     ) -> Result<Arc<ScanSource>> {
         let key = (loc.key.clone(), seg.id.clone(), table.def.version);
         if let Some(src) = self.arrow_segments.get(&key) {
-            return Ok(Arc::clone(src.value()));
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(src);
         }
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
         let batches = loc.files.read_segment(&loc.dir, seg).await?;
         let batch = conform(table, &batches)?;
         let src = Arc::new(ScanSource::of_batch(table, batch)?);
-        if self
-            .cached_rows
-            .fetch_add(src.keys.len(), Ordering::Relaxed)
-            > SEGMENT_CACHE_ROWS
-        {
-            self.arrow_segments.clear();
-            self.cached_rows.store(src.keys.len(), Ordering::Relaxed);
-        }
         self.arrow_segments.insert(key, Arc::clone(&src));
         Ok(src)
-    }
-
-    /// The visible rows of `scope` as Arrow batches of `table`'s schema, projected: `hot`
-    /// (read before this call) merged over every flushed segment, in primary-key order. Works
-    /// on Arrow columns throughout (a k-way merge of sorted sources, then one `interleave`
-    /// per projected column), so large cold scans never build per-row values.
-    pub async fn scan_batches(
-        &self,
-        table: &CachedTable,
-        scope: &Scope,
-        hot: &[(Vec<u8>, StoredRow)],
-        projection: Option<&Vec<usize>>,
-        filters: &[datafusion::logical_expr::Expr],
-    ) -> Result<Vec<RecordBatch>> {
-        let loc = self.locate(&table.def, Some(scope))?;
-        let manifest = self.manifest(&table.def, &loc).await?;
-        let read = crate::pruning::segments_to_read(
-            table,
-            &manifest.segments,
-            &manifest.key_ranges,
-            filters,
-        );
-        let mut sources: Vec<Arc<ScanSource>> = Vec::new();
-        for (seg, _) in manifest.segments.iter().zip(read).filter(|(_, r)| *r) {
-            sources.push(self.arrow_segment(table, &loc, seg).await?);
-        }
-        if !hot.is_empty() {
-            let rows: Vec<StoredRow> = hot.iter().map(|(_, r)| r.clone()).collect();
-            let batches = crate::providers::table::build_batches(table, &rows, None)?.1;
-            let batch = conform(table, &batches)?;
-            sources.push(Arc::new(ScanSource {
-                batch,
-                keys: hot.iter().map(|(k, _)| k.clone()).collect(),
-                seqs: rows.iter().map(|r| r.seq).collect(),
-                deleted: rows.iter().map(|r| r.deleted).collect(),
-            }));
-        }
-        let picks = merge_sources(&sources, None);
-        let full = &table.schema;
-        let indices: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..full.fields().len()).collect(),
-        };
-        let schema = Arc::new(full.project(&indices).map_err(internal)?);
-        let mut out = Vec::new();
-        for chunk in picks.chunks(BATCH_ROWS) {
-            let columns = indices
-                .iter()
-                .map(|&c| {
-                    let arrays: Vec<&dyn Array> =
-                        sources.iter().map(|s| s.batch.column(c).as_ref()).collect();
-                    interleave(&arrays, chunk).map_err(internal)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-            out.push(
-                RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)
-                    .map_err(internal)?,
-            );
-        }
-        Ok(out)
     }
 
     /// The latest cold version of every key of `scope` (tombstones included), by key; with
@@ -1181,9 +1168,6 @@ pub fn merge_versions(
 
 /// Flushed entries the hot-tier cleanup checks per hold of the scope's write lock.
 const CLEANUP_SLICE: usize = 2048;
-
-/// Rows per batch of a merged scan.
-const BATCH_ROWS: usize = 8192;
 
 fn internal(e: impl std::fmt::Display) -> KalamError {
     KalamError::Internal(e.to_string())

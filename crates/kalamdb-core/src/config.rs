@@ -247,6 +247,9 @@ pub struct StorageConfig {
     /// Milliseconds a segment merged away by compaction is kept for readers that still hold
     /// the previous manifest; 0 deletes it at once.
     pub superseded_file_grace_ms: u64,
+    /// MiB of decoded cold segments kept for primary-key lookups and compactions (scans
+    /// stream segments and do not use it); least recently used ones are evicted first.
+    pub segment_cache_mb: usize,
 }
 
 impl Default for StorageConfig {
@@ -261,6 +264,7 @@ impl Default for StorageConfig {
             tombstone_retention_secs: 86_400,
             compaction_trigger_segments: 16,
             superseded_file_grace_ms: 30_000,
+            segment_cache_mb: 256,
         }
     }
 }

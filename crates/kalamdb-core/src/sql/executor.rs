@@ -8,6 +8,7 @@
 //! row(s)` …), as upstream clients expect.
 
 use super::parse::{self, Command, parse_statement};
+use super::stream::Reply;
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
 use crate::audit::AuditEvent;
@@ -17,6 +18,7 @@ use crate::expr_limits::ExprLimits;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
@@ -100,7 +102,7 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -129,12 +131,12 @@ pub(crate) async fn run_query(
     Ok((schema, batches))
 }
 
-async fn query(
+/// Plans a query under the statement's identity and starts it: its schema and batches.
+pub(crate) async fn query_stream(
     app: &AppContext,
     ctx: &ExecCtx,
     stmt: Statement,
-    max_result_bytes: Option<usize>,
-) -> Result<(SchemaRef, Vec<RecordBatch>, MemoryReservation)> {
+) -> Result<(SchemaRef, SendableRecordBatchStream)> {
     let state = app.query_state(&ctx.identity, &ctx.namespace);
     let stmt = DfStatement::Statement(Box::new(stmt));
     // Refused before planning: a planning error would describe the system table (its columns)
@@ -155,16 +157,30 @@ async fn query(
         .await
         .map_err(KalamError::from_datafusion)?;
     crate::expr_limits::check_plan(&plan, ExprLimits::of(&app.config().limits))?;
-    // Collected rows are charged to the query memory pool, so many large results at once
-    // cannot outgrow it; a result for the client is also held to max_result_bytes.
-    let pool = Arc::clone(&state.runtime_env().memory_pool);
-    let reservation = MemoryConsumer::new("collected result").register(&pool);
     let df = DataFrame::new(state, plan);
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df
+    let stream = df
         .execute_stream()
         .await
         .map_err(KalamError::from_datafusion)?;
+    Ok((schema, stream))
+}
+
+async fn query(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    stmt: Statement,
+    max_result_bytes: Option<usize>,
+) -> Result<(SchemaRef, Vec<RecordBatch>, MemoryReservation)> {
+    let (schema, mut stream) = query_stream(app, ctx, stmt).await?;
+    // Collected rows are charged to the query memory pool, so many large results at once
+    // cannot outgrow it; a result for the client is also held to max_result_bytes.
+    let pool = Arc::clone(
+        &app.query_state(&ctx.identity, &ctx.namespace)
+            .runtime_env()
+            .memory_pool,
+    );
+    let reservation = MemoryConsumer::new("collected result").register(&pool);
     let (mut batches, mut bytes) = (Vec::new(), 0usize);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(KalamError::from_datafusion)?;
@@ -309,8 +325,18 @@ fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(shown.join("; "))
 }
 
+/// A request-level error (timeout, cancellation) as the client sees it.
+pub(crate) fn request_error(e: KalamError) -> RequestError {
+    RequestError {
+        code: e.code(),
+        message: e.to_string(),
+        details: None,
+        public: e.is_public(),
+    }
+}
+
 /// The request error of statement `index` (0-based).
-fn statement_error(index: usize, text: &str, e: KalamError) -> RequestError {
+pub(crate) fn statement_error(index: usize, text: &str, e: KalamError) -> RequestError {
     RequestError {
         code: e.code(),
         message: format!("Statement {} failed: {e}", index + 1),
@@ -339,6 +365,30 @@ impl SqlExecutor {
         params: Option<Vec<serde_json::Value>>,
         namespace: Option<String>,
     ) -> std::result::Result<Vec<QueryResult>, RequestError> {
+        match self
+            .execute_reply(identity, client_ip, sql, params, namespace, false)
+            .await?
+        {
+            Reply::Results(results) => Ok(results),
+            Reply::Stream(_) => Err(RequestError::new(
+                ErrorCode::InternalError,
+                "a streamed reply where none was asked for",
+            )),
+        }
+    }
+
+    /// Runs a request; with `may_stream`, a single query whose result outgrows
+    /// [`super::stream::STREAM_AFTER_BYTES`] is answered as a [`Reply::Stream`] (see
+    /// [`super::stream`]).
+    pub async fn execute_reply(
+        &self,
+        identity: &Identity,
+        client_ip: Option<IpAddr>,
+        sql: &str,
+        params: Option<Vec<serde_json::Value>>,
+        namespace: Option<String>,
+        may_stream: bool,
+    ) -> std::result::Result<Reply, RequestError> {
         let limits = &self.app.config().limits;
         if sql.len() > limits.max_sql_bytes {
             return Err(RequestError::new(
@@ -395,9 +445,8 @@ impl SqlExecutor {
         if statements.len() == 1 && statements[0].len() <= INLINE_MAX_BYTES {
             match self.try_fast(&ctx, &statements[0]).await {
                 Ok(Some(output)) => {
-                    let mut results = Results::new(true);
-                    results.push(output, identity, identity.user_id.to_string());
-                    return Ok(results.finish(identity));
+                    let as_user = identity.user_id.to_string();
+                    return Ok(Reply::Results(self.results_of(output, identity, as_user)));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(statement_error(0, &statements[0], e)),
@@ -406,19 +455,18 @@ impl SqlExecutor {
         // Flushes, compactions and other administrative statements may take as long as their
         // data needs (KILL JOB stops them); queries and DML are held to the timeout.
         let timed = !statements.iter().all(|s| parse::is_own_statement_text(s));
+        let shown = shown_sql(sql).into_owned();
+        if may_stream && statements.len() == 1 && super::stream::is_query(&statements[0]) {
+            let text = statements.into_iter().next().unwrap_or_default();
+            return super::stream::run(self.clone(), ctx, text, shown, timed).await;
+        }
         let this = self.clone();
         let work = async move { this.run_statements(ctx, statements).await };
         let user = identity.user_id.as_str();
-        let shown = shown_sql(sql);
         let queries = self.app.queries();
         match queries.run(user, client_ip, &shown, timed, work).await {
-            Ok(done) => done,
-            Err(e) => Err(RequestError {
-                code: e.code(),
-                message: e.to_string(),
-                details: None,
-                public: e.is_public(),
-            }),
+            Ok(done) => done.map(Reply::Results),
+            Err(e) => Err(request_error(e)),
         }
     }
 
@@ -449,8 +497,20 @@ impl SqlExecutor {
         super::point_lookup::try_point_lookup(app, ctx, &stmt).await
     }
 
+    /// The reply to a request of one statement that produced `output`.
+    pub(crate) fn results_of(
+        &self,
+        output: Output,
+        identity: &Identity,
+        as_user: String,
+    ) -> Vec<QueryResult> {
+        let mut results = Results::new(true);
+        results.push(output, identity, as_user);
+        results.finish(identity)
+    }
+
     /// Runs a request's statements one after the other (on the query runtime).
-    async fn run_statements(
+    pub(crate) async fn run_statements(
         &self,
         mut ctx: ExecCtx,
         statements: Vec<String>,

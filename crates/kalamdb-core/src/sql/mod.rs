@@ -14,6 +14,7 @@ pub mod params;
 pub mod parse;
 mod point_lookup;
 pub mod split;
+pub mod stream;
 pub mod subscribe;
 pub mod uuid_literals;
 pub mod value_caps;

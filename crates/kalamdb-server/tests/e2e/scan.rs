@@ -2,6 +2,7 @@
 //! pushdown and `LIMIT` really narrow what is read.
 
 use crate::support::{Rng, TestServer, rows};
+use kalamdb_commons::wire::SqlResponse;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -60,7 +61,10 @@ fn predicate(rng: &mut Rng) -> (String, Box<dyn Fn(i64, i64) -> bool>) {
 
 /// Random inserts, updates and deletes of ids in `0..400` through `token`, mirrored in `model`
 /// (new rows go in one INSERT at the end; changes to them before that change the INSERT).
-#[expect(clippy::map_entry, reason = "each branch also sends SQL; entries would obscure it")]
+#[expect(
+    clippy::map_entry,
+    reason = "each branch also sends SQL; entries would obscure it"
+)]
 async fn mutate(s: &TestServer, token: &str, table: &str, model: &mut Model, rng: &mut Rng) {
     let mut inserts: BTreeMap<i64, (String, i64)> = BTreeMap::new();
     for _ in 0..rng.next(40) + 1 {
@@ -308,4 +312,79 @@ fn metric(plan: &str, name: &str) -> usize {
         .collect::<String>()
         .parse()
         .unwrap()
+}
+
+#[tokio::test]
+async fn large_results_stream_in_the_usual_envelope() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE big; CREATE SHARED TABLE big.t (id BIGINT PRIMARY KEY, note TEXT)",
+    )
+    .await;
+    let total = 40_000;
+    for start in (0..total).step_by(5000) {
+        let values: Vec<String> = (start..start + 5000)
+            .map(|id| format!("({id}, 'a note of about forty bytes for row {id:08}')"))
+            .collect();
+        s.ok(
+            &root,
+            &format!("INSERT INTO big.t VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+    let post = |sql: &str| {
+        s.http
+            .post(format!("{}/v1/api/sql", s.base))
+            .bearer_auth(&root)
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+    };
+    // Over the threshold: chunked, no Content-Length, and the same envelope.
+    let resp = post("SELECT id, note FROM big.t").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-length").is_none(), "streamed");
+    let text = resp.text().await.unwrap();
+    assert!(text.len() > 2_000_000, "{} bytes", text.len());
+    let body: SqlResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(body.results.len(), 1);
+    let result = &body.results[0];
+    assert_eq!(result.row_count, total);
+    let got = result.rows.as_ref().unwrap();
+    assert_eq!(got.len(), total);
+    assert!(
+        got.iter().enumerate().all(|(i, r)| int(&r[0]) == i as i64),
+        "in key order"
+    );
+    // A small result keeps a plain body; both have the same fields in the same order.
+    let small = post("SELECT id, note FROM big.t LIMIT 2").await.unwrap();
+    assert!(small.headers().get("content-length").is_some());
+    let small = small.text().await.unwrap();
+    let shape = |t: &str| {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        let keys = |o: &serde_json::Value| -> Vec<String> {
+            o.as_object().unwrap().keys().cloned().collect()
+        };
+        (keys(&v), keys(&v["results"][0]))
+    };
+    assert_eq!(shape(&text), shape(&small));
+    assert!(text.starts_with(&small[..small.find("\"rows\"").unwrap()]));
+
+    // The official SDK parses it too.
+    let c = kalam_client::KalamLinkClient::builder()
+        .base_url(s.base.clone())
+        .auth(kalam_client::AuthProvider::basic_auth(
+            "root".into(),
+            crate::support::ROOT_PASSWORD.into(),
+        ))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let r = c
+        .execute_query("SELECT id, note FROM big.t", None, None, None)
+        .await
+        .unwrap();
+    assert!(r.success());
+    assert_eq!(r.results[0].row_count, total);
 }
