@@ -1048,7 +1048,7 @@ fn encode_scope(
         return Ok(None);
     };
     let read = started.elapsed();
-    let batches = crate::providers::table::build_batches(table, &rows, None)?
+    let batches = crate::rows::build_batches(table, &rows, None)?
         .1
         .into_iter()
         .map(|b| with_column_ids(table, b))

@@ -20,10 +20,15 @@
 //! stable column id.
 
 use crate::error::{KalamError, Result};
-use crate::value::Value;
+use crate::schema_registry::CachedTable;
+use crate::value::{Value, to_array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType, UserId};
 use kalamdb_store::{KeyLayout, StorageRead};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Prefix of every application-table partition name.
 pub const TABLE_PARTITION_PREFIX: &str = "tbl/";
@@ -174,7 +179,7 @@ pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
 /// tables the log entries still within the TTL.
 pub fn scan_scope(
     read: &dyn StorageRead,
-    table: &crate::schema_registry::CachedTable,
+    table: &CachedTable,
     scope: &Scope,
 ) -> Result<Vec<StoredRow>> {
     let (def, partitions) = (&table.def, &table.partitions);
@@ -191,6 +196,61 @@ pub fn scan_scope(
         Ok(row)
     })
     .collect()
+}
+
+/// Rows per Arrow batch built from stored rows.
+pub const BATCH_ROWS: usize = 8192;
+
+/// Arrow batches of `table`'s schema (projected by `projection`) from stored rows, at most
+/// [`BATCH_ROWS`] rows each.
+pub fn build_batches(
+    table: &CachedTable,
+    rows: &[StoredRow],
+    projection: Option<&Vec<usize>>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let full = &table.schema;
+    let indices: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..full.fields().len()).collect(),
+    };
+    let schema = Arc::new(Schema::new_with_metadata(
+        indices
+            .iter()
+            .map(|i| full.field(*i).clone())
+            .collect::<Vec<_>>(),
+        full.metadata().clone(),
+    ));
+    let columns = &table.def.columns;
+    let mut batches = Vec::new();
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(indices.len());
+        for &i in &indices {
+            let field = full.field(i);
+            let array: ArrayRef = if i < columns.len() {
+                let col = &columns[i];
+                to_array(chunk.iter().map(|r| r.cell(col.column_id)), &col.data_type)?
+            } else if field.name() == SEQ_COLUMN {
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
+            } else if field.name() == DELETED_COLUMN {
+                Arc::new(BooleanArray::from(
+                    chunk.iter().map(|r| r.deleted).collect::<Vec<_>>(),
+                ))
+            } else {
+                return Err(KalamError::Internal(format!(
+                    "unknown column {}",
+                    field.name()
+                )));
+            };
+            arrays.push(array);
+        }
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+        batches.push(
+            RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
+                .map_err(|e| KalamError::Internal(e.to_string()))?,
+        );
+    }
+    Ok((schema, batches))
 }
 
 #[cfg(test)]

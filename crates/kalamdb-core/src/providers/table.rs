@@ -14,22 +14,18 @@ use crate::rows::{Scope, StoredRow};
 use crate::scan::key_range::{KeyRanges, Pushdown, pushdown_of};
 use crate::scan::{ScanRequest, TableScanExec};
 use crate::schema_registry::CachedTable;
-use crate::value::{Value, to_array};
+use crate::value::Value;
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType as DfTableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use kalamdb_commons::TableType;
-use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_store::StorageBackend;
 use std::sync::Arc;
-
-/// Rows per Arrow batch produced by a scan.
-const BATCH_ROWS: usize = 8192;
 
 /// Provider of one application table.
 #[derive(Debug)]
@@ -88,59 +84,8 @@ impl AppTableProvider {
         rows: &[StoredRow],
         projection: Option<&Vec<usize>>,
     ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
-        build_batches(&self.table, rows, projection)
+        crate::rows::build_batches(&self.table, rows, projection)
     }
-}
-
-/// Builds batches of `table`'s schema (projected) from rows.
-pub fn build_batches(
-    table: &CachedTable,
-    rows: &[StoredRow],
-    projection: Option<&Vec<usize>>,
-) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
-    let full = &table.schema;
-    let indices: Vec<usize> = match projection {
-        Some(p) => p.clone(),
-        None => (0..full.fields().len()).collect(),
-    };
-    let schema = Arc::new(Schema::new_with_metadata(
-        indices
-            .iter()
-            .map(|i| full.field(*i).clone())
-            .collect::<Vec<_>>(),
-        full.metadata().clone(),
-    ));
-    let columns = &table.def.columns;
-    let mut batches = Vec::new();
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(indices.len());
-        for &i in &indices {
-            let field = full.field(i);
-            let array: ArrayRef = if i < columns.len() {
-                let col = &columns[i];
-                to_array(chunk.iter().map(|r| r.cell(col.column_id)), &col.data_type)?
-            } else if field.name() == SEQ_COLUMN {
-                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.seq)))
-            } else if field.name() == DELETED_COLUMN {
-                Arc::new(BooleanArray::from(
-                    chunk.iter().map(|r| r.deleted).collect::<Vec<_>>(),
-                ))
-            } else {
-                return Err(KalamError::Internal(format!(
-                    "unknown column {}",
-                    field.name()
-                )));
-            };
-            arrays.push(array);
-        }
-        let options =
-            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-        batches.push(
-            RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
-                .map_err(|e| KalamError::Internal(e.to_string()))?,
-        );
-    }
-    Ok((schema, batches))
 }
 
 #[async_trait]

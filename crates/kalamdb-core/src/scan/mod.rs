@@ -382,7 +382,6 @@ async fn point_reads(
     if let Some(l) = request.limit {
         rows.truncate(l);
     }
-    let (_, batches) =
-        crate::providers::table::build_batches(&request.table, &rows, Some(&layout.projection))?;
+    let (_, batches) = crate::rows::build_batches(&request.table, &rows, Some(&layout.projection))?;
     Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
 }

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Rows per chunk a source produces (and per batch a scan emits).
-pub(crate) const CHUNK_ROWS: usize = 8192;
+pub(crate) const CHUNK_ROWS: usize = crate::rows::BATCH_ROWS;
 
 /// Which columns of the table a scan reads and returns.
 #[derive(Debug)]
@@ -241,11 +241,8 @@ impl HotProducer<'_> {
         if self.rows.is_empty() {
             return Ok(true);
         }
-        let (_, batches) = crate::providers::table::build_batches(
-            self.table,
-            &self.rows,
-            Some(&self.layout.work),
-        )?;
+        let (_, batches) =
+            crate::rows::build_batches(self.table, &self.rows, Some(&self.layout.work))?;
         self.rows.clear();
         let batch = match batches.as_slice() {
             [one] => one.clone(),
