@@ -62,6 +62,14 @@ impl StoredRow {
             .map_err(|e| KalamError::Internal(format!("corrupt row in hot store: {e}")))
     }
 
+    /// Only the `_seq` and `_deleted` of an encoded row (they come first), without decoding
+    /// its cells.
+    pub fn decode_header(bytes: &[u8]) -> Result<(i64, bool)> {
+        postcard::take_from_bytes::<(i64, bool)>(bytes)
+            .map(|(header, _)| header)
+            .map_err(|e| KalamError::Internal(format!("corrupt row in hot store: {e}")))
+    }
+
     /// The cell of column `column_id`, NULL when absent.
     pub fn cell(&self, column_id: u32) -> &Value {
         self.cells
@@ -269,6 +277,10 @@ mod tests {
             ],
         };
         assert_eq!(StoredRow::decode(&row.encode()).unwrap(), row);
+        assert_eq!(
+            StoredRow::decode_header(&row.encode()).unwrap(),
+            (42, false)
+        );
         assert_eq!(row.cell(9), &Value::Null);
         let scope = Scope::User(UserId::new("alice"));
         let k = log_key(&scope.prefix(), 42);

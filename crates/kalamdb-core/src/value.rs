@@ -119,6 +119,21 @@ impl Value {
         }
     }
 
+    /// The primary-key value of type `t` whose [`Value::pk_key`] is `key`, for the types
+    /// whose key is reversible here (integers, timestamps, dates, text); `None` otherwise.
+    pub fn from_pk_key(key: &[u8], t: &KalamDataType) -> Option<Value> {
+        let signed = || Some((u64::from_be_bytes(key.try_into().ok()?) ^ (1 << 63)) as i64);
+        Some(match t {
+            KalamDataType::SmallInt => Value::I16(i16::try_from(signed()?).ok()?),
+            KalamDataType::Int => Value::I32(i32::try_from(signed()?).ok()?),
+            KalamDataType::BigInt => Value::I64(signed()?),
+            KalamDataType::Timestamp | KalamDataType::DateTime => Value::Timestamp(signed()?),
+            KalamDataType::Date => Value::Date(i32::try_from(signed()?).ok()?),
+            KalamDataType::Text => Value::Text(String::from_utf8(key.to_vec()).ok()?),
+            _ => return None,
+        })
+    }
+
     /// Order-preserving key bytes of a primary-key value (NULL has no key).
     pub fn pk_key(&self) -> Option<Vec<u8>> {
         let signed = |v: i64| ((v as u64) ^ (1 << 63)).to_be_bytes().to_vec();
@@ -511,5 +526,19 @@ mod tests {
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert!(Value::Null.pk_key().is_none());
+        for (v, t) in [
+            (Value::I64(-5), KalamDataType::BigInt),
+            (Value::I32(7), KalamDataType::Int),
+            (Value::I16(-3), KalamDataType::SmallInt),
+            (
+                Value::Timestamp(1_700_000_000_000_000),
+                KalamDataType::Timestamp,
+            ),
+            (Value::Date(19_000), KalamDataType::Date),
+            (Value::Text("héllo".into()), KalamDataType::Text),
+        ] {
+            assert_eq!(Value::from_pk_key(&v.pk_key().unwrap(), &t), Some(v));
+        }
+        assert_eq!(Value::from_pk_key(&[1, 2], &KalamDataType::BigInt), None);
     }
 }

@@ -54,11 +54,7 @@ impl Cursor {
     }
 
     fn key(&self, table: &CachedTable, layout: &Layout, i: usize) -> Result<Vec<u8>> {
-        let chunk = self.chunk();
-        if let Some(k) = chunk.keys.get(i) {
-            return Ok(k.clone());
-        }
-        key_at(table, chunk.batch.column(layout.pk.unwrap_or(0)), i)
+        key_at(table, self.chunk().batch.column(layout.pk.unwrap_or(0)), i)
     }
 
     fn head(&mut self, table: &CachedTable, layout: &Layout) -> Result<&[u8]> {

@@ -7,7 +7,7 @@ use crate::cold::{ColdTier, ScopeSegments, conform_columns};
 use crate::error::{KalamError, Result};
 use crate::rows::{StoredRow, log_key, row_key};
 use crate::schema_registry::CachedTable;
-use crate::value::coerce;
+use crate::value::{Value, coerce};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
@@ -93,11 +93,10 @@ impl Layout {
     }
 }
 
-/// Rows of one source in key order, as the scan's work columns; hot chunks carry their keys.
+/// Rows of one source in key order, as the scan's work columns.
 #[derive(Debug)]
 pub(crate) struct Chunk {
     pub batch: RecordBatch,
-    pub keys: Vec<Vec<u8>>,
 }
 
 /// The primary-key sort key of row `i` of `pk` (a column of `table`'s primary key).
@@ -158,11 +157,11 @@ pub(crate) async fn spawn_hot(
         let snapshot = backend.snapshot();
         let _ = ready_tx.send(());
         let producer = HotProducer {
+            header_only: header_only(&table, &layout),
             table: &table,
             layout: &layout,
             tx: &tx,
             rows: Vec::with_capacity(CHUNK_ROWS),
-            keys: Vec::with_capacity(CHUNK_ROWS),
         };
         if let Err(e) = producer.run(&*snapshot, &prefix, &ranges) {
             let _ = tx.blocking_send(Err(e));
@@ -174,13 +173,28 @@ pub(crate) async fn spawn_hot(
     Ok(Source::Hot(rx))
 }
 
+/// When a scan needs only the key, `_seq` and `_deleted` (a `count(*)`, say) and the key's
+/// value can be read back from its sort key: the key column's id and type. Rows are then
+/// read without decoding their cells.
+fn header_only<'t>(table: &'t CachedTable, layout: &Layout) -> Option<(u32, &'t KalamDataType)> {
+    let pk = table.pk_index?;
+    let col = &table.def.columns[pk];
+    let system = |i: usize| i >= table.def.columns.len();
+    let narrow = layout.work.iter().all(|&i| i == pk || system(i));
+    (table.def.table_type != TableType::Stream
+        && narrow
+        && super::key_range::orderable(&col.data_type))
+    .then_some((col.column_id, &col.data_type))
+}
+
 /// The blocking side of [`spawn_hot`].
 struct HotProducer<'a> {
     table: &'a CachedTable,
     layout: &'a Layout,
     tx: &'a tokio::sync::mpsc::Sender<Result<Chunk>>,
     rows: Vec<StoredRow>,
-    keys: Vec<Vec<u8>>,
+    /// See [`header_only`].
+    header_only: Option<(u32, &'a KalamDataType)>,
 }
 
 impl HotProducer<'_> {
@@ -225,12 +239,27 @@ impl HotProducer<'_> {
         Ok(())
     }
 
-    /// Adds one stored row; `false` once the scan stopped listening.
+    /// Adds one stored row (`key`: its primary key's sort key); `false` once the scan stopped
+    /// listening.
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let mut row = StoredRow::decode(value)?;
-        self.table.backfill(&mut row);
+        let row = match self.header_only {
+            Some((id, t)) => {
+                let (seq, deleted) = StoredRow::decode_header(value)?;
+                let pk = Value::from_pk_key(key, t)
+                    .ok_or_else(|| KalamError::Internal("unreadable key in hot store".into()))?;
+                StoredRow {
+                    seq,
+                    deleted,
+                    cells: vec![(id, pk)],
+                }
+            }
+            None => {
+                let mut row = StoredRow::decode(value)?;
+                self.table.backfill(&mut row);
+                row
+            }
+        };
         self.rows.push(row);
-        self.keys.push(key.to_vec());
         if self.rows.len() >= CHUNK_ROWS {
             return self.send();
         }
@@ -249,8 +278,7 @@ impl HotProducer<'_> {
             _ => concat_batches(&batches[0].schema(), &batches)
                 .map_err(|e| KalamError::Internal(e.to_string()))?,
         };
-        let keys = std::mem::take(&mut self.keys);
-        Ok(self.tx.blocking_send(Ok(Chunk { batch, keys })).is_ok())
+        Ok(self.tx.blocking_send(Ok(Chunk { batch })).is_ok())
     }
 }
 
@@ -278,10 +306,7 @@ impl SegmentRun {
                         let batch = conform_columns(&self.table, &[batch], &self.layout.work)?;
                         let batch = self.trim(batch)?;
                         if batch.num_rows() > 0 {
-                            return Ok(Some(Chunk {
-                                batch,
-                                keys: Vec::new(),
-                            }));
+                            return Ok(Some(Chunk { batch }));
                         }
                         continue;
                     }
