@@ -1,12 +1,13 @@
 //! DataFusion integration: the `kalam` catalog ([`catalog`]), application-table providers
-//! ([`table`]), system-table providers ([`system`]), views ([`view`]) and
-//! [`information_schema`].
+//! ([`table`]), system-table providers ([`system`], read when their plan runs: [`deferred`]),
+//! views ([`view`]) and [`information_schema`].
 //!
 //! Per-request identity travels in the DataFusion session config as a [`SessionIdentity`]
 //! extension (one shared `SessionContext`, no per-user context). Providers read it in `scan`
 //! to pick the caller's scope and check access.
 
 pub mod catalog;
+pub mod deferred;
 pub mod information_schema;
 pub mod system;
 pub mod table;

@@ -15,7 +15,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType as DfTableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -528,14 +527,11 @@ impl TableProvider for SystemTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let identity = identity_of(state)?;
         access::check_system_read(&identity).map_err(KalamError::into_datafusion)?;
-        let batches = self
-            .kind
-            .batches(&self.deps)
-            .map_err(KalamError::into_datafusion)?;
-        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &[batches],
-            Arc::clone(&self.schema),
-            projection.cloned(),
+        let (kind, deps) = (self.kind, self.deps.clone());
+        let exec = super::deferred::deferred_exec(
+            &self.schema,
+            projection,
+            Arc::new(move || kind.batches(&deps)),
         )?;
         Ok(exec)
     }
