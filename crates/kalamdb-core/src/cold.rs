@@ -213,10 +213,19 @@ pub struct ScopeSegments {
     pub dir: String,
     /// The folder's cache key.
     pub key: String,
+    manifest: Arc<ScopeManifest>,
+}
+
+impl ScopeSegments {
     /// The segments, oldest first.
-    pub segments: Vec<kalamdb_filestore::SegmentMeta>,
+    pub fn segments(&self) -> &[kalamdb_filestore::SegmentMeta] {
+        &self.manifest.segments
+    }
+
     /// `(min_key, max_key)` of each segment.
-    pub key_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    pub fn key_ranges(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.manifest.key_ranges
+    }
 }
 
 /// A scope's manifest, with its segments' key ranges decoded once.
@@ -408,8 +417,7 @@ impl ColdTier {
             files: loc.files,
             dir: loc.dir,
             key: loc.key,
-            segments: manifest.segments.clone(),
-            key_ranges: manifest.key_ranges.clone(),
+            manifest,
         })
     }
 
@@ -1225,10 +1233,10 @@ pub(crate) fn conform_columns(
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
         let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-        columns.push(if refs.is_empty() {
-            new_null_array(field.data_type(), 0)
-        } else {
-            concat(&refs).map_err(internal)?
+        columns.push(match parts.as_slice() {
+            [] => new_null_array(field.data_type(), 0),
+            [one] => Arc::clone(one),
+            _ => concat(&refs).map_err(internal)?,
         });
     }
     let options = RecordBatchOptions::new().with_row_count(Some(rows));

@@ -100,7 +100,7 @@ impl TableScanExec {
             let segs = cold.segments(table, &request.scope).await?;
             let keep = keep_segments(&request, &segs);
             let rows = segs
-                .segments
+                .segments()
                 .iter()
                 .zip(&keep)
                 .filter(|(_, k)| **k)
@@ -168,13 +168,13 @@ fn properties(table: &CachedTable, layout: &Layout) -> PlanProperties {
 fn keep_segments(request: &ScanRequest, segs: &crate::cold::ScopeSegments) -> Vec<bool> {
     let by_stats = crate::pruning::segments_to_read(
         &request.table,
-        &segs.segments,
-        &segs.key_ranges,
+        segs.segments(),
+        segs.key_ranges(),
         &request.filters,
     );
     by_stats
         .into_iter()
-        .zip(&segs.key_ranges)
+        .zip(segs.key_ranges())
         .map(|(keep, (lo, hi))| keep && request.ranges.overlaps(lo, hi))
         .collect()
 }

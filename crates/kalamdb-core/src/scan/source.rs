@@ -338,14 +338,24 @@ impl SegmentRun {
         }
         let pk = Arc::clone(batch.column(self.layout.pk.unwrap_or(0)));
         let n = batch.num_rows();
-        let keys = (0..n)
-            .map(|i| key_at(&self.table, &pk, i))
-            .collect::<Result<Vec<_>>>()?;
+        // The batch is sorted: two binary searches per range, a few keys computed each.
+        let first_at_or_after = |bound: &[u8]| -> Result<usize> {
+            let (mut lo, mut hi) = (0, n);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if key_at(&self.table, &pk, mid)?.as_slice() < bound {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(lo)
+        };
         let mut parts = Vec::new();
         for r in self.ranges.ranges() {
-            let from = keys.partition_point(|k| k.as_slice() < r.lo.as_slice());
+            let from = first_at_or_after(&r.lo)?;
             let to = match &r.hi {
-                Some(hi) => keys.partition_point(|k| k.as_slice() < hi.as_slice()),
+                Some(hi) => first_at_or_after(hi)?,
                 None => n,
             };
             if to > from {
@@ -439,17 +449,17 @@ fn stat_keys(stats: &Statistics, table: &CachedTable) -> Option<(Vec<u8>, Vec<u8
 /// Splits segments into runs of non-overlapping key ranges, each run in key order (greedy:
 /// each segment joins the first run it does not overlap).
 pub(crate) fn runs(scope: &ScopeSegments, keep: &[bool]) -> Vec<VecDeque<SegmentMeta>> {
-    let mut order: Vec<usize> = (0..scope.segments.len()).filter(|&i| keep[i]).collect();
-    order.sort_by(|&a, &b| scope.key_ranges[a].0.cmp(&scope.key_ranges[b].0));
+    let mut order: Vec<usize> = (0..scope.segments().len()).filter(|&i| keep[i]).collect();
+    order.sort_by(|&a, &b| scope.key_ranges()[a].0.cmp(&scope.key_ranges()[b].0));
     let mut runs: Vec<(Vec<u8>, VecDeque<SegmentMeta>)> = Vec::new();
     for i in order {
-        let (lo, hi) = &scope.key_ranges[i];
+        let (lo, hi) = &scope.key_ranges()[i];
         match runs.iter_mut().find(|(last_max, _)| last_max < lo) {
             Some((last_max, run)) => {
                 *last_max = hi.clone();
-                run.push_back(scope.segments[i].clone());
+                run.push_back(scope.segments()[i].clone());
             }
-            None => runs.push((hi.clone(), VecDeque::from([scope.segments[i].clone()]))),
+            None => runs.push((hi.clone(), VecDeque::from([scope.segments()[i].clone()]))),
         }
     }
     runs.into_iter().map(|(_, r)| r).collect()

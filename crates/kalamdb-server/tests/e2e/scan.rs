@@ -388,3 +388,48 @@ async fn large_results_stream_in_the_usual_envelope() {
     assert!(r.success());
     assert_eq!(r.results[0].row_count, total);
 }
+
+/// The largest value of counter `name` in an `EXPLAIN ANALYZE` text (0 when absent).
+fn max_metric(plan: &str, name: &str) -> u64 {
+    plan.split(&format!("{name}="))
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sorts_and_aggregates_over_a_table_larger_than_query_memory_spill() {
+    // 16 MiB for all queries; the sort needs several times that.
+    let s = TestServer::start_with(|c| c.query.memory_limit_mb = 16).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE sp; CREATE SHARED TABLE sp.t (id BIGINT PRIMARY KEY, note TEXT)",
+    )
+    .await;
+    let total = 400_000;
+    for start in (0..total).step_by(10_000) {
+        let values: Vec<String> = (start..start + 10_000)
+            .map(|id| format!("({id}, 'note {:012} with some padding text')", total - id))
+            .collect();
+        s.ok(
+            &root,
+            &format!("INSERT INTO sp.t VALUES {}", values.join(", ")),
+        )
+        .await;
+        if start == total / 2 {
+            s.ok(&root, "STORAGE FLUSH TABLE sp.t").await; // half cold, half hot
+        }
+    }
+    let sort = "SELECT id FROM sp.t ORDER BY note DESC OFFSET 399999";
+    assert_eq!(int(&rows(&s.ok(&root, sort).await)[0][0]), 399_999);
+    let analyzed = plan(&s, &root, &format!("ANALYZE {sort}")).await;
+    assert!(max_metric(&analyzed, "spill_count") > 0, "the sort spilled");
+
+    let group = "SELECT count(*) FROM (SELECT note, count(*) FROM sp.t GROUP BY note) g";
+    assert_eq!(int(&rows(&s.ok(&root, group).await)[0][0]), total);
+}
