@@ -458,7 +458,8 @@ impl SqlExecutor {
         let shown = shown_sql(sql).into_owned();
         if may_stream && statements.len() == 1 && super::stream::is_query(&statements[0]) {
             let text = statements.into_iter().next().unwrap_or_default();
-            return super::stream::run(self.clone(), ctx, text, shown, timed).await;
+            // Boxed: the streaming path's state stays out of every request's future.
+            return Box::pin(super::stream::run(self.clone(), ctx, text, shown, timed)).await;
         }
         let this = self.clone();
         let work = async move { this.run_statements(ctx, statements).await };
