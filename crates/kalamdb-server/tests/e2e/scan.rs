@@ -433,3 +433,52 @@ async fn sorts_and_aggregates_over_a_table_larger_than_query_memory_spill() {
     let group = "SELECT count(*) FROM (SELECT note, count(*) FROM sp.t GROUP BY note) g";
     assert_eq!(int(&rows(&s.ok(&root, group).await)[0][0]), total);
 }
+
+#[tokio::test]
+async fn the_segment_cache_stays_within_its_bound() {
+    let s = TestServer::start_with(|c| c.storage.segment_cache_mb = 1).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE sc; CREATE SHARED TABLE sc.t (id BIGINT PRIMARY KEY, note TEXT)",
+    )
+    .await;
+    // Eight segments of 2,000 rows, each decoding to a few hundred KiB.
+    for seg in 0..8 {
+        let values: Vec<String> = (0..2_000)
+            .map(|i| seg * 2_000 + i)
+            .map(|id| format!("({id}, 'a cached note of some length, row {id:08}')"))
+            .collect();
+        s.ok(
+            &root,
+            &format!("INSERT INTO sc.t VALUES {}", values.join(", ")),
+        )
+        .await;
+        s.ok(&root, "STORAGE FLUSH TABLE sc.t").await;
+    }
+    let cold = || s.server.as_ref().unwrap().app.cold().segment_cache();
+    // Key lookups decode the segments that hold their keys; the cache keeps what fits.
+    for round in 0..2 {
+        for seg in 0..8 {
+            let id = seg * 2_000 + 17;
+            let got = rows(
+                &s.ok(&root, &format!("SELECT note FROM sc.t WHERE id = {id}"))
+                    .await,
+            );
+            assert_eq!(got.len(), 1, "round {round}, key {id}");
+            let stats = cold();
+            assert!(stats.bytes <= stats.capacity, "{stats:?}");
+        }
+    }
+    let stats = cold();
+    assert_eq!(stats.capacity, 1024 * 1024);
+    assert!(
+        stats.misses >= 8,
+        "every segment was decoded once at least: {stats:?}"
+    );
+    assert!(
+        stats.segments < 8,
+        "not every segment fits in 1 MiB: {stats:?}"
+    );
+    assert!(stats.bytes > 0, "{stats:?}");
+}
