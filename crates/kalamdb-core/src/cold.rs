@@ -1041,38 +1041,49 @@ fn encode_scope(
 ) -> Result<Option<EncodedScope>> {
     let started = std::time::Instant::now();
     let mut stored: Vec<KvPair> = Vec::new();
-    let mut rows: Vec<StoredRow> = Vec::new();
+    // Rows become Arrow a batch at a time: decoded rows never pile up for the whole scope.
+    let mut chunk: Vec<StoredRow> = Vec::with_capacity(crate::rows::BATCH_ROWS);
+    let mut batches = Vec::new();
+    let (mut min_seq, mut max_seq) = (i64::MAX, i64::MIN);
+    let mut arrow = std::time::Duration::ZERO;
+    let mut to_arrow = |chunk: &mut Vec<StoredRow>| -> Result<()> {
+        let t = std::time::Instant::now();
+        for b in crate::rows::build_batches(table, chunk, None)?.1 {
+            batches.push(with_column_ids(table, b)?);
+        }
+        chunk.clear();
+        arrow += t.elapsed();
+        Ok(())
+    };
     {
         let snapshot = backend.snapshot();
         for item in snapshot.scan(&table.partitions.rows, prefix, None)? {
             let (k, v) = item?;
             let mut row = StoredRow::decode(&v)?;
             table.backfill(&mut row);
-            rows.push(row);
+            (min_seq, max_seq) = (min_seq.min(row.seq), max_seq.max(row.seq));
+            chunk.push(row);
             stored.push((k, v));
+            if chunk.len() == crate::rows::BATCH_ROWS {
+                to_arrow(&mut chunk)?;
+            }
         }
     }
+    to_arrow(&mut chunk)?;
     let Some(((min_key, _), (max_key, _))) = stored.first().zip(stored.last()) else {
         return Ok(None);
     };
-    let read = started.elapsed();
-    let batches = crate::rows::build_batches(table, &rows, None)?
-        .1
-        .into_iter()
-        .map(|b| with_column_ids(table, b))
-        .collect::<Result<Vec<_>>>()?;
     let built = started.elapsed();
     let info = SegmentInfo {
         id,
-        min_seq: rows.iter().map(|r| r.seq).min().unwrap_or(0),
-        max_seq: rows.iter().map(|r| r.seq).max().unwrap_or(0),
+        min_seq,
+        max_seq,
         min_key: hex(&min_key[prefix.len()..]),
         max_key: hex(&max_key[prefix.len()..]),
         schema_version: table.def.version,
     };
-    drop(rows);
     let segment = kalamdb_filestore::encode_segment(dir, &batches, info)?;
-    let timing = [read, built - read, started.elapsed() - built];
+    let timing = [built - arrow, arrow, started.elapsed() - built];
     Ok(Some((stored, segment, timing)))
 }
 
