@@ -8,13 +8,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
+use kalamdb_catalog::catalog::UserRecord;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::{
     AuthStatusResponse, LoginRequest, LoginResponse, SetupRequest, SetupResponse, UserInfo,
 };
 use kalamdb_core::auth::tokens::TokenKind;
 use kalamdb_core::auth::{AuthError, Identity, LoginGrant};
-use kalamdb_core::catalog::UserRecord;
 use std::net::SocketAddr;
 
 /// A per-client-IP rate limiter (governor's keyed limiter).

@@ -2,7 +2,7 @@
 //! place. Every statement path asks here; nothing else compares roles.
 
 use crate::auth::Identity;
-use crate::error::{KalamError, Result};
+use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::{AccessLevel, Role, TableDefinition, TableType};
 
 fn deny(what: &str, identity: &Identity) -> KalamError {

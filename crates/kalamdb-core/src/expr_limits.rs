@@ -11,12 +11,12 @@
 //! deeper than the limit; set-operation chains are measured without recursion before the walk
 //! enters them.
 
-use crate::error::{KalamError, Result};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     Expr, Query, SetExpr, TableFactor, Visit, Visitor, visit_relations,
 };
+use kalamdb_catalog::error::{KalamError, Result};
 use std::ops::ControlFlow;
 
 /// The limits a statement is checked against.

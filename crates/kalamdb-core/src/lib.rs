@@ -23,31 +23,15 @@
 
 pub mod access;
 pub mod app_context;
-pub mod audit;
 pub mod auth;
-pub mod background;
-pub mod catalog;
-pub mod changes;
-pub mod cold;
 pub mod config;
-pub mod error;
+pub mod engine;
 pub mod expr_limits;
-pub mod flush_scheduler;
-pub mod jobs;
+pub mod maintenance;
 pub mod providers;
-pub mod pruning;
 pub mod query_runtime;
-pub mod rows;
-pub mod scan;
-pub mod schema_registry;
-pub mod seq;
 pub mod sql;
-pub mod storages;
 pub mod system_flush;
-pub mod test_hooks;
-pub mod types;
-pub mod value;
-pub mod write_locks;
 
 pub use app_context::AppContext;
-pub use error::{KalamError, Result};
+pub use kalamdb_catalog::{KalamError, Result};

@@ -10,8 +10,8 @@
 //!   `[query] timeout_secs`, by `KILL QUERY`, or when its caller goes away (a client that
 //!   disconnects drops the request future, which aborts the query task).
 
-use crate::error::{KalamError, Result};
 use dashmap::DashMap;
+use kalamdb_catalog::error::{KalamError, Result};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;

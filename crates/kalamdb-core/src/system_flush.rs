@@ -11,16 +11,16 @@
 //! so a crash between the manifest commit and the catalog delete duplicates nothing. The other
 //! system tables are small, current-state catalog records and are not flushed.
 
-use crate::app_context::AppContext;
-use crate::catalog::AuditEntry;
-use crate::error::{KalamError, Result};
-use crate::providers::system::SystemTable;
-use crate::value::{Value, coerce};
+use crate::providers::system_schema::SystemTable;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, new_null_array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::scalar::ScalarValue;
+use kalamdb_catalog::catalog::{AuditEntry, Catalog};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::seq::SeqGenerator;
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_filestore::{FileStore, Manifest, SegmentInfo};
 use parking_lot::RwLock;
 use std::collections::HashSet;
@@ -87,10 +87,6 @@ fn internal(e: impl std::fmt::Display) -> KalamError {
     KalamError::Internal(e.to_string())
 }
 
-fn files(app: &AppContext) -> Result<FileStore> {
-    app.cold().files("local")
-}
-
 impl SystemCold {
     /// Loads the flushed audit entries listed by the manifest.
     pub async fn load(&self, files: &FileStore) -> Result<()> {
@@ -134,11 +130,16 @@ impl SystemCold {
         Ok(rows)
     }
 
-    /// Flushes every audit entry in the catalog; returns (entries, bytes written).
-    pub async fn flush_audit(&self, app: &AppContext) -> Result<(u64, u64)> {
+    /// Flushes every audit entry in `catalog` to `files` (the `local` storage); returns
+    /// (entries, bytes written).
+    pub async fn flush_audit(
+        &self,
+        files: &FileStore,
+        catalog: &Catalog,
+        seq: &SeqGenerator,
+    ) -> Result<(u64, u64)> {
         let _one = self.flushing.lock().await;
-        let files = files(app)?;
-        let entries = app.catalog().audit_entries()?;
+        let entries = catalog.audit_entries()?;
         let ids: Vec<i64> = entries.iter().map(|e| e.audit_id).collect();
         let new: Vec<Vec<Value>> = {
             let flushed = self.audit.read();
@@ -152,7 +153,7 @@ impl SystemCold {
         if let (Some(first), Some(last)) = (new.first(), new.last()) {
             let hex = |id: i64| format!("{:016x}", id as u64);
             let info = SegmentInfo {
-                id: format!("{:019}", app.seq().next_id()),
+                id: format!("{:019}", seq.next_id()),
                 min_seq: audit_id(first),
                 max_seq: audit_id(last),
                 min_key: hex(audit_id(first)),
@@ -176,7 +177,7 @@ impl SystemCold {
             *self.audit.write() = Arc::new(flushed);
         }
         // Readers now find every entry in the flushed part; drop them from the catalog.
-        app.catalog().delete_audit(&ids)?;
+        catalog.delete_audit(&ids)?;
         Ok((count, bytes))
     }
 }

@@ -171,7 +171,7 @@ fn mutated_sql_never_panics_or_hangs() {
         .enable_all()
         .build()
         .unwrap();
-    let app: Arc<AppContext> = rt.block_on(AppContext::open(config)).unwrap();
+    let app: Arc<AppContext> = rt.block_on(kalamdb_core::engine::open(config)).unwrap();
     let executor = SqlExecutor::new(Arc::clone(&app));
     let root = Identity {
         user_id: UserId::new("root"),

@@ -5,14 +5,14 @@
 use crate::error::LiveError;
 use crate::filter::Filter;
 use datafusion::sql::sqlparser::ast::Expr;
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::Value;
 use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
-use kalamdb_core::changes::{ChangeEvent, ChangeKind};
-use kalamdb_core::rows::StoredRow;
-use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::value_json;
-use kalamdb_core::value::Value;
+use kalamdb_tables::changes::{ChangeEvent, ChangeKind};
+use kalamdb_tables::rows::StoredRow;
 use serde_json::Value as Json;
 use std::sync::Arc;
 

@@ -7,11 +7,11 @@
 use crate::error::LiveError;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value as SqlValue};
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::SEQ_COLUMN;
-use kalamdb_core::rows::StoredRow;
 use kalamdb_core::sql::parse::fold;
-use kalamdb_core::value::{Value, coerce};
+use kalamdb_tables::rows::StoredRow;
 use std::cmp::Ordering;
 
 /// A column reference: a stored column or the row's `_seq`.
@@ -158,7 +158,7 @@ impl Filter {
                 // UUIDs read as their canonical text, as in SQL.
                 let text = match col.value(row) {
                     Value::Text(text) => text,
-                    Value::Uuid(b) => kalamdb_core::value::uuid_text(&b),
+                    Value::Uuid(b) => kalamdb_catalog::value::uuid_text(&b),
                     _ => return None,
                 };
                 let text: Vec<char> = if *case_insensitive {

@@ -3,7 +3,7 @@
 //!
 //! [`LiveQueryManager`] is the one owner of connections, subscriptions and compiled filters
 //! (seed decision R3). It listens to the engine's committed changes
-//! ([`kalamdb_core::changes::ChangeListener`]) and routes each to the subscriptions that can see
+//! ([`kalamdb_tables::changes::ChangeListener`]) and routes each to the subscriptions that can see
 //! it, indexed by table and user; `system.*` tables, which change through the catalog rather
 //! than DML, are re-read and diffed after catalog writes (`system.rs`). Transport (WebSocket framing, auth, heartbeats) lives in
 //! `kalamdb-api`; this crate hands it ready-to-send messages through a bounded queue per
@@ -13,10 +13,12 @@ mod compiled;
 mod error;
 mod filter;
 mod manager;
+mod outbox;
 mod query;
 mod subscription;
 mod system;
 
 #[doc(hidden)]
 pub use manager::PAUSE_SUBSCRIBE_BEFORE_LOCK;
-pub use manager::{CloseReason, Connection, LiveQueryManager, Outbound};
+pub use manager::{Connection, LiveQueryManager};
+pub use outbox::{CloseReason, Outbound, Outbox};

@@ -5,32 +5,33 @@
 
 use crate::compiled::{CompiledQuery, mentions_current_user};
 use crate::error::LiveError;
+use crate::outbox::{CloseReason, Outbound, Outbox};
 use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
 use crate::system::SystemFeeds;
 use dashmap::DashMap;
+use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
 use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
-use kalamdb_core::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
-use kalamdb_core::cold::read_versions;
 use kalamdb_core::expr_limits::ExprLimits;
 use kalamdb_core::providers::system::SystemTable;
-use kalamdb_core::rows::{Scope, StoredRow, scan_scope};
-use kalamdb_core::schema_registry::CachedTable;
 use kalamdb_core::sql::encode::schema_fields;
+use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
+use kalamdb_tables::cold::read_versions;
+use kalamdb_tables::rows::{Scope, StoredRow, scan_scope};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// Test hook: the next subscription to the table set here pauses after it compiled its
 /// query, before it takes the scope lock to register.
 #[doc(hidden)]
-pub static PAUSE_SUBSCRIBE_BEFORE_LOCK: kalamdb_core::test_hooks::PauseSlot =
+pub static PAUSE_SUBSCRIBE_BEFORE_LOCK: kalamdb_tables::test_hooks::PauseSlot =
     parking_lot::Mutex::new(None);
 
 /// Queries compiled for a new table version during one ALTER, by the query they replace (and
@@ -47,77 +48,24 @@ enum HotRead {
 /// Rows per initial batch when the client does not say.
 const DEFAULT_BATCH_SIZE: usize = 1000;
 
-/// What the transport sends on a connection.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A serialized server message (JSON).
-    Message(Arc<str>),
-}
-
-/// One client connection: its identity, its subscriptions and its bounded outbound queue.
+/// One client connection: its outbound side (id, queue, close signal), its identity and its
+/// subscriptions.
 #[derive(Debug)]
 pub struct Connection {
-    /// Server-wide connection id.
-    pub id: u64,
+    outbox: Arc<Outbox>,
     /// The authenticated user.
     pub identity: Identity,
-    out: mpsc::Sender<Outbound>,
     subs: Mutex<HashMap<String, Arc<Subscription>>>,
-    closing: Mutex<Option<CloseReason>>,
-    close: Notify,
 }
 
-/// Why the server closes a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Its outbound queue overflowed: the client does not keep up.
-    Overflow,
-    /// Its user was dropped or given another role.
-    Revoked,
+impl std::ops::Deref for Connection {
+    type Target = Outbox;
+    fn deref(&self) -> &Outbox {
+        &self.outbox
+    }
 }
 
 impl Connection {
-    /// Queues a message; a full queue marks the connection overflowed (the transport closes
-    /// it), so a slow reader never blocks writers or other connections.
-    pub(crate) fn send(&self, msg: &ServerMessage) {
-        match serde_json::to_string(msg) {
-            Ok(text) => self.send_text(text.into()),
-            Err(e) => tracing::error!(error = %e, "cannot serialize a live message"),
-        }
-    }
-
-    /// Queues a serialized message (see [`Connection::send`]).
-    pub(crate) fn send_text(&self, text: Arc<str>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Message(text))
-        {
-            self.overflow_now();
-        }
-    }
-
-    /// Marks the connection too slow: the transport closes it.
-    pub(crate) fn overflow_now(&self) {
-        self.close_now(CloseReason::Overflow);
-    }
-
-    /// Asks the transport to close the connection (the first reason given wins).
-    fn close_now(&self, why: CloseReason) {
-        let mut closing = self.closing.lock();
-        if closing.is_none() {
-            *closing = Some(why);
-            self.close.notify_one();
-        }
-    }
-
-    /// Resolves when the connection is to be closed, with why.
-    pub async fn closed(&self) -> CloseReason {
-        loop {
-            if let Some(why) = *self.closing.lock() {
-                return why;
-            }
-            self.close.notified().await;
-        }
-    }
-
     /// How many subscriptions the connection holds.
     pub fn subscription_count(&self) -> usize {
         self.subs.lock().len()
@@ -165,7 +113,8 @@ impl LiveQueryManager {
             queries: DashMap::new(),
             system: Arc::new(SystemFeeds::new()),
         });
-        app.set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
+        app.tables()
+            .set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
         let feeds = Arc::clone(&manager.system);
         app.catalog()
             .set_hook(Arc::new(move |part| feeds.mark(SystemTable::fed_by(part))));
@@ -200,15 +149,20 @@ impl LiveQueryManager {
     ) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Arc::new(Connection {
-            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            outbox: Arc::new(Outbox::new(
+                self.next_connection.fetch_add(1, Ordering::Relaxed),
+                tx,
+            )),
             identity,
-            out: tx,
             subs: Mutex::new(HashMap::new()),
-            closing: Mutex::new(None),
-            close: Notify::new(),
         });
         self.connections.insert(conn.id, Arc::clone(&conn));
         (conn, rx)
+    }
+
+    /// The open connection `id`.
+    fn connection(&self, id: u64) -> Option<Arc<Connection>> {
+        self.connections.get(&id).map(|c| Arc::clone(c.value()))
     }
 
     /// Closes a connection: every subscription of it goes, at once.
@@ -314,7 +268,7 @@ impl LiveQueryManager {
         let sub = Arc::new(Subscription {
             id: req.id.clone(),
             live_id: format!("{}-{}", conn.id, req.id),
-            conn: Arc::downgrade(conn),
+            conn: Arc::downgrade(&conn.outbox),
             user: user.clone(),
             table_id: def.table_id(),
             routed_user: routed_user.clone(),
@@ -362,9 +316,9 @@ impl LiveQueryManager {
                     Some(u) => Scope::User(u),
                     None => Scope::Shared,
                 };
-                let backend = Arc::clone(app.backend());
-                let locks = app.table_locks(&sub.table_id);
-                kalamdb_core::test_hooks::pause_here(&PAUSE_SUBSCRIBE_BEFORE_LOCK, &sub.table_id)
+                let backend = Arc::clone(app.tables().backend());
+                let locks = app.tables().table_locks(&sub.table_id);
+                kalamdb_tables::test_hooks::pause_here(&PAUSE_SUBSCRIBE_BEFORE_LOCK, &sub.table_id)
                     .await;
                 let guard = locks.scope(&scope).await;
                 // An ALTER that committed after the table was resolved (it holds every scope
@@ -410,7 +364,8 @@ impl LiveQueryManager {
                     Some(HotRead::Complete(rows)) => Some(rows),
                     // Hot versions from the snapshot first, flushed ones second.
                     Some(HotRead::Keyed(hot)) => Some(
-                        app.cold()
+                        app.tables()
+                            .cold()
                             .merge_scope(&table, &scope, hot, opts.from)
                             .await
                             .map_err(|e| failed(&e))?,
@@ -731,7 +686,8 @@ impl ChangeListener for LiveQueryManager {
         let mut cache = BodyCache::new();
         for sub in subs {
             if let Err(e) = sub.deliver(&events, &mut cache)
-                && let Some(conn) = sub.conn.upgrade()
+                && let Some(outbox) = sub.conn.upgrade()
+                && let Some(conn) = self.connection(outbox.id)
             {
                 self.unsubscribe(&conn, &sub.id);
                 conn.error(&sub.id, &e);

@@ -3,12 +3,12 @@
 
 use crate::compiled::{CompiledQuery, message};
 use crate::error::LiveError;
-use crate::manager::Connection;
+use crate::outbox::Outbox;
 use kalamdb_commons::schema::SEQ_COLUMN;
 use kalamdb_commons::ws::{BatchControl, BatchStatus, Row, ServerMessage};
 use kalamdb_commons::{TableId, UserId};
-use kalamdb_core::changes::ChangeEvent;
-use kalamdb_core::rows::StoredRow;
+use kalamdb_tables::changes::ChangeEvent;
+use kalamdb_tables::rows::StoredRow;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -50,7 +50,7 @@ pub(crate) struct Subscription {
     pub(crate) id: String,
     /// Server-wide id: `<connection>-<client id>`.
     pub(crate) live_id: String,
-    pub(crate) conn: Weak<Connection>,
+    pub(crate) conn: Weak<Outbox>,
     pub(crate) user: UserId,
     pub(crate) table_id: TableId,
     /// The user partition the subscription reads (USER/STREAM tables).

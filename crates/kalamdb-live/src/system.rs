@@ -9,12 +9,12 @@
 //! lock, so it misses nothing and sees nothing twice. `system.live` is refreshed when
 //! subscriptions come and go, not on every delivery.
 
+use kalamdb_catalog::error::Result;
+use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_core::app_context::AppContext;
-use kalamdb_core::changes::{ChangeEvent, ChangeKind};
-use kalamdb_core::error::Result;
 use kalamdb_core::providers::system::{SYSTEM_TABLES, SystemTable};
-use kalamdb_core::rows::StoredRow;
-use kalamdb_core::schema_registry::CachedTable;
+use kalamdb_tables::changes::{ChangeEvent, ChangeKind};
+use kalamdb_tables::rows::StoredRow;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -150,7 +150,7 @@ impl SystemFeeds {
     }
 }
 
-fn fresh_row(app: &AppContext, cells: Vec<(u32, kalamdb_core::value::Value)>) -> StoredRow {
+fn fresh_row(app: &AppContext, cells: Vec<(u32, kalamdb_catalog::value::Value)>) -> StoredRow {
     StoredRow {
         seq: app.seq().next_id(),
         deleted: false,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 pub enum ServerError {
     /// The engine could not open.
     #[error("cannot open the database: {0}")]
-    Open(#[from] kalamdb_core::KalamError),
+    Open(#[from] kalamdb_catalog::KalamError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -85,7 +85,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
         max_per_ip = limits.max_per_ip,
         "connection limits"
     );
-    let app = AppContext::open(config).await?;
+    let app = kalamdb_core::engine::open(config).await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|source| ServerError::Bind {

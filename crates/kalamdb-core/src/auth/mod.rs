@@ -9,9 +9,9 @@ mod session_cache;
 mod throttle;
 pub mod tokens;
 
-use crate::audit::{AuditEvent, AuditLog};
-use crate::catalog::{Catalog, UserRecord};
 use crate::config::AuthConfig;
+use kalamdb_catalog::audit::{AuditEvent, AuditLog};
+use kalamdb_catalog::catalog::{Catalog, UserRecord};
 use kalamdb_commons::{Role, UserId};
 use session_cache::SessionCache;
 use std::net::IpAddr;
@@ -60,8 +60,8 @@ pub enum AuthError {
     Internal(String),
 }
 
-impl From<crate::error::KalamError> for AuthError {
-    fn from(e: crate::error::KalamError) -> Self {
+impl From<kalamdb_catalog::error::KalamError> for AuthError {
+    fn from(e: kalamdb_catalog::error::KalamError) -> Self {
         AuthError::Internal(e.to_string())
     }
 }

@@ -5,8 +5,8 @@
 //! signature, expiry (60 s leeway), issuer, `iat` not in the future, and the token type.
 
 use super::AuthError;
-use crate::catalog::UserRecord;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use kalamdb_catalog::catalog::UserRecord;
 use kalamdb_commons::Role;
 use serde::{Deserialize, Serialize};
 

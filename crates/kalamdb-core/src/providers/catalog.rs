@@ -1,47 +1,18 @@
 //! The DataFusion `kalam` catalog: one schema per namespace plus `system` and
 //! `information_schema`, resolved live from the persisted catalog and the
-//! [`SchemaRegistry`](crate::schema_registry::SchemaRegistry), so DDL needs no registration step.
+//! [`SchemaRegistry`](kalamdb_catalog::schema_registry::SchemaRegistry), so DDL needs no registration step.
 
 use super::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 use super::system::{SYSTEM_TABLES, SystemTable, SystemTableProvider};
 use super::table::AppTableProvider;
 use super::view::ViewProvider;
-use crate::catalog::Catalog;
-use crate::schema_registry::SchemaRegistry;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 use kalamdb_commons::{NamespaceId, TableId, TableName};
-use kalamdb_store::StorageBackend;
 use std::sync::Arc;
 
-/// Name of the DataFusion catalog.
-pub const CATALOG_NAME: &str = "kalam";
-/// Name of the system schema.
-pub const SYSTEM_SCHEMA: &str = "system";
-
-/// Shared handles every provider needs.
-#[derive(Debug, Clone)]
-pub struct ProviderDeps {
-    /// Persisted catalog.
-    pub catalog: Catalog,
-    /// Schema cache.
-    pub registry: Arc<SchemaRegistry>,
-    /// Hot store.
-    pub backend: Arc<dyn StorageBackend>,
-    /// This node.
-    pub node_id: Arc<kalamdb_commons::NodeId>,
-    /// The cold tier (flushed segments).
-    pub cold: Arc<crate::cold::ColdTier>,
-    /// The live-query listener (for `system.live`).
-    pub listener: crate::changes::ListenerSlot,
-    /// The session's table functions (`generate_series` …), listed by
-    /// `information_schema.routines`.
-    pub table_functions:
-        Arc<std::collections::HashMap<String, Arc<datafusion::catalog::TableFunction>>>,
-    /// The requests running now (for `system.queries`).
-    pub queries: crate::query_runtime::RunningQueries,
-}
+pub use super::deps::{CATALOG_NAME, ProviderDeps, SYSTEM_SCHEMA};
 
 /// The `kalam` catalog.
 #[derive(Debug)]
@@ -74,6 +45,7 @@ impl CatalogProvider for KalamCatalog {
         if name == INFORMATION_SCHEMA {
             return Some(Arc::new(InformationSchema::new(
                 CATALOG_NAME,
+                Arc::new(KalamCatalog::new(self.deps.clone())),
                 self.deps.clone(),
             )));
         }
@@ -130,8 +102,7 @@ impl SchemaProvider for NamespaceSchema {
         if let Some(t) = cached {
             return Ok(Some(Arc::new(AppTableProvider::new(
                 t,
-                Arc::clone(&self.deps.backend),
-                Arc::clone(&self.deps.cold),
+                Arc::clone(&self.deps.tables),
             ))));
         }
         let view = self

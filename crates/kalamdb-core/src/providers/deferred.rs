@@ -3,12 +3,12 @@
 //! (system tables): `EXPLAIN` and planning read nothing, and a plan that is never run (a
 //! query refused by a later check, a cancelled request) reads nothing either.
 
-use crate::error::Result;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result as DfResult;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::memory::{LazyBatchGenerator, LazyMemoryExec};
+use kalamdb_catalog::error::Result;
 use parking_lot::RwLock;
 use std::sync::Arc;
 
@@ -66,7 +66,8 @@ impl LazyBatchGenerator for Deferred {
 
     fn generate_next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
         if self.batches.is_none() {
-            let mut read = (self.read)().map_err(crate::error::KalamError::into_datafusion)?;
+            let mut read =
+                (self.read)().map_err(kalamdb_catalog::error::KalamError::into_datafusion)?;
             read.reverse();
             self.batches = Some(read);
         }

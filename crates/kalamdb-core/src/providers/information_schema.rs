@@ -4,14 +4,15 @@
 //! table there, with a NULL definition). DataFusion's built-in copy is switched off in the session config so that this one,
 //! served by the `kalam` catalog, is the one queries and `SHOW TABLES`/`SHOW COLUMNS` see.
 
-use super::catalog::{KalamCatalog, ProviderDeps};
+use super::deps::{ProviderDeps, SYSTEM_SCHEMA};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::{filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::catalog::{
-    CatalogProviderList, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider,
+    CatalogProvider, CatalogProviderList, MemoryCatalogProviderList, SchemaProvider, Session,
+    TableProvider,
 };
 use datafusion::datasource::TableType as DfTableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 /// Name of the schema.
 pub const INFORMATION_SCHEMA: &str = "information_schema";
 
-/// `information_schema` of the `kalam` catalog named `catalog_name`.
+/// `information_schema` of `catalog` (the `kalam` catalog), named `catalog_name`.
 #[derive(Debug)]
 pub(super) struct InformationSchema {
     inner: InformationSchemaProvider,
@@ -34,12 +35,13 @@ pub(super) struct InformationSchema {
 }
 
 impl InformationSchema {
-    pub(super) fn new(catalog_name: &str, deps: ProviderDeps) -> Self {
+    pub(super) fn new(
+        catalog_name: &str,
+        catalog: Arc<dyn CatalogProvider>,
+        deps: ProviderDeps,
+    ) -> Self {
         let list = MemoryCatalogProviderList::new();
-        list.register_catalog(
-            catalog_name.to_string(),
-            Arc::new(KalamCatalog::new(deps.clone())),
-        );
+        list.register_catalog(catalog_name.to_string(), catalog);
         Self {
             inner: InformationSchemaProvider::new(Arc::new(list))
                 .with_table_functions((*deps.table_functions).clone()),
@@ -150,7 +152,7 @@ impl Corrected {
     /// Column name -> DEFAULT text of one application table; empty for anything else (views
     /// and system tables have no defaults; the `system` namespace name is reserved).
     fn table_defaults(&self, schema: &str, table: &str) -> DfResult<HashMap<String, String>> {
-        if schema == super::catalog::SYSTEM_SCHEMA || schema == INFORMATION_SCHEMA {
+        if schema == SYSTEM_SCHEMA || schema == INFORMATION_SCHEMA {
             return Ok(HashMap::new());
         }
         let id = TableId::new(NamespaceId::new(schema), TableName::new(table));

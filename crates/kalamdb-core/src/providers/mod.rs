@@ -8,15 +8,17 @@
 
 pub mod catalog;
 pub mod deferred;
+pub mod deps;
 pub mod information_schema;
 pub mod system;
+pub mod system_schema;
 pub mod table;
 pub mod view;
 
 use crate::auth::Identity;
-use crate::error::KalamError;
 use datafusion::catalog::Session;
 use datafusion::error::Result as DfResult;
+use kalamdb_catalog::error::KalamError;
 
 /// The caller of the statement being planned, stored as a session-config extension.
 #[derive(Debug, Clone)]

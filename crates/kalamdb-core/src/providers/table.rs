@@ -8,13 +8,6 @@
 
 use super::identity_of;
 use crate::access;
-use crate::cold::ColdTier;
-use crate::error::KalamError;
-use crate::rows::{Scope, StoredRow};
-use crate::scan::key_range::{KeyRanges, Pushdown, pushdown_of};
-use crate::scan::{ScanRequest, TableScanExec};
-use crate::schema_registry::CachedTable;
-use crate::value::Value;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -23,30 +16,27 @@ use datafusion::datasource::TableType as DfTableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use kalamdb_catalog::error::KalamError;
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::Value;
 use kalamdb_commons::TableType;
-use kalamdb_store::StorageBackend;
+use kalamdb_tables::TableStore;
+use kalamdb_tables::rows::{Scope, StoredRow};
+use kalamdb_tables::scan::ScanRequest;
+use kalamdb_tables::scan::key_range::{KeyRanges, Pushdown, pushdown_of};
 use std::sync::Arc;
 
 /// Provider of one application table.
 #[derive(Debug)]
 pub struct AppTableProvider {
     table: Arc<CachedTable>,
-    backend: Arc<dyn StorageBackend>,
-    cold: Arc<ColdTier>,
+    tables: Arc<TableStore>,
 }
 
 impl AppTableProvider {
     /// A provider over `table`.
-    pub fn new(
-        table: Arc<CachedTable>,
-        backend: Arc<dyn StorageBackend>,
-        cold: Arc<ColdTier>,
-    ) -> Self {
-        Self {
-            table,
-            backend,
-            cold,
-        }
+    pub fn new(table: Arc<CachedTable>, tables: Arc<TableStore>) -> Self {
+        Self { table, tables }
     }
 
     /// What `filter` says about the primary key (nothing for STREAM tables, keyed by `_seq`).
@@ -65,13 +55,13 @@ impl AppTableProvider {
         &self,
         scope: &Scope,
         key: &Value,
-    ) -> crate::error::Result<Option<StoredRow>> {
+    ) -> kalamdb_catalog::error::Result<Option<StoredRow>> {
         let Some(k) = key.pk_key() else {
             return Ok(None);
         };
         let row = self
-            .cold
-            .current_versions(&*self.backend, &self.table, scope, &[k])
+            .tables
+            .get(&self.table, scope, &[k])
             .await?
             .pop()
             .flatten();
@@ -83,8 +73,8 @@ impl AppTableProvider {
         &self,
         rows: &[StoredRow],
         projection: Option<&Vec<usize>>,
-    ) -> crate::error::Result<(SchemaRef, Vec<RecordBatch>)> {
-        crate::rows::build_batches(&self.table, rows, projection)
+    ) -> kalamdb_catalog::error::Result<(SchemaRef, Vec<RecordBatch>)> {
+        kalamdb_tables::rows::build_batches(&self.table, rows, projection)
     }
 }
 
@@ -144,7 +134,9 @@ impl TableProvider for AppTableProvider {
             projection: projection.cloned(),
             limit,
         };
-        let exec = TableScanExec::plan(request, Arc::clone(&self.backend), Arc::clone(&self.cold))
+        let exec = self
+            .tables
+            .scan(request)
             .await
             .map_err(KalamError::into_datafusion)?;
         Ok(Arc::new(exec))

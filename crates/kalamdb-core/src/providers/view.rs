@@ -2,8 +2,6 @@
 //! session (identity included), with the view's namespace as the default schema. Access checks
 //! and USER-table scoping therefore apply through a view exactly as in the query itself.
 
-use crate::catalog::ViewRecord;
-use crate::error::KalamError;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -12,6 +10,8 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
 use datafusion::physical_plan::ExecutionPlan;
+use kalamdb_catalog::catalog::ViewRecord;
+use kalamdb_catalog::error::KalamError;
 use std::str::FromStr;
 use std::sync::Arc;
 

@@ -4,18 +4,18 @@
 //! Rows keep their cells by stable column id, so a renamed column keeps its data, a dropped
 //! one vanishes from reads (its id is never reused), and a widened type reads old cells
 //! widened. A column added with a literal DEFAULT records the `_seq` of the change: rows older
-//! than it read the default ([`crate::rows::StoredRow::backfill`]), flushed segments written
+//! than it read the default ([`kalamdb_tables::rows::StoredRow::backfill`]), flushed segments written
 //! before it read the default too (see `cold::conform`). Writers of the table wait while the
 //! definition changes. Refused, with the reason: dropping or renaming the primary key,
 //! narrowing or changing a type, NOT NULL without a default on a table that has rows.
 
 use super::ddl::{column_definition, default_of, resolve};
-use super::executor::{ExecCtx, Output};
 use super::parse::{AlterChange, TableRef};
+use super::session::{ExecCtx, Output};
 use crate::access;
 use crate::app_context::AppContext;
-use crate::error::{KalamError, Result};
-use crate::types::parse_sql_type;
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::types::parse_sql_type;
 use kalamdb_commons::ids::{RESERVED_COLUMNS, validate_identifier};
 use kalamdb_commons::{AccessLevel, ColumnDefault, KalamDataType as K, TableDefinition, TableType};
 
@@ -32,7 +32,7 @@ pub async fn alter_table(
             "System tables cannot be altered".into(),
         ));
     }
-    let locks = app.table_locks(&id);
+    let locks = app.tables().table_locks(&id);
     let _writers_wait = locks.all().await;
     let old = app
         .catalog()
@@ -160,7 +160,7 @@ pub async fn alter_table(
     def.updated_at = chrono::Utc::now().timestamp_micros();
     app.catalog().put_table(&def)?;
     app.schema_registry().invalidate(&id);
-    if let Some(listener) = app.change_listener() {
+    if let Some(listener) = app.tables().change_listener() {
         listener.table_altered(&def);
     }
     Ok(Output::Message(format!(
@@ -229,7 +229,7 @@ async fn set_nullable(
 
 /// Whether the table holds any row, hot or flushed, of any user.
 async fn has_rows(app: &AppContext, def: &TableDefinition) -> Result<bool> {
-    let partitions = crate::rows::TablePartitions::of(def);
+    let partitions = kalamdb_tables::rows::TablePartitions::of(def);
     if app
         .backend()
         .scan(partitions.used(), b"", None)?
@@ -239,7 +239,7 @@ async fn has_rows(app: &AppContext, def: &TableDefinition) -> Result<bool> {
         return Ok(true);
     }
     let table = app.schema_registry().require(&def.table_id())?;
-    app.cold().may_have_segments(&table).await
+    app.tables().cold().may_have_segments(&table).await
 }
 
 fn set_option(def: &mut TableDefinition, key: &str, value: &str) -> Result<()> {
@@ -273,7 +273,7 @@ fn set_option(def: &mut TableDefinition, key: &str, value: &str) -> Result<()> {
                     "STREAM tables are not flushed; FLUSH_POLICY does not apply".into(),
                 ));
             }
-            crate::cold::FlushPolicy::parse(value)?;
+            kalamdb_tables::cold::FlushPolicy::parse(value)?;
             def.flush_policy = Some(value.to_string());
         }
         other => {

@@ -1,22 +1,22 @@
 //! Handlers of KalamDB's own statements: namespaces, tables, users, SHOW and DESCRIBE.
 
-use super::executor::{ExecCtx, Output};
 use super::parse::{TableRef, UserChange, fold};
+use super::session::{ExecCtx, Output};
 use crate::access;
 use crate::app_context::AppContext;
 use crate::auth::password;
-use crate::catalog::{DEFAULT_NAMESPACE, NamespaceRecord};
-use crate::error::{KalamError, Result};
-use crate::jobs::{JobOutcome, JobReport};
 use crate::providers::system::rows_to_batch;
-use crate::schema_registry::CachedTable;
-use crate::types::{parse_sql_type, system_field};
-use crate::value::{Value, coerce};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, UnaryOperator,
     Value as SqlValue,
 };
+use kalamdb_catalog::catalog::{DEFAULT_NAMESPACE, NamespaceRecord};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::jobs::{JobOutcome, JobReport};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::types::{parse_sql_type, system_field};
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::ids::{RESERVED_COLUMNS, validate_identifier};
 use kalamdb_commons::{
     AccessLevel, ColumnDefault, ColumnDefinition, KalamDataType as K, NamespaceId, Role, StorageId,
@@ -275,7 +275,7 @@ fn option_text(opt: &SqlOption) -> Result<(String, String)> {
 
 /// Validates `rows:N`, `interval:S` or both.
 fn validate_flush_policy(text: &str) -> Result<()> {
-    crate::cold::FlushPolicy::parse(text).map(|_| ())
+    kalamdb_tables::cold::FlushPolicy::parse(text).map(|_| ())
 }
 
 pub(crate) fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault> {
@@ -321,7 +321,7 @@ pub(crate) fn default_of(expr: &Expr, col: &str, t: &K) -> Result<ColumnDefault>
     }
     let text = expr.to_string();
     // Check now that the literal fits the column, rather than at every insert.
-    let scalar = super::dml::literal_scalar(expr).ok_or_else(|| {
+    let scalar = kalamdb_catalog::defaults::literal_scalar(expr).ok_or_else(|| {
         KalamError::InvalidSql(format!("Unsupported DEFAULT {expr} for column '{col}'"))
     })?;
     coerce(scalar, t, col)?;
@@ -338,7 +338,7 @@ fn unique_unsupported(what: &str) -> KalamError {
 /// Refuses a function default whose values do not fit the column (`INT DEFAULT NOW()`), so
 /// the mistake shows at CREATE/ALTER rather than at every INSERT.
 fn check_function_default(f: &ColumnDefault, col: &str, t: &K) -> Result<()> {
-    let sample = super::dml::function_default(f, || i64::MAX >> 1, "root", now());
+    let sample = kalamdb_catalog::defaults::function_default(f, || i64::MAX >> 1, "root", now());
     match sample.map(|s| coerce(s, t, col)) {
         Some(Err(_)) => Err(KalamError::InvalidSql(format!(
             "DEFAULT {} does not fit column '{col}' of type {}",
@@ -658,7 +658,7 @@ pub fn create_table(
         comment: None,
     };
     let tables = app.catalog().tables(None)?;
-    if let Some((other, folder)) = app.cold().folder_clash(&def, &tables)? {
+    if let Some((other, folder)) = app.tables().cold().folder_clash(&def, &tables)? {
         return Err(KalamError::InvalidSql(format!(
             "Table '{id}' would keep its files in '{folder}', where table '{other}' keeps \
              its own (storage '{}' folder templates): choose another name or storage",
@@ -685,9 +685,8 @@ async fn drop_table_by_id(app: &AppContext, ctx: &ExecCtx, id: &TableId) -> Resu
     app.schema_registry().invalidate(id);
     let def = app.catalog().drop_table(id)?;
     app.schema_registry().invalidate(id);
-    app.forget_table_locks(id);
-    app.flushes().forget(id);
-    if let Some(listener) = app.change_listener() {
+    app.tables().forget(id);
+    if let Some(listener) = app.tables().change_listener() {
         listener.table_dropped(id);
     }
     // Rows and files last: once the definition is gone nobody reads them.
@@ -713,9 +712,7 @@ pub(crate) async fn clean_dropped_table(
                     "table cleanup stopped (injected failure)".into(),
                 ));
             }
-            app.backend()
-                .drop_partition(crate::rows::TablePartitions::of(def).used())?;
-            app.cold().drop_table(def).await?;
+            app.tables().remove_table_data(def).await?;
             app.catalog().finish_drop(def)?;
             Ok(JobReport {
                 rows: 0,
@@ -760,7 +757,7 @@ pub async fn drop_table(
         )));
     }
     // Wait for in-flight writers of this table before removing its data.
-    let locks = app.table_locks(&id);
+    let locks = app.tables().table_locks(&id);
     let _guards = locks.all().await;
     drop_table_by_id(app, ctx, &id).await?;
     Ok(Output::Message(format!("Table '{id}' dropped")))
@@ -796,7 +793,7 @@ pub(crate) async fn run_storage_job(
             async move {
                 Ok(match kind {
                     StorageJob::Flush => {
-                        let s = app.cold().flush_table(app, table, &cancel).await?;
+                        let s = app.tables().flush_table(table, &cancel).await?;
                         JobReport {
                             rows: s.rows,
                             bytes: s.bytes,
@@ -807,7 +804,7 @@ pub(crate) async fn run_storage_job(
                         }
                     }
                     StorageJob::Compact => {
-                        let (before, after) = app.cold().compact_table(app, table, &cancel).await?;
+                        let (before, after) = app.tables().compact_table(table, &cancel).await?;
                         JobReport {
                             rows: 0,
                             bytes: 0,
@@ -909,7 +906,11 @@ async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Resu
     let outcome = app
         .jobs()
         .run("flush", "system.audit_log", "manual", by, 1, |_| async {
-            let (rows, bytes) = app.cold().system().flush_audit(app).await?;
+            let files = app.tables().cold().files("local")?;
+            let (rows, bytes) = app
+                .system_cold()
+                .flush_audit(&files, app.catalog(), app.seq())
+                .await?;
             Ok(JobReport {
                 rows,
                 bytes,
@@ -955,7 +956,7 @@ async fn storage_jobs(
     let mut lines = Vec::with_capacity(tables.len());
     for table in tables {
         if kind == StorageJob::Flush {
-            app.flushes().forget(&table.def.table_id());
+            app.tables().flushes().forget(&table.def.table_id());
         }
         let by = ctx.identity.user_id.as_str();
         match run_storage_job(app, table, kind, "manual", by, 1).await {
@@ -994,17 +995,21 @@ pub async fn create_storage(
         });
     }
     let now = chrono::Utc::now().timestamp_micros();
-    let record = crate::storages::record_from_options(id, storage_type, options, now)?;
+    let record = kalamdb_catalog::storages::record_from_options(id, storage_type, options, now)?;
     app.catalog().put_storage(&record)?;
     // Probe before keeping it: a storage nobody can write to is refused.
-    let probe = app.cold().probe(id, &app.seq().next_id().to_string()).await;
+    let probe = app
+        .tables()
+        .cold()
+        .probe(id, &app.seq().next_id().to_string())
+        .await;
     let failed = match &probe {
         Ok(p) if p.error.is_none() => None,
         Ok(p) => p.error.clone(),
         Err(e) => Some(e.to_string()),
     };
     if let Some(why) = failed {
-        app.cold().forget_storage(id);
+        app.tables().cold().forget_storage(id);
         app.catalog().delete_storage(id)?;
         return Err(KalamError::InvalidInput(format!(
             "Storage '{id}' failed its check: {why}"
@@ -1046,7 +1051,7 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
         )));
     }
     app.catalog().delete_storage(id)?;
-    app.cold().forget_storage(id);
+    app.tables().cold().forget_storage(id);
     Ok(Output::Message(format!("Storage '{id}' dropped")))
 }
 
@@ -1054,6 +1059,7 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
 pub async fn storage_check(app: &AppContext, ctx: &ExecCtx, id: &str) -> Result<Output> {
     access::check_admin(&ctx.identity, "check storages")?;
     let p = app
+        .tables()
         .cold()
         .probe(id, &app.seq().next_id().to_string())
         .await?;
@@ -1097,7 +1103,7 @@ pub fn kill_live_query(app: &AppContext, ctx: &ExecCtx, live_id: &str) -> Result
         kind: "Live query",
         name: live_id.to_string(),
     };
-    let listener = app.change_listener().ok_or_else(not_found)?;
+    let listener = app.tables().change_listener().ok_or_else(not_found)?;
     let owner = listener
         .live_queries()
         .into_iter()
@@ -1165,32 +1171,10 @@ pub async fn create_user(
 
 /// Removes every row `user` holds in USER and STREAM tables, hot and flushed.
 async fn purge_user_rows(app: &AppContext, user: &UserId) -> Result<()> {
-    let scope = crate::rows::Scope::User(user.clone());
-    let from = scope.prefix();
-    // The prefix ends with a 0 separator: the next byte bounds every key of the scope.
-    let mut to = from.clone();
-    if let Some(last) = to.last_mut() {
-        *last += 1;
-    }
+    let scope = kalamdb_tables::rows::Scope::User(user.clone());
     for def in app.catalog().tables(None)? {
-        if def.table_type == TableType::Shared {
-            continue;
-        }
-        {
-            // Released before the files go: a flush holds the folder lock while it waits for
-            // this scope lock, so holding both here in the other order could deadlock.
-            let locks = app.table_locks(&def.table_id());
-            let _writers_wait = locks.scope(&scope).await;
-            let mut batch = kalamdb_store::WriteBatch::new();
-            batch.delete_range(
-                crate::rows::TablePartitions::of(&def).used(),
-                from.clone(),
-                to.clone(),
-            );
-            app.backend().write(batch)?;
-        }
-        if def.table_type == TableType::User {
-            app.cold().drop_scope(&def, &scope).await?;
+        if def.table_type != TableType::Shared {
+            app.tables().remove_scope_data(&def, &scope).await?;
         }
     }
     Ok(())
@@ -1219,7 +1203,7 @@ pub fn drop_user(app: &AppContext, ctx: &ExecCtx, name: &str, if_exists: bool) -
             u.deleted_at = Some(now());
             u.updated_at = now();
             app.catalog().put_user(&u)?;
-            if let Some(listener) = app.change_listener() {
+            if let Some(listener) = app.tables().change_listener() {
                 listener.user_revoked(&id);
             }
             Ok(Output::Message(format!("User '{id}' dropped")))
@@ -1302,7 +1286,7 @@ pub async fn alter_user(
     app.catalog().put_user(&user)?;
     // Connections opened with the account's earlier tokens end with them.
     if what != "email"
-        && let Some(listener) = app.change_listener()
+        && let Some(listener) = app.tables().change_listener()
     {
         listener.user_revoked(&id);
     }

@@ -1,6 +1,6 @@
 //! INSERT, UPDATE and DELETE on application tables.
 //!
-//! Writes follow the MVCC rules of the hot store ([`crate::rows`]): an INSERT writes a first
+//! Writes follow the MVCC rules of the hot store ([`kalamdb_tables::rows`]): an INSERT writes a first
 //! version, an UPDATE a new full-row version, a DELETE a tombstone version; each version gets a
 //! fresh `_seq` and replaces the key's latest-row entry; a statement's rows land in one atomic
 //! batch. Writers of one table scope are serialized by its write-lock stripe, which makes the
@@ -8,64 +8,27 @@
 //! SELECT through DataFusion, so their WHERE clauses accept everything a query does.
 
 use super::ddl::resolve;
-use super::executor::{ExecCtx, run_query};
 use super::parse::{TableRef, fold};
+use super::session::{ExecCtx, run_query};
 use crate::access;
 use crate::app_context::AppContext;
-use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
-use crate::error::{KalamError, Result};
-use crate::rows::{Scope, StoredRow, log_key, row_key};
-use crate::schema_registry::CachedTable;
-use crate::value::{Value, coerce};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, FunctionArguments, Insert, SetExpr, TableFactor,
-    TableObject, TableWithJoins, UnaryOperator, Update, Value as SqlValue,
+    TableObject, TableWithJoins, Update,
 };
+use kalamdb_catalog::defaults::{function_default, literal_scalar};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
-use kalamdb_commons::{ColumnDefault, ColumnDefinition, TableType};
-use kalamdb_store::WriteBatch;
+use kalamdb_commons::{ColumnDefault, TableType};
+use kalamdb_tables::ScopeWriter;
+use kalamdb_tables::rows::{Scope, StoredRow};
+use kalamdb_tables::writer::Cells;
 use std::collections::HashSet;
 use std::sync::Arc;
-
-/// A row's cells by column id.
-type Cells = Vec<(u32, Value)>;
-
-/// The scalar of a literal expression (`42`, `-1.5`, `'x'`, `TRUE`, `NULL`), if it is one.
-/// Non-integer numbers stay text so DECIMAL columns get them exactly.
-pub fn literal_scalar(expr: &Expr) -> Option<ScalarValue> {
-    match expr {
-        Expr::Value(v) => match &v.value {
-            SqlValue::Number(n, _) => Some(match n.parse::<i64>() {
-                Ok(i) => ScalarValue::Int64(Some(i)),
-                Err(_) => ScalarValue::Utf8(Some(n.clone())),
-            }),
-            SqlValue::SingleQuotedString(s)
-            | SqlValue::DoubleQuotedString(s)
-            | SqlValue::EscapedStringLiteral(s)
-            | SqlValue::NationalStringLiteral(s) => Some(ScalarValue::Utf8(Some(s.clone()))),
-            SqlValue::Boolean(b) => Some(ScalarValue::Boolean(Some(*b))),
-            SqlValue::Null => Some(ScalarValue::Null),
-            _ => None,
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Plus,
-            expr,
-        } => literal_scalar(expr),
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => match literal_scalar(expr)? {
-            ScalarValue::Int64(Some(i)) => Some(ScalarValue::Int64(Some(-i))),
-            ScalarValue::Utf8(Some(s)) if s.parse::<f64>().is_ok() => {
-                Some(ScalarValue::Utf8(Some(format!("-{s}"))))
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
 
 /// Evaluates a column default.
 fn default_value(
@@ -95,54 +58,6 @@ fn default_value(
         .ok_or_else(|| KalamError::Internal(format!("default of '{}'", col.name)))?,
     };
     coerce(scalar, &col.data_type, &col.name)
-}
-
-/// The value of a function default (`SNOWFLAKE_ID()`, `NOW()` …) for one row: `next_id`
-/// gives the Snowflake id, `user` is `CURRENT_USER()`, `now` is `NOW()` (the request's, see
-/// [`ExecCtx::now`]). `None` for a literal default.
-pub(crate) fn function_default(
-    default: &ColumnDefault,
-    next_id: impl FnOnce() -> i64,
-    user: &str,
-    now: i64,
-) -> Option<ScalarValue> {
-    Some(match default {
-        ColumnDefault::Literal(_) => return None,
-        ColumnDefault::SnowflakeId => ScalarValue::Int64(Some(next_id())),
-        ColumnDefault::UuidV7 => ScalarValue::Utf8(Some(uuid::Uuid::now_v7().to_string())),
-        ColumnDefault::Ulid => ScalarValue::Utf8(Some(ulid::Ulid::new().to_string())),
-        ColumnDefault::Now => ScalarValue::TimestampMicrosecond(Some(now), None),
-        ColumnDefault::CurrentUser => ScalarValue::Utf8(Some(user.to_string())),
-    })
-}
-
-/// The value of a column's literal default, if it has one that parses and fits the column.
-pub(crate) fn literal_default(col: &ColumnDefinition) -> Option<Value> {
-    let Some(ColumnDefault::Literal(text)) = &col.default else {
-        return None;
-    };
-    literal_value(text, col)
-}
-
-/// The value rows older than an `ALTER TABLE … ADD COLUMN` read in that column, if any.
-pub(crate) fn missing_value(col: &ColumnDefinition) -> Option<Value> {
-    col.added_at_seq?;
-    match &col.missing_value {
-        Some(text) => literal_value(text, col),
-        // Definitions written before missing values were recorded: the default then.
-        None => literal_default(col),
-    }
-}
-
-/// A literal's SQL text as a value of `col`'s type.
-fn literal_value(text: &str, col: &ColumnDefinition) -> Option<Value> {
-    let expr = datafusion::sql::sqlparser::parser::Parser::new(
-        &datafusion::sql::sqlparser::dialect::GenericDialect {},
-    )
-    .try_with_sql(text)
-    .and_then(|mut p| p.parse_expr())
-    .ok()?;
-    coerce(literal_scalar(&expr)?, &col.data_type, &col.name).ok()
 }
 
 /// Evaluates one VALUES expression: `DEFAULT` (`None`), literals and KalamDB functions
@@ -248,16 +163,6 @@ fn pk_key_of(table: &CachedTable, cells: &[(u32, Value)]) -> Result<Vec<u8>> {
     })
 }
 
-fn put_version(
-    batch: &mut WriteBatch,
-    table: &CachedTable,
-    prefix: &[u8],
-    pk: &[u8],
-    row: &StoredRow,
-) {
-    batch.put(&table.partitions.rows, row_key(prefix, pk), row.encode());
-}
-
 /// STREAM tables are append-only logs: each row is one log entry keyed by its `_seq`, with no
 /// latest-row entry and no key check, so a stream insert costs less than a table insert.
 async fn append_stream(
@@ -266,60 +171,28 @@ async fn append_stream(
     scope: &Scope,
     rows: Vec<(Vec<u8>, Cells)>,
 ) -> Result<usize> {
-    let prefix = scope.prefix();
-    let mut batch = WriteBatch::new();
     let count = rows.len();
-    // Held so a live subscription's snapshot sees all of a write or none of it; whether anyone
-    // listens is asked under it, for the same reason.
-    let locks = app.table_locks(&table.def.table_id());
-    let _guard = locks.scope(scope).await;
-    ensure_current(app, table)?;
-    let listener = listener_for(app, table, scope);
-    let mut events = Vec::new();
+    let mut writer = app.tables().writer(table, scope).await?;
     for (_, cells) in rows {
-        let row = StoredRow {
-            seq: app.seq().next_id(),
-            deleted: false,
-            cells,
-        };
-        batch.put(
-            &table.partitions.log,
-            log_key(&prefix, row.seq),
-            row.encode(),
-        );
-        if listener.is_some() {
-            events.push(inserted(row));
-        }
+        writer.append(cells);
     }
-    commit(app, table, scope, batch, listener, events).await?;
+    writer.commit().await?;
     Ok(count)
-}
-
-/// Fails with [`KalamError::SchemaChanged`] when `table` is no longer the current definition
-/// (an ALTER ran while the statement was planned); checked under the write lock, before
-/// anything is written.
-fn ensure_current(app: &AppContext, table: &CachedTable) -> Result<()> {
-    let id = table.def.table_id();
-    let current = app.schema_registry().require(&id)?;
-    if current.def.version != table.def.version || current.def.created_at != table.def.created_at {
-        return Err(KalamError::SchemaChanged(id.to_string()));
-    }
-    Ok(())
 }
 
 /// `INSERT INTO t [(cols)] VALUES … | SELECT …`.
 pub async fn insert(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
-    crate::error::retry_on_schema_change!(insert_once(app, ctx, ins))
+    kalamdb_catalog::retry_on_schema_change!(insert_once(app, ctx, ins))
 }
 
 /// `UPDATE t SET … [WHERE …]`.
 pub async fn update(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
-    crate::error::retry_on_schema_change!(update_once(app, ctx, up))
+    kalamdb_catalog::retry_on_schema_change!(update_once(app, ctx, up))
 }
 
 /// `DELETE FROM t [WHERE …]`: writes tombstones.
 pub async fn delete(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<usize> {
-    crate::error::retry_on_schema_change!(delete_once(app, ctx, del))
+    kalamdb_catalog::retry_on_schema_change!(delete_once(app, ctx, del))
 }
 
 async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<usize> {
@@ -456,83 +329,20 @@ pub(crate) async fn insert_rows(
         return append_stream(app, &table, &scope, rows).await;
     }
 
-    let locks = app.table_locks(&table.def.table_id());
-    let _guard = locks.scope(&scope).await;
-    ensure_current(app, &table)?;
-    let prefix = scope.prefix();
-    let mut batch = WriteBatch::new();
+    let mut writer = app.tables().writer(&table, &scope).await?;
     let pks: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| pk.clone()).collect();
-    let existing = current_versions(app, &table, &scope, &pks).await?;
+    let existing = writer.current(&pks).await?;
     for ((_, cells), found) in rows.iter().zip(existing) {
         if found.is_some_and(|r| !r.deleted) {
             return Err(pk_violation(&table, cells));
         }
     }
     let count = rows.len();
-    let listener = listener_for(app, &table, &scope);
-    let mut events = Vec::new();
     for (pk, cells) in rows {
-        let row = StoredRow {
-            seq: app.seq().next_id(),
-            deleted: false,
-            cells,
-        };
-        put_version(&mut batch, &table, &prefix, &pk, &row);
-        if listener.is_some() {
-            events.push(inserted(row));
-        }
+        writer.put(&pk, false, cells, None);
     }
-    commit(app, &table, &scope, batch, listener, events).await?;
+    writer.commit().await?;
     Ok(count)
-}
-
-/// Writes `batch` atomically, then hands `events` to `listener` (the caller still holds the
-/// scope's write lock, so a live subscription sees the write in its snapshot or as changes).
-async fn commit(
-    app: &AppContext,
-    table: &CachedTable,
-    scope: &Scope,
-    batch: WriteBatch,
-    listener: Option<&Arc<dyn ChangeListener>>,
-    events: Vec<ChangeEvent>,
-) -> Result<()> {
-    let written = batch.len() as u64;
-    {
-        let _gate = app.commit_gate().await;
-        app.backend()
-            .write(batch)
-            .map_err(|e| table_gone(e, table))?;
-        // Counted under the gate: concurrent writers of a USER table would otherwise contend
-        // on the counter map's lock (measured: ~6 µs per row, in parked threads).
-        if table.def.table_type != TableType::Stream {
-            app.flushes().wrote(&table.def.table_id(), written);
-        }
-    }
-    if let Some(l) = listener {
-        l.publish(table, scope.user(), events);
-    }
-    Ok(())
-}
-
-/// The change listener, when it wants changes of `scope` of `table`.
-fn listener_for<'a>(
-    app: &'a AppContext,
-    table: &CachedTable,
-    scope: &Scope,
-) -> Option<&'a Arc<dyn ChangeListener>> {
-    let listener = app.change_listener()?;
-    listener
-        .wants(&table.def.table_id(), scope.user())
-        .then_some(listener)
-}
-
-fn inserted(row: StoredRow) -> ChangeEvent {
-    ChangeEvent {
-        kind: ChangeKind::Insert,
-        seq: row.seq,
-        new: Some(row),
-        old: None,
-    }
 }
 
 fn pk_violation(table: &CachedTable, cells: &[(u32, Value)]) -> KalamError {
@@ -543,16 +353,6 @@ fn pk_violation(table: &CachedTable, cells: &[(u32, Value)]) -> KalamError {
         table.def.columns[idx].name,
         table.def.table_id()
     ))
-}
-
-fn table_gone(e: kalamdb_store::StoreError, table: &CachedTable) -> KalamError {
-    match e {
-        kalamdb_store::StoreError::PartitionNotFound(_) => KalamError::NotFound {
-            kind: "Table",
-            name: table.def.table_id().to_string(),
-        },
-        other => other.into(),
-    }
 }
 
 fn batch_rows(b: &RecordBatch) -> Result<Vec<Vec<ScalarValue>>> {
@@ -578,29 +378,12 @@ fn single_table(twj: &TableWithJoins) -> Result<TableRef> {
     }
 }
 
-/// The latest version of each primary key in `scope` (see [`crate::cold::ColdTier::current_versions`]), a
-/// missing partition reported as the table being gone.
-async fn current_versions(
-    app: &AppContext,
-    table: &CachedTable,
-    scope: &Scope,
-    pks: &[Vec<u8>],
-) -> Result<Vec<Option<StoredRow>>> {
-    app.cold()
-        .current_versions(&**app.backend(), table, scope, pks)
-        .await
-        .map_err(|e| match e {
-            KalamError::Store(e) => table_gone(e, table),
-            other => other,
-        })
-}
-
 /// Reads the latest stored version of each primary key returned by `select`.
 async fn matching_rows(
     app: &AppContext,
     ctx: &ExecCtx,
     table: &CachedTable,
-    scope: &Scope,
+    writer: &ScopeWriter<'_>,
     select: &str,
 ) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
     let (_, batches) = run_query(app, ctx, select).await?;
@@ -617,7 +400,7 @@ async fn matching_rows(
         }
     }
     let keys: Vec<Vec<u8>> = found.iter().map(|(k, _)| k.clone()).collect();
-    let versions = current_versions(app, table, scope, &keys).await?;
+    let versions = writer.current(&keys).await?;
     Ok(found
         .into_iter()
         .zip(versions)
@@ -744,42 +527,19 @@ async fn delete_stream(
     if let Some(w) = selection {
         select.push_str(&format!(" WHERE {w}"));
     }
-    let locks = app.table_locks(&table.def.table_id());
-    let _guard = locks.scope(scope).await;
-    ensure_current(app, table)?;
+    let mut writer = app.tables().writer(table, scope).await?;
     let (_, batches) = run_query(app, ctx, &select).await?;
-    let prefix = scope.prefix();
-    let mut batch = WriteBatch::new();
-    let mut keys = Vec::new();
+    let mut seqs = Vec::new();
     for b in &batches {
         for values in batch_rows(b)? {
             if let ScalarValue::Int64(Some(seq)) = values[0] {
-                keys.push(log_key(&prefix, seq));
+                seqs.push(seq);
             }
         }
     }
-    let listener = listener_for(app, table, scope);
-    let mut events = Vec::new();
-    if listener.is_some() {
-        let found = app.backend().multi_get(&table.partitions.log, &keys)?;
-        for bytes in found.into_iter().flatten() {
-            events.push(ChangeEvent {
-                kind: ChangeKind::Delete,
-                seq: app.seq().next_id(),
-                new: None,
-                old: Some({
-                    let mut row = StoredRow::decode(&bytes)?;
-                    table.backfill(&mut row);
-                    row
-                }),
-            });
-        }
-    }
-    for key in keys {
-        batch.delete(&table.partitions.log, key);
-    }
-    let count = batch.len();
-    commit(app, table, scope, batch, listener, events).await?;
+    writer.remove_logged(&seqs)?;
+    let count = writer.staged();
+    writer.commit().await?;
     Ok(count)
 }
 
@@ -794,38 +554,15 @@ async fn rewrite_matching(
     select: &str,
     mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
 ) -> Result<usize> {
-    let locks = app.table_locks(&table.def.table_id());
-    let _guard = locks.scope(scope).await;
-    ensure_current(app, table)?;
-    let prefix = scope.prefix();
-    let mut batch = WriteBatch::new();
+    let mut writer = app.tables().writer(table, scope).await?;
     let mut count = 0;
-    let listener = listener_for(app, table, scope);
-    let mut events = Vec::new();
-    for (key, old, values) in matching_rows(app, ctx, table, scope, select).await? {
-        let previous = listener.is_some().then(|| old.clone());
+    for (key, old, values) in matching_rows(app, ctx, table, &writer, select).await? {
+        let previous = writer.listened().then(|| old.clone());
         if let Some((deleted, cells)) = next(old, values)? {
-            let row = StoredRow {
-                seq: app.seq().next_id(),
-                deleted,
-                cells,
-            };
-            put_version(&mut batch, table, &prefix, &key, &row);
+            writer.put(&key, deleted, cells, previous);
             count += 1;
-            if listener.is_some() {
-                events.push(ChangeEvent {
-                    kind: if deleted {
-                        ChangeKind::Delete
-                    } else {
-                        ChangeKind::Update
-                    },
-                    seq: row.seq,
-                    new: (!deleted).then_some(row),
-                    old: previous,
-                });
-            }
         }
     }
-    commit(app, table, scope, batch, listener, events).await?;
+    writer.commit().await?;
     Ok(count)
 }

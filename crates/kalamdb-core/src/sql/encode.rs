@@ -5,14 +5,14 @@
 //! numbers cannot carry, are the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (as
 //! PostgreSQL spells them), over HTTP and WebSocket alike.
 
-use crate::types::field_kalam_type;
-use crate::value::{Value, to_array};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array,
     Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::scalar::ScalarValue;
+use kalamdb_catalog::types::field_kalam_type;
+use kalamdb_catalog::value::{Value, to_array};
 use kalamdb_commons::KalamDataType;
 use kalamdb_commons::wire::SchemaField;
 use serde_json::Value as Json;

@@ -8,214 +8,25 @@
 //! row(s)` …), as upstream clients expect.
 
 use super::parse::{self, Command, parse_statement};
+pub use super::session::{DmlKind, ExecCtx, Output, RequestError};
+use super::session::{client_rows, request_error, statement_error};
 use super::stream::Reply;
 use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
-use crate::audit::AuditEvent;
 use crate::auth::Identity;
-use crate::error::{KalamError, Result};
 use crate::expr_limits::ExprLimits;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::dataframe::DataFrame;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement, Value as SqlValue};
-use futures::StreamExt;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use kalamdb_catalog::audit::AuditEvent;
+use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::QueryResult;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Context of one statement.
-#[derive(Debug, Clone)]
-pub struct ExecCtx {
-    /// The caller.
-    pub identity: Identity,
-    /// Default namespace for unqualified names.
-    pub namespace: String,
-    /// Bound `$n` values.
-    pub params: Vec<SqlValue>,
-    /// The client's address, for the audit trail.
-    pub client_ip: Option<IpAddr>,
-    /// `NOW()` for the request, microseconds since the epoch: every `NOW()` default and
-    /// `NOW()` in INSERT VALUES of one request reads the same instant.
-    pub now: i64,
-}
-
-/// What a statement produced.
-#[derive(Debug)]
-pub enum Output {
-    /// A result set.
-    Rows {
-        /// Its schema.
-        schema: SchemaRef,
-        /// Its rows.
-        batches: Vec<RecordBatch>,
-        /// Their share of the query memory pool, held until they are encoded.
-        memory: Option<MemoryReservation>,
-    },
-    /// Rows changed by DML.
-    Dml {
-        /// Which statement kind.
-        kind: DmlKind,
-        /// How many rows.
-        count: usize,
-    },
-    /// A DDL or session statement's message.
-    Message(String),
-}
-
-/// Kinds of DML.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DmlKind {
-    /// INSERT
-    Insert,
-    /// UPDATE
-    Update,
-    /// DELETE
-    Delete,
-}
-
-impl DmlKind {
-    fn message(&self, n: usize) -> String {
-        match self {
-            Self::Insert => format!("Inserted {n} row(s)"),
-            Self::Update => format!("Updated {n} row(s)"),
-            Self::Delete => format!("Deleted {n} row(s)"),
-        }
-    }
-}
-
-/// A failed request, ready for the envelope.
-#[derive(Debug, Clone)]
-pub struct RequestError {
-    /// Stable code.
-    pub code: ErrorCode,
-    /// Message (already prefixed with the statement number when one failed).
-    pub message: String,
-    /// The failing statement's text.
-    pub details: Option<String>,
-    /// Whether the message may be shown to non-admin callers.
-    pub public: bool,
-}
-
-impl RequestError {
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            details: None,
-            public: true,
-        }
-    }
-}
-
 /// Runs SQL requests.
 #[derive(Debug, Clone)]
 pub struct SqlExecutor {
     app: Arc<AppContext>,
-}
-
-/// Plans and runs a query text under the statement's identity (used by DML for its reads).
-pub(crate) async fn run_query(
-    app: &AppContext,
-    ctx: &ExecCtx,
-    sql: &str,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let Command::Sql(stmt) = parse_statement(sql)? else {
-        return Err(KalamError::Internal(format!("not a query: {sql}")));
-    };
-    let (schema, batches, _) = query(app, ctx, *stmt, None).await?;
-    Ok((schema, batches))
-}
-
-/// Plans a query under the statement's identity and starts it: its schema and batches.
-pub(crate) async fn query_stream(
-    app: &AppContext,
-    ctx: &ExecCtx,
-    stmt: Statement,
-) -> Result<(SchemaRef, SendableRecordBatchStream)> {
-    let state = app.query_state(&ctx.identity, &ctx.namespace);
-    let stmt = DfStatement::Statement(Box::new(stmt));
-    // Refused before planning: a planning error would describe the system table (its columns)
-    // to a caller who may not read it.
-    if !ctx.identity.role.is_admin() {
-        let tables = state
-            .resolve_table_references(&stmt)
-            .map_err(KalamError::from_datafusion)?;
-        if tables.iter().any(|t| {
-            let schema = t.schema().unwrap_or(ctx.namespace.as_str());
-            schema == crate::providers::catalog::SYSTEM_SCHEMA
-        }) {
-            crate::access::check_system_read(&ctx.identity)?;
-        }
-    }
-    let plan = state
-        .statement_to_plan(stmt)
-        .await
-        .map_err(KalamError::from_datafusion)?;
-    crate::expr_limits::check_plan(&plan, ExprLimits::of(&app.config().limits))?;
-    let df = DataFrame::new(state, plan);
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let stream = df
-        .execute_stream()
-        .await
-        .map_err(KalamError::from_datafusion)?;
-    Ok((schema, stream))
-}
-
-async fn query(
-    app: &AppContext,
-    ctx: &ExecCtx,
-    stmt: Statement,
-    max_result_bytes: Option<usize>,
-) -> Result<(SchemaRef, Vec<RecordBatch>, MemoryReservation)> {
-    let (schema, mut stream) = query_stream(app, ctx, stmt).await?;
-    // Collected rows are charged to the query memory pool, so many large results at once
-    // cannot outgrow it; a result for the client is also held to max_result_bytes.
-    let pool = Arc::clone(
-        &app.query_state(&ctx.identity, &ctx.namespace)
-            .runtime_env()
-            .memory_pool,
-    );
-    let reservation = MemoryConsumer::new("collected result").register(&pool);
-    let (mut batches, mut bytes) = (Vec::new(), 0usize);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(KalamError::from_datafusion)?;
-        let size = match max_result_bytes {
-            Some(_) => encode::result_bytes(&batch),
-            None => encode::batch_bytes(&batch),
-        };
-        bytes = bytes.saturating_add(size);
-        if let Some(max) = max_result_bytes
-            && bytes > max
-        {
-            return Err(KalamError::ResourceExhausted(format!(
-                "The result is larger than {max} bytes (limits.max_result_bytes); \
-                 add a LIMIT or read it in key ranges"
-            )));
-        }
-        reservation.try_grow(size).map_err(|e| {
-            KalamError::ResourceExhausted(format!(
-                "The rows read do not fit the query memory (query.memory_limit_mb): {e}"
-            ))
-        })?;
-        batches.push(batch);
-    }
-    Ok((schema, batches, reservation))
-}
-
-/// A query's rows for the client: held to `max_result_bytes`, with their pool reservation.
-async fn client_rows(app: &AppContext, ctx: &ExecCtx, stmt: Statement) -> Result<Output> {
-    let max = app.config().limits.max_result_bytes;
-    let (schema, batches, memory) = query(app, ctx, stmt, Some(max)).await?;
-    Ok(Output::Rows {
-        schema,
-        batches,
-        memory: Some(memory),
-    })
 }
 
 /// Largest single statement that may take a fast path on the caller's own thread (a
@@ -323,26 +134,6 @@ fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect();
     std::borrow::Cow::Owned(shown.join("; "))
-}
-
-/// A request-level error (timeout, cancellation) as the client sees it.
-pub(crate) fn request_error(e: KalamError) -> RequestError {
-    RequestError {
-        code: e.code(),
-        message: e.to_string(),
-        details: None,
-        public: e.is_public(),
-    }
-}
-
-/// The request error of statement `index` (0-based).
-pub(crate) fn statement_error(index: usize, text: &str, e: KalamError) -> RequestError {
-    RequestError {
-        code: e.code(),
-        message: format!("Statement {} failed: {e}", index + 1),
-        details: Some(text.to_string()),
-        public: e.is_public(),
-    }
 }
 
 impl SqlExecutor {
@@ -735,5 +526,23 @@ impl SqlExecutor {
                 }
             }
         }
+    }
+}
+
+impl super::stream::Executor for SqlExecutor {
+    fn app(&self) -> &Arc<AppContext> {
+        &self.app
+    }
+
+    fn run_statements(
+        &self,
+        ctx: ExecCtx,
+        statements: Vec<String>,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Vec<QueryResult>, RequestError>> {
+        Box::pin(SqlExecutor::run_statements(self, ctx, statements))
+    }
+
+    fn results_of(&self, output: Output, identity: &Identity, as_user: String) -> Vec<QueryResult> {
+        SqlExecutor::results_of(self, output, identity, as_user)
     }
 }

@@ -6,10 +6,10 @@
 //! Anything outside the narrow grammar (expressions, functions, comments, `ON CONFLICT`,
 //! `INSERT … SELECT`) returns `None` and takes the sqlparser path, so behaviour is the same.
 
-use super::dml::literal_scalar;
 use super::parse::TableRef;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Value as SqlValue};
+use kalamdb_catalog::defaults::literal_scalar;
 
 /// A parsed literal INSERT.
 #[derive(Debug)]

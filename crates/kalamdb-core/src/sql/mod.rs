@@ -13,6 +13,7 @@ mod insert_values;
 pub mod params;
 pub mod parse;
 mod point_lookup;
+pub mod session;
 pub mod split;
 pub mod stream;
 pub mod subscribe;

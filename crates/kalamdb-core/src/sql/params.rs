@@ -2,10 +2,10 @@
 //! statement (as AST nodes, never as text, so a parameter can never change the statement's
 //! shape).
 
-use crate::error::{KalamError, Result};
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut,
 };
+use kalamdb_catalog::error::{KalamError, Result};
 use std::ops::ControlFlow;
 
 /// Checks the request's parameters against the limits and converts them to SQL literals.

@@ -6,13 +6,13 @@
 //! `CREATE USER … WITH PASSWORD … [ROLE …] [EMAIL …]`, `DROP USER`. Unquoted identifiers are
 //! folded to lower case, as DataFusion does.
 
-use crate::error::{KalamError, Result};
 use datafusion::sql::sqlparser::ast::{
     CreateTable, ObjectName, ObjectNamePart, ObjectType, Statement,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::TableType;
 
 /// A parsed statement.

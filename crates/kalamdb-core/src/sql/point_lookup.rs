@@ -8,19 +8,19 @@
 //! identical. Anything else (whole-scope reads included: they stream through DataFusion)
 //! returns `None` and takes the normal path.
 
-use super::dml::literal_scalar;
-use super::executor::{ExecCtx, Output};
 use super::parse::{TableRef, fold};
+use super::session::{ExecCtx, Output};
 use crate::access;
 use crate::app_context::AppContext;
-use crate::error::Result;
 use crate::providers::table::AppTableProvider;
-use crate::rows::Scope;
-use crate::value::coerce;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, SelectItem, SetExpr, Statement, TableFactor,
 };
+use kalamdb_catalog::defaults::literal_scalar;
+use kalamdb_catalog::error::Result;
+use kalamdb_catalog::value::coerce;
 use kalamdb_commons::TableType;
+use kalamdb_tables::rows::Scope;
 use std::sync::Arc;
 
 /// Answers `stmt` if it is a primary-key point lookup; `None` means "use DataFusion".
@@ -121,11 +121,7 @@ pub(crate) async fn try_point_lookup(
         TableType::User | TableType::Stream => Scope::User(ctx.identity.user_id.clone()),
         TableType::System => return Ok(None),
     };
-    let provider = AppTableProvider::new(
-        Arc::clone(&table),
-        Arc::clone(app.backend()),
-        Arc::clone(app.cold()),
-    );
+    let provider = AppTableProvider::new(Arc::clone(&table), Arc::clone(app.tables()));
     let rows: Vec<_> = provider.read_key(&scope, &key).await?.into_iter().collect();
     let (schema, batches) = provider.build_batches(&rows, Some(&projection))?;
     Ok(Some(Output::Rows {

@@ -11,15 +11,15 @@
 //! client reports as a failed request. Dropping the reply (the client went away) cancels the
 //! query.
 
-use super::executor::{
-    ExecCtx, RequestError, SqlExecutor, query_stream, request_error, statement_error,
-};
 use super::parse::{self, Command, parse_statement};
+use super::session::{ExecCtx, Output, RequestError, query_stream, request_error, statement_error};
 use super::{encode, params};
-use crate::error::{KalamError, Result};
+use crate::app_context::AppContext;
+use crate::auth::Identity;
 use crate::expr_limits::ExprLimits;
 use datafusion::arrow::array::RecordBatch;
 use futures::StreamExt;
+use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::{QueryResult, SchemaField};
 use serde_json::Value as Json;
@@ -88,10 +88,25 @@ pub fn is_query(text: &str) -> bool {
     )
 }
 
+/// What the streaming path needs of the executor: the context, and the usual path for a
+/// statement that turns out not to be a plain query.
+pub(crate) trait Executor: Clone + Send + Sync + 'static {
+    /// The engine.
+    fn app(&self) -> &Arc<AppContext>;
+    /// Runs statements the usual way (collected results).
+    fn run_statements(
+        &self,
+        ctx: ExecCtx,
+        statements: Vec<String>,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Vec<QueryResult>, RequestError>>;
+    /// One statement's output as results.
+    fn results_of(&self, output: Output, identity: &Identity, as_user: String) -> Vec<QueryResult>;
+}
+
 /// Runs the query `text` (registered as `shown` in `system.queries`) and answers with its
 /// result, streamed when large.
-pub(crate) async fn run(
-    exec: SqlExecutor,
+pub(crate) async fn run<E: Executor>(
+    exec: E,
     ctx: ExecCtx,
     text: String,
     shown: String,
@@ -148,8 +163,8 @@ async fn report(first: &FirstSlot, tx: &RowSender, e: RequestError) {
 }
 
 /// Plans and runs the query, reporting its result (see the module doc).
-async fn produce(
-    exec: &SqlExecutor,
+async fn produce<E: Executor>(
+    exec: &E,
     ctx: ExecCtx,
     text: &str,
     first: &FirstSlot,

@@ -3,12 +3,12 @@
 //! nothing; it checks the query and answers one row saying where and what to subscribe.
 
 use super::ddl::table_output;
-use super::executor::Output;
 use super::parse::{Command, parse_statement};
+use super::session::Output;
 use crate::app_context::AppContext;
-use crate::error::{KalamError, Result};
-use crate::value::Value;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::value::Value;
 use kalamdb_commons::KalamDataType as K;
 use serde_json::{Map, Value as Json};
 

@@ -3,7 +3,6 @@
 //! so `WHERE id = 'A0EEBC99…'`, a braced or an unhyphenated literal find the row on every path,
 //! as the point-lookup shortcut, DML and live filters (which parse it as a UUID) already do.
 
-use crate::types::field_kalam_type;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{DFSchema, Result};
 use datafusion::config::ConfigOptions;
@@ -11,6 +10,7 @@ use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::scalar::ScalarValue;
+use kalamdb_catalog::types::field_kalam_type;
 use kalamdb_commons::KalamDataType;
 
 /// The rule; see the module doc.

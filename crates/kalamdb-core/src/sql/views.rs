@@ -1,21 +1,21 @@
 //! `CREATE [OR REPLACE] VIEW ns.v AS SELECT …` and `DROP VIEW [IF EXISTS] ns.v` (dba/system).
 //!
 //! A view is stored as its SQL text with the columns and the tables it read when it was
-//! created ([`crate::catalog::ViewRecord`]); each query plans it again under the caller's
+//! created ([`kalamdb_catalog::catalog::ViewRecord`]); each query plans it again under the caller's
 //! identity ([`crate::providers::view`]). Creation plans the query once to check it, refuses
 //! a view that would read itself (directly or through other views), and refuses a name a
 //! table already has.
 
 use super::ddl::resolve;
-use super::executor::{ExecCtx, Output};
 use super::parse::TableRef;
+use super::session::{ExecCtx, Output};
 use crate::access;
 use crate::app_context::AppContext;
-use crate::catalog::ViewRecord;
-use crate::error::{KalamError, Result};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
+use kalamdb_catalog::catalog::ViewRecord;
+use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::ids::validate_identifier;
 use kalamdb_commons::{NamespaceId, TableId, TableName};
 

@@ -315,8 +315,8 @@ async fn alters_over_flushed_only_data_read_right_after_restart() {
 /// starts again under the new definition, and the new column's value survives the flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
-    use kalamdb_core::cold::PAUSE_FLUSH_BEFORE_READ;
-    use kalamdb_core::test_hooks::Pause;
+    use kalamdb_tables::cold::PAUSE_FLUSH_BEFORE_READ;
+    use kalamdb_tables::test_hooks::Pause;
     use std::sync::Arc;
     let s = TestServer::start().await;
     let root = s.root_token().await;

@@ -218,7 +218,7 @@ async fn flush_is_for_service_and_admins_and_names_must_exist() {
 /// lost, none doubled, and the next flush tidies up.
 #[tokio::test]
 async fn a_flush_interrupted_at_any_step_loses_and_doubles_nothing() {
-    use kalamdb_core::cold::{FAIL_FLUSH_AT, FlushStep};
+    use kalamdb_tables::cold::{FAIL_FLUSH_AT, FlushStep};
     let s = TestServer::start().await;
     let root = s.root_token().await;
     s.ok(

@@ -490,11 +490,14 @@ async fn stream_tables_are_append_only_per_user_and_expire() {
     assert_eq!(rows(&r), vec![vec![json!("0")]]);
     let app = s.server.as_ref().unwrap().app.clone();
     assert_eq!(
-        app.evict_expired_stream_rows().unwrap(),
+        kalamdb_core::maintenance::evict_expired_stream_rows(&app).unwrap(),
         3,
         "alice's 2 and bob's 1"
     );
-    assert_eq!(app.evict_expired_stream_rows().unwrap(), 0);
+    assert_eq!(
+        kalamdb_core::maintenance::evict_expired_stream_rows(&app).unwrap(),
+        0
+    );
     s.ok(&bob, "INSERT INTO app.typing (room) VALUES ('fresh')")
         .await;
     let r = s.ok(&bob, "SELECT room FROM app.typing").await;

@@ -437,7 +437,12 @@ async fn system_live_lists_subscriptions_and_closing_sockets_removes_them() {
         kalamdb_commons::TableName::new("n"),
     );
     let dave = kalamdb_commons::UserId::new("dave");
-    assert!(!app.change_listener().unwrap().wants(&table, Some(&dave)));
+    assert!(
+        !app.tables()
+            .change_listener()
+            .unwrap()
+            .wants(&table, Some(&dave))
+    );
 }
 
 #[tokio::test]
@@ -1169,8 +1174,8 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
 #[tokio::test]
 async fn a_subscribe_overtaken_by_an_alter_uses_the_new_version() {
     use kalamdb_commons::{NamespaceId, TableId, TableName};
-    use kalamdb_core::test_hooks::Pause;
     use kalamdb_live::PAUSE_SUBSCRIBE_BEFORE_LOCK;
+    use kalamdb_tables::test_hooks::Pause;
     use std::sync::Arc;
     let s = TestServer::start().await;
     let root = s.root_token().await;

@@ -105,7 +105,7 @@ async fn seq_continues_after_a_restart_even_when_the_clock_is_behind() {
     )
     .await;
     let app = &s.server.as_ref().unwrap().app;
-    let hour_ahead = app.seq().next_id() + kalamdb_core::seq::millis_span(3_600_000);
+    let hour_ahead = app.seq().next_id() + kalamdb_catalog::seq::millis_span(3_600_000);
     app.seq().observe(hour_ahead);
     s.ok(&root, "INSERT INTO app.s VALUES (1)").await;
     let seq_of =

@@ -456,7 +456,15 @@ async fn the_segment_cache_stays_within_its_bound() {
         .await;
         s.ok(&root, "STORAGE FLUSH TABLE sc.t").await;
     }
-    let cold = || s.server.as_ref().unwrap().app.cold().segment_cache();
+    let cold = || {
+        s.server
+            .as_ref()
+            .unwrap()
+            .app
+            .tables()
+            .cold()
+            .segment_cache()
+    };
     // Key lookups decode the segments that hold their keys; the cache keeps what fits.
     for round in 0..2 {
         for seg in 0..8 {

@@ -6,7 +6,6 @@
 //! range: its rows may be newer versions (or tombstones) of keys held by such a segment, and
 //! skipping it would bring the superseded versions back. Hot rows are always read.
 
-use crate::schema_registry::CachedTable;
 use datafusion::arrow::array::{ArrayRef, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::pruning::PruningStatistics;
@@ -18,6 +17,7 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_filestore::SegmentMeta;
 use serde_json::Value as J;
 use std::collections::HashSet;

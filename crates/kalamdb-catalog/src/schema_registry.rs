@@ -8,7 +8,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::Result;
-use crate::rows::TablePartitions;
+use crate::partitions::TablePartitions;
 use crate::types::table_schema;
 use dashmap::DashMap;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -36,7 +36,7 @@ pub struct CachedTable {
     /// empty for most tables, so [`CachedTable::backfill`] costs nothing on them.
     added_columns: Vec<usize>,
     /// Whether the table may have flushed segments: unknown, no, yes (see
-    /// [`crate::cold::ColdTier::may_have_segments`]).
+    /// `ColdTier::may_have_segments` in `kalamdb-tables`).
     pub cold_state: std::sync::atomic::AtomicU8,
 }
 
@@ -49,7 +49,7 @@ impl CachedTable {
         let missing_values = def
             .columns
             .iter()
-            .map(crate::sql::dml::missing_value)
+            .map(crate::defaults::missing_value)
             .collect();
         let added_columns = (0..def.columns.len())
             .filter(|&i| def.columns[i].added_at_seq.is_some())
@@ -72,7 +72,7 @@ impl CachedTable {
             self.def
                 .columns
                 .iter()
-                .map(crate::sql::dml::literal_default)
+                .map(crate::defaults::literal_default)
                 .collect()
         })
     }
@@ -85,15 +85,15 @@ impl CachedTable {
 
     /// Gives `row` the missing value of every column added (by `ALTER TABLE`) after the
     /// row was written: it never had the column.
-    pub fn backfill(&self, row: &mut crate::rows::StoredRow) {
+    pub fn backfill(&self, seq: i64, cells: &mut Vec<(u32, crate::value::Value)>) {
         for &i in &self.added_columns {
             let col = &self.def.columns[i];
             if let Some(added) = col.added_at_seq
-                && row.seq < added
-                && !row.cells.iter().any(|(id, _)| *id == col.column_id)
+                && seq < added
+                && !cells.iter().any(|(id, _)| *id == col.column_id)
                 && let Some(v) = &self.missing_values[i]
             {
-                row.cells.push((col.column_id, v.clone()));
+                cells.push((col.column_id, v.clone()));
             }
         }
     }

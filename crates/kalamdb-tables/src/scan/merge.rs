@@ -8,12 +8,12 @@
 //! key comparisons per chunk; only keys present in several sources are resolved row by row.
 
 use super::source::{CHUNK_ROWS, Chunk, Layout, Source, key_at, seq_at};
-use crate::error::{KalamError, Result};
-use crate::schema_registry::CachedTable;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::metrics::Count;
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
 use std::sync::Arc;
 
 /// One source with its current chunk.

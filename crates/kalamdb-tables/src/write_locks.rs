@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use kalamdb_commons::TableId;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard};
 
 /// Locks per table; a power of two well above the number of concurrent writers we expect.
 pub const STRIPES: usize = 64;
@@ -26,13 +26,13 @@ pub const STRIPES: usize = 64;
 /// The striped writer locks of one table.
 #[derive(Debug)]
 pub struct TableLocks {
-    stripes: [Mutex<()>; STRIPES],
+    stripes: [Arc<Mutex<()>>; STRIPES],
 }
 
 impl Default for TableLocks {
     fn default() -> Self {
         Self {
-            stripes: std::array::from_fn(|_| Mutex::new(())),
+            stripes: std::array::from_fn(|_| Arc::new(Mutex::new(()))),
         }
     }
 }
@@ -40,15 +40,14 @@ impl Default for TableLocks {
 impl TableLocks {
     /// Locks the stripe of `scope`.
     pub async fn scope(&self, scope: &Scope) -> MutexGuard<'_, ()> {
-        let stripe = match scope {
-            Scope::Shared => 0,
-            Scope::User(user) => {
-                let mut h = std::hash::DefaultHasher::new();
-                user.as_str().hash(&mut h);
-                h.finish() as usize % STRIPES
-            }
-        };
-        self.stripes[stripe].lock().await
+        self.stripes[stripe_of(scope)].lock().await
+    }
+
+    /// Locks the stripe of `scope`, with a guard that does not borrow these locks.
+    pub async fn scope_owned(&self, scope: &Scope) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.stripes[stripe_of(scope)])
+            .lock_owned()
+            .await
     }
 
     /// Locks every stripe, in order (so two callers cannot deadlock).
@@ -58,6 +57,17 @@ impl TableLocks {
             guards.push(stripe.lock().await);
         }
         guards
+    }
+}
+
+fn stripe_of(scope: &Scope) -> usize {
+    match scope {
+        Scope::Shared => 0,
+        Scope::User(user) => {
+            let mut h = std::hash::DefaultHasher::new();
+            user.as_str().hash(&mut h);
+            h.finish() as usize % STRIPES
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 //! catalog in a temp dir.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use kalamdb_catalog::catalog::Catalog;
+use kalamdb_catalog::schema_registry::SchemaRegistry;
 use kalamdb_commons::{
     ColumnDefinition, KalamDataType, NamespaceId, TableDefinition, TableId, TableName, TableType,
 };
-use kalamdb_core::catalog::Catalog;
-use kalamdb_core::schema_registry::SchemaRegistry;
 use kalamdb_store::{RocksBackend, StorageBackend, StoreOptions};
 use std::hint::black_box;
 use std::sync::Arc;

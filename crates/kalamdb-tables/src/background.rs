@@ -4,7 +4,7 @@
 //! priority: the thread runs at a lower scheduling priority (`nice` +10 on Linux), and gets
 //! the CPU the server does not use for requests.
 
-use crate::error::{KalamError, Result};
+use kalamdb_catalog::error::{KalamError, Result};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
 

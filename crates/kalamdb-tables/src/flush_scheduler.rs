@@ -1,14 +1,12 @@
 //! Automatic flushes: counts the rows written to each USER and SHARED table since its last
-//! flush and, on a timer, flushes the tables whose flush policy (`WITH (FLUSH_POLICY = …)`, else
-//! `[storage] default_flush_policy` when set) is due, each as a `system.jobs` job. A failed policy
-//! flush is retried with exponential backoff (2, 4, 8 … seconds, at most 5 minutes).
+//! flush, and tells which tables are due by their flush policy (`WITH (FLUSH_POLICY = …)`, else
+//! `[storage] default_flush_policy` when set); the server runs their flushes as `system.jobs`
+//! jobs on a timer. A failed policy flush is retried with exponential backoff (2, 4, 8 … seconds, at most 5 minutes).
 
-use crate::app_context::AppContext;
 use crate::cold::FlushPolicy;
-use crate::sql::ddl::{StorageJob, run_storage_job};
 use dashmap::DashMap;
+use kalamdb_catalog::schema_registry::SchemaRegistry;
 use kalamdb_commons::TableId;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Unflushed writes of one table.
@@ -40,7 +38,7 @@ impl FlushScheduler {
     }
 
     /// Schedules another try of a failed policy flush (the `failures`-th in a row).
-    fn retry_later(&self, table: &TableId, failures: u32) {
+    pub fn retry_later(&self, table: &TableId, failures: u32) {
         let backoff = Duration::from_secs((1u64 << failures.min(8)).min(300));
         let mut p = self
             .pending
@@ -60,7 +58,11 @@ impl FlushScheduler {
     }
 
     /// Takes the tables that are due now, with the failures each had so far.
-    fn take_due(&self, app: &AppContext, default: Option<FlushPolicy>) -> Vec<(TableId, u32)> {
+    pub fn take_due(
+        &self,
+        registry: &SchemaRegistry,
+        default: Option<FlushPolicy>,
+    ) -> Vec<(TableId, u32)> {
         let candidates: Vec<(TableId, Pending)> = self
             .pending
             .iter()
@@ -68,7 +70,7 @@ impl FlushScheduler {
             .collect();
         let mut due = Vec::new();
         for (id, p) in candidates {
-            let policy = match app.schema_registry().get(&id) {
+            let policy = match registry.get(&id) {
                 Ok(Some(t)) => t
                     .def
                     .flush_policy
@@ -92,49 +94,4 @@ impl FlushScheduler {
         }
         due
     }
-}
-
-/// Starts the task that flushes due tables; it ends with the server.
-pub(crate) fn spawn(app: &Arc<AppContext>) {
-    let text = app.config().storage.default_flush_policy.trim();
-    let default = match (!text.is_empty())
-        .then(|| FlushPolicy::parse(text))
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "bad [storage] default_flush_policy: automatic flushes are off");
-            return;
-        }
-    };
-    let every = Duration::from_millis(app.config().storage.flush_check_interval_ms.max(10));
-    let weak = Arc::downgrade(app);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(app) = weak.upgrade() else { break };
-            for (id, failures) in app.flushes().take_due(&app, default) {
-                let Ok(Some(table)) = app.schema_registry().get(&id) else {
-                    continue;
-                };
-                let job = run_storage_job(
-                    &app,
-                    &table,
-                    StorageJob::Flush,
-                    "policy",
-                    "system",
-                    failures + 1,
-                );
-                match job.await {
-                    Ok(line) => tracing::debug!(table = %id, "{line}"),
-                    Err(e) => {
-                        tracing::warn!(table = %id, error = %e, "policy flush failed");
-                        app.flushes().retry_later(&id, failures + 1);
-                    }
-                }
-            }
-        }
-    });
 }

@@ -19,9 +19,7 @@ mod merge;
 mod source;
 
 use crate::cold::ColdTier;
-use crate::error::{KalamError, Result};
 use crate::rows::Scope;
-use crate::schema_registry::CachedTable;
 use datafusion::common::Statistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -39,6 +37,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::TableType;
 use kalamdb_store::StorageBackend;
 use key_range::KeyRanges;

@@ -13,7 +13,7 @@ mod entities;
 pub use entities::{AuditEntry, JobRecord, NamespaceRecord, StorageRecord, UserRecord, ViewRecord};
 
 use crate::error::{KalamError, Result};
-use crate::rows::{TABLE_PARTITION_PREFIX, TablePartitions};
+use crate::partitions::{TABLE_PARTITION_PREFIX, TablePartitions};
 use kalamdb_commons::{NamespaceId, TableDefinition, TableId, UserId};
 use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
 use serde::Serialize;
@@ -398,11 +398,11 @@ impl Catalog {
     /// user writes (a login's bookkeeping cannot undo a DROP USER or role change that landed
     /// while it checked the password). `None` when there is no such user; `change` may refuse
     /// by returning an error, and then nothing is written.
-    pub fn update_user<T>(
+    pub fn update_user<T, E: From<KalamError>>(
         &self,
         id: &UserId,
-        change: impl FnOnce(&mut UserRecord) -> std::result::Result<T, crate::auth::AuthError>,
-    ) -> std::result::Result<Option<(UserRecord, T)>, crate::auth::AuthError> {
+        change: impl FnOnce(&mut UserRecord) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Option<(UserRecord, T)>, E> {
         let _one_writer = self.users_write.lock();
         let Some(mut user) = self.user(id)? else {
             return Ok(None);

@@ -19,25 +19,19 @@
 //! one contiguous key range. Rows are postcard-encoded [`StoredRow`]s whose cells are keyed by
 //! stable column id.
 
-use crate::error::{KalamError, Result};
-use crate::schema_registry::CachedTable;
-use crate::value::{Value, to_array};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use kalamdb_catalog::error::{KalamError, Result};
+pub use kalamdb_catalog::partitions::{
+    TABLE_PARTITION_PREFIX, TablePartitions, table_of_partition,
+};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::{Value, to_array};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType, UserId};
-use kalamdb_store::{KeyLayout, StorageRead};
+use kalamdb_store::StorageRead;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Prefix of every application-table partition name.
-pub const TABLE_PARTITION_PREFIX: &str = "tbl/";
-
-/// `ns.table` of a table partition's name (`tbl/<ns>/<table>/<created>/<kind>`).
-pub fn table_of_partition(name: &str) -> Option<String> {
-    let mut parts = name.strip_prefix(TABLE_PARTITION_PREFIX)?.split('/');
-    Some(format!("{}.{}", parts.next()?, parts.next()?))
-}
 
 /// One stored row version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,47 +71,6 @@ impl StoredRow {
             .find(|(id, _)| *id == column_id)
             .map(|(_, v)| v)
             .unwrap_or(&Value::Null)
-    }
-}
-
-/// The partition names of one table; only the one its type uses exists (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePartitions {
-    /// Latest version per key (USER and SHARED tables).
-    pub rows: String,
-    /// Appended rows by `_seq` (STREAM tables).
-    pub log: String,
-    table_type: TableType,
-}
-
-impl TablePartitions {
-    /// The partitions of one incarnation of a table.
-    pub fn of(def: &TableDefinition) -> Self {
-        let base = format!(
-            "{TABLE_PARTITION_PREFIX}{}/{}/{}",
-            def.namespace, def.name, def.created_at
-        );
-        Self {
-            rows: format!("{base}/rows"),
-            log: format!("{base}/log"),
-            table_type: def.table_type,
-        }
-    }
-
-    /// The partition this table stores its rows in.
-    pub fn used(&self) -> &str {
-        match self.table_type {
-            TableType::Stream => &self.log,
-            _ => &self.rows,
-        }
-    }
-
-    /// How its keys are laid out: per-user tables start every key with the user's scope.
-    pub fn layout(&self) -> KeyLayout {
-        match self.table_type {
-            TableType::Shared => KeyLayout::Flat,
-            _ => KeyLayout::Scoped,
-        }
     }
 }
 
@@ -179,7 +132,7 @@ pub fn seq_of_log_key(key: &[u8]) -> Option<i64> {
 pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
     let ttl_ms = def.ttl_seconds.unwrap_or(0).saturating_mul(1000) as i64;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    crate::seq::min_seq_at_unix_millis(now_ms - ttl_ms)
+    kalamdb_catalog::seq::min_seq_at_unix_millis(now_ms - ttl_ms)
 }
 
 /// The current versions of `scope`, read through `read` (the store or a snapshot of it), in
@@ -200,7 +153,7 @@ pub fn scan_scope(
     };
     scan.map(|item| {
         let mut row = StoredRow::decode(&item?.1)?;
-        table.backfill(&mut row);
+        table.backfill(row.seq, &mut row.cells);
         Ok(row)
     })
     .collect()

@@ -1,4 +1,4 @@
-//! Primary-key predicates as ranges of primary-key sort keys ([`crate::value::Value::pk_key`]).
+//! Primary-key predicates as ranges of primary-key sort keys ([`kalamdb_catalog::value::Value::pk_key`]).
 //!
 //! `=`, `IN`, `<`, `<=`, `>`, `>=`, `BETWEEN` and AND/OR of them on the primary key become a
 //! sorted list of disjoint half-open ranges `[lo, hi)` of sort keys. Both tiers are ordered by
@@ -7,8 +7,8 @@
 //! literal has the column's own type and the key order is the type's SQL order (integers,
 //! text, timestamps, dates); the scan then applies it and DataFusion need not.
 
-use crate::value::{Value, coerce};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::KalamDataType;
 use kalamdb_commons::schema::ColumnDefinition;
 

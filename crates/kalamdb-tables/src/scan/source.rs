@@ -4,10 +4,7 @@
 
 use super::key_range::KeyRanges;
 use crate::cold::{ColdTier, ScopeSegments, conform_columns};
-use crate::error::{KalamError, Result};
 use crate::rows::{StoredRow, log_key, row_key};
-use crate::schema_registry::CachedTable;
-use crate::value::{Value, coerce};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
@@ -17,6 +14,9 @@ use datafusion::arrow::datatypes::{
 use datafusion::parquet::file::statistics::Statistics;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{KalamDataType, TableType};
 use kalamdb_filestore::{COLUMN_ID_KEY, SegmentMeta, SegmentStream};
@@ -255,7 +255,7 @@ impl HotProducer<'_> {
             }
             None => {
                 let mut row = StoredRow::decode(value)?;
-                self.table.backfill(&mut row);
+                self.table.backfill(row.seq, &mut row.cells);
                 row
             }
         };

@@ -7,7 +7,7 @@
 //! and never neither. Listeners must not block: they route and enqueue.
 
 use crate::rows::StoredRow;
-use crate::schema_registry::CachedTable;
+use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::{TableId, UserId};
 use std::sync::{Arc, OnceLock};
 

@@ -19,13 +19,7 @@
 //! in bytes (`[storage] segment_cache_mb`). Manifests and segment footers are cached too,
 //! since this server is the only writer of its storage.
 
-use crate::app_context::AppContext;
-use crate::catalog::{Catalog, StorageRecord};
-use crate::error::{KalamError, Result};
-use crate::jobs::CancelFlag;
 use crate::rows::{Scope, StoredRow, row_key};
-use crate::schema_registry::CachedTable;
-use crate::value::coerce;
 use dashmap::DashMap;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, new_null_array,
@@ -34,12 +28,14 @@ use datafusion::arrow::compute::{cast, concat, interleave};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::scalar::ScalarValue;
+use kalamdb_catalog::catalog::{Catalog, StorageRecord};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::coerce;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
-use kalamdb_filestore::{
-    COLUMN_ID_KEY, EncodedSegment, FileStore, FileStoreError, Manifest, SegmentInfo,
-};
-use kalamdb_store::{KvPair, StorageBackend, StorageRead, WriteBatch};
+use kalamdb_filestore::{COLUMN_ID_KEY, EncodedSegment, FileStore, Manifest, SegmentInfo};
+use kalamdb_store::{KvPair, StorageBackend, StorageRead};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,7 +103,7 @@ pub static FAIL_FLUSH_AT: parking_lot::Mutex<Option<FlushStep>> = parking_lot::M
 #[doc(hidden)]
 pub static PAUSE_FLUSH_BEFORE_READ: crate::test_hooks::PauseSlot = parking_lot::Mutex::new(None);
 
-fn step_done(step: FlushStep) -> Result<()> {
+pub(crate) fn step_done(step: FlushStep) -> Result<()> {
     let mut fail = FAIL_FLUSH_AT.lock();
     if *fail == Some(step) {
         *fail = None;
@@ -120,7 +116,7 @@ fn step_done(step: FlushStep) -> Result<()> {
 
 const COLD_UNKNOWN: u8 = 0;
 const COLD_NO: u8 = 1;
-const COLD_YES: u8 = 2;
+pub(crate) const COLD_YES: u8 = 2;
 
 /// Decoded segments by (folder key, segment id, schema version), weighed in bytes.
 type SegmentCache = quick_cache::sync::Cache<(String, String, u32), Arc<ScanSource>, SourceWeight>;
@@ -154,11 +150,11 @@ pub struct SegmentCacheStats {
 /// One source of a merged scan: rows in primary-key order as Arrow columns of the table's
 /// schema, with each row's key and `_seq`.
 #[derive(Debug)]
-struct ScanSource {
+pub(crate) struct ScanSource {
     batch: RecordBatch,
     keys: Vec<Vec<u8>>,
-    seqs: Vec<i64>,
-    deleted: Vec<bool>,
+    pub(crate) seqs: Vec<i64>,
+    pub(crate) deleted: Vec<bool>,
 }
 
 /// What one flush wrote.
@@ -187,9 +183,9 @@ pub struct ColdTier {
     /// Base of storages with a relative `base_directory` (the data path).
     root: PathBuf,
     placements: DashMap<String, Arc<Placement>>,
-    manifests: DashMap<String, Arc<ScopeManifest>>,
+    pub(crate) manifests: DashMap<String, Arc<ScopeManifest>>,
     /// Scope folders (and table incarnations) whose stray files this process removed already.
-    swept: dashmap::DashSet<String>,
+    pub(crate) swept: dashmap::DashSet<String>,
     /// Segments as Arrow, conformed to a schema version, for key lookups and compactions:
     /// bounded in bytes, least recently used out first (scans stream and never fill it).
     arrow_segments: SegmentCache,
@@ -197,11 +193,9 @@ pub struct ColdTier {
     cache_misses: AtomicU64,
     /// One flush at a time per scope folder.
     flush_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
-    /// Flushed system-table rows.
-    system: crate::system_flush::SystemCold,
     /// Segment footers (row groups and their statistics) by (folder key, file): small, and
     /// what every streaming read of a segment starts from.
-    footers: DashMap<(String, String), ArrowReaderMetadata>,
+    pub(crate) footers: DashMap<(String, String), ArrowReaderMetadata>,
 }
 
 /// The segments of one scope as a scan finds them: where they are and their key ranges.
@@ -230,14 +224,14 @@ impl ScopeSegments {
 
 /// A scope's manifest, with its segments' key ranges decoded once.
 #[derive(Debug)]
-struct ScopeManifest {
-    manifest: Manifest,
+pub(crate) struct ScopeManifest {
+    pub(crate) manifest: Manifest,
     /// `(min_key, max_key)` of each segment, in manifest order.
     key_ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ScopeManifest {
-    fn new(manifest: Manifest) -> Arc<Self> {
+    pub(crate) fn new(manifest: Manifest) -> Arc<Self> {
         let key_ranges = manifest
             .segments
             .iter()
@@ -268,7 +262,7 @@ struct Placement {
 
 impl Placement {
     fn of(record: &StorageRecord, root: &Path) -> Result<Self> {
-        let files = crate::storages::open(record, root)?;
+        let files = kalamdb_catalog::storages::open(record, root)?;
         Ok(Self {
             id: record.storage_id.clone(),
             files,
@@ -298,16 +292,10 @@ impl Placement {
 
 /// One scope's (or table's) folder on its storage; `key` names it in caches.
 #[derive(Debug, Clone)]
-struct Location {
-    files: FileStore,
-    dir: String,
-    key: String,
-}
-
-impl From<FileStoreError> for KalamError {
-    fn from(e: FileStoreError) -> Self {
-        KalamError::Internal(format!("cold storage: {e}"))
-    }
+pub(crate) struct Location {
+    pub(crate) files: FileStore,
+    pub(crate) dir: String,
+    pub(crate) key: String,
 }
 
 impl ColdTier {
@@ -337,7 +325,6 @@ impl ColdTier {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             flush_locks: DashMap::new(),
-            system: crate::system_flush::SystemCold::default(),
             footers: DashMap::new(),
         })
     }
@@ -364,13 +351,8 @@ impl ColdTier {
         Ok(self.placement(storage_id)?.files.probe(name).await)
     }
 
-    /// The flushed part of the system tables.
-    pub fn system(&self) -> &crate::system_flush::SystemCold {
-        &self.system
-    }
-
     /// The files of storage `storage_id`.
-    pub(crate) fn files(&self, storage_id: &str) -> Result<FileStore> {
+    pub fn files(&self, storage_id: &str) -> Result<FileStore> {
         Ok(self.placement(storage_id)?.files.clone())
     }
 
@@ -380,7 +362,12 @@ impl ColdTier {
     }
 
     /// Where `scope` of `def` keeps its files; `None` for the table's own folder.
-    fn locate(&self, def: &TableDefinition, scope: Option<&Scope>) -> Result<Location> {
+    /// The lock one flush or compaction of `loc`'s folder holds at a time.
+    pub(crate) fn folder_lock(&self, loc: &Location) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value())
+    }
+
+    pub(crate) fn locate(&self, def: &TableDefinition, scope: Option<&Scope>) -> Result<Location> {
         let p = self.placement(def.storage_id.as_str())?;
         let dir = p.dir(def, scope);
         Ok(Location {
@@ -393,7 +380,11 @@ impl ColdTier {
     /// The manifest at `loc` as far as the current incarnation of `def` is concerned: one
     /// left by a dropped table of the same name (a flush that raced the DROP) reads as empty,
     /// and the next flush removes its files as strays.
-    async fn manifest(&self, def: &TableDefinition, loc: &Location) -> Result<Arc<ScopeManifest>> {
+    pub(crate) async fn manifest(
+        &self,
+        def: &TableDefinition,
+        loc: &Location,
+    ) -> Result<Arc<ScopeManifest>> {
         let m = match self.manifests.get(&loc.key) {
             Some(m) => Arc::clone(m.value()),
             None => {
@@ -453,7 +444,7 @@ impl ColdTier {
         Ok(!self.manifest(&table.def, &loc).await?.segments.is_empty())
     }
 
-    async fn arrow_segment(
+    pub(crate) async fn arrow_segment(
         &self,
         table: &CachedTable,
         loc: &Location,
@@ -556,7 +547,7 @@ impl ColdTier {
             out.push(match found {
                 Some(bytes) => {
                     let mut row = StoredRow::decode(&bytes)?;
-                    table.backfill(&mut row);
+                    table.backfill(row.seq, &mut row.cells);
                     Some(row)
                 }
                 None => {
@@ -662,335 +653,11 @@ impl ColdTier {
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
-
-    /// Flushes one scope; see the module doc.
-    pub async fn flush_scope(
-        &self,
-        app: &AppContext,
-        table: &Arc<CachedTable>,
-        scope: &Scope,
-    ) -> Result<FlushStats> {
-        let loc = self.locate(&table.def, Some(scope))?;
-        let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
-        let _flushing = lock.lock().await;
-        // The definition as of now (the caller's may predate an ALTER); gone: nothing to do.
-        let Some(table) = &current(app, table)? else {
-            return Ok(FlushStats::default());
-        };
-
-        let prefix = scope.prefix();
-        let started = std::time::Instant::now();
-        let manifest = self.manifest(&table.def, &loc).await?;
-        // Files left by an interrupted flush (or a dropped incarnation) are removed by the
-        // first flush of the folder in this process, and again after a flush of it failed.
-        let sweep_key = format!("{}@{}", loc.key, table.def.created_at);
-        if !self.swept.contains(&sweep_key) {
-            let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
-            if removed > 0 {
-                tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
-            }
-            self.swept.insert(sweep_key.clone());
-        }
-        crate::test_hooks::pause_here(&PAUSE_FLUSH_BEFORE_READ, &table.def.table_id()).await;
-        // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
-        let job = {
-            let backend = Arc::clone(app.backend());
-            let table = Arc::clone(table);
-            let prefix = prefix.clone();
-            let (dir, id) = (loc.dir.clone(), format!("{:019}", app.seq().next_id()));
-            move || encode_scope(backend.as_ref(), &table, &prefix, &dir, id)
-        };
-        let Some((stored, segment, timing)) = crate::background::run(job).await?? else {
-            return Ok(FlushStats::default());
-        };
-        // Rows are encoded with `table`'s columns: valid only if no ALTER committed before the
-        // snapshot (nothing is written yet; the caller retries).
-        if current(app, table)?.map(|t| t.def.version) != Some(table.def.version) {
-            return Err(KalamError::SchemaChanged(table.def.table_id().to_string()));
-        }
-        let encoded = started.elapsed();
-        table.cold_state.store(COLD_YES, Ordering::SeqCst);
-        let committed: Result<FlushStats> = async {
-            let meta = loc.files.put_segment(&loc.dir, segment).await?;
-            step_done(FlushStep::SegmentWritten)?;
-            let stats = FlushStats {
-                rows: meta.row_count,
-                bytes: meta.bytes,
-                segments: 1,
-            };
-            let mut next = manifest.manifest.clone();
-            next.version = 1;
-            next.table_created_at = table.def.created_at;
-            next.segments.push(meta);
-            loc.files.commit(&loc.dir, &next).await?;
-            self.manifests
-                .insert(loc.key.clone(), ScopeManifest::new(next));
-            Ok(stats)
-        }
-        .await;
-        if committed.is_err() {
-            self.swept.remove(&sweep_key); // a segment file may be left behind
-        }
-        let stats = committed?;
-        let written = started.elapsed();
-        step_done(FlushStep::ManifestCommitted)?;
-
-        // Drop the flushed versions from the hot tier, unless a writer replaced them since:
-        // under the scope's lock, walk the scope again beside the flushed list and delete each
-        // run of consecutive entries that are byte-for-byte the flushed ones (one range
-        // tombstone per run; keys written since break the runs). The walk goes in slices of
-        // CLEANUP_SLICE flushed entries, each under the lock on its own, so writers of the
-        // scope wait for one slice at most, not for the whole scope.
-        let locks = app.table_locks(&table.def.table_id());
-        let partition = &table.partitions.rows;
-        let mut flushed = stored.into_iter().peekable();
-        while let Some((start, _)) = flushed.peek() {
-            let start = start.clone();
-            let _guard = locks.scope(scope).await;
-            let mut batch = WriteBatch::new();
-            let mut run: Option<KvPair> = None; // (first key, last key)
-            let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
-                if let Some((first, last)) = run.take() {
-                    if first == last {
-                        batch.delete(partition, first.into_vec());
-                    } else {
-                        let mut to = last.into_vec();
-                        to.push(0); // the smallest key after `last`
-                        batch.delete_range(partition, first.into_vec(), to);
-                    }
-                }
-            };
-            let mut taken = 0;
-            let mut sliced = false;
-            for item in app.backend().scan(partition, &prefix, Some(&start))? {
-                let (key, value) = item?;
-                if taken >= CLEANUP_SLICE {
-                    sliced = true; // the next slice starts at the next flushed key
-                    break;
-                }
-                while flushed.next_if(|(k, _)| *k < key).is_some() {
-                    taken += 1;
-                }
-                let same = flushed.next_if(|(k, v)| *k == key && *v == value).is_some();
-                taken += usize::from(same);
-                match (&mut run, same) {
-                    (Some((_, last)), true) => *last = key,
-                    (None, true) => run = Some((key.clone(), key)),
-                    (_, false) => end_run(&mut run, &mut batch),
-                }
-                if flushed.peek().is_none() {
-                    break;
-                }
-            }
-            end_run(&mut run, &mut batch);
-            if !sliced {
-                // The scope ended: flushed keys past its end are gone already.
-                flushed.by_ref().for_each(drop);
-            }
-            if !batch.is_empty() {
-                let _gate = app.commit_gate().await;
-                app.backend().write(batch)?;
-            }
-        }
-        tracing::info!(
-            dir = %loc.dir,
-            rows = stats.rows,
-            bytes = stats.bytes,
-            read_ms = timing[0].as_millis() as u64,
-            arrow_ms = timing[1].as_millis() as u64,
-            parquet_ms = timing[2].as_millis() as u64,
-            put_ms = (written - encoded).as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "flushed a scope"
-        );
-        Ok(stats)
-    }
-
-    /// Merges every segment of `scope` into one, keeping the latest version of each key and
-    /// dropping superseded versions and the tombstones with `_seq` up to
-    /// `keep_tombstones_after` (the hot tier only holds newer versions, so nothing older can
-    /// resurface; younger tombstones stay for live-query resumes). The new manifest replaces
-    /// the old in one atomic put; the old files are deleted after it. Returns the number of
-    /// segments before and after.
-    pub async fn compact_scope(
-        &self,
-        app: &AppContext,
-        table: &Arc<CachedTable>,
-        scope: &Scope,
-        new_id: i64,
-        keep_tombstones_after: i64,
-        tiered: Option<usize>,
-    ) -> Result<(usize, usize)> {
-        let loc = self.locate(&table.def, Some(scope))?;
-        let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
-        let _busy = lock.lock().await;
-        // The definition as of now: segments are conformed to it, and no segment can appear
-        // while the lock is held, so an ALTER during the merge loses nothing.
-        let Some(table) = &current(app, table)? else {
-            return Ok((0, 0));
-        };
-        let manifest = self.manifest(&table.def, &loc).await?;
-        let before = manifest.segments.len();
-        if before == 0 {
-            return Ok((0, 0));
-        }
-        let start = match tiered {
-            None => 0,
-            Some(trigger) => {
-                let rows: Vec<u64> = manifest.segments.iter().map(|s| s.row_count).collect();
-                match tiered_run_start(&rows, trigger) {
-                    Some(start) => start,
-                    None => return Ok((before, before)),
-                }
-            }
-        };
-        // Older segments stay: their keys may have been deleted by a tombstone of the run, so
-        // a partial merge keeps every tombstone.
-        let keep_tombstones_after = if start == 0 {
-            keep_tombstones_after
-        } else {
-            i64::MIN
-        };
-        let mut sources = Vec::with_capacity(before - start);
-        for seg in &manifest.segments[start..] {
-            sources.push(self.arrow_segment(table, &loc, seg).await?);
-        }
-        let droppable = |s: &ScanSource| {
-            (s.deleted.iter().zip(&s.seqs)).any(|(d, seq)| *d && *seq <= keep_tombstones_after)
-        };
-        if before == 1 && !droppable(&sources[0]) {
-            return Ok((1, 1));
-        }
-        let mut next = Manifest {
-            version: 1,
-            table_created_at: table.def.created_at,
-            segments: manifest.segments[..start].to_vec(),
-        };
-        // Merging and encoding are CPU work: the background thread.
-        let job = {
-            let table = Arc::clone(table);
-            let dir = loc.dir.clone();
-            move || {
-                let id = format!("{new_id:019}");
-                merge_segments(&table, &sources, keep_tombstones_after, &dir, id)
-            }
-        };
-        if let Some(segment) = crate::background::run(job).await?? {
-            next.segments
-                .push(loc.files.put_segment(&loc.dir, segment).await?);
-        }
-        loc.files.commit(&loc.dir, &next).await?;
-        self.manifests
-            .insert(loc.key.clone(), ScopeManifest::new(next.clone()));
-        // The merged-away files: a reader that took the old manifest a moment ago may still
-        // open them, so they go after a grace period (a stop before that leaves strays, which
-        // the next process's first flush of the folder removes).
-        let superseded: Vec<String> = manifest
-            .segments
-            .iter()
-            .filter(|s| !next.segments.iter().any(|n| n.file == s.file))
-            .map(|s| s.file.clone())
-            .collect();
-        self.footers
-            .retain(|(d, f), _| *d != loc.key || !superseded.contains(f));
-        let grace = app.config().storage.superseded_file_grace_ms;
-        if grace == 0 {
-            for f in &superseded {
-                loc.files.remove_file(&loc.dir, f).await?;
-            }
-        } else {
-            let (files, dir) = (loc.files.clone(), loc.dir.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(grace)).await;
-                for f in &superseded {
-                    if let Err(e) = files.remove_file(&dir, f).await {
-                        tracing::warn!(dir = %dir, file = %f, error = %e, "cannot remove a compacted segment");
-                    }
-                }
-            });
-        }
-        Ok((before, next.segments.len()))
-    }
-
-    /// Compacts every scope of a table that has segments; returns (segments before, after).
-    /// Stops between scopes when `cancel` is set.
-    pub async fn compact_table(
-        &self,
-        app: &AppContext,
-        table: &Arc<CachedTable>,
-        cancel: &CancelFlag,
-    ) -> Result<(usize, usize)> {
-        let retention_ms = app
-            .config()
-            .storage
-            .tombstone_retention_secs
-            .saturating_mul(1000);
-        let keep_tombstones_after = crate::seq::min_seq_at_unix_millis(
-            chrono::Utc::now().timestamp_millis()
-                - i64::try_from(retention_ms).unwrap_or(i64::MAX / 2),
-        );
-        let scopes = match table.def.table_type {
-            TableType::Shared => vec![Scope::Shared],
-            TableType::Stream => Vec::new(),
-            _ => {
-                let loc = self.locate(&table.def, None)?;
-                loc.files.child_dirs(&loc.dir).await?
-            }
-            .into_iter()
-            .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
-            .collect(),
-        };
-        let (mut before, mut after) = (0, 0);
-        for scope in scopes {
-            if cancel.is_set() {
-                break;
-            }
-            let (b, a) = self
-                .compact_scope(
-                    app,
-                    table,
-                    &scope,
-                    app.seq().next_id(),
-                    keep_tombstones_after,
-                    None,
-                )
-                .await?;
-            before += b;
-            after += a;
-        }
-        Ok((before, after))
-    }
-
-    /// Flushes every scope of a table that has hot rows; stops between scopes when `cancel`
-    /// is set.
-    pub async fn flush_table(
-        &self,
-        app: &AppContext,
-        table: &Arc<CachedTable>,
-        cancel: &CancelFlag,
-    ) -> Result<FlushStats> {
-        let mut stats = FlushStats::default();
-        if table.def.table_type == TableType::Stream {
-            return Ok(stats); // STREAM rows expire by TTL; they are never flushed
-        }
-        for scope in hot_scopes(app, table)? {
-            if cancel.is_set() {
-                break;
-            }
-            stats += crate::error::retry_on_schema_change!(self.flush_scope(app, table, &scope))?;
-            let trigger = app.config().storage.compaction_trigger_segments;
-            if trigger >= 2 {
-                self.compact_scope(app, table, &scope, app.seq().next_id(), 0, Some(trigger))
-                    .await?;
-            }
-        }
-        Ok(stats)
-    }
 }
 
 /// The latest live version of each key across `sources`, encoded as one segment named `id`;
 /// `None` when no live row is left.
-fn merge_segments(
+pub(crate) fn merge_segments(
     table: &CachedTable,
     sources: &[Arc<ScanSource>],
     keep_tombstones_after: i64,
@@ -1032,7 +699,7 @@ type EncodedScope = (Vec<KvPair>, EncodedSegment, [std::time::Duration; 3]);
 
 /// Reads the hot entries of one scope from a snapshot and encodes them as a segment named
 /// `id`; `None` when the scope holds nothing.
-fn encode_scope(
+pub(crate) fn encode_scope(
     backend: &dyn StorageBackend,
     table: &CachedTable,
     prefix: &[u8],
@@ -1060,7 +727,7 @@ fn encode_scope(
         for item in snapshot.scan(&table.partitions.rows, prefix, None)? {
             let (k, v) = item?;
             let mut row = StoredRow::decode(&v)?;
-            table.backfill(&mut row);
+            table.backfill(row.seq, &mut row.cells);
             (min_seq, max_seq) = (min_seq.min(row.seq), max_seq.max(row.seq));
             chunk.push(row);
             stored.push((k, v));
@@ -1092,7 +759,7 @@ fn encode_scope(
 /// `trigger` segments, less any at its old end bigger than all newer ones of the run together
 /// (an earlier merge's output, which would otherwise be rewritten again and again), so
 /// segments of similar size merge and each row is rewritten about log(rows) times.
-fn tiered_run_start(rows: &[u64], trigger: usize) -> Option<usize> {
+pub(crate) fn tiered_run_start(rows: &[u64], trigger: usize) -> Option<usize> {
     if trigger < 2 || rows.len() <= trigger {
         return None;
     }
@@ -1116,7 +783,7 @@ fn widen(array: &ArrayRef, to: &datafusion::arrow::datatypes::DataType) -> Resul
                     (!bytes.is_null(i)).then(|| {
                         let mut b = [0u8; 16];
                         b.copy_from_slice(bytes.value(i));
-                        crate::value::uuid_text(&b)
+                        kalamdb_catalog::value::uuid_text(&b)
                     })
                 })
                 .collect();
@@ -1124,35 +791,6 @@ fn widen(array: &ArrayRef, to: &datafusion::arrow::datatypes::DataType) -> Resul
         }
         _ => cast(array, to).map_err(internal),
     }
-}
-
-/// The current definition of `table`'s incarnation; `None` when it was dropped.
-fn current(app: &AppContext, table: &CachedTable) -> Result<Option<Arc<CachedTable>>> {
-    Ok(app
-        .schema_registry()
-        .get(&table.def.table_id())?
-        .filter(|t| t.def.created_at == table.def.created_at))
-}
-
-/// The scopes of a table that have hot rows.
-fn hot_scopes(app: &AppContext, table: &CachedTable) -> Result<Vec<Scope>> {
-    if table.def.table_type == TableType::Shared {
-        return Ok(vec![Scope::Shared]);
-    }
-    let mut users = Vec::new();
-    let mut last: Option<Vec<u8>> = None;
-    for item in app.backend().scan(&table.partitions.rows, b"", None)? {
-        let (key, _) = item?;
-        let Some(end) = key.iter().position(|b| *b == 0) else {
-            continue;
-        };
-        if last.as_deref() != Some(&key[..end]) {
-            let user = String::from_utf8_lossy(&key[..end]).into_owned();
-            users.push(Scope::User(kalamdb_commons::UserId::new(user)));
-            last = Some(key[..end].to_vec());
-        }
-    }
-    Ok(users)
 }
 
 /// The hot versions of a scope with their primary-key keys, in key order.
@@ -1165,7 +803,7 @@ pub fn read_versions(
         .map(|item| {
             let (k, v) = item?;
             let mut row = StoredRow::decode(&v)?;
-            table.backfill(&mut row);
+            table.backfill(row.seq, &mut row.cells);
             Ok((k[prefix.len()..].to_vec(), row))
         })
         .collect()
@@ -1186,7 +824,7 @@ pub fn merge_versions(
 }
 
 /// Flushed entries the hot-tier cleanup checks per hold of the scope's write lock.
-const CLEANUP_SLICE: usize = 2048;
+pub(crate) const CLEANUP_SLICE: usize = 2048;
 
 fn internal(e: impl std::fmt::Display) -> KalamError {
     KalamError::Internal(e.to_string())
@@ -1233,10 +871,12 @@ pub(crate) fn conform_columns(
                         Some(col) if col.added_at_seq.is_some() => {
                             let default = &table.missing_values()[i];
                             let cells = std::iter::repeat_n(
-                                default.as_ref().unwrap_or(&crate::value::Value::Null),
+                                default
+                                    .as_ref()
+                                    .unwrap_or(&kalamdb_catalog::value::Value::Null),
                                 b.num_rows(),
                             );
-                            crate::value::to_array(cells, &col.data_type)
+                            kalamdb_catalog::value::to_array(cells, &col.data_type)
                         }
                         _ => Ok(new_null_array(field.data_type(), b.num_rows())),
                     },

@@ -80,7 +80,7 @@ impl From<kalamdb_store::StoreError> for KalamError {
     /// meanwhile: that is the statement's `NotFound`, not a server failure.
     fn from(e: kalamdb_store::StoreError) -> Self {
         if let kalamdb_store::StoreError::PartitionNotFound(name) = &e
-            && let Some(table) = crate::rows::table_of_partition(name)
+            && let Some(table) = crate::partitions::table_of_partition(name)
         {
             return Self::NotFound {
                 kind: "Table",
@@ -88,6 +88,12 @@ impl From<kalamdb_store::StoreError> for KalamError {
             };
         }
         Self::Store(e)
+    }
+}
+
+impl From<kalamdb_filestore::FileStoreError> for KalamError {
+    fn from(e: kalamdb_filestore::FileStoreError) -> Self {
+        KalamError::Internal(format!("cold storage: {e}"))
     }
 }
 
@@ -165,6 +171,7 @@ fn datafusion_code(e: &DataFusionError) -> ErrorCode {
 /// Awaits `$work` again (up to three more times) while it fails with
 /// [`KalamError::SchemaChanged`]: an ALTER overtook it before it wrote anything. (A macro, not
 /// a function taking an async closure, whose future would not be provably `Send`.)
+#[macro_export]
 macro_rules! retry_on_schema_change {
     ($work:expr) => {{
         let mut left = 3;
@@ -176,4 +183,3 @@ macro_rules! retry_on_schema_change {
         }
     }};
 }
-pub(crate) use retry_on_schema_change;

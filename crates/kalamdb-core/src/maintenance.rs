@@ -1,0 +1,152 @@
+//! What the engine does on its own: at start, finishing the cleanup of drops a stop
+//! interrupted; then, on timers, policy flushes, STREAM-table TTL eviction and the `_seq`
+//! high-water mark. Each background task holds only a weak reference and ends with the
+//! context.
+
+use crate::app_context::AppContext;
+use crate::sql::ddl::{StorageJob, clean_dropped_table, run_storage_job};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::jobs::JobReport;
+use kalamdb_tables::cold::FlushPolicy;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the start-up recovery and starts the background tasks.
+pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
+    // Finish the cleanup of tables whose DROP a stop interrupted. One that fails again is
+    // logged and retried at the next start: it must not keep the database from opening.
+    for def in app.catalog().pending_drops()? {
+        let cleaned = clean_dropped_table(app, &def, "restart", "system");
+        if let Err(e) = cleaned.await {
+            tracing::error!(table = %def.table_id(), error = %e, "cleanup of a dropped table failed");
+        }
+    }
+    spawn_stream_eviction(app);
+    spawn_seq_marks(app);
+    spawn_policy_flushes(app);
+    Ok(())
+}
+
+/// Deletes STREAM-table rows older than their table's TTL; returns how many were removed.
+pub fn evict_expired_stream_rows(app: &AppContext) -> Result<usize> {
+    let mut removed = 0;
+    for def in app.catalog().tables(None)? {
+        if def.table_type == kalamdb_commons::TableType::Stream {
+            removed += app.tables().evict_expired(&def)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Milliseconds between records of the `_seq` high-water mark.
+pub(crate) const SEQ_MARK_EVERY_MS: u64 = 1000;
+
+/// Records the last `_seq` handed out every [`SEQ_MARK_EVERY_MS`] while it moves, so a restart
+/// continues after it (see [`crate::engine::open`]).
+fn spawn_seq_marks(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut recorded = 0;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEQ_MARK_EVERY_MS));
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            let last = app.seq().last_issued();
+            if last > recorded {
+                match app.catalog().put_seq_high_water(last) {
+                    Ok(()) => recorded = last,
+                    Err(e) => tracing::warn!(error = %e, "cannot record the _seq high-water mark"),
+                }
+            }
+        }
+    });
+}
+
+/// Runs [`evict_expired_stream_rows`] every `stream.eviction_interval_secs` until the
+/// context is dropped.
+fn spawn_stream_eviction(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    let every = std::time::Duration::from_secs(app.config().stream.eviction_interval_secs);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            let worker = Arc::clone(&app);
+            let job = app
+                .jobs()
+                .run(
+                    "stream_eviction",
+                    "*",
+                    "policy",
+                    "system",
+                    1,
+                    |_| async move {
+                        let rows =
+                            tokio::task::spawn_blocking(move || evict_expired_stream_rows(&worker))
+                                .await
+                                .map_err(|e| KalamError::Internal(e.to_string()))??;
+                        Ok(JobReport {
+                            rows: rows as u64,
+                            bytes: 0,
+                            message: format!("Removed {rows} expired STREAM row(s)"),
+                        })
+                    },
+                )
+                .await;
+            if let Err(e) = job {
+                tracing::warn!(error = %e, "stream eviction failed");
+            }
+        }
+    });
+}
+
+/// Starts the task that flushes due tables; it ends with the server.
+fn spawn_policy_flushes(app: &Arc<AppContext>) {
+    let text = app.config().storage.default_flush_policy.trim();
+    let default = match (!text.is_empty())
+        .then(|| FlushPolicy::parse(text))
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "bad [storage] default_flush_policy: automatic flushes are off");
+            return;
+        }
+    };
+    let every = Duration::from_millis(app.config().storage.flush_check_interval_ms.max(10));
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            for (id, failures) in app
+                .tables()
+                .flushes()
+                .take_due(app.schema_registry(), default)
+            {
+                let Ok(Some(table)) = app.schema_registry().get(&id) else {
+                    continue;
+                };
+                let job = run_storage_job(
+                    &app,
+                    &table,
+                    StorageJob::Flush,
+                    "policy",
+                    "system",
+                    failures + 1,
+                );
+                match job.await {
+                    Ok(line) => tracing::debug!(table = %id, "{line}"),
+                    Err(e) => {
+                        tracing::warn!(table = %id, error = %e, "policy flush failed");
+                        app.tables().flushes().retry_later(&id, failures + 1);
+                    }
+                }
+            }
+        }
+    });
+}

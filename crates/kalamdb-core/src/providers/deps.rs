@@ -1,0 +1,32 @@
+//! [`ProviderDeps`]: the shared handles every DataFusion provider reads from, and the names
+//! of the `kalam` catalog and its system schema.
+
+use kalamdb_catalog::catalog::Catalog;
+use kalamdb_catalog::schema_registry::SchemaRegistry;
+use std::sync::Arc;
+
+/// Name of the DataFusion catalog.
+pub const CATALOG_NAME: &str = "kalam";
+/// Name of the system schema.
+pub const SYSTEM_SCHEMA: &str = "system";
+
+/// Shared handles every provider needs.
+#[derive(Debug, Clone)]
+pub struct ProviderDeps {
+    /// Persisted catalog.
+    pub catalog: Catalog,
+    /// Schema cache.
+    pub registry: Arc<SchemaRegistry>,
+    /// This node.
+    pub node_id: Arc<kalamdb_commons::NodeId>,
+    /// Application tables (both tiers; the live-query listener for `system.live`).
+    pub tables: Arc<kalamdb_tables::TableStore>,
+    /// The flushed part of the system tables.
+    pub system_cold: Arc<crate::system_flush::SystemCold>,
+    /// The session's table functions (`generate_series` …), listed by
+    /// `information_schema.routines`.
+    pub table_functions:
+        Arc<std::collections::HashMap<String, Arc<datafusion::catalog::TableFunction>>>,
+    /// The requests running now (for `system.queries`).
+    pub queries: crate::query_runtime::RunningQueries,
+}

@@ -1,0 +1,362 @@
+//! Flushing and compacting application tables: moving a scope's hot rows into a Parquet
+//! segment and merging a scope's segments, each coordinated across both tiers (the cold tier
+//! writes files and manifests, the hot tier drops what was flushed under the scope's lock).
+
+use crate::cold::{
+    CLEANUP_SLICE, COLD_YES, FlushStats, FlushStep, PAUSE_FLUSH_BEFORE_READ, ScanSource,
+    ScopeManifest, encode_scope, merge_segments, step_done, tiered_run_start,
+};
+use crate::rows::Scope;
+use crate::store::TableStore;
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::jobs::CancelFlag;
+use kalamdb_catalog::schema_registry::{CachedTable, SchemaRegistry};
+use kalamdb_commons::TableType;
+use kalamdb_filestore::Manifest;
+use kalamdb_store::{KvPair, StorageBackend, WriteBatch};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+impl TableStore {
+    /// Flushes one scope; see the module doc.
+    pub async fn flush_scope(&self, table: &Arc<CachedTable>, scope: &Scope) -> Result<FlushStats> {
+        let loc = self.cold.locate(&table.def, Some(scope))?;
+        let lock = self.cold.folder_lock(&loc);
+        let _flushing = lock.lock().await;
+        // The definition as of now (the caller's may predate an ALTER); gone: nothing to do.
+        let Some(table) = &current(&self.registry, table)? else {
+            return Ok(FlushStats::default());
+        };
+
+        let prefix = scope.prefix();
+        let started = std::time::Instant::now();
+        let manifest = self.cold.manifest(&table.def, &loc).await?;
+        // Files left by an interrupted flush (or a dropped incarnation) are removed by the
+        // first flush of the folder in this process, and again after a flush of it failed.
+        let sweep_key = format!("{}@{}", loc.key, table.def.created_at);
+        if !self.cold.swept.contains(&sweep_key) {
+            let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
+            if removed > 0 {
+                tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
+            }
+            self.cold.swept.insert(sweep_key.clone());
+        }
+        crate::test_hooks::pause_here(&PAUSE_FLUSH_BEFORE_READ, &table.def.table_id()).await;
+        // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
+        let job = {
+            let backend = Arc::clone(&self.backend);
+            let table = Arc::clone(table);
+            let prefix = prefix.clone();
+            let (dir, id) = (loc.dir.clone(), format!("{:019}", self.seq.next_id()));
+            move || encode_scope(backend.as_ref(), &table, &prefix, &dir, id)
+        };
+        let Some((stored, segment, timing)) = crate::background::run(job).await?? else {
+            return Ok(FlushStats::default());
+        };
+        // Rows are encoded with `table`'s columns: valid only if no ALTER committed before the
+        // snapshot (nothing is written yet; the caller retries).
+        if current(&self.registry, table)?.map(|t| t.def.version) != Some(table.def.version) {
+            return Err(KalamError::SchemaChanged(table.def.table_id().to_string()));
+        }
+        let encoded = started.elapsed();
+        table.cold_state.store(COLD_YES, Ordering::SeqCst);
+        let committed: Result<FlushStats> = async {
+            let meta = loc.files.put_segment(&loc.dir, segment).await?;
+            step_done(FlushStep::SegmentWritten)?;
+            let stats = FlushStats {
+                rows: meta.row_count,
+                bytes: meta.bytes,
+                segments: 1,
+            };
+            let mut next = manifest.manifest.clone();
+            next.version = 1;
+            next.table_created_at = table.def.created_at;
+            next.segments.push(meta);
+            loc.files.commit(&loc.dir, &next).await?;
+            self.cold
+                .manifests
+                .insert(loc.key.clone(), ScopeManifest::new(next));
+            Ok(stats)
+        }
+        .await;
+        if committed.is_err() {
+            self.cold.swept.remove(&sweep_key); // a segment file may be left behind
+        }
+        let stats = committed?;
+        let written = started.elapsed();
+        step_done(FlushStep::ManifestCommitted)?;
+
+        // Drop the flushed versions from the hot tier, unless a writer replaced them since:
+        // under the scope's lock, walk the scope again beside the flushed list and delete each
+        // run of consecutive entries that are byte-for-byte the flushed ones (one range
+        // tombstone per run; keys written since break the runs). The walk goes in slices of
+        // CLEANUP_SLICE flushed entries, each under the lock on its own, so writers of the
+        // scope wait for one slice at most, not for the whole scope.
+        let locks = self.locks.table(&table.def.table_id());
+        let partition = &table.partitions.rows;
+        let mut flushed = stored.into_iter().peekable();
+        while let Some((start, _)) = flushed.peek() {
+            let start = start.clone();
+            let _guard = locks.scope(scope).await;
+            let mut batch = WriteBatch::new();
+            let mut run: Option<KvPair> = None; // (first key, last key)
+            let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
+                if let Some((first, last)) = run.take() {
+                    if first == last {
+                        batch.delete(partition, first.into_vec());
+                    } else {
+                        let mut to = last.into_vec();
+                        to.push(0); // the smallest key after `last`
+                        batch.delete_range(partition, first.into_vec(), to);
+                    }
+                }
+            };
+            let mut taken = 0;
+            let mut sliced = false;
+            for item in self.backend.scan(partition, &prefix, Some(&start))? {
+                let (key, value) = item?;
+                if taken >= CLEANUP_SLICE {
+                    sliced = true; // the next slice starts at the next flushed key
+                    break;
+                }
+                while flushed.next_if(|(k, _)| *k < key).is_some() {
+                    taken += 1;
+                }
+                let same = flushed.next_if(|(k, v)| *k == key && *v == value).is_some();
+                taken += usize::from(same);
+                match (&mut run, same) {
+                    (Some((_, last)), true) => *last = key,
+                    (None, true) => run = Some((key.clone(), key)),
+                    (_, false) => end_run(&mut run, &mut batch),
+                }
+                if flushed.peek().is_none() {
+                    break;
+                }
+            }
+            end_run(&mut run, &mut batch);
+            if !sliced {
+                // The scope ended: flushed keys past its end are gone already.
+                flushed.by_ref().for_each(drop);
+            }
+            if !batch.is_empty() {
+                let _gate = self.locks.commit_gate().await;
+                self.backend.write(batch)?;
+            }
+        }
+        tracing::info!(
+            dir = %loc.dir,
+            rows = stats.rows,
+            bytes = stats.bytes,
+            read_ms = timing[0].as_millis() as u64,
+            arrow_ms = timing[1].as_millis() as u64,
+            parquet_ms = timing[2].as_millis() as u64,
+            put_ms = (written - encoded).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "flushed a scope"
+        );
+        Ok(stats)
+    }
+
+    /// Merges every segment of `scope` into one, keeping the latest version of each key and
+    /// dropping superseded versions and the tombstones with `_seq` up to
+    /// `keep_tombstones_after` (the hot tier only holds newer versions, so nothing older can
+    /// resurface; younger tombstones stay for live-query resumes). The new manifest replaces
+    /// the old in one atomic put; the old files are deleted after it. Returns the number of
+    /// segments before and after.
+    pub async fn compact_scope(
+        &self,
+        table: &Arc<CachedTable>,
+        scope: &Scope,
+        new_id: i64,
+        keep_tombstones_after: i64,
+        tiered: Option<usize>,
+    ) -> Result<(usize, usize)> {
+        let loc = self.cold.locate(&table.def, Some(scope))?;
+        let lock = self.cold.folder_lock(&loc);
+        let _busy = lock.lock().await;
+        // The definition as of now: segments are conformed to it, and no segment can appear
+        // while the lock is held, so an ALTER during the merge loses nothing.
+        let Some(table) = &current(&self.registry, table)? else {
+            return Ok((0, 0));
+        };
+        let manifest = self.cold.manifest(&table.def, &loc).await?;
+        let before = manifest.segments.len();
+        if before == 0 {
+            return Ok((0, 0));
+        }
+        let start = match tiered {
+            None => 0,
+            Some(trigger) => {
+                let rows: Vec<u64> = manifest.segments.iter().map(|s| s.row_count).collect();
+                match tiered_run_start(&rows, trigger) {
+                    Some(start) => start,
+                    None => return Ok((before, before)),
+                }
+            }
+        };
+        // Older segments stay: their keys may have been deleted by a tombstone of the run, so
+        // a partial merge keeps every tombstone.
+        let keep_tombstones_after = if start == 0 {
+            keep_tombstones_after
+        } else {
+            i64::MIN
+        };
+        let mut sources = Vec::with_capacity(before - start);
+        for seg in &manifest.segments[start..] {
+            sources.push(self.cold.arrow_segment(table, &loc, seg).await?);
+        }
+        let droppable = |s: &ScanSource| {
+            (s.deleted.iter().zip(&s.seqs)).any(|(d, seq)| *d && *seq <= keep_tombstones_after)
+        };
+        if before == 1 && !droppable(&sources[0]) {
+            return Ok((1, 1));
+        }
+        let mut next = Manifest {
+            version: 1,
+            table_created_at: table.def.created_at,
+            segments: manifest.segments[..start].to_vec(),
+        };
+        // Merging and encoding are CPU work: the background thread.
+        let job = {
+            let table = Arc::clone(table);
+            let dir = loc.dir.clone();
+            move || {
+                let id = format!("{new_id:019}");
+                merge_segments(&table, &sources, keep_tombstones_after, &dir, id)
+            }
+        };
+        if let Some(segment) = crate::background::run(job).await?? {
+            next.segments
+                .push(loc.files.put_segment(&loc.dir, segment).await?);
+        }
+        loc.files.commit(&loc.dir, &next).await?;
+        self.cold
+            .manifests
+            .insert(loc.key.clone(), ScopeManifest::new(next.clone()));
+        // The merged-away files: a reader that took the old manifest a moment ago may still
+        // open them, so they go after a grace period (a stop before that leaves strays, which
+        // the next process's first flush of the folder removes).
+        let superseded: Vec<String> = manifest
+            .segments
+            .iter()
+            .filter(|s| !next.segments.iter().any(|n| n.file == s.file))
+            .map(|s| s.file.clone())
+            .collect();
+        self.cold
+            .footers
+            .retain(|(d, f), _| *d != loc.key || !superseded.contains(f));
+        let grace = self.options.superseded_file_grace_ms;
+        if grace == 0 {
+            for f in &superseded {
+                loc.files.remove_file(&loc.dir, f).await?;
+            }
+        } else {
+            let (files, dir) = (loc.files.clone(), loc.dir.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(grace)).await;
+                for f in &superseded {
+                    if let Err(e) = files.remove_file(&dir, f).await {
+                        tracing::warn!(dir = %dir, file = %f, error = %e, "cannot remove a compacted segment");
+                    }
+                }
+            });
+        }
+        Ok((before, next.segments.len()))
+    }
+
+    /// Compacts every scope of a table that has segments; returns (segments before, after).
+    /// Stops between scopes when `cancel` is set.
+    pub async fn compact_table(
+        &self,
+        table: &Arc<CachedTable>,
+        cancel: &CancelFlag,
+    ) -> Result<(usize, usize)> {
+        let retention_ms = self.options.tombstone_retention_secs.saturating_mul(1000);
+        let keep_tombstones_after = kalamdb_catalog::seq::min_seq_at_unix_millis(
+            chrono::Utc::now().timestamp_millis()
+                - i64::try_from(retention_ms).unwrap_or(i64::MAX / 2),
+        );
+        let scopes = match table.def.table_type {
+            TableType::Shared => vec![Scope::Shared],
+            TableType::Stream => Vec::new(),
+            _ => {
+                let loc = self.cold.locate(&table.def, None)?;
+                loc.files.child_dirs(&loc.dir).await?
+            }
+            .into_iter()
+            .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
+            .collect(),
+        };
+        let (mut before, mut after) = (0, 0);
+        for scope in scopes {
+            if cancel.is_set() {
+                break;
+            }
+            let (b, a) = self
+                .compact_scope(
+                    table,
+                    &scope,
+                    self.seq.next_id(),
+                    keep_tombstones_after,
+                    None,
+                )
+                .await?;
+            before += b;
+            after += a;
+        }
+        Ok((before, after))
+    }
+
+    /// Flushes every scope of a table that has hot rows; stops between scopes when `cancel`
+    /// is set.
+    pub async fn flush_table(
+        &self,
+        table: &Arc<CachedTable>,
+        cancel: &CancelFlag,
+    ) -> Result<FlushStats> {
+        let mut stats = FlushStats::default();
+        if table.def.table_type == TableType::Stream {
+            return Ok(stats); // STREAM rows expire by TTL; they are never flushed
+        }
+        for scope in hot_scopes(&*self.backend, table)? {
+            if cancel.is_set() {
+                break;
+            }
+            stats += kalamdb_catalog::retry_on_schema_change!(self.flush_scope(table, &scope))?;
+            let trigger = self.options.compaction_trigger_segments;
+            if trigger >= 2 {
+                self.compact_scope(table, &scope, self.seq.next_id(), 0, Some(trigger))
+                    .await?;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// The current definition of `table`'s incarnation; `None` when it was dropped.
+fn current(registry: &SchemaRegistry, table: &CachedTable) -> Result<Option<Arc<CachedTable>>> {
+    Ok(registry
+        .get(&table.def.table_id())?
+        .filter(|t| t.def.created_at == table.def.created_at))
+}
+
+/// The scopes of a table that have hot rows.
+fn hot_scopes(backend: &dyn StorageBackend, table: &CachedTable) -> Result<Vec<Scope>> {
+    if table.def.table_type == TableType::Shared {
+        return Ok(vec![Scope::Shared]);
+    }
+    let mut users = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    for item in backend.scan(&table.partitions.rows, b"", None)? {
+        let (key, _) = item?;
+        let Some(end) = key.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        if last.as_deref() != Some(&key[..end]) {
+            let user = String::from_utf8_lossy(&key[..end]).into_owned();
+            users.push(Scope::User(kalamdb_commons::UserId::new(user)));
+            last = Some(key[..end].to_vec());
+        }
+    }
+    Ok(users)
+}

@@ -1,0 +1,38 @@
+//! Storage of KalamDB's application tables (USER, SHARED, STREAM): how their rows are kept,
+//! read and written, below SQL and above the raw stores.
+//!
+//! ```text
+//!  kalamdb-core (SQL) / kalamdb-live ──> TableStore ──┬─ ScopeWriter: lock, check, batch, commit gate, publish
+//!                                                     ├─ scan: TableScanExec = hot range ⋈ segment runs, by key
+//!                                                     ├─ get: latest versions of keys, both tiers
+//!                                                     └─ flush / compact / drop
+//!        hot tier: kalamdb-store partitions (rows)      cold tier: Parquet segments (kalamdb-filestore)
+//! ```
+//!
+//! - [`store::TableStore`]: the facade; start here. [`writer::ScopeWriter`]: the write protocol.
+//! - [`rows`]: hot-store keys and the row encoding; [`cold`]: segments, manifests and caches;
+//!   [`flush`]: moving rows from the hot tier into segments, merging segments.
+//! - [`scan`]: the streaming, bounded-memory scan DataFusion executes; [`pruning`]: segment
+//!   pruning by statistics.
+//! - [`write_locks`]: per-scope writer locks and the commit gate; [`changes`]: the listener
+//!   committed changes go to (the live-query manager).
+//! - [`flush_scheduler`]: counters behind automatic flushes; [`background`]: the low-priority
+//!   thread for flush and compaction CPU work.
+//!
+//! Nothing here takes the server's context, parses SQL or knows HTTP.
+
+pub mod background;
+pub mod changes;
+pub mod cold;
+pub mod flush;
+pub mod flush_scheduler;
+pub mod pruning;
+pub mod rows;
+pub mod scan;
+pub mod store;
+pub mod test_hooks;
+pub mod write_locks;
+pub mod writer;
+
+pub use store::{TableStore, TableStoreOptions};
+pub use writer::ScopeWriter;

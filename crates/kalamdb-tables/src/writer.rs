@@ -1,0 +1,193 @@
+//! [`ScopeWriter`]: the write protocol of application tables, in one place.
+//!
+//! 1. Take the scope's writer lock (see [`crate::write_locks`]); it is held until the writer
+//!    is committed or dropped, so a check and the write it guards are one step.
+//! 2. Check that the caller's definition is still the current one (an `ALTER TABLE` between
+//!    planning and the lock means [`KalamError::SchemaChanged`]: nothing was written, plan
+//!    again).
+//! 3. Stage versions: each gets a fresh `_seq`; USER/SHARED versions replace the key's latest
+//!    entry (an UPDATE is a full new version, a DELETE a tombstone), STREAM rows append to the
+//!    log. Key checks read both tiers ([`ScopeWriter::current`]).
+//! 4. Commit: one atomic batch through the commit gate, the automatic-flush counter bumped,
+//!    and the change events handed to the listener while the lock is still held, so a live
+//!    subscription sees every write either in its snapshot or as a change.
+//!
+//! Dropping a writer without committing writes nothing.
+
+use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
+use crate::rows::{Scope, StoredRow, log_key, row_key};
+use crate::store::TableStore;
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::Value;
+use kalamdb_store::WriteBatch;
+use std::sync::Arc;
+use tokio::sync::OwnedMutexGuard;
+
+/// A row's cells by column id.
+pub type Cells = Vec<(u32, Value)>;
+
+/// An open write of one table scope; see the module doc.
+pub struct ScopeWriter<'a> {
+    store: &'a TableStore,
+    table: &'a CachedTable,
+    scope: &'a Scope,
+    prefix: Vec<u8>,
+    batch: WriteBatch,
+    listener: Option<&'a Arc<dyn ChangeListener>>,
+    events: Vec<ChangeEvent>,
+    _lock: OwnedMutexGuard<()>,
+}
+
+impl std::fmt::Debug for ScopeWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeWriter")
+            .field("table", &self.table.def.table_id())
+            .field("scope", &self.scope)
+            .field("staged", &self.batch.len())
+            .finish()
+    }
+}
+
+impl TableStore {
+    /// Opens a write of `scope` of `table`: waits for the scope's writer lock, then checks
+    /// that `table` is still the current definition (else [`KalamError::SchemaChanged`], and
+    /// the caller plans again). Nothing is visible until [`ScopeWriter::commit`].
+    pub async fn writer<'a>(
+        &'a self,
+        table: &'a CachedTable,
+        scope: &'a Scope,
+    ) -> Result<ScopeWriter<'a>> {
+        ScopeWriter::open(self, table, scope).await
+    }
+}
+
+impl<'a> ScopeWriter<'a> {
+    async fn open(store: &'a TableStore, table: &'a CachedTable, scope: &'a Scope) -> Result<Self> {
+        let id = table.def.table_id();
+        let lock = store.locks.table(&id).scope_owned(scope).await;
+        let current = store.registry.require(&id)?;
+        if current.def.version != table.def.version
+            || current.def.created_at != table.def.created_at
+        {
+            return Err(KalamError::SchemaChanged(id.to_string()));
+        }
+        // Asked under the lock, for the same reason the events are published under it.
+        let listener = store
+            .change_listener()
+            .filter(|l| l.wants(&id, scope.user()));
+        Ok(Self {
+            store,
+            table,
+            scope,
+            prefix: scope.prefix(),
+            batch: WriteBatch::new(),
+            listener,
+            events: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    /// Whether a change listener wants this write's events (building old versions for
+    /// them costs a read; skip it when nobody listens).
+    pub fn listened(&self) -> bool {
+        self.listener.is_some()
+    }
+
+    /// The latest version of each encoded primary key, across both tiers (tombstones
+    /// included), as of now: nobody else can write the scope while this writer is open.
+    pub async fn current(&self, pks: &[Vec<u8>]) -> Result<Vec<Option<StoredRow>>> {
+        self.store.get(self.table, self.scope, pks).await
+    }
+
+    /// Stages a new version of key `pk`: `old` is the version it replaces (for the change
+    /// event), `None` for a new key. Returns its `_seq`.
+    pub fn put(&mut self, pk: &[u8], deleted: bool, cells: Cells, old: Option<StoredRow>) -> i64 {
+        let row = StoredRow {
+            seq: self.store.seq.next_id(),
+            deleted,
+            cells,
+        };
+        let seq = row.seq;
+        self.batch.put(
+            &self.table.partitions.rows,
+            row_key(&self.prefix, pk),
+            row.encode(),
+        );
+        if self.listener.is_some() {
+            let kind = match (deleted, &old) {
+                (true, _) => ChangeKind::Delete,
+                (false, Some(_)) => ChangeKind::Update,
+                (false, None) => ChangeKind::Insert,
+            };
+            self.events.push(ChangeEvent {
+                kind,
+                seq,
+                new: (!deleted).then_some(row),
+                old,
+            });
+        }
+        seq
+    }
+
+    /// Stages a STREAM-table row: appended to the log under its own `_seq`, no key check.
+    pub fn append(&mut self, cells: Cells) {
+        let row = StoredRow {
+            seq: self.store.seq.next_id(),
+            deleted: false,
+            cells,
+        };
+        self.batch.put(
+            &self.table.partitions.log,
+            log_key(&self.prefix, row.seq),
+            row.encode(),
+        );
+        if self.listener.is_some() {
+            self.events.push(ChangeEvent {
+                kind: ChangeKind::Insert,
+                seq: row.seq,
+                new: Some(row),
+                old: None,
+            });
+        }
+    }
+
+    /// Stages the removal of STREAM-table log entries by `_seq` (a hard delete).
+    pub fn remove_logged(&mut self, seqs: &[i64]) -> Result<()> {
+        let log = &self.table.partitions.log;
+        let keys: Vec<Vec<u8>> = seqs.iter().map(|s| log_key(&self.prefix, *s)).collect();
+        if self.listener.is_some() {
+            let found = self.store.backend.multi_get(log, &keys)?;
+            for bytes in found.into_iter().flatten() {
+                let mut row = StoredRow::decode(&bytes)?;
+                self.table.backfill(row.seq, &mut row.cells);
+                self.events.push(ChangeEvent {
+                    kind: ChangeKind::Delete,
+                    seq: self.store.seq.next_id(),
+                    new: None,
+                    old: Some(row),
+                });
+            }
+        }
+        for key in keys {
+            self.batch.delete(log, key);
+        }
+        Ok(())
+    }
+
+    /// Versions (or log removals) staged so far.
+    pub fn staged(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Writes everything staged as one atomic batch and publishes the changes; releases the
+    /// scope's lock after that.
+    pub async fn commit(self) -> Result<()> {
+        let rows = self.batch.len() as u64;
+        self.store.commit(self.table, self.batch, rows).await?;
+        if let Some(l) = self.listener {
+            l.publish(self.table, self.scope.user(), self.events);
+        }
+        Ok(())
+    }
+}
