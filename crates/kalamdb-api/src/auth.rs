@@ -1,4 +1,4 @@
-//! Auth endpoints (`spec/protocol.md` §3) and the Bearer check used by protected routes.
+//! Auth endpoints (`docs/protocol.md` §3) and the Bearer check used by protected routes.
 
 use crate::ApiState;
 use crate::envelope::auth_error;

@@ -157,7 +157,7 @@ pub fn transport_error(status: StatusCode, code: &str, message: String) -> Respo
         .into_response()
 }
 
-/// 413 for a body over the limit, in the transport's shape (`spec/protocol.md` §1), before
+/// 413 for a body over the limit, in the transport's shape (`docs/protocol.md` §1), before
 /// any handler reads it.
 pub fn body_too_large(size: u64, max: usize) -> Response {
     (

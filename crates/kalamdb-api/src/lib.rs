@@ -1,4 +1,4 @@
-//! The HTTP surface of KalamDB (`spec/protocol.md` §2-5), built on axum.
+//! The HTTP surface of KalamDB (`docs/protocol.md` §2-5), built on axum.
 //!
 //! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
 //! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);

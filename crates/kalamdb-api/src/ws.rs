@@ -1,4 +1,4 @@
-//! `GET /v1/ws`: the WebSocket transport of live queries (`spec/protocol.md` §6).
+//! `GET /v1/ws`: the WebSocket transport of live queries (`docs/protocol.md` §6).
 //!
 //! Authenticates (upgrade header or `authenticate` message), then pumps client messages into
 //! the [`LiveQueryManager`] and its outbound queue onto the socket. Messages of 512 bytes or
@@ -14,6 +14,7 @@ use axum::response::Response;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures::SinkExt;
+use kalamdb_commons::ErrorCode;
 use kalamdb_commons::ws::{ClientMessage, ProtocolOptions, ServerMessage};
 use kalamdb_core::auth::Identity;
 use kalamdb_live::{CloseReason, Connection, Outbound};
@@ -118,10 +119,10 @@ async fn finish_close(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
 }
 
-fn error(subscription_id: &str, code: &str, message: impl Into<String>) -> ServerMessage {
+fn error(subscription_id: &str, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
     ServerMessage::Error {
         subscription_id: subscription_id.into(),
-        code: code.into(),
+        code: code.as_str().into(),
         message: message.into(),
     }
 }
@@ -221,7 +222,7 @@ async fn authenticate(
                 };
             }
             Ok(ClientMessage::Subscribe { .. }) => {
-                let e = error("subscribe", "AUTH_REQUIRED", "Authenticate first");
+                let e = error("subscribe", ErrorCode::AuthRequired, "Authenticate first");
                 send_text(socket, &e).await;
             }
             Ok(_) => {}
@@ -281,7 +282,7 @@ async fn pump(
                 let text = match msg {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
-                        let e = error("protocol", "UNSUPPORTED_DATA", "Binary not supported");
+                        let e = error("protocol", ErrorCode::UnsupportedData, "Binary not supported");
                         conn_send(socket, &e, compress).await;
                         continue;
                     }
@@ -296,13 +297,13 @@ async fn pump(
                     }
                 };
                 if text.len() > max_message {
-                    let e = error("protocol", "MESSAGE_TOO_LARGE", format!(
+                    let e = error("protocol", ErrorCode::MessageTooLarge, format!(
                         "message of {} bytes exceeds the limit of {max_message}", text.len()));
                     conn_send(socket, &e, compress).await;
                     continue;
                 }
                 if !rate.allow() {
-                    let e = error("rate_limit", "RATE_LIMIT_EXCEEDED", format!(
+                    let e = error("rate_limit", ErrorCode::RateLimitExceeded, format!(
                         "more than {} messages per second; message dropped", rate.limit));
                     conn_send(socket, &e, compress).await;
                     continue;
@@ -337,10 +338,10 @@ async fn pump(
             },
             why = conn.closed() => {
                 let (code, message, close_code, reason) = match why {
-                    CloseReason::Overflow => ("SUBSCRIPTION_FAILED",
+                    CloseReason::Overflow => (ErrorCode::SubscriptionFailed,
                         "the connection fell too far behind its changes and was closed",
                         1011, "Outbound queue overflow"),
-                    CloseReason::Revoked => ("UNAUTHORIZED",
+                    CloseReason::Revoked => (ErrorCode::Unauthorized,
                         "the user was dropped or given another role; sign in again",
                         1008, "Credentials revoked"),
                 };

@@ -1,5 +1,6 @@
-//! [`SchemaRegistry`]: `TableId -> CachedTable`, the memoized view of table definitions
-//! (seed decision R1).
+//! [`SchemaRegistry`]: `TableId -> CachedTable`, the memoized view of table definitions (every
+//! statement and change needs one; building an Arrow schema per lookup cost more than the
+//! lookup's work).
 //!
 //! A table's Arrow schema is built once, when its entry is created, and shared as an
 //! `Arc<Schema>`; a lookup is one concurrent-map read and an `Arc` clone. Entries are loaded

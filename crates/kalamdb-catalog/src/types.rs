@@ -131,7 +131,7 @@ pub fn to_arrow(t: &KalamDataType) -> DataType {
     }
 }
 
-/// The column type reported for a computed Arrow column (`spec/protocol.md` §5).
+/// The column type reported for a computed Arrow column (`docs/protocol.md` §5).
 pub fn from_arrow(t: &DataType) -> KalamDataType {
     match t {
         DataType::Boolean => KalamDataType::Boolean,

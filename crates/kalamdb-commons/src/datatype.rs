@@ -1,6 +1,6 @@
 //! [`KalamDataType`]: the column types of KalamDB tables.
 //!
-//! The serde form is the wire form of `schema[].data_type` (`spec/protocol.md` §5): unit
+//! The serde form is the wire form of `schema[].data_type` (`docs/protocol.md` §5): unit
 //! variants as strings (`"BigInt"`), parameterised ones as objects
 //! (`{"Decimal":{"precision":10,"scale":2}}`). The SQL spellings and the Arrow mapping live in
 //! `kalamdb-core`.

@@ -1,6 +1,7 @@
-//! Stable error codes of the HTTP API, with the HTTP status each one is answered with.
+//! Stable error codes of the HTTP API and of WebSocket `error` messages, with the HTTP status
+//! each one is answered with over HTTP (WebSocket-only codes have one for completeness).
 //!
-//! Codes are part of the wire contract (`spec/protocol.md` §3.3 and §4.4): clients key on them
+//! Codes are part of the wire contract (`docs/protocol.md` §3.3 and §4.4): clients key on them
 //! (`TOKEN_EXPIRED` triggers a re-login), so a code never changes meaning.
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,31 @@ pub enum ErrorCode {
     QueryTimeout,
     /// `KILL QUERY` cancelled the request.
     QueryCancelled,
+    /// WebSocket: a message other than `authenticate` before authenticating.
+    AuthRequired,
+    /// WebSocket: an empty or too long subscription id.
+    InvalidSubscriptionId,
+    /// WebSocket: the user holds the most subscriptions allowed.
+    SubscriptionLimitExceeded,
+    /// WebSocket: the caller may not read the table, or lost the right to.
+    Unauthorized,
+    /// WebSocket: the table (or subscription) does not exist.
+    NotFound,
+    /// WebSocket: a query shape live queries do not support.
+    Unsupported,
+    /// WebSocket: the subscription could not be served (initial read failed, too slow a reader).
+    SubscriptionFailed,
+    /// WebSocket: a row could not be encoded (defined by the protocol; not sent today).
+    ConversionError,
+    /// WebSocket: `next_batch` for a subscription that does not exist.
+    BatchFetchFailed,
+    /// WebSocket: a client message over the size limit.
+    MessageTooLarge,
+    /// WebSocket: a binary message.
+    UnsupportedData,
+    /// WebSocket: a malformed message (defined by the protocol; not sent today: an unreadable
+    /// message closes the connection).
+    Protocol,
 }
 
 impl ErrorCode {
@@ -64,7 +90,18 @@ impl ErrorCode {
             | Self::SqlExecutionError
             | Self::TableNotFound
             | Self::ResourceExhausted
-            | Self::QueryCancelled => 400,
+            | Self::QueryCancelled
+            | Self::InvalidSubscriptionId
+            | Self::Unsupported
+            | Self::ConversionError
+            | Self::BatchFetchFailed
+            | Self::UnsupportedData
+            | Self::Protocol => 400,
+            Self::AuthRequired | Self::Unauthorized => 401,
+            Self::NotFound => 404,
+            Self::MessageTooLarge => 413,
+            Self::SubscriptionLimitExceeded => 429,
+            Self::SubscriptionFailed => 500,
             // Not 408: browsers resend a request answered 408, which would run it again.
             Self::QueryTimeout => 504,
             Self::MissingAuthorization
@@ -102,6 +139,18 @@ impl ErrorCode {
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Self::QueryTimeout => "QUERY_TIMEOUT",
             Self::QueryCancelled => "QUERY_CANCELLED",
+            Self::AuthRequired => "AUTH_REQUIRED",
+            Self::InvalidSubscriptionId => "INVALID_SUBSCRIPTION_ID",
+            Self::SubscriptionLimitExceeded => "SUBSCRIPTION_LIMIT_EXCEEDED",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::NotFound => "NOT_FOUND",
+            Self::Unsupported => "UNSUPPORTED",
+            Self::SubscriptionFailed => "SUBSCRIPTION_FAILED",
+            Self::ConversionError => "CONVERSION_ERROR",
+            Self::BatchFetchFailed => "BATCH_FETCH_FAILED",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Self::UnsupportedData => "UNSUPPORTED_DATA",
+            Self::Protocol => "PROTOCOL",
         }
     }
 }

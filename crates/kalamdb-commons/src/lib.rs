@@ -6,7 +6,7 @@
 //!   rules that CREATE statements enforce;
 //! - [`datatype`]: [`KalamDataType`], the SQL-level column types as they appear on the wire;
 //! - [`schema`]: table and column definitions, table types, access levels, roles;
-//! - [`wire`]: the HTTP request/response bodies of `spec/protocol.md`, shared by the server, the
+//! - [`wire`]: the HTTP request/response bodies of `docs/protocol.md`, shared by the server, the
 //!   bench tool and tests;
 //! - [`error_code`]: the stable error codes clients key on, with their HTTP status.
 //!

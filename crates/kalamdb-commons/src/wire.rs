@@ -1,4 +1,4 @@
-//! HTTP request and response bodies (`spec/protocol.md` §3-4), declared once for the server,
+//! HTTP request and response bodies (`docs/protocol.md` §3-4), declared once for the server,
 //! the bench tool and the tests.
 
 use crate::datatype::KalamDataType;

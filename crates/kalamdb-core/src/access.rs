@@ -1,4 +1,4 @@
-//! Permission rules of the roles `user`, `service`, `dba`, `system` (reference §1.8), in one
+//! Permission rules of the roles `user`, `service`, `dba`, `system` (see `docs/protocol.md` §3.1), in one
 //! place. Every statement path asks here; nothing else compares roles.
 
 use crate::auth::Identity;

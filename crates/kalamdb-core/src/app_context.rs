@@ -1,4 +1,5 @@
-//! [`AppContext`]: owns the node id and every shared service (seed decision R2).
+//! [`AppContext`]: owns the node id and every shared service, so no service builds
+//! its own copy of another (one catalog, one session, one store per process).
 //!
 //! Assembled once at startup by [`crate::engine::open`] from the [`Config`]; everything else
 //! receives an `Arc<AppContext>` (or the one service it needs) instead of building its own. Holds the single DataFusion

@@ -1,4 +1,4 @@
-//! Flushing system tables to Parquet (seed FR-010).
+//! Flushing system tables to Parquet.
 //!
 //! `system.audit_log` is the system table that grows without bound (every DDL statement, user
 //! change and `EXECUTE AS` adds a row), so it flushes like an application table:

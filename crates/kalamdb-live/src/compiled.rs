@@ -7,9 +7,9 @@ use crate::filter::Filter;
 use datafusion::sql::sqlparser::ast::Expr;
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::Value;
-use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
+use kalamdb_commons::{ErrorCode, TableDefinition};
 use kalamdb_core::sql::encode::value_json;
 use kalamdb_tables::changes::{ChangeEvent, ChangeKind};
 use kalamdb_tables::rows::StoredRow;
@@ -112,7 +112,7 @@ impl CompiledQuery {
             .find(|&id| position(id).is_none())
         {
             return Err(LiveError::new(
-                "SUBSCRIPTION_FAILED",
+                ErrorCode::SubscriptionFailed,
                 format!(
                     "Column '{}' of {} was dropped; this subscription has ended",
                     name_of(gone),

@@ -8,8 +8,8 @@ use crate::error::LiveError;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value as SqlValue};
 use kalamdb_catalog::value::{Value, coerce};
-use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::SEQ_COLUMN;
+use kalamdb_commons::{ErrorCode, TableDefinition};
 use kalamdb_core::sql::parse::fold;
 use kalamdb_tables::rows::StoredRow;
 use std::cmp::Ordering;
@@ -426,7 +426,7 @@ impl Compiler<'_> {
                 )));
             }
         };
-        coerce(scalar, ty, column).map_err(|e| LiveError::new("INVALID_SQL", e.to_string()))
+        coerce(scalar, ty, column).map_err(|e| LiveError::new(ErrorCode::InvalidSql, e.to_string()))
     }
 }
 
@@ -598,7 +598,7 @@ mod tests {
             )
             .unwrap();
             let err = Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice").unwrap_err();
-            assert_eq!(err.code, code, "{clause}: {err}");
+            assert_eq!(err.code.as_str(), code, "{clause}: {err}");
         }
     }
 }

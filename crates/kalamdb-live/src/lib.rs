@@ -2,7 +2,7 @@
 //! rows, then every committed change that alters the result.
 //!
 //! [`LiveQueryManager`] is the one owner of connections, subscriptions and compiled filters
-//! (seed decision R3). It listens to the engine's committed changes
+//! (one place to close: dropping a connection removes all its state at once). It listens to the engine's committed changes
 //! ([`kalamdb_tables::changes::ChangeListener`]) and routes each to the subscriptions that can see
 //! it, indexed by table and user; `system.*` tables, which change through the catalog rather
 //! than DML, are re-read and diffed after catalog writes (`system.rs`). Transport (WebSocket framing, auth, heartbeats) lives in
@@ -18,7 +18,5 @@ mod query;
 mod subscription;
 mod system;
 
-#[doc(hidden)]
-pub use manager::PAUSE_SUBSCRIBE_BEFORE_LOCK;
 pub use manager::{Connection, LiveQueryManager};
 pub use outbox::{CloseReason, Outbound, Outbox};

@@ -10,9 +10,10 @@ use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
 use crate::system::SystemFeeds;
 use dashmap::DashMap;
+use futures::StreamExt;
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
-use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
+use kalamdb_commons::{ErrorCode, NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
@@ -20,29 +21,92 @@ use kalamdb_core::expr_limits::ExprLimits;
 use kalamdb_core::providers::system::SystemTable;
 use kalamdb_core::sql::encode::schema_fields;
 use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
-use kalamdb_tables::cold::read_versions;
-use kalamdb_tables::rows::{Scope, StoredRow, scan_scope};
+use kalamdb_tables::faults::PausePoint;
+use kalamdb_tables::rows::{Scope, StoredRow, rows_of_batch};
 use parking_lot::{Mutex, RwLock};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
-
-/// Test hook: the next subscription to the table set here pauses after it compiled its
-/// query, before it takes the scope lock to register.
-#[doc(hidden)]
-pub static PAUSE_SUBSCRIBE_BEFORE_LOCK: kalamdb_tables::test_hooks::PauseSlot =
-    parking_lot::Mutex::new(None);
 
 /// Queries compiled for a new table version during one ALTER, by the query they replace (and
 /// the subscriber, for per-user queries), so subscriptions that shared one share the new one.
 type Recompiled = HashMap<(*const CompiledQuery, Option<UserId>), Arc<CompiledQuery>>;
 
-/// What a subscription's snapshot gave: all of a STREAM scope, or a table scope's hot
-/// versions by key, still to be merged with its flushed ones.
-enum HotRead {
-    Complete(Vec<StoredRow>),
-    Keyed(Vec<(Vec<u8>, StoredRow)>),
+/// A subscription's initial rows, gathered as its scan yields them: the live rows that match
+/// (only the newest `last_rows` of them by `_seq` are kept, so a "last 100" load holds 100),
+/// and, when resuming after a `_seq`, the rows changed since that no longer match or were
+/// deleted (sent as deletes). Memory follows what will be sent, not the table.
+struct InitialRows {
+    query: Arc<CompiledQuery>,
+    from: Option<i64>,
+    last_rows: Option<usize>,
+    live: BinaryHeap<Reverse<BySeq>>,
+    gone: Vec<(StoredRow, i64)>,
+}
+
+/// A row ordered by its `_seq`.
+struct BySeq(StoredRow);
+
+impl PartialEq for BySeq {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.seq == other.0.seq
+    }
+}
+impl Eq for BySeq {}
+impl PartialOrd for BySeq {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for BySeq {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.seq.cmp(&other.0.seq)
+    }
+}
+
+impl InitialRows {
+    fn new(query: Arc<CompiledQuery>, opts: &SubscriptionOptions) -> Self {
+        Self {
+            query,
+            from: opts.from,
+            // A resume sends every change since its point, never only the last ones.
+            last_rows: opts.last_rows.filter(|_| opts.from.is_none()),
+            live: BinaryHeap::new(),
+            gone: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: StoredRow) {
+        if self.from.is_some_and(|from| row.seq <= from) {
+            return;
+        }
+        if !row.deleted && self.query.matches(&row) {
+            self.live.push(Reverse(BySeq(row)));
+            if self.last_rows.is_some_and(|n| self.live.len() > n) {
+                self.live.pop(); // the oldest
+            }
+        } else if self.from.is_some() {
+            let seq = row.seq;
+            self.gone.push((
+                StoredRow {
+                    deleted: false,
+                    ..row
+                },
+                seq,
+            ));
+        }
+    }
+
+    /// The rows to send, oldest first, and the deletes of a resume, oldest first.
+    fn finish(self) -> (VecDeque<StoredRow>, Vec<(StoredRow, i64)>) {
+        let mut live: Vec<StoredRow> = self.live.into_iter().map(|Reverse(r)| r.0).collect();
+        live.sort_by_key(|r| r.seq);
+        let mut gone = self.gone;
+        gone.sort_by_key(|(_, seq)| *seq);
+        (live.into(), gone)
+    }
 }
 
 /// Rows per initial batch when the client does not say.
@@ -74,7 +138,7 @@ impl Connection {
     fn error(&self, subscription_id: &str, e: &LiveError) {
         self.send(&ServerMessage::Error {
             subscription_id: subscription_id.to_string(),
-            code: e.code.to_string(),
+            code: e.code.as_str().to_string(),
             message: e.message.clone(),
         });
     }
@@ -189,7 +253,7 @@ impl LiveQueryManager {
             conn.error(
                 "invalid_subscription",
                 &LiveError::new(
-                    "INVALID_SUBSCRIPTION_ID",
+                    ErrorCode::InvalidSubscriptionId,
                     "subscription id must not be empty",
                 ),
             );
@@ -203,7 +267,7 @@ impl LiveQueryManager {
             conn.error(
                 "invalid_subscription",
                 &LiveError::new(
-                    "INVALID_SUBSCRIPTION_ID",
+                    ErrorCode::InvalidSubscriptionId,
                     format!("subscription id is longer than {max} bytes (limits.max_name_bytes)"),
                 ),
             );
@@ -219,16 +283,15 @@ impl LiveQueryManager {
         conn: &Arc<Connection>,
         req: &SubscriptionRequest,
     ) -> Result<(), LiveError> {
-        let app = self
-            .app
-            .upgrade()
-            .ok_or_else(|| LiveError::new("SUBSCRIPTION_FAILED", "server is shutting down"))?;
+        let app = self.app.upgrade().ok_or_else(|| {
+            LiveError::new(ErrorCode::SubscriptionFailed, "server is shutting down")
+        })?;
         // Re-using an active id replaces that subscription.
         self.unsubscribe(conn, &req.id);
         let limit = app.config().websocket.max_subscriptions_per_connection;
         if conn.subscription_count() >= limit {
             return Err(LiveError::new(
-                "SUBSCRIPTION_LIMIT_EXCEEDED",
+                ErrorCode::SubscriptionLimitExceeded,
                 format!("at most {limit} subscriptions per connection"),
             ));
         }
@@ -238,7 +301,7 @@ impl LiveQueryManager {
             .queries()
             .run_small(move || LiveQuery::parse(&sql, limits))
             .await
-            .map_err(|e| LiveError::new("SUBSCRIPTION_FAILED", e.to_string()))??;
+            .map_err(|e| LiveError::new(ErrorCode::SubscriptionFailed, e.to_string()))??;
         let (table, system) = self.resolve(&app, &conn.identity, &query)?;
         let def = &table.def;
         let columns = match &query.columns {
@@ -298,7 +361,7 @@ impl LiveQueryManager {
         let failed = |e: &dyn std::fmt::Display| {
             self.unsubscribe(conn, &sub.id);
             LiveError::new(
-                "SUBSCRIPTION_FAILED",
+                ErrorCode::SubscriptionFailed,
                 format!("cannot read initial data: {e}"),
             )
         };
@@ -309,16 +372,21 @@ impl LiveQueryManager {
                     .register(&app, kind, register, options.is_some())
                     .map_err(|e| failed(&e))?;
                 self.system.mark(&[SystemTable::Live]);
-                rows
+                rows.map(|rows| {
+                    let mut initial = InitialRows::new(sub.query(), &opts);
+                    rows.into_iter().for_each(|r| initial.push(r));
+                    initial
+                })
             }
             None => {
                 let scope = match routed_user {
                     Some(u) => Scope::User(u),
                     None => Scope::Shared,
                 };
-                let backend = Arc::clone(app.tables().backend());
                 let locks = app.tables().table_locks(&sub.table_id);
-                kalamdb_tables::test_hooks::pause_here(&PAUSE_SUBSCRIBE_BEFORE_LOCK, &sub.table_id)
+                app.tables()
+                    .faults()
+                    .pause(PausePoint::SubscribeBeforeLock, &sub.table_id)
                     .await;
                 let guard = locks.scope(&scope).await;
                 // An ALTER that committed after the table was resolved (it holds every scope
@@ -333,43 +401,38 @@ impl LiveQueryManager {
                     }
                     Ok(_) => {
                         return Err(LiveError::new(
-                            "NOT_FOUND",
+                            ErrorCode::NotFound,
                             format!("Table '{}' was dropped", sub.table_id),
                         ));
                     }
                     Err(e) => return Err(failed(&e)),
                 };
                 register();
-                // Read what the snapshot must give before any await: it is not Send.
-                let hot = {
-                    let snapshot = options.is_some().then(|| backend.snapshot());
-                    drop(guard);
-                    match snapshot {
-                        None => None,
-                        // STREAM rows live in the hot tier only.
-                        Some(snap) if def.table_type == TableType::Stream => {
-                            Some(HotRead::Complete(
-                                scan_scope(&*snap, &table, &scope).map_err(|e| failed(&e))?,
-                            ))
-                        }
-                        Some(snap) => Some(HotRead::Keyed(
-                            read_versions(&*snap, &table, &scope.prefix())
-                                .map_err(|e| failed(&e))?,
-                        )),
-                    }
-                };
-                self.system.mark(&[SystemTable::Live]);
-                match hot {
-                    None => None,
-                    Some(HotRead::Complete(rows)) => Some(rows),
-                    // Hot versions from the snapshot first, flushed ones second.
-                    Some(HotRead::Keyed(hot)) => Some(
+                // The scan takes its snapshot before the lock goes; its rows are read after,
+                // a batch at a time, keeping only what the subscription will send.
+                let snapshot = match options.is_some() {
+                    false => None,
+                    true => Some(
                         app.tables()
-                            .cold()
-                            .merge_scope(&table, &scope, hot, opts.from)
+                            .snapshot_scope(&table, &scope, opts.from.is_some())
                             .await
                             .map_err(|e| failed(&e))?,
                     ),
+                };
+                drop(guard);
+                self.system.mark(&[SystemTable::Live]);
+                match snapshot {
+                    None => None,
+                    Some(mut batches) => {
+                        let mut initial = InitialRows::new(sub.query(), &opts);
+                        while let Some(batch) = batches.next().await {
+                            let batch = batch.map_err(|e| failed(&e))?;
+                            for row in rows_of_batch(&table, &batch).map_err(|e| failed(&e))? {
+                                initial.push(row);
+                            }
+                        }
+                        Some(initial)
+                    }
                 }
             }
         };
@@ -392,7 +455,7 @@ impl LiveQueryManager {
             sub.finish_load(&mut state);
             return Ok(());
         };
-        let (pending, resumed_deletes) = self.initial_rows(&sub, rows, &opts);
+        let (pending, resumed_deletes) = rows.finish();
         {
             let mut state = sub.state.lock();
             let has_more = pending.len() > batch_size;
@@ -414,45 +477,6 @@ impl LiveQueryManager {
         Ok(())
     }
 
-    /// The rows of the initial load, ascending `_seq`, and for a resume the rows that left
-    /// the result since (deleted, or changed so they no longer match).
-    fn initial_rows(
-        &self,
-        sub: &Subscription,
-        rows: Vec<StoredRow>,
-        opts: &SubscriptionOptions,
-    ) -> (VecDeque<StoredRow>, Vec<(StoredRow, i64)>) {
-        let mut live = Vec::new();
-        let mut gone = Vec::new();
-        let query = sub.query();
-        for row in rows {
-            if opts.from.is_some_and(|from| row.seq <= from) {
-                continue;
-            }
-            if !row.deleted && query.matches(&row) {
-                live.push(row);
-            } else if opts.from.is_some() {
-                let seq = row.seq;
-                gone.push((
-                    StoredRow {
-                        deleted: false,
-                        ..row
-                    },
-                    seq,
-                ));
-            }
-        }
-        live.sort_by_key(|r| r.seq);
-        gone.sort_by_key(|(_, seq)| *seq);
-        if opts.from.is_none()
-            && let Some(n) = opts.last_rows
-        {
-            let skip = live.len().saturating_sub(n);
-            live.drain(..skip);
-        }
-        (live.into(), gone)
-    }
-
     /// Handles `next_batch`.
     pub fn next_batch(&self, conn: &Connection, subscription_id: &str) {
         let sub = conn.subs.lock().get(subscription_id).cloned();
@@ -460,7 +484,7 @@ impl LiveQueryManager {
             Some(sub) => sub.send_next_batch(),
             None => conn.error(
                 subscription_id,
-                &LiveError::new("BATCH_FETCH_FAILED", "no such subscription"),
+                &LiveError::new(ErrorCode::BatchFetchFailed, "no such subscription"),
             ),
         }
     }
@@ -506,7 +530,10 @@ impl LiveQueryManager {
     ) -> Result<(), LiveError> {
         if table.def.table_type == TableType::Shared {
             access::check_shared_read(&conn.identity, &table.def).map_err(|e| {
-                LiveError::new("UNAUTHORIZED", format!("{e}; this subscription has ended"))
+                LiveError::new(
+                    ErrorCode::Unauthorized,
+                    format!("{e}; this subscription has ended"),
+                )
             })?;
         }
         let old = sub.query();
@@ -531,14 +558,14 @@ impl LiveQueryManager {
     ) -> Result<(Arc<CachedTable>, Option<SystemTable>), LiveError> {
         let not_found = || {
             LiveError::new(
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 format!("table {}.{} not found", q.namespace, q.table),
             )
         };
         if q.namespace == "system" {
             if !identity.role.is_admin() {
                 return Err(LiveError::new(
-                    "UNAUTHORIZED",
+                    ErrorCode::Unauthorized,
                     "system tables are for dba and system users",
                 ));
             }
@@ -550,11 +577,11 @@ impl LiveQueryManager {
         let table = app
             .schema_registry()
             .get(&TableId::new(ns, name))
-            .map_err(|e| LiveError::new("SUBSCRIPTION_FAILED", e.to_string()))?
+            .map_err(|e| LiveError::new(ErrorCode::SubscriptionFailed, e.to_string()))?
             .ok_or_else(not_found)?;
         if table.def.table_type == TableType::Shared {
             access::check_shared_read(identity, &table.def)
-                .map_err(|e| LiveError::new("UNAUTHORIZED", e.to_string()))?;
+                .map_err(|e| LiveError::new(ErrorCode::Unauthorized, e.to_string()))?;
         }
         Ok((table, None))
     }
@@ -726,7 +753,7 @@ impl ChangeListener for LiveQueryManager {
 
     fn kill_live_query(&self, live_id: &str) -> bool {
         let why = LiveError::new(
-            "SUBSCRIPTION_FAILED",
+            ErrorCode::SubscriptionFailed,
             "live query killed by KILL LIVE QUERY",
         );
         self.end_where(|s| s.live_id == live_id, &why) > 0
@@ -781,7 +808,7 @@ impl ChangeListener for LiveQueryManager {
 
     fn table_dropped(&self, table: &TableId) -> usize {
         let why = LiveError::new(
-            "NOT_FOUND",
+            ErrorCode::NotFound,
             format!("Table '{table}' was dropped; this subscription has ended"),
         );
         self.end_where(|s| s.table_id == *table, &why)

@@ -147,7 +147,7 @@ mod tests {
         let deep = vec!["a = 1"; 2000].join(" OR ");
         let err = LiveQuery::parse(&format!("SELECT * FROM app.t WHERE {deep}"), test_limits())
             .unwrap_err();
-        assert_eq!(err.code, "INVALID_SQL");
+        assert_eq!(err.code.as_str(), "INVALID_SQL");
     }
 
     #[test]
@@ -188,7 +188,10 @@ mod tests {
             ("SELEKT", "INVALID_SQL"),
         ] {
             assert_eq!(
-                LiveQuery::parse(sql, test_limits()).unwrap_err().code,
+                LiveQuery::parse(sql, test_limits())
+                    .unwrap_err()
+                    .code
+                    .as_str(),
                 code,
                 "{sql}"
             );

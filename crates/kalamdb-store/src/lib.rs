@@ -1,7 +1,8 @@
 //! The hot store: a [`StorageBackend`] trait and its RocksDB implementation.
 //!
 //! Everything KalamDB keeps on the hot path, application rows and system tables alike, lives in
-//! named *partitions* of one backend (seed decision R4). The trait offers what the engine needs
+//! named *partitions* of one backend (one WAL, so one atomic batch can span tables and the
+//! catalog). The trait offers what the engine needs
 //! and nothing more:
 //!
 //! - partitions created and dropped at run time (one RocksDB column family each, so dropping a

@@ -84,36 +84,6 @@ impl FlushPolicy {
     }
 }
 
-/// A step of a flush after which a crash leaves a distinct state on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushStep {
-    /// The segment file is in place; the manifest does not name it yet.
-    SegmentWritten,
-    /// The manifest names the segment; the hot versions are still there.
-    ManifestCommitted,
-}
-
-/// Test hook: the next flush that reaches this step stops there with an error, leaving what a
-/// crash at that point would leave.
-#[doc(hidden)]
-pub static FAIL_FLUSH_AT: parking_lot::Mutex<Option<FlushStep>> = parking_lot::Mutex::new(None);
-
-/// Test hook: the next flush of the table set here pauses just before it reads the scope's
-/// rows (with the table definition it already holds).
-#[doc(hidden)]
-pub static PAUSE_FLUSH_BEFORE_READ: crate::test_hooks::PauseSlot = parking_lot::Mutex::new(None);
-
-pub(crate) fn step_done(step: FlushStep) -> Result<()> {
-    let mut fail = FAIL_FLUSH_AT.lock();
-    if *fail == Some(step) {
-        *fail = None;
-        return Err(KalamError::Internal(format!(
-            "flush stopped after {step:?} (injected failure)"
-        )));
-    }
-    Ok(())
-}
-
 const COLD_UNKNOWN: u8 = 0;
 const COLD_NO: u8 = 1;
 pub(crate) const COLD_YES: u8 = 2;

@@ -3,9 +3,10 @@
 //! writes files and manifests, the hot tier drops what was flushed under the scope's lock).
 
 use crate::cold::{
-    CLEANUP_SLICE, COLD_YES, FlushStats, FlushStep, PAUSE_FLUSH_BEFORE_READ, ScanSource,
-    ScopeManifest, encode_scope, merge_segments, step_done, tiered_run_start,
+    CLEANUP_SLICE, COLD_YES, FlushStats, ScanSource, ScopeManifest, encode_scope, merge_segments,
+    tiered_run_start,
 };
+use crate::faults::{FlushStep, PausePoint};
 use crate::rows::Scope;
 use crate::store::TableStore;
 use kalamdb_catalog::error::{KalamError, Result};
@@ -41,7 +42,9 @@ impl TableStore {
             }
             self.cold.swept.insert(sweep_key.clone());
         }
-        crate::test_hooks::pause_here(&PAUSE_FLUSH_BEFORE_READ, &table.def.table_id()).await;
+        self.faults
+            .pause(PausePoint::FlushBeforeRead, &table.def.table_id())
+            .await;
         // Snapshot scan, decode and Parquet encoding are CPU work: the background thread.
         let job = {
             let backend = Arc::clone(&self.backend);
@@ -62,7 +65,7 @@ impl TableStore {
         table.cold_state.store(COLD_YES, Ordering::SeqCst);
         let committed: Result<FlushStats> = async {
             let meta = loc.files.put_segment(&loc.dir, segment).await?;
-            step_done(FlushStep::SegmentWritten)?;
+            self.faults.flush_step(FlushStep::SegmentWritten)?;
             let stats = FlushStats {
                 rows: meta.row_count,
                 bytes: meta.bytes,
@@ -84,7 +87,7 @@ impl TableStore {
         }
         let stats = committed?;
         let written = started.elapsed();
-        step_done(FlushStep::ManifestCommitted)?;
+        self.faults.flush_step(FlushStep::ManifestCommitted)?;
 
         // Drop the flushed versions from the hot tier, unless a writer replaced them since:
         // under the scope's lock, walk the scope again beside the flushed list and delete each

@@ -17,20 +17,20 @@
 //! - [`write_locks`]: per-scope writer locks and the commit gate; [`changes`]: the listener
 //!   committed changes go to (the live-query manager).
 //! - [`flush_scheduler`]: counters behind automatic flushes; [`background`]: the low-priority
-//!   thread for flush and compaction CPU work.
+//!   thread for flush and compaction CPU work; [`faults`]: failure and pause points for tests.
 //!
 //! Nothing here takes the server's context, parses SQL or knows HTTP.
 
 pub mod background;
 pub mod changes;
 pub mod cold;
+pub mod faults;
 pub mod flush;
 pub mod flush_scheduler;
 pub mod pruning;
 pub mod rows;
 pub mod scan;
 pub mod store;
-pub mod test_hooks;
 pub mod write_locks;
 pub mod writer;
 

@@ -162,6 +162,49 @@ pub fn scan_scope(
 /// Rows per Arrow batch built from stored rows.
 pub const BATCH_ROWS: usize = 8192;
 
+/// The rows of `batch`, a batch of `table`'s full schema (user columns, `_seq`, and `_deleted`
+/// unless a STREAM table),
+/// as stored rows: the inverse of [`build_batches`]. NULL cells are left out, as stored.
+pub fn rows_of_batch(table: &CachedTable, batch: &RecordBatch) -> Result<Vec<StoredRow>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    let internal = |e: &dyn std::fmt::Display| KalamError::Internal(e.to_string());
+    let column = |name: &str| {
+        batch
+            .schema()
+            .index_of(name)
+            .map(|i| Arc::clone(batch.column(i)))
+            .map_err(|e| internal(&e))
+    };
+    let seqs = column(SEQ_COLUMN)?;
+    let seqs = seqs.as_primitive::<Int64Type>();
+    // STREAM tables have no `_deleted`: their rows are never tombstones.
+    let deleted = column(DELETED_COLUMN).ok();
+    let deleted = deleted.as_ref().map(|d| d.as_boolean());
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let mut cells = Vec::with_capacity(table.def.columns.len());
+        for (c, col) in table.def.columns.iter().enumerate() {
+            let array = batch.column(c);
+            if array.is_null(i) {
+                continue;
+            }
+            let scalar = datafusion::scalar::ScalarValue::try_from_array(array, i)
+                .map_err(|e| internal(&e))?;
+            cells.push((
+                col.column_id,
+                kalamdb_catalog::value::coerce(scalar, &col.data_type, &col.name)?,
+            ));
+        }
+        rows.push(StoredRow {
+            seq: seqs.value(i),
+            deleted: deleted.is_some_and(|d| d.value(i)),
+            cells,
+        });
+    }
+    Ok(rows)
+}
+
 /// Arrow batches of `table`'s schema (projected by `projection`) from stored rows, at most
 /// [`BATCH_ROWS`] rows each.
 pub fn build_batches(

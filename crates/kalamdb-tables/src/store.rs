@@ -9,9 +9,11 @@
 
 use crate::changes::{ChangeListener, ListenerSlot};
 use crate::cold::ColdTier;
+use crate::faults::Faults;
 use crate::flush_scheduler::FlushScheduler;
 use crate::rows::{Scope, StoredRow};
-use crate::scan::{ScanRequest, TableScanExec};
+use crate::scan::key_range::KeyRanges;
+use crate::scan::{BatchStream, ScanRequest, TableScanExec};
 use crate::write_locks::{TableLocks, WriteLocks};
 use kalamdb_catalog::catalog::Catalog;
 use kalamdb_catalog::error::{KalamError, Result};
@@ -46,6 +48,7 @@ pub struct TableStore {
     pub(crate) locks: WriteLocks,
     listener: ListenerSlot,
     flushes: FlushScheduler,
+    pub(crate) faults: Faults,
     pub(crate) options: TableStoreOptions,
 }
 
@@ -69,6 +72,7 @@ impl TableStore {
             locks: WriteLocks::default(),
             listener: ListenerSlot::default(),
             flushes: FlushScheduler::default(),
+            faults: Faults::default(),
             options,
         })
     }
@@ -90,6 +94,11 @@ impl TableStore {
         self.locks.table(id)
     }
 
+    /// This engine's failure and pause points (set by tests; see [`crate::faults`]).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// The counters behind automatic flushes.
     pub fn flushes(&self) -> &FlushScheduler {
         &self.flushes
@@ -108,6 +117,29 @@ impl TableStore {
     /// Plans a streaming scan (no row is read until it executes).
     pub async fn scan(&self, request: ScanRequest) -> Result<TableScanExec> {
         TableScanExec::plan(request, Arc::clone(&self.backend), Arc::clone(&self.cold)).await
+    }
+
+    /// Every current version of `scope` (tombstones included when `keep_tombstones`), both
+    /// tiers merged in key order, all columns. Returns once the hot tier's snapshot is taken:
+    /// a caller holding the scope's writer lock until then (a live subscription registering)
+    /// sees every write either in these rows or afterwards, never both. The rows are read as
+    /// the stream is polled, a batch at a time.
+    pub async fn snapshot_scope(
+        &self,
+        table: &Arc<CachedTable>,
+        scope: &Scope,
+        keep_tombstones: bool,
+    ) -> Result<BatchStream> {
+        let request = ScanRequest {
+            table: Arc::clone(table),
+            scope: scope.clone(),
+            ranges: KeyRanges::all(),
+            filters: Vec::new(),
+            projection: None,
+            limit: None,
+            keep_tombstones,
+        };
+        crate::scan::read_now(request, Arc::clone(&self.backend), Arc::clone(&self.cold)).await
     }
 
     /// The latest version of each primary key (`pks`, encoded keys) of `scope`, across both

@@ -1,6 +1,6 @@
 //! The persisted catalog: namespaces, table definitions (every version), users and storages,
-//! stored as JSON entities in `sys/*` partitions of the same backend as application data
-//! (seed decision R4).
+//! stored as JSON entities in `sys/*` partitions of the same backend as application data (so a
+//! DDL change and the rows it touches commit in one batch, and one backup holds both).
 //!
 //! [`Catalog::open`] brings the store up to [`SYSTEM_SCHEMA_VERSION`]: partitions that are
 //! missing are created (an upgrade from an older server adds the tables it did not have), the

@@ -1,4 +1,4 @@
-//! HS256 JWTs: issue and verify access and refresh tokens (`spec/protocol.md` §3.4).
+//! HS256 JWTs: issue and verify access and refresh tokens (`docs/protocol.md` §3.4).
 //!
 //! Claims: `sub`, `iss = "kalamdb"`, `exp`, `iat`, `email`, `role`, `token_type`. Verification
 //! pins the algorithm to HS256 (so `alg: none` and asymmetric tricks fail), checks the

@@ -133,6 +133,7 @@ impl TableProvider for AppTableProvider {
             filters: filters.to_vec(),
             projection: projection.cloned(),
             limit,
+            keep_tombstones: false,
         };
         let exec = self
             .tables

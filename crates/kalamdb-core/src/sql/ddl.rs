@@ -673,12 +673,6 @@ pub fn create_table(
     )))
 }
 
-/// Test hook: the next table cleanup stops before removing anything, leaving what a stop
-/// right after the definition was removed would leave.
-#[doc(hidden)]
-pub static FAIL_DROP_CLEANUP: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 async fn drop_table_by_id(app: &AppContext, ctx: &ExecCtx, id: &TableId) -> Result<()> {
     // Invalidate before and after removing the definition: a lookup racing the drop may have
     // re-cached the old entry in between.
@@ -707,7 +701,7 @@ pub(crate) async fn clean_dropped_table(
     let target = def.table_id().to_string();
     app.jobs()
         .run("drop_table", &target, trigger, by, 1, |_| async {
-            if FAIL_DROP_CLEANUP.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if app.tables().faults().drop_cleanup_fails() {
                 return Err(KalamError::Internal(
                     "table cleanup stopped (injected failure)".into(),
                 ));

@@ -1,4 +1,4 @@
-//! Arrow results to the wire form of `spec/protocol.md` §5: a `schema` of fields with Kalam
+//! Arrow results to the wire form of `docs/protocol.md` §5: a `schema` of fields with Kalam
 //! types and flags, and positional rows of JSON cells. BIGINT is a decimal string, timestamps
 //! and times are microseconds, dates are days, DECIMAL a string with exactly `scale` digits,
 //! UUID the hyphenated form, BYTES an array of byte numbers. Non-finite floats, which JSON
@@ -35,7 +35,7 @@ pub fn schema_fields(schema: &Schema) -> Vec<SchemaField> {
         .collect()
 }
 
-/// Columns whose values only admins see (`spec/protocol.md` §4.3).
+/// Columns whose values only admins see (`docs/protocol.md` §4.3).
 const SENSITIVE_COLUMNS: [&str; 2] = ["credentials", "password_hash"];
 
 /// Replaces the non-NULL values of columns named `credentials` or `password_hash` with

@@ -1,5 +1,5 @@
 //! `SUBSCRIBE TO <select> [OPTIONS (last_rows=…, batch_size=…, from_seq_id=…)]` sent over
-//! HTTP (`spec/protocol.md` §6.8): live queries run on the WebSocket, so this registers
+//! HTTP (`docs/protocol.md` §6.8): live queries run on the WebSocket, so this registers
 //! nothing; it checks the query and answers one row saying where and what to subscribe.
 
 use super::ddl::table_output;

@@ -315,8 +315,7 @@ async fn alters_over_flushed_only_data_read_right_after_restart() {
 /// starts again under the new definition, and the new column's value survives the flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
-    use kalamdb_tables::cold::PAUSE_FLUSH_BEFORE_READ;
-    use kalamdb_tables::test_hooks::Pause;
+    use kalamdb_tables::faults::{Pause, PausePoint};
     use std::sync::Arc;
     let s = TestServer::start().await;
     let root = s.root_token().await;
@@ -331,7 +330,8 @@ async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
         kalamdb_commons::NamespaceId::new("app"),
         kalamdb_commons::TableName::new("t"),
     );
-    *PAUSE_FLUSH_BEFORE_READ.lock() = Some((table, Arc::clone(&pause)));
+    s.faults()
+        .pause_at(PausePoint::FlushBeforeRead, table, Arc::clone(&pause));
     let flush = s.ok(&root, "STORAGE FLUSH TABLE app.t");
     let alter = async {
         pause.reached.notified().await;

@@ -218,7 +218,7 @@ async fn flush_is_for_service_and_admins_and_names_must_exist() {
 /// lost, none doubled, and the next flush tidies up.
 #[tokio::test]
 async fn a_flush_interrupted_at_any_step_loses_and_doubles_nothing() {
-    use kalamdb_tables::cold::{FAIL_FLUSH_AT, FlushStep};
+    use kalamdb_tables::faults::FlushStep;
     let s = TestServer::start().await;
     let root = s.root_token().await;
     s.ok(
@@ -235,7 +235,7 @@ async fn a_flush_interrupted_at_any_step_loses_and_doubles_nothing() {
     let all = "SELECT id, v FROM app.t ORDER BY id";
 
     // Segment written, manifest not: the file is a stray nobody reads.
-    *FAIL_FLUSH_AT.lock() = Some(FlushStep::SegmentWritten);
+    s.faults().fail_flush_at(FlushStep::SegmentWritten);
     let (status, _, msg) = s.err(&root, "STORAGE FLUSH TABLE app.t").await;
     assert_eq!(status, 500, "{msg}");
     assert_eq!(segments(&dir).len(), 1);
@@ -259,7 +259,7 @@ async fn a_flush_interrupted_at_any_step_loses_and_doubles_nothing() {
         "UPDATE app.t SET v = 'A' WHERE id = 1; DELETE FROM app.t WHERE id = 2",
     )
     .await;
-    *FAIL_FLUSH_AT.lock() = Some(FlushStep::ManifestCommitted);
+    s.faults().fail_flush_at(FlushStep::ManifestCommitted);
     s.err(&root, "STORAGE FLUSH TABLE app.t").await;
     let s = s.restart().await;
     let root = s.root_token().await;
@@ -966,7 +966,6 @@ async fn the_compaction_policy_merges_new_segments_and_keeps_deletes_of_older_on
 
 #[tokio::test]
 async fn a_drop_interrupted_after_the_definition_went_is_finished_at_the_next_start() {
-    use kalamdb_core::sql::ddl::FAIL_DROP_CLEANUP;
     let s = TestServer::start().await;
     let root = s.root_token().await;
     s.ok(
@@ -989,7 +988,7 @@ async fn a_drop_interrupted_after_the_definition_went_is_finished_at_the_next_st
     };
     assert_eq!(partitions(&s).len(), 1);
 
-    FAIL_DROP_CLEANUP.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.faults().fail_next_drop_cleanup();
     s.err(&root, "DROP TABLE app.gone").await;
     assert_eq!(segments(&dir).len(), 1, "the stop left the files");
     assert_eq!(partitions(&s).len(), 1, "and the hot rows");

@@ -505,7 +505,7 @@ async fn stream_tables_are_append_only_per_user_and_expire() {
 }
 
 /// `SUBSCRIBE TO` over HTTP registers nothing and answers one row describing the WebSocket
-/// subscription to open (`spec/protocol.md` §6.8).
+/// subscription to open (`docs/protocol.md` §6.8).
 #[tokio::test]
 async fn subscribe_to_over_http_describes_the_websocket_subscription() {
     let s = TestServer::start().await;

@@ -1,7 +1,7 @@
 //! Live queries over `GET /v1/ws`, spoken to with a plain WebSocket client: authentication,
 //! initial batches, changes, per-user routing, unsubscribe, compression and errors.
 
-use crate::support::TestServer;
+use crate::support::{TestServer, rows};
 use flate2::read::GzDecoder;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -1174,8 +1174,7 @@ async fn subscriptions_follow_renames_widenings_and_access_changes() {
 #[tokio::test]
 async fn a_subscribe_overtaken_by_an_alter_uses_the_new_version() {
     use kalamdb_commons::{NamespaceId, TableId, TableName};
-    use kalamdb_live::PAUSE_SUBSCRIBE_BEFORE_LOCK;
-    use kalamdb_tables::test_hooks::Pause;
+    use kalamdb_tables::faults::{Pause, PausePoint};
     use std::sync::Arc;
     let s = TestServer::start().await;
     let root = s.root_token().await;
@@ -1188,7 +1187,11 @@ async fn a_subscribe_overtaken_by_an_alter_uses_the_new_version() {
     .await;
     let table = TableId::new(NamespaceId::new("app"), TableName::new("p"));
     let paused = |pause: &Arc<Pause>| {
-        *PAUSE_SUBSCRIBE_BEFORE_LOCK.lock() = Some((table.clone(), Arc::clone(pause)));
+        s.faults().pause_at(
+            PausePoint::SubscribeBeforeLock,
+            table.clone(),
+            Arc::clone(pause),
+        );
     };
 
     // RENAME while an admin's subscribe is between compile and register.
@@ -1278,4 +1281,131 @@ async fn a_client_close_is_echoed_and_revoked_users_are_disconnected() {
     }
     assert_eq!(got["code"], "UNAUTHORIZED", "{got}");
     assert_eq!(ws.next().await, json!({"type": "close", "code": 1008}));
+}
+
+/// Initial loads read both tiers through the streaming scan, a batch at a time: flushed rows,
+/// rows updated or deleted after the flush and new rows come out once each, as their newest
+/// version, in `_seq` order; `last_rows` keeps the newest and a resume reports what left.
+#[tokio::test]
+async fn initial_loads_merge_flushed_and_hot_rows() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    // More rows than one scan chunk (8,192), so the load spans several batches of the scan.
+    for start in (1..=12_000).step_by(2_000) {
+        let values: Vec<String> = (start..start + 2_000)
+            .map(|i| format!("({i}, 'a')"))
+            .collect();
+        s.ok(
+            &root,
+            &format!("INSERT INTO app.t VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+    s.ok(&root, "STORAGE FLUSH TABLE app.t").await;
+    let (_, body) = s.sql(&root, "SELECT max(_seq) FROM app.t").await;
+    let flushed_at: i64 = match &body["results"][0]["rows"][0][0] {
+        Value::String(t) => t.parse().unwrap(),
+        other => other.as_i64().unwrap(),
+    };
+    s.ok(
+        &root,
+        "UPDATE app.t SET v = 'b' WHERE id % 3 = 0; DELETE FROM app.t WHERE id % 5 = 0; \
+         INSERT INTO app.t VALUES (30000, 'a')",
+    )
+    .await;
+    // BIGINT cells travel as strings (JavaScript-safe), small ones may be numbers.
+    let int = |v: &Value| -> i64 {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+            .unwrap()
+    };
+    let ids = |rows: &[Value]| -> Vec<i64> { rows.iter().map(|r| int(&r["id"])).collect() };
+    let sql_ids = |sql: String| {
+        let s = &s;
+        let root = &root;
+        async move {
+            rows(&s.ok(root, &sql).await)
+                .iter()
+                .map(|r| int(&r[0]))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let mut ws = Ws::authed(&s, &root).await;
+    let all = ws
+        .subscribe_all(
+            "a",
+            "SELECT id, v FROM app.t WHERE v = 'a'",
+            json!({"batch_size": 5000}),
+        )
+        .await;
+    assert!(
+        all.windows(2).all(|w| seq(&w[0]) < seq(&w[1])),
+        "_seq order"
+    );
+    let mut got = ids(&all);
+    got.sort_unstable();
+    let expected: Vec<i64> = (1..=12_000)
+        .filter(|i| i % 3 != 0 && i % 5 != 0)
+        .chain([30000])
+        .collect();
+    assert_eq!(got, expected);
+
+    let last = ws
+        .subscribe_all(
+            "l",
+            "SELECT id FROM app.t WHERE v = 'b'",
+            json!({"last_rows": 3}),
+        )
+        .await;
+    let mut newest =
+        sql_ids("SELECT id FROM app.t WHERE v = 'b' ORDER BY _seq DESC LIMIT 3".into()).await;
+    newest.reverse();
+    assert_eq!(ids(&last), newest);
+
+    // Resuming from before the changes: the updated rows that still match come as data, and
+    // the deleted ones (and those updated away from the filter) as deletes.
+    ws.subscribe(
+        "r",
+        "SELECT id FROM app.t WHERE v = 'a'",
+        json!({"from": flushed_at}),
+    )
+    .await;
+    let ack = ws.next().await;
+    assert_eq!(ack["type"], "subscription_ack", "{ack}");
+    let mut data = Vec::new();
+    loop {
+        let batch = ws.next().await;
+        assert_eq!(batch["type"], "initial_data_batch", "{batch}");
+        data.extend(ids(batch["rows"].as_array().unwrap()));
+        if !batch["batch_control"]["has_more"].as_bool().unwrap() {
+            break;
+        }
+        ws.send(json!({"type": "next_batch", "subscription_id": "r"}))
+            .await;
+    }
+    assert_eq!(
+        data,
+        [30000],
+        "only the row added after the point still matches"
+    );
+    let mut gone = Vec::new();
+    while let Some(msg) = ws.try_next(Duration::from_millis(500)).await {
+        assert_eq!(msg["change_type"], "delete", "{msg}");
+        gone.extend(
+            msg["old_values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| int(&r["id"])),
+        );
+    }
+    gone.sort_unstable();
+    let left: Vec<i64> = (1..=12_000).filter(|i| i % 3 == 0 || i % 5 == 0).collect();
+    assert_eq!(gone, left);
 }

@@ -113,6 +113,16 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
+    /// The failure and pause points of this server's engine.
+    pub(crate) fn faults(&self) -> &kalamdb_tables::faults::Faults {
+        self.server
+            .as_ref()
+            .expect("a server started in this process")
+            .app
+            .tables()
+            .faults()
+    }
+
     pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }

@@ -226,7 +226,7 @@ impl Merge {
     fn emit(&mut self, slice: RecordBatch) -> Result<()> {
         let layout = &self.layout;
         let visible = match layout.deleted {
-            Some(d) if slice.column(d).as_boolean().true_count() > 0 => {
+            Some(d) if !layout.keep_tombstones && slice.column(d).as_boolean().true_count() > 0 => {
                 let keep = datafusion::arrow::compute::not(slice.column(d).as_boolean())
                     .map_err(|e| KalamError::Internal(e.to_string()))?;
                 filter_record_batch(&slice, &keep)

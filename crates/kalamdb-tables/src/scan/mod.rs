@@ -60,6 +60,9 @@ pub struct ScanRequest {
     pub projection: Option<Vec<usize>>,
     /// Most rows returned.
     pub limit: Option<usize>,
+    /// Return tombstones too (`_deleted` true), as the newest version of their key: a live
+    /// query's resume tells the client which rows went away.
+    pub keep_tombstones: bool,
 }
 
 /// The streaming scan of one application table; see the module doc.
@@ -93,7 +96,11 @@ impl TableScanExec {
         cold: Arc<ColdTier>,
     ) -> Result<Self> {
         let table = &request.table;
-        let layout = Arc::new(Layout::new(table, request.projection.as_ref())?);
+        let layout = Arc::new(Layout::new(
+            table,
+            request.projection.as_ref(),
+            request.keep_tombstones,
+        )?);
         let planned = if table.def.table_type == TableType::Stream {
             (0, 0, 0)
         } else {
@@ -306,10 +313,35 @@ impl ExecutionPlan for TableScanExec {
     }
 }
 
-type BatchStream =
+/// Batches of a scan, in key order.
+pub type BatchStream =
     futures::stream::BoxStream<'static, Result<datafusion::arrow::array::RecordBatch>>;
 
-/// Starts a scan (see the module doc) and returns its batches as a stream.
+/// Runs `request` outside DataFusion (no plan, no memory pool: the stream itself holds at
+/// most a few chunks); returns once the hot tier's snapshot is taken.
+pub(crate) async fn read_now(
+    request: ScanRequest,
+    backend: Arc<dyn StorageBackend>,
+    cold: Arc<ColdTier>,
+) -> Result<BatchStream> {
+    let layout = Arc::new(Layout::new(
+        &request.table,
+        request.projection.as_ref(),
+        request.keep_tombstones,
+    )?);
+    let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> =
+        Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());
+    let reservation = MemoryConsumer::new("KalamScopeRead").register(&pool);
+    let metrics = ExecutionPlanMetricsSet::new();
+    let metrics = ScanMetrics {
+        rows_read: MetricBuilder::new(&metrics).counter("rows_read", 0),
+        segments_read: MetricBuilder::new(&metrics).counter("segments_read", 0),
+    };
+    open(request, layout, backend, cold, reservation, metrics).await
+}
+
+/// Starts a scan (see the module doc) and returns its batches as a stream; returns once the
+/// hot tier's snapshot is taken (the rest is read as the stream is polled).
 async fn open(
     request: ScanRequest,
     layout: Arc<Layout>,
@@ -377,7 +409,7 @@ async fn point_reads(
     let mut rows: Vec<_> = versions
         .into_iter()
         .flatten()
-        .filter(|r| !r.deleted)
+        .filter(|r| request.keep_tombstones || !r.deleted)
         .collect();
     if let Some(l) = request.limit {
         rows.truncate(l);

@@ -42,11 +42,17 @@ pub(crate) struct Layout {
     pub projection: Vec<usize>,
     /// Schema of what the scan returns.
     pub out_schema: SchemaRef,
+    /// Tombstones are returned, not dropped.
+    pub keep_tombstones: bool,
 }
 
 impl Layout {
     /// The layout of a scan of `table` returning `projection` (all columns when `None`).
-    pub(crate) fn new(table: &CachedTable, projection: Option<&Vec<usize>>) -> Result<Self> {
+    pub(crate) fn new(
+        table: &CachedTable,
+        projection: Option<&Vec<usize>>,
+        keep_tombstones: bool,
+    ) -> Result<Self> {
         let schema = &table.schema;
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
@@ -89,6 +95,7 @@ impl Layout {
             output,
             projection,
             out_schema,
+            keep_tombstones,
         })
     }
 }
