@@ -309,7 +309,12 @@ async fn pump(
                     continue;
                 }
                 match serde_json::from_str::<ClientMessage>(&text) {
-                    Ok(msg) => handle(state, socket, conn, msg).await,
+                    Ok(msg) => {
+                        handle(state, socket, conn, msg).await;
+                        // The client waited on us meanwhile (a large initial load, say):
+                        // its silence counts from our answer, not from its request.
+                        last_seen = Instant::now();
+                    }
                     Err(e) => {
                         close(socket, 1011, &format!("Invalid message: {e}")).await;
                         return;

@@ -414,7 +414,7 @@ impl LiveQueryManager {
                     false => None,
                     true => Some(
                         app.tables()
-                            .snapshot_scope(&table, &scope, opts.from.is_some())
+                            .snapshot_scope(&table, &scope, opts.from.is_some(), opts.from)
                             .await
                             .map_err(|e| failed(&e))?,
                     ),

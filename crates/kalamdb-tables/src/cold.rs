@@ -35,8 +35,7 @@ use kalamdb_catalog::value::coerce;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{COLUMN_ID_KEY, EncodedSegment, FileStore, Manifest, SegmentInfo};
-use kalamdb_store::{KvPair, StorageBackend, StorageRead};
-use std::collections::BTreeMap;
+use kalamdb_store::{KvPair, StorageBackend};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -408,12 +407,6 @@ impl ColdTier {
         }
     }
 
-    /// Whether `scope` has flushed segments.
-    pub async fn has_segments(&self, table: &CachedTable, scope: &Scope) -> Result<bool> {
-        let loc = self.locate(&table.def, Some(scope))?;
-        Ok(!self.manifest(&table.def, &loc).await?.segments.is_empty())
-    }
-
     pub(crate) async fn arrow_segment(
         &self,
         table: &CachedTable,
@@ -431,46 +424,6 @@ impl ColdTier {
         let src = Arc::new(ScanSource::of_batch(table, batch)?);
         self.arrow_segments.insert(key, Arc::clone(&src));
         Ok(src)
-    }
-
-    /// The latest cold version of every key of `scope` (tombstones included), by key; with
-    /// `after_seq`, only from segments holding versions after it.
-    pub async fn scope_versions(
-        &self,
-        table: &CachedTable,
-        scope: &Scope,
-        after_seq: Option<i64>,
-    ) -> Result<BTreeMap<Vec<u8>, StoredRow>> {
-        let loc = self.locate(&table.def, Some(scope))?;
-        let manifest = self.manifest(&table.def, &loc).await?;
-        let mut out: BTreeMap<Vec<u8>, StoredRow> = BTreeMap::new();
-        // A segment whose every version is at or before `after_seq` cannot hold a current
-        // version newer than it: skipped by its `_seq` range.
-        let wanted =
-            |seg: &&kalamdb_filestore::SegmentMeta| after_seq.is_none_or(|a| seg.max_seq > a);
-        for seg in manifest.segments.iter().filter(wanted) {
-            let src = self.arrow_segment(table, &loc, seg).await?;
-            for (i, k) in src.keys.iter().enumerate() {
-                if out.get(k).is_none_or(|old| old.seq < src.seqs[i]) {
-                    out.insert(k.clone(), src.row(table, i)?);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// `hot` (a scope's hot versions, read before this call) merged over the scope's cold
-    /// versions: the current version of every key, tombstones included, in key order. With
-    /// `after_seq`, keys whose current version is at or before it may be left out.
-    pub async fn merge_scope(
-        &self,
-        table: &CachedTable,
-        scope: &Scope,
-        hot: Vec<(Vec<u8>, StoredRow)>,
-        after_seq: Option<i64>,
-    ) -> Result<Vec<StoredRow>> {
-        let cold = self.scope_versions(table, scope, after_seq).await?;
-        Ok(merge_versions(hot, cold))
     }
 
     /// Whether `table` may have flushed segments. Known per cached table after one listing of
@@ -761,36 +714,6 @@ fn widen(array: &ArrayRef, to: &datafusion::arrow::datatypes::DataType) -> Resul
         }
         _ => cast(array, to).map_err(internal),
     }
-}
-
-/// The hot versions of a scope with their primary-key keys, in key order.
-pub fn read_versions(
-    read: &dyn StorageRead,
-    table: &CachedTable,
-    prefix: &[u8],
-) -> Result<Vec<(Vec<u8>, StoredRow)>> {
-    read.scan(&table.partitions.rows, prefix, None)?
-        .map(|item| {
-            let (k, v) = item?;
-            let mut row = StoredRow::decode(&v)?;
-            table.backfill(row.seq, &mut row.cells);
-            Ok((k[prefix.len()..].to_vec(), row))
-        })
-        .collect()
-}
-
-/// Merges hot versions over cold ones (largest `_seq` per key wins), in key order, tombstones
-/// included.
-pub fn merge_versions(
-    hot: Vec<(Vec<u8>, StoredRow)>,
-    mut cold: BTreeMap<Vec<u8>, StoredRow>,
-) -> Vec<StoredRow> {
-    for (k, row) in hot {
-        if cold.get(&k).is_none_or(|old| old.seq <= row.seq) {
-            cold.insert(k, row);
-        }
-    }
-    cold.into_values().collect()
 }
 
 /// Flushed entries the hot-tier cleanup checks per hold of the scope's write lock.

@@ -28,8 +28,7 @@ pub use kalamdb_catalog::partitions::{
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::{Value, to_array};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
-use kalamdb_commons::{TableDefinition, TableType, UserId};
-use kalamdb_store::StorageRead;
+use kalamdb_commons::{TableDefinition, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -133,30 +132,6 @@ pub fn stream_cutoff_seq(def: &TableDefinition) -> i64 {
     let ttl_ms = def.ttl_seconds.unwrap_or(0).saturating_mul(1000) as i64;
     let now_ms = chrono::Utc::now().timestamp_millis();
     kalamdb_catalog::seq::min_seq_at_unix_millis(now_ms - ttl_ms)
-}
-
-/// The current versions of `scope`, read through `read` (the store or a snapshot of it), in
-/// key order: for tables the latest version of each key (tombstones included), for STREAM
-/// tables the log entries still within the TTL.
-pub fn scan_scope(
-    read: &dyn StorageRead,
-    table: &CachedTable,
-    scope: &Scope,
-) -> Result<Vec<StoredRow>> {
-    let (def, partitions) = (&table.def, &table.partitions);
-    let prefix = scope.prefix();
-    let scan = if def.table_type == TableType::Stream {
-        let start = log_key(&prefix, stream_cutoff_seq(def));
-        read.scan(&partitions.log, &prefix, Some(&start))?
-    } else {
-        read.scan(&partitions.rows, &prefix, None)?
-    };
-    scan.map(|item| {
-        let mut row = StoredRow::decode(&item?.1)?;
-        table.backfill(row.seq, &mut row.cells);
-        Ok(row)
-    })
-    .collect()
 }
 
 /// Rows per Arrow batch built from stored rows.

@@ -120,7 +120,8 @@ impl TableStore {
     }
 
     /// Every current version of `scope` (tombstones included when `keep_tombstones`), both
-    /// tiers merged in key order, all columns. Returns once the hot tier's snapshot is taken:
+    /// tiers merged in key order, all columns; with `after_seq`, versions at or before it may
+    /// be left out. Returns once the hot tier's snapshot is taken:
     /// a caller holding the scope's writer lock until then (a live subscription registering)
     /// sees every write either in these rows or afterwards, never both. The rows are read as
     /// the stream is polled, a batch at a time.
@@ -129,6 +130,7 @@ impl TableStore {
         table: &Arc<CachedTable>,
         scope: &Scope,
         keep_tombstones: bool,
+        after_seq: Option<i64>,
     ) -> Result<BatchStream> {
         let request = ScanRequest {
             table: Arc::clone(table),
@@ -138,6 +140,7 @@ impl TableStore {
             projection: None,
             limit: None,
             keep_tombstones,
+            after_seq,
         };
         crate::scan::read_now(request, Arc::clone(&self.backend), Arc::clone(&self.cold)).await
     }

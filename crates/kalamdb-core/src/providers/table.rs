@@ -134,6 +134,7 @@ impl TableProvider for AppTableProvider {
             projection: projection.cloned(),
             limit,
             keep_tombstones: false,
+            after_seq: None,
         };
         let exec = self
             .tables

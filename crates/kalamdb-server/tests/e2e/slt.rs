@@ -1,11 +1,16 @@
-//! Runs every `tests/slt/*.slt` file against a real server over HTTP (as root).
+//! Runs every `tests/slt/*.slt` file against a real server over HTTP.
 //!
-//! Cells print as text: NULL as `NULL`, BIGINT as its digits, empty strings as `(empty)`.
-//! `statement error <regex>` matches against `CODE: message`.
+//! Records run as `root`, or as the user a `connection <name>` names: that user is created
+//! (role `user`) and signed in on first use, so files can check per-user semantics (USER
+//! table isolation, permissions). Cells print as text: NULL as `NULL`, BIGINT as its digits,
+//! empty strings as `(empty)`. Column types are checked: `I` integer types, `R` FLOAT, DOUBLE
+//! and DECIMAL, `B` (any) BOOLEAN, `T` everything else. A record of several statements
+//! returns the rows of every statement that returns rows, in order; `statement error
+//! <regex>` matches against `CODE: message`.
 
 use crate::support::TestServer;
 use serde_json::{Value, json};
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use sqllogictest::{AsyncDB, Connection, DBOutput, DefaultColumnType, Record};
 
 #[derive(Debug)]
 struct HttpError(String);
@@ -33,6 +38,21 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// The sqllogictest type of a result column, from its wire `data_type`.
+fn column_type(field: &Value) -> DefaultColumnType {
+    let name = match &field["data_type"] {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.keys().next().map(String::as_str).unwrap_or(""),
+        _ => "",
+    };
+    match name {
+        "SmallInt" | "Int" | "BigInt" => DefaultColumnType::Integer,
+        "Float" | "Double" | "Decimal" => DefaultColumnType::FloatingPoint,
+        "Boolean" => DefaultColumnType::Any,
+        _ => DefaultColumnType::Text,
+    }
+}
+
 #[async_trait::async_trait]
 impl AsyncDB for HttpDb {
     type Error = HttpError;
@@ -55,29 +75,27 @@ impl AsyncDB for HttpDb {
                 body["error"]["message"].as_str().unwrap_or("?")
             )));
         }
-        let last = body["results"]
-            .as_array()
-            .and_then(|r| r.last())
-            .cloned()
-            .unwrap_or(Value::Null);
-        match last.get("schema") {
-            Some(schema) => {
-                let n = schema.as_array().map(|s| s.len()).unwrap_or(0);
-                let rows = last["rows"]
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        let mut types: Option<Vec<DefaultColumnType>> = None;
+        let mut rows = Vec::new();
+        for result in results.iter().filter(|r| r.get("schema").is_some()) {
+            let schema = result["schema"].as_array().cloned().unwrap_or_default();
+            types.get_or_insert_with(|| schema.iter().map(column_type).collect());
+            rows.extend(
+                result["rows"]
                     .as_array()
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|r| r.as_array().unwrap().iter().map(cell).collect())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(DBOutput::Rows {
-                    types: vec![DefaultColumnType::Any; n],
-                    rows,
-                })
-            }
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.as_array().unwrap().iter().map(cell).collect()),
+            );
+        }
+        match types {
+            Some(types) => Ok(DBOutput::Rows { types, rows }),
             None => Ok(DBOutput::StatementComplete(
-                last["row_count"].as_u64().unwrap_or(0),
+                results
+                    .last()
+                    .and_then(|r| r["row_count"].as_u64())
+                    .unwrap_or(0),
             )),
         }
     }
@@ -89,10 +107,33 @@ impl AsyncDB for HttpDb {
     }
 }
 
+/// Signs in as `user` (created with role `user` on first use); `root` for the default
+/// connection.
+async fn token_for(server: &TestServer, root: &str, user: &str) -> String {
+    if user == "root" {
+        return root.to_string();
+    }
+    let password = format!("{user}-slt-pass-1");
+    let (_, body) = server
+        .sql(
+            root,
+            &format!("CREATE USER {user} WITH PASSWORD '{password}' ROLE user"),
+        )
+        .await;
+    let exists = body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("already exists"));
+    assert!(
+        body["status"] == "success" || exists,
+        "creating {user}: {body}"
+    );
+    server.token(user, &password).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    let server = TestServer::start().await;
-    let token = server.root_token().await;
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let root = server.root_token().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -102,18 +143,44 @@ async fn sqllogictest_files() {
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     for file in files {
-        let (http, base, token) = (server.http.clone(), server.base.clone(), token.clone());
+        // The connection the record about to run names; read when the runner makes it.
+        let current = std::sync::Arc::new(std::sync::Mutex::new(String::from("root")));
+        let (server2, root2, current2) = (
+            std::sync::Arc::clone(&server),
+            root.clone(),
+            std::sync::Arc::clone(&current),
+        );
         let mut runner = sqllogictest::Runner::new(move || {
-            let db = HttpDb {
-                http: http.clone(),
-                base: base.clone(),
-                token: token.clone(),
-            };
-            async move { Ok(db) }
+            let (server, root) = (std::sync::Arc::clone(&server2), root2.clone());
+            let user = current2.lock().unwrap().clone();
+            async move {
+                let token = token_for(&server, &root, &user).await;
+                Ok(HttpDb {
+                    http: server.http.clone(),
+                    base: server.base.clone(),
+                    token,
+                })
+            }
         });
-        runner.with_column_validator(|_, _| true);
-        if let Err(e) = runner.run_file_async(&file).await {
-            panic!("{}: {}", file.display(), e.display(true));
+        runner.with_column_validator(sqllogictest::strict_column_validator);
+        let records = sqllogictest::parse_file::<DefaultColumnType>(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for record in records {
+            let connection = match &record {
+                Record::Statement { connection, .. } | Record::Query { connection, .. } => {
+                    Some(connection)
+                }
+                _ => None,
+            };
+            if let Some(c) = connection {
+                *current.lock().unwrap() = match c {
+                    Connection::Default => "root".to_string(),
+                    Connection::Named(name) => name.clone(),
+                };
+            }
+            if let Err(e) = runner.run_async(record).await {
+                panic!("{}: {}", file.display(), e.display(true));
+            }
         }
     }
 }

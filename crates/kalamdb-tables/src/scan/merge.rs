@@ -7,7 +7,7 @@
 //! (a hot tier of recent keys over older segments, segments of one run) therefore cost a few
 //! key comparisons per chunk; only keys present in several sources are resolved row by row.
 
-use super::source::{CHUNK_ROWS, Chunk, Layout, Source, key_at, seq_at};
+use super::source::{Chunk, Layout, Source, key_at, seq_at};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::execution::memory_pool::MemoryReservation;
@@ -137,7 +137,8 @@ impl Merge {
 
     /// The next batch of visible rows, projected; `None` at the end.
     pub(crate) async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        while !self.done && self.pending_rows < CHUNK_ROWS && self.remaining != Some(0) {
+        while !self.done && self.pending_rows < self.layout.chunk_rows && self.remaining != Some(0)
+        {
             self.step().await?;
         }
         if self.pending.is_empty() {

@@ -63,6 +63,9 @@ pub struct ScanRequest {
     /// Return tombstones too (`_deleted` true), as the newest version of their key: a live
     /// query's resume tells the client which rows went away.
     pub keep_tombstones: bool,
+    /// Segments whose every version is at or before this `_seq` may be skipped: the caller
+    /// (a live query's resume) drops such rows anyway, and no version they hide can be newer.
+    pub after_seq: Option<i64>,
 }
 
 /// The streaming scan of one application table; see the module doc.
@@ -100,6 +103,7 @@ impl TableScanExec {
             table,
             request.projection.as_ref(),
             request.keep_tombstones,
+            request.limit,
         )?);
         let planned = if table.def.table_type == TableType::Stream {
             (0, 0, 0)
@@ -130,9 +134,11 @@ impl TableScanExec {
     fn with_limit(&self, limit: Option<usize>) -> Self {
         let mut request = self.request.clone();
         request.limit = limit;
+        let mut layout = (*self.layout).clone();
+        layout.chunk_rows = source::chunk_rows(limit);
         Self {
             request,
-            layout: Arc::clone(&self.layout),
+            layout: Arc::new(layout),
             backend: Arc::clone(&self.backend),
             cold: Arc::clone(&self.cold),
             planned: self.planned,
@@ -182,7 +188,11 @@ fn keep_segments(request: &ScanRequest, segs: &crate::cold::ScopeSegments) -> Ve
     by_stats
         .into_iter()
         .zip(segs.key_ranges())
-        .map(|(keep, (lo, hi))| keep && request.ranges.overlaps(lo, hi))
+        .zip(segs.segments())
+        .map(|((keep, (lo, hi)), seg)| {
+            keep && request.ranges.overlaps(lo, hi)
+                && request.after_seq.is_none_or(|after| seg.max_seq > after)
+        })
         .collect()
 }
 
@@ -328,6 +338,7 @@ pub(crate) async fn read_now(
         &request.table,
         request.projection.as_ref(),
         request.keep_tombstones,
+        request.limit,
     )?);
     let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> =
         Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());

@@ -27,8 +27,18 @@ use std::sync::Arc;
 /// Rows per chunk a source produces (and per batch a scan emits).
 pub(crate) const CHUNK_ROWS: usize = crate::rows::BATCH_ROWS;
 
+/// Fewest rows per chunk of a scan with a limit.
+const MIN_LIMITED_CHUNK_ROWS: usize = 64;
+
+/// Rows per chunk for a scan returning at most `limit` rows: a `LIMIT 10` decodes a few dozen
+/// rows per source before it can answer, not a whole chunk (later chunks of a scan that needs
+/// more, because of tombstones or newer versions elsewhere, come at the same size).
+pub(crate) fn chunk_rows(limit: Option<usize>) -> usize {
+    limit.map_or(CHUNK_ROWS, |l| l.clamp(MIN_LIMITED_CHUNK_ROWS, CHUNK_ROWS))
+}
+
 /// Which columns of the table a scan reads and returns.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Layout {
     /// Table-schema indices read from both tiers, ascending.
     pub work: Vec<usize>,
@@ -44,6 +54,8 @@ pub(crate) struct Layout {
     pub out_schema: SchemaRef,
     /// Tombstones are returned, not dropped.
     pub keep_tombstones: bool,
+    /// Rows per chunk ([`chunk_rows`]).
+    pub chunk_rows: usize,
 }
 
 impl Layout {
@@ -52,6 +64,7 @@ impl Layout {
         table: &CachedTable,
         projection: Option<&Vec<usize>>,
         keep_tombstones: bool,
+        limit: Option<usize>,
     ) -> Result<Self> {
         let schema = &table.schema;
         let projection: Vec<usize> = match projection {
@@ -96,6 +109,7 @@ impl Layout {
             projection,
             out_schema,
             keep_tombstones,
+            chunk_rows: chunk_rows(limit),
         })
     }
 }
@@ -168,7 +182,7 @@ pub(crate) async fn spawn_hot(
             table: &table,
             layout: &layout,
             tx: &tx,
-            rows: Vec::with_capacity(CHUNK_ROWS),
+            rows: Vec::with_capacity(layout.chunk_rows),
         };
         if let Err(e) = producer.run(&*snapshot, &prefix, &ranges) {
             let _ = tx.blocking_send(Err(e));
@@ -267,7 +281,7 @@ impl HotProducer<'_> {
             }
         };
         self.rows.push(row);
-        if self.rows.len() >= CHUNK_ROWS {
+        if self.rows.len() >= self.layout.chunk_rows {
             return self.send();
         }
         Ok(true)
@@ -426,7 +440,12 @@ async fn open_segment(
         return Ok(None);
     }
     Ok(Some(scope.files.segment_stream(
-        &scope.dir, seg, metadata, row_groups, columns, CHUNK_ROWS,
+        &scope.dir,
+        seg,
+        metadata,
+        row_groups,
+        columns,
+        layout.chunk_rows,
     )?))
 }
 
