@@ -149,32 +149,6 @@ async fn columns_added_renamed_dropped_and_widened_read_right_in_both_tiers() {
     );
 }
 
-#[tokio::test]
-async fn user_tables_alter_for_every_user() {
-    let s = TestServer::start().await;
-    let root = s.root_token().await;
-    s.ok(
-        &root,
-        "CREATE NAMESPACE app; CREATE USER TABLE app.u (id BIGINT PRIMARY KEY, v TEXT)",
-    )
-    .await;
-    let users = s.users_with_tokens(&root, &["ann", "bob"]).await;
-    s.ok(&users[0], "INSERT INTO app.u VALUES (1, 'a')").await;
-    s.ok(&users[1], "INSERT INTO app.u VALUES (1, 'b')").await;
-    s.ok(&root, "STORAGE FLUSH TABLE app.u").await;
-    // A plain user may not change a table every user's rows live in.
-    let (status, _, msg) = s.err(&users[0], "ALTER TABLE app.u DROP COLUMN v").await;
-    assert_eq!(status, 403, "{msg}");
-    s.ok(&root, "ALTER TABLE app.u ADD COLUMN score INT DEFAULT 7")
-        .await;
-    for (token, v) in users.iter().zip(["a", "b"]) {
-        assert_eq!(
-            all(&s, token, "SELECT v, score FROM app.u").await,
-            vec![vec![json!(v), json!(7)]]
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alters_under_concurrent_writes_and_reads_lose_nothing() {
     use crate::support::post_sql;

@@ -9,7 +9,6 @@ mod cold;
 mod crash;
 mod hardening;
 mod http_api;
-mod information_schema;
 mod isolation;
 mod kalam_client;
 mod live;

@@ -120,25 +120,3 @@ async fn a_view_over_a_user_table_shows_each_caller_their_own_rows() {
     let (_, _, msg) = s.err(&root, "DROP VIEW app.open_notes").await;
     assert!(msg.contains("app.open_notes"), "{msg}");
 }
-
-#[tokio::test]
-async fn drop_namespace_counts_views_and_cascade_removes_them() {
-    let s = TestServer::start().await;
-    let root = s.root_token().await;
-    s.ok(
-        &root,
-        "CREATE NAMESPACE src; CREATE SHARED TABLE src.t (id BIGINT PRIMARY KEY); \
-         CREATE NAMESPACE app; CREATE VIEW app.v AS SELECT id FROM src.t",
-    )
-    .await;
-    // A namespace holding only a view is not empty.
-    let (_, _, msg) = s.err(&root, "DROP NAMESPACE app").await;
-    assert!(msg.contains("1 view(s)"), "{msg}");
-    s.ok(&root, "DROP NAMESPACE app CASCADE").await;
-    // Re-created, the namespace does not bring the old view back.
-    s.ok(&root, "CREATE NAMESPACE app").await;
-    let (_, _, msg) = s.err(&root, "SELECT * FROM app.v").await;
-    assert!(msg.contains("app.v") || msg.contains("not found"), "{msg}");
-    s.ok(&root, "CREATE VIEW app.v AS SELECT id FROM src.t")
-        .await;
-}
