@@ -12,6 +12,7 @@
 mod compiled;
 mod error;
 mod filter;
+mod initial;
 mod manager;
 mod outbox;
 mod query;

@@ -5,27 +5,26 @@
 
 use crate::compiled::{CompiledQuery, mentions_current_user};
 use crate::error::LiveError;
+use crate::initial::{InitialRows, ack, ack_schema, batch_size_of};
 use crate::outbox::{CloseReason, Outbound, Outbox};
 use crate::query::LiveQuery;
-use crate::subscription::{BodyCache, LoadState, Subscription, batch_status};
+use crate::subscription::{BodyCache, LoadState, Subscription};
 use crate::system::SystemFeeds;
 use dashmap::DashMap;
-use futures::StreamExt;
 use kalamdb_catalog::schema_registry::CachedTable;
-use kalamdb_commons::ws::{BatchControl, ServerMessage, SubscriptionOptions, SubscriptionRequest};
+use kalamdb_commons::ws::{ServerMessage, SubscriptionOptions, SubscriptionRequest};
 use kalamdb_commons::{ErrorCode, NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_core::access;
 use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
 use kalamdb_core::expr_limits::ExprLimits;
 use kalamdb_core::providers::system::SystemTable;
-use kalamdb_core::sql::encode::schema_fields;
 use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
 use kalamdb_tables::faults::PausePoint;
-use kalamdb_tables::rows::{Scope, StoredRow, rows_of_batch};
+use kalamdb_tables::rows::Scope;
+use kalamdb_tables::scan::BatchStream;
 use parking_lot::{Mutex, RwLock};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
@@ -33,84 +32,6 @@ use tokio::sync::mpsc;
 /// Queries compiled for a new table version during one ALTER, by the query they replace (and
 /// the subscriber, for per-user queries), so subscriptions that shared one share the new one.
 type Recompiled = HashMap<(*const CompiledQuery, Option<UserId>), Arc<CompiledQuery>>;
-
-/// A subscription's initial rows, gathered as its scan yields them: the live rows that match
-/// (only the newest `last_rows` of them by `_seq` are kept, so a "last 100" load holds 100),
-/// and, when resuming after a `_seq`, the rows changed since that no longer match or were
-/// deleted (sent as deletes). Memory follows what will be sent, not the table.
-struct InitialRows {
-    query: Arc<CompiledQuery>,
-    from: Option<i64>,
-    last_rows: Option<usize>,
-    live: BinaryHeap<Reverse<BySeq>>,
-    gone: Vec<(StoredRow, i64)>,
-}
-
-/// A row ordered by its `_seq`.
-struct BySeq(StoredRow);
-
-impl PartialEq for BySeq {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.seq == other.0.seq
-    }
-}
-impl Eq for BySeq {}
-impl PartialOrd for BySeq {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for BySeq {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.seq.cmp(&other.0.seq)
-    }
-}
-
-impl InitialRows {
-    fn new(query: Arc<CompiledQuery>, opts: &SubscriptionOptions) -> Self {
-        Self {
-            query,
-            from: opts.from,
-            // A resume sends every change since its point, never only the last ones.
-            last_rows: opts.last_rows.filter(|_| opts.from.is_none()),
-            live: BinaryHeap::new(),
-            gone: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, row: StoredRow) {
-        if self.from.is_some_and(|from| row.seq <= from) {
-            return;
-        }
-        if !row.deleted && self.query.matches(&row) {
-            self.live.push(Reverse(BySeq(row)));
-            if self.last_rows.is_some_and(|n| self.live.len() > n) {
-                self.live.pop(); // the oldest
-            }
-        } else if self.from.is_some() {
-            let seq = row.seq;
-            self.gone.push((
-                StoredRow {
-                    deleted: false,
-                    ..row
-                },
-                seq,
-            ));
-        }
-    }
-
-    /// The rows to send, oldest first, and the deletes of a resume, oldest first.
-    fn finish(self) -> (VecDeque<StoredRow>, Vec<(StoredRow, i64)>) {
-        let mut live: Vec<StoredRow> = self.live.into_iter().map(|Reverse(r)| r.0).collect();
-        live.sort_by_key(|r| r.seq);
-        let mut gone = self.gone;
-        gone.sort_by_key(|(_, seq)| *seq);
-        (live.into(), gone)
-    }
-}
-
-/// Rows per initial batch when the client does not say.
-const DEFAULT_BATCH_SIZE: usize = 1000;
 
 /// One client connection: its outbound side (id, queue, close signal), its identity and its
 /// subscriptions.
@@ -249,28 +170,8 @@ impl LiveQueryManager {
 
     /// Handles `subscribe`: replies with an ack and the first batch, or an `error`.
     pub async fn subscribe(&self, conn: &Arc<Connection>, req: SubscriptionRequest) {
-        if req.id.trim().is_empty() {
-            conn.error(
-                "invalid_subscription",
-                &LiveError::new(
-                    ErrorCode::InvalidSubscriptionId,
-                    "subscription id must not be empty",
-                ),
-            );
-            return;
-        }
-        let max = self
-            .app
-            .upgrade()
-            .map_or(256, |app| app.config().limits.max_name_bytes);
-        if req.id.len() > max {
-            conn.error(
-                "invalid_subscription",
-                &LiveError::new(
-                    ErrorCode::InvalidSubscriptionId,
-                    format!("subscription id is longer than {max} bytes (limits.max_name_bytes)"),
-                ),
-            );
+        if let Err(e) = self.check_subscription_id(&req.id) {
+            conn.error("invalid_subscription", &e);
             return;
         }
         if let Err(e) = self.try_subscribe(conn, &req).await {
@@ -278,6 +179,28 @@ impl LiveQueryManager {
         }
     }
 
+    /// Refuses an empty subscription id or one longer than `limits.max_name_bytes`.
+    fn check_subscription_id(&self, id: &str) -> Result<(), LiveError> {
+        if id.trim().is_empty() {
+            return Err(LiveError::new(
+                ErrorCode::InvalidSubscriptionId,
+                "subscription id must not be empty",
+            ));
+        }
+        let max = self
+            .app
+            .upgrade()
+            .map_or(256, |app| app.config().limits.max_name_bytes);
+        if id.len() > max {
+            return Err(LiveError::new(
+                ErrorCode::InvalidSubscriptionId,
+                format!("subscription id is longer than {max} bytes (limits.max_name_bytes)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Subscribes `req` on `conn`, step by step; an `Err` is sent to the client as an `error`.
     async fn try_subscribe(
         &self,
         conn: &Arc<Connection>,
@@ -288,172 +211,171 @@ impl LiveQueryManager {
         })?;
         // Re-using an active id replaces that subscription.
         self.unsubscribe(conn, &req.id);
-        let limit = app.config().websocket.max_subscriptions_per_connection;
-        if conn.subscription_count() >= limit {
-            return Err(LiveError::new(
-                ErrorCode::SubscriptionLimitExceeded,
-                format!("at most {limit} subscriptions per connection"),
-            ));
-        }
-        let sql = req.sql.clone();
-        let limits = ExprLimits::of(&app.config().limits);
-        let query = app
-            .queries()
-            .run_small(move || LiveQuery::parse(&sql, limits))
-            .await
-            .map_err(|e| LiveError::new(ErrorCode::SubscriptionFailed, e.to_string()))??;
+        check_subscription_limit(&app, conn)?;
+        let query = parse_query(&app, &req.sql).await?;
+        // Access is checked here: system tables for admins, SHARED tables by access level.
         let (table, system) = self.resolve(&app, &conn.identity, &query)?;
-        let def = &table.def;
-        let columns = match &query.columns {
-            None => (0..def.columns.len()).collect(),
-            Some(names) => names
-                .iter()
-                .filter(|n| n.as_str() != kalamdb_commons::schema::SEQ_COLUMN)
-                .map(|n| {
-                    def.columns
-                        .iter()
-                        .position(|c| &c.name == n)
-                        .ok_or_else(|| LiveError::invalid(format!("unknown column {n}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        let user = conn.identity.user_id.clone();
-        let compiled = self.compiled_query(&table, &query, columns, &user)?;
-        let options = req.options.clone();
-        let opts = options.clone().unwrap_or_default();
-        let batch_size = opts.batch_size.unwrap_or(DEFAULT_BATCH_SIZE).max(1);
-        if opts.last_rows.is_some_and(|n| n > batch_size) {
-            return Err(LiveError::unsupported(format!(
-                "last_rows must not exceed batch_size ({batch_size})"
-            )));
-        }
-        let routed_user = (def.table_type != TableType::Shared).then(|| user.clone());
-        let sub = Arc::new(Subscription {
-            id: req.id.clone(),
-            live_id: format!("{}-{}", conn.id, req.id),
-            conn: Arc::downgrade(&conn.outbox),
-            user: user.clone(),
-            table_id: def.table_id(),
-            routed_user: routed_user.clone(),
-            query: RwLock::new(compiled),
-            from: opts.from,
-            sql: req.sql.clone(),
-            options: options
-                .as_ref()
-                .and_then(|o| serde_json::to_string(o).ok())
-                .unwrap_or_else(|| "null".into()),
-            created_at: chrono::Utc::now().timestamp_micros(),
-            changes: AtomicU64::new(0),
-            last_update: AtomicI64::new(0),
-            state: Mutex::new(LoadState {
-                batch_size,
-                ..LoadState::default()
-            }),
-        });
-
+        let columns = column_indices(&table, &query)?;
+        let compiled = self.compiled_query(&table, &query, columns, &conn.identity.user_id)?;
+        let opts = req.options.clone().unwrap_or_default();
+        let batch_size = batch_size_of(&opts)?;
+        let sub = new_subscription(conn, req, &table, compiled, &opts, batch_size);
         // Register and read the initial rows so that every write is either in them or
         // delivered as a change: under the scope's write lock (the rows from a snapshot taken
-        // there), or for a system table under its feed lock.
-        let register = || {
-            self.route(&sub);
-            conn.subs.lock().insert(sub.id.clone(), Arc::clone(&sub));
-        };
-        let failed = |e: &dyn std::fmt::Display| {
-            self.unsubscribe(conn, &sub.id);
-            LiveError::new(
-                ErrorCode::SubscriptionFailed,
-                format!("cannot read initial data: {e}"),
-            )
-        };
+        // there), or for a system table under its feed lock. No options: no initial rows.
+        let options = req.options.as_ref();
         let rows = match system {
-            Some(kind) => {
-                let rows = self
-                    .system
-                    .register(&app, kind, register, options.is_some())
-                    .map_err(|e| failed(&e))?;
-                self.system.mark(&[SystemTable::Live]);
-                rows.map(|rows| {
-                    let mut initial = InitialRows::new(sub.query(), &opts);
-                    rows.into_iter().for_each(|r| initial.push(r));
-                    initial
-                })
-            }
+            Some(kind) => self.register_system(&app, conn, &sub, kind, options)?,
             None => {
-                let scope = match routed_user {
-                    Some(u) => Scope::User(u),
-                    None => Scope::Shared,
-                };
-                let locks = app.tables().table_locks(&sub.table_id);
-                app.tables()
-                    .faults()
-                    .pause(PausePoint::SubscribeBeforeLock, &sub.table_id)
-                    .await;
-                let guard = locks.scope(&scope).await;
-                // An ALTER that committed after the table was resolved (it holds every scope
-                // lock, so none can commit from here until the subscription is registered):
-                // subscribe to the version it made.
-                let table = match app.schema_registry().get(&sub.table_id) {
-                    Ok(Some(now)) if now.def.created_at == table.def.created_at => {
-                        if now.def.version != table.def.version {
-                            self.on_new_version(conn, &sub, &now, &mut Recompiled::new())?;
-                        }
-                        now
-                    }
-                    Ok(_) => {
-                        return Err(LiveError::new(
-                            ErrorCode::NotFound,
-                            format!("Table '{}' was dropped", sub.table_id),
-                        ));
-                    }
-                    Err(e) => return Err(failed(&e)),
-                };
-                register();
-                // The scan takes its snapshot before the lock goes; its rows are read after,
-                // a batch at a time, keeping only what the subscription will send.
-                let snapshot = match options.is_some() {
-                    false => None,
-                    true => Some(
-                        app.tables()
-                            .snapshot_scope(&table, &scope, opts.from.is_some(), opts.from)
-                            .await
-                            .map_err(|e| failed(&e))?,
-                    ),
-                };
-                drop(guard);
-                self.system.mark(&[SystemTable::Live]);
-                match snapshot {
-                    None => None,
-                    Some(mut batches) => {
-                        let mut initial = InitialRows::new(sub.query(), &opts);
-                        while let Some(batch) = batches.next().await {
-                            let batch = batch.map_err(|e| failed(&e))?;
-                            for row in rows_of_batch(&table, &batch).map_err(|e| failed(&e))? {
-                                initial.push(row);
-                            }
-                        }
-                        Some(initial)
-                    }
-                }
+                self.register_table(&app, conn, &sub, &table, options)
+                    .await?
             }
         };
+        self.send_ack_and_first_batch(conn, &sub, rows, batch_size);
+        Ok(())
+    }
 
-        let schema = self.ack_schema(&sub);
+    /// Adds `sub` to the routing index and to its connection.
+    fn register(&self, conn: &Connection, sub: &Arc<Subscription>) {
+        self.route(sub);
+        conn.subs.lock().insert(sub.id.clone(), Arc::clone(sub));
+    }
+
+    /// Undoes a registration whose initial data cannot be read, and says so.
+    fn load_failed(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        e: &dyn std::fmt::Display,
+    ) -> LiveError {
+        self.unsubscribe(conn, &sub.id);
+        LiveError::new(
+            ErrorCode::SubscriptionFailed,
+            format!("cannot read initial data: {e}"),
+        )
+    }
+
+    /// Registers `sub` on system table `kind` under its feed lock, with its initial rows.
+    fn register_system(
+        &self,
+        app: &AppContext,
+        conn: &Connection,
+        sub: &Arc<Subscription>,
+        kind: SystemTable,
+        options: Option<&SubscriptionOptions>,
+    ) -> Result<Option<InitialRows>, LiveError> {
+        let rows = self
+            .system
+            .register(app, kind, || self.register(conn, sub), options.is_some())
+            .map_err(|e| self.load_failed(conn, sub, &e))?;
+        self.system.mark(&[SystemTable::Live]);
+        Ok(rows
+            .zip(options)
+            .map(|(rows, opts)| InitialRows::of_rows(sub.query(), opts, rows)))
+    }
+
+    /// Registers `sub` on its table and reads its initial rows from the snapshot taken then.
+    async fn register_table(
+        &self,
+        app: &AppContext,
+        conn: &Connection,
+        sub: &Arc<Subscription>,
+        table: &Arc<CachedTable>,
+        options: Option<&SubscriptionOptions>,
+    ) -> Result<Option<InitialRows>, LiveError> {
+        let (table, snapshot) = self
+            .register_under_lock(app, conn, sub, table, options)
+            .await?;
+        let (Some(batches), Some(opts)) = (snapshot, options) else {
+            return Ok(None);
+        };
+        // The snapshot's rows are read after the lock went, a batch at a time, keeping only
+        // what the subscription will send.
+        InitialRows::of_snapshot(sub.query(), opts, &table, batches)
+            .await
+            .map(Some)
+            .map_err(|e| self.load_failed(conn, sub, &e))
+    }
+
+    /// Under the scope's writer lock, held from before `sub` is registered until the snapshot
+    /// of its initial rows (with options) is taken and released right after: moves to the
+    /// table's current version, registers `sub`, takes the snapshot.
+    async fn register_under_lock(
+        &self,
+        app: &AppContext,
+        conn: &Connection,
+        sub: &Arc<Subscription>,
+        table: &Arc<CachedTable>,
+        options: Option<&SubscriptionOptions>,
+    ) -> Result<(Arc<CachedTable>, Option<BatchStream>), LiveError> {
+        let scope = match &sub.routed_user {
+            Some(u) => Scope::User(u.clone()),
+            None => Scope::Shared,
+        };
+        let locks = app.tables().table_locks(&sub.table_id);
+        app.tables()
+            .faults()
+            .pause(PausePoint::SubscribeBeforeLock, &sub.table_id)
+            .await;
+        let guard = locks.scope(&scope).await;
+        let table = self.current_version(app, conn, sub, table)?;
+        self.register(conn, sub);
+        // The scan takes its snapshot before the lock goes.
+        let snapshot = match options {
+            None => None,
+            Some(opts) => Some(
+                app.tables()
+                    .snapshot_scope(&table, &scope, opts.from.is_some(), opts.from)
+                    .await
+                    .map_err(|e| self.load_failed(conn, sub, &e))?,
+            ),
+        };
+        drop(guard);
+        self.system.mark(&[SystemTable::Live]);
+        Ok((table, snapshot))
+    }
+
+    /// The table's version now, under a scope lock: an ALTER that committed after the table
+    /// was resolved (it holds every scope lock, so none can commit from here until the
+    /// subscription is registered) moves `sub` to the version it made.
+    fn current_version(
+        &self,
+        app: &AppContext,
+        conn: &Connection,
+        sub: &Subscription,
+        table: &Arc<CachedTable>,
+    ) -> Result<Arc<CachedTable>, LiveError> {
+        match app.schema_registry().get(&sub.table_id) {
+            Ok(Some(now)) if now.def.created_at == table.def.created_at => {
+                if now.def.version != table.def.version {
+                    self.on_new_version(conn, sub, &now, &mut Recompiled::new())?;
+                }
+                Ok(now)
+            }
+            Ok(_) => Err(LiveError::new(
+                ErrorCode::NotFound,
+                format!("Table '{}' was dropped", sub.table_id),
+            )),
+            Err(e) => Err(self.load_failed(conn, sub, &e)),
+        }
+    }
+
+    /// Sends the ack and then, when there are initial rows, their first batch; with none,
+    /// the load is done at once.
+    fn send_ack_and_first_batch(
+        &self,
+        conn: &Connection,
+        sub: &Subscription,
+        rows: Option<InitialRows>,
+        batch_size: usize,
+    ) {
+        let schema = ack_schema(sub);
         let Some(rows) = rows else {
             // No options: no initial data at all.
             let mut state = sub.state.lock();
-            conn.send(&ServerMessage::SubscriptionAck {
-                subscription_id: sub.id.clone(),
-                total_rows: 0,
-                batch_control: BatchControl {
-                    batch_num: 0,
-                    has_more: false,
-                    status: batch_status(0, false),
-                    last_seq_id: None,
-                },
-                schema,
-            });
+            conn.send(&ack(sub, schema, false));
             sub.finish_load(&mut state);
-            return Ok(());
+            return;
         };
         let (pending, resumed_deletes) = rows.finish();
         {
@@ -461,20 +383,9 @@ impl LiveQueryManager {
             let has_more = pending.len() > batch_size;
             state.pending = pending;
             state.resumed_deletes = resumed_deletes;
-            conn.send(&ServerMessage::SubscriptionAck {
-                subscription_id: sub.id.clone(),
-                total_rows: 0,
-                batch_control: BatchControl {
-                    batch_num: 0,
-                    has_more,
-                    status: batch_status(0, has_more),
-                    last_seq_id: None,
-                },
-                schema,
-            });
+            conn.send(&ack(sub, schema, has_more));
         }
         sub.send_next_batch();
-        Ok(())
     }
 
     /// Handles `next_batch`.
@@ -622,21 +533,6 @@ impl LiveQueryManager {
         Ok(compiled)
     }
 
-    fn ack_schema(&self, sub: &Subscription) -> Vec<kalamdb_commons::wire::SchemaField> {
-        let query = sub.query();
-        let table = &query.table;
-        let schema = &table.schema;
-        let indices: Vec<usize> = query
-            .columns
-            .iter()
-            .filter_map(|&i| schema.index_of(&table.def.columns[i].name).ok())
-            .collect();
-        match schema.project(&indices) {
-            Ok(projected) => schema_fields(&projected),
-            Err(_) => Vec::new(),
-        }
-    }
-
     fn route(&self, sub: &Arc<Subscription>) {
         let mut route = self.routes.entry(sub.table_id.clone()).or_default();
         match &sub.routed_user {
@@ -672,6 +568,82 @@ impl LiveQueryManager {
             });
         }
     }
+}
+
+/// Refuses a subscription beyond `websocket.max_subscriptions_per_connection`.
+fn check_subscription_limit(app: &AppContext, conn: &Connection) -> Result<(), LiveError> {
+    let limit = app.config().websocket.max_subscriptions_per_connection;
+    if conn.subscription_count() >= limit {
+        return Err(LiveError::new(
+            ErrorCode::SubscriptionLimitExceeded,
+            format!("at most {limit} subscriptions per connection"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `sql` as a live query on the query runtime, within the expression limits.
+async fn parse_query(app: &AppContext, sql: &str) -> Result<LiveQuery, LiveError> {
+    let sql = sql.to_string();
+    let limits = ExprLimits::of(&app.config().limits);
+    app.queries()
+        .run_small(move || LiveQuery::parse(&sql, limits))
+        .await
+        .map_err(|e| LiveError::new(ErrorCode::SubscriptionFailed, e.to_string()))?
+}
+
+/// The indices of the columns `q` selects (all for `*`; `_seq` is always sent).
+fn column_indices(table: &CachedTable, q: &LiveQuery) -> Result<Vec<usize>, LiveError> {
+    let def = &table.def;
+    match &q.columns {
+        None => Ok((0..def.columns.len()).collect()),
+        Some(names) => names
+            .iter()
+            .filter(|n| n.as_str() != kalamdb_commons::schema::SEQ_COLUMN)
+            .map(|n| {
+                def.columns
+                    .iter()
+                    .position(|c| &c.name == n)
+                    .ok_or_else(|| LiveError::invalid(format!("unknown column {n}")))
+            })
+            .collect(),
+    }
+}
+
+/// A new subscription of `conn` to `table`, not registered yet.
+fn new_subscription(
+    conn: &Connection,
+    req: &SubscriptionRequest,
+    table: &CachedTable,
+    compiled: Arc<CompiledQuery>,
+    opts: &SubscriptionOptions,
+    batch_size: usize,
+) -> Arc<Subscription> {
+    let user = conn.identity.user_id.clone();
+    let routed_user = (table.def.table_type != TableType::Shared).then(|| user.clone());
+    Arc::new(Subscription {
+        id: req.id.clone(),
+        live_id: format!("{}-{}", conn.id, req.id),
+        conn: Arc::downgrade(&conn.outbox),
+        user,
+        table_id: table.def.table_id(),
+        routed_user,
+        query: RwLock::new(compiled),
+        from: opts.from,
+        sql: req.sql.clone(),
+        options: req
+            .options
+            .as_ref()
+            .and_then(|o| serde_json::to_string(o).ok())
+            .unwrap_or_else(|| "null".into()),
+        created_at: chrono::Utc::now().timestamp_micros(),
+        changes: AtomicU64::new(0),
+        last_update: AtomicI64::new(0),
+        state: Mutex::new(LoadState {
+            batch_size,
+            ..LoadState::default()
+        }),
+    })
 }
 
 /// The task that refreshes subscribed system tables after catalog writes; ends with the

@@ -11,6 +11,7 @@ pub mod deferred;
 pub mod deps;
 pub mod information_schema;
 pub mod system;
+mod system_rows;
 pub mod system_schema;
 pub mod table;
 pub mod view;
