@@ -7,7 +7,8 @@
 //! folded to lower case, as DataFusion does.
 
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, ObjectName, ObjectNamePart, ObjectType, Statement,
+    AlterColumnOperation as Col, AlterTableOperation as Op, ColumnOption, CreateTable, DataType,
+    Expr, Ident, ObjectName, ObjectNamePart, ObjectType, SqlOption, Statement, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -348,6 +349,12 @@ impl Cursor {
         }
     }
 
+    /// Moves to token `pos` (past a statement's leading words).
+    fn skip_to(&mut self, pos: usize) -> &mut Self {
+        self.pos = pos;
+        self
+    }
+
     fn done(&self) -> Result<()> {
         if self.pos == self.toks.len() {
             Ok(())
@@ -577,233 +584,278 @@ pub fn parse_statement(sql: &str) -> Result<Command> {
     let w1 = c.word_at(1).unwrap_or_default();
     let w2 = c.word_at(2).unwrap_or_default();
     let cmd = match (w0.as_str(), w1.as_str()) {
-        ("CREATE", "NAMESPACE") => {
-            c.pos = 2;
-            let if_not_exists = c.eat_all(&["IF", "NOT", "EXISTS"]);
-            let name = c.ident()?;
-            Command::CreateNamespace {
-                name,
-                if_not_exists,
-            }
-        }
-        ("DROP", "NAMESPACE") => {
-            c.pos = 2;
-            let if_exists = c.eat_all(&["IF", "EXISTS"]);
-            let name = c.ident()?;
-            let cascade = c.eat("CASCADE");
-            Command::DropNamespace {
-                name,
-                if_exists,
-                cascade,
-            }
-        }
-        ("USE", _) | ("SET", "NAMESPACE") => {
-            c.pos = 1;
-            c.eat("NAMESPACE");
-            Command::Use(c.ident()?)
-        }
+        ("CREATE", "NAMESPACE") => create_namespace(&mut c)?,
+        ("DROP", "NAMESPACE") => drop_namespace(&mut c)?,
+        ("USE", _) | ("SET", "NAMESPACE") => use_namespace(&mut c)?,
         ("SHOW", "NAMESPACES") => {
-            c.pos = 2;
+            c.skip_to(2);
             Command::ShowNamespaces
         }
         ("SHOW", "STORAGES") => {
-            c.pos = 2;
+            c.skip_to(2);
             Command::ShowStorages
         }
-        ("SUBSCRIBE", "TO") => {
-            c.pos = c.toks.len();
-            // The query as written (after the two leading words), not re-rendered tokens;
-            // ASCII upper-casing keeps byte offsets.
-            let upper = sql.to_ascii_uppercase();
-            let after = upper
-                .find("SUBSCRIBE")
-                .and_then(|at| upper[at..].find("TO").map(|to| at + to + 2))
-                .unwrap_or(sql.len());
-            let rest = sql[after..].trim().trim_end_matches(';').trim_end();
-            Command::SubscribeTo(rest.to_string())
-        }
-        ("KILL", "LIVE") => {
-            c.pos = 2;
-            if !c.eat("QUERY") {
-                return Err(KalamError::InvalidSql(
-                    "expected KILL LIVE QUERY 'live_id'".into(),
-                ));
-            }
-            Command::KillLiveQuery(c.string()?)
-        }
-        ("CREATE", "STORAGE") => {
-            c.pos = 2;
-            let id = c.ident()?;
-            c.expect("TYPE")?;
-            let storage_type = c.string()?.to_ascii_lowercase();
-            let mut options = Vec::new();
-            while c.pos < c.toks.len() {
-                let key = c.word_at(c.pos).ok_or_else(|| {
-                    KalamError::InvalidSql(format!("expected a storage option near {}", c.near()))
-                })?;
-                c.pos += 1;
-                options.push((key, c.string()?));
-            }
-            Command::CreateStorage {
-                id,
-                storage_type,
-                options,
-            }
-        }
-        ("DROP", "STORAGE") => {
-            c.pos = 2;
-            let if_exists = c.eat_all(&["IF", "EXISTS"]);
-            Command::DropStorage {
-                id: c.ident()?,
-                if_exists,
-            }
-        }
-        ("STORAGE", "CHECK") => {
-            c.pos = 2;
-            let id = c.ident()?;
-            c.eat("EXTENDED");
-            Command::StorageCheck(id)
-        }
-        ("KILL", "QUERY") => {
-            c.pos = 2;
-            let bad = || KalamError::InvalidSql("expected KILL QUERY <query_id>".into());
-            let id = match c.toks.get(c.pos) {
-                Some(Token::Number(n, _)) => n.clone(),
-                Some(Token::SingleQuotedString(s)) => s.clone(),
-                _ => return Err(bad()),
-            };
-            c.pos += 1;
-            Command::KillQuery(id.trim().parse().map_err(|_| bad())?)
-        }
-        ("KILL", "JOB") => {
-            c.pos = 2;
-            Command::KillJob(c.string()?)
-        }
-        ("FLUSH", "TABLE") => {
-            c.pos = 2;
-            Command::FlushTable(c.table_ref()?)
-        }
-        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => {
-            c.pos = 3;
-            let table = c.table_ref()?;
-            if verb == "FLUSH" {
-                Command::FlushTable(table)
-            } else {
-                Command::CompactTable(table)
-            }
-        }
-        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => {
-            c.pos = 3;
-            let ns = c.namespace_after(&["IN"])?;
-            if verb == "FLUSH" {
-                Command::FlushAll(ns)
-            } else {
-                Command::CompactAll(ns)
-            }
-        }
+        ("SUBSCRIBE", "TO") => subscribe_to(&mut c, sql),
+        ("KILL", "LIVE") => kill_live_query(&mut c)?,
+        ("CREATE", "STORAGE") => create_storage(&mut c)?,
+        ("DROP", "STORAGE") => drop_storage(&mut c)?,
+        ("STORAGE", "CHECK") => storage_check(&mut c)?,
+        ("KILL", "QUERY") => kill_query(&mut c)?,
+        ("KILL", "JOB") => Command::KillJob(c.skip_to(2).string()?),
+        ("FLUSH", "TABLE") => Command::FlushTable(c.skip_to(2).table_ref()?),
+        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => storage_table(&mut c, verb)?,
+        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => storage_all(&mut c, verb)?,
         ("STORAGE", verb) => {
             return Err(KalamError::InvalidSql(format!(
                 "expected STORAGE {verb} TABLE ns.t or STORAGE {verb} ALL [IN ns]"
             )));
         }
-        ("SHOW", "TABLES") => {
-            c.pos = 2;
-            Command::ShowTables(c.namespace_after(&["IN", "FROM"])?)
-        }
-        ("DESCRIBE" | "DESC", "TABLE") => {
-            c.pos = 2;
-            Command::Describe(c.table_ref()?)
-        }
+        ("SHOW", "TABLES") => Command::ShowTables(c.skip_to(2).namespace_after(&["IN", "FROM"])?),
+        ("DESCRIBE" | "DESC", "TABLE") => Command::Describe(c.skip_to(2).table_ref()?),
         ("CREATE", "TABLE") => return create_table(sql, None),
         ("CREATE", w) if table_type_word(w).is_some() && w2 == "TABLE" => {
-            // Take the type word out and let sqlparser parse the standard rest.
-            let upper = sql.to_ascii_uppercase();
-            let at = upper.find(w).expect("word is in the text");
-            let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
-            return create_table(&rest, table_type_word(w));
+            return create_typed_table(sql, w);
         }
         ("ALTER", "TABLE") | ("ALTER", "USER" | "SHARED" | "STREAM")
             if w1 == "TABLE" || w2 == "TABLE" =>
         {
-            c.pos = if w1 == "TABLE" { 2 } else { 3 };
-            let table = c.table_ref()?;
-            let rest_at = c.pos;
-            let change = if c.eat("SET") && !c.peek_is(0, "TBLPROPERTIES") {
-                alter_set_option(&mut c)?
-            } else {
-                let change = alter_change(&text_from(&c, rest_at))?;
-                c.pos = c.toks.len();
-                change
-            };
-            Command::AlterTable { table, change }
+            alter_table(&mut c, &w1)?
         }
         ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM")
             if w1 == "TABLE" || w2 == "TABLE" =>
         {
-            c.pos = if w1 == "TABLE" { 2 } else { 3 };
-            let table_type = table_type_word(&w1);
-            let if_exists = c.eat_all(&["IF", "EXISTS"]);
-            let table = c.table_ref()?;
-            Command::DropTable {
-                table,
-                table_type,
-                if_exists,
-            }
+            drop_table(&mut c, &w1)?
         }
-        ("CREATE", "USER") => {
-            c.pos = 2;
-            let name = c.ident()?;
-            c.expect("WITH")?;
-            c.expect("PASSWORD")?;
-            let password = c.string()?;
-            let mut role = None;
-            let mut email = None;
-            loop {
-                if c.eat("ROLE") {
-                    role = Some(c.string()?);
-                } else if c.eat("EMAIL") {
-                    email = Some(c.string()?);
-                } else {
-                    break;
-                }
-            }
-            Command::CreateUser {
-                name,
-                password,
-                role,
-                email,
-            }
-        }
-        ("DROP", "USER") => {
-            c.pos = 2;
-            let if_exists = c.eat_all(&["IF", "EXISTS"]);
-            Command::DropUser {
-                name: c.ident()?,
-                if_exists,
-            }
-        }
-        ("ALTER", "USER") => {
-            c.pos = 2;
-            let name = c.ident()?;
-            c.expect("SET")?;
-            let change = if c.eat("PASSWORD") {
-                UserChange::Password(c.string()?)
-            } else if c.eat("ROLE") {
-                UserChange::Role(c.string()?)
-            } else if c.eat("EMAIL") {
-                UserChange::Email(c.string()?)
-            } else {
-                return Err(KalamError::InvalidSql(format!(
-                    "expected PASSWORD, ROLE or EMAIL near {}",
-                    c.near()
-                )));
-            };
-            Command::AlterUser { name, change }
-        }
+        ("CREATE", "USER") => create_user(&mut c)?,
+        ("DROP", "USER") => drop_user(&mut c)?,
+        ("ALTER", "USER") => alter_user(&mut c)?,
         _ => return parse_standard(sql),
     };
     c.done()?;
     Ok(cmd)
+}
+
+/// `CREATE NAMESPACE [IF NOT EXISTS] ns`.
+fn create_namespace(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let if_not_exists = c.eat_all(&["IF", "NOT", "EXISTS"]);
+    let name = c.ident()?;
+    Ok(Command::CreateNamespace {
+        name,
+        if_not_exists,
+    })
+}
+
+/// `DROP NAMESPACE [IF EXISTS] ns [CASCADE]`.
+fn drop_namespace(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let if_exists = c.eat_all(&["IF", "EXISTS"]);
+    let name = c.ident()?;
+    let cascade = c.eat("CASCADE");
+    Ok(Command::DropNamespace {
+        name,
+        if_exists,
+        cascade,
+    })
+}
+
+/// `USE [NAMESPACE] ns` / `SET NAMESPACE ns`.
+fn use_namespace(c: &mut Cursor) -> Result<Command> {
+    c.pos = 1;
+    c.eat("NAMESPACE");
+    Ok(Command::Use(c.ident()?))
+}
+
+/// `SUBSCRIBE TO <query>`: the query as written after the two leading words, not
+/// re-rendered tokens.
+fn subscribe_to(c: &mut Cursor, sql: &str) -> Command {
+    c.pos = c.toks.len();
+    // ASCII upper-casing keeps byte offsets.
+    let upper = sql.to_ascii_uppercase();
+    let after = upper
+        .find("SUBSCRIBE")
+        .and_then(|at| upper[at..].find("TO").map(|to| at + to + 2))
+        .unwrap_or(sql.len());
+    let rest = sql[after..].trim().trim_end_matches(';').trim_end();
+    Command::SubscribeTo(rest.to_string())
+}
+
+/// `KILL LIVE QUERY 'live_id'`.
+fn kill_live_query(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    if !c.eat("QUERY") {
+        return Err(KalamError::InvalidSql(
+            "expected KILL LIVE QUERY 'live_id'".into(),
+        ));
+    }
+    Ok(Command::KillLiveQuery(c.string()?))
+}
+
+/// `KILL QUERY <query_id>` (a number, bare or quoted).
+fn kill_query(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let bad = || KalamError::InvalidSql("expected KILL QUERY <query_id>".into());
+    let id = match c.toks.get(c.pos) {
+        Some(Token::Number(n, _)) => n.clone(),
+        Some(Token::SingleQuotedString(s)) => s.clone(),
+        _ => return Err(bad()),
+    };
+    c.pos += 1;
+    Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
+}
+
+/// `CREATE STORAGE id TYPE 'kind' [KEY 'value' …]`.
+fn create_storage(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let id = c.ident()?;
+    c.expect("TYPE")?;
+    let storage_type = c.string()?.to_ascii_lowercase();
+    let mut options = Vec::new();
+    while c.pos < c.toks.len() {
+        let key = c.word_at(c.pos).ok_or_else(|| {
+            KalamError::InvalidSql(format!("expected a storage option near {}", c.near()))
+        })?;
+        c.pos += 1;
+        options.push((key, c.string()?));
+    }
+    Ok(Command::CreateStorage {
+        id,
+        storage_type,
+        options,
+    })
+}
+
+/// `DROP STORAGE [IF EXISTS] id`.
+fn drop_storage(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let if_exists = c.eat_all(&["IF", "EXISTS"]);
+    Ok(Command::DropStorage {
+        id: c.ident()?,
+        if_exists,
+    })
+}
+
+/// `STORAGE CHECK id [EXTENDED]`.
+fn storage_check(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let id = c.ident()?;
+    c.eat("EXTENDED");
+    Ok(Command::StorageCheck(id))
+}
+
+/// `STORAGE FLUSH|COMPACT TABLE ns.t`.
+fn storage_table(c: &mut Cursor, verb: &str) -> Result<Command> {
+    c.pos = 3;
+    let table = c.table_ref()?;
+    Ok(if verb == "FLUSH" {
+        Command::FlushTable(table)
+    } else {
+        Command::CompactTable(table)
+    })
+}
+
+/// `STORAGE FLUSH|COMPACT ALL [IN ns]`.
+fn storage_all(c: &mut Cursor, verb: &str) -> Result<Command> {
+    c.pos = 3;
+    let ns = c.namespace_after(&["IN"])?;
+    Ok(if verb == "FLUSH" {
+        Command::FlushAll(ns)
+    } else {
+        Command::CompactAll(ns)
+    })
+}
+
+/// `CREATE USER|SHARED|STREAM TABLE …`: the type word is taken out and sqlparser parses the
+/// standard rest.
+fn create_typed_table(sql: &str, w: &str) -> Result<Command> {
+    let upper = sql.to_ascii_uppercase();
+    let at = upper.find(w).expect("word is in the text");
+    let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
+    create_table(&rest, table_type_word(w))
+}
+
+/// `ALTER [USER|SHARED|STREAM] TABLE ns.t <change>`; `w1` is the word after `ALTER`.
+fn alter_table(c: &mut Cursor, w1: &str) -> Result<Command> {
+    c.pos = if w1 == "TABLE" { 2 } else { 3 };
+    let table = c.table_ref()?;
+    let rest_at = c.pos;
+    let change = if c.eat("SET") && !c.peek_is(0, "TBLPROPERTIES") {
+        alter_set_option(c)?
+    } else {
+        let change = alter_change(&text_from(c, rest_at))?;
+        c.pos = c.toks.len();
+        change
+    };
+    Ok(Command::AlterTable { table, change })
+}
+
+/// `DROP [USER|SHARED|STREAM] TABLE [IF EXISTS] ns.t`; `w1` is the word after `DROP`.
+fn drop_table(c: &mut Cursor, w1: &str) -> Result<Command> {
+    c.pos = if w1 == "TABLE" { 2 } else { 3 };
+    let table_type = table_type_word(w1);
+    let if_exists = c.eat_all(&["IF", "EXISTS"]);
+    let table = c.table_ref()?;
+    Ok(Command::DropTable {
+        table,
+        table_type,
+        if_exists,
+    })
+}
+
+/// `CREATE USER name WITH PASSWORD 'pw' [ROLE 'r'] [EMAIL 'e']`.
+fn create_user(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let name = c.ident()?;
+    c.expect("WITH")?;
+    c.expect("PASSWORD")?;
+    let password = c.string()?;
+    let mut role = None;
+    let mut email = None;
+    loop {
+        if c.eat("ROLE") {
+            role = Some(c.string()?);
+        } else if c.eat("EMAIL") {
+            email = Some(c.string()?);
+        } else {
+            break;
+        }
+    }
+    Ok(Command::CreateUser {
+        name,
+        password,
+        role,
+        email,
+    })
+}
+
+/// `DROP USER [IF EXISTS] name`.
+fn drop_user(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let if_exists = c.eat_all(&["IF", "EXISTS"]);
+    Ok(Command::DropUser {
+        name: c.ident()?,
+        if_exists,
+    })
+}
+
+/// `ALTER USER name SET PASSWORD|ROLE|EMAIL 'value'`.
+fn alter_user(c: &mut Cursor) -> Result<Command> {
+    c.pos = 2;
+    let name = c.ident()?;
+    c.expect("SET")?;
+    let change = if c.eat("PASSWORD") {
+        UserChange::Password(c.string()?)
+    } else if c.eat("ROLE") {
+        UserChange::Role(c.string()?)
+    } else if c.eat("EMAIL") {
+        UserChange::Email(c.string()?)
+    } else {
+        return Err(KalamError::InvalidSql(format!(
+            "expected PASSWORD, ROLE or EMAIL near {}",
+            c.near()
+        )));
+    };
+    Ok(Command::AlterUser { name, change })
 }
 
 /// Parses a standard statement with sqlparser.
@@ -904,7 +956,6 @@ fn text_from(c: &Cursor, at: usize) -> String {
 
 /// One column change, parsed by sqlparser from the text after the table name.
 fn alter_change(rest: &str) -> Result<AlterChange> {
-    use datafusion::sql::sqlparser::ast::{AlterColumnOperation as Col, AlterTableOperation as Op};
     let sql = format!("ALTER TABLE t {rest}");
     let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
         .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
@@ -918,12 +969,6 @@ fn alter_change(rest: &str) -> Result<AlterChange> {
             "ALTER TABLE takes one change per statement".into(),
         ));
     }
-    let name = |i: &datafusion::sql::sqlparser::ast::Ident| fold(&i.value, i.quote_style.is_some());
-    let unsupported = |what: String| {
-        Err(KalamError::InvalidSql(format!(
-            "Unsupported ALTER TABLE change: {what}"
-        )))
-    };
     match alter.operations.remove(0) {
         Op::AddColumn {
             column_def,
@@ -931,75 +976,96 @@ fn alter_change(rest: &str) -> Result<AlterChange> {
             ..
         } => Ok(AlterChange::AddColumn(Box::new(column_def))),
         Op::DropColumn { column_names, .. } if column_names.len() == 1 => {
-            Ok(AlterChange::DropColumn(name(&column_names[0])))
+            Ok(AlterChange::DropColumn(column_name(&column_names[0])))
         }
         Op::RenameColumn {
             old_column_name,
             new_column_name,
         } => Ok(AlterChange::RenameColumn(
-            name(&old_column_name),
-            name(&new_column_name),
+            column_name(&old_column_name),
+            column_name(&new_column_name),
         )),
         Op::ModifyColumn {
             col_name,
             data_type,
             options,
             column_position: None,
-        } => {
-            let mut nullable = None;
-            for o in options {
-                match o {
-                    datafusion::sql::sqlparser::ast::ColumnOption::NotNull => {
-                        nullable = Some(false)
-                    }
-                    datafusion::sql::sqlparser::ast::ColumnOption::Null => nullable = Some(true),
-                    other => return unsupported(format!("column option {other}")),
-                }
-            }
-            Ok(AlterChange::SetType(
-                name(&col_name),
-                data_type.to_string(),
-                nullable,
-            ))
-        }
-        Op::AlterColumn { column_name, op } => {
-            let column = name(&column_name);
-            match op {
-                Col::SetNotNull => Ok(AlterChange::SetNullable(column, false)),
-                Col::DropNotNull => Ok(AlterChange::SetNullable(column, true)),
-                Col::SetDefault { value } => {
-                    Ok(AlterChange::SetDefault(column, Some(Box::new(value))))
-                }
-                Col::DropDefault => Ok(AlterChange::SetDefault(column, None)),
-                Col::SetDataType {
-                    data_type,
-                    using: None,
-                    ..
-                } => Ok(AlterChange::SetType(column, data_type.to_string(), None)),
-                other => unsupported(other.to_string()),
-            }
-        }
+        } => modify_column(&col_name, &data_type, options),
+        Op::AlterColumn { column_name: c, op } => alter_column(column_name(&c), op),
         Op::SetTblProperties { table_properties } if table_properties.len() == 1 => {
-            match &table_properties[0] {
-                datafusion::sql::sqlparser::ast::SqlOption::KeyValue { key, value } => {
-                    let v = match value {
-                        datafusion::sql::sqlparser::ast::Expr::Value(v) => match &v.value {
-                            datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => {
-                                s.clone()
-                            }
-                            other => other.to_string(),
-                        },
-                        other => other.to_string(),
-                    };
-                    Ok(AlterChange::SetOption(key.value.to_ascii_uppercase(), v))
-                }
-                other => unsupported(other.to_string()),
-            }
+            set_table_property(&table_properties[0])
         }
-        other => unsupported(other.to_string()),
+        other => unsupported_change(other.to_string()),
     }
 }
 
+/// A column name of an `ALTER TABLE` change, folded.
+fn column_name(i: &Ident) -> String {
+    fold(&i.value, i.quote_style.is_some())
+}
+
+/// The error of an `ALTER TABLE` change KalamDB does not make.
+fn unsupported_change(what: String) -> Result<AlterChange> {
+    Err(KalamError::InvalidSql(format!(
+        "Unsupported ALTER TABLE change: {what}"
+    )))
+}
+
+/// `MODIFY [COLUMN] c type [NOT NULL|NULL]`: a type change, and maybe a nullability one.
+fn modify_column(
+    col_name: &Ident,
+    data_type: &DataType,
+    options: Vec<ColumnOption>,
+) -> Result<AlterChange> {
+    let mut nullable = None;
+    for o in options {
+        match o {
+            ColumnOption::NotNull => nullable = Some(false),
+            ColumnOption::Null => nullable = Some(true),
+            other => return unsupported_change(format!("column option {other}")),
+        }
+    }
+    Ok(AlterChange::SetType(
+        column_name(col_name),
+        data_type.to_string(),
+        nullable,
+    ))
+}
+
+/// `ALTER COLUMN c SET|DROP NOT NULL`, `SET|DROP DEFAULT`, `[SET DATA] TYPE t`.
+fn alter_column(column: String, op: Col) -> Result<AlterChange> {
+    match op {
+        Col::SetNotNull => Ok(AlterChange::SetNullable(column, false)),
+        Col::DropNotNull => Ok(AlterChange::SetNullable(column, true)),
+        Col::SetDefault { value } => Ok(AlterChange::SetDefault(column, Some(Box::new(value)))),
+        Col::DropDefault => Ok(AlterChange::SetDefault(column, None)),
+        Col::SetDataType {
+            data_type,
+            using: None,
+            ..
+        } => Ok(AlterChange::SetType(column, data_type.to_string(), None)),
+        other => unsupported_change(other.to_string()),
+    }
+}
+
+/// `SET TBLPROPERTIES (key = value)`: one table option.
+fn set_table_property(option: &SqlOption) -> Result<AlterChange> {
+    match option {
+        SqlOption::KeyValue { key, value } => {
+            let v = match value {
+                Expr::Value(v) => match &v.value {
+                    SqlValue::SingleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                other => other.to_string(),
+            };
+            Ok(AlterChange::SetOption(key.value.to_ascii_uppercase(), v))
+        }
+        other => unsupported_change(other.to_string()),
+    }
+}
+
+/// Parses a `CREATE TABLE` (the type word taken out) with sqlparser.
 fn create_table(sql: &str, prefix_type: Option<TableType>) -> Result<Command> {
     let sql = normalize_current_user(sql)?;
     let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)

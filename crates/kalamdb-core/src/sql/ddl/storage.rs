@@ -1,0 +1,365 @@
+//! Storages and the jobs that move table data into them: `CREATE|DROP STORAGE`,
+//! `STORAGE CHECK`, `SHOW STORAGES`, `STORAGE FLUSH|COMPACT TABLE|ALL` (including the flush of
+//! `system.audit_log`), and [`StorageJob`] / [`run_storage_job`], which the background
+//! maintenance runs too.
+
+use super::{resolve, table_output};
+use crate::access;
+use crate::app_context::AppContext;
+use crate::sql::parse::TableRef;
+use crate::sql::session::{ExecCtx, Output};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::jobs::{JobOutcome, JobReport};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_catalog::value::Value;
+use kalamdb_commons::ids::validate_identifier;
+use kalamdb_commons::{KalamDataType as K, NamespaceId, TableType};
+use std::sync::Arc;
+
+/// `SHOW STORAGES`.
+pub fn show_storages(app: &AppContext) -> Result<Output> {
+    let mut storages = app.catalog().storages()?;
+    storages.sort_by_key(|s| s.storage_id != "local");
+    let rows = storages
+        .into_iter()
+        .map(|s| {
+            vec![
+                Value::Text(s.storage_id),
+                Value::Text(s.storage_name),
+                Value::Text(s.storage_type),
+                Value::Text(s.base_directory),
+            ]
+        })
+        .collect();
+    table_output(
+        &[
+            ("storage_id", K::Text, false),
+            ("storage_name", K::Text, false),
+            ("storage_type", K::Text, false),
+            ("base_directory", K::Text, false),
+        ],
+        rows,
+    )
+}
+
+/// Which storage job a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorageJob {
+    /// `flush`
+    Flush,
+    /// `compact`
+    Compact,
+}
+
+/// Runs `kind` on `table` as a recorded job; returns the line for the reply.
+pub(crate) async fn run_storage_job(
+    app: &AppContext,
+    table: &Arc<CachedTable>,
+    kind: StorageJob,
+    trigger: &str,
+    by: &str,
+    attempt: u32,
+) -> Result<String> {
+    let target = table.def.table_id().to_string();
+    let job_type = match kind {
+        StorageJob::Flush => "flush",
+        StorageJob::Compact => "compact",
+    };
+    let outcome = app
+        .jobs()
+        .run(job_type, &target, trigger, by, attempt, |cancel| {
+            let target = target.clone();
+            async move {
+                Ok(match kind {
+                    StorageJob::Flush => {
+                        let s = app.tables().flush_table(table, &cancel).await?;
+                        JobReport {
+                            rows: s.rows,
+                            bytes: s.bytes,
+                            message: format!(
+                                "Flushed {} row(s) of {target} into {} segment(s), {} bytes",
+                                s.rows, s.segments, s.bytes
+                            ),
+                        }
+                    }
+                    StorageJob::Compact => {
+                        let (before, after) = app.tables().compact_table(table, &cancel).await?;
+                        JobReport {
+                            rows: 0,
+                            bytes: 0,
+                            message: format!(
+                                "Compacted {target}: {before} segment(s) into {after}"
+                            ),
+                        }
+                    }
+                })
+            }
+        })
+        .await?;
+    Ok(job_line(outcome, job_type, &target))
+}
+
+/// The reply line of a job a statement ran.
+fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
+    match outcome {
+        JobOutcome::Ran(job) => format!(
+            "{} (job {}{})",
+            job.message.unwrap_or_default(),
+            job.job_id,
+            if job.status == "cancelled" {
+                ", cancelled"
+            } else {
+                ""
+            }
+        ),
+        JobOutcome::AlreadyRunning(id) => {
+            format!("A {job_type} of {target} is already running (job {id})")
+        }
+    }
+}
+
+/// The table a `STORAGE … TABLE` statement names (service, dba, system).
+fn storage_target(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Arc<CachedTable>> {
+    access::check_storage_maintenance(&ctx.identity)?;
+    let id = resolve(ctx, t);
+    let table = app
+        .schema_registry()
+        .get(&id)?
+        .ok_or_else(|| KalamError::NotFound {
+            kind: "Table",
+            name: id.to_string(),
+        })?;
+    if table.def.table_type == TableType::Stream {
+        return Err(KalamError::InvalidSql(format!(
+            "'{id}' is a STREAM table: its rows expire by TTL and are never flushed or compacted"
+        )));
+    }
+    Ok(table)
+}
+
+/// The tables a `STORAGE … ALL [IN ns]` statement covers (service, dba, system).
+fn storage_targets(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    ns: Option<&str>,
+) -> Result<Vec<Arc<CachedTable>>> {
+    access::check_storage_maintenance(&ctx.identity)?;
+    let ns = ns.map(NamespaceId::new);
+    if let Some(ns) = &ns
+        && app.catalog().namespace(ns)?.is_none()
+    {
+        return Err(KalamError::NotFound {
+            kind: "Namespace",
+            name: ns.to_string(),
+        });
+    }
+    let mut tables = Vec::new();
+    for def in app.catalog().tables(ns.as_ref())? {
+        if def.table_type != TableType::Stream {
+            tables.extend(app.schema_registry().get(&def.table_id())?);
+        }
+    }
+    Ok(tables)
+}
+
+/// `STORAGE FLUSH TABLE ns.t`: writes every scope's hot rows to Parquet.
+pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    let id = resolve(ctx, t);
+    if id.namespace.as_str() == "system" {
+        return flush_system_table(app, ctx, id.table.as_str()).await;
+    }
+    let table = storage_target(app, ctx, t)?;
+    storage_jobs(app, ctx, &[table], StorageJob::Flush).await
+}
+
+/// `STORAGE FLUSH TABLE system.audit_log` (dba/system); see [`crate::system_flush`].
+async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "flush system tables")?;
+    if !name.eq_ignore_ascii_case("audit_log") {
+        return Err(KalamError::InvalidInput(format!(
+            "system.{name} is not flushed: only system.audit_log grows without bound; the other \
+             system tables are small catalog records"
+        )));
+    }
+    let by = ctx.identity.user_id.as_str();
+    let outcome = app
+        .jobs()
+        .run("flush", "system.audit_log", "manual", by, 1, |_| async {
+            let files = app.tables().cold().files("local")?;
+            let (rows, bytes) = app
+                .system_cold()
+                .flush_audit(&files, app.catalog(), app.seq())
+                .await?;
+            Ok(JobReport {
+                rows,
+                bytes,
+                message: format!(
+                    "Flushed {rows} row(s) of system.audit_log into {} segment(s), {bytes} bytes",
+                    u64::from(rows > 0)
+                ),
+            })
+        })
+        .await?;
+    Ok(Output::Message(job_line(
+        outcome,
+        "flush",
+        "system.audit_log",
+    )))
+}
+
+/// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
+pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
+    let tables = storage_targets(app, ctx, ns)?;
+    storage_jobs(app, ctx, &tables, StorageJob::Flush).await
+}
+
+/// `STORAGE COMPACT TABLE ns.t`: merges each scope's segments into one.
+pub async fn compact_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Result<Output> {
+    let table = storage_target(app, ctx, t)?;
+    storage_jobs(app, ctx, &[table], StorageJob::Compact).await
+}
+
+/// `STORAGE COMPACT ALL [IN ns]`.
+pub async fn compact_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
+    let tables = storage_targets(app, ctx, ns)?;
+    storage_jobs(app, ctx, &tables, StorageJob::Compact).await
+}
+
+/// Runs one job per table, in turn; the reply has a line per table.
+async fn storage_jobs(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    tables: &[Arc<CachedTable>],
+    kind: StorageJob,
+) -> Result<Output> {
+    let mut lines = Vec::with_capacity(tables.len());
+    for table in tables {
+        if kind == StorageJob::Flush {
+            app.tables().flushes().forget(&table.def.table_id());
+        }
+        let by = ctx.identity.user_id.as_str();
+        match run_storage_job(app, table, kind, "manual", by, 1).await {
+            Ok(line) => lines.push(line),
+            // Dropped while the statement ran (another table of an ALL may still be done).
+            Err(KalamError::NotFound { kind: "Table", .. }) if tables.len() > 1 => {
+                lines.push(format!(
+                    "Table '{}' was dropped meanwhile; skipped",
+                    table.def.table_id()
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if lines.is_empty() {
+        lines.push("No tables".into());
+    }
+    Ok(Output::Message(lines.join("\n")))
+}
+
+/// `CREATE STORAGE`: registers a filesystem or S3 storage after a write/read/list/delete probe
+/// of it succeeds (dba/system).
+pub async fn create_storage(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    id: &str,
+    storage_type: &str,
+    options: Vec<(String, String)>,
+) -> Result<Output> {
+    access::check_admin(&ctx.identity, "create storages")?;
+    validate_identifier("storage", id).map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    if app.catalog().storage(id)?.is_some() {
+        return Err(KalamError::AlreadyExists {
+            kind: "Storage",
+            name: id.to_string(),
+        });
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    let record = kalamdb_catalog::storages::record_from_options(id, storage_type, options, now)?;
+    app.catalog().put_storage(&record)?;
+    // Probe before keeping it: a storage nobody can write to is refused.
+    let probe = app
+        .tables()
+        .cold()
+        .probe(id, &app.seq().next_id().to_string())
+        .await;
+    let failed = match &probe {
+        Ok(p) if p.error.is_none() => None,
+        Ok(p) => p.error.clone(),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = failed {
+        app.tables().cold().forget_storage(id);
+        app.catalog().delete_storage(id)?;
+        return Err(KalamError::InvalidInput(format!(
+            "Storage '{id}' failed its check: {why}"
+        )));
+    }
+    Ok(Output::Message(format!("Storage '{id}' created")))
+}
+
+/// `DROP STORAGE [IF EXISTS] id`: refused for `local` and while a table uses it.
+pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) -> Result<Output> {
+    access::check_admin(&ctx.identity, "drop storages")?;
+    if id == "local" {
+        return Err(KalamError::PermissionDenied(
+            "The built-in storage 'local' cannot be dropped".into(),
+        ));
+    }
+    if app.catalog().storage(id)?.is_none() {
+        return if if_exists {
+            Ok(Output::Message(format!("Storage '{id}' does not exist")))
+        } else {
+            Err(KalamError::NotFound {
+                kind: "Storage",
+                name: id.to_string(),
+            })
+        };
+    }
+    let users: Vec<String> = app
+        .catalog()
+        .tables(None)?
+        .into_iter()
+        .filter(|d| d.storage_id.as_str() == id)
+        .map(|d| d.table_id().to_string())
+        .collect();
+    if !users.is_empty() {
+        return Err(KalamError::Constraint(format!(
+            "Storage '{id}' is used by {} table(s): {}",
+            users.len(),
+            users.join(", ")
+        )));
+    }
+    app.catalog().delete_storage(id)?;
+    app.tables().cold().forget_storage(id);
+    Ok(Output::Message(format!("Storage '{id}' dropped")))
+}
+
+/// `STORAGE CHECK id`: a write/read/list/delete probe (dba/system).
+pub async fn storage_check(app: &AppContext, ctx: &ExecCtx, id: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "check storages")?;
+    let p = app
+        .tables()
+        .cold()
+        .probe(id, &app.seq().next_id().to_string())
+        .await?;
+    table_output(
+        &[
+            ("storage_id", K::Text, false),
+            ("writable", K::Boolean, false),
+            ("readable", K::Boolean, false),
+            ("listable", K::Boolean, false),
+            ("deletable", K::Boolean, false),
+            ("latency_ms", K::Double, false),
+            ("error", K::Text, true),
+        ],
+        vec![vec![
+            Value::Text(id.to_string()),
+            Value::Bool(p.writable),
+            Value::Bool(p.readable),
+            Value::Bool(p.listable),
+            Value::Bool(p.deletable),
+            Value::F64(p.latency_ms),
+            p.error.map(Value::Text).unwrap_or(Value::Null),
+        ]],
+    )
+}
