@@ -9,14 +9,14 @@
 
 use super::ddl::resolve;
 use super::parse::{TableRef, fold};
-use super::session::{ExecCtx, run_query};
+use super::session::{ExecCtx, run_statement, select_statement};
 use crate::access;
 use crate::app_context::AppContext;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, FunctionArguments, Insert, SetExpr, TableFactor,
-    TableObject, TableWithJoins, Update,
+    AssignmentTarget, Delete, Expr, FromTable, FunctionArguments, Ident, Insert, SelectItem,
+    SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update,
 };
 use kalamdb_catalog::defaults::{function_default, literal_scalar};
 use kalamdb_catalog::error::{KalamError, Result};
@@ -89,7 +89,8 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Opti
             return Ok(function_default(&f, || app.seq().next_id(), user, ctx.now));
         }
     }
-    let batches = run_query(app, ctx, &format!("SELECT {expr}")).await?.1;
+    let select = select_statement(vec![SelectItem::UnnamedExpr(expr.clone())], None, None);
+    let batches = run_statement(app, ctx, select).await?.1;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -238,7 +239,7 @@ async fn insert_once(app: &AppContext, ctx: &ExecCtx, ins: &Insert) -> Result<us
             }
         }
         _ => {
-            let (_, batches) = run_query(app, ctx, &source.to_string()).await?;
+            let (_, batches) = run_statement(app, ctx, Statement::Query(source.clone())).await?;
             for b in &batches {
                 input.extend(
                     batch_rows(b)?
@@ -384,9 +385,9 @@ async fn matching_rows(
     ctx: &ExecCtx,
     table: &CachedTable,
     writer: &ScopeWriter<'_>,
-    select: &str,
+    select: Statement,
 ) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
-    let (_, batches) = run_query(app, ctx, select).await?;
+    let (_, batches) = run_statement(app, ctx, select).await?;
     let pk = &table.def.columns[table
         .pk_index
         .ok_or_else(|| KalamError::Internal("no primary key".into()))?];
@@ -408,8 +409,9 @@ async fn matching_rows(
         .collect())
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// A column of the target table in a SELECT list, quoted so its stored name is used as is.
+fn column_item(name: &str) -> SelectItem {
+    SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', name)))
 }
 
 async fn update_once(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usize> {
@@ -453,16 +455,16 @@ async fn update_once(app: &AppContext, ctx: &ExecCtx, up: &Update) -> Result<usi
         sets.push((idx, &a.value));
     }
     let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
-    let mut select = format!("SELECT {}", quoted(pk_name));
+    let mut projection = vec![column_item(pk_name)];
     for (i, (_, e)) in sets.iter().enumerate() {
-        select.push_str(&format!(", ({e}) AS __kalam_set_{i}"));
+        projection.push(SelectItem::ExprWithAlias {
+            expr: Expr::Nested(Box::new((*e).clone())),
+            alias: Ident::new(format!("__kalam_set_{i}")),
+        });
     }
-    select.push_str(&format!(" FROM {}", up.table));
-    if let Some(w) = &up.selection {
-        select.push_str(&format!(" WHERE {w}"));
-    }
+    let select = select_statement(projection, Some(up.table.clone()), up.selection.clone());
 
-    rewrite_matching(app, ctx, &table, &scope, &select, |old, values| {
+    rewrite_matching(app, ctx, &table, &scope, select, |old, values| {
         let mut cells: Cells = table
             .def
             .columns
@@ -504,11 +506,12 @@ async fn delete_once(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<us
         return delete_stream(app, ctx, &table, &scope, twj, del.selection.as_ref()).await;
     }
     let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
-    let mut select = format!("SELECT {} FROM {twj}", quoted(pk_name));
-    if let Some(w) = &del.selection {
-        select.push_str(&format!(" WHERE {w}"));
-    }
-    rewrite_matching(app, ctx, &table, &scope, &select, |old, _| {
+    let select = select_statement(
+        vec![column_item(pk_name)],
+        Some(twj.clone()),
+        del.selection.clone(),
+    );
+    rewrite_matching(app, ctx, &table, &scope, select, |old, _| {
         Ok(Some((true, old.cells)))
     })
     .await
@@ -523,12 +526,13 @@ async fn delete_stream(
     from: &TableWithJoins,
     selection: Option<&Expr>,
 ) -> Result<usize> {
-    let mut select = format!("SELECT {SEQ_COLUMN} FROM {from}");
-    if let Some(w) = selection {
-        select.push_str(&format!(" WHERE {w}"));
-    }
+    let select = select_statement(
+        vec![column_item(SEQ_COLUMN)],
+        Some(from.clone()),
+        selection.cloned(),
+    );
     let mut writer = app.tables().writer(table, scope).await?;
-    let (_, batches) = run_query(app, ctx, &select).await?;
+    let (_, batches) = run_statement(app, ctx, select).await?;
     let mut seqs = Vec::new();
     for b in &batches {
         for values in batch_rows(b)? {
@@ -551,7 +555,7 @@ async fn rewrite_matching(
     ctx: &ExecCtx,
     table: &CachedTable,
     scope: &Scope,
-    select: &str,
+    select: Statement,
     mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
 ) -> Result<usize> {
     let mut writer = app.tables().writer(table, scope).await?;

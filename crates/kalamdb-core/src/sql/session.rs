@@ -5,7 +5,6 @@
 //! executor dispatches to them.
 
 use super::encode;
-use super::parse::{Command, parse_statement};
 use crate::app_context::AppContext;
 use crate::auth::Identity;
 use crate::expr_limits::ExprLimits;
@@ -15,7 +14,11 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Statement, Value as SqlValue};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, SelectItem, SetExpr, Statement, TableWithJoins, Value as SqlValue,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::ErrorCode;
@@ -106,17 +109,39 @@ impl RequestError {
     }
 }
 
-/// Plans and runs a query text under the statement's identity (used by DML for its reads).
-pub(crate) async fn run_query(
+/// Plans and runs `stmt` (a query) under the statement's identity: DML's reads.
+pub(crate) async fn run_statement(
     app: &AppContext,
     ctx: &ExecCtx,
-    sql: &str,
+    stmt: Statement,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let Command::Sql(stmt) = parse_statement(sql)? else {
-        return Err(KalamError::Internal(format!("not a query: {sql}")));
-    };
-    let (schema, batches, _) = query(app, ctx, *stmt, None).await?;
+    let (schema, batches, _) = query(app, ctx, stmt, None).await?;
     Ok((schema, batches))
+}
+
+/// `SELECT <projection> [FROM <from>] [WHERE <selection>]`, assembled from parsed parts of a
+/// statement (they move in as they are: nothing is printed and parsed again).
+pub(crate) fn select_statement(
+    projection: Vec<SelectItem>,
+    from: Option<TableWithJoins>,
+    selection: Option<SqlExpr>,
+) -> Statement {
+    // The shape of a plain SELECT, parsed once; only its parts are replaced.
+    static TEMPLATE: std::sync::LazyLock<Statement> = std::sync::LazyLock::new(|| {
+        Parser::parse_sql(&GenericDialect {}, "SELECT 1 FROM t")
+            .ok()
+            .and_then(|mut v| v.pop())
+            .expect("a constant SELECT parses")
+    });
+    let mut stmt = TEMPLATE.clone();
+    if let Statement::Query(q) = &mut stmt
+        && let SetExpr::Select(select) = q.body.as_mut()
+    {
+        select.projection = projection;
+        select.from = from.into_iter().collect();
+        select.selection = selection;
+    }
+    stmt
 }
 
 /// Plans a query under the statement's identity and starts it: its schema and batches.

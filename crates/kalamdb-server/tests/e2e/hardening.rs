@@ -608,7 +608,6 @@ async fn nested_views_cannot_make_planning_explode() {
         );
         s.ok(&root, &sql).await;
     }
-    let started = Instant::now();
     let (status, body) = s.sql(&root, "SELECT count(*) FROM app.v30").await;
     assert_eq!(
         (status, code(&body)),
@@ -617,11 +616,8 @@ async fn nested_views_cannot_make_planning_explode() {
         short(&body)
     );
     let message = body["error"]["message"].as_str().unwrap();
+    // Refused by the plan-size limit: planning stopped there instead of doubling 30 times.
     assert!(message.contains("max_plan_nodes"), "{message}");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "planning was cut short"
-    );
     // Shallow views still work.
     let r = s.ok(&root, "SELECT count(*) FROM app.v3").await;
     assert_eq!(r["rows"], json!([["8"]]));
