@@ -32,6 +32,9 @@ pub enum ServerError {
     },
 }
 
+/// How long [`RunningServer::shutdown`] waits for the last holders of the engine.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// A started server.
 #[derive(Debug)]
 pub struct RunningServer {
@@ -44,12 +47,26 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, waits for in-flight requests, flushes the store.
+    /// Stops accepting, waits for in-flight requests, flushes the store, and returns once the
+    /// hot store is closed (its data directory can be opened again), or after
+    /// [`RELEASE_WAIT`] with a warning.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // Connection tasks aborted at the end of the grace period, a query thread finishing
+        // its request, a scan's reader thread, a background tick: each may hold the engine or
+        // its store a moment longer. The store closes when the last of them lets go.
+        let store = Arc::downgrade(self.app.backend());
+        drop(self);
+        let until = std::time::Instant::now() + RELEASE_WAIT;
+        while store.strong_count() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!("the hot store is still open after shutdown");
+        }
     }
 
     /// Waits until the server stops by itself (signal).
