@@ -280,6 +280,13 @@ impl StorageBackend for RocksBackend {
         })
     }
 
+    fn flush_partition(&self, name: &str) -> Result<()> {
+        if let Some(cf) = self.db.cf_handle(name) {
+            self.db.flush_cf(&cf)?;
+        }
+        Ok(())
+    }
+
     fn flush(&self) -> Result<()> {
         self.db.flush_wal(true)?;
         for name in self.list_partitions() {
