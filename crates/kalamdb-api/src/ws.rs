@@ -1,7 +1,7 @@
 //! `GET /v1/ws`: the WebSocket transport of live queries (`docs/protocol.md` §6).
 //!
 //! Authenticates (upgrade header or `authenticate` message), then pumps client messages into
-//! the [`LiveQueryManager`] and its outbound queue onto the socket. Messages of 512 bytes or
+//! the [`kalamdb_live::LiveQueryManager`] and its outbound queue onto the socket. Messages of 512 bytes or
 //! more go out gzip-compressed as binary frames unless the client asked `?compress=false`. The
 //! server never pings; a client silent for longer than the idle timeout is closed with 1000.
 

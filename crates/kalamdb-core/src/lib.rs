@@ -1,24 +1,29 @@
-//! The KalamDB engine.
+//! The SQL layer of KalamDB and the assembly of its engine.
 //!
 //! ```text
-//!  SqlExecutor ── parse ──> own statements (ddl) ──> Catalog (sys/* partitions)
-//!      │                └─> INSERT/UPDATE/DELETE (dml) ──> rows (hot store, atomic batches)
-//!      └── queries ──> DataFusion ──> KalamCatalog ──> AppTableProvider / SystemTableProvider
+//!  kalamdb-api ──> SqlExecutor ── split, parse ──> own statements (sql::ddl, alter, views) ──> Catalog
+//!                      │                      └──> INSERT/UPDATE/DELETE (sql::dml) ──> TableStore::writer
+//!                      └── queries ──> DataFusion ──> KalamCatalog ──> AppTableProvider ──> TableStore::scan
+//!                                                                  └──> system / information_schema / views
 //! ```
 //!
-//! - [`app_context::AppContext`] owns the node id and every shared service; start here.
-//! - [`catalog`]: persisted namespaces, table definitions (versioned), users, storages.
-//! - [`schema_registry`]: memoized table definitions and Arrow schemas.
-//! - [`rows`]: the hot-store key layout and row encoding of application tables.
-//! - [`providers`]: DataFusion catalog and table providers; [`scan`]: the streaming scan
-//!   of application tables they plan.
-//! - [`sql`]: statement splitting, parsing, execution and result encoding.
+//! - [`engine::open`] builds every service in order and returns the [`AppContext`] that holds
+//!   them (the node id, the catalog and schema registry of `kalamdb-catalog`, the
+//!   `TableStore` of `kalamdb-tables`, auth, the DataFusion session, jobs); start here.
+//!   [`maintenance`]: start-up recovery and the background tasks.
+//! - [`sql`]: statement splitting, parsing, the handlers of KalamDB's own statements
+//!   (`sql::ddl` split by object), DML, execution ([`sql::executor::SqlExecutor`]), streaming
+//!   of large results and result encoding.
+//! - [`providers`]: DataFusion catalog and table providers (application tables, system
+//!   tables, views, `information_schema`).
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
 //! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
-//!   queries run, with their timeout and cancellation.
+//!   queries run, with their timeout and cancellation; [`system_flush`]: the flushed part of
+//!   `system.audit_log`.
 //!
-//! The engine knows no HTTP: `kalamdb-api` turns requests into calls on
+//! How rows are stored is `kalamdb-tables`' business and what exists is `kalamdb-catalog`'s;
+//! this crate knows no HTTP: `kalamdb-api` turns requests into calls on
 //! [`sql::executor::SqlExecutor`] and [`auth::AuthService`].
 
 pub mod access;

@@ -3,7 +3,7 @@
 //! [`start`] is what the binary runs and what in-process tests call: it returns a
 //! [`RunningServer`] with the bound address and a handle to stop it. Shutdown stops accepting,
 //! lets in-flight requests finish (bounded by `server.shutdown_timeout_secs`), then flushes the
-//! store. Connection limits and timeouts are in [`listener`].
+//! store. Connection limits and timeouts are in `listener.rs`.
 
 mod listener;
 

@@ -2,7 +2,7 @@
 //!
 //! Planning a read resolves the caller's scope (a USER/STREAM table: the caller's partition;
 //! a SHARED table: after its access check) and turns primary-key filters into key ranges;
-//! the rows are read by the streaming [`TableScanExec`] when the plan runs. Primary-key
+//! the rows are read by the streaming [`kalamdb_tables::scan::TableScanExec`] when the plan runs. Primary-key
 //! filters the ranges express exactly are reported `Exact` (DataFusion does not re-check
 //! them); every other filter is `Inexact`: offered for pruning segments, applied above.
 

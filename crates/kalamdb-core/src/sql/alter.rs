@@ -4,7 +4,7 @@
 //! Rows keep their cells by stable column id, so a renamed column keeps its data, a dropped
 //! one vanishes from reads (its id is never reused), and a widened type reads old cells
 //! widened. A column added with a literal DEFAULT records the `_seq` of the change: rows older
-//! than it read the default ([`kalamdb_tables::rows::StoredRow::backfill`]), flushed segments written
+//! than it read the default ([`kalamdb_catalog::schema_registry::CachedTable::backfill`]), flushed segments written
 //! before it read the default too (see `cold::conform`). Writers of the table wait while the
 //! definition changes. Refused, with the reason: dropping or renaming the primary key,
 //! narrowing or changing a type, NOT NULL without a default on a table that has rows.

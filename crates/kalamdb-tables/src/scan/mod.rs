@@ -5,7 +5,7 @@
 //! caller's scope (a blocking thread walks it and decodes a chunk at a time, only the needed
 //! columns), then reads the scope's manifest and streams the segments it keeps as Parquet
 //! (cached footers, projected columns, row groups chosen by primary-key statistics). The
-//! sources are merged in primary-key order ([`merge`]), the newest `_seq` per key winning and
+//! sources are merged in primary-key order (`merge.rs`), the newest `_seq` per key winning and
 //! tombstones hiding older versions, so a scan holds a few chunks per source, never a scope.
 //!
 //! Filters on the primary key become key ranges ([`key_range`]) read on both tiers; a scan
