@@ -5,7 +5,7 @@
     scripts/module-graph.py --mermaid  # print both graphs as Mermaid (docs/architecture.md)
 
 A module's dependencies are the other modules of its crate it names through `crate::…` or
-`super::…` paths (in `use` lines or inline), resolved to the longest module path that
+`super::…` paths (in `use` lines, inline, or in intra-doc links), resolved to the longest module path that
 exists; a module naming its own submodules (or its parent naming it) is not a dependency.
 Modules are files (`a.rs`, `a/mod.rs`) and inline `mod x { … }` blocks are folded into
 their file. Crate dependencies come from each crate's Cargo.toml.
@@ -58,7 +58,10 @@ def resolve(mods, base, names):
 def edges_of(mods):
     edges = {m: set() for m in mods}
     for mod, file in mods.items():
-        text = strip_comments(open(file, encoding="utf-8").read())
+        raw = open(file, encoding="utf-8").read()
+        # Intra-doc links name modules too (a doc that points up the layers is a cycle).
+        links = " ".join(re.findall(r"\[`((?:crate|super)(?:::\w+)+)`\]", raw))
+        text = strip_comments(raw) + "\n" + links
         is_dir_mod = os.path.basename(file) in ("mod.rs", "lib.rs", "main.rs")
         # `super` of a file module is its parent; of a mod.rs, the parent's parent.
         parent = mod[:-1] if not is_dir_mod else mod[:-1]

@@ -1,7 +1,7 @@
 //! [`AppContext`]: owns the node id and every shared service, so no service builds
 //! its own copy of another (one catalog, one session, one store per process).
 //!
-//! Assembled once at startup by [`crate::engine::open`] from the [`Config`]; everything else
+//! Assembled once at startup by `engine::open` from the [`Config`]; everything else
 //! receives an `Arc<AppContext>` (or the one service it needs) instead of building its own. Holds the single DataFusion
 //! `SessionContext`; per-request identity is attached to a cheap copy of its state.
 
@@ -35,7 +35,7 @@ pub struct AppContext {
     pub(crate) session: SessionContext,
     pub(crate) deps: ProviderDeps,
     pub(crate) tables: Arc<TableStore>,
-    pub(crate) system_cold: Arc<crate::system_flush::SystemCold>,
+    pub(crate) system_cold: Arc<crate::providers::flushed_audit::SystemCold>,
     pub(crate) jobs: JobManager,
     pub(crate) ddl: tokio::sync::Mutex<()>,
     pub(crate) queries: QueryRuntime,
@@ -109,7 +109,7 @@ impl AppContext {
     }
 
     /// The flushed part of the system tables.
-    pub fn system_cold(&self) -> &crate::system_flush::SystemCold {
+    pub fn system_cold(&self) -> &crate::providers::flushed_audit::SystemCold {
         &self.system_cold
     }
 

@@ -110,7 +110,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         &data,
         options,
     )?);
-    let system_cold = Arc::new(crate::system_flush::SystemCold::default());
+    let system_cold = Arc::new(crate::providers::flushed_audit::SystemCold::default());
     system_cold.load(&tables.cold().files("local")?).await?;
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
     let deps = ProviderDeps {

@@ -19,7 +19,7 @@
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
 //! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
-//!   queries run, with their timeout and cancellation; [`system_flush`]: the flushed part of
+//!   queries run, with their timeout and cancellation; `providers::flushed_audit`: the flushed part of
 //!   `system.audit_log`.
 //!
 //! How rows are stored is `kalamdb-tables`' business and what exists is `kalamdb-catalog`'s;
@@ -36,7 +36,6 @@ pub mod maintenance;
 pub mod providers;
 pub mod query_runtime;
 pub mod sql;
-pub mod system_flush;
 
 pub use app_context::AppContext;
 pub use kalamdb_catalog::{KalamError, Result};

@@ -42,7 +42,7 @@ pub fn evict_expired_stream_rows(app: &AppContext) -> Result<usize> {
 pub(crate) const SEQ_MARK_EVERY_MS: u64 = 1000;
 
 /// Records the last `_seq` handed out every [`SEQ_MARK_EVERY_MS`] while it moves, so a restart
-/// continues after it (see [`crate::engine::open`]).
+/// continues after it (see `engine::open`).
 fn spawn_seq_marks(app: &Arc<AppContext>) {
     let weak = Arc::downgrade(app);
     tokio::spawn(async move {

@@ -14,7 +14,7 @@
 //! the version with the largest `_seq` wins; a winning tombstone hides the key, including rows
 //! in older segments.
 //!
-//! Scans stream segments ([`crate::scan`]); key lookups and compactions use decoded
+//! Scans stream segments (`scan`); key lookups and compactions use decoded
 //! segments (Arrow columns with their rows' keys), which are immutable and so cached, bounded
 //! in bytes (`[storage] segment_cache_mb`). Manifests and segment footers are cached too,
 //! since this server is the only writer of its storage.

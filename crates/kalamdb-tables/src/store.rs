@@ -3,7 +3,7 @@
 //! It owns both tiers (the hot store's table partitions and the [`ColdTier`]), the writer
 //! locks and commit gate, the change listener and the automatic-flush counters, and offers
 //! what the layers above need: a streaming scan plan, key lookups across tiers, a
-//! `ScopeWriter` (see [`crate::writer`]) that carries the whole write protocol, flushes, compactions and drops.
+//! `ScopeWriter` (writer.rs) that carries the whole write protocol, flushes, compactions and drops.
 //! It is handed only what it uses (the hot store, the catalog, the schema registry, the
 //! `_seq` generator); it never sees the server's context, SQL text or HTTP.
 

@@ -22,7 +22,7 @@ pub struct ProviderDeps {
     /// Application tables (both tiers; the live-query listener for `system.live`).
     pub tables: Arc<kalamdb_tables::TableStore>,
     /// The flushed part of the system tables.
-    pub system_cold: Arc<crate::system_flush::SystemCold>,
+    pub system_cold: Arc<crate::providers::flushed_audit::SystemCold>,
     /// The session's table functions (`generate_series` …), listed by
     /// `information_schema.routines`.
     pub table_functions:

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod deferred;
 pub mod deps;
+pub mod flushed_audit;
 pub mod information_schema;
 pub mod system;
 mod system_rows;

@@ -1,5 +1,5 @@
 //! The system tables' shapes: names, columns, Arrow schemas and definitions, and turning
-//! rows of cells into batches of them. What their rows are is read in [`super::system`].
+//! rows of cells into batches of them. What their rows are is read in `system.rs`.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};

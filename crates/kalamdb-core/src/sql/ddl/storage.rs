@@ -172,7 +172,7 @@ pub async fn flush_table(app: &AppContext, ctx: &ExecCtx, t: &TableRef) -> Resul
     storage_jobs(app, ctx, &[table], StorageJob::Flush).await
 }
 
-/// `STORAGE FLUSH TABLE system.audit_log` (dba/system); see [`crate::system_flush`].
+/// `STORAGE FLUSH TABLE system.audit_log` (dba/system); see [`crate::providers::flushed_audit`].
 async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Result<Output> {
     access::check_admin(&ctx.identity, "flush system tables")?;
     if !name.eq_ignore_ascii_case("audit_log") {

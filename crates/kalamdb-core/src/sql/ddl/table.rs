@@ -1,6 +1,6 @@
 //! Tables: `CREATE TABLE` (its options, columns, defaults and primary key), `DROP TABLE` and
 //! the cleanup of a dropped table's rows and files, `DESCRIBE TABLE` and `SHOW TABLES`. The
-//! column definitions and defaults are shared with `ALTER TABLE` ([`crate::sql::alter`]).
+//! column definitions and defaults are shared with `ALTER TABLE` (`sql::alter`).
 
 use super::{now, resolve, table_output};
 use crate::access;
