@@ -14,6 +14,9 @@ pub enum KalamError {
     /// The SQL does not parse, or uses a construct that is not allowed.
     #[error("{0}")]
     InvalidSql(String),
+    /// A valid statement of a form this path does not support (a subscription with ORDER BY).
+    #[error("{0}")]
+    Unsupported(String),
     /// A named object does not exist.
     #[error("{kind} '{name}' does not exist")]
     NotFound {
@@ -105,6 +108,7 @@ impl KalamError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidSql(_) => ErrorCode::InvalidSql,
+            Self::Unsupported(_) => ErrorCode::Unsupported,
             Self::NotFound { .. }
             | Self::AlreadyExists { .. }
             | Self::Constraint(_)

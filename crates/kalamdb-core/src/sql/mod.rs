@@ -17,6 +17,7 @@ pub mod session;
 pub mod split;
 pub mod stream;
 pub mod subscribe;
+pub mod table_select;
 pub mod uuid_literals;
 pub mod value_caps;
 pub mod views;

@@ -2,20 +2,19 @@
 //!
 //! `SELECT * | col, … FROM ns.t WHERE pk = <literal>` is the most common read of an
 //! application, and planning it through DataFusion costs more than reading the row. This
-//! module recognises exactly that shape (plain column projections, one table, no joins,
-//! grouping, ordering, limits or aliases) and reads the row directly through the same
+//! module takes the simple shape of `table_select.rs` (the one subscriptions accept) with a
+//! primary-key equality as its filter, and reads the row directly through the same
 //! provider code a DataFusion scan uses, so results, schemas and permission checks are
 //! identical. Anything else (whole-scope reads included: they stream through DataFusion)
 //! returns `None` and takes the normal path.
 
 use super::parse::{TableRef, fold};
 use super::session::{ExecCtx, Output};
+use super::table_select::TableSelect;
 use crate::access;
 use crate::app_context::AppContext;
 use crate::providers::table::AppTableProvider;
-use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, SelectItem, SetExpr, Statement, TableFactor,
-};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement};
 use kalamdb_catalog::defaults::literal_scalar;
 use kalamdb_catalog::error::Result;
 use kalamdb_catalog::value::coerce;
@@ -29,43 +28,18 @@ pub(crate) async fn try_point_lookup(
     ctx: &ExecCtx,
     stmt: &Statement,
 ) -> Result<Option<Output>> {
-    let Statement::Query(q) = stmt else {
-        return Ok(None);
-    };
-    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
-        return Ok(None);
-    }
-    let SetExpr::Select(sel) = q.body.as_ref() else {
-        return Ok(None);
-    };
-    if sel.distinct.is_some()
-        || sel.from.len() != 1
-        || !sel.from[0].joins.is_empty()
-        || sel.having.is_some()
-        || !sel.named_window.is_empty()
-        || sel.qualify.is_some()
-        || !matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-    {
-        return Ok(None);
-    }
-    let TableFactor::Table {
-        name,
-        alias: None,
-        args: None,
-        ..
-    } = &sel.from[0].relation
-    else {
+    let Ok(shape) = TableSelect::of(stmt) else {
         return Ok(None);
     };
     let Some(Expr::BinaryOp {
         left,
         op: BinaryOperator::Eq,
         right,
-    }) = &sel.selection
+    }) = shape.filter
     else {
         return Ok(None);
     };
-    let tref = TableRef::from_object_name(name)?;
+    let tref = TableRef::from_object_name(shape.table)?;
     let id = super::ddl::resolve(ctx, &tref);
     if id.namespace.as_str() == "system" {
         return Ok(None);
@@ -91,28 +65,17 @@ pub(crate) async fn try_point_lookup(
     };
 
     let schema = &table.schema;
-    let mut projection = Vec::with_capacity(sel.projection.len());
-    for item in &sel.projection {
-        match item {
-            SelectItem::Wildcard(opts)
-                if opts.opt_exclude.is_none()
-                    && opts.opt_except.is_none()
-                    && opts.opt_rename.is_none()
-                    && opts.opt_replace.is_none()
-                    && opts.opt_ilike.is_none() =>
-            {
-                projection.extend(0..schema.fields().len())
+    let projection = match shape.columns() {
+        None => (0..schema.fields().len()).collect(),
+        Some(names) => {
+            let found: std::result::Result<Vec<usize>, _> =
+                names.iter().map(|n| schema.index_of(n)).collect();
+            match found {
+                Ok(indices) => indices,
+                Err(_) => return Ok(None),
             }
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
-                let name = fold(&i.value, i.quote_style.is_some());
-                match schema.index_of(&name) {
-                    Ok(idx) => projection.push(idx),
-                    Err(_) => return Ok(None),
-                }
-            }
-            _ => return Ok(None),
         }
-    }
+    };
     let scope = match table.def.table_type {
         TableType::Shared => {
             access::check_shared_read(&ctx.identity, &table.def)?;
