@@ -14,6 +14,9 @@ pub mod envelope;
 pub mod health;
 pub mod sql;
 pub mod ws;
+pub mod ws_config;
+
+pub use ws_config::WebSocketConfig;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,6 +24,7 @@ use axum::routing::{get, post};
 use kalamdb_core::AppContext;
 use kalamdb_core::sql::executor::SqlExecutor;
 use kalamdb_live::LiveQueryManager;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// A connection's place in the server's connection limits, put into each request's
@@ -46,6 +50,8 @@ pub struct ApiState {
     pub auth_limiter: Arc<auth::IpRateLimiter>,
     /// Live queries.
     pub live: Arc<LiveQueryManager>,
+    /// `[websocket]`: limits of live-query connections.
+    pub websocket: Arc<WebSocketConfig>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -57,13 +63,15 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// State over an opened engine.
-    pub fn new(app: Arc<AppContext>) -> Self {
+    /// State over an opened engine serving on `addr` (the bound address: `SUBSCRIBE TO`
+    /// over HTTP answers with the WebSocket URL on it).
+    pub fn new(app: Arc<AppContext>, websocket: WebSocketConfig, addr: SocketAddr) -> Self {
         let per_sec = app.config().auth.auth_requests_per_ip_per_sec;
         Self {
-            executor: SqlExecutor::new(Arc::clone(&app)),
+            executor: SqlExecutor::new(Arc::clone(&app), ws::url(addr)),
             auth_limiter: Arc::new(auth::ip_rate_limiter(per_sec)),
             live: LiveQueryManager::start(&app),
+            websocket: Arc::new(websocket),
             app,
         }
     }

@@ -17,9 +17,10 @@ use futures::SinkExt;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::ws::{ClientMessage, ProtocolOptions, ServerMessage};
 use kalamdb_core::auth::Identity;
-use kalamdb_live::{CloseReason, Connection, Outbound};
+use kalamdb_live::{CloseReason, Connection, ConnectionLimits, Outbound};
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,16 @@ const WRITE_BATCH: usize = 256;
 /// How often silence is checked.
 const HEARTBEAT_CHECK: Duration = Duration::from_secs(1);
 
+/// The URL of this transport on a server bound to `addr` (an unspecified address, listening
+/// on every interface, is shown as `localhost`).
+pub fn url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("ws://localhost:{}/v1/ws", addr.port())
+    } else {
+        format!("ws://{addr}/v1/ws")
+    }
+}
+
 /// The upgrade handler.
 pub async fn upgrade(
     State(state): State<ApiState>,
@@ -42,7 +53,7 @@ pub async fn upgrade(
 ) -> Response {
     let compress = params.get("compress").is_none_or(|v| v != "false");
     let token = bearer_token(&headers).ok().map(str::to_string);
-    let max = state.app.config().websocket.max_message_bytes;
+    let max = state.websocket.max_message_bytes;
     // Oversized messages are answered by us, so the socket's own limit sits above ours.
     ws.max_message_size(max.saturating_mul(4))
         // tungstenite zeroes its whole read buffer on every read attempt, and the pump tries a
@@ -143,8 +154,11 @@ async fn session(state: ApiState, mut socket: WebSocket, token: Option<String>, 
     if !ok {
         return;
     }
-    let queue = state.app.config().websocket.outbound_queue;
-    let (conn, rx) = state.live.connect(identity, queue);
+    let limits = ConnectionLimits {
+        outbound_queue: state.websocket.outbound_queue,
+        max_subscriptions: state.websocket.max_subscriptions_per_connection,
+    };
+    let (conn, rx) = state.live.connect(identity, limits);
     pump(&state, &mut socket, &conn, rx, compress).await;
     state.live.disconnect(&conn);
 }
@@ -168,7 +182,7 @@ async fn authenticate(
             }
         };
     }
-    let auth_timeout = state.app.config().websocket.auth_timeout_secs;
+    let auth_timeout = state.websocket.auth_timeout_secs;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(auth_timeout);
     loop {
         let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
@@ -259,7 +273,7 @@ async fn pump(
     mut rx: tokio::sync::mpsc::Receiver<Outbound>,
     compress: bool,
 ) {
-    let cfg = &state.app.config().websocket;
+    let cfg = &state.websocket;
     let (max_message, client_timeout) = (
         cfg.max_message_bytes,
         Duration::from_secs(cfg.client_timeout_secs),

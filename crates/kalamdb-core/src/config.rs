@@ -1,4 +1,5 @@
-//! Server configuration: one typed struct per `server.toml` section.
+//! The engine's configuration: one typed struct per `server.toml` section it reads (the
+//! transport's `[websocket]` belongs to `kalamdb-api`; the server composes the two).
 //!
 //! Every option has a default (an absent file means built-in defaults) and can be overridden
 //! by an environment variable named `KALAMDB_<SECTION>_<KEY>` (upper case), e.g.
@@ -6,7 +7,7 @@
 //! ([`ENV_ALIASES`]): `KALAMDB_DATA_DIR`, `KALAMDB_NODE_ID`, `KALAMDB_ROOT_PASSWORD`,
 //! `KALAMDB_JWT_SECRET`, `KALAMDB_LOG_LEVEL`, `KALAMDB_JWT_EXPIRY_HOURS`. [`Config::validate`]
 //! turns bad values into clear startup errors. `server.example.toml` documents every key; a
-//! test checks it lists exactly the keys declared here.
+//! test of the server crate checks it lists exactly the keys declared.
 
 use kalamdb_commons::NodeId;
 use serde::{Deserialize, Serialize};
@@ -66,8 +67,6 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[stream]`
     pub stream: StreamConfig,
-    /// `[websocket]`
-    pub websocket: WebSocketConfig,
     /// `[query]`
     pub query: QueryConfig,
 }
@@ -123,38 +122,6 @@ impl QueryConfig {
             return self.worker_threads;
         }
         std::thread::available_parallelism().map_or(2, |n| n.get())
-    }
-}
-
-/// `[websocket]`: live-query connections (`GET /v1/ws`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebSocketConfig {
-    /// Seconds a new connection has to send `authenticate` (when the upgrade carried no token).
-    pub auth_timeout_secs: u64,
-    /// Seconds of client silence after which a connection is closed (1000).
-    pub client_timeout_secs: u64,
-    /// Largest client message handled, in bytes; larger ones get `MESSAGE_TOO_LARGE`.
-    pub max_message_bytes: usize,
-    /// Client messages per second per connection; more get `RATE_LIMIT_EXCEEDED`.
-    pub max_messages_per_sec: u32,
-    /// Server messages queued per connection; a connection that falls further behind is
-    /// closed, so it never slows writers or other subscribers.
-    pub outbound_queue: usize,
-    /// Subscriptions one connection may hold (`SUBSCRIPTION_LIMIT_EXCEEDED` beyond).
-    pub max_subscriptions_per_connection: usize,
-}
-
-impl Default for WebSocketConfig {
-    fn default() -> Self {
-        Self {
-            auth_timeout_secs: 3,
-            client_timeout_secs: 10,
-            max_message_bytes: 1024 * 1024,
-            max_messages_per_sec: 50,
-            outbound_queue: 4096,
-            max_subscriptions_per_connection: 1000,
-        }
     }
 }
 
@@ -380,42 +347,21 @@ impl Default for LoggingConfig {
 }
 
 impl Config {
-    /// Loads `path` if it exists (built-in defaults otherwise), then applies `KALAMDB_*`
-    /// variables from `env`, then validates.
-    pub fn load(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let config = Self::from_toml(&text)?.with_env(env)?;
-        config.validate()?;
-        Ok(config)
+    /// Reads `path`; a missing file is empty (built-in defaults).
+    pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// Parses TOML text (no environment, no validation).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
-    }
-
-    /// Every `section.key` this configuration declares.
-    pub fn keys() -> Vec<(String, String)> {
-        let value = toml::Table::try_from(Config::default()).expect("config serializes");
-        let mut keys = Vec::new();
-        for (section, table) in value {
-            if let toml::Value::Table(t) = table {
-                keys.extend(t.keys().map(|k| (section.clone(), k.clone())));
-            }
-        }
-        keys
     }
 
     /// Applies `KALAMDB_<SECTION>_<KEY>` variables and the upstream aliases.
@@ -425,54 +371,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table =
             toml::Table::try_from(&self).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (name, raw) in env {
-            let Some(rest) = name.strip_prefix("KALAMDB_") else {
-                continue;
-            };
-            let target = ENV_ALIASES
-                .iter()
-                .find(|(alias, _, _)| *alias == name)
-                .map(|(_, s, k)| (s.to_string(), k.to_string()))
-                .or_else(|| {
-                    table.iter().find_map(|(section, v)| {
-                        let prefix = format!("{}_", section.to_ascii_uppercase());
-                        let key = rest.strip_prefix(&prefix)?.to_ascii_lowercase();
-                        v.as_table()?
-                            .contains_key(&key)
-                            .then(|| (section.clone(), key))
-                    })
-                });
-            let Some((section, key)) = target else {
-                continue;
-            };
-            let slot = table
-                .get_mut(&section)
-                .and_then(|s| s.as_table_mut())
-                .and_then(|s| s.get_mut(&key))
-                .expect("known key");
-            *slot = match slot {
-                toml::Value::String(_) => toml::Value::String(raw.clone()),
-                toml::Value::Integer(_) => {
-                    toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                        ConfigError::Parse(format!("{name}={raw:?} is not an integer"))
-                    })?)
-                }
-                toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
-                    "1" | "true" | "TRUE" | "yes" | "on" => true,
-                    "0" | "false" | "FALSE" | "no" | "off" => false,
-                    _ => {
-                        return Err(ConfigError::Parse(format!(
-                            "{name}={raw:?} is not a boolean"
-                        )));
-                    }
-                }),
-                other => {
-                    return Err(ConfigError::Parse(format!(
-                        "{name}: cannot override {other:?}"
-                    )));
-                }
-            };
-        }
+        apply_env(&mut table, env)?;
         table
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
@@ -495,31 +394,6 @@ impl Config {
                 key: "stream.eviction_interval_secs",
                 reason: "must be > 0".into(),
             });
-        }
-        let ws = &self.websocket;
-        for (key, value) in [
-            ("websocket.auth_timeout_secs", ws.auth_timeout_secs as usize),
-            (
-                "websocket.client_timeout_secs",
-                ws.client_timeout_secs as usize,
-            ),
-            ("websocket.max_message_bytes", ws.max_message_bytes),
-            (
-                "websocket.max_messages_per_sec",
-                ws.max_messages_per_sec as usize,
-            ),
-            ("websocket.outbound_queue", ws.outbound_queue),
-            (
-                "websocket.max_subscriptions_per_connection",
-                ws.max_subscriptions_per_connection,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
-                    key,
-                    reason: "must be > 0".into(),
-                });
-            }
         }
         let (srv, lim) = (&self.server, &self.limits);
         for (key, value) in [
@@ -596,6 +470,66 @@ impl Config {
     }
 }
 
+/// Applies `KALAMDB_<SECTION>_<KEY>` variables and the upstream aliases ([`ENV_ALIASES`]) to
+/// `table`, a configuration file's sections with every key present (its defaults filled in):
+/// only keys it has are set, with the type of their current value.
+pub fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("KALAMDB_") else {
+            continue;
+        };
+        let target = ENV_ALIASES
+            .iter()
+            .find(|(alias, _, _)| *alias == name)
+            .map(|(_, s, k)| (s.to_string(), k.to_string()))
+            .or_else(|| {
+                table.iter().find_map(|(section, v)| {
+                    let prefix = format!("{}_", section.to_ascii_uppercase());
+                    let key = rest.strip_prefix(&prefix)?.to_ascii_lowercase();
+                    v.as_table()?
+                        .contains_key(&key)
+                        .then(|| (section.clone(), key))
+                })
+            });
+        let Some((section, key)) = target else {
+            continue;
+        };
+        let Some(slot) = table
+            .get_mut(&section)
+            .and_then(|s| s.as_table_mut())
+            .and_then(|s| s.get_mut(&key))
+        else {
+            continue;
+        };
+        *slot = match slot {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| ConfigError::Parse(format!("{name}={raw:?} is not an integer")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "TRUE" | "yes" | "on" => true,
+                "0" | "false" | "FALSE" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Parse(format!(
+                        "{name}={raw:?} is not a boolean"
+                    )));
+                }
+            }),
+            other => {
+                return Err(ConfigError::Parse(format!(
+                    "{name}: cannot override {other:?}"
+                )));
+            }
+        };
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,35 +581,6 @@ mod tests {
         assert!(c.validate().is_err());
         c.auth.jwt_secret = "x".repeat(32);
         c.validate().unwrap();
-    }
-
-    #[test]
-    fn example_file_lists_every_key_with_its_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../server.example.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let example: toml::Table = toml::from_str(&text).unwrap();
-        let mut listed: Vec<(String, String)> = example
-            .iter()
-            .flat_map(|(s, t)| {
-                t.as_table()
-                    .unwrap()
-                    .keys()
-                    .map(move |k| (s.clone(), k.clone()))
-            })
-            .collect();
-        let mut declared = Config::keys();
-        listed.sort();
-        declared.sort();
-        assert_eq!(
-            listed, declared,
-            "server.example.toml must list exactly the declared keys"
-        );
-        let parsed = Config::from_toml(&text).unwrap();
-        assert_eq!(
-            toml::Table::try_from(&parsed).unwrap(),
-            toml::Table::try_from(Config::default()).unwrap(),
-            "the example shows the defaults"
-        );
     }
 
     #[test]

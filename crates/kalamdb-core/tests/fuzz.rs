@@ -172,7 +172,7 @@ fn mutated_sql_never_panics_or_hangs() {
         .build()
         .unwrap();
     let app: Arc<AppContext> = rt.block_on(kalamdb_core::engine::open(config)).unwrap();
-    let executor = SqlExecutor::new(Arc::clone(&app));
+    let executor = SqlExecutor::new(Arc::clone(&app), "ws://localhost/v1/ws");
     let root = Identity {
         user_id: UserId::new("root"),
         role: Role::System,

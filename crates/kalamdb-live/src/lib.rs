@@ -19,5 +19,5 @@ mod query;
 mod subscription;
 mod system;
 
-pub use manager::{Connection, LiveQueryManager};
+pub use manager::{Connection, ConnectionLimits, LiveQueryManager};
 pub use outbox::{CloseReason, Outbound, Outbox};

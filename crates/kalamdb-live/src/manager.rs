@@ -33,6 +33,15 @@ use tokio::sync::mpsc;
 /// the subscriber, for per-user queries), so subscriptions that shared one share the new one.
 type Recompiled = HashMap<(*const CompiledQuery, Option<UserId>), Arc<CompiledQuery>>;
 
+/// What one connection may hold, set by the transport (`[websocket]` of the server's config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Server messages queued for the connection; one that falls further behind is closed.
+    pub outbound_queue: usize,
+    /// Subscriptions the connection may hold (`SUBSCRIPTION_LIMIT_EXCEEDED` beyond).
+    pub max_subscriptions: usize,
+}
+
 /// One client connection: its outbound side (id, queue, close signal), its identity and its
 /// subscriptions.
 #[derive(Debug)]
@@ -40,6 +49,7 @@ pub struct Connection {
     outbox: Arc<Outbox>,
     /// The authenticated user.
     pub identity: Identity,
+    max_subscriptions: usize,
     subs: Mutex<HashMap<String, Arc<Subscription>>>,
 }
 
@@ -130,8 +140,9 @@ impl LiveQueryManager {
     pub fn connect(
         &self,
         identity: Identity,
-        queue: usize,
+        limits: ConnectionLimits,
     ) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
+        let queue = limits.outbound_queue;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Arc::new(Connection {
             outbox: Arc::new(Outbox::new(
@@ -139,6 +150,7 @@ impl LiveQueryManager {
                 tx,
             )),
             identity,
+            max_subscriptions: limits.max_subscriptions,
             subs: Mutex::new(HashMap::new()),
         });
         self.connections.insert(conn.id, Arc::clone(&conn));
@@ -211,7 +223,7 @@ impl LiveQueryManager {
         })?;
         // Re-using an active id replaces that subscription.
         self.unsubscribe(conn, &req.id);
-        check_subscription_limit(&app, conn)?;
+        check_subscription_limit(conn)?;
         let query = parse_query(&app, &req.sql).await?;
         // Access is checked here: system tables for admins, SHARED tables by access level.
         let (table, system) = self.resolve(&app, &conn.identity, &query)?;
@@ -570,9 +582,9 @@ impl LiveQueryManager {
     }
 }
 
-/// Refuses a subscription beyond `websocket.max_subscriptions_per_connection`.
-fn check_subscription_limit(app: &AppContext, conn: &Connection) -> Result<(), LiveError> {
-    let limit = app.config().websocket.max_subscriptions_per_connection;
+/// Refuses a subscription beyond the connection's limit.
+fn check_subscription_limit(conn: &Connection) -> Result<(), LiveError> {
+    let limit = conn.max_subscriptions;
     if conn.subscription_count() >= limit {
         return Err(LiveError::new(
             ErrorCode::SubscriptionLimitExceeded,

@@ -6,10 +6,12 @@
 //! store. Connection limits and timeouts are in `listener.rs`.
 
 mod listener;
+pub mod settings;
+
+pub use settings::Settings;
 
 use kalamdb_api::{ApiState, router};
 use kalamdb_core::AppContext;
-use kalamdb_core::config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +79,11 @@ impl RunningServer {
 
 /// Opens the engine, binds `server.host:server.port` and serves until [`RunningServer::shutdown`]
 /// or, with `handle_signals`, SIGINT/SIGTERM.
-pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer, ServerError> {
+pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningServer, ServerError> {
+    let Settings {
+        engine: config,
+        websocket,
+    } = settings;
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     let file_limit = listener::raise_file_limit();
@@ -112,7 +118,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<RunningServer
     let bound = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let service = router(ApiState::new(Arc::clone(&app)));
+    let service = router(ApiState::new(Arc::clone(&app), websocket, bound));
     let (tx, rx) = oneshot::channel::<()>();
     let engine = Arc::clone(&app);
     let task = tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! `kalamdb-server`: loads the configuration and runs the server until SIGINT/SIGTERM.
 
 use clap::Parser;
-use kalamdb_core::config::Config;
+use kalamdb_server::Settings;
 use std::path::PathBuf;
 
 /// KalamDB server.
@@ -16,14 +16,14 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config, std::env::vars()) {
+    let settings = match Settings::load(&args.config, std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kalamdb-server: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.engine.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -43,8 +43,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async {
-        let node = config.server.node_id.clone();
-        match kalamdb_server::start(config, true).await {
+        let node = settings.engine.server.node_id.clone();
+        match kalamdb_server::start(settings, true).await {
             Ok(server) => {
                 // Tests and scripts read this line to find the port.
                 println!(

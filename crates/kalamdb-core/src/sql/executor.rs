@@ -27,6 +27,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct SqlExecutor {
     app: Arc<AppContext>,
+    /// Where live queries are served (`SUBSCRIBE TO` over HTTP answers with it).
+    live_url: Arc<str>,
 }
 
 /// Largest single statement that may take a fast path on the caller's own thread (a
@@ -137,9 +139,13 @@ fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl SqlExecutor {
-    /// An executor over `app`.
-    pub fn new(app: Arc<AppContext>) -> Self {
-        Self { app }
+    /// An executor over `app`; `live_url` is the WebSocket URL of live queries, which only
+    /// the transport knows (`SUBSCRIBE TO` over HTTP answers with it).
+    pub fn new(app: Arc<AppContext>, live_url: impl Into<Arc<str>>) -> Self {
+        Self {
+            app,
+            live_url: live_url.into(),
+        }
     }
 
     /// The shared context.
@@ -436,7 +442,9 @@ impl SqlExecutor {
             Command::ShowNamespaces => ddl::show_namespaces(app),
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
-            Command::SubscribeTo(text) => super::subscribe::subscribe_to(app, &text),
+            Command::SubscribeTo(text) => {
+                super::subscribe::subscribe_to(app, &self.live_url, &text)
+            }
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,

@@ -3,22 +3,22 @@
 //! nothing; it checks the query and answers one row saying where and what to subscribe.
 
 use super::ddl::table_output;
-use super::parse::{Command, parse_statement};
 use super::session::Output;
+use super::table_select::{TableSelect, parse_subscription};
 use crate::app_context::AppContext;
-use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::value::Value;
 use kalamdb_commons::KalamDataType as K;
 use serde_json::{Map, Value as Json};
 
-/// Answers `SUBSCRIBE TO` (`text` is what follows `TO`).
-pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
+/// Answers `SUBSCRIBE TO` (`text` is what follows `TO`); `ws_url` is where the transport
+/// serves live queries (the transport says: see `SqlExecutor::new`).
+pub fn subscribe_to(app: &AppContext, ws_url: &str, text: &str) -> Result<Output> {
     let (select, options) = split_options(text)?;
-    let table = subscribed_table(
-        select,
-        crate::expr_limits::ExprLimits::of(&app.config().limits),
-    )?;
+    let limits = crate::expr_limits::ExprLimits::of(&app.config().limits);
+    let stmt = parse_subscription(select, limits)?;
+    let table = TableSelect::of(&stmt)?.qualified_table()?;
+    let table = format!("{}.{}", table.namespace.unwrap_or_default(), table.table);
     let mut subscription = Map::new();
     let id = uuid::Uuid::new_v4().simple();
     subscription.insert(
@@ -29,11 +29,6 @@ pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
     if let Some(options) = options {
         subscription.insert("options".into(), Json::Object(options));
     }
-    let server = &app.config().server;
-    let host = match server.host.as_str() {
-        "0.0.0.0" | "::" => "localhost",
-        h => h,
-    };
     table_output(
         &[
             ("status", K::Text, false),
@@ -43,7 +38,7 @@ pub fn subscribe_to(app: &AppContext, text: &str) -> Result<Output> {
         ],
         vec![vec![
             Value::Text("active".into()),
-            Value::Text(format!("ws://{host}:{}/v1/ws", server.port)),
+            Value::Text(ws_url.to_string()),
             Value::Text(Json::Object(subscription).to_string()),
             Value::Text(
                 "Nothing was registered: open ws_url, authenticate, and send a subscribe \
@@ -85,31 +80,4 @@ fn bad_option(pair: &str) -> KalamError {
         "Invalid SUBSCRIBE option '{}': use last_rows, batch_size or from_seq_id = <integer>",
         pair.trim()
     ))
-}
-
-/// `ns.table` of a subscription query: one SELECT from one namespace-qualified table.
-fn subscribed_table(select: &str, limits: crate::expr_limits::ExprLimits) -> Result<String> {
-    let not_one = || {
-        KalamError::InvalidSql(
-            "SUBSCRIBE TO takes SELECT … FROM <namespace>.<table> [WHERE …]".into(),
-        )
-    };
-    let command = parse_statement(select)?;
-    command.check_limits(limits)?;
-    let Command::Sql(stmt) = command else {
-        return Err(not_one());
-    };
-    let Statement::Query(query) = *stmt else {
-        return Err(not_one());
-    };
-    let SetExpr::Select(body) = *query.body else {
-        return Err(not_one());
-    };
-    match body.from.as_slice() {
-        [only] if only.joins.is_empty() => match &only.relation {
-            TableFactor::Table { name, .. } if name.0.len() == 2 => Ok(name.to_string()),
-            _ => Err(not_one()),
-        },
-        _ => Err(not_one()),
-    }
 }

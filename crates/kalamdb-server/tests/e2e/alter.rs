@@ -333,7 +333,7 @@ async fn a_flush_overtaken_by_an_alter_writes_the_new_columns() {
 #[tokio::test]
 async fn stream_columns_and_table_options_change_in_place() {
     use crate::cold::{segments, wait_for_segments};
-    let s = TestServer::start_with(|c| c.storage.flush_check_interval_ms = 20).await;
+    let s = TestServer::start_with(|c| c.engine.storage.flush_check_interval_ms = 20).await;
     let root = s.root_token().await;
     s.ok(
         &root,

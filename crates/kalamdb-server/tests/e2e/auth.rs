@@ -83,7 +83,7 @@ async fn bearer_auth_on_sql_endpoint() {
     assert_eq!((status, code(v)), (401, "INVALID_CREDENTIALS".to_string()));
 
     // Expired, signed with the server's own key.
-    let secret = test_config(s.dir.path()).auth.jwt_secret;
+    let secret = test_config(s.dir.path()).engine.auth.jwt_secret;
     let expired = json!({"sub":"root","iss":"kalamdb","exp":now-7200,"iat":now-9000,"role":"system","token_type":"access","email":null});
     let token = encode(
         &Header::default(),
@@ -162,7 +162,7 @@ async fn users_roles_and_drop_user() {
 async fn first_run_setup() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.auth.root_password = String::new();
+    config.engine.auth.root_password = String::new();
     let server = kalamdb_server::start(config, false).await.unwrap();
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
@@ -279,8 +279,8 @@ async fn alter_user_password_role_and_token_invalidation() {
 #[tokio::test]
 async fn failed_logins_lock_the_account_until_the_lock_expires() {
     let s = TestServer::start_with(|c| {
-        c.auth.max_failed_logins = 3;
-        c.auth.lockout_seconds = 1;
+        c.engine.auth.max_failed_logins = 3;
+        c.engine.auth.lockout_seconds = 1;
     })
     .await;
     let root = s.root_token().await;
@@ -302,7 +302,7 @@ async fn failed_logins_lock_the_account_until_the_lock_expires() {
 
 #[tokio::test]
 async fn auth_endpoints_are_rate_limited_per_ip() {
-    let s = TestServer::start_with(|c| c.auth.auth_requests_per_ip_per_sec = 3).await;
+    let s = TestServer::start_with(|c| c.engine.auth.auth_requests_per_ip_per_sec = 3).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
         let (status, body) = s.login("nobody", "wrong-pass-0").await;

@@ -403,7 +403,7 @@ async fn writes_during_flushes_are_kept() {
 
 #[tokio::test]
 async fn compaction_merges_segments_and_drops_what_is_superseded() {
-    let s = TestServer::start_with(|c| c.storage.tombstone_retention_secs = 0).await;
+    let s = TestServer::start_with(|c| c.engine.storage.tombstone_retention_secs = 0).await;
     let root = s.root_token().await;
     s.ok(
         &root,
@@ -480,8 +480,8 @@ async fn wait_until_segments(dir: &Path, ok: impl Fn(usize) -> bool) {
 #[tokio::test]
 async fn flush_policies_flush_by_rows_by_interval_and_by_default() {
     let s = TestServer::start_with(|c| {
-        c.storage.flush_check_interval_ms = 20;
-        c.storage.default_flush_policy = "rows:3".into();
+        c.engine.storage.flush_check_interval_ms = 20;
+        c.engine.storage.default_flush_policy = "rows:3".into();
     })
     .await;
     let root = s.root_token().await;
@@ -523,7 +523,7 @@ async fn flush_policies_flush_by_rows_by_interval_and_by_default() {
 async fn flushes_and_compactions_are_recorded_in_system_jobs_and_can_be_killed() {
     let s = std::sync::Arc::new(
         TestServer::start_with(|c| {
-            c.storage.flush_check_interval_ms = 20;
+            c.engine.storage.flush_check_interval_ms = 20;
         })
         .await,
     );
@@ -925,7 +925,7 @@ async fn the_audit_log_flushes_to_parquet_and_still_reads_as_one_table() {
 
 #[tokio::test]
 async fn the_compaction_policy_merges_new_segments_and_keeps_deletes_of_older_ones() {
-    let s = TestServer::start_with(|c| c.storage.compaction_trigger_segments = 3).await;
+    let s = TestServer::start_with(|c| c.engine.storage.compaction_trigger_segments = 3).await;
     let root = s.root_token().await;
     s.ok(
         &root,
@@ -1023,7 +1023,7 @@ async fn a_drop_interrupted_after_the_definition_went_is_finished_at_the_next_st
 
 #[tokio::test]
 async fn compacted_away_segments_stay_readable_for_a_grace_period() {
-    let s = TestServer::start_with(|c| c.storage.superseded_file_grace_ms = 400).await;
+    let s = TestServer::start_with(|c| c.engine.storage.superseded_file_grace_ms = 400).await;
     let root = s.root_token().await;
     s.ok(
         &root,

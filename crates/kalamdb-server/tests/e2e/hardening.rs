@@ -230,7 +230,7 @@ async fn huge_values_and_results_fail_fast_and_memory_stays_bounded() {
 
 #[tokio::test]
 async fn sorts_larger_than_the_memory_pool_spill_to_disk() {
-    let s = TestServer::start_with(|c| c.query.memory_limit_mb = 16).await;
+    let s = TestServer::start_with(|c| c.engine.query.memory_limit_mb = 16).await;
     let root = s.root_token().await;
     // A full sort of 32 MB of values (OFFSET without LIMIT keeps every row in the sort).
     let result = s
@@ -542,7 +542,7 @@ async fn login_from(s: &TestServer, from: &str, user: &str, password: &str) -> (
 
 #[tokio::test]
 async fn lockout_is_per_account_and_address_and_says_nothing_of_existence() {
-    let s = TestServer::start_with(|c| c.auth.auth_requests_per_ip_per_sec = 1000).await;
+    let s = TestServer::start_with(|c| c.engine.auth.auth_requests_per_ip_per_sec = 1000).await;
     for _ in 0..5 {
         let (status, _) = login_from(&s, "127.0.0.2", "root", "wrong-password").await;
         assert_eq!(status, 401);

@@ -530,7 +530,10 @@ async fn subscribe_to_over_http_describes_the_websocket_subscription() {
     assert_eq!(names, ["status", "ws_url", "subscription", "message"]);
     let row = &rows(&r)[0];
     assert_eq!(row[0], "active");
-    assert!(row[1].as_str().unwrap().ends_with("/v1/ws"), "{r}");
+    assert_eq!(
+        row[1],
+        format!("{}/v1/ws", s.base.replace("http://", "ws://"))
+    );
     let sub: serde_json::Value = serde_json::from_str(row[2].as_str().unwrap()).unwrap();
     assert!(
         sub["id"].as_str().unwrap().starts_with("sub-app-t-"),
@@ -541,6 +544,19 @@ async fn subscribe_to_over_http_describes_the_websocket_subscription() {
     assert!(rows(&s.ok(&t, "SELECT * FROM system.live").await).is_empty());
     let (status, _, msg) = s.err(&t, "SUBSCRIBE TO SELECT * FROM t").await;
     assert_eq!(status, 400, "{msg}");
+    // The WebSocket refuses these too (live::subscriptions_refuse_…): one recogniser.
+    for unsupported in [
+        "SUBSCRIBE TO SELECT * FROM app.t ORDER BY id",
+        "SUBSCRIBE TO SELECT * FROM app.t LIMIT 3",
+        "SUBSCRIBE TO SELECT count(*) FROM app.t",
+    ] {
+        let (status, code, msg) = s.err(&t, unsupported).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "UNSUPPORTED"),
+            "{unsupported}: {msg}"
+        );
+    }
 }
 
 /// Catalog changes run one at a time: of two racing CREATEs of one name exactly one succeeds,

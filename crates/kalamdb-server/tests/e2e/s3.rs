@@ -120,7 +120,7 @@ async fn tables_on_an_s3_storage_flush_read_and_compact_through_the_bucket() {
     let s3 = S3Server::start().await;
     s3.create_bucket(BUCKET).await;
     // Compaction drops every tombstone (the default keeps a day's worth for live resumes).
-    let s = TestServer::start_with(|c| c.storage.tombstone_retention_secs = 0).await;
+    let s = TestServer::start_with(|c| c.engine.storage.tombstone_retention_secs = 0).await;
     let root = s.root_token().await;
     s.ok(
         &root,

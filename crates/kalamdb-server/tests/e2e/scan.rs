@@ -167,7 +167,7 @@ async fn check(s: &TestServer, token: &str, table: &str, model: &Model, rng: &mu
 async fn scans_match_a_model_across_hot_and_cold_tiers() {
     let s = TestServer::start_with(|c| {
         // Tiered compaction during flushes, so reads meet merged and overlapping segments.
-        c.storage.compaction_trigger_segments = 3;
+        c.engine.storage.compaction_trigger_segments = 3;
     })
     .await;
     let root = s.root_token().await;
@@ -404,7 +404,7 @@ fn max_metric(plan: &str, name: &str) -> u64 {
 #[tokio::test]
 async fn sorts_and_aggregates_over_a_table_larger_than_query_memory_spill() {
     // 16 MiB for all queries; the sort needs several times that.
-    let s = TestServer::start_with(|c| c.query.memory_limit_mb = 16).await;
+    let s = TestServer::start_with(|c| c.engine.query.memory_limit_mb = 16).await;
     let root = s.root_token().await;
     s.ok(
         &root,
@@ -436,7 +436,7 @@ async fn sorts_and_aggregates_over_a_table_larger_than_query_memory_spill() {
 
 #[tokio::test]
 async fn the_segment_cache_stays_within_its_bound() {
-    let s = TestServer::start_with(|c| c.storage.segment_cache_mb = 1).await;
+    let s = TestServer::start_with(|c| c.engine.storage.segment_cache_mb = 1).await;
     let root = s.root_token().await;
     s.ok(
         &root,

@@ -1,7 +1,7 @@
 //! Test helpers: start a server, log in, send SQL.
 
-use kalamdb_core::config::Config;
 use kalamdb_server::RunningServer;
+use kalamdb_server::Settings;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -37,16 +37,16 @@ pub(crate) fn spawn_binary(dir: &Path, env: &[(&str, &str)]) -> (std::process::C
 }
 
 /// A config for a test server on a free loopback port with data in `dir`.
-pub(crate) fn test_config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.server.port = 0;
-    c.server.node_id = "test-node".into();
-    c.storage.data_path = dir.to_string_lossy().into_owned();
+pub(crate) fn test_config(dir: &Path) -> Settings {
+    let mut c = Settings::default();
+    c.engine.server.port = 0;
+    c.engine.server.node_id = "test-node".into();
+    c.engine.storage.data_path = dir.to_string_lossy().into_owned();
     // Tests look at the folder right after a compaction.
-    c.storage.superseded_file_grace_ms = 0;
-    c.auth.root_password = ROOT_PASSWORD.into();
-    c.auth.bcrypt_cost = 4;
-    c.auth.jwt_secret = "test-secret-test-secret-test-secret-123".into();
+    c.engine.storage.superseded_file_grace_ms = 0;
+    c.engine.auth.root_password = ROOT_PASSWORD.into();
+    c.engine.auth.bcrypt_cost = 4;
+    c.engine.auth.jwt_secret = "test-secret-test-secret-test-secret-123".into();
     c
 }
 
@@ -109,7 +109,7 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
     /// The config it started with; a restart uses it again.
-    config: Config,
+    config: Settings,
 }
 
 impl TestServer {
@@ -134,16 +134,16 @@ impl TestServer {
             dir: tempfile::tempdir().unwrap(),
             base: base.to_string(),
             http: reqwest::Client::new(),
-            config: Config::default(),
+            config: Settings::default(),
         }
     }
 
     /// Starts a server whose test config is first adjusted by `adjust`.
-    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         Self::launch(tempfile::tempdir().unwrap(), adjust).await
     }
 
-    async fn launch(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
+    async fn launch(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let server = kalamdb_server::start(config.clone(), false).await.unwrap();
