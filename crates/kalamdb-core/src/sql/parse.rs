@@ -1,18 +1,20 @@
-//! Recognises KalamDB's own statements; everything else is parsed by sqlparser.
+//! The statement parser: KalamDB's own statements recognised by their leading words in front
+//! of sqlparser's `Parser`, over one tokenization of the text (DataFusion's `DFParser` pattern).
 //!
 //! Own statements: `CREATE|DROP NAMESPACE`, `USE [NAMESPACE]`, `SET NAMESPACE`,
 //! `SHOW NAMESPACES|TABLES|STORAGES`, `DESCRIBE|DESC TABLE`, `CREATE [USER|SHARED|STREAM] TABLE`
-//! (the type word is taken off before sqlparser sees the rest), `DROP [..] TABLE`,
-//! `CREATE USER … WITH PASSWORD … [ROLE …] [EMAIL …]`, `DROP USER`. Unquoted identifiers are
-//! folded to lower case, as DataFusion does.
+//! (sqlparser parses what follows `TABLE`), `ALTER [..] TABLE` (sqlparser parses the change),
+//! `DROP [..] TABLE`, `CREATE USER … WITH PASSWORD … [ROLE …] [EMAIL …]`, `ALTER|DROP USER`,
+//! storages, flush/compaction, `KILL …`, `SUBSCRIBE TO`. Everything else is sqlparser's.
+//! Unquoted identifiers are folded to lower case, as DataFusion does.
 
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation as Col, AlterTableOperation as Op, ColumnOption, CreateTable, DataType,
     Expr, Ident, ObjectName, ObjectNamePart, ObjectType, SqlOption, Statement, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::TableType;
 
@@ -210,117 +212,129 @@ pub fn fold(value: &str, quoted: bool) -> String {
     }
 }
 
-/// Token cursor for the hand-parsed statements.
-struct Cursor {
-    toks: Vec<Token>,
-    pos: usize,
+/// The statement parser: sqlparser's own [`Parser`] over one tokenization of the text, with
+/// KalamDB's statements recognised in front of it (DataFusion's `DFParser` pattern). Standard
+/// statements, `CREATE TABLE`'s body and `ALTER TABLE`'s changes are parsed by sqlparser from
+/// the same tokens: no text is rewritten and parsed again.
+struct KalamParser<'a> {
+    sql: &'a str,
+    p: Parser<'a>,
 }
 
-impl Cursor {
-    fn new(sql: &str) -> Result<Self> {
-        let raw = Tokenizer::new(&GenericDialect {}, sql)
-            .tokenize()
+/// The dialect of every statement.
+const DIALECT: GenericDialect = GenericDialect {};
+
+impl<'a> KalamParser<'a> {
+    fn new(sql: &'a str) -> Result<Self> {
+        let tokens = Tokenizer::new(&DIALECT, sql)
+            .with_unescape(true)
+            .tokenize_with_location()
             .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-        let mut toks: Vec<Token> = Vec::with_capacity(raw.len());
-        let mut prev_was_number = false;
-        for t in raw {
-            // `1abc` tokenizes as a number then a word; glue them so the identifier rules can
-            // say what is wrong with the name.
-            if let (true, Token::Word(w)) = (prev_was_number, &t)
-                && let Some(Token::Number(n, _)) = toks.last()
-            {
-                let glued = Token::make_word(&format!("{n}{}", w.value), None);
-                *toks.last_mut().expect("checked") = glued;
-                prev_was_number = false;
-                continue;
-            }
-            prev_was_number = matches!(t, Token::Number(..));
-            if !matches!(t, Token::Whitespace(_) | Token::EOF | Token::SemiColon) {
-                toks.push(t);
-            }
-        }
-        Ok(Self { toks, pos: 0 })
+        Ok(Self {
+            sql,
+            p: Parser::new(&DIALECT).with_tokens_with_locations(current_user_calls(tokens)),
+        })
     }
 
-    fn word_at(&self, i: usize) -> Option<String> {
-        match self.toks.get(i) {
-            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+    /// The `n`th next token (whitespace skipped) if it is a bare word, upper-cased.
+    fn word_at(&self, n: usize) -> Option<String> {
+        match self.p.peek_nth_token(n).token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
             _ => None,
         }
     }
 
-    fn peek_is(&self, offset: usize, w: &str) -> bool {
-        self.word_at(self.pos + offset).as_deref() == Some(w)
+    fn peek_is(&self, n: usize, word: &str) -> bool {
+        self.word_at(n).as_deref() == Some(word)
     }
 
-    fn eat(&mut self, w: &str) -> bool {
-        if self.peek_is(0, w) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
+    fn eat(&mut self, word: &str) -> bool {
+        self.eat_all(&[word])
     }
 
     fn eat_all(&mut self, words: &[&str]) -> bool {
-        if words.iter().enumerate().all(|(i, w)| self.peek_is(i, w)) {
-            self.pos += words.len();
-            true
-        } else {
-            false
+        if !words.iter().enumerate().all(|(i, w)| self.peek_is(i, w)) {
+            return false;
         }
+        for _ in words {
+            self.p.next_token();
+        }
+        true
     }
 
-    fn expect(&mut self, w: &str) -> Result<()> {
-        if self.eat(w) {
+    /// Moves past `n` words already classified.
+    fn skip(&mut self, n: usize) -> &mut Self {
+        for _ in 0..n {
+            self.p.next_token();
+        }
+        self
+    }
+
+    fn expect(&mut self, word: &str) -> Result<()> {
+        if self.eat(word) {
             Ok(())
         } else {
             Err(KalamError::InvalidSql(format!(
-                "expected {w} near {}",
+                "expected {word} near {}",
                 self.near()
             )))
         }
     }
 
     fn near(&self) -> String {
-        self.toks
-            .get(self.pos)
-            .map(|t| format!("'{t}'"))
-            .unwrap_or_else(|| "end of statement".into())
+        match self.p.peek_token().token {
+            Token::EOF => "end of statement".into(),
+            t => format!("'{t}'"),
+        }
     }
 
-    /// An identifier or a quoted name.
+    /// A name: an identifier (folded unless quoted) or a quoted string. A number glued to a
+    /// word (`1abc`) is returned whole, so the naming rules can say what is wrong with it.
     fn ident(&mut self) -> Result<String> {
-        let out = match self.toks.get(self.pos) {
-            Some(Token::Word(w)) => fold(&w.value, w.quote_style.is_some()),
-            Some(Token::SingleQuotedString(s)) => s.clone(),
-            // Let the identifier rules explain why `1abc` is not a name.
-            Some(Token::Number(n, _)) => n.clone(),
-            _ => {
-                return Err(KalamError::InvalidSql(format!(
+        let at = self.p.next_token();
+        match at.token {
+            Token::Word(w) => Ok(fold(&w.value, w.quote_style.is_some())),
+            Token::SingleQuotedString(s) => Ok(s),
+            Token::Number(n, _) => match self.p.peek_token_no_skip() {
+                TokenWithSpan {
+                    token: Token::Word(w),
+                    span,
+                } if span.start == at.span.end => {
+                    self.p.next_token();
+                    Ok(format!("{n}{}", w.value))
+                }
+                _ => Ok(n),
+            },
+            other => {
+                self.p.prev_token();
+                Err(KalamError::InvalidSql(format!(
                     "expected a name near {}",
-                    self.near()
-                )));
+                    if other == Token::EOF {
+                        "end of statement".to_string()
+                    } else {
+                        format!("'{other}'")
+                    }
+                )))
             }
-        };
-        self.pos += 1;
-        Ok(out)
+        }
     }
 
-    /// A string literal (or bare word).
+    /// A string literal (or a bare word).
     fn string(&mut self) -> Result<String> {
-        let out = match self.toks.get(self.pos) {
-            Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => s.clone(),
-            Some(Token::Word(w)) => w.value.clone(),
-            _ => {
-                return Err(KalamError::InvalidSql(format!(
-                    "expected a string near {}",
-                    self.near()
-                )));
+        match self.p.peek_token().token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => {
+                self.p.next_token();
+                Ok(s)
             }
-        };
-        self.pos += 1;
-        Ok(out)
+            Token::Word(w) => {
+                self.p.next_token();
+                Ok(w.value)
+            }
+            _ => Err(KalamError::InvalidSql(format!(
+                "expected a string near {}",
+                self.near()
+            ))),
+        }
     }
 
     /// `<intro> [NAMESPACE] ns` when the next word is one of `intro`; `None` otherwise.
@@ -334,37 +348,81 @@ impl Cursor {
 
     fn table_ref(&mut self) -> Result<TableRef> {
         let first = self.ident()?;
-        if self.toks.get(self.pos) == Some(&Token::Period) {
-            self.pos += 1;
-            let table = self.ident()?;
-            Ok(TableRef {
-                namespace: Some(first),
-                table,
-            })
-        } else {
-            Ok(TableRef {
+        if !self.p.consume_token(&Token::Period) {
+            return Ok(TableRef {
                 namespace: None,
                 table: first,
-            })
+            });
         }
+        Ok(TableRef {
+            namespace: Some(first),
+            table: self.ident()?,
+        })
     }
 
-    /// Moves to token `pos` (past a statement's leading words).
-    fn skip_to(&mut self, pos: usize) -> &mut Self {
-        self.pos = pos;
-        self
-    }
-
-    fn done(&self) -> Result<()> {
-        if self.pos == self.toks.len() {
-            Ok(())
-        } else {
-            Err(KalamError::InvalidSql(format!(
+    /// The statement must end here (trailing semicolons allowed).
+    fn done(&mut self) -> Result<()> {
+        while self.p.consume_token(&Token::SemiColon) {}
+        match self.p.peek_token().token {
+            Token::EOF => Ok(()),
+            _ => Err(KalamError::InvalidSql(format!(
                 "unexpected {}",
                 self.near()
-            )))
+            ))),
         }
     }
+
+    /// The text from the next token to the end, as written.
+    fn rest_text(&self) -> &'a str {
+        let start = self.p.peek_token().span.start;
+        match byte_offset(self.sql, start.line, start.column) {
+            Some(at) => &self.sql[at..],
+            None => "",
+        }
+    }
+}
+
+/// The byte offset of 1-based `line` and `column` (in characters) in `text`.
+fn byte_offset(text: &str, line: u64, column: u64) -> Option<usize> {
+    if line == 0 {
+        return None;
+    }
+    let mut at = 0;
+    for _ in 1..line {
+        at += text[at..].find('\n')? + 1;
+    }
+    let col = usize::try_from(column.saturating_sub(1)).ok()?;
+    Some(match text[at..].char_indices().nth(col) {
+        Some((i, _)) => at + i,
+        None => text.len(),
+    })
+}
+
+/// `CURRENT_USER()` (KalamDB's spelling) becomes `CURRENT_USER`, the SQL keyword form
+/// sqlparser accepts: the two parenthesis tokens are dropped.
+fn current_user_calls(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_blank = |t: &TokenWithSpan| matches!(t.token, Token::Whitespace(_));
+    let mut i = 0;
+    while i < tokens.len() {
+        let is_call = matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("CURRENT_USER"));
+        if is_call {
+            let mut j = i + 1;
+            while tokens.get(j).is_some_and(is_blank) {
+                j += 1;
+            }
+            if tokens.get(j).is_some_and(|t| t.token == Token::LParen) {
+                let mut k = j + 1;
+                while tokens.get(k).is_some_and(is_blank) {
+                    k += 1;
+                }
+                if tokens.get(k).is_some_and(|t| t.token == Token::RParen) {
+                    tokens.drain(i + 1..=k);
+                }
+            }
+        }
+        i += 1;
+    }
+    tokens
 }
 
 fn table_type_word(w: &str) -> Option<TableType> {
@@ -576,400 +634,274 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
 
 /// Parses one statement.
 pub fn parse_statement(sql: &str) -> Result<Command> {
-    if !is_own_statement(&leading_words(sql, 2)) {
-        return parse_standard(sql);
+    let mut p = KalamParser::new(sql)?;
+    let command = p.statement()?;
+    p.done()?;
+    Ok(command)
+}
+
+impl KalamParser<'_> {
+    /// One statement: KalamDB's own by their leading words, else sqlparser's.
+    fn statement(&mut self) -> Result<Command> {
+        let w0 = self.word_at(0).unwrap_or_default();
+        let w1 = self.word_at(1).unwrap_or_default();
+        let w2 = self.word_at(2).unwrap_or_default();
+        Ok(match (w0.as_str(), w1.as_str()) {
+            ("CREATE", "NAMESPACE") => {
+                let if_not_exists = self.skip(2).eat_all(&["IF", "NOT", "EXISTS"]);
+                Command::CreateNamespace {
+                    name: self.ident()?,
+                    if_not_exists,
+                }
+            }
+            ("DROP", "NAMESPACE") => {
+                let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
+                let name = self.ident()?;
+                Command::DropNamespace {
+                    name,
+                    if_exists,
+                    cascade: self.eat("CASCADE"),
+                }
+            }
+            ("USE", _) | ("SET", "NAMESPACE") => {
+                self.skip(1).eat("NAMESPACE");
+                Command::Use(self.ident()?)
+            }
+            ("SHOW", "NAMESPACES") => {
+                self.skip(2);
+                Command::ShowNamespaces
+            }
+            ("SHOW", "STORAGES") => {
+                self.skip(2);
+                Command::ShowStorages
+            }
+            ("SHOW", "TABLES") => {
+                Command::ShowTables(self.skip(2).namespace_after(&["IN", "FROM"])?)
+            }
+            ("DESCRIBE" | "DESC", "TABLE") => Command::Describe(self.skip(2).table_ref()?),
+            ("SUBSCRIBE", "TO") => self.skip(2).subscribe_to(),
+            ("KILL", "LIVE") => self.skip(2).kill_live_query()?,
+            ("KILL", "QUERY") => self.skip(2).kill_query()?,
+            ("KILL", "JOB") => Command::KillJob(self.skip(2).string()?),
+            ("CREATE", "STORAGE") => self.skip(2).create_storage()?,
+            ("DROP", "STORAGE") => {
+                let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
+                Command::DropStorage {
+                    id: self.ident()?,
+                    if_exists,
+                }
+            }
+            ("STORAGE", "CHECK") => {
+                let id = self.skip(2).ident()?;
+                self.eat("EXTENDED");
+                Command::StorageCheck(id)
+            }
+            ("FLUSH", "TABLE") => Command::FlushTable(self.skip(2).table_ref()?),
+            ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => {
+                let table = self.skip(3).table_ref()?;
+                match verb {
+                    "FLUSH" => Command::FlushTable(table),
+                    _ => Command::CompactTable(table),
+                }
+            }
+            ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => {
+                let ns = self.skip(3).namespace_after(&["IN"])?;
+                match verb {
+                    "FLUSH" => Command::FlushAll(ns),
+                    _ => Command::CompactAll(ns),
+                }
+            }
+            ("STORAGE", verb) => {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected STORAGE {verb} TABLE ns.t or STORAGE {verb} ALL [IN ns]"
+                )));
+            }
+            ("CREATE", "TABLE") => self.skip(2).create_table(None)?,
+            ("CREATE", w) if table_type_word(w).is_some() && w2 == "TABLE" => {
+                self.skip(3).create_table(table_type_word(w))?
+            }
+            ("ALTER", "TABLE") => self.skip(2).alter_table()?,
+            ("ALTER", "USER" | "SHARED" | "STREAM") if w2 == "TABLE" => {
+                self.skip(3).alter_table()?
+            }
+            ("DROP", "TABLE") => self.skip(2).drop_table(None)?,
+            ("DROP", w @ ("USER" | "SHARED" | "STREAM")) if w2 == "TABLE" => {
+                self.skip(3).drop_table(table_type_word(w))?
+            }
+            ("CREATE", "USER") => self.skip(2).create_user()?,
+            ("DROP", "USER") => {
+                let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
+                Command::DropUser {
+                    name: self.ident()?,
+                    if_exists,
+                }
+            }
+            ("ALTER", "USER") => self.skip(2).alter_user()?,
+            _ => Command::Sql(Box::new(self.p.parse_statement().map_err(invalid)?)),
+        })
     }
-    let mut c = Cursor::new(sql)?;
-    let w0 = c.word_at(0).unwrap_or_default();
-    let w1 = c.word_at(1).unwrap_or_default();
-    let w2 = c.word_at(2).unwrap_or_default();
-    let cmd = match (w0.as_str(), w1.as_str()) {
-        ("CREATE", "NAMESPACE") => create_namespace(&mut c)?,
-        ("DROP", "NAMESPACE") => drop_namespace(&mut c)?,
-        ("USE", _) | ("SET", "NAMESPACE") => use_namespace(&mut c)?,
-        ("SHOW", "NAMESPACES") => {
-            c.skip_to(2);
-            Command::ShowNamespaces
-        }
-        ("SHOW", "STORAGES") => {
-            c.skip_to(2);
-            Command::ShowStorages
-        }
-        ("SUBSCRIBE", "TO") => subscribe_to(&mut c, sql),
-        ("KILL", "LIVE") => kill_live_query(&mut c)?,
-        ("CREATE", "STORAGE") => create_storage(&mut c)?,
-        ("DROP", "STORAGE") => drop_storage(&mut c)?,
-        ("STORAGE", "CHECK") => storage_check(&mut c)?,
-        ("KILL", "QUERY") => kill_query(&mut c)?,
-        ("KILL", "JOB") => Command::KillJob(c.skip_to(2).string()?),
-        ("FLUSH", "TABLE") => Command::FlushTable(c.skip_to(2).table_ref()?),
-        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => storage_table(&mut c, verb)?,
-        ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "ALL" => storage_all(&mut c, verb)?,
-        ("STORAGE", verb) => {
-            return Err(KalamError::InvalidSql(format!(
-                "expected STORAGE {verb} TABLE ns.t or STORAGE {verb} ALL [IN ns]"
-            )));
-        }
-        ("SHOW", "TABLES") => Command::ShowTables(c.skip_to(2).namespace_after(&["IN", "FROM"])?),
-        ("DESCRIBE" | "DESC", "TABLE") => Command::Describe(c.skip_to(2).table_ref()?),
-        ("CREATE", "TABLE") => return create_table(sql, None),
-        ("CREATE", w) if table_type_word(w).is_some() && w2 == "TABLE" => {
-            return create_typed_table(sql, w);
-        }
-        ("ALTER", "TABLE") | ("ALTER", "USER" | "SHARED" | "STREAM")
-            if w1 == "TABLE" || w2 == "TABLE" =>
-        {
-            alter_table(&mut c, &w1)?
-        }
-        ("DROP", "TABLE") | ("DROP", "USER" | "SHARED" | "STREAM")
-            if w1 == "TABLE" || w2 == "TABLE" =>
-        {
-            drop_table(&mut c, &w1)?
-        }
-        ("CREATE", "USER") => create_user(&mut c)?,
-        ("DROP", "USER") => drop_user(&mut c)?,
-        ("ALTER", "USER") => alter_user(&mut c)?,
-        _ => return parse_standard(sql),
-    };
-    c.done()?;
-    Ok(cmd)
-}
 
-/// `CREATE NAMESPACE [IF NOT EXISTS] ns`.
-fn create_namespace(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let if_not_exists = c.eat_all(&["IF", "NOT", "EXISTS"]);
-    let name = c.ident()?;
-    Ok(Command::CreateNamespace {
-        name,
-        if_not_exists,
-    })
-}
-
-/// `DROP NAMESPACE [IF EXISTS] ns [CASCADE]`.
-fn drop_namespace(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let if_exists = c.eat_all(&["IF", "EXISTS"]);
-    let name = c.ident()?;
-    let cascade = c.eat("CASCADE");
-    Ok(Command::DropNamespace {
-        name,
-        if_exists,
-        cascade,
-    })
-}
-
-/// `USE [NAMESPACE] ns` / `SET NAMESPACE ns`.
-fn use_namespace(c: &mut Cursor) -> Result<Command> {
-    c.pos = 1;
-    c.eat("NAMESPACE");
-    Ok(Command::Use(c.ident()?))
-}
-
-/// `SUBSCRIBE TO <query>`: the query as written after the two leading words, not
-/// re-rendered tokens.
-fn subscribe_to(c: &mut Cursor, sql: &str) -> Command {
-    c.pos = c.toks.len();
-    // ASCII upper-casing keeps byte offsets.
-    let upper = sql.to_ascii_uppercase();
-    let after = upper
-        .find("SUBSCRIBE")
-        .and_then(|at| upper[at..].find("TO").map(|to| at + to + 2))
-        .unwrap_or(sql.len());
-    let rest = sql[after..].trim().trim_end_matches(';').trim_end();
-    Command::SubscribeTo(rest.to_string())
-}
-
-/// `KILL LIVE QUERY 'live_id'`.
-fn kill_live_query(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    if !c.eat("QUERY") {
-        return Err(KalamError::InvalidSql(
-            "expected KILL LIVE QUERY 'live_id'".into(),
-        ));
+    /// `SUBSCRIBE TO <query>`: the query as written, not re-rendered tokens (it is checked
+    /// when answered, see `subscribe.rs`).
+    fn subscribe_to(&mut self) -> Command {
+        let rest = self.rest_text().trim().trim_end_matches(';').trim_end();
+        while self.p.next_token().token != Token::EOF {}
+        Command::SubscribeTo(rest.to_string())
     }
-    Ok(Command::KillLiveQuery(c.string()?))
-}
 
-/// `KILL QUERY <query_id>` (a number, bare or quoted).
-fn kill_query(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let bad = || KalamError::InvalidSql("expected KILL QUERY <query_id>".into());
-    let id = match c.toks.get(c.pos) {
-        Some(Token::Number(n, _)) => n.clone(),
-        Some(Token::SingleQuotedString(s)) => s.clone(),
-        _ => return Err(bad()),
-    };
-    c.pos += 1;
-    Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
-}
-
-/// `CREATE STORAGE id TYPE 'kind' [KEY 'value' …]`.
-fn create_storage(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let id = c.ident()?;
-    c.expect("TYPE")?;
-    let storage_type = c.string()?.to_ascii_lowercase();
-    let mut options = Vec::new();
-    while c.pos < c.toks.len() {
-        let key = c.word_at(c.pos).ok_or_else(|| {
-            KalamError::InvalidSql(format!("expected a storage option near {}", c.near()))
-        })?;
-        c.pos += 1;
-        options.push((key, c.string()?));
+    /// `KILL LIVE QUERY 'live_id'`, after `KILL LIVE`.
+    fn kill_live_query(&mut self) -> Result<Command> {
+        if !self.eat("QUERY") {
+            return Err(KalamError::InvalidSql(
+                "expected KILL LIVE QUERY 'live_id'".into(),
+            ));
+        }
+        Ok(Command::KillLiveQuery(self.string()?))
     }
-    Ok(Command::CreateStorage {
-        id,
-        storage_type,
-        options,
-    })
-}
 
-/// `DROP STORAGE [IF EXISTS] id`.
-fn drop_storage(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let if_exists = c.eat_all(&["IF", "EXISTS"]);
-    Ok(Command::DropStorage {
-        id: c.ident()?,
-        if_exists,
-    })
-}
+    /// `KILL QUERY <query_id>` (a number, bare or quoted), after `KILL QUERY`.
+    fn kill_query(&mut self) -> Result<Command> {
+        let bad = || KalamError::InvalidSql("expected KILL QUERY <query_id>".into());
+        let id = match self.p.next_token().token {
+            Token::Number(n, _) | Token::SingleQuotedString(n) => n,
+            _ => return Err(bad()),
+        };
+        Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
+    }
 
-/// `STORAGE CHECK id [EXTENDED]`.
-fn storage_check(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let id = c.ident()?;
-    c.eat("EXTENDED");
-    Ok(Command::StorageCheck(id))
-}
+    /// `CREATE STORAGE id TYPE 'kind' [KEY 'value' …]`, after `CREATE STORAGE`.
+    fn create_storage(&mut self) -> Result<Command> {
+        let id = self.ident()?;
+        self.expect("TYPE")?;
+        let storage_type = self.string()?.to_ascii_lowercase();
+        let mut options = Vec::new();
+        while !matches!(self.p.peek_token().token, Token::EOF | Token::SemiColon) {
+            let key = self.word_at(0).ok_or_else(|| {
+                KalamError::InvalidSql(format!("expected a storage option near {}", self.near()))
+            })?;
+            self.skip(1);
+            options.push((key, self.string()?));
+        }
+        Ok(Command::CreateStorage {
+            id,
+            storage_type,
+            options,
+        })
+    }
 
-/// `STORAGE FLUSH|COMPACT TABLE ns.t`.
-fn storage_table(c: &mut Cursor, verb: &str) -> Result<Command> {
-    c.pos = 3;
-    let table = c.table_ref()?;
-    Ok(if verb == "FLUSH" {
-        Command::FlushTable(table)
-    } else {
-        Command::CompactTable(table)
-    })
-}
+    /// `CREATE [USER|SHARED|STREAM] TABLE …` after `TABLE`: the rest is sqlparser's.
+    fn create_table(&mut self, prefix_type: Option<TableType>) -> Result<Command> {
+        let stmt = self
+            .p
+            .parse_create_table(false, false, None, false)
+            .map_err(invalid)?;
+        Ok(Command::CreateTable {
+            prefix_type,
+            stmt: Box::new(stmt),
+        })
+    }
 
-/// `STORAGE FLUSH|COMPACT ALL [IN ns]`.
-fn storage_all(c: &mut Cursor, verb: &str) -> Result<Command> {
-    c.pos = 3;
-    let ns = c.namespace_after(&["IN"])?;
-    Ok(if verb == "FLUSH" {
-        Command::FlushAll(ns)
-    } else {
-        Command::CompactAll(ns)
-    })
-}
-
-/// `CREATE USER|SHARED|STREAM TABLE …`: the type word is taken out and sqlparser parses the
-/// standard rest.
-fn create_typed_table(sql: &str, w: &str) -> Result<Command> {
-    let upper = sql.to_ascii_uppercase();
-    let at = upper.find(w).expect("word is in the text");
-    let rest = format!("{}{}", &sql[..at], &sql[at + w.len()..]);
-    create_table(&rest, table_type_word(w))
-}
-
-/// `ALTER [USER|SHARED|STREAM] TABLE ns.t <change>`; `w1` is the word after `ALTER`.
-fn alter_table(c: &mut Cursor, w1: &str) -> Result<Command> {
-    c.pos = if w1 == "TABLE" { 2 } else { 3 };
-    let table = c.table_ref()?;
-    let rest_at = c.pos;
-    let change = if c.eat("SET") && !c.peek_is(0, "TBLPROPERTIES") {
-        alter_set_option(c)?
-    } else {
-        let change = alter_change(&text_from(c, rest_at))?;
-        c.pos = c.toks.len();
-        change
-    };
-    Ok(Command::AlterTable { table, change })
-}
-
-/// `DROP [USER|SHARED|STREAM] TABLE [IF EXISTS] ns.t`; `w1` is the word after `DROP`.
-fn drop_table(c: &mut Cursor, w1: &str) -> Result<Command> {
-    c.pos = if w1 == "TABLE" { 2 } else { 3 };
-    let table_type = table_type_word(w1);
-    let if_exists = c.eat_all(&["IF", "EXISTS"]);
-    let table = c.table_ref()?;
-    Ok(Command::DropTable {
-        table,
-        table_type,
-        if_exists,
-    })
-}
-
-/// `CREATE USER name WITH PASSWORD 'pw' [ROLE 'r'] [EMAIL 'e']`.
-fn create_user(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let name = c.ident()?;
-    c.expect("WITH")?;
-    c.expect("PASSWORD")?;
-    let password = c.string()?;
-    let mut role = None;
-    let mut email = None;
-    loop {
-        if c.eat("ROLE") {
-            role = Some(c.string()?);
-        } else if c.eat("EMAIL") {
-            email = Some(c.string()?);
+    /// `ALTER [USER|SHARED|STREAM] TABLE ns.t <change>`, after `TABLE`.
+    fn alter_table(&mut self) -> Result<Command> {
+        let table = self.table_ref()?;
+        let change = if self.peek_is(0, "SET") && !self.peek_is(1, "TBLPROPERTIES") {
+            self.skip(1).alter_set_option()?
         } else {
-            break;
-        }
-    }
-    Ok(Command::CreateUser {
-        name,
-        password,
-        role,
-        email,
-    })
-}
-
-/// `DROP USER [IF EXISTS] name`.
-fn drop_user(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let if_exists = c.eat_all(&["IF", "EXISTS"]);
-    Ok(Command::DropUser {
-        name: c.ident()?,
-        if_exists,
-    })
-}
-
-/// `ALTER USER name SET PASSWORD|ROLE|EMAIL 'value'`.
-fn alter_user(c: &mut Cursor) -> Result<Command> {
-    c.pos = 2;
-    let name = c.ident()?;
-    c.expect("SET")?;
-    let change = if c.eat("PASSWORD") {
-        UserChange::Password(c.string()?)
-    } else if c.eat("ROLE") {
-        UserChange::Role(c.string()?)
-    } else if c.eat("EMAIL") {
-        UserChange::Email(c.string()?)
-    } else {
-        return Err(KalamError::InvalidSql(format!(
-            "expected PASSWORD, ROLE or EMAIL near {}",
-            c.near()
-        )));
-    };
-    Ok(Command::AlterUser { name, change })
-}
-
-/// Parses a standard statement with sqlparser.
-fn parse_standard(sql: &str) -> Result<Command> {
-    let sql = normalize_current_user(sql)?;
-    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
-        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    if stmts.len() != 1 {
-        return Err(KalamError::InvalidSql(
-            "expected exactly one statement".into(),
-        ));
-    }
-    Ok(Command::Sql(Box::new(stmts.remove(0))))
-}
-
-/// Rewrites `CURRENT_USER()` (KalamDB's spelling) to `CURRENT_USER` (the SQL keyword form
-/// sqlparser accepts), outside quotes and comments.
-pub fn normalize_current_user(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
-    let needle = b"CURRENT_USER";
-    if !sql
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-    {
-        return Ok(std::borrow::Cow::Borrowed(sql));
-    }
-    let toks = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    let mut out = String::with_capacity(sql.len());
-    let mut i = 0;
-    while i < toks.len() {
-        let is_cu = matches!(&toks[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("CURRENT_USER"));
-        if is_cu {
-            let mut j = i + 1;
-            while matches!(toks.get(j), Some(Token::Whitespace(_))) {
-                j += 1;
+            let op = self.p.parse_alter_table_operation().map_err(invalid)?;
+            if self.p.peek_token().token == Token::Comma {
+                return Err(KalamError::InvalidSql(
+                    "ALTER TABLE takes one change per statement".into(),
+                ));
             }
-            if toks.get(j) == Some(&Token::LParen) {
-                let mut k = j + 1;
-                while matches!(toks.get(k), Some(Token::Whitespace(_))) {
-                    k += 1;
-                }
-                if toks.get(k) == Some(&Token::RParen) {
-                    out.push_str("CURRENT_USER");
-                    i = k + 1;
-                    continue;
-                }
-            }
-        }
-        out.push_str(&toks[i].to_string());
-        i += 1;
+            alter_change(op)?
+        };
+        Ok(Command::AlterTable { table, change })
     }
-    Ok(std::borrow::Cow::Owned(out))
-}
 
-/// `SET ACCESS_LEVEL [=] 'x'` / `SET ACCESS LEVEL x` / `SET TTL_SECONDS [=] n` /
-/// `SET FLUSH_POLICY [=] 'p'`, after the `SET`.
-fn alter_set_option(c: &mut Cursor) -> Result<AlterChange> {
-    let key = match c.word_at(c.pos) {
-        Some(w) if w == "ACCESS" && c.peek_is(1, "LEVEL") => {
-            c.pos += 2;
+    /// `SET ACCESS_LEVEL [=] 'x'` / `SET ACCESS LEVEL x` / `SET TTL_SECONDS [=] n` /
+    /// `SET FLUSH_POLICY [=] 'p'`, after the `SET`.
+    fn alter_set_option(&mut self) -> Result<AlterChange> {
+        let key = if self.eat_all(&["ACCESS", "LEVEL"]) {
             "ACCESS_LEVEL".to_string()
+        } else {
+            let key = self.word_at(0).ok_or_else(|| {
+                KalamError::InvalidSql(format!("expected an option after SET near {}", self.near()))
+            })?;
+            self.skip(1);
+            key
+        };
+        let _ = self.p.consume_token(&Token::Eq);
+        let value = match self.p.peek_token().token {
+            Token::Number(n, _) => {
+                self.skip(1);
+                n
+            }
+            _ => self.string()?,
+        };
+        Ok(AlterChange::SetOption(key, value))
+    }
+
+    /// `DROP [USER|SHARED|STREAM] TABLE [IF EXISTS] ns.t`, after `TABLE`.
+    fn drop_table(&mut self, table_type: Option<TableType>) -> Result<Command> {
+        let if_exists = self.eat_all(&["IF", "EXISTS"]);
+        Ok(Command::DropTable {
+            table: self.table_ref()?,
+            table_type,
+            if_exists,
+        })
+    }
+
+    /// `CREATE USER name WITH PASSWORD 'pw' [ROLE 'r'] [EMAIL 'e']`, after `CREATE USER`.
+    fn create_user(&mut self) -> Result<Command> {
+        let name = self.ident()?;
+        self.expect("WITH")?;
+        self.expect("PASSWORD")?;
+        let password = self.string()?;
+        let (mut role, mut email) = (None, None);
+        loop {
+            if self.eat("ROLE") {
+                role = Some(self.string()?);
+            } else if self.eat("EMAIL") {
+                email = Some(self.string()?);
+            } else {
+                break;
+            }
         }
-        Some(w) => {
-            c.pos += 1;
-            w
-        }
-        None => {
+        Ok(Command::CreateUser {
+            name,
+            password,
+            role,
+            email,
+        })
+    }
+
+    /// `ALTER USER name SET PASSWORD|ROLE|EMAIL 'value'`, after `ALTER USER`.
+    fn alter_user(&mut self) -> Result<Command> {
+        let name = self.ident()?;
+        self.expect("SET")?;
+        let change = if self.eat("PASSWORD") {
+            UserChange::Password(self.string()?)
+        } else if self.eat("ROLE") {
+            UserChange::Role(self.string()?)
+        } else if self.eat("EMAIL") {
+            UserChange::Email(self.string()?)
+        } else {
             return Err(KalamError::InvalidSql(format!(
-                "expected an option after SET near {}",
-                c.near()
+                "expected PASSWORD, ROLE or EMAIL near {}",
+                self.near()
             )));
-        }
-    };
-    if c.toks.get(c.pos) == Some(&Token::Eq) {
-        c.pos += 1;
+        };
+        Ok(Command::AlterUser { name, change })
     }
-    let value = match c.toks.get(c.pos) {
-        Some(Token::Number(n, _)) => {
-            c.pos += 1;
-            n.clone()
-        }
-        _ => c.string()?,
-    };
-    c.done()?;
-    Ok(AlterChange::SetOption(key, value))
 }
 
-/// The SQL text of the tokens of `c` from `at` on (re-rendered: tokens carry no offsets).
-fn text_from(c: &Cursor, at: usize) -> String {
-    c.toks[at..]
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
+fn invalid(e: ParserError) -> KalamError {
+    KalamError::InvalidSql(e.to_string())
 }
 
-/// One column change, parsed by sqlparser from the text after the table name.
-fn alter_change(rest: &str) -> Result<AlterChange> {
-    let sql = format!("ALTER TABLE t {rest}");
-    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
-        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    let Some(Statement::AlterTable(mut alter)) = stmts.pop() else {
-        return Err(KalamError::InvalidSql(
-            "expected one ALTER TABLE change".into(),
-        ));
-    };
-    if alter.operations.len() != 1 {
-        return Err(KalamError::InvalidSql(
-            "ALTER TABLE takes one change per statement".into(),
-        ));
-    }
-    match alter.operations.remove(0) {
+/// One column change of `ALTER TABLE`, as KalamDB makes it.
+fn alter_change(op: Op) -> Result<AlterChange> {
+    match op {
         Op::AddColumn {
             column_def,
             column_position: None,
@@ -1065,22 +997,6 @@ fn set_table_property(option: &SqlOption) -> Result<AlterChange> {
     }
 }
 
-/// Parses a `CREATE TABLE` (the type word taken out) with sqlparser.
-fn create_table(sql: &str, prefix_type: Option<TableType>) -> Result<Command> {
-    let sql = normalize_current_user(sql)?;
-    let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql)
-        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    match (stmts.len(), stmts.pop()) {
-        (1, Some(Statement::CreateTable(ct))) => Ok(Command::CreateTable {
-            prefix_type,
-            stmt: Box::new(ct),
-        }),
-        _ => Err(KalamError::InvalidSql(
-            "expected one CREATE TABLE statement".into(),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1145,5 +1061,50 @@ mod tests {
             parse_statement("/* hi */ SHOW NAMESPACES").unwrap(),
             Command::ShowNamespaces
         ));
+    }
+
+    #[test]
+    fn one_tokenization_serves_every_part() {
+        // The type word is skipped, not cut out of the text: a column may be named `user`.
+        let Command::CreateTable { stmt, prefix_type } = parse_statement(
+            "CREATE USER TABLE app.t (id BIGINT PRIMARY KEY, \"user\" TEXT DEFAULT CURRENT_USER())",
+        )
+        .unwrap() else {
+            panic!("not a CREATE TABLE")
+        };
+        assert_eq!(prefix_type, Some(TableType::User));
+        assert_eq!(stmt.columns.len(), 2);
+        assert!(
+            stmt.columns[1].to_string().contains("CURRENT_USER"),
+            "{stmt}"
+        );
+        assert!(matches!(
+            parse_statement("ALTER SHARED TABLE app.t ADD COLUMN n INT").unwrap(),
+            Command::AlterTable {
+                change: AlterChange::AddColumn(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_statement("ALTER TABLE app.t SET ACCESS LEVEL public").unwrap(),
+            Command::AlterTable { change: AlterChange::SetOption(ref k, ref v), .. }
+                if k == "ACCESS_LEVEL" && v == "public"
+        ));
+        let err = parse_statement("ALTER TABLE app.t ADD COLUMN a INT, ADD COLUMN b INT")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("one change"), "{err}");
+        // SUBSCRIBE TO keeps the query as written, across lines and non-ASCII text.
+        assert!(matches!(
+            parse_statement("SUBSCRIBE TO\n  SELECT * FROM app.t WHERE name = 'é\u{1F600}' ;").unwrap(),
+            Command::SubscribeTo(ref q) if q == "SELECT * FROM app.t WHERE name = 'é\u{1F600}'"
+        ));
+        // A number glued to a word reaches the naming rules whole.
+        assert!(matches!(
+            parse_statement("CREATE NAMESPACE 1abc").unwrap(),
+            Command::CreateNamespace { ref name, .. } if name == "1abc"
+        ));
+        assert!(parse_statement("SELECT 1; SELECT 2").is_err());
+        assert!(parse_statement("SELECT CURRENT_USER()").is_ok());
     }
 }
