@@ -146,75 +146,6 @@ async fn dml_semantics_params_and_batches() {
 }
 
 #[tokio::test]
-async fn namespaces_and_tables_ddl() {
-    let s = TestServer::start().await;
-    let t = s.root_token().await;
-    s.ok(&t, "CREATE NAMESPACE app").await;
-    let (_, code, msg) = s.err(&t, "CREATE NAMESPACE app").await;
-    assert_eq!(code, "SQL_EXECUTION_ERROR");
-    assert!(msg.contains("already exists"));
-    s.ok(&t, "CREATE NAMESPACE IF NOT EXISTS app").await;
-    s.ok(&t, "CREATE TABLE app.t (id INT PRIMARY KEY)").await;
-    let (_, _, msg) = s.err(&t, "DROP NAMESPACE app").await;
-    assert!(msg.contains("not empty"), "{msg}");
-    let r = s.ok(&t, "SHOW TABLES IN app").await;
-    assert_eq!(
-        rows(&r),
-        vec![vec![json!("app"), json!("t"), json!("SHARED")]]
-    );
-    s.ok(&t, "DROP NAMESPACE app CASCADE").await;
-    let r = s.ok(&t, "SHOW NAMESPACES").await;
-    assert_eq!(
-        rows(&r).len(),
-        1,
-        "only the built-in default namespace is left"
-    );
-    s.ok(&t, "DROP NAMESPACE IF EXISTS app").await;
-    // Recreate: no old rows leak in.
-    s.ok(
-        &t,
-        "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY)",
-    )
-    .await;
-    let r = s.ok(&t, "SELECT * FROM app.t").await;
-    assert_eq!(r["row_count"], 0);
-    for (sql, needle) in [
-        ("CREATE NAMESPACE system", "reserved"),
-        ("CREATE NAMESPACE 1abc", "digit"),
-        ("CREATE TABLE app.x (id INT)", "primary key"),
-        (
-            "CREATE TABLE app.x (id INT PRIMARY KEY, _seq INT)",
-            "reserved",
-        ),
-        (
-            "CREATE TABLE app.x (id INT PRIMARY KEY, a INT, A TEXT)",
-            "Duplicate",
-        ),
-        (
-            "CREATE TABLE app.x (id INT PRIMARY KEY, g GEOMETRY)",
-            "unsupported column type",
-        ),
-        (
-            "CREATE TABLE app.x (id INT PRIMARY KEY) WITH (COLOR = 'red')",
-            "Unknown table option",
-        ),
-        (
-            "CREATE TABLE app.x (id INT PRIMARY KEY, n INT DEFAULT 'abc')",
-            "Type mismatch",
-        ),
-        ("CREATE TABLE nope.x (id INT PRIMARY KEY)", "does not exist"),
-        (
-            "CREATE USER TABLE app.x (id INT PRIMARY KEY) WITH (TYPE = 'SHARED')",
-            "conflict",
-        ),
-    ] {
-        let (status, _, msg) = s.err(&t, sql).await;
-        assert_eq!(status, 400, "{sql}");
-        assert!(msg.contains(needle), "{sql}: {msg}");
-    }
-}
-
-#[tokio::test]
 async fn bad_input_gets_codes_and_never_damages_data() {
     let s = TestServer::start().await;
     let t = s.root_token().await;
@@ -349,48 +280,6 @@ async fn bad_input_gets_codes_and_never_damages_data() {
         assert_eq!(v["status"], "healthy");
         assert_eq!(v["api_version"], "v1");
     }
-}
-
-#[tokio::test]
-async fn user_tables_are_partitioned_per_caller() {
-    let s = TestServer::start().await;
-    let root = s.root_token().await;
-    s.ok(
-        &root,
-        "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id INT PRIMARY KEY, body TEXT)",
-    )
-    .await;
-    s.ok(&root, "CREATE USER alice WITH PASSWORD 'alice-pass-1'; CREATE USER bob WITH PASSWORD 'bob-pass-12'").await;
-    let alice = s.token("alice", "alice-pass-1").await;
-    let bob = s.token("bob", "bob-pass-12").await;
-    s.ok(
-        &alice,
-        "INSERT INTO app.notes VALUES (1, 'alice one'), (2, 'alice two')",
-    )
-    .await;
-    // The same primary key in another user's partition is not a collision.
-    s.ok(&bob, "INSERT INTO app.notes VALUES (1, 'bob one')")
-        .await;
-    let r = s.ok(&bob, "SELECT id, body FROM app.notes").await;
-    assert_eq!(rows(&r), vec![vec![json!(1), json!("bob one")]]);
-    // Bob's UPDATE/DELETE cannot reach Alice's rows.
-    let r = s.ok(&bob, "DELETE FROM app.notes WHERE id = 2").await;
-    assert_eq!(r["row_count"], 0);
-    s.ok(&bob, "UPDATE app.notes SET body = 'hacked' WHERE id = 1")
-        .await;
-    let r = s
-        .ok(&alice, "SELECT id, body FROM app.notes ORDER BY id")
-        .await;
-    assert_eq!(
-        rows(&r),
-        vec![
-            vec![json!(1), json!("alice one")],
-            vec![json!(2), json!("alice two")]
-        ]
-    );
-    // Not even root sees other users' rows implicitly.
-    let r = s.ok(&root, "SELECT count(*) FROM app.notes").await;
-    assert_eq!(rows(&r), vec![vec![json!("0")]]);
 }
 
 #[tokio::test]
