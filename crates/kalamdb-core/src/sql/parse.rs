@@ -13,8 +13,9 @@ use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, ObjectType, SqlOption, Statement, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::TableType;
 
@@ -232,7 +233,8 @@ impl<'a> KalamParser<'a> {
             .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
         Ok(Self {
             sql,
-            p: Parser::new(&DIALECT).with_tokens_with_locations(current_user_calls(tokens)),
+            p: Parser::new(&DIALECT)
+                .with_tokens_with_locations(keyword_columns(current_user_calls(tokens))),
         })
     }
 
@@ -396,6 +398,74 @@ fn byte_offset(text: &str, line: u64, column: u64) -> Option<usize> {
         Some((i, _)) => at + i,
         None => text.len(),
     })
+}
+
+/// Column names that sqlparser's generic dialect would read as the start of a MySQL index
+/// definition (`KEY name (…)`, `INDEX name (…)`) are marked as identifiers where a column
+/// definition starts: after `(` or `,` in `CREATE … TABLE`'s column list, and after `ADD
+/// [COLUMN]` in `ALTER … TABLE`. KalamDB has no inline index definitions, so `key TEXT
+/// PRIMARY KEY` is a column, as in PostgreSQL and upstream KalamDB. The mark keeps the name
+/// folded as an unquoted name would be.
+fn keyword_columns(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let words: Vec<(usize, String)> = tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => Some((i, w.value.to_ascii_uppercase())),
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    let word = |n: usize| words.get(n).map(|(_, w)| w.as_str()).unwrap_or("");
+    let table_at = match (word(0), word(1)) {
+        ("CREATE" | "ALTER", "TABLE") => 1,
+        ("CREATE" | "ALTER", "USER" | "SHARED" | "STREAM") if word(2) == "TABLE" => 2,
+        _ => return tokens,
+    };
+    let creating = word(0) == "CREATE";
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut depth = 0usize;
+    let mut column_starts = false;
+    for i in words[table_at].0 + 1..tokens.len() {
+        if !significant(&tokens[i]) {
+            continue;
+        }
+        let starts_column = std::mem::take(&mut column_starts);
+        match &tokens[i].token {
+            Token::LParen => {
+                depth += 1;
+                column_starts = creating && depth == 1;
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma => column_starts = creating && depth == 1,
+            Token::Word(w) if !creating && w.quote_style.is_none() => {
+                column_starts =
+                    w.keyword == Keyword::ADD || (w.keyword == Keyword::COLUMN && starts_column);
+                if starts_column && matches!(w.keyword, Keyword::KEY | Keyword::INDEX) {
+                    mark_identifier(&mut tokens[i]);
+                }
+            }
+            Token::Word(w)
+                if starts_column
+                    && w.quote_style.is_none()
+                    && matches!(w.keyword, Keyword::KEY | Keyword::INDEX) =>
+            {
+                mark_identifier(&mut tokens[i]);
+            }
+            _ => {}
+        }
+    }
+    tokens
+}
+
+fn mark_identifier(token: &mut TokenWithSpan) {
+    if let Token::Word(w) = &token.token {
+        token.token = Token::Word(Word {
+            value: w.value.to_ascii_lowercase(),
+            quote_style: Some('"'),
+            keyword: Keyword::NoKeyword,
+        });
+    }
 }
 
 /// `CURRENT_USER()` (KalamDB's spelling) becomes `CURRENT_USER`, the SQL keyword form
