@@ -226,11 +226,20 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Flushes memtables to disk (used on clean shutdown).
     fn flush(&self) -> Result<()>;
 
-    /// Flushes one partition's memtable to disk: its range deletions then live in a file,
-    /// where they are indexed once, instead of being re-read by every new iterator.
-    fn flush_partition(&self, name: &str) -> Result<()> {
+    /// Compacts the keys `[from, to)` of one partition: versions deleted there (and the
+    /// deletions themselves, once no snapshot needs them) are dropped from its files, so
+    /// iterators stop walking over them. Blocks while the compaction runs.
+    /// An estimate of the keys in one partition (cheap: from the store's own figures); `None`
+    /// when the partition does not exist or the store keeps no such figure.
+    fn estimated_keys(&self, name: &str) -> Option<u64> {
         let _ = name;
-        self.flush()
+        None
+    }
+
+    /// The default does nothing (a store without such files).
+    fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
+        let _ = (name, from, to);
+        Ok(())
     }
 }
 

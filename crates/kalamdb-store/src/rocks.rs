@@ -280,9 +280,17 @@ impl StorageBackend for RocksBackend {
         })
     }
 
-    fn flush_partition(&self, name: &str) -> Result<()> {
+    fn estimated_keys(&self, name: &str) -> Option<u64> {
+        let cf = self.db.cf_handle(name)?;
+        self.db
+            .property_int_value_cf(&cf, "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+    }
+
+    fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
         if let Some(cf) = self.db.cf_handle(name) {
-            self.db.flush_cf(&cf)?;
+            self.db.compact_range_cf(&cf, Some(from), Some(to));
         }
         Ok(())
     }
