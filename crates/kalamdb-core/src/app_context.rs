@@ -135,6 +135,12 @@ impl AppContext {
         &self.deps
     }
 
+    /// What `system.settings` shows: the whole configuration file as the server composed it
+    /// (one table per section; secrets are redacted when shown).
+    pub fn show_settings(&self, settings: toml::Table) {
+        *self.deps.settings.write() = settings;
+    }
+
     /// Flushes the store before shutdown.
     pub fn shutdown(&self) {
         if let Err(e) = self.catalog.put_seq_high_water(self.seq.last_issued()) {

@@ -121,6 +121,10 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         catalog: catalog.clone(),
         registry: Arc::clone(&registry),
         queries: queries.running().clone(),
+        started: std::time::Instant::now(),
+        settings: Arc::new(parking_lot::RwLock::new(
+            toml::Table::try_from(&config).map_err(|e| KalamError::Internal(e.to_string()))?,
+        )),
     };
     session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps.clone())));
 

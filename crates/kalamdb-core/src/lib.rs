@@ -35,6 +35,7 @@ pub mod expr_limits;
 pub mod maintenance;
 pub mod providers;
 pub mod query_runtime;
+pub mod server_logs;
 pub mod sql;
 
 pub use app_context::AppContext;

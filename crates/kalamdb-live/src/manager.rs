@@ -706,6 +706,10 @@ impl ChangeListener for LiveQueryManager {
         }
     }
 
+    fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
     fn live_queries(&self) -> Vec<LiveQueryInfo> {
         let subs: Vec<Arc<Subscription>> = self
             .connections

@@ -80,6 +80,7 @@ impl RunningServer {
 /// Opens the engine, binds `server.host:server.port` and serves until [`RunningServer::shutdown`]
 /// or, with `handle_signals`, SIGINT/SIGTERM.
 pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningServer, ServerError> {
+    let shown = settings.to_table();
     let Settings {
         engine: config,
         websocket,
@@ -109,6 +110,9 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
         "connection limits"
     );
     let app = kalamdb_core::engine::open(config).await?;
+    if let Ok(shown) = shown {
+        app.show_settings(shown);
+    }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|source| ServerError::Bind {

@@ -3,6 +3,8 @@
 use clap::Parser;
 use kalamdb_server::Settings;
 use std::path::PathBuf;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// KalamDB server.
 #[derive(Debug, Parser)]
@@ -25,9 +27,11 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.engine.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // Log lines go to stderr and, the recent ones, to system.server_logs.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(kalamdb_core::server_logs::layer())
         .init();
     // Connection handling runs here; queries run on the engine's own runtime. Deep stacks
     // leave room for the recursion over statements the expression limits admit.

@@ -79,6 +79,11 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
     /// The live subscriptions (`system.live`).
     fn live_queries(&self) -> Vec<LiveQueryInfo>;
 
+    /// How many client connections are open (`system.stats`).
+    fn connection_count(&self) -> usize {
+        0
+    }
+
     /// Ends a live subscription (`KILL LIVE QUERY`); false when there is none with that id.
     fn kill_live_query(&self, live_id: &str) -> bool;
 

@@ -153,6 +153,8 @@ pub struct ColdTier {
     root: PathBuf,
     placements: DashMap<String, Arc<Placement>>,
     pub(crate) manifests: DashMap<String, Arc<ScopeManifest>>,
+    /// Whose each manifest key is: (namespace, table, scope), for `system.manifest`.
+    owners: DashMap<String, ManifestOwner>,
     /// Scope folders (and table incarnations) whose stray files this process removed already.
     pub(crate) swept: dashmap::DashSet<String>,
     /// Segments as Arrow, conformed to a schema version, for key lookups and compactions:
@@ -189,6 +191,28 @@ impl ScopeSegments {
     pub fn key_ranges(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.manifest.key_ranges
     }
+}
+
+/// Whose a scope folder is.
+#[derive(Debug, Clone)]
+pub struct ManifestOwner {
+    /// Namespace of the table.
+    pub namespace: String,
+    /// The table.
+    pub table: String,
+    /// `shared`, or the user id of a USER table's partition.
+    pub scope: String,
+}
+
+/// A manifest held in memory ([`ColdTier::cached_manifests`]).
+#[derive(Debug, Clone)]
+pub struct CachedManifest {
+    /// Its cache key: storage id and folder.
+    pub key: String,
+    /// Whose it is.
+    pub owner: ManifestOwner,
+    /// Its contents.
+    pub manifest: Manifest,
 }
 
 /// A scope's manifest, with its segments' key ranges decoded once.
@@ -284,6 +308,7 @@ impl ColdTier {
             root: root.to_path_buf(),
             placements: DashMap::new(),
             manifests: DashMap::new(),
+            owners: DashMap::new(),
             swept: dashmap::DashSet::new(),
             arrow_segments: SegmentCache::with_options(
                 options,
@@ -339,11 +364,42 @@ impl ColdTier {
     pub(crate) fn locate(&self, def: &TableDefinition, scope: Option<&Scope>) -> Result<Location> {
         let p = self.placement(def.storage_id.as_str())?;
         let dir = p.dir(def, scope);
+        let key = format!("{}:{dir}", p.id);
+        let scope = match (def.table_type, scope) {
+            (TableType::Shared, _) | (_, Some(Scope::Shared)) => Some("shared"),
+            (_, Some(Scope::User(u))) => Some(u.as_str()),
+            (_, None) => None,
+        };
+        if let Some(scope) = scope
+            && !self.owners.contains_key(&key)
+        {
+            let owner = ManifestOwner {
+                namespace: def.namespace.to_string(),
+                table: def.name.to_string(),
+                scope: scope.to_string(),
+            };
+            self.owners.insert(key.clone(), owner);
+        }
         Ok(Location {
             files: p.files.clone(),
-            key: format!("{}:{dir}", p.id),
+            key,
             dir,
         })
+    }
+
+    /// The manifests held in memory (read or written since start), with whose they are.
+    pub fn cached_manifests(&self) -> Vec<CachedManifest> {
+        self.manifests
+            .iter()
+            .filter_map(|m| {
+                let owner = self.owners.get(m.key())?.clone();
+                Some(CachedManifest {
+                    key: m.key().clone(),
+                    owner,
+                    manifest: m.value().manifest.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The manifest at `loc` as far as the current incarnation of `def` is concerned: one
@@ -537,6 +593,7 @@ impl ColdTier {
         };
         let inside = |d: &str| d == loc.key || d.starts_with(&format!("{}/", loc.key));
         self.manifests.retain(|d, _| !inside(d));
+        self.owners.retain(|d, _| !inside(d));
         self.arrow_segments.retain(|(d, _, _), _| !inside(d));
         self.footers.retain(|(d, _), _| !inside(d));
         loc.files.remove_all(&loc.dir).await?;
@@ -571,6 +628,7 @@ impl ColdTier {
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _flushing = lock.lock().await;
         self.manifests.remove(&loc.key);
+        self.owners.remove(&loc.key);
         self.arrow_segments.retain(|(d, _, _), _| *d != loc.key);
         self.footers.retain(|(d, _), _| *d != loc.key);
         loc.files.remove_all(&loc.dir).await?;

@@ -29,4 +29,10 @@ pub struct ProviderDeps {
         Arc<std::collections::HashMap<String, Arc<datafusion::catalog::TableFunction>>>,
     /// The requests running now (for `system.queries`).
     pub queries: crate::query_runtime::RunningQueries,
+    /// When the engine opened (uptime in `system.stats` and `system.cluster`).
+    pub started: std::time::Instant,
+    /// The effective configuration, one table per section, as `system.settings` shows it
+    /// (the engine's own sections until the server shows the whole file:
+    /// [`crate::AppContext::show_settings`]).
+    pub settings: Arc<parking_lot::RwLock<toml::Table>>,
 }

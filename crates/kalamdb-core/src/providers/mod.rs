@@ -12,6 +12,7 @@ pub mod deps;
 pub mod flushed_audit;
 pub mod information_schema;
 pub mod system;
+mod system_ops;
 mod system_rows;
 pub mod system_schema;
 pub mod table;

@@ -1,11 +1,13 @@
 //! System tables: `system.namespaces`, `system.tables`, `system.schemas`, `system.users`,
 //! `system.storages`, `system.audit_log`, `system.jobs` (computed from the persisted catalog at
-//! scan time), `system.live` (from the live-query manager) and `system.queries` (the requests
-//! running now). Readable by dba/system only.
+//! scan time), `system.live` (from the live-query manager), `system.queries` (the requests
+//! running now) and the operational tables of `system_ops` (stats, settings, server logs,
+//! columns, data types, manifests, job nodes, cluster). Readable by dba/system only.
 
 use super::identity_of;
 use crate::access;
 use crate::providers::deps::ProviderDeps;
+use crate::providers::system_ops;
 use crate::providers::system_rows::{
     Rows, audit_log_rows, jobs_rows, live_rows, namespaces_rows, queries_rows, schemas_rows,
     storages_rows, tables_rows, users_rows,
@@ -58,6 +60,15 @@ impl SystemTable {
             Self::Users => users_rows(deps),
             Self::Jobs => jobs_rows(deps),
             Self::Storages => storages_rows(deps),
+            Self::Stats => system_ops::stats_rows(deps),
+            Self::Settings => system_ops::settings_rows(deps),
+            Self::ServerLogs => Ok(system_ops::server_logs_rows()),
+            Self::Columns => system_ops::columns_rows(deps),
+            Self::Datatypes => Ok(system_ops::datatypes_rows()),
+            Self::Manifest => Ok(system_ops::manifest_rows(deps)),
+            Self::JobNodes => system_ops::job_nodes_rows(deps),
+            Self::Cluster => Ok(system_ops::cluster_rows(deps)),
+            Self::ClusterGroups => Ok(system_ops::cluster_groups_rows(deps)),
         }
     }
 

@@ -143,9 +143,23 @@ pub(crate) fn schemas_rows(deps: &ProviderDeps) -> Result<Rows> {
                 text(d.storage_id.as_str()),
                 Value::Timestamp(d.created_at),
                 Value::Timestamp(d.updated_at),
+                Value::Text(table_options(&d)),
             ]
         })
         .collect())
+}
+
+/// A table's options as upstream's `system.schemas.options` shows them (JSON).
+fn table_options(d: &kalamdb_commons::TableDefinition) -> String {
+    serde_json::json!({
+        "table_type": d.table_type.as_str(),
+        "storage_id": d.storage_id.as_str(),
+        "access_level": d.access_level.map(|a| a.as_str()),
+        "ttl_seconds": d.ttl_seconds,
+        "flush_policy": d.flush_policy,
+        "comment": d.comment,
+    })
+    .to_string()
 }
 
 /// `system.users`.

@@ -34,6 +34,24 @@ pub enum SystemTable {
     Jobs,
     /// `system.queries`
     Queries,
+    /// `system.stats`
+    Stats,
+    /// `system.settings`
+    Settings,
+    /// `system.server_logs`
+    ServerLogs,
+    /// `system.columns`
+    Columns,
+    /// `system.datatypes`
+    Datatypes,
+    /// `system.manifest`
+    Manifest,
+    /// `system.job_nodes`
+    JobNodes,
+    /// `system.cluster`
+    Cluster,
+    /// `system.cluster_groups`
+    ClusterGroups,
 }
 
 /// Every system table.
@@ -47,6 +65,15 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::Live,
     SystemTable::Jobs,
     SystemTable::Queries,
+    SystemTable::Stats,
+    SystemTable::Settings,
+    SystemTable::ServerLogs,
+    SystemTable::Columns,
+    SystemTable::Datatypes,
+    SystemTable::Manifest,
+    SystemTable::JobNodes,
+    SystemTable::Cluster,
+    SystemTable::ClusterGroups,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -67,6 +94,15 @@ impl SystemTable {
             Self::Live => "live",
             Self::Jobs => "jobs",
             Self::Queries => "queries",
+            Self::Stats => "stats",
+            Self::Settings => "settings",
+            Self::ServerLogs => "server_logs",
+            Self::Columns => "columns",
+            Self::Datatypes => "datatypes",
+            Self::Manifest => "manifest",
+            Self::JobNodes => "job_nodes",
+            Self::Cluster => "cluster",
+            Self::ClusterGroups => "cluster_groups",
         }
     }
 
@@ -122,6 +158,7 @@ impl SystemTable {
                 ("storage_id", K::Text, false),
                 ("created_at", K::Timestamp, false),
                 ("updated_at", K::Timestamp, false),
+                ("options", K::Json, false),
             ],
             Self::Users => vec![
                 ("user_id", K::Text, false),
@@ -175,6 +212,106 @@ impl SystemTable {
                 ("elapsed_ms", K::BigInt, false),
                 ("node_id", K::Text, false),
             ],
+            Self::Stats => vec![
+                ("metric_name", K::Text, false),
+                ("metric_value", K::Text, false),
+            ],
+            Self::Settings => vec![
+                ("name", K::Text, false),
+                ("value", K::Text, false),
+                ("description", K::Text, true),
+                ("category", K::Text, false),
+            ],
+            Self::ServerLogs => vec![
+                ("timestamp", K::Timestamp, false),
+                ("level", K::Text, false),
+                ("thread", K::Text, false),
+                ("target", K::Text, false),
+                ("line", K::Int, true),
+                ("message", K::Text, false),
+            ],
+            Self::Columns => vec![
+                ("namespace_id", K::Text, false),
+                ("table_name", K::Text, false),
+                ("version", K::Int, false),
+                ("column_id", K::Int, false),
+                ("column_name", K::Text, false),
+                ("comment", K::Text, true),
+                ("data_type", K::Text, false),
+                ("default_value", K::Text, true),
+                ("ordinal", K::Int, false),
+                ("nullable", K::Boolean, false),
+                ("primary_key", K::Boolean, false),
+                ("primary_key_pos", K::Int, true),
+            ],
+            Self::Datatypes => vec![
+                ("arrow_type", K::Text, false),
+                ("kalam_type", K::Text, false),
+                ("sql_name", K::Text, false),
+                ("description", K::Text, false),
+            ],
+            Self::Manifest => vec![
+                ("cache_key", K::Text, false),
+                ("namespace_id", K::Text, false),
+                ("table_name", K::Text, false),
+                ("scope", K::Text, false),
+                ("etag", K::Text, true),
+                ("last_refreshed", K::Timestamp, true),
+                ("last_accessed", K::Timestamp, true),
+                ("in_memory", K::Boolean, false),
+                ("sync_state", K::Text, false),
+                ("manifest_json", K::Json, false),
+            ],
+            Self::JobNodes => vec![
+                ("job_id", K::Text, false),
+                ("node_id", K::Text, false),
+                ("status", K::Text, false),
+                ("error_message", K::Text, true),
+                ("created_at", K::Timestamp, false),
+                ("started_at", K::Timestamp, true),
+                ("finished_at", K::Timestamp, true),
+                ("updated_at", K::Timestamp, false),
+            ],
+            Self::Cluster => vec![
+                ("cluster_id", K::Text, false),
+                ("node_id", K::Text, false),
+                ("role", K::Text, false),
+                ("status", K::Text, false),
+                ("rpc_addr", K::Text, true),
+                ("api_addr", K::Text, true),
+                ("is_self", K::Boolean, false),
+                ("is_leader", K::Boolean, false),
+                ("groups_leading", K::Int, false),
+                ("total_groups", K::Int, false),
+                ("current_term", K::BigInt, true),
+                ("last_applied_log", K::BigInt, true),
+                ("leader_last_log_index", K::BigInt, true),
+                ("snapshot_index", K::BigInt, true),
+                ("catchup_progress_pct", K::Int, true),
+                ("replication_lag", K::BigInt, true),
+                ("hostname", K::Text, true),
+                ("version", K::Text, true),
+                ("memory_mb", K::BigInt, true),
+                ("os", K::Text, true),
+                ("arch", K::Text, true),
+                ("uptime_seconds", K::BigInt, false),
+            ],
+            Self::ClusterGroups => vec![
+                ("group_id", K::Text, false),
+                ("cluster_id", K::Text, false),
+                ("node_id", K::Text, false),
+                ("group_type", K::Text, false),
+                ("current_term", K::BigInt, true),
+                ("vote", K::Text, true),
+                ("last_log_index", K::BigInt, true),
+                ("last_applied", K::BigInt, true),
+                ("snapshot", K::BigInt, true),
+                ("purged", K::BigInt, true),
+                ("committed", K::BigInt, true),
+                ("state", K::Text, false),
+                ("current_leader", K::Text, true),
+                ("millis_since_quorum_ack", K::BigInt, true),
+            ],
             Self::Storages => vec![
                 ("storage_id", K::Text, false),
                 ("storage_name", K::Text, false),
@@ -196,11 +333,11 @@ impl SystemTable {
         match part {
             CatalogPart::Namespaces => &[Self::Namespaces],
             // system.namespaces shows table counts.
-            CatalogPart::Tables => &[Self::Tables, Self::Schemas, Self::Namespaces],
+            CatalogPart::Tables => &[Self::Tables, Self::Schemas, Self::Namespaces, Self::Columns],
             CatalogPart::Users => &[Self::Users],
             CatalogPart::AuditLog => &[Self::AuditLog],
             CatalogPart::Storages => &[Self::Storages],
-            CatalogPart::Jobs => &[Self::Jobs],
+            CatalogPart::Jobs => &[Self::Jobs, Self::JobNodes],
         }
     }
 
@@ -211,6 +348,12 @@ impl SystemTable {
             Self::Tables => &[0, 1],
             // table_id, schema_version
             Self::Schemas => &[0, 4],
+            // namespace_id, table_name, column_name
+            Self::Columns => &[0, 1, 4],
+            // job_id, node_id
+            Self::JobNodes => &[0, 1],
+            // group_id, node_id
+            Self::ClusterGroups => &[0, 2],
             _ => &[0],
         }
     }

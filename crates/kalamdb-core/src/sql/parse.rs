@@ -423,36 +423,39 @@ fn keyword_columns(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
         _ => return tokens,
     };
     let creating = word(0) == "CREATE";
-    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let start = words[table_at].0 + 1;
     let mut depth = 0usize;
     let mut column_starts = false;
-    for i in words[table_at].0 + 1..tokens.len() {
-        if !significant(&tokens[i]) {
+    for token in tokens.iter_mut().skip(start) {
+        if matches!(token.token, Token::Whitespace(_)) {
             continue;
         }
         let starts_column = std::mem::take(&mut column_starts);
-        match &tokens[i].token {
+        let mark = match &token.token {
             Token::LParen => {
                 depth += 1;
                 column_starts = creating && depth == 1;
+                false
             }
-            Token::RParen => depth = depth.saturating_sub(1),
-            Token::Comma => column_starts = creating && depth == 1,
-            Token::Word(w) if !creating && w.quote_style.is_none() => {
-                column_starts =
-                    w.keyword == Keyword::ADD || (w.keyword == Keyword::COLUMN && starts_column);
-                if starts_column && matches!(w.keyword, Keyword::KEY | Keyword::INDEX) {
-                    mark_identifier(&mut tokens[i]);
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            Token::Comma => {
+                column_starts = creating && depth == 1;
+                false
+            }
+            Token::Word(w) if w.quote_style.is_none() => {
+                if !creating {
+                    column_starts = w.keyword == Keyword::ADD
+                        || (w.keyword == Keyword::COLUMN && starts_column);
                 }
+                starts_column && matches!(w.keyword, Keyword::KEY | Keyword::INDEX)
             }
-            Token::Word(w)
-                if starts_column
-                    && w.quote_style.is_none()
-                    && matches!(w.keyword, Keyword::KEY | Keyword::INDEX) =>
-            {
-                mark_identifier(&mut tokens[i]);
-            }
-            _ => {}
+            _ => false,
+        };
+        if mark {
+            mark_identifier(token);
         }
     }
     tokens

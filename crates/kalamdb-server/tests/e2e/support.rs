@@ -36,6 +36,17 @@ pub(crate) fn spawn_binary(dir: &Path, env: &[(&str, &str)]) -> (std::process::C
     (child, url)
 }
 
+/// Installs what the binary installs for `system.server_logs` (each test is its own process
+/// under nextest; elsewhere the first test's subscriber stays).
+fn keep_recent_log_lines() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(kalamdb_core::server_logs::layer())
+        .try_init();
+}
+
 /// A config for a test server on a free loopback port with data in `dir`.
 pub(crate) fn test_config(dir: &Path) -> Settings {
     let mut c = Settings::default();
@@ -144,6 +155,7 @@ impl TestServer {
     }
 
     async fn launch(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> Self {
+        keep_recent_log_lines();
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let server = kalamdb_server::start(config.clone(), false).await.unwrap();
