@@ -20,6 +20,8 @@
 //! - `scan-scale`: LIMIT, key-range, count, GROUP BY and a 5,000,000-row `SELECT *` on a SHARED
 //!   table of `--rows` rows, first hot then as flushed segments, with the server's peak memory
 //!   (see [`scan`]);
+//! - `system-tables`: latency of `system.stats`, `system.settings`, `system.cluster` (see
+//!   [`system`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
@@ -32,6 +34,7 @@ mod load;
 mod report;
 mod scan;
 mod schema;
+mod system;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -57,7 +60,7 @@ struct Args {
     /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
-    /// point-select-under-load | scan-scale
+    /// point-select-under-load | scan-scale | system-tables
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -514,11 +517,15 @@ async fn main() {
     };
     let mut results = Vec::new();
     for w in workloads {
-        if w == "cold-query" || w == "flush-insert" || w == "view-query" || w == "scan-scale" {
+        if matches!(
+            w,
+            "cold-query" | "flush-insert" | "view-query" | "scan-scale" | "system-tables"
+        ) {
             let rs = match w {
                 "cold-query" => cold::queries(&args, &client).await,
                 "view-query" => schema::view_query(&args, &client).await,
                 "scan-scale" => scan::scan_scale(&args, &client).await,
+                "system-tables" => system::system_tables(&args, &client).await,
                 _ => cold::inserts_while_flushing(&args, &client).await,
             };
             match rs {

@@ -18,7 +18,7 @@ pub enum KalamError {
     #[error("{0}")]
     Unsupported(String),
     /// A named object does not exist.
-    #[error("{kind} '{name}' does not exist")]
+    #[error("{kind} '{name}' not found")]
     NotFound {
         /// namespace, table, column, user …
         kind: &'static str,

@@ -212,11 +212,11 @@ pub(crate) fn jobs_rows(deps: &ProviderDeps) -> Result<Rows> {
         .collect())
 }
 
-/// `system.storages`; credentials are shown as set or not, never their value.
+/// `system.storages`, `local` first; credentials are shown as set or not, never their value.
 pub(crate) fn storages_rows(deps: &ProviderDeps) -> Result<Rows> {
-    Ok(deps
-        .catalog
-        .storages()?
+    let mut storages = deps.catalog.storages()?;
+    storages.sort_by_key(|s| s.storage_id != "local");
+    Ok(storages
         .into_iter()
         .map(|s| {
             vec![

@@ -467,7 +467,9 @@ impl SqlExecutor {
                 options,
             } => ddl::create_storage(app, ctx, &id, &storage_type, options).await,
             Command::DropStorage { id, if_exists } => ddl::drop_storage(app, ctx, &id, if_exists),
-            Command::StorageCheck(id) => ddl::storage_check(app, ctx, &id).await,
+            Command::StorageCheck { id, extended } => {
+                ddl::storage_check(app, ctx, &id, extended).await
+            }
             Command::Describe(t) => ddl::describe(app, ctx, &t),
             Command::CreateTable { prefix_type, stmt } => {
                 ddl::create_table(app, ctx, prefix_type, &stmt)

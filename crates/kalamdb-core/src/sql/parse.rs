@@ -79,7 +79,12 @@ pub enum Command {
         if_exists: bool,
     },
     /// `STORAGE CHECK id [EXTENDED]`
-    StorageCheck(String),
+    StorageCheck {
+        /// The storage.
+        id: String,
+        /// `EXTENDED`: with the volume's size.
+        extended: bool,
+    },
     /// `DESCRIBE TABLE [ns.]t`
     Describe(TableRef),
     /// `CREATE [type] TABLE …`
@@ -766,8 +771,10 @@ impl KalamParser<'_> {
             }
             ("STORAGE", "CHECK") => {
                 let id = self.skip(2).ident()?;
-                self.eat("EXTENDED");
-                Command::StorageCheck(id)
+                Command::StorageCheck {
+                    id,
+                    extended: self.eat("EXTENDED"),
+                }
             }
             ("FLUSH", "TABLE") => Command::FlushTable(self.skip(2).table_ref()?),
             ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => {

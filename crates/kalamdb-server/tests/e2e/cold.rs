@@ -45,9 +45,20 @@ async fn flushed_rows_read_as_one_table_and_deletes_after_flush_stay_deleted() {
     )
     .await;
     let r = s.ok(&root, "STORAGE FLUSH TABLE app.items").await;
-    assert!(
-        r["message"].as_str().unwrap().contains("Flushed 4 row(s)"),
-        "{r}"
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("Flushed 4 row(s)"), "{r}");
+    // Upstream's clients read the job id after "Job ID: ".
+    let job_id = message.rsplit("Job ID: ").next().unwrap();
+    let job = s
+        .ok(
+            &root,
+            &format!("SELECT job_type, status FROM system.jobs WHERE job_id = '{job_id}'"),
+        )
+        .await;
+    assert_eq!(
+        rows(&job),
+        vec![vec![json!("flush"), json!("completed")]],
+        "{message}"
     );
     let files = segments(&s.dir.path().join("storage/app/items"));
     assert_eq!(files.len(), 1, "{files:?}");
@@ -532,7 +543,7 @@ async fn flushes_and_compactions_are_recorded_in_system_jobs_and_can_be_killed()
     s.ok(&root, "INSERT INTO app.j VALUES (1), (2), (3)").await;
     wait_for_segments(&s.dir.path().join("storage/app/j"), 1).await;
     let r = s.ok(&root, "STORAGE COMPACT TABLE app.j").await;
-    assert!(r["message"].as_str().unwrap().contains("(job "), "{r}");
+    assert!(r["message"].as_str().unwrap().contains(". Job ID: "), "{r}");
     let jobs = rows(
         &s.ok(
             &root,
@@ -684,14 +695,32 @@ async fn tables_flush_to_the_storage_they_name() {
         ),
     )
     .await;
-    let listed = rows(&s.ok(&root, "SHOW STORAGES").await);
+    let shown = s.ok(&root, "SHOW STORAGES").await;
+    let listed = rows(&shown);
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(listed[0][0], "local");
+    // Upstream's columns, as system.storages has them.
+    let columns: Vec<&str> = shown["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns[..4],
+        ["storage_id", "storage_name", "description", "storage_type"]
+    );
+    assert!(columns.contains(&"created_at"), "{columns:?}");
+    // EXTENDED adds the volume's size.
+    let extended = rows(&s.ok(&root, "STORAGE CHECK archive EXTENDED").await);
+    let bytes = |i: usize| extended[0][i].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(bytes(7) >= bytes(8) && bytes(8) > 0, "{extended:?}");
     let check = rows(&s.ok(&root, "STORAGE CHECK archive").await);
     assert_eq!(
-        &check[0][..5],
+        &check[0][..6],
         &[
             json!("archive"),
+            json!("healthy"),
             json!(true),
             json!(true),
             json!(true),

@@ -134,9 +134,10 @@ async fn tables_on_an_s3_storage_flush_read_and_compact_through_the_bucket() {
     .await;
     let check = rows(&s.ok(&root, "STORAGE CHECK lake").await);
     assert_eq!(
-        &check[0][..5],
+        &check[0][..6],
         &[
             json!("lake"),
+            json!("healthy"),
             json!(true),
             json!(true),
             json!(true),

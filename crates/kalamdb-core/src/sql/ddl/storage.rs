@@ -6,6 +6,7 @@
 use super::{resolve, table_output};
 use crate::access;
 use crate::app_context::AppContext;
+use crate::providers::system::SystemTable;
 use crate::sql::parse::TableRef;
 use crate::sql::session::{ExecCtx, Output};
 use kalamdb_catalog::error::{KalamError, Result};
@@ -16,30 +17,15 @@ use kalamdb_commons::ids::validate_identifier;
 use kalamdb_commons::{KalamDataType as K, NamespaceId, TableType};
 use std::sync::Arc;
 
-/// `SHOW STORAGES`.
+/// `SHOW STORAGES`: the rows and columns of `system.storages` (upstream's shape, `local`
+/// first, credentials redacted), for every user.
 pub fn show_storages(app: &AppContext) -> Result<Output> {
-    let mut storages = app.catalog().storages()?;
-    storages.sort_by_key(|s| s.storage_id != "local");
-    let rows = storages
-        .into_iter()
-        .map(|s| {
-            vec![
-                Value::Text(s.storage_id),
-                Value::Text(s.storage_name),
-                Value::Text(s.storage_type),
-                Value::Text(s.base_directory),
-            ]
-        })
-        .collect();
-    table_output(
-        &[
-            ("storage_id", K::Text, false),
-            ("storage_name", K::Text, false),
-            ("storage_type", K::Text, false),
-            ("base_directory", K::Text, false),
-        ],
-        rows,
-    )
+    let table = SystemTable::Storages;
+    Ok(Output::Rows {
+        schema: table.schema(),
+        batches: table.batches(app.provider_deps())?,
+        memory: None,
+    })
 }
 
 /// Which storage job a statement runs.
@@ -99,21 +85,22 @@ pub(crate) async fn run_storage_job(
     Ok(job_line(outcome, job_type, &target))
 }
 
-/// The reply line of a job a statement ran.
+/// The reply line of a job a statement ran: what it did, then `Job ID: <id>`, the form
+/// upstream's clients and scripts read the job id from.
 fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
     match outcome {
         JobOutcome::Ran(job) => format!(
-            "{} (job {}{})",
+            "{}{}. Job ID: {}",
             job.message.unwrap_or_default(),
-            job.job_id,
             if job.status == "cancelled" {
-                ", cancelled"
+                " (cancelled)"
             } else {
                 ""
-            }
+            },
+            job.job_id,
         ),
         JobOutcome::AlreadyRunning(id) => {
-            format!("A {job_type} of {target} is already running (job {id})")
+            format!("A {job_type} of {target} is already running. Job ID: {id}")
         }
     }
 }
@@ -334,32 +321,82 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
     Ok(Output::Message(format!("Storage '{id}' dropped")))
 }
 
-/// `STORAGE CHECK id`: a write/read/list/delete probe (dba/system).
-pub async fn storage_check(app: &AppContext, ctx: &ExecCtx, id: &str) -> Result<Output> {
+/// `STORAGE CHECK id [EXTENDED]`: a write/read/list/delete probe (dba/system), in upstream's
+/// row shape: `status` is `healthy` when every step worked, `degraded` when some did,
+/// `unreachable` when none did. EXTENDED adds the size of a filesystem storage's volume.
+pub async fn storage_check(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    id: &str,
+    extended: bool,
+) -> Result<Output> {
     access::check_admin(&ctx.identity, "check storages")?;
     let p = app
         .tables()
         .cold()
         .probe(id, &app.seq().next_id().to_string())
         .await?;
+    let steps = [p.writable, p.readable, p.listable, p.deletable];
+    let status = match steps.iter().filter(|ok| **ok).count() {
+        4 => "healthy",
+        0 => "unreachable",
+        _ => "degraded",
+    };
+    let (total, used) = match extended {
+        true => volume_bytes(app, id)?,
+        false => (None, None),
+    };
+    let bytes = |b: Option<u64>| b.map_or(Value::Null, |b| Value::I64(b as i64));
     table_output(
         &[
             ("storage_id", K::Text, false),
+            ("status", K::Text, false),
             ("writable", K::Boolean, false),
             ("readable", K::Boolean, false),
             ("listable", K::Boolean, false),
             ("deletable", K::Boolean, false),
             ("latency_ms", K::Double, false),
+            ("total_bytes", K::BigInt, true),
+            ("used_bytes", K::BigInt, true),
             ("error", K::Text, true),
+            ("tested_at", K::Timestamp, false),
         ],
         vec![vec![
             Value::Text(id.to_string()),
+            Value::Text(status.into()),
             Value::Bool(p.writable),
             Value::Bool(p.readable),
             Value::Bool(p.listable),
             Value::Bool(p.deletable),
             Value::F64(p.latency_ms),
+            bytes(total),
+            bytes(used),
             p.error.map(Value::Text).unwrap_or(Value::Null),
+            Value::Timestamp(chrono::Utc::now().timestamp_micros()),
         ]],
     )
+}
+
+/// Total and used bytes of the volume holding a filesystem storage (`None` for object
+/// stores, which have no such figure).
+fn volume_bytes(app: &AppContext, id: &str) -> Result<(Option<u64>, Option<u64>)> {
+    let Some(storage) = app.catalog().storage(id)? else {
+        return Ok((None, None));
+    };
+    if storage.storage_type != "filesystem" {
+        return Ok((None, None));
+    }
+    let dir = std::path::Path::new(&app.config().storage.data_path).join(&storage.base_directory);
+    let Ok(path) = std::ffi::CString::new(dir.to_string_lossy().as_bytes()) else {
+        return Ok((None, None));
+    };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Ok((None, None));
+    }
+    let unit = stat.f_frsize as u64;
+    let total = stat.f_blocks as u64 * unit;
+    let free = stat.f_bfree as u64 * unit;
+    Ok((Some(total), Some(total.saturating_sub(free))))
 }
