@@ -233,6 +233,19 @@ async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Res
     Ok(())
 }
 
+/// Sends `sql` over and over (see [`drive`]); each request counts the rows it returned.
+async fn drive_query(args: &Args, name: &str, client: &Client, sql: String) -> WorkloadResult {
+    let c = client.clone();
+    drive(args, name, move |_, _| {
+        let (c, sql) = (c.clone(), sql.clone());
+        async move {
+            let r = c.sql(sql, None).await?;
+            Ok(r.results.first().map(|r| r.row_count as u64).unwrap_or(0))
+        }
+    })
+    .await
+}
+
 /// Runs `op(worker, iteration)` on `concurrency` workers: warm-up, then the measured window.
 /// `op` returns how many rows the request carried.
 async fn drive<F, Fut>(args: &Args, name: &str, op: F) -> WorkloadResult

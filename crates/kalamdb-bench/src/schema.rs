@@ -7,7 +7,7 @@
 //!   (`view-direct`) and through a view over the table (`view-through`).
 
 use crate::report::WorkloadResult;
-use crate::{Args, Client, create_table, drive, load_rows};
+use crate::{Args, Client, create_table, drive, drive_query, load_rows};
 use std::time::Instant;
 
 pub(crate) async fn alter_add_column(
@@ -61,20 +61,9 @@ pub(crate) async fn view_query(
         .await?;
     let mut out = Vec::new();
     for (name, from) in [("view-direct", "viewed"), ("view-through", "v")] {
-        let (c, sql) = (
-            client.clone(),
-            format!("SELECT score, COUNT(*) FROM {ns}.{from} WHERE id % 2 = 0 GROUP BY score"),
-        );
-        out.push(
-            drive(args, name, move |_, _| {
-                let (c, sql) = (c.clone(), sql.clone());
-                async move {
-                    let r = c.sql(sql, None).await?;
-                    Ok(r.results.first().map(|r| r.row_count as u64).unwrap_or(0))
-                }
-            })
-            .await,
-        );
+        let sql =
+            format!("SELECT score, COUNT(*) FROM {ns}.{from} WHERE id % 2 = 0 GROUP BY score");
+        out.push(drive_query(args, name, client, sql).await);
     }
     Ok(out)
 }

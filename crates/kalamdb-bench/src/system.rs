@@ -4,7 +4,7 @@
 //! the figures that count rows have something to count).
 
 use crate::report::WorkloadResult;
-use crate::{Args, Client, create_table, drive};
+use crate::{Args, Client, create_table, drive_query};
 
 pub(crate) async fn system_tables(
     args: &Args,
@@ -15,17 +15,11 @@ pub(crate) async fn system_tables(
     crate::load_rows(client, &ns, "counted", 0..args.rows as u64).await?;
     let mut out = Vec::new();
     for table in ["stats", "settings", "cluster"] {
-        let (c, sql) = (client.clone(), format!("SELECT * FROM system.{table}"));
-        out.push(
-            drive(args, &format!("system-{table}"), move |_, _| {
-                let (c, sql) = (c.clone(), sql.clone());
-                async move {
-                    let r = c.sql(sql, None).await?;
-                    Ok(r.results.first().map(|r| r.row_count as u64).unwrap_or(0))
-                }
-            })
-            .await,
+        let (name, sql) = (
+            format!("system-{table}"),
+            format!("SELECT * FROM system.{table}"),
         );
+        out.push(drive_query(args, &name, client, sql).await);
     }
     Ok(out)
 }
