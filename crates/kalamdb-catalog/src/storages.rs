@@ -148,21 +148,73 @@ fn parse_json<T: serde::de::DeserializeOwned>(option: &str, text: &str) -> Resul
         .map_err(|e| KalamError::InvalidSql(format!("{option} must be a JSON object: {e}")))
 }
 
-/// Folder templates: SHARED tables' must name `{namespace}` and `{tableName}`; USER tables'
-/// must too, and end with `/{userId}` so each user's files sit in their own folder.
+/// Placeholders a folder template may hold.
+const PLACEHOLDERS: [&str; 3] = ["{namespace}", "{tableName}", "{userId}"];
+
+/// Folder templates: each placeholder at most once, anywhere within a path segment
+/// (`ns_{namespace}/tbl_{tableName}/usr_{userId}`). SHARED tables' name `{namespace}` and
+/// `{tableName}` and not `{userId}`; USER tables' name all three, `{userId}` in the last
+/// segment and the others before it, so a table's users are the folders of one parent and two
+/// users never share one. Templates under which two tables could land in one folder
+/// (`{namespace}_{tableName}`: `a_b.c` and `a.b_c`) are accepted as upstream accepts them; the
+/// second such table is refused when it is created (`CREATE TABLE` checks its folder).
 fn validate_templates(shared: &str, user: &str) -> Result<()> {
-    let names_table = |t: &str| t.contains("{namespace}") && t.contains("{tableName}");
-    if !names_table(shared) || shared.contains("{userId}") {
-        return Err(KalamError::InvalidSql(format!(
-            "SHARED_TABLES_TEMPLATE '{shared}' must contain {{namespace}} and {{tableName}} and not {{userId}}"
-        )));
-    }
-    if !names_table(user) || !user.ends_with("/{userId}") || user.matches("{userId}").count() != 1 {
-        return Err(KalamError::InvalidSql(format!(
-            "USER_TABLES_TEMPLATE '{user}' must contain {{namespace}} and {{tableName}} and end with /{{userId}}"
-        )));
+    let refuse = |option: &str, template: &str, why: &str| {
+        Err(KalamError::InvalidSql(format!(
+            "{option} '{template}' {why}"
+        )))
+    };
+    for (option, template, with_user) in [
+        ("SHARED_TABLES_TEMPLATE", shared, false),
+        ("USER_TABLES_TEMPLATE", user, true),
+    ] {
+        if let Some(why) = template_problem(template, with_user) {
+            return refuse(option, template, &why);
+        }
     }
     Ok(())
+}
+
+/// What is wrong with one template, if anything.
+fn template_problem(template: &str, with_user: bool) -> Option<String> {
+    let mut found: Vec<(usize, &str)> = Vec::new();
+    for p in PLACEHOLDERS {
+        match template.matches(p).count() {
+            0 => {}
+            1 => found.push((template.find(p)?, p)),
+            _ => return Some(format!("names {p} more than once")),
+        }
+    }
+    let has = |p: &str| found.iter().any(|(_, q)| *q == p);
+    if !has("{namespace}") || !has("{tableName}") {
+        return Some("must contain {namespace} and {tableName}".into());
+    }
+    if has("{userId}") != with_user {
+        return Some(if with_user {
+            "must contain {userId}".into()
+        } else {
+            "must not contain {userId}".into()
+        });
+    }
+    let rest = PLACEHOLDERS
+        .iter()
+        .fold(template.to_string(), |t, p| t.replace(p, "/"));
+    if rest.contains('{') || rest.contains('}') {
+        return Some("has an unknown {placeholder}: use {namespace}, {tableName}, {userId}".into());
+    }
+    if with_user {
+        let last = template.rsplit('/').next().unwrap_or(template);
+        if !last.contains("{userId}")
+            || last.contains("{namespace}")
+            || last.contains("{tableName}")
+        {
+            return Some(
+                "must have {userId} in its last folder, and {namespace} and {tableName} before it"
+                    .into(),
+            );
+        }
+    }
+    None
 }
 
 /// The store `record` names; a relative filesystem path is taken from `root` (the data path).
@@ -226,6 +278,67 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn templates_take_placeholders_inside_segments_and_users_never_share_folders() {
+        let ok = |shared: &str, user: &str| validate_templates(shared, user).is_ok();
+        assert!(ok(
+            "{namespace}/{tableName}",
+            "{namespace}/{tableName}/{userId}"
+        ));
+        assert!(ok(
+            "ns_{namespace}/tbl_{tableName}",
+            "ns_{namespace}/tbl_{tableName}/usr_{userId}"
+        ));
+        assert!(ok(
+            "data/{namespace}.{tableName}",
+            "u/{namespace}.{tableName}/{userId}.d"
+        ));
+        assert!(ok(
+            "{namespace}_{tableName}",
+            "u/{namespace}_{tableName}/{userId}"
+        ));
+        for (shared, user, why) in [
+            (
+                "{namespace}/{tableName}",
+                "{namespace}/{tableName}-{userId}",
+                "last folder",
+            ),
+            (
+                "{namespace}/{tableName}",
+                "{namespace}/{userId}/{tableName}",
+                "last folder",
+            ),
+            (
+                "{namespace}/{tableName}",
+                "{namespace}/{tableName}",
+                "must contain {userId}",
+            ),
+            (
+                "{namespace}/{tableName}/{userId}",
+                "{namespace}/{tableName}/{userId}",
+                "must not",
+            ),
+            (
+                "{tableName}",
+                "{namespace}/{tableName}/{userId}",
+                "must contain {namespace}",
+            ),
+            (
+                "{namespace}/{table}/{tableName}",
+                "{namespace}/{tableName}/{userId}",
+                "unknown",
+            ),
+            (
+                "{namespace}/{tableName}/{tableName}",
+                "{namespace}/{tableName}/{userId}",
+                "more than once",
+            ),
+        ] {
+            let err = validate_templates(shared, user).unwrap_err().to_string();
+            assert!(err.contains(why), "{shared} / {user}: {err}");
+        }
     }
 
     #[test]

@@ -276,10 +276,19 @@ impl Placement {
             (_, Some(Scope::User(u))) => fill(&self.user_template).replace("{userId}", u.as_str()),
             (_, None) => {
                 let t = fill(&self.user_template);
-                let cut = t.find("{userId}").unwrap_or(t.len());
-                t[..cut].trim_end_matches('/').to_string()
+                let cut = t.rfind('/').unwrap_or(0);
+                t[..cut].to_string()
             }
         }
+    }
+
+    /// The user whose folder is `name`, a folder of a USER table's folder (the last segment
+    /// of the user template, `{userId}` with what surrounds it).
+    fn user_of(&self, name: &str) -> Option<String> {
+        let last = self.user_template.rsplit('/').next()?;
+        let (before, after) = last.split_once("{userId}")?;
+        let user = name.strip_prefix(before)?.strip_suffix(after)?;
+        (!user.is_empty()).then(|| user.to_string())
     }
 }
 
@@ -385,6 +394,19 @@ impl ColdTier {
             key,
             dir,
         })
+    }
+
+    /// The users of a USER table that have a folder on its storage.
+    pub(crate) async fn user_scopes(&self, def: &TableDefinition) -> Result<Vec<Scope>> {
+        let p = self.placement(def.storage_id.as_str())?;
+        let dir = p.dir(def, None);
+        Ok(p.files
+            .child_dirs(&dir)
+            .await?
+            .into_iter()
+            .filter_map(|name| p.user_of(&name))
+            .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
+            .collect())
     }
 
     /// The manifests held in memory (read or written since start), with whose they are.

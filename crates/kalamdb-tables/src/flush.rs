@@ -313,13 +313,7 @@ impl TableStore {
         let scopes = match table.def.table_type {
             TableType::Shared => vec![Scope::Shared],
             TableType::Stream => Vec::new(),
-            _ => {
-                let loc = self.cold.locate(&table.def, None)?;
-                loc.files.child_dirs(&loc.dir).await?
-            }
-            .into_iter()
-            .map(|u| Scope::User(kalamdb_commons::UserId::new(u)))
-            .collect(),
+            _ => self.cold.user_scopes(&table.def).await?,
         };
         let (mut before, mut after) = (0, 0);
         for scope in scopes {

@@ -729,6 +729,46 @@ async fn tables_flush_to_the_storage_they_name() {
     );
 
     s.ok(&root, "CREATE NAMESPACE app; CREATE SHARED TABLE app.s (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'archive'); CREATE USER TABLE app.u (id BIGINT PRIMARY KEY) WITH (STORAGE_ID = 'archive')").await;
+    // Placeholders inside folder names, as upstream writes them.
+    s.ok(
+        &root,
+        &format!(
+            "CREATE STORAGE named TYPE 'filesystem' PATH '{}' \
+             SHARED_TABLES_TEMPLATE 'ns_{{namespace}}/tbl_{{tableName}}' \
+             USER_TABLES_TEMPLATE 'ns_{{namespace}}/tbl_{{tableName}}/usr_{{userId}}.d'; \
+             CREATE USER TABLE app.n (id BIGINT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'named')",
+            s.dir.path().join("named").display()
+        ),
+    )
+    .await;
+    let pair = s.users_with_tokens(&root, &["nia", "noa"]).await;
+    for (token, v) in pair.iter().zip(["of-nia", "of-noa"]) {
+        s.ok(
+            token,
+            &format!("INSERT INTO app.n VALUES (1, '{v}'), (2, '{v}')"),
+        )
+        .await;
+        s.ok(&root, "STORAGE FLUSH TABLE app.n").await;
+        s.ok(token, &format!("INSERT INTO app.n VALUES (3, '{v}')"))
+            .await;
+        s.ok(&root, "STORAGE FLUSH TABLE app.n").await;
+    }
+    let base = s.dir.path().join("named/ns_app/tbl_n");
+    assert_eq!(segments(&base.join("usr_nia.d")).len(), 2);
+    // Compaction finds each user's folder through the template.
+    s.ok(&root, "STORAGE COMPACT TABLE app.n").await;
+    for (token, user, v) in [(&pair[0], "nia", "of-nia"), (&pair[1], "noa", "of-noa")] {
+        assert_eq!(
+            segments(&base.join(format!("usr_{user}.d"))).len(),
+            1,
+            "{user}"
+        );
+        let r = s
+            .ok(token, "SELECT v, count(*) FROM app.n GROUP BY v")
+            .await;
+        assert_eq!(rows(&r), vec![vec![json!(v), json!("3")]]);
+    }
+
     let users = s.users_with_tokens(&root, &["ann"]).await;
     s.ok(&root, "INSERT INTO app.s VALUES (1), (2)").await;
     s.ok(&users[0], "INSERT INTO app.u VALUES (7)").await;
@@ -794,8 +834,8 @@ async fn tables_flush_to_the_storage_they_name() {
     }
     assert_eq!(
         rows(&s.ok(&root, "SHOW STORAGES").await).len(),
-        3,
-        "failed creations leave nothing (local, archive, flat are left)"
+        4,
+        "failed creations leave nothing (local, archive, named, flat are left)"
     );
     s.ok(&root, "DROP TABLE app.s; DROP TABLE app.u").await;
     s.ok(&root, "DROP STORAGE archive").await;
