@@ -20,6 +20,7 @@ use kalamdb_catalog::error::KalamError;
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::Value;
 use kalamdb_commons::TableType;
+use kalamdb_commons::schema::DELETED_COLUMN;
 use kalamdb_tables::TableStore;
 use kalamdb_tables::rows::{Scope, StoredRow};
 use kalamdb_tables::scan::ScanRequest;
@@ -101,6 +102,7 @@ impl TableProvider for AppTableProvider {
             .collect())
     }
 
+    /// Reads soft-deleted rows too when a filter asks for them ([`asks_for_deleted`]).
     async fn scan(
         &self,
         state: &dyn Session,
@@ -133,7 +135,7 @@ impl TableProvider for AppTableProvider {
             filters: filters.to_vec(),
             projection: projection.cloned(),
             limit,
-            keep_tombstones: false,
+            keep_tombstones: filters.iter().any(asks_for_deleted),
             after_seq: None,
         };
         let exec = self
@@ -142,5 +144,27 @@ impl TableProvider for AppTableProvider {
             .await
             .map_err(KalamError::into_datafusion)?;
         Ok(Arc::new(exec))
+    }
+}
+
+/// Whether a filter (one conjunct of the WHERE clause) asks for soft-deleted rows: `_deleted`,
+/// `_deleted = true` or `_deleted IS TRUE`. Their latest version is a tombstone holding the
+/// row's last values; scans return those only then, and as long as the tombstone is retained
+/// (`[storage] tombstone_retention_secs` after a compaction). The filter itself still runs on
+/// the rows, so the other queries never see them.
+fn asks_for_deleted(filter: &Expr) -> bool {
+    let is_deleted = |e: &Expr| matches!(e, Expr::Column(c) if c.name == DELETED_COLUMN);
+    let is_true = |e: &Expr| {
+        matches!(
+            e,
+            Expr::Literal(datafusion::scalar::ScalarValue::Boolean(Some(true)), _)
+        )
+    };
+    match filter {
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+            (is_deleted(&b.left) && is_true(&b.right)) || (is_true(&b.left) && is_deleted(&b.right))
+        }
+        Expr::IsTrue(e) => is_deleted(e),
+        e => is_deleted(e),
     }
 }
