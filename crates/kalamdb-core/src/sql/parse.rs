@@ -9,8 +9,9 @@
 //! Unquoted identifiers are folded to lower case, as DataFusion does.
 
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation as Col, AlterTableOperation as Op, ColumnOption, CreateTable, DataType,
-    Expr, Ident, ObjectName, ObjectNamePart, ObjectType, SqlOption, Statement, Value as SqlValue,
+    AlterColumnOperation as Col, AlterTableOperation as Op, ColumnOption, CreateTable,
+    CreateTableOptions, DataType, Expr, Ident, ObjectName, ObjectNamePart, ObjectType, SqlOption,
+    Statement, Value as SqlValue,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -869,12 +870,21 @@ impl KalamParser<'_> {
         })
     }
 
-    /// `CREATE [USER|SHARED|STREAM] TABLE …` after `TABLE`: the rest is sqlparser's.
+    /// `CREATE [USER|SHARED|STREAM] TABLE …` after `TABLE`: the rest is sqlparser's, and
+    /// PostgreSQL's `USING <access method>` after the column list is accepted and ignored
+    /// (before or after `WITH (…)`).
     fn create_table(&mut self, prefix_type: Option<TableType>) -> Result<Command> {
-        let stmt = self
+        let mut stmt = self
             .p
             .parse_create_table(false, false, None, false)
             .map_err(invalid)?;
+        if self.eat("USING") {
+            self.ident()?;
+            if matches!(stmt.table_options, CreateTableOptions::None) && self.peek_is(0, "WITH") {
+                let options = self.p.parse_options(Keyword::WITH).map_err(invalid)?;
+                stmt.table_options = CreateTableOptions::With(options);
+            }
+        }
         Ok(Command::CreateTable {
             prefix_type,
             stmt: Box::new(stmt),

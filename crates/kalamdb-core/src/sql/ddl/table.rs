@@ -327,6 +327,7 @@ fn table_options(ct: &CreateTable, prefix_type: Option<TableType>) -> Result<Tab
     };
     let mut table_type = prefix_type;
     let (mut access_level, mut storage_id, mut flush_policy, mut ttl) = (None, None, None, None);
+    let mut use_user_storage = None;
     for (key, value) in &options {
         match key.as_str() {
             "TYPE" => table_type = Some(type_option(value, prefix_type)?),
@@ -337,6 +338,16 @@ fn table_options(ct: &CreateTable, prefix_type: Option<TableType>) -> Result<Tab
                 flush_policy = Some(value.clone());
             }
             "TTL_SECONDS" => ttl = Some(ttl_option(value)?),
+            // Upstream accepts these and does not act on them: one storage per table, and one
+            // tombstone retention for the server (`[storage] tombstone_retention_secs`).
+            "USE_USER_STORAGE" => use_user_storage = Some(bool_option(key, value)?),
+            "DELETED_RETENTION_HOURS" => {
+                value.trim().parse::<u32>().map_err(|_| {
+                    KalamError::InvalidSql(format!(
+                        "DELETED_RETENTION_HOURS must be a whole number of hours, got '{value}'"
+                    ))
+                })?;
+            }
             other => {
                 return Err(KalamError::InvalidSql(format!(
                     "Unknown table option '{other}'"
@@ -344,13 +355,30 @@ fn table_options(ct: &CreateTable, prefix_type: Option<TableType>) -> Result<Tab
             }
         }
     }
+    let table_type = table_type.unwrap_or(TableType::Shared);
+    if use_user_storage.is_some() && table_type != TableType::User {
+        return Err(KalamError::InvalidSql(
+            "USE_USER_STORAGE applies to USER tables only".into(),
+        ));
+    }
     Ok(TableOptions {
-        table_type: table_type.unwrap_or(TableType::Shared),
+        table_type,
         access_level,
         storage_id: storage_id.unwrap_or_else(|| "local".into()),
         flush_policy,
         ttl,
     })
+}
+
+/// A boolean option: `true`/`false` (quoted or not).
+fn bool_option(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(KalamError::InvalidSql(format!(
+            "{key} must be true or false, got '{value}'"
+        ))),
+    }
 }
 
 /// `TYPE = 'USER'|'SHARED'|'STREAM'`, which must agree with a `CREATE <type> TABLE` prefix.
