@@ -442,6 +442,7 @@ impl SqlExecutor {
             Command::ShowNamespaces => ddl::show_namespaces(app),
             Command::ShowTables(ns) => ddl::show_tables(app, ns.as_deref()),
             Command::ShowStorages => ddl::show_storages(app),
+            Command::ShowManifest => ddl::show_manifest(app, ctx),
             Command::SubscribeTo(text) => {
                 super::subscribe::subscribe_to(app, &self.live_url, &text)
             }

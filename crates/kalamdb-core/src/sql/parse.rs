@@ -47,6 +47,8 @@ pub enum Command {
     ShowTables(Option<String>),
     /// `SHOW STORAGES`
     ShowStorages,
+    /// `SHOW MANIFEST [CACHE]`: the rows of `system.manifest`.
+    ShowManifest,
     /// `SUBSCRIBE TO <select> [OPTIONS (…)]` (the text after `TO`)
     SubscribeTo(String),
     /// `KILL LIVE QUERY 'live_id'`
@@ -607,7 +609,7 @@ fn is_own_statement(w: &[String]) -> bool {
         ) | ("ALTER", "USER" | "TABLE" | "SHARED" | "STREAM")
             | ("USE", _)
             | ("SET", "NAMESPACE")
-            | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES")
+            | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES" | "MANIFEST")
             | ("DESCRIBE" | "DESC", "TABLE")
             | ("KILL", "LIVE" | "JOB" | "QUERY")
             | ("FLUSH", "TABLE")
@@ -753,6 +755,10 @@ impl KalamParser<'_> {
             ("SHOW", "STORAGES") => {
                 self.skip(2);
                 Command::ShowStorages
+            }
+            ("SHOW", "MANIFEST") => {
+                self.skip(2).eat("CACHE");
+                Command::ShowManifest
             }
             ("SHOW", "TABLES") => {
                 Command::ShowTables(self.skip(2).namespace_after(&["IN", "FROM"])?)

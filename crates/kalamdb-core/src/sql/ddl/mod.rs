@@ -21,7 +21,7 @@ pub use namespace::{create_namespace, drop_namespace, show_namespaces, use_names
 pub(crate) use storage::{StorageJob, run_storage_job};
 pub use storage::{
     compact_all, compact_table, create_storage, drop_storage, flush_all, flush_table,
-    show_storages, storage_check,
+    show_manifest, show_storages, storage_check,
 };
 pub(crate) use table::{clean_dropped_table, column_definition, default_of};
 pub use table::{create_table, describe, drop_table, show_tables};

@@ -28,6 +28,17 @@ pub fn show_storages(app: &AppContext) -> Result<Output> {
     })
 }
 
+/// `SHOW MANIFEST [CACHE]`: the rows of `system.manifest` (dba/system, as the table).
+pub fn show_manifest(app: &AppContext, ctx: &ExecCtx) -> Result<Output> {
+    access::check_system_read(&ctx.identity)?;
+    let table = SystemTable::Manifest;
+    Ok(Output::Rows {
+        schema: table.schema(),
+        batches: table.batches(app.provider_deps())?,
+        memory: None,
+    })
+}
+
 /// Which storage job a statement runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StorageJob {
