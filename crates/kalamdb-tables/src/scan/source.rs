@@ -5,7 +5,7 @@
 use super::key_range::KeyRanges;
 use crate::cold::{ColdTier, ScopeSegments, conform_columns};
 use crate::rows::{StoredRow, log_key, row_key};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Int16Type, Int32Type, Int64Type, SchemaRef, TimeUnit,
@@ -182,7 +182,8 @@ pub(crate) async fn spawn_hot(
             table: &table,
             layout: &layout,
             tx: &tx,
-            rows: Vec::with_capacity(layout.chunk_rows),
+            rows: Vec::new(),
+            headers: Headers::default(),
         };
         if let Err(e) = producer.run(&*snapshot, &prefix, &ranges) {
             let _ = tx.blocking_send(Err(e));
@@ -213,9 +214,20 @@ struct HotProducer<'a> {
     table: &'a CachedTable,
     layout: &'a Layout,
     tx: &'a tokio::sync::mpsc::Sender<Result<Chunk>>,
+    /// The chunk being filled, when rows are decoded whole.
     rows: Vec<StoredRow>,
+    /// The chunk being filled, column by column, when only headers are read.
+    headers: Headers,
     /// See [`header_only`].
     header_only: Option<(u32, &'a KalamDataType)>,
+}
+
+/// Rows read header-only ([`header_only`]), kept as columns: no row or cell list per row.
+#[derive(Default)]
+struct Headers {
+    keys: Vec<Value>,
+    seqs: Vec<i64>,
+    deleted: Vec<bool>,
 }
 
 impl HotProducer<'_> {
@@ -263,31 +275,69 @@ impl HotProducer<'_> {
     /// Adds one stored row (`key`: its primary key's sort key); `false` once the scan stopped
     /// listening.
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
-        let row = match self.header_only {
-            Some((id, t)) => {
+        let filled = match self.header_only {
+            Some((_, t)) => {
                 let (seq, deleted) = StoredRow::decode_header(value)?;
                 let pk = Value::from_pk_key(key, t)
                     .ok_or_else(|| KalamError::Internal("unreadable key in hot store".into()))?;
-                StoredRow {
-                    seq,
-                    deleted,
-                    cells: vec![(id, pk)],
-                }
+                let h = &mut self.headers;
+                h.keys.push(pk);
+                h.seqs.push(seq);
+                h.deleted.push(deleted);
+                h.keys.len()
             }
             None => {
                 let mut row = StoredRow::decode(value)?;
                 self.table.backfill(row.seq, &mut row.cells);
-                row
+                self.rows.push(row);
+                self.rows.len()
             }
         };
-        self.rows.push(row);
-        if self.rows.len() >= self.layout.chunk_rows {
+        if filled >= self.layout.chunk_rows {
             return self.send();
         }
         Ok(true)
     }
 
+    /// The header-only chunk as a batch of the layout's columns (key, `_seq`, `_deleted`).
+    fn header_batch(&mut self) -> Result<RecordBatch> {
+        let mut h = std::mem::take(&mut self.headers);
+        let rows = h.seqs.len();
+        let schema = &self.table.schema;
+        let mut fields = Vec::with_capacity(self.layout.work.len());
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.layout.work.len());
+        for &i in &self.layout.work {
+            let field = schema.field(i);
+            arrays.push(match field.name().as_str() {
+                SEQ_COLUMN => Arc::new(Int64Array::from(std::mem::take(&mut h.seqs))),
+                DELETED_COLUMN => Arc::new(BooleanArray::from(std::mem::take(&mut h.deleted))),
+                _ => {
+                    let t = self.header_only.map(|(_, t)| t).ok_or_else(|| {
+                        KalamError::Internal("header batch without a key type".into())
+                    })?;
+                    kalamdb_catalog::value::to_array(h.keys.iter(), t)?
+                }
+            });
+            fields.push(field.clone());
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        ));
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(schema, arrays, &options)
+            .map_err(|e| KalamError::Internal(e.to_string()))
+    }
+
     fn send(&mut self) -> Result<bool> {
+        if self.header_only.is_some() {
+            if self.headers.seqs.is_empty() {
+                return Ok(true);
+            }
+            let batch = self.header_batch()?;
+            return Ok(self.tx.blocking_send(Ok(Chunk { batch })).is_ok());
+        }
         if self.rows.is_empty() {
             return Ok(true);
         }
