@@ -3,6 +3,7 @@
 //! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
 //! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);
 //! - [`ws`]: `GET /v1/ws`, the WebSocket transport of live queries;
+//! - [`files`]: `GET /v1/files/…`, downloads of FILE columns' files;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`envelope`]: the one place errors become responses.
 //!
@@ -11,6 +12,7 @@
 
 pub mod auth;
 pub mod envelope;
+pub mod files;
 pub mod health;
 pub mod sql;
 pub mod ws;
@@ -96,6 +98,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
+        .route(
+            "/v1/files/{namespace}/{table}/{sub}/{name}",
+            get(files::download),
+        )
         .route("/v1/ws", get(ws::upgrade))
         .merge(credential_routes)
         .route("/v1/api/auth/logout", post(auth::logout))

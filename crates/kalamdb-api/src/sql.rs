@@ -1,5 +1,5 @@
-//! `POST /v1/api/sql`: Bearer JWT only; JSON `{sql, params?, namespace_id?}` in, the SQL
-//! envelope out. Errors of non-admin callers that could reveal server internals get a fixed
+//! `POST /v1/api/sql`: Bearer JWT only; JSON `{sql, params?, namespace_id?}` (or a multipart
+//! form with files for FILE columns) in, the SQL envelope out. Errors of non-admin callers that could reveal server internals get a fixed
 //! public message; admins see `Statement N failed: …` and the statement in `details`.
 
 use crate::ApiState;
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use kalamdb_commons::ErrorCode;
 use kalamdb_commons::wire::SqlRequest;
+use kalamdb_core::sql::files::Upload;
 use kalamdb_core::sql::stream::Reply;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -45,15 +46,16 @@ pub async fn execute_sql(
             return sql_error(ErrorCode::InvalidInput, rejection.body_text(), None, start);
         }
     };
-    let is_json = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    if !is_json {
+        .unwrap_or_default()
+        .trim_start()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        return multipart_sql(&state, identity, peer, &headers, body, start).await;
+    }
+    if !content_type.starts_with("application/json") {
         return sql_error(
             ErrorCode::InvalidInput,
             "Content-Type must be application/json",
@@ -89,6 +91,89 @@ pub async fn execute_sql(
     {
         Ok(Reply::Results(results)) => sql_success(results, start),
         Ok(Reply::Stream(stream)) => streamed_success(stream, start),
+        Err(e) if identity.role.is_admin() || e.public => {
+            sql_error(e.code, e.message, e.details, start)
+        }
+        Err(e) => sql_error(e.code, public_message(e.code), None, start),
+    }
+}
+
+/// A multipart SQL request (`docs/protocol.md` §4.1): text parts `sql`, `params` (a JSON array)
+/// and `namespace_id`, and one part `file:<placeholder>` per `FILE("placeholder")` of the
+/// statement.
+async fn multipart_sql(
+    state: &ApiState,
+    identity: kalamdb_core::auth::Identity,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Bytes,
+    start: Instant,
+) -> Response {
+    let bad = |message: String| sql_error(ErrorCode::InvalidInput, message, None, start);
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok());
+    let Some(boundary) = boundary else {
+        return bad("multipart/form-data without a boundary".into());
+    };
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let (mut sql, mut params, mut namespace, mut uploads) = (None, None, None, Vec::new());
+    loop {
+        let field = match parts.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return bad(format!("Invalid multipart body: {e}")),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if let Some(placeholder) = name.strip_prefix("file:") {
+            let file_name = field.file_name().unwrap_or(placeholder).to_string();
+            let mime = field
+                .content_type()
+                .map_or("application/octet-stream".to_string(), |m| m.to_string());
+            let placeholder = placeholder.to_string();
+            match field.bytes().await {
+                Ok(bytes) => uploads.push(Upload {
+                    placeholder,
+                    name: file_name,
+                    mime,
+                    bytes: bytes.to_vec(),
+                }),
+                Err(e) => return bad(format!("Invalid multipart body: {e}")),
+            }
+            continue;
+        }
+        let text = match field.text().await {
+            Ok(t) => t,
+            Err(e) => return bad(format!("Invalid multipart body: {e}")),
+        };
+        match name.as_str() {
+            "sql" => sql = Some(text),
+            "namespace_id" => namespace = Some(text),
+            "params" => match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+                Ok(p) => params = Some(p),
+                Err(e) => {
+                    return sql_error(
+                        ErrorCode::InvalidParameter,
+                        format!("params must be a JSON array: {e}"),
+                        None,
+                        start,
+                    );
+                }
+            },
+            other => return bad(format!("Unknown multipart part '{other}'")),
+        }
+    }
+    let Some(sql) = sql.filter(|s| !s.trim().is_empty()) else {
+        return sql_error(ErrorCode::EmptySql, "No SQL statement given", None, start);
+    };
+    match state
+        .executor
+        .execute_with_files(&identity, Some(peer.ip()), &sql, params, namespace, uploads)
+        .await
+    {
+        Ok(results) => sql_success(results, start),
         Err(e) if identity.role.is_admin() || e.public => {
             sql_error(e.code, e.message, e.details, start)
         }

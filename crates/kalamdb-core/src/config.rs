@@ -282,6 +282,11 @@ impl Default for AuthConfig {
 pub struct LimitsConfig {
     /// Largest accepted HTTP body in bytes.
     pub max_request_body_bytes: usize,
+    /// Largest file of a FILE column, in bytes (a multipart request is also bound by
+    /// `max_request_body_bytes`).
+    pub max_file_bytes: usize,
+    /// Most files one multipart request may carry.
+    pub max_files_per_request: usize,
     /// Largest accepted SQL text in bytes.
     pub max_sql_bytes: usize,
     /// Most `$n` parameters per request.
@@ -316,6 +321,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_request_body_bytes: 10 * 1024 * 1024,
+            max_file_bytes: 5 * 1024 * 1024,
+            max_files_per_request: 10,
             max_sql_bytes: 1024 * 1024,
             max_params: 50,
             max_param_bytes: 512 * 1024,

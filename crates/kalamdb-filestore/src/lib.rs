@@ -520,6 +520,38 @@ impl FileStore {
         Ok(meta)
     }
 
+    /// Writes an uploaded file (a FILE column's content) as `dir/name`, in one put.
+    pub async fn put_file(&self, dir: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(
+                &Path::from(format!("{dir}/{name}")),
+                PutPayload::from(bytes),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The content of `dir/name`; `None` when there is no such file.
+    pub async fn get_file(&self, dir: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get(&Path::from(format!("{dir}/{name}"))).await {
+            Ok(found) => Ok(Some(found.bytes().await?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes `dir/name` (absent is fine).
+    pub async fn delete_file(&self, dir: &str, name: &str) -> Result<()> {
+        match self
+            .store
+            .delete(&Path::from(format!("{dir}/{name}")))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Replaces the manifest of `dir` (one atomic put).
     pub async fn commit(&self, dir: &str, manifest: &Manifest) -> Result<()> {
         let text = serde_json::to_vec(manifest).map_err(|e| FileStoreError::Manifest {

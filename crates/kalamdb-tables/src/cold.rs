@@ -396,6 +396,54 @@ impl ColdTier {
         })
     }
 
+    /// Writes an uploaded file of a FILE column into the `sub` folder of `scope`'s folder
+    /// (beside the segments, out of reach of the stray-segment sweep, which only looks at the
+    /// folder's own files).
+    pub async fn put_file(
+        &self,
+        def: &TableDefinition,
+        scope: &Scope,
+        sub: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let loc = self.locate(def, Some(scope))?;
+        Ok(loc
+            .files
+            .put_file(&format!("{}/{sub}", loc.dir), name, bytes)
+            .await?)
+    }
+
+    /// An uploaded file of `scope`; `None` when there is none by that name.
+    pub async fn get_file(
+        &self,
+        def: &TableDefinition,
+        scope: &Scope,
+        sub: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let loc = self.locate(def, Some(scope))?;
+        Ok(loc
+            .files
+            .get_file(&format!("{}/{sub}", loc.dir), name)
+            .await?)
+    }
+
+    /// Deletes an uploaded file of `scope` (absent is fine).
+    pub async fn delete_file(
+        &self,
+        def: &TableDefinition,
+        scope: &Scope,
+        sub: &str,
+        name: &str,
+    ) -> Result<()> {
+        let loc = self.locate(def, Some(scope))?;
+        Ok(loc
+            .files
+            .delete_file(&format!("{}/{sub}", loc.dir), name)
+            .await?)
+    }
+
     /// The users of a USER table that have a folder on its storage.
     pub(crate) async fn user_scopes(&self, def: &TableDefinition) -> Result<Vec<Scope>> {
         let p = self.placement(def.storage_id.as_str())?;

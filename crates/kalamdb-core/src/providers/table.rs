@@ -102,7 +102,7 @@ impl TableProvider for AppTableProvider {
             .collect())
     }
 
-    /// Reads soft-deleted rows too when a filter asks for them ([`asks_for_deleted`]).
+    /// Reads soft-deleted rows too when a filter asks for them (`asks_for_deleted`).
     async fn scan(
         &self,
         state: &dyn Session,

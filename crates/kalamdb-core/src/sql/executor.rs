@@ -174,6 +174,52 @@ impl SqlExecutor {
         }
     }
 
+    /// Runs a multipart request (`docs/protocol.md` §4.1): one INSERT or UPDATE whose
+    /// `FILE("…")` calls name `uploads`. The files are stored first (see
+    /// [`super::files`]) and deleted again if the statement fails.
+    pub async fn execute_with_files(
+        &self,
+        identity: &Identity,
+        client_ip: Option<IpAddr>,
+        sql: &str,
+        params: Option<Vec<serde_json::Value>>,
+        namespace: Option<String>,
+        uploads: Vec<super::files::Upload>,
+    ) -> std::result::Result<Vec<QueryResult>, RequestError> {
+        let statements = split::split_statements(sql).map_err(|e| {
+            RequestError::new(
+                ErrorCode::BatchParseError,
+                format!("Failed to parse SQL batch: {e}"),
+            )
+        })?;
+        let [statement] = statements.as_slice() else {
+            return Err(RequestError::new(
+                ErrorCode::InvalidInput,
+                "a request with files holds exactly one statement",
+            ));
+        };
+        let ctx = ExecCtx {
+            identity: identity.clone(),
+            namespace: namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            params: Vec::new(),
+            client_ip,
+            now: chrono::Utc::now().timestamp_micros(),
+        };
+        let (sql, stored) = super::files::store_uploads(&self.app, &ctx, statement, uploads)
+            .await
+            .map_err(|e| statement_error(0, statement, e))?;
+        let result = self
+            .execute(identity, client_ip, &sql, params, namespace)
+            .await;
+        if result.is_err() {
+            stored.discard(&self.app).await;
+        }
+        result
+    }
+
     /// Runs a request; with `may_stream`, a single query whose result outgrows
     /// [`super::stream::STREAM_AFTER_BYTES`] is answered as a [`Reply::Stream`] (see
     /// [`super::stream`]).

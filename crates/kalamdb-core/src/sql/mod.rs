@@ -9,6 +9,7 @@ pub mod ddl;
 pub mod dml;
 pub mod encode;
 pub mod executor;
+pub mod files;
 mod insert_values;
 pub mod params;
 pub mod parse;

@@ -393,7 +393,7 @@ impl<'a> KalamParser<'a> {
 }
 
 /// The byte offset of 1-based `line` and `column` (in characters) in `text`.
-fn byte_offset(text: &str, line: u64, column: u64) -> Option<usize> {
+pub(crate) fn byte_offset(text: &str, line: u64, column: u64) -> Option<usize> {
     if line == 0 {
         return None;
     }

@@ -7,6 +7,7 @@ mod alter;
 mod auth;
 mod cold;
 mod crash;
+mod files;
 mod hardening;
 mod http_api;
 mod isolation;

@@ -1,0 +1,151 @@
+//! FILE columns over raw multipart: upload with `FILE("…")`, download by the reference's
+//! stored name, USER isolation, failures that store nothing, and a dropped table's files.
+
+use crate::support::{TestServer, rows};
+use serde_json::Value;
+
+/// Sends `sql` with `files` (`(placeholder, file name, bytes)`) as a multipart request.
+async fn upload(
+    s: &TestServer,
+    token: &str,
+    sql: &str,
+    files: &[(&str, &str, &[u8])],
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new().text("sql", sql.to_string());
+    for (placeholder, name, bytes) in files {
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+            .file_name(name.to_string())
+            .mime_str("text/plain")
+            .unwrap();
+        form = form.part(format!("file:{placeholder}"), part);
+    }
+    let resp = s
+        .http
+        .post(format!("{}/v1/api/sql", s.base))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The download URL of a FileRef (the SDK's rule: `{id}-{slug}.{ext}` under its `sub`).
+fn url_of(s: &TestServer, table: &str, file_ref: &Value) -> String {
+    let stored = kalamdb_core::sql::files::stored_name(
+        file_ref["id"].as_str().unwrap(),
+        file_ref["name"].as_str().unwrap(),
+    );
+    format!(
+        "{}/v1/files/app/{table}/{}/{stored}",
+        s.base,
+        file_ref["sub"].as_str().unwrap()
+    )
+}
+
+async fn download(s: &TestServer, token: &str, url: &str) -> (u16, Vec<u8>) {
+    let resp = s.http.get(url).bearer_auth(token).send().await.unwrap();
+    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn files_upload_download_and_stay_with_their_rows() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE USER TABLE app.docs (id BIGINT PRIMARY KEY, title TEXT, body FILE)").await;
+    let users = s.users_with_tokens(&root, &["ada", "bob"]).await;
+    let (status, body) = upload(
+        &s,
+        &users[0],
+        "INSERT INTO app.docs (id, title, body) VALUES (1, 'notes', FILE(\"doc\"))",
+        &[("doc", "My Notes.TXT", b"hello files")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .ok(&users[0], "SELECT body FROM app.docs WHERE id = 1")
+        .await;
+    let file_ref: Value = serde_json::from_str(rows(&r)[0][0].as_str().unwrap()).unwrap();
+    assert_eq!(file_ref["name"], "My Notes.TXT");
+    assert_eq!(file_ref["size"], 11);
+    assert_eq!(file_ref["sub"], "f0001");
+    assert_eq!(file_ref["sha256"].as_str().unwrap().len(), 64);
+    let url = url_of(&s, "docs", &file_ref);
+    assert!(url.ends_with("-my-notes.txt"), "{url}");
+    assert_eq!(
+        download(&s, &users[0], &url).await,
+        (200, b"hello files".to_vec())
+    );
+    // Another user has no such file in their partition; an admin may name the owner.
+    assert_eq!(download(&s, &users[1], &url).await.0, 404);
+    assert_eq!(
+        download(&s, &root, &format!("{url}?user_id=ada")).await.1,
+        b"hello files"
+    );
+    let (status, _) = download(&s, &users[1], &format!("{url}?user_id=ada")).await;
+    assert_eq!(status, 403);
+
+    // A failing statement keeps nothing: the file is deleted again.
+    let dir = s.dir.path().join("storage/app/docs/ada/f0001");
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    let (status, body) = upload(
+        &s,
+        &users[0],
+        "INSERT INTO app.docs (id, title, body) VALUES (1, 'dup', FILE('doc'))",
+        &[("doc", "again.txt", b"x")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), before);
+    // Parts and calls must match.
+    for (sql, files) in [
+        (
+            "INSERT INTO app.docs (id, body) VALUES (2, FILE('missing'))",
+            vec![],
+        ),
+        (
+            "INSERT INTO app.docs (id, title) VALUES (2, 'no file')",
+            vec![("extra", "e.txt", b"e".as_slice())],
+        ),
+    ] {
+        let (status, body) = upload(&s, &users[0], sql, &files).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("INVALID_INPUT")),
+            "{sql}: {body}"
+        );
+    }
+    // A dropped table's files go with it.
+    s.ok(&root, "DROP TABLE app.docs").await;
+    let table_dir = s.dir.path().join("storage/app/docs");
+    let mut left = files_under(&table_dir);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = files_under(&table_dir);
+    }
+    assert!(
+        left.is_empty(),
+        "the dropped table's files are removed: {left:?}"
+    );
+}
+
+/// Regular files anywhere under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
