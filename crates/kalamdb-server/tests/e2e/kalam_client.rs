@@ -159,3 +159,47 @@ async fn official_rust_client_logs_in_queries_and_follows_changes() {
     }
     assert_eq!(left, 0);
 }
+
+/// FILE columns through the SDK's `file-uploads` feature: a multipart INSERT with
+/// `FILE("…")`, the cell read back as a `FileRef`, and the SDK's download of it.
+#[tokio::test]
+async fn files_round_trip_through_the_sdk() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.docs (id BIGINT PRIMARY KEY, body FILE)",
+    )
+    .await;
+    s.users_with_tokens(&root, &["fay"]).await;
+    let c = client(&s, "fay", "fay-pass-123");
+    let upload = kalam_client::FileUpload::new("doc", "Report 2026.pdf", b"%PDF-1.4 tiny".to_vec())
+        .with_mime("application/pdf");
+    let r = c
+        .execute_with_files(
+            "INSERT INTO app.docs (id, body) VALUES (1, FILE(\"doc\"))",
+            vec![upload],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    let r = c
+        .execute_query("SELECT body FROM app.docs WHERE id = 1", None, None, None)
+        .await
+        .unwrap();
+    let cell = &r.results[0].rows.as_ref().unwrap()[0][0];
+    let file_ref = cell.as_file().expect("a FileRef in the FILE column");
+    assert_eq!(
+        (file_ref.name.as_str(), file_ref.size),
+        ("Report 2026.pdf", 13)
+    );
+    assert_eq!(file_ref.mime, "application/pdf");
+    let got = c
+        .download_file(&file_ref, "app", "docs", None)
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, b"%PDF-1.4 tiny");
+    assert_eq!(got.content_type.as_deref(), Some("application/pdf"));
+}
