@@ -1409,3 +1409,40 @@ async fn initial_loads_merge_flushed_and_hot_rows() {
     let left: Vec<i64> = (1..=12_000).filter(|i| i % 3 == 0 || i % 5 == 0).collect();
     assert_eq!(gone, left);
 }
+
+/// Non-reserved keywords as column names work in subscriptions too: projection, filter and
+/// the change events.
+#[tokio::test]
+async fn subscriptions_read_columns_named_by_keywords() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.kv (key TEXT PRIMARY KEY, value TEXT, type TEXT) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         INSERT INTO app.kv VALUES ('a', 'one', 'x'), ('b', 'two', 'y')",
+    )
+    .await;
+    let mut ws = Ws::authed(&s, &root).await;
+    let rows = ws
+        .subscribe_all(
+            "k",
+            "SELECT key, value FROM app.kv WHERE type = 'x'",
+            json!({}),
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["key"].clone(), rows[0]["value"].clone()),
+        (json!("a"), json!("one"))
+    );
+    s.ok(
+        &root,
+        "INSERT INTO app.kv VALUES ('c', 'three', 'x'), ('d', 'four', 'z')",
+    )
+    .await;
+    let c = ws.next().await;
+    assert_eq!(c["change_type"], "insert", "{c}");
+    assert_eq!(c["rows"].as_array().map(Vec::len), Some(1), "{c}");
+    assert_eq!(c["rows"][0]["key"], "c");
+    assert_eq!(c["rows"][0]["value"], "three");
+}
