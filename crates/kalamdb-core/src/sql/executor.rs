@@ -267,6 +267,8 @@ impl SqlExecutor {
                 "No SQL statement given",
             ));
         }
+        super::files::refuse_file_calls(sql)
+            .map_err(|e| RequestError::new(e.code(), e.to_string()))?;
         let params = params.unwrap_or_default();
         if !params.is_empty() && statements.len() > 1 {
             return Err(RequestError::new(

@@ -75,6 +75,28 @@ fn file_calls(sql: &str) -> Result<Vec<(Range<usize>, String)>> {
     Ok(calls)
 }
 
+/// Refuses `FILE("…")` in a request without files (a JSON body): `INVALID_INPUT`, as upstream
+/// answers, instead of an unknown-function error. Tokenizes only a text where `file` is
+/// followed by `(`.
+pub(crate) fn refuse_file_calls(sql: &str) -> Result<()> {
+    let b = sql.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mentions = (0..b.len().saturating_sub(4)).any(|i| {
+        b[i..i + 4].eq_ignore_ascii_case(b"file")
+            && (i == 0 || !ident(b[i - 1]))
+            && b[i + 4..]
+                .iter()
+                .find(|c| !c.is_ascii_whitespace())
+                .is_some_and(|c| *c == b'(')
+    });
+    if mentions && let Some((_, p)) = file_calls(sql)?.into_iter().next() {
+        return Err(KalamError::BadRequest(format!(
+            "FILE(\"{p}\") needs a multipart request with a part named file:{p}"
+        )));
+    }
+    Ok(())
+}
+
 /// The table an INSERT or UPDATE writes.
 fn written_table(sql: &str) -> Result<TableRef> {
     let not_dml = || {

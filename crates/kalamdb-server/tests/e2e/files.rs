@@ -115,6 +115,20 @@ async fn files_upload_download_and_stay_with_their_rows() {
             "{sql}: {body}"
         );
     }
+    // FILE(…) in a JSON request is a request error, not an unknown function.
+    let (status, code, msg) = s
+        .err(
+            &users[0],
+            "INSERT INTO app.docs (id, body) VALUES (3, FILE('doc'))",
+        )
+        .await;
+    assert_eq!((status, code.as_str()), (400, "INVALID_INPUT"), "{msg}");
+    // Text that merely mentions files is untouched.
+    s.ok(
+        &users[0],
+        "INSERT INTO app.docs (id, title) VALUES (4, 'file (draft)')",
+    )
+    .await;
     // A dropped table's files go with it.
     s.ok(&root, "DROP TABLE app.docs").await;
     let table_dir = s.dir.path().join("storage/app/docs");
