@@ -19,7 +19,7 @@ use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
 use kalamdb_core::expr_limits::ExprLimits;
 use kalamdb_core::providers::system::SystemTable;
-use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveQueryInfo};
+use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveCounts, LiveQueryInfo};
 use kalamdb_tables::faults::PausePoint;
 use kalamdb_tables::rows::Scope;
 use kalamdb_tables::scan::BatchStream;
@@ -706,8 +706,15 @@ impl ChangeListener for LiveQueryManager {
         }
     }
 
-    fn connection_count(&self) -> usize {
-        self.connections.len()
+    fn counts(&self) -> LiveCounts {
+        let mut counts = LiveCounts::default();
+        for conn in self.connections.iter() {
+            let subs = conn.subscription_count();
+            counts.connections += 1;
+            counts.subscribed_connections += usize::from(subs > 0);
+            counts.subscriptions += subs;
+        }
+        counts
     }
 
     fn live_queries(&self) -> Vec<LiveQueryInfo> {

@@ -14,6 +14,17 @@ use std::sync::{Arc, OnceLock};
 /// Where the listener is registered once the server starts; shared by the engine's parts.
 pub type ListenerSlot = Arc<OnceLock<Arc<dyn ChangeListener>>>;
 
+/// Figures of the live-query side ([`ChangeListener::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Open client connections.
+    pub connections: usize,
+    /// Connections holding at least one subscription.
+    pub subscribed_connections: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+}
+
 /// One live subscription, as `system.live` shows it.
 #[derive(Debug, Clone)]
 pub struct LiveQueryInfo {
@@ -79,9 +90,10 @@ pub trait ChangeListener: Send + Sync + std::fmt::Debug {
     /// The live subscriptions (`system.live`).
     fn live_queries(&self) -> Vec<LiveQueryInfo>;
 
-    /// How many client connections are open (`system.stats`).
-    fn connection_count(&self) -> usize {
-        0
+    /// How many connections are open, how many of them hold subscriptions, and how many
+    /// subscriptions there are (`system.stats`), counted without listing them.
+    fn counts(&self) -> LiveCounts {
+        LiveCounts::default()
     }
 
     /// Ends a live subscription (`KILL LIVE QUERY`); false when there is none with that id.

@@ -8,7 +8,6 @@ use crate::providers::system_rows::Rows;
 use kalamdb_catalog::error::Result;
 use kalamdb_catalog::value::Value;
 use kalamdb_commons::KalamDataType as K;
-use std::collections::HashSet;
 
 /// The cluster id shown while this node runs alone.
 const STANDALONE: &str = "standalone";
@@ -31,10 +30,8 @@ pub(crate) fn stats_rows(deps: &ProviderDeps) -> Result<Rows> {
     let live = deps
         .tables
         .change_listener()
-        .map(|l| (l.live_queries(), l.connection_count()))
+        .map(|l| l.counts())
         .unwrap_or_default();
-    let connections_subscribed: HashSet<&str> =
-        live.0.iter().map(|q| q.connection_id.as_str()).collect();
     let jobs = catalog.jobs()?;
     let running = |status: &str| jobs.iter().filter(|j| j.status == status).count();
     let tables = catalog.tables(None)?;
@@ -75,12 +72,12 @@ pub(crate) fn stats_rows(deps: &ProviderDeps) -> Result<Rows> {
                 .to_string(),
         ),
         ("total_storages", catalog.storages()?.len().to_string()),
-        ("active_connections", live.1.to_string()),
+        ("active_connections", live.connections.to_string()),
         (
             "connections_with_subscriptions",
-            connections_subscribed.len().to_string(),
+            live.subscribed_connections.to_string(),
         ),
-        ("active_subscriptions", live.0.len().to_string()),
+        ("active_subscriptions", live.subscriptions.to_string()),
         ("running_queries", deps.queries.list().len().to_string()),
         ("jobs_running", running("running").to_string()),
         ("jobs_failed", running("failed").to_string()),

@@ -99,7 +99,11 @@ async fn eval_value(app: &AppContext, ctx: &ExecCtx, expr: &Expr) -> Result<Opti
 }
 
 /// Resolves the target table of a DML statement and checks the caller may write it.
-fn target(app: &AppContext, ctx: &ExecCtx, tref: &TableRef) -> Result<(Arc<CachedTable>, Scope)> {
+pub(crate) fn target(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    tref: &TableRef,
+) -> Result<(Arc<CachedTable>, Scope)> {
     let id = resolve(ctx, tref);
     if id.namespace.as_str() == "system" {
         return Err(KalamError::PermissionDenied(

@@ -112,6 +112,16 @@ impl Results {
     }
 }
 
+/// A request's statements, or `BATCH_PARSE_ERROR`.
+fn split_request(sql: &str) -> std::result::Result<Vec<String>, RequestError> {
+    split::split_statements(sql).map_err(|e| {
+        RequestError::new(
+            ErrorCode::BatchParseError,
+            format!("Failed to parse SQL batch: {e}"),
+        )
+    })
+}
+
 /// A request's SQL as `system.queries` and logs show it: user-management statements (which
 /// may carry a password) only by their action and user, as in the audit log.
 fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
@@ -186,12 +196,7 @@ impl SqlExecutor {
         namespace: Option<String>,
         uploads: Vec<super::files::Upload>,
     ) -> std::result::Result<Vec<QueryResult>, RequestError> {
-        let statements = split::split_statements(sql).map_err(|e| {
-            RequestError::new(
-                ErrorCode::BatchParseError,
-                format!("Failed to parse SQL batch: {e}"),
-            )
-        })?;
+        let statements = split_request(sql)?;
         let [statement] = statements.as_slice() else {
             return Err(RequestError::new(
                 ErrorCode::InvalidInput,
@@ -255,12 +260,7 @@ impl SqlExecutor {
                 ),
             ));
         }
-        let statements = split::split_statements(sql).map_err(|e| {
-            RequestError::new(
-                ErrorCode::BatchParseError,
-                format!("Failed to parse SQL batch: {e}"),
-            )
-        })?;
+        let statements = split_request(sql)?;
         if statements.is_empty() {
             return Err(RequestError::new(
                 ErrorCode::EmptySql,

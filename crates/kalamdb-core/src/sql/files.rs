@@ -224,22 +224,15 @@ impl Stored {
     }
 }
 
-/// The table and scope a statement of `ctx` writes, checked as DML checks it.
+/// The table and scope a statement of `ctx` writes, checked as DML checks it (`dml::target`);
+/// STREAM tables hold no files.
 fn target(app: &AppContext, ctx: &ExecCtx, tref: &TableRef) -> Result<(Arc<CachedTable>, Scope)> {
-    let id = super::ddl::resolve(ctx, tref);
-    let table = app.schema_registry().require(&id)?;
-    let scope = match table.def.table_type {
-        TableType::Shared => {
-            access::check_shared_write(&ctx.identity, &table.def)?;
-            Scope::Shared
-        }
-        TableType::User => Scope::User(ctx.identity.user_id.clone()),
-        _ => {
-            return Err(KalamError::BadRequest(
-                "FILE columns live in USER and SHARED tables".into(),
-            ));
-        }
-    };
+    let (table, scope) = super::dml::target(app, ctx, tref)?;
+    if table.def.table_type == TableType::Stream {
+        return Err(KalamError::BadRequest(
+            "FILE columns live in USER and SHARED tables".into(),
+        ));
+    }
     Ok((table, scope))
 }
 

@@ -1435,6 +1435,23 @@ async fn subscriptions_read_columns_named_by_keywords() {
         (rows[0]["key"].clone(), rows[0]["value"].clone()),
         (json!("a"), json!("one"))
     );
+    // system.stats counts the connection and its subscription.
+    let stats = s
+        .ok(
+            &root,
+            "SELECT metric_name, metric_value FROM system.stats WHERE metric_name IN \
+             ('active_connections', 'connections_with_subscriptions', 'active_subscriptions') \
+             ORDER BY metric_name",
+        )
+        .await;
+    assert_eq!(
+        crate::support::rows(&stats),
+        vec![
+            vec![json!("active_connections"), json!("1")],
+            vec![json!("active_subscriptions"), json!("1")],
+            vec![json!("connections_with_subscriptions"), json!("1")],
+        ]
+    );
     s.ok(
         &root,
         "INSERT INTO app.kv VALUES ('c', 'three', 'x'), ('d', 'four', 'z')",

@@ -20,18 +20,17 @@ use std::sync::Arc;
 /// `SHOW STORAGES`: the rows and columns of `system.storages` (upstream's shape, `local`
 /// first, credentials redacted), for every user.
 pub fn show_storages(app: &AppContext) -> Result<Output> {
-    let table = SystemTable::Storages;
-    Ok(Output::Rows {
-        schema: table.schema(),
-        batches: table.batches(app.provider_deps())?,
-        memory: None,
-    })
+    system_table_output(app, SystemTable::Storages)
 }
 
 /// `SHOW MANIFEST [CACHE]`: the rows of `system.manifest` (dba/system, as the table).
 pub fn show_manifest(app: &AppContext, ctx: &ExecCtx) -> Result<Output> {
     access::check_system_read(&ctx.identity)?;
-    let table = SystemTable::Manifest;
+    system_table_output(app, SystemTable::Manifest)
+}
+
+/// The current rows of a system table as a statement's result.
+fn system_table_output(app: &AppContext, table: SystemTable) -> Result<Output> {
     Ok(Output::Rows {
         schema: table.schema(),
         batches: table.batches(app.provider_deps())?,

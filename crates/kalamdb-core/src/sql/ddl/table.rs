@@ -393,10 +393,10 @@ fn type_option(value: &str, prefix_type: Option<TableType>) -> Result<TableType>
             )));
         }
     };
-    if prefix_type.is_some_and(|p| p != t) {
+    if let Some(prefix) = prefix_type.filter(|p| *p != t) {
         return Err(KalamError::InvalidSql(format!(
             "Table type conflict: CREATE {} TABLE with TYPE='{value}'",
-            prefix_type.expect("checked").as_str()
+            prefix.as_str()
         )));
     }
     Ok(t)
