@@ -540,18 +540,6 @@ impl FileStore {
         }
     }
 
-    /// Deletes `dir/name` (absent is fine).
-    pub async fn delete_file(&self, dir: &str, name: &str) -> Result<()> {
-        match self
-            .store
-            .delete(&Path::from(format!("{dir}/{name}")))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Replaces the manifest of `dir` (one atomic put).
     pub async fn commit(&self, dir: &str, manifest: &Manifest) -> Result<()> {
         let text = serde_json::to_vec(manifest).map_err(|e| FileStoreError::Manifest {
@@ -650,6 +638,17 @@ impl FileStore {
             .await
             .transpose()?
             .is_some())
+    }
+
+    /// Names of the files directly inside `dir` (none when there is no such folder).
+    pub async fn file_names(&self, dir: &str) -> Result<Vec<String>> {
+        let prefix = Path::from(dir.to_string());
+        let listed = self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect())
     }
 
     /// Names of the folders directly inside `dir`.

@@ -36,6 +36,7 @@ use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{COLUMN_ID_KEY, EncodedSegment, FileStore, Manifest, SegmentInfo};
 use kalamdb_store::{KvPair, StorageBackend};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +121,7 @@ pub struct SegmentCacheStats {
 /// schema, with each row's key and `_seq`.
 #[derive(Debug)]
 pub(crate) struct ScanSource {
-    batch: RecordBatch,
+    pub(crate) batch: RecordBatch,
     keys: Vec<Vec<u8>>,
     pub(crate) seqs: Vec<i64>,
     pub(crate) deleted: Vec<bool>,
@@ -167,6 +168,8 @@ pub struct ColdTier {
     /// Segment footers (row groups and their statistics) by (folder key, file): small, and
     /// what every streaming read of a segment starts from.
     pub(crate) footers: DashMap<(String, String), ArrowReaderMetadata>,
+    /// Uploaded files whose statement has not finished (see [`crate::files`]).
+    pub(crate) pending_files: crate::files::PendingFiles,
 }
 
 /// The segments of one scope as a scan finds them: where they are and their key ranges.
@@ -329,6 +332,7 @@ impl ColdTier {
             cache_misses: AtomicU64::new(0),
             flush_locks: DashMap::new(),
             footers: DashMap::new(),
+            pending_files: Default::default(),
         })
     }
 
@@ -398,7 +402,8 @@ impl ColdTier {
 
     /// Writes an uploaded file of a FILE column into the `sub` folder of `scope`'s folder
     /// (beside the segments, out of reach of the stray-segment sweep, which only looks at the
-    /// folder's own files).
+    /// folder's own files). The file sweep leaves it alone while the returned guard lives: hold
+    /// it until the statement that refers to the file has committed or failed.
     pub async fn put_file(
         &self,
         def: &TableDefinition,
@@ -406,12 +411,14 @@ impl ColdTier {
         sub: &str,
         name: &str,
         bytes: Vec<u8>,
-    ) -> Result<()> {
+    ) -> Result<crate::files::PendingFile> {
         let loc = self.locate(def, Some(scope))?;
-        Ok(loc
-            .files
+        // Pending before it exists: a sweep that lists it then sees it pending.
+        let pending = self.pending_files.hold(&loc.key, name);
+        loc.files
             .put_file(&format!("{}/{sub}", loc.dir), name, bytes)
-            .await?)
+            .await?;
+        Ok(pending)
     }
 
     /// An uploaded file of `scope`; `None` when there is none by that name.
@@ -440,7 +447,7 @@ impl ColdTier {
         let loc = self.locate(def, Some(scope))?;
         Ok(loc
             .files
-            .delete_file(&format!("{}/{sub}", loc.dir), name)
+            .remove_file(&format!("{}/{sub}", loc.dir), name)
             .await?)
     }
 
@@ -706,15 +713,15 @@ impl ColdTier {
     }
 }
 
-/// The latest live version of each key across `sources`, encoded as one segment named `id`;
-/// `None` when no live row is left.
+/// The latest live version of each key across `sources`, encoded as one segment named `id`,
+/// with the ids of the files its FILE columns refer to; `None` when no live row is left.
 pub(crate) fn merge_segments(
     table: &CachedTable,
     sources: &[Arc<ScanSource>],
     keep_tombstones_after: i64,
     dir: &str,
     id: String,
-) -> Result<Option<EncodedSegment>> {
+) -> Result<Option<(EncodedSegment, HashSet<String>)>> {
     let picks = merge_sources(sources, Some(keep_tombstones_after));
     let (Some(&(fs, fr)), Some(&(ls, lr))) = (picks.first(), picks.last()) else {
         return Ok(None);
@@ -727,6 +734,8 @@ pub(crate) fn merge_segments(
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new(Arc::clone(&table.schema), columns).map_err(internal)?;
+    let mut file_ids = HashSet::new();
+    crate::files::batch_refs(table, &batch, &mut file_ids);
     let batch = with_column_ids(table, batch)?;
     let seqs = picks.iter().map(|&(s, r)| sources[s].seqs[r]);
     let info = SegmentInfo {
@@ -737,11 +746,8 @@ pub(crate) fn merge_segments(
         max_key: hex(&sources[ls].keys[lr]),
         schema_version: table.def.version,
     };
-    Ok(Some(kalamdb_filestore::encode_segment(
-        dir,
-        &[batch],
-        info,
-    )?))
+    let segment = kalamdb_filestore::encode_segment(dir, &[batch], info)?;
+    Ok(Some((segment, file_ids)))
 }
 
 /// What [`encode_scope`] made: the flushed entries as stored (full key, raw value), the

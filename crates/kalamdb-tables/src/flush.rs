@@ -243,6 +243,11 @@ impl TableStore {
             (s.deleted.iter().zip(&s.seqs)).any(|(d, seq)| *d && *seq <= keep_tombstones_after)
         };
         if before == 1 && !droppable(&sources[0]) {
+            // Nothing to merge, but the files of versions the hot tier replaced may be garbage.
+            let mut refs = std::collections::HashSet::new();
+            crate::files::batch_refs(table, &sources[0].batch, &mut refs);
+            drop(sources);
+            self.sweep_files(table, scope, refs).await?;
             return Ok((1, 1));
         }
         let mut next = Manifest {
@@ -259,9 +264,11 @@ impl TableStore {
                 merge_segments(&table, &sources, keep_tombstones_after, &dir, id)
             }
         };
-        if let Some(segment) = crate::background::run(job).await?? {
+        let mut file_ids = std::collections::HashSet::new();
+        if let Some((segment, ids)) = crate::background::run(job).await?? {
             next.segments
                 .push(loc.files.put_segment(&loc.dir, segment).await?);
+            file_ids = ids;
         }
         loc.files.commit(&loc.dir, &next).await?;
         self.cold
@@ -295,7 +302,53 @@ impl TableStore {
                 }
             });
         }
+        // After a full merge the new segment holds every kept version the cold tier has.
+        if start == 0 {
+            self.sweep_files(table, scope, file_ids).await?;
+        }
         Ok((before, next.segments.len()))
+    }
+
+    /// Deletes the files of `scope` no kept row version refers to; `cold_refs` are the ids
+    /// the scope's only segment refers to (after a full compaction). Called under the scope's
+    /// folder lock. Returns how many were deleted.
+    pub(crate) async fn sweep_files(
+        &self,
+        table: &Arc<CachedTable>,
+        scope: &Scope,
+        mut refs: std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let loc = self.cold.locate(&table.def, Some(scope))?;
+        let dir = format!("{}/{}", loc.dir, crate::files::FILE_FOLDER);
+        let listed = loc.files.file_names(&dir).await?;
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let pending = self.cold.pending_files.of(&loc.key);
+        // Decoding every hot row of the scope is CPU work: the background thread.
+        let hot = {
+            let (backend, table, prefix) =
+                (Arc::clone(&self.backend), Arc::clone(table), scope.prefix());
+            crate::background::run(move || -> Result<std::collections::HashSet<String>> {
+                let mut ids = std::collections::HashSet::new();
+                let snapshot = backend.snapshot();
+                for item in snapshot.scan(&table.partitions.rows, &prefix, None)? {
+                    let (_, v) = item?;
+                    crate::files::row_refs(&table, &crate::rows::StoredRow::decode(&v)?, &mut ids);
+                }
+                Ok(ids)
+            })
+            .await??
+        };
+        refs.extend(hot);
+        let doomed = crate::files::unreferenced(listed, &pending, &refs);
+        for name in &doomed {
+            loc.files.remove_file(&dir, name).await?;
+        }
+        if !doomed.is_empty() {
+            tracing::debug!(dir = %dir, deleted = doomed.len(), "deleted unreferenced files");
+        }
+        Ok(doomed.len())
     }
 
     /// Compacts every scope of a table that has segments; returns (segments before, after).

@@ -11,7 +11,8 @@
 //!
 //! - [`store::TableStore`]: the facade; start here. [`writer::ScopeWriter`]: the write protocol.
 //! - [`rows`]: hot-store keys and the row encoding; [`cold`]: segments, manifests and caches;
-//!   [`flush`]: moving rows from the hot tier into segments, merging segments.
+//!   [`flush`]: moving rows from the hot tier into segments, merging segments; [`files`]: FILE
+//!   columns' uploaded files and the sweep of unreferenced ones.
 //! - [`scan`]: the streaming, bounded-memory scan DataFusion executes; [`pruning`]: segment
 //!   pruning by statistics.
 //! - [`write_locks`]: per-scope writer locks and the commit gate; [`changes`]: the listener
@@ -25,6 +26,7 @@ pub mod background;
 pub mod changes;
 pub mod cold;
 pub mod faults;
+pub mod files;
 pub mod flush;
 pub mod flush_scheduler;
 pub mod pruning;

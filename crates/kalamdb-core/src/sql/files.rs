@@ -21,8 +21,7 @@ use sha2::Digest;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// The folder files are written to.
-pub const FILE_FOLDER: &str = "f0001";
+pub use kalamdb_tables::files::FILE_FOLDER;
 
 /// One file part of a multipart request.
 #[derive(Debug, Clone)]
@@ -43,6 +42,8 @@ pub(crate) struct Stored {
     table: Arc<CachedTable>,
     scope: Scope,
     names: Vec<String>,
+    /// Keep the sweep off the files until the statement has finished (dropped with this).
+    _pending: Vec<kalamdb_tables::files::PendingFile>,
 }
 
 /// The `FILE("p")` / `FILE('p')` calls of `sql`: their byte ranges and placeholders.
@@ -165,6 +166,7 @@ pub(crate) async fn store_uploads(
         table,
         scope,
         names: Vec::new(),
+        _pending: Vec::new(),
     };
     let mut refs = Vec::new();
     for u in uploads {
@@ -179,14 +181,16 @@ pub(crate) async fn store_uploads(
             "sha256": hex(&sha2::Sha256::digest(&u.bytes)),
         });
         let cold = app.tables().cold();
-        cold.put_file(
-            &stored.table.def,
-            &stored.scope,
-            FILE_FOLDER,
-            &stored_name,
-            u.bytes,
-        )
-        .await?;
+        let pending = cold
+            .put_file(
+                &stored.table.def,
+                &stored.scope,
+                FILE_FOLDER,
+                &stored_name,
+                u.bytes,
+            )
+            .await?;
+        stored._pending.push(pending);
         stored.names.push(stored_name);
         refs.push((u.placeholder, file_ref.to_string()));
     }

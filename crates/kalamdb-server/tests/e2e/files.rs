@@ -163,3 +163,86 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// The stored names in `dir` (a scope's `f0001` folder), sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The stored name of the FileRef in column `body` of row `id`.
+async fn stored_of(s: &TestServer, token: &str, id: i64) -> String {
+    let r = s
+        .ok(token, &format!("SELECT body FROM app.docs WHERE id = {id}"))
+        .await;
+    let file_ref: Value = serde_json::from_str(rows(&r)[0][0].as_str().unwrap()).unwrap();
+    kalamdb_core::sql::files::stored_name(
+        file_ref["id"].as_str().unwrap(),
+        file_ref["name"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn files_no_kept_version_refers_to_are_deleted_by_a_full_compaction() {
+    let s = TestServer::start_with(|c| c.engine.storage.tombstone_retention_secs = 0).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.docs (id BIGINT PRIMARY KEY, body FILE)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ada"]).await;
+    let ada = &users[0];
+    for (id, name) in [(1, "first.txt"), (2, "second.txt"), (3, "third.txt")] {
+        let sql = format!("INSERT INTO app.docs (id, body) VALUES ({id}, FILE('f'))");
+        let (status, body) = upload(&s, ada, &sql, &[("f", name, b"v1")]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let first = stored_of(&s, ada, 1).await;
+    let third = stored_of(&s, ada, 3).await;
+    // Row 1 is flushed, then gets a new file in the hot tier; row 2 is deleted; row 3 stays.
+    s.ok(&root, "STORAGE FLUSH TABLE app.docs").await;
+    let (status, body) = upload(
+        &s,
+        ada,
+        "UPDATE app.docs SET body = FILE('f') WHERE id = 1",
+        &[("f", "replaced.txt", b"v2")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let replaced = stored_of(&s, ada, 1).await;
+    s.ok(ada, "DELETE FROM app.docs WHERE id = 2").await;
+    // A file no statement ever committed (a crash between upload and commit).
+    let dir = s.dir.path().join("storage/app/docs/ada/f0001");
+    std::fs::write(dir.join("42-orphan.txt"), b"lost").unwrap();
+    assert_eq!(names_in(&dir).len(), 5);
+
+    // One segment, nothing to merge: only the orphan goes. The flushed version of row 1
+    // still refers to `first`, and the deleted row's tombstone (hot) keeps its cells.
+    s.ok(&root, "STORAGE COMPACT TABLE app.docs").await;
+    let mut kept = vec![first.clone(), third.clone(), replaced.clone()];
+    let second_left: Vec<String> = names_in(&dir)
+        .into_iter()
+        .filter(|n| !kept.contains(n))
+        .collect();
+    assert_eq!(second_left.len(), 1, "{:?}", names_in(&dir));
+    assert!(second_left[0].ends_with("-second.txt"));
+    // Once the new versions are flushed and merged over the old, `first` and the deleted
+    // row's file (its tombstone is past retention) have no version left.
+    s.ok(&root, "STORAGE FLUSH TABLE app.docs").await;
+    s.ok(&root, "STORAGE COMPACT TABLE app.docs").await;
+    kept.retain(|n| *n != first);
+    kept.sort();
+    assert_eq!(names_in(&dir), kept);
+    // What stays is still served.
+    let url = format!("{}/v1/files/app/docs/f0001/{replaced}", s.base);
+    assert_eq!(download(&s, ada, &url).await, (200, b"v2".to_vec()));
+}
