@@ -223,6 +223,13 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Takes a consistent snapshot.
     fn snapshot(&self) -> Box<dyn StorageSnapshot + '_>;
 
+    /// Takes a consistent snapshot that holds the store itself, so it may be kept anywhere
+    /// for as long as needed (a transaction keeps one across requests). Versions it sees are
+    /// kept until it is dropped.
+    fn owned_snapshot(
+        self: std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn StorageSnapshot + Send + Sync>;
+
     /// Flushes memtables to disk (used on clean shutdown).
     fn flush(&self) -> Result<()>;
 

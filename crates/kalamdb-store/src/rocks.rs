@@ -280,6 +280,13 @@ impl StorageBackend for RocksBackend {
         })
     }
 
+    fn owned_snapshot(self: Arc<Self>) -> Arc<dyn StorageSnapshot + Send + Sync> {
+        Arc::new(OwnedSnapshot::new(self, |backend| RocksSnapshot {
+            db: &backend.db,
+            snapshot: backend.db.snapshot(),
+        }))
+    }
+
     fn estimated_keys(&self, name: &str) -> Option<u64> {
         let cf = self.db.cf_handle(name)?;
         self.db
@@ -363,3 +370,50 @@ impl StorageRead for RocksSnapshot<'_> {
 }
 
 impl StorageSnapshot for RocksSnapshot<'_> {}
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot together with the store it reads ([`StorageBackend::owned_snapshot`]).
+    struct OwnedSnapshot {
+        owner: Arc<RocksBackend>,
+        #[covariant]
+        dependent: RocksSnapshot,
+    }
+);
+
+impl std::fmt::Debug for OwnedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnedSnapshot")
+    }
+}
+
+impl StorageRead for OwnedSnapshot {
+    fn get(&self, partition: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.borrow_dependent().get(partition, key)
+    }
+
+    fn multi_get(&self, partition: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.borrow_dependent().multi_get(partition, keys)
+    }
+
+    fn scan<'b>(
+        &'b self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+    ) -> Result<KvIter<'b>> {
+        self.borrow_dependent().scan(partition, prefix, start)
+    }
+
+    fn scan_each(
+        &self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        self.borrow_dependent()
+            .scan_each(partition, prefix, start, visit)
+    }
+}
+
+impl StorageSnapshot for OwnedSnapshot {}

@@ -78,6 +78,34 @@ fn snapshot_does_not_see_later_writes() {
 }
 
 #[test]
+fn an_owned_snapshot_outlives_its_handle_and_crosses_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(open(dir.path()));
+    db.create_partition("a", KeyLayout::Flat).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put("a", b"1".to_vec(), b"old".to_vec());
+    db.write(batch).unwrap();
+    let snap = std::sync::Arc::clone(&db).owned_snapshot();
+    let mut batch = WriteBatch::new();
+    batch.put("a", b"1".to_vec(), b"new".to_vec());
+    batch.delete("a", b"0".to_vec());
+    db.write(batch).unwrap();
+    drop(db);
+    let seen = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        snap.scan_each("a", b"", None, &mut |k, v| {
+            all.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        (snap.get("a", b"1").unwrap(), all.len())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, (Some(b"old".to_vec()), 1));
+}
+
+#[test]
 fn data_and_partitions_survive_reopen_and_drop_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     {
