@@ -159,21 +159,28 @@ impl TableStore {
             .map_err(|e| gone(e, table))
     }
 
-    /// Writes `batch` through the commit gate and counts `rows` for automatic flushes.
+    /// Builds a batch with `build` inside the commit gate (where versions get their `_seq`,
+    /// see [`crate::writer`]) and writes it; counts each table's rows for automatic flushes.
     pub(crate) async fn commit(
         &self,
-        table: &CachedTable,
-        batch: WriteBatch,
-        rows: u64,
+        tables: &[(&CachedTable, u64)],
+        build: impl FnOnce(&mut WriteBatch),
     ) -> Result<()> {
         let _gate = self.locks.commit_gate().await;
-        self.backend
-            .write(batch)
-            .map_err(|e| gone(e.into(), table))?;
+        let mut batch = WriteBatch::new();
+        build(&mut batch);
+        if let Err(e) = self.backend.write(batch) {
+            return Err(match tables.first() {
+                Some((table, _)) => gone(e.into(), table),
+                None => e.into(),
+            });
+        }
         // Counted under the gate: concurrent writers of a USER table would otherwise contend
         // on the counter map's lock (measured: ~6 µs per row, in parked threads).
-        if table.def.table_type != TableType::Stream {
-            self.flushes.wrote(&table.def.table_id(), rows);
+        for (table, rows) in tables {
+            if table.def.table_type != TableType::Stream {
+                self.flushes.wrote(&table.def.table_id(), *rows);
+            }
         }
         Ok(())
     }

@@ -5,12 +5,15 @@
 //! 2. Check that the caller's definition is still the current one (an `ALTER TABLE` between
 //!    planning and the lock means [`KalamError::SchemaChanged`]: nothing was written, plan
 //!    again).
-//! 3. Stage versions: each gets a fresh `_seq`; USER/SHARED versions replace the key's latest
-//!    entry (an UPDATE is a full new version, a DELETE a tombstone), STREAM rows append to the
-//!    log. Key checks read both tiers ([`ScopeWriter::current`]).
-//! 4. Commit: one atomic batch through the commit gate, the automatic-flush counter bumped,
-//!    and the change events handed to the listener while the lock is still held, so a live
-//!    subscription sees every write either in its snapshot or as a change.
+//! 3. Stage versions: USER/SHARED versions replace the key's latest entry (an UPDATE is a full
+//!    new version, a DELETE a tombstone), STREAM rows append to the log. Key checks read both
+//!    tiers ([`ScopeWriter::current`]).
+//! 4. Commit: inside the server-wide commit gate each version gets its `_seq` and the batch is
+//!    written atomically, so `_seq` order is commit order across the whole server (a snapshot
+//!    taken at the gate holds exactly the versions up to a `_seq`, which transactions rely
+//!    on); then the automatic-flush counter is bumped, and the change events are handed to the
+//!    listener while the lock is still held, so a live subscription sees every write either in
+//!    its snapshot or as a change.
 //!
 //! Dropping a writer without committing writes nothing.
 
@@ -27,15 +30,107 @@ use tokio::sync::OwnedMutexGuard;
 /// A row's cells by column id.
 pub type Cells = Vec<(u32, Value)>;
 
+/// A version staged by a writer; it gets its `_seq` at commit, inside the commit gate.
+#[derive(Debug, Clone)]
+pub(crate) enum Staged {
+    /// A new version of key `pk` (a tombstone when `deleted`); `old` is the version it
+    /// replaces, for the change event.
+    Put {
+        pk: Vec<u8>,
+        deleted: bool,
+        cells: Cells,
+        old: Option<StoredRow>,
+    },
+    /// A STREAM row appended to the log.
+    Append(Cells),
+    /// A STREAM log entry removed; `old` is its row when someone listens.
+    Remove {
+        key: Vec<u8>,
+        old: Option<StoredRow>,
+    },
+}
+
+/// Gives each of `staged` its `_seq` (call inside the commit gate) and adds it to `batch`;
+/// with `events`, the change events too.
+pub(crate) fn seal(
+    store: &TableStore,
+    table: &CachedTable,
+    prefix: &[u8],
+    staged: Vec<Staged>,
+    batch: &mut WriteBatch,
+    mut events: Option<&mut Vec<ChangeEvent>>,
+) {
+    for s in staged {
+        match s {
+            Staged::Put {
+                pk,
+                deleted,
+                cells,
+                old,
+            } => {
+                let row = StoredRow {
+                    seq: store.seq.next_id(),
+                    deleted,
+                    cells,
+                };
+                batch.put(&table.partitions.rows, row_key(prefix, &pk), row.encode());
+                if let Some(events) = events.as_deref_mut() {
+                    let kind = match (deleted, &old) {
+                        (true, _) => ChangeKind::Delete,
+                        (false, Some(_)) => ChangeKind::Update,
+                        (false, None) => ChangeKind::Insert,
+                    };
+                    events.push(ChangeEvent {
+                        kind,
+                        seq: row.seq,
+                        new: (!deleted).then_some(row),
+                        old,
+                    });
+                }
+            }
+            Staged::Append(cells) => {
+                let row = StoredRow {
+                    seq: store.seq.next_id(),
+                    deleted: false,
+                    cells,
+                };
+                batch.put(
+                    &table.partitions.log,
+                    log_key(prefix, row.seq),
+                    row.encode(),
+                );
+                if let Some(events) = events.as_deref_mut() {
+                    events.push(ChangeEvent {
+                        kind: ChangeKind::Insert,
+                        seq: row.seq,
+                        new: Some(row),
+                        old: None,
+                    });
+                }
+            }
+            Staged::Remove { key, old } => {
+                batch.delete(&table.partitions.log, key);
+                if let (Some(events), Some(old)) = (events.as_deref_mut(), old) {
+                    events.push(ChangeEvent {
+                        kind: ChangeKind::Delete,
+                        seq: store.seq.next_id(),
+                        new: None,
+                        old: Some(old),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// An open write of one table scope; see the module doc.
 pub struct ScopeWriter<'a> {
     store: &'a TableStore,
     table: &'a CachedTable,
     scope: &'a Scope,
     prefix: Vec<u8>,
-    batch: WriteBatch,
+    staged: Vec<Staged>,
     listener: Option<&'a Arc<dyn ChangeListener>>,
-    events: Vec<ChangeEvent>,
     _lock: OwnedMutexGuard<()>,
 }
 
@@ -44,7 +139,7 @@ impl std::fmt::Debug for ScopeWriter<'_> {
         f.debug_struct("ScopeWriter")
             .field("table", &self.table.def.table_id())
             .field("scope", &self.scope)
-            .field("staged", &self.batch.len())
+            .field("staged", &self.staged.len())
             .finish()
     }
 }
@@ -81,9 +176,8 @@ impl<'a> ScopeWriter<'a> {
             table,
             scope,
             prefix: scope.prefix(),
-            batch: WriteBatch::new(),
+            staged: Vec::new(),
             listener,
-            events: Vec::new(),
             _lock: lock,
         })
     }
@@ -101,92 +195,62 @@ impl<'a> ScopeWriter<'a> {
     }
 
     /// Stages a new version of key `pk`: `old` is the version it replaces (for the change
-    /// event), `None` for a new key. Returns its `_seq`.
-    pub fn put(&mut self, pk: &[u8], deleted: bool, cells: Cells, old: Option<StoredRow>) -> i64 {
-        let row = StoredRow {
-            seq: self.store.seq.next_id(),
+    /// event), `None` for a new key.
+    pub fn put(&mut self, pk: &[u8], deleted: bool, cells: Cells, old: Option<StoredRow>) {
+        self.staged.push(Staged::Put {
+            pk: pk.to_vec(),
             deleted,
             cells,
-        };
-        let seq = row.seq;
-        self.batch.put(
-            &self.table.partitions.rows,
-            row_key(&self.prefix, pk),
-            row.encode(),
-        );
-        if self.listener.is_some() {
-            let kind = match (deleted, &old) {
-                (true, _) => ChangeKind::Delete,
-                (false, Some(_)) => ChangeKind::Update,
-                (false, None) => ChangeKind::Insert,
-            };
-            self.events.push(ChangeEvent {
-                kind,
-                seq,
-                new: (!deleted).then_some(row),
-                old,
-            });
-        }
-        seq
+            old: if self.listener.is_some() { old } else { None },
+        });
     }
 
     /// Stages a STREAM-table row: appended to the log under its own `_seq`, no key check.
     pub fn append(&mut self, cells: Cells) {
-        let row = StoredRow {
-            seq: self.store.seq.next_id(),
-            deleted: false,
-            cells,
-        };
-        self.batch.put(
-            &self.table.partitions.log,
-            log_key(&self.prefix, row.seq),
-            row.encode(),
-        );
-        if self.listener.is_some() {
-            self.events.push(ChangeEvent {
-                kind: ChangeKind::Insert,
-                seq: row.seq,
-                new: Some(row),
-                old: None,
-            });
-        }
+        self.staged.push(Staged::Append(cells));
     }
 
     /// Stages the removal of STREAM-table log entries by `_seq` (a hard delete).
     pub fn remove_logged(&mut self, seqs: &[i64]) -> Result<()> {
         let log = &self.table.partitions.log;
         let keys: Vec<Vec<u8>> = seqs.iter().map(|s| log_key(&self.prefix, *s)).collect();
+        let mut olds: Vec<Option<StoredRow>> = vec![None; keys.len()];
         if self.listener.is_some() {
             let found = self.store.backend.multi_get(log, &keys)?;
-            for bytes in found.into_iter().flatten() {
-                let mut row = StoredRow::decode(&bytes)?;
-                self.table.backfill(row.seq, &mut row.cells);
-                self.events.push(ChangeEvent {
-                    kind: ChangeKind::Delete,
-                    seq: self.store.seq.next_id(),
-                    new: None,
-                    old: Some(row),
-                });
+            for (slot, bytes) in olds.iter_mut().zip(found) {
+                if let Some(bytes) = bytes {
+                    let mut row = StoredRow::decode(&bytes)?;
+                    self.table.backfill(row.seq, &mut row.cells);
+                    *slot = Some(row);
+                }
             }
         }
-        for key in keys {
-            self.batch.delete(log, key);
+        for (key, old) in keys.into_iter().zip(olds) {
+            self.staged.push(Staged::Remove { key, old });
         }
         Ok(())
     }
 
     /// Versions (or log removals) staged so far.
     pub fn staged(&self) -> usize {
-        self.batch.len()
+        self.staged.len()
     }
 
     /// Writes everything staged as one atomic batch and publishes the changes; releases the
     /// scope's lock after that.
     pub async fn commit(self) -> Result<()> {
-        let rows = self.batch.len() as u64;
-        self.store.commit(self.table, self.batch, rows).await?;
+        let rows = self.staged.len() as u64;
+        let mut events = Vec::new();
+        let listening = self.listener.is_some();
+        let (table, prefix) = (self.table, &self.prefix);
+        self.store
+            .commit(&[(table, rows)], |batch| {
+                let events = listening.then_some(&mut events);
+                seal(self.store, table, prefix, self.staged, batch, events);
+            })
+            .await?;
         if let Some(l) = self.listener {
-            l.publish(self.table, self.scope.user(), self.events);
+            l.publish(self.table, self.scope.user(), events);
         }
         Ok(())
     }
