@@ -73,6 +73,13 @@ pub enum KalamError {
     /// `KILL QUERY` cancelled the request.
     #[error("Query was cancelled by KILL QUERY")]
     Cancelled,
+    /// A transaction's COMMIT lost to another write of the same rows (first committer wins);
+    /// nothing was written and the client may run the transaction again.
+    #[error("{0}")]
+    TransactionConflict(String),
+    /// A statement of a transaction that failed earlier: nothing runs until ROLLBACK.
+    #[error("{0}")]
+    TransactionAborted(String),
     /// A bug or an environment failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -123,6 +130,8 @@ impl KalamError {
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Self::Timeout(_) => ErrorCode::QueryTimeout,
             Self::Cancelled => ErrorCode::QueryCancelled,
+            Self::TransactionConflict(_) => ErrorCode::TransactionConflict,
+            Self::TransactionAborted(_) => ErrorCode::TransactionAborted,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
         }
     }

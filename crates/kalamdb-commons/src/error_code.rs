@@ -72,6 +72,10 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// WebSocket: a binary message.
     UnsupportedData,
+    /// COMMIT lost to a concurrent write of the same rows; nothing was written (retry).
+    TransactionConflict,
+    /// A statement inside a transaction that already failed (until ROLLBACK).
+    TransactionAborted,
     /// WebSocket: a malformed message (defined by the protocol; not sent today: an unreadable
     /// message closes the connection).
     Protocol,
@@ -96,7 +100,9 @@ impl ErrorCode {
             | Self::ConversionError
             | Self::BatchFetchFailed
             | Self::UnsupportedData
+            | Self::TransactionAborted
             | Self::Protocol => 400,
+            Self::TransactionConflict => 409,
             Self::AuthRequired | Self::Unauthorized => 401,
             Self::NotFound => 404,
             Self::MessageTooLarge => 413,
@@ -151,6 +157,8 @@ impl ErrorCode {
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::UnsupportedData => "UNSUPPORTED_DATA",
             Self::Protocol => "PROTOCOL",
+            Self::TransactionConflict => "TRANSACTION_CONFLICT",
+            Self::TransactionAborted => "TRANSACTION_ABORTED",
         }
     }
 }

@@ -35,7 +35,7 @@ use kalamdb_catalog::value::coerce;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{TableDefinition, TableType};
 use kalamdb_filestore::{COLUMN_ID_KEY, EncodedSegment, FileStore, Manifest, SegmentInfo};
-use kalamdb_store::{KvPair, StorageBackend};
+use kalamdb_store::{KvPair, StorageBackend, StorageRead};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -582,14 +582,16 @@ impl ColdTier {
     }
 
     /// The latest version of each primary key in `scope`, a tombstone included: the hot one
-    /// (read through `hot`) when there is one, else the newest flushed one. Tables that never
-    /// flushed are answered from the hot tier alone.
+    /// (read through `hot`) when there is one, else the newest flushed one (with `max_seq`,
+    /// the newest flushed up to it: a transaction's snapshot). Tables that never flushed are
+    /// answered from the hot tier alone.
     pub async fn current_versions(
         &self,
-        hot: &dyn StorageBackend,
+        hot: &(dyn StorageRead + Sync),
         table: &CachedTable,
         scope: &Scope,
         pks: &[Vec<u8>],
+        max_seq: Option<i64>,
     ) -> Result<Vec<Option<StoredRow>>> {
         let prefix = scope.prefix();
         let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(&prefix, pk)).collect();
@@ -614,7 +616,7 @@ impl ColdTier {
         }
         if !missing.is_empty() && self.may_have_segments(table).await? {
             let want: Vec<Vec<u8>> = missing.iter().map(|&i| pks[i].clone()).collect();
-            let cold = self.lookup(table, scope, &want).await?;
+            let cold = self.lookup(table, scope, &want, max_seq).await?;
             for (i, row) in missing.into_iter().zip(cold) {
                 out[i] = row;
             }
@@ -622,13 +624,14 @@ impl ColdTier {
         Ok(out)
     }
 
-    /// The latest cold version of each of `keys` in `scope`; segments whose key range misses
-    /// a key are not read for it.
+    /// The latest cold version of each of `keys` in `scope` (up to `max_seq` when given);
+    /// segments whose key range misses a key are not read for it.
     pub async fn lookup(
         &self,
         table: &CachedTable,
         scope: &Scope,
         keys: &[Vec<u8>],
+        max_seq: Option<i64>,
     ) -> Result<Vec<Option<StoredRow>>> {
         let loc = self.locate(&table.def, Some(scope))?;
         let manifest = self.manifest(&table.def, &loc).await?;
@@ -643,12 +646,13 @@ impl ColdTier {
         for (seg, (lo, hi)) in manifest.segments.iter().zip(&manifest.key_ranges) {
             let from = order.partition_point(|&i| keys[i] < *lo);
             let to = order.partition_point(|&i| keys[i] <= *hi);
-            if from == to {
+            if from == to || max_seq.is_some_and(|m| seg.min_seq > m) {
                 continue;
             }
             let src = self.arrow_segment(table, &loc, seg).await?;
             for &i in &order[from..to] {
                 if let Ok(at) = src.keys.binary_search(&keys[i])
+                    && max_seq.is_none_or(|m| src.seqs[at] <= m)
                     && out[i].as_ref().is_none_or(|old| old.seq < src.seqs[at])
                 {
                     out[i] = Some(src.row(table, at)?);

@@ -228,6 +228,16 @@ impl TableStore {
                 }
             }
         };
+        // A transaction's snapshot older than a version of the run may still need the versions
+        // the merge would drop: the scope waits for a later compaction (see crate::txn).
+        if let Some(oldest) = self.oldest_snapshot()
+            && manifest.segments[start..]
+                .iter()
+                .any(|s| s.max_seq > oldest)
+        {
+            tracing::debug!(table = %table.def.table_id(), "compaction deferred: a transaction snapshot is open");
+            return Ok((before, before));
+        }
         // Older segments stay: their keys may have been deleted by a tombstone of the run, so
         // a partial merge keeps every tombstone.
         let keep_tombstones_after = if start == 0 {

@@ -15,6 +15,8 @@
 //!   columns' uploaded files and the sweep of unreferenced ones.
 //! - [`scan`]: the streaming, bounded-memory scan DataFusion executes; [`pruning`]: segment
 //!   pruning by statistics.
+//! - [`txn`]: transactions' snapshots, staging and atomic commits; [`snapshots`]: the
+//!   snapshots and reads they use.
 //! - [`write_locks`]: per-scope writer locks and the commit gate; [`changes`]: the listener
 //!   committed changes go to (the live-query manager).
 //! - [`flush_scheduler`]: counters behind automatic flushes; [`background`]: the low-priority
@@ -32,7 +34,9 @@ pub mod flush_scheduler;
 pub mod pruning;
 pub mod rows;
 pub mod scan;
+pub mod snapshots;
 pub mod store;
+pub mod txn;
 pub mod write_locks;
 pub mod writer;
 

@@ -50,6 +50,8 @@ pub struct TableStore {
     flushes: FlushScheduler,
     pub(crate) faults: Faults,
     pub(crate) options: TableStoreOptions,
+    /// Transaction snapshots open now (see [`crate::snapshots`]).
+    pub(crate) open_snapshots: crate::snapshots::OpenSnapshots,
 }
 
 impl TableStore {
@@ -74,6 +76,7 @@ impl TableStore {
             flushes: FlushScheduler::default(),
             faults: Faults::default(),
             options,
+            open_snapshots: Default::default(),
         })
     }
 
@@ -141,6 +144,7 @@ impl TableStore {
             limit: None,
             keep_tombstones,
             after_seq,
+            view: None,
         };
         crate::scan::read_now(request, Arc::clone(&self.backend), Arc::clone(&self.cold)).await
     }
@@ -154,13 +158,13 @@ impl TableStore {
         pks: &[Vec<u8>],
     ) -> Result<Vec<Option<StoredRow>>> {
         self.cold
-            .current_versions(&*self.backend, table, scope, pks)
+            .current_versions(&*self.backend, table, scope, pks, None)
             .await
             .map_err(|e| gone(e, table))
     }
 
     /// Builds a batch with `build` inside the commit gate (where versions get their `_seq`,
-    /// see [`crate::writer`]) and writes it; counts each table's rows for automatic flushes.
+    /// see the `writer` module) and writes it; counts each table's rows for automatic flushes.
     pub(crate) async fn commit(
         &self,
         tables: &[(&CachedTable, u64)],

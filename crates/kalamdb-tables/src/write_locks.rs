@@ -50,6 +50,13 @@ impl TableLocks {
             .await
     }
 
+    /// Locks stripe `index` (see [`stripe_of`]) with a guard that does not borrow these locks.
+    pub(crate) async fn stripe_owned(&self, index: usize) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.stripes[index % STRIPES])
+            .lock_owned()
+            .await
+    }
+
     /// Locks every stripe, in order (so two callers cannot deadlock).
     pub async fn all(&self) -> Vec<MutexGuard<'_, ()>> {
         let mut guards = Vec::with_capacity(STRIPES);
@@ -60,7 +67,8 @@ impl TableLocks {
     }
 }
 
-fn stripe_of(scope: &Scope) -> usize {
+/// The stripe `scope` locks.
+pub(crate) fn stripe_of(scope: &Scope) -> usize {
     match scope {
         Scope::Shared => 0,
         Scope::User(user) => {

@@ -137,6 +137,7 @@ impl TableProvider for AppTableProvider {
             limit,
             keep_tombstones: filters.iter().any(asks_for_deleted),
             after_seq: None,
+            view: None,
         };
         let exec = self
             .tables

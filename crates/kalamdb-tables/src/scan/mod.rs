@@ -66,6 +66,8 @@ pub struct ScanRequest {
     /// Segments whose every version is at or before this `_seq` may be skipped: the caller
     /// (a live query's resume) drops such rows anyway, and no version they hide can be newer.
     pub after_seq: Option<i64>,
+    /// Inside a transaction: its snapshot and staged versions (see [`crate::snapshots`]).
+    pub view: Option<Arc<crate::snapshots::TxRead>>,
 }
 
 /// The streaming scan of one application table; see the module doc.
@@ -192,6 +194,10 @@ fn keep_segments(request: &ScanRequest, segs: &crate::cold::ScopeSegments) -> Ve
         .map(|((keep, (lo, hi)), seg)| {
             keep && request.ranges.overlaps(lo, hi)
                 && request.after_seq.is_none_or(|after| seg.max_seq > after)
+                && request
+                    .view
+                    .as_ref()
+                    .is_none_or(|v| seg.min_seq <= v.max_seq)
         })
         .collect()
 }
@@ -363,11 +369,16 @@ async fn open(
 ) -> Result<BatchStream> {
     let table = Arc::clone(&request.table);
     let stream_table = table.def.table_type == TableType::Stream;
-    if !stream_table && let Some(points) = request.ranges.points() {
+    // Inside a transaction the merge reads the points (through its snapshot and staging).
+    if !stream_table
+        && request.view.is_none()
+        && let Some(points) = request.ranges.points()
+    {
         return point_reads(&request, &layout, &*backend, &cold, &points).await;
     }
     let hot = source::spawn_hot(
         Arc::clone(&backend),
+        request.view.as_ref().map(|v| Arc::clone(&v.hot)),
         Arc::clone(&table),
         request.scope.prefix(),
         request.ranges.clone(),
@@ -389,6 +400,7 @@ async fn open(
                 layout: Arc::clone(&layout),
                 stream: None,
                 segments_read: metrics.segments_read.clone(),
+                max_seq: request.view.as_ref().map(|v| v.max_seq),
             })));
         }
     }
@@ -415,7 +427,7 @@ async fn point_reads(
     points: &[Vec<u8>],
 ) -> Result<BatchStream> {
     let versions = cold
-        .current_versions(backend, &request.table, &request.scope, points)
+        .current_versions(backend, &request.table, &request.scope, points, None)
         .await?;
     let mut rows: Vec<_> = versions
         .into_iter()

@@ -20,7 +20,7 @@ use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{KalamDataType, TableType};
 use kalamdb_filestore::{COLUMN_ID_KEY, SegmentMeta, SegmentStream};
-use kalamdb_store::StorageBackend;
+use kalamdb_store::{StorageBackend, StorageSnapshot};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -167,6 +167,7 @@ impl Source {
 /// takes the snapshot first and the manifest second misses nothing).
 pub(crate) async fn spawn_hot(
     backend: Arc<dyn StorageBackend>,
+    view: Option<Arc<dyn StorageSnapshot + Send + Sync>>,
     table: Arc<CachedTable>,
     prefix: Vec<u8>,
     ranges: KeyRanges,
@@ -175,7 +176,15 @@ pub(crate) async fn spawn_hot(
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let snapshot = backend.snapshot();
+        // A transaction's view is a snapshot already.
+        let owned;
+        let snapshot: &dyn kalamdb_store::StorageRead = match &view {
+            Some(v) => &**v,
+            None => {
+                owned = backend.snapshot();
+                &*owned
+            }
+        };
         let _ = ready_tx.send(());
         let producer = HotProducer {
             header_only: header_only(&table, &layout),
@@ -185,7 +194,7 @@ pub(crate) async fn spawn_hot(
             rows: Vec::new(),
             headers: Headers::default(),
         };
-        if let Err(e) = producer.run(&*snapshot, &prefix, &ranges) {
+        if let Err(e) = producer.run(snapshot, &prefix, &ranges) {
             let _ = tx.blocking_send(Err(e));
         }
     });
@@ -365,6 +374,8 @@ pub(crate) struct SegmentRun {
     pub layout: Arc<Layout>,
     pub stream: Option<SegmentStream>,
     pub segments_read: datafusion::physical_plan::metrics::Count,
+    /// Versions after this `_seq` are left out (a transaction's snapshot).
+    pub max_seq: Option<i64>,
 }
 
 impl SegmentRun {
@@ -376,6 +387,7 @@ impl SegmentRun {
                         let batch = batch.map_err(|e| KalamError::Internal(e.to_string()))?;
                         let batch = conform_columns(&self.table, &[batch], &self.layout.work)?;
                         let batch = self.trim(batch)?;
+                        let batch = self.up_to_max_seq(batch)?;
                         if batch.num_rows() > 0 {
                             return Ok(Some(Chunk { batch }));
                         }
@@ -400,6 +412,20 @@ impl SegmentRun {
                 self.segments_read.add(1);
             }
         }
+    }
+
+    /// The rows of a batch up to `max_seq` (all without one).
+    fn up_to_max_seq(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let (Some(max), Some(at)) = (self.max_seq, self.layout.seq) else {
+            return Ok(batch);
+        };
+        let seqs = batch.column(at).as_primitive::<Int64Type>();
+        if seqs.values().iter().all(|s| *s <= max) {
+            return Ok(batch);
+        }
+        let keep = BooleanArray::from_unary(seqs, |s| s <= max);
+        datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| KalamError::Internal(e.to_string()))
     }
 
     /// The rows of a sorted batch inside the scan's key ranges.
