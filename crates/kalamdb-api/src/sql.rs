@@ -85,6 +85,7 @@ pub async fn execute_sql(
             &request.sql,
             request.params,
             request.namespace_id,
+            request.transaction_id,
             true,
         )
         .await

@@ -164,7 +164,7 @@ impl Client {
         let body = SqlRequest {
             sql,
             params,
-            namespace_id: None,
+            ..SqlRequest::default()
         };
         let resp = self
             .http

@@ -204,8 +204,7 @@ async fn stream(args: &Args, client: &Client, table: &str) -> WorkloadResult {
     let n = (args.rows as u64).min(STREAM_ROWS);
     let body = SqlRequest {
         sql: format!("SELECT * FROM {table} WHERE id < {n}"),
-        params: None,
-        namespace_id: None,
+        ..SqlRequest::default()
     };
     let (rss, start) = (RssSampler::start(args.server_pid), Instant::now());
     let (mut bytes, mut first_byte, mut error) = (0u64, None, None);

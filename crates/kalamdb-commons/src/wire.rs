@@ -16,6 +16,10 @@ pub struct SqlRequest {
     /// Default namespace for unqualified table names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_id: Option<String>,
+    /// Runs the statements inside this open transaction (the id a lone `BEGIN` answered
+    /// with); KalamDB's extension of upstream's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
 }
 
 /// `status` of the SQL envelope.
@@ -73,6 +77,10 @@ pub struct QueryResult {
     /// Effective user of the statement.
     #[serde(default)]
     pub as_user: String,
+    /// The transaction a `BEGIN`, `COMMIT` or `ROLLBACK` began or ended (KalamDB's
+    /// extension; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
 }
 
 /// One column of a result schema.

@@ -39,6 +39,7 @@ pub struct AppContext {
     pub(crate) jobs: JobManager,
     pub(crate) ddl: tokio::sync::Mutex<()>,
     pub(crate) queries: QueryRuntime,
+    pub(crate) transactions: Arc<crate::transactions::TransactionManager>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -128,6 +129,11 @@ impl AppContext {
     /// Where queries run, and the requests running now (`system.queries`, `KILL QUERY`).
     pub fn queries(&self) -> &QueryRuntime {
         &self.queries
+    }
+
+    /// The open transactions.
+    pub fn transactions(&self) -> &crate::transactions::TransactionManager {
+        &self.transactions
     }
 
     /// What table providers read from (system tables are built from it).

@@ -69,6 +69,33 @@ pub struct Config {
     pub stream: StreamConfig,
     /// `[query]`
     pub query: QueryConfig,
+    /// `[transactions]`
+    pub transactions: TransactionsConfig,
+}
+
+/// `[transactions]`: explicit transactions (`BEGIN` … `COMMIT`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionsConfig {
+    /// Seconds a transaction continued across requests may go without a statement before it
+    /// is rolled back.
+    pub idle_timeout_secs: u64,
+    /// Seconds any transaction may stay open in all before it is rolled back (its snapshot
+    /// holds back compactions of the tables it could read).
+    pub max_duration_secs: u64,
+    /// MiB of staged rows one transaction may hold; a statement that would exceed it fails
+    /// (and aborts the transaction).
+    pub max_buffer_mb: u64,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 60,
+            max_duration_secs: 300,
+            max_buffer_mb: 100,
+        }
+    }
 }
 
 /// `[query]`: how queries run: time, memory and threads.

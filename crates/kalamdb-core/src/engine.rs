@@ -113,7 +113,13 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     let system_cold = Arc::new(crate::providers::flushed_audit::SystemCold::default());
     system_cold.load(&tables.cold().files("local")?).await?;
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
+    let transactions = Arc::new(crate::transactions::TransactionManager::new(
+        config.transactions.clone(),
+        Arc::clone(&seq),
+        Arc::clone(&tables),
+    ));
     let deps = ProviderDeps {
+        transactions: Arc::clone(&transactions),
         table_functions: Arc::new(session.state().table_functions().clone()),
         tables: Arc::clone(&tables),
         system_cold: Arc::clone(&system_cold),
@@ -144,6 +150,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         jobs,
         ddl: tokio::sync::Mutex::new(()),
         queries,
+        transactions,
     });
     maintenance::start(&app).await?;
     Ok(app)

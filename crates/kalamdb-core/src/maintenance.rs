@@ -24,7 +24,21 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     spawn_stream_eviction(app);
     spawn_seq_marks(app);
     spawn_policy_flushes(app);
+    spawn_transaction_expiry(app);
     Ok(())
+}
+
+/// Rolls back timed-out transactions once a second (`[transactions]`).
+fn spawn_transaction_expiry(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            app.transactions().expire();
+        }
+    });
 }
 
 /// Deletes STREAM-table rows older than their table's TTL; returns how many were removed.

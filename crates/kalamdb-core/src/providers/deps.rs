@@ -35,4 +35,6 @@ pub struct ProviderDeps {
     /// (the engine's own sections until the server shows the whole file:
     /// [`crate::AppContext::show_settings`]).
     pub settings: Arc<parking_lot::RwLock<toml::Table>>,
+    /// The open transactions (`system.transactions`).
+    pub transactions: Arc<crate::transactions::TransactionManager>,
 }

@@ -27,6 +27,11 @@ use kalamdb_catalog::error::KalamError;
 #[derive(Debug, Clone)]
 pub struct SessionIdentity(pub Identity);
 
+/// The transaction a statement runs in, stored as a session-config extension: scans read
+/// through its snapshot and staged rows.
+#[derive(Debug, Clone)]
+pub struct SessionTx(pub std::sync::Arc<crate::transactions::Transaction>);
+
 /// The identity of the session, or a permission error if none was set.
 pub fn identity_of(state: &dyn Session) -> DfResult<Identity> {
     state

@@ -69,6 +69,7 @@ impl SystemTable {
             Self::JobNodes => system_ops::job_nodes_rows(deps),
             Self::Cluster => Ok(system_ops::cluster_rows(deps)),
             Self::ClusterGroups => Ok(system_ops::cluster_groups_rows(deps)),
+            Self::Transactions => Ok(system_ops::transactions_rows(deps)),
         }
     }
 

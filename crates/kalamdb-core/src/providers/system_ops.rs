@@ -1,6 +1,6 @@
 //! The operational system tables, one function per table, each row's cells in the order of
 //! the table's columns: `system.stats`, `settings`, `server_logs`, `columns`, `datatypes`,
-//! `manifest`, `job_nodes`, and `cluster` / `cluster_groups` (this node alone, until KalamDB
+//! `manifest`, `job_nodes`, `transactions`, and `cluster` / `cluster_groups` (this node alone, until KalamDB
 //! runs as a cluster). Column names and types are upstream KalamDB's, so its tools read them.
 
 use crate::providers::deps::ProviderDeps;
@@ -286,6 +286,36 @@ pub(crate) fn manifest_rows(deps: &ProviderDeps) -> Rows {
                 Value::Bool(true),
                 text("in_sync"),
                 text(serde_json::to_string(&m.manifest).unwrap_or_default()),
+            ]
+        })
+        .collect()
+}
+
+/// `system.transactions`: the open transactions.
+pub(crate) fn transactions_rows(deps: &ProviderDeps) -> Rows {
+    deps.transactions
+        .list()
+        .into_iter()
+        .map(|t| {
+            let touched = if t.tables.is_empty() {
+                0
+            } else {
+                t.tables.split(',').count() as i32
+            };
+            vec![
+                text(t.id),
+                text(t.owner),
+                text(t.origin),
+                text(t.state),
+                Value::Timestamp(t.started_at),
+                Value::I64(t.age_ms),
+                Value::I64(t.idle_ms),
+                Value::I64(t.statements),
+                Value::I64(t.staged_rows),
+                Value::I64(t.staged_bytes),
+                Value::I32(touched),
+                text(t.tables),
+                Value::I64(t.snapshot_seq),
             ]
         })
         .collect()

@@ -52,6 +52,8 @@ pub enum SystemTable {
     Cluster,
     /// `system.cluster_groups`
     ClusterGroups,
+    /// `system.transactions`
+    Transactions,
 }
 
 /// Every system table.
@@ -74,6 +76,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::JobNodes,
     SystemTable::Cluster,
     SystemTable::ClusterGroups,
+    SystemTable::Transactions,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -103,6 +106,7 @@ impl SystemTable {
             Self::JobNodes => "job_nodes",
             Self::Cluster => "cluster",
             Self::ClusterGroups => "cluster_groups",
+            Self::Transactions => "transactions",
         }
     }
 
@@ -261,6 +265,21 @@ impl SystemTable {
                 ("in_memory", K::Boolean, false),
                 ("sync_state", K::Text, false),
                 ("manifest_json", K::Json, false),
+            ],
+            Self::Transactions => vec![
+                ("transaction_id", K::Text, false),
+                ("owner_id", K::Text, false),
+                ("origin", K::Text, false),
+                ("state", K::Text, false),
+                ("started_at", K::Timestamp, false),
+                ("age_ms", K::BigInt, false),
+                ("idle_ms", K::BigInt, false),
+                ("statement_count", K::BigInt, false),
+                ("write_count", K::BigInt, false),
+                ("write_bytes", K::BigInt, false),
+                ("touched_tables_count", K::Int, false),
+                ("touched_tables", K::Text, false),
+                ("snapshot_commit_seq", K::BigInt, false),
             ],
             Self::JobNodes => vec![
                 ("job_id", K::Text, false),

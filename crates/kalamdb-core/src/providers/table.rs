@@ -128,6 +128,10 @@ impl TableProvider for AppTableProvider {
                 ranges = ranges.intersect(&r);
             }
         }
+        let view = state
+            .config()
+            .get_extension::<super::SessionTx>()
+            .map(|tx| tx.0.read(&self.tables, &def.table_id(), &scope));
         let request = ScanRequest {
             table: Arc::clone(&self.table),
             scope,
@@ -137,7 +141,7 @@ impl TableProvider for AppTableProvider {
             limit,
             keep_tombstones: filters.iter().any(asks_for_deleted),
             after_seq: None,
-            view: None,
+            view,
         };
         let exec = self
             .tables

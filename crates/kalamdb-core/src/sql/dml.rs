@@ -6,6 +6,10 @@
 //! batch. Writers of one table scope are serialized by its write-lock stripe, which makes the
 //! primary-key check and the write (and UPDATE's read-modify-write) one step. UPDATE and DELETE find their rows by running a
 //! SELECT through DataFusion, so their WHERE clauses accept everything a query does.
+//!
+//! Inside a transaction ([`crate::transactions`]) the same statements read through the
+//! transaction's snapshot and stage their versions in it instead ([`Writer::Staged`]); the
+//! transaction's COMMIT writes them.
 
 use super::ddl::resolve;
 use super::parse::{TableRef, fold};
@@ -166,6 +170,116 @@ fn pk_key_of(table: &CachedTable, cells: &[(u32, Value)]) -> Result<Vec<u8>> {
             table.def.columns[idx].name
         ))
     })
+}
+
+/// Where a statement's versions go: into the table at its end (a [`ScopeWriter`], holding the
+/// scope's writer lock), or into the caller's transaction.
+enum Writer<'a> {
+    Direct(ScopeWriter<'a>),
+    Staged {
+        app: &'a AppContext,
+        tx: &'a Arc<crate::transactions::Transaction>,
+        table: &'a Arc<CachedTable>,
+        scope: &'a Scope,
+    },
+}
+
+impl<'a> Writer<'a> {
+    /// The writer of a statement of `ctx` on `scope` of `table`.
+    async fn open(
+        app: &'a AppContext,
+        ctx: &'a ExecCtx,
+        table: &'a Arc<CachedTable>,
+        scope: &'a Scope,
+    ) -> Result<Self> {
+        match &ctx.tx {
+            None => Ok(Writer::Direct(app.tables().writer(table, scope).await?)),
+            Some(tx) => {
+                refuse_stream_in_transaction(ctx, table)?;
+                Ok(Writer::Staged {
+                    app,
+                    tx,
+                    table,
+                    scope,
+                })
+            }
+        }
+    }
+
+    /// The version of each key the statement sees (a tombstone included).
+    async fn current(&self, pks: &[Vec<u8>]) -> Result<Vec<Option<StoredRow>>> {
+        match self {
+            Writer::Direct(w) => w.current(pks).await,
+            Writer::Staged {
+                app,
+                tx,
+                table,
+                scope,
+            } => {
+                let tables = app.tables();
+                let view = tx.read(tables, &table.def.table_id(), scope);
+                tables.get_in(&view, table, scope, pks).await
+            }
+        }
+    }
+
+    /// Whether the replaced versions are needed (for change events).
+    fn listened(&self) -> bool {
+        match self {
+            Writer::Direct(w) => w.listened(),
+            Writer::Staged { .. } => true,
+        }
+    }
+
+    fn put(
+        &mut self,
+        pk: &[u8],
+        deleted: bool,
+        cells: Cells,
+        old: Option<StoredRow>,
+    ) -> Result<()> {
+        match self {
+            Writer::Direct(w) => {
+                w.put(pk, deleted, cells, old);
+                Ok(())
+            }
+            Writer::Staged {
+                app,
+                tx,
+                table,
+                scope,
+            } => tx.stage(
+                app.tables(),
+                table,
+                scope,
+                pk,
+                deleted,
+                cells,
+                old,
+                app.transactions().max_bytes(),
+            ),
+        }
+    }
+
+    /// Ends the statement: a direct write commits; staged versions wait for COMMIT.
+    async fn commit(self) -> Result<()> {
+        match self {
+            Writer::Direct(w) => w.commit().await,
+            Writer::Staged { .. } => Ok(()),
+        }
+    }
+}
+
+/// STREAM tables keep no versions to stage: writing one inside a transaction is refused.
+fn refuse_stream_in_transaction(ctx: &ExecCtx, table: &CachedTable) -> Result<()> {
+    if ctx.tx.is_some() && table.def.table_type == TableType::Stream {
+        return Err(KalamError::InvalidInput(format!(
+            "STREAM table {} cannot be written inside a transaction (its rows are an \
+             append-only log); write it outside BEGIN … COMMIT",
+            table.def.table_id()
+        )));
+    }
+    Ok(())
 }
 
 /// STREAM tables are append-only logs: each row is one log entry keyed by its `_seq`, with no
@@ -331,10 +445,11 @@ pub(crate) async fn insert_rows(
         rows.push((pk, cells));
     }
     if table.def.table_type == TableType::Stream {
+        refuse_stream_in_transaction(ctx, &table)?;
         return append_stream(app, &table, &scope, rows).await;
     }
 
-    let mut writer = app.tables().writer(&table, &scope).await?;
+    let mut writer = Writer::open(app, ctx, &table, &scope).await?;
     let pks: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| pk.clone()).collect();
     let existing = writer.current(&pks).await?;
     for ((_, cells), found) in rows.iter().zip(existing) {
@@ -344,7 +459,7 @@ pub(crate) async fn insert_rows(
     }
     let count = rows.len();
     for (pk, cells) in rows {
-        writer.put(&pk, false, cells, None);
+        writer.put(&pk, false, cells, None)?;
     }
     writer.commit().await?;
     Ok(count)
@@ -388,7 +503,7 @@ async fn matching_rows(
     app: &AppContext,
     ctx: &ExecCtx,
     table: &CachedTable,
-    writer: &ScopeWriter<'_>,
+    writer: &Writer<'_>,
     select: Statement,
 ) -> Result<Vec<(Vec<u8>, StoredRow, Vec<ScalarValue>)>> {
     let (_, batches) = run_statement(app, ctx, select).await?;
@@ -507,6 +622,7 @@ async fn delete_once(app: &AppContext, ctx: &ExecCtx, del: &Delete) -> Result<us
     let tref = single_table(twj)?;
     let (table, scope) = target(app, ctx, &tref)?;
     if table.def.table_type == TableType::Stream {
+        refuse_stream_in_transaction(ctx, &table)?;
         return delete_stream(app, ctx, &table, &scope, twj, del.selection.as_ref()).await;
     }
     let pk_name = &table.def.columns[table.pk_index.unwrap_or(0)].name;
@@ -557,17 +673,17 @@ async fn delete_stream(
 async fn rewrite_matching(
     app: &AppContext,
     ctx: &ExecCtx,
-    table: &CachedTable,
+    table: &Arc<CachedTable>,
     scope: &Scope,
     select: Statement,
     mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
 ) -> Result<usize> {
-    let mut writer = app.tables().writer(table, scope).await?;
+    let mut writer = Writer::open(app, ctx, table, scope).await?;
     let mut count = 0;
     for (key, old, values) in matching_rows(app, ctx, table, &writer, select).await? {
         let previous = writer.listened().then(|| old.clone());
         if let Some((deleted, cells)) = next(old, values)? {
-            writer.put(&key, deleted, cells, previous);
+            writer.put(&key, deleted, cells, previous)?;
             count += 1;
         }
     }

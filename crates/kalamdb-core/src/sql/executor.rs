@@ -7,7 +7,7 @@
 //! several statements, DML results are summarised after the other results (`Inserted N
 //! row(s)` …), as upstream clients expect.
 
-use super::parse::{self, Command, parse_statement};
+use super::parse::{self, Command, TxControl, parse_statement};
 pub use super::session::{DmlKind, ExecCtx, Output, RequestError};
 use super::session::{client_rows, request_error, statement_error};
 use super::stream::Reply;
@@ -15,6 +15,7 @@ use super::{ddl, dml, encode, params, split};
 use crate::app_context::AppContext;
 use crate::auth::Identity;
 use crate::expr_limits::ExprLimits;
+use crate::transactions::{InUse, Origin};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use kalamdb_catalog::audit::AuditEvent;
 use kalamdb_catalog::error::{KalamError, Result};
@@ -72,6 +73,7 @@ impl Results {
                     rows: Some(rows),
                     message: None,
                     as_user,
+                    transaction_id: None,
                 });
             }
             Output::Dml { kind, count } if self.single => self.list.push(QueryResult {
@@ -80,14 +82,24 @@ impl Results {
                 row_count: count,
                 message: Some(kind.message(count)),
                 as_user,
+                transaction_id: None,
             }),
             Output::Dml { kind, count } => self.totals[kind as usize] += count,
+            Output::Transaction { message, id } => self.list.push(QueryResult {
+                schema: None,
+                rows: None,
+                row_count: 0,
+                message: Some(message),
+                as_user,
+                transaction_id: Some(id),
+            }),
             Output::Message(m) => self.list.push(QueryResult {
                 schema: None,
                 rows: None,
                 row_count: 0,
                 message: Some(m),
                 as_user,
+                transaction_id: None,
             }),
         }
     }
@@ -105,6 +117,7 @@ impl Results {
                     row_count: n,
                     message: Some(kind.message(n)),
                     as_user: as_user.clone(),
+                    transaction_id: None,
                 });
             }
         }
@@ -173,7 +186,7 @@ impl SqlExecutor {
         namespace: Option<String>,
     ) -> std::result::Result<Vec<QueryResult>, RequestError> {
         match self
-            .execute_reply(identity, client_ip, sql, params, namespace, false)
+            .execute_reply(identity, client_ip, sql, params, namespace, None, false)
             .await?
         {
             Reply::Results(results) => Ok(results),
@@ -212,6 +225,7 @@ impl SqlExecutor {
             params: Vec::new(),
             client_ip,
             now: chrono::Utc::now().timestamp_micros(),
+            tx: None,
         };
         let (sql, stored) = super::files::store_uploads(&self.app, &ctx, statement, uploads)
             .await
@@ -227,7 +241,9 @@ impl SqlExecutor {
 
     /// Runs a request; with `may_stream`, a single query whose result outgrows
     /// [`super::stream::STREAM_AFTER_BYTES`] is answered as a [`Reply::Stream`] (see
-    /// [`super::stream`]).
+    /// [`super::stream`]). With `transaction_id`, the statements run inside that open
+    /// transaction (see [`crate::transactions`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn execute_reply(
         &self,
         identity: &Identity,
@@ -235,6 +251,7 @@ impl SqlExecutor {
         sql: &str,
         params: Option<Vec<serde_json::Value>>,
         namespace: Option<String>,
+        transaction_id: Option<String>,
         may_stream: bool,
     ) -> std::result::Result<Reply, RequestError> {
         let limits = &self.app.config().limits;
@@ -278,6 +295,15 @@ impl SqlExecutor {
         }
         let bound = params::prepare(&params, limits.max_params, limits.max_param_bytes)
             .map_err(|e| RequestError::new(e.code(), e.to_string()))?;
+        let held = match transaction_id.filter(|t| !t.is_empty()) {
+            Some(id) => Some(
+                self.app
+                    .transactions()
+                    .resume(&id, identity)
+                    .map_err(|e| RequestError::new(e.code(), e.to_string()))?,
+            ),
+            None => None,
+        };
         let ctx = ExecCtx {
             identity: identity.clone(),
             namespace: namespace
@@ -286,8 +312,9 @@ impl SqlExecutor {
             params: bound,
             client_ip,
             now: chrono::Utc::now().timestamp_micros(),
+            tx: None,
         };
-        if statements.len() == 1 && statements[0].len() <= INLINE_MAX_BYTES {
+        if held.is_none() && statements.len() == 1 && statements[0].len() <= INLINE_MAX_BYTES {
             match self.try_fast(&ctx, &statements[0]).await {
                 Ok(Some(output)) => {
                     let as_user = identity.user_id.to_string();
@@ -301,13 +328,17 @@ impl SqlExecutor {
         // data needs (KILL JOB stops them); queries and DML are held to the timeout.
         let timed = !statements.iter().all(|s| parse::is_own_statement_text(s));
         let shown = shown_sql(sql).into_owned();
-        if may_stream && statements.len() == 1 && super::stream::is_query(&statements[0]) {
+        if held.is_none()
+            && may_stream
+            && statements.len() == 1
+            && super::stream::is_query(&statements[0])
+        {
             let text = statements.into_iter().next().unwrap_or_default();
             // Boxed: the streaming path's state stays out of every request's future.
             return Box::pin(super::stream::run(self.clone(), ctx, text, shown, timed)).await;
         }
         let this = self.clone();
-        let work = async move { this.run_statements(ctx, statements).await };
+        let work = async move { this.run_statements(ctx, statements, held).await };
         let user = identity.user_id.as_str();
         let queries = self.app.queries();
         match queries.run(user, client_ip, &shown, timed, work).await {
@@ -355,22 +386,150 @@ impl SqlExecutor {
         results.finish(identity)
     }
 
-    /// Runs a request's statements one after the other (on the query runtime).
+    /// Runs a request's statements one after the other (on the query runtime), inside
+    /// `held` (a continued transaction) when given. A transaction a statement of the request
+    /// begins is its own unless the request is that lone `BEGIN` (then later requests
+    /// continue it by id); one still open at the end is rolled back and the request fails.
+    /// A failing statement aborts the transaction it ran in.
     pub(crate) async fn run_statements(
         &self,
         mut ctx: ExecCtx,
         statements: Vec<String>,
+        mut held: Option<InUse>,
     ) -> std::result::Result<Vec<QueryResult>, RequestError> {
         let identity = ctx.identity.clone();
+        let lone_begin = statements.len() == 1
+            && matches!(
+                parse::transaction_control(&statements[0]),
+                Ok(Some(TxControl::Begin))
+            );
         let mut results = Results::new(statements.len() == 1);
         for (i, text) in statements.iter().enumerate() {
-            let (output, as_user) = self
-                .run_statement(&mut ctx, text)
-                .await
-                .map_err(|e| statement_error(i, text, e))?;
-            results.push(output, &identity, as_user);
+            let step = match parse::transaction_control(text) {
+                Ok(Some(control)) => self.control(&ctx, control, &mut held, lone_begin).await,
+                Ok(None) => {
+                    ctx.tx = held.as_ref().map(|h| Arc::clone(&h.tx));
+                    let ran = match &ctx.tx {
+                        Some(tx) => tx.check_active().map(|()| tx.touch()),
+                        None => Ok(()),
+                    };
+                    match ran {
+                        Ok(()) => self.run_statement(&mut ctx, text).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok((output, as_user)) => results.push(output, &identity, as_user),
+                Err(e) => {
+                    if let Some(h) = held.take() {
+                        self.fail_transaction(h, &e);
+                    }
+                    return Err(statement_error(i, text, e));
+                }
+            }
+        }
+        if let Some(h) = held
+            && h.tx.origin() == Origin::Request
+        {
+            let id = h.tx.id().to_string();
+            self.app.transactions().rollback(h);
+            self.audit_transaction(&ctx, "ROLLBACK_TRANSACTION", &id, "request ended");
+            return Err(RequestError::new(
+                ErrorCode::SqlExecutionError,
+                format!(
+                    "Transaction {id} was still open when the request ended and has been rolled \
+                     back: end it with COMMIT or ROLLBACK"
+                ),
+            ));
         }
         Ok(results.finish(&identity))
+    }
+
+    /// A statement inside `h` failed with `e`: a transaction of this request alone is rolled
+    /// back (the request ends); one continued across requests stays, aborted, until ROLLBACK.
+    fn fail_transaction(&self, h: InUse, e: &KalamError) {
+        match h.tx.origin() {
+            Origin::Request => {
+                self.app.transactions().rollback(h);
+            }
+            Origin::Session => h.tx.abort(e.to_string()),
+        }
+    }
+
+    /// `BEGIN`, `COMMIT` or `ROLLBACK`.
+    async fn control(
+        &self,
+        ctx: &ExecCtx,
+        control: TxControl,
+        held: &mut Option<InUse>,
+        lone_begin: bool,
+    ) -> Result<(Output, String)> {
+        let as_user = ctx.identity.user_id.to_string();
+        let none_open = |what: &str| {
+            KalamError::InvalidInput(format!(
+                "{what} without an open transaction (BEGIN one first, or send its \
+                 transaction_id)"
+            ))
+        };
+        let manager = self.app.transactions();
+        let (message, id) = match control {
+            TxControl::Begin => {
+                if let Some(h) = held {
+                    return Err(KalamError::InvalidInput(format!(
+                        "Transaction {} is already open; COMMIT or ROLLBACK it before BEGIN",
+                        h.tx.id()
+                    )));
+                }
+                let origin = if lone_begin {
+                    Origin::Session
+                } else {
+                    Origin::Request
+                };
+                let h = manager.begin(&ctx.identity, origin).await;
+                let id = h.tx.id().to_string();
+                *held = Some(h);
+                (format!("Transaction {id} started"), id)
+            }
+            TxControl::Commit => {
+                let h = held.take().ok_or_else(|| none_open("COMMIT"))?;
+                let id = h.tx.id().to_string();
+                let committed = manager.commit(h).await;
+                let status = match &committed {
+                    Ok(n) => format!("{n} row(s)"),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.audit_transaction(ctx, "COMMIT_TRANSACTION", &id, &status);
+                let rows = committed?;
+                (
+                    format!("Transaction {id} committed: {rows} row(s) written"),
+                    id,
+                )
+            }
+            TxControl::Rollback => {
+                let h = held.take().ok_or_else(|| none_open("ROLLBACK"))?;
+                let id = h.tx.id().to_string();
+                let rows = manager.rollback(h);
+                self.audit_transaction(ctx, "ROLLBACK_TRANSACTION", &id, &format!("{rows} row(s)"));
+                (
+                    format!("Transaction {id} rolled back: {rows} staged row(s) discarded"),
+                    id,
+                )
+            }
+        };
+        Ok((Output::Transaction { message, id }, as_user))
+    }
+
+    fn audit_transaction(&self, ctx: &ExecCtx, action: &'static str, id: &str, details: &str) {
+        self.app.audit().record(AuditEvent {
+            actor: ctx.identity.user_id.as_str(),
+            action,
+            target: id,
+            details: Some(details.to_string()),
+            ip: ctx.client_ip,
+            ..AuditEvent::default()
+        });
     }
 
     /// Runs one statement, unwrapping `EXECUTE AS USER 'u' (…)`; returns the output and the
@@ -430,6 +589,7 @@ impl SqlExecutor {
             params: ctx.params.clone(),
             client_ip: ctx.client_ip,
             now: ctx.now,
+            tx: ctx.tx.clone(),
         };
         let result = self.run_one(&mut inner_ctx, &inner).await;
         // Every use is audited, refused or not; user-management statements are not quoted
@@ -467,6 +627,16 @@ impl SqlExecutor {
         }
         let command = parse_statement(text)?;
         command.check_limits(ExprLimits::of(&app.config().limits))?;
+        if let Some(tx) = &ctx.tx
+            && !command.allowed_in_transaction()
+        {
+            return Err(KalamError::InvalidInput(format!(
+                "{} is not allowed inside a transaction (only queries, INSERT, UPDATE, DELETE, \
+                 USE, SHOW and DESCRIBE are); COMMIT or ROLLBACK transaction {} first",
+                parse::leading_words(text, 2).join(" "),
+                tx.id()
+            )));
+        }
         let _one_ddl_at_a_time = if command.changes_catalog() {
             Some(app.ddl_lock().lock().await)
         } else {
@@ -500,6 +670,18 @@ impl SqlExecutor {
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
+            Command::KillTransaction(id) => {
+                crate::access::check_admin(&ctx.identity, "kill transactions")?;
+                if !app.transactions().kill(&id) {
+                    return Err(KalamError::NotFound {
+                        kind: "Transaction",
+                        name: id,
+                    });
+                }
+                Ok(Output::Message(format!(
+                    "Transaction {id} killed: rolled back"
+                )))
+            }
             Command::KillQuery(id) => {
                 crate::access::check_admin(&ctx.identity, "kill queries")?;
                 if !app.queries().kill(id) {
@@ -543,8 +725,11 @@ impl SqlExecutor {
                 params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
                 match *stmt {
                     Statement::Query(_) => {
-                        if let Some(out) =
-                            super::point_lookup::try_point_lookup(app, ctx, &stmt).await?
+                        // Inside a transaction a lookup reads through its snapshot: the
+                        // general path.
+                        if ctx.tx.is_none()
+                            && let Some(out) =
+                                super::point_lookup::try_point_lookup(app, ctx, &stmt).await?
                         {
                             return Ok(out);
                         }
@@ -598,7 +783,7 @@ impl super::stream::Executor for SqlExecutor {
         ctx: ExecCtx,
         statements: Vec<String>,
     ) -> futures::future::BoxFuture<'_, std::result::Result<Vec<QueryResult>, RequestError>> {
-        Box::pin(SqlExecutor::run_statements(self, ctx, statements))
+        Box::pin(SqlExecutor::run_statements(self, ctx, statements, None))
     }
 
     fn results_of(&self, output: Output, identity: &Identity, as_user: String) -> Vec<QueryResult> {

@@ -65,6 +65,8 @@ pub enum Command {
     KillJob(String),
     /// `KILL QUERY <id>`: cancels a running request (ids in `system.queries`).
     KillQuery(u64),
+    /// `KILL TRANSACTION <id>`: rolls back an open transaction (ids in `system.transactions`).
+    KillTransaction(String),
     /// `CREATE STORAGE id TYPE 'filesystem' [NAME '…'] [DESCRIPTION '…'] [PATH '…'] …`
     CreateStorage {
         /// Id.
@@ -565,6 +567,27 @@ impl Command {
         }
     }
 
+    /// Whether the command may run inside a transaction: queries, DML and statements that
+    /// only read the catalog or set the session's namespace.
+    pub fn allowed_in_transaction(&self) -> bool {
+        match self {
+            Command::Use(_)
+            | Command::ShowNamespaces
+            | Command::ShowTables(_)
+            | Command::ShowStorages
+            | Command::Describe(_) => true,
+            Command::Sql(stmt) => matches!(
+                **stmt,
+                Statement::Query(_)
+                    | Statement::Explain { .. }
+                    | Statement::Insert(_)
+                    | Statement::Update(_)
+                    | Statement::Delete(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the statement creates, drops or alters a catalog object (see
     /// [`crate::app_context::AppContext::ddl_lock`]).
     pub fn changes_catalog(&self) -> bool {
@@ -611,7 +634,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SET", "NAMESPACE")
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES" | "MANIFEST")
             | ("DESCRIBE" | "DESC", "TABLE")
-            | ("KILL", "LIVE" | "JOB" | "QUERY")
+            | ("KILL", "LIVE" | "JOB" | "QUERY" | "TRANSACTION")
             | ("FLUSH", "TABLE")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
@@ -693,6 +716,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::KillLiveQuery(id) => ("KILL_LIVE_QUERY", id),
         Command::KillJob(id) => ("KILL_JOB", id),
         Command::KillQuery(id) => ("KILL_QUERY", id.to_string()),
+        Command::KillTransaction(id) => ("KILL_TRANSACTION", id),
         Command::CreateStorage { id, .. } => ("CREATE_STORAGE", id),
         Command::DropStorage { id, .. } => ("DROP_STORAGE", id),
         Command::FlushTable(table) => {
@@ -711,6 +735,67 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         }
         _ => return None,
     })
+}
+
+/// A statement that begins or ends a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxControl {
+    /// `BEGIN [TRANSACTION | WORK]`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT [TRANSACTION | WORK]`, `END [TRANSACTION]`.
+    Commit,
+    /// `ROLLBACK [TRANSACTION | WORK]`.
+    Rollback,
+}
+
+/// Whether `sql` begins or ends a transaction (only a text starting with one of their words
+/// is parsed). Isolation options, chains and savepoints are refused: every transaction runs
+/// at snapshot isolation.
+pub fn transaction_control(sql: &str) -> Result<Option<TxControl>> {
+    let first = leading_words(sql, 1);
+    if !matches!(
+        first.first().map(String::as_str),
+        Some("BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK")
+    ) {
+        return Ok(None);
+    }
+    let Command::Sql(stmt) = parse_statement(sql)? else {
+        return Ok(None);
+    };
+    let unsupported = |what: &str| {
+        Err(KalamError::Unsupported(format!(
+            "{what}: transactions run at snapshot isolation, without options, chains or \
+             savepoints"
+        )))
+    };
+    match *stmt {
+        Statement::StartTransaction {
+            modes,
+            modifier,
+            statements,
+            ..
+        } => {
+            if !modes.is_empty() || modifier.is_some() || !statements.is_empty() {
+                return unsupported("BEGIN with options");
+            }
+            Ok(Some(TxControl::Begin))
+        }
+        Statement::Commit {
+            chain, modifier, ..
+        } => {
+            if chain || modifier.is_some() {
+                return unsupported("COMMIT with options");
+            }
+            Ok(Some(TxControl::Commit))
+        }
+        Statement::Rollback { chain, savepoint } => {
+            if chain || savepoint.is_some() {
+                return unsupported("ROLLBACK with options");
+            }
+            Ok(Some(TxControl::Rollback))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Parses one statement.
@@ -768,6 +853,7 @@ impl KalamParser<'_> {
             ("KILL", "LIVE") => self.skip(2).kill_live_query()?,
             ("KILL", "QUERY") => self.skip(2).kill_query()?,
             ("KILL", "JOB") => Command::KillJob(self.skip(2).string()?),
+            ("KILL", "TRANSACTION") => self.skip(2).kill_transaction()?,
             ("CREATE", "STORAGE") => self.skip(2).create_storage()?,
             ("DROP", "STORAGE") => {
                 let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
@@ -854,6 +940,16 @@ impl KalamParser<'_> {
             _ => return Err(bad()),
         };
         Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
+    }
+
+    /// `KILL TRANSACTION <id>` (a number, bare or quoted), after `KILL TRANSACTION`.
+    fn kill_transaction(&mut self) -> Result<Command> {
+        match self.p.next_token().token {
+            Token::Number(n, _) | Token::SingleQuotedString(n) => Ok(Command::KillTransaction(n)),
+            _ => Err(KalamError::InvalidSql(
+                "expected KILL TRANSACTION <transaction_id>".into(),
+            )),
+        }
     }
 
     /// `CREATE STORAGE id TYPE 'kind' [KEY 'value' …]`, after `CREATE STORAGE`.

@@ -39,6 +39,9 @@ pub struct ExecCtx {
     /// `NOW()` for the request, microseconds since the epoch: every `NOW()` default and
     /// `NOW()` in INSERT VALUES of one request reads the same instant.
     pub now: i64,
+    /// The transaction the statement runs in: its reads see the transaction's snapshot and
+    /// staged rows, its writes are staged.
+    pub tx: Option<Arc<crate::transactions::Transaction>>,
 }
 
 /// What a statement produced.
@@ -62,6 +65,13 @@ pub enum Output {
     },
     /// A DDL or session statement's message.
     Message(String),
+    /// `BEGIN`, `COMMIT` or `ROLLBACK`: its message and the transaction's id.
+    Transaction {
+        /// What happened.
+        message: String,
+        /// The transaction.
+        id: String,
+    },
 }
 
 /// Kinds of DML.
@@ -150,7 +160,12 @@ pub(crate) async fn query_stream(
     ctx: &ExecCtx,
     stmt: Statement,
 ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
-    let state = app.query_state(&ctx.identity, &ctx.namespace);
+    let mut state = app.query_state(&ctx.identity, &ctx.namespace);
+    if let Some(tx) = &ctx.tx {
+        state
+            .config_mut()
+            .set_extension(Arc::new(crate::providers::SessionTx(Arc::clone(tx))));
+    }
     let stmt = DfStatement::Statement(Box::new(stmt));
     // Refused before planning: a planning error would describe the system table (its columns)
     // to a caller who may not read it.

@@ -229,6 +229,7 @@ async fn produce<E: Executor>(
             rows: Some(head),
             message: None,
             as_user,
+            transaction_id: None,
         };
         let _ = f.send(Ok(First::Done(vec![result])));
         return Ok(());

@@ -17,4 +17,5 @@ mod restart;
 mod s3;
 mod scan;
 mod slt;
+mod transactions;
 mod views;
