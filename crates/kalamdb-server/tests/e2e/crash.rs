@@ -1,5 +1,6 @@
-//! `kill -9` during a stream of inserts: every insert that got a success reply is there after
-//! restart. Runs the real `kalamdb-server` binary.
+//! `kill -9` during a stream of inserts, and of transactions: every insert or COMMIT that got
+//! a success reply is there after restart, and no transaction is there in part. Runs the real
+//! `kalamdb-server` binary.
 
 use crate::support::{ROOT_PASSWORD, login_token, post_sql, spawn_binary};
 use std::process::{Child, Command};
@@ -76,6 +77,110 @@ async fn acknowledged_inserts_survive_kill_9() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_survive_kill_9_whole_or_not_at_all() {
+    const ACCOUNTS: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let values: Vec<String> = (1..=ACCOUNTS).map(|i| format!("({i}, 100)")).collect();
+    let (status, body) = post_sql(
+        &http,
+        &base,
+        &t,
+        &format!(
+            "CREATE NAMESPACE app; CREATE SHARED TABLE app.acct (id INT PRIMARY KEY, balance INT); \
+             CREATE SHARED TABLE app.transfers (id BIGINT PRIMARY KEY, src INT, dst INT, amount INT); \
+             INSERT INTO app.acct VALUES {}",
+            values.join(", ")
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Two writers run transfers (two updates and a log row, one transaction per request)
+    // until the server dies; each records the transfers it got a success for.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2i64 {
+        let (stop, http, base, t) = (Arc::clone(&stop), http.clone(), base.clone(), t.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = w * 1_000_000 + i;
+                let (src, dst, amount) = (id % ACCOUNTS + 1, (id + 3) % ACCOUNTS + 1, id % 7 + 1);
+                let sql = format!(
+                    "BEGIN; UPDATE app.acct SET balance = balance - {amount} WHERE id = {src}; \
+                     UPDATE app.acct SET balance = balance + {amount} WHERE id = {dst}; \
+                     INSERT INTO app.transfers VALUES ({id}, {src}, {dst}, {amount}); COMMIT"
+                );
+                match post_sql(&http, &base, &t, &sql).await.0 {
+                    200 => acked.push(id),
+                    409 => {}
+                    _ => break,
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        acked.len() > 10,
+        "the writers made progress ({})",
+        acked.len()
+    );
+
+    let (mut child, base) = spawn(dir.path());
+    let t = login_token(&http, &base, "root", ROOT_PASSWORD).await;
+    let (_, v) = post_sql(
+        &http,
+        &base,
+        &t,
+        "SELECT id, src, dst, amount FROM app.transfers",
+    )
+    .await;
+    let num = |c: &serde_json::Value| -> i64 {
+        c.as_i64()
+            .unwrap_or_else(|| c.as_str().unwrap().parse().unwrap())
+    };
+    let mut expected = vec![100i64; ACCOUNTS as usize + 1];
+    let mut logged = std::collections::HashSet::new();
+    for r in v["results"][0]["rows"].as_array().unwrap() {
+        logged.insert(num(&r[0]));
+        expected[num(&r[1]) as usize] -= num(&r[3]);
+        expected[num(&r[2]) as usize] += num(&r[3]);
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !logged.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged commits lost", lost.len());
+    // Every transfer whose log row is there moved its money, and no other did.
+    let (_, v) = post_sql(
+        &http,
+        &base,
+        &t,
+        "SELECT id, balance FROM app.acct ORDER BY id",
+    )
+    .await;
+    let got: Vec<i64> = v["results"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| num(&r[1]))
+        .collect();
+    assert_eq!(got, expected[1..].to_vec());
     child.kill().unwrap();
     child.wait().unwrap();
 }

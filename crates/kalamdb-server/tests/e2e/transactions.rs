@@ -392,14 +392,15 @@ async fn subscribers_see_whole_commits_and_nothing_of_rollbacks() {
          UPDATE app.acct SET balance = balance + 5 WHERE id = 2; COMMIT",
     )
     .await;
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let c = ws.next().await;
-        assert_eq!(c["type"], "change", "{c}");
-        for row in c["rows"].as_array().unwrap() {
-            seen.push((row["id"].clone(), row["balance"].clone()));
-        }
-    }
+    // One message: the subscriber never holds half a transfer.
+    let c = ws.next().await;
+    assert_eq!(c["type"], "change", "{c}");
+    let mut seen: Vec<(Value, Value)> = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| (row["id"].clone(), row["balance"].clone()))
+        .collect();
     seen.sort_by_key(|(id, _)| id.as_i64());
     assert_eq!(
         seen,
@@ -414,6 +415,14 @@ async fn concurrent_transfers_keep_the_books_balanced() {
     let root = s.root_token().await;
     const ACCOUNTS: u64 = 5;
     accounts(&s, &root, ACCOUNTS as i64).await;
+    // A subscriber checks that the books balance after every message it receives.
+    let mut ws = Ws::authed(&s, &root).await;
+    let mut live: std::collections::BTreeMap<i64, i64> = ws
+        .subscribe_all("acct", "SELECT id, balance FROM app.acct", json!({}))
+        .await
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap(), r["balance"].as_i64().unwrap()))
+        .collect();
     // Four clients move money between five hot rows; each COMMIT that succeeds is recorded.
     let mut clients = Vec::new();
     for c in 0..4u64 {
@@ -463,4 +472,20 @@ async fn concurrent_transfers_keep_the_books_balanced() {
         got.iter().map(|(_, b)| b).sum::<i64>(),
         100 * ACCOUNTS as i64
     );
+    for _ in 0..total_committed {
+        let c = ws.next().await;
+        assert_eq!(c["change_type"], "update", "{c}");
+        for row in c["rows"].as_array().unwrap() {
+            live.insert(
+                row["id"].as_i64().unwrap(),
+                row["balance"].as_i64().unwrap(),
+            );
+        }
+        assert_eq!(
+            live.values().sum::<i64>(),
+            100 * ACCOUNTS as i64,
+            "a delivered change holds a whole transfer: {c}"
+        );
+    }
+    assert_eq!(live.into_iter().collect::<Vec<_>>(), got);
 }
