@@ -41,6 +41,8 @@ for w in "${workloads[@]}"; do
     live-fanout-10k) "$bench" --workload live-fanout --sockets 100 --subs-per-socket 100 "${args[@]}" ;;
     health-under-load) "$bench" --workload health-under-load --heavy 2 "${args[@]}" ;;
     point-select-under-load) "$bench" --workload point-select-under-load --heavy 2 "${args[@]}" ;;
+    tx-insert-c10) "$bench" --workload tx-insert --concurrency 10 "${args[@]}" ;;
+    tx-transfer-c10) "$bench" --workload tx-transfer --concurrency 10 --rows 100 "${args[@]}" ;;
     *) echo "unknown workload $w" >&2 ;;
   esac || echo "workload $w failed" >&2
   kill -9 "$pid" 2>/dev/null || true

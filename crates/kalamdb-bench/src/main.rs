@@ -35,6 +35,7 @@ mod report;
 mod scan;
 mod schema;
 mod system;
+mod txn;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -60,7 +61,7 @@ struct Args {
     /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
-    /// point-select-under-load | scan-scale | system-tables
+    /// point-select-under-load | scan-scale | system-tables | tx-insert | tx-transfer
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -568,6 +569,8 @@ async fn main() {
             "alter-add-column" => schema::alter_add_column(&args, &client).await,
             "health-under-load" => load::under_load(&args, &client, "health").await,
             "point-select-under-load" => load::under_load(&args, &client, "point-select").await,
+            "tx-insert" => txn::tx_insert(&args, &client).await,
+            "tx-transfer" => txn::tx_transfer(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {
