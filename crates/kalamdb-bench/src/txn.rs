@@ -37,7 +37,11 @@ pub(crate) async fn tx_insert(args: &Args, client: &Client) -> Result<WorkloadRe
 
 pub(crate) async fn tx_transfer(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
     let ns = &args.namespace;
-    let accounts = if args.rows == 100_000 { 100 } else { args.rows as u64 };
+    let accounts = if args.rows == 100_000 {
+        100
+    } else {
+        args.rows as u64
+    };
     client
         .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
         .await?;
@@ -60,7 +64,8 @@ pub(crate) async fn tx_transfer(args: &Args, client: &Client) -> Result<Workload
         let (c, ns) = (c.clone(), ns2.clone());
         async move {
             // A cheap deterministic spread over the accounts.
-            let x = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xBF58_476D);
+            let x =
+                (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xBF58_476D);
             let from = x % accounts;
             let to = (from + 1 + (x >> 20) % (accounts - 1)) % accounts;
             let amount = x % 50 + 1;
@@ -70,7 +75,8 @@ pub(crate) async fn tx_transfer(args: &Args, client: &Client) -> Result<Workload
             );
             match c.sql(sql, None).await {
                 Ok(_) => Ok(1),
-                Err(e) if e.contains("TRANSACTION_CONFLICT") => Ok(0),
+                // 409: TRANSACTION_CONFLICT (the client's error text starts with the status).
+                Err(e) if e.starts_with("409") => Ok(0),
                 Err(e) => Err(e),
             }
         }

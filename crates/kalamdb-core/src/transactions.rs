@@ -219,18 +219,31 @@ impl Transaction {
     }
 }
 
-/// A request's hold on a transaction: only one request uses it at a time.
+/// The open transactions by id.
+type OpenMap = Arc<DashMap<String, Arc<Transaction>>>;
+
+/// A request's hold on a transaction: only one request uses it at a time. Dropping the hold
+/// of a transaction that lives in one request (the request ended or was cancelled) ends it.
 #[derive(Debug)]
 pub struct InUse {
     /// The transaction.
     pub tx: Arc<Transaction>,
+    open: OpenMap,
     _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if self.tx.origin == Origin::Request {
+            self.open.remove(&self.tx.id);
+        }
+    }
 }
 
 /// The open transactions; see the module doc.
 #[derive(Debug)]
 pub struct TransactionManager {
-    open: DashMap<String, Arc<Transaction>>,
+    open: OpenMap,
     config: TransactionsConfig,
     seq: Arc<SeqGenerator>,
     tables: Arc<TableStore>,
@@ -244,7 +257,7 @@ impl TransactionManager {
         tables: Arc<TableStore>,
     ) -> Self {
         Self {
-            open: DashMap::new(),
+            open: OpenMap::default(),
             config,
             seq,
             tables,
@@ -278,7 +291,11 @@ impl TransactionManager {
             in_use,
         });
         self.open.insert(tx.id.clone(), Arc::clone(&tx));
-        InUse { tx, _held: held }
+        InUse {
+            tx,
+            open: Arc::clone(&self.open),
+            _held: held,
+        }
     }
 
     /// Takes transaction `id` for a request of `caller`: unknown, expired and other users'
@@ -302,7 +319,11 @@ impl TransactionManager {
                  request at a time"
             ))
         })?;
-        Ok(InUse { tx, _held: held })
+        Ok(InUse {
+            tx,
+            open: Arc::clone(&self.open),
+            _held: held,
+        })
     }
 
     /// Commits `tx` (it ends either way): the rows written. An aborted transaction is rolled

@@ -489,3 +489,124 @@ async fn concurrent_transfers_keep_the_books_balanced() {
     }
     assert_eq!(live.into_iter().collect::<Vec<_>>(), got);
 }
+
+#[tokio::test]
+async fn several_users_rows_through_execute_as_commit_together_across_a_flush() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.inbox (id INT PRIMARY KEY, body TEXT)",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ada", "bob"]).await;
+    s.ok(
+        &root,
+        "EXECUTE AS USER 'ada' (INSERT INTO app.inbox VALUES (1, 'old'))",
+    )
+    .await;
+    let t = begin(&s, &root).await;
+    for sql in [
+        "EXECUTE AS USER 'ada' (UPDATE app.inbox SET body = 'hello' WHERE id = 1)",
+        "EXECUTE AS USER 'bob' (INSERT INTO app.inbox VALUES (1, 'hello'))",
+    ] {
+        let (status, r) = in_tx(&s, &root, &t, sql).await;
+        assert_eq!(status, 200, "{sql}: {r}");
+    }
+    // A flush while rows are staged neither shows nor loses them.
+    s.ok(&root, "STORAGE FLUSH TABLE app.inbox").await;
+    for token in &users {
+        let r = s.ok(token, "SELECT body FROM app.inbox").await;
+        assert!(rows(&r).iter().all(|r| r[0] != json!("hello")), "{r}");
+    }
+    let (status, r) = in_tx(&s, &root, &t, "COMMIT").await;
+    assert_eq!(status, 200, "{r}");
+    for token in &users {
+        let r = s.ok(token, "SELECT id, body FROM app.inbox").await;
+        assert_eq!(rows(&r), vec![vec![json!(1), json!("hello")]]);
+    }
+    // COMMIT and ROLLBACK are audited.
+    let r = s
+        .ok(
+            &root,
+            &format!("SELECT action, details FROM system.audit_log WHERE target = '{t}'"),
+        )
+        .await;
+    assert_eq!(
+        rows(&r),
+        vec![vec![json!("COMMIT_TRANSACTION"), json!("2 row(s)")]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_plain_writes_read_snapshots_and_lose_no_update() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let root = s.root_token().await;
+    const ACCOUNTS: u64 = 4;
+    accounts(&s, &root, ACCOUNTS as i64).await;
+    // Two clients move money in transactions, reading the source account twice inside (the
+    // two reads must agree whatever commits meanwhile); one client deposits with plain
+    // single-statement UPDATEs. Every successful write is recorded in the model.
+    let mut clients = Vec::new();
+    for c in 0..3u64 {
+        let (s, root) = (std::sync::Arc::clone(&s), root.clone());
+        clients.push(tokio::spawn(async move {
+            let mut rng = Rng(c * 104_729 + 7);
+            let mut applied: Vec<(i64, i64, i64)> = Vec::new();
+            for _ in 0..30 {
+                let from = rng.next(ACCOUNTS) as i64 + 1;
+                let to = (from % ACCOUNTS as i64) + 1;
+                let amount = rng.next(5) as i64 + 1;
+                if c == 2 {
+                    s.ok(
+                        &root,
+                        &format!(
+                            "UPDATE app.acct SET balance = balance + {amount} WHERE id = {to}"
+                        ),
+                    )
+                    .await;
+                    applied.push((0, to, amount));
+                    continue;
+                }
+                let t = begin(&s, &root).await;
+                let read = format!("SELECT balance FROM app.acct WHERE id = {from}");
+                let (_, first) = in_tx(&s, &root, &t, &read).await;
+                for sql in [
+                    format!("UPDATE app.acct SET balance = balance - {amount} WHERE id = {from}"),
+                    format!("UPDATE app.acct SET balance = balance + {amount} WHERE id = {to}"),
+                ] {
+                    let (status, r) = in_tx(&s, &root, &t, &sql).await;
+                    assert_eq!(status, 200, "{r}");
+                }
+                tokio::task::yield_now().await;
+                let (_, second) = in_tx(&s, &root, &t, &read).await;
+                let balance = |v: &Value| rows(&v["results"][0])[0][0].as_i64().unwrap();
+                assert_eq!(
+                    balance(&second),
+                    balance(&first) - amount,
+                    "a snapshot read sees only the transaction's own change"
+                );
+                let (status, r) = in_tx(&s, &root, &t, "COMMIT").await;
+                match status {
+                    200 => applied.push((from, to, amount)),
+                    409 => {}
+                    _ => panic!("unexpected COMMIT reply: {r}"),
+                }
+            }
+            applied
+        }));
+    }
+    let mut model = vec![100i64; ACCOUNTS as usize + 1];
+    for c in clients {
+        for (from, to, amount) in c.await.unwrap() {
+            if from > 0 {
+                model[from as usize] -= amount;
+            }
+            model[to as usize] += amount;
+        }
+    }
+    let want: Vec<(i64, i64)> = (1..=ACCOUNTS as i64)
+        .map(|i| (i, model[i as usize]))
+        .collect();
+    assert_eq!(balances(&s, &root).await, want, "no lost update");
+}
