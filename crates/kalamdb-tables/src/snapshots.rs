@@ -1,5 +1,5 @@
 //! Transaction snapshots as the storage layer holds them: which snapshot bounds are open
-//! ([`OpenSnapshots`], for compactions), a snapshot of both tiers ([`TxSnapshot`]), how a read
+//! (`OpenSnapshots`, for compactions), a snapshot of both tiers ([`TxSnapshot`]), how a read
 //! inside a transaction sees them ([`TxRead`]), and the hot-tier reader that lays staged
 //! versions over a snapshot. How they are taken and committed: the `txn` module.
 

@@ -8,7 +8,7 @@
 //! SELECT through DataFusion, so their WHERE clauses accept everything a query does.
 //!
 //! Inside a transaction ([`crate::transactions`]) the same statements read through the
-//! transaction's snapshot and stage their versions in it instead ([`Writer::Staged`]); the
+//! transaction's snapshot and stage their versions in it instead (`Writer::Staged`); the
 //! transaction's COMMIT writes them.
 
 use super::ddl::resolve;
