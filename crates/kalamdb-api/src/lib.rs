@@ -4,6 +4,7 @@
 //! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);
 //! - [`ws`]: `GET /v1/ws`, the WebSocket transport of live queries;
 //! - [`files`]: `GET /v1/files/…`, downloads of FILE columns' files;
+//! - [`topics`]: `POST /v1/api/topics/consume` and `…/ack`, the SDKs' topic consumers;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`envelope`]: the one place errors become responses.
 //!
@@ -15,6 +16,7 @@ pub mod envelope;
 pub mod files;
 pub mod health;
 pub mod sql;
+pub mod topics;
 pub mod ws;
 pub mod ws_config;
 
@@ -98,6 +100,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
+        .route("/v1/api/topics/consume", post(topics::consume))
+        .route("/v1/api/topics/ack", post(topics::ack))
         .route(
             "/v1/files/{namespace}/{table}/{sub}/{name}",
             get(files::download),

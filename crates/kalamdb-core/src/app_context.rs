@@ -40,6 +40,7 @@ pub struct AppContext {
     pub(crate) ddl: tokio::sync::Mutex<()>,
     pub(crate) queries: QueryRuntime,
     pub(crate) transactions: Arc<crate::transactions::TransactionManager>,
+    pub(crate) topics: Arc<crate::topics::TopicService>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -129,6 +130,11 @@ impl AppContext {
     /// Where queries run, and the requests running now (`system.queries`, `KILL QUERY`).
     pub fn queries(&self) -> &QueryRuntime {
         &self.queries
+    }
+
+    /// The topics.
+    pub fn topics(&self) -> &crate::topics::TopicService {
+        &self.topics
     }
 
     /// The open transactions.

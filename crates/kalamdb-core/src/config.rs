@@ -71,6 +71,25 @@ pub struct Config {
     pub query: QueryConfig,
     /// `[transactions]`
     pub transactions: TransactionsConfig,
+    /// `[topics]`
+    pub topics: TopicsConfig,
+}
+
+/// `[topics]`: topics and consumer groups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Seconds a consumer group's fetched range stays claimed without an ACK before it is
+    /// handed out again (to any member of the group).
+    pub visibility_timeout_secs: u64,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout_secs: 30,
+        }
+    }
 }
 
 /// `[transactions]`: explicit transactions (`BEGIN` … `COMMIT`).

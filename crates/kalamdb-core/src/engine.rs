@@ -113,6 +113,13 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     let system_cold = Arc::new(crate::providers::flushed_audit::SystemCold::default());
     system_cold.load(&tables.cold().files("local")?).await?;
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
+    let topics = Arc::new(crate::topics::TopicService::open(
+        catalog.clone(),
+        Arc::clone(&backend),
+        config.topics.visibility_timeout_secs,
+    )?);
+    tables
+        .set_change_capture(Arc::clone(&topics) as Arc<dyn kalamdb_tables::changes::ChangeCapture>);
     let transactions = Arc::new(crate::transactions::TransactionManager::new(
         config.transactions.clone(),
         Arc::clone(&seq),
@@ -151,6 +158,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         ddl: tokio::sync::Mutex::new(()),
         queries,
         transactions,
+        topics,
     });
     maintenance::start(&app).await?;
     Ok(app)

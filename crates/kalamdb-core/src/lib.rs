@@ -16,6 +16,7 @@
 //!   of large results and result encoding.
 //! - [`providers`]: DataFusion catalog and table providers (application tables, system
 //!   tables, views, `information_schema`).
+//! - [`topics`]: topics fed by table changes, consumer groups.
 //! - [`transactions`]: `BEGIN` … `COMMIT`, over the transaction storage of `kalamdb-tables`.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
@@ -38,6 +39,7 @@ pub mod providers;
 pub mod query_runtime;
 pub mod server_logs;
 pub mod sql;
+pub mod topics;
 pub mod transactions;
 
 pub use app_context::AppContext;

@@ -14,6 +14,31 @@ use std::sync::{Arc, OnceLock};
 /// Where the listener is registered once the server starts; shared by the engine's parts.
 pub type ListenerSlot = Arc<OnceLock<Arc<dyn ChangeListener>>>;
 
+/// Turns committed changes into more writes of the same atomic batch (topics fed by tables):
+/// [`ChangeCapture::capture`] runs inside the commit gate, so what it appends commits with the
+/// changes or not at all, in commit order.
+pub trait ChangeCapture: Send + Sync + std::fmt::Debug {
+    /// Whether changes of `table` are captured (writers then build change events for it).
+    fn captures(&self, table: &TableId) -> bool;
+
+    /// Adds the writes for `events` (committed to `user`'s scope of `table`, or its shared
+    /// one) to `batch`.
+    fn capture(
+        &self,
+        table: &CachedTable,
+        user: Option<&UserId>,
+        events: &[ChangeEvent],
+        batch: &mut kalamdb_store::WriteBatch,
+    );
+
+    /// The batch was written (`true`) or failed (`false`: forget what `capture` reserved).
+    /// Called inside the commit gate after every write.
+    fn finished(&self, written: bool);
+}
+
+/// Where the change capture is registered once the engine opens.
+pub type CaptureSlot = Arc<OnceLock<Arc<dyn ChangeCapture>>>;
+
 /// Figures of the live-query side ([`ChangeListener::counts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveCounts {

@@ -7,7 +7,7 @@
 //! It is handed only what it uses (the hot store, the catalog, the schema registry, the
 //! `_seq` generator); it never sees the server's context, SQL text or HTTP.
 
-use crate::changes::{ChangeListener, ListenerSlot};
+use crate::changes::{CaptureSlot, ChangeCapture, ChangeListener, ListenerSlot};
 use crate::cold::ColdTier;
 use crate::faults::Faults;
 use crate::flush_scheduler::FlushScheduler;
@@ -47,6 +47,7 @@ pub struct TableStore {
     pub(crate) cold: Arc<ColdTier>,
     pub(crate) locks: WriteLocks,
     listener: ListenerSlot,
+    capture: CaptureSlot,
     flushes: FlushScheduler,
     pub(crate) faults: Faults,
     pub(crate) options: TableStoreOptions,
@@ -73,6 +74,7 @@ impl TableStore {
             cold,
             locks: WriteLocks::default(),
             listener: ListenerSlot::default(),
+            capture: CaptureSlot::default(),
             flushes: FlushScheduler::default(),
             faults: Faults::default(),
             options,
@@ -110,6 +112,16 @@ impl TableStore {
     /// Registers the listener of committed changes; only the first call takes effect.
     pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
         let _ = self.listener.set(listener);
+    }
+
+    /// Registers the change capture (topics); only the first call takes effect.
+    pub fn set_change_capture(&self, capture: Arc<dyn ChangeCapture>) {
+        let _ = self.capture.set(capture);
+    }
+
+    /// The change capture of `table`, when its changes are captured.
+    pub fn capture_of(&self, table: &TableId) -> Option<&Arc<dyn ChangeCapture>> {
+        self.capture.get().filter(|c| c.captures(table))
     }
 
     /// The listener of committed changes, if one is registered.
@@ -173,7 +185,11 @@ impl TableStore {
         let _gate = self.locks.commit_gate().await;
         let mut batch = WriteBatch::new();
         build(&mut batch);
-        if let Err(e) = self.backend.write(batch) {
+        let written = self.backend.write(batch);
+        if let Some(capture) = self.capture.get() {
+            capture.finished(written.is_ok());
+        }
+        if let Err(e) = written {
             return Err(match tables.first() {
                 Some((table, _)) => gone(e.into(), table),
                 None => e.into(),

@@ -223,7 +223,8 @@ impl TableStore {
             let listener = self
                 .change_listener()
                 .filter(|l| l.wants(&id, s.scope.user()));
-            sealed.push((s, prefix, staged, listener));
+            let capture = self.capture_of(&id);
+            sealed.push((s, prefix, staged, listener, capture));
         }
         let counts: Vec<(&CachedTable, u64)> = stages
             .iter()
@@ -233,20 +234,38 @@ impl TableStore {
         let mut rows = 0;
         let parts: Vec<_> = sealed
             .iter_mut()
-            .map(|(s, prefix, staged, listener)| {
-                (s, prefix, std::mem::take(staged), listener.is_some())
+            .map(|(s, prefix, staged, listener, capture)| {
+                (
+                    s,
+                    prefix,
+                    std::mem::take(staged),
+                    listener.is_some(),
+                    *capture,
+                )
             })
             .collect();
         self.commit(&counts, |batch| {
-            for ((s, prefix, staged, listening), events) in parts.into_iter().zip(&mut events) {
+            for ((s, prefix, staged, listening, capture), events) in
+                parts.into_iter().zip(&mut events)
+            {
                 rows += staged.len();
-                let events = listening.then_some(events);
-                seal(self, &s.table, prefix, staged, batch, events);
+                let wanted = listening || capture.is_some();
+                seal(
+                    self,
+                    &s.table,
+                    prefix,
+                    staged,
+                    batch,
+                    wanted.then_some(&mut *events),
+                );
+                if let Some(c) = capture {
+                    c.capture(&s.table, s.scope.user(), events, batch);
+                }
             }
         })
         .await?;
         // Published under the locks, in commit order, as a single writer's are.
-        for ((s, _, _, listener), events) in sealed.into_iter().zip(events) {
+        for ((s, _, _, listener, _), events) in sealed.into_iter().zip(events) {
             if let Some(l) = listener {
                 l.publish(&s.table, s.scope.user(), events);
             }

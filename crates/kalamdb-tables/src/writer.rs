@@ -131,6 +131,7 @@ pub struct ScopeWriter<'a> {
     prefix: Vec<u8>,
     staged: Vec<Staged>,
     listener: Option<&'a Arc<dyn ChangeListener>>,
+    capture: Option<&'a Arc<dyn crate::changes::ChangeCapture>>,
     _lock: OwnedMutexGuard<()>,
 }
 
@@ -178,6 +179,7 @@ impl<'a> ScopeWriter<'a> {
             prefix: scope.prefix(),
             staged: Vec::new(),
             listener,
+            capture: store.capture_of(&id),
             _lock: lock,
         })
     }
@@ -185,7 +187,7 @@ impl<'a> ScopeWriter<'a> {
     /// Whether a change listener wants this write's events (building old versions for
     /// them costs a read; skip it when nobody listens).
     pub fn listened(&self) -> bool {
-        self.listener.is_some()
+        self.listener.is_some() || self.capture.is_some()
     }
 
     /// The latest version of each encoded primary key, across both tiers (tombstones
@@ -201,7 +203,7 @@ impl<'a> ScopeWriter<'a> {
             pk: pk.to_vec(),
             deleted,
             cells,
-            old: if self.listener.is_some() { old } else { None },
+            old: if self.listened() { old } else { None },
         });
     }
 
@@ -215,7 +217,7 @@ impl<'a> ScopeWriter<'a> {
         let log = &self.table.partitions.log;
         let keys: Vec<Vec<u8>> = seqs.iter().map(|s| log_key(&self.prefix, *s)).collect();
         let mut olds: Vec<Option<StoredRow>> = vec![None; keys.len()];
-        if self.listener.is_some() {
+        if self.listened() {
             let found = self.store.backend.multi_get(log, &keys)?;
             for (slot, bytes) in olds.iter_mut().zip(found) {
                 if let Some(bytes) = bytes {
@@ -241,12 +243,22 @@ impl<'a> ScopeWriter<'a> {
     pub async fn commit(self) -> Result<()> {
         let rows = self.staged.len() as u64;
         let mut events = Vec::new();
-        let listening = self.listener.is_some();
-        let (table, prefix) = (self.table, &self.prefix);
+        let listening = self.listened();
+        let (table, prefix, capture, user) =
+            (self.table, &self.prefix, self.capture, self.scope.user());
         self.store
             .commit(&[(table, rows)], |batch| {
-                let events = listening.then_some(&mut events);
-                seal(self.store, table, prefix, self.staged, batch, events);
+                seal(
+                    self.store,
+                    table,
+                    prefix,
+                    self.staged,
+                    batch,
+                    listening.then_some(&mut events),
+                );
+                if let Some(c) = capture {
+                    c.capture(table, user, &events, batch);
+                }
             })
             .await?;
         if let Some(l) = self.listener {

@@ -201,3 +201,54 @@ pub struct ViewRecord {
     /// µs.
     pub updated_at: i64,
 }
+
+/// A topic (`CREATE TOPIC`): a partitioned, append-only log of messages, fed by table changes
+/// (its routes) or published to directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// `namespace.name`.
+    pub topic_id: String,
+    /// Namespace.
+    pub namespace_id: String,
+    /// Name within the namespace.
+    pub name: String,
+    /// Partitions (at least 1); a message goes to hash(key) mod partitions.
+    pub partitions: u32,
+    /// Messages older than this may be removed.
+    pub retention_seconds: Option<u64>,
+    /// A partition larger than this may lose its oldest messages.
+    pub retention_max_bytes: Option<u64>,
+    /// Tables whose changes are appended to the topic.
+    pub routes: Vec<TopicRoute>,
+    /// µs.
+    pub created_at: i64,
+    /// µs.
+    pub updated_at: i64,
+}
+
+/// `ALTER TOPIC t ADD SOURCE ns.table ON <op> [WITH (PAYLOAD = …)]`: one kind of change of
+/// one table appended to a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRoute {
+    /// `namespace.table`.
+    pub table_id: String,
+    /// `insert`, `update` or `delete`.
+    pub op: String,
+    /// `key` (the primary key only), `full` (the row) or `diff` (changed columns, old and new).
+    pub payload: String,
+}
+
+/// A consumer group's committed position on one partition of a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicOffsetRecord {
+    /// `namespace.name`.
+    pub topic_id: String,
+    /// The group.
+    pub group_id: String,
+    /// The partition.
+    pub partition_id: u32,
+    /// The last offset acknowledged (messages up to it are done).
+    pub last_acked_offset: u64,
+    /// µs.
+    pub updated_at: i64,
+}

@@ -10,7 +10,10 @@
 
 mod entities;
 
-pub use entities::{AuditEntry, JobRecord, NamespaceRecord, StorageRecord, UserRecord, ViewRecord};
+pub use entities::{
+    AuditEntry, JobRecord, NamespaceRecord, StorageRecord, TopicOffsetRecord, TopicRecord,
+    TopicRoute, UserRecord, ViewRecord,
+};
 
 use crate::error::{KalamError, Result};
 use crate::partitions::{TABLE_PARTITION_PREFIX, TablePartitions};
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Version of the system schema this build writes. Bump it when a system partition is added.
-pub const SYSTEM_SCHEMA_VERSION: u32 = 4;
+pub const SYSTEM_SCHEMA_VERSION: u32 = 5;
 
 const P_META: &str = "sys/meta";
 const P_NAMESPACES: &str = "sys/namespaces";
@@ -35,8 +38,12 @@ const P_AUDIT: &str = "sys/audit_log";
 const P_JOBS: &str = "sys/jobs";
 /// Added in system schema version 4.
 const P_VIEWS: &str = "sys/views";
+/// Added in system schema version 5.
+const P_TOPICS: &str = "sys/topics";
+/// Added in system schema version 5.
+const P_TOPIC_OFFSETS: &str = "sys/topic_offsets";
 /// System partitions, in creation order (version 1: meta … storages; version 2: audit_log;
-/// version 3: jobs; version 4: views).
+/// version 3: jobs; version 4: views; version 5: topics and their consumer groups' offsets).
 const SYSTEM_PARTITIONS: &[&str] = &[
     P_META,
     P_NAMESPACES,
@@ -46,6 +53,8 @@ const SYSTEM_PARTITIONS: &[&str] = &[
     P_AUDIT,
     P_JOBS,
     P_VIEWS,
+    P_TOPICS,
+    P_TOPIC_OFFSETS,
 ];
 const KEY_SCHEMA_VERSION: &[u8] = b"system_schema_version";
 const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
@@ -76,6 +85,8 @@ pub enum CatalogPart {
     Storages,
     /// Background jobs.
     Jobs,
+    /// Topics and consumer-group offsets.
+    Topics,
 }
 
 /// Called after every committed catalog write (live queries on `system.*` use it).
@@ -113,6 +124,15 @@ fn view_key(namespace: &str, name: &str) -> Vec<u8> {
     let mut k = namespace.as_bytes().to_vec();
     k.push(0);
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn offset_key(topic_id: &str, group_id: &str, partition_id: u32) -> Vec<u8> {
+    let mut k = topic_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(group_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition_id.to_be_bytes());
     k
 }
 
@@ -530,6 +550,72 @@ impl Catalog {
     /// One storage.
     pub fn storage(&self, id: &str) -> Result<Option<StorageRecord>> {
         self.get(P_STORAGES, id.as_bytes())
+    }
+
+    // ---- topics ----
+
+    /// Every topic, by id.
+    pub fn topics(&self) -> Result<Vec<TopicRecord>> {
+        self.scan_all(P_TOPICS, b"")
+    }
+
+    /// One topic (`ns.name`).
+    pub fn topic(&self, topic_id: &str) -> Result<Option<TopicRecord>> {
+        self.get(P_TOPICS, topic_id.as_bytes())
+    }
+
+    /// Creates or replaces a topic.
+    pub fn put_topic(&self, topic: &TopicRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(P_TOPICS, topic.topic_id.as_bytes().to_vec(), encode(topic));
+        self.commit(batch, CatalogPart::Topics)
+    }
+
+    /// Removes a topic and its groups' offsets.
+    pub fn delete_topic(&self, topic_id: &str) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(P_TOPICS, topic_id.as_bytes().to_vec());
+        for o in self.topic_offsets(Some(topic_id))? {
+            batch.delete(
+                P_TOPIC_OFFSETS,
+                offset_key(&o.topic_id, &o.group_id, o.partition_id),
+            );
+        }
+        self.commit(batch, CatalogPart::Topics)
+    }
+
+    /// The committed offsets of consumer groups (of one topic, or all).
+    pub fn topic_offsets(&self, topic_id: Option<&str>) -> Result<Vec<TopicOffsetRecord>> {
+        let prefix = topic_id.map(|t| {
+            let mut p = t.as_bytes().to_vec();
+            p.push(0);
+            p
+        });
+        self.scan_all(P_TOPIC_OFFSETS, prefix.as_deref().unwrap_or(b""))
+    }
+
+    /// The committed offset of one group on one partition.
+    pub fn topic_offset(
+        &self,
+        topic_id: &str,
+        group_id: &str,
+        partition_id: u32,
+    ) -> Result<Option<TopicOffsetRecord>> {
+        self.get(
+            P_TOPIC_OFFSETS,
+            &offset_key(topic_id, group_id, partition_id),
+        )
+    }
+
+    /// Stores a group's committed offset.
+    pub fn put_topic_offset(&self, record: &TopicOffsetRecord) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            P_TOPIC_OFFSETS,
+            offset_key(&record.topic_id, &record.group_id, record.partition_id),
+            encode(record),
+        );
+        self.commit(batch, CatalogPart::Topics)
     }
 }
 

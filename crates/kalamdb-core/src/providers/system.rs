@@ -70,6 +70,8 @@ impl SystemTable {
             Self::Cluster => Ok(system_ops::cluster_rows(deps)),
             Self::ClusterGroups => Ok(system_ops::cluster_groups_rows(deps)),
             Self::Transactions => Ok(system_ops::transactions_rows(deps)),
+            Self::Topics => system_ops::topics_rows(deps),
+            Self::TopicOffsets => system_ops::topic_offsets_rows(deps),
         }
     }
 

@@ -291,6 +291,49 @@ pub(crate) fn manifest_rows(deps: &ProviderDeps) -> Rows {
         .collect()
 }
 
+/// `system.topics`: every topic, its routes as JSON.
+pub(crate) fn topics_rows(deps: &ProviderDeps) -> Result<Rows> {
+    Ok(deps
+        .catalog
+        .topics()?
+        .into_iter()
+        .map(|t| {
+            vec![
+                text(&t.topic_id),
+                text(t.namespace_id),
+                text(t.name),
+                Value::Null,
+                Value::I32(t.partitions as i32),
+                t.retention_seconds
+                    .map_or(Value::Null, |v| Value::I64(v as i64)),
+                t.retention_max_bytes
+                    .map_or(Value::Null, |v| Value::I64(v as i64)),
+                text(serde_json::to_string(&t.routes).unwrap_or_default()),
+                Value::Timestamp(t.created_at),
+                Value::Timestamp(t.updated_at),
+            ]
+        })
+        .collect())
+}
+
+/// `system.topic_offsets`: consumer groups' committed offsets.
+pub(crate) fn topic_offsets_rows(deps: &ProviderDeps) -> Result<Rows> {
+    Ok(deps
+        .catalog
+        .topic_offsets(None)?
+        .into_iter()
+        .map(|o| {
+            vec![
+                text(o.topic_id),
+                text(o.group_id),
+                Value::I32(o.partition_id as i32),
+                Value::I64(o.last_acked_offset as i64),
+                Value::Timestamp(o.updated_at),
+            ]
+        })
+        .collect())
+}
+
 /// `system.transactions`: the open transactions.
 pub(crate) fn transactions_rows(deps: &ProviderDeps) -> Rows {
     deps.transactions

@@ -54,6 +54,10 @@ pub enum SystemTable {
     ClusterGroups,
     /// `system.transactions`
     Transactions,
+    /// `system.topics`
+    Topics,
+    /// `system.topic_offsets`
+    TopicOffsets,
 }
 
 /// Every system table.
@@ -77,6 +81,8 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
     SystemTable::Cluster,
     SystemTable::ClusterGroups,
     SystemTable::Transactions,
+    SystemTable::Topics,
+    SystemTable::TopicOffsets,
 ];
 
 type ColumnSpec = (&'static str, K, bool);
@@ -107,6 +113,8 @@ impl SystemTable {
             Self::Cluster => "cluster",
             Self::ClusterGroups => "cluster_groups",
             Self::Transactions => "transactions",
+            Self::Topics => "topics",
+            Self::TopicOffsets => "topic_offsets",
         }
     }
 
@@ -266,6 +274,25 @@ impl SystemTable {
                 ("sync_state", K::Text, false),
                 ("manifest_json", K::Json, false),
             ],
+            Self::Topics => vec![
+                ("topic_id", K::Text, false),
+                ("namespace_id", K::Text, false),
+                ("name", K::Text, false),
+                ("alias", K::Text, true),
+                ("partitions", K::Int, false),
+                ("retention_seconds", K::BigInt, true),
+                ("retention_max_bytes", K::BigInt, true),
+                ("routes", K::Json, false),
+                ("created_at", K::Timestamp, false),
+                ("updated_at", K::Timestamp, false),
+            ],
+            Self::TopicOffsets => vec![
+                ("topic_id", K::Text, false),
+                ("group_id", K::Text, false),
+                ("partition_id", K::Int, false),
+                ("last_acked_offset", K::BigInt, false),
+                ("updated_at", K::Timestamp, false),
+            ],
             Self::Transactions => vec![
                 ("transaction_id", K::Text, false),
                 ("owner_id", K::Text, false),
@@ -357,6 +384,7 @@ impl SystemTable {
             CatalogPart::AuditLog => &[Self::AuditLog],
             CatalogPart::Storages => &[Self::Storages],
             CatalogPart::Jobs => &[Self::Jobs, Self::JobNodes],
+            CatalogPart::Topics => &[Self::Topics, Self::TopicOffsets],
         }
     }
 
@@ -373,6 +401,8 @@ impl SystemTable {
             Self::JobNodes => &[0, 1],
             // group_id, node_id
             Self::ClusterGroups => &[0, 2],
+            // topic_id, group_id, partition_id
+            Self::TopicOffsets => &[0, 1, 2],
             _ => &[0],
         }
     }

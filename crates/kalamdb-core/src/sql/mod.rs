@@ -19,6 +19,7 @@ pub mod split;
 pub mod stream;
 pub mod subscribe;
 pub mod table_select;
+pub mod topics;
 pub mod uuid_literals;
 pub mod value_caps;
 pub mod views;

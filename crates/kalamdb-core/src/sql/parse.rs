@@ -67,6 +67,9 @@ pub enum Command {
     KillQuery(u64),
     /// `KILL TRANSACTION <id>`: rolls back an open transaction (ids in `system.transactions`).
     KillTransaction(String),
+    /// A topic statement (`CREATE/DROP/CLEAR/ALTER TOPIC`, `CONSUME`, `ACK`, `SHOW TOPICS`,
+    /// `DESCRIBE TOPIC`).
+    Topic(TopicCommand),
     /// `CREATE STORAGE id TYPE 'filesystem' [NAME '…'] [DESCRIPTION '…'] [PATH '…'] …`
     CreateStorage {
         /// Id.
@@ -183,6 +186,15 @@ pub struct TableRef {
     pub namespace: Option<String>,
     /// Table.
     pub table: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}.{}", self.table),
+            None => f.write_str(&self.table),
+        }
+    }
 }
 
 impl TableRef {
@@ -635,6 +647,11 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SHOW", "NAMESPACES" | "STORAGES" | "TABLES" | "MANIFEST")
             | ("DESCRIBE" | "DESC", "TABLE")
             | ("KILL", "LIVE" | "JOB" | "QUERY" | "TRANSACTION")
+            | (
+                "CREATE" | "DROP" | "CLEAR" | "ALTER" | "DESCRIBE" | "DESC",
+                "TOPIC"
+            )
+            | ("SHOW", "TOPICS")
             | ("FLUSH", "TABLE")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
@@ -717,6 +734,12 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::KillJob(id) => ("KILL_JOB", id),
         Command::KillQuery(id) => ("KILL_QUERY", id.to_string()),
         Command::KillTransaction(id) => ("KILL_TRANSACTION", id),
+        Command::Topic(TopicCommand::Create { topic, .. }) => ("CREATE_TOPIC", topic.to_string()),
+        Command::Topic(TopicCommand::Drop { topic, .. }) => ("DROP_TOPIC", topic.to_string()),
+        Command::Topic(TopicCommand::Clear(topic)) => ("CLEAR_TOPIC", topic.to_string()),
+        Command::Topic(
+            TopicCommand::AddSource { topic, .. } | TopicCommand::DropSource { topic, .. },
+        ) => ("ALTER_TOPIC", topic.to_string()),
         Command::CreateStorage { id, .. } => ("CREATE_STORAGE", id),
         Command::DropStorage { id, .. } => ("DROP_STORAGE", id),
         Command::FlushTable(table) => {
@@ -735,6 +758,80 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         }
         _ => return None,
     })
+}
+
+/// A topic statement (`docs/protocol.md` §7.1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicCommand {
+    /// `CREATE TOPIC [IF NOT EXISTS] t [PARTITIONS n] [WITH (RETENTION_SECONDS = …,
+    /// RETENTION_MAX_BYTES = …)]`
+    Create {
+        /// The topic.
+        topic: TableRef,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// Partitions (1 by default).
+        partitions: u32,
+        /// `WITH` options, upper-cased names.
+        options: Vec<(String, String)>,
+    },
+    /// `DROP TOPIC [IF EXISTS] t`
+    Drop {
+        /// The topic.
+        topic: TableRef,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `CLEAR TOPIC t`: removes its messages and groups' offsets, keeps the topic.
+    Clear(TableRef),
+    /// `ALTER TOPIC t ADD SOURCE ns.table ON INSERT|UPDATE|DELETE [WITH (PAYLOAD = 'key'|'full'|'diff')]`
+    AddSource {
+        /// The topic.
+        topic: TableRef,
+        /// The source table.
+        table: TableRef,
+        /// `insert`, `update` or `delete`.
+        op: String,
+        /// `key`, `full` (default) or `diff`.
+        payload: String,
+    },
+    /// `ALTER TOPIC t DROP SOURCE ns.table [ON op]`
+    DropSource {
+        /// The topic.
+        topic: TableRef,
+        /// The source table.
+        table: TableRef,
+        /// Only this change kind.
+        op: Option<String>,
+    },
+    /// `CONSUME FROM t [GROUP 'g'] [PARTITION p] [FROM EARLIEST|LATEST|n] [LIMIT n]`
+    Consume {
+        /// The topic.
+        topic: TableRef,
+        /// The consumer group.
+        group: Option<String>,
+        /// The partition (0 by default).
+        partition: u32,
+        /// Where to start without a committed group offset (`LATEST` by default).
+        start: crate::topics::Start,
+        /// Most messages (100 by default).
+        limit: u64,
+    },
+    /// `ACK t GROUP 'g' [PARTITION p] UPTO OFFSET n`
+    Ack {
+        /// The topic.
+        topic: TableRef,
+        /// The group.
+        group: String,
+        /// The partition (0 by default).
+        partition: u32,
+        /// The last offset done.
+        upto: u64,
+    },
+    /// `SHOW TOPICS [IN ns]`
+    Show(Option<String>),
+    /// `DESCRIBE TOPIC t`
+    Describe(TableRef),
 }
 
 /// A statement that begins or ends a transaction.
@@ -854,6 +951,11 @@ impl KalamParser<'_> {
             ("KILL", "QUERY") => self.skip(2).kill_query()?,
             ("KILL", "JOB") => Command::KillJob(self.skip(2).string()?),
             ("KILL", "TRANSACTION") => self.skip(2).kill_transaction()?,
+            ("CREATE" | "DROP" | "CLEAR" | "ALTER", "TOPIC")
+            | ("CONSUME", "FROM")
+            | ("SHOW", "TOPICS")
+            | ("DESCRIBE" | "DESC", "TOPIC") => Command::Topic(self.topic_command()?),
+            ("ACK", _) => Command::Topic(self.topic_command()?),
             ("CREATE", "STORAGE") => self.skip(2).create_storage()?,
             ("DROP", "STORAGE") => {
                 let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
@@ -940,6 +1042,206 @@ impl KalamParser<'_> {
             _ => return Err(bad()),
         };
         Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
+    }
+
+    /// A non-negative integer.
+    fn number(&mut self, what: &str) -> Result<u64> {
+        match self.p.next_token().token {
+            Token::Number(n, _) => n.parse().map_err(|_| {
+                KalamError::InvalidSql(format!("{what} must be a whole number, not {n}"))
+            }),
+            other => Err(KalamError::InvalidSql(format!(
+                "expected {what} (a number) near '{other}'"
+            ))),
+        }
+    }
+
+    /// `WITH (NAME = value, …)` when present: upper-cased names, values as text.
+    fn with_options(&mut self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        if !self.eat("WITH") {
+            return Ok(out);
+        }
+        if !self.p.consume_token(&Token::LParen) {
+            return Err(KalamError::InvalidSql(format!(
+                "expected ( near {}",
+                self.near()
+            )));
+        }
+        loop {
+            let name = self.ident()?.to_ascii_uppercase();
+            if !self.p.consume_token(&Token::Eq) {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected = near {}",
+                    self.near()
+                )));
+            }
+            let value = match self.p.next_token().token {
+                Token::Number(n, _) => n,
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+                Token::Word(w) => w.value,
+                other => {
+                    return Err(KalamError::InvalidSql(format!(
+                        "expected a value for {name} near '{other}'"
+                    )));
+                }
+            };
+            out.push((name, value));
+            if self.p.consume_token(&Token::RParen) {
+                return Ok(out);
+            }
+            if !self.p.consume_token(&Token::Comma) {
+                return Err(KalamError::InvalidSql(format!(
+                    "expected , or ) near {}",
+                    self.near()
+                )));
+            }
+        }
+    }
+
+    /// A topic statement, from its first word.
+    fn topic_command(&mut self) -> Result<TopicCommand> {
+        let w0 = self.word_at(0).unwrap_or_default();
+        if w0 == "SHOW" {
+            return Ok(TopicCommand::Show(
+                self.skip(2).namespace_after(&["IN", "FROM"])?,
+            ));
+        }
+        if w0 == "ACK" {
+            let topic = self.skip(1).table_ref()?;
+            self.expect("GROUP")?;
+            let group = self.string()?;
+            let partition = if self.eat("PARTITION") {
+                self.number("PARTITION")? as u32
+            } else {
+                0
+            };
+            self.expect("UPTO")?;
+            self.eat("OFFSET");
+            let upto = self.number("the offset")?;
+            return Ok(TopicCommand::Ack {
+                topic,
+                group,
+                partition,
+                upto,
+            });
+        }
+        if w0 == "CONSUME" {
+            let topic = self.skip(2).table_ref()?;
+            let (mut group, mut partition, mut start, mut limit) =
+                (None, 0, crate::topics::Start::Latest, 100);
+            loop {
+                if self.eat("GROUP") {
+                    group = Some(self.string()?);
+                } else if self.eat("PARTITION") {
+                    partition = self.number("PARTITION")? as u32;
+                } else if self.eat("FROM") {
+                    start = if self.eat("EARLIEST") {
+                        crate::topics::Start::Earliest
+                    } else if self.eat("LATEST") {
+                        crate::topics::Start::Latest
+                    } else {
+                        self.eat("OFFSET");
+                        crate::topics::Start::Offset(self.number("the start offset")?)
+                    };
+                } else if self.eat("LIMIT") {
+                    limit = self.number("LIMIT")?;
+                } else {
+                    break;
+                }
+            }
+            return Ok(TopicCommand::Consume {
+                topic,
+                group,
+                partition,
+                start,
+                limit,
+            });
+        }
+        let topic_of = |p: &mut Self| p.skip(2).table_ref();
+        Ok(match w0.as_str() {
+            "CREATE" => {
+                let if_not_exists = self.skip(2).eat_all(&["IF", "NOT", "EXISTS"]);
+                let topic = self.table_ref()?;
+                let partitions = if self.eat("PARTITIONS") {
+                    self.number("PARTITIONS")? as u32
+                } else {
+                    1
+                };
+                TopicCommand::Create {
+                    topic,
+                    if_not_exists,
+                    partitions,
+                    options: self.with_options()?,
+                }
+            }
+            "DROP" => {
+                let if_exists = self.skip(2).eat_all(&["IF", "EXISTS"]);
+                TopicCommand::Drop {
+                    topic: self.table_ref()?,
+                    if_exists,
+                }
+            }
+            "CLEAR" => TopicCommand::Clear(topic_of(self)?),
+            "DESCRIBE" | "DESC" => TopicCommand::Describe(topic_of(self)?),
+            _ => {
+                let topic = topic_of(self)?;
+                let add = self.eat("ADD");
+                if !add && !self.eat("DROP") {
+                    return Err(KalamError::InvalidSql(
+                        "expected ALTER TOPIC t ADD SOURCE … or DROP SOURCE …".into(),
+                    ));
+                }
+                self.expect("SOURCE")?;
+                let table = self.table_ref()?;
+                let op = if self.eat("ON") {
+                    let op = self.ident()?.to_ascii_lowercase();
+                    if !matches!(op.as_str(), "insert" | "update" | "delete") {
+                        return Err(KalamError::InvalidSql(format!(
+                            "expected ON INSERT, UPDATE or DELETE, not {op}"
+                        )));
+                    }
+                    Some(op)
+                } else {
+                    None
+                };
+                if !add {
+                    return Ok(TopicCommand::DropSource { topic, table, op });
+                }
+                let op = op.ok_or_else(|| {
+                    KalamError::InvalidSql("ADD SOURCE needs ON INSERT, UPDATE or DELETE".into())
+                })?;
+                if self.peek_is(0, "WHERE") {
+                    return Err(KalamError::Unsupported(
+                        "ADD SOURCE … WHERE is not supported yet: every change of the kind is \
+                         appended"
+                            .into(),
+                    ));
+                }
+                let mut payload = "full".to_string();
+                for (name, value) in self.with_options()? {
+                    match name.as_str() {
+                        "PAYLOAD" => payload = value.to_ascii_lowercase(),
+                        other => {
+                            return Err(KalamError::InvalidSql(format!(
+                                "unknown ADD SOURCE option {other} (PAYLOAD is known)"
+                            )));
+                        }
+                    }
+                }
+                if !matches!(payload.as_str(), "key" | "full" | "diff") {
+                    return Err(KalamError::InvalidSql(format!(
+                        "PAYLOAD must be 'key', 'full' or 'diff', not '{payload}'"
+                    )));
+                }
+                TopicCommand::AddSource {
+                    topic,
+                    table,
+                    op,
+                    payload,
+                }
+            }
+        })
     }
 
     /// `KILL TRANSACTION <id>` (a number, bare or quoted), after `KILL TRANSACTION`.

@@ -17,5 +17,6 @@ mod restart;
 mod s3;
 mod scan;
 mod slt;
+mod topics;
 mod transactions;
 mod views;

@@ -630,6 +630,8 @@ pub(super) async fn drop_table_by_id(app: &AppContext, ctx: &ExecCtx, id: &Table
     if let Some(listener) = app.tables().change_listener() {
         listener.table_dropped(id);
     }
+    // Topics it fed stop receiving (their messages stay).
+    app.topics().table_dropped(id)?;
     // Rows and files last: once the definition is gone nobody reads them.
     if let Some(def) = def {
         clean_dropped_table(app, &def, "manual", ctx.identity.user_id.as_str()).await?;

@@ -1,0 +1,289 @@
+//! Topic statements (`docs/protocol.md` §7.1): `CREATE/DROP/CLEAR/ALTER TOPIC` and
+//! `SHOW TOPICS`/`DESCRIBE TOPIC` (dba/system), `CONSUME` and `ACK` (service, dba, system).
+//! The topics themselves are [`crate::topics`].
+
+use super::ddl::{resolve, table_output};
+use super::parse::{TableRef, TopicCommand};
+use super::session::{ExecCtx, Output};
+use crate::access;
+use crate::app_context::AppContext;
+use kalamdb_catalog::catalog::{TopicRecord, TopicRoute};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::value::Value;
+use kalamdb_commons::KalamDataType as K;
+
+/// Most partitions a topic may have.
+const MAX_PARTITIONS: u32 = 256;
+/// Most messages one `CONSUME` returns.
+pub const MAX_CONSUME: u64 = 10_000;
+
+/// Runs a topic statement.
+pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<Output> {
+    let topics = app.topics();
+    match cmd {
+        TopicCommand::Create {
+            topic,
+            if_not_exists,
+            partitions,
+            options,
+        } => {
+            access::check_admin(&ctx.identity, "create topics")?;
+            let id = topic_id(ctx, &topic);
+            let ns = id.namespace.to_string();
+            if app.catalog().namespace(&id.namespace)?.is_none() {
+                return Err(KalamError::NotFound {
+                    kind: "Namespace",
+                    name: ns,
+                });
+            }
+            kalamdb_commons::ids::validate_identifier("topic", id.table.as_str())
+                .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+            if topics.topic(&id.to_string()).is_ok() {
+                if if_not_exists {
+                    return Ok(Output::Message(format!("Topic '{id}' already exists")));
+                }
+                return Err(KalamError::AlreadyExists {
+                    kind: "Topic",
+                    name: id.to_string(),
+                });
+            }
+            if partitions == 0 || partitions > MAX_PARTITIONS {
+                return Err(KalamError::InvalidInput(format!(
+                    "PARTITIONS must be between 1 and {MAX_PARTITIONS}"
+                )));
+            }
+            let (mut retention_seconds, mut retention_max_bytes) = (None, None);
+            for (name, value) in options {
+                let number = || {
+                    value.parse::<u64>().map_err(|_| {
+                        KalamError::InvalidInput(format!("{name} must be a whole number"))
+                    })
+                };
+                match name.as_str() {
+                    "RETENTION_SECONDS" => retention_seconds = Some(number()?),
+                    "RETENTION_MAX_BYTES" => retention_max_bytes = Some(number()?),
+                    other => {
+                        return Err(KalamError::InvalidInput(format!(
+                            "unknown topic option {other} (RETENTION_SECONDS and \
+                             RETENTION_MAX_BYTES are known)"
+                        )));
+                    }
+                }
+            }
+            let now = chrono::Utc::now().timestamp_micros();
+            topics.create(TopicRecord {
+                topic_id: id.to_string(),
+                namespace_id: ns,
+                name: id.table.to_string(),
+                partitions,
+                retention_seconds,
+                retention_max_bytes,
+                routes: Vec::new(),
+                created_at: now,
+                updated_at: now,
+            })?;
+            Ok(Output::Message(format!(
+                "Topic '{id}' created with {partitions} partition(s)"
+            )))
+        }
+        TopicCommand::Drop { topic, if_exists } => {
+            access::check_admin(&ctx.identity, "drop topics")?;
+            let id = topic_id(ctx, &topic).to_string();
+            if if_exists && topics.topic(&id).is_err() {
+                return Ok(Output::Message(format!("Topic '{id}' does not exist")));
+            }
+            topics.drop_topic(&id)?;
+            Ok(Output::Message(format!("Topic '{id}' dropped")))
+        }
+        TopicCommand::Clear(topic) => {
+            access::check_admin(&ctx.identity, "clear topics")?;
+            let id = topic_id(ctx, &topic).to_string();
+            let removed = topics.clear(&id)?;
+            Ok(Output::Message(format!(
+                "Topic '{id}' cleared: {removed} message(s) removed"
+            )))
+        }
+        TopicCommand::AddSource {
+            topic,
+            table,
+            op,
+            payload,
+        } => {
+            access::check_admin(&ctx.identity, "change topics")?;
+            let id = topic_id(ctx, &topic).to_string();
+            let table_id = resolve(ctx, &table);
+            app.schema_registry().require(&table_id)?;
+            let mut def = topics.topic(&id)?;
+            let route = TopicRoute {
+                table_id: table_id.to_string(),
+                op,
+                payload,
+            };
+            if def
+                .routes
+                .iter()
+                .any(|r| r.table_id == route.table_id && r.op == route.op)
+            {
+                return Err(KalamError::AlreadyExists {
+                    kind: "Source",
+                    name: format!("{} ON {} of topic {id}", route.table_id, route.op),
+                });
+            }
+            let message = format!(
+                "Topic '{id}' now receives {} changes of {} ({} payload)",
+                route.op.to_ascii_uppercase(),
+                route.table_id,
+                route.payload
+            );
+            def.routes.push(route);
+            def.updated_at = chrono::Utc::now().timestamp_micros();
+            topics.update(def)?;
+            Ok(Output::Message(message))
+        }
+        TopicCommand::DropSource { topic, table, op } => {
+            access::check_admin(&ctx.identity, "change topics")?;
+            let id = topic_id(ctx, &topic).to_string();
+            let table_id = resolve(ctx, &table).to_string();
+            let mut def = topics.topic(&id)?;
+            let before = def.routes.len();
+            def.routes
+                .retain(|r| r.table_id != table_id || op.as_ref().is_some_and(|o| *o != r.op));
+            let removed = before - def.routes.len();
+            if removed == 0 {
+                return Err(KalamError::NotFound {
+                    kind: "Source",
+                    name: format!("{table_id} of topic {id}"),
+                });
+            }
+            def.updated_at = chrono::Utc::now().timestamp_micros();
+            topics.update(def)?;
+            Ok(Output::Message(format!(
+                "Topic '{id}': {removed} source(s) of {table_id} dropped"
+            )))
+        }
+        TopicCommand::Consume {
+            topic,
+            group,
+            partition,
+            start,
+            limit,
+        } => {
+            if limit == 0 || limit > MAX_CONSUME {
+                return Err(KalamError::InvalidInput(format!(
+                    "LIMIT must be between 1 and {MAX_CONSUME}"
+                )));
+            }
+            let id = topic_id(ctx, &topic).to_string();
+            let fetch = topics.consume(
+                &ctx.identity,
+                &id,
+                group.as_deref(),
+                partition,
+                start,
+                limit as usize,
+            )?;
+            let rows = fetch
+                .messages
+                .into_iter()
+                .map(|m| {
+                    let opt = |s: Option<String>| s.map_or(Value::Null, Value::Text);
+                    vec![
+                        Value::Text(id.clone()),
+                        Value::I32(m.partition as i32),
+                        Value::I64(m.offset as i64),
+                        opt(m.message.key),
+                        Value::Text(String::from_utf8_lossy(&m.message.payload).into_owned()),
+                        Value::I64(m.message.ts_ms),
+                        opt(m.message.user),
+                        Value::Text(m.message.op.as_str().to_ascii_lowercase()),
+                    ]
+                })
+                .collect();
+            table_output(
+                &[
+                    ("topic_id", K::Text, false),
+                    ("partition_id", K::Int, false),
+                    ("offset", K::BigInt, false),
+                    ("key", K::Text, true),
+                    ("payload", K::Text, false),
+                    ("timestamp_ms", K::BigInt, false),
+                    ("user_id", K::Text, true),
+                    ("op", K::Text, false),
+                ],
+                rows,
+            )
+        }
+        TopicCommand::Ack {
+            topic,
+            group,
+            partition,
+            upto,
+        } => {
+            let id = topic_id(ctx, &topic).to_string();
+            let done = topics.ack(&ctx.identity, &id, &group, partition, upto)?;
+            Ok(Output::Message(format!(
+                "Group '{group}' acknowledged {id} partition {partition} up to offset {done}"
+            )))
+        }
+        TopicCommand::Show(ns) => {
+            access::check_admin(&ctx.identity, "list topics")?;
+            let rows = app
+                .catalog()
+                .topics()?
+                .into_iter()
+                .filter(|t| ns.as_ref().is_none_or(|n| *n == t.namespace_id))
+                .map(|t| {
+                    vec![
+                        Value::Text(t.topic_id),
+                        Value::I32(t.partitions as i32),
+                        Value::Text(
+                            t.routes
+                                .iter()
+                                .map(|r| format!("{} ON {} ({})", r.table_id, r.op, r.payload))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                    ]
+                })
+                .collect();
+            table_output(
+                &[
+                    ("topic_id", K::Text, false),
+                    ("partitions", K::Int, false),
+                    ("sources", K::Text, false),
+                ],
+                rows,
+            )
+        }
+        TopicCommand::Describe(topic) => {
+            access::check_admin(&ctx.identity, "describe topics")?;
+            let id = topic_id(ctx, &topic).to_string();
+            let def = topics.topic(&id)?;
+            let ends = topics.end_offsets(&id)?;
+            let rows = ends
+                .iter()
+                .enumerate()
+                .map(|(p, end)| {
+                    vec![
+                        Value::I32(p as i32),
+                        Value::I64(*end as i64),
+                        Value::Text(serde_json::to_string(&def.routes).unwrap_or_default()),
+                    ]
+                })
+                .collect();
+            table_output(
+                &[
+                    ("partition_id", K::Int, false),
+                    ("next_offset", K::BigInt, false),
+                    ("sources", K::Json, false),
+                ],
+                rows,
+            )
+        }
+    }
+}
+
+/// The id (`namespace.name`) a statement of `ctx` means by `topic`.
+fn topic_id(ctx: &ExecCtx, topic: &TableRef) -> kalamdb_commons::TableId {
+    resolve(ctx, topic)
+}

@@ -1,0 +1,136 @@
+//! How a topic's messages are kept in the hot store: one partition per topic
+//! (`topic/<ns>.<name>`), messages keyed by (partition, offset) big-endian, and per partition a
+//! counter key holding the next offset, written in the same batch as the messages (so offsets
+//! stay gap-free across a crash).
+
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_store::{StorageRead, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+/// What happened to the row a message reports (or `Insert` for a published message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new row.
+    Insert,
+    /// A changed row.
+    Update,
+    /// A deleted row.
+    Delete,
+}
+
+impl Op {
+    /// The wire spelling (`Insert`, `Update`, `Delete`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "Insert",
+            Op::Update => "Update",
+            Op::Delete => "Delete",
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The key it was partitioned by (a row's primary key as text).
+    pub key: Option<String>,
+    /// The payload (UTF-8 JSON for table changes).
+    pub payload: Vec<u8>,
+    /// The change.
+    pub op: Op,
+    /// The user whose row changed (USER tables) or who published it.
+    pub user: Option<String>,
+    /// When it was appended, ms since the epoch.
+    pub ts_ms: i64,
+    /// `ns.table` of a table change.
+    pub source: Option<String>,
+}
+
+/// The offset the counter key stands at (never a message's).
+const COUNTER: u64 = u64::MAX;
+
+/// The hot-store partition of topic `topic_id`.
+pub fn partition_name(topic_id: &str) -> String {
+    format!("topic/{topic_id}")
+}
+
+fn key(partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// Adds `message` at `offset` of `partition`, and the partition's next offset, to `batch`.
+pub fn append(batch: &mut WriteBatch, store: &str, partition: u32, offset: u64, message: &Message) {
+    let bytes = postcard::to_stdvec(message).unwrap_or_default();
+    batch.put(store, key(partition, offset), bytes);
+    batch.put(
+        store,
+        key(partition, COUNTER),
+        (offset + 1).to_be_bytes().to_vec(),
+    );
+}
+
+/// The next offset of each of `partitions` partitions.
+pub fn next_offsets(read: &dyn StorageRead, store: &str, partitions: u32) -> Result<Vec<u64>> {
+    (0..partitions)
+        .map(|p| {
+            Ok(read
+                .get(store, &key(p, COUNTER))?
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Up to `limit` messages of `partition` from offset `from` on.
+pub fn read(
+    read: &dyn StorageRead,
+    store: &str,
+    partition: u32,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Message)>> {
+    let prefix = partition.to_be_bytes();
+    let start = key(partition, from);
+    let mut out = Vec::new();
+    let mut failed = None;
+    read.scan_each(store, &prefix, Some(&start), &mut |k, v| {
+        let offset = k
+            .get(4..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(COUNTER);
+        if offset == COUNTER || out.len() >= limit {
+            return Ok(false);
+        }
+        match postcard::from_bytes::<Message>(v) {
+            Ok(m) => out.push((offset, m)),
+            Err(e) => {
+                failed = Some(e.to_string());
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    match failed {
+        Some(e) => Err(KalamError::Internal(format!("corrupt topic message: {e}"))),
+        None => Ok(out),
+    }
+}
+
+/// The partition of a message with `key`: FNV-1a of the key, modulo `partitions` (stable
+/// across builds, unlike std's hasher).
+pub fn partition_of(key: Option<&str>, partitions: u32) -> u32 {
+    let Some(key) = key else {
+        return 0;
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}

@@ -1,0 +1,531 @@
+//! Topics (`docs/protocol.md` §7.1): partitioned, append-only logs of messages that tables'
+//! changes feed (`ALTER TOPIC … ADD SOURCE`), read by consumers and consumer groups.
+//!
+//! - Definitions live in the catalog ([`kalamdb_catalog::catalog::TopicRecord`]); messages in
+//!   the hot store ([`log`]).
+//! - **Capture.** The [`TopicService`] is the table store's `ChangeCapture`: inside the commit
+//!   gate, with the batch a table change commits in, it appends one message per matching route
+//!   and change, so a change and its messages commit together or not at all, and offsets are
+//!   handed out in commit order without gaps (a failed batch gives its offsets back).
+//! - **Consuming.** A read without a group starts where the caller says. A group starts after
+//!   its committed offset (`ACK`), and each fetch *claims* the range it returns: another member
+//!   never gets a claimed range until it is acked or its claim is older than
+//!   `[topics] visibility_timeout_secs`, when it is handed out again (at-least-once).
+
+pub mod log;
+
+use crate::auth::Identity;
+use crate::sql::encode::value_json;
+use kalamdb_catalog::catalog::{Catalog, TopicOffsetRecord, TopicRecord, TopicRoute};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_commons::{TableId, UserId};
+use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
+use kalamdb_tables::changes::{ChangeCapture, ChangeEvent, ChangeKind};
+use kalamdb_tables::rows::StoredRow;
+use log::{Message, Op};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where a read without a committed group offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first message kept.
+    Earliest,
+    /// After the last message.
+    Latest,
+    /// This offset.
+    Offset(u64),
+}
+
+/// One message read, with where it is.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    /// The partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// The message.
+    pub message: Message,
+}
+
+/// What a fetch returned.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// The messages, in offset order.
+    pub messages: Vec<Consumed>,
+    /// The offset after the last one (or where the read started when there was none).
+    pub next_offset: u64,
+}
+
+/// A topic as the service holds it: its definition and next offset per partition.
+#[derive(Debug)]
+struct TopicState {
+    def: TopicRecord,
+    store: String,
+    /// Shared by every version of the definition (an ALTER TOPIC racing a write).
+    next: Arc<[AtomicU64]>,
+}
+
+/// One group's claims on one partition.
+#[derive(Debug, Default)]
+struct GroupCursor {
+    /// The next offset not handed out yet.
+    cursor: u64,
+    /// Handed-out ranges not acked yet, with when they were handed out.
+    claims: Vec<(u64, u64, Instant)>,
+}
+
+/// The routes of one source table: each with the topic it feeds.
+type TableRoutes = Vec<(Arc<TopicState>, TopicRoute)>;
+
+/// An offset counter handed out in the batch being committed: (counters, partition, the
+/// partition's next offset before).
+type Reservation = (Arc<[AtomicU64]>, u32, u64);
+
+/// The topics of the server; see the module doc.
+#[derive(Debug)]
+pub struct TopicService {
+    catalog: Catalog,
+    backend: Arc<dyn StorageBackend>,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    /// Routes by source table (`ns.table`).
+    routes: RwLock<HashMap<String, TableRoutes>>,
+    /// Offsets handed out in the batch being committed.
+    reserved: Mutex<Vec<Reservation>>,
+    groups: Mutex<HashMap<(String, String, u32), GroupCursor>>,
+    visibility: Duration,
+}
+
+impl TopicService {
+    /// Loads the topics of `catalog` and their offsets.
+    pub fn open(
+        catalog: Catalog,
+        backend: Arc<dyn StorageBackend>,
+        visibility_timeout_secs: u64,
+    ) -> Result<Self> {
+        let service = Self {
+            catalog,
+            backend,
+            topics: RwLock::default(),
+            routes: RwLock::default(),
+            reserved: Mutex::default(),
+            groups: Mutex::default(),
+            visibility: Duration::from_secs(visibility_timeout_secs),
+        };
+        for def in service.catalog.topics()? {
+            service.load(def)?;
+        }
+        Ok(service)
+    }
+
+    fn load(&self, def: TopicRecord) -> Result<()> {
+        let store = log::partition_name(&def.topic_id);
+        self.backend.create_partition(&store, KeyLayout::Flat)?;
+        let next: Arc<[AtomicU64]> = log::next_offsets(&*self.backend, &store, def.partitions)?
+            .into_iter()
+            .map(AtomicU64::new)
+            .collect();
+        let state = Arc::new(TopicState { def, store, next });
+        self.topics
+            .write()
+            .insert(state.def.topic_id.clone(), Arc::clone(&state));
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    fn rebuild_routes(&self) {
+        let mut routes: HashMap<String, TableRoutes> = HashMap::new();
+        for t in self.topics.read().values() {
+            for r in &t.def.routes {
+                routes
+                    .entry(r.table_id.clone())
+                    .or_default()
+                    .push((Arc::clone(t), r.clone()));
+            }
+        }
+        *self.routes.write() = routes;
+    }
+
+    fn state(&self, topic_id: &str) -> Result<Arc<TopicState>> {
+        self.topics
+            .read()
+            .get(topic_id)
+            .cloned()
+            .ok_or_else(|| KalamError::NotFound {
+                kind: "Topic",
+                name: topic_id.to_string(),
+            })
+    }
+
+    /// The definition of `topic_id`.
+    pub fn topic(&self, topic_id: &str) -> Result<TopicRecord> {
+        Ok(self.state(topic_id)?.def.clone())
+    }
+
+    /// Creates a topic (the caller checked it does not exist).
+    pub fn create(&self, def: TopicRecord) -> Result<()> {
+        self.catalog.put_topic(&def)?;
+        self.load(def)
+    }
+
+    /// Replaces a topic's definition (its routes); its messages stay.
+    pub fn update(&self, def: TopicRecord) -> Result<()> {
+        let state = self.state(&def.topic_id)?;
+        self.catalog.put_topic(&def)?;
+        let updated = Arc::new(TopicState {
+            def,
+            store: state.store.clone(),
+            next: Arc::clone(&state.next),
+        });
+        self.topics
+            .write()
+            .insert(updated.def.topic_id.clone(), updated);
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    /// Drops a topic, its messages and its groups' offsets.
+    pub fn drop_topic(&self, topic_id: &str) -> Result<()> {
+        let state = self.state(topic_id)?;
+        self.catalog.delete_topic(topic_id)?;
+        self.topics.write().remove(topic_id);
+        self.rebuild_routes();
+        self.groups.lock().retain(|(t, _, _), _| t != topic_id);
+        self.backend.drop_partition(&state.store)?;
+        Ok(())
+    }
+
+    /// Removes a topic's messages (offsets go on from where they were; groups' committed
+    /// offsets stay). Returns how many were removed.
+    pub fn clear(&self, topic_id: &str) -> Result<u64> {
+        let state = self.state(topic_id)?;
+        let mut batch = WriteBatch::new();
+        let mut removed = 0;
+        for (p, next) in state.next.iter().enumerate() {
+            let end = next.load(Ordering::SeqCst);
+            let first = log::read(&*self.backend, &state.store, p as u32, 0, 1)?
+                .first()
+                .map_or(end, |(o, _)| *o);
+            removed += end - first;
+            let mut from = (p as u32).to_be_bytes().to_vec();
+            from.extend_from_slice(&0u64.to_be_bytes());
+            let mut to = (p as u32).to_be_bytes().to_vec();
+            to.extend_from_slice(&u64::MAX.to_be_bytes());
+            batch.delete_range(&state.store, from, to);
+        }
+        self.backend.write(batch)?;
+        Ok(removed)
+    }
+
+    /// Removes every route fed by `table` (the table was dropped).
+    pub fn table_dropped(&self, table: &TableId) -> Result<()> {
+        let id = table.to_string();
+        let affected: Vec<TopicRecord> = self
+            .topics
+            .read()
+            .values()
+            .filter(|t| t.def.routes.iter().any(|r| r.table_id == id))
+            .map(|t| t.def.clone())
+            .collect();
+        for mut def in affected {
+            def.routes.retain(|r| r.table_id != id);
+            self.update(def)?;
+        }
+        Ok(())
+    }
+
+    /// The offset after the last message of each partition.
+    pub fn end_offsets(&self, topic_id: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .state(topic_id)?
+            .next
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .collect())
+    }
+
+    /// Reads up to `limit` messages of `partition` (see the module doc for groups). `caller`
+    /// must be service, dba or system.
+    pub fn consume(
+        &self,
+        caller: &Identity,
+        topic_id: &str,
+        group: Option<&str>,
+        partition: u32,
+        start: Start,
+        limit: usize,
+    ) -> Result<Fetch> {
+        check_consumer(caller)?;
+        let state = self.state(topic_id)?;
+        let end = state
+            .next
+            .get(partition as usize)
+            .ok_or_else(|| bad_partition(&state.def, partition))?
+            .load(Ordering::SeqCst);
+        let from_start = |committed: Option<u64>| match (committed, start) {
+            (Some(c), _) => c + 1,
+            (None, Start::Offset(o)) => o,
+            (None, Start::Earliest) => 0,
+            (None, Start::Latest) => end,
+        };
+        let Some(group) = group else {
+            let from = from_start(None);
+            return self.read(&state, partition, from, limit, from);
+        };
+        let committed = self
+            .catalog
+            .topic_offset(topic_id, group, partition)?
+            .map(|o| o.last_acked_offset);
+        let mut groups = self.groups.lock();
+        let key = (topic_id.to_string(), group.to_string(), partition);
+        let fresh = !groups.contains_key(&key);
+        let g = groups.entry(key).or_default();
+        let floor = from_start(committed);
+        if fresh || g.cursor < committed.map_or(0, |c| c + 1) {
+            g.cursor = floor.max(g.cursor);
+        }
+        if let Some(c) = committed {
+            g.claims.retain(|(_, to, _)| *to > c);
+        }
+        let now = Instant::now();
+        // A claim nobody acked in time is handed out again first.
+        if let Some(claim) = g
+            .claims
+            .iter_mut()
+            .find(|(_, _, at)| now.duration_since(*at) >= self.visibility)
+        {
+            let from = committed.map_or(claim.0, |c| claim.0.max(c + 1));
+            let n = usize::try_from(claim.1 - from).unwrap_or(limit).min(limit);
+            claim.2 = now;
+            return self.read(&state, partition, from, n.max(1), from);
+        }
+        let from = g.cursor;
+        let fetch = self.read(&state, partition, from, limit, from)?;
+        if let (Some(first), Some(last)) = (fetch.messages.first(), fetch.messages.last()) {
+            g.claims.push((first.offset, last.offset + 1, now));
+            g.cursor = last.offset + 1;
+        }
+        Ok(fetch)
+    }
+
+    fn read(
+        &self,
+        state: &TopicState,
+        partition: u32,
+        from: u64,
+        limit: usize,
+        empty_next: u64,
+    ) -> Result<Fetch> {
+        let messages: Vec<Consumed> =
+            log::read(&*self.backend, &state.store, partition, from, limit)?
+                .into_iter()
+                .map(|(offset, message)| Consumed {
+                    partition,
+                    offset,
+                    message,
+                })
+                .collect();
+        let next_offset = messages.last().map_or(empty_next, |m| m.offset + 1);
+        Ok(Fetch {
+            messages,
+            next_offset,
+        })
+    }
+
+    /// Moves `group`'s committed offset on `partition` forward to `upto` (inclusive); never
+    /// back. Returns the committed offset.
+    pub fn ack(
+        &self,
+        caller: &Identity,
+        topic_id: &str,
+        group: &str,
+        partition: u32,
+        upto: u64,
+    ) -> Result<u64> {
+        check_consumer(caller)?;
+        let state = self.state(topic_id)?;
+        let end = state
+            .next
+            .get(partition as usize)
+            .ok_or_else(|| bad_partition(&state.def, partition))?
+            .load(Ordering::SeqCst);
+        if upto >= end {
+            return Err(KalamError::InvalidInput(format!(
+                "cannot ACK offset {upto} of {topic_id} partition {partition}: its last offset is {}",
+                end.checked_sub(1)
+                    .map_or("none yet".into(), |e| e.to_string())
+            )));
+        }
+        let old = self
+            .catalog
+            .topic_offset(topic_id, group, partition)?
+            .map(|o| o.last_acked_offset);
+        if old.is_some_and(|o| o >= upto) {
+            return Ok(old.unwrap_or(upto));
+        }
+        self.catalog.put_topic_offset(&TopicOffsetRecord {
+            topic_id: topic_id.to_string(),
+            group_id: group.to_string(),
+            partition_id: partition,
+            last_acked_offset: upto,
+            updated_at: chrono::Utc::now().timestamp_micros(),
+        })?;
+        if let Some(g) =
+            self.groups
+                .lock()
+                .get_mut(&(topic_id.to_string(), group.to_string(), partition))
+        {
+            g.claims.retain(|(_, to, _)| *to > upto + 1);
+        }
+        Ok(upto)
+    }
+
+    /// The message for `event` on `route`, if the route takes this kind of change.
+    fn message(
+        table: &CachedTable,
+        route: &TopicRoute,
+        user: Option<&UserId>,
+        event: &ChangeEvent,
+    ) -> Option<Message> {
+        let (op, row) = match (event.kind, &event.new, &event.old) {
+            (ChangeKind::Insert, Some(n), _) => (Op::Insert, n),
+            (ChangeKind::Update, Some(n), _) => (Op::Update, n),
+            (ChangeKind::Delete, _, Some(o)) => (Op::Delete, o),
+            _ => return None,
+        };
+        if !route.op.eq_ignore_ascii_case(op.as_str()) {
+            return None;
+        }
+        let key = table.pk_index.map(|p| {
+            let c = &table.def.columns[p];
+            match value_json(row.cell(c.column_id), &c.data_type) {
+                Json::String(s) => s,
+                other => other.to_string(),
+            }
+        });
+        let payload = match route.payload.as_str() {
+            "key" => row_json(table, row, |i| Some(i) == table.pk_index, None),
+            "diff" => {
+                let old = event.old.as_ref();
+                let changed = |i: usize| {
+                    let id = table.def.columns[i].column_id;
+                    Some(i) == table.pk_index || old.is_none_or(|o| o.cell(id) != row.cell(id))
+                };
+                let mut m = Map::new();
+                m.insert("new".into(), row_json(table, row, changed, None));
+                if let (Some(o), Op::Update) = (old, op) {
+                    m.insert("old".into(), row_json(table, o, changed, None));
+                }
+                m.insert(
+                    "_table".into(),
+                    Json::String(table.def.table_id().to_string()),
+                );
+                Json::Object(m)
+            }
+            _ => row_json(table, row, |_| true, Some(table)),
+        };
+        Some(Message {
+            key,
+            payload: payload.to_string().into_bytes(),
+            op,
+            user: user.map(|u| u.to_string()),
+            ts_ms: chrono::Utc::now().timestamp_millis(),
+            source: Some(table.def.table_id().to_string()),
+        })
+    }
+}
+
+/// The row's columns for which `keep` holds, as a JSON object (with `_table` when `with_table`).
+fn row_json(
+    table: &CachedTable,
+    row: &StoredRow,
+    keep: impl Fn(usize) -> bool,
+    with_table: Option<&CachedTable>,
+) -> Json {
+    let mut m = Map::new();
+    for (i, c) in table.def.columns.iter().enumerate() {
+        if keep(i) {
+            m.insert(
+                c.name.clone(),
+                value_json(row.cell(c.column_id), &c.data_type),
+            );
+        }
+    }
+    if let Some(t) = with_table {
+        m.insert("_table".into(), Json::String(t.def.table_id().to_string()));
+    }
+    Json::Object(m)
+}
+
+fn check_consumer(caller: &Identity) -> Result<()> {
+    use kalamdb_commons::Role;
+    if matches!(caller.role, Role::Service | Role::Dba | Role::System) {
+        return Ok(());
+    }
+    Err(KalamError::PermissionDenied(
+        "consuming topics needs the service, dba or system role".into(),
+    ))
+}
+
+fn bad_partition(def: &TopicRecord, partition: u32) -> KalamError {
+    KalamError::InvalidInput(format!(
+        "topic {} has partitions 0..{}; there is no partition {partition}",
+        def.topic_id, def.partitions
+    ))
+}
+
+impl ChangeCapture for TopicService {
+    fn captures(&self, table: &TableId) -> bool {
+        self.routes.read().contains_key(&table.to_string())
+    }
+
+    fn capture(
+        &self,
+        table: &CachedTable,
+        user: Option<&UserId>,
+        events: &[ChangeEvent],
+        batch: &mut WriteBatch,
+    ) {
+        let routes = self.routes.read();
+        let Some(routes) = routes.get(&table.def.table_id().to_string()) else {
+            return;
+        };
+        let mut reserved = self.reserved.lock();
+        for event in events {
+            for (topic, route) in routes {
+                let Some(message) = Self::message(table, route, user, event) else {
+                    continue;
+                };
+                let p = log::partition_of(message.key.as_deref(), topic.def.partitions);
+                let Some(next) = topic.next.get(p as usize) else {
+                    continue;
+                };
+                let offset = next.fetch_add(1, Ordering::SeqCst);
+                if !reserved
+                    .iter()
+                    .any(|(n, rp, _)| Arc::ptr_eq(n, &topic.next) && *rp == p)
+                {
+                    reserved.push((Arc::clone(&topic.next), p, offset));
+                }
+                log::append(batch, &topic.store, p, offset, &message);
+            }
+        }
+    }
+
+    fn finished(&self, written: bool) {
+        let mut reserved = self.reserved.lock();
+        if !written {
+            for (counters, p, before) in reserved.iter() {
+                if let Some(next) = counters.get(*p as usize) {
+                    next.store(*before, Ordering::SeqCst);
+                }
+            }
+        }
+        reserved.clear();
+    }
+}

@@ -1,0 +1,220 @@
+//! Topics fed by table changes: management statements, the messages a source appends (key,
+//! full and diff payloads, the owning user, commit order, transactions), CONSUME and ACK over
+//! SQL, consumer groups' claims and committed offsets (kept across a restart), the SDKs' HTTP
+//! routes, and what is refused.
+
+use crate::support::{TestServer, rows};
+use base64::Engine;
+use serde_json::{Value, json};
+
+async fn http(s: &TestServer, token: &str, route: &str, body: Value) -> (u16, Value) {
+    let resp = s
+        .http
+        .post(format!("{}/v1/api/topics/{route}", s.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// `(offset, op, user, payload JSON)` of a CONSUME result.
+fn consumed(r: &Value) -> Vec<(i64, String, Value, Value)> {
+    rows(r)
+        .iter()
+        .map(|row| {
+            (
+                row[2].as_str().unwrap().parse().unwrap(),
+                row[7].as_str().unwrap().to_string(),
+                row[6].clone(),
+                serde_json::from_str(row[4].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn table_changes_feed_topics_that_groups_consume() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE USER TABLE app.orders (id INT PRIMARY KEY, item TEXT, qty INT); \
+         CREATE TOPIC app.events; \
+         ALTER TOPIC app.events ADD SOURCE app.orders ON INSERT; \
+         ALTER TOPIC app.events ADD SOURCE app.orders ON UPDATE WITH (PAYLOAD = 'diff'); \
+         ALTER TOPIC app.events ADD SOURCE app.orders ON DELETE WITH (PAYLOAD = 'key'); \
+         CREATE USER svc WITH PASSWORD 'svc-pass-1234' ROLE service",
+    )
+    .await;
+    let users = s.users_with_tokens(&root, &["ada"]).await;
+    let ada = &users[0];
+    let svc = s.token("svc", "svc-pass-1234").await;
+    s.ok(ada, "INSERT INTO app.orders VALUES (1, 'tea', 2)")
+        .await;
+    s.ok(ada, "UPDATE app.orders SET qty = 3 WHERE id = 1")
+        .await;
+    s.ok(ada, "DELETE FROM app.orders WHERE id = 1").await;
+    s.ok(
+        ada,
+        "BEGIN; INSERT INTO app.orders VALUES (2, 'cake', 1); INSERT INTO app.orders VALUES (3, 'pie', 1); COMMIT",
+    )
+    .await;
+    // A rolled-back transaction appends nothing.
+    s.ok(
+        ada,
+        "BEGIN; INSERT INTO app.orders VALUES (4, 'x', 1); ROLLBACK",
+    )
+    .await;
+
+    let r = s
+        .ok(&svc, "CONSUME FROM app.events FROM EARLIEST LIMIT 10")
+        .await;
+    let got = consumed(&r);
+    let ops: Vec<(i64, &str)> = got.iter().map(|(o, op, _, _)| (*o, op.as_str())).collect();
+    assert_eq!(
+        ops,
+        vec![
+            (0, "insert"),
+            (1, "update"),
+            (2, "delete"),
+            (3, "insert"),
+            (4, "insert")
+        ]
+    );
+    assert!(got.iter().all(|(_, _, user, _)| *user == json!("ada")));
+    assert_eq!(
+        got[0].3,
+        json!({"id": 1, "item": "tea", "qty": 2, "_table": "app.orders"})
+    );
+    assert_eq!(
+        got[1].3,
+        json!({"new": {"id": 1, "qty": 3}, "old": {"id": 1, "qty": 2}, "_table": "app.orders"})
+    );
+    assert_eq!(got[2].3, json!({"id": 1}));
+    assert_eq!(rows(&r)[0][3], json!("1"), "the key is the primary key");
+
+    // Groups: a fetch claims what it returns; another group reads everything.
+    let offsets = |r: &Value| consumed(r).iter().map(|m| m.0).collect::<Vec<_>>();
+    let fetch = |g: &str| format!("CONSUME FROM app.events GROUP '{g}' FROM EARLIEST LIMIT 2");
+    assert_eq!(offsets(&s.ok(&svc, &fetch("g")).await), vec![0, 1]);
+    assert_eq!(offsets(&s.ok(&svc, &fetch("g")).await), vec![2, 3]);
+    assert_eq!(offsets(&s.ok(&svc, &fetch("h")).await), vec![0, 1]);
+    s.ok(&svc, "ACK app.events GROUP 'g' UPTO OFFSET 3").await;
+    s.ok(&svc, "ACK app.events GROUP 'g' UPTO OFFSET 1").await;
+    let r = s
+        .ok(
+            &root,
+            "SELECT group_id, partition_id, last_acked_offset FROM system.topic_offsets",
+        )
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("g"), json!(0), json!("3")]]);
+
+    // The SDK's routes: base64 payloads, next_offset, acks that only move forward.
+    let (status, body) = http(
+        &s,
+        &svc,
+        "consume",
+        json!({"topic_id": "app.events", "group_id": "sdk", "start": "Earliest", "limit": 3,
+               "partition_id": 0, "timeout_seconds": 30}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["next_offset"].clone(), body["has_more"].clone()),
+        (json!(3), json!(true))
+    );
+    let first = &body["messages"][0];
+    assert_eq!(
+        (
+            first["offset"].clone(),
+            first["op"].clone(),
+            first["user"].clone(),
+            first["key"].clone()
+        ),
+        (json!(0), json!("Insert"), json!("ada"), json!("1"))
+    );
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(first["payload"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).unwrap()["item"],
+        "tea"
+    );
+    let (status, body) = http(
+        &s,
+        &svc,
+        "ack",
+        json!({"topic_id": "app.events", "group_id": "sdk", "partition_id": 0, "upto_offset": 2}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"success": true, "acknowledged_offset": 2}))
+    );
+
+    // After a restart a group resumes right after its committed offset, whatever it asks.
+    let s = s.restart().await;
+    let svc = s.token("svc", "svc-pass-1234").await;
+    let (_, body) = http(
+        &s,
+        &svc,
+        "consume",
+        json!({"topic_id": "app.events", "group_id": "sdk", "start": "Latest", "limit": 10}),
+    )
+    .await;
+    let resumed: Vec<Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].clone())
+        .collect();
+    assert_eq!(resumed, vec![json!(3), json!(4)]);
+    assert_eq!(body["next_offset"], json!(5));
+    // Offsets go on after a restart.
+    let ada = s.token("ada", "ada-pass-123").await;
+    s.ok(&ada, "INSERT INTO app.orders VALUES (5, 'jam', 1)")
+        .await;
+    let r = s
+        .ok(&svc, "CONSUME FROM app.events FROM OFFSET 5 LIMIT 10")
+        .await;
+    assert_eq!(offsets(&r), vec![5]);
+
+    // Refused: plain users, unknown topics, acks past the end, absurd limits.
+    let (status, code, _) = s.err(&ada, "CONSUME FROM app.events").await;
+    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
+    let (status, _) = http(&s, &ada, "consume", json!({"topic_id": "app.events"})).await;
+    assert_eq!(status, 403);
+    let (status, _) = http(&s, &svc, "consume", json!({"topic_id": "app.nope"})).await;
+    assert_eq!(status, 404);
+    for sql in [
+        "ACK app.events GROUP 'g' UPTO OFFSET 99",
+        "CONSUME FROM app.events LIMIT 0",
+        "CONSUME FROM app.events LIMIT 1000000",
+        "CONSUME FROM app.events PARTITION 7",
+        "CONSUME FROM app.nope",
+    ] {
+        let (status, _, msg) = s.err(&svc, sql).await;
+        assert_eq!(status, 400, "{sql}: {msg}");
+    }
+    let (status, code, _) = s.err(&svc, "CREATE TOPIC app.more").await;
+    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
+
+    // Dropping the source table stops the feed; the messages stay.
+    s.ok(&root, "DROP TABLE app.orders").await;
+    let r = s
+        .ok(
+            &root,
+            "SELECT routes FROM system.topics WHERE topic_id = 'app.events'",
+        )
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("[]")]]);
+    let r = s
+        .ok(&svc, "CONSUME FROM app.events FROM EARLIEST LIMIT 100")
+        .await;
+    assert_eq!(consumed(&r).len(), 6);
+    s.ok(&root, "DROP TOPIC app.events").await;
+    let r = s.ok(&root, "SELECT count(*) FROM system.topics").await;
+    assert_eq!(rows(&r), vec![vec![json!("0")]]);
+}
