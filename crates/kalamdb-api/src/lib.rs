@@ -102,6 +102,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/sql", post(sql::execute_sql))
         .route("/v1/api/topics/consume", post(topics::consume))
         .route("/v1/api/topics/ack", post(topics::ack))
+        .route("/v1/api/topics/publish", post(topics::publish))
         .route(
             "/v1/files/{namespace}/{table}/{sub}/{name}",
             get(files::download),

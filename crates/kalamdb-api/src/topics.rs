@@ -1,6 +1,8 @@
 //! `POST /v1/api/topics/consume` and `POST /v1/api/topics/ack` (`docs/protocol.md` §7.1): the
 //! routes the official SDKs' topic consumers poll and acknowledge through, with their request
-//! and response shapes. The topics are `kalamdb_core::topics`.
+//! and response shapes; a fetch that finds nothing waits for the next message up to its
+//! `timeout_seconds` (long-poll). `POST /v1/api/topics/publish` appends messages directly.
+//! The topics are `kalamdb_core::topics`.
 
 use crate::ApiState;
 use crate::auth::bearer_identity;
@@ -31,11 +33,35 @@ struct ConsumeRequest {
     limit: Option<u64>,
     #[serde(default)]
     partition_id: Option<u32>,
-    /// Accepted; the fetch answers at once (as upstream's does).
+    /// How long a fetch that finds nothing waits for a message (capped at
+    /// [`MAX_WAIT_SECS`]; absent or 0: answer at once).
     #[serde(default)]
-    #[allow(dead_code)]
     timeout_seconds: Option<Value>,
 }
+
+/// Longest long-poll wait: under the SDKs' 30 s request timeout.
+const MAX_WAIT_SECS: f64 = 25.0;
+
+/// `POST /v1/api/topics/publish`.
+#[derive(Debug, Deserialize)]
+struct PublishRequest {
+    topic_id: String,
+    messages: Vec<PublishMessage>,
+}
+
+/// One published message: `payload` is stored as its JSON text, `payload_base64` as bytes.
+#[derive(Debug, Deserialize)]
+struct PublishMessage {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    payload_base64: Option<String>,
+}
+
+/// Most messages one publish request carries.
+const MAX_PUBLISH: usize = 10_000;
 
 /// `POST /v1/api/topics/ack`.
 #[derive(Debug, Deserialize)]
@@ -104,18 +130,42 @@ pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: By
             start,
         );
     }
-    let fetched = state.app.topics().consume(
-        &identity,
-        &request.topic_id,
+    let topics = state.app.topics();
+    let (group, partition) = (
         request.group_id.as_deref().filter(|g| !g.is_empty()),
         request.partition_id.unwrap_or(0),
-        from,
-        limit as usize,
     );
-    let fetch = match fetched {
+    let fetch_now = |from: Start| {
+        topics.consume(
+            &identity,
+            &request.topic_id,
+            group,
+            partition,
+            from,
+            limit as usize,
+        )
+    };
+    let mut fetch = match fetch_now(from) {
         Ok(f) => f,
         Err(e) => return error(e, start),
     };
+    let wait = request
+        .timeout_seconds
+        .as_ref()
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+        .clamp(0.0, MAX_WAIT_SECS);
+    if fetch.messages.is_empty() && wait > 0.0 {
+        let timeout = std::time::Duration::from_secs_f64(wait);
+        topics
+            .wait_for(&request.topic_id, partition, fetch.next_offset, timeout)
+            .await;
+        // From where the first read ended ("Latest" would have moved on meanwhile).
+        fetch = match fetch_now(Start::Offset(fetch.next_offset)) {
+            Ok(f) => f,
+            Err(e) => return error(e, start),
+        };
+    }
     let has_more = fetch.messages.len() as u64 == limit;
     let messages: Vec<Value> = fetch
         .messages
@@ -168,6 +218,51 @@ pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
         request.upto_offset,
     ) {
         Ok(done) => Json(json!({"success": true, "acknowledged_offset": done})).into_response(),
+        Err(e) => error(e, start),
+    }
+}
+
+/// The publish handler: `{"topic_id", "messages": [{"key"?, "payload"? | "payload_base64"?}]}`
+/// → `{"offsets": [{"partition_id", "offset"}]}`.
+pub async fn publish(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    let identity = match bearer_identity(&state, &headers) {
+        Ok(id) => id,
+        Err((code, msg)) => return sql_error(code, msg, None, start),
+    };
+    let bad = |msg: String| sql_error(ErrorCode::InvalidInput, msg, None, start);
+    let request: PublishRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(format!("Invalid JSON body: {e}")),
+    };
+    if request.messages.is_empty() || request.messages.len() > MAX_PUBLISH {
+        return bad(format!("messages must hold 1 to {MAX_PUBLISH} messages"));
+    }
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for m in request.messages {
+        let payload = match (m.payload, m.payload_base64) {
+            (Some(v), None) => v.to_string().into_bytes(),
+            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(bytes) => bytes,
+                Err(e) => return bad(format!("payload_base64 is not base64: {e}")),
+            },
+            _ => return bad("each message needs exactly one of payload, payload_base64".into()),
+        };
+        messages.push((m.key, payload));
+    }
+    let placed = state
+        .app
+        .topics()
+        .publish(&identity, state.app.tables(), &request.topic_id, messages)
+        .await;
+    match placed {
+        Ok(placed) => {
+            let offsets: Vec<Value> = placed
+                .into_iter()
+                .map(|(p, o)| json!({"partition_id": p, "offset": o}))
+                .collect();
+            Json(json!({ "offsets": offsets })).into_response()
+        }
         Err(e) => error(e, start),
     }
 }

@@ -205,6 +205,12 @@ impl TableStore {
         Ok(())
     }
 
+    /// Writes a batch that is not a table's (direct topic publishing) the way table writes
+    /// are: built by `build` inside the commit gate, ordered with every other commit.
+    pub async fn commit_other(&self, build: impl FnOnce(&mut WriteBatch)) -> Result<()> {
+        self.commit(&[], build).await
+    }
+
     /// Forgets a dropped table's writer locks and flush counter.
     pub fn forget(&self, id: &TableId) {
         self.locks.forget(id);

@@ -69,6 +69,8 @@ struct TopicState {
     store: String,
     /// Shared by every version of the definition (an ALTER TOPIC racing a write).
     next: Arc<[AtomicU64]>,
+    /// Woken after every batch that appended to the topic (long-polling consumers wait on it).
+    appended: Arc<tokio::sync::Notify>,
 }
 
 /// One group's claims on one partition.
@@ -84,8 +86,8 @@ struct GroupCursor {
 type TableRoutes = Vec<(Arc<TopicState>, TopicRoute)>;
 
 /// An offset counter handed out in the batch being committed: (counters, partition, the
-/// partition's next offset before).
-type Reservation = (Arc<[AtomicU64]>, u32, u64);
+/// partition's next offset before, the topic's wake-up).
+type Reservation = (Arc<[AtomicU64]>, u32, u64, Arc<tokio::sync::Notify>);
 
 /// The topics of the server; see the module doc.
 #[derive(Debug)]
@@ -130,7 +132,12 @@ impl TopicService {
             .into_iter()
             .map(AtomicU64::new)
             .collect();
-        let state = Arc::new(TopicState { def, store, next });
+        let state = Arc::new(TopicState {
+            def,
+            store,
+            next,
+            appended: Arc::default(),
+        });
         self.topics
             .write()
             .insert(state.def.topic_id.clone(), Arc::clone(&state));
@@ -181,6 +188,7 @@ impl TopicService {
             def,
             store: state.store.clone(),
             next: Arc::clone(&state.next),
+            appended: Arc::clone(&state.appended),
         });
         self.topics
             .write()
@@ -337,6 +345,72 @@ impl TopicService {
         })
     }
 
+    /// Waits until `partition` of `topic_id` holds a message at or after `offset`, at most
+    /// `timeout` (a long-polling fetch).
+    pub async fn wait_for(&self, topic_id: &str, partition: u32, offset: u64, timeout: Duration) {
+        let Ok(state) = self.state(topic_id) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woken = state.appended.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so an append between the two is not missed.
+            woken.as_mut().enable();
+            let end = state
+                .next
+                .get(partition as usize)
+                .map_or(0, |n| n.load(Ordering::SeqCst));
+            if end > offset {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Appends messages published directly (`POST /v1/api/topics/publish`) by `caller`
+    /// (service, dba, system) inside `tables`' commit gate, ordered with table changes;
+    /// returns the (partition, offset) of each.
+    pub async fn publish(
+        &self,
+        caller: &Identity,
+        tables: &kalamdb_tables::TableStore,
+        topic_id: &str,
+        messages: Vec<(Option<String>, Vec<u8>)>,
+    ) -> Result<Vec<(u32, u64)>> {
+        check_consumer(caller)?;
+        let state = self.state(topic_id)?;
+        let mut placed = Vec::with_capacity(messages.len());
+        let user = caller.user_id.to_string();
+        tables
+            .commit_other(|batch| {
+                let mut reserved = self.reserved.lock();
+                let ts_ms = chrono::Utc::now().timestamp_millis();
+                for (key, payload) in messages {
+                    let p = log::partition_of(key.as_deref(), state.def.partitions);
+                    let Some(next) = state.next.get(p as usize) else {
+                        continue;
+                    };
+                    let offset = next.fetch_add(1, Ordering::SeqCst);
+                    reserve(&mut reserved, &state, p, offset);
+                    let message = Message {
+                        key,
+                        payload,
+                        op: Op::Insert,
+                        user: Some(user.clone()),
+                        ts_ms,
+                        source: None,
+                    };
+                    log::append(batch, &state.store, p, offset, &message);
+                    placed.push((p, offset));
+                }
+            })
+            .await?;
+        Ok(placed)
+    }
+
     /// Moves `group`'s committed offset on `partition` forward to `upto` (inclusive); never
     /// back. Returns the committed offset.
     pub fn ack(
@@ -440,6 +514,22 @@ impl TopicService {
     }
 }
 
+/// Records that `offset` of `partition` of `topic` is handed out in the batch being
+/// committed (the first offset per partition is what a failed batch goes back to).
+fn reserve(reserved: &mut Vec<Reservation>, topic: &TopicState, partition: u32, offset: u64) {
+    if !reserved
+        .iter()
+        .any(|(n, rp, _, _)| Arc::ptr_eq(n, &topic.next) && *rp == partition)
+    {
+        reserved.push((
+            Arc::clone(&topic.next),
+            partition,
+            offset,
+            Arc::clone(&topic.appended),
+        ));
+    }
+}
+
 /// The row's columns for which `keep` holds, as a JSON object (with `_table` when `with_table`).
 fn row_json(
     table: &CachedTable,
@@ -506,12 +596,7 @@ impl ChangeCapture for TopicService {
                     continue;
                 };
                 let offset = next.fetch_add(1, Ordering::SeqCst);
-                if !reserved
-                    .iter()
-                    .any(|(n, rp, _)| Arc::ptr_eq(n, &topic.next) && *rp == p)
-                {
-                    reserved.push((Arc::clone(&topic.next), p, offset));
-                }
+                reserve(&mut reserved, topic, p, offset);
                 log::append(batch, &topic.store, p, offset, &message);
             }
         }
@@ -519,13 +604,12 @@ impl ChangeCapture for TopicService {
 
     fn finished(&self, written: bool) {
         let mut reserved = self.reserved.lock();
-        if !written {
-            for (counters, p, before) in reserved.iter() {
-                if let Some(next) = counters.get(*p as usize) {
-                    next.store(*before, Ordering::SeqCst);
-                }
+        for (counters, p, before, appended) in reserved.drain(..) {
+            if written {
+                appended.notify_waiters();
+            } else if let Some(next) = counters.get(p as usize) {
+                next.store(before, Ordering::SeqCst);
             }
         }
-        reserved.clear();
     }
 }

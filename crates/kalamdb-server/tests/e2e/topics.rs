@@ -218,3 +218,101 @@ async fn table_changes_feed_topics_that_groups_consume() {
     let r = s.ok(&root, "SELECT count(*) FROM system.topics").await;
     assert_eq!(rows(&r), vec![vec![json!("0")]]);
 }
+
+#[tokio::test]
+async fn publishing_long_polls_and_claims_that_expire() {
+    let s = TestServer::start_with(|c| c.engine.topics.visibility_timeout_secs = 1).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE TOPIC app.q PARTITIONS 2",
+    )
+    .await;
+    // Direct publishing: keys spread over the partitions, offsets gap-free in each.
+    let messages: Vec<Value> = (0..10)
+        .map(|i| json!({"key": format!("k{i}"), "payload": {"n": i}}))
+        .collect();
+    let (status, body) = http(
+        &s,
+        &root,
+        "publish",
+        json!({"topic_id": "app.q", "messages": messages}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let placed = body["offsets"].as_array().unwrap();
+    for p in 0..2u64 {
+        let offsets: Vec<u64> = placed
+            .iter()
+            .filter(|o| o["partition_id"] == json!(p))
+            .map(|o| o["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>());
+    }
+    let p0 = placed[0]["partition_id"].as_u64().unwrap();
+
+    // A long-poll with nothing to read returns the next message as soon as it is appended.
+    let waiting = {
+        let (http, base, token) = (s.http.clone(), s.base.clone(), root.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/api/topics/consume"))
+                .bearer_auth(token)
+                .json(
+                    &json!({"topic_id": "app.q", "partition_id": p0, "start": "Latest",
+                              "timeout_seconds": 20}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    http(
+        &s,
+        &root,
+        "publish",
+        json!({"topic_id": "app.q", "messages": [{"key": "k0", "payload": "late"}]}),
+    )
+    .await;
+    let body = waiting.await.unwrap();
+    let got = &body["messages"][0];
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(got["payload"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(payload, b"\"late\"", "{body}");
+
+    // Two members of a group never get the same offsets while claims stand; an unacked claim
+    // is handed out again after the visibility timeout.
+    let fetch = |limit: u64| {
+        json!({"topic_id": "app.q", "group_id": "w", "partition_id": p0, "start": "Earliest",
+               "limit": limit})
+    };
+    let offsets = |b: &Value| -> Vec<u64> {
+        b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, a) = http(&s, &root, "consume", fetch(2)).await;
+    let (_, b) = http(&s, &root, "consume", fetch(2)).await;
+    assert_eq!((offsets(&a), offsets(&b)), (vec![0, 1], vec![2, 3]));
+    http(
+        &s,
+        &root,
+        "ack",
+        json!({"topic_id": "app.q", "group_id": "w", "partition_id": p0, "upto_offset": 1}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (_, again) = http(&s, &root, "consume", fetch(2)).await;
+    assert_eq!(
+        offsets(&again),
+        vec![2, 3],
+        "the unacked claim comes back, not the acked one"
+    );
+}
