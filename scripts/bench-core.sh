@@ -43,6 +43,10 @@ for w in "${workloads[@]}"; do
     point-select-under-load) "$bench" --workload point-select-under-load --heavy 2 "${args[@]}" ;;
     tx-insert-c10) "$bench" --workload tx-insert --concurrency 10 "${args[@]}" ;;
     tx-transfer-c10) "$bench" --workload tx-transfer --concurrency 10 --rows 100 "${args[@]}" ;;
+    topic-latency) "$bench" --workload topic-latency "${args[@]}" ;;
+    topic-publish) "$bench" --workload topic-publish --concurrency 2 --batch 1000 "${args[@]}" ;;
+    topic-consume) "$bench" --workload topic-consume --rows 200000 --batch 1000 "${args[@]}" ;;
+    topic-source-insert-c10) "$bench" --workload topic-source-insert --concurrency 10 "${args[@]}" ;;
     *) echo "unknown workload $w" >&2 ;;
   esac || echo "workload $w failed" >&2
   kill -9 "$pid" 2>/dev/null || true

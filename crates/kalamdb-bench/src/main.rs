@@ -35,6 +35,7 @@ mod report;
 mod scan;
 mod schema;
 mod system;
+mod topics;
 mod txn;
 
 use clap::Parser;
@@ -61,7 +62,8 @@ struct Args {
     /// insert-single | insert-batch | point-select | all | user-insert | shared-insert |
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
-    /// point-select-under-load | scan-scale | system-tables | tx-insert | tx-transfer
+    /// point-select-under-load | scan-scale | system-tables | tx-insert | tx-transfer |
+    /// topic-latency | topic-publish | topic-consume | topic-source-insert
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -571,6 +573,10 @@ async fn main() {
             "point-select-under-load" => load::under_load(&args, &client, "point-select").await,
             "tx-insert" => txn::tx_insert(&args, &client).await,
             "tx-transfer" => txn::tx_transfer(&args, &client).await,
+            "topic-latency" => topics::latency(&args, &client).await,
+            "topic-publish" => topics::publish(&args, &client).await,
+            "topic-consume" => topics::consume(&args, &client).await,
+            "topic-source-insert" => topics::source_insert(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };
         match r {
