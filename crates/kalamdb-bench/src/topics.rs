@@ -43,7 +43,9 @@ async fn topic(client: &Client, ns: &str, name: &str, source: Option<&str>) -> R
     client
         .sql(format!("DROP TOPIC IF EXISTS {ns}.{name}"), None)
         .await?;
-    client.sql(format!("CREATE TOPIC {ns}.{name}"), None).await?;
+    client
+        .sql(format!("CREATE TOPIC {ns}.{name}"), None)
+        .await?;
     if let Some(table) = source {
         client
             .sql(
@@ -76,7 +78,8 @@ pub(crate) async fn latency(args: &Args, client: &Client) -> Result<WorkloadResu
             json!({"topic_id": topic_id, "start": {"Offset": next}, "limit": 10,
                    "timeout_seconds": 5}),
         );
-        let waiting = tokio::spawn(async move { c.post_json("/v1/api/topics/consume", &body).await });
+        let waiting =
+            tokio::spawn(async move { c.post_json("/v1/api/topics/consume", &body).await });
         // Let the fetch reach its wait first (it would otherwise find the row at once).
         tokio::time::sleep(Duration::from_millis(2)).await;
         let t0 = Instant::now();

@@ -233,6 +233,16 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Flushes memtables to disk (used on clean shutdown).
     fn flush(&self) -> Result<()>;
 
+    /// The largest key of `partition` that starts with `prefix` (one reverse seek).
+    fn last_key(&self, partition: &str, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut last = None;
+        self.scan_each(partition, prefix, None, &mut |k, _| {
+            last = Some(k.to_vec());
+            Ok(true)
+        })?;
+        Ok(last)
+    }
+
     /// Compacts the keys `[from, to)` of one partition: versions deleted there (and the
     /// deletions themselves, once no snapshot needs them) are dropped from its files, so
     /// iterators stop walking over them. Blocks while the compaction runs.

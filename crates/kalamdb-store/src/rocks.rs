@@ -280,6 +280,20 @@ impl StorageBackend for RocksBackend {
         })
     }
 
+    fn last_key(&self, partition: &str, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self
+            .db
+            .cf_handle(partition)
+            .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+        let mut ro = read_options();
+        bound_to_prefix(&mut ro, prefix);
+        let mut iter = self.db.raw_iterator_cf_opt(&cf, ro);
+        iter.seek_to_last();
+        let last = iter.key().map(<[u8]>::to_vec);
+        iter.status()?;
+        Ok(last)
+    }
+
     fn owned_snapshot(self: Arc<Self>) -> Arc<dyn StorageSnapshot + Send + Sync> {
         Arc::new(OwnedSnapshot::new(self, |backend| RocksSnapshot {
             db: &backend.db,

@@ -106,6 +106,21 @@ fn an_owned_snapshot_outlives_its_handle_and_crosses_threads() {
 }
 
 #[test]
+fn last_key_finds_the_largest_key_under_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    db.create_partition("a", KeyLayout::Flat).unwrap();
+    let mut batch = WriteBatch::new();
+    for k in [&b"a1"[..], b"a3", b"a2", b"b9"] {
+        batch.put("a", k.to_vec(), b"v".to_vec());
+    }
+    db.write(batch).unwrap();
+    assert_eq!(db.last_key("a", b"a").unwrap(), Some(b"a3".to_vec()));
+    assert_eq!(db.last_key("a", b"b").unwrap(), Some(b"b9".to_vec()));
+    assert_eq!(db.last_key("a", b"c").unwrap(), None);
+}
+
+#[test]
 fn data_and_partitions_survive_reopen_and_drop_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -1,7 +1,7 @@
 //! How a topic's messages are kept in the hot store: one partition per topic
-//! (`topic/<ns>.<name>`), messages keyed by (partition, offset) big-endian, and per partition a
-//! counter key holding the next offset, written in the same batch as the messages (so offsets
-//! stay gap-free across a crash).
+//! (`topic/<ns>.<name>`), messages keyed by (partition, offset) big-endian. A partition's next
+//! offset is one past its last message (found by one reverse seek at start-up), or the floor
+//! a `CLEAR TOPIC` recorded when it removed every message (so offsets never go back).
 
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_store::{StorageRead, WriteBatch};
@@ -61,28 +61,68 @@ fn key(partition: u32, offset: u64) -> Vec<u8> {
     k
 }
 
-/// Adds `message` at `offset` of `partition`, and the partition's next offset, to `batch`.
+/// Adds `message` at `offset` of `partition` to `batch`.
 pub fn append(batch: &mut WriteBatch, store: &str, partition: u32, offset: u64, message: &Message) {
     let bytes = postcard::to_stdvec(message).unwrap_or_default();
     batch.put(store, key(partition, offset), bytes);
-    batch.put(
-        store,
-        key(partition, COUNTER),
-        (offset + 1).to_be_bytes().to_vec(),
-    );
+}
+
+/// Records `next` as the lowest next offset of `partition` (before its messages are cleared).
+pub fn set_floor(batch: &mut WriteBatch, store: &str, partition: u32, next: u64) {
+    batch.put(store, key(partition, COUNTER), next.to_be_bytes().to_vec());
 }
 
 /// The next offset of each of `partitions` partitions.
-pub fn next_offsets(read: &dyn StorageRead, store: &str, partitions: u32) -> Result<Vec<u64>> {
+pub fn next_offsets(
+    store_backend: &dyn kalamdb_store::StorageBackend,
+    store: &str,
+    partitions: u32,
+) -> Result<Vec<u64>> {
     (0..partitions)
         .map(|p| {
-            Ok(read
+            let floor = store_backend
                 .get(store, &key(p, COUNTER))?
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
-                .unwrap_or(0))
+                .unwrap_or(0);
+            // The counter key sorts last; the last message is the one before it.
+            let mut last = None;
+            if let Some(k) = store_backend.last_key(store, &p.to_be_bytes())? {
+                let offset = offset_of(&k);
+                if offset != COUNTER {
+                    last = Some(offset);
+                } else {
+                    last = last_message_before_counter(store_backend, store, p)?;
+                }
+            }
+            Ok(floor.max(last.map_or(0, |o| o + 1)))
         })
         .collect()
+}
+
+fn offset_of(k: &[u8]) -> u64 {
+    k.get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(COUNTER)
+}
+
+/// The last message of a partition that also holds a floor (after a `CLEAR TOPIC`): rare, so
+/// a forward scan.
+fn last_message_before_counter(
+    read_from: &dyn StorageRead,
+    store: &str,
+    partition: u32,
+) -> Result<Option<u64>> {
+    let mut last = None;
+    read_from.scan_each(store, &partition.to_be_bytes(), None, &mut |k, _| {
+        let o = offset_of(k);
+        if o != COUNTER {
+            last = Some(o);
+        }
+        Ok(true)
+    })?;
+    Ok(last)
 }
 
 /// Up to `limit` messages of `partition` from offset `from` on.
@@ -98,11 +138,7 @@ pub fn read(
     let mut out = Vec::new();
     let mut failed = None;
     read.scan_each(store, &prefix, Some(&start), &mut |k, v| {
-        let offset = k
-            .get(4..12)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(COUNTER);
+        let offset = offset_of(k);
         if offset == COUNTER || out.len() >= limit {
             return Ok(false);
         }

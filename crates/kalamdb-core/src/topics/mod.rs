@@ -95,8 +95,8 @@ pub struct TopicService {
     catalog: Catalog,
     backend: Arc<dyn StorageBackend>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    /// Routes by source table (`ns.table`).
-    routes: RwLock<HashMap<String, TableRoutes>>,
+    /// Routes by source table.
+    routes: RwLock<HashMap<TableId, TableRoutes>>,
     /// Offsets handed out in the batch being committed.
     reserved: Mutex<Vec<Reservation>>,
     groups: Mutex<HashMap<(String, String, u32), GroupCursor>>,
@@ -146,11 +146,18 @@ impl TopicService {
     }
 
     fn rebuild_routes(&self) {
-        let mut routes: HashMap<String, TableRoutes> = HashMap::new();
+        let mut routes: HashMap<TableId, TableRoutes> = HashMap::new();
         for t in self.topics.read().values() {
             for r in &t.def.routes {
+                let Some((ns, table)) = r.table_id.split_once('.') else {
+                    continue;
+                };
+                let id = TableId::new(
+                    kalamdb_commons::NamespaceId::new(ns),
+                    kalamdb_commons::TableName::new(table),
+                );
                 routes
-                    .entry(r.table_id.clone())
+                    .entry(id)
                     .or_default()
                     .push((Arc::clone(t), r.clone()));
             }
@@ -220,6 +227,7 @@ impl TopicService {
                 .first()
                 .map_or(end, |(o, _)| *o);
             removed += end - first;
+            log::set_floor(&mut batch, &state.store, p as u32, end);
             let mut from = (p as u32).to_be_bytes().to_vec();
             from.extend_from_slice(&0u64.to_be_bytes());
             let mut to = (p as u32).to_be_bytes().to_vec();
@@ -571,7 +579,7 @@ fn bad_partition(def: &TopicRecord, partition: u32) -> KalamError {
 
 impl ChangeCapture for TopicService {
     fn captures(&self, table: &TableId) -> bool {
-        self.routes.read().contains_key(&table.to_string())
+        self.routes.read().contains_key(table)
     }
 
     fn capture(
@@ -582,7 +590,7 @@ impl ChangeCapture for TopicService {
         batch: &mut WriteBatch,
     ) {
         let routes = self.routes.read();
-        let Some(routes) = routes.get(&table.def.table_id().to_string()) else {
+        let Some(routes) = routes.get(&table.def.table_id()) else {
             return;
         };
         let mut reserved = self.reserved.lock();

@@ -315,4 +315,34 @@ async fn publishing_long_polls_and_claims_that_expire() {
         vec![2, 3],
         "the unacked claim comes back, not the acked one"
     );
+
+    // CLEAR TOPIC removes the messages; offsets go on from where they were, across a restart.
+    let before = s.ok(&root, "DESCRIBE TOPIC app.q").await;
+    let r = s.ok(&root, "CLEAR TOPIC app.q").await;
+    assert!(
+        r["message"].as_str().unwrap().contains("11 message(s)"),
+        "{r}"
+    );
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    let r = s
+        .ok(&root, "CONSUME FROM app.q PARTITION 0 FROM EARLIEST")
+        .await;
+    assert!(rows(&r).is_empty(), "{r}");
+    assert_eq!(
+        rows(&s.ok(&root, "DESCRIBE TOPIC app.q").await),
+        rows(&before)
+    );
+    let (_, body) = http(
+        &s,
+        &root,
+        "publish",
+        json!({"topic_id": "app.q", "messages": [{"key": "k0", "payload": 1}]}),
+    )
+    .await;
+    let next_of_p0 = rows(&before)[p0 as usize][1].clone();
+    assert_eq!(
+        json!(body["offsets"][0]["offset"].as_u64().unwrap().to_string()),
+        next_of_p0
+    );
 }
