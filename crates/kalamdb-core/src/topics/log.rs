@@ -125,25 +125,44 @@ fn last_message_before_counter(
     Ok(last)
 }
 
-/// Up to `limit` messages of `partition` from offset `from` on.
+/// A read of one partition: offsets `from..to`, at most `limit` messages for which `keep`
+/// holds.
+#[allow(missing_debug_implementations)]
+pub struct Range<'k> {
+    /// First offset.
+    pub from: u64,
+    /// Offset past the last one read (`u64::MAX`: the end).
+    pub to: u64,
+    /// Most messages returned.
+    pub limit: usize,
+    /// Which messages are returned (the others are skipped).
+    pub keep: &'k dyn Fn(&Message) -> bool,
+}
+
+/// What [`read`] found: the messages kept, with their offsets, and the offset after the last
+/// one looked at (to continue from; `None` when none was).
+pub type Found = (Vec<(u64, Message)>, Option<u64>);
+
+/// The messages of `range` in `partition`; see [`Found`].
 pub fn read(
     read: &dyn StorageRead,
     store: &str,
     partition: u32,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<(u64, Message)>> {
+    range: Range<'_>,
+) -> Result<Found> {
     let prefix = partition.to_be_bytes();
-    let start = key(partition, from);
+    let start = key(partition, range.from);
     let mut out = Vec::new();
-    let mut failed = None;
+    let (mut failed, mut next) = (None, None);
     read.scan_each(store, &prefix, Some(&start), &mut |k, v| {
         let offset = offset_of(k);
-        if offset == COUNTER || out.len() >= limit {
+        if offset == COUNTER || offset >= range.to || out.len() >= range.limit {
             return Ok(false);
         }
+        next = Some(offset + 1);
         match postcard::from_bytes::<Message>(v) {
-            Ok(m) => out.push((offset, m)),
+            Ok(m) if (range.keep)(&m) => out.push((offset, m)),
+            Ok(_) => {}
             Err(e) => {
                 failed = Some(e.to_string());
                 return Ok(false);
@@ -153,7 +172,7 @@ pub fn read(
     })?;
     match failed {
         Some(e) => Err(KalamError::Internal(format!("corrupt topic message: {e}"))),
-        None => Ok(out),
+        None => Ok((out, next)),
     }
 }
 

@@ -223,7 +223,15 @@ impl TopicService {
         let mut removed = 0;
         for (p, next) in state.next.iter().enumerate() {
             let end = next.load(Ordering::SeqCst);
-            let first = log::read(&*self.backend, &state.store, p as u32, 0, 1)?
+            let all = |_: &Message| true;
+            let range = log::Range {
+                from: 0,
+                to: u64::MAX,
+                limit: 1,
+                keep: &all,
+            };
+            let first = log::read(&*self.backend, &state.store, p as u32, range)?
+                .0
                 .first()
                 .map_or(end, |(o, _)| *o);
             removed += end - first;
@@ -265,8 +273,8 @@ impl TopicService {
             .collect())
     }
 
-    /// Reads up to `limit` messages of `partition` (see the module doc for groups). `caller`
-    /// must be service, dba or system.
+    /// Reads up to `limit` messages of `partition` (see the module doc for groups). A plain
+    /// user reads only the messages of their own rows, and their groups are their own.
     pub fn consume(
         &self,
         caller: &Identity,
@@ -276,8 +284,11 @@ impl TopicService {
         start: Start,
         limit: usize,
     ) -> Result<Fetch> {
-        check_consumer(caller)?;
+        let own = own_only(caller);
         let state = self.state(topic_id)?;
+        let keep = |m: &Message| own.is_none_or(|u| m.user.as_deref() == Some(u));
+        let group = group.map(|g| group_key(caller, g));
+        let group = group.as_deref();
         let end = state
             .next
             .get(partition as usize)
@@ -291,7 +302,7 @@ impl TopicService {
         };
         let Some(group) = group else {
             let from = from_start(None);
-            return self.read(&state, partition, from, limit, from);
+            return self.read(&state, partition, from, u64::MAX, limit, &keep);
         };
         let committed = self
             .catalog
@@ -316,40 +327,46 @@ impl TopicService {
             .find(|(_, _, at)| now.duration_since(*at) >= self.visibility)
         {
             let from = committed.map_or(claim.0, |c| claim.0.max(c + 1));
-            let n = usize::try_from(claim.1 - from).unwrap_or(limit).min(limit);
             claim.2 = now;
-            return self.read(&state, partition, from, n.max(1), from);
+            return self.read(&state, partition, from, claim.1, limit, &keep);
         }
         let from = g.cursor;
-        let fetch = self.read(&state, partition, from, limit, from)?;
-        if let (Some(first), Some(last)) = (fetch.messages.first(), fetch.messages.last()) {
-            g.claims.push((first.offset, last.offset + 1, now));
-            g.cursor = last.offset + 1;
+        let fetch = self.read(&state, partition, from, u64::MAX, limit, &keep)?;
+        if fetch.next_offset > from {
+            g.claims.push((from, fetch.next_offset, now));
+            g.cursor = fetch.next_offset;
         }
         Ok(fetch)
     }
 
+    /// Offsets `from..to` of `partition`: up to `limit` messages `keep` takes.
     fn read(
         &self,
         state: &TopicState,
         partition: u32,
         from: u64,
+        to: u64,
         limit: usize,
-        empty_next: u64,
+        keep: &dyn Fn(&Message) -> bool,
     ) -> Result<Fetch> {
-        let messages: Vec<Consumed> =
-            log::read(&*self.backend, &state.store, partition, from, limit)?
-                .into_iter()
-                .map(|(offset, message)| Consumed {
-                    partition,
-                    offset,
-                    message,
-                })
-                .collect();
-        let next_offset = messages.last().map_or(empty_next, |m| m.offset + 1);
+        let range = log::Range {
+            from,
+            to,
+            limit,
+            keep,
+        };
+        let (read, next) = log::read(&*self.backend, &state.store, partition, range)?;
+        let messages = read
+            .into_iter()
+            .map(|(offset, message)| Consumed {
+                partition,
+                offset,
+                message,
+            })
+            .collect();
         Ok(Fetch {
             messages,
-            next_offset,
+            next_offset: next.unwrap_or(from),
         })
     }
 
@@ -388,7 +405,7 @@ impl TopicService {
         topic_id: &str,
         messages: Vec<(Option<String>, Vec<u8>)>,
     ) -> Result<Vec<(u32, u64)>> {
-        check_consumer(caller)?;
+        check_publisher(caller)?;
         let state = self.state(topic_id)?;
         let mut placed = Vec::with_capacity(messages.len());
         let user = caller.user_id.to_string();
@@ -429,7 +446,7 @@ impl TopicService {
         partition: u32,
         upto: u64,
     ) -> Result<u64> {
-        check_consumer(caller)?;
+        let group = &group_key(caller, group);
         let state = self.state(topic_id)?;
         let end = state
             .next
@@ -560,14 +577,28 @@ fn row_json(
     Json::Object(m)
 }
 
-fn check_consumer(caller: &Identity) -> Result<()> {
-    use kalamdb_commons::Role;
-    if matches!(caller.role, Role::Service | Role::Dba | Role::System) {
+fn check_publisher(caller: &Identity) -> Result<()> {
+    if own_only(caller).is_none() {
         return Ok(());
     }
     Err(KalamError::PermissionDenied(
-        "consuming topics needs the service, dba or system role".into(),
+        "publishing to topics needs the service, dba or system role".into(),
     ))
+}
+
+/// The user whose messages alone `caller` may read: a plain user's own (service, dba and
+/// system read every message).
+fn own_only(caller: &Identity) -> Option<&str> {
+    (caller.role == kalamdb_commons::Role::User).then(|| caller.user_id.as_str())
+}
+
+/// The group `caller` means by `group`: a plain user's groups are their own (`user/group`), so
+/// users never share or move another's offsets.
+fn group_key(caller: &Identity, group: &str) -> String {
+    match own_only(caller) {
+        Some(user) => format!("{user}/{group}"),
+        None => group.to_string(),
+    }
 }
 
 fn bad_partition(def: &TopicRecord, partition: u32) -> KalamError {

@@ -181,11 +181,53 @@ async fn table_changes_feed_topics_that_groups_consume() {
         .await;
     assert_eq!(offsets(&r), vec![5]);
 
-    // Refused: plain users, unknown topics, acks past the end, absurd limits.
-    let (status, code, _) = s.err(&ada, "CONSUME FROM app.events").await;
-    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
-    let (status, _) = http(&s, &ada, "consume", json!({"topic_id": "app.events"})).await;
+    // Plain users read only their own rows' messages, in groups of their own.
+    let bob = s.users_with_tokens(&root, &["bob"]).await.remove(0);
+    s.ok(&bob, "INSERT INTO app.orders VALUES (1, 'bun', 1)")
+        .await;
+    let r = s
+        .ok(&bob, "CONSUME FROM app.events FROM EARLIEST LIMIT 100")
+        .await;
+    let mine = consumed(&r);
+    assert_eq!(mine.len(), 1, "{r}");
+    assert_eq!((mine[0].0, mine[0].2.clone()), (6, json!("bob")));
+    let r = s
+        .ok(&ada, "CONSUME FROM app.events FROM EARLIEST LIMIT 100")
+        .await;
+    assert_eq!(consumed(&r).len(), 6);
+    assert!(consumed(&r).iter().all(|m| m.2 == json!("ada")));
+    let r = s
+        .ok(
+            &bob,
+            "CONSUME FROM app.events GROUP 'g' FROM EARLIEST LIMIT 10",
+        )
+        .await;
+    assert_eq!(offsets(&r), vec![6]);
+    s.ok(&bob, "ACK app.events GROUP 'g' UPTO OFFSET 6").await;
+    let r = s
+        .ok(
+            &root,
+            "SELECT group_id, last_acked_offset FROM system.topic_offsets ORDER BY group_id",
+        )
+        .await;
+    assert_eq!(
+        rows(&r),
+        vec![
+            vec![json!("bob/g"), json!("6")],
+            vec![json!("g"), json!("3")],
+            vec![json!("sdk"), json!("2")]
+        ]
+    );
+    let (status, _) = http(
+        &s,
+        &bob,
+        "publish",
+        json!({"topic_id": "app.events", "messages": [{"payload": 1}]}),
+    )
+    .await;
     assert_eq!(status, 403);
+
+    // Refused: unknown topics, acks past the end, absurd limits.
     let (status, _) = http(&s, &svc, "consume", json!({"topic_id": "app.nope"})).await;
     assert_eq!(status, 404);
     for sql in [
@@ -213,7 +255,7 @@ async fn table_changes_feed_topics_that_groups_consume() {
     let r = s
         .ok(&svc, "CONSUME FROM app.events FROM EARLIEST LIMIT 100")
         .await;
-    assert_eq!(consumed(&r).len(), 6);
+    assert_eq!(consumed(&r).len(), 7);
     s.ok(&root, "DROP TOPIC app.events").await;
     let r = s.ok(&root, "SELECT count(*) FROM system.topics").await;
     assert_eq!(rows(&r), vec![vec![json!("0")]]);
