@@ -82,12 +82,15 @@ pub struct TopicsConfig {
     /// Seconds a consumer group's fetched range stays claimed without an ACK before it is
     /// handed out again (to any member of the group).
     pub visibility_timeout_secs: u64,
+    /// Seconds between runs of the job that removes messages past their topic's retention.
+    pub retention_interval_secs: u64,
 }
 
 impl Default for TopicsConfig {
     fn default() -> Self {
         Self {
             visibility_timeout_secs: 30,
+            retention_interval_secs: 60,
         }
     }
 }

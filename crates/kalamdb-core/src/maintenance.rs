@@ -25,7 +25,63 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     spawn_seq_marks(app);
     spawn_policy_flushes(app);
     spawn_transaction_expiry(app);
+    spawn_topic_retention(app);
     Ok(())
+}
+
+/// Runs the topics' retention (`TopicService::apply_retention`) every `[topics]
+/// retention_interval_secs`, when some topic has one.
+fn spawn_topic_retention(app: &Arc<AppContext>) {
+    let every = Duration::from_secs(app.config().topics.retention_interval_secs.max(1));
+    let due = |app: &AppContext| {
+        app.catalog()
+            .topics()
+            .is_ok_and(|t| t.iter().any(|t| t.retention_seconds.is_some()))
+    };
+    spawn_periodic_job(app, "topic_retention", every, due, |app| {
+        let now = chrono::Utc::now().timestamp_millis();
+        let removed = app.topics().apply_retention(now)?;
+        Ok(JobReport {
+            rows: removed,
+            bytes: 0,
+            message: format!("Removed {removed} message(s) past retention"),
+        })
+    });
+}
+
+/// Every `every` until the context is dropped, and when `due` says so, runs `work` (blocking
+/// work, on a blocking thread) as a `kind` job of the `policy` trigger.
+fn spawn_periodic_job(
+    app: &Arc<AppContext>,
+    kind: &'static str,
+    every: Duration,
+    due: fn(&AppContext) -> bool,
+    work: fn(&AppContext) -> Result<JobReport>,
+) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            if !due(&app) {
+                continue;
+            }
+            let worker = Arc::clone(&app);
+            let job = app
+                .jobs()
+                .run(kind, "*", "policy", "system", 1, |_| async move {
+                    tokio::task::spawn_blocking(move || work(&worker))
+                        .await
+                        .map_err(|e| KalamError::Internal(e.to_string()))?
+                })
+                .await;
+            if let Err(e) = job {
+                tracing::warn!(job = kind, error = %e, "periodic job failed");
+            }
+        }
+    });
 }
 
 /// Rolls back timed-out transactions once a second (`[transactions]`).
@@ -79,41 +135,21 @@ fn spawn_seq_marks(app: &Arc<AppContext>) {
 /// Runs [`evict_expired_stream_rows`] every `stream.eviction_interval_secs` until the
 /// context is dropped.
 fn spawn_stream_eviction(app: &Arc<AppContext>) {
-    let weak = Arc::downgrade(app);
-    let every = std::time::Duration::from_secs(app.config().stream.eviction_interval_secs);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(app) = weak.upgrade() else { break };
-            let worker = Arc::clone(&app);
-            let job = app
-                .jobs()
-                .run(
-                    "stream_eviction",
-                    "*",
-                    "policy",
-                    "system",
-                    1,
-                    |_| async move {
-                        let rows =
-                            tokio::task::spawn_blocking(move || evict_expired_stream_rows(&worker))
-                                .await
-                                .map_err(|e| KalamError::Internal(e.to_string()))??;
-                        Ok(JobReport {
-                            rows: rows as u64,
-                            bytes: 0,
-                            message: format!("Removed {rows} expired STREAM row(s)"),
-                        })
-                    },
-                )
-                .await;
-            if let Err(e) = job {
-                tracing::warn!(error = %e, "stream eviction failed");
-            }
-        }
-    });
+    let every = Duration::from_secs(app.config().stream.eviction_interval_secs);
+    spawn_periodic_job(
+        app,
+        "stream_eviction",
+        every,
+        |_| true,
+        |app| {
+            let rows = evict_expired_stream_rows(app)?;
+            Ok(JobReport {
+                rows: rows as u64,
+                bytes: 0,
+                message: format!("Removed {rows} expired STREAM row(s)"),
+            })
+        },
+    );
 }
 
 /// Starts the task that flushes due tables; it ends with the server.

@@ -218,6 +218,9 @@ pub struct TopicRecord {
     pub retention_seconds: Option<u64>,
     /// A partition larger than this may lose its oldest messages.
     pub retention_max_bytes: Option<u64>,
+    /// Whether retention keeps messages a consumer group has not acknowledged yet.
+    #[serde(default = "keeps_unacked")]
+    pub retention_keeps_unacked: bool,
     /// Tables whose changes are appended to the topic.
     pub routes: Vec<TopicRoute>,
     /// µs.
@@ -251,4 +254,8 @@ pub struct TopicOffsetRecord {
     pub last_acked_offset: u64,
     /// µs.
     pub updated_at: i64,
+}
+
+fn keeps_unacked() -> bool {
+    true
 }

@@ -53,6 +53,7 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
                 )));
             }
             let (mut retention_seconds, mut retention_max_bytes) = (None, None);
+            let mut keeps_unacked = true;
             for (name, value) in options {
                 let number = || {
                     value.parse::<u64>().map_err(|_| {
@@ -62,10 +63,21 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
                 match name.as_str() {
                     "RETENTION_SECONDS" => retention_seconds = Some(number()?),
                     "RETENTION_MAX_BYTES" => retention_max_bytes = Some(number()?),
+                    "RETENTION_KEEPS_UNACKED" => {
+                        keeps_unacked = match value.to_ascii_lowercase().as_str() {
+                            "true" => true,
+                            "false" => false,
+                            _ => {
+                                return Err(KalamError::InvalidInput(
+                                    "RETENTION_KEEPS_UNACKED must be true or false".into(),
+                                ));
+                            }
+                        }
+                    }
                     other => {
                         return Err(KalamError::InvalidInput(format!(
-                            "unknown topic option {other} (RETENTION_SECONDS and \
-                             RETENTION_MAX_BYTES are known)"
+                            "unknown topic option {other} (RETENTION_SECONDS, \
+                             RETENTION_MAX_BYTES and RETENTION_KEEPS_UNACKED are known)"
                         )));
                     }
                 }
@@ -78,6 +90,7 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
                 partitions,
                 retention_seconds,
                 retention_max_bytes,
+                retention_keeps_unacked: keeps_unacked,
                 routes: Vec::new(),
                 created_at: now,
                 updated_at: now,

@@ -246,6 +246,79 @@ impl TopicService {
         Ok(removed)
     }
 
+    /// Removes the messages of every topic with `RETENTION_SECONDS` that are older than it at
+    /// `now_ms`, except (unless the topic has `RETENTION_KEEPS_UNACKED = false`) those a
+    /// consumer group with a committed offset has not acknowledged. Returns how many went.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<u64> {
+        let topics: Vec<Arc<TopicState>> = self.topics.read().values().cloned().collect();
+        let mut removed = 0;
+        for t in topics {
+            let Some(secs) = t.def.retention_seconds else {
+                continue;
+            };
+            let cutoff =
+                now_ms.saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+            let groups = self.catalog.topic_offsets(Some(&t.def.topic_id))?;
+            let mut batch = WriteBatch::new();
+            for p in 0..t.def.partitions {
+                let all = |_: &Message| true;
+                let first = log::read(
+                    &*self.backend,
+                    &t.store,
+                    p,
+                    log::Range {
+                        from: 0,
+                        to: u64::MAX,
+                        limit: 1,
+                        keep: &all,
+                    },
+                )?
+                .0
+                .first()
+                .map(|(o, _)| *o);
+                let Some(first) = first else {
+                    continue;
+                };
+                let young = |m: &Message| m.ts_ms >= cutoff;
+                let (kept, scanned_to) = log::read(
+                    &*self.backend,
+                    &t.store,
+                    p,
+                    log::Range {
+                        from: first,
+                        to: u64::MAX,
+                        limit: 1,
+                        keep: &young,
+                    },
+                )?;
+                let mut keep_from = kept
+                    .first()
+                    .map_or(scanned_to.unwrap_or(first), |(o, _)| *o);
+                if t.def.retention_keeps_unacked
+                    && let Some(unacked) = groups
+                        .iter()
+                        .filter(|g| g.partition_id == p)
+                        .map(|g| g.last_acked_offset + 1)
+                        .min()
+                {
+                    keep_from = keep_from.min(unacked);
+                }
+                if keep_from > first {
+                    removed += keep_from - first;
+                    let mut from = p.to_be_bytes().to_vec();
+                    from.extend_from_slice(&first.to_be_bytes());
+                    let mut to = p.to_be_bytes().to_vec();
+                    to.extend_from_slice(&keep_from.to_be_bytes());
+                    batch.delete_range(&t.store, from, to);
+                }
+            }
+            if !batch.is_empty() {
+                self.backend.write(batch)?;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every route fed by `table` (the table was dropped).
     pub fn table_dropped(&self, table: &TableId) -> Result<()> {
         let id = table.to_string();

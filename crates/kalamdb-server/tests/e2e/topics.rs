@@ -388,3 +388,61 @@ async fn publishing_long_polls_and_claims_that_expire() {
         next_of_p0
     );
 }
+
+#[tokio::test]
+async fn retention_removes_old_messages_but_not_unacked_ones() {
+    let s = TestServer::start_with(|c| c.engine.topics.retention_interval_secs = 1).await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE TOPIC app.kept WITH (RETENTION_SECONDS = 1); \
+         CREATE TOPIC app.dropped WITH (RETENTION_SECONDS = 1, RETENTION_KEEPS_UNACKED = false)",
+    )
+    .await;
+    for topic in ["app.kept", "app.dropped"] {
+        let messages: Vec<Value> = (0..3).map(|i| json!({"payload": i})).collect();
+        http(
+            &s,
+            &root,
+            "publish",
+            json!({"topic_id": topic, "messages": messages}),
+        )
+        .await;
+        s.ok(&root, &format!("ACK {topic} GROUP 'g' UPTO OFFSET 0"))
+            .await;
+    }
+    // The job runs every second; messages are a second old after at most two runs.
+    let left = |topic: &'static str| {
+        let (s, root) = (&s, &root);
+        async move {
+            let r = s
+                .ok(
+                    root,
+                    &format!("CONSUME FROM {topic} FROM EARLIEST LIMIT 10"),
+                )
+                .await;
+            consumed(&r).iter().map(|m| m.0).collect::<Vec<_>>()
+        }
+    };
+    let mut done = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if left("app.dropped").await.is_empty() && left("app.kept").await == vec![1, 2] {
+            done = true;
+            break;
+        }
+    }
+    assert!(
+        done,
+        "kept: {:?}, dropped: {:?}",
+        left("app.kept").await,
+        left("app.dropped").await
+    );
+    let r = s
+        .ok(
+            &root,
+            "SELECT count(*) FROM system.jobs WHERE job_type = 'topic_retention'",
+        )
+        .await;
+    assert_ne!(rows(&r)[0][0], json!("0"));
+}
