@@ -3,7 +3,6 @@
 //! subscriber.
 
 use crate::error::LiveError;
-use crate::filter::Filter;
 use datafusion::sql::sqlparser::ast::Expr;
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::Value;
@@ -11,6 +10,7 @@ use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
 use kalamdb_commons::{ErrorCode, TableDefinition};
 use kalamdb_core::sql::encode::value_json;
+use kalamdb_core::sql::row_filter::Filter;
 use kalamdb_tables::changes::{ChangeEvent, ChangeKind};
 use kalamdb_tables::rows::StoredRow;
 use serde_json::Value as Json;
@@ -52,7 +52,8 @@ impl CompiledQuery {
     ) -> Result<Self, LiveError> {
         let compiled = filter
             .map(|e| Filter::compile(e, &table.def, user))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| LiveError::new(e.code(), e.to_string()))?;
         let written = filter.map(|e| (e.clone(), Arc::clone(&table.def)));
         Ok(Self::assemble(table, columns, star, compiled, written))
     }
@@ -144,7 +145,10 @@ impl CompiledQuery {
                         None => format!("\0{}", c.column_id),
                     };
                 }
-                Some(Filter::compile(expr, &renamed, user)?)
+                Some(
+                    Filter::compile(expr, &renamed, user)
+                        .map_err(|e| LiveError::new(e.code(), e.to_string()))?,
+                )
             }
         };
         let written = self.written.clone();

@@ -11,7 +11,6 @@
 
 mod compiled;
 mod error;
-mod filter;
 mod initial;
 mod manager;
 mod outbox;

@@ -14,6 +14,7 @@ mod insert_values;
 pub mod params;
 pub mod parse;
 mod point_lookup;
+pub mod row_filter;
 pub mod session;
 pub mod split;
 pub mod stream;

@@ -1,18 +1,27 @@
-//! Compiled WHERE clauses of live queries, evaluated on stored row versions.
+//! Compiled WHERE clauses evaluated on stored row versions, without DataFusion: live queries'
+//! filters (`kalamdb-live`) and topic sources' (`ALTER TOPIC … ADD SOURCE … WHERE`).
 //!
 //! A clause is compiled once per subscription query (literals coerced to their column's type,
 //! `CURRENT_USER()` replaced by the subscriber), then evaluated on every changed row with SQL's
 //! three-valued logic: a row matches only when the clause is TRUE.
 
-use crate::error::LiveError;
+use crate::sql::parse::fold;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value as SqlValue};
+use kalamdb_catalog::error::KalamError;
 use kalamdb_catalog::value::{Value, coerce};
+use kalamdb_commons::TableDefinition;
 use kalamdb_commons::schema::SEQ_COLUMN;
-use kalamdb_commons::{ErrorCode, TableDefinition};
-use kalamdb_core::sql::parse::fold;
 use kalamdb_tables::rows::StoredRow;
 use std::cmp::Ordering;
+
+fn invalid(message: impl Into<String>) -> KalamError {
+    KalamError::InvalidSql(message.into())
+}
+
+fn unsupported(message: impl Into<String>) -> KalamError {
+    KalamError::Unsupported(message.into())
+}
 
 /// A column reference: a stored column or the row's `_seq`.
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +51,10 @@ pub(crate) enum Cmp {
 
 /// A compiled clause.
 #[derive(Debug)]
-pub(crate) enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
-    Not(Box<Filter>),
+pub(crate) enum Node {
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
     Const(Option<bool>),
     Compare(Col, Cmp, Value),
     IsNull(Col, bool),
@@ -61,7 +70,7 @@ pub(crate) enum Filter {
     },
 }
 
-impl Filter {
+impl Node {
     /// The stored columns the filter reads, by id.
     pub(crate) fn column_ids(&self, out: &mut Vec<u32>) {
         let mut col = |c: &Col| {
@@ -70,18 +79,18 @@ impl Filter {
             }
         };
         match self {
-            Filter::And(a, b) | Filter::Or(a, b) => {
+            Node::And(a, b) | Node::Or(a, b) => {
                 a.column_ids(out);
                 b.column_ids(out);
             }
-            Filter::Not(a) => a.column_ids(out),
-            Filter::Const(_) => {}
-            Filter::Compare(c, _, _)
-            | Filter::IsNull(c, _)
-            | Filter::IsBool(c, _, _)
-            | Filter::InList(c, _, _)
-            | Filter::Between(c, _, _, _)
-            | Filter::Like { col: c, .. } => col(c),
+            Node::Not(a) => a.column_ids(out),
+            Node::Const(_) => {}
+            Node::Compare(c, _, _)
+            | Node::IsNull(c, _)
+            | Node::IsBool(c, _, _)
+            | Node::InList(c, _, _)
+            | Node::Between(c, _, _, _)
+            | Node::Like { col: c, .. } => col(c),
         }
     }
 
@@ -90,7 +99,7 @@ impl Filter {
         expr: &Expr,
         def: &TableDefinition,
         user: &str,
-    ) -> Result<Self, LiveError> {
+    ) -> Result<Self, KalamError> {
         Compiler { def, user }.compile(expr)
     }
 
@@ -101,19 +110,19 @@ impl Filter {
 
     fn eval(&self, row: &StoredRow) -> Option<bool> {
         match self {
-            Filter::And(a, b) => match (a.eval(row), b.eval(row)) {
+            Node::And(a, b) => match (a.eval(row), b.eval(row)) {
                 (Some(false), _) | (_, Some(false)) => Some(false),
                 (Some(true), Some(true)) => Some(true),
                 _ => None,
             },
-            Filter::Or(a, b) => match (a.eval(row), b.eval(row)) {
+            Node::Or(a, b) => match (a.eval(row), b.eval(row)) {
                 (Some(true), _) | (_, Some(true)) => Some(true),
                 (Some(false), Some(false)) => Some(false),
                 _ => None,
             },
-            Filter::Not(a) => a.eval(row).map(|v| !v),
-            Filter::Const(v) => *v,
-            Filter::Compare(col, op, lit) => {
+            Node::Not(a) => a.eval(row).map(|v| !v),
+            Node::Const(v) => *v,
+            Node::Compare(col, op, lit) => {
                 let ord = compare(&col.value(row), lit)?;
                 Some(match op {
                     Cmp::Eq => ord == Ordering::Equal,
@@ -124,11 +133,11 @@ impl Filter {
                     Cmp::GtEq => ord != Ordering::Less,
                 })
             }
-            Filter::IsNull(col, negated) => Some(col.value(row).is_null() != *negated),
-            Filter::IsBool(col, want, negated) => {
+            Node::IsNull(col, negated) => Some(col.value(row).is_null() != *negated),
+            Node::IsBool(col, want, negated) => {
                 Some((col.value(row) == Value::Bool(*want)) != *negated)
             }
-            Filter::InList(col, list, negated) => {
+            Node::InList(col, list, negated) => {
                 let v = col.value(row);
                 if v.is_null() {
                     return None;
@@ -143,13 +152,13 @@ impl Filter {
                 }
                 if unknown { None } else { Some(*negated) }
             }
-            Filter::Between(col, low, high, negated) => {
+            Node::Between(col, low, high, negated) => {
                 let v = col.value(row);
                 let inside =
                     compare(&v, low)? != Ordering::Less && compare(&v, high)? != Ordering::Greater;
                 Some(inside != *negated)
             }
-            Filter::Like {
+            Node::Like {
                 col,
                 pattern,
                 negated,
@@ -225,15 +234,15 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn compile(&self, e: &Expr) -> Result<Filter, LiveError> {
+    fn compile(&self, e: &Expr) -> Result<Node, KalamError> {
         Ok(match e {
             Expr::Nested(inner) => self.compile(inner)?,
             Expr::BinaryOp { left, op, right } => match op {
-                BinaryOperator::And => Filter::And(
+                BinaryOperator::And => Node::And(
                     Box::new(self.compile(left)?),
                     Box::new(self.compile(right)?),
                 ),
-                BinaryOperator::Or => Filter::Or(
+                BinaryOperator::Or => Node::Or(
                     Box::new(self.compile(left)?),
                     Box::new(self.compile(right)?),
                 ),
@@ -242,13 +251,13 @@ impl Compiler<'_> {
             Expr::UnaryOp {
                 op: UnaryOperator::Not,
                 expr,
-            } => Filter::Not(Box::new(self.compile(expr)?)),
-            Expr::IsNull(inner) => Filter::IsNull(self.column(inner)?.0, false),
-            Expr::IsNotNull(inner) => Filter::IsNull(self.column(inner)?.0, true),
-            Expr::IsTrue(inner) => Filter::IsBool(self.column(inner)?.0, true, false),
-            Expr::IsNotTrue(inner) => Filter::IsBool(self.column(inner)?.0, true, true),
-            Expr::IsFalse(inner) => Filter::IsBool(self.column(inner)?.0, false, false),
-            Expr::IsNotFalse(inner) => Filter::IsBool(self.column(inner)?.0, false, true),
+            } => Node::Not(Box::new(self.compile(expr)?)),
+            Expr::IsNull(inner) => Node::IsNull(self.column(inner)?.0, false),
+            Expr::IsNotNull(inner) => Node::IsNull(self.column(inner)?.0, true),
+            Expr::IsTrue(inner) => Node::IsBool(self.column(inner)?.0, true, false),
+            Expr::IsNotTrue(inner) => Node::IsBool(self.column(inner)?.0, true, true),
+            Expr::IsFalse(inner) => Node::IsBool(self.column(inner)?.0, false, false),
+            Expr::IsNotFalse(inner) => Node::IsBool(self.column(inner)?.0, false, true),
             Expr::InList {
                 expr,
                 list,
@@ -259,7 +268,7 @@ impl Compiler<'_> {
                     .iter()
                     .map(|item| self.literal(item, ty, name))
                     .collect::<Result<_, _>>()?;
-                Filter::InList(col, values, *negated)
+                Node::InList(col, values, *negated)
             }
             Expr::Between {
                 expr,
@@ -268,7 +277,7 @@ impl Compiler<'_> {
                 high,
             } => {
                 let (col, ty, name) = self.column(expr)?;
-                Filter::Between(
+                Node::Between(
                     col,
                     self.literal(low, ty, name)?,
                     self.literal(high, ty, name)?,
@@ -290,14 +299,14 @@ impl Compiler<'_> {
                 ..
             } => self.like(expr, pattern, *negated, true)?,
             Expr::Value(v) => match &v.value {
-                SqlValue::Boolean(b) => Filter::Const(Some(*b)),
-                SqlValue::Null => Filter::Const(None),
+                SqlValue::Boolean(b) => Node::Const(Some(*b)),
+                SqlValue::Null => Node::Const(None),
                 other => {
-                    return Err(LiveError::invalid(format!("{other} is not a condition")));
+                    return Err(invalid(format!("{other} is not a condition")));
                 }
             },
             other => {
-                return Err(LiveError::unsupported(format!(
+                return Err(unsupported(format!(
                     "live-query WHERE supports comparisons, AND/OR/NOT, IN, BETWEEN, LIKE, \
                      IS [NOT] NULL and CURRENT_USER(); not {other}"
                 )));
@@ -310,7 +319,7 @@ impl Compiler<'_> {
         left: &Expr,
         op: &BinaryOperator,
         right: &Expr,
-    ) -> Result<Filter, LiveError> {
+    ) -> Result<Node, KalamError> {
         let cmp = match op {
             BinaryOperator::Eq => Cmp::Eq,
             BinaryOperator::NotEq => Cmp::NotEq,
@@ -319,7 +328,7 @@ impl Compiler<'_> {
             BinaryOperator::Gt => Cmp::Gt,
             BinaryOperator::GtEq => Cmp::GtEq,
             other => {
-                return Err(LiveError::unsupported(format!(
+                return Err(unsupported(format!(
                     "operator {other} is not supported in live queries"
                 )));
             }
@@ -338,7 +347,7 @@ impl Compiler<'_> {
             (right, left, flipped)
         };
         let (col, ty, name) = self.column(col_side)?;
-        Ok(Filter::Compare(col, cmp, self.literal(lit_side, ty, name)?))
+        Ok(Node::Compare(col, cmp, self.literal(lit_side, ty, name)?))
     }
 
     fn like(
@@ -347,14 +356,14 @@ impl Compiler<'_> {
         pattern: &Expr,
         negated: bool,
         ci: bool,
-    ) -> Result<Filter, LiveError> {
+    ) -> Result<Node, KalamError> {
         let (col, _, name) = self.column(expr)?;
         let Value::Text(p) = self.literal(pattern, &kalamdb_commons::KalamDataType::Text, name)?
         else {
-            return Err(LiveError::invalid("LIKE needs a text pattern"));
+            return Err(invalid("LIKE needs a text pattern"));
         };
         let p = if ci { p.to_lowercase() } else { p };
-        Ok(Filter::Like {
+        Ok(Node::Like {
             col,
             pattern: p.chars().collect(),
             negated,
@@ -363,12 +372,12 @@ impl Compiler<'_> {
     }
 
     /// A column reference, with its type and name.
-    fn column(&self, e: &Expr) -> Result<(Col, &kalamdb_commons::KalamDataType, &str), LiveError> {
+    fn column(&self, e: &Expr) -> Result<(Col, &kalamdb_commons::KalamDataType, &str), KalamError> {
         let ident = match e {
             Expr::Identifier(i) => i,
             Expr::CompoundIdentifier(parts) if !parts.is_empty() => &parts[parts.len() - 1],
             Expr::Nested(inner) => return self.column(inner),
-            other => return Err(LiveError::unsupported(format!("{other} is not a column"))),
+            other => return Err(unsupported(format!("{other} is not a column"))),
         };
         let name = fold(&ident.value, ident.quote_style.is_some());
         if name == SEQ_COLUMN {
@@ -383,7 +392,7 @@ impl Compiler<'_> {
             .iter()
             .find(|c| c.name == name)
             .map(|c| (Col::Stored(c.column_id), &c.data_type, c.name.as_str()))
-            .ok_or_else(|| LiveError::invalid(format!("unknown column {name}")))
+            .ok_or_else(|| invalid(format!("unknown column {name}")))
     }
 
     /// A literal coerced to a column's type.
@@ -392,7 +401,7 @@ impl Compiler<'_> {
         e: &Expr,
         ty: &kalamdb_commons::KalamDataType,
         column: &str,
-    ) -> Result<Value, LiveError> {
+    ) -> Result<Value, KalamError> {
         let scalar = match e {
             Expr::Nested(inner) => return self.literal(inner, ty, column),
             Expr::Value(v) => match &v.value {
@@ -402,7 +411,7 @@ impl Compiler<'_> {
                 }
                 SqlValue::Boolean(b) => ScalarValue::Boolean(Some(*b)),
                 SqlValue::Null => return Ok(Value::Null),
-                other => return Err(LiveError::unsupported(format!("literal {other}"))),
+                other => return Err(unsupported(format!("literal {other}"))),
             },
             Expr::UnaryOp {
                 op: UnaryOperator::Minus,
@@ -410,9 +419,9 @@ impl Compiler<'_> {
             } => match expr.as_ref() {
                 Expr::Value(v) => match &v.value {
                     SqlValue::Number(n, _) => number(&format!("-{n}"))?,
-                    other => return Err(LiveError::invalid(format!("cannot negate {other}"))),
+                    other => return Err(invalid(format!("cannot negate {other}"))),
                 },
-                other => return Err(LiveError::unsupported(format!("expression {other}"))),
+                other => return Err(unsupported(format!("expression {other}"))),
             },
             Expr::Function(f) if is_current_user(&f.name.to_string()) => {
                 ScalarValue::Utf8(Some(self.user.to_string()))
@@ -421,12 +430,12 @@ impl Compiler<'_> {
                 ScalarValue::Utf8(Some(self.user.to_string()))
             }
             other => {
-                return Err(LiveError::unsupported(format!(
+                return Err(unsupported(format!(
                     "{other}: live-query conditions compare a column with a literal"
                 )));
             }
         };
-        coerce(scalar, ty, column).map_err(|e| LiveError::new(ErrorCode::InvalidSql, e.to_string()))
+        coerce(scalar, ty, column).map_err(|e| KalamError::InvalidSql(e.to_string()))
     }
 }
 
@@ -444,20 +453,51 @@ fn is_current_user(name: &str) -> bool {
     name.eq_ignore_ascii_case("current_user")
 }
 
-fn number(n: &str) -> Result<ScalarValue, LiveError> {
+fn number(n: &str) -> Result<ScalarValue, KalamError> {
     if let Ok(i) = n.parse::<i64>() {
         Ok(ScalarValue::Int64(Some(i)))
     } else if let Ok(f) = n.parse::<f64>() {
         Ok(ScalarValue::Float64(Some(f)))
     } else {
-        Err(LiveError::invalid(format!("bad number {n}")))
+        Err(invalid(format!("bad number {n}")))
+    }
+}
+
+/// A compiled WHERE clause; see the module doc.
+#[derive(Debug)]
+pub struct Filter(Node);
+
+impl Filter {
+    /// Compiles `e` over the columns of `def` (`CURRENT_USER()` is `user`).
+    pub fn compile(e: &Expr, def: &TableDefinition, user: &str) -> Result<Self, KalamError> {
+        Node::compile(e, def, user).map(Filter)
+    }
+
+    /// Whether `row` passes (the clause is TRUE for it).
+    pub fn matches(&self, row: &StoredRow) -> bool {
+        self.0.matches(row)
+    }
+
+    /// The ids of the columns the clause reads, added to `out`.
+    pub fn column_ids(&self, out: &mut Vec<u32>) {
+        self.0.column_ids(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::LiveQuery;
+
+    /// The WHERE clause `clause`, parsed.
+    fn clause(text: &str) -> Expr {
+        datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+        )
+        .try_with_sql(text)
+        .unwrap()
+        .parse_expr()
+        .unwrap()
+    }
     use kalamdb_commons::{
         ColumnDefinition, KalamDataType, NamespaceId, TableId, TableName, TableType,
     };
@@ -503,12 +543,7 @@ mod tests {
     }
 
     fn matches(clause: &str, r: &StoredRow) -> bool {
-        let q = LiveQuery::parse(
-            &format!("SELECT * FROM app.t WHERE {clause}"),
-            kalamdb_core::expr_limits::ExprLimits::of(&Default::default()),
-        )
-        .unwrap();
-        Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice")
+        Filter::compile(&self::clause(clause), &def(), "alice")
             .unwrap()
             .matches(r)
     }
@@ -592,13 +627,8 @@ mod tests {
             ("id + 1 = 2", "UNSUPPORTED"),
             ("id = 'abc'", "INVALID_SQL"),
         ] {
-            let q = LiveQuery::parse(
-                &format!("SELECT * FROM app.t WHERE {clause}"),
-                kalamdb_core::expr_limits::ExprLimits::of(&Default::default()),
-            )
-            .unwrap();
-            let err = Filter::compile(q.filter.as_ref().unwrap(), &def(), "alice").unwrap_err();
-            assert_eq!(err.code.as_str(), code, "{clause}: {err}");
+            let err = Filter::compile(&self::clause(clause), &def(), "alice").unwrap_err();
+            assert_eq!(err.code().as_str(), code, "{clause}: {err}");
         }
     }
 }
