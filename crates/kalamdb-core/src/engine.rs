@@ -115,6 +115,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
     let topics = Arc::new(crate::topics::TopicService::open(
         catalog.clone(),
+        Arc::clone(&registry),
         Arc::clone(&backend),
         config.topics.visibility_timeout_secs,
     )?);

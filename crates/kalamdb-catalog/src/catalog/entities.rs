@@ -239,6 +239,9 @@ pub struct TopicRoute {
     pub op: String,
     /// `key` (the primary key only), `full` (the row) or `diff` (changed columns, old and new).
     pub payload: String,
+    /// `WHERE` clause a change's row must pass (the new row; a deleted row's last values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// A consumer group's committed position on one partition of a topic.

@@ -601,7 +601,7 @@ impl Command {
     }
 
     /// Whether the statement creates, drops or alters a catalog object (see
-    /// [`crate::app_context::AppContext::ddl_lock`]).
+    /// `AppContext::ddl_lock`).
     pub fn changes_catalog(&self) -> bool {
         match self {
             Command::CreateNamespace { .. }
@@ -760,6 +760,17 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
     })
 }
 
+/// Where a read without a committed group offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first message kept.
+    Earliest,
+    /// After the last message.
+    Latest,
+    /// This offset.
+    Offset(u64),
+}
+
 /// A topic statement (`docs/protocol.md` §7.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicCommand {
@@ -794,6 +805,8 @@ pub enum TopicCommand {
         op: String,
         /// `key`, `full` (default) or `diff`.
         payload: String,
+        /// The `WHERE` clause, as text.
+        filter: Option<String>,
     },
     /// `ALTER TOPIC t DROP SOURCE ns.table [ON op]`
     DropSource {
@@ -813,7 +826,7 @@ pub enum TopicCommand {
         /// The partition (0 by default).
         partition: u32,
         /// Where to start without a committed group offset (`LATEST` by default).
-        start: crate::topics::Start,
+        start: Start,
         /// Most messages (100 by default).
         limit: u64,
     },
@@ -1128,8 +1141,7 @@ impl KalamParser<'_> {
         }
         if w0 == "CONSUME" {
             let topic = self.skip(2).table_ref()?;
-            let (mut group, mut partition, mut start, mut limit) =
-                (None, 0, crate::topics::Start::Latest, 100);
+            let (mut group, mut partition, mut start, mut limit) = (None, 0, Start::Latest, 100);
             loop {
                 if self.eat("GROUP") {
                     group = Some(self.string()?);
@@ -1137,12 +1149,12 @@ impl KalamParser<'_> {
                     partition = self.number("PARTITION")? as u32;
                 } else if self.eat("FROM") {
                     start = if self.eat("EARLIEST") {
-                        crate::topics::Start::Earliest
+                        Start::Earliest
                     } else if self.eat("LATEST") {
-                        crate::topics::Start::Latest
+                        Start::Latest
                     } else {
                         self.eat("OFFSET");
-                        crate::topics::Start::Offset(self.number("the start offset")?)
+                        Start::Offset(self.number("the start offset")?)
                     };
                 } else if self.eat("LIMIT") {
                     limit = self.number("LIMIT")?;
@@ -1211,13 +1223,15 @@ impl KalamParser<'_> {
                 let op = op.ok_or_else(|| {
                     KalamError::InvalidSql("ADD SOURCE needs ON INSERT, UPDATE or DELETE".into())
                 })?;
-                if self.peek_is(0, "WHERE") {
-                    return Err(KalamError::Unsupported(
-                        "ADD SOURCE … WHERE is not supported yet: every change of the kind is \
-                         appended"
-                            .into(),
-                    ));
-                }
+                let filter = if self.eat("WHERE") {
+                    let e = self
+                        .p
+                        .parse_expr()
+                        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+                    Some(e.to_string())
+                } else {
+                    None
+                };
                 let mut payload = "full".to_string();
                 for (name, value) in self.with_options()? {
                     match name.as_str() {
@@ -1239,6 +1253,7 @@ impl KalamParser<'_> {
                     table,
                     op,
                     payload,
+                    filter,
                 }
             }
         })

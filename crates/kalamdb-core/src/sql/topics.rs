@@ -121,16 +121,23 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
             table,
             op,
             payload,
+            filter,
         } => {
             access::check_admin(&ctx.identity, "change topics")?;
             let id = topic_id(ctx, &topic).to_string();
             let table_id = resolve(ctx, &table);
-            app.schema_registry().require(&table_id)?;
+            let source = app.schema_registry().require(&table_id)?;
+            if let Some(text) = &filter {
+                // Refused now rather than at the first change: unknown columns, unsupported
+                // shapes.
+                crate::topics::compile_filter(text, &source.def)?;
+            }
             let mut def = topics.topic(&id)?;
             let route = TopicRoute {
                 table_id: table_id.to_string(),
                 op,
                 payload,
+                filter,
             };
             if def
                 .routes

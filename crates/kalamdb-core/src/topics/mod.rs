@@ -16,6 +16,7 @@ pub mod log;
 
 use crate::auth::Identity;
 use crate::sql::encode::value_json;
+use crate::sql::row_filter::Filter;
 use kalamdb_catalog::catalog::{Catalog, TopicOffsetRecord, TopicRecord, TopicRoute};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::schema_registry::CachedTable;
@@ -31,16 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Where a read without a committed group offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The first message kept.
-    Earliest,
-    /// After the last message.
-    Latest,
-    /// This offset.
-    Offset(u64),
-}
+pub use crate::sql::parse::Start;
 
 /// One message read, with where it is.
 #[derive(Debug, Clone)]
@@ -82,8 +74,8 @@ struct GroupCursor {
     claims: Vec<(u64, u64, Instant)>,
 }
 
-/// The routes of one source table: each with the topic it feeds.
-type TableRoutes = Vec<(Arc<TopicState>, TopicRoute)>;
+/// The routes of one source table: each with the topic it feeds and its compiled `WHERE`.
+type TableRoutes = Vec<(Arc<TopicState>, TopicRoute, Option<Arc<Filter>>)>;
 
 /// An offset counter handed out in the batch being committed: (counters, partition, the
 /// partition's next offset before, the topic's wake-up).
@@ -93,6 +85,7 @@ type Reservation = (Arc<[AtomicU64]>, u32, u64, Arc<tokio::sync::Notify>);
 #[derive(Debug)]
 pub struct TopicService {
     catalog: Catalog,
+    registry: Arc<kalamdb_catalog::schema_registry::SchemaRegistry>,
     backend: Arc<dyn StorageBackend>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     /// Routes by source table.
@@ -107,11 +100,13 @@ impl TopicService {
     /// Loads the topics of `catalog` and their offsets.
     pub fn open(
         catalog: Catalog,
+        registry: Arc<kalamdb_catalog::schema_registry::SchemaRegistry>,
         backend: Arc<dyn StorageBackend>,
         visibility_timeout_secs: u64,
     ) -> Result<Self> {
         let service = Self {
             catalog,
+            registry,
             backend,
             topics: RwLock::default(),
             routes: RwLock::default(),
@@ -156,10 +151,29 @@ impl TopicService {
                     kalamdb_commons::NamespaceId::new(ns),
                     kalamdb_commons::TableName::new(table),
                 );
+                // A filter that no longer compiles (its column was dropped) passes nothing.
+                let filter = match &r.filter {
+                    None => None,
+                    Some(text) => {
+                        let compiled = self
+                            .registry
+                            .get(&id)
+                            .ok()
+                            .flatten()
+                            .and_then(|table| compile_filter(text, &table.def).ok());
+                        match compiled {
+                            Some(f) => Some(Arc::new(f)),
+                            None => {
+                                tracing::warn!(topic = %t.def.topic_id, source = %r.table_id, "source filter does not compile; its changes are skipped");
+                                continue;
+                            }
+                        }
+                    }
+                };
                 routes
                     .entry(id)
                     .or_default()
-                    .push((Arc::clone(t), r.clone()));
+                    .push((Arc::clone(t), r.clone(), filter));
             }
         }
         *self.routes.write() = routes;
@@ -557,10 +571,12 @@ impl TopicService {
         Ok(upto)
     }
 
-    /// The message for `event` on `route`, if the route takes this kind of change.
+    /// The message for `event` on `route`, if the route takes this kind of change and its
+    /// `filter` passes the row.
     fn message(
         table: &CachedTable,
         route: &TopicRoute,
+        filter: Option<&Filter>,
         user: Option<&UserId>,
         event: &ChangeEvent,
     ) -> Option<Message> {
@@ -570,7 +586,7 @@ impl TopicService {
             (ChangeKind::Delete, _, Some(o)) => (Op::Delete, o),
             _ => return None,
         };
-        if !route.op.eq_ignore_ascii_case(op.as_str()) {
+        if !route.op.eq_ignore_ascii_case(op.as_str()) || filter.is_some_and(|f| !f.matches(row)) {
             return None;
         }
         let key = table.pk_index.map(|p| {
@@ -610,6 +626,17 @@ impl TopicService {
             source: Some(table.def.table_id().to_string()),
         })
     }
+}
+
+/// Compiles a source's `WHERE` text over the columns of `def`.
+pub(crate) fn compile_filter(text: &str, def: &kalamdb_commons::TableDefinition) -> Result<Filter> {
+    let expr = datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::GenericDialect {},
+    )
+    .try_with_sql(text)
+    .and_then(|mut p| p.parse_expr())
+    .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+    Filter::compile(&expr, def, "")
 }
 
 /// Records that `offset` of `partition` of `topic` is handed out in the batch being
@@ -699,8 +726,9 @@ impl ChangeCapture for TopicService {
         };
         let mut reserved = self.reserved.lock();
         for event in events {
-            for (topic, route) in routes {
-                let Some(message) = Self::message(table, route, user, event) else {
+            for (topic, route, filter) in routes {
+                let Some(message) = Self::message(table, route, filter.as_deref(), user, event)
+                else {
                     continue;
                 };
                 let p = log::partition_of(message.key.as_deref(), topic.def.partitions);

@@ -34,12 +34,17 @@ fn consumed(r: &Value) -> Vec<(i64, String, Value, Value)> {
         .collect()
 }
 
-#[tokio::test]
-async fn table_changes_feed_topics_that_groups_consume() {
+/// A fresh server on which root ran `setup`; with root's token.
+async fn server_with(setup: &str) -> (TestServer, String) {
     let s = TestServer::start().await;
     let root = s.root_token().await;
-    s.ok(
-        &root,
+    s.ok(&root, setup).await;
+    (s, root)
+}
+
+#[tokio::test]
+async fn table_changes_feed_topics_that_groups_consume() {
+    let (s, root) = server_with(
         "CREATE NAMESPACE app; CREATE USER TABLE app.orders (id INT PRIMARY KEY, item TEXT, qty INT); \
          CREATE TOPIC app.events; \
          ALTER TOPIC app.events ADD SOURCE app.orders ON INSERT; \
@@ -445,4 +450,45 @@ async fn retention_removes_old_messages_but_not_unacked_ones() {
         )
         .await;
     assert_ne!(rows(&r)[0][0], json!("0"));
+}
+
+#[tokio::test]
+async fn source_filters_choose_the_changes_a_topic_receives() {
+    let (s, root) = server_with(
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.orders (id INT PRIMARY KEY, qty INT, item TEXT); \
+         CREATE TOPIC app.big; \
+         ALTER TOPIC app.big ADD SOURCE app.orders ON INSERT WHERE qty >= 10 AND item <> 'gift'; \
+         ALTER TOPIC app.big ADD SOURCE app.orders ON DELETE WHERE qty >= 10 WITH (PAYLOAD = 'key')",
+    )
+    .await;
+    s.ok(
+        &root,
+        "INSERT INTO app.orders VALUES (1, 5, 'tea'), (2, 10, 'tea'), (3, 50, 'gift'), (4, 12, NULL); \
+         DELETE FROM app.orders WHERE id IN (1, 2)",
+    )
+    .await;
+    let r = s
+        .ok(&root, "CONSUME FROM app.big FROM EARLIEST LIMIT 10")
+        .await;
+    let got: Vec<(String, Value)> = consumed(&r)
+        .into_iter()
+        .map(|(_, op, _, payload)| (op, payload["id"].clone()))
+        .collect();
+    // Row 4's item is NULL: `item <> 'gift'` is unknown, so it does not pass.
+    assert_eq!(
+        got,
+        vec![("insert".into(), json!(2)), ("delete".into(), json!(2))]
+    );
+    let r = s.ok(&root, "SELECT routes FROM system.topics").await;
+    assert!(
+        rows(&r)[0][0].as_str().unwrap().contains("qty >= 10"),
+        "{r}"
+    );
+    let (status, code, msg) = s
+        .err(
+            &root,
+            "ALTER TOPIC app.big ADD SOURCE app.orders ON UPDATE WHERE nope = 1",
+        )
+        .await;
+    assert_eq!((status, code.as_str()), (400, "INVALID_SQL"), "{msg}");
 }
