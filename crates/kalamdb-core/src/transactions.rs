@@ -1,4 +1,4 @@
-//! Explicit transactions: `BEGIN` … `COMMIT` / `ROLLBACK` (`docs/sql.md`, "Transactions").
+//! Explicit transactions: `BEGIN` … `COMMIT` / `ROLLBACK` (`docs/protocol.md` §4.2.1).
 //!
 //! A [`Transaction`] holds a snapshot of both tiers taken at `BEGIN` and the versions its
 //! statements staged, per table scope (`kalamdb_tables::txn`); reads inside it see the
