@@ -82,6 +82,11 @@ pub(crate) fn stats_rows(deps: &ProviderDeps) -> Result<Rows> {
         ("jobs_running", running("running").to_string()),
         ("jobs_failed", running("failed").to_string()),
         ("jobs_total", jobs.len().to_string()),
+        (
+            "open_transactions",
+            deps.transactions.list().len().to_string(),
+        ),
+        ("total_topics", catalog.topics()?.len().to_string()),
         ("hot_rows_estimated", hot_rows.to_string()),
         ("cached_manifests", manifests.len().to_string()),
         (

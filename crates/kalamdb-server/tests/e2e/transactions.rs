@@ -269,6 +269,13 @@ async fn continued_transactions_are_their_owners_and_end() {
     );
     let (status, _, _) = s.err(ada, "SELECT * FROM system.transactions").await;
     assert_eq!(status, 403);
+    let r = s
+        .ok(
+            &root,
+            "SELECT metric_value FROM system.stats WHERE metric_name = 'open_transactions'",
+        )
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("1")]]);
 
     // A failing statement aborts it: later statements are refused until it ends.
     let (status, _) = in_tx(&s, ada, &t, "INSERT INTO app.notes VALUES (1, 'again')").await;
