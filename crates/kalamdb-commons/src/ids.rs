@@ -90,6 +90,15 @@ const RESERVED_WORDS: &[&str] = &[
     "is", "like", "between", "exists",
 ];
 
+/// Folds an unquoted SQL identifier to lower case (quoted ones keep their case).
+pub fn fold(value: &str, quoted: bool) -> String {
+    if quoted {
+        value.to_string()
+    } else {
+        value.to_ascii_lowercase()
+    }
+}
+
 /// Checks a namespace, table or column name against the identifier rules.
 pub fn validate_identifier(kind: &'static str, name: &str) -> Result<(), IdError> {
     if name.is_empty() {

@@ -17,6 +17,8 @@
 //! - [`providers`]: DataFusion catalog and table providers (application tables, system
 //!   tables, views, `information_schema`).
 //! - [`topics`]: topics fed by table changes, consumer groups.
+//! - [`encode`]: results and cells as the wire's JSON; [`row_filter`]: WHERE clauses compiled
+//!   to run on stored rows (live queries, topic sources). Both sit below `sql` and `topics`.
 //! - [`transactions`]: `BEGIN` … `COMMIT`, over the transaction storage of `kalamdb-tables`.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
@@ -32,11 +34,13 @@ pub mod access;
 pub mod app_context;
 pub mod auth;
 pub mod config;
+pub mod encode;
 pub mod engine;
 pub mod expr_limits;
 pub mod maintenance;
 pub mod providers;
 pub mod query_runtime;
+pub mod row_filter;
 pub mod server_logs;
 pub mod sql;
 pub mod topics;

@@ -226,14 +226,7 @@ impl TableRef {
     }
 }
 
-/// Folds an unquoted identifier to lower case.
-pub fn fold(value: &str, quoted: bool) -> String {
-    if quoted {
-        value.to_string()
-    } else {
-        value.to_ascii_lowercase()
-    }
-}
+pub use kalamdb_commons::ids::fold;
 
 /// The statement parser: sqlparser's own [`Parser`] over one tokenization of the text, with
 /// KalamDB's statements recognised in front of it (DataFusion's `DFParser` pattern). Standard
@@ -760,17 +753,6 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
     })
 }
 
-/// Where a read without a committed group offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The first message kept.
-    Earliest,
-    /// After the last message.
-    Latest,
-    /// This offset.
-    Offset(u64),
-}
-
 /// A topic statement (`docs/protocol.md` §7.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicCommand {
@@ -826,7 +808,7 @@ pub enum TopicCommand {
         /// The partition (0 by default).
         partition: u32,
         /// Where to start without a committed group offset (`LATEST` by default).
-        start: Start,
+        start: crate::topics::Start,
         /// Most messages (100 by default).
         limit: u64,
     },
@@ -1141,7 +1123,8 @@ impl KalamParser<'_> {
         }
         if w0 == "CONSUME" {
             let topic = self.skip(2).table_ref()?;
-            let (mut group, mut partition, mut start, mut limit) = (None, 0, Start::Latest, 100);
+            let (mut group, mut partition, mut start, mut limit) =
+                (None, 0, crate::topics::Start::Latest, 100);
             loop {
                 if self.eat("GROUP") {
                     group = Some(self.string()?);
@@ -1149,12 +1132,12 @@ impl KalamParser<'_> {
                     partition = self.number("PARTITION")? as u32;
                 } else if self.eat("FROM") {
                     start = if self.eat("EARLIEST") {
-                        Start::Earliest
+                        crate::topics::Start::Earliest
                     } else if self.eat("LATEST") {
-                        Start::Latest
+                        crate::topics::Start::Latest
                     } else {
                         self.eat("OFFSET");
-                        Start::Offset(self.number("the start offset")?)
+                        crate::topics::Start::Offset(self.number("the start offset")?)
                     };
                 } else if self.eat("LIMIT") {
                     limit = self.number("LIMIT")?;

@@ -15,8 +15,8 @@
 pub mod log;
 
 use crate::auth::Identity;
-use crate::sql::encode::value_json;
-use crate::sql::row_filter::Filter;
+use crate::encode::value_json;
+use crate::row_filter::Filter;
 use kalamdb_catalog::catalog::{Catalog, TopicOffsetRecord, TopicRecord, TopicRoute};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::schema_registry::CachedTable;
@@ -32,7 +32,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::sql::parse::Start;
+/// Where a read without a committed group offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first message kept.
+    Earliest,
+    /// After the last message.
+    Latest,
+    /// This offset.
+    Offset(u64),
+}
 
 /// One message read, with where it is.
 #[derive(Debug, Clone)]

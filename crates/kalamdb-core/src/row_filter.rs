@@ -5,12 +5,12 @@
 //! `CURRENT_USER()` replaced by the subscriber), then evaluated on every changed row with SQL's
 //! three-valued logic: a row matches only when the clause is TRUE.
 
-use crate::sql::parse::fold;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value as SqlValue};
 use kalamdb_catalog::error::KalamError;
 use kalamdb_catalog::value::{Value, coerce};
 use kalamdb_commons::TableDefinition;
+use kalamdb_commons::ids::fold;
 use kalamdb_commons::schema::SEQ_COLUMN;
 use kalamdb_tables::rows::StoredRow;
 use std::cmp::Ordering;
