@@ -91,6 +91,26 @@ fn start_of(v: Option<&Value>) -> Result<Start, String> {
     }
 }
 
+/// The caller and the JSON body of a topics request; the error response otherwise.
+fn authed_body<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+    start: Instant,
+) -> Result<(kalamdb_core::auth::Identity, T), Box<Response>> {
+    let identity = bearer_identity(state, headers)
+        .map_err(|(code, msg)| Box::new(sql_error(code, msg, None, start)))?;
+    let request = serde_json::from_slice(body).map_err(|e| {
+        Box::new(sql_error(
+            ErrorCode::InvalidInput,
+            format!("Invalid JSON body: {e}"),
+            None,
+            start,
+        ))
+    })?;
+    Ok((identity, request))
+}
+
 fn error(e: KalamError, start: Instant) -> Response {
     let code = match &e {
         KalamError::NotFound { .. } => ErrorCode::NotFound,
@@ -102,20 +122,10 @@ fn error(e: KalamError, start: Instant) -> Response {
 /// The consume handler.
 pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let identity = match bearer_identity(&state, &headers) {
-        Ok(id) => id,
-        Err((code, msg)) => return sql_error(code, msg, None, start),
-    };
-    let request: ConsumeRequest = match serde_json::from_slice(&body) {
+    let (identity, request): (_, ConsumeRequest) = match authed_body(&state, &headers, &body, start)
+    {
         Ok(r) => r,
-        Err(e) => {
-            return sql_error(
-                ErrorCode::InvalidInput,
-                format!("Invalid JSON body: {e}"),
-                None,
-                start,
-            );
-        }
+        Err(response) => return *response,
     };
     let from = match start_of(request.start.as_ref()) {
         Ok(s) => s,
@@ -195,20 +205,9 @@ pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: By
 /// The ack handler.
 pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let identity = match bearer_identity(&state, &headers) {
-        Ok(id) => id,
-        Err((code, msg)) => return sql_error(code, msg, None, start),
-    };
-    let request: AckRequest = match serde_json::from_slice(&body) {
+    let (identity, request): (_, AckRequest) = match authed_body(&state, &headers, &body, start) {
         Ok(r) => r,
-        Err(e) => {
-            return sql_error(
-                ErrorCode::InvalidInput,
-                format!("Invalid JSON body: {e}"),
-                None,
-                start,
-            );
-        }
+        Err(response) => return *response,
     };
     match state.app.topics().ack(
         &identity,
@@ -226,15 +225,12 @@ pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
 /// → `{"offsets": [{"partition_id", "offset"}]}`.
 pub async fn publish(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let identity = match bearer_identity(&state, &headers) {
-        Ok(id) => id,
-        Err((code, msg)) => return sql_error(code, msg, None, start),
+    let (identity, request): (_, PublishRequest) = match authed_body(&state, &headers, &body, start)
+    {
+        Ok(r) => r,
+        Err(response) => return *response,
     };
     let bad = |msg: String| sql_error(ErrorCode::InvalidInput, msg, None, start);
-    let request: PublishRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(format!("Invalid JSON body: {e}")),
-    };
     if request.messages.is_empty() || request.messages.len() > MAX_PUBLISH {
         return bad(format!("messages must hold 1 to {MAX_PUBLISH} messages"));
     }
