@@ -155,7 +155,7 @@ pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: By
             limit as usize,
         )
     };
-    let mut fetch = match fetch_now(from) {
+    let mut fetch = match fetch_now(from).await {
         Ok(f) => f,
         Err(e) => return error(e, start),
     };
@@ -171,7 +171,7 @@ pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: By
             .wait_for(&request.topic_id, partition, fetch.next_offset, timeout)
             .await;
         // From where the first read ended ("Latest" would have moved on meanwhile).
-        fetch = match fetch_now(Start::Offset(fetch.next_offset)) {
+        fetch = match fetch_now(Start::Offset(fetch.next_offset)).await {
             Ok(f) => f,
             Err(e) => return error(e, start),
         };
@@ -209,13 +209,14 @@ pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
         Ok(r) => r,
         Err(response) => return *response,
     };
-    match state.app.topics().ack(
+    let acked = state.app.topics().ack(
         &identity,
         &request.topic_id,
         &request.group_id,
         request.partition_id,
         request.upto_offset,
-    ) {
+    );
+    match acked.await {
         Ok(done) => Json(json!({"success": true, "acknowledged_offset": done})).into_response(),
         Err(e) => error(e, start),
     }

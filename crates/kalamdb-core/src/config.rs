@@ -84,6 +84,11 @@ pub struct TopicsConfig {
     pub visibility_timeout_secs: u64,
     /// Seconds between runs of the job that removes messages past their topic's retention.
     pub retention_interval_secs: u64,
+    /// Messages stay in the hot store at least this long, then a `topic_flush` job moves them
+    /// to Parquet segments in the topic's storage (0: only `STORAGE FLUSH TOPIC` does).
+    pub flush_after_secs: u64,
+    /// Seconds between checks for messages due to be flushed.
+    pub flush_interval_secs: u64,
 }
 
 impl Default for TopicsConfig {
@@ -91,6 +96,8 @@ impl Default for TopicsConfig {
         Self {
             visibility_timeout_secs: 30,
             retention_interval_secs: 60,
+            flush_after_secs: 300,
+            flush_interval_secs: 60,
         }
     }
 }

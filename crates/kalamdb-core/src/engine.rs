@@ -113,12 +113,16 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     let system_cold = Arc::new(crate::providers::flushed_audit::SystemCold::default());
     system_cold.load(&tables.cold().files("local")?).await?;
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
-    let topics = Arc::new(crate::topics::TopicService::open(
-        catalog.clone(),
-        Arc::clone(&registry),
-        Arc::clone(&backend),
-        config.topics.visibility_timeout_secs,
-    )?);
+    let topics = Arc::new(
+        crate::topics::TopicService::open(
+            catalog.clone(),
+            Arc::clone(&registry),
+            Arc::clone(&backend),
+            Arc::clone(tables.cold()),
+            config.topics.visibility_timeout_secs,
+        )
+        .await?,
+    );
     tables
         .set_change_capture(Arc::clone(&topics) as Arc<dyn kalamdb_tables::changes::ChangeCapture>);
     let transactions = Arc::new(crate::transactions::TransactionManager::new(

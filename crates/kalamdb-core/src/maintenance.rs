@@ -5,6 +5,7 @@
 
 use crate::app_context::AppContext;
 use crate::sql::ddl::{StorageJob, clean_dropped_table, run_storage_job};
+use futures::future::BoxFuture;
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::jobs::JobReport;
 use kalamdb_tables::cold::FlushPolicy;
@@ -26,6 +27,7 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     spawn_policy_flushes(app);
     spawn_transaction_expiry(app);
     spawn_topic_retention(app);
+    spawn_topic_flush(app);
     Ok(())
 }
 
@@ -34,29 +36,68 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
 fn spawn_topic_retention(app: &Arc<AppContext>) {
     let every = Duration::from_secs(app.config().topics.retention_interval_secs.max(1));
     let due = |app: &AppContext| {
-        app.catalog()
-            .topics()
-            .is_ok_and(|t| t.iter().any(|t| t.retention_seconds.is_some()))
+        app.catalog().topics().is_ok_and(|t| {
+            t.iter()
+                .any(|t| t.retention_seconds.is_some() || t.retention_max_bytes.is_some())
+        })
     };
     spawn_periodic_job(app, "topic_retention", every, due, |app| {
-        let now = chrono::Utc::now().timestamp_millis();
-        let removed = app.topics().apply_retention(now)?;
-        Ok(JobReport {
-            rows: removed,
-            bytes: 0,
-            message: format!("Removed {removed} message(s) past retention"),
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            let removed = app.topics().apply_retention(now).await?;
+            Ok(JobReport {
+                rows: removed,
+                bytes: 0,
+                message: format!("Removed {removed} message(s) past retention"),
+            })
         })
     });
 }
 
-/// Every `every` until the context is dropped, and when `due` says so, runs `work` (blocking
-/// work, on a blocking thread) as a `kind` job of the `policy` trigger.
+/// Moves topic messages older than `[topics] flush_after_secs` to Parquet every `[topics]
+/// flush_interval_secs`, when some are.
+fn spawn_topic_flush(app: &Arc<AppContext>) {
+    let cfg = &app.config().topics;
+    if cfg.flush_after_secs == 0 {
+        return;
+    }
+    let every = Duration::from_secs(cfg.flush_interval_secs.max(1));
+    let due = |app: &AppContext| app.topics().flush_due(topic_flush_cutoff(app));
+    spawn_periodic_job(app, "topic_flush", every, due, |app| {
+        Box::pin(async move {
+            let done = app
+                .topics()
+                .flush(None, Some(topic_flush_cutoff(&app)))
+                .await?;
+            Ok(JobReport {
+                rows: done.messages,
+                bytes: done.bytes,
+                message: format!(
+                    "Flushed {} topic message(s), {} bytes",
+                    done.messages, done.bytes
+                ),
+            })
+        })
+    });
+}
+
+/// Topic messages appended before this (ms) are due to be flushed.
+fn topic_flush_cutoff(app: &AppContext) -> i64 {
+    let after_ms = app.config().topics.flush_after_secs.saturating_mul(1000);
+    chrono::Utc::now().timestamp_millis() - i64::try_from(after_ms).unwrap_or(i64::MAX)
+}
+
+/// A periodic job's work.
+type PeriodicWork = fn(Arc<AppContext>) -> BoxFuture<'static, Result<JobReport>>;
+
+/// Every `every` until the context is dropped, and when `due` says so, runs `work` as a
+/// `kind` job of the `policy` trigger.
 fn spawn_periodic_job(
     app: &Arc<AppContext>,
     kind: &'static str,
     every: Duration,
     due: fn(&AppContext) -> bool,
-    work: fn(&AppContext) -> Result<JobReport>,
+    work: PeriodicWork,
 ) {
     let weak = Arc::downgrade(app);
     tokio::spawn(async move {
@@ -71,11 +112,7 @@ fn spawn_periodic_job(
             let worker = Arc::clone(&app);
             let job = app
                 .jobs()
-                .run(kind, "*", "policy", "system", 1, |_| async move {
-                    tokio::task::spawn_blocking(move || work(&worker))
-                        .await
-                        .map_err(|e| KalamError::Internal(e.to_string()))?
-                })
+                .run(kind, "*", "policy", "system", 1, |_| work(worker))
                 .await;
             if let Err(e) = job {
                 tracing::warn!(job = kind, error = %e, "periodic job failed");
@@ -142,11 +179,15 @@ fn spawn_stream_eviction(app: &Arc<AppContext>) {
         every,
         |_| true,
         |app| {
-            let rows = evict_expired_stream_rows(app)?;
-            Ok(JobReport {
-                rows: rows as u64,
-                bytes: 0,
-                message: format!("Removed {rows} expired STREAM row(s)"),
+            Box::pin(async move {
+                let rows = tokio::task::spawn_blocking(move || evict_expired_stream_rows(&app))
+                    .await
+                    .map_err(|e| KalamError::Internal(e.to_string()))??;
+                Ok(JobReport {
+                    rows: rows as u64,
+                    bytes: 0,
+                    message: format!("Removed {rows} expired STREAM row(s)"),
+                })
             })
         },
     );

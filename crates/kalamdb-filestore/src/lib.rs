@@ -324,6 +324,17 @@ pub fn encode_segment(
     batches: &[RecordBatch],
     info: SegmentInfo,
 ) -> Result<EncodedSegment> {
+    encode_segment_grouped(dir, batches, info, SEGMENT_ROW_GROUP_ROWS)
+}
+
+/// [`encode_segment`] with row groups of at most `row_group_rows` rows (smaller groups let a
+/// reader that wants a few rows by position decode only those).
+pub fn encode_segment_grouped(
+    dir: &str,
+    batches: &[RecordBatch],
+    info: SegmentInfo,
+    row_group_rows: usize,
+) -> Result<EncodedSegment> {
     let Some(first) = batches.first() else {
         return Err(FileStoreError::Manifest {
             path: dir.to_string(),
@@ -332,7 +343,7 @@ pub fn encode_segment(
     };
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_max_row_group_row_count(Some(SEGMENT_ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;

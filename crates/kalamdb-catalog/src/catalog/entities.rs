@@ -223,6 +223,9 @@ pub struct TopicRecord {
     pub retention_keeps_unacked: bool,
     /// Tables whose changes are appended to the topic.
     pub routes: Vec<TopicRoute>,
+    /// The storage its flushed messages go to (`system.storages`).
+    #[serde(default = "local_storage")]
+    pub storage_id: String,
     /// µs.
     pub created_at: i64,
     /// µs.
@@ -261,4 +264,8 @@ pub struct TopicOffsetRecord {
 
 fn keeps_unacked() -> bool {
     true
+}
+
+fn local_storage() -> String {
+    "local".into()
 }

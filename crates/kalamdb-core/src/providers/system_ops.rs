@@ -316,6 +316,7 @@ pub(crate) fn topics_rows(deps: &ProviderDeps) -> Result<Rows> {
                 text(serde_json::to_string(&t.routes).unwrap_or_default()),
                 Value::Timestamp(t.created_at),
                 Value::Timestamp(t.updated_at),
+                text(t.storage_id),
             ]
         })
         .collect())

@@ -285,6 +285,7 @@ impl SystemTable {
                 ("routes", K::Json, false),
                 ("created_at", K::Timestamp, false),
                 ("updated_at", K::Timestamp, false),
+                ("storage_id", K::Text, false),
             ],
             Self::TopicOffsets => vec![
                 ("topic_id", K::Text, false),

@@ -670,7 +670,7 @@ impl SqlExecutor {
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
-            Command::Topic(cmd) => super::topics::run(app, ctx, cmd),
+            Command::Topic(cmd) => super::topics::run(app, ctx, cmd).await,
             Command::KillTransaction(id) => {
                 crate::access::check_admin(&ctx.identity, "kill transactions")?;
                 if !app.transactions().kill(&id) {

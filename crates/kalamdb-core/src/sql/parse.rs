@@ -730,6 +730,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         Command::Topic(TopicCommand::Create { topic, .. }) => ("CREATE_TOPIC", topic.to_string()),
         Command::Topic(TopicCommand::Drop { topic, .. }) => ("DROP_TOPIC", topic.to_string()),
         Command::Topic(TopicCommand::Clear(topic)) => ("CLEAR_TOPIC", topic.to_string()),
+        Command::Topic(TopicCommand::Flush(topic)) => ("FLUSH_TOPIC", topic.to_string()),
         Command::Topic(
             TopicCommand::AddSource { topic, .. } | TopicCommand::DropSource { topic, .. },
         ) => ("ALTER_TOPIC", topic.to_string()),
@@ -777,6 +778,8 @@ pub enum TopicCommand {
     },
     /// `CLEAR TOPIC t`: removes its messages and groups' offsets, keeps the topic.
     Clear(TableRef),
+    /// `STORAGE FLUSH TOPIC t` (also `FLUSH TOPIC t`): moves its hot messages to Parquet now.
+    Flush(TableRef),
     /// `ALTER TOPIC t ADD SOURCE ns.table ON INSERT|UPDATE|DELETE [WITH (PAYLOAD = 'key'|'full'|'diff')]`
     AddSource {
         /// The topic.
@@ -967,6 +970,10 @@ impl KalamParser<'_> {
                 }
             }
             ("FLUSH", "TABLE") => Command::FlushTable(self.skip(2).table_ref()?),
+            ("FLUSH", "TOPIC") => Command::Topic(TopicCommand::Flush(self.skip(2).table_ref()?)),
+            ("STORAGE", "FLUSH") if w2 == "TOPIC" => {
+                Command::Topic(TopicCommand::Flush(self.skip(3).table_ref()?))
+            }
             ("STORAGE", verb @ ("FLUSH" | "COMPACT")) if w2 == "TABLE" => {
                 let table = self.skip(3).table_ref()?;
                 match verb {
@@ -983,7 +990,8 @@ impl KalamParser<'_> {
             }
             ("STORAGE", verb) => {
                 return Err(KalamError::InvalidSql(format!(
-                    "expected STORAGE {verb} TABLE ns.t or STORAGE {verb} ALL [IN ns]"
+                    "expected STORAGE {verb} TABLE ns.t, STORAGE {verb} ALL [IN ns] or \
+                     STORAGE FLUSH TOPIC ns.t"
                 )));
             }
             ("CREATE", "TABLE") => self.skip(2).create_table(None)?,

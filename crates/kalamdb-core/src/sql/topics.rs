@@ -2,13 +2,14 @@
 //! `SHOW TOPICS`/`DESCRIBE TOPIC` (dba/system), `CONSUME` and `ACK` (service, dba, system).
 //! The topics themselves are [`crate::topics`].
 
-use super::ddl::{resolve, table_output};
+use super::ddl::{job_line, resolve, table_output};
 use super::parse::{TableRef, TopicCommand};
 use super::session::{ExecCtx, Output};
 use crate::access;
 use crate::app_context::AppContext;
 use kalamdb_catalog::catalog::{TopicRecord, TopicRoute};
 use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::jobs::JobReport;
 use kalamdb_catalog::value::Value;
 use kalamdb_commons::KalamDataType as K;
 
@@ -18,7 +19,7 @@ const MAX_PARTITIONS: u32 = 256;
 pub const MAX_CONSUME: u64 = 10_000;
 
 /// Runs a topic statement.
-pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<Output> {
+pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<Output> {
     let topics = app.topics();
     match cmd {
         TopicCommand::Create {
@@ -54,6 +55,7 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
             }
             let (mut retention_seconds, mut retention_max_bytes) = (None, None);
             let mut keeps_unacked = true;
+            let mut storage_id = "local".to_string();
             for (name, value) in options {
                 let number = || {
                     value.parse::<u64>().map_err(|_| {
@@ -74,27 +76,40 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
                             }
                         }
                     }
+                    "STORAGE_ID" => {
+                        if app.catalog().storage(&value)?.is_none() {
+                            return Err(KalamError::NotFound {
+                                kind: "Storage",
+                                name: value,
+                            });
+                        }
+                        storage_id = value;
+                    }
                     other => {
                         return Err(KalamError::InvalidInput(format!(
                             "unknown topic option {other} (RETENTION_SECONDS, \
-                             RETENTION_MAX_BYTES and RETENTION_KEEPS_UNACKED are known)"
+                             RETENTION_MAX_BYTES, RETENTION_KEEPS_UNACKED and STORAGE_ID are \
+                             known)"
                         )));
                     }
                 }
             }
             let now = chrono::Utc::now().timestamp_micros();
-            topics.create(TopicRecord {
-                topic_id: id.to_string(),
-                namespace_id: ns,
-                name: id.table.to_string(),
-                partitions,
-                retention_seconds,
-                retention_max_bytes,
-                retention_keeps_unacked: keeps_unacked,
-                routes: Vec::new(),
-                created_at: now,
-                updated_at: now,
-            })?;
+            topics
+                .create(TopicRecord {
+                    topic_id: id.to_string(),
+                    namespace_id: ns,
+                    name: id.table.to_string(),
+                    partitions,
+                    retention_seconds,
+                    retention_max_bytes,
+                    retention_keeps_unacked: keeps_unacked,
+                    routes: Vec::new(),
+                    storage_id,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
             Ok(Output::Message(format!(
                 "Topic '{id}' created with {partitions} partition(s)"
             )))
@@ -105,16 +120,37 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
             if if_exists && topics.topic(&id).is_err() {
                 return Ok(Output::Message(format!("Topic '{id}' does not exist")));
             }
-            topics.drop_topic(&id)?;
+            topics.drop_topic(&id).await?;
             Ok(Output::Message(format!("Topic '{id}' dropped")))
         }
         TopicCommand::Clear(topic) => {
             access::check_admin(&ctx.identity, "clear topics")?;
             let id = topic_id(ctx, &topic).to_string();
-            let removed = topics.clear(&id)?;
+            let removed = topics.clear(&id).await?;
             Ok(Output::Message(format!(
                 "Topic '{id}' cleared: {removed} message(s) removed"
             )))
+        }
+        TopicCommand::Flush(topic) => {
+            access::check_storage_maintenance(&ctx.identity)?;
+            let id = topic_id(ctx, &topic).to_string();
+            topics.topic(&id)?;
+            let by = ctx.identity.user_id.as_str();
+            let outcome = app
+                .jobs()
+                .run("topic_flush", &id, "manual", by, 1, |_| async {
+                    let done = topics.flush(Some(&id), None).await?;
+                    Ok(JobReport {
+                        rows: done.messages,
+                        bytes: done.bytes,
+                        message: format!(
+                            "Flushed {} message(s) of topic {id}, {} bytes",
+                            done.messages, done.bytes
+                        ),
+                    })
+                })
+                .await?;
+            Ok(Output::Message(job_line(outcome, "topic_flush", &id)))
         }
         TopicCommand::AddSource {
             topic,
@@ -194,14 +230,16 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
                 )));
             }
             let id = topic_id(ctx, &topic).to_string();
-            let fetch = topics.consume(
-                &ctx.identity,
-                &id,
-                group.as_deref(),
-                partition,
-                start,
-                limit as usize,
-            )?;
+            let fetch = topics
+                .consume(
+                    &ctx.identity,
+                    &id,
+                    group.as_deref(),
+                    partition,
+                    start,
+                    limit as usize,
+                )
+                .await?;
             let rows = fetch
                 .messages
                 .into_iter()
@@ -240,7 +278,9 @@ pub(crate) fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<
             upto,
         } => {
             let id = topic_id(ctx, &topic).to_string();
-            let done = topics.ack(&ctx.identity, &id, &group, partition, upto)?;
+            let done = topics
+                .ack(&ctx.identity, &id, &group, partition, upto)
+                .await?;
             Ok(Output::Message(format!(
                 "Group '{group}' acknowledged {id} partition {partition} up to offset {done}"
             )))

@@ -67,7 +67,14 @@ pub fn append(batch: &mut WriteBatch, store: &str, partition: u32, offset: u64, 
     batch.put(store, key(partition, offset), bytes);
 }
 
-/// Records `next` as the lowest next offset of `partition` (before its messages are cleared).
+/// Adds the removal of offsets `from..to` of `partition` to `batch`.
+pub fn remove(batch: &mut WriteBatch, store: &str, partition: u32, from: u64, to: u64) {
+    if from < to {
+        batch.delete_range(store, key(partition, from), key(partition, to));
+    }
+}
+
+/// Records `next` as the lowest next offset of `partition` (before its messages are removed).
 pub fn set_floor(batch: &mut WriteBatch, store: &str, partition: u32, next: u64) {
     batch.put(store, key(partition, COUNTER), next.to_be_bytes().to_vec());
 }
@@ -125,6 +132,55 @@ fn last_message_before_counter(
     Ok(last)
 }
 
+/// Calls `f` with the offset and stored bytes of each message of `partition` from offset
+/// `from` on, in offset order, until it returns `false`.
+pub fn each(
+    read: &dyn StorageRead,
+    store: &str,
+    partition: u32,
+    from: u64,
+    f: &mut dyn FnMut(u64, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let start = key(partition, from);
+    let mut failed = None;
+    read.scan_each(
+        store,
+        &partition.to_be_bytes(),
+        Some(&start),
+        &mut |k, v| {
+            let offset = offset_of(k);
+            if offset == COUNTER {
+                return Ok(false);
+            }
+            f(offset, v).or_else(|e| {
+                failed = Some(e);
+                Ok(false)
+            })
+        },
+    )?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// A stored message.
+pub fn decode(bytes: &[u8]) -> Result<Message> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| KalamError::Internal(format!("corrupt topic message: {e}")))
+}
+
+/// The first message of `partition`.
+pub fn first(
+    read: &dyn StorageRead,
+    store: &str,
+    partition: u32,
+) -> Result<Option<(u64, Message)>> {
+    let mut found = None;
+    each(read, store, partition, 0, &mut |offset, v| {
+        found = Some((offset, decode(v)?));
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
 /// A read of one partition: offsets `from..to`, at most `limit` messages for which `keep`
 /// holds.
 #[allow(missing_debug_implementations)]
@@ -150,30 +206,20 @@ pub fn read(
     partition: u32,
     range: Range<'_>,
 ) -> Result<Found> {
-    let prefix = partition.to_be_bytes();
-    let start = key(partition, range.from);
     let mut out = Vec::new();
-    let (mut failed, mut next) = (None, None);
-    read.scan_each(store, &prefix, Some(&start), &mut |k, v| {
-        let offset = offset_of(k);
-        if offset == COUNTER || offset >= range.to || out.len() >= range.limit {
+    let mut next = None;
+    each(read, store, partition, range.from, &mut |offset, v| {
+        if offset >= range.to || out.len() >= range.limit {
             return Ok(false);
         }
         next = Some(offset + 1);
-        match postcard::from_bytes::<Message>(v) {
-            Ok(m) if (range.keep)(&m) => out.push((offset, m)),
-            Ok(_) => {}
-            Err(e) => {
-                failed = Some(e.to_string());
-                return Ok(false);
-            }
+        let m = decode(v)?;
+        if (range.keep)(&m) {
+            out.push((offset, m));
         }
         Ok(true)
     })?;
-    match failed {
-        Some(e) => Err(KalamError::Internal(format!("corrupt topic message: {e}"))),
-        None => Ok((out, next)),
-    }
+    Ok((out, next))
 }
 
 /// The partition of a message with `key`: FNV-1a of the key, modulo `partitions` (stable

@@ -2,7 +2,8 @@
 //! changes feed (`ALTER TOPIC … ADD SOURCE`), read by consumers and consumer groups.
 //!
 //! - Definitions live in the catalog ([`kalamdb_catalog::catalog::TopicRecord`]); messages in
-//!   the hot store ([`log`]).
+//!   the hot store ([`log`]) until a flush moves them to Parquet segments ([`cold`]); reads
+//!   span both tiers by offset. Flush, retention and `CLEAR TOPIC` are in [`upkeep`].
 //! - **Capture.** The [`TopicService`] is the table store's `ChangeCapture`: inside the commit
 //!   gate, with the batch a table change commits in, it appends one message per matching route
 //!   and change, so a change and its messages commit together or not at all, and offsets are
@@ -12,17 +13,22 @@
 //!   never gets a claimed range until it is acked or its claim is older than
 //!   `[topics] visibility_timeout_secs`, when it is handed out again (at-least-once).
 
+pub mod cold;
 pub mod log;
+pub mod upkeep;
 
 use crate::auth::Identity;
 use crate::encode::value_json;
 use crate::row_filter::Filter;
+use cold::ColdPartition;
 use kalamdb_catalog::catalog::{Catalog, TopicOffsetRecord, TopicRecord, TopicRoute};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::{TableId, UserId};
+use kalamdb_filestore::FileStore;
 use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
 use kalamdb_tables::changes::{ChangeCapture, ChangeEvent, ChangeKind};
+use kalamdb_tables::cold::ColdTier;
 use kalamdb_tables::rows::StoredRow;
 use log::{Message, Op};
 use parking_lot::{Mutex, RwLock};
@@ -63,7 +69,7 @@ pub struct Fetch {
     pub next_offset: u64,
 }
 
-/// A topic as the service holds it: its definition and next offset per partition.
+/// A topic as the service holds it: its definition, next offset per partition and tiers.
 #[derive(Debug)]
 struct TopicState {
     def: TopicRecord,
@@ -72,6 +78,20 @@ struct TopicState {
     next: Arc<[AtomicU64]>,
     /// Woken after every batch that appended to the topic (long-polling consumers wait on it).
     appended: Arc<tokio::sync::Notify>,
+    /// Shared by every version of the definition.
+    tiers: Arc<Tiers>,
+}
+
+/// Where a topic's flushed messages are and who may change them.
+#[derive(Debug)]
+struct Tiers {
+    files: FileStore,
+    /// One per partition. Readers hold it shared across a read of both tiers; a flush holds
+    /// it exclusively between listing a segment and removing its messages from the hot log,
+    /// so a reader never misses messages that moved (nor reads them twice).
+    cold: tokio::sync::RwLock<Vec<ColdPartition>>,
+    /// Held by flushes, retention and `CLEAR TOPIC`: one of them changes a topic at a time.
+    upkeep: tokio::sync::Mutex<()>,
 }
 
 /// One group's claims on one partition.
@@ -82,6 +102,10 @@ struct GroupCursor {
     /// Handed-out ranges not acked yet, with when they were handed out.
     claims: Vec<(u64, u64, Instant)>,
 }
+
+/// A group's cursor on one partition; locked across a fetch, so the members of a group take
+/// ranges one after the other.
+type SharedCursor = Arc<tokio::sync::Mutex<GroupCursor>>;
 
 /// The routes of one source table: each with the topic it feeds and its compiled `WHERE`.
 type TableRoutes = Vec<(Arc<TopicState>, TopicRoute, Option<Arc<Filter>>)>;
@@ -101,16 +125,19 @@ pub struct TopicService {
     routes: RwLock<HashMap<TableId, TableRoutes>>,
     /// Offsets handed out in the batch being committed.
     reserved: Mutex<Vec<Reservation>>,
-    groups: Mutex<HashMap<(String, String, u32), GroupCursor>>,
+    groups: Mutex<HashMap<(String, String, u32), SharedCursor>>,
     visibility: Duration,
+    cold_tier: Arc<ColdTier>,
 }
 
 impl TopicService {
-    /// Loads the topics of `catalog` and their offsets.
-    pub fn open(
+    /// Loads the topics of `catalog`, their offsets and their flushed segments (in the storages
+    /// of `cold_tier`).
+    pub async fn open(
         catalog: Catalog,
         registry: Arc<kalamdb_catalog::schema_registry::SchemaRegistry>,
         backend: Arc<dyn StorageBackend>,
+        cold_tier: Arc<ColdTier>,
         visibility_timeout_secs: u64,
     ) -> Result<Self> {
         let service = Self {
@@ -122,25 +149,44 @@ impl TopicService {
             reserved: Mutex::default(),
             groups: Mutex::default(),
             visibility: Duration::from_secs(visibility_timeout_secs),
+            cold_tier,
         };
         for def in service.catalog.topics()? {
-            service.load(def)?;
+            service.load(def).await?;
         }
         Ok(service)
     }
 
-    fn load(&self, def: TopicRecord) -> Result<()> {
+    async fn load(&self, def: TopicRecord) -> Result<()> {
         let store = log::partition_name(&def.topic_id);
         self.backend.create_partition(&store, KeyLayout::Flat)?;
+        let files = self.cold_tier.files(&def.storage_id)?;
+        let mut cold = Vec::with_capacity(def.partitions as usize);
+        let mut batch = WriteBatch::new();
+        for p in 0..def.partitions {
+            let part = ColdPartition::open(&files, &def.topic_id, p).await?;
+            // A crash between listing a segment and removing its messages from the hot log
+            // leaves them in both: the segment's copy counts.
+            log::remove(&mut batch, &store, p, 0, part.flushed_to());
+            cold.push(part);
+        }
+        self.backend.write(batch)?;
         let next: Arc<[AtomicU64]> = log::next_offsets(&*self.backend, &store, def.partitions)?
             .into_iter()
-            .map(AtomicU64::new)
+            .zip(&cold)
+            .map(|(n, c)| AtomicU64::new(n.max(c.flushed_to())))
             .collect();
+        let tiers = Arc::new(Tiers {
+            files,
+            cold: tokio::sync::RwLock::new(cold),
+            upkeep: tokio::sync::Mutex::new(()),
+        });
         let state = Arc::new(TopicState {
             def,
             store,
             next,
             appended: Arc::default(),
+            tiers,
         });
         self.topics
             .write()
@@ -205,9 +251,9 @@ impl TopicService {
     }
 
     /// Creates a topic (the caller checked it does not exist).
-    pub fn create(&self, def: TopicRecord) -> Result<()> {
+    pub async fn create(&self, def: TopicRecord) -> Result<()> {
         self.catalog.put_topic(&def)?;
-        self.load(def)
+        self.load(def).await
     }
 
     /// Replaces a topic's definition (its routes); its messages stay.
@@ -219,6 +265,7 @@ impl TopicService {
             store: state.store.clone(),
             next: Arc::clone(&state.next),
             appended: Arc::clone(&state.appended),
+            tiers: Arc::clone(&state.tiers),
         });
         self.topics
             .write()
@@ -227,119 +274,25 @@ impl TopicService {
         Ok(())
     }
 
-    /// Drops a topic, its messages and its groups' offsets.
-    pub fn drop_topic(&self, topic_id: &str) -> Result<()> {
+    /// Drops a topic, its messages (both tiers) and its groups' offsets.
+    pub async fn drop_topic(&self, topic_id: &str) -> Result<()> {
         let state = self.state(topic_id)?;
+        let _upkeep = state.tiers.upkeep.lock().await;
         self.catalog.delete_topic(topic_id)?;
         self.topics.write().remove(topic_id);
         self.rebuild_routes();
         self.groups.lock().retain(|(t, _, _), _| t != topic_id);
         self.backend.drop_partition(&state.store)?;
+        // Dropped already: segments left by a failure here are never read again.
+        if let Err(e) = state
+            .tiers
+            .files
+            .remove_all(&cold::topic_dir(topic_id))
+            .await
+        {
+            tracing::warn!(topic = %topic_id, error = %e, "cannot delete a dropped topic's segments");
+        }
         Ok(())
-    }
-
-    /// Removes a topic's messages (offsets go on from where they were; groups' committed
-    /// offsets stay). Returns how many were removed.
-    pub fn clear(&self, topic_id: &str) -> Result<u64> {
-        let state = self.state(topic_id)?;
-        let mut batch = WriteBatch::new();
-        let mut removed = 0;
-        for (p, next) in state.next.iter().enumerate() {
-            let end = next.load(Ordering::SeqCst);
-            let all = |_: &Message| true;
-            let range = log::Range {
-                from: 0,
-                to: u64::MAX,
-                limit: 1,
-                keep: &all,
-            };
-            let first = log::read(&*self.backend, &state.store, p as u32, range)?
-                .0
-                .first()
-                .map_or(end, |(o, _)| *o);
-            removed += end - first;
-            log::set_floor(&mut batch, &state.store, p as u32, end);
-            let mut from = (p as u32).to_be_bytes().to_vec();
-            from.extend_from_slice(&0u64.to_be_bytes());
-            let mut to = (p as u32).to_be_bytes().to_vec();
-            to.extend_from_slice(&u64::MAX.to_be_bytes());
-            batch.delete_range(&state.store, from, to);
-        }
-        self.backend.write(batch)?;
-        Ok(removed)
-    }
-
-    /// Removes the messages of every topic with `RETENTION_SECONDS` that are older than it at
-    /// `now_ms`, except (unless the topic has `RETENTION_KEEPS_UNACKED = false`) those a
-    /// consumer group with a committed offset has not acknowledged. Returns how many went.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<u64> {
-        let topics: Vec<Arc<TopicState>> = self.topics.read().values().cloned().collect();
-        let mut removed = 0;
-        for t in topics {
-            let Some(secs) = t.def.retention_seconds else {
-                continue;
-            };
-            let cutoff =
-                now_ms.saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX));
-            let groups = self.catalog.topic_offsets(Some(&t.def.topic_id))?;
-            let mut batch = WriteBatch::new();
-            for p in 0..t.def.partitions {
-                let all = |_: &Message| true;
-                let first = log::read(
-                    &*self.backend,
-                    &t.store,
-                    p,
-                    log::Range {
-                        from: 0,
-                        to: u64::MAX,
-                        limit: 1,
-                        keep: &all,
-                    },
-                )?
-                .0
-                .first()
-                .map(|(o, _)| *o);
-                let Some(first) = first else {
-                    continue;
-                };
-                let young = |m: &Message| m.ts_ms >= cutoff;
-                let (kept, scanned_to) = log::read(
-                    &*self.backend,
-                    &t.store,
-                    p,
-                    log::Range {
-                        from: first,
-                        to: u64::MAX,
-                        limit: 1,
-                        keep: &young,
-                    },
-                )?;
-                let mut keep_from = kept
-                    .first()
-                    .map_or(scanned_to.unwrap_or(first), |(o, _)| *o);
-                if t.def.retention_keeps_unacked
-                    && let Some(unacked) = groups
-                        .iter()
-                        .filter(|g| g.partition_id == p)
-                        .map(|g| g.last_acked_offset + 1)
-                        .min()
-                {
-                    keep_from = keep_from.min(unacked);
-                }
-                if keep_from > first {
-                    removed += keep_from - first;
-                    let mut from = p.to_be_bytes().to_vec();
-                    from.extend_from_slice(&first.to_be_bytes());
-                    let mut to = p.to_be_bytes().to_vec();
-                    to.extend_from_slice(&keep_from.to_be_bytes());
-                    batch.delete_range(&t.store, from, to);
-                }
-            }
-            if !batch.is_empty() {
-                self.backend.write(batch)?;
-            }
-        }
-        Ok(removed)
     }
 
     /// Removes every route fed by `table` (the table was dropped).
@@ -371,7 +324,7 @@ impl TopicService {
 
     /// Reads up to `limit` messages of `partition` (see the module doc for groups). A plain
     /// user reads only the messages of their own rows, and their groups are their own.
-    pub fn consume(
+    pub async fn consume(
         &self,
         caller: &Identity,
         topic_id: &str,
@@ -382,9 +335,6 @@ impl TopicService {
     ) -> Result<Fetch> {
         let own = own_only(caller);
         let state = self.state(topic_id)?;
-        let keep = |m: &Message| own.is_none_or(|u| m.user.as_deref() == Some(u));
-        let group = group.map(|g| group_key(caller, g));
-        let group = group.as_deref();
         let end = state
             .next
             .get(partition as usize)
@@ -396,18 +346,23 @@ impl TopicService {
             (None, Start::Earliest) => 0,
             (None, Start::Latest) => end,
         };
-        let Some(group) = group else {
+        let Some(group) = group.map(|g| group_key(caller, g)) else {
             let from = from_start(None);
-            return self.read(&state, partition, from, u64::MAX, limit, &keep);
+            return self
+                .read(&state, partition, (from, u64::MAX), limit, own)
+                .await;
         };
         let committed = self
             .catalog
-            .topic_offset(topic_id, group, partition)?
+            .topic_offset(topic_id, &group, partition)?
             .map(|o| o.last_acked_offset);
-        let mut groups = self.groups.lock();
-        let key = (topic_id.to_string(), group.to_string(), partition);
-        let fresh = !groups.contains_key(&key);
-        let g = groups.entry(key).or_default();
+        let key = (topic_id.to_string(), group, partition);
+        let (cursor, fresh) = {
+            let mut groups = self.groups.lock();
+            let fresh = !groups.contains_key(&key);
+            (Arc::clone(groups.entry(key).or_default()), fresh)
+        };
+        let mut g = cursor.lock().await;
         let floor = from_start(committed);
         if fresh || g.cursor < committed.map_or(0, |c| c + 1) {
             g.cursor = floor.max(g.cursor);
@@ -424,10 +379,13 @@ impl TopicService {
         {
             let from = committed.map_or(claim.0, |c| claim.0.max(c + 1));
             claim.2 = now;
-            return self.read(&state, partition, from, claim.1, limit, &keep);
+            let to = claim.1;
+            return self.read(&state, partition, (from, to), limit, own).await;
         }
         let from = g.cursor;
-        let fetch = self.read(&state, partition, from, u64::MAX, limit, &keep)?;
+        let fetch = self
+            .read(&state, partition, (from, u64::MAX), limit, own)
+            .await?;
         if fetch.next_offset > from {
             g.claims.push((from, fetch.next_offset, now));
             g.cursor = fetch.next_offset;
@@ -435,23 +393,51 @@ impl TopicService {
         Ok(fetch)
     }
 
-    /// Offsets `from..to` of `partition`: up to `limit` messages `keep` takes.
-    fn read(
+    /// Offsets `from..to` of `partition`, flushed or not: up to `limit` messages (of `own`'s
+    /// rows only, when set).
+    async fn read(
         &self,
         state: &TopicState,
         partition: u32,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
         limit: usize,
-        keep: &dyn Fn(&Message) -> bool,
+        own: Option<&str>,
     ) -> Result<Fetch> {
-        let range = log::Range {
-            from,
-            to,
-            limit,
-            keep,
-        };
-        let (read, next) = log::read(&*self.backend, &state.store, partition, range)?;
+        let keep = |m: &Message| own.is_none_or(|u| m.user.as_deref() == Some(u));
+        let cold = state.tiers.cold.read().await;
+        let part = cold
+            .get(partition as usize)
+            .ok_or_else(|| bad_partition(&state.def, partition))?;
+        let mut read = Vec::new();
+        let mut next = None;
+        let flushed_to = part.flushed_to();
+        if from < flushed_to {
+            let range = (from, to.min(flushed_to));
+            next = part
+                .read(&state.tiers.files, range, limit, &keep, &mut read)
+                .await?;
+        }
+        let hot_from = from.max(flushed_to);
+        if read.len() < limit && hot_from < to {
+            let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
+            let (own, left) = (own.map(str::to_string), limit - read.len());
+            let (hot, hot_next) = tokio::task::spawn_blocking(move || {
+                let keep =
+                    |m: &Message| own.as_deref().is_none_or(|u| m.user.as_deref() == Some(u));
+                let range = log::Range {
+                    from: hot_from,
+                    to,
+                    limit: left,
+                    keep: &keep,
+                };
+                log::read(&*backend, &store, partition, range)
+            })
+            .await
+            .map_err(|e| KalamError::Internal(e.to_string()))??;
+            read.extend(hot);
+            next = hot_next.or(next);
+        }
+        drop(cold);
         let messages = read
             .into_iter()
             .map(|(offset, message)| Consumed {
@@ -534,7 +520,7 @@ impl TopicService {
 
     /// Moves `group`'s committed offset on `partition` forward to `upto` (inclusive); never
     /// back. Returns the committed offset.
-    pub fn ack(
+    pub async fn ack(
         &self,
         caller: &Identity,
         topic_id: &str,
@@ -570,12 +556,17 @@ impl TopicService {
             last_acked_offset: upto,
             updated_at: chrono::Utc::now().timestamp_micros(),
         })?;
-        if let Some(g) =
-            self.groups
+        let cursor = self
+            .groups
+            .lock()
+            .get(&(topic_id.to_string(), group.to_string(), partition))
+            .cloned();
+        if let Some(cursor) = cursor {
+            cursor
                 .lock()
-                .get_mut(&(topic_id.to_string(), group.to_string(), partition))
-        {
-            g.claims.retain(|(_, to, _)| *to > upto + 1);
+                .await
+                .claims
+                .retain(|(_, to, _)| *to > upto + 1);
         }
         Ok(upto)
     }

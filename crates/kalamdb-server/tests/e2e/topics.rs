@@ -492,3 +492,280 @@ async fn source_filters_choose_the_changes_a_topic_receives() {
         .await;
     assert_eq!((status, code.as_str()), (400, "INVALID_SQL"), "{msg}");
 }
+
+/// The Parquet segment files under `dir` (a topic partition's folder).
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every message of `partition` from the earliest, in fetches of `limit`: (offset, payload).
+async fn all_of(
+    s: &TestServer,
+    token: &str,
+    topic: &str,
+    partition: u32,
+    limit: u32,
+) -> Vec<(i64, Value)> {
+    let mut out: Vec<(i64, Value)> = Vec::new();
+    loop {
+        let from = out
+            .last()
+            .map_or("EARLIEST".to_string(), |(o, _)| (o + 1).to_string());
+        let r = s
+            .ok(
+                token,
+                &format!("CONSUME FROM {topic} PARTITION {partition} FROM {from} LIMIT {limit}"),
+            )
+            .await;
+        let got = consumed(&r);
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got.into_iter().map(|(o, _, _, p)| (o, p)));
+    }
+}
+
+/// The `id` of a row payload (BIGINT travels as a JSON string).
+fn id_of(payload: &Value) -> i64 {
+    let id = &payload["id"];
+    id.as_i64()
+        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("no id in {payload}"))
+}
+
+/// Both partitions of `app.t` hold offsets 0.. without gaps, and between them the rows
+/// `0..rows` once each.
+async fn every_id_once_in_offset_order(s: &TestServer, root: &str, rows: i64) {
+    let mut ids = Vec::new();
+    for p in 0..2 {
+        let read = all_of(s, root, "app.t", p, 700).await;
+        let offsets: Vec<i64> = read.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (0..read.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
+        ids.extend(read.iter().map(|(_, v)| id_of(v)));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..rows).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn flushed_messages_are_consumed_with_hot_ones_across_a_restart() {
+    let (s, root) = server_with(
+        "CREATE NAMESPACE app; CREATE TOPIC app.t PARTITIONS 2; \
+         CREATE SHARED TABLE app.src (id BIGINT PRIMARY KEY, v TEXT); \
+         ALTER TOPIC app.t ADD SOURCE app.src ON INSERT",
+    )
+    .await;
+    let insert = |from: i64, to: i64| {
+        let values: Vec<String> = (from..to).map(|i| format!("({i}, 'v{i}')")).collect();
+        format!("INSERT INTO app.src (id, v) VALUES {}", values.join(", "))
+    };
+    s.ok(&root, &insert(0, 6_000)).await;
+    let r = s.ok(&root, "STORAGE FLUSH TOPIC app.t").await;
+    assert!(r.to_string().contains("Job ID"), "{r}");
+    let dirs: Vec<_> = (0..2)
+        .map(|p| {
+            s.dir
+                .path()
+                .join(format!("storage/system/topics/app.t/p{p}"))
+        })
+        .collect();
+    assert!(dirs.iter().all(|d| segment_files(d).len() == 1), "{dirs:?}");
+    // Hot messages after the flushed ones; a flush of nothing changes nothing.
+    s.ok(&root, &insert(6_000, 6_500)).await;
+
+    every_id_once_in_offset_order(&s, &root, 6_500).await;
+
+    // A group reads across both tiers: every message once, in fetches that straddle them.
+    let mut seen = Vec::new();
+    for p in 0..2u32 {
+        loop {
+            let r = s
+                .ok(
+                    &root,
+                    &format!("CONSUME FROM app.t GROUP 'g' PARTITION {p} FROM EARLIEST LIMIT 999"),
+                )
+                .await;
+            let got = consumed(&r);
+            let Some(last) = got.last().map(|m| m.0) else {
+                break;
+            };
+            seen.extend(got.iter().map(|m| id_of(&m.3)));
+            s.ok(
+                &root,
+                &format!("ACK app.t GROUP 'g' PARTITION {p} UPTO OFFSET {last}"),
+            )
+            .await;
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..6_500).collect::<Vec<_>>());
+
+    // After a restart the segments are read again and offsets go on after both tiers.
+    let s = s.restart().await;
+    let root = s.root_token().await;
+    every_id_once_in_offset_order(&s, &root, 6_500).await;
+    s.ok(&root, "STORAGE FLUSH TOPIC app.t").await;
+    assert!(dirs.iter().all(|d| segment_files(d).len() == 2));
+    s.ok(&root, &insert(6_500, 6_510)).await;
+    let ends: Vec<i64> = {
+        let mut ends = Vec::new();
+        for p in 0..2 {
+            ends.push(
+                all_of(&s, &root, "app.t", p, 10_000)
+                    .await
+                    .last()
+                    .unwrap()
+                    .0,
+            );
+        }
+        ends
+    };
+    let total: i64 = ends.iter().map(|e| e + 1).sum();
+    assert_eq!(total, 6_510);
+
+    // CLEAR TOPIC empties both tiers; offsets do not go back.
+    s.ok(&root, "CLEAR TOPIC app.t").await;
+    assert!(dirs.iter().all(|d| segment_files(d).is_empty()));
+    s.ok(&root, &insert(7_000, 7_010)).await;
+    let mut after = Vec::new();
+    for p in 0..2 {
+        let read = all_of(&s, &root, "app.t", p, 100).await;
+        assert!(
+            read.iter().all(|(o, _)| *o > ends[p as usize]),
+            "partition {p}: {read:?}"
+        );
+        after.extend(read);
+    }
+    assert_eq!(after.len(), 10);
+
+    // DROP TOPIC removes its files.
+    s.ok(&root, "STORAGE FLUSH TOPIC app.t; DROP TOPIC app.t")
+        .await;
+    assert!(
+        dirs.iter()
+            .all(|d| !d.join("manifest.json").exists() && segment_files(d).is_empty())
+    );
+}
+
+#[tokio::test]
+async fn retention_by_bytes_and_age_reaches_flushed_segments() {
+    let s = TestServer::start_with(|c| c.engine.topics.retention_interval_secs = 1).await;
+    let root = s.root_token().await;
+    let publish = |topic: &'static str, from: usize, count: usize| {
+        let (s, root) = (&s, &root);
+        async move {
+            let messages: Vec<Value> = (from..from + count)
+                .map(|i| json!({"payload": {"n": i, "pad": "x".repeat(100)}}))
+                .collect();
+            let body = json!({"topic_id": topic, "messages": messages});
+            let (status, body) = http(s, root, "publish", body).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let dir = |t: &str| s.dir.path().join(format!("storage/system/topics/{t}/p0"));
+    // The size of one flushed round, measured on a topic without retention.
+    s.ok(&root, "CREATE NAMESPACE app; CREATE TOPIC app.probe")
+        .await;
+    publish("app.probe", 0, 500).await;
+    s.ok(&root, "STORAGE FLUSH TOPIC app.probe").await;
+    let segment = std::fs::metadata(dir("app.probe").join(&segment_files(&dir("app.probe"))[0]))
+        .unwrap()
+        .len();
+    // Four flushed rounds and ten hot messages; the bound leaves room for two segments.
+    let max_bytes = 2 * segment + segment / 2 + 2_000;
+    s.ok(
+        &root,
+        &format!(
+            "CREATE TOPIC app.small WITH (RETENTION_MAX_BYTES = {max_bytes}, \
+             RETENTION_KEEPS_UNACKED = false); \
+             CREATE TOPIC app.young WITH (RETENTION_SECONDS = 1); \
+             CREATE TOPIC app.guarded WITH (RETENTION_SECONDS = 1)"
+        ),
+    )
+    .await;
+    for topic in ["app.small", "app.young", "app.guarded"] {
+        for round in 0..4 {
+            publish(topic, round * 500, 500).await;
+            s.ok(&root, &format!("STORAGE FLUSH TOPIC {topic}")).await;
+        }
+        publish(topic, 2_000, 10).await;
+    }
+    // A group that acked offset 999 holds app.guarded's messages from 1000 on.
+    s.ok(&root, "ACK app.guarded GROUP 'g' UPTO OFFSET 999")
+        .await;
+    let mut last = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let first = |m: &[(i64, Value)]| m.first().map(|(o, _)| *o);
+        let small = all_of(&s, &root, "app.small", 0, 10_000).await;
+        let young = all_of(&s, &root, "app.young", 0, 10_000).await;
+        let guarded = all_of(&s, &root, "app.guarded", 0, 10_000).await;
+        let state = (
+            first(&small),
+            small.len(),
+            young.len(),
+            first(&guarded),
+            guarded.len(),
+        );
+        // By bytes: whole segments, oldest first, down to the bound. By age: everything but
+        // what the group has not acknowledged.
+        if state == (Some(1_000), 1_010, 0, Some(1_000), 1_010) {
+            assert_eq!(segment_files(&dir("app.small")).len(), 2);
+            assert!(segment_files(&dir("app.young")).is_empty());
+            assert_eq!(segment_files(&dir("app.guarded")).len(), 2);
+            return;
+        }
+        last = Some(state);
+    }
+    panic!("retention did not settle: {last:?}");
+}
+
+#[tokio::test]
+async fn a_job_flushes_messages_older_than_flush_after_secs() {
+    let s = TestServer::start_with(|c| {
+        c.engine.topics.flush_after_secs = 1;
+        c.engine.topics.flush_interval_secs = 1;
+    })
+    .await;
+    let root = s.root_token().await;
+    s.ok(&root, "CREATE NAMESPACE app; CREATE TOPIC app.t")
+        .await;
+    let messages: Vec<Value> = (0..20).map(|i| json!({"payload": i})).collect();
+    http(
+        &s,
+        &root,
+        "publish",
+        json!({"topic_id": "app.t", "messages": messages}),
+    )
+    .await;
+    let dir = s.dir.path().join("storage/system/topics/app.t/p0");
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if !segment_files(&dir).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(segment_files(&dir).len(), 1);
+    let read = all_of(&s, &root, "app.t", 0, 7).await;
+    let payloads: Vec<Value> = read.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(payloads, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+    let r = s
+        .ok(
+            &root,
+            "SELECT rows FROM system.jobs WHERE job_type = 'topic_flush'",
+        )
+        .await;
+    assert_eq!(rows(&r), vec![vec![json!("20")]], "{r}");
+}

@@ -18,7 +18,7 @@ mod user;
 
 pub use admin::{kill_job, kill_live_query};
 pub use namespace::{create_namespace, drop_namespace, show_namespaces, use_namespace};
-pub(crate) use storage::{StorageJob, run_storage_job};
+pub(crate) use storage::{StorageJob, job_line, run_storage_job};
 pub use storage::{
     compact_all, compact_table, create_storage, drop_storage, flush_all, flush_table,
     show_manifest, show_storages, storage_check,

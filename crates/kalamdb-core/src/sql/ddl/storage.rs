@@ -97,7 +97,7 @@ pub(crate) async fn run_storage_job(
 
 /// The reply line of a job a statement ran: what it did, then `Job ID: <id>`, the form
 /// upstream's clients and scripts read the job id from.
-fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
+pub(crate) fn job_line(outcome: JobOutcome, job_type: &str, target: &str) -> String {
     match outcome {
         JobOutcome::Ran(job) => format!(
             "{}{}. Job ID: {}",
@@ -312,16 +312,23 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
             })
         };
     }
-    let users: Vec<String> = app
+    let mut users: Vec<String> = app
         .catalog()
         .tables(None)?
         .into_iter()
         .filter(|d| d.storage_id.as_str() == id)
         .map(|d| d.table_id().to_string())
         .collect();
+    users.extend(
+        app.catalog()
+            .topics()?
+            .into_iter()
+            .filter(|t| t.storage_id == id)
+            .map(|t| format!("topic {}", t.topic_id)),
+    );
     if !users.is_empty() {
         return Err(KalamError::Constraint(format!(
-            "Storage '{id}' is used by {} table(s): {}",
+            "Storage '{id}' is used by {} table(s) or topic(s): {}",
             users.len(),
             users.join(", ")
         )));

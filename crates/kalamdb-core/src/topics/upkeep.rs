@@ -1,0 +1,268 @@
+//! Moving a topic's messages between and out of its tiers: flushing the hot log into Parquet
+//! segments, retention by age and by bytes, and `CLEAR TOPIC`. Each holds the topic's upkeep
+//! lock, so one runs at a time per topic; readers are kept out only while a tier's listing
+//! and the hot log change together (see `Tiers`).
+//!
+//! Retention removes the oldest messages first, whole segments in the cold tier, and (unless
+//! the topic says `RETENTION_KEEPS_UNACKED = false`) never a message at or after the lowest
+//! next offset of the consumer groups that have acknowledged on the partition.
+//! `RETENTION_MAX_BYTES` bounds each partition (as Kafka's `retention.bytes` does), counting
+//! segment files and stored hot messages.
+
+use super::cold::{self, SEGMENT_MESSAGES};
+use super::log::{self, Message};
+use super::{TopicService, TopicState};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_store::WriteBatch;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What a flush moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Messages written to segments.
+    pub messages: u64,
+    /// Bytes of the segments written.
+    pub bytes: u64,
+}
+
+/// Runs blocking store work off the async executor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KalamError::Internal(e.to_string()))?
+}
+
+impl TopicService {
+    fn states(&self, topic_id: Option<&str>) -> Result<Vec<Arc<TopicState>>> {
+        match topic_id {
+            Some(id) => Ok(vec![self.state(id)?]),
+            None => Ok(self.topics.read().values().cloned().collect()),
+        }
+    }
+
+    /// Whether some topic holds a hot message older than `before_ms` (a flush is due).
+    pub fn flush_due(&self, before_ms: i64) -> bool {
+        self.topics.read().values().any(|t| {
+            (0..t.def.partitions).any(|p| {
+                log::first(&*self.backend, &t.store, p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, m)| m.ts_ms < before_ms)
+            })
+        })
+    }
+
+    /// Moves the hot messages of `topic_id` (of every topic: `None`) appended before
+    /// `before_ms` (every one: `None`) into Parquet segments of at most [`SEGMENT_MESSAGES`];
+    /// messages appended while it runs wait for the next flush.
+    pub async fn flush(&self, topic_id: Option<&str>, before_ms: Option<i64>) -> Result<Flushed> {
+        let mut done = Flushed::default();
+        for state in self.states(topic_id)? {
+            let _upkeep = state.tiers.upkeep.lock().await;
+            for p in 0..state.def.partitions {
+                let end = state.next[p as usize].load(Ordering::SeqCst);
+                while let Some(run) = self.flushable(&state, p, end, before_ms).await? {
+                    let (first, last) = (run[0].0, run[run.len() - 1].0);
+                    done.messages += run.len() as u64;
+                    let segment =
+                        cold::write_segment(&state.tiers.files, &state.def.topic_id, p, run);
+                    let segment = segment.await?;
+                    done.bytes += segment.bytes;
+                    let mut cold = state.tiers.cold.write().await;
+                    let part = cold
+                        .get_mut(p as usize)
+                        .ok_or_else(|| KalamError::Internal("topic partition missing".into()))?;
+                    part.list(&state.tiers.files, segment).await?;
+                    let mut batch = WriteBatch::new();
+                    log::remove(&mut batch, &state.store, p, first, last + 1);
+                    // Offsets never go back, even once every message has left the hot log.
+                    log::set_floor(&mut batch, &state.store, p, last + 1);
+                    self.backend.write(batch)?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// The next gap-free run of hot messages of `partition` before offset `end` to flush
+    /// (appended before `before_ms`), at most [`SEGMENT_MESSAGES`]; `None` when there is none.
+    async fn flushable(
+        &self,
+        state: &TopicState,
+        partition: u32,
+        end: u64,
+        before_ms: Option<i64>,
+    ) -> Result<Option<Vec<(u64, Message)>>> {
+        let from = state.tiers.cold.read().await[partition as usize].flushed_to();
+        let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
+        let run = blocking(move || {
+            let mut run: Vec<(u64, Message)> = Vec::new();
+            log::each(&*backend, &store, partition, from, &mut |offset, bytes| {
+                let m = log::decode(bytes)?;
+                let gap = run.last().is_some_and(|(last, _)| offset != last + 1);
+                if offset >= end || gap || before_ms.is_some_and(|b| m.ts_ms >= b) {
+                    return Ok(false);
+                }
+                run.push((offset, m));
+                Ok(run.len() < SEGMENT_MESSAGES)
+            })?;
+            Ok(run)
+        })
+        .await?;
+        Ok((!run.is_empty()).then_some(run))
+    }
+
+    /// Removes every message of a topic, flushed or not (offsets go on from where they were;
+    /// groups' committed offsets stay). Returns how many were removed.
+    pub async fn clear(&self, topic_id: &str) -> Result<u64> {
+        let state = self.state(topic_id)?;
+        let _upkeep = state.tiers.upkeep.lock().await;
+        let mut cold = state.tiers.cold.write().await;
+        let mut removed = 0;
+        let mut batch = WriteBatch::new();
+        for (p, part) in cold.iter_mut().enumerate() {
+            let p = p as u32;
+            let count = part.segments().len();
+            removed += part.remove_first(&state.tiers.files, count).await?;
+            // Only what was appended before now: a message committed meanwhile stays.
+            let end = state.next[p as usize].load(Ordering::SeqCst);
+            let first = log::first(&*self.backend, &state.store, p)?.map_or(end, |(o, _)| o);
+            removed += end.saturating_sub(first);
+            log::set_floor(&mut batch, &state.store, p, end);
+            log::remove(&mut batch, &state.store, p, 0, end);
+        }
+        self.backend.write(batch)?;
+        Ok(removed)
+    }
+
+    /// Applies every topic's retention at `now_ms` (see the module doc). Returns how many
+    /// messages were removed.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<u64> {
+        let mut removed = 0;
+        for state in self.states(None)? {
+            let def = &state.def;
+            if def.retention_seconds.is_none() && def.retention_max_bytes.is_none() {
+                continue;
+            }
+            let cutoff = def.retention_seconds.map(|secs| {
+                now_ms.saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+            });
+            let groups = self.catalog.topic_offsets(Some(&def.topic_id))?;
+            let _upkeep = state.tiers.upkeep.lock().await;
+            for p in 0..def.partitions {
+                let guard = if def.retention_keeps_unacked {
+                    groups
+                        .iter()
+                        .filter(|g| g.partition_id == p)
+                        .map(|g| g.last_acked_offset + 1)
+                        .min()
+                } else {
+                    None
+                };
+                let rule = Rule {
+                    cutoff,
+                    max_bytes: def.retention_max_bytes,
+                    guard,
+                };
+                removed += self.retain_partition(&state, p, rule).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn retain_partition(&self, state: &TopicState, p: u32, rule: Rule) -> Result<u64> {
+        let hot = self.hot_sizes(state, p, &rule).await?;
+        let mut cold = state.tiers.cold.write().await;
+        let part = cold
+            .get_mut(p as usize)
+            .ok_or_else(|| KalamError::Internal("topic partition missing".into()))?;
+        let hot_bytes: u64 = hot.iter().map(|h| h.bytes).sum();
+        let mut excess = rule
+            .max_bytes
+            .map_or(0, |max| (part.bytes() + hot_bytes).saturating_sub(max));
+        // Whole segments, oldest first.
+        let mut drop = 0;
+        for s in part.segments() {
+            let old = rule
+                .cutoff
+                .is_some_and(|c| cold::newest_ms(s).is_some_and(|n| n < c));
+            if !(old || excess > 0) || !rule.allows(s.max_seq as u64) {
+                break;
+            }
+            excess = excess.saturating_sub(s.bytes);
+            drop += 1;
+        }
+        let every_segment = drop == part.segments().len();
+        let mut removed = part.remove_first(&state.tiers.files, drop).await?;
+        if !every_segment {
+            return Ok(removed);
+        }
+        // Then hot messages, oldest first.
+        let mut upto = None;
+        for h in &hot {
+            let old = rule.cutoff.is_some_and(|c| h.ts_ms < c);
+            if !(old || excess > 0) || !rule.allows(h.offset) {
+                break;
+            }
+            excess = excess.saturating_sub(h.bytes);
+            upto = Some(h.offset);
+            removed += 1;
+        }
+        if let (Some(first), Some(last)) = (hot.first(), upto) {
+            let mut batch = WriteBatch::new();
+            log::remove(&mut batch, &state.store, p, first.offset, last + 1);
+            self.backend.write(batch)?;
+        }
+        Ok(removed)
+    }
+
+    /// The hot messages of partition `p` retention may look at: all of them when it counts
+    /// bytes, else those up to the first one younger than the cutoff.
+    async fn hot_sizes(&self, state: &TopicState, p: u32, rule: &Rule) -> Result<Vec<HotMessage>> {
+        let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
+        let (cutoff, all) = (rule.cutoff, rule.max_bytes.is_some());
+        blocking(move || {
+            let mut out = Vec::new();
+            log::each(&*backend, &store, p, 0, &mut |offset, bytes| {
+                let ts_ms = log::decode(bytes)?.ts_ms;
+                out.push(HotMessage {
+                    offset,
+                    ts_ms,
+                    bytes: bytes.len() as u64,
+                });
+                Ok(all || cutoff.is_some_and(|c| ts_ms < c))
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// A topic's retention as it applies to one partition.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    /// Messages appended before this (ms) are past retention.
+    cutoff: Option<i64>,
+    /// The partition's most bytes.
+    max_bytes: Option<u64>,
+    /// Messages at or after this offset are kept (not acknowledged by some group).
+    guard: Option<u64>,
+}
+
+impl Rule {
+    /// Whether a message (or a segment ending) at `offset` may go.
+    fn allows(&self, offset: u64) -> bool {
+        self.guard.is_none_or(|g| offset < g)
+    }
+}
+
+/// What retention needs of a hot message.
+#[derive(Debug, Clone, Copy)]
+struct HotMessage {
+    offset: u64,
+    ts_ms: i64,
+    bytes: u64,
+}
