@@ -32,7 +32,7 @@ use kalamdb_tables::cold::ColdTier;
 use kalamdb_tables::rows::StoredRow;
 use log::{Message, Op};
 use parking_lot::{Mutex, RwLock};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -572,9 +572,10 @@ impl TopicService {
     }
 
     /// The message for `event` on `route`, if the route takes this kind of change and its
-    /// `filter` passes the row.
+    /// `filter` passes the row; `source` is the table's `ns.table`.
     fn message(
         table: &CachedTable,
+        source: &str,
         route: &TopicRoute,
         filter: Option<&Filter>,
         user: Option<&UserId>,
@@ -596,36 +597,78 @@ impl TopicService {
                 other => other.to_string(),
             }
         });
+        let is_pk = |i: usize| Some(i) == table.pk_index;
+        let object = |row, keep, table_name| RowObject {
+            table,
+            row,
+            keep,
+            table_name,
+        };
         let payload = match route.payload.as_str() {
-            "key" => row_json(table, row, |i| Some(i) == table.pk_index, None),
+            "key" => serde_json::to_vec(&object(row, &is_pk, None)),
             "diff" => {
                 let old = event.old.as_ref();
                 let changed = |i: usize| {
                     let id = table.def.columns[i].column_id;
-                    Some(i) == table.pk_index || old.is_none_or(|o| o.cell(id) != row.cell(id))
+                    is_pk(i) || old.is_none_or(|o| o.cell(id) != row.cell(id))
                 };
-                let mut m = Map::new();
-                m.insert("new".into(), row_json(table, row, changed, None));
-                if let (Some(o), Op::Update) = (old, op) {
-                    m.insert("old".into(), row_json(table, o, changed, None));
-                }
-                m.insert(
-                    "_table".into(),
-                    Json::String(table.def.table_id().to_string()),
-                );
-                Json::Object(m)
+                serde_json::to_vec(&Diff {
+                    new: object(row, &changed, None),
+                    old: old
+                        .filter(|_| op == Op::Update)
+                        .map(|o| object(o, &changed, None)),
+                    table: source,
+                })
             }
-            _ => row_json(table, row, |_| true, Some(table)),
+            _ => serde_json::to_vec(&object(row, &|_| true, Some(source))),
         };
         Some(Message {
             key,
-            payload: payload.to_string().into_bytes(),
+            payload: payload.unwrap_or_default(),
             op,
             user: user.map(|u| u.to_string()),
             ts_ms: chrono::Utc::now().timestamp_millis(),
-            source: Some(table.def.table_id().to_string()),
+            source: Some(source.to_string()),
         })
     }
+}
+
+/// The columns of a row for which `keep` holds, serialized as a JSON object (with `_table`
+/// when `table_name` is set) straight from the row.
+struct RowObject<'a> {
+    table: &'a CachedTable,
+    row: &'a StoredRow,
+    keep: &'a dyn Fn(usize) -> bool,
+    table_name: Option<&'a str>,
+}
+
+impl serde::Serialize for RowObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (i, c) in self.table.def.columns.iter().enumerate() {
+            if (self.keep)(i) {
+                m.serialize_entry(
+                    &c.name,
+                    &value_json(self.row.cell(c.column_id), &c.data_type),
+                )?;
+            }
+        }
+        if let Some(t) = self.table_name {
+            m.serialize_entry("_table", t)?;
+        }
+        m.end()
+    }
+}
+
+/// A `diff` payload.
+#[derive(serde::Serialize)]
+struct Diff<'a> {
+    new: RowObject<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<RowObject<'a>>,
+    #[serde(rename = "_table")]
+    table: &'a str,
 }
 
 /// Compiles a source's `WHERE` text over the columns of `def`.
@@ -653,28 +696,6 @@ fn reserve(reserved: &mut Vec<Reservation>, topic: &TopicState, partition: u32, 
             Arc::clone(&topic.appended),
         ));
     }
-}
-
-/// The row's columns for which `keep` holds, as a JSON object (with `_table` when `with_table`).
-fn row_json(
-    table: &CachedTable,
-    row: &StoredRow,
-    keep: impl Fn(usize) -> bool,
-    with_table: Option<&CachedTable>,
-) -> Json {
-    let mut m = Map::new();
-    for (i, c) in table.def.columns.iter().enumerate() {
-        if keep(i) {
-            m.insert(
-                c.name.clone(),
-                value_json(row.cell(c.column_id), &c.data_type),
-            );
-        }
-    }
-    if let Some(t) = with_table {
-        m.insert("_table".into(), Json::String(t.def.table_id().to_string()));
-    }
-    Json::Object(m)
 }
 
 fn check_publisher(caller: &Identity) -> Result<()> {
@@ -724,10 +745,12 @@ impl ChangeCapture for TopicService {
         let Some(routes) = routes.get(&table.def.table_id()) else {
             return;
         };
+        let source = table.def.table_id().to_string();
         let mut reserved = self.reserved.lock();
         for event in events {
             for (topic, route, filter) in routes {
-                let Some(message) = Self::message(table, route, filter.as_deref(), user, event)
+                let filter = filter.as_deref();
+                let Some(message) = Self::message(table, &source, route, filter, user, event)
                 else {
                     continue;
                 };
