@@ -46,6 +46,7 @@ for w in "${workloads[@]}"; do
     topic-latency) "$bench" --workload topic-latency "${args[@]}" ;;
     topic-publish) "$bench" --workload topic-publish --concurrency 2 --batch 1000 "${args[@]}" ;;
     topic-consume) "$bench" --workload topic-consume --rows 200000 --batch 1000 "${args[@]}" ;;
+    topic-consume-flushed) "$bench" --workload topic-consume-flushed --rows 200000 --batch 1000 "${args[@]}" ;;
     topic-source-insert-c10) "$bench" --workload topic-source-insert --concurrency 10 "${args[@]}" ;;
     *) echo "unknown workload $w" >&2 ;;
   esac || echo "workload $w failed" >&2

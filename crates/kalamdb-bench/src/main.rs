@@ -63,7 +63,8 @@ struct Args {
     /// stream-insert | user-select | live-latency | live-fanout | live-users | flush |
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
     /// point-select-under-load | scan-scale | system-tables | tx-insert | tx-transfer |
-    /// topic-latency | topic-publish | topic-consume | topic-source-insert
+    /// topic-latency | topic-publish | topic-consume | topic-consume-flushed |
+    /// topic-source-insert
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -575,7 +576,8 @@ async fn main() {
             "tx-transfer" => txn::tx_transfer(&args, &client).await,
             "topic-latency" => topics::latency(&args, &client).await,
             "topic-publish" => topics::publish(&args, &client).await,
-            "topic-consume" => topics::consume(&args, &client).await,
+            "topic-consume" => topics::consume(&args, &client, false).await,
+            "topic-consume-flushed" => topics::consume(&args, &client, true).await,
             "topic-source-insert" => topics::source_insert(&args, &client).await,
             other => Err(format!("unknown workload {other}")),
         };

@@ -7,6 +7,8 @@
 //!   per second = rows).
 //! - `topic-consume`: one partition preloaded with `--rows` messages, read in `--batch`-message
 //!   fetches from the start, over and over (messages per second = rows).
+//! - `topic-consume-flushed`: the same after `STORAGE FLUSH TOPIC` moved every message into
+//!   Parquet segments.
 //! - `topic-source-insert`: `insert-single` into a table with an `ON INSERT` source; compare
 //!   with `insert-single` at the same concurrency.
 
@@ -131,7 +133,11 @@ pub(crate) async fn publish(args: &Args, client: &Client) -> Result<WorkloadResu
     .await)
 }
 
-pub(crate) async fn consume(args: &Args, client: &Client) -> Result<WorkloadResult, String> {
+pub(crate) async fn consume(
+    args: &Args,
+    client: &Client,
+    flushed: bool,
+) -> Result<WorkloadResult, String> {
     topic(client, &args.namespace, "consume", None).await?;
     let topic_id = format!("{}.consume", args.namespace);
     let total = args.rows as u64;
@@ -150,8 +156,16 @@ pub(crate) async fn consume(args: &Args, client: &Client) -> Result<WorkloadResu
             .await?;
         sent += n;
     }
+    let name = if flushed {
+        client
+            .sql(format!("STORAGE FLUSH TOPIC {topic_id}"), None)
+            .await?;
+        "topic-consume-flushed"
+    } else {
+        "topic-consume"
+    };
     let (c, batch) = (client.clone(), args.batch as u64);
-    Ok(drive(args, "topic-consume", move |_, i| {
+    Ok(drive(args, name, move |_, i| {
         let (c, topic_id) = (c.clone(), topic_id.clone());
         async move {
             let from = (i * batch) % total.max(1);
