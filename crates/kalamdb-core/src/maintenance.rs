@@ -67,7 +67,7 @@ fn spawn_topic_flush(app: &Arc<AppContext>) {
         Box::pin(async move {
             let done = app
                 .topics()
-                .flush(None, Some(topic_flush_cutoff(&app)))
+                .flush(None, Some(topic_flush_cutoff(&app)), app.tables().faults())
                 .await?;
             Ok(JobReport {
                 rows: done.messages,

@@ -139,7 +139,7 @@ pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> R
             let outcome = app
                 .jobs()
                 .run("topic_flush", &id, "manual", by, 1, |_| async {
-                    let done = topics.flush(Some(&id), None).await?;
+                    let done = topics.flush(Some(&id), None, app.tables().faults()).await?;
                     Ok(JobReport {
                         rows: done.messages,
                         bytes: done.bytes,

@@ -14,6 +14,7 @@ use super::log::{self, Message};
 use super::{TopicService, TopicState};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_store::WriteBatch;
+use kalamdb_tables::faults::{Faults, FlushStep};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -57,27 +58,36 @@ impl TopicService {
 
     /// Moves the hot messages of `topic_id` (of every topic: `None`) appended before
     /// `before_ms` (every one: `None`) into Parquet segments of at most [`SEGMENT_MESSAGES`];
-    /// messages appended while it runs wait for the next flush.
-    pub async fn flush(&self, topic_id: Option<&str>, before_ms: Option<i64>) -> Result<Flushed> {
+    /// messages appended while it runs wait for the next flush. `faults` stop it between its
+    /// steps in tests (the same steps as a table flush).
+    pub async fn flush(
+        &self,
+        topic_id: Option<&str>,
+        before_ms: Option<i64>,
+        faults: &Faults,
+    ) -> Result<Flushed> {
         let mut done = Flushed::default();
         for state in self.states(topic_id)? {
             let _upkeep = state.tiers.upkeep.lock().await;
             for p in 0..state.def.partitions {
                 let end = state.next[p as usize].load(Ordering::SeqCst);
                 while let Some(run) = self.flushable(&state, p, end, before_ms).await? {
-                    let (first, last) = (run[0].0, run[run.len() - 1].0);
+                    let last = run[run.len() - 1].0;
                     done.messages += run.len() as u64;
                     let segment =
                         cold::write_segment(&state.tiers.files, &state.def.topic_id, p, run);
                     let segment = segment.await?;
+                    faults.flush_step(FlushStep::SegmentWritten)?;
                     done.bytes += segment.bytes;
                     let mut cold = state.tiers.cold.write().await;
                     let part = cold
                         .get_mut(p as usize)
                         .ok_or_else(|| KalamError::Internal("topic partition missing".into()))?;
                     part.list(&state.tiers.files, segment).await?;
+                    faults.flush_step(FlushStep::ManifestCommitted)?;
                     let mut batch = WriteBatch::new();
-                    log::remove(&mut batch, &state.store, p, first, last + 1);
+                    // From 0: also what an earlier flush listed but did not remove.
+                    log::remove(&mut batch, &state.store, p, 0, last + 1);
                     // Offsets never go back, even once every message has left the hot log.
                     log::set_floor(&mut batch, &state.store, p, last + 1);
                     self.backend.write(batch)?;
