@@ -74,6 +74,23 @@ pub async fn write_segment(
     Ok(files.put_segment(&dir, segment).await?)
 }
 
+/// Deletes the files of `segments` (unlisted from `partition` of `topic_id`); returns how many
+/// messages they held. A file that cannot be deleted is a stray the next flush removes.
+pub async fn delete_segments(
+    files: &FileStore,
+    topic_id: &str,
+    partition: u32,
+    segments: &[SegmentMeta],
+) -> u64 {
+    let dir = dir(topic_id, partition);
+    for s in segments {
+        if let Err(e) = files.remove_file(&dir, &s.file).await {
+            tracing::warn!(dir = %dir, file = %s.file, error = %e, "cannot delete a topic segment");
+        }
+    }
+    segments.iter().map(|s| s.row_count).sum()
+}
+
 /// One partition's flushed segments.
 #[derive(Debug)]
 pub struct ColdPartition {
@@ -91,8 +108,6 @@ impl ColdPartition {
     pub async fn open(files: &FileStore, topic_id: &str, partition: u32) -> Result<Self> {
         let dir = dir(topic_id, partition);
         let manifest = files.manifest(&dir).await?;
-        // Files a crash left unlisted (a segment written, or unlisted and not yet deleted).
-        files.remove_strays(&dir, &manifest).await?;
         let flushed_to = manifest.segments.last().map_or(0, |s| s.max_seq as u64 + 1);
         Ok(Self {
             dir,
@@ -129,39 +144,43 @@ impl ColdPartition {
         Ok(())
     }
 
-    /// Unlists the first `count` segments and deletes their files; returns how many messages
-    /// they held.
-    pub async fn remove_first(&mut self, files: &FileStore, count: usize) -> Result<u64> {
+    /// Deletes the files of the folder its manifest does not list (a segment a crash left
+    /// written but not listed, or unlisted but not deleted).
+    pub async fn remove_strays(&self, files: &FileStore) -> Result<()> {
+        files.remove_strays(&self.dir, &self.manifest).await?;
+        Ok(())
+    }
+
+    /// Unlists the first `count` segments and returns them; delete their files with
+    /// [`delete_segments`] once readers may no longer be reading them.
+    pub async fn unlist_first(
+        &mut self,
+        files: &FileStore,
+        count: usize,
+    ) -> Result<Vec<SegmentMeta>> {
         let count = count.min(self.manifest.segments.len());
         if count == 0 {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut manifest = self.manifest.clone();
         let gone: Vec<SegmentMeta> = manifest.segments.drain(..count).collect();
         files.commit(&self.dir, &manifest).await?;
         self.manifest = manifest;
-        {
-            let mut footers = self.footers.lock();
-            for s in &gone {
-                footers.remove(&s.id);
-            }
-        }
+        let mut footers = self.footers.lock();
         for s in &gone {
-            // Unlisted already: a file left behind is a stray the next start removes.
-            if let Err(e) = files.remove_file(&self.dir, &s.file).await {
-                tracing::warn!(dir = %self.dir, file = %s.file, error = %e, "cannot delete a topic segment");
-            }
+            footers.remove(&s.id);
         }
-        Ok(gone.iter().map(|s| s.row_count).sum())
+        Ok(gone)
     }
 
     /// Appends to `out` the messages of offsets `from..to` that `keep` takes, until `out`
-    /// holds `limit`; returns the offset after the last message looked at (`None`: none was).
+    /// holds `limit` or `budget` messages were looked at (each one looked at spends one);
+    /// returns the offset after the last message looked at (`None`: none was).
     pub async fn read(
         &self,
         files: &FileStore,
         range: (u64, u64),
-        limit: usize,
+        (limit, budget): (usize, &mut usize),
         keep: &(dyn Fn(&Message) -> bool + Sync),
         out: &mut Vec<(u64, Message)>,
     ) -> Result<Option<u64>> {
@@ -172,7 +191,7 @@ impl ColdPartition {
             if max < from {
                 continue;
             }
-            if min >= to || out.len() >= limit {
+            if min >= to || out.len() >= limit || *budget == 0 {
                 break;
             }
             let metadata = self.footer(files, segment).await?;
@@ -195,9 +214,10 @@ impl ColdPartition {
                     if offset < from {
                         continue;
                     }
-                    if offset >= to || out.len() >= limit {
+                    if offset >= to || out.len() >= limit || *budget == 0 {
                         return Ok(next);
                     }
+                    *budget -= 1;
                     next = Some(offset + 1);
                     if keep(&message) {
                         out.push((offset, message));
@@ -373,8 +393,15 @@ mod tests {
         let cold = ColdPartition::open(&files, "ns.t", 0).await.unwrap();
         let all = |_: &Message| true;
         let mut out = Vec::new();
+        let mut budget = usize::MAX;
         let next = cold
-            .read(&files, (9_000, u64::MAX), 1_050, &all, &mut out)
+            .read(
+                &files,
+                (9_000, u64::MAX),
+                (1_050, &mut budget),
+                &all,
+                &mut out,
+            )
             .await
             .unwrap();
         assert_eq!(out.len(), 1_050);
@@ -386,12 +413,20 @@ mod tests {
         let even = |m: &Message| m.key.is_some();
         let mut out = Vec::new();
         let next = cold
-            .read(&files, (0, 11), 100, &even, &mut out)
+            .read(&files, (0, 11), (100, &mut budget), &even, &mut out)
             .await
             .unwrap();
         let offsets: Vec<u64> = out.iter().map(|(o, _)| *o).collect();
         assert_eq!(offsets, vec![6, 8, 10]);
         assert_eq!(next, Some(11));
+
+        // The budget bounds how many are looked at, kept or not.
+        let (mut out, mut budget) = (Vec::new(), 4);
+        let next = cold
+            .read(&files, (5, 100), (100, &mut budget), &even, &mut out)
+            .await
+            .unwrap();
+        assert_eq!((out.len(), next, budget), (2, Some(9), 0));
     }
 
     #[tokio::test]
@@ -401,7 +436,8 @@ mod tests {
         let mut cold = ColdPartition::open(&files, "ns.t", 3).await.unwrap();
         let segment = write_segment(&files, "ns.t", 3, (0..10).map(message).collect());
         cold.list(&files, segment.await.unwrap()).await.unwrap();
-        assert_eq!(cold.remove_first(&files, 1).await.unwrap(), 10);
+        let gone = cold.unlist_first(&files, 1).await.unwrap();
+        assert_eq!(delete_segments(&files, "ns.t", 3, &gone).await, 10);
         assert!(cold.segments().is_empty());
         assert_eq!(cold.flushed_to(), 10);
         assert!(
@@ -414,12 +450,9 @@ mod tests {
         );
         let mut out = Vec::new();
         let all = |_: &Message| true;
-        assert_eq!(
-            cold.read(&files, (0, 10), 10, &all, &mut out)
-                .await
-                .unwrap(),
-            None
-        );
+        let mut budget = 100;
+        let read = cold.read(&files, (0, 10), (10, &mut budget), &all, &mut out);
+        assert_eq!(read.await.unwrap(), None);
     }
 
     fn dir_of(p: u32) -> String {

@@ -1,7 +1,8 @@
 //! How a topic's messages are kept in the hot store: one partition per topic
 //! (`topic/<ns>.<name>`), messages keyed by (partition, offset) big-endian. A partition's next
 //! offset is one past its last message (found by one reverse seek at start-up), or the floor
-//! a `CLEAR TOPIC` recorded when it removed every message (so offsets never go back).
+//! recorded under `FLOORS` at start-up and by every removal, when higher (so offsets never
+//! go back).
 
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_store::{StorageRead, WriteBatch};
@@ -46,8 +47,10 @@ pub struct Message {
     pub source: Option<String>,
 }
 
-/// The offset the counter key stands at (never a message's).
-const COUNTER: u64 = u64::MAX;
+/// The key prefix of the floors (a partition number no topic has): floor of partition `p` at
+/// offset `p` under it, apart from every partition's messages so that a partition's last key
+/// is its last message.
+const FLOORS: u32 = u32::MAX;
 
 /// The hot-store partition of topic `topic_id`.
 pub fn partition_name(topic_id: &str) -> String {
@@ -76,10 +79,15 @@ pub fn remove(batch: &mut WriteBatch, store: &str, partition: u32, from: u64, to
 
 /// Records `next` as the lowest next offset of `partition` (before its messages are removed).
 pub fn set_floor(batch: &mut WriteBatch, store: &str, partition: u32, next: u64) {
-    batch.put(store, key(partition, COUNTER), next.to_be_bytes().to_vec());
+    batch.put(
+        store,
+        key(FLOORS, u64::from(partition)),
+        next.to_be_bytes().to_vec(),
+    );
 }
 
-/// The next offset of each of `partitions` partitions.
+/// The next offset of each of `partitions` partitions: after its last message, or its floor
+/// when that is higher (by one reverse seek and one read per partition).
 pub fn next_offsets(
     store_backend: &dyn kalamdb_store::StorageBackend,
     store: &str,
@@ -88,48 +96,22 @@ pub fn next_offsets(
     (0..partitions)
         .map(|p| {
             let floor = store_backend
-                .get(store, &key(p, COUNTER))?
+                .get(store, &key(FLOORS, u64::from(p)))?
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            // The counter key sorts last; the last message is the one before it.
-            let mut last = None;
-            if let Some(k) = store_backend.last_key(store, &p.to_be_bytes())? {
-                let offset = offset_of(&k);
-                if offset != COUNTER {
-                    last = Some(offset);
-                } else {
-                    last = last_message_before_counter(store_backend, store, p)?;
-                }
-            }
+            let last = store_backend
+                .last_key(store, &p.to_be_bytes())?
+                .and_then(|k| offset_of(&k));
             Ok(floor.max(last.map_or(0, |o| o + 1)))
         })
         .collect()
 }
 
-fn offset_of(k: &[u8]) -> u64 {
+fn offset_of(k: &[u8]) -> Option<u64> {
     k.get(4..12)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
-        .unwrap_or(COUNTER)
-}
-
-/// The last message of a partition that also holds a floor (after a `CLEAR TOPIC`): rare, so
-/// a forward scan.
-fn last_message_before_counter(
-    read_from: &dyn StorageRead,
-    store: &str,
-    partition: u32,
-) -> Result<Option<u64>> {
-    let mut last = None;
-    read_from.scan_each(store, &partition.to_be_bytes(), None, &mut |k, _| {
-        let o = offset_of(k);
-        if o != COUNTER {
-            last = Some(o);
-        }
-        Ok(true)
-    })?;
-    Ok(last)
 }
 
 /// Calls `f` with the offset and stored bytes of each message of `partition` from offset
@@ -148,10 +130,9 @@ pub fn each(
         &partition.to_be_bytes(),
         Some(&start),
         &mut |k, v| {
-            let offset = offset_of(k);
-            if offset == COUNTER {
+            let Some(offset) = offset_of(k) else {
                 return Ok(false);
-            }
+            };
             f(offset, v).or_else(|e| {
                 failed = Some(e);
                 Ok(false)
@@ -167,14 +148,15 @@ pub fn decode(bytes: &[u8]) -> Result<Message> {
         .map_err(|e| KalamError::Internal(format!("corrupt topic message: {e}")))
 }
 
-/// The first message of `partition`.
+/// The first message of `partition` at or after offset `from`.
 pub fn first(
     read: &dyn StorageRead,
     store: &str,
     partition: u32,
+    from: u64,
 ) -> Result<Option<(u64, Message)>> {
     let mut found = None;
-    each(read, store, partition, 0, &mut |offset, v| {
+    each(read, store, partition, from, &mut |offset, v| {
         found = Some((offset, decode(v)?));
         Ok(false)
     })?;
@@ -191,6 +173,8 @@ pub struct Range<'k> {
     pub to: u64,
     /// Most messages returned.
     pub limit: usize,
+    /// Most messages looked at, returned or not.
+    pub scan: usize,
     /// Which messages are returned (the others are skipped).
     pub keep: &'k dyn Fn(&Message) -> bool,
 }
@@ -207,11 +191,12 @@ pub fn read(
     range: Range<'_>,
 ) -> Result<Found> {
     let mut out = Vec::new();
-    let mut next = None;
+    let (mut next, mut scanned) = (None, 0);
     each(read, store, partition, range.from, &mut |offset, v| {
-        if offset >= range.to || out.len() >= range.limit {
+        if offset >= range.to || out.len() >= range.limit || scanned >= range.scan {
             return Ok(false);
         }
+        scanned += 1;
         next = Some(offset + 1);
         let m = decode(v)?;
         if (range.keep)(&m) {

@@ -49,6 +49,9 @@ pub enum Start {
     Offset(u64),
 }
 
+/// Most messages one fetch looks at (returned or skipped).
+pub const SCAN_BUDGET: usize = 100_000;
+
 /// One message read, with where it is.
 #[derive(Debug, Clone)]
 pub struct Consumed {
@@ -89,7 +92,7 @@ struct Tiers {
     /// One per partition. Readers hold it shared across a read of both tiers; a flush holds
     /// it exclusively between listing a segment and removing its messages from the hot log,
     /// so a reader never misses messages that moved (nor reads them twice).
-    cold: tokio::sync::RwLock<Vec<ColdPartition>>,
+    cold: Vec<tokio::sync::RwLock<ColdPartition>>,
     /// Held by flushes, retention and `CLEAR TOPIC`: one of them changes a topic at a time.
     upkeep: tokio::sync::Mutex<()>,
 }
@@ -162,23 +165,31 @@ impl TopicService {
         self.backend.create_partition(&store, KeyLayout::Flat)?;
         let files = self.cold_tier.files(&def.storage_id)?;
         let mut cold = Vec::with_capacity(def.partitions as usize);
-        let mut batch = WriteBatch::new();
         for p in 0..def.partitions {
-            let part = ColdPartition::open(&files, &def.topic_id, p).await?;
-            // A crash between listing a segment and removing its messages from the hot log
-            // leaves them in both: the segment's copy counts.
-            log::remove(&mut batch, &store, p, 0, part.flushed_to());
-            cold.push(part);
+            cold.push(ColdPartition::open(&files, &def.topic_id, p).await?);
         }
-        self.backend.write(batch)?;
-        let next: Arc<[AtomicU64]> = log::next_offsets(&*self.backend, &store, def.partitions)?
+        let next = log::next_offsets(&*self.backend, &store, def.partitions)?;
+        let mut batch = WriteBatch::new();
+        let next: Arc<[AtomicU64]> = next
             .into_iter()
             .zip(&cold)
-            .map(|(n, c)| AtomicU64::new(n.max(c.flushed_to())))
+            .enumerate()
+            .map(|(p, (n, c))| {
+                let p = p as u32;
+                // A crash between listing a segment and removing its messages from the hot
+                // log leaves them in both: the segment's copy counts.
+                log::remove(&mut batch, &store, p, 0, c.flushed_to());
+                // Recorded, so no later removal (retention of every message, in both tiers)
+                // can make a restart hand out an offset again.
+                let n = n.max(c.flushed_to());
+                log::set_floor(&mut batch, &store, p, n);
+                AtomicU64::new(n)
+            })
             .collect();
+        self.backend.write(batch)?;
         let tiers = Arc::new(Tiers {
             files,
-            cold: tokio::sync::RwLock::new(cold),
+            cold: cold.into_iter().map(tokio::sync::RwLock::new).collect(),
             upkeep: tokio::sync::Mutex::new(()),
         });
         let state = Arc::new(TopicState {
@@ -252,6 +263,12 @@ impl TopicService {
 
     /// Creates a topic (the caller checked it does not exist).
     pub async fn create(&self, def: TopicRecord) -> Result<()> {
+        // Whatever a dropped topic of the same name left behind (a DROP that failed half-way)
+        // is not this topic's.
+        let store = log::partition_name(&def.topic_id);
+        self.backend.drop_partition(&store)?;
+        let files = self.cold_tier.files(&def.storage_id)?;
+        files.remove_all(&cold::topic_dir(&def.topic_id)).await?;
         self.catalog.put_topic(&def)?;
         self.load(def).await
     }
@@ -394,7 +411,8 @@ impl TopicService {
     }
 
     /// Offsets `from..to` of `partition`, flushed or not: up to `limit` messages (of `own`'s
-    /// rows only, when set).
+    /// rows only, when set), looking at no more than [`SCAN_BUDGET`] (a plain user's fetch
+    /// skips other users' messages; it goes on from `next_offset`).
     async fn read(
         &self,
         state: &TopicState,
@@ -404,21 +422,30 @@ impl TopicService {
         own: Option<&str>,
     ) -> Result<Fetch> {
         let keep = |m: &Message| own.is_none_or(|u| m.user.as_deref() == Some(u));
-        let cold = state.tiers.cold.read().await;
-        let part = cold
+        let part = state
+            .tiers
+            .cold
             .get(partition as usize)
-            .ok_or_else(|| bad_partition(&state.def, partition))?;
+            .ok_or_else(|| bad_partition(&state.def, partition))?
+            .read()
+            .await;
         let mut read = Vec::new();
-        let mut next = None;
+        let (mut next, mut budget) = (None, SCAN_BUDGET);
         let flushed_to = part.flushed_to();
         if from < flushed_to {
             let range = (from, to.min(flushed_to));
             next = part
-                .read(&state.tiers.files, range, limit, &keep, &mut read)
+                .read(
+                    &state.tiers.files,
+                    range,
+                    (limit, &mut budget),
+                    &keep,
+                    &mut read,
+                )
                 .await?;
         }
         let hot_from = from.max(flushed_to);
-        if read.len() < limit && hot_from < to {
+        if read.len() < limit && budget > 0 && hot_from < to {
             let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
             let (own, left) = (own.map(str::to_string), limit - read.len());
             let (hot, hot_next) = tokio::task::spawn_blocking(move || {
@@ -428,6 +455,7 @@ impl TopicService {
                     from: hot_from,
                     to,
                     limit: left,
+                    scan: budget,
                     keep: &keep,
                 };
                 log::read(&*backend, &store, partition, range)
@@ -437,7 +465,7 @@ impl TopicService {
             read.extend(hot);
             next = hot_next.or(next);
         }
-        drop(cold);
+        drop(part);
         let messages = read
             .into_iter()
             .map(|(offset, message)| Consumed {

@@ -44,11 +44,33 @@ impl TopicService {
         }
     }
 
-    /// Whether some topic holds a hot message older than `before_ms` (a flush is due).
+    /// Whether `state` is still the registered topic of its id (not dropped, or dropped and
+    /// created again, while its upkeep waited for the lock).
+    fn current(&self, state: &TopicState) -> bool {
+        self.topics
+            .read()
+            .get(&state.def.topic_id)
+            .is_some_and(|t| Arc::ptr_eq(&t.tiers, &state.tiers))
+    }
+
+    /// The partition lock of `p`.
+    fn partition(state: &TopicState, p: u32) -> Result<&tokio::sync::RwLock<cold::ColdPartition>> {
+        state
+            .tiers
+            .cold
+            .get(p as usize)
+            .ok_or_else(|| KalamError::Internal("topic partition missing".into()))
+    }
+
+    /// Whether some topic holds an unflushed message older than `before_ms` (a flush is due).
+    /// A partition being flushed or read from its cold tier just now is not looked at.
     pub fn flush_due(&self, before_ms: i64) -> bool {
         self.topics.read().values().any(|t| {
-            (0..t.def.partitions).any(|p| {
-                log::first(&*self.backend, &t.store, p)
+            t.tiers.cold.iter().enumerate().any(|(p, part)| {
+                let Ok(part) = part.try_read() else {
+                    return false;
+                };
+                log::first(&*self.backend, &t.store, p as u32, part.flushed_to())
                     .ok()
                     .flatten()
                     .is_some_and(|(_, m)| m.ts_ms < before_ms)
@@ -69,9 +91,19 @@ impl TopicService {
         let mut done = Flushed::default();
         for state in self.states(topic_id)? {
             let _upkeep = state.tiers.upkeep.lock().await;
+            if !self.current(&state) {
+                continue;
+            }
             for p in 0..state.def.partitions {
+                let lock = Self::partition(&state, p)?;
                 let end = state.next[p as usize].load(Ordering::SeqCst);
+                let mut swept = false;
                 while let Some(run) = self.flushable(&state, p, end, before_ms).await? {
+                    if !swept {
+                        // What a crash left in the folder, before a file of the same name.
+                        lock.read().await.remove_strays(&state.tiers.files).await?;
+                        swept = true;
+                    }
                     let last = run[run.len() - 1].0;
                     done.messages += run.len() as u64;
                     let segment =
@@ -79,10 +111,7 @@ impl TopicService {
                     let segment = segment.await?;
                     faults.flush_step(FlushStep::SegmentWritten)?;
                     done.bytes += segment.bytes;
-                    let mut cold = state.tiers.cold.write().await;
-                    let part = cold
-                        .get_mut(p as usize)
-                        .ok_or_else(|| KalamError::Internal("topic partition missing".into()))?;
+                    let mut part = lock.write().await;
                     part.list(&state.tiers.files, segment).await?;
                     faults.flush_step(FlushStep::ManifestCommitted)?;
                     let mut batch = WriteBatch::new();
@@ -106,7 +135,7 @@ impl TopicService {
         end: u64,
         before_ms: Option<i64>,
     ) -> Result<Option<Vec<(u64, Message)>>> {
-        let from = state.tiers.cold.read().await[partition as usize].flushed_to();
+        let from = Self::partition(state, partition)?.read().await.flushed_to();
         let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
         let run = blocking(move || {
             let mut run: Vec<(u64, Message)> = Vec::new();
@@ -125,26 +154,29 @@ impl TopicService {
         Ok((!run.is_empty()).then_some(run))
     }
 
-    /// Removes every message of a topic, flushed or not (offsets go on from where they were;
-    /// groups' committed offsets stay). Returns how many were removed.
+    /// Removes every message of a topic appended before it, flushed or not (offsets go on from
+    /// where they were; groups' committed offsets stay). Returns how many were removed.
     pub async fn clear(&self, topic_id: &str) -> Result<u64> {
         let state = self.state(topic_id)?;
         let _upkeep = state.tiers.upkeep.lock().await;
-        let mut cold = state.tiers.cold.write().await;
         let mut removed = 0;
-        let mut batch = WriteBatch::new();
-        for (p, part) in cold.iter_mut().enumerate() {
-            let p = p as u32;
+        for p in 0..state.def.partitions {
+            let mut part = Self::partition(&state, p)?.write().await;
             let count = part.segments().len();
-            removed += part.remove_first(&state.tiers.files, count).await?;
+            let gone = part.unlist_first(&state.tiers.files, count).await?;
             // Only what was appended before now: a message committed meanwhile stays.
             let end = state.next[p as usize].load(Ordering::SeqCst);
-            let first = log::first(&*self.backend, &state.store, p)?.map_or(end, |(o, _)| o);
-            removed += end.saturating_sub(first);
+            let from = part.flushed_to();
+            let first = log::first(&*self.backend, &state.store, p, from)?.map_or(end, |(o, _)| o);
+            let mut batch = WriteBatch::new();
             log::set_floor(&mut batch, &state.store, p, end);
             log::remove(&mut batch, &state.store, p, 0, end);
+            // Each partition whole before the next: a failure leaves no partition half-cleared.
+            self.backend.write(batch)?;
+            drop(part);
+            removed += end.saturating_sub(first);
+            removed += cold::delete_segments(&state.tiers.files, topic_id, p, &gone).await;
         }
-        self.backend.write(batch)?;
         Ok(removed)
     }
 
@@ -160,8 +192,12 @@ impl TopicService {
             let cutoff = def.retention_seconds.map(|secs| {
                 now_ms.saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
             });
-            let groups = self.catalog.topic_offsets(Some(&def.topic_id))?;
             let _upkeep = state.tiers.upkeep.lock().await;
+            if !self.current(&state) {
+                continue;
+            }
+            // Read under the lock: an ACK made while retention waited for it counts.
+            let groups = self.catalog.topic_offsets(Some(&def.topic_id))?;
             for p in 0..def.partitions {
                 let guard = if def.retention_keeps_unacked {
                     groups
@@ -184,17 +220,16 @@ impl TopicService {
     }
 
     async fn retain_partition(&self, state: &TopicState, p: u32, rule: Rule) -> Result<u64> {
-        let hot = self.hot_sizes(state, p, &rule).await?;
-        let mut cold = state.tiers.cold.write().await;
-        let part = cold
-            .get_mut(p as usize)
-            .ok_or_else(|| KalamError::Internal("topic partition missing".into()))?;
+        let lock = Self::partition(state, p)?;
+        let from = lock.read().await.flushed_to();
+        let hot = self.hot_sizes(state, p, from, &rule).await?;
+        let mut part = lock.write().await;
         let hot_bytes: u64 = hot.iter().map(|h| h.bytes).sum();
         let mut excess = rule
             .max_bytes
             .map_or(0, |max| (part.bytes() + hot_bytes).saturating_sub(max));
         // Whole segments, oldest first.
-        let mut drop = 0;
+        let mut unlisted = 0;
         for s in part.segments() {
             let old = rule
                 .cutoff
@@ -203,16 +238,14 @@ impl TopicService {
                 break;
             }
             excess = excess.saturating_sub(s.bytes);
-            drop += 1;
+            unlisted += 1;
         }
-        let every_segment = drop == part.segments().len();
-        let mut removed = part.remove_first(&state.tiers.files, drop).await?;
-        if !every_segment {
-            return Ok(removed);
-        }
+        let every_segment = unlisted == part.segments().len();
+        let gone = part.unlist_first(&state.tiers.files, unlisted).await?;
+        let mut removed = 0;
         // Then hot messages, oldest first.
         let mut upto = None;
-        for h in &hot {
+        for h in hot.iter().take_while(|_| every_segment) {
             let old = rule.cutoff.is_some_and(|c| h.ts_ms < c);
             if !(old || excess > 0) || !rule.allows(h.offset) {
                 break;
@@ -221,22 +254,33 @@ impl TopicService {
             upto = Some(h.offset);
             removed += 1;
         }
-        if let (Some(first), Some(last)) = (hot.first(), upto) {
+        if let Some(last) = upto {
             let mut batch = WriteBatch::new();
-            log::remove(&mut batch, &state.store, p, first.offset, last + 1);
+            log::remove(&mut batch, &state.store, p, 0, last + 1);
+            // Offsets never go back, even once every message is gone.
+            let next = state.next[p as usize].load(Ordering::SeqCst);
+            log::set_floor(&mut batch, &state.store, p, next.max(last + 1));
             self.backend.write(batch)?;
         }
+        drop(part);
+        removed += cold::delete_segments(&state.tiers.files, &state.def.topic_id, p, &gone).await;
         Ok(removed)
     }
 
-    /// The hot messages of partition `p` retention may look at: all of them when it counts
-    /// bytes, else those up to the first one younger than the cutoff.
-    async fn hot_sizes(&self, state: &TopicState, p: u32, rule: &Rule) -> Result<Vec<HotMessage>> {
+    /// The unflushed messages of partition `p` (from offset `from`) retention may look at: all
+    /// of them when it counts bytes, else those up to the first one younger than the cutoff.
+    async fn hot_sizes(
+        &self,
+        state: &TopicState,
+        p: u32,
+        from: u64,
+        rule: &Rule,
+    ) -> Result<Vec<HotMessage>> {
         let (backend, store) = (Arc::clone(&self.backend), state.store.clone());
         let (cutoff, all) = (rule.cutoff, rule.max_bytes.is_some());
         blocking(move || {
             let mut out = Vec::new();
-            log::each(&*backend, &store, p, 0, &mut |offset, bytes| {
+            log::each(&*backend, &store, p, from, &mut |offset, bytes| {
                 let ts_ms = log::decode(bytes)?.ts_ms;
                 out.push(HotMessage {
                     offset,
