@@ -8,7 +8,8 @@
 //! - [`schema`]: table and column definitions, table types, access levels, roles;
 //! - [`wire`]: the HTTP request/response bodies of `docs/protocol.md`, shared by the server, the
 //!   bench tool and tests;
-//! - [`error_code`]: the stable error codes clients key on, with their HTTP status.
+//! - [`error_code`]: the stable error codes clients key on, with their HTTP status;
+//! - [`split`]: how request text splits into statements (the server and the `kalam` CLI agree).
 //!
 //! It depends on serde only: the engine's Arrow mapping lives in `kalamdb-core`, so clients can
 //! use these types without pulling in DataFusion.
@@ -17,6 +18,7 @@ pub mod datatype;
 pub mod error_code;
 pub mod ids;
 pub mod schema;
+pub mod split;
 pub mod wire;
 pub mod ws;
 

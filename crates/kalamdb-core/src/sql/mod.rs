@@ -16,7 +16,7 @@ pub mod parse;
 mod point_lookup;
 pub use crate::row_filter;
 pub mod session;
-pub mod split;
+pub use kalamdb_commons::split;
 pub mod stream;
 pub mod subscribe;
 pub mod table_select;

@@ -1,0 +1,262 @@
+//! `-c`, `-f`, stdin, the output formats, exit codes and the errors people meet; saved
+//! credentials (mode 0600, listed without secrets, refreshed when the token expires).
+
+use crate::{Server, kalam, root, run, text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_files_stdin_and_formats() {
+    let s = Server::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let out = run({
+        let mut c = root(home, &s.url);
+        c.args([
+            "-c",
+            "CREATE NAMESPACE app; \
+             CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE); \
+             INSERT INTO app.t VALUES (1, 'a', 1.5), (2, NULL, 2)",
+        ]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Inserted 2 row(s)"));
+
+    let query = "SELECT id, name, score FROM app.t ORDER BY id";
+    let csv = run({
+        let mut c = root(home, &s.url);
+        c.args(["--csv", "-c", query]);
+        c
+    })
+    .await;
+    assert_eq!(text(&csv.stdout), "id,name,score\n1,a,1.5\n2,,2.0\n");
+
+    let json = run({
+        let mut c = root(home, &s.url);
+        c.args(["--format", "json", "-c", query]);
+        c
+    })
+    .await;
+    assert_eq!(
+        text(&json.stdout),
+        "[\n  {\"id\":\"1\",\"name\":\"a\",\"score\":1.5},\n  {\"id\":\"2\",\"name\":null,\"score\":2.0}\n]\n"
+    );
+
+    let table = run({
+        let mut c = root(home, &s.url);
+        c.args(["-c", query]);
+        c
+    })
+    .await;
+    assert_eq!(
+        text(&table.stdout),
+        "┌────┬──────┬───────┐\n\
+         │ id ┆ name ┆ score │\n\
+         ╞════╪══════╪═══════╡\n\
+         │ 1  ┆ a    ┆ 1.5   │\n\
+         │ 2  ┆ NULL ┆ 2.0   │\n\
+         └────┴──────┴───────┘\n\
+         (2 rows)\n"
+    );
+
+    // A file stops at its first error (exit 1) unless told to go on; stdin works the same.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO app.t VALUES (3, 'c', 3);\n\
+         INSERT INTO app.t VALUES (3, 'again', 3);\n\
+         INSERT INTO app.t VALUES (4, 'd', 4);\n",
+    )
+    .unwrap();
+    let stopped = run({
+        let mut c = root(home, &s.url);
+        c.arg("-f").arg(&script);
+        c
+    })
+    .await;
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(
+        text(&stopped.stderr).starts_with("ERROR SQL_EXECUTION_ERROR: "),
+        "{}",
+        text(&stopped.stderr)
+    );
+    assert_eq!(count(&s, "app.t").await, "3");
+    std::fs::write(
+        &script,
+        "INSERT INTO app.t VALUES (3, 'again', 3);\nINSERT INTO app.t VALUES (4, 'd', 4);\n",
+    )
+    .unwrap();
+    let went_on = run({
+        let mut c = root(home, &s.url);
+        c.arg("--continue-on-error").arg("-f").arg(&script);
+        c
+    })
+    .await;
+    assert_eq!(went_on.status.code(), Some(1));
+    assert_eq!(count(&s, "app.t").await, "4");
+    let piped = run({
+        let mut c = root(home, &s.url);
+        c.arg("--csv")
+            .write_stdin("SELECT name\nFROM app.t WHERE id = 4;");
+        c
+    })
+    .await;
+    assert_eq!(text(&piped.stdout), "name\nd\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_people_meet_are_one_line_with_an_exit_code() {
+    let s = Server::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let expect = |out: std::process::Output, code: i32, starts: &str| {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.starts_with(starts), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let wrong = run({
+        let mut c = kalam(home, &s.url);
+        c.args(["--user", "root", "--password", "nope", "-c", "SELECT 1"]);
+        c
+    })
+    .await;
+    expect(wrong, 4, "ERROR login failed: wrong user or password");
+
+    // Nothing listens on port 9 of this machine.
+    let down = run({
+        let mut c = root(home, "http://127.0.0.1:9");
+        c.args(["-c", "SELECT 1"]);
+        c
+    })
+    .await;
+    expect(
+        down,
+        3,
+        "ERROR cannot reach the server at http://127.0.0.1:9",
+    );
+
+    s.sql("CREATE USER alice WITH PASSWORD 'alice-pass-1' ROLE 'user'")
+        .await;
+    let denied = run({
+        let mut c = kalam(home, &s.url);
+        c.args([
+            "--user",
+            "alice",
+            "--password",
+            "alice-pass-1",
+            "-c",
+            "CREATE NAMESPACE x",
+        ]);
+        c
+    })
+    .await;
+    expect(denied, 1, "ERROR PERMISSION_DENIED: ");
+
+    let no_login = run({
+        let mut c = kalam(home, &s.url);
+        c.args(["-c", "SELECT 1"]);
+        c
+    })
+    .await;
+    expect(no_login, 4, "ERROR not logged in");
+
+    let bad_format = run({
+        let mut c = root(home, &s.url);
+        c.args(["--format", "xml", "-c", "SELECT 1"]);
+        c
+    })
+    .await;
+    expect(bad_format, 2, "ERROR unknown format 'xml'");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_credentials_are_private_and_refreshed() {
+    let s = Server::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let saved = run({
+        let mut c = root(home, &s.url);
+        c.args(["--save-credentials", "-c", "SELECT 1 AS one"]);
+        c
+    })
+    .await;
+    assert!(saved.status.success(), "{}", text(&saved.stderr));
+    let file = home.join("credentials.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let shown = run({
+        let mut c = kalam(home, &s.url);
+        c.arg("--show-credentials");
+        c
+    })
+    .await;
+    let listed = text(&shown.stdout);
+    let access = token_in(&std::fs::read_to_string(&file).unwrap(), "access_token");
+    assert!(listed.contains("user root"), "{listed}");
+    assert!(!listed.contains(&access), "a secret was shown: {listed}");
+
+    // An expired access token is renewed with the refresh token, and saved.
+    let expired = expire(&access);
+    let text_before = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(&access, &expired);
+    std::fs::write(&file, text_before).unwrap();
+    let renewed = run({
+        let mut c = kalam(home, &s.url);
+        c.args(["--csv", "-c", "SELECT 1 AS one"]);
+        c
+    })
+    .await;
+    assert!(renewed.status.success(), "{}", text(&renewed.stderr));
+    assert_eq!(text(&renewed.stdout), "one\n1\n");
+    let after = token_in(&std::fs::read_to_string(&file).unwrap(), "access_token");
+    assert_ne!(after, expired);
+
+    let deleted = run({
+        let mut c = kalam(home, &s.url);
+        c.arg("--delete-credentials");
+        c
+    })
+    .await;
+    assert!(text(&deleted.stdout).starts_with("Deleted the saved credentials"));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&after));
+}
+
+fn token_in(toml_text: &str, key: &str) -> String {
+    let value: toml::Table = toml::from_str(toml_text).unwrap();
+    let instances = value["instances"].as_table().unwrap();
+    let (_, c) = instances.iter().next().unwrap();
+    c[key].as_str().unwrap().to_string()
+}
+
+/// `token` with its expiry an hour ago, signed again with the server's secret.
+fn expire(token: &str) -> String {
+    use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+    let key = crate::JWT_SECRET.as_bytes();
+    let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_exp = false;
+    v.set_issuer(&["kalamdb"]);
+    let mut claims =
+        jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(key), &v)
+            .unwrap()
+            .claims;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    claims["exp"] = serde_json::json!(now - 3600);
+    claims["iat"] = serde_json::json!(now - 7200);
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+async fn count(s: &Server, table: &str) -> String {
+    let r = s.sql(&format!("SELECT count(*) FROM {table}")).await;
+    r["results"][0]["rows"][0][0].as_str().unwrap().to_string()
+}
