@@ -154,7 +154,7 @@ fn main(rt: &tokio::runtime::Runtime, args: Args) -> Result<u8> {
     };
     match script {
         Some(text) => {
-            let failed = rt.block_on(runner.text(&text, args.continue_on_error))?;
+            let failed = crate::shell::script(rt, &mut runner, &text, args.continue_on_error)?;
             Ok(u8::from(failed > 0))
         }
         None => crate::shell::run(rt, runner, &instance),

@@ -93,7 +93,7 @@ pub fn run(rt: &tokio::runtime::Runtime, mut runner: Runner, instance: &str) -> 
         }
         if buffer.is_empty() && (trimmed.starts_with('\\') || matches!(trimmed, "quit" | "exit")) {
             let _ = editor.add_history_entry(trimmed);
-            match command(rt, &mut runner, &helper, &editor, trimmed) {
+            match command(rt, &mut runner, &helper, Some(&editor), trimmed) {
                 Ok(Flow::Quit) => break,
                 Ok(Flow::Go) => {}
                 Err(e) => eprintln!("ERROR {e}"),
@@ -123,6 +123,53 @@ pub fn run(rt: &tokio::runtime::Runtime, mut runner: Runner, instance: &str) -> 
     Ok(0)
 }
 
+/// Runs a script (`-c`, `-f`, stdin): its lines starting with `\\` are backslash commands, the
+/// text between them SQL. Returns how many statements or commands failed; stops at the first
+/// failure unless `keep_going`.
+pub fn script(
+    rt: &tokio::runtime::Runtime,
+    runner: &mut Runner,
+    text: &str,
+    keep_going: bool,
+) -> Result<usize> {
+    let helper = ShellHelper::default();
+    let mut failed = 0;
+    let mut sql = String::new();
+    let lines = text.lines().map(Some).chain(std::iter::once(None));
+    for line in lines {
+        let is_command = line.is_some_and(|l| l.trim_start().starts_with('\\'));
+        if !is_command && let Some(l) = line {
+            sql.push_str(l);
+            sql.push('\n');
+            continue;
+        }
+        if !sql.trim().is_empty() {
+            failed += rt.block_on(runner.text(&std::mem::take(&mut sql), keep_going))?;
+            if failed > 0 && !keep_going {
+                return Ok(failed);
+            }
+        }
+        let Some(l) = line.filter(|_| is_command) else {
+            continue;
+        };
+        match command(rt, runner, &helper, None, l.trim()) {
+            Ok(Flow::Quit) => return Ok(failed),
+            Ok(Flow::Go) => {}
+            Err(e @ (CliError::Connect { .. } | CliError::Cancelled | CliError::Auth(_))) => {
+                return Err(e);
+            }
+            Err(e) => {
+                eprintln!("ERROR {e}");
+                failed += 1;
+                if !keep_going {
+                    return Ok(failed);
+                }
+            }
+        }
+    }
+    Ok(failed)
+}
+
 /// Whether `buffer` holds whole statements: it ends with `;` outside quotes and comments.
 fn complete(buffer: &str) -> bool {
     let t = buffer.trim_end();
@@ -139,7 +186,7 @@ fn command(
     rt: &tokio::runtime::Runtime,
     runner: &mut Runner,
     helper: &ShellHelper,
-    editor: &Editor<ShellHelper, FileHistory>,
+    editor: Option<&Editor<ShellHelper, FileHistory>>,
     line: &str,
 ) -> Result<Flow> {
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -269,7 +316,11 @@ fn command(
             );
         }
         "\\history" => {
-            let h = editor.history();
+            let Some(h) = editor.map(Editor::history) else {
+                return Err(CliError::Usage(
+                    "\\history is a command of the shell".into(),
+                ));
+            };
             for i in 0..h.len() {
                 if let Ok(Some(entry)) = h.get(i, rustyline::history::SearchDirection::Forward) {
                     println!("{:5}  {}", i + 1, entry.entry);

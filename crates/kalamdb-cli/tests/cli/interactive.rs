@@ -41,6 +41,14 @@ async fn the_shell_edits_completes_describes_and_subscribes() {
         );
         step(&mut shell, ";\r", "(1 row)");
         step(&mut shell, "\\dt app\r", "items");
+        // Ctrl-C cancels a long statement and the shell stays.
+        shell
+            .send("SELECT count(*) FROM generate_series(1, 100000000000);\r")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        shell.send(ControlCode::EndOfText).unwrap();
+        shell.expect("Cancelled.").unwrap();
+        step(&mut shell, "SELECT 'still here' AS s;\r", "still here");
         step(&mut shell, "\\d app.items\r", "title");
         step(
             &mut shell,

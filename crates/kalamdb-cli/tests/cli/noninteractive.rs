@@ -103,6 +103,36 @@ async fn commands_files_stdin_and_formats() {
     })
     .await;
     assert_eq!(text(&piped.stdout), "name\nd\n");
+
+    // Backslash commands in a script: export in every format and import each back.
+    let mut script = String::new();
+    for ext in ["parquet", "csv", "jsonl"] {
+        let file = dir.path().join(format!("t.{ext}"));
+        script.push_str(&format!(
+            "CREATE SHARED TABLE app.t_{ext} (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE);\n\
+             \\export \"SELECT id, name, score FROM app.t\" {f}\n\
+             \\import app.t_{ext} {f}\n",
+            f = file.display()
+        ));
+    }
+    let round = run({
+        let mut c = root(home, &s.url);
+        c.args(["-c", &script]);
+        c
+    })
+    .await;
+    assert!(round.status.success(), "{}", text(&round.stderr));
+    assert!(
+        text(&round.stdout).contains("Exported 4 row(s)"),
+        "{}",
+        text(&round.stdout)
+    );
+    let all = "SELECT id, name, score FROM {} ORDER BY id";
+    let want = s.sql(&all.replace("{}", "app.t")).await["results"][0]["rows"].clone();
+    for ext in ["parquet", "csv", "jsonl"] {
+        let got = s.sql(&all.replace("{}", &format!("app.t_{ext}"))).await;
+        assert_eq!(got["results"][0]["rows"], want, "{ext}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
