@@ -68,8 +68,15 @@ fn instance_of(args: &Args, url: &str) -> String {
 
 fn main(rt: &tokio::runtime::Runtime, args: Args) -> Result<u8> {
     let config = Config::load()?;
-    let url = base_url(&args, &config);
+    let mut url = base_url(&args, &config);
     let instance = instance_of(&args, &url);
+    // `--instance NAME` alone talks to the server that instance was saved for.
+    let only_instance =
+        args.instance.is_some() && args.url.is_none() && args.host.is_none() && args.port.is_none();
+    if only_instance && let Some(saved) = Credentials::load()?.instances.get(&instance) {
+        url = saved.url.clone();
+    }
+
     if args.show_credentials {
         let saved = Credentials::load()?;
         if saved.instances.is_empty() {
@@ -130,11 +137,13 @@ fn main(rt: &tokio::runtime::Runtime, args: Args) -> Result<u8> {
         return Ok(0);
     }
     if let Some([table, file]) = args.import.as_deref() {
-        let report = rt.block_on(crate::transfer::import(
-            &mut runner.client,
-            table,
-            file.as_ref(),
-        ))?;
+        let import = crate::transfer::import(&mut runner, table, file.as_ref());
+        let report = rt.block_on(async {
+            tokio::select! {
+                r = import => r,
+                _ = ctrl_c() => Err(CliError::Cancelled),
+            }
+        })?;
         println!("{}", report.summary(table));
         return Ok(u8::from(!report.rejected.is_empty()));
     }

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     pub delete_credentials: bool,
     /// Run these statements and exit.
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, allow_hyphen_values = true)]
     pub command: Option<String>,
     /// Run the statements of this file and exit.
     #[arg(short = 'f', long)]

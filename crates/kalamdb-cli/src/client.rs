@@ -131,7 +131,9 @@ impl Client {
         }
     }
 
-    async fn sql_once(&self, sql: &str) -> Result<SqlResponse> {
+    /// Runs `sql` once, without renewing an expired token (`TOKEN_EXPIRED` comes back as
+    /// [`CliError::Server`]).
+    pub async fn sql_once(&self, sql: &str) -> Result<SqlResponse> {
         let body = SqlRequest {
             sql: sql.to_string(),
             namespace_id: self.namespace.clone(),

@@ -21,12 +21,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A row of a live result, as the server sends it (`_seq` included).
 type LiveRow = Map<String, Value>;
 
-/// The rows a subscription shows, kept by primary key.
+/// The rows a subscription shows, in arrival order, found by key (the primary key, or the
+/// whole row when the query does not select it) in constant time.
 #[derive(Debug, Default)]
 struct View {
     names: Vec<String>,
     pk: Vec<String>,
-    rows: Vec<LiveRow>,
+    /// Arrival order; removed rows leave a hole until the next compaction.
+    rows: Vec<Option<LiveRow>>,
+    index: std::collections::HashMap<String, usize>,
+    live_rows: usize,
     ready: bool,
     /// Lines the last redraw printed (to move back over them).
     drawn: usize,
@@ -34,20 +38,17 @@ struct View {
 }
 
 impl View {
-    fn key_of(&self, row: &LiveRow) -> Vec<Value> {
-        let cols: Vec<&String> = if self.pk.is_empty() {
-            self.names.iter().collect()
+    fn key_of(&self, row: &LiveRow) -> String {
+        let cols = if self.pk.is_empty() {
+            &self.names
         } else {
-            self.pk.iter().collect()
+            &self.pk
         };
-        cols.iter()
-            .map(|c| row.get(*c).cloned().unwrap_or(Value::Null))
-            .collect()
-    }
-
-    fn position(&self, row: &LiveRow) -> Option<usize> {
-        let key = self.key_of(row);
-        self.rows.iter().position(|r| self.key_of(r) == key)
+        let key: Vec<&Value> = cols
+            .iter()
+            .map(|c| row.get(c).unwrap_or(&Value::Null))
+            .collect();
+        serde_json::to_string(&key).unwrap_or_default()
     }
 
     fn see_seq(&mut self, row: &LiveRow) {
@@ -60,16 +61,22 @@ impl View {
         }
     }
 
-    /// Inserts or replaces `row`; true when it replaced one.
-    fn upsert(&mut self, row: LiveRow) -> bool {
+    /// Inserts `row`, or replaces the row with key `old_key` (its own key when `None`); true
+    /// when it replaced one.
+    fn upsert(&mut self, row: LiveRow, old_key: Option<String>) -> bool {
         self.see_seq(&row);
-        match self.position(&row) {
+        let key = self.key_of(&row);
+        let old = old_key.unwrap_or_else(|| key.clone());
+        match self.index.remove(&old) {
             Some(i) => {
-                self.rows[i] = row;
+                self.rows[i] = Some(row);
+                self.index.insert(key, i);
                 true
             }
             None => {
-                self.rows.push(row);
+                self.index.insert(key, self.rows.len());
+                self.rows.push(Some(row));
+                self.live_rows += 1;
                 false
             }
         }
@@ -77,9 +84,26 @@ impl View {
 
     fn remove(&mut self, row: &LiveRow) {
         self.see_seq(row);
-        if let Some(i) = self.position(row) {
-            self.rows.remove(i);
+        if let Some(i) = self.index.remove(&self.key_of(row)) {
+            self.rows[i] = None;
+            self.live_rows -= 1;
         }
+        // Holes are dropped once they are half the list.
+        if self.rows.len() > 64 && self.live_rows * 2 < self.rows.len() {
+            self.rows.retain(Option::is_some);
+            self.index.clear();
+            for (i, r) in self.rows.iter().enumerate() {
+                if let Some(r) = r {
+                    let k = self.key_of(r);
+                    self.index.insert(k, i);
+                }
+            }
+        }
+    }
+
+    /// The rows, in arrival order.
+    fn current(&self) -> impl Iterator<Item = &LiveRow> {
+        self.rows.iter().flatten()
     }
 
     fn cells(&self, row: &LiveRow) -> Vec<Value> {
@@ -258,10 +282,10 @@ async fn run_once(
             } => {
                 for row in rows {
                     // On a resume these are the rows that changed meanwhile.
-                    let replaced = view.upsert(row.clone());
+                    let replaced = view.upsert(row.clone(), None);
                     if view.ready {
                         let kind = if replaced { "update" } else { "insert" };
-                        show_change(view, mode, kind, &row, style);
+                        show_change(view, mode, kind, &row);
                     }
                 }
                 if batch_control.has_more {
@@ -294,14 +318,32 @@ async fn run_once(
                 if change_type == ChangeType::Delete {
                     for row in old_values.unwrap_or_default() {
                         view.remove(&row);
-                        show_change(view, mode, kind, &row, style);
+                        show_change(view, mode, kind, &row);
                     }
                 } else {
-                    for row in rows.unwrap_or_default() {
-                        view.upsert(row.clone());
-                        show_change(view, mode, kind, &row, style);
+                    let olds = old_values.unwrap_or_default();
+                    for (i, row) in rows.unwrap_or_default().into_iter().enumerate() {
+                        // The old row: the new one with the changed columns' old values.
+                        let old_key = olds.get(i).map(|changed| {
+                            let mut old = row.clone();
+                            old.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+                            view.key_of(&old)
+                        });
+                        view.upsert(row.clone(), old_key);
+                        show_change(view, mode, kind, &row);
                     }
                 }
+                if mode == Mode::Redraw && view.ready {
+                    redraw(view, style, kind);
+                }
+            }
+            // The connection's own trouble (fell behind, rate limit): resume on a new one.
+            ServerMessage::Error {
+                subscription_id,
+                code,
+                message,
+            } if subscription_id == "protocol" || subscription_id == "rate_limit" => {
+                return Err(Lost::Dropped(format!("{code}: {message}")));
             }
             ServerMessage::Error { code, message, .. } => {
                 return Err(Lost::Fatal(CliError::Server { code, message }));
@@ -318,7 +360,7 @@ fn show_initial(view: &mut View, mode: Mode, style: &Style) {
             redraw(view, style, "ready");
         }
         Mode::Lines => {
-            let rows: Vec<Vec<Value>> = view.rows.iter().map(|r| view.cells(r)).collect();
+            let rows: Vec<Vec<Value>> = view.current().map(|r| view.cells(r)).collect();
             let names: Vec<&str> = view.names.iter().map(String::as_str).collect();
             let table_style = Style {
                 format: Format::Table,
@@ -334,7 +376,7 @@ fn show_initial(view: &mut View, mode: Mode, style: &Style) {
             let _ = out.flush();
         }
         Mode::Json => {
-            for row in &view.rows {
+            for row in view.current() {
                 let _ = writeln!(out, "{}", json_line("initial", view, row));
             }
             let _ = out.flush();
@@ -355,33 +397,34 @@ fn json_line(kind: &str, view: &View, row: &LiveRow) -> String {
     )
 }
 
-fn show_change(view: &mut View, mode: Mode, kind: &str, row: &LiveRow, style: &Style) {
+/// Prints one changed row (line modes; the redrawn table is drawn once per message).
+fn show_change(view: &View, mode: Mode, kind: &str, row: &LiveRow) {
     if !view.ready {
         return;
     }
-    match mode {
-        Mode::Redraw => redraw(view, style, kind),
+    let line = match mode {
+        Mode::Redraw => return,
         Mode::Lines => {
             let names: Vec<&str> = view.names.iter().map(String::as_str).collect();
-            let cells = view.cells(row);
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{kind}: {}", render::row_object(&names, &cells));
-            let _ = out.flush();
+            format!("{kind}: {}", render::row_object(&names, &view.cells(row)))
         }
-        Mode::Json => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", json_line(kind, view, row));
-            let _ = out.flush();
-        }
-    }
+        Mode::Json => json_line(kind, view, row),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Redraws the table over the previous drawing, the newest rows that fit the terminal.
 fn redraw(view: &mut View, style: &Style, last: &str) {
     let (width, height) = crate::term::size();
     let room = usize::from(height).saturating_sub(6).max(3);
-    let skipped = view.rows.len().saturating_sub(room);
-    let rows: Vec<Vec<Value>> = view.rows[skipped..].iter().map(|r| view.cells(r)).collect();
+    let skipped = view.live_rows.saturating_sub(room);
+    let rows: Vec<Vec<Value>> = view
+        .current()
+        .skip(skipped)
+        .map(|r| view.cells(r))
+        .collect();
     let names: Vec<&str> = view.names.iter().map(String::as_str).collect();
     let table_style = Style {
         format: Format::Table,
@@ -405,7 +448,7 @@ fn redraw(view: &mut View, style: &Style, last: &str) {
     let _ = writeln!(
         out,
         "live: {} row(s){more}, last: {last} (Ctrl-C stops)",
-        view.rows.len()
+        view.live_rows
     );
     let _ = out.flush();
     view.drawn = text.lines().count() + 1;

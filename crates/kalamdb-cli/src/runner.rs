@@ -27,12 +27,31 @@ pub async fn ctrl_c() {
     }
 }
 
+/// The first keyword of `stmt`, after any comments, upper-cased.
 fn first_word(stmt: &str) -> String {
-    stmt.split_whitespace()
+    let mut rest = stmt.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or("")
-        .trim_end_matches(';')
         .to_ascii_uppercase()
+}
+
+/// Whether an error ends a whole run (the rest cannot work): a lost connection, Ctrl-C or a
+/// refused login.
+pub fn ends_run(e: &CliError) -> bool {
+    matches!(
+        e,
+        CliError::Connect { .. } | CliError::Cancelled | CliError::Auth(_)
+    )
 }
 
 impl Runner {
@@ -53,17 +72,20 @@ impl Runner {
         };
         let started = Instant::now();
         let reply = tokio::select! {
-            r = self.client.sql(&text) => r?,
+            r = self.client.sql(&text) => r,
             _ = ctrl_c() => return Err(CliError::Cancelled),
         };
-        // A lone BEGIN opened a transaction the next requests run in; COMMIT/ROLLBACK end it.
-        match word.as_str() {
-            "BEGIN" | "START" => {
-                self.client.transaction =
-                    reply.results.iter().find_map(|r| r.transaction_id.clone());
-            }
-            "COMMIT" | "ROLLBACK" | "END" => self.client.transaction = None,
-            _ => {}
+        // A lone BEGIN opened a transaction the next requests run in; COMMIT/ROLLBACK end it,
+        // whether they succeed or not (a failed COMMIT rolled back), and so does a transaction
+        // the server no longer knows (expired, killed).
+        let gone = matches!(&reply, Err(CliError::Server { message, .. })
+            if message.contains("Transaction '") && message.contains("not found"));
+        if gone || matches!(word.as_str(), "COMMIT" | "ROLLBACK" | "END") {
+            self.client.transaction = None;
+        }
+        let reply = reply?;
+        if matches!(word.as_str(), "BEGIN" | "START") {
+            self.client.transaction = reply.results.iter().find_map(|r| r.transaction_id.clone());
         }
         let mut out = std::io::stdout().lock();
         render::print_reply(&mut out, &reply, &self.style, started.elapsed())
@@ -79,9 +101,8 @@ impl Runner {
         for stmt in statements {
             match self.statement(&stmt).await {
                 Ok(()) => {}
-                Err(e @ (CliError::Connect { .. } | CliError::Cancelled | CliError::Auth(_))) => {
-                    return Err(e);
-                }
+                Err(e) if ends_run(&e) => return Err(e),
+
                 Err(e) => {
                     eprintln!("ERROR {e}");
                     failed += 1;
@@ -92,5 +113,17 @@ impl Runner {
             }
         }
         Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_keyword_comes_after_comments() {
+        assert_eq!(first_word("-- tx\n/* x */ begin;"), "BEGIN");
+        assert_eq!(first_word("COMMIT"), "COMMIT");
+        assert_eq!(first_word("(SELECT 1)"), "");
     }
 }

@@ -9,6 +9,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::{FileHistory, History};
 use rustyline::{Config, Editor};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -95,7 +96,7 @@ pub fn run(rt: &tokio::runtime::Runtime, mut runner: Runner, instance: &str) -> 
             let _ = editor.add_history_entry(trimmed);
             match command(rt, &mut runner, &helper, Some(&editor), trimmed) {
                 Ok(Flow::Quit) => break,
-                Ok(Flow::Go) => {}
+                Ok(Flow::Go | Flow::Failed) => {}
                 Err(e) => eprintln!("ERROR {e}"),
             }
             continue;
@@ -155,9 +156,13 @@ pub fn script(
         match command(rt, runner, &helper, None, l.trim()) {
             Ok(Flow::Quit) => return Ok(failed),
             Ok(Flow::Go) => {}
-            Err(e @ (CliError::Connect { .. } | CliError::Cancelled | CliError::Auth(_))) => {
-                return Err(e);
+            Ok(Flow::Failed) => {
+                failed += 1;
+                if !keep_going {
+                    return Ok(failed);
+                }
             }
+            Err(e) if crate::runner::ends_run(&e) => return Err(e),
             Err(e) => {
                 eprintln!("ERROR {e}");
                 failed += 1;
@@ -178,6 +183,8 @@ fn complete(buffer: &str) -> bool {
 
 enum Flow {
     Go,
+    /// A statement the command ran failed (its error is printed).
+    Failed,
     Quit,
 }
 
@@ -192,31 +199,23 @@ fn command(
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim();
     let sql = |runner: &mut Runner, text: String| -> Result<Flow> {
-        match rt.block_on(runner.text(&text, false)) {
-            Err(CliError::Cancelled) => eprintln!("Cancelled."),
-            other => {
-                other?;
-            }
+        match rt.block_on(runner.text(&text, false))? {
+            0 => Ok(Flow::Go),
+            _ => Ok(Flow::Failed),
         }
-        Ok(Flow::Go)
     };
     let needs = |what: &str| CliError::Usage(format!("{name} needs {what}"));
     match name {
         "\\q" | "\\quit" | "quit" | "exit" => return Ok(Flow::Quit),
         "\\?" | "\\help" => println!("{HELP}"),
         "\\dt" | "\\tables" => {
-            let filter = if rest.is_empty() {
+            // SHOW TABLES works for every role (system.tables is for admins).
+            let within = if rest.is_empty() {
                 String::new()
             } else {
-                format!(" WHERE namespace_id = '{}'", rest.replace('\'', "''"))
+                format!(" IN {rest}")
             };
-            return sql(
-                runner,
-                format!(
-                    "SELECT namespace_id AS namespace, table_name AS name, table_type AS type \
-                     FROM system.tables{filter} ORDER BY namespace_id, table_name"
-                ),
-            );
+            return sql(runner, format!("SHOW TABLES{within}"));
         }
         "\\d" | "\\describe" => {
             if rest.is_empty() {
@@ -333,7 +332,10 @@ fn command(
             }
             let text =
                 std::fs::read_to_string(rest).map_err(|e| CliError::file(rest.as_ref(), e))?;
-            return sql(runner, text);
+            return match script(rt, runner, &text, false)? {
+                0 => Ok(Flow::Go),
+                _ => Ok(Flow::Failed),
+            };
         }
         "\\refresh" => {
             rt.block_on(refresh(runner, helper));
@@ -359,21 +361,25 @@ fn command(
             let (table, file) = rest
                 .split_once(char::is_whitespace)
                 .ok_or_else(|| needs("a table and a file"))?;
-            let report = rt.block_on(crate::transfer::import(
-                &mut runner.client,
-                table,
-                file.trim().as_ref(),
-            ))?;
+            let import = crate::transfer::import(runner, table, file.trim().as_ref());
+            let report = rt.block_on(async {
+                tokio::select! {
+                    r = import => r,
+                    _ = ctrl_c() => Err(CliError::Cancelled),
+                }
+            })?;
             println!("{}", report.summary(table));
         }
         "\\export" => {
             let (query, file) =
                 split_export(rest).ok_or_else(|| needs("\"SELECT …\" and a file"))?;
-            let n = rt.block_on(crate::transfer::export(
-                &mut runner.client,
-                &query,
-                file.as_ref(),
-            ))?;
+            let export = crate::transfer::export(runner, &query, file.as_ref());
+            let n = rt.block_on(async {
+                tokio::select! {
+                    r = export => r,
+                    _ = ctrl_c() => Err(CliError::Cancelled),
+                }
+            })?;
             println!("Exported {n} row(s) to {file}.");
         }
         other => {
@@ -469,7 +475,10 @@ async fn consume(runner: &mut Runner, topic: &str, group: Option<&str>) -> Resul
                     .and_then(decode_base64)
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                println!(
+                // Ignoring write errors: a closed pipe (`| head`) must not panic.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
                     "{p}/{} {} {} {}",
                     m["offset"],
                     m["op"].as_str().unwrap_or(""),

@@ -11,6 +11,7 @@
 use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::render::{cell_text, row_object};
+use crate::runner::Runner;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -23,8 +24,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Rows per `INSERT` request.
+/// Most rows per `INSERT` request.
 pub const BATCH_ROWS: usize = 1000;
+/// Most bytes of row literals per `INSERT` request (under the server's 1 MiB `max_sql_bytes`).
+const BATCH_BYTES: usize = 512 * 1024;
 /// `INSERT` requests in flight at once.
 const IN_FLIGHT: usize = 3;
 
@@ -130,26 +133,22 @@ async fn columns(client: &mut Client, table: &str) -> Result<Vec<(String, Kind)>
         .collect())
 }
 
-/// Imports `path` into `table`; shows progress on a terminal (a line every second otherwise).
-pub async fn import(client: &mut Client, table: &str, path: &Path) -> Result<ImportReport> {
+/// Imports `path` into `table` (as `runner`'s `\\as` user when set); shows progress on a
+/// terminal (a line every second otherwise).
+pub async fn import(runner: &mut Runner, table: &str, path: &Path) -> Result<ImportReport> {
     let started = Instant::now();
+    let client = &mut runner.client;
     let table_cols = columns(client, table).await?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let (names, records, total): (Vec<String>, Box<dyn Iterator<Item = Record> + Send>, u64) =
-        match ext.as_str() {
-            "csv" => csv_records(path)?,
-            "jsonl" | "ndjson" | "json" => jsonl_records(path, &table_cols)?,
-            "parquet" => parquet_records(path)?,
-            other => {
-                return Err(CliError::Usage(format!(
-                    "cannot import .{other} files: use .csv, .jsonl or .parquet"
-                )));
-            }
-        };
+    let (names, records, total): Source = match extension(path).as_str() {
+        "csv" => csv_records(path)?,
+        "jsonl" | "ndjson" | "json" => jsonl_records(path, &table_cols)?,
+        "parquet" => parquet_records(path)?,
+        other => {
+            return Err(CliError::Usage(format!(
+                "cannot import .{other} files: use .csv, .jsonl or .parquet"
+            )));
+        }
+    };
     let kinds: Vec<Kind> = names
         .iter()
         .map(|n| {
@@ -165,43 +164,59 @@ pub async fn import(client: &mut Client, table: &str, path: &Path) -> Result<Imp
                 })
         })
         .collect::<Result<_>>()?;
-    let head = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
+    let insert = Insert {
+        head: format!("INSERT INTO {table} ({}) VALUES ", names.join(", ")),
+        as_user: runner.as_user.clone(),
+    };
     let progress = Progress::new(total);
     let mut report = ImportReport::default();
     // Records become batches of literal rows; rejected records are reported at once.
     let mut pending: Vec<(u64, String)> = Vec::with_capacity(BATCH_ROWS);
-    let mut sent_rows = 0u64;
     let mut records = records.peekable();
+    // Batches go out with a snapshot of the session (outside any open transaction); one whose
+    // token expired waits until the others are back, the session is renewed once, and it goes
+    // again.
+    let mut snapshot = client.clone();
+    snapshot.transaction = None;
+
+    let mut expired: Vec<Vec<(u64, String)>> = Vec::new();
     let mut in_flight = futures::stream::FuturesUnordered::new();
+    let (mut sent_rows, mut done) = (0u64, false);
     loop {
-        while in_flight.len() < IN_FLIGHT {
-            let Some(batch) = next_batch(&mut records, &kinds, &mut pending, &mut report) else {
-                break;
-            };
-            let c = client.clone();
-            let sql = batch_sql(&head, &batch);
-            in_flight.push(async move {
-                let outcome = c.clone().sql(&sql).await;
-                (batch, outcome)
-            });
+        if in_flight.is_empty() && !expired.is_empty() {
+            client.refresh().await?;
+            snapshot.session = client.session.clone();
         }
-        let Some((batch, outcome)) = in_flight.next().await else {
+        while in_flight.len() < IN_FLIGHT {
+            let batch = match expired.pop() {
+                Some(b) => b,
+                None if done => break,
+                None => match next_batch(&mut records, &kinds, &mut pending, &mut report) {
+                    Some(b) => b,
+                    None => {
+                        done = true;
+                        break;
+                    }
+                },
+            };
+            let (c, sql) = (snapshot.clone(), insert.sql(&batch));
+            in_flight.push(async move { (c.sql_once(&sql).await, batch) });
+        }
+        let Some((outcome, batch)) = in_flight.next().await else {
             break;
         };
         match outcome {
             Ok(_) => report.rows += batch.len() as u64,
-            Err(e @ (CliError::Connect { .. } | CliError::Auth(_))) => return Err(e),
-            Err(_) => {
-                // Row by row, to find the ones the server refuses.
-                for (line, row) in &batch {
-                    match client.sql(&format!("{head}{row}")).await {
-                        Ok(_) => report.rows += 1,
-                        Err(CliError::Server { message, .. }) => {
-                            report.rejected.push((*line, message))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+            Err(CliError::Server { code, .. }) if code == "TOKEN_EXPIRED" => {
+                expired.push(batch);
+                continue;
+            }
+            Err(CliError::Server { .. }) => {
+                refused(&snapshot, &insert, batch.clone(), &mut report).await?
+            }
+            Err(e) => {
+                eprintln!("{} row(s) were imported before this error", report.rows);
+                return Err(e);
             }
         }
         sent_rows += batch.len() as u64;
@@ -211,6 +226,62 @@ pub async fn import(client: &mut Client, table: &str, path: &Path) -> Result<Imp
     report.rejected.sort_by_key(|(l, _)| *l);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The `INSERT` an import sends.
+struct Insert {
+    /// `INSERT INTO t (cols) VALUES `.
+    head: String,
+    /// `\\as`: sent as `EXECUTE AS USER` this user.
+    as_user: Option<String>,
+}
+
+impl Insert {
+    fn sql(&self, batch: &[(u64, String)]) -> String {
+        let sql = batch_sql(&self.head, batch);
+        match &self.as_user {
+            Some(u) => format!("EXECUTE AS USER '{}' ({sql})", u.replace('\'', "''")),
+            None => sql,
+        }
+    }
+}
+
+/// A batch the server refused: halves sent again until every row that can go in went in and
+/// each refused row is reported with the server's reason (a bad row costs about log2(batch)
+/// requests, not one per row).
+async fn refused(
+    client: &Client,
+    insert: &Insert,
+    batch: Vec<(u64, String)>,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let halves = |mut part: Vec<(u64, String)>| {
+        let second = part.split_off(part.len() / 2);
+        [second, part]
+    };
+    let mut todo: Vec<Vec<(u64, String)>> = halves(batch).into_iter().collect();
+    while let Some(part) = todo.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        match client.sql_once(&insert.sql(&part)).await {
+            Ok(_) => report.rows += part.len() as u64,
+            Err(CliError::Server { message, .. }) if part.len() == 1 => report
+                .rejected
+                .extend(part.first().map(|(l, _)| (*l, message))),
+            Err(CliError::Server { .. }) => todo.extend(halves(part)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The lower-case extension of `path`.
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 fn batch_sql(head: &str, batch: &[(u64, String)]) -> String {
@@ -232,6 +303,7 @@ fn next_batch(
     pending: &mut Vec<(u64, String)>,
     report: &mut ImportReport,
 ) -> Option<Vec<(u64, String)>> {
+    let mut bytes = 0;
     for (line, cells) in records.by_ref() {
         let row = cells.and_then(|cells| {
             if cells.len() != kinds.len() {
@@ -249,10 +321,13 @@ fn next_batch(
             Ok(format!("({})", lits?.join(", ")))
         });
         match row {
-            Ok(r) => pending.push((line, r)),
+            Ok(r) => {
+                bytes += r.len();
+                pending.push((line, r));
+            }
             Err(why) => report.rejected.push((line, why)),
         }
-        if pending.len() >= BATCH_ROWS {
+        if pending.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
             break;
         }
     }
@@ -334,7 +409,7 @@ fn csv_records(path: &Path) -> Result<Source> {
     let records = reader.into_records().map(|r| match r {
         Ok(rec) => {
             let line = rec.position().map_or(0, |p| p.line());
-            // An empty field is NULL; quote it ("") for an empty string.
+            // An empty field is NULL (CSV cannot tell `""` from nothing).
             let cells = rec
                 .iter()
                 .map(|f| (!f.is_empty()).then(|| f.to_string()))
@@ -351,7 +426,29 @@ fn csv_records(path: &Path) -> Result<Source> {
 
 fn jsonl_records(path: &Path, table_cols: &[(String, Kind)]) -> Result<Source> {
     let total = count_lines(path)?;
-    let names: Vec<String> = table_cols.iter().map(|(n, _)| n.clone()).collect();
+    // The columns are the first object's keys (in table order): a DEFAULT fills the others,
+    // and a later line without one of them sends NULL for it.
+    let first = std::io::BufReader::new(open(path)?)
+        .lines()
+        .map_while(|l| l.ok())
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str::<serde_json::Map<String, Value>>(&l).ok())
+        .ok_or_else(|| CliError::file(path, "the first line is not a JSON object"))?;
+    let names: Vec<String> = table_cols
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| first.keys().any(|k| k.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect();
+    if let Some(k) = first
+        .keys()
+        .find(|k| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+    {
+        return Err(CliError::Usage(format!(
+            "the table has no column '{k}' (from {})",
+            path.display()
+        )));
+    }
     let reader = std::io::BufReader::with_capacity(1 << 20, open(path)?);
     let cols = names.clone();
     let records = reader
@@ -367,7 +464,7 @@ fn jsonl_records(path: &Path, table_cols: &[(String, Kind)]) -> Result<Source> {
                     .keys()
                     .find(|k| !cols.iter().any(|c| c.eq_ignore_ascii_case(k)))
                 {
-                    return Err(format!("the table has no column '{k}'"));
+                    return Err(format!("'{k}' is not a column of the first line"));
                 }
                 Ok(cols
                     .iter()
@@ -436,8 +533,21 @@ fn parquet_records(path: &Path) -> Result<Source> {
 
 /// Writes the rows of `sql` to `path` (CSV, JSON Lines or Parquet, by extension); returns how
 /// many.
-pub async fn export(client: &mut Client, sql: &str, path: &Path) -> Result<usize> {
-    let reply = client.sql(sql).await?;
+pub async fn export(runner: &mut Runner, sql: &str, path: &Path) -> Result<usize> {
+    let ext = extension(path);
+    if !matches!(
+        ext.as_str(),
+        "csv" | "jsonl" | "ndjson" | "json" | "parquet"
+    ) {
+        return Err(CliError::Usage(format!(
+            "cannot export to .{ext} files: use .csv, .jsonl or .parquet"
+        )));
+    }
+    let sql = match &runner.as_user {
+        Some(u) => format!("EXECUTE AS USER '{}' ({sql})", u.replace('\'', "''")),
+        None => sql.to_string(),
+    };
+    let reply = runner.client.sql(&sql).await?;
     let Some(result) = reply.results.into_iter().last() else {
         return Ok(0);
     };
@@ -447,11 +557,6 @@ pub async fn export(client: &mut Client, sql: &str, path: &Path) -> Result<usize
         ));
     };
     let names: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
     let file = std::fs::File::create(path).map_err(|e| CliError::file(path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let io = |e: std::io::Error| CliError::file(path, e);

@@ -29,7 +29,6 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, SplitError> {
                             }
                             break;
                         }
-                        Some(b'\\') if q == b'\'' && bytes.get(i + 1).is_some() => i += 2,
                         Some(_) => i += 1,
                     }
                 }
@@ -80,6 +79,13 @@ fn strip_comments(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backslash_is_an_ordinary_character_in_strings() {
+        // As the server's parser reads them (standard SQL: only '' escapes a quote).
+        let v = split_statements(r"INSERT INTO t VALUES ('C:\tmp\'); SELECT 'a\'").unwrap();
+        assert_eq!(v, vec![r"INSERT INTO t VALUES ('C:\tmp\')", r"SELECT 'a\'"]);
+    }
 
     #[test]
     fn splits_outside_quotes_and_comments() {

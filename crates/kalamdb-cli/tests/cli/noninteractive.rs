@@ -290,3 +290,83 @@ async fn count(s: &Server, table: &str) -> String {
     let r = s.sql(&format!("SELECT count(*) FROM {table}")).await;
     r["results"][0]["rows"][0][0].as_str().unwrap().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_the_statements_of_a_script() {
+    let s = Server::start().await;
+    s.sql("CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT)")
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let script = |sql: &str| {
+        let mut c = root(home.path(), &s.url);
+        c.args(["-c", sql]);
+        c
+    };
+    let ok = run(script(
+        "-- one unit\nBEGIN;\nINSERT INTO app.t VALUES (1, 'a');\nINSERT INTO app.t VALUES (2, 'b');\nCOMMIT;",
+    ))
+    .await;
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(count(&s, "app.t").await, "2");
+    // A failure inside stops the script before COMMIT: nothing of it is visible.
+    let failed = run(script(
+        "BEGIN; INSERT INTO app.t VALUES (3, 'c'); INSERT INTO app.t VALUES (1, 'dup'); COMMIT;",
+    ))
+    .await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(count(&s, "app.t").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_prints_a_json_line_per_change_and_follows_updates_without_the_key() {
+    use std::io::BufRead;
+    let s = Server::start().await;
+    s.sql("CREATE NAMESPACE app; CREATE SHARED TABLE app.t (id BIGINT PRIMARY KEY, v TEXT); INSERT INTO app.t VALUES (1, 'first')")
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kalam"))
+        .env("KALAM_HOME", home.path())
+        .args([
+            "-u",
+            &s.url,
+            "--user",
+            "root",
+            "--password",
+            crate::ROOT_PASSWORD,
+        ])
+        .args(["--json", "--subscribe", "SELECT v FROM app.t"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut next = async || {
+        let line = rx.recv().await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (
+            v["change"].as_str().unwrap().to_string(),
+            v["row"]["v"].clone(),
+        )
+    };
+    assert_eq!(next().await, ("initial".into(), serde_json::json!("first")));
+    s.sql("INSERT INTO app.t VALUES (2, 'second')").await;
+    assert_eq!(next().await, ("insert".into(), serde_json::json!("second")));
+    s.sql("UPDATE app.t SET v = 'changed' WHERE id = 2").await;
+    assert_eq!(
+        next().await,
+        ("update".into(), serde_json::json!("changed"))
+    );
+    s.sql("DELETE FROM app.t WHERE id = 1").await;
+    assert_eq!(next().await, ("delete".into(), serde_json::json!("first")));
+    child.kill().unwrap();
+    let _ = child.wait();
+}
