@@ -93,6 +93,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         .build();
     let session = SessionContext::new_with_state(state);
     crate::sql::value_caps::register(&session, config.limits.max_value_bytes);
+    crate::sql::functions::register(&session, &seq);
     let timeout = (config.query.timeout_secs > 0)
         .then(|| std::time::Duration::from_secs(config.query.timeout_secs));
     let queries = QueryRuntime::start(config.query.threads(), timeout)?;

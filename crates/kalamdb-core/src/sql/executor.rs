@@ -370,7 +370,7 @@ impl SqlExecutor {
         let Command::Sql(mut stmt) = command else {
             return Ok(None);
         };
-        params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
+        params::bind(&mut stmt, &ctx.params, &ctx.identity)?;
         super::point_lookup::try_point_lookup(app, ctx, &stmt).await
     }
 
@@ -723,7 +723,7 @@ impl SqlExecutor {
                 super::alter::alter_table(app, ctx, &table, change).await
             }
             Command::Sql(mut stmt) => {
-                params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
+                params::bind(&mut stmt, &ctx.params, &ctx.identity)?;
                 match *stmt {
                     Statement::Query(_) => {
                         // Inside a transaction a lookup reads through its snapshot: the

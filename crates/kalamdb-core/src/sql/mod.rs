@@ -10,6 +10,7 @@ pub mod dml;
 pub use crate::encode;
 pub mod executor;
 pub mod files;
+pub mod functions;
 mod insert_values;
 pub mod params;
 pub mod parse;

@@ -2,6 +2,7 @@
 //! statement (as AST nodes, never as text, so a parameter can never change the statement's
 //! shape).
 
+use crate::auth::Identity;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut,
 };
@@ -48,18 +49,33 @@ pub fn prepare(
         .collect()
 }
 
-/// Replaces every `$n` placeholder in `stmt` with its literal, and `CURRENT_USER` with the
-/// caller's user id.
-pub fn bind(stmt: &mut Statement, values: &[SqlValue], user_id: &str) -> Result<()> {
+/// Replaces every `$n` placeholder in `stmt` with its literal, `CURRENT_USER` with the
+/// caller's user id and `CURRENT_ROLE()` with their role (lower case).
+pub fn bind(stmt: &mut Statement, values: &[SqlValue], identity: &Identity) -> Result<()> {
     let mut error = None;
     let _ = visit_expressions_mut(stmt, |expr| {
-        if let Expr::Function(f) = expr
-            && f.name.to_string().eq_ignore_ascii_case("CURRENT_USER")
-            && matches!(f.args, FunctionArguments::None)
-        {
-            *expr = Expr::value(SqlValue::SingleQuotedString(user_id.to_string()));
-            return ControlFlow::Continue(());
+        if let Expr::Function(f) = expr {
+            let name = f.name.to_string();
+            let no_args = match &f.args {
+                FunctionArguments::None => true,
+                FunctionArguments::List(l) => l.args.is_empty(),
+                FunctionArguments::Subquery(_) => false,
+            };
+            let value = if !no_args {
+                None
+            } else if name.eq_ignore_ascii_case("CURRENT_USER") {
+                Some(identity.user_id.to_string())
+            } else if name.eq_ignore_ascii_case("CURRENT_ROLE") {
+                Some(identity.role.as_str().to_ascii_lowercase())
+            } else {
+                None
+            };
+            if let Some(v) = value {
+                *expr = Expr::value(SqlValue::SingleQuotedString(v));
+                return ControlFlow::Continue(());
+            }
         }
+
         if let Expr::Value(v) = expr
             && let SqlValue::Placeholder(p) = &v.value
         {

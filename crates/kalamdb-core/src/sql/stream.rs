@@ -192,7 +192,7 @@ async fn produce<E: Executor>(
         }
     };
     let mut stmt = stmt;
-    params::bind(&mut stmt, &ctx.params, ctx.identity.user_id.as_str())?;
+    params::bind(&mut stmt, &ctx.params, &ctx.identity)?;
     let as_user = ctx.identity.user_id.to_string();
     if let Some(out) = super::point_lookup::try_point_lookup(app, &ctx, &stmt).await? {
         let done = exec.results_of(out, &ctx.identity, as_user);
