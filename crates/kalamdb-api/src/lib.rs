@@ -5,6 +5,7 @@
 //! - [`ws`]: `GET /v1/ws`, the WebSocket transport of live queries;
 //! - [`files`]: `GET /v1/files/…`, downloads of FILE columns' files;
 //! - [`topics`]: `POST /v1/api/topics/consume` and `…/ack`, the SDKs' topic consumers;
+//! - [`schema`]: `GET /v1/api/schema`, the caller's queryable schema in one document;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`envelope`]: the one place errors become responses.
 //!
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod envelope;
 pub mod files;
 pub mod health;
+pub mod schema;
 pub mod sql;
 pub mod topics;
 pub mod ws;
@@ -100,6 +102,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
+        .route("/v1/api/schema", get(schema::schema))
         .route("/v1/api/topics/consume", post(topics::consume))
         .route("/v1/api/topics/ack", post(topics::ack))
         .route("/v1/api/topics/publish", post(topics::publish))

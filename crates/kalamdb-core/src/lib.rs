@@ -20,6 +20,7 @@
 //! - [`encode`]: results and cells as the wire's JSON; [`row_filter`]: WHERE clauses compiled
 //!   to run on stored rows (live queries, topic sources). Both sit below `sql` and `topics`.
 //! - [`transactions`]: `BEGIN` … `COMMIT`, over the transaction storage of `kalamdb-tables`.
+//! - [`schema_view`]: the schema a caller may query, as one JSON document.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides.
 //! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
@@ -41,6 +42,7 @@ pub mod maintenance;
 pub mod providers;
 pub mod query_runtime;
 pub mod row_filter;
+pub mod schema_view;
 pub mod server_logs;
 pub mod sql;
 pub mod topics;

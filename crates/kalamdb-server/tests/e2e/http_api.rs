@@ -1,7 +1,7 @@
 //! The SQL endpoint: envelopes, value encoding, DDL/DML flows and every kind of bad input.
 
 use crate::support::{TestServer, rows};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn envelope_and_value_encoding() {
@@ -483,4 +483,74 @@ async fn racing_creates_of_one_name_let_exactly_one_win() {
             "users round {i}"
         );
     }
+}
+
+/// `GET /v1/api/schema`: what the caller may query, in one document.
+#[tokio::test]
+async fn the_schema_route_lists_what_the_caller_may_query() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.pub (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), title TEXT NOT NULL) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+         CREATE SHARED TABLE app.secret (id BIGINT PRIMARY KEY, v TEXT); \
+         CREATE USER TABLE app.notes (id BIGINT PRIMARY KEY, body TEXT DEFAULT 'x'); \
+         CREATE VIEW app.titles AS SELECT title FROM app.pub; \
+         CREATE USER alice WITH PASSWORD 'alice-pass-1' ROLE 'user'",
+    )
+    .await;
+    let get = |token: Option<String>| {
+        let s = &s;
+        async move {
+            let mut req = s.http.get(format!("{}/v1/api/schema", s.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, doc) = get(Some(root)).await;
+    assert_eq!(status, 200, "{doc}");
+    let app = namespace(&doc, "app");
+    let names = |app: &Value| -> Vec<String> {
+        app["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&app), vec!["notes", "pub", "secret"]);
+    let public = &app["tables"][1];
+    assert_eq!(public["kind"], "shared");
+    assert_eq!(public["access_level"], "PUBLIC");
+    assert_eq!(public["primary_key"], json!(["id"]));
+    assert_eq!(
+        public["columns"][0],
+        json!({"name": "id", "type": "BIGINT", "nullable": false, "primary_key": true, "default": "SNOWFLAKE_ID()"})
+    );
+    assert_eq!(app["tables"][0]["kind"], "user");
+    assert_eq!(app["views"][0]["name"], "titles");
+
+    // A plain user does not see the SHARED table their role may not read.
+    let alice = s.token("alice", "alice-pass-1").await;
+    let (_, doc) = get(Some(alice)).await;
+    let app = namespace(&doc, "app");
+    assert_eq!(names(&app), vec!["notes", "pub"]);
+    let (status, doc) = get(None).await;
+    assert_eq!(status, 401, "{doc}");
+    assert_eq!(doc["error"]["code"], "MISSING_AUTHORIZATION");
+}
+
+/// The namespace `name` of a `/v1/api/schema` document.
+fn namespace(doc: &Value, name: &str) -> Value {
+    doc["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap()
+        .clone()
 }
