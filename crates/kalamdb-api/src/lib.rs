@@ -13,6 +13,7 @@
 //! translates HTTP to engine calls and back.
 
 pub mod auth;
+pub mod cors;
 pub mod envelope;
 pub mod files;
 pub mod health;
@@ -22,6 +23,7 @@ pub mod topics;
 pub mod ws;
 pub mod ws_config;
 
+pub use cors::{CorsConfig, SecurityConfig};
 pub use ws_config::WebSocketConfig;
 
 use axum::Router;
@@ -58,6 +60,8 @@ pub struct ApiState {
     pub live: Arc<LiveQueryManager>,
     /// `[websocket]`: limits of live-query connections.
     pub websocket: Arc<WebSocketConfig>,
+    /// `[security.cors]`: origins browsers may call from.
+    pub cors: Arc<CorsConfig>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -78,8 +82,15 @@ impl ApiState {
             auth_limiter: Arc::new(auth::ip_rate_limiter(per_sec)),
             live: LiveQueryManager::start(&app),
             websocket: Arc::new(websocket),
+            cors: Arc::default(),
             app,
         }
+    }
+
+    /// The same state with `[security.cors]` set to `cors`.
+    pub fn with_cors(mut self, cors: CorsConfig) -> Self {
+        self.cors = Arc::new(cors);
+        self
     }
 }
 
@@ -98,7 +109,7 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::limit_by_ip,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
@@ -123,8 +134,13 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             body_limit,
             reject_oversize,
-        ))
-        .with_state(state)
+        ));
+    // Outermost: preflights are answered before anything else looks at the request.
+    let router = match state.cors.layer() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Reads a request's whole body within `server.request_body_timeout_secs` (408

@@ -10,7 +10,7 @@ use crate::auth::bearer_token;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures::SinkExt;
@@ -51,6 +51,17 @@ pub async fn upgrade(
     slot: Option<axum::Extension<crate::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !state.cors.allows_upgrade(&headers) {
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("?");
+        let body = serde_json::json!({
+            "error": "origin_not_allowed",
+            "message": format!("Origin {origin} is not allowed: add it to [security.cors] allowed_origins"),
+        });
+        return (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
     let compress = params.get("compress").is_none_or(|v| v != "false");
     let token = bearer_token(&headers).ok().map(str::to_string);
     let max = state.websocket.max_message_bytes;

@@ -84,6 +84,7 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
     let Settings {
         engine: config,
         websocket,
+        security,
     } = settings;
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
@@ -122,7 +123,8 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
     let bound = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let service = router(ApiState::new(Arc::clone(&app), websocket, bound));
+    let service =
+        router(ApiState::new(Arc::clone(&app), websocket, bound).with_cors(security.cors));
     let (tx, rx) = oneshot::channel::<()>();
     let engine = Arc::clone(&app);
     let task = tokio::spawn(async move {

@@ -1,15 +1,17 @@
 //! The server's configuration file, `server.toml`: the engine's sections
 //! ([`kalamdb_core::config::Config`]) and the transport's `[websocket]`
-//! ([`kalamdb_api::WebSocketConfig`]), composed here so that neither crate reads the other's.
+//! ([`kalamdb_api::WebSocketConfig`]) and `[security.cors]` ([`kalamdb_api::SecurityConfig`]),
+//! composed here so that neither crate reads the other's.
 //! Loading order: the file (missing = built-in defaults), then `KALAMDB_*` variables, then
 //! validation of both parts.
 
-use kalamdb_api::WebSocketConfig;
+use kalamdb_api::{SecurityConfig, WebSocketConfig};
 use kalamdb_core::config::{Config, ConfigError, apply_env};
 use std::path::Path;
 
-/// The transport's section.
+/// The transport's sections.
 const WEBSOCKET: &str = "websocket";
+const SECURITY: &str = "security";
 
 /// Everything `server.toml` configures.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +20,8 @@ pub struct Settings {
     pub engine: Config,
     /// `[websocket]`.
     pub websocket: WebSocketConfig,
+    /// `[security]` (`[security.cors]`).
+    pub security: SecurityConfig,
 }
 
 impl Settings {
@@ -43,6 +47,25 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut table = self.to_table()?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        // The nested `[security.cors]` list, by upstream's variable name (comma-separated).
+        if let Some((_, origins)) = env
+            .iter()
+            .find(|(k, _)| k == "KALAMDB_SECURITY_CORS_ALLOWED_ORIGINS")
+            && let Some(toml::Value::Table(security)) = table.get_mut(SECURITY)
+            && let Some(toml::Value::Table(cors)) = security.get_mut("cors")
+        {
+            let list = origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| toml::Value::String(o.to_string()))
+                .collect();
+            cors.insert("allowed_origins".into(), toml::Value::Array(list));
+        }
+        let env = env
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("KALAMDB_SECURITY_"));
         apply_env(&mut table, env)?;
         Self::from_table(table)
     }
@@ -50,6 +73,7 @@ impl Settings {
     /// Checks both parts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.engine.validate()?;
+        self.security.cors.validate()?;
         self.websocket.validate()
     }
 
@@ -70,6 +94,8 @@ impl Settings {
         let mut table = toml::Table::try_from(&self.engine).map_err(parse_error)?;
         let websocket = toml::Table::try_from(&self.websocket).map_err(parse_error)?;
         table.insert(WEBSOCKET.into(), toml::Value::Table(websocket));
+        let security = toml::Table::try_from(&self.security).map_err(parse_error)?;
+        table.insert(SECURITY.into(), toml::Value::Table(security));
         Ok(table)
     }
 
@@ -78,9 +104,14 @@ impl Settings {
             Some(section) => section.try_into().map_err(parse_error)?,
             None => WebSocketConfig::default(),
         };
+        let security = match table.remove(SECURITY) {
+            Some(section) => section.try_into().map_err(parse_error)?,
+            None => SecurityConfig::default(),
+        };
         Ok(Self {
             engine: table.try_into().map_err(parse_error)?,
             websocket,
+            security,
         })
     }
 }

@@ -554,3 +554,71 @@ fn namespace(doc: &Value, name: &str) -> Value {
         .unwrap()
         .clone()
 }
+
+/// `[security.cors]`: preflights and CORS headers for allowed origins only, and the same list
+/// for WebSocket upgrades (403 for another origin; clients without `Origin` unaffected).
+#[tokio::test]
+async fn cors_allows_listed_origins_for_http_and_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = TestServer::start_with(|c| {
+        c.security.cors.allowed_origins = vec!["http://app.test".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        let s = &s;
+        async move {
+            s.http
+                .request(reqwest::Method::OPTIONS, format!("{}/v1/api/sql", s.base))
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "POST")
+                .header(
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let allowed = preflight("http://app.test").await;
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    let other = preflight("http://evil.test").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // The actual request carries the header too.
+    let root = s.root_token().await;
+    let resp = s
+        .http
+        .post(format!("{}/v1/api/sql", s.base))
+        .header("Origin", "http://app.test")
+        .bearer_auth(&root)
+        .json(&json!({"sql": "SELECT 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+
+    let ws = |origin: Option<&'static str>| {
+        let url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            if let Some(o) = origin {
+                req.headers_mut().insert("Origin", o.parse().unwrap());
+            }
+            match tokio_tungstenite::connect_async(req).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(ws(Some("http://evil.test")).await, 403);
+    assert_eq!(ws(Some("http://app.test")).await, 101);
+    assert_eq!(ws(None).await, 101);
+}
