@@ -66,7 +66,7 @@ impl ScalarUDFImpl for IdFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows.max(1);
+        let n = args.number_rows;
         let array: ArrayRef = match self.kind {
             Kind::Snowflake => Arc::new(Int64Array::from_iter_values(
                 (0..n).map(|_| self.seq.next_id()),
