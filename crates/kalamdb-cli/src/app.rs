@@ -138,12 +138,7 @@ fn main(rt: &tokio::runtime::Runtime, args: Args) -> Result<u8> {
     }
     if let Some([table, file]) = args.import.as_deref() {
         let import = crate::transfer::import(&mut runner, table, file.as_ref());
-        let report = rt.block_on(async {
-            tokio::select! {
-                r = import => r,
-                _ = ctrl_c() => Err(CliError::Cancelled),
-            }
-        })?;
+        let report = crate::runner::cancellable(rt, import)?;
         println!("{}", report.summary(table));
         return Ok(u8::from(!report.rejected.is_empty()));
     }

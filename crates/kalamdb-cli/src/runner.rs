@@ -19,6 +19,19 @@ pub struct Runner {
     pub as_user: Option<String>,
 }
 
+/// Runs `work` on `rt` until it ends or the user presses Ctrl-C ([`CliError::Cancelled`]).
+pub fn cancellable<T>(
+    rt: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    rt.block_on(async {
+        tokio::select! {
+            r = work => r,
+            _ = ctrl_c() => Err(CliError::Cancelled),
+        }
+    })
+}
+
 /// Resolves when the user presses Ctrl-C.
 pub async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {

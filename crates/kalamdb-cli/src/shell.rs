@@ -362,24 +362,14 @@ fn command(
                 .split_once(char::is_whitespace)
                 .ok_or_else(|| needs("a table and a file"))?;
             let import = crate::transfer::import(runner, table, file.trim().as_ref());
-            let report = rt.block_on(async {
-                tokio::select! {
-                    r = import => r,
-                    _ = ctrl_c() => Err(CliError::Cancelled),
-                }
-            })?;
+            let report = crate::runner::cancellable(rt, import)?;
             println!("{}", report.summary(table));
         }
         "\\export" => {
             let (query, file) =
                 split_export(rest).ok_or_else(|| needs("\"SELECT …\" and a file"))?;
             let export = crate::transfer::export(runner, &query, file.as_ref());
-            let n = rt.block_on(async {
-                tokio::select! {
-                    r = export => r,
-                    _ = ctrl_c() => Err(CliError::Cancelled),
-                }
-            })?;
+            let n = crate::runner::cancellable(rt, export)?;
             println!("Exported {n} row(s) to {file}.");
         }
         other => {

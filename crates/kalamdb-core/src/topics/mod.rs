@@ -85,6 +85,18 @@ struct TopicState {
     tiers: Arc<Tiers>,
 }
 
+impl TopicState {
+    /// The offset after the last message of `partition` (an error for a partition the topic
+    /// does not have).
+    fn end(&self, partition: u32) -> Result<u64> {
+        Ok(self
+            .next
+            .get(partition as usize)
+            .ok_or_else(|| bad_partition(&self.def, partition))?
+            .load(Ordering::SeqCst))
+    }
+}
+
 /// Where a topic's flushed messages are and who may change them.
 #[derive(Debug)]
 struct Tiers {
@@ -352,11 +364,7 @@ impl TopicService {
     ) -> Result<Fetch> {
         let own = own_only(caller);
         let state = self.state(topic_id)?;
-        let end = state
-            .next
-            .get(partition as usize)
-            .ok_or_else(|| bad_partition(&state.def, partition))?
-            .load(Ordering::SeqCst);
+        let end = state.end(partition)?;
         let from_start = |committed: Option<u64>| match (committed, start) {
             (Some(c), _) => c + 1,
             (None, Start::Offset(o)) => o,
@@ -558,11 +566,7 @@ impl TopicService {
     ) -> Result<u64> {
         let group = &group_key(caller, group);
         let state = self.state(topic_id)?;
-        let end = state
-            .next
-            .get(partition as usize)
-            .ok_or_else(|| bad_partition(&state.def, partition))?
-            .load(Ordering::SeqCst);
+        let end = state.end(partition)?;
         if upto >= end {
             return Err(KalamError::InvalidInput(format!(
                 "cannot ACK offset {upto} of {topic_id} partition {partition}: its last offset is {}",
