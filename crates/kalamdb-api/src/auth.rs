@@ -86,12 +86,12 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, (ErrorCode, &'st
 }
 
 /// Authenticates a protected request by its Bearer access token.
-pub fn bearer_identity(
+pub async fn bearer_identity(
     state: &ApiState,
     headers: &HeaderMap,
 ) -> Result<Identity, (ErrorCode, &'static str)> {
     let token = bearer_token(headers)?;
-    match state.app.auth().identify(token) {
+    match state.app.auth().identify(token).await {
         Ok(identity) => Ok(identity),
         Err(AuthError::TokenExpired) => Err((ErrorCode::TokenExpired, "Invalid credentials")),
         Err(AuthError::Internal(_)) => Err((ErrorCode::InternalError, "Authentication failed")),
@@ -222,7 +222,12 @@ pub async fn refresh(State(state): State<ApiState>, headers: HeaderMap) -> Respo
             "Refresh endpoint requires a refresh token",
         );
     };
-    match state.app.auth().authenticate(token, TokenKind::Refresh) {
+    match state
+        .app
+        .auth()
+        .authenticate(token, TokenKind::Refresh)
+        .await
+    {
         Ok((_, user)) => match state.app.auth().grant(user) {
             Ok(grant) => grant_response(&state, grant),
             Err(e) => map_auth_error(e),
@@ -247,7 +252,12 @@ pub async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Response {
             "Invalid credentials",
         );
     };
-    match state.app.auth().authenticate(token, TokenKind::Access) {
+    match state
+        .app
+        .auth()
+        .authenticate(token, TokenKind::Access)
+        .await
+    {
         Ok((_, user)) => Json(serde_json::json!({
             "user": user_info(&user),
             "admin_ui_access": user.role.is_admin(),

@@ -19,7 +19,7 @@ pub async fn download(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let identity = match bearer_identity(&state, &headers) {
+    let identity = match bearer_identity(&state, &headers).await {
         Ok(id) => id,
         Err((code, message)) => return sql_error(code, message, None, Instant::now()),
     };

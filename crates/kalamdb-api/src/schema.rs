@@ -14,7 +14,7 @@ use std::time::Instant;
 /// The schema handler.
 pub async fn schema(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let start = Instant::now();
-    let identity = match bearer_identity(&state, &headers) {
+    let identity = match bearer_identity(&state, &headers).await {
         Ok(i) => i,
         Err((code, msg)) => return sql_error(code, msg, None, start),
     };

@@ -25,7 +25,7 @@ pub async fn execute_sql(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
-    let identity = match bearer_identity(&state, &headers) {
+    let identity = match bearer_identity(&state, &headers).await {
         Ok(id) => id,
         Err((code, msg)) => return sql_error(code, msg, None, start),
     };

@@ -92,13 +92,14 @@ fn start_of(v: Option<&Value>) -> Result<Start, String> {
 }
 
 /// The caller and the JSON body of a topics request; the error response otherwise.
-fn authed_body<T: serde::de::DeserializeOwned>(
+async fn authed_body<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     headers: &HeaderMap,
     body: &[u8],
     start: Instant,
 ) -> Result<(kalamdb_core::auth::Identity, T), Box<Response>> {
     let identity = bearer_identity(state, headers)
+        .await
         .map_err(|(code, msg)| Box::new(sql_error(code, msg, None, start)))?;
     let request = serde_json::from_slice(body).map_err(|e| {
         Box::new(sql_error(
@@ -122,11 +123,11 @@ fn error(e: KalamError, start: Instant) -> Response {
 /// The consume handler.
 pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let (identity, request): (_, ConsumeRequest) = match authed_body(&state, &headers, &body, start)
-    {
-        Ok(r) => r,
-        Err(response) => return *response,
-    };
+    let (identity, request): (_, ConsumeRequest) =
+        match authed_body(&state, &headers, &body, start).await {
+            Ok(r) => r,
+            Err(response) => return *response,
+        };
     let from = match start_of(request.start.as_ref()) {
         Ok(s) => s,
         Err(msg) => return sql_error(ErrorCode::InvalidInput, msg, None, start),
@@ -205,10 +206,11 @@ pub async fn consume(State(state): State<ApiState>, headers: HeaderMap, body: By
 /// The ack handler.
 pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let (identity, request): (_, AckRequest) = match authed_body(&state, &headers, &body, start) {
-        Ok(r) => r,
-        Err(response) => return *response,
-    };
+    let (identity, request): (_, AckRequest) =
+        match authed_body(&state, &headers, &body, start).await {
+            Ok(r) => r,
+            Err(response) => return *response,
+        };
     let acked = state.app.topics().ack(
         &identity,
         &request.topic_id,
@@ -226,11 +228,11 @@ pub async fn ack(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
 /// → `{"offsets": [{"partition_id", "offset"}]}`.
 pub async fn publish(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let start = Instant::now();
-    let (identity, request): (_, PublishRequest) = match authed_body(&state, &headers, &body, start)
-    {
-        Ok(r) => r,
-        Err(response) => return *response,
-    };
+    let (identity, request): (_, PublishRequest) =
+        match authed_body(&state, &headers, &body, start).await {
+            Ok(r) => r,
+            Err(response) => return *response,
+        };
     let bad = |msg: String| sql_error(ErrorCode::InvalidInput, msg, None, start);
     if request.messages.is_empty() || request.messages.len() > MAX_PUBLISH {
         return bad(format!("messages must hold 1 to {MAX_PUBLISH} messages"));

@@ -184,7 +184,7 @@ async fn authenticate(
         message: message.into(),
     };
     if let Some(token) = token {
-        return match state.app.auth().identify(&token) {
+        return match state.app.auth().identify(&token).await {
             Ok(identity) => Some((identity, ProtocolOptions::default())),
             Err(_) => {
                 send_text(socket, &refuse("Invalid credentials")).await;
@@ -226,10 +226,10 @@ async fn authenticate(
                 token,
                 protocol,
             }) => {
-                let identity = (method == "jwt")
-                    .then_some(token)
-                    .flatten()
-                    .and_then(|t| state.app.auth().identify(&t).ok());
+                let identity = match (method == "jwt").then_some(token).flatten() {
+                    Some(t) => state.app.auth().identify(&t).await.ok(),
+                    None => None,
+                };
                 return match identity {
                     Some(identity) => Some((
                         identity,

@@ -33,6 +33,8 @@ pub struct AppContext {
     pub(crate) audit: AuditLog,
     pub(crate) auth: Arc<AuthService>,
     pub(crate) session: SessionContext,
+    /// The session's functions and options without its catalog ([`AppContext::expression_state`]).
+    pub(crate) expressions: SessionState,
     pub(crate) deps: ProviderDeps,
     pub(crate) tables: Arc<TableStore>,
     pub(crate) system_cold: Arc<crate::providers::flushed_audit::SystemCold>,
@@ -90,6 +92,12 @@ impl AppContext {
     /// The auth service.
     pub fn auth(&self) -> &Arc<AuthService> {
         &self.auth
+    }
+
+    /// A session state for planning standalone expressions (live-query filters): the shared
+    /// session's functions and options, no catalog, no caller.
+    pub fn expression_state(&self) -> SessionState {
+        self.expressions.clone()
     }
 
     /// A session state for one statement: the shared state plus the caller's identity and

@@ -314,6 +314,134 @@ pub struct AuthConfig {
     pub lockout_seconds: u64,
     /// Requests per second one client IP may make to the login, refresh and setup endpoints.
     pub auth_requests_per_ip_per_sec: u32,
+    /// `[auth.oidc]`: external identity providers whose tokens sign users in.
+    pub oidc: OidcConfig,
+}
+
+/// `[auth.oidc]`: trusted OpenID Connect issuers (Google, Azure AD, Auth0, Keycloak, Firebase
+/// …). Their RS256/ES256 ID or access tokens are accepted as bearer tokens next to our own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The trusted issuers (`[[auth.oidc.issuers]]`); none = OIDC off.
+    pub issuers: Vec<OidcIssuerConfig>,
+    /// How long fetched signing keys are used before they are fetched again, in seconds.
+    pub jwks_cache_secs: u64,
+    /// A token naming a key id the cached keys lack makes the keys be fetched again, at most
+    /// once per this many seconds per issuer (key rotation without a flood of fetches).
+    pub jwks_min_refetch_secs: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            jwks_cache_secs: 3600,
+            jwks_min_refetch_secs: 10,
+        }
+    }
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// The provider's name in `CREATE USER … WITH OAUTH PROVIDER '<name>' SUBJECT '…'`;
+    /// empty = the issuer URL.
+    pub name: String,
+    /// The `iss` claim its tokens carry, e.g. `https://accounts.google.com`.
+    pub issuer: String,
+    /// Where its signing keys (a JWKS) are; empty = discovered from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub jwks_url: String,
+    /// A JWKS file read instead of fetching (static keys, air-gapped set-ups).
+    pub jwks_file: String,
+    /// Accepted `aud` values (the app's client id); a token must name one. Required.
+    pub audience: Vec<String>,
+    /// The claim whose value names a user created on first sign-in (`sub`, `email`,
+    /// `preferred_username` …).
+    pub username_claim: String,
+    /// The role of users created on first sign-in.
+    pub default_role: String,
+    /// Create a user the first time an unknown subject signs in; otherwise only subjects
+    /// mapped by `CREATE USER … WITH OAUTH …` sign in.
+    pub auto_create_users: bool,
+}
+
+impl Default for OidcIssuerConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            issuer: String::new(),
+            jwks_url: String::new(),
+            jwks_file: String::new(),
+            audience: Vec::new(),
+            username_claim: "sub".into(),
+            default_role: "user".into(),
+            auto_create_users: false,
+        }
+    }
+}
+
+impl OidcConfig {
+    /// Every issuer names its `iss` and an audience, at most one key source, a known role, and
+    /// a provider name no other issuer has.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "auth.oidc.issuers",
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        for i in &self.issuers {
+            if i.issuer.is_empty() {
+                return Err(invalid(
+                    "every issuer needs `issuer` (its iss claim)".into(),
+                ));
+            }
+            if i.issuer == crate::auth::tokens::ISSUER {
+                return Err(invalid(format!(
+                    "'{}' is this server's own issuer",
+                    i.issuer
+                )));
+            }
+            if i.audience.is_empty() {
+                return Err(invalid(format!(
+                    "issuer {} needs `audience` (the client ids its tokens are for)",
+                    i.issuer
+                )));
+            }
+            if !i.jwks_url.is_empty() && !i.jwks_file.is_empty() {
+                return Err(invalid(format!(
+                    "issuer {}: set jwks_url or jwks_file, not both",
+                    i.issuer
+                )));
+            }
+            if kalamdb_commons::Role::parse(&i.default_role).is_none() {
+                return Err(invalid(format!(
+                    "issuer {}: unknown default_role '{}'",
+                    i.issuer, i.default_role
+                )));
+            }
+            if !names.insert(i.provider()) {
+                return Err(invalid(format!(
+                    "two issuers share the provider name '{}'",
+                    i.provider()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OidcIssuerConfig {
+    /// The provider name users are mapped under.
+    pub fn provider(&self) -> &str {
+        if self.name.is_empty() {
+            &self.issuer
+        } else {
+            &self.name
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -328,6 +456,7 @@ impl Default for AuthConfig {
             max_failed_logins: 5,
             lockout_seconds: 900,
             auth_requests_per_ip_per_sec: 20,
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -518,6 +647,7 @@ impl Config {
                     .into(),
             });
         }
+        self.auth.oidc.validate()?;
         if self.storage.data_path.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "storage.data_path",

@@ -80,7 +80,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         .with_temp_file_path(spill_dir)
         .build_arc()
         .map_err(KalamError::from_datafusion)?;
-    let state = datafusion::execution::SessionStateBuilder::new()
+    let mut state = datafusion::execution::SessionStateBuilder::new()
         .with_config(session_config)
         .with_runtime_env(runtime_env)
         .with_default_features()
@@ -91,9 +91,20 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
             },
         ))
         .build();
+    crate::sql::functions::register_json(&mut state).map_err(KalamError::from_datafusion)?;
     let session = SessionContext::new_with_state(state);
     crate::sql::value_caps::register(&session, config.limits.max_value_bytes);
     crate::sql::functions::register(&session, &seq);
+    // Standalone expressions (live and topic filters) plan with the same functions and
+    // options, but no catalog: a state holding the catalog would keep the tables alive from
+    // the topic service they hold (a cycle that never frees the store).
+    let expressions =
+        datafusion::execution::SessionStateBuilder::new_from_existing(session.state())
+            .with_catalog_list(Arc::new(
+                datafusion::catalog::MemoryCatalogProviderList::new(),
+            ))
+            .with_table_functions(Default::default())
+            .build();
     let timeout = (config.query.timeout_secs > 0)
         .then(|| std::time::Duration::from_secs(config.query.timeout_secs));
     let queries = QueryRuntime::start(config.query.threads(), timeout)?;
@@ -121,6 +132,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
             Arc::clone(&backend),
             Arc::clone(tables.cold()),
             config.topics.visibility_timeout_secs,
+            expressions.clone(),
         )
         .await?,
     );
@@ -148,6 +160,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     session.register_catalog(CATALOG_NAME, Arc::new(KalamCatalog::new(deps.clone())));
 
     let app = Arc::new(AppContext {
+        expressions,
         seq,
         audit,
         config: Arc::new(config),

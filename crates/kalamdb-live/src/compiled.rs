@@ -10,7 +10,7 @@ use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::ws::{ChangeType, Row};
 use kalamdb_commons::{ErrorCode, TableDefinition};
 use kalamdb_core::sql::encode::value_json;
-use kalamdb_core::sql::row_filter::Filter;
+use kalamdb_core::sql::row_filter::{Caller, Filter};
 use kalamdb_tables::changes::{ChangeEvent, ChangeKind};
 use kalamdb_tables::rows::StoredRow;
 use serde_json::Value as Json;
@@ -31,27 +31,32 @@ pub(crate) struct CompiledQuery {
     /// The WHERE clause as written, and the table version whose column names it uses: kept
     /// to compile it again after an ALTER TABLE ([`CompiledQuery::for_version`]).
     written: Option<(Expr, Arc<TableDefinition>)>,
-    /// The WHERE clause names `CURRENT_USER()`: compiled per subscriber, not shared.
+    /// The WHERE clause names `CURRENT_USER()` or `CURRENT_ROLE()`: compiled per subscriber,
+    /// not shared.
     pub(crate) per_user: bool,
 }
 
-/// Whether a WHERE clause names `CURRENT_USER()` (its compiled form is per subscriber).
-pub(crate) fn mentions_current_user(filter: Option<&Expr>) -> bool {
-    filter.is_some_and(|e| e.to_string().to_ascii_lowercase().contains("current_user"))
+/// Whether a WHERE clause names `CURRENT_USER()` or `CURRENT_ROLE()` (its compiled form is
+/// per subscriber).
+pub(crate) fn mentions_caller(filter: Option<&Expr>) -> bool {
+    filter.is_some_and(|e| {
+        let text = e.to_string().to_ascii_lowercase();
+        text.contains("current_user") || text.contains("current_role")
+    })
 }
 
 impl CompiledQuery {
-    /// `columns` (indexes into the table's columns) of `table` where `filter` holds;
-    /// `CURRENT_USER()` in it is `user`.
+    /// `columns` (indexes into the table's columns) of `table` where `filter` holds for
+    /// `caller`.
     pub(crate) fn compile(
         table: Arc<CachedTable>,
         columns: Vec<usize>,
         star: bool,
         filter: Option<&Expr>,
-        user: &str,
+        caller: Caller<'_>,
     ) -> Result<Self, LiveError> {
         let compiled = filter
-            .map(|e| Filter::compile(e, &table.def, user))
+            .map(|e| Filter::compile(e, &table.def, caller))
             .transpose()
             .map_err(|e| LiveError::new(e.code(), e.to_string()))?;
         let written = filter.map(|e| (e.clone(), Arc::clone(&table.def)));
@@ -65,7 +70,7 @@ impl CompiledQuery {
         filter: Option<Filter>,
         written: Option<(Expr, Arc<TableDefinition>)>,
     ) -> Self {
-        let per_user = mentions_current_user(written.as_ref().map(|(e, _)| e));
+        let per_user = mentions_caller(written.as_ref().map(|(e, _)| e));
         Self {
             table,
             columns,
@@ -97,7 +102,7 @@ impl CompiledQuery {
     pub(crate) fn for_version(
         &self,
         table: Arc<CachedTable>,
-        user: &str,
+        caller: Caller<'_>,
     ) -> Result<Self, LiveError> {
         let (old, new) = (&self.table.def, &table.def);
         let name_of = |id: u32| {
@@ -146,7 +151,7 @@ impl CompiledQuery {
                     };
                 }
                 Some(
-                    Filter::compile(expr, &renamed, user)
+                    Filter::compile(expr, &renamed, caller)
                         .map_err(|e| LiveError::new(e.code(), e.to_string()))?,
                 )
             }
@@ -155,9 +160,31 @@ impl CompiledQuery {
         Ok(Self::assemble(table, columns, self.star, filter, written))
     }
 
-    /// Whether a row version passes the WHERE clause.
-    pub(crate) fn matches(&self, row: &StoredRow) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.matches(row))
+    /// For each of `events`, whether its new and its old row pass the WHERE clause (judged
+    /// in one batch each).
+    fn passes(&self, events: &[&ChangeEvent]) -> Vec<(bool, bool)> {
+        let Some(filter) = &self.filter else {
+            return vec![(true, true); events.len()];
+        };
+        let judge = |side: fn(&ChangeEvent) -> Option<&StoredRow>| {
+            let rows: Vec<&StoredRow> = events.iter().filter_map(|e| side(e)).collect();
+            let mut verdicts = filter.mask(&rows).into_iter();
+            events
+                .iter()
+                .map(|e| side(e).is_some() && verdicts.next().unwrap_or(false))
+                .collect::<Vec<_>>()
+        };
+        let new = judge(|e| e.new.as_ref());
+        let old = judge(|e| e.old.as_ref());
+        new.into_iter().zip(old).collect()
+    }
+
+    /// For each of `rows`, whether it passes the WHERE clause.
+    pub(crate) fn mask(&self, rows: &[&StoredRow]) -> Vec<bool> {
+        match &self.filter {
+            Some(f) => f.mask(rows),
+            None => vec![true; rows.len()],
+        }
     }
 
     /// Column `i` of `row`: a row read before an ALTER TABLE added the column (a snapshot
@@ -204,10 +231,15 @@ impl CompiledQuery {
         out
     }
 
-    /// What a committed change means for this query: its type and new and old row.
-    fn change_rows(&self, e: &ChangeEvent) -> Option<(ChangeType, Option<Row>, Option<Row>)> {
-        let new = e.new.as_ref().filter(|r| self.matches(r));
-        let old = e.old.as_ref().filter(|r| !r.deleted && self.matches(r));
+    /// What a committed change means for this query, given whether its new and its old row
+    /// pass the WHERE clause: its type and new and old row.
+    fn change_rows(
+        &self,
+        e: &ChangeEvent,
+        (new_passes, old_passes): (bool, bool),
+    ) -> Option<(ChangeType, Option<Row>, Option<Row>)> {
+        let new = e.new.as_ref().filter(|_| new_passes);
+        let old = e.old.as_ref().filter(|r| !r.deleted && old_passes);
         Some(match (e.kind, old, new) {
             (ChangeKind::Update, Some(o), Some(n)) => (
                 ChangeType::Update,
@@ -240,8 +272,15 @@ impl CompiledQuery {
             }
         };
         let mut count = 0;
-        let visible = events.filter(|e| after_seq.is_none_or(|from| e.seq > from));
-        for (kind, new, old) in visible.filter_map(|e| self.change_rows(e)) {
+        let visible: Vec<&ChangeEvent> = events
+            .filter(|e| after_seq.is_none_or(|from| e.seq > from))
+            .collect();
+        let passes = self.passes(&visible);
+        let changes = visible
+            .iter()
+            .zip(passes)
+            .filter_map(|(e, p)| self.change_rows(e, p));
+        for (kind, new, old) in changes {
             count += 1;
             let same = pending
                 .as_ref()

@@ -71,7 +71,7 @@ impl InitialRows {
         rows: Vec<StoredRow>,
     ) -> Self {
         let mut initial = Self::new(query, opts);
-        rows.into_iter().for_each(|r| initial.push(r));
+        initial.push_all(rows);
         initial
     }
 
@@ -84,18 +84,26 @@ impl InitialRows {
     ) -> Result<Self, KalamError> {
         let mut initial = Self::new(query, opts);
         while let Some(batch) = batches.next().await {
-            for row in rows_of_batch(table, &batch?)? {
-                initial.push(row);
-            }
+            initial.push_all(rows_of_batch(table, &batch?)?);
         }
         Ok(initial)
     }
 
-    fn push(&mut self, row: StoredRow) {
+    /// Takes `rows`, the WHERE clause judged on all of them at once.
+    fn push_all(&mut self, rows: Vec<StoredRow>) {
+        let refs: Vec<&StoredRow> = rows.iter().collect();
+        let matched = self.query.mask(&refs);
+        for (row, matched) in rows.into_iter().zip(matched) {
+            self.push(row, matched);
+        }
+    }
+
+    /// Takes `row`, which passes the WHERE clause when `matched`.
+    fn push(&mut self, row: StoredRow, matched: bool) {
         if self.from.is_some_and(|from| row.seq <= from) {
             return;
         }
-        if !row.deleted && self.query.matches(&row) {
+        if !row.deleted && matched {
             self.live.push(Reverse(BySeq(row)));
             if self.last_rows.is_some_and(|n| self.live.len() > n) {
                 self.live.pop(); // the oldest

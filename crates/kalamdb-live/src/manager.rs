@@ -3,7 +3,7 @@
 //! table for SHARED tables, so its cost follows the subscriptions that can see it. Closing a
 //! connection removes all of its state at once; nothing polls.
 
-use crate::compiled::{CompiledQuery, mentions_current_user};
+use crate::compiled::{CompiledQuery, mentions_caller};
 use crate::error::LiveError;
 use crate::initial::{InitialRows, ack, ack_schema, batch_size_of};
 use crate::outbox::{CloseReason, Outbound, Outbox};
@@ -11,7 +11,9 @@ use crate::query::LiveQuery;
 use crate::subscription::{BodyCache, LoadState, Subscription};
 use crate::system::SystemFeeds;
 use dashmap::DashMap;
+use datafusion::execution::SessionState;
 use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_commons::schema::Role;
 use kalamdb_commons::ws::{ServerMessage, SubscriptionOptions, SubscriptionRequest};
 use kalamdb_commons::{ErrorCode, NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_core::access;
@@ -19,6 +21,7 @@ use kalamdb_core::app_context::AppContext;
 use kalamdb_core::auth::Identity;
 use kalamdb_core::expr_limits::ExprLimits;
 use kalamdb_core::providers::system::SystemTable;
+use kalamdb_core::sql::row_filter::Caller;
 use kalamdb_tables::changes::{ChangeEvent, ChangeListener, LiveCounts, LiveQueryInfo};
 use kalamdb_tables::faults::PausePoint;
 use kalamdb_tables::rows::Scope;
@@ -29,9 +32,25 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
+/// The query a recompiled one replaces, and the subscriber for per-user queries.
+type RecompileKey = (*const CompiledQuery, Option<(UserId, Role)>);
+
 /// Queries compiled for a new table version during one ALTER, by the query they replace (and
-/// the subscriber, for per-user queries), so subscriptions that shared one share the new one.
-type Recompiled = HashMap<(*const CompiledQuery, Option<UserId>), Arc<CompiledQuery>>;
+/// the subscriber, for per-user queries), so subscriptions that shared one share the new one;
+/// and the session state they compile in.
+struct Recompiled {
+    state: SessionState,
+    done: HashMap<RecompileKey, Arc<CompiledQuery>>,
+}
+
+impl Recompiled {
+    fn new(app: &AppContext) -> Self {
+        Self {
+            state: app.expression_state(),
+            done: HashMap::new(),
+        }
+    }
+}
 
 /// What one connection may hold, set by the transport (`[websocket]` of the server's config).
 #[derive(Debug, Clone, Copy)]
@@ -228,7 +247,7 @@ impl LiveQueryManager {
         // Access is checked here: system tables for admins, SHARED tables by access level.
         let (table, system) = self.resolve(&app, &conn.identity, &query)?;
         let columns = column_indices(&table, &query)?;
-        let compiled = self.compiled_query(&table, &query, columns, &conn.identity.user_id)?;
+        let compiled = self.compiled_query(&app, &table, &query, columns, &conn.identity)?;
         let opts = req.options.clone().unwrap_or_default();
         let batch_size = batch_size_of(&opts)?;
         let sub = new_subscription(conn, req, &table, compiled, &opts, batch_size);
@@ -360,7 +379,7 @@ impl LiveQueryManager {
         match app.schema_registry().get(&sub.table_id) {
             Ok(Some(now)) if now.def.created_at == table.def.created_at => {
                 if now.def.version != table.def.version {
-                    self.on_new_version(conn, sub, &now, &mut Recompiled::new())?;
+                    self.on_new_version(conn, sub, &now, &mut Recompiled::new(app))?;
                 }
                 Ok(now)
             }
@@ -460,12 +479,17 @@ impl LiveQueryManager {
             })?;
         }
         let old = sub.query();
-        let key = (Arc::as_ptr(&old), old.per_user.then(|| sub.user.clone()));
-        let new = match recompiled.get(&key) {
+        let who = &conn.identity;
+        let key = (
+            Arc::as_ptr(&old),
+            old.per_user.then(|| (who.user_id.clone(), who.role)),
+        );
+        let new = match recompiled.done.get(&key) {
             Some(hit) => Arc::clone(hit),
             None => {
-                let new = Arc::new(old.for_version(Arc::clone(table), sub.user.as_str())?);
-                recompiled.insert(key, Arc::clone(&new));
+                let caller = Caller::of(&recompiled.state, who);
+                let new = Arc::new(old.for_version(Arc::clone(table), caller)?);
+                recompiled.done.insert(key, Arc::clone(&new));
                 new
             }
         };
@@ -512,18 +536,24 @@ impl LiveQueryManager {
     /// The compiled query for `q` on `table`, shared with identical subscriptions.
     fn compiled_query(
         &self,
+        app: &AppContext,
         table: &Arc<CachedTable>,
         q: &LiveQuery,
         columns: Vec<usize>,
-        user: &UserId,
+        who: &Identity,
     ) -> Result<Arc<CompiledQuery>, LiveError> {
         let filter_text = q.filter.as_ref().map(|e| e.to_string()).unwrap_or_default();
-        let per_user = mentions_current_user(q.filter.as_ref());
+        let per_user = mentions_caller(q.filter.as_ref());
+        let caller = if per_user {
+            format!("{}/{}", who.user_id, who.role.as_str())
+        } else {
+            String::new()
+        };
         let key = format!(
             "{}|{}|{}|{}|{:?}|{}",
             table.def.table_id(),
             table.def.version,
-            if per_user { user.as_str() } else { "" },
+            caller,
             q.columns.is_none(),
             columns,
             filter_text
@@ -536,7 +566,7 @@ impl LiveQueryManager {
             columns,
             q.columns.is_none(),
             q.filter.as_ref(),
-            user.as_str(),
+            Caller::of(&app.expression_state(), who),
         )?);
         if self.queries.len() > 1024 && self.queries.len() > 2 * self.subscription_count() {
             self.queries.retain(|_, w| w.strong_count() > 0);
@@ -756,13 +786,16 @@ impl ChangeListener for LiveQueryManager {
 
     fn table_altered(&self, def: &kalamdb_commons::TableDefinition) -> usize {
         let id = def.table_id();
-        let table = match self.app.upgrade().map(|app| app.schema_registry().get(&id)) {
-            Some(Ok(Some(table))) => table,
-            // Gone meanwhile (DROP ends its subscriptions) or the server is stopping.
+        let Some(app) = self.app.upgrade() else {
+            return 0; // the server is stopping
+        };
+        let table = match app.schema_registry().get(&id) {
+            Ok(Some(table)) => table,
+            // Gone meanwhile (DROP ends its subscriptions).
             _ => return 0,
         };
         // Subscriptions that shared a compiled query share its new version too.
-        let mut recompiled = Recompiled::new();
+        let mut recompiled = Recompiled::new(&app);
         let mut ended = 0;
         for conn in self.connections.iter() {
             let subs: Vec<Arc<Subscription>> = conn

@@ -44,6 +44,18 @@ pub struct UserRecord {
     /// (0 for accounts stored before generations existed, matching their older tokens.)
     #[serde(default)]
     pub token_generation: u64,
+    /// The external identity an `oauth` account signs in with (OIDC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthIdentity>,
+}
+
+/// An external identity: an OIDC provider's name (`[auth.oidc]`) and its `sub`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OAuthIdentity {
+    /// The provider (issuer) name.
+    pub provider: String,
+    /// The subject at that provider.
+    pub subject: String,
 }
 
 impl UserRecord {
@@ -69,6 +81,7 @@ impl UserRecord {
             updated_at: now_micros,
             deleted_at: None,
             token_generation: now_micros.max(1) as u64,
+            oauth: None,
         }
     }
 

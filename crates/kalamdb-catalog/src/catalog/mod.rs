@@ -11,8 +11,8 @@
 mod entities;
 
 pub use entities::{
-    AuditEntry, JobRecord, NamespaceRecord, StorageRecord, TopicOffsetRecord, TopicRecord,
-    TopicRoute, UserRecord, ViewRecord,
+    AuditEntry, JobRecord, NamespaceRecord, OAuthIdentity, StorageRecord, TopicOffsetRecord,
+    TopicRecord, TopicRoute, UserRecord, ViewRecord,
 };
 
 use crate::error::{KalamError, Result};
@@ -412,6 +412,16 @@ impl Catalog {
     pub fn put_user(&self, user: &UserRecord) -> Result<()> {
         let _one_writer = self.users_write.lock();
         self.write_user(user)
+    }
+
+    /// Stores `user` unless a record (active or dropped) has its id; returns whether it did.
+    pub fn insert_user_if_absent(&self, user: &UserRecord) -> Result<bool> {
+        let _one_writer = self.users_write.lock();
+        if self.user(&UserId::new(user.user_id.as_str()))?.is_some() {
+            return Ok(false);
+        }
+        self.write_user(user)?;
+        Ok(true)
     }
 
     /// Applies `change` to the stored record of `id` and stores it, as one step against other

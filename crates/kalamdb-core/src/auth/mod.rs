@@ -1,9 +1,11 @@
-//! The auth model: users and passwords ([`password`]), JWTs ([`tokens`]), and [`AuthService`],
-//! which turns credentials or a bearer token into an [`Identity`].
+//! The auth model: users and passwords ([`password`]), our JWTs ([`tokens`]), external OIDC
+//! tokens (`oidc`, `[auth.oidc]`), and [`AuthService`], which turns credentials or a bearer
+//! token into an [`Identity`].
 //!
 //! Error messages never tell an unknown user from a wrong password. bcrypt work runs on the
 //! blocking pool so logins never stall the async runtime.
 
+mod oidc;
 pub mod password;
 mod session_cache;
 mod throttle;
@@ -66,6 +68,15 @@ impl From<kalamdb_catalog::error::KalamError> for AuthError {
     }
 }
 
+/// How a new user signs in.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// With this password (hashed before it is stored).
+    Password(String),
+    /// With tokens of an OIDC issuer for this subject.
+    OAuth(kalamdb_catalog::catalog::OAuthIdentity),
+}
+
 /// A successful login.
 #[derive(Debug, Clone)]
 pub struct LoginGrant {
@@ -76,6 +87,9 @@ pub struct LoginGrant {
     /// Refresh token and its expiry (Unix seconds).
     pub refresh: (String, i64),
 }
+
+/// Users by external identity (provider, subject).
+type OAuthUsers = std::collections::HashMap<(String, String), UserId>;
 
 /// Authentication service.
 #[derive(Debug)]
@@ -88,6 +102,10 @@ pub struct AuthService {
     throttle: LoginThrottle,
     /// A hash checked for unknown names, so they cost a login the same time as real ones.
     decoy_hash: String,
+    /// Trusted OIDC issuers; `None` when none are configured.
+    oidc: Option<oidc::Oidc>,
+    /// External identities (provider, subject) -> user, as of a users epoch.
+    oauth_users: parking_lot::Mutex<(u64, OAuthUsers)>,
 }
 
 fn now_micros() -> i64 {
@@ -107,7 +125,10 @@ impl AuthService {
             std::time::Duration::from_secs(config.lockout_seconds),
         );
         let decoy_hash = password::hash("decoy-password".into(), config.bcrypt_cost).await?;
+        let oidc = oidc::Oidc::new(&config.oidc).map_err(AuthError::Internal)?;
         let svc = Arc::new(Self {
+            oidc,
+            oauth_users: parking_lot::Mutex::new((u64::MAX, Default::default())),
             catalog,
             tokens,
             config,
@@ -256,27 +277,159 @@ impl AuthService {
         })
     }
 
-    /// The identity behind an access token: [`AuthService::authenticate`] without the user
-    /// record, answered from a cache of verified tokens while no user has changed.
-    pub fn identify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// The identity behind an access token (ours, or an OIDC issuer's): the user record
+    /// is not returned, and answers come from a cache of verified tokens while no user has
+    /// changed.
+    pub async fn identify(&self, token: &str) -> Result<Identity, AuthError> {
         let epoch = self.catalog.users_epoch();
         let now = chrono::Utc::now().timestamp();
         if let Some(identity) = self.sessions.get(token, epoch, now) {
             return Ok(identity);
         }
-        let (identity, _, exp) = self.verify(token, TokenKind::Access)?;
+        let (identity, _, exp) = self.verify_any(token, TokenKind::Access).await?;
         self.sessions.put(token, identity.clone(), exp, epoch);
         Ok(identity)
     }
 
-    /// Validates a token of the given kind and loads its user.
-    pub fn authenticate(
+    /// Validates a token of the given kind and loads its user. External (OIDC) tokens are
+    /// access tokens.
+    pub async fn authenticate(
         &self,
         token: &str,
         kind: TokenKind,
     ) -> Result<(Identity, UserRecord), AuthError> {
-        let (identity, user, _) = self.verify(token, kind)?;
+        let (identity, user, _) = self.verify_any(token, kind).await?;
         Ok((identity, user))
+    }
+
+    /// [`AuthService::verify`], or for a token of a trusted OIDC issuer, its checks and the
+    /// user it maps to (created on first sign-in when the issuer allows).
+    async fn verify_any(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<(Identity, UserRecord, i64), AuthError> {
+        let Some((oidc, issuer)) = self
+            .oidc
+            .as_ref()
+            .and_then(|o| o.issuer_of(token).map(|i| (o, i)))
+        else {
+            return self.verify(token, kind);
+        };
+        if kind != TokenKind::Access {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let login = oidc.verify(issuer, token).await.map_err(|e| match e {
+            oidc::ExternalError::Expired => AuthError::TokenExpired,
+            oidc::ExternalError::Invalid(why) => {
+                tracing::debug!(issuer = %issuer.config().issuer, %why, "OIDC token refused");
+                AuthError::InvalidCredentials
+            }
+        })?;
+        let user = match self.oauth_user(&login.provider, &login.subject)? {
+            Some(user) => user,
+            None if issuer.config().auto_create_users => self.provision(&login, issuer.config())?,
+            None => {
+                tracing::debug!(provider = %login.provider, subject = %login.subject,
+                    "OIDC sign-in of a subject no user is mapped to");
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        if user.deleted_at.is_some() {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let identity = Identity {
+            user_id: UserId::new(user.user_id.as_str()),
+            role: user.role,
+        };
+        Ok((identity, user, login.exp))
+    }
+
+    /// The user (dropped ones too) mapped to `provider`'s `subject`.
+    fn oauth_user(&self, provider: &str, subject: &str) -> Result<Option<UserRecord>, AuthError> {
+        let key = (provider.to_string(), subject.to_string());
+        let epoch = self.catalog.users_epoch();
+        let mut map = self.oauth_users.lock();
+        if map.0 != epoch {
+            let mut by_identity = std::collections::HashMap::new();
+            for u in self.catalog.users()? {
+                if let Some(o) = &u.oauth {
+                    // An active account wins over dropped ones mapped the same way.
+                    let id = (o.provider.clone(), o.subject.clone());
+                    if u.deleted_at.is_none() || !by_identity.contains_key(&id) {
+                        by_identity.insert(id, UserId::new(u.user_id.as_str()));
+                    }
+                }
+            }
+            *map = (epoch, by_identity);
+        }
+        let Some(id) = map.1.get(&key).cloned() else {
+            return Ok(None);
+        };
+        drop(map);
+        Ok(self.catalog.user(&id)?)
+    }
+
+    /// Creates the user of a first OIDC sign-in, named by the issuer's `username_claim`.
+    /// Refused when that name is taken (by any account, dropped ones too: an account an
+    /// admin dropped is not re-created by signing in again).
+    fn provision(
+        &self,
+        login: &oidc::ExternalLogin,
+        issuer: &crate::config::OidcIssuerConfig,
+    ) -> Result<UserRecord, AuthError> {
+        let refuse = |why: String| {
+            tracing::warn!(provider = %login.provider, subject = %login.subject, %why,
+                "OIDC sign-in cannot create a user");
+            AuthError::InvalidCredentials
+        };
+        let name = login.username.as_deref().ok_or_else(|| {
+            refuse(format!(
+                "the token has no '{}' claim",
+                issuer.username_claim
+            ))
+        })?;
+        let id = UserId::parse(name).map_err(|e| refuse(format!("'{name}': {e}")))?;
+        let role = Role::parse(&issuer.default_role).unwrap_or(Role::User);
+        let mut record = UserRecord::new(
+            id.as_str(),
+            String::new(),
+            role,
+            login.email.clone(),
+            "oauth",
+            now_micros(),
+        );
+        record.oauth = Some(kalamdb_catalog::catalog::OAuthIdentity {
+            provider: login.provider.clone(),
+            subject: login.subject.clone(),
+        });
+        if !self.catalog.insert_user_if_absent(&record)? {
+            // A concurrent first sign-in of the same subject created it: use that.
+            return match self.catalog.user(&id)? {
+                Some(u) if u.oauth == record.oauth && u.deleted_at.is_none() => Ok(u),
+                _ => Err(refuse(format!("the user name '{id}' is taken"))),
+            };
+        }
+        self.audit.record(AuditEvent {
+            actor: id.as_str(),
+            action: "CREATE_USER",
+            target: id.as_str(),
+            details: Some(format!(
+                "first sign-in through OIDC provider {}",
+                login.provider
+            )),
+            ..AuditEvent::default()
+        });
+        Ok(record)
+    }
+
+    /// Whether `provider` is a configured OIDC issuer's name.
+    pub fn knows_provider(&self, provider: &str) -> bool {
+        self.config
+            .oidc
+            .issuers
+            .iter()
+            .any(|i| i.provider() == provider)
     }
 
     /// Checks a token and its user; returns the identity, the user and the token's expiry.
@@ -338,7 +491,9 @@ impl AuthService {
         {
             return Err(AuthError::UserExists(id.to_string()));
         }
-        let dba = self.create_user(&id, pw, Role::Dba, email).await?;
+        let dba = self
+            .create_user(&id, Login::Password(pw.to_string()), Role::Dba, email)
+            .await?;
         let mut root = self
             .catalog
             .user(&UserId::new("root"))?
@@ -355,13 +510,22 @@ impl AuthService {
     pub async fn create_user(
         &self,
         id: &UserId,
-        pw: &str,
+        login: Login,
         role: Role,
         email: Option<String>,
     ) -> Result<UserRecord, AuthError> {
         let now = now_micros();
-        let hash = password::hash(pw.to_string(), self.config.bcrypt_cost).await?;
-        let record = UserRecord::new(id.as_str(), hash, role, email, "password", now);
+        let record = match login {
+            Login::Password(pw) => {
+                let hash = password::hash(pw, self.config.bcrypt_cost).await?;
+                UserRecord::new(id.as_str(), hash, role, email, "password", now)
+            }
+            Login::OAuth(identity) => {
+                let mut r = UserRecord::new(id.as_str(), String::new(), role, email, "oauth", now);
+                r.oauth = Some(identity);
+                r
+            }
+        };
         self.catalog.put_user(&record)?;
         Ok(record)
     }

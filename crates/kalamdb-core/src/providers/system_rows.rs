@@ -175,6 +175,13 @@ pub(crate) fn users_rows(deps: &ProviderDeps) -> Result<Rows> {
                 text(u.role.as_str()),
                 opt_text(u.email.as_deref()),
                 text(&u.auth_type),
+                match &u.oauth {
+                    Some(o) => Value::Text(
+                        serde_json::json!({"provider": o.provider, "subject": o.subject})
+                            .to_string(),
+                    ),
+                    None => Value::Null,
+                },
                 Value::I32(u.failed_login_attempts as i32),
                 opt_ts(u.locked_until),
                 opt_ts(u.last_login_at),

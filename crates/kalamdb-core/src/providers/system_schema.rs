@@ -178,6 +178,7 @@ impl SystemTable {
                 ("role", K::Text, false),
                 ("email", K::Text, true),
                 ("auth_type", K::Text, false),
+                ("auth_data", K::Json, true),
                 ("failed_login_attempts", K::Int, false),
                 ("locked_until", K::Timestamp, true),
                 ("last_login_at", K::Timestamp, true),

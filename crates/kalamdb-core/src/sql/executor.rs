@@ -713,10 +713,10 @@ impl SqlExecutor {
             } => ddl::drop_table(app, ctx, &table, table_type, if_exists).await,
             Command::CreateUser {
                 name,
-                password,
+                login,
                 role,
                 email,
-            } => ddl::create_user(app, ctx, &name, &password, role.as_deref(), email).await,
+            } => ddl::create_user(app, ctx, &name, login, role.as_deref(), email).await,
             Command::DropUser { name, if_exists } => ddl::drop_user(app, ctx, &name, if_exists),
             Command::AlterUser { name, change } => ddl::alter_user(app, ctx, &name, change).await,
             Command::AlterTable { table, change } => {

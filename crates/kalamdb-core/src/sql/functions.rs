@@ -3,7 +3,8 @@
 //! `SNOWFLAKE_ID()` (BIGINT, from the server's `_seq` generator, like `DEFAULT SNOWFLAKE_ID()`),
 //! `UUID_V7()` and `ULID()` (text). Each is volatile: every row gets its own value.
 //! (`NOW()` is DataFusion's; `CURRENT_USER()` and `CURRENT_ROLE()` become the caller's values
-//! when a statement is bound, `sql::params`.)
+//! when a statement is bound, `sql::params`.) The JSON functions come from
+//! `datafusion-functions-json` ([`register_json`]).
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
@@ -80,6 +81,13 @@ impl ScalarUDFImpl for IdFunction {
         };
         Ok(ColumnarValue::Array(array))
     }
+}
+
+/// Registers the JSON functions (`json_get`, `json_get_str` …, `json_contains`,
+/// `json_length`, `json_as_text`) and the `->` / `->>` operators on `state`, from the
+/// `datafusion-functions-json` crate. They read `JSON` and text columns.
+pub fn register_json(state: &mut datafusion::execution::SessionState) -> DfResult<()> {
+    datafusion_functions_json::register_all(state)
 }
 
 /// Registers the id functions on `session`; `seq` is the generator DEFAULTs use.

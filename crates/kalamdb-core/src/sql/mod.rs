@@ -12,6 +12,7 @@ pub mod executor;
 pub mod files;
 pub mod functions;
 mod insert_values;
+pub mod json_ops;
 pub mod params;
 pub mod parse;
 mod point_lookup;

@@ -111,12 +111,13 @@ pub enum Command {
         /// IF EXISTS.
         if_exists: bool,
     },
-    /// `CREATE USER u WITH PASSWORD 'p' [ROLE r] [EMAIL 'e']`
+    /// `CREATE USER u WITH PASSWORD 'p' | WITH OAUTH PROVIDER 'p' SUBJECT 's' [ROLE r]
+    /// [EMAIL 'e']`
     CreateUser {
         /// Id.
         name: String,
-        /// Password.
-        password: String,
+        /// How the user signs in.
+        login: UserLogin,
         /// Role name as written.
         role: Option<String>,
         /// Email.
@@ -166,6 +167,21 @@ pub enum AlterChange {
     /// `SET ACCESS_LEVEL 'x'`, `SET ACCESS LEVEL x`, `SET TTL_SECONDS n`,
     /// `SET FLUSH_POLICY 'p'`, `SET TBLPROPERTIES (K = 'v')`: option name (upper case), value.
     SetOption(String, String),
+}
+
+/// How a user created by `CREATE USER` signs in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserLogin {
+    /// `WITH PASSWORD 'p'`.
+    Password(String),
+    /// `WITH OAUTH PROVIDER 'p' SUBJECT 's'`: tokens of that `[auth.oidc]` issuer whose `sub`
+    /// is `s`.
+    OAuth {
+        /// The issuer's provider name.
+        provider: String,
+        /// Its `sub`.
+        subject: String,
+    },
 }
 
 /// One change of `ALTER USER`.
@@ -1015,7 +1031,11 @@ impl KalamParser<'_> {
                 }
             }
             ("ALTER", "USER") => self.skip(2).alter_user()?,
-            _ => Command::Sql(Box::new(self.p.parse_statement().map_err(invalid)?)),
+            _ => {
+                let mut stmt = self.p.parse_statement().map_err(invalid)?;
+                super::json_ops::bind_json_arrows(&mut stmt);
+                Command::Sql(Box::new(stmt))
+            }
         })
     }
 
@@ -1351,12 +1371,44 @@ impl KalamParser<'_> {
         })
     }
 
-    /// `CREATE USER name WITH PASSWORD 'pw' [ROLE 'r'] [EMAIL 'e']`, after `CREATE USER`.
+    /// `CREATE USER name WITH PASSWORD 'pw' | WITH OAUTH PROVIDER 'p' SUBJECT 's' [ROLE 'r']
+    /// [EMAIL 'e']`, after `CREATE USER`. Upstream's `WITH OAUTH '{"provider": …,
+    /// "subject": …}'` is accepted too.
     fn create_user(&mut self) -> Result<Command> {
         let name = self.ident()?;
         self.expect("WITH")?;
-        self.expect("PASSWORD")?;
-        let password = self.string()?;
+        let login = if self.eat("OAUTH") {
+            if self.eat("PROVIDER") {
+                let provider = self.string()?;
+                self.expect("SUBJECT")?;
+                UserLogin::OAuth {
+                    provider,
+                    subject: self.string()?,
+                }
+            } else {
+                let text = self.string()?;
+                let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    KalamError::InvalidSql(format!("WITH OAUTH needs a JSON object: {e}"))
+                })?;
+                let field = |k: &str| {
+                    json.get(k)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            KalamError::InvalidSql(format!(
+                                "WITH OAUTH JSON needs a \"{k}\" string"
+                            ))
+                        })
+                };
+                UserLogin::OAuth {
+                    provider: field("provider")?,
+                    subject: field("subject")?,
+                }
+            }
+        } else {
+            self.expect("PASSWORD")?;
+            UserLogin::Password(self.string()?)
+        };
         let (mut role, mut email) = (None, None);
         loop {
             if self.eat("ROLE") {
@@ -1369,7 +1421,7 @@ impl KalamParser<'_> {
         }
         Ok(Command::CreateUser {
             name,
-            password,
+            login,
             role,
             email,
         })

@@ -166,7 +166,7 @@ pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> R
             if let Some(text) = &filter {
                 // Refused now rather than at the first change: unknown columns, unsupported
                 // shapes.
-                crate::topics::compile_filter(text, &source.def)?;
+                topics.compile_filter(text, &source.def)?;
             }
             let mut def = topics.topic(&id)?;
             let route = TopicRoute {

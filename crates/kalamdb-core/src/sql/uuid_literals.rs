@@ -38,6 +38,12 @@ impl AnalyzerRule for CanonicalUuidLiterals {
     }
 }
 
+/// `e` (and everything below it) with string literals compared against a UUID column of
+/// `schema` in canonical form: the rule for a standalone expression (live and topic filters).
+pub fn canonical_literals(e: Expr, schema: &DFSchema) -> Result<Expr> {
+    e.transform_up(|e| Ok(canonical(e, schema))).data()
+}
+
 /// `e` with string literals compared against a UUID column in canonical form.
 fn canonical(e: Expr, schema: &DFSchema) -> Transformed<Expr> {
     match e {

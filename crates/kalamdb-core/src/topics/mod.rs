@@ -21,6 +21,7 @@ use crate::auth::Identity;
 use crate::encode::value_json;
 use crate::row_filter::Filter;
 use cold::ColdPartition;
+use datafusion::execution::SessionState;
 use kalamdb_catalog::catalog::{Catalog, TopicOffsetRecord, TopicRecord, TopicRoute};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::schema_registry::CachedTable;
@@ -143,19 +144,23 @@ pub struct TopicService {
     groups: Mutex<HashMap<(String, String, u32), SharedCursor>>,
     visibility: Duration,
     cold_tier: Arc<ColdTier>,
+    /// The session whose functions source filters call.
+    functions: SessionState,
 }
 
 impl TopicService {
     /// Loads the topics of `catalog`, their offsets and their flushed segments (in the storages
-    /// of `cold_tier`).
+    /// of `cold_tier`); source filters call the functions of `functions`.
     pub async fn open(
         catalog: Catalog,
         registry: Arc<kalamdb_catalog::schema_registry::SchemaRegistry>,
         backend: Arc<dyn StorageBackend>,
         cold_tier: Arc<ColdTier>,
         visibility_timeout_secs: u64,
+        functions: SessionState,
     ) -> Result<Self> {
         let service = Self {
+            functions,
             catalog,
             registry,
             backend,
@@ -170,6 +175,27 @@ impl TopicService {
             service.load(def).await?;
         }
         Ok(service)
+    }
+
+    /// Compiles a source's `WHERE` text over the columns of `def`. `CURRENT_USER()` and
+    /// `CURRENT_ROLE()` are empty: a source's filter is the same for every writer.
+    pub(crate) fn compile_filter(
+        &self,
+        text: &str,
+        def: &kalamdb_commons::TableDefinition,
+    ) -> Result<Filter> {
+        let expr = datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+        )
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
+        let caller = crate::row_filter::Caller {
+            state: &self.functions,
+            user: "",
+            role: "",
+        };
+        Filter::compile(&expr, def, caller)
     }
 
     async fn load(&self, def: TopicRecord) -> Result<()> {
@@ -238,7 +264,7 @@ impl TopicService {
                             .get(&id)
                             .ok()
                             .flatten()
-                            .and_then(|table| compile_filter(text, &table.def).ok());
+                            .and_then(|table| self.compile_filter(text, &table.def).ok());
                         match compiled {
                             Some(f) => Some(Arc::new(f)),
                             None => {
@@ -701,17 +727,6 @@ struct Diff<'a> {
     old: Option<RowObject<'a>>,
     #[serde(rename = "_table")]
     table: &'a str,
-}
-
-/// Compiles a source's `WHERE` text over the columns of `def`.
-pub(crate) fn compile_filter(text: &str, def: &kalamdb_commons::TableDefinition) -> Result<Filter> {
-    let expr = datafusion::sql::sqlparser::parser::Parser::new(
-        &datafusion::sql::sqlparser::dialect::GenericDialect {},
-    )
-    .try_with_sql(text)
-    .and_then(|mut p| p.parse_expr())
-    .map_err(|e| KalamError::InvalidSql(e.to_string()))?;
-    Filter::compile(&expr, def, "")
 }
 
 /// Records that `offset` of `partition` of `topic` is handed out in the batch being

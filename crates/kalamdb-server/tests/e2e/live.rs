@@ -659,32 +659,29 @@ fn apply(rows: &mut std::collections::BTreeMap<i64, Value>, msg: &Value) {
     }
 }
 
-#[tokio::test]
-async fn model_subscribers_end_equal_to_a_fresh_select() {
-    const FILTERS: &[&str] = &[
-        "",
-        " WHERE v > 50",
-        " WHERE tag = 'a' OR v < 10",
-        " WHERE id BETWEEN 5 AND 15",
-        " WHERE tag LIKE 'b%' AND NOT (v = 3)",
-        " WHERE tag IS NULL",
-    ];
+/// A model test's table and workload: subscribers with each filter must end equal to a
+/// fresh SELECT with it.
+struct Model {
+    /// `CREATE USER TABLE app.mt (…)`: an INT `id` primary key first.
+    ddl: &'static str,
+    filters: &'static [&'static str],
+    /// The next write to `app.mt`.
+    write: fn(&mut crate::support::Rng) -> String,
+    /// Writes per user.
+    writes: usize,
+}
+
+/// Runs `model` with three users writing while each subscribes with a random filter.
+async fn run_model(model: Model) {
     let s = TestServer::start().await;
     let root = s.root_token().await;
-    s.ok(
-        &root,
-        "CREATE NAMESPACE app; CREATE USER TABLE app.mt (id INT PRIMARY KEY, v INT, tag TEXT)",
-    )
-    .await;
+    s.ok(&root, &format!("CREATE NAMESPACE app; {}", model.ddl))
+        .await;
     let users = s.users_with_tokens(&root, &["u1", "u2", "u3"]).await;
     for seed in [11u64, 4242] {
         let mut rng = crate::support::Rng(seed);
         s.ok(&root, "DROP TABLE app.mt").await;
-        s.ok(
-            &root,
-            "CREATE USER TABLE app.mt (id INT PRIMARY KEY, v INT, tag TEXT)",
-        )
-        .await;
+        s.ok(&root, model.ddl).await;
         // Writers run while subscriptions start, so some begin mid-stream.
         let writers: Vec<_> = users
             .iter()
@@ -692,21 +689,10 @@ async fn model_subscribers_end_equal_to_a_fresh_select() {
             .map(|(u, token)| {
                 let (base, http, token) = (s.base.clone(), s.http.clone(), token.clone());
                 let mut rng = crate::support::Rng(seed * 31 + u as u64);
+                let (write, writes) = (model.write, model.writes);
                 tokio::spawn(async move {
-                    for _ in 0..120 {
-                        let id = rng.next(20);
-                        let tag = ["'a'", "'b1'", "'b2'", "NULL"][rng.next(4) as usize];
-                        let sql = match rng.next(3) {
-                            0 => format!(
-                                "INSERT INTO app.mt VALUES ({id}, {}, {tag})",
-                                rng.next(100)
-                            ),
-                            1 => format!(
-                                "UPDATE app.mt SET v = {}, tag = {tag} WHERE id = {id}",
-                                rng.next(100)
-                            ),
-                            _ => format!("DELETE FROM app.mt WHERE id = {id}"),
-                        };
+                    for _ in 0..writes {
+                        let sql = write(&mut rng);
                         // PK collisions are expected; any other failure is not.
                         let (status, body) =
                             crate::support::post_sql(&http, &base, &token, &sql).await;
@@ -720,15 +706,17 @@ async fn model_subscribers_end_equal_to_a_fresh_select() {
             .collect();
         let mut subs = Vec::new();
         for (u, token) in users.iter().enumerate() {
-            let mut ws = Ws::authed(&s, token).await;
-            let filter = FILTERS[rng.next(FILTERS.len() as u64) as usize];
-            let sql = format!("SELECT * FROM app.mt{filter}");
-            let mut rows = std::collections::BTreeMap::new();
-            for r in ws.subscribe_all("m", &sql, json!({"batch_size": 3})).await {
-                rows.insert(r["id"].as_i64().unwrap(), r);
+            for _ in 0..2 {
+                let mut ws = Ws::authed(&s, token).await;
+                let filter = model.filters[rng.next(model.filters.len() as u64) as usize];
+                let sql = format!("SELECT * FROM app.mt{filter}");
+                let mut rows = std::collections::BTreeMap::new();
+                for r in ws.subscribe_all("m", &sql, json!({"batch_size": 3})).await {
+                    rows.insert(r["id"].as_i64().unwrap(), r);
+                }
+                subs.push((u, ws, sql, rows));
+                tokio::time::sleep(Duration::from_millis(rng.next(30))).await;
             }
-            subs.push((u, ws, sql, rows));
-            tokio::time::sleep(Duration::from_millis(rng.next(30))).await;
         }
         for w in writers {
             w.await.unwrap();
@@ -738,17 +726,94 @@ async fn model_subscribers_end_equal_to_a_fresh_select() {
                 apply(rows, &msg);
             }
             let fresh = s.ok(&users[*u], &format!("{sql} ORDER BY id")).await;
-            let want: Vec<(i64, Value, Value)> = crate::support::rows(&fresh)
-                .into_iter()
-                .map(|r| (r[0].as_i64().unwrap(), r[1].clone(), r[2].clone()))
+            let names: Vec<String> = fresh["schema"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .filter(|n| !n.starts_with('_'))
                 .collect();
-            let got: Vec<(i64, Value, Value)> = rows
+            let want: Vec<Vec<Value>> = crate::support::rows(&fresh)
+                .into_iter()
+                .map(|r| r[..names.len()].to_vec())
+                .collect();
+            let got: Vec<Vec<Value>> = rows
                 .values()
-                .map(|r| (r["id"].as_i64().unwrap(), r["v"].clone(), r["tag"].clone()))
+                .map(|r| names.iter().map(|n| r[n.as_str()].clone()).collect())
                 .collect();
             assert_eq!(got, want, "seed {seed}, user {u}, {sql}");
         }
     }
+}
+
+#[tokio::test]
+async fn model_subscribers_end_equal_to_a_fresh_select() {
+    run_model(Model {
+        ddl: "CREATE USER TABLE app.mt (id INT PRIMARY KEY, v INT, tag TEXT)",
+        filters: &[
+            "",
+            " WHERE v > 50",
+            " WHERE tag = 'a' OR v < 10",
+            " WHERE id BETWEEN 5 AND 15",
+            " WHERE tag LIKE 'b%' AND NOT (v = 3)",
+            " WHERE tag IS NULL",
+        ],
+        write: |rng| {
+            let id = rng.next(20);
+            let tag = ["'a'", "'b1'", "'b2'", "NULL"][rng.next(4) as usize];
+            match rng.next(3) {
+                0 => format!("INSERT INTO app.mt VALUES ({id}, {}, {tag})", rng.next(100)),
+                1 => format!(
+                    "UPDATE app.mt SET v = {}, tag = {tag} WHERE id = {id}",
+                    rng.next(100)
+                ),
+                _ => format!("DELETE FROM app.mt WHERE id = {id}"),
+            }
+        },
+        writes: 120,
+    })
+    .await;
+}
+
+/// JSON documents under filters a live query evaluates with the SQL path's functions:
+/// JSON paths and operators, casts, arithmetic, functions and `CURRENT_ROLE()`.
+#[tokio::test]
+async fn model_json_path_filters_deliver_what_a_select_returns() {
+    run_model(Model {
+        ddl: "CREATE USER TABLE app.mt (id INT PRIMARY KEY, doc JSON, note TEXT)",
+        filters: &[
+            " WHERE json_get_int(doc, 'n') > 50",
+            " WHERE doc->>'tag' = 'a' OR json_get_int(doc, 'n') < 10",
+            " WHERE json_contains(doc, 'extra')",
+            " WHERE json_length(doc, 'items') >= 2 AND CURRENT_ROLE() = 'user'",
+            " WHERE CAST(doc->>'n' AS INT) % 3 = 0",
+            " WHERE doc->'nested'->>'k' LIKE 'b%'",
+            " WHERE upper(json_get_str(doc, 'tag')) IN ('A', 'B2') AND note IS NOT NULL",
+        ],
+        write: |rng| {
+            let id = rng.next(20);
+            let tag = ["a", "b1", "b2", "c"][rng.next(4) as usize];
+            let items = (0..rng.next(4)).map(|i| i.to_string()).collect::<Vec<_>>();
+            let extra = if rng.next(3) == 0 {
+                r#", "extra": null"#
+            } else {
+                ""
+            };
+            let doc = format!(
+                r#"{{"n": {}, "tag": "{tag}", "items": [{}], "nested": {{"k": "{tag}x"}}{extra}}}"#,
+                rng.next(100),
+                items.join(", ")
+            );
+            let note = ["'x'", "NULL"][rng.next(2) as usize];
+            match rng.next(3) {
+                0 => format!("INSERT INTO app.mt VALUES ({id}, '{doc}', {note})"),
+                1 => format!("UPDATE app.mt SET doc = '{doc}', note = {note} WHERE id = {id}"),
+                _ => format!("DELETE FROM app.mt WHERE id = {id}"),
+            }
+        },
+        writes: 100,
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use super::now;
 use crate::access;
 use crate::app_context::AppContext;
 use crate::auth::password;
-use crate::sql::parse::UserChange;
+use crate::sql::parse::{UserChange, UserLogin};
 use crate::sql::session::{ExecCtx, Output};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_commons::{Role, TableType, UserId};
@@ -15,7 +15,7 @@ pub async fn create_user(
     app: &AppContext,
     ctx: &ExecCtx,
     name: &str,
-    pw: &str,
+    login: UserLogin,
     role: Option<&str>,
     email: Option<String>,
 ) -> Result<Output> {
@@ -34,8 +34,33 @@ pub async fn create_user(
             "Only a system user may create system users".into(),
         ));
     }
-    password::check_policy(pw, app.auth().min_password_length())
-        .map_err(KalamError::InvalidInput)?;
+    match &login {
+        UserLogin::Password(pw) => password::check_policy(pw, app.auth().min_password_length())
+            .map_err(KalamError::InvalidInput)?,
+        UserLogin::OAuth { provider, subject } => {
+            if !app.auth().knows_provider(provider) {
+                return Err(KalamError::InvalidInput(format!(
+                    "No OIDC provider '{provider}' is configured ([auth.oidc] issuers: a name, \
+                     or the issuer URL)"
+                )));
+            }
+            if subject.is_empty() {
+                return Err(KalamError::InvalidInput("SUBJECT must not be empty".into()));
+            }
+            let taken = app.catalog().users()?.into_iter().find(|u| {
+                u.deleted_at.is_none()
+                    && u.oauth
+                        .as_ref()
+                        .is_some_and(|o| o.provider == *provider && o.subject == *subject)
+            });
+            if let Some(u) = taken {
+                return Err(KalamError::InvalidInput(format!(
+                    "User '{}' already signs in as that {provider} subject",
+                    u.user_id
+                )));
+            }
+        }
+    }
     let mut note = "";
     match app.catalog().user(&id)? {
         Some(u) if u.deleted_at.is_none() => {
@@ -52,12 +77,21 @@ pub async fn create_user(
         None => {}
     }
     app.auth()
-        .create_user(&id, pw, role, email)
+        .create_user(&id, login_of(login), role, email)
         .await
         .map_err(|e| KalamError::Internal(e.to_string()))?;
     Ok(Output::Message(format!(
         "User '{id}' created with role '{role}'{note}"
     )))
+}
+
+fn login_of(login: UserLogin) -> crate::auth::Login {
+    match login {
+        UserLogin::Password(pw) => crate::auth::Login::Password(pw),
+        UserLogin::OAuth { provider, subject } => {
+            crate::auth::Login::OAuth(kalamdb_catalog::catalog::OAuthIdentity { provider, subject })
+        }
+    }
 }
 
 /// Removes every row `user` holds in USER and STREAM tables, hot and flushed.
