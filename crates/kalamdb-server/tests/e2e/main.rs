@@ -13,6 +13,7 @@ mod http_api;
 mod isolation;
 mod kalam_client;
 mod live;
+mod oidc;
 mod restart;
 mod s3;
 mod scan;
