@@ -39,6 +39,11 @@ for w in "${workloads[@]}"; do
     point-select-c1) "$bench" --workload point-select --concurrency 1 --rows 100000 "${args[@]}" ;;
     live-latency) "$bench" --workload live-latency "${args[@]}" ;;
     live-fanout-10k) "$bench" --workload live-fanout --sockets 100 --subs-per-socket 100 "${args[@]}" ;;
+    # The same with a WHERE on a column, and with one on a JSON path (both hold for every row).
+    live-fanout-10k-where) "$bench" --workload live-fanout --sockets 100 --subs-per-socket 100 \
+      --live-where "score >= 0" "${args[@]}" ;;
+    live-fanout-10k-json) "$bench" --workload live-fanout --sockets 100 --subs-per-socket 100 \
+      --live-where "doc->>'kind' = 'k'" "${args[@]}" ;;
     health-under-load) "$bench" --workload health-under-load --heavy 2 "${args[@]}" ;;
     point-select-under-load) "$bench" --workload point-select-under-load --heavy 2 "${args[@]}" ;;
     tx-insert-c10) "$bench" --workload tx-insert --concurrency 10 "${args[@]}" ;;

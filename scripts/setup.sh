@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building KalamDB needs on a fresh Debian machine: libclang (RocksDB's bindgen)
-# a C++ compiler, and moto (the S3 test server, from PyPI). Idempotent: skips whatever is already there.
+# a C++ compiler, and moto (the S3 test server, from PyPI); with --browser also Chromium (the
+# headless browser the CORS tests drive). Idempotent: skips whatever is already there.
 set -euo pipefail
 need=()
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v curl >/dev/null 2>&1 || need+=(curl)

@@ -3,7 +3,7 @@
 # files. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --browser
 # No module cycles inside any crate (see docs/architecture.md).
 python3 scripts/module-graph.py
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -6,12 +6,12 @@
 //!
 //! - `live-latency`: one subscriber on a SHARED table, one writer;
 //! - `live-fanout`: `--sockets` x `--subs-per-socket` subscriptions on one SHARED table; rows/s
-//!   is deliveries/s;
+//!   is deliveries/s; `--live-where` gives both a WHERE clause (rows carry a JSON `doc`);
 //! - `live-users`: `--users` users, each subscribed to their own rows of a USER table and
 //!   inserting; per-change latency as the number of users grows.
 
 use crate::report::WorkloadResult;
-use crate::{Client, bench_users, create_table, drive, row_values};
+use crate::{Client, bench_users, create_table, create_table_with, drive, row_values};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,9 +123,14 @@ pub(crate) async fn shared_fanout(
     subs: usize,
 ) -> Result<WorkloadResult, String> {
     let ns = args.namespace.clone();
-    create_table(client, &ns, "live_feed", "SHARED").await?;
+    // The bench columns plus a JSON document, for filters that read into it.
+    create_table_with(client, &ns, "live_feed", "SHARED", ", doc JSON").await?;
     let deliveries = Arc::new(Deliveries::default());
-    let sql = format!("SELECT * FROM {ns}.live_feed");
+    let filter = args
+        .live_where
+        .as_ref()
+        .map_or_else(String::new, |w| format!(" WHERE {w}"));
+    let sql = format!("SELECT * FROM {ns}.live_feed{filter}");
     let start = Instant::now();
     let mut opened = Vec::new();
     for i in 0..sockets {
@@ -159,7 +164,7 @@ pub(crate) async fn shared_fanout(
             let id = (w as u64) << 40 | i;
             client
                 .sql(
-                    format!("INSERT INTO {ns}.live_feed VALUES {}", row_values(id)),
+                    format!("INSERT INTO {ns}.live_feed VALUES {}", json_row_values(id)),
                     None,
                 )
                 .await?;
@@ -173,6 +178,16 @@ pub(crate) async fn shared_fanout(
         sockets * subs
     ));
     Ok(result)
+}
+
+/// [`row_values`] with a JSON document after the bench columns.
+fn json_row_values(id: u64) -> String {
+    let plain = row_values(id);
+    format!(
+        "{}, '{{\"kind\": \"k\", \"n\": {}, \"tags\": [\"a\", \"b\"]}}')",
+        &plain[..plain.len() - 1],
+        id % 1000
+    )
 }
 
 /// `live-users`: every user subscribed to their own rows of a USER table, each inserting.

@@ -91,6 +91,10 @@ struct Args {
     /// Subscriptions per socket for live-fanout.
     #[arg(long, default_value_t = 100)]
     subs_per_socket: usize,
+    /// WHERE clause of the live-latency/live-fanout subscriptions (it must hold for every
+    /// row: e.g. `score >= 0`, or `doc->>'kind' = 'k'` over the table's JSON column).
+    #[arg(long)]
+    live_where: Option<String>,
     /// Worst-case queries kept running by the *-under-load workloads.
     #[arg(long, default_value_t = 2)]
     heavy: usize,
@@ -219,6 +223,17 @@ async fn load_rows(
 
 /// (Re)creates `ns.table` with the bench's row shape; `kind` is SHARED, USER or STREAM.
 async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Result<(), String> {
+    create_table_with(client, ns, table, kind, "").await
+}
+
+/// [`create_table`] with `extra` column definitions (`", doc JSON"`) after the bench columns.
+async fn create_table_with(
+    client: &Client,
+    ns: &str,
+    table: &str,
+    kind: &str,
+    extra: &str,
+) -> Result<(), String> {
     client
         .sql(format!("CREATE NAMESPACE IF NOT EXISTS {ns}"), None)
         .await?;
@@ -231,7 +246,7 @@ async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Res
         ""
     };
     let sql = format!(
-        "CREATE {kind} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT){with}"
+        "CREATE {kind} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT{extra}){with}"
     );
     client.sql(sql, None).await?;
     Ok(())

@@ -96,8 +96,8 @@ impl AppContext {
 
     /// A session state for planning standalone expressions (live-query filters): the shared
     /// session's functions and options, no catalog, no caller.
-    pub fn expression_state(&self) -> SessionState {
-        self.expressions.clone()
+    pub fn expression_state(&self) -> &SessionState {
+        &self.expressions
     }
 
     /// A session state for one statement: the shared state plus the caller's identity and

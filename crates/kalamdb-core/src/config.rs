@@ -358,8 +358,8 @@ pub struct OidcIssuerConfig {
     pub jwks_file: String,
     /// Accepted `aud` values (the app's client id); a token must name one. Required.
     pub audience: Vec<String>,
-    /// The claim whose value names a user created on first sign-in (`sub`, `email`,
-    /// `preferred_username` …).
+    /// The claim whose value names a user created on first sign-in (`sub`,
+    /// `preferred_username` …); its value must be a valid user name, or the sign-in is refused.
     pub username_claim: String,
     /// The role of users created on first sign-in.
     pub default_role: String,
@@ -391,8 +391,28 @@ impl OidcConfig {
             key: "auth.oidc.issuers",
             reason,
         };
+        for (key, value) in [
+            ("auth.oidc.jwks_cache_secs", self.jwks_cache_secs),
+            (
+                "auth.oidc.jwks_min_refetch_secs",
+                self.jwks_min_refetch_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be > 0 (a token with a random key id must not make every \
+                             request fetch keys)"
+                        .into(),
+                });
+            }
+        }
         let mut names = std::collections::HashSet::new();
+        let mut urls = std::collections::HashSet::new();
         for i in &self.issuers {
+            if !urls.insert(i.issuer.as_str()) {
+                return Err(invalid(format!("issuer {} is listed twice", i.issuer)));
+            }
             if i.issuer.is_empty() {
                 return Err(invalid(
                     "every issuer needs `issuer` (its iss claim)".into(),
@@ -416,11 +436,22 @@ impl OidcConfig {
                     i.issuer
                 )));
             }
-            if kalamdb_commons::Role::parse(&i.default_role).is_none() {
-                return Err(invalid(format!(
-                    "issuer {}: unknown default_role '{}'",
-                    i.issuer, i.default_role
-                )));
+            match kalamdb_commons::Role::parse(&i.default_role) {
+                None => {
+                    return Err(invalid(format!(
+                        "issuer {}: unknown default_role '{}'",
+                        i.issuer, i.default_role
+                    )));
+                }
+                // Anyone the provider signs in would become an administrator.
+                Some(role) if role.is_admin() && i.auto_create_users => {
+                    return Err(invalid(format!(
+                        "issuer {}: users created on first sign-in cannot get the admin role \
+                         '{}'; create admins with CREATE USER … WITH OAUTH",
+                        i.issuer, i.default_role
+                    )));
+                }
+                Some(_) => {}
             }
             if !names.insert(i.provider()) {
                 return Err(invalid(format!(

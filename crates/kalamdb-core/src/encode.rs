@@ -240,6 +240,11 @@ fn scalar_json(s: &ScalarValue) -> Json {
         ScalarValue::FixedSizeBinary(_, Some(b)) => {
             Json::Array(b.iter().map(|x| Json::from(*x)).collect())
         }
+        // A union (`json_get`'s result) is the value it holds.
+        ScalarValue::Union(Some((_, inner)), _, _) => match inner.to_array() {
+            Ok(a) => encode_cell(&a, 0),
+            Err(_) => Json::Null,
+        },
         other if other.is_null() => Json::Null,
         other => Json::String(other.to_string()),
     }

@@ -21,7 +21,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{Expr, ExprWithAlias};
 use kalamdb_catalog::error::KalamError;
 use kalamdb_catalog::types::table_schema;
-use kalamdb_catalog::value::to_array;
+use kalamdb_catalog::value::{Value, to_array};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{KalamDataType, TableDefinition};
 use kalamdb_tables::rows::StoredRow;
@@ -53,9 +53,32 @@ impl<'a> Caller<'a> {
 /// A column of the batch a filter evaluates.
 #[derive(Debug, Clone)]
 enum Input {
-    Stored(u32, KalamDataType),
+    Stored(Stored),
     Seq,
     Deleted,
+}
+
+/// A stored column the clause reads.
+#[derive(Debug, Clone)]
+struct Stored {
+    id: u32,
+    ty: KalamDataType,
+    /// For a column added by `ALTER TABLE`: the `_seq` of the change and what older rows
+    /// read in it (as queries read them).
+    added: Option<(i64, Value)>,
+}
+
+impl Stored {
+    fn cell<'a>(&'a self, row: &'a StoredRow) -> &'a Value {
+        match &self.added {
+            Some((at, missing))
+                if row.seq < *at && !row.cells.iter().any(|(id, _)| *id == self.id) =>
+            {
+                missing
+            }
+            _ => row.cell(self.id),
+        }
+    }
 }
 
 /// A compiled WHERE clause; see the module doc.
@@ -122,12 +145,20 @@ impl Filter {
                 SEQ_COLUMN => Input::Seq,
                 DELETED_COLUMN => Input::Deleted,
                 name => match def.columns.iter().find(|c| c.name == name) {
-                    Some(c) => Input::Stored(c.column_id, c.data_type),
+                    Some(c) => Input::Stored(Stored {
+                        id: c.column_id,
+                        ty: c.data_type,
+                        added: c
+                            .added_at_seq
+                            .zip(kalamdb_catalog::defaults::missing_value(c)),
+                    }),
                     None => return Err(invalid(format!("unknown column {name}"))),
                 },
             };
             inputs.push(input);
-            fields.push(Arc::clone(field));
+            // Nullable whatever the column says: a row stored before a NOT NULL column was
+            // added holds no value for it.
+            fields.push(Arc::new(field.as_ref().clone().with_nullable(true)));
         }
         let schema = Arc::new(Schema::new(fields));
         let df_schema = DFSchema::try_from_qualified_schema(qualifier, &schema).map_err(invalid)?;
@@ -179,7 +210,7 @@ impl Filter {
             .iter()
             .map(|input| -> Result<ArrayRef, KalamError> {
                 Ok(match input {
-                    Input::Stored(id, ty) => to_array(rows.iter().map(|r| r.cell(*id)), ty)?,
+                    Input::Stored(c) => to_array(rows.iter().map(|r| c.cell(r)), &c.ty)?,
                     Input::Seq => {
                         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seq)))
                     }
@@ -207,7 +238,7 @@ impl Filter {
     /// The ids of the stored columns the clause reads, added to `out`.
     pub fn column_ids(&self, out: &mut Vec<u32>) {
         out.extend(self.inputs.iter().filter_map(|i| match i {
-            Input::Stored(id, _) => Some(*id),
+            Input::Stored(c) => Some(c.id),
             _ => None,
         }));
     }
@@ -217,7 +248,6 @@ impl Filter {
 mod tests {
     use super::*;
     use datafusion::execution::SessionStateBuilder;
-    use kalamdb_catalog::value::Value;
     use kalamdb_commons::{ColumnDefinition, NamespaceId, TableId, TableName, TableType};
 
     /// The WHERE clause `clause`, parsed.
@@ -344,6 +374,34 @@ mod tests {
         ] {
             assert_eq!(matches(clause, &null_title), want, "{clause} on NULL title");
         }
+    }
+
+    #[test]
+    fn rows_older_than_an_added_column_read_its_default() {
+        let mut def = def();
+        def.columns.push(ColumnDefinition {
+            column_id: 6,
+            name: "flag".into(),
+            ordinal: 6,
+            data_type: KalamDataType::Int,
+            nullable: false,
+            primary_key: false,
+            default: None,
+            added_at_seq: Some(150),
+            missing_value: Some("7".into()),
+        });
+        let state = state();
+        let caller = Caller {
+            state: &state,
+            user: "alice",
+            role: "user",
+        };
+        let f = Filter::compile(&clause("flag = 7"), &def, caller).unwrap();
+        let old = row(5, Some("x"), false, "alice"); // _seq 105, before the column
+        let mut new = row(60, Some("x"), false, "alice"); // _seq 160, after it
+        assert_eq!(f.mask(&[&old, &new]), vec![true, false]);
+        new.cells.push((6, Value::I32(7)));
+        assert_eq!(f.mask(&[&old, &new]), vec![true, true]);
     }
 
     #[test]

@@ -45,6 +45,17 @@ pub(crate) fn mentions_caller(filter: Option<&Expr>) -> bool {
     })
 }
 
+/// Whether a WHERE clause reads the clock (`NOW()`, `CURRENT_DATE` …): constant-folded when
+/// compiled, so its compiled form belongs to one subscription, not shared with later ones.
+pub(crate) fn mentions_clock(filter: Option<&Expr>) -> bool {
+    filter.is_some_and(|e| {
+        let text = e.to_string().to_ascii_lowercase();
+        ["now", "current_", "localtime", "today"]
+            .iter()
+            .any(|f| text.contains(f))
+    })
+}
+
 impl CompiledQuery {
     /// `columns` (indexes into the table's columns) of `table` where `filter` holds for
     /// `caller`.

@@ -3,7 +3,7 @@
 //! table for SHARED tables, so its cost follows the subscriptions that can see it. Closing a
 //! connection removes all of its state at once; nothing polls.
 
-use crate::compiled::{CompiledQuery, mentions_caller};
+use crate::compiled::{CompiledQuery, mentions_caller, mentions_clock};
 use crate::error::LiveError;
 use crate::initial::{InitialRows, ack, ack_schema, batch_size_of};
 use crate::outbox::{CloseReason, Outbound, Outbox};
@@ -46,7 +46,7 @@ struct Recompiled {
 impl Recompiled {
     fn new(app: &AppContext) -> Self {
         Self {
-            state: app.expression_state(),
+            state: app.expression_state().clone(),
             done: HashMap::new(),
         }
     }
@@ -558,7 +558,9 @@ impl LiveQueryManager {
             columns,
             filter_text
         );
-        if let Some(hit) = self.queries.get(&key).and_then(|w| w.upgrade()) {
+        // A clause that reads the clock is folded at this subscription's start: not shared.
+        let shared = !mentions_clock(q.filter.as_ref());
+        if shared && let Some(hit) = self.queries.get(&key).and_then(|w| w.upgrade()) {
             return Ok(hit);
         }
         let compiled = Arc::new(CompiledQuery::compile(
@@ -566,12 +568,14 @@ impl LiveQueryManager {
             columns,
             q.columns.is_none(),
             q.filter.as_ref(),
-            Caller::of(&app.expression_state(), who),
+            Caller::of(app.expression_state(), who),
         )?);
         if self.queries.len() > 1024 && self.queries.len() > 2 * self.subscription_count() {
             self.queries.retain(|_, w| w.strong_count() > 0);
         }
-        self.queries.insert(key, Arc::downgrade(&compiled));
+        if shared {
+            self.queries.insert(key, Arc::downgrade(&compiled));
+        }
         Ok(compiled)
     }
 

@@ -61,6 +61,18 @@ const KEY_SEQ_HIGH_WATER: &[u8] = b"seq_high_water";
 /// Prefix of the tables dropped whose storage is not cleaned up yet (in `P_META`).
 const PENDING_DROP_PREFIX: &[u8] = b"pending_drop/";
 
+/// Prefix of the external-identity index (in `P_META`): `oauth_user/<provider>\0<subject>` ->
+/// the user id last stored with that identity.
+const OAUTH_USER_PREFIX: &[u8] = b"oauth_user/";
+
+fn oauth_user_key(o: &OAuthIdentity) -> Vec<u8> {
+    let mut k = OAUTH_USER_PREFIX.to_vec();
+    k.extend_from_slice(o.provider.as_bytes());
+    k.push(0);
+    k.extend_from_slice(o.subject.as_bytes());
+    k
+}
+
 fn pending_drop_key(def: &TableDefinition) -> Vec<u8> {
     let mut k = PENDING_DROP_PREFIX.to_vec();
     k.extend_from_slice(format!("{}@{}", def.table_id(), def.created_at).as_bytes());
@@ -442,9 +454,19 @@ impl Catalog {
         Ok(Some((user, out)))
     }
 
+    /// The user stored last with the external identity `o` (check its record: the name may
+    /// have been re-created since without it).
+    pub fn user_by_oauth(&self, o: &OAuthIdentity) -> Result<Option<UserId>> {
+        let id: Option<String> = self.get(P_META, &oauth_user_key(o))?;
+        Ok(id.map(|id| UserId::new(id.as_str())))
+    }
+
     fn write_user(&self, user: &UserRecord) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(P_USERS, user.user_id.as_bytes().to_vec(), encode(user));
+        if let Some(o) = &user.oauth {
+            batch.put(P_META, oauth_user_key(o), encode(&user.user_id));
+        }
         self.commit(batch, CatalogPart::Users)?;
         self.users_epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())

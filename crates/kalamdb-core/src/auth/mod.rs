@@ -88,9 +88,6 @@ pub struct LoginGrant {
     pub refresh: (String, i64),
 }
 
-/// Users by external identity (provider, subject).
-type OAuthUsers = std::collections::HashMap<(String, String), UserId>;
-
 /// Authentication service.
 #[derive(Debug)]
 pub struct AuthService {
@@ -104,8 +101,6 @@ pub struct AuthService {
     decoy_hash: String,
     /// Trusted OIDC issuers; `None` when none are configured.
     oidc: Option<oidc::Oidc>,
-    /// External identities (provider, subject) -> user, as of a users epoch.
-    oauth_users: parking_lot::Mutex<(u64, OAuthUsers)>,
 }
 
 fn now_micros() -> i64 {
@@ -128,7 +123,6 @@ impl AuthService {
         let oidc = oidc::Oidc::new(&config.oidc).map_err(AuthError::Internal)?;
         let svc = Arc::new(Self {
             oidc,
-            oauth_users: parking_lot::Mutex::new((u64::MAX, Default::default())),
             catalog,
             tokens,
             config,
@@ -345,29 +339,20 @@ impl AuthService {
         Ok((identity, user, login.exp))
     }
 
-    /// The user (dropped ones too) mapped to `provider`'s `subject`.
+    /// The user (dropped ones too) mapped to `provider`'s `subject`: the account stored last
+    /// with that identity, if it still has it.
     fn oauth_user(&self, provider: &str, subject: &str) -> Result<Option<UserRecord>, AuthError> {
-        let key = (provider.to_string(), subject.to_string());
-        let epoch = self.catalog.users_epoch();
-        let mut map = self.oauth_users.lock();
-        if map.0 != epoch {
-            let mut by_identity = std::collections::HashMap::new();
-            for u in self.catalog.users()? {
-                if let Some(o) = &u.oauth {
-                    // An active account wins over dropped ones mapped the same way.
-                    let id = (o.provider.clone(), o.subject.clone());
-                    if u.deleted_at.is_none() || !by_identity.contains_key(&id) {
-                        by_identity.insert(id, UserId::new(u.user_id.as_str()));
-                    }
-                }
-            }
-            *map = (epoch, by_identity);
-        }
-        let Some(id) = map.1.get(&key).cloned() else {
+        let identity = kalamdb_catalog::catalog::OAuthIdentity {
+            provider: provider.to_string(),
+            subject: subject.to_string(),
+        };
+        let Some(id) = self.catalog.user_by_oauth(&identity)? else {
             return Ok(None);
         };
-        drop(map);
-        Ok(self.catalog.user(&id)?)
+        Ok(self
+            .catalog
+            .user(&id)?
+            .filter(|u| u.oauth.as_ref() == Some(&identity)))
     }
 
     /// Creates the user of a first OIDC sign-in, named by the issuer's `username_claim`.

@@ -8,12 +8,13 @@
 //! issuer's `jwks_url` (or discovered through `/.well-known/openid-configuration`, or read
 //! from `jwks_file`) on first use, cached for `jwks_cache_secs`, and fetched again when a token
 //! names a key id the cache lacks (key rotation), at most once per `jwks_min_refetch_secs`.
-//! A failed fetch keeps the keys already known. No request ever waits on a fetch while cached
-//! keys verify its token.
+//! A failed fetch keeps the keys already known. No request waits on a fetch while cached keys
+//! verify its token: stale keys are refreshed in the background.
 
 use crate::config::{OidcConfig, OidcIssuerConfig};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
 
@@ -48,7 +49,7 @@ pub(crate) enum ExternalError {
 /// The trusted issuers and their keys.
 #[derive(Debug)]
 pub(crate) struct Oidc {
-    issuers: Vec<Issuer>,
+    issuers: Vec<Arc<Issuer>>,
     http: reqwest::Client,
     cache_for: Duration,
     min_refetch: Duration,
@@ -98,11 +99,11 @@ impl Oidc {
                 keys.set = set.keys;
                 keys.fetched_at = Some(Instant::now());
             }
-            issuers.push(Issuer {
+            issuers.push(Arc::new(Issuer {
                 config: c.clone(),
                 keys: RwLock::new(keys),
                 fetching: Mutex::new(()),
-            });
+            }));
         }
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
@@ -117,7 +118,7 @@ impl Oidc {
     }
 
     /// The configured issuer `token` claims to come from, if any (not verified yet).
-    pub(crate) fn issuer_of(&self, token: &str) -> Option<&Issuer> {
+    pub(crate) fn issuer_of(&self, token: &str) -> Option<&Arc<Issuer>> {
         let claims = jsonwebtoken::dangerous::insecure_decode::<Unverified>(token).ok()?;
         let iss = claims.claims.iss?;
         self.issuers.iter().find(|i| i.config.issuer == iss)
@@ -126,7 +127,7 @@ impl Oidc {
     /// Verifies `token` as one of `issuer`'s.
     pub(crate) async fn verify(
         &self,
-        issuer: &Issuer,
+        issuer: &Arc<Issuer>,
         token: &str,
     ) -> Result<ExternalLogin, ExternalError> {
         let invalid = |why: &str| ExternalError::Invalid(why.to_string());
@@ -185,82 +186,92 @@ impl Oidc {
         })
     }
 
-    /// The key for `kid` (or the only key fitting `alg` when the token names none), fetching
-    /// the issuer's keys when they are stale or lack it.
-    async fn key(&self, issuer: &Issuer, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+    /// The key for `kid` (or the only key fitting `alg` when the token names none). Keys that
+    /// are stale are used while fresh ones are fetched in the background; keys that lack it are
+    /// fetched now, unless they were fetched within the refetch interval.
+    async fn key(
+        &self,
+        issuer: &Arc<Issuer>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Option<DecodingKey> {
         let (found, fetched_at) = {
             let keys = issuer.keys.read().await;
             (pick(&keys.set, kid, alg), keys.fetched_at)
         };
         let age = fetched_at.map(|t| t.elapsed());
-        let stale = age.is_none_or(|a| a >= self.cache_for);
-        let may_refetch = age.is_none_or(|a| a >= self.min_refetch);
-        match found {
-            Some(key) if !stale => return Some(key),
-            None if !may_refetch => return None,
-            _ => {}
+        let from_file = !issuer.config.jwks_file.is_empty();
+        if let Some(key) = found {
+            if !from_file && age.is_none_or(|a| a >= self.cache_for) {
+                let (issuer, http) = (Arc::clone(issuer), self.http.clone());
+                tokio::spawn(async move { refresh(&http, &issuer, fetched_at).await });
+            }
+            return Some(key);
         }
-        if issuer.config.jwks_file.is_empty() {
-            self.refresh(issuer, fetched_at).await;
+        if from_file || age.is_some_and(|a| a < self.min_refetch) {
+            return None;
         }
+        refresh(&self.http, issuer, fetched_at).await;
         let keys = issuer.keys.read().await;
         pick(&keys.set, kid, alg)
     }
+}
 
-    /// Fetches `issuer`'s keys unless another request did since `seen` (when this one looked).
-    async fn refresh(&self, issuer: &Issuer, seen: Option<Instant>) {
-        let _one_at_a_time = issuer.fetching.lock().await;
-        if issuer.keys.read().await.fetched_at != seen {
-            return; // fetched meanwhile
+/// Fetches `issuer`'s keys unless another request did since `seen` (when this one looked).
+async fn refresh(http: &reqwest::Client, issuer: &Issuer, seen: Option<Instant>) {
+    let _one_at_a_time = issuer.fetching.lock().await;
+    if issuer.keys.read().await.fetched_at != seen {
+        return; // fetched meanwhile
+    }
+    match fetch(http, &issuer.config).await {
+        Ok(set) => {
+            *issuer.keys.write().await = Keys {
+                set,
+                fetched_at: Some(Instant::now()),
+            };
         }
-        match self.fetch(&issuer.config).await {
-            Ok(set) => {
-                *issuer.keys.write().await = Keys {
-                    set,
-                    fetched_at: Some(Instant::now()),
-                };
-            }
-            Err(e) => {
-                tracing::warn!(issuer = %issuer.config.issuer, error = %e,
-                    "cannot fetch the OIDC issuer's signing keys; keeping the known ones");
-                // Counts as a fetch for the refetch limit, so a down issuer is not hammered.
-                issuer.keys.write().await.fetched_at = Some(Instant::now());
-            }
+        Err(e) => {
+            tracing::warn!(issuer = %issuer.config.issuer, error = %e,
+                "cannot fetch the OIDC issuer's signing keys; keeping the known ones");
+            // Counts as a fetch for the refetch limit, so a down issuer is not hammered.
+            issuer.keys.write().await.fetched_at = Some(Instant::now());
         }
     }
+}
 
-    async fn fetch(&self, config: &OidcIssuerConfig) -> Result<Vec<Jwk>, String> {
-        let url = if config.jwks_url.is_empty() {
-            let discovery = format!(
-                "{}/.well-known/openid-configuration",
-                config.issuer.trim_end_matches('/')
-            );
-            let doc: serde_json::Value = self.get_json(&discovery).await?;
-            doc.get("jwks_uri")
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| format!("{discovery} has no jwks_uri"))?
-                .to_string()
-        } else {
-            config.jwks_url.clone()
-        };
-        let set: JwkSet = self.get_json(&url).await?;
-        Ok(set.keys)
-    }
+async fn fetch(http: &reqwest::Client, config: &OidcIssuerConfig) -> Result<Vec<Jwk>, String> {
+    let url = if config.jwks_url.is_empty() {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            config.issuer.trim_end_matches('/')
+        );
+        let doc: serde_json::Value = get_json(http, &discovery).await?;
+        doc.get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{discovery} has no jwks_uri"))?
+            .to_string()
+    } else {
+        config.jwks_url.clone()
+    };
+    let set: JwkSet = get_json(http, &url).await?;
+    Ok(set.keys)
+}
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
-    }
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, String> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
 }
 
 fn is_asymmetric(alg: Algorithm) -> bool {

@@ -1,8 +1,9 @@
 //! The JSON operators `->` and `->>` bind as in PostgreSQL: tighter than comparisons, `LIKE`,
 //! `IS`, `BETWEEN`, `IN` and `||`. The generic SQL dialect ranks them below all of those, so
-//! `doc->>'n' = '5'` parses as `doc ->> ('n' = '5')`; [`bind_json_arrows`] rotates such trees
-//! right after parsing, so every path (queries, views, live and topic filters) reads them the
-//! same way. A parenthesized operand (`doc ->> ('a' || 'b')`) is left as written.
+//! `doc->>'n' = '5'` parses as `doc ->> ('n' = '5')` and `'5' = doc->>'n'` as
+//! `('5' = doc) ->> 'n'`; [`bind_json_arrows`] rotates such trees right after parsing, so every
+//! path (queries, views, live and topic filters) reads them the same way. A parenthesized
+//! operand (`doc ->> ('a' || 'b')`) is left as written.
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Value as SqlValue, VisitMut, visit_expressions_mut,
@@ -27,17 +28,20 @@ fn is_arrow(op: &BinaryOperator) -> bool {
     )
 }
 
-/// The first operand of `e` if `e` is an operation a JSON arrow binds tighter than (or, for
-/// `||`, as tight and left-associative).
-fn looser_operand(e: &mut Expr) -> Option<&mut Box<Expr>> {
+/// Whether `op` is a binary operator a JSON arrow binds tighter than (or, for `||`, as tight
+/// and left-associative).
+fn is_looser(op: &BinaryOperator) -> bool {
     use BinaryOperator as B;
+    matches!(
+        op,
+        B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq | B::Spaceship | B::StringConcat
+    )
+}
+
+/// The first operand of `e` if `e` is an operation a JSON arrow binds tighter than.
+fn looser_first(e: &mut Expr) -> Option<&mut Box<Expr>> {
     match e {
-        Expr::BinaryOp {
-            left,
-            op:
-                B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq | B::Spaceship | B::StringConcat,
-            ..
-        } => Some(left),
+        Expr::BinaryOp { left, op, .. } if is_looser(op) => Some(left),
         Expr::Like { expr, .. }
         | Expr::ILike { expr, .. }
         | Expr::SimilarTo { expr, .. }
@@ -59,29 +63,62 @@ fn looser_operand(e: &mut Expr) -> Option<&mut Box<Expr>> {
     }
 }
 
-/// `L arrow (A looser …)` becomes `(L arrow A) looser …`, repeatedly.
+/// The last operand of `e` if `e` is an operation a JSON arrow binds tighter than.
+fn looser_last(e: &mut Expr) -> Option<&mut Box<Expr>> {
+    match e {
+        Expr::BinaryOp { right, op, .. } if is_looser(op) => Some(right),
+        Expr::Like { pattern, .. }
+        | Expr::ILike { pattern, .. }
+        | Expr::SimilarTo { pattern, .. }
+        | Expr::RLike { pattern, .. } => Some(pattern),
+        Expr::Between { high, .. } => Some(high),
+        Expr::IsDistinctFrom(_, b) | Expr::IsNotDistinctFrom(_, b) => Some(b),
+        _ => None,
+    }
+}
+
+/// Finds one operand of an operation.
+type OperandSlot = fn(&mut Expr) -> Option<&mut Box<Expr>>;
+
+/// `(X looser A) arrow B` becomes `X looser (A arrow B)`, and `L arrow (A looser …)` becomes
+/// `(L arrow A) looser …`, repeatedly.
 fn fix(e: &mut Expr) {
-    let Expr::BinaryOp { op, right, .. } = e else {
+    let Expr::BinaryOp { left, op, right } = e else {
         return;
     };
-    if !is_arrow(op) || looser_operand(right).is_none() {
+    if !is_arrow(op) {
+        return;
+    }
+    let from_left = looser_last(left).is_some();
+    if !from_left && looser_first(right).is_none() {
         return;
     }
     let placeholder = || Expr::value(SqlValue::Null);
     let Expr::BinaryOp { left, op, right } = std::mem::replace(e, placeholder()) else {
         return;
     };
-    let mut outer = *right;
-    if let Some(slot) = looser_operand(&mut outer) {
-        let a = std::mem::replace(slot.as_mut(), placeholder());
-        let mut inner = Expr::BinaryOp {
-            left,
-            op,
-            right: Box::new(a),
-        };
-        fix(&mut inner);
-        **slot = inner;
-    }
+    // The looser operation becomes the root; the arrow moves down onto its operand.
+    let (mut outer, kept, slot_of): (Expr, Box<Expr>, OperandSlot) = if from_left {
+        (*left, right, looser_last)
+    } else {
+        (*right, left, looser_first)
+    };
+    let Some(slot) = slot_of(&mut outer) else {
+        return;
+    };
+    let operand = Box::new(std::mem::replace(slot.as_mut(), placeholder()));
+    let (l, r) = if from_left {
+        (operand, kept)
+    } else {
+        (kept, operand)
+    };
+    let mut inner = Expr::BinaryOp {
+        left: l,
+        op,
+        right: r,
+    };
+    fix(&mut inner);
+    **slot = inner;
     *e = outer;
 }
 
@@ -133,6 +170,10 @@ mod tests {
     #[test]
     fn arrows_bind_tighter_than_comparisons_and_predicates() {
         same("doc->>'n' = '5'", "(doc->>'n') = '5'");
+        same("'5' = doc->>'n'", "'5' = (doc->>'n')");
+        same("doc->>'a' = doc->>'b'", "(doc->>'a') = (doc->>'b')");
+        same("x LIKE doc->>'p'", "x LIKE (doc->>'p')");
+        same("x BETWEEN 1 AND doc->>'hi'", "x BETWEEN 1 AND (doc->>'hi')");
         same("doc->'a'->>'b' = 'x'", "((doc->'a')->>'b') = 'x'");
         same("doc->>'n' LIKE 'b%'", "(doc->>'n') LIKE 'b%'");
         same("doc->>'n' IS NULL", "(doc->>'n') IS NULL");

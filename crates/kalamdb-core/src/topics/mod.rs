@@ -629,23 +629,22 @@ impl TopicService {
         Ok(upto)
     }
 
-    /// The message for `event` on `route`, if the route takes this kind of change and its
-    /// `filter` passes the row; `source` is the table's `ns.table`.
+    /// The message for `event` on `route` (whose filter passed its row), if the route takes
+    /// this kind of change; `source` is the table's `ns.table`.
     fn message(
         table: &CachedTable,
         source: &str,
         route: &TopicRoute,
-        filter: Option<&Filter>,
         user: Option<&UserId>,
         event: &ChangeEvent,
     ) -> Option<Message> {
-        let (op, row) = match (event.kind, &event.new, &event.old) {
-            (ChangeKind::Insert, Some(n), _) => (Op::Insert, n),
-            (ChangeKind::Update, Some(n), _) => (Op::Update, n),
-            (ChangeKind::Delete, _, Some(o)) => (Op::Delete, o),
-            _ => return None,
+        let row = subject_row(event)?;
+        let op = match event.kind {
+            ChangeKind::Insert => Op::Insert,
+            ChangeKind::Update => Op::Update,
+            ChangeKind::Delete => Op::Delete,
         };
-        if !route.op.eq_ignore_ascii_case(op.as_str()) || filter.is_some_and(|f| !f.matches(row)) {
+        if !route.op.eq_ignore_ascii_case(op.as_str()) {
             return None;
         }
         let key = table.pk_index.map(|p| {
@@ -688,6 +687,16 @@ impl TopicService {
             ts_ms: chrono::Utc::now().timestamp_millis(),
             source: Some(source.to_string()),
         })
+    }
+}
+
+/// The row a change's message describes: the new row of an insert or update, the old row of
+/// a delete.
+fn subject_row(event: &ChangeEvent) -> Option<&StoredRow> {
+    match (event.kind, &event.new, &event.old) {
+        (ChangeKind::Insert | ChangeKind::Update, Some(n), _) => Some(n),
+        (ChangeKind::Delete, _, Some(o)) => Some(o),
+        _ => None,
     }
 }
 
@@ -793,12 +802,27 @@ impl ChangeCapture for TopicService {
             return;
         };
         let source = table.def.table_id().to_string();
+        // Each route's WHERE judged on all the events' rows at once.
+        let rows: Vec<Option<&StoredRow>> = events.iter().map(subject_row).collect();
+        let present: Vec<&StoredRow> = rows.iter().flatten().copied().collect();
+        let passes: Vec<Vec<bool>> = routes
+            .iter()
+            .map(|(_, _, filter)| {
+                let mut verdicts = filter.as_ref().map(|f| f.mask(&present).into_iter());
+                rows.iter()
+                    .map(|r| {
+                        r.is_some() && verdicts.as_mut().is_none_or(|v| v.next().unwrap_or(false))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut reserved = self.reserved.lock();
-        for event in events {
-            for (topic, route, filter) in routes {
-                let filter = filter.as_deref();
-                let Some(message) = Self::message(table, &source, route, filter, user, event)
-                else {
+        for (e, event) in events.iter().enumerate() {
+            for (r, (topic, route, _)) in routes.iter().enumerate() {
+                if !passes[r][e] {
+                    continue;
+                }
+                let Some(message) = Self::message(table, &source, route, user, event) else {
                     continue;
                 };
                 let p = log::partition_of(message.key.as_deref(), topic.def.partitions);

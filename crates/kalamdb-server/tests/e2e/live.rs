@@ -786,6 +786,7 @@ async fn model_json_path_filters_deliver_what_a_select_returns() {
             " WHERE doc->>'tag' = 'a' OR json_get_int(doc, 'n') < 10",
             " WHERE json_contains(doc, 'extra')",
             " WHERE json_length(doc, 'items') >= 2 AND CURRENT_ROLE() = 'user'",
+            " WHERE json_get_int(doc, 'n') < 50 OR CURRENT_USER() = 'u2'",
             " WHERE CAST(doc->>'n' AS INT) % 3 = 0",
             " WHERE doc->'nested'->>'k' LIKE 'b%'",
             " WHERE upper(json_get_str(doc, 'tag')) IN ('A', 'B2') AND note IS NOT NULL",

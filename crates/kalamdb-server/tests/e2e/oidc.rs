@@ -141,7 +141,7 @@ async fn external_tokens_sign_in_mapped_users_and_bad_ones_are_refused() {
     let jwks_url = format!("{}/keys", idp.base);
     let s = TestServer::start_with(|c| {
         let oidc = &mut c.engine.auth.oidc;
-        oidc.jwks_min_refetch_secs = 0;
+        oidc.jwks_min_refetch_secs = 1;
         oidc.issuers = vec![
             kalamdb_core::config::OidcIssuerConfig {
                 name: "idp".into(),
@@ -203,10 +203,13 @@ async fn external_tokens_sign_in_mapped_users_and_bad_ones_are_refused() {
         "{users}"
     );
 
-    // Keys are fetched once (discovery, then the JWKS), not per request.
+    // Keys are fetched once (discovery, then the JWKS), not per token: fresh tokens (not in
+    // the verified-token cache) are checked against the cached keys.
     let fetched = idp.fetches.load(Ordering::SeqCst);
-    for _ in 0..5 {
-        assert!(whoami(&s, &alice).await.is_ok());
+    for i in 0..5 {
+        let mut fresh = claims(&iss, "s-alice", "app");
+        fresh["jti"] = json!(format!("fresh-{i}"));
+        assert!(whoami(&s, &rsa1.sign(&fresh)).await.is_ok());
     }
     assert_eq!(idp.fetches.load(Ordering::SeqCst), fetched);
 
@@ -274,7 +277,25 @@ async fn external_tokens_sign_in_mapped_users_and_bad_ones_are_refused() {
         assert_eq!(whoami(&s, &token).await, want, "{why}");
     }
 
-    // Key rotation: a key published after the first fetch is found by its new kid.
+    // Tokens naming unknown key ids cannot make the server fetch keys for each of them: at
+    // most one fetch per refetch interval.
+    let before = idp.fetches.load(Ordering::SeqCst);
+    for kid in ["r1", "r2", "r3", "r4", "r5"] {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims(&iss, "s-alice", "app"),
+            &unknown_kid.encoding,
+        )
+        .unwrap();
+        assert_eq!(whoami(&s, &token).await, refused());
+    }
+    assert!(idp.fetches.load(Ordering::SeqCst) <= before + 1);
+
+    // Key rotation: a key published after the last fetch is found by its new kid once the
+    // refetch interval (1 s here) has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let rsa2 = Key::rsa("rsa2");
     idp.jwks.lock().unwrap().push(rsa2.jwk.clone());
     let rotated = rsa2.sign(&claims(&iss, "s-alice", "app"));

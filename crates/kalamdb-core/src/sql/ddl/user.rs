@@ -40,19 +40,24 @@ pub async fn create_user(
         UserLogin::OAuth { provider, subject } => {
             if !app.auth().knows_provider(provider) {
                 return Err(KalamError::InvalidInput(format!(
-                    "No OIDC provider '{provider}' is configured ([auth.oidc] issuers: a name, \
-                     or the issuer URL)"
+                    "No OIDC provider '{provider}' is configured (the `name` of an \
+                     [[auth.oidc.issuers]] entry, or its issuer URL when it has no name)"
                 )));
             }
             if subject.is_empty() {
                 return Err(KalamError::InvalidInput("SUBJECT must not be empty".into()));
             }
-            let taken = app.catalog().users()?.into_iter().find(|u| {
-                u.deleted_at.is_none()
-                    && u.oauth
-                        .as_ref()
-                        .is_some_and(|o| o.provider == *provider && o.subject == *subject)
-            });
+            let identity = kalamdb_catalog::catalog::OAuthIdentity {
+                provider: provider.clone(),
+                subject: subject.clone(),
+            };
+            let taken = match app.catalog().user_by_oauth(&identity)? {
+                Some(id) => app
+                    .catalog()
+                    .user(&id)?
+                    .filter(|u| u.deleted_at.is_none() && u.oauth.as_ref() == Some(&identity)),
+                None => None,
+            };
             if let Some(u) = taken {
                 return Err(KalamError::InvalidInput(format!(
                     "User '{}' already signs in as that {provider} subject",
