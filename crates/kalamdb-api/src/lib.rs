@@ -7,6 +7,7 @@
 //! - [`topics`]: `POST /v1/api/topics/consume` and `…/ack`, the SDKs' topic consumers;
 //! - [`schema`]: `GET /v1/api/schema`, the caller's queryable schema in one document;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
+//! - [`observe`]: request ids and HTTP metrics on every request, and `GET /metrics`;
 //! - [`envelope`]: the one place errors become responses.
 //!
 //! [`router`] assembles them over an [`ApiState`]. The engine is `kalamdb-core`; this crate only
@@ -17,6 +18,7 @@ pub mod cors;
 pub mod envelope;
 pub mod files;
 pub mod health;
+pub mod observe;
 pub mod schema;
 pub mod sql;
 pub mod topics;
@@ -126,6 +128,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/auth/logout", post(auth::logout))
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
+        .route("/metrics", get(observe::metrics))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             (body_timeout, body_limit),
@@ -134,6 +137,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             body_limit,
             reject_oversize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe_request,
         ));
     // Outermost: preflights are answered before anything else looks at the request.
     let router = match state.cors.layer() {

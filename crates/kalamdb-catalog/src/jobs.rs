@@ -75,8 +75,10 @@ pub enum JobOutcome {
     AlreadyRunning(String),
 }
 
+/// Called with every job that ends.
+type FinishHook = Box<dyn Fn(&JobRecord) + Send + Sync>;
+
 /// The job manager.
-#[derive(Debug)]
 pub struct JobManager {
     catalog: Catalog,
     seq: Arc<SeqGenerator>,
@@ -84,6 +86,15 @@ pub struct JobManager {
     running: DashMap<(String, String), (String, CancelFlag)>,
     /// Finished jobs recorded, as far as this process knows (counted at start).
     finished: std::sync::atomic::AtomicUsize,
+    on_finish: std::sync::OnceLock<FinishHook>,
+}
+
+impl std::fmt::Debug for JobManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobManager")
+            .field("running", &self.running.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobManager {
@@ -105,7 +116,13 @@ impl JobManager {
             seq,
             running: DashMap::new(),
             finished: finished.into(),
+            on_finish: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Calls `hook` with every job that ends (metrics); the first hook set stays.
+    pub fn set_finish_hook(&self, hook: impl Fn(&JobRecord) + Send + Sync + 'static) {
+        let _ = self.on_finish.set(Box::new(hook));
     }
 
     /// Runs `work` as job `job_type` on `target`, recording it; see the module doc.
@@ -179,6 +196,9 @@ impl JobManager {
                 job.status = "failed".into();
                 job.message = Some(e.to_string());
             }
+        }
+        if let Some(hook) = self.on_finish.get() {
+            hook(&job);
         }
         if let Err(e) = self.catalog.put_job(&job).and_then(|()| self.trim()) {
             tracing::warn!(job = %job.job_id, error = %e, "cannot record a job's end");

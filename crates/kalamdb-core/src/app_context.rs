@@ -150,6 +150,18 @@ impl AppContext {
         &self.transactions
     }
 
+    /// The server's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.deps.metrics
+    }
+
+    /// The `GET /metrics` exposition: the counters and what is read now.
+    pub fn render_metrics(&self) -> String {
+        self.deps
+            .metrics
+            .render(&crate::providers::metric_figures(&self.deps))
+    }
+
     /// What table providers read from (system tables are built from it).
     pub fn provider_deps(&self) -> &ProviderDeps {
         &self.deps

@@ -65,6 +65,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[logging]`
     pub logging: LoggingConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
     /// `[stream]`
     pub stream: StreamConfig,
     /// `[query]`
@@ -559,12 +561,38 @@ impl Default for LimitsConfig {
 pub struct LoggingConfig {
     /// Log filter (`info`, `debug`, `kalamdb_core=debug,info` …).
     pub level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: String,
+    /// Statements that take at least this many milliseconds are logged (target
+    /// `kalamdb::slow_query`, with user and statement); 0 = off.
+    pub slow_query_ms: u64,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: "text".into(),
+            slow_query_ms: 1000,
+        }
+    }
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus text format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` at all.
+    pub enabled: bool,
+    /// Bearer token a scraper must send; empty = only clients on loopback may scrape.
+    pub token: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: String::new(),
         }
     }
 }
@@ -679,6 +707,12 @@ impl Config {
             });
         }
         self.auth.oidc.validate()?;
+        if !matches!(self.logging.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "logging.format",
+                reason: format!("'{}' is neither text nor json", self.logging.format),
+            });
+        }
         if self.storage.data_path.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "storage.data_path",

@@ -125,6 +125,25 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     let system_cold = Arc::new(crate::providers::flushed_audit::SystemCold::default());
     system_cold.load(&tables.cold().files("local")?).await?;
     let jobs = JobManager::open(catalog.clone(), Arc::clone(&seq))?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    {
+        let metrics = Arc::clone(&metrics);
+        jobs.set_finish_hook(move |job| {
+            let took = job
+                .finished_at
+                .zip(job.started_at)
+                .map_or(0.0, |(end, start)| (end - start) as f64 / 1e6);
+            metrics.job(&job.job_type, job.status != "failed", took);
+            if job.status == "completed" {
+                if job.job_type == "flush" {
+                    metrics.flushed_rows.inc_by(job.rows);
+                }
+                if matches!(job.job_type.as_str(), "flush" | "compact") {
+                    metrics.flushed_bytes.inc_by(job.bytes);
+                }
+            }
+        });
+    }
     let topics = Arc::new(
         crate::topics::TopicService::open(
             catalog.clone(),
@@ -144,6 +163,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         Arc::clone(&tables),
     ));
     let deps = ProviderDeps {
+        metrics,
         transactions: Arc::clone(&transactions),
         table_functions: Arc::new(session.state().table_functions().clone()),
         tables: Arc::clone(&tables),

@@ -39,6 +39,7 @@ pub mod encode;
 pub mod engine;
 pub mod expr_limits;
 pub mod maintenance;
+pub mod metrics;
 pub mod providers;
 pub mod query_runtime;
 pub mod row_filter;

@@ -132,7 +132,10 @@ impl QueryRuntime {
         F: Future<Output = T> + Send + 'static,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let task = self.handle.spawn(work);
+        // The request's span (its request id) follows the work onto the query runtime.
+        let task = self
+            .handle
+            .spawn(tracing::Instrument::in_current_span(work));
         let abort = task.abort_handle();
         self.running.0.insert(
             id,

@@ -30,6 +30,8 @@ pub struct LogLine {
     pub line: Option<u32>,
     /// The message and its fields (`key=value`).
     pub message: String,
+    /// The request being served when it was logged (the `request` span's `request_id`).
+    pub request_id: Option<String>,
 }
 
 static RECENT: LazyLock<Mutex<VecDeque<LogLine>>> =
@@ -49,11 +51,43 @@ pub fn layer() -> RecentLines {
 #[derive(Debug, Clone, Copy)]
 pub struct RecentLines;
 
-impl<S: Subscriber> Layer<S> for RecentLines {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// A `request` span's id, kept in the span's extensions.
+struct RequestId(String);
+
+impl<S> Layer<S> for RecentLines
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "request" {
+            return;
+        }
+        let mut text = Text::default();
+        attrs.record(&mut text);
+        let request_id = text
+            .0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("request_id="))
+            .map(str::to_string);
+        if let (Some(request_id), Some(span)) = (request_id, ctx.span(id)) {
+            span.extensions_mut().insert(RequestId(request_id));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let mut text = Text::default();
         event.record(&mut text);
+        let request_id = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .filter_map(|span| span.extensions().get::<RequestId>().map(|r| r.0.clone()))
+                .next()
+        });
         let thread = std::thread::current();
         let line = LogLine {
             timestamp: chrono::Utc::now().timestamp_micros(),
@@ -64,6 +98,7 @@ impl<S: Subscriber> Layer<S> for RecentLines {
             target: meta.target().to_string(),
             line: meta.line(),
             message: text.0,
+            request_id,
         };
         let mut ring = RECENT.lock();
         if ring.len() == KEPT_LINES {

@@ -114,6 +114,8 @@ pub struct LiveQueryManager {
     queries: DashMap<String, Weak<CompiledQuery>>,
     /// Subscriptions on `system.*`.
     system: Arc<SystemFeeds>,
+    /// Deliveries and their latency are counted here.
+    metrics: Arc<kalamdb_core::metrics::Metrics>,
 }
 
 impl LiveQueryManager {
@@ -126,6 +128,7 @@ impl LiveQueryManager {
             routes: DashMap::new(),
             queries: DashMap::new(),
             system: Arc::new(SystemFeeds::new()),
+            metrics: Arc::clone(&app.provider_deps().metrics),
         });
         app.tables()
             .set_change_listener(Arc::clone(&manager) as Arc<dyn ChangeListener>);
@@ -173,6 +176,7 @@ impl LiveQueryManager {
             subs: Mutex::new(HashMap::new()),
         });
         self.connections.insert(conn.id, Arc::clone(&conn));
+        self.metrics.ws_connections.inc();
         (conn, rx)
     }
 
@@ -728,15 +732,27 @@ impl ChangeListener for LiveQueryManager {
                 Some(u) => r.users.get(u).cloned().unwrap_or_default(),
             },
         };
+        let started = std::time::Instant::now();
         let mut cache = BodyCache::new();
+        let mut queued = 0;
         for sub in subs {
-            if let Err(e) = sub.deliver(&events, &mut cache)
-                && let Some(outbox) = sub.conn.upgrade()
-                && let Some(conn) = self.connection(outbox.id)
-            {
-                self.unsubscribe(&conn, &sub.id);
-                conn.error(&sub.id, &e);
+            match sub.deliver(&events, &mut cache) {
+                Ok(n) => queued += n,
+                Err(e) => {
+                    if let Some(outbox) = sub.conn.upgrade()
+                        && let Some(conn) = self.connection(outbox.id)
+                    {
+                        self.unsubscribe(&conn, &sub.id);
+                        conn.error(&sub.id, &e);
+                    }
+                }
             }
+        }
+        if queued > 0 {
+            self.metrics.live_deliveries.inc_by(queued);
+            self.metrics
+                .live_delivery_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 

@@ -75,12 +75,13 @@ impl Subscription {
 
     /// Delivers committed changes: buffered while the initial load runs, sent otherwise.
     /// Subscriptions sharing a compiled query share the encoded bodies through `cache`. A
-    /// change the wire cannot carry is an error; the caller ends the subscription.
+    /// change the wire cannot carry is an error; the caller ends the subscription. Returns how
+    /// many messages were queued.
     pub(crate) fn deliver(
         &self,
         events: &[ChangeEvent],
         cache: &mut BodyCache,
-    ) -> Result<(), LiveError> {
+    ) -> Result<u64, LiveError> {
         let query = self.query();
         let mut state = self.state.lock();
         if !state.ready {
@@ -89,10 +90,10 @@ impl Subscription {
                 if let Some(conn) = self.conn.upgrade() {
                     conn.overflow_now();
                 }
-                return Ok(());
+                return Ok(0);
             }
             state.buffered.extend(events.iter().cloned());
-            return Ok(());
+            return Ok(0);
         }
         let bodies = if self.from.is_some() {
             Arc::new(query.change_bodies(events.iter(), self.from))
@@ -104,13 +105,13 @@ impl Subscription {
             });
             Arc::clone(bodies)
         };
-        self.send_bodies(&bodies.0, bodies.1);
-        Ok(())
+        Ok(self.send_bodies(&bodies.0, bodies.1))
     }
 
-    fn send_bodies(&self, bodies: &[String], count: u64) {
+    /// Queues `bodies` (holding `count` row changes); returns how many messages it queued.
+    fn send_bodies(&self, bodies: &[String], count: u64) -> u64 {
         let Some(conn) = self.conn.upgrade() else {
-            return;
+            return 0;
         };
         for body in bodies {
             conn.send_text(message(&self.id, body).into());
@@ -120,6 +121,7 @@ impl Subscription {
             self.last_update
                 .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
         }
+        bodies.len() as u64
     }
 
     /// Sends the next initial batch; when it is the last, the load becomes ready and the

@@ -27,10 +27,22 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.engine.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Log lines go to stderr and, the recent ones, to system.server_logs.
+    // Log lines go to stderr (text or JSON) and, the recent ones, to system.server_logs.
+    // Lines logged while a request is served carry its `request_id` (the `request` span).
+    let json = settings.engine.logging.format == "json";
+    let text_output =
+        (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json_output = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(text_output)
+        .with(json_output)
         .with(kalamdb_core::server_logs::layer())
         .init();
     // Connection handling runs here; queries run on the engine's own runtime. Deep stacks

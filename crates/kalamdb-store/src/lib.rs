@@ -243,9 +243,6 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
         Ok(last)
     }
 
-    /// Compacts the keys `[from, to)` of one partition: versions deleted there (and the
-    /// deletions themselves, once no snapshot needs them) are dropped from its files, so
-    /// iterators stop walking over them. Blocks while the compaction runs.
     /// An estimate of the keys in one partition (cheap: from the store's own figures); `None`
     /// when the partition does not exist or the store keeps no such figure.
     fn estimated_keys(&self, name: &str) -> Option<u64> {
@@ -253,11 +250,37 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
         None
     }
 
-    /// The default does nothing (a store without such files).
+    /// The store's own figures (memory, compaction debt, write stalls, log size), for
+    /// metrics; zeros for a store that keeps none.
+    fn engine_stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
+
+    /// Compacts the keys `[from, to)` of one partition: versions deleted there (and the
+    /// deletions themselves, once no snapshot needs them) are dropped from its files, so
+    /// iterators stop walking over them. Blocks while the compaction runs. The default does
+    /// nothing (a store without such files).
     fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
         let _ = (name, from, to);
         Ok(())
     }
+}
+
+/// Figures of the storage engine, summed over its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Bytes in memtables (written, not yet flushed to files).
+    pub memtable_bytes: u64,
+    /// Bytes compaction estimates it must rewrite to catch up.
+    pub pending_compaction_bytes: u64,
+    /// Bytes of live sorted files.
+    pub sst_bytes: u64,
+    /// Bytes of write-ahead log files.
+    pub wal_bytes: u64,
+    /// Writes are stopped (too much compaction debt) right now.
+    pub writes_stopped: bool,
+    /// Writes are being slowed to this many bytes/s right now (0: not delayed).
+    pub delayed_write_rate: u64,
 }
 
 #[cfg(test)]

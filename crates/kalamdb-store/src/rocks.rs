@@ -309,6 +309,44 @@ impl StorageBackend for RocksBackend {
             .flatten()
     }
 
+    fn engine_stats(&self) -> crate::EngineStats {
+        let int = |cf: &Arc<rocksdb::BoundColumnFamily<'_>>, property: &str| {
+            self.db
+                .property_int_value_cf(cf, property)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let mut stats = crate::EngineStats::default();
+        for name in self.list_partitions() {
+            if let Some(cf) = self.db.cf_handle(&name) {
+                stats.memtable_bytes += int(&cf, "rocksdb.cur-size-all-mem-tables");
+                stats.pending_compaction_bytes +=
+                    int(&cf, "rocksdb.estimate-pending-compaction-bytes");
+                stats.sst_bytes += int(&cf, "rocksdb.live-sst-files-size");
+            }
+        }
+        let db_int = |property: &str| {
+            self.db
+                .property_int_value(property)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        stats.writes_stopped = db_int("rocksdb.is-write-stopped") > 0;
+        stats.delayed_write_rate = db_int("rocksdb.actual-delayed-write-rate");
+        stats.wal_bytes = std::fs::read_dir(self.db.path())
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        stats
+    }
+
     fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
         if let Some(cf) = self.db.cf_handle(name) {
             self.db.compact_range_cf(&cf, Some(from), Some(to));

@@ -37,4 +37,6 @@ pub struct ProviderDeps {
     pub settings: Arc<parking_lot::RwLock<toml::Table>>,
     /// The open transactions (`system.transactions`).
     pub transactions: Arc<crate::transactions::TransactionManager>,
+    /// The server's metrics (`system.stats` lists them as `GET /metrics` shows them).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -13,6 +13,7 @@ pub mod flushed_audit;
 pub mod information_schema;
 pub mod system;
 mod system_ops;
+pub(crate) use system_ops::metric_figures;
 mod system_rows;
 pub mod system_schema;
 pub mod table;

@@ -3,6 +3,7 @@
 //! `manifest`, `job_nodes`, `transactions`, and `cluster` / `cluster_groups` (this node alone, until KalamDB
 //! runs as a cluster). Column names and types are upstream KalamDB's, so its tools read them.
 
+use crate::metrics::{Figure, counter, gauge};
 use crate::providers::deps::ProviderDeps;
 use crate::providers::system_rows::Rows;
 use kalamdb_catalog::error::Result;
@@ -103,10 +104,123 @@ pub(crate) fn stats_rows(deps: &ProviderDeps) -> Result<Rows> {
         ("segment_cache_hits", cache.hits.to_string()),
         ("segment_cache_misses", cache.misses.to_string()),
     ];
-    Ok(figures
+    let mut rows: Rows = figures
         .into_iter()
         .map(|(name, value)| vec![text(name), text(value)])
-        .collect())
+        .collect();
+    // Then every sample of `GET /metrics`, named as there.
+    let scraped = metric_figures(deps);
+    rows.extend(
+        deps.metrics
+            .samples(&scraped)
+            .into_iter()
+            .map(|(name, value)| vec![text(name), text(value)]),
+    );
+    Ok(rows)
+}
+
+/// The figures read at scrape time.
+pub(crate) fn metric_figures(deps: &ProviderDeps) -> Vec<Figure> {
+    let engine = deps.tables.backend().engine_stats();
+    let cache = deps.tables.cold().segment_cache();
+    let live = deps
+        .tables
+        .change_listener()
+        .map(|l| l.counts())
+        .unwrap_or_default();
+    let process = crate::metrics::ProcessStats::read();
+    vec![
+        gauge(
+            "uptime_seconds",
+            "Seconds since the engine opened",
+            deps.started.elapsed().as_secs_f64(),
+        ),
+        gauge(
+            "websocket_connections",
+            "Open WebSocket connections",
+            live.connections as f64,
+        ),
+        gauge(
+            "live_subscriptions",
+            "Live subscriptions",
+            live.subscriptions as f64,
+        ),
+        gauge(
+            "running_queries",
+            "Requests running now",
+            deps.queries.list().len() as f64,
+        ),
+        gauge(
+            "open_transactions",
+            "Open explicit transactions",
+            deps.transactions.list().len() as f64,
+        ),
+        gauge(
+            "rocksdb_memtable_bytes",
+            "Bytes in RocksDB memtables",
+            engine.memtable_bytes as f64,
+        ),
+        gauge(
+            "rocksdb_pending_compaction_bytes",
+            "Bytes RocksDB estimates compaction must rewrite",
+            engine.pending_compaction_bytes as f64,
+        ),
+        gauge(
+            "rocksdb_sst_bytes",
+            "Bytes of live RocksDB files",
+            engine.sst_bytes as f64,
+        ),
+        gauge(
+            "rocksdb_wal_bytes",
+            "Bytes of RocksDB write-ahead log files",
+            engine.wal_bytes as f64,
+        ),
+        gauge(
+            "rocksdb_writes_stopped",
+            "1 while RocksDB stops writes (compaction debt)",
+            f64::from(u8::from(engine.writes_stopped)),
+        ),
+        gauge(
+            "rocksdb_delayed_write_rate",
+            "Bytes/s RocksDB slows writes to (0: not delayed)",
+            engine.delayed_write_rate as f64,
+        ),
+        gauge(
+            "segment_cache_bytes",
+            "Bytes of decoded Parquet segments cached",
+            cache.bytes as f64,
+        ),
+        gauge(
+            "segment_cache_segments",
+            "Parquet segments cached",
+            cache.segments as f64,
+        ),
+        counter(
+            "segment_cache_hits",
+            "Segment reads answered from the cache",
+            cache.hits as f64,
+        ),
+        counter(
+            "segment_cache_misses",
+            "Segment reads that went to storage",
+            cache.misses as f64,
+        ),
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process",
+            process.rss_bytes as f64,
+        ),
+        counter(
+            "process_cpu_seconds",
+            "CPU time of the server process (user + system)",
+            process.cpu_seconds,
+        ),
+        gauge(
+            "process_open_fds",
+            "Open file descriptors of the server process",
+            process.open_fds as f64,
+        ),
+    ]
 }
 
 /// This process's resident memory in MiB (Linux).
@@ -188,6 +302,7 @@ pub(crate) fn server_logs_rows() -> Rows {
                 text(l.target),
                 l.line.map_or(Value::Null, |n| Value::I32(n as i32)),
                 text(l.message),
+                l.request_id.map_or(Value::Null, text),
             ]
         })
         .collect()

@@ -242,6 +242,7 @@ impl SystemTable {
                 ("target", K::Text, false),
                 ("line", K::Int, true),
                 ("message", K::Text, false),
+                ("request_id", K::Text, true),
             ],
             Self::Columns => vec![
                 ("namespace_id", K::Text, false),

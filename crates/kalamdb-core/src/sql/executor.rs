@@ -315,7 +315,12 @@ impl SqlExecutor {
             tx: None,
         };
         if held.is_none() && statements.len() == 1 && statements[0].len() <= INLINE_MAX_BYTES {
-            match self.try_fast(&ctx, &statements[0]).await {
+            let started = std::time::Instant::now();
+            let fast = self.try_fast(&ctx, &statements[0]).await;
+            if let Some(done) = fast.as_ref().map(Option::as_ref).transpose() {
+                self.observe(&ctx, &statements[0], started.elapsed(), done);
+            }
+            match fast {
                 Ok(Some(output)) => {
                     let as_user = identity.user_id.to_string();
                     return Ok(Reply::Results(self.results_of(output, identity, as_user)));
@@ -405,6 +410,7 @@ impl SqlExecutor {
             );
         let mut results = Results::new(statements.len() == 1);
         for (i, text) in statements.iter().enumerate() {
+            let started = std::time::Instant::now();
             let step = match parse::transaction_control(text) {
                 Ok(Some(control)) => self.control(&ctx, control, &mut held, lone_begin).await,
                 Ok(None) => {
@@ -420,6 +426,7 @@ impl SqlExecutor {
                 }
                 Err(e) => Err(e),
             };
+            self.observe(&ctx, text, started.elapsed(), step.as_ref().map(|(o, _)| o));
             match step {
                 Ok((output, as_user)) => results.push(output, &identity, as_user),
                 Err(e) => {
@@ -445,6 +452,36 @@ impl SqlExecutor {
             ));
         }
         Ok(results.finish(&identity))
+    }
+
+    /// Counts a finished statement in the metrics and logs it when it was slow.
+    pub(crate) fn observe(
+        &self,
+        ctx: &ExecCtx,
+        text: &str,
+        took: std::time::Duration,
+        output: std::result::Result<&Output, &KalamError>,
+    ) {
+        let metrics = self.app.metrics();
+        let kind = match output {
+            Ok(Output::Rows { batches, .. }) => {
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                metrics.rows_read.inc_by(rows as u64);
+                "select"
+            }
+            Ok(Output::Dml { kind, count }) => {
+                metrics.rows_written.inc_by(*count as u64);
+                match kind {
+                    DmlKind::Insert => "insert",
+                    DmlKind::Update => "update",
+                    DmlKind::Delete => "delete",
+                }
+            }
+            Ok(Output::Message(_)) => "ddl",
+            Ok(Output::Transaction { .. }) => "transaction",
+            Err(_) => "failed",
+        };
+        super::session::statement_done(&self.app, &ctx.identity, text, took, kind);
     }
 
     /// A statement inside `h` failed with `e`: a transaction of this request alone is rolled

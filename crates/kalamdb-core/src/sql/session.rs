@@ -269,3 +269,27 @@ pub(crate) fn statement_error(index: usize, text: &str, e: KalamError) -> Reques
         public: e.is_public(),
     }
 }
+
+/// Counts a finished statement of `kind` in the metrics and logs it (target
+/// `kalamdb::slow_query`) when it took at least `[logging] slow_query_ms`.
+pub(crate) fn statement_done(
+    app: &AppContext,
+    who: &Identity,
+    text: &str,
+    took: std::time::Duration,
+    kind: &'static str,
+) {
+    app.metrics().statement(kind);
+    let slow_ms = app.config().logging.slow_query_ms;
+    if slow_ms > 0 && took.as_millis() >= u128::from(slow_ms) {
+        let statement: String = text.chars().take(2000).collect();
+        tracing::warn!(
+            target: "kalamdb::slow_query",
+            user = %who.user_id,
+            duration_ms = took.as_millis() as u64,
+            kind,
+            %statement,
+            "slow query"
+        );
+    }
+}

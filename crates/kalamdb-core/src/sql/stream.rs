@@ -121,16 +121,26 @@ pub(crate) async fn run<E: Executor>(
     let work = {
         let (first, tx) = (Arc::clone(&first), tx.clone());
         async move {
-            if let Err(e) = produce(&exec, ctx, &text, &first, &tx).await {
+            let started = std::time::Instant::now();
+            let who = ctx.identity.clone();
+            let outcome = produce(&exec, ctx, &text, &first, &tx).await;
+            let kind = match &outcome {
+                Ok(Produced::Query) => "select",
+                Ok(Produced::Elsewhere) => return, // counted by the general path
+                Err(_) => "failed",
+            };
+            super::session::statement_done(exec.app(), &who, &text, started.elapsed(), kind);
+            if let Err(e) = outcome {
                 report(&first, &tx, statement_error(0, &text, e)).await;
             }
         }
     };
-    let task = tokio::spawn(async move {
+    // In the request's span: its log lines carry the request id.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
         if let Err(e) = app.queries().run(&user, ip, &shown, timed, work).await {
             report(&first, &tx, request_error(e)).await;
         }
-    });
+    }));
     let cancel = AbortOnDrop(task.abort_handle());
     match first_rx.await {
         Ok(Ok(First::Done(results))) => Ok(Reply::Results(results)),
@@ -162,6 +172,14 @@ async fn report(first: &FirstSlot, tx: &RowSender, e: RequestError) {
     }
 }
 
+/// What [`produce`] ran.
+enum Produced {
+    /// The query.
+    Query,
+    /// Not a plain query: the general path ran (and counted) it.
+    Elsewhere,
+}
+
 /// Plans and runs the query, reporting its result (see the module doc).
 async fn produce<E: Executor>(
     exec: &E,
@@ -169,7 +187,7 @@ async fn produce<E: Executor>(
     text: &str,
     first: &FirstSlot,
     tx: &RowSender,
-) -> Result<()> {
+) -> Result<Produced> {
     let app = exec.app();
     let command = parse_statement(text)?;
     command.check_limits(ExprLimits::of(&app.config().limits))?;
@@ -188,20 +206,25 @@ async fn produce<E: Executor>(
             if let Some(f) = first.lock().take() {
                 let _ = f.send(done);
             }
-            return Ok(());
+            return Ok(Produced::Elsewhere);
         }
     };
     let mut stmt = stmt;
     params::bind(&mut stmt, &ctx.params, &ctx.identity)?;
     let as_user = ctx.identity.user_id.to_string();
     if let Some(out) = super::point_lookup::try_point_lookup(app, &ctx, &stmt).await? {
+        if let Output::Rows { batches, .. } = &out {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            app.metrics().rows_read.inc_by(rows as u64);
+        }
         let done = exec.results_of(out, &ctx.identity, as_user);
         if let Some(f) = first.lock().take() {
             let _ = f.send(Ok(First::Done(done)));
         }
-        return Ok(());
+        return Ok(Produced::Query);
     }
     let (schema, mut stream) = query_stream(app, &ctx, *stmt).await?;
+    let rows_read = &app.metrics().rows_read;
     let admin = ctx.identity.role.is_admin();
     let encode_rows = |batch: &RecordBatch| {
         let mut rows = encode::rows(std::slice::from_ref(batch));
@@ -215,12 +238,13 @@ async fn produce<E: Executor>(
         && let Some(batch) = stream.next().await
     {
         let batch = batch.map_err(KalamError::from_datafusion)?;
+        rows_read.inc_by(batch.num_rows() as u64);
         bytes = bytes.saturating_add(encode::result_bytes(&batch));
         head.extend(encode_rows(&batch));
     }
     let fields = encode::schema_fields(&schema);
     let Some(f) = first.lock().take() else {
-        return Ok(());
+        return Ok(Produced::Query);
     };
     if bytes <= STREAM_AFTER_BYTES {
         let result = QueryResult {
@@ -232,7 +256,7 @@ async fn produce<E: Executor>(
             transaction_id: None,
         };
         let _ = f.send(Ok(First::Done(vec![result])));
-        return Ok(());
+        return Ok(Produced::Query);
     }
     if f.send(Ok(First::Streaming {
         schema: fields,
@@ -240,14 +264,15 @@ async fn produce<E: Executor>(
     }))
     .is_err()
     {
-        return Ok(());
+        return Ok(Produced::Query);
     }
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(KalamError::from_datafusion)?;
+        rows_read.inc_by(batch.num_rows() as u64);
         if tx.send(Ok(Some(encode_rows(&batch)))).await.is_err() {
-            return Ok(()); // the client went away
+            return Ok(Produced::Query); // the client went away
         }
     }
     let _ = tx.send(Ok(None)).await;
-    Ok(())
+    Ok(Produced::Query)
 }

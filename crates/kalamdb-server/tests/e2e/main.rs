@@ -14,6 +14,7 @@ mod http_api;
 mod isolation;
 mod kalam_client;
 mod live;
+mod observe;
 mod oidc;
 mod restart;
 mod s3;
