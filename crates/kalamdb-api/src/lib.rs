@@ -138,9 +138,13 @@ pub fn router(state: ApiState) -> Router {
             body_limit,
             reject_oversize,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe_request,
+        .layer(observe::ObserveLayer::new(
+            state
+                .app
+                .config()
+                .metrics
+                .enabled
+                .then(|| Arc::clone(&state.app.provider_deps().metrics)),
         ));
     // Outermost: preflights are answered before anything else looks at the request.
     let router = match state.cors.layer() {

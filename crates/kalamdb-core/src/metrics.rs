@@ -6,12 +6,17 @@
 //! Every name starts with `kalamdb_`. Labels have bounded values: routes are the router's
 //! patterns, statement and job kinds are fixed words, never user input.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An HTTP request's route pattern, method and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +45,104 @@ pub struct JobLabels {
     pub status: String,
 }
 
+/// Identifies cached handles: the metrics, the route string's address and length, the
+/// method string's, the status.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct HandleKey {
+    metrics: usize,
+    route: (usize, usize),
+    method: usize,
+    status: u16,
+}
+
+/// A histogram whose observations take no lock (atomic buckets), encoded as Prometheus'
+/// classic histogram. (The client crate's own takes a mutex per observation, which many
+/// threads observing the same route contend on.)
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug)]
+struct HistogramInner {
+    upper: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    /// f64 bits.
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram with these bucket upper bounds (`+Inf` is added).
+    pub fn new(buckets: impl Iterator<Item = f64>) -> Self {
+        let mut upper: Vec<f64> = buckets.collect();
+        upper.push(f64::INFINITY);
+        let counts = upper.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            inner: Arc::new(HistogramInner {
+                upper,
+                counts,
+                sum: AtomicU64::new(0f64.to_bits()),
+                count: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records `v`.
+    pub fn observe(&self, v: f64) {
+        let h = &self.inner;
+        let i = h
+            .upper
+            .iter()
+            .position(|u| v <= *u)
+            .unwrap_or(h.upper.len() - 1);
+        h.counts[i].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let _ = h
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.inner;
+        let buckets: Vec<(f64, u64)> = h
+            .upper
+            .iter()
+            .zip(&h.counts)
+            .map(|(u, c)| (*u, c.load(Ordering::Relaxed)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            f64::from_bits(h.sum.load(Ordering::Relaxed)),
+            h.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The kinds SQL statements are counted by.
+pub const STATEMENT_KINDS: [&str; 7] = [
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "ddl",
+    "transaction",
+    "failed",
+];
+
 /// The server's counters and histograms.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,8 +151,9 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency by route (`kind` = route pattern), seconds.
     pub http_seconds: Family<KindLabel, Histogram>,
-    /// SQL statements run, by kind (`select`, `insert`, `update`, `delete`, `ddl`, `other`).
+    /// SQL statements run, by kind ([`STATEMENT_KINDS`]).
     pub statements: Family<KindLabel, Counter>,
+    statement_counters: Vec<Counter>,
     /// Rows inserted, updated or deleted by statements.
     pub rows_written: Counter,
     /// Rows returned to clients by queries.
@@ -87,11 +191,23 @@ impl Metrics {
         let job_seconds = Family::<KindLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.001, 4.0, 10))) as fn() -> Histogram,
         );
+        let statements = Family::<KindLabel, Counter>::default();
+        let statement_counters = STATEMENT_KINDS
+            .iter()
+            .map(|k| {
+                statements
+                    .get_or_create(&KindLabel {
+                        kind: k.to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
         let m = Self {
             registry: Registry::default(),
             http_requests: Family::default(),
             http_seconds,
-            statements: Family::default(),
+            statements,
+            statement_counters,
             rows_written: Counter::default(),
             rows_read: Counter::default(),
             ws_connections: Counter::default(),
@@ -162,11 +278,56 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Counts one statement of `kind`.
+    /// Counts one statement of `kind` (one of [`STATEMENT_KINDS`]: their counters are made up
+    /// front, so counting takes no lock).
     pub fn statement(&self, kind: &str) {
-        self.statements
-            .get_or_create(&KindLabel { kind: kind.into() })
-            .inc();
+        match STATEMENT_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.statement_counters[i].inc(),
+            None => self
+                .statements
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc(),
+        };
+    }
+
+    /// Counts one HTTP request to `route` answered with `status` after `seconds`. The
+    /// handles of a (route, method, status) are cached per thread, so the hot path takes no
+    /// lock and allocates nothing (`route` is the router's own string: its address is stable).
+    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        thread_local! {
+            static HANDLES: RefCell<HashMap<HandleKey, (Counter, Histogram)>> =
+                RefCell::new(HashMap::new());
+        }
+        let key = HandleKey {
+            metrics: self as *const Self as usize,
+            route: (route.as_ptr() as usize, route.len()),
+            method: method.as_ptr() as usize ^ method.len(),
+            status,
+        };
+        HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            // Bounded, should a caller's strings not be stable after all.
+            if cache.len() >= 1024 {
+                cache.clear();
+            }
+            let (count, seconds_of) = cache.entry(key).or_insert_with(|| {
+                let count = self
+                    .http_requests
+                    .get_or_create(&HttpLabels {
+                        route: route.into(),
+                        method: method.into(),
+                        status,
+                    })
+                    .clone();
+                let hist = self
+                    .http_seconds
+                    .get_or_create(&KindLabel { kind: route.into() })
+                    .clone();
+                (count, hist)
+            });
+            count.inc();
+            seconds_of.observe(seconds);
+        });
     }
 
     /// Counts a finished job.

@@ -185,15 +185,23 @@ async fn requests_carry_ids_and_slow_statements_are_logged_with_them() {
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "slow-one-1");
     assert_eq!(resp.status(), 200);
-    let logged = s
-        .ok(
-            &root,
-            "SELECT level, message, request_id FROM system.server_logs \
-             WHERE target = 'kalamdb::slow_query' AND request_id = 'slow-one-1'",
-        )
-        .await;
-    let found = rows(&logged);
-    assert_eq!(found.len(), 1, "{logged}");
+    // The line is written as the statement ends, which may be just after the response left.
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let logged = s
+            .ok(
+                &root,
+                "SELECT level, message, request_id FROM system.server_logs \
+                 WHERE target = 'kalamdb::slow_query' AND request_id = 'slow-one-1'",
+            )
+            .await;
+        found = rows(&logged);
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0][0], "WARN");
     let message = found[0][1].as_str().unwrap();
     for part in ["slow query", "user=root", "generate_series", "duration_ms="] {
