@@ -34,6 +34,7 @@
 pub mod access;
 pub mod app_context;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod encode;
 pub mod engine;

@@ -14,10 +14,43 @@ struct Args {
     /// with KALAMDB_<SECTION>_<KEY> environment variables.
     #[arg(long, default_value = "./server.toml")]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Restores a backup (`BACKUP DATABASE TO '…'`) into a new data folder, offline: start the
+    /// server on that folder afterwards.
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data folder to create (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Restore { from, data_dir }) = &args.command {
+        return match kalamdb_core::backup::restore(from, data_dir) {
+            Ok(r) => {
+                println!(
+                    "restored {} file(s), {} bytes into {}",
+                    r.files,
+                    r.bytes,
+                    data_dir.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kalamdb-server restore: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(&args.config, std::env::vars()) {
         Ok(c) => c,
         Err(e) => {

@@ -250,6 +250,15 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
         None
     }
 
+    /// Writes a consistent copy of the whole store as of now into the new folder `dir`
+    /// (hard links where the filesystem allows), while writes go on.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<()> {
+        let _ = dir;
+        Err(StoreError::Io(std::io::Error::other(
+            "this store cannot write checkpoints",
+        )))
+    }
+
     /// The store's own figures (memory, compaction debt, write stalls, log size), for
     /// metrics; zeros for a store that keeps none.
     fn engine_stats(&self) -> EngineStats {

@@ -309,6 +309,11 @@ impl StorageBackend for RocksBackend {
             .flatten()
     }
 
+    fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     fn engine_stats(&self) -> crate::EngineStats {
         let int = |cf: &Arc<rocksdb::BoundColumnFamily<'_>>, property: &str| {
             self.db

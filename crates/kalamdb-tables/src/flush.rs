@@ -368,6 +368,7 @@ impl TableStore {
         table: &Arc<CachedTable>,
         cancel: &CancelFlag,
     ) -> Result<(usize, usize)> {
+        let _files = self.file_changes().await;
         let retention_ms = self.options.tombstone_retention_secs.saturating_mul(1000);
         let keep_tombstones_after = kalamdb_catalog::seq::min_seq_at_unix_millis(
             chrono::Utc::now().timestamp_millis()
@@ -409,6 +410,7 @@ impl TableStore {
         if table.def.table_type == TableType::Stream {
             return Ok(stats); // STREAM rows expire by TTL; they are never flushed
         }
+        let _files = self.file_changes().await;
         for scope in hot_scopes(&*self.backend, table)? {
             if cancel.is_set() {
                 break;

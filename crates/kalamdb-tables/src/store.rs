@@ -53,6 +53,9 @@ pub struct TableStore {
     pub(crate) options: TableStoreOptions,
     /// Transaction snapshots open now (see [`crate::snapshots`]).
     pub(crate) open_snapshots: crate::snapshots::OpenSnapshots,
+    /// Held shared by whatever changes segment files or manifests (flushes, compactions,
+    /// dropped data); a backup holds it alone while it copies them ([`Self::pause_file_changes`]).
+    files_gate: tokio::sync::RwLock<()>,
 }
 
 impl TableStore {
@@ -79,6 +82,7 @@ impl TableStore {
             faults: Faults::default(),
             options,
             open_snapshots: Default::default(),
+            files_gate: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -217,9 +221,21 @@ impl TableStore {
         self.flushes.forget(id);
     }
 
+    /// Stops flushes, compactions and removals of dropped data (each waits) until the guard
+    /// is dropped, so the segment files and manifests stay as they are: a backup copies them.
+    pub async fn pause_file_changes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.files_gate.write().await
+    }
+
+    /// Held shared while segment files or manifests change.
+    pub(crate) async fn file_changes(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.files_gate.read().await
+    }
+
     /// Removes every row of a dropped table incarnation: its hot partition and its segments.
     /// The caller has removed the definition; a failure leaves it to be retried.
     pub async fn remove_table_data(&self, def: &TableDefinition) -> Result<()> {
+        let _files = self.files_gate.read().await;
         self.backend
             .drop_partition(TablePartitions::of(def).used())?;
         self.cold.drop_table(def).await
@@ -227,6 +243,7 @@ impl TableStore {
 
     /// Removes `scope`'s rows of table `def` from both tiers (its user was dropped).
     pub async fn remove_scope_data(&self, def: &TableDefinition, scope: &Scope) -> Result<()> {
+        let _files = self.files_gate.read().await;
         let from = scope.prefix();
         // The prefix ends with a 0 separator: the next byte bounds every key of the scope.
         let mut to = from.clone();

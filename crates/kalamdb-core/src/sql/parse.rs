@@ -55,6 +55,8 @@ pub enum Command {
     KillLiveQuery(String),
     /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
     FlushTable(TableRef),
+    /// `BACKUP DATABASE TO 'folder'`
+    Backup(String),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`
     FlushAll(Option<String>),
     /// `STORAGE COMPACT TABLE [ns.]t`
@@ -662,6 +664,7 @@ fn is_own_statement(w: &[String]) -> bool {
             )
             | ("SHOW", "TOPICS")
             | ("FLUSH", "TABLE")
+            | ("BACKUP", "DATABASE")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
     )
@@ -757,6 +760,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
             ("FLUSH_TABLE", format!("{ns}{}", table.table))
         }
         Command::FlushAll(ns) => ("FLUSH_ALL", ns.unwrap_or_default()),
+        Command::Backup(dir) => ("BACKUP_DATABASE", dir),
         Command::CompactTable(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("COMPACT_TABLE", format!("{ns}{}", table.table))
@@ -986,6 +990,10 @@ impl KalamParser<'_> {
                 }
             }
             ("FLUSH", "TABLE") => Command::FlushTable(self.skip(2).table_ref()?),
+            ("BACKUP", "DATABASE") => {
+                self.skip(2).expect("TO")?;
+                Command::Backup(self.string()?)
+            }
             ("FLUSH", "TOPIC") => Command::Topic(TopicCommand::Flush(self.skip(2).table_ref()?)),
             ("STORAGE", "FLUSH") if w2 == "TOPIC" => {
                 Command::Topic(TopicCommand::Flush(self.skip(3).table_ref()?))

@@ -5,6 +5,7 @@ mod support;
 
 mod alter;
 mod auth;
+mod backup;
 mod browser;
 mod cold;
 mod crash;

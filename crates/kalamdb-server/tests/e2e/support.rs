@@ -149,6 +149,11 @@ impl TestServer {
         }
     }
 
+    /// Starts a server on the data already in `dir` (e.g. a restored backup).
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::launch(dir, |_| {}).await
+    }
+
     /// Starts a server whose test config is first adjusted by `adjust`.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         Self::launch(tempfile::tempdir().unwrap(), adjust).await

@@ -204,6 +204,31 @@ async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Resu
     )))
 }
 
+/// `BACKUP DATABASE TO 'folder'` (dba/system), as a `backup` job: see [`crate::backup`].
+pub async fn backup_database(app: &AppContext, ctx: &ExecCtx, dir: &str) -> Result<Output> {
+    access::check_admin(&ctx.identity, "back the database up")?;
+    if dir.trim().is_empty() {
+        return Err(KalamError::InvalidInput("BACKUP needs a folder".into()));
+    }
+    let by = ctx.identity.user_id.as_str();
+    let path = std::path::PathBuf::from(dir);
+    let outcome = app
+        .jobs()
+        .run("backup", dir, "manual", by, 1, |_| async {
+            let report = crate::backup::backup(app, &path).await?;
+            Ok(JobReport {
+                rows: report.files,
+                bytes: report.bytes,
+                message: format!(
+                    "Backup written to '{dir}': {} file(s), {} bytes",
+                    report.files, report.bytes
+                ),
+            })
+        })
+        .await?;
+    Ok(Output::Message(job_line(outcome, "backup", dir)))
+}
+
 /// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
 pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
     let tables = storage_targets(app, ctx, ns)?;

@@ -1,0 +1,154 @@
+//! `BACKUP DATABASE TO '…'` while writers run, then `kalamdb-server restore` (the real binary)
+//! into a new data folder and a server started on it: every write acknowledged before the
+//! backup began is there (hot and flushed, SHARED and USER), nothing sent after it ended is.
+
+use crate::support::{TestServer, rows};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[tokio::test]
+async fn an_online_backup_restores_what_was_acknowledged_before_it() {
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.b (id INT PRIMARY KEY, v TEXT); \
+         CREATE USER TABLE app.u (id INT PRIMARY KEY, v TEXT)",
+    )
+    .await;
+    let values = |ids: std::ops::RangeInclusive<i32>| {
+        ids.map(|i| format!("({i}, 'v{i}')"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.ok(
+        &root,
+        &format!("INSERT INTO app.b VALUES {}", values(1..=200)),
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.b").await; // these are cold now
+    s.ok(
+        &root,
+        &format!("INSERT INTO app.b VALUES {}", values(201..=300)),
+    )
+    .await;
+    let alice = s.users_with_tokens(&root, &["alice"]).await.remove(0);
+    s.ok(
+        &alice,
+        &format!("INSERT INTO app.u VALUES {}", values(1..=10)),
+    )
+    .await;
+
+    // A writer goes on through the backup, recording when each insert was sent and acked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (http, base, token, stop) = (
+            s.http.clone(),
+            s.base.clone(),
+            root.clone(),
+            Arc::clone(&stop),
+        );
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            let mut id = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let sql = format!("INSERT INTO app.b VALUES ({id}, 'w')");
+                let (status, body) = crate::support::post_sql(&http, &base, &token, &sql).await;
+                assert_eq!(status, 200, "{body}");
+                log.push((id, sent, Instant::now()));
+                id += 1;
+            }
+            log
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let folder = tempfile::tempdir().unwrap();
+    let target = folder.path().join("bk");
+    let began = Instant::now();
+    let done = s
+        .ok(&root, &format!("BACKUP DATABASE TO '{}'", target.display()))
+        .await;
+    let ended = Instant::now();
+    assert!(
+        done["message"].as_str().unwrap().contains("Backup written"),
+        "{done}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    let log = writer.await.unwrap();
+    assert!(
+        log.iter().any(|(_, _, acked)| *acked < began),
+        "no write before the backup"
+    );
+    assert!(
+        log.iter().any(|(_, sent, _)| *sent > ended),
+        "no write after the backup"
+    );
+    // A second backup into the same folder is refused.
+    let (_, _, msg) = s
+        .err(&root, &format!("BACKUP DATABASE TO '{}'", target.display()))
+        .await;
+    assert!(msg.contains("not empty"), "{msg}");
+    // Plain users may not take backups.
+    s.err(&alice, "BACKUP DATABASE TO '/tmp/nope'").await;
+    drop(s);
+
+    let restored = tempfile::tempdir().unwrap();
+    let data = restored.path().join("data");
+    let restore = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+            .args(["restore", "--from"])
+            .arg(&target)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = restore();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Restoring over data is refused.
+    let again = restore();
+    assert!(!again.status.success());
+
+    let dir = tempfile::TempDir::new_in(restored.path()).unwrap();
+    std::fs::remove_dir(dir.path()).unwrap();
+    std::fs::rename(&data, dir.path()).unwrap();
+    let s = TestServer::start_in(dir).await;
+    let root = s.root_token().await;
+    let ids: std::collections::HashSet<i64> = rows(&s.ok(&root, "SELECT id FROM app.b").await)
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
+    for i in 1..=300 {
+        assert!(
+            ids.contains(&i),
+            "row {i} (written before the backup) is missing"
+        );
+    }
+    for (id, sent, acked) in &log {
+        if *acked < began {
+            assert!(
+                ids.contains(id),
+                "write {id}, acknowledged before the backup, is missing"
+            );
+        }
+        if *sent > ended {
+            assert!(
+                !ids.contains(id),
+                "write {id}, sent after the backup, is in it"
+            );
+        }
+    }
+    let alice = s.token("alice", "alice-pass-123").await;
+    let mine = s.ok(&alice, "SELECT count(*) FROM app.u").await;
+    assert_eq!(rows(&mine), vec![vec![serde_json::json!("10")]]);
+    // The flushed rows come back from their segments.
+    let cold = s.ok(&root, "SELECT v FROM app.b WHERE id = 7").await;
+    assert_eq!(rows(&cold), vec![vec![serde_json::json!("v7")]]);
+}
