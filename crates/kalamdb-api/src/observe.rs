@@ -135,7 +135,10 @@ pub async fn metrics(
         return StatusCode::NOT_FOUND.into_response();
     }
     let allowed = if config.token.is_empty() {
-        peer.ip().is_loopback()
+        // Loopback only; a request a proxy on this host forwards is not the proxy's own.
+        let forwarded =
+            headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
+        peer.ip().to_canonical().is_loopback() && !forwarded
     } else {
         let sent = headers
             .get(header::AUTHORIZATION)

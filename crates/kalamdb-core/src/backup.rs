@@ -42,26 +42,40 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> KalamError {
 /// Takes a backup of `app` into `dir`, which must not exist or be empty.
 pub async fn backup(app: &AppContext, dir: &Path) -> Result<BackupReport> {
     require_empty(dir, "backup folder")?;
-    std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    create_private_dir(dir)?;
+    let data_path = Path::new(&app.config().storage.data_path);
     let storages: Vec<(String, String, PathBuf)> = app
         .catalog()
         .storages()?
         .into_iter()
         .filter(|s| s.storage_type == "filesystem")
         .map(|s| {
-            let path = storage_path(
-                Path::new(&app.config().storage.data_path),
-                &s.base_directory,
-            );
+            let path = storage_path(data_path, &s.base_directory);
             (s.storage_id, s.base_directory, path)
         })
         .collect();
-    // Segment files and manifests hold still from the checkpoint until the copy is done.
-    let _files = app.tables().pause_file_changes().await;
+    // Not inside what it copies (it would copy itself, into every later backup too).
+    let inside = |outer: &Path| {
+        let (Ok(a), Ok(b)) = (dir.canonicalize(), outer.canonicalize()) else {
+            return false;
+        };
+        a.starts_with(b)
+    };
+    if inside(data_path) || storages.iter().any(|(_, _, p)| inside(p)) {
+        let _ = std::fs::remove_dir(dir);
+        return Err(KalamError::InvalidInput(format!(
+            "backup folder {} is inside the data folder or a storage: choose one outside them",
+            dir.display()
+        )));
+    }
+    // Segment files and manifests hold still from the checkpoint until the copy is done (the
+    // copy owns the guard: a cancelled request does not release it early).
+    let files = app.tables().pause_file_changes().await;
     let backend = std::sync::Arc::clone(app.backend());
     let node = app.node_id().to_string();
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        let _files = files;
         let created_at = chrono::Utc::now().timestamp_micros();
         backend
             .checkpoint(&dir.join("rocksdb"))
@@ -99,18 +113,43 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<BackupReport> {
         KalamError::InvalidInput(format!("{} is not a backup: {e}", path.display()))
     })?;
     require_empty(data_dir, "data folder (restore into a new one)")?;
+    // Every target is checked before anything is copied.
+    let mut targets = Vec::new();
+    for (id, base) in &manifest.storages {
+        if Path::new(base)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(KalamError::InvalidInput(format!(
+                "storage {id}'s folder '{base}' climbs out with '..'"
+            )));
+        }
+        let to = storage_path(data_dir, base);
+        require_empty(&to, &format!("storage {id}'s folder"))?;
+        targets.push((id, to));
+    }
     let mut report = BackupReport::default();
     copy_tree(
         &from.join("rocksdb"),
         &data_dir.join("rocksdb"),
         &mut report,
     )?;
-    for (id, base) in &manifest.storages {
-        let to = storage_path(data_dir, base);
-        require_empty(&to, &format!("storage {id}'s folder"))?;
+    for (id, to) in targets {
         copy_tree(&from.join("storages").join(id), &to, &mut report)?;
     }
     Ok(report)
+}
+
+/// Creates `dir` readable by this user only (a backup holds password hashes).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("cannot restrict", dir, e))?;
+    }
+    Ok(())
 }
 
 /// Refuses a folder that exists and holds anything.

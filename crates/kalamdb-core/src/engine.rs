@@ -133,7 +133,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
                 .finished_at
                 .zip(job.started_at)
                 .map_or(0.0, |(end, start)| (end - start) as f64 / 1e6);
-            metrics.job(&job.job_type, job.status != "failed", took);
+            metrics.job(&job.job_type, &job.status, took);
             if job.status == "completed" {
                 if job.job_type == "flush" {
                     metrics.flushed_rows.inc_by(job.rows);

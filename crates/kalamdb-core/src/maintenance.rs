@@ -44,6 +44,7 @@ fn spawn_topic_retention(app: &Arc<AppContext>) {
     spawn_periodic_job(app, "topic_retention", every, due, |app| {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
+            let _files = app.tables().file_changes().await;
             let removed = app.topics().apply_retention(now).await?;
             Ok(JobReport {
                 rows: removed,
@@ -65,6 +66,7 @@ fn spawn_topic_flush(app: &Arc<AppContext>) {
     let due = |app: &AppContext| app.topics().flush_due(topic_flush_cutoff(app));
     spawn_periodic_job(app, "topic_flush", every, due, |app| {
         Box::pin(async move {
+            let _files = app.tables().file_changes().await;
             let done = app
                 .topics()
                 .flush(None, Some(topic_flush_cutoff(&app)), app.tables().faults())

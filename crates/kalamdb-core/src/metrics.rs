@@ -45,15 +45,18 @@ pub struct JobLabels {
     pub status: String,
 }
 
-/// Identifies cached handles: the metrics, the route string's address and length, the
+/// Identifies cached handles: the metrics' id, the route string's address and length, the
 /// method string's, the status.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct HandleKey {
-    metrics: usize,
+    metrics: u64,
     route: (usize, usize),
-    method: usize,
+    method: (usize, usize),
     status: u16,
 }
+
+/// Ids of [`Metrics`] values: cache keys never outlive them into a new one at the same address.
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A histogram whose observations take no lock (atomic buckets), encoded as Prometheus'
 /// classic histogram. (The client crate's own takes a mutex per observation, which many
@@ -119,9 +122,11 @@ impl EncodeMetric for Histogram {
             .zip(&h.counts)
             .map(|(u, c)| (*u, c.load(Ordering::Relaxed)))
             .collect();
+        // The count from the buckets read, so `+Inf` and `_count` always agree.
+        let count = buckets.iter().map(|(_, n)| n).sum();
         encoder.encode_histogram::<NoLabelSet>(
             f64::from_bits(h.sum.load(Ordering::Relaxed)),
-            h.count.load(Ordering::Relaxed),
+            count,
             &buckets,
             None,
         )
@@ -146,6 +151,8 @@ pub const STATEMENT_KINDS: [&str; 7] = [
 /// The server's counters and histograms.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Unique per value (see [`HandleKey`]).
+    id: u64,
     registry: Registry,
     /// HTTP requests answered.
     pub http_requests: Family<HttpLabels, Counter>,
@@ -203,6 +210,7 @@ impl Metrics {
             })
             .collect();
         let m = Self {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry: Registry::default(),
             http_requests: Family::default(),
             http_seconds,
@@ -299,9 +307,9 @@ impl Metrics {
                 RefCell::new(HashMap::new());
         }
         let key = HandleKey {
-            metrics: self as *const Self as usize,
+            metrics: self.id,
             route: (route.as_ptr() as usize, route.len()),
-            method: method.as_ptr() as usize ^ method.len(),
+            method: (method.as_ptr() as usize, method.len()),
             status,
         };
         HANDLES.with(|cache| {
@@ -330,9 +338,8 @@ impl Metrics {
         });
     }
 
-    /// Counts a finished job.
-    pub fn job(&self, kind: &str, ok: bool, seconds: f64) {
-        let status = if ok { "completed" } else { "failed" };
+    /// Counts a finished job (`status`: completed, failed or cancelled).
+    pub fn job(&self, kind: &str, status: &str, seconds: f64) {
         self.jobs
             .get_or_create(&JobLabels {
                 kind: kind.into(),

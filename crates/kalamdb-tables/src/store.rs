@@ -55,7 +55,7 @@ pub struct TableStore {
     pub(crate) open_snapshots: crate::snapshots::OpenSnapshots,
     /// Held shared by whatever changes segment files or manifests (flushes, compactions,
     /// dropped data); a backup holds it alone while it copies them ([`Self::pause_file_changes`]).
-    files_gate: tokio::sync::RwLock<()>,
+    files_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl TableStore {
@@ -82,7 +82,7 @@ impl TableStore {
             faults: Faults::default(),
             options,
             open_snapshots: Default::default(),
-            files_gate: tokio::sync::RwLock::new(()),
+            files_gate: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
@@ -223,12 +223,15 @@ impl TableStore {
 
     /// Stops flushes, compactions and removals of dropped data (each waits) until the guard
     /// is dropped, so the segment files and manifests stay as they are: a backup copies them.
-    pub async fn pause_file_changes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
-        self.files_gate.write().await
+    /// The guard is owned, so a backup's blocking copy keeps it even if the request that
+    /// started it goes away.
+    pub async fn pause_file_changes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        Arc::clone(&self.files_gate).write_owned().await
     }
 
-    /// Held shared while segment files or manifests change.
-    pub(crate) async fn file_changes(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+    /// Held shared while segment files or manifests change (also by other writers of the
+    /// storages' files: topic and system-table flushes).
+    pub async fn file_changes(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.files_gate.read().await
     }
 

@@ -135,32 +135,6 @@ fn split_request(sql: &str) -> std::result::Result<Vec<String>, RequestError> {
     })
 }
 
-/// A request's SQL as `system.queries` and logs show it: user-management statements (which
-/// may carry a password) only by their action and user, as in the audit log.
-fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
-    let upper = sql.to_ascii_uppercase();
-    if !upper.contains("USER") {
-        return std::borrow::Cow::Borrowed(sql);
-    }
-    let statements = split::split_statements(sql).unwrap_or_default();
-    let shown: Vec<String> = statements
-        .iter()
-        .map(|text| {
-            let inner = match parse::execute_as(text) {
-                Ok(Some((_, inner))) => inner,
-                _ => text.clone(),
-            };
-            match parse::audited_action(&inner) {
-                Some((action, object)) if action.ends_with("_USER") => {
-                    format!("{action} {object} …")
-                }
-                _ => text.clone(),
-            }
-        })
-        .collect();
-    std::borrow::Cow::Owned(shown.join("; "))
-}
-
 impl SqlExecutor {
     /// An executor over `app`; `live_url` is the WebSocket URL of live queries, which only
     /// the transport knows (`SUBSCRIBE TO` over HTTP answers with it).
@@ -332,7 +306,7 @@ impl SqlExecutor {
         // Flushes, compactions and other administrative statements may take as long as their
         // data needs (KILL JOB stops them); queries and DML are held to the timeout.
         let timed = !statements.iter().all(|s| parse::is_own_statement_text(s));
-        let shown = shown_sql(sql).into_owned();
+        let shown = super::session::shown_sql(sql).into_owned();
         if held.is_none()
             && may_stream
             && statements.len() == 1

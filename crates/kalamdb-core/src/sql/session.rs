@@ -270,6 +270,32 @@ pub(crate) fn statement_error(index: usize, text: &str, e: KalamError) -> Reques
     }
 }
 
+/// A request's SQL as `system.queries` and logs show it: user-management statements (which
+/// may carry a password) only by their action and user, as in the audit log.
+pub(crate) fn shown_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    let upper = sql.to_ascii_uppercase();
+    if !upper.contains("USER") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let statements = super::split::split_statements(sql).unwrap_or_default();
+    let shown: Vec<String> = statements
+        .iter()
+        .map(|text| {
+            let inner = match super::parse::execute_as(text) {
+                Ok(Some((_, inner))) => inner,
+                _ => text.clone(),
+            };
+            match super::parse::audited_action(&inner) {
+                Some((action, object)) if action.ends_with("_USER") => {
+                    format!("{action} {object} …")
+                }
+                _ => text.clone(),
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(shown.join("; "))
+}
+
 /// Counts a finished statement of `kind` in the metrics and logs it (target
 /// `kalamdb::slow_query`) when it took at least `[logging] slow_query_ms`.
 pub(crate) fn statement_done(
@@ -282,7 +308,8 @@ pub(crate) fn statement_done(
     app.metrics().statement(kind);
     let slow_ms = app.config().logging.slow_query_ms;
     if slow_ms > 0 && took.as_millis() >= u128::from(slow_ms) {
-        let statement: String = text.chars().take(2000).collect();
+        // As system.queries shows it: user-management statements without their passwords.
+        let statement: String = shown_sql(text).chars().take(2000).collect();
         tracing::warn!(
             target: "kalamdb::slow_query",
             user = %who.user_id,

@@ -120,12 +120,14 @@ pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> R
             if if_exists && topics.topic(&id).is_err() {
                 return Ok(Output::Message(format!("Topic '{id}' does not exist")));
             }
+            let _files = app.tables().file_changes().await;
             topics.drop_topic(&id).await?;
             Ok(Output::Message(format!("Topic '{id}' dropped")))
         }
         TopicCommand::Clear(topic) => {
             access::check_admin(&ctx.identity, "clear topics")?;
             let id = topic_id(ctx, &topic).to_string();
+            let _files = app.tables().file_changes().await;
             let removed = topics.clear(&id).await?;
             Ok(Output::Message(format!(
                 "Topic '{id}' cleared: {removed} message(s) removed"
@@ -139,6 +141,7 @@ pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> R
             let outcome = app
                 .jobs()
                 .run("topic_flush", &id, "manual", by, 1, |_| async {
+                    let _files = app.tables().file_changes().await;
                     let done = topics.flush(Some(&id), None, app.tables().faults()).await?;
                     Ok(JobReport {
                         rows: done.messages,

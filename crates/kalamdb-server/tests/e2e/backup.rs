@@ -92,7 +92,15 @@ async fn an_online_backup_restores_what_was_acknowledged_before_it() {
         .await;
     assert!(msg.contains("not empty"), "{msg}");
     // Plain users may not take backups.
-    s.err(&alice, "BACKUP DATABASE TO '/tmp/nope'").await;
+    let (_, code, _) = s.err(&alice, "BACKUP DATABASE TO '/tmp/nope'").await;
+    assert_eq!(code, "PERMISSION_DENIED");
+    // Nor may a backup go inside the data it copies.
+    let inside = s.dir.path().join("bk");
+    let (_, _, msg) = s
+        .err(&root, &format!("BACKUP DATABASE TO '{}'", inside.display()))
+        .await;
+    assert!(msg.contains("inside the data folder"), "{msg}");
+    assert!(!inside.exists());
     drop(s);
 
     let restored = tempfile::tempdir().unwrap();

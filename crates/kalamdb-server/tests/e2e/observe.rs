@@ -24,7 +24,7 @@ async fn scrape(s: &TestServer, token: Option<&str>) -> (u16, HashMap<String, f6
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("unparsable exposition ({e}):\n{text}"));
     assert!(
-        parsed.docs.contains_key("kalamdb_http_requests"),
+        parsed.docs.contains_key("kalamdb_sql_statements"),
         "{:?}",
         parsed.docs.keys()
     );
@@ -156,6 +156,17 @@ async fn a_metrics_token_guards_the_endpoint() {
     assert_eq!(scrape(&s, None).await.0, 401);
     assert_eq!(scrape(&s, Some("wrong")).await.0, 401);
     assert_eq!(scrape(&s, Some("scrape-secret")).await.0, 200);
+    // Without a token: loopback only, and not what a proxy on this host forwards.
+    let open = TestServer::start().await;
+    assert_eq!(scrape(&open, None).await.0, 200);
+    let forwarded = open
+        .http
+        .get(format!("{}/metrics", open.base))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 401);
     let off = TestServer::start_with(|c| c.engine.metrics.enabled = false).await;
     assert_eq!(scrape(&off, None).await.0, 404);
 }

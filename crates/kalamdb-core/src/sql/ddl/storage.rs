@@ -182,6 +182,7 @@ async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Resu
     let outcome = app
         .jobs()
         .run("flush", "system.audit_log", "manual", by, 1, |_| async {
+            let _files = app.tables().file_changes().await;
             let files = app.tables().cold().files("local")?;
             let (rows, bytes) = app
                 .system_cold()
