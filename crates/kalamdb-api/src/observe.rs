@@ -155,7 +155,11 @@ pub async fn metrics(
         )
             .into_response();
     }
-    let body = state.app.render_metrics();
+    // Reading RocksDB properties per partition and /proc: off the request threads.
+    let app = Arc::clone(&state.app);
+    let Ok(body) = tokio::task::spawn_blocking(move || app.render_metrics()).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     (
         [(
             header::CONTENT_TYPE,
