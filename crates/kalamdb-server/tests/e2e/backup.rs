@@ -160,3 +160,76 @@ async fn an_online_backup_restores_what_was_acknowledged_before_it() {
     let cold = s.ok(&root, "SELECT v FROM app.b WHERE id = 7").await;
     assert_eq!(rows(&cold), vec![vec![serde_json::json!("v7")]]);
 }
+
+/// A backup waits for a flush that is moving rows to Parquet (it would otherwise copy a
+/// manifest that disagrees with its checkpoint); the flush, released, finishes; the restored
+/// data holds every row exactly once.
+#[tokio::test]
+async fn a_backup_waits_for_a_running_flush() {
+    use kalamdb_tables::faults::{Pause, PausePoint};
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; CREATE SHARED TABLE app.f (id INT PRIMARY KEY, v TEXT); \
+         INSERT INTO app.f VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    )
+    .await;
+    let pause = Arc::new(Pause::default());
+    let table = kalamdb_commons::TableId::new(
+        kalamdb_commons::NamespaceId::new("app"),
+        kalamdb_commons::TableName::new("f"),
+    );
+    s.faults()
+        .pause_at(PausePoint::FlushBeforeRead, table, Arc::clone(&pause));
+    let folder = tempfile::tempdir().unwrap();
+    let target = folder.path().join("bk");
+    let backup_done = Arc::new(AtomicBool::new(false));
+    let flush = s.ok(&root, "STORAGE FLUSH TABLE app.f");
+    let backup = async {
+        pause.reached.notified().await;
+        let sql = format!("BACKUP DATABASE TO '{}'", target.display());
+        let done = Arc::clone(&backup_done);
+        let backup = async {
+            let r = s.ok(&root, &sql).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        };
+        let release = async {
+            // The backup cannot finish while the flush stands at its pause.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(
+                !backup_done.load(Ordering::SeqCst),
+                "the backup did not wait"
+            );
+            pause.resume.notify_one();
+        };
+        tokio::join!(backup, release).0
+    };
+    let (flushed, backed_up) = tokio::join!(flush, backup);
+    assert!(
+        flushed["message"].as_str().unwrap().contains("Flushed 3"),
+        "{flushed}"
+    );
+    assert!(
+        backed_up["message"]
+            .as_str()
+            .unwrap()
+            .contains("Backup written")
+    );
+    drop(s);
+
+    let restored = tempfile::tempdir().unwrap();
+    kalamdb_core::backup::restore(&target, restored.path()).unwrap();
+    let s = TestServer::start_in(restored).await;
+    let root = s.root_token().await;
+    let all = s.ok(&root, "SELECT id, v FROM app.f ORDER BY id").await;
+    assert_eq!(
+        rows(&all),
+        vec![
+            vec![serde_json::json!(1), serde_json::json!("a")],
+            vec![serde_json::json!(2), serde_json::json!("b")],
+            vec![serde_json::json!(3), serde_json::json!("c")],
+        ]
+    );
+}
