@@ -6,6 +6,7 @@
 //! - [`files`]: `GET /v1/files/…`, downloads of FILE columns' files;
 //! - [`topics`]: `POST /v1/api/topics/consume` and `…/ack`, the SDKs' topic consumers;
 //! - [`schema`]: `GET /v1/api/schema`, the caller's queryable schema in one document;
+//! - [`exports`]: `GET /v1/api/exports/{id}`, downloads of `EXPORT USER DATA` archives;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`observe`]: request ids and HTTP metrics on every request, and `GET /metrics`;
 //! - [`envelope`]: the one place errors become responses.
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod cors;
 pub mod envelope;
+pub mod exports;
 pub mod files;
 pub mod health;
 pub mod observe;
@@ -129,6 +131,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
         .route("/metrics", get(observe::metrics))
+        .route("/v1/api/exports/{id}", get(exports::download))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             (body_timeout, body_limit),

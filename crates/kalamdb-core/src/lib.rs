@@ -38,6 +38,7 @@ pub mod backup;
 pub mod config;
 pub mod encode;
 pub mod engine;
+pub mod export;
 pub mod expr_limits;
 pub mod maintenance;
 pub mod metrics;

@@ -57,6 +57,8 @@ pub enum Command {
     FlushTable(TableRef),
     /// `BACKUP DATABASE TO 'folder'`
     Backup(String),
+    /// `EXPORT USER DATA [FOR USER 'u']`
+    ExportUserData(Option<String>),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`
     FlushAll(Option<String>),
     /// `STORAGE COMPACT TABLE [ns.]t`
@@ -665,6 +667,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("SHOW", "TOPICS")
             | ("FLUSH", "TABLE")
             | ("BACKUP", "DATABASE")
+            | ("EXPORT", "USER")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
     )
@@ -761,6 +764,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
         }
         Command::FlushAll(ns) => ("FLUSH_ALL", ns.unwrap_or_default()),
         Command::Backup(dir) => ("BACKUP_DATABASE", dir),
+        Command::ExportUserData(user) => ("EXPORT_USER_DATA", user.unwrap_or_default()),
         Command::CompactTable(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
             ("COMPACT_TABLE", format!("{ns}{}", table.table))
@@ -990,6 +994,15 @@ impl KalamParser<'_> {
                 }
             }
             ("FLUSH", "TABLE") => Command::FlushTable(self.skip(2).table_ref()?),
+            ("EXPORT", "USER") => {
+                self.skip(2).expect("DATA")?;
+                let user = if self.eat_all(&["FOR", "USER"]) {
+                    Some(self.ident()?)
+                } else {
+                    None
+                };
+                Command::ExportUserData(user)
+            }
             ("BACKUP", "DATABASE") => {
                 self.skip(2).expect("TO")?;
                 Command::Backup(self.string()?)

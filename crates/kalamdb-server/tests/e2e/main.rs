@@ -9,6 +9,7 @@ mod backup;
 mod browser;
 mod cold;
 mod crash;
+mod export;
 mod files;
 mod hardening;
 mod http_api;

@@ -20,8 +20,8 @@ pub use admin::{kill_job, kill_live_query};
 pub use namespace::{create_namespace, drop_namespace, show_namespaces, use_namespace};
 pub(crate) use storage::{StorageJob, job_line, run_storage_job};
 pub use storage::{
-    backup_database, compact_all, compact_table, create_storage, drop_storage, flush_all,
-    flush_table, show_manifest, show_storages, storage_check,
+    backup_database, compact_all, compact_table, create_storage, drop_storage, export_user_data,
+    flush_all, flush_table, show_manifest, show_storages, storage_check,
 };
 pub(crate) use table::{clean_dropped_table, column_definition, default_of};
 pub use table::{create_table, describe, drop_table, show_tables};

@@ -230,6 +230,49 @@ pub async fn backup_database(app: &AppContext, ctx: &ExecCtx, dir: &str) -> Resu
     Ok(Output::Message(job_line(outcome, "backup", dir)))
 }
 
+/// `EXPORT USER DATA [FOR USER 'u']`: the caller's rows (an admin: any user's) of every USER
+/// table, as an `export_user` job; see [`crate::export`].
+pub async fn export_user_data(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    user: Option<String>,
+) -> Result<Output> {
+    let target = match user {
+        Some(u) if u != ctx.identity.user_id.as_str() => {
+            access::check_admin(&ctx.identity, "export another user's data")?;
+            kalamdb_commons::UserId::parse(&u)
+                .map_err(|e| KalamError::InvalidInput(e.to_string()))?
+        }
+        _ => ctx.identity.user_id.clone(),
+    };
+    crate::export::remove_expired(app, crate::export::EXPORT_TTL_SECS);
+    let by = ctx.identity.user_id.as_str();
+    let outcome = app
+        .jobs()
+        .run("export_user", target.as_str(), "manual", by, 1, |_| async {
+            let info = crate::export::export_user(app, &target).await?;
+            let rows = info.tables.iter().map(|(_, n)| n).sum();
+            Ok(JobReport {
+                rows,
+                bytes: 0,
+                message: format!(
+                    "Export {} of {rows} row(s) in {} table(s) ready at GET /v1/api/exports/{} \
+                     for {} hours",
+                    info.export_id,
+                    info.tables.len(),
+                    info.export_id,
+                    crate::export::EXPORT_TTL_SECS / 3600
+                ),
+            })
+        })
+        .await?;
+    Ok(Output::Message(job_line(
+        outcome,
+        "export_user",
+        target.as_str(),
+    )))
+}
+
 /// `STORAGE FLUSH ALL [IN ns]`: flushes every USER and SHARED table (of one namespace).
 pub async fn flush_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> Result<Output> {
     let tables = storage_targets(app, ctx, ns)?;
