@@ -320,9 +320,15 @@ impl SqlExecutor {
         let work = async move { this.run_statements(ctx, statements, held).await };
         let user = identity.user_id.as_str();
         let queries = self.app.queries();
+        let started = std::time::Instant::now();
         match queries.run(user, client_ip, &shown, timed, work).await {
             Ok(done) => done.map(Reply::Results),
-            Err(e) => Err(request_error(e)),
+            Err(e) => {
+                // Timed out or killed: its statements never counted themselves.
+                let took = started.elapsed();
+                super::session::statement_done(&self.app, identity, &shown, took, "failed");
+                Err(request_error(e))
+            }
         }
     }
 

@@ -116,6 +116,7 @@ pub(crate) async fn run<E: Executor>(
     let (tx, rx) = mpsc::channel(4);
     let first: FirstSlot = Arc::new(parking_lot::Mutex::new(Some(first_tx)));
     let app = Arc::clone(exec.app());
+    let who = ctx.identity.clone();
     let (user, ip) = (ctx.identity.user_id.to_string(), ctx.client_ip);
     let as_user = user.clone();
     let work = {
@@ -137,7 +138,10 @@ pub(crate) async fn run<E: Executor>(
     };
     // In the request's span: its log lines carry the request id.
     let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let started = std::time::Instant::now();
         if let Err(e) = app.queries().run(&user, ip, &shown, timed, work).await {
+            // Timed out or killed: the query never counted itself.
+            super::session::statement_done(&app, &who, &shown, started.elapsed(), "failed");
             report(&first, &tx, request_error(e)).await;
         }
     }));

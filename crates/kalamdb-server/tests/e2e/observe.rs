@@ -219,3 +219,35 @@ async fn requests_carry_ids_and_slow_statements_are_logged_with_them() {
         assert!(message.contains(part), "{part}: {message}");
     }
 }
+
+/// A statement cut off by the query timeout is counted as failed and logged as slow.
+#[tokio::test]
+async fn timed_out_statements_are_counted_and_logged() {
+    let s = TestServer::start_with(|c| {
+        c.engine.query.timeout_secs = 1;
+        c.engine.logging.slow_query_ms = 500;
+    })
+    .await;
+    let root = s.root_token().await;
+    let (_, before) = scrape(&s, None).await;
+    let freeze = "SELECT count(*) FROM generate_series(1,11000) a, generate_series(1,11000) b \
+                  WHERE a.value + b.value = -1";
+    let (status, body) = s.sql(&root, freeze).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("QUERY_TIMEOUT"))
+    );
+    let (_, after) = scrape(&s, None).await;
+    assert_eq!(
+        moved(&before, &after, "kalamdb_sql_statements_total{kind=failed}"),
+        1.0
+    );
+    let logged = s
+        .ok(
+            &root,
+            "SELECT message FROM system.server_logs WHERE target = 'kalamdb::slow_query' \
+             AND message LIKE '%generate_series%'",
+        )
+        .await;
+    assert_eq!(rows(&logged).len(), 1, "{logged}");
+}
