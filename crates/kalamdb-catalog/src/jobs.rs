@@ -38,6 +38,9 @@ impl Drop for Abandoned<'_> {
         self.job.status = "cancelled".into();
         self.job.finished_at = Some(chrono::Utc::now().timestamp_micros());
         self.job.message = Some("the request that ran the job was cancelled".into());
+        if let Some(hook) = self.jobs.on_finish.get() {
+            hook(&self.job);
+        }
         if let Err(e) = self.jobs.catalog.put_job(&self.job) {
             tracing::warn!(job = %self.job.job_id, error = %e, "cannot record a job's end");
         }
