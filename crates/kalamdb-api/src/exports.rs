@@ -7,7 +7,7 @@ use crate::auth::bearer_identity;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kalamdb_core::export;
+use kalamdb_core::sql::export;
 
 /// The handler; see the module doc.
 pub async fn download(

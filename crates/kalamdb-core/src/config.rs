@@ -320,6 +320,9 @@ pub struct AuthConfig {
     pub oidc: OidcConfig,
 }
 
+/// The `iss` of this server's own tokens (no external issuer may use it).
+pub const TOKEN_ISSUER: &str = "kalamdb";
+
 /// `[auth.oidc]`: trusted OpenID Connect issuers (Google, Azure AD, Auth0, Keycloak, Firebase
 /// …). Their RS256/ES256 ID or access tokens are accepted as bearer tokens next to our own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,7 +423,7 @@ impl OidcConfig {
                     "every issuer needs `issuer` (its iss claim)".into(),
                 ));
             }
-            if i.issuer == crate::auth::tokens::ISSUER {
+            if i.issuer == TOKEN_ISSUER {
                 return Err(invalid(format!(
                     "'{}' is this server's own issuer",
                     i.issuer

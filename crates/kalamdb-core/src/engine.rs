@@ -84,7 +84,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         .with_config(session_config)
         .with_runtime_env(runtime_env)
         .with_default_features()
-        .with_analyzer_rule(Arc::new(crate::sql::uuid_literals::CanonicalUuidLiterals))
+        .with_analyzer_rule(Arc::new(crate::uuid_literals::CanonicalUuidLiterals))
         .with_physical_optimizer_rule(Arc::new(
             crate::sql::checked_arithmetic::CheckedArithmetic {
                 max_value_bytes: config.limits.max_value_bytes,

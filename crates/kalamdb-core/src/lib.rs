@@ -18,7 +18,11 @@
 //!   tables, views, `information_schema`).
 //! - [`topics`]: topics fed by table changes, consumer groups.
 //! - [`encode`]: results and cells as the wire's JSON; [`row_filter`]: WHERE clauses compiled
-//!   to run on stored rows (live queries, topic sources). Both sit below `sql` and `topics`.
+//!   to run on stored rows (live queries, topic sources), with the expression rewrites both
+//!   it and `sql` apply: [`json_ops`] (`->`/`->>` precedence) and [`uuid_literals`]. All sit
+//!   below `sql` and `topics`.
+//! - [`metrics`]: counters and figures for `GET /metrics`; [`backup`]: online backup and
+//!   offline restore; `sql::export`: `EXPORT USER DATA` archives.
 //! - [`transactions`]: `BEGIN` … `COMMIT`, over the transaction storage of `kalamdb-tables`.
 //! - [`schema_view`]: the schema a caller may query, as one JSON document.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
@@ -38,8 +42,8 @@ pub mod backup;
 pub mod config;
 pub mod encode;
 pub mod engine;
-pub mod export;
 pub mod expr_limits;
+pub mod json_ops;
 pub mod maintenance;
 pub mod metrics;
 pub mod providers;
@@ -50,6 +54,7 @@ pub mod server_logs;
 pub mod sql;
 pub mod topics;
 pub mod transactions;
+pub mod uuid_literals;
 
 pub use app_context::AppContext;
 pub use kalamdb_catalog::{KalamError, Result};

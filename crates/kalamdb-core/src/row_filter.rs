@@ -9,7 +9,6 @@
 //! the columns the clause reads; a row whose evaluation fails (a failing cast of its value)
 //! does not match.
 
-use crate::sql::params::bind_caller;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -18,13 +17,16 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::sql::sqlparser::ast::{Expr, ExprWithAlias};
+use datafusion::sql::sqlparser::ast::{
+    Expr, ExprWithAlias, FunctionArguments, Value as SqlValue, visit_expressions_mut,
+};
 use kalamdb_catalog::error::KalamError;
 use kalamdb_catalog::types::table_schema;
 use kalamdb_catalog::value::{Value, to_array};
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
 use kalamdb_commons::{KalamDataType, TableDefinition};
 use kalamdb_tables::rows::StoredRow;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// Whom a filter is compiled for: what `CURRENT_USER()` and `CURRENT_ROLE()` read, and the
@@ -103,7 +105,7 @@ impl Filter {
         caller: Caller<'_>,
     ) -> Result<Self, KalamError> {
         let mut e = e.clone();
-        crate::sql::json_ops::bind_json_arrows(&mut e);
+        crate::json_ops::bind_json_arrows(&mut e);
         bind_caller(&mut e, caller.user, caller.role);
         let qualifier = TableReference::bare(def.name.as_str());
         let full = table_schema(def);
@@ -120,7 +122,7 @@ impl Filter {
             )
             .map_err(invalid)?;
         let logical =
-            crate::sql::uuid_literals::canonical_literals(logical, &df_full).map_err(invalid)?;
+            crate::uuid_literals::canonical_literals(logical, &df_full).map_err(invalid)?;
         let simplifier = ExprSimplifier::new(
             SimplifyContext::builder()
                 .with_schema(Arc::new(df_full.clone()))
@@ -244,6 +246,38 @@ impl Filter {
     }
 }
 
+/// Replaces `CURRENT_USER` and `CURRENT_ROLE()` in `expr` (and below) with `user` and `role`.
+pub fn bind_caller(expr: &mut Expr, user: &str, role: &str) {
+    let _ = visit_expressions_mut(expr, |e| {
+        bind_caller_in(e, user, role);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Replaces `expr` with `user` or `role` if it is `CURRENT_USER` or `CURRENT_ROLE()`.
+pub(crate) fn bind_caller_in(expr: &mut Expr, user: &str, role: &str) -> bool {
+    let Expr::Function(f) = expr else {
+        return false;
+    };
+    let no_args = match &f.args {
+        FunctionArguments::None => true,
+        FunctionArguments::List(l) => l.args.is_empty(),
+        FunctionArguments::Subquery(_) => false,
+    };
+    let name = f.name.to_string();
+    let value = if !no_args {
+        return false;
+    } else if name.eq_ignore_ascii_case("CURRENT_USER") {
+        user
+    } else if name.eq_ignore_ascii_case("CURRENT_ROLE") {
+        role
+    } else {
+        return false;
+    };
+    *expr = Expr::value(SqlValue::SingleQuotedString(value.to_string()));
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +339,7 @@ mod tests {
 
     fn state() -> SessionState {
         let mut state = SessionStateBuilder::new().with_default_features().build();
-        crate::sql::functions::register_json(&mut state).unwrap();
+        datafusion_functions_json::register_all(&mut state).unwrap();
         state
     }
 

@@ -11,7 +11,7 @@ use kalamdb_commons::Role;
 use serde::{Deserialize, Serialize};
 
 /// Issuer of our tokens.
-pub const ISSUER: &str = "kalamdb";
+pub const ISSUER: &str = crate::config::TOKEN_ISSUER;
 const LEEWAY_SECS: i64 = 60;
 
 /// Access or refresh.

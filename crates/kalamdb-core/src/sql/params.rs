@@ -3,9 +3,7 @@
 //! shape).
 
 use crate::auth::Identity;
-use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArguments, Statement, Value as SqlValue, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::{Expr, Statement, Value as SqlValue, visit_expressions_mut};
 use kalamdb_catalog::error::{KalamError, Result};
 use std::ops::ControlFlow;
 
@@ -54,7 +52,11 @@ pub fn prepare(
 pub fn bind(stmt: &mut Statement, values: &[SqlValue], identity: &Identity) -> Result<()> {
     let mut error = None;
     let _ = visit_expressions_mut(stmt, |expr| {
-        if bind_caller_in(expr, identity.user_id.as_str(), identity.role.as_str()) {
+        if crate::row_filter::bind_caller_in(
+            expr,
+            identity.user_id.as_str(),
+            identity.role.as_str(),
+        ) {
             return ControlFlow::Continue(());
         }
         if let Expr::Value(v) = expr
@@ -78,36 +80,4 @@ pub fn bind(stmt: &mut Statement, values: &[SqlValue], identity: &Identity) -> R
         ControlFlow::Continue(())
     });
     error.map_or(Ok(()), Err)
-}
-
-/// Replaces `CURRENT_USER` and `CURRENT_ROLE()` in `expr` (and below) with `user` and `role`.
-pub fn bind_caller(expr: &mut Expr, user: &str, role: &str) {
-    let _ = visit_expressions_mut(expr, |e| {
-        bind_caller_in(e, user, role);
-        ControlFlow::<()>::Continue(())
-    });
-}
-
-/// Replaces `expr` with `user` or `role` if it is `CURRENT_USER` or `CURRENT_ROLE()`.
-fn bind_caller_in(expr: &mut Expr, user: &str, role: &str) -> bool {
-    let Expr::Function(f) = expr else {
-        return false;
-    };
-    let no_args = match &f.args {
-        FunctionArguments::None => true,
-        FunctionArguments::List(l) => l.args.is_empty(),
-        FunctionArguments::Subquery(_) => false,
-    };
-    let name = f.name.to_string();
-    let value = if !no_args {
-        return false;
-    } else if name.eq_ignore_ascii_case("CURRENT_USER") {
-        user
-    } else if name.eq_ignore_ascii_case("CURRENT_ROLE") {
-        role
-    } else {
-        return false;
-    };
-    *expr = Expr::value(SqlValue::SingleQuotedString(value.to_string()));
-    true
 }

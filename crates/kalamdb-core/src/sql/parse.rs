@@ -1054,7 +1054,7 @@ impl KalamParser<'_> {
             ("ALTER", "USER") => self.skip(2).alter_user()?,
             _ => {
                 let mut stmt = self.p.parse_statement().map_err(invalid)?;
-                super::json_ops::bind_json_arrows(&mut stmt);
+                crate::json_ops::bind_json_arrows(&mut stmt);
                 Command::Sql(Box::new(stmt))
             }
         })

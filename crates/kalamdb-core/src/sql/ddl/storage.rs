@@ -231,7 +231,7 @@ pub async fn backup_database(app: &AppContext, ctx: &ExecCtx, dir: &str) -> Resu
 }
 
 /// `EXPORT USER DATA [FOR USER 'u']`: the caller's rows (an admin: any user's) of every USER
-/// table, as an `export_user` job; see [`crate::export`].
+/// table, as an `export_user` job; see [`crate::sql::export`].
 pub async fn export_user_data(
     app: &AppContext,
     ctx: &ExecCtx,
@@ -245,12 +245,12 @@ pub async fn export_user_data(
         }
         _ => ctx.identity.user_id.clone(),
     };
-    crate::export::remove_expired(app, crate::export::EXPORT_TTL_SECS);
+    crate::sql::export::remove_expired(app, crate::sql::export::EXPORT_TTL_SECS);
     let by = ctx.identity.user_id.as_str();
     let outcome = app
         .jobs()
         .run("export_user", target.as_str(), "manual", by, 1, |_| async {
-            let info = crate::export::export_user(app, &target).await?;
+            let info = crate::sql::export::export_user(app, &target).await?;
             let rows = info.tables.iter().map(|(_, n)| n).sum();
             Ok(JobReport {
                 rows,
@@ -261,7 +261,7 @@ pub async fn export_user_data(
                     info.export_id,
                     info.tables.len(),
                     info.export_id,
-                    crate::export::EXPORT_TTL_SECS / 3600
+                    crate::sql::export::EXPORT_TTL_SECS / 3600
                 ),
             })
         })
