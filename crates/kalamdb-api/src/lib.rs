@@ -9,6 +9,7 @@
 //! - [`exports`]: `GET /v1/api/exports/{id}`, downloads of `EXPORT USER DATA` archives;
 //! - [`health`]: `/health` and `/v1/api/healthcheck` (loopback callers only);
 //! - [`observe`]: request ids and HTTP metrics on every request, and `GET /metrics`;
+//! - [`ui`]: the web console's files at `/ui` (`[server] ui`);
 //! - [`envelope`]: the one place errors become responses.
 //!
 //! [`router`] assembles them over an [`ApiState`]. The engine is `kalamdb-core`; this crate only
@@ -24,6 +25,7 @@ pub mod observe;
 pub mod schema;
 pub mod sql;
 pub mod topics;
+pub mod ui;
 pub mod ws;
 pub mod ws_config;
 
@@ -131,7 +133,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
         .route("/metrics", get(observe::metrics))
-        .route("/v1/api/exports/{id}", get(exports::download))
+        .route("/v1/api/exports/{id}", get(exports::download));
+    let router = if state.app.config().server.ui {
+        router
+            .route("/ui", get(ui::redirect))
+            .route("/ui/", get(ui::index))
+            .route("/ui/{file}", get(ui::file))
+    } else {
+        router
+    };
+    let router = router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             (body_timeout, body_limit),

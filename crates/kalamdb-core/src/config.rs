@@ -227,6 +227,8 @@ pub struct ServerConfig {
     /// Open connections one client IP address may hold at once (at most half of the
     /// connections the server accepts).
     pub max_connections_per_ip: usize,
+    /// Serve the web console at `/ui`.
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -241,6 +243,7 @@ impl Default for ServerConfig {
             response_write_timeout_secs: 30,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            ui: true,
         }
     }
 }

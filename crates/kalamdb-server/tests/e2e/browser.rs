@@ -108,22 +108,7 @@ async fn serve_app() -> (String, mpsc::UnboundedReceiver<Value>) {
 /// Loads `url` in headless Chromium and returns the page's report.
 async fn run_browser(url: &str, reports: &mut mpsc::UnboundedReceiver<Value>) -> Value {
     let profile = tempfile::tempdir().unwrap();
-    let mut browser = tokio::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium is needed for this test: run scripts/setup.sh --browser");
+    let mut browser = crate::cdp::launch(profile.path(), &[], url);
     let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
         .await
         .expect("the page reported within 60 s")
