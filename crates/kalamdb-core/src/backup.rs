@@ -1,17 +1,43 @@
-//! Online backup (`BACKUP DATABASE TO 'dir'`) and offline restore (`kalamdb-server restore`).
+//! Online backup (`BACKUP DATABASE TO …`) and offline restore (`kalamdb-server restore`).
 //!
-//! A backup is a folder: `rocksdb/` (a RocksDB checkpoint: the hot rows, the catalog, users,
-//! topics' hot logs, all as of one instant), `storages/<storage_id>/` (a copy of every
-//! filesystem storage's folder: segments, manifests, FILE columns' files) and `backup.json`
-//! (what was copied from where). While it is taken, flushes, compactions and removals of
-//! dropped data wait (they would change segment files and manifests); writes go on, into the
-//! hot tier only, so nothing written after the checkpoint is in the backup and everything
-//! acknowledged before it is. S3 storages are not copied (their objects stay in the bucket).
+//! A backup is a tree of files: `rocksdb/` (a RocksDB checkpoint: the hot rows, the catalog,
+//! users, topics' hot logs, all as of one instant), `storages/<storage_id>/` (a copy of every
+//! storage's objects, filesystem and S3 alike: segments, manifests, FILE columns' files) and
+//! `backup.json` (what was copied from where). It goes into a folder on the server's machine
+//! or under a path of a storage (S3 or filesystem) that holds no tables. While it is taken,
+//! flushes, compactions and removals of dropped data wait (they would change segment files
+//! and manifests); writes go on, into the hot tier only, so nothing written after the
+//! checkpoint is in the backup and everything acknowledged before it is.
 
 use crate::app_context::AppContext;
+use kalamdb_catalog::catalog::StorageRecord;
 use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_filestore::{FileStore, S3Config};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Where `BACKUP DATABASE` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// `TO '<folder>'`: a folder on the server's machine.
+    Folder(PathBuf),
+    /// `TO STORAGE <id> PATH '<path>'`: under `path` of a storage.
+    Storage {
+        /// The storage.
+        storage_id: String,
+        /// The folder inside it.
+        path: String,
+    },
+}
+
+impl std::fmt::Display for BackupTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Folder(dir) => write!(f, "{}", dir.display()),
+            Self::Storage { storage_id, path } => write!(f, "storage {storage_id}, path {path}"),
+        }
+    }
+}
 
 /// `backup.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,8 +48,11 @@ struct Manifest {
     created_at: i64,
     /// The node that took it.
     node_id: String,
-    /// Each copied storage: id and its `base_directory` as configured.
+    /// Each copied filesystem storage: id and its `base_directory` as configured.
     storages: Vec<(String, String)>,
+    /// Each copied S3 storage, as the catalog has it (restore writes its objects back).
+    #[serde(default)]
+    s3_storages: Vec<StorageRecord>,
 }
 
 /// What a backup copied.
@@ -35,83 +64,199 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
+impl BackupReport {
+    fn add(&mut self, (files, bytes): (u64, u64)) {
+        self.files += files;
+        self.bytes += bytes;
+    }
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> KalamError {
     KalamError::InvalidInput(format!("{what} {}: {e}", path.display()))
 }
 
-/// Takes a backup of `app` into `dir`, which must not exist or be empty.
-pub async fn backup(app: &AppContext, dir: &Path) -> Result<BackupReport> {
+fn store_error(e: kalamdb_filestore::FileStoreError) -> KalamError {
+    KalamError::Internal(format!("backup storage: {e}"))
+}
+
+/// `a/b` joined without doubled or leading slashes.
+fn join(prefix: &str, rest: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => rest.to_string(),
+        p => format!("{p}/{rest}"),
+    }
+}
+
+/// Takes a backup of `app` into `target`: a folder that does not exist or is empty, or a path
+/// of a storage no table or topic uses, with nothing under it.
+pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupReport> {
+    let data_path = PathBuf::from(&app.config().storage.data_path);
+    let records = app.catalog().storages()?;
+    let dest_storage = match target {
+        BackupTarget::Storage { storage_id, .. } => Some(storage_id.as_str()),
+        BackupTarget::Folder(_) => None,
+    };
+    let sources: Vec<StorageRecord> = records
+        .into_iter()
+        .filter(|r| Some(r.storage_id.as_str()) != dest_storage)
+        .collect();
+    let (dest, prefix, local) = match target {
+        BackupTarget::Folder(dir) => {
+            check_folder(dir, &data_path, &sources)?;
+            (
+                FileStore::local(dir).map_err(store_error)?,
+                String::new(),
+                Some(dir.clone()),
+            )
+        }
+        BackupTarget::Storage { storage_id, path } => {
+            let dest = app.tables().cold().files(storage_id)?;
+            if dest.has_any(path).await.map_err(store_error)? {
+                return Err(KalamError::InvalidInput(format!(
+                    "path '{path}' of storage {storage_id} is not empty: back up into a new path"
+                )));
+            }
+            (dest, path.clone(), None)
+        }
+    };
+    let mut stores = Vec::new();
+    for r in &sources {
+        stores.push((r.clone(), app.tables().cold().files(&r.storage_id)?));
+    }
+    // Segment files and manifests hold still from the checkpoint until the copy is done. The
+    // copy runs in its own task that owns the guard: a cancelled request does not release it
+    // early, nor stop the copy halfway.
+    let files = app.tables().pause_file_changes().await;
+    let backend = std::sync::Arc::clone(app.backend());
+    let node_id = app.node_id().to_string();
+    let copy = tokio::spawn(async move {
+        let _files = files;
+        let created_at = chrono::Utc::now().timestamp_micros();
+        // The checkpoint is taken on local disk (hard links to live files where it can).
+        let checkpoint = match &local {
+            Some(dir) => dir.join("rocksdb"),
+            None => data_path.join(format!(".backup-{created_at}")),
+        };
+        let taken = checkpoint.clone();
+        tokio::task::spawn_blocking(move || backend.checkpoint(&taken))
+            .await
+            .map_err(|e| KalamError::Internal(format!("checkpoint task failed: {e}")))?
+            .map_err(|e| KalamError::Internal(format!("checkpoint failed: {e}")))?;
+        let mut report = BackupReport::default();
+        if local.is_some() {
+            count(&checkpoint, &mut report);
+        } else {
+            let uploaded = async {
+                FileStore::local(&checkpoint)
+                    .map_err(store_error)?
+                    .copy_all("", &dest, &join(&prefix, "rocksdb"))
+                    .await
+                    .map_err(store_error)
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&checkpoint);
+            report.add(uploaded?);
+        }
+        let mut manifest = Manifest {
+            version: 2,
+            created_at,
+            node_id,
+            storages: Vec::new(),
+            s3_storages: Vec::new(),
+        };
+        for (record, store) in stores {
+            let to = join(&prefix, &format!("storages/{}", record.storage_id));
+            report.add(store.copy_all("", &dest, &to).await.map_err(store_error)?);
+            if record.storage_type == "filesystem" {
+                manifest
+                    .storages
+                    .push((record.storage_id, record.base_directory));
+            } else {
+                manifest.s3_storages.push(record);
+            }
+        }
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| KalamError::Internal(e.to_string()))?;
+        dest.put_file(prefix.trim_matches('/'), "backup.json", text)
+            .await
+            .map_err(store_error)?;
+        Ok(report)
+    });
+    copy.await
+        .map_err(|e| KalamError::Internal(format!("backup task failed: {e}")))?
+}
+
+/// A backup folder must be new or empty, and not inside the data folder or a storage (it
+/// would copy itself, into every later backup too). It is created readable by this user only.
+fn check_folder(dir: &Path, data_path: &Path, storages: &[StorageRecord]) -> Result<()> {
     require_empty(dir, "backup folder")?;
     create_private_dir(dir)?;
-    let data_path = Path::new(&app.config().storage.data_path);
-    let storages: Vec<(String, String, PathBuf)> = app
-        .catalog()
-        .storages()?
-        .into_iter()
-        .filter(|s| s.storage_type == "filesystem")
-        .map(|s| {
-            let path = storage_path(data_path, &s.base_directory);
-            (s.storage_id, s.base_directory, path)
-        })
-        .collect();
-    // Not inside what it copies (it would copy itself, into every later backup too).
     let inside = |outer: &Path| {
         let (Ok(a), Ok(b)) = (dir.canonicalize(), outer.canonicalize()) else {
             return false;
         };
         a.starts_with(b)
     };
-    if inside(data_path) || storages.iter().any(|(_, _, p)| inside(p)) {
+    let in_storage = storages
+        .iter()
+        .filter(|s| s.storage_type == "filesystem")
+        .any(|s| inside(&storage_path(data_path, &s.base_directory)));
+    if inside(data_path) || in_storage {
         let _ = std::fs::remove_dir(dir);
         return Err(KalamError::InvalidInput(format!(
             "backup folder {} is inside the data folder or a storage: choose one outside them",
             dir.display()
         )));
     }
-    // Segment files and manifests hold still from the checkpoint until the copy is done (the
-    // copy owns the guard: a cancelled request does not release it early).
-    let files = app.tables().pause_file_changes().await;
-    let backend = std::sync::Arc::clone(app.backend());
-    let node = app.node_id().to_string();
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let _files = files;
-        let created_at = chrono::Utc::now().timestamp_micros();
-        backend
-            .checkpoint(&dir.join("rocksdb"))
-            .map_err(|e| KalamError::Internal(format!("checkpoint failed: {e}")))?;
-        let mut report = BackupReport::default();
-        count(&dir.join("rocksdb"), &mut report);
-        for (id, _, from) in &storages {
-            copy_tree(from, &dir.join("storages").join(id), &mut report)?;
-        }
-        let manifest = Manifest {
-            version: 1,
-            created_at,
-            node_id: node,
-            storages: storages
-                .iter()
-                .map(|(id, b, _)| (id.clone(), b.clone()))
-                .collect(),
-        };
-        let text = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| KalamError::Internal(e.to_string()))?;
-        let path = dir.join("backup.json");
-        std::fs::write(&path, text).map_err(|e| io("cannot write", &path, e))?;
-        Ok(report)
-    })
-    .await
-    .map_err(|e| KalamError::Internal(format!("backup task failed: {e}")))?
+    Ok(())
 }
 
-/// Restores the backup in `from` into `data_dir` (a server's `storage.data_path`), which must
-/// not exist or be empty; the server must not be running on it.
-pub fn restore(from: &Path, data_dir: &Path) -> Result<BackupReport> {
-    let path = from.join("backup.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io("cannot read", &path, e))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-        KalamError::InvalidInput(format!("{} is not a backup: {e}", path.display()))
-    })?;
+/// Where a backup is read from: a folder, or `s3://bucket/prefix` (credentials, region and
+/// endpoint from the usual `AWS_*` environment variables).
+fn open_source(from: &str) -> Result<FileStore> {
+    if let Some(url) = from.strip_prefix("s3://") {
+        let (bucket, prefix) = url.split_once('/').unwrap_or((url, ""));
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
+        return FileStore::s3(&S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            allow_http: endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+            endpoint,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            request_timeout: std::time::Duration::from_secs(60),
+            connect_timeout: std::time::Duration::from_secs(10),
+        })
+        .map_err(|e| KalamError::InvalidInput(format!("cannot open {from}: {e}")));
+    }
+    let dir = Path::new(from);
+    if !dir.is_dir() {
+        return Err(KalamError::InvalidInput(format!(
+            "backup folder {from} does not exist"
+        )));
+    }
+    FileStore::local(dir).map_err(store_error)
+}
+
+/// Restores the backup at `from` (a folder or `s3://bucket/prefix`) into `data_dir` (a
+/// server's `storage.data_path`), which must not exist or be empty; the server must not be
+/// running on it. Filesystem storages go back to their folders, which must be empty; S3
+/// storages' objects go back to their bucket and prefix, which must be empty too, unless
+/// `keep_s3` (the bucket is left as it is and the restored server uses what is there now).
+pub async fn restore(from: &str, data_dir: &Path, keep_s3: bool) -> Result<BackupReport> {
+    let source = open_source(from)?;
+    let text = source
+        .get_file("", "backup.json")
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| KalamError::InvalidInput(format!("{from} holds no backup.json")))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| KalamError::InvalidInput(format!("{from} is not a backup: {e}")))?;
     require_empty(data_dir, "data folder (restore into a new one)")?;
     // Every target is checked before anything is copied.
     let mut targets = Vec::new();
@@ -126,16 +271,47 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<BackupReport> {
         }
         let to = storage_path(data_dir, base);
         require_empty(&to, &format!("storage {id}'s folder"))?;
-        targets.push((id, to));
+        targets.push((id.clone(), to));
+    }
+    let mut s3_targets = Vec::new();
+    if !keep_s3 {
+        for record in &manifest.s3_storages {
+            let store = kalamdb_catalog::storages::open(record, data_dir)?;
+            if store.has_any("").await.map_err(store_error)? {
+                return Err(KalamError::InvalidInput(format!(
+                    "storage {}'s location {} is not empty: empty it (or restore into a new \
+                     bucket of that name), or pass --keep-s3-storages to leave it as it is",
+                    record.storage_id, record.base_directory
+                )));
+            }
+            s3_targets.push((record.storage_id.clone(), store));
+        }
     }
     let mut report = BackupReport::default();
-    copy_tree(
-        &from.join("rocksdb"),
-        &data_dir.join("rocksdb"),
-        &mut report,
-    )?;
+    let local = |dir: &Path| FileStore::local(dir).map_err(store_error);
+    report.add(
+        source
+            .copy_all("rocksdb", &local(&data_dir.join("rocksdb"))?, "")
+            .await
+            .map_err(store_error)?,
+    );
     for (id, to) in targets {
-        copy_tree(&from.join("storages").join(id), &to, &mut report)?;
+        let from = format!("storages/{id}");
+        report.add(
+            source
+                .copy_all(&from, &local(&to)?, "")
+                .await
+                .map_err(store_error)?,
+        );
+    }
+    for (id, store) in s3_targets {
+        let from = format!("storages/{id}");
+        report.add(
+            source
+                .copy_all(&from, &store, "")
+                .await
+                .map_err(store_error)?,
+        );
     }
     Ok(report)
 }
@@ -204,26 +380,4 @@ fn walk(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     out
-}
-
-/// Copies the files under `from` to the same places under `to`. A file that vanishes while
-/// copying (a compacted-away segment past its grace period) is skipped.
-fn copy_tree(from: &Path, to: &Path, report: &mut BackupReport) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| io("cannot create", to, e))?;
-    for (file, _) in walk(from) {
-        let rel = file.strip_prefix(from).unwrap_or(&file);
-        let target = to.join(rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
-        }
-        match std::fs::copy(&file, &target) {
-            Ok(bytes) => {
-                report.files += 1;
-                report.bytes += bytes;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot copy", &file, e)),
-        }
-    }
-    Ok(())
 }

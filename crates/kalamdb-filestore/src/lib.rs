@@ -651,6 +651,45 @@ impl FileStore {
             .is_some())
     }
 
+    /// Copies every object under `from` (recursively; `""` = the whole store) to the same
+    /// names under `to` of `dest`, streaming (large objects go up in parts). An object deleted
+    /// between the listing and its read is skipped. Answers (objects, bytes) copied.
+    pub async fn copy_all(&self, from: &str, dest: &FileStore, to: &str) -> Result<(u64, u64)> {
+        let prefix = (!from.is_empty()).then(|| Path::from(from.to_string()));
+        let listed: Vec<_> = self.store.list(prefix.as_ref()).try_collect().await?;
+        let (mut objects, mut bytes) = (0, 0);
+        for meta in listed {
+            let name = meta.location.as_ref();
+            let rel = match &prefix {
+                Some(p) => name
+                    .strip_prefix(p.as_ref())
+                    .unwrap_or(name)
+                    .trim_start_matches('/'),
+                None => name,
+            };
+            let target = if to.is_empty() {
+                Path::parse(rel)
+            } else {
+                Path::parse(format!("{}/{rel}", to.trim_end_matches('/')))
+            }
+            .map_err(object_store::Error::from)?;
+            let mut chunks = match self.store.get(&meta.location).await {
+                Ok(got) => got.into_stream(),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut writer =
+                object_store::buffered::BufWriter::new(Arc::clone(&dest.store), target);
+            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                writer.put(chunk?).await?;
+            }
+            tokio::io::AsyncWriteExt::shutdown(&mut writer).await?;
+            objects += 1;
+            bytes += meta.size;
+        }
+        Ok((objects, bytes))
+    }
+
     /// Names of the files directly inside `dir` (none when there is no such folder).
     pub async fn file_names(&self, dir: &str) -> Result<Vec<String>> {
         let prefix = Path::from(dir.to_string());

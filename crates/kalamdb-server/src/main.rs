@@ -23,19 +23,41 @@ enum Command {
     /// Restores a backup (`BACKUP DATABASE TO '…'`) into a new data folder, offline: start the
     /// server on that folder afterwards.
     Restore {
-        /// The backup folder.
+        /// The backup: a folder, or s3://bucket/prefix (credentials, region and endpoint from
+        /// the AWS_* environment variables, e.g. AWS_ENDPOINT_URL).
         #[arg(long)]
-        from: PathBuf,
+        from: String,
         /// The data folder to create (must not exist or be empty).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Leave the S3 storages' buckets as they are instead of writing the backup's objects
+        /// back into them (which must then be empty). Only for restoring in place of the
+        /// original server: the restored catalog then reads what the buckets hold now.
+        #[arg(long)]
+        keep_s3_storages: bool,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if let Some(Command::Restore { from, data_dir }) = &args.command {
-        return match kalamdb_core::backup::restore(from, data_dir) {
+    if let Some(Command::Restore {
+        from,
+        data_dir,
+        keep_s3_storages,
+    }) = &args.command
+    {
+        let restored = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| kalamdb_catalog::error::KalamError::Internal(e.to_string()))
+            .and_then(|rt| {
+                rt.block_on(kalamdb_core::backup::restore(
+                    from,
+                    data_dir,
+                    *keep_s3_storages,
+                ))
+            });
+        return match restored {
             Ok(r) => {
                 println!(
                     "restored {} file(s), {} bytes into {}",

@@ -683,7 +683,7 @@ impl SqlExecutor {
             }
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
-            Command::Backup(dir) => ddl::backup_database(app, ctx, &dir).await,
+            Command::Backup(target) => ddl::backup_database(app, ctx, &target).await,
             Command::ExportUserData(user) => ddl::export_user_data(app, ctx, user).await,
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,

@@ -55,8 +55,8 @@ pub enum Command {
     KillLiveQuery(String),
     /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
     FlushTable(TableRef),
-    /// `BACKUP DATABASE TO 'folder'`
-    Backup(String),
+    /// `BACKUP DATABASE TO 'folder'` | `BACKUP DATABASE TO STORAGE id PATH 'path'`
+    Backup(crate::backup::BackupTarget),
     /// `EXPORT USER DATA [FOR USER 'u']`
     ExportUserData(Option<String>),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`
@@ -763,7 +763,7 @@ pub fn audited_action(sql: &str) -> Option<(&'static str, String)> {
             ("FLUSH_TABLE", format!("{ns}{}", table.table))
         }
         Command::FlushAll(ns) => ("FLUSH_ALL", ns.unwrap_or_default()),
-        Command::Backup(dir) => ("BACKUP_DATABASE", dir),
+        Command::Backup(target) => ("BACKUP_DATABASE", target.to_string()),
         Command::ExportUserData(user) => ("EXPORT_USER_DATA", user.unwrap_or_default()),
         Command::CompactTable(table) => {
             let ns = table.namespace.map(|n| n + ".").unwrap_or_default();
@@ -1005,7 +1005,16 @@ impl KalamParser<'_> {
             }
             ("BACKUP", "DATABASE") => {
                 self.skip(2).expect("TO")?;
-                Command::Backup(self.string()?)
+                Command::Backup(if self.eat("STORAGE") {
+                    let storage_id = self.ident()?;
+                    self.expect("PATH")?;
+                    crate::backup::BackupTarget::Storage {
+                        storage_id,
+                        path: self.string()?,
+                    }
+                } else {
+                    crate::backup::BackupTarget::Folder(self.string()?.into())
+                })
             }
             ("FLUSH", "TOPIC") => Command::Topic(TopicCommand::Flush(self.skip(2).table_ref()?)),
             ("STORAGE", "FLUSH") if w2 == "TOPIC" => {

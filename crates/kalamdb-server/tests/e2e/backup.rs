@@ -2,7 +2,7 @@
 //! into a new data folder and a server started on it: every write acknowledged before the
 //! backup began is there (hot and flushed, SHARED and USER), nothing sent after it ended is.
 
-use crate::support::{TestServer, rows};
+use crate::support::{TestServer, id_values, rows};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,26 +17,21 @@ async fn an_online_backup_restores_what_was_acknowledged_before_it() {
          CREATE USER TABLE app.u (id INT PRIMARY KEY, v TEXT)",
     )
     .await;
-    let values = |ids: std::ops::RangeInclusive<i32>| {
-        ids.map(|i| format!("({i}, 'v{i}')"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     s.ok(
         &root,
-        &format!("INSERT INTO app.b VALUES {}", values(1..=200)),
+        &format!("INSERT INTO app.b VALUES {}", id_values(1..=200)),
     )
     .await;
     s.ok(&root, "STORAGE FLUSH TABLE app.b").await; // these are cold now
     s.ok(
         &root,
-        &format!("INSERT INTO app.b VALUES {}", values(201..=300)),
+        &format!("INSERT INTO app.b VALUES {}", id_values(201..=300)),
     )
     .await;
     let alice = s.users_with_tokens(&root, &["alice"]).await.remove(0);
     s.ok(
         &alice,
-        &format!("INSERT INTO app.u VALUES {}", values(1..=10)),
+        &format!("INSERT INTO app.u VALUES {}", id_values(1..=10)),
     )
     .await;
 
@@ -220,7 +215,9 @@ async fn a_backup_waits_for_a_running_flush() {
     drop(s);
 
     let restored = tempfile::tempdir().unwrap();
-    kalamdb_core::backup::restore(&target, restored.path()).unwrap();
+    kalamdb_core::backup::restore(target.to_str().unwrap(), restored.path(), false)
+        .await
+        .unwrap();
     let s = TestServer::start_in(restored).await;
     let root = s.root_token().await;
     let all = s.ok(&root, "SELECT id, v FROM app.f ORDER BY id").await;

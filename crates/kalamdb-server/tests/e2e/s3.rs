@@ -2,7 +2,7 @@
 //! S3-compatible server process (moto's server mode, installed by `scripts/setup.sh`) on
 //! loopback, over HTTP through `object_store`'s S3 client.
 
-use crate::support::{TestServer, rows};
+use crate::support::{TestServer, id_values, rows};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::reader::ChunkReader;
 use futures::TryStreamExt;
@@ -284,4 +284,131 @@ async fn s3_storages_that_cannot_be_reached_or_are_misdescribed_are_refused() {
         1,
         "failed creations leave nothing"
     );
+}
+
+/// `BACKUP DATABASE TO STORAGE` an S3 storage, of a database whose table lives on another S3
+/// storage (flushed and hot rows), then `kalamdb-server restore --from s3://…`: the restored
+/// server has the rows of the backup's instant, not the writes and flushes made after it.
+#[tokio::test]
+async fn a_backup_into_s3_of_s3_tables_restores_the_backup_instant() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket(BUCKET).await;
+    let s = TestServer::start().await;
+    let root = s.root_token().await;
+    let storage = |id: &str, path: &str| {
+        format!(
+            "CREATE STORAGE {id} TYPE 's3' BUCKET '{BUCKET}' PATH '{path}' REGION 'us-east-1' \
+             ENDPOINT '{}' \
+             CREDENTIALS '{{\"access_key_id\":\"test\",\"secret_access_key\":\"test\"}}'",
+            s3.endpoint
+        )
+    };
+    s.ok(&root, &storage("lake", "kalam")).await;
+    s.ok(&root, &storage("vault", "backups")).await;
+    s.ok(
+        &root,
+        "CREATE NAMESPACE app; \
+         CREATE SHARED TABLE app.s (id BIGINT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'lake')",
+    )
+    .await;
+    s.ok(
+        &root,
+        &format!("INSERT INTO app.s VALUES {}", id_values(1..=100)),
+    )
+    .await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.s").await; // cold, in the bucket
+    s.ok(
+        &root,
+        &format!("INSERT INTO app.s VALUES {}", id_values(101..=150)),
+    )
+    .await; // hot
+
+    // A storage that holds tables is not a backup destination; a used path is refused.
+    let (_, _, msg) = s
+        .err(&root, "BACKUP DATABASE TO STORAGE lake PATH 'b1'")
+        .await;
+    assert!(msg.contains("holds app.s"), "{msg}");
+    let done = s
+        .ok(&root, "BACKUP DATABASE TO STORAGE vault PATH 'nightly/1'")
+        .await;
+    assert!(
+        done["message"].as_str().unwrap().contains("Backup written"),
+        "{done}"
+    );
+    let (_, _, msg) = s
+        .err(&root, "BACKUP DATABASE TO STORAGE vault PATH 'nightly/1'")
+        .await;
+    assert!(msg.contains("not empty"), "{msg}");
+    let keys = s3.keys("backups/nightly/1").await;
+    assert!(keys.contains(&"backups/nightly/1/backup.json".to_string()));
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("backups/nightly/1/rocksdb/"))
+    );
+    assert!(keys.contains(&"backups/nightly/1/storages/lake/app/s/manifest.json".to_string()));
+
+    // After the backup: new rows, a delete, and a flush that rewrites the bucket's manifest.
+    s.ok(
+        &root,
+        &format!("INSERT INTO app.s VALUES {}", id_values(151..=160)),
+    )
+    .await;
+    s.ok(&root, "DELETE FROM app.s WHERE id = 5").await;
+    s.ok(&root, "STORAGE FLUSH TABLE app.s").await;
+    drop(s);
+
+    let restored = tempfile::tempdir().unwrap();
+    let data = restored.path().join("data");
+    let restore = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+            .args([
+                "restore",
+                "--from",
+                &format!("s3://{BUCKET}/backups/nightly/1"),
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+    };
+    // The lake still holds the newer segments: restoring over them is refused, and nothing
+    // is written.
+    let out = restore();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not empty"),
+        "{err}"
+    );
+    assert!(!data.join("rocksdb").exists());
+    // As after losing the bucket: it is empty, and the restore writes the backup's objects.
+    let bucket = s3.bucket();
+    for key in s3.keys("kalam").await {
+        bucket
+            .delete(&object_store::path::Path::from(key))
+            .await
+            .unwrap();
+    }
+    let out = restore();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::TempDir::new_in(restored.path()).unwrap();
+    std::fs::remove_dir(dir.path()).unwrap();
+    std::fs::rename(&data, dir.path()).unwrap();
+    let s = TestServer::start_in(dir).await;
+    let root = s.root_token().await;
+    let ids: Vec<i64> = rows(&s.ok(&root, "SELECT id FROM app.s ORDER BY id").await)
+        .iter()
+        .map(|r| r[0].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=150).collect::<Vec<i64>>());
+    let cold = s.ok(&root, "SELECT v FROM app.s WHERE id = 5").await;
+    assert_eq!(rows(&cold), vec![vec![json!("v5")]]);
 }

@@ -246,6 +246,13 @@ impl TestServer {
     }
 }
 
+/// `(i, 'v<i>'), …` for the ids: VALUES of an `(id, v)` table.
+pub(crate) fn id_values(ids: std::ops::RangeInclusive<i32>) -> String {
+    ids.map(|i| format!("({i}, 'v{i}')"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rows of a result as JSON arrays.
 pub(crate) fn rows(result: &Value) -> Vec<Vec<Value>> {
     result["rows"]

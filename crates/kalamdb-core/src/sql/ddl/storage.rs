@@ -206,28 +206,59 @@ async fn flush_system_table(app: &AppContext, ctx: &ExecCtx, name: &str) -> Resu
 }
 
 /// `BACKUP DATABASE TO 'folder'` (dba/system), as a `backup` job: see [`crate::backup`].
-pub async fn backup_database(app: &AppContext, ctx: &ExecCtx, dir: &str) -> Result<Output> {
+pub async fn backup_database(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    target: &crate::backup::BackupTarget,
+) -> Result<Output> {
+    use crate::backup::BackupTarget;
     access::check_admin(&ctx.identity, "back the database up")?;
-    if dir.trim().is_empty() {
-        return Err(KalamError::InvalidInput("BACKUP needs a folder".into()));
+    match target {
+        BackupTarget::Folder(dir) if dir.as_os_str().is_empty() => {
+            return Err(KalamError::InvalidInput("BACKUP needs a folder".into()));
+        }
+        BackupTarget::Folder(_) => {}
+        BackupTarget::Storage { storage_id, path } => {
+            if app.catalog().storage(storage_id)?.is_none() {
+                return Err(KalamError::NotFound {
+                    kind: "Storage",
+                    name: storage_id.clone(),
+                });
+            }
+            let bad = path.trim_matches('/').is_empty()
+                || path.split('/').any(|p| p == ".." || p == ".")
+                || path.starts_with('/');
+            if bad {
+                return Err(KalamError::InvalidInput(format!(
+                    "PATH '{path}' must be a relative folder inside the storage, without '.' or '..'"
+                )));
+            }
+            let users = storage_users(app, storage_id)?;
+            if !users.is_empty() {
+                return Err(KalamError::InvalidInput(format!(
+                    "storage '{storage_id}' holds {}: back up into a storage of its own",
+                    users.join(", ")
+                )));
+            }
+        }
     }
     let by = ctx.identity.user_id.as_str();
-    let path = std::path::PathBuf::from(dir);
+    let shown = target.to_string();
     let outcome = app
         .jobs()
-        .run("backup", dir, "manual", by, 1, |_| async {
-            let report = crate::backup::backup(app, &path).await?;
+        .run("backup", &shown, "manual", by, 1, |_| async {
+            let report = crate::backup::backup(app, target).await?;
             Ok(JobReport {
                 rows: report.files,
                 bytes: report.bytes,
                 message: format!(
-                    "Backup written to '{dir}': {} file(s), {} bytes",
+                    "Backup written to {shown}: {} file(s), {} bytes",
                     report.files, report.bytes
                 ),
             })
         })
         .await?;
-    Ok(Output::Message(job_line(outcome, "backup", dir)))
+    Ok(Output::Message(job_line(outcome, "backup", &shown)))
 }
 
 /// `EXPORT USER DATA [FOR USER 'u']`: the caller's rows (an admin: any user's) of every USER
@@ -381,6 +412,21 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
             })
         };
     }
+    let users = storage_users(app, id)?;
+    if !users.is_empty() {
+        return Err(KalamError::Constraint(format!(
+            "Storage '{id}' is used by {} table(s) or topic(s): {}",
+            users.len(),
+            users.join(", ")
+        )));
+    }
+    app.catalog().delete_storage(id)?;
+    app.tables().cold().forget_storage(id);
+    Ok(Output::Message(format!("Storage '{id}' dropped")))
+}
+
+/// The tables and topics whose files are in storage `id`.
+fn storage_users(app: &AppContext, id: &str) -> Result<Vec<String>> {
     let mut users: Vec<String> = app
         .catalog()
         .tables(None)?
@@ -395,16 +441,7 @@ pub fn drop_storage(app: &AppContext, ctx: &ExecCtx, id: &str, if_exists: bool) 
             .filter(|t| t.storage_id == id)
             .map(|t| format!("topic {}", t.topic_id)),
     );
-    if !users.is_empty() {
-        return Err(KalamError::Constraint(format!(
-            "Storage '{id}' is used by {} table(s) or topic(s): {}",
-            users.len(),
-            users.join(", ")
-        )));
-    }
-    app.catalog().delete_storage(id)?;
-    app.tables().cold().forget_storage(id);
-    Ok(Output::Message(format!("Storage '{id}' dropped")))
+    Ok(users)
 }
 
 /// `STORAGE CHECK id [EXTENDED]`: a write/read/list/delete probe (dba/system), in upstream's
