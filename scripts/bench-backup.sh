@@ -6,7 +6,8 @@
 #   scripts/bench-backup.sh <server-binary> <bench-binary> [load-seconds]
 #
 # NO_BACKUP=1 runs the same without the backup (the baseline: the load's own compactions
-# also run in these 40 s).
+# also run in these 40 s). FLUSH=1 flushes the loaded rows to Parquet segments first (and
+# waits for it), so the backup copies segments, not only a checkpoint.
 set -euo pipefail
 server=${1:?server binary}; bench=${2:?bench binary}; load=${3:-40}
 data=$(mktemp -d); out=$(mktemp -d)
@@ -22,6 +23,12 @@ url=http://127.0.0.1:18080
 python3 -c "import json;r=json.load(open('$out/load.json'))['results'][0];print('loaded rows:', r['rows'])"
 token=$(curl -s $url/v1/api/auth/login -H 'Content-Type: application/json' \
   -d "{\"user\":\"root\",\"password\":\"$KALAMDB_BENCH_PASSWORD\"}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
+if [ -n "${FLUSH:-}" ]; then
+  f0=$(date +%s.%N)
+  curl -s --max-time 1800 $url/v1/api/sql -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"sql":"STORAGE FLUSH ALL"}' | head -c 300; echo
+  echo "flush took $(python3 -c "print(round($(date +%s.%N)-$f0,1))") s; segments: $(du -sh "$data/storage" | cut -f1)"
+fi
 "$bench" --url $url --workload insert-single --concurrency 10 --duration 40 --warmup 0 > "$out/progress.txt" 2>&1 &
 b=$!
 t0=$(date +%s.%N)

@@ -45,7 +45,7 @@ static ASSETS: &[Asset] = &[
 
 /// Scripts, styles and connections from this origin only; no inline code, no framing.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; \
+    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
 /// `GET /ui`: to `/ui/`, so the files' relative links resolve.

@@ -11,7 +11,15 @@ let refreshing = null;
 /** @type {{user: User, admin: boolean} | null} */
 export let session = null;
 
+/** Called when the session ends under the page (refresh refused); set by the shell. */
+export let onExpired = () => {};
+export function whenExpired(f) { onExpired = f; }
+
 function adopt(body) {
+  if (session && session.user.id !== body.user.id) {
+    // Another tab logged in as someone else: start over as that user.
+    location.reload();
+  }
   token = body.access_token;
   expiresAt = Date.parse(body.expires_at) || 0;
   session = { user: body.user, admin: Boolean(body.admin_ui_access) };
@@ -57,7 +65,7 @@ export async function logout() {
 }
 
 async function bearer() {
-  if (token && Date.now() > expiresAt - 30_000) await resume();
+  if (token && Date.now() > expiresAt - 30_000 && !(await resume())) expire();
   if (!token) throw new Error("Not logged in");
   return token;
 }
@@ -65,8 +73,18 @@ async function bearer() {
 async function authorized(url, init = {}) {
   const send = async () => fetch(url, { ...init, headers: { ...(init.headers || {}), Authorization: `Bearer ${await bearer()}` } });
   let r = await send();
-  if (r.status === 401 && (await resume())) r = await send();
+  if (r.status === 401) {
+    if (await resume()) r = await send();
+    else expire();
+  }
   return r;
+}
+
+function expire() {
+  const had = session !== null;
+  token = null;
+  session = null;
+  if (had) onExpired();
 }
 
 /**
@@ -112,10 +130,10 @@ export const literal = (s) => `'${String(s).replaceAll("'", "''")}'`;
  * `{type: "closed", reason}`. Answers a handle whose `close()` ends it.
  */
 export async function subscribe(query, on) {
+  const auth = await bearer(); // before the socket opens: its open event is not missed
   const url = new URL("../v1/ws?compress=false", location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(url);
-  const auth = await bearer();
   let closed = false;
   const finish = (reason) => {
     if (closed) return;

@@ -78,6 +78,11 @@ function shell() {
   route();
 }
 
+api.whenExpired(() => {
+  leavePage();
+  loginForm("Your session ended: log in again.");
+});
+
 (async () => {
   const resumed = await api.resume().catch(() => null);
   if (resumed) shell();

@@ -11,11 +11,13 @@ export function h(spec, attrs, ...children) {
     if (part[0] === ".") el.classList.add(part.slice(1));
     else el.id = part.slice(1);
   }
-  if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
+  // Attributes are a plain object literal; anything else (text, nodes, arrays) is a child.
+  if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs) || Object.getPrototypeOf(attrs) !== Object.prototype)) {
     children.unshift(attrs);
     attrs = null;
   }
   for (const [k, v] of Object.entries(attrs || {})) {
+    if (/^(inner|outer)html$/i.test(k)) throw new Error(`h(): ${k} is never set (text only)`);
     if (v === undefined || v === null || (v === false && !(k in el))) continue;
     if (typeof v === "function") el.addEventListener(k.replace(/^on/, ""), v);
     else if (k in el && k !== "list") el[k] = v;

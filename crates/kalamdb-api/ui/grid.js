@@ -13,7 +13,8 @@ export const cell = (v) => {
 
 /** A table over `columns` (names, or `{name, data_type}`) and positional `rows`. */
 export function table(columns, rows) {
-  const head = h("tr", columns.map((c) => (typeof c === "string" ? h("th", c) : h("th", c.name, h("small", c.data_type)))));
+  const type = (t) => (typeof t === "string" ? t : JSON.stringify(t));
+  const head = h("tr", columns.map((c) => (typeof c === "string" ? h("th", c) : h("th", c.name, h("small", type(c.data_type))))));
   const body = rows.slice(0, MAX_SHOWN).map((r) => h("tr", r.map(cell)));
   return h("div.grid-wrap", h("table.grid", h("thead", head), h("tbody", body)));
 }

@@ -8,8 +8,11 @@ import { cell } from "./grid.js";
 
 let query = "";
 let current = null; // the open subscription, closed when the page is left
+let generation = 0; // bumped by every start and leave: a subscription still opening for an
+// older one is closed as soon as it opens
 
 export function leave() {
+  generation += 1;
   if (current) current.close();
   current = null;
 }
@@ -86,8 +89,11 @@ export function view() {
         if (m.change_type === "delete") for (const r of m.old_values || []) remove(r);
         else if (m.change_type === "update") {
           (m.rows || []).forEach((r, i) => {
+            // old_values hold the key and the changed columns: with the new row's other
+            // columns they are the row as it was.
             const old = (m.old_values || [])[i];
-            if (old && keyOf(old) !== keyOf(r)) remove(old);
+            const before = old && { ...r, ...old };
+            if (before && keyOf(before) !== keyOf(r)) remove(before);
             upsert(r, true);
           });
         } else for (const r of m.rows || []) upsert(r, true);
@@ -114,8 +120,11 @@ export function view() {
     changes = 0;
     fill(log);
     setState("connecting");
+    const mine = generation;
     try {
-      current = await api.subscribe(query, onMessage);
+      const handle = await api.subscribe(query, (m) => mine === generation && onMessage(m));
+      if (mine === generation) current = handle;
+      else handle.close();
     } catch (e) {
       setState(String(e.message || e), "bad");
     }

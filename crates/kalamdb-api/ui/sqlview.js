@@ -6,16 +6,21 @@ import { h, fill } from "./dom.js";
 import { editor } from "./highlight.js";
 import * as grid from "./grid.js";
 
-const HISTORY_KEY = "kalamdb.console.history";
 const HISTORY_MAX = 50;
+// Statements that carry secrets are run but never kept.
+const SECRET = /\b(PASSWORD|CREDENTIALS|SECRET|TOKEN)\b/i;
+
+/** Each user's history is their own (several people may share a browser). */
+const historyKey = () => `kalamdb.console.history.${api.session ? api.session.user.id : ""}`;
 
 const loadHistory = () => {
-  try { return JSON.parse(localStorage.getItem(HISTORY_KEY)) || []; } catch { return []; }
+  try { return JSON.parse(localStorage.getItem(historyKey())) || []; } catch { return []; }
 };
 
 function remember(text) {
+  if (SECRET.test(text)) return;
   const list = [text, ...loadHistory().filter((t) => t !== text)].slice(0, HISTORY_MAX);
-  localStorage.setItem(HISTORY_KEY, JSON.stringify(list));
+  localStorage.setItem(historyKey(), JSON.stringify(list));
 }
 
 let draft = "SELECT * FROM system.namespaces";
@@ -51,5 +56,5 @@ export function view() {
         h("div.row", runButton, status), h("span.muted", "Ctrl+Enter runs; several statements separated by ; run in order"))),
       results),
     h("div.panel", h("h2", "History"), history,
-      h("div.gap-top", h("button", { onclick: () => { localStorage.removeItem(HISTORY_KEY); showHistory(); } }, "Clear"))));
+      h("div.gap-top", h("button", { onclick: () => { localStorage.removeItem(historyKey()); showHistory(); } }, "Clear"))));
 }

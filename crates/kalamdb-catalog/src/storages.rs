@@ -217,6 +217,62 @@ fn template_problem(template: &str, with_user: bool) -> Option<String> {
     None
 }
 
+/// Where `record`'s objects are, as path segments comparable across storages: a filesystem
+/// storage's absolute folder (`fs`, then its components; symlinks resolved when it exists), an
+/// S3 storage's endpoint, bucket and prefix (`s3`, endpoint or `aws`, bucket, prefix parts).
+/// One storage's objects lie inside another's when its segments start with the other's.
+pub fn location(record: &StorageRecord, root: &Path) -> Vec<String> {
+    if record.storage_type == "s3" {
+        let url = record
+            .base_directory
+            .strip_prefix("s3://")
+            .unwrap_or(&record.base_directory);
+        let endpoint = record
+            .config_json
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<S3Settings>(c).ok())
+            .and_then(|c| c.endpoint)
+            .map(|e| e.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| "aws".into());
+        let mut out = vec!["s3".to_string(), endpoint];
+        out.extend(url.split('/').filter(|p| !p.is_empty()).map(str::to_string));
+        return out;
+    }
+    let base = Path::new(&record.base_directory);
+    folder_location(&if base.is_absolute() {
+        base.to_path_buf()
+    } else {
+        root.join(base)
+    })
+}
+
+/// [`location`] of a local folder.
+pub fn folder_location(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| {
+        let absolute = std::env::current_dir()
+            .map(|c| c.join(dir))
+            .unwrap_or_else(|_| dir.to_path_buf());
+        let mut clean = std::path::PathBuf::new();
+        for c in absolute.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        clean
+    });
+    let mut out = vec!["fs".to_string()];
+    out.extend(
+        dir.components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    out
+}
+
 /// The store `record` names; a relative filesystem path is taken from `root` (the data path).
 pub fn open(record: &StorageRecord, root: &Path) -> Result<FileStore> {
     let broken =

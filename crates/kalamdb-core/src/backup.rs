@@ -87,36 +87,95 @@ fn join(prefix: &str, rest: &str) -> String {
     }
 }
 
+/// Format of `backup.json` this build writes; restore reads this one and older.
+const FORMAT_VERSION: u32 = 2;
+
+/// A checkpoint taken for upload, removed when dropped (also when the backup fails or its
+/// task is dropped at shutdown).
+struct TempCheckpoint(PathBuf);
+
+impl Drop for TempCheckpoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether one location lies inside the other (or they are the same).
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
 /// Takes a backup of `app` into `target`: a folder that does not exist or is empty, or a path
-/// of a storage no table or topic uses, with nothing under it.
+/// of a storage no table or topic uses, with nothing under it. The destination may not
+/// overlap the data folder or any storage it copies (it would copy itself).
 pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupReport> {
+    use kalamdb_catalog::storages::{folder_location, location};
     let data_path = PathBuf::from(&app.config().storage.data_path);
+    let data_at = folder_location(&data_path);
     let records = app.catalog().storages()?;
     let dest_storage = match target {
         BackupTarget::Storage { storage_id, .. } => Some(storage_id.as_str()),
         BackupTarget::Folder(_) => None,
     };
     let sources: Vec<StorageRecord> = records
-        .into_iter()
+        .iter()
         .filter(|r| Some(r.storage_id.as_str()) != dest_storage)
+        .cloned()
         .collect();
-    let (dest, prefix, local) = match target {
+    for r in &sources {
+        if r.storage_type == "filesystem" && data_at.starts_with(&location(r, &data_path)) {
+            return Err(KalamError::InvalidInput(format!(
+                "storage {}'s folder holds the data folder: a copy of it would hold the live \
+                 database files; give the storage a folder of its own",
+                r.storage_id
+            )));
+        }
+    }
+    let (dest, prefix, local, dest_at) = match target {
         BackupTarget::Folder(dir) => {
-            check_folder(dir, &data_path, &sources)?;
-            (
-                FileStore::local(dir).map_err(store_error)?,
-                String::new(),
-                Some(dir.clone()),
-            )
+            require_empty(dir, "backup folder")?;
+            (None, String::new(), Some(dir.clone()), folder_location(dir))
         }
         BackupTarget::Storage { storage_id, path } => {
-            let dest = app.tables().cold().files(storage_id)?;
-            if dest.has_any(path).await.map_err(store_error)? {
-                return Err(KalamError::InvalidInput(format!(
-                    "path '{path}' of storage {storage_id} is not empty: back up into a new path"
-                )));
-            }
-            (dest, path.clone(), None)
+            let record = records
+                .iter()
+                .find(|r| &r.storage_id == storage_id)
+                .ok_or_else(|| KalamError::NotFound {
+                    kind: "Storage",
+                    name: storage_id.clone(),
+                })?;
+            let mut at = location(record, &data_path);
+            at.extend(
+                path.split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
+            );
+            let files = app.tables().cold().files(storage_id)?;
+            (Some(files), path.trim_matches('/').to_string(), None, at)
+        }
+    };
+    let copied_into = sources
+        .iter()
+        .find(|r| overlaps(&dest_at, &location(r, &data_path)))
+        .map(|r| format!("storage {}", r.storage_id));
+    if let Some(what) =
+        copied_into.or_else(|| overlaps(&dest_at, &data_at).then(|| "the data folder".into()))
+    {
+        return Err(KalamError::InvalidInput(format!(
+            "backup destination {target} overlaps {what}: choose one outside the data folder \
+             and every storage"
+        )));
+    }
+    let dest = match (dest, &local) {
+        (Some(files), _) => files,
+        (None, Some(dir)) => {
+            create_private_dir(dir)?;
+            FileStore::local(dir).map_err(store_error)?
+        }
+        (None, None) => {
+            return Err(KalamError::Internal(
+                "a backup target without a place".into(),
+            ));
         }
     };
     let mut stores = Vec::new();
@@ -125,17 +184,35 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
     }
     // Segment files and manifests hold still from the checkpoint until the copy is done. The
     // copy runs in its own task that owns the guard: a cancelled request does not release it
-    // early, nor stop the copy halfway.
+    // early, nor stop the copy halfway. Backups take the gate one at a time.
     let files = app.tables().pause_file_changes().await;
     let backend = std::sync::Arc::clone(app.backend());
     let node_id = app.node_id().to_string();
     let copy = tokio::spawn(async move {
         let _files = files;
+        // Checked again under the gate: a backup that waited for another into the same place
+        // finds it taken.
+        if dest.has_any(&prefix).await.map_err(store_error)? {
+            return Err(KalamError::InvalidInput(format!(
+                "backup destination {} is not empty: back up into a new one",
+                if prefix.is_empty() {
+                    "folder"
+                } else {
+                    prefix.as_str()
+                }
+            )));
+        }
         let created_at = chrono::Utc::now().timestamp_micros();
         // The checkpoint is taken on local disk (hard links to live files where it can).
+        let mut temp = None;
         let checkpoint = match &local {
             Some(dir) => dir.join("rocksdb"),
-            None => data_path.join(format!(".backup-{created_at}")),
+            None => {
+                sweep_checkpoints(&data_path);
+                let dir = data_path.join(format!(".backup-{created_at}"));
+                temp = Some(TempCheckpoint(dir.clone()));
+                dir
+            }
         };
         let taken = checkpoint.clone();
         tokio::task::spawn_blocking(move || backend.checkpoint(&taken))
@@ -143,22 +220,20 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
             .map_err(|e| KalamError::Internal(format!("checkpoint task failed: {e}")))?
             .map_err(|e| KalamError::Internal(format!("checkpoint failed: {e}")))?;
         let mut report = BackupReport::default();
-        if local.is_some() {
-            count(&checkpoint, &mut report);
-        } else {
-            let uploaded = async {
-                FileStore::local(&checkpoint)
-                    .map_err(store_error)?
+        if temp.is_some() {
+            let upload = FileStore::local(&checkpoint).map_err(store_error)?;
+            report.add(
+                upload
                     .copy_all("", &dest, &join(&prefix, "rocksdb"))
                     .await
-                    .map_err(store_error)
-            }
-            .await;
-            let _ = std::fs::remove_dir_all(&checkpoint);
-            report.add(uploaded?);
+                    .map_err(store_error)?,
+            );
+            drop(temp);
+        } else {
+            count(&checkpoint, &mut report);
         }
         let mut manifest = Manifest {
-            version: 2,
+            version: FORMAT_VERSION,
             created_at,
             node_id,
             storages: Vec::new(),
@@ -175,9 +250,10 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
                 manifest.s3_storages.push(record);
             }
         }
+        // Written last: a backup without it is not one (restore refuses it).
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| KalamError::Internal(e.to_string()))?;
-        dest.put_file(prefix.trim_matches('/'), "backup.json", text)
+        dest.put_file(&prefix, "backup.json", text)
             .await
             .map_err(store_error)?;
         Ok(report)
@@ -186,29 +262,17 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
         .map_err(|e| KalamError::Internal(format!("backup task failed: {e}")))?
 }
 
-/// A backup folder must be new or empty, and not inside the data folder or a storage (it
-/// would copy itself, into every later backup too). It is created readable by this user only.
-fn check_folder(dir: &Path, data_path: &Path, storages: &[StorageRecord]) -> Result<()> {
-    require_empty(dir, "backup folder")?;
-    create_private_dir(dir)?;
-    let inside = |outer: &Path| {
-        let (Ok(a), Ok(b)) = (dir.canonicalize(), outer.canonicalize()) else {
-            return false;
-        };
-        a.starts_with(b)
+/// Removes checkpoints left in the data folder by backups a crash interrupted (they hold hard
+/// links to table files RocksDB has since deleted).
+fn sweep_checkpoints(data_path: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_path) else {
+        return;
     };
-    let in_storage = storages
-        .iter()
-        .filter(|s| s.storage_type == "filesystem")
-        .any(|s| inside(&storage_path(data_path, &s.base_directory)));
-    if inside(data_path) || in_storage {
-        let _ = std::fs::remove_dir(dir);
-        return Err(KalamError::InvalidInput(format!(
-            "backup folder {} is inside the data folder or a storage: choose one outside them",
-            dir.display()
-        )));
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".backup-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
-    Ok(())
 }
 
 /// Where a backup is read from: a folder, or `s3://bucket/prefix` (credentials, region and
@@ -248,7 +312,14 @@ fn open_source(from: &str) -> Result<FileStore> {
 /// running on it. Filesystem storages go back to their folders, which must be empty; S3
 /// storages' objects go back to their bucket and prefix, which must be empty too, unless
 /// `keep_s3` (the bucket is left as it is and the restored server uses what is there now).
-pub async fn restore(from: &str, data_dir: &Path, keep_s3: bool) -> Result<BackupReport> {
+/// Every target is checked before anything is written, and what was written is removed
+/// again when a copy fails. `plan` is told each copy before it starts.
+pub async fn restore(
+    from: &str,
+    data_dir: &Path,
+    keep_s3: bool,
+    plan: &mut dyn FnMut(&str),
+) -> Result<BackupReport> {
     let source = open_source(from)?;
     let text = source
         .get_file("", "backup.json")
@@ -257,6 +328,22 @@ pub async fn restore(from: &str, data_dir: &Path, keep_s3: bool) -> Result<Backu
         .ok_or_else(|| KalamError::InvalidInput(format!("{from} holds no backup.json")))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| KalamError::InvalidInput(format!("{from} is not a backup: {e}")))?;
+    if manifest.version > FORMAT_VERSION {
+        return Err(KalamError::InvalidInput(format!(
+            "{from} is a backup of format {}, newer than this server reads ({FORMAT_VERSION})",
+            manifest.version
+        )));
+    }
+    let complete = source
+        .get_file("rocksdb", "CURRENT")
+        .await
+        .map_err(store_error)?
+        .is_some();
+    if !complete {
+        return Err(KalamError::InvalidInput(format!(
+            "{from} has no rocksdb/CURRENT: the backup is incomplete"
+        )));
+    }
     require_empty(data_dir, "data folder (restore into a new one)")?;
     // Every target is checked before anything is copied.
     let mut targets = Vec::new();
@@ -284,34 +371,61 @@ pub async fn restore(from: &str, data_dir: &Path, keep_s3: bool) -> Result<Backu
                     record.storage_id, record.base_directory
                 )));
             }
-            s3_targets.push((record.storage_id.clone(), store));
+            s3_targets.push((
+                record.storage_id.clone(),
+                record.base_directory.clone(),
+                store,
+            ));
         }
     }
     let mut report = BackupReport::default();
-    let local = |dir: &Path| FileStore::local(dir).map_err(store_error);
-    report.add(
-        source
-            .copy_all("rocksdb", &local(&data_dir.join("rocksdb"))?, "")
-            .await
-            .map_err(store_error)?,
-    );
-    for (id, to) in targets {
-        let from = format!("storages/{id}");
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut uploaded: Vec<&FileStore> = Vec::new();
+    let result: Result<()> = async {
+        let local = |dir: &Path| FileStore::local(dir).map_err(store_error);
+        let db = data_dir.join("rocksdb");
+        plan(&format!("database files -> {}", db.display()));
+        written.push(db.clone());
         report.add(
             source
-                .copy_all(&from, &local(&to)?, "")
+                .copy_all("rocksdb", &local(&db)?, "")
                 .await
                 .map_err(store_error)?,
         );
+        for (id, to) in &targets {
+            plan(&format!("storage {id} -> {}", to.display()));
+            written.push(to.clone());
+            let from = format!("storages/{id}");
+            report.add(
+                source
+                    .copy_all(&from, &local(to)?, "")
+                    .await
+                    .map_err(store_error)?,
+            );
+        }
+        for (id, base, store) in &s3_targets {
+            plan(&format!("storage {id} -> {base}"));
+            uploaded.push(store);
+            let from = format!("storages/{id}");
+            report.add(
+                source
+                    .copy_all(&from, store, "")
+                    .await
+                    .map_err(store_error)?,
+            );
+        }
+        Ok(())
     }
-    for (id, store) in s3_targets {
-        let from = format!("storages/{id}");
-        report.add(
-            source
-                .copy_all(&from, &store, "")
-                .await
-                .map_err(store_error)?,
-        );
+    .await;
+    if let Err(e) = result {
+        // The targets were empty: put them back that way, so the restore can be run again.
+        for dir in written {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        for store in uploaded {
+            let _ = store.remove_all("").await;
+        }
+        return Err(e);
     }
     Ok(report)
 }

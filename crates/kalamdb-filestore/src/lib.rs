@@ -680,10 +680,19 @@ impl FileStore {
             };
             let mut writer =
                 object_store::buffered::BufWriter::new(Arc::clone(&dest.store), target);
-            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
-                writer.put(chunk?).await?;
+            let written: Result<()> = async {
+                while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                    writer.put(chunk?).await?;
+                }
+                tokio::io::AsyncWriteExt::shutdown(&mut writer).await?;
+                Ok(())
             }
-            tokio::io::AsyncWriteExt::shutdown(&mut writer).await?;
+            .await;
+            if let Err(e) = written {
+                // No half-uploaded parts (billed until removed) or staging files left behind.
+                let _ = writer.abort().await;
+                return Err(e);
+            }
             objects += 1;
             bytes += meta.size;
         }

@@ -55,6 +55,7 @@ fn main() -> std::process::ExitCode {
                     from,
                     data_dir,
                     *keep_s3_storages,
+                    &mut |step| println!("restoring {step}"),
                 ))
             });
         return match restored {

@@ -100,6 +100,14 @@ impl Page {
 
     /// Sends one command (to the page once attached) and answers its result.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(v) => v,
+            Err(e) => panic!("{method} failed: {e}"),
+        }
+    }
+
+    /// [`Page::call`], answering the protocol's error instead of failing on it.
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -120,8 +128,11 @@ impl Page {
             let Message::Text(text) = frame else { continue };
             let m: Value = serde_json::from_str(&text).unwrap();
             if m["id"] == id {
-                assert!(m["error"].is_null(), "{method} failed: {m}");
-                return m["result"].clone();
+                return if m["error"].is_null() {
+                    Ok(m["result"].clone())
+                } else {
+                    Err(m["error"].clone())
+                };
             }
             self.note_event(&m);
         }
@@ -161,17 +172,33 @@ impl Page {
     }
 
     /// Evaluates `expression` until it answers something other than null/false/""; panics
-    /// with `what` after 20 s.
+    /// with `what` after 20 s. An evaluation cut off by a navigation (a reload) counts as not
+    /// yet.
     pub(crate) async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
         for _ in 0..200 {
-            let v = self.eval(expression).await;
-            if !(v.is_null() || v == false || v == "") {
-                return v;
+            let r = self
+                .try_call(
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+                )
+                .await;
+            if let Ok(r) = r
+                && r["exceptionDetails"].is_null()
+            {
+                let v = &r["result"]["value"];
+                if !(v.is_null() || *v == false || *v == "") {
+                    return v.clone();
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let shown = self.eval("document.body.innerText").await;
         panic!("timed out waiting for {what}; the page shows:\n{shown}");
+    }
+
+    /// Reloads the page.
+    pub(crate) async fn reload(&mut self) {
+        self.call("Page.reload", json!({})).await;
     }
 
     /// A PNG of the page as it is now, written to `path`; answers its bytes.

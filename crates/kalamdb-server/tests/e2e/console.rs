@@ -135,6 +135,30 @@ async fn the_console_logs_in_queries_and_shows_live_rows() {
         )
         .await;
     assert!(rows.as_str().unwrap().contains("first note"), "{rows}");
+    // Updates replace the row, deletes remove it; markup in values stays text.
+    s.ok(&root, "UPDATE web.notes SET body = 'edited' WHERE id = 1")
+        .await;
+    s.ok(
+        &root,
+        "INSERT INTO web.notes VALUES (3, '<img src=x onerror=\"window.pwned=1\">')",
+    )
+    .await;
+    page.wait_for(
+        "the update and the markup row",
+        "(() => { const t = document.querySelector('#live-rows tbody').innerText; \
+         return t.includes('edited') && t.includes('<img src=x') && !t.includes('first note'); })()",
+    )
+    .await;
+    let injected = page
+        .eval("!!document.querySelector('#live-rows img') || !!window.pwned")
+        .await;
+    assert_eq!(injected, false, "a value became markup");
+    s.ok(&root, "DELETE FROM web.notes WHERE id = 3").await;
+    page.wait_for(
+        "the delete",
+        "document.querySelectorAll('#live-rows tbody tr').length === 2",
+    )
+    .await;
     let png = page.screenshot(&artifact("console-live.png")).await;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
     // The server lists the console's subscription.
@@ -144,8 +168,17 @@ async fn the_console_logs_in_queries_and_shows_live_rows() {
         "{live}"
     );
 
+    // A reload keeps the session (a new access token from the refresh cookie).
+    page.eval("location.hash = '#schema'; window.beforeReload = true")
+        .await;
+    page.reload().await;
+    page.wait_for(
+        "the console after a reload",
+        "!window.beforeReload && document.querySelector('header.top .who')?.innerText",
+    )
+    .await;
+
     // Schema browser: the table, its kind and columns.
-    page.eval("location.hash = '#schema'").await;
     page.wait_for(
         "the schema tree",
         "document.querySelector('.tree')?.innerText.includes('notes')",
@@ -208,11 +241,17 @@ async fn the_console_logs_in_queries_and_shows_live_rows() {
         .await;
     let mib: f64 = memory.as_str().unwrap().replace(',', "").parse().unwrap();
     assert!(mib > 1.0, "resident memory {mib} MiB");
-    page.wait_for(
-        "a rate after two samples",
-        "document.querySelectorAll('.chart polyline').length > 0",
-    )
-    .await;
+    // Counters are shown as rates: the console's own polling makes HTTP requests per second.
+    let rate = page
+        .wait_for(
+            "a request rate after two samples",
+            "(() => { const c = [...document.querySelectorAll('.chart')].find(c => \
+             c.innerText.startsWith('HTTP requests')); \
+             const v = c && c.querySelector('.now').innerText; return v !== '–' && v; })()",
+        )
+        .await;
+    let rate: f64 = rate.as_str().unwrap().replace(',', "").parse().unwrap();
+    assert!(rate > 0.0, "HTTP requests/s {rate}");
     page.screenshot(&artifact("console-metrics.png")).await;
 
     assert!(page.errors.is_empty(), "page errors: {:?}", page.errors);

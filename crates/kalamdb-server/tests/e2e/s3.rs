@@ -328,6 +328,22 @@ async fn a_backup_into_s3_of_s3_tables_restores_the_backup_instant() {
         .err(&root, "BACKUP DATABASE TO STORAGE lake PATH 'b1'")
         .await;
     assert!(msg.contains("holds app.s"), "{msg}");
+    // Nor one whose place overlaps a storage it copies (it would copy itself), nor odd paths.
+    s.ok(&root, &storage("inner", "kalam/backups")).await;
+    let (_, _, msg) = s
+        .err(&root, "BACKUP DATABASE TO STORAGE inner PATH 'b1'")
+        .await;
+    assert!(msg.contains("overlaps storage lake"), "{msg}");
+    s.ok(&root, "DROP STORAGE inner").await;
+    for path in ["a//b", "db~1", "../up", "/abs"] {
+        let (_, _, msg) = s
+            .err(
+                &root,
+                &format!("BACKUP DATABASE TO STORAGE vault PATH '{path}'"),
+            )
+            .await;
+        assert!(msg.contains("must be a relative folder"), "{path}: {msg}");
+    }
     let done = s
         .ok(&root, "BACKUP DATABASE TO STORAGE vault PATH 'nightly/1'")
         .await;

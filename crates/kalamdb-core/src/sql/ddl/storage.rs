@@ -225,12 +225,17 @@ pub async fn backup_database(
                     name: storage_id.clone(),
                 });
             }
-            let bad = path.trim_matches('/').is_empty()
-                || path.split('/').any(|p| p == ".." || p == ".")
-                || path.starts_with('/');
-            if bad {
+            let segment_ok = |p: &str| {
+                !p.is_empty()
+                    && p != "."
+                    && p != ".."
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            };
+            if !path.split('/').all(segment_ok) {
                 return Err(KalamError::InvalidInput(format!(
-                    "PATH '{path}' must be a relative folder inside the storage, without '.' or '..'"
+                    "PATH '{path}' must be a relative folder inside the storage: names of \
+                     letters, digits, '.', '_' and '-' separated by single '/'"
                 )));
             }
             let users = storage_users(app, storage_id)?;
