@@ -75,6 +75,9 @@ pub struct Config {
     pub transactions: TransactionsConfig,
     /// `[topics]`
     pub topics: TopicsConfig,
+    /// `[cluster]`: absent = a single server (`docs/cluster.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster_config::ClusterConfig>,
 }
 
 /// `[topics]`: topics and consumer groups.
@@ -724,6 +727,9 @@ impl Config {
                 key: "storage.data_path",
                 reason: "must not be empty".into(),
             });
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         Ok(())
     }

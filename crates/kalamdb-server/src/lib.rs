@@ -32,6 +32,12 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// `[cluster]` is set, but replication is not built yet (`docs/cluster.md`).
+    #[error(
+        "[cluster] is configured, but this build runs single servers only: replication is \
+         being built (docs/cluster.md); remove the section to run this node alone"
+    )]
+    ClusterNotBuilt,
 }
 
 /// How long [`RunningServer::shutdown`] waits for the last holders of the engine.
@@ -86,6 +92,10 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
         websocket,
         security,
     } = settings;
+    // Refused rather than ignored: a node told it is one of three must not run alone.
+    if config.cluster.is_some() {
+        return Err(ServerError::ClusterNotBuilt);
+    }
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     let file_limit = listener::raise_file_limit();

@@ -118,3 +118,39 @@ async fn seq_continues_after_a_restart_even_when_the_clock_is_behind() {
     let after = seq_of(&s.ok(&root, "SELECT _seq FROM app.s WHERE id = 2").await);
     assert!(after > before, "{after} must follow {before}");
 }
+
+/// A node configured as one of a cluster refuses to start rather than run alone (replication
+/// is not built yet, docs/cluster.md), and a bad topology names its key.
+#[tokio::test]
+async fn a_cluster_section_is_checked_and_refused_until_replication_exists() {
+    use kalamdb_core::cluster_config::{ClusterConfig, PeerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::support::test_config(dir.path());
+    let peer = |id: u64| PeerConfig {
+        node_id: id,
+        rpc_addr: format!("127.0.0.1:{}", 19187 + id),
+        api_addr: format!("http://127.0.0.1:{}", 18079 + id),
+    };
+    settings.engine.cluster = Some(ClusterConfig {
+        node_id: 1,
+        rpc_addr: "127.0.0.1:19188".into(),
+        api_addr: "http://127.0.0.1:18080".into(),
+        user_shards: 8,
+        shared_shards: 1,
+        heartbeat_interval_ms: 250,
+        election_timeout_ms: [1000, 2000],
+        snapshot_threshold: 50_000,
+        peers: vec![peer(1), peer(2), peer(3)],
+        tls: None,
+    });
+    settings.validate().unwrap();
+    let err = kalamdb_server::start(settings.clone(), false)
+        .await
+        .expect_err("a cluster node must not start alone");
+    assert!(err.to_string().contains("[cluster] is configured"), "{err}");
+    if let Some(c) = settings.engine.cluster.as_mut() {
+        c.peers[1].node_id = 1;
+    }
+    let err = settings.validate().expect_err("duplicate node ids");
+    assert!(err.to_string().contains("cluster.peers"), "{err}");
+}
