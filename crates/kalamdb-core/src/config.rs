@@ -9,6 +9,8 @@
 //! turns bad values into clear startup errors. `server.example.toml` documents every key; a
 //! test of the server crate checks it lists exactly the keys declared.
 
+pub mod cluster;
+
 use kalamdb_commons::NodeId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -77,7 +79,7 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// `[cluster]`: absent = a single server (`docs/cluster.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::cluster_config::ClusterConfig>,
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// `[topics]`: topics and consumer groups.

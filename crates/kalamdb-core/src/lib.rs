@@ -26,8 +26,8 @@
 //! - [`transactions`]: `BEGIN` … `COMMIT`, over the transaction storage of `kalamdb-tables`.
 //! - [`schema_view`]: the schema a caller may query, as one JSON document.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
-//! - [`config`]: `server.toml` and its `KALAMDB_*` overrides; [`cluster_config`]: its
-//!   `[cluster]` section (`docs/cluster.md`).
+//! - [`config`]: `server.toml` and its `KALAMDB_*` overrides (`[cluster]` in
+//!   [`config::cluster`], `docs/cluster.md`).
 //! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
 //!   queries run, with their timeout and cancellation; `providers::flushed_audit`: the flushed part of
 //!   `system.audit_log`.
@@ -40,7 +40,6 @@ pub mod access;
 pub mod app_context;
 pub mod auth;
 pub mod backup;
-pub mod cluster_config;
 pub mod config;
 pub mod encode;
 pub mod engine;

@@ -123,7 +123,7 @@ async fn seq_continues_after_a_restart_even_when_the_clock_is_behind() {
 /// is not built yet, docs/cluster.md), and a bad topology names its key.
 #[tokio::test]
 async fn a_cluster_section_is_checked_and_refused_until_replication_exists() {
-    use kalamdb_core::cluster_config::{ClusterConfig, PeerConfig};
+    use kalamdb_core::config::cluster::{ClusterConfig, PeerConfig};
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::support::test_config(dir.path());
     let peer = |id: u64| PeerConfig {

@@ -2,7 +2,7 @@
 //! server runs alone and pays nothing for cluster code. This module only describes and checks
 //! the configuration; the replication itself is built on openraft.
 
-use crate::config::ConfigError;
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
