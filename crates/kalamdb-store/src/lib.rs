@@ -78,7 +78,7 @@ impl Default for StoreOptions {
 }
 
 /// One operation of a [`WriteBatch`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BatchOp {
     /// Insert or overwrite `key` in `partition`.
     Put {
@@ -107,8 +107,9 @@ pub enum BatchOp {
     },
 }
 
-/// A set of writes committed atomically: all of them or none.
-#[derive(Debug, Clone, Default)]
+/// A set of writes committed atomically: all of them or none. Serializable, so a cluster can
+/// replicate the batches a leader commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteBatch {
     ops: Vec<BatchOp>,
 }

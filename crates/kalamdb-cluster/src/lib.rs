@@ -1,0 +1,32 @@
+//! Raft replication for KalamDB clusters (`docs/cluster.md`), on openraft 0.9.
+//!
+//! - [`types`]: the type configuration of every group, the [`Command`]s a log carries (the
+//!   engine's atomic write batches and partition changes) and what applying one answers;
+//! - [`log_store`]: a group's Raft log, vote and purge/commit marks in one partition of the
+//!   node's store;
+//! - [`state_machine`]: applies committed commands to the node's store, with the applied log
+//!   id and membership written in the same atomic batch (exactly-once apply across crashes),
+//!   and builds and installs snapshots.
+//!
+//! The engine stays unaware of Raft: a node hands the batch its commit gate built to the
+//! group instead of writing it, and every replica's state machine writes it.
+
+// openraft's traits return its StorageError (224 bytes); the helpers that build it return it too.
+#![allow(clippy::result_large_err)]
+
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+pub use types::{Applied, Command, TypeConfig};
+
+/// Storage failures as openraft reports them.
+pub(crate) fn io_error(
+    subject: openraft::ErrorSubject<u64>,
+    verb: openraft::ErrorVerb,
+    e: impl std::fmt::Display,
+) -> openraft::StorageError<u64> {
+    openraft::StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
+}

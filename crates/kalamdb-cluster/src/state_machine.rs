@@ -1,0 +1,343 @@
+//! Applies a group's committed commands to the node's store. Each entry is one atomic store
+//! batch holding the entry's writes **and** the group's applied log id (and membership, when
+//! the entry changes it), so after a crash an entry is either applied with its mark or not at
+//! all, never twice. Partition commands are idempotent and run before their entry's mark.
+//!
+//! Snapshots hold every partition the group owns (the `owns` predicate given at open) with all
+//! its keys, and the layouts of the partitions the log created. This first form reads whole
+//! partitions into memory: right for the meta group and tests, to be replaced by streamed
+//! store checkpoints for data groups (docs/cluster.md §8).
+
+use crate::io_error;
+use crate::types::{Applied, Command, TypeConfig, decode, encode};
+use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+type Result<T> = std::result::Result<T, StorageError<u64>>;
+type Membership = StoredMembership<u64, BasicNode>;
+
+const APPLIED: &[u8] = b"applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const SNAPSHOT: &[u8] = b"snapshot";
+/// Layouts of partitions created through the log: `layout:` + name.
+const LAYOUT: &[u8] = b"layout:";
+
+/// Which partitions a group's state machine owns (and so snapshots and replaces).
+pub type Owns = dyn Fn(&str) -> bool + Send + Sync;
+
+/// One owned partition in a snapshot: name, layout, keys and values.
+type PartitionDump = (String, KeyLayout, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The content of a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotData {
+    /// Every owned partition.
+    partitions: Vec<PartitionDump>,
+}
+
+/// A snapshot as kept in the group's meta partition.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// A group's state machine over the node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachine {
+    backend: Arc<dyn StorageBackend>,
+    /// Where the applied mark, membership, layouts and current snapshot live.
+    meta: String,
+    owns: Arc<Owns>,
+    snapshots_built: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateMachine {
+    /// The state machine whose marks live in partition `meta` (created when missing) and which
+    /// owns the partitions `owns` accepts (never `meta` itself).
+    pub fn open(
+        backend: Arc<dyn StorageBackend>,
+        meta: impl Into<String>,
+        owns: Arc<Owns>,
+    ) -> std::result::Result<Self, kalamdb_store::StoreError> {
+        let meta = meta.into();
+        if !backend.has_partition(&meta) {
+            backend.create_partition(&meta, KeyLayout::Flat)?;
+        }
+        Ok(Self {
+            backend,
+            meta,
+            owns,
+            snapshots_built: Arc::default(),
+        })
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        let subject = ErrorSubject::StateMachine;
+        let Some(bytes) = self
+            .backend
+            .get(&self.meta, key)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|e| io_error(subject, ErrorVerb::Read, e))
+    }
+
+    fn put<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], value: &T) -> Result<()> {
+        let bytes =
+            encode(value).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        batch.put(&self.meta, key.to_vec(), bytes);
+        Ok(())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.backend
+            .write(batch)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))
+    }
+
+    fn owned(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .backend
+            .list_partitions()
+            .into_iter()
+            .filter(|p| *p != self.meta && (self.owns)(p))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn layout_key(name: &str) -> Vec<u8> {
+        [LAYOUT, name.as_bytes()].concat()
+    }
+
+    /// Runs a partition command (idempotent) and records the layout of created ones in
+    /// `batch`, which commits with the entry's mark.
+    fn partition_change(&self, command: &Command, batch: &mut WriteBatch) -> Result<()> {
+        let fail = |e: kalamdb_store::StoreError| {
+            io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+        };
+        match command {
+            Command::CreatePartition { name, layout } => {
+                if !self.backend.has_partition(name) {
+                    self.backend.create_partition(name, *layout).map_err(fail)?;
+                }
+                self.put(batch, &Self::layout_key(name), layout)
+            }
+            Command::DropPartition { name } => {
+                if self.backend.has_partition(name) {
+                    self.backend.drop_partition(name).map_err(fail)?;
+                }
+                batch.delete(&self.meta, Self::layout_key(name));
+                Ok(())
+            }
+            Command::Write(_) => Ok(()),
+        }
+    }
+
+    /// Every key of every owned partition, with its layout.
+    fn dump(&self) -> Result<SnapshotData> {
+        let mut partitions = Vec::new();
+        for name in self.owned() {
+            let layout = self
+                .read::<KeyLayout>(&Self::layout_key(&name))?
+                .unwrap_or(KeyLayout::Flat);
+            let mut pairs = Vec::new();
+            self.backend
+                .scan_each(&name, &[], None, &mut |k, v| {
+                    pairs.push((k.to_vec(), v.to_vec()));
+                    Ok(true)
+                })
+                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            partitions.push((name, layout, pairs));
+        }
+        Ok(SnapshotData { partitions })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let (last_applied, membership) = self.applied_state().await?;
+        let data = encode(&self.dump()?)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{n}", id.leader_id, id.index),
+            None => format!("--{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let mut batch = WriteBatch::new();
+        self.put(
+            &mut batch,
+            SNAPSHOT,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+        )?;
+        self.write(batch)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership)> {
+        let applied = self.read::<Option<LogId<u64>>>(APPLIED)?.flatten();
+        let membership = self.read::<Membership>(MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut answers = Vec::new();
+        for entry in entries {
+            let mut batch = WriteBatch::new();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Command::Write(writes)) => batch = writes,
+                EntryPayload::Normal(command) => self.partition_change(&command, &mut batch)?,
+                EntryPayload::Membership(m) => {
+                    let stored = Membership::new(Some(entry.log_id), m);
+                    self.put(&mut batch, MEMBERSHIP, &stored)?;
+                }
+            }
+            self.put(&mut batch, APPLIED, &Some(entry.log_id))?;
+            self.write(batch)?;
+            answers.push(Applied {
+                index: entry.log_id.index,
+            });
+        }
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData = decode(&bytes).map_err(|e| {
+            io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                e,
+            )
+        })?;
+        let fail = |e: kalamdb_store::StoreError| {
+            io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+        };
+        // The snapshot replaces what the group owns: partitions it lacks are dropped, the
+        // others emptied and refilled.
+        let keep: std::collections::HashSet<&str> =
+            data.partitions.iter().map(|(n, _, _)| n.as_str()).collect();
+        for name in self.owned() {
+            if !keep.contains(name.as_str()) {
+                self.backend.drop_partition(&name).map_err(fail)?;
+            }
+        }
+        let mut batch = WriteBatch::new();
+        for (name, layout, pairs) in &data.partitions {
+            if self.backend.has_partition(name) {
+                self.backend.drop_partition(name).map_err(fail)?;
+            }
+            self.backend.create_partition(name, *layout).map_err(fail)?;
+            self.put(&mut batch, &Self::layout_key(name), layout)?;
+            for (k, v) in pairs {
+                batch.put(name, k.clone(), v.clone());
+            }
+        }
+        self.put(&mut batch, APPLIED, &meta.last_log_id)?;
+        self.put(&mut batch, MEMBERSHIP, &meta.last_membership)?;
+        self.put(
+            &mut batch,
+            SNAPSHOT,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: bytes,
+            },
+        )?;
+        self.write(batch)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        Ok(self.read::<StoredSnapshot>(SNAPSHOT)?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_store::LogStore;
+    use kalamdb_store::{RocksBackend, StoreOptions};
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct OnRocks;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnRocks {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine)> {
+            let dir = tempfile::tempdir()
+                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let backend: Arc<dyn StorageBackend> = Arc::new(
+                RocksBackend::open(dir.path(), &StoreOptions::default())
+                    .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?,
+            );
+            let log = LogStore::open(Arc::clone(&backend), "raft.1.log")
+                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let sm = StateMachine::open(
+                backend,
+                "raft.1.sm",
+                Arc::new(|p: &str| !p.starts_with("raft.")),
+            )
+            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own conformance suite for log stores and state machines, on RocksDB.
+    #[test]
+    fn the_log_store_and_state_machine_pass_openraft_s_suite() -> Result<()> {
+        Suite::test_all(OnRocks)
+    }
+}

@@ -1,0 +1,59 @@
+//! The type configuration of KalamDB's Raft groups and the commands their logs carry.
+
+use kalamdb_store::{KeyLayout, WriteBatch};
+use serde::{Deserialize, Serialize};
+// The type-config macro names the default snapshot type unqualified.
+use std::io::Cursor;
+
+/// One entry of a group's log: a change every replica makes to its own store, in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// One atomic batch of the engine's writes (rows, catalog records), as the leader built it
+    /// inside its commit gate, `_seq` values included.
+    Write(WriteBatch),
+    /// A new partition (a table or scope) with its key layout; a no-op where it exists.
+    CreatePartition {
+        /// The partition's name.
+        name: String,
+        /// Its key layout.
+        layout: KeyLayout,
+    },
+    /// Removes a partition and its keys; a no-op where it does not exist.
+    DropPartition {
+        /// The partition's name.
+        name: String,
+    },
+}
+
+/// What applying one log entry answers (every entry answers one, blank and membership entries
+/// included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The entry's log index.
+    pub index: u64,
+}
+
+openraft::declare_raft_types!(
+    /// KalamDB's Raft groups: u64 node ids, nodes addressed by their RPC address.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Encodes a value for the log or a snapshot (MessagePack).
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    // Named fields: openraft types skip some when empty, which a positional form would misread.
+    rmp_serde::to_vec_named(value)
+}
+
+/// Decodes what [`encode`] wrote.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
