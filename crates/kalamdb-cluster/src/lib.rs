@@ -6,7 +6,8 @@
 //!   node's store;
 //! - [`state_machine`]: applies committed commands to the node's store, with the applied log
 //!   id and membership written in the same atomic batch (exactly-once apply across crashes),
-//!   and builds and installs snapshots.
+//!   and builds and installs snapshots;
+//! - [`network`]: the internal RPC carrying openraft's messages between nodes.
 //!
 //! The engine stays unaware of Raft: a node hands the batch its commit gate built to the
 //! group instead of writing it, and every replica's state machine writes it.
@@ -15,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 pub mod types;
 

@@ -1,0 +1,175 @@
+//! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
+//! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
+//! (`POST /raft/{group}/{append|vote|snapshot}`). [`router`] serves a node's groups;
+//! [`Network`] is the client side openraft uses to reach peers.
+
+use crate::types::{TypeConfig, decode, encode};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A node's groups by id, as the RPC routes find them.
+pub type Groups = Arc<HashMap<u64, Raft<TypeConfig>>>;
+
+/// Routes serving `groups` to peers.
+pub fn router(groups: Groups) -> axum::Router {
+    axum::Router::new()
+        .route("/raft/{group}/append", axum::routing::post(append))
+        .route("/raft/{group}/vote", axum::routing::post(vote))
+        .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
+        .with_state(groups)
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    match encode(value) {
+        Ok(bytes) => bytes.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Finds the group and decodes the request, or answers why not.
+fn request<T: DeserializeOwned>(
+    groups: &Groups,
+    group: u64,
+    body: &[u8],
+) -> Result<(Raft<TypeConfig>, T), Response> {
+    let raft = groups
+        .get(&group)
+        .cloned()
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no group {group}")).into_response())?;
+    let req = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+    Ok((raft, req))
+}
+
+async fn append(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+    match request::<AppendEntriesRequest<TypeConfig>>(&groups, group, &body) {
+        Ok((raft, req)) => reply(&raft.append_entries(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn vote(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+    match request::<VoteRequest<u64>>(&groups, group, &body) {
+        Ok((raft, req)) => reply(&raft.vote(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+    match request::<InstallSnapshotRequest<TypeConfig>>(&groups, group, &body) {
+        Ok((raft, req)) => reply(&raft.install_snapshot(req).await),
+        Err(r) => r,
+    }
+}
+
+/// The client side of one group's RPC: one pooled HTTP client for every peer.
+#[derive(Debug, Clone)]
+pub struct Network {
+    http: reqwest::Client,
+    group: u64,
+}
+
+impl Network {
+    /// The network of group `group`.
+    pub fn new(http: reqwest::Client, group: u64) -> Self {
+        Self { http, group }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            http: self.http.clone(),
+            target,
+            base: format!("http://{}/raft/{}", node.addr, self.group),
+        }
+    }
+}
+
+/// One peer of one group.
+#[derive(Debug)]
+pub struct Peer {
+    http: reqwest::Client,
+    target: u64,
+    base: String,
+}
+
+type Rpc<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
+
+impl Peer {
+    async fn send<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Rpc<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let sent = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if !sent.status().is_success() {
+            let why = std::io::Error::other(format!("peer answered {}", sent.status()));
+            return Err(RPCError::Network(NetworkError::new(&why)));
+        }
+        let bytes = sent
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<Resp, E> =
+            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.send("append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Rpc<VoteResponse<u64>, RaftError<u64>> {
+        self.send("vote", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.send("snapshot", &rpc, &option).await
+    }
+}

@@ -1,0 +1,280 @@
+//! Three Raft nodes in this process, each with its own RocksDB in a temp folder and its RPC on
+//! a loopback port, replicate one group: writes reach every node's store; a follower refuses
+//! writes and names the leader; the leader is stopped and the others elect a new one and go
+//! on; the stopped node restarts on its folder and catches up; a fourth node joins and catches
+//! up by snapshot (the log it lacks was purged); a voter leaves and the rest go on.
+
+use kalamdb_cluster::network::{Network, router};
+use kalamdb_cluster::{Command, LogStore, StateMachine, TypeConfig};
+use kalamdb_store::{KeyLayout, RocksBackend, StorageBackend, StoreOptions, WriteBatch};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GROUP: u64 = 1;
+const TABLE: &str = "app.t";
+
+struct Node {
+    id: u64,
+    dir: PathBuf,
+    addr: String,
+    backend: Arc<dyn StorageBackend>,
+    raft: Raft<TypeConfig>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    async fn start(id: u64, dir: &Path, listener: tokio::net::TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap().to_string();
+        let backend: Arc<dyn StorageBackend> =
+            Arc::new(RocksBackend::open(dir, &StoreOptions::default()).unwrap());
+        let log = LogStore::open(Arc::clone(&backend), "raft.1.log").unwrap();
+        let sm = StateMachine::open(
+            Arc::clone(&backend),
+            "raft.1.sm",
+            Arc::new(|p: &str| !p.starts_with("raft.")),
+        )
+        .unwrap();
+        let config = Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 500,
+            election_timeout_max: 1000,
+            // Snapshots every 20 entries, and no log kept behind them: a node that missed more
+            // than that catches up by snapshot.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let network = Network::new(reqwest::Client::new(), GROUP);
+        let raft = Raft::new(id, Arc::new(config), network, log, sm)
+            .await
+            .unwrap();
+        let groups = Arc::new(HashMap::from([(GROUP, raft.clone())]));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router(groups)).await;
+        });
+        Self {
+            id,
+            dir: dir.to_path_buf(),
+            addr,
+            backend,
+            raft,
+            server,
+        }
+    }
+
+    /// Stops the node (as a crash would, minus the OS: its files stay).
+    async fn stop(self) -> (u64, PathBuf, String) {
+        self.raft.shutdown().await.unwrap();
+        self.server.abort();
+        let _ = self.server.await;
+        (self.id, self.dir, self.addr)
+    }
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        if !self.backend.has_partition(TABLE) {
+            return Vec::new();
+        }
+        let mut keys = Vec::new();
+        self.backend
+            .scan_each(TABLE, &[], None, &mut |k, _| {
+                keys.push(k.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+        keys
+    }
+
+    async fn applied(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("row-{i:05}").into_bytes()
+}
+
+async fn leader_of(nodes: &[&Node]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for n in nodes {
+            let m = n.raft.metrics().borrow().clone();
+            if m.state == ServerState::Leader {
+                return n.id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn write_rows(raft: &Raft<TypeConfig>, rows: std::ops::Range<u32>) -> u64 {
+    let mut last = 0;
+    for i in rows {
+        let mut batch = WriteBatch::new();
+        batch.put(TABLE, key(i), format!("value {i}").into_bytes());
+        last = raft
+            .client_write(Command::Write(batch))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    last
+}
+
+async fn wait_applied(nodes: &[&Node], index: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in nodes {
+        while n.applied().await < index {
+            assert!(
+                Instant::now() < deadline,
+                "node {} applied {} of {index}",
+                n.id,
+                n.applied().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
+    let root = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let dir = root.path().join(format!("n{}", i + 1));
+        nodes.push(Node::start(i as u64 + 1, &dir, l).await);
+    }
+    let members: BTreeMap<u64, BasicNode> = nodes
+        .iter()
+        .map(|n| (n.id, BasicNode::new(&n.addr)))
+        .collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+
+    let leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+    let l = nodes.iter().find(|n| n.id == leader).unwrap();
+    l.raft
+        .client_write(Command::CreatePartition {
+            name: TABLE.into(),
+            layout: KeyLayout::Flat,
+        })
+        .await
+        .unwrap();
+    let last = write_rows(&l.raft, 0..30).await;
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
+    for n in &nodes {
+        assert_eq!(
+            n.keys(),
+            (0..30).map(key).collect::<Vec<_>>(),
+            "node {}",
+            n.id
+        );
+    }
+
+    // A follower does not take writes: it names the leader.
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    match follower
+        .raft
+        .client_write(Command::Write(WriteBatch::new()))
+        .await
+    {
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+            leader_id,
+            ..
+        }))) => assert_eq!(leader_id, Some(leader)),
+        other => panic!("a follower accepted a write: {other:?}"),
+    }
+
+    // The leader stops; the other two elect one of themselves and go on.
+    let at = nodes.iter().position(|n| n.id == leader).unwrap();
+    let stopped = nodes.remove(at).stop().await;
+    let stopped_at = Instant::now();
+    let survivors: Vec<&Node> = nodes.iter().collect();
+    let new_leader = leader_of(&survivors).await;
+    assert_ne!(new_leader, leader);
+    eprintln!("new leader after {:?}", stopped_at.elapsed());
+    let nl = nodes.iter().find(|n| n.id == new_leader).unwrap();
+    let last = write_rows(&nl.raft, 30..80).await;
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
+    for n in &nodes {
+        assert_eq!(
+            n.keys(),
+            (0..80).map(key).collect::<Vec<_>>(),
+            "node {}",
+            n.id
+        );
+    }
+
+    // The old leader restarts on its folder and port and catches up from the log.
+    let (id, dir, addr) = stopped;
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    nodes.push(Node::start(id, &dir, listener).await);
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
+    for n in &nodes {
+        assert_eq!(
+            n.keys(),
+            (0..80).map(key).collect::<Vec<_>>(),
+            "node {}",
+            n.id
+        );
+    }
+
+    // A fourth node joins: the leader's log no longer starts at 1 (purged behind a snapshot),
+    // so the newcomer can only catch up by installing the snapshot.
+    let nl = nodes.iter().find(|n| n.id == new_leader).unwrap();
+    let purged = nl.raft.metrics().borrow().purged.map(|p| p.index);
+    assert!(purged.is_some_and(|p| p > 0), "the leader purged nothing");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fourth = Node::start(4, &root.path().join("n4"), listener).await;
+    nl.raft
+        .add_learner(4, BasicNode::new(&fourth.addr), true)
+        .await
+        .unwrap();
+    let voters: std::collections::BTreeSet<u64> = [1, 2, 3, 4].into();
+    nl.raft.change_membership(voters, false).await.unwrap();
+    wait_applied(&[&fourth], last).await;
+    assert_eq!(fourth.keys(), (0..80).map(key).collect::<Vec<_>>());
+    let installed = fourth.raft.metrics().borrow().snapshot;
+    assert!(
+        installed.is_some_and(|s| Some(s.index) >= purged),
+        "node 4 caught up without the snapshot: {installed:?}, purged {purged:?}"
+    );
+    nodes.push(fourth);
+
+    // One voter leaves (not the leader); the other three go on and hold every row.
+    let leaving = nodes.iter().find(|n| n.id != new_leader).unwrap().id;
+    let voters: std::collections::BTreeSet<u64> =
+        [1, 2, 3, 4].into_iter().filter(|i| *i != leaving).collect();
+    let nl = nodes.iter().find(|n| n.id == new_leader).unwrap();
+    nl.raft.change_membership(voters, false).await.unwrap();
+    let last = write_rows(&nl.raft, 80..100).await;
+    let at = nodes.iter().position(|n| n.id == leaving).unwrap();
+    nodes.remove(at).stop().await;
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
+    for n in &nodes {
+        assert_eq!(
+            n.keys(),
+            (0..100).map(key).collect::<Vec<_>>(),
+            "node {}",
+            n.id
+        );
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
