@@ -100,6 +100,19 @@ impl Node {
     }
 }
 
+/// Waits until every node applied `index`, then checks each holds exactly rows 0..`rows`.
+async fn settled(nodes: &[Node], index: u64, rows: u32) {
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), index).await;
+    for n in nodes {
+        assert_eq!(
+            n.keys(),
+            (0..rows).map(key).collect::<Vec<_>>(),
+            "node {}",
+            n.id
+        );
+    }
+}
+
 fn key(i: u32) -> Vec<u8> {
     format!("row-{i:05}").into_bytes()
 }
@@ -176,15 +189,7 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
         .await
         .unwrap();
     let last = write_rows(&l.raft, 0..30).await;
-    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
-    for n in &nodes {
-        assert_eq!(
-            n.keys(),
-            (0..30).map(key).collect::<Vec<_>>(),
-            "node {}",
-            n.id
-        );
-    }
+    settled(&nodes, last, 30).await;
 
     // A follower does not take writes: it names the leader.
     let follower = nodes.iter().find(|n| n.id != leader).unwrap();
@@ -210,29 +215,13 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     eprintln!("new leader after {:?}", stopped_at.elapsed());
     let nl = nodes.iter().find(|n| n.id == new_leader).unwrap();
     let last = write_rows(&nl.raft, 30..80).await;
-    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
-    for n in &nodes {
-        assert_eq!(
-            n.keys(),
-            (0..80).map(key).collect::<Vec<_>>(),
-            "node {}",
-            n.id
-        );
-    }
+    settled(&nodes, last, 80).await;
 
     // The old leader restarts on its folder and port and catches up from the log.
     let (id, dir, addr) = stopped;
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
     nodes.push(Node::start(id, &dir, listener).await);
-    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
-    for n in &nodes {
-        assert_eq!(
-            n.keys(),
-            (0..80).map(key).collect::<Vec<_>>(),
-            "node {}",
-            n.id
-        );
-    }
+    settled(&nodes, last, 80).await;
 
     // A fourth node joins: the leader's log no longer starts at 1 (purged behind a snapshot),
     // so the newcomer can only catch up by installing the snapshot.
@@ -265,15 +254,7 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     let last = write_rows(&nl.raft, 80..100).await;
     let at = nodes.iter().position(|n| n.id == leaving).unwrap();
     nodes.remove(at).stop().await;
-    wait_applied(&nodes.iter().collect::<Vec<_>>(), last).await;
-    for n in &nodes {
-        assert_eq!(
-            n.keys(),
-            (0..100).map(key).collect::<Vec<_>>(),
-            "node {}",
-            n.id
-        );
-    }
+    settled(&nodes, last, 100).await;
     for n in nodes {
         n.stop().await;
     }
