@@ -7,7 +7,9 @@
 //! - [`state_machine`]: applies committed commands to the node's store, with the applied log
 //!   id and membership written in the same atomic batch (exactly-once apply across crashes),
 //!   and builds and installs snapshots;
-//! - [`network`]: the internal RPC carrying openraft's messages between nodes.
+//! - [`network`]: the internal RPC carrying openraft's messages between nodes;
+//! - [`shard`]: which group holds which users' rows and which SHARED tables;
+//! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener.
 //!
 //! The engine stays unaware of Raft: a node hands the batch its commit gate built to the
 //! group instead of writing it, and every replica's state machine writes it.
@@ -17,10 +19,13 @@
 
 pub mod log_store;
 pub mod network;
+pub mod node;
+pub mod shard;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use node::{ClusterError, ClusterNode, GroupStatus, Topology};
 pub use state_machine::StateMachine;
 pub use types::{Applied, Command, TypeConfig};
 

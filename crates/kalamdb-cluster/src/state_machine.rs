@@ -3,10 +3,11 @@
 //! the entry changes it), so after a crash an entry is either applied with its mark or not at
 //! all, never twice. Partition commands are idempotent and run before their entry's mark.
 //!
-//! Snapshots hold every partition the group owns (the `owns` predicate given at open) with all
-//! its keys, and the layouts of the partitions the log created. This first form reads whole
-//! partitions into memory: right for the meta group and tests, to be replaced by streamed
-//! store checkpoints for data groups (docs/cluster.md §8).
+//! Snapshots hold every key the group owns (its [`Ownership`]: whole partitions for the meta
+//! group and SHARED shards, the scopes of some users inside USER-table partitions for user
+//! shards), and the layouts of the partitions the log created. This first form reads them
+//! into memory: right for the meta group and tests, to be replaced by streamed store
+//! checkpoints for large data groups (docs/cluster.md §8).
 
 use crate::io_error;
 use crate::types::{Applied, Command, TypeConfig, decode, encode};
@@ -30,8 +31,32 @@ const SNAPSHOT: &[u8] = b"snapshot";
 /// Layouts of partitions created through the log: `layout:` + name.
 const LAYOUT: &[u8] = b"layout:";
 
-/// Which partitions a group's state machine owns (and so snapshots and replaces).
-pub type Owns = dyn Fn(&str) -> bool + Send + Sync;
+/// Which keys a group's state machine owns, and so snapshots and replaces. Groups share the
+/// node's store: a USER table's partition holds the scopes of users of every user shard.
+pub trait Ownership: Send + Sync {
+    /// Whether the group may own keys of `partition` at all.
+    fn partition(&self, partition: &str) -> bool;
+    /// Whether the group owns `key` of a partition it may own keys of.
+    fn key(&self, partition: &str, key: &[u8]) -> bool;
+}
+
+/// Owns whole partitions chosen by name.
+pub struct Partitions<F>(pub F);
+
+impl<F> std::fmt::Debug for Partitions<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Partitions")
+    }
+}
+
+impl<F: Fn(&str) -> bool + Send + Sync> Ownership for Partitions<F> {
+    fn partition(&self, partition: &str) -> bool {
+        (self.0)(partition)
+    }
+    fn key(&self, _: &str, _: &[u8]) -> bool {
+        true
+    }
+}
 
 /// One owned partition in a snapshot: name, layout, keys and values.
 type PartitionDump = (String, KeyLayout, Vec<(Vec<u8>, Vec<u8>)>);
@@ -56,7 +81,7 @@ pub struct StateMachine {
     backend: Arc<dyn StorageBackend>,
     /// Where the applied mark, membership, layouts and current snapshot live.
     meta: String,
-    owns: Arc<Owns>,
+    owns: Arc<dyn Ownership>,
     snapshots_built: Arc<AtomicU64>,
 }
 
@@ -70,11 +95,11 @@ impl std::fmt::Debug for StateMachine {
 
 impl StateMachine {
     /// The state machine whose marks live in partition `meta` (created when missing) and which
-    /// owns the partitions `owns` accepts (never `meta` itself).
+    /// owns the keys `owns` accepts (never those of `meta` itself).
     pub fn open(
         backend: Arc<dyn StorageBackend>,
         meta: impl Into<String>,
-        owns: Arc<Owns>,
+        owns: Arc<dyn Ownership>,
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let meta = meta.into();
         if !backend.has_partition(&meta) {
@@ -120,7 +145,7 @@ impl StateMachine {
             .backend
             .list_partitions()
             .into_iter()
-            .filter(|p| *p != self.meta && (self.owns)(p))
+            .filter(|p| *p != self.meta && self.owns.partition(p))
             .collect();
         names.sort();
         names
@@ -154,20 +179,28 @@ impl StateMachine {
         }
     }
 
-    /// Every key of every owned partition, with its layout.
+    /// The owned keys of `partition`, with their values.
+    fn owned_pairs(&self, partition: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut pairs = Vec::new();
+        self.backend
+            .scan_each(partition, &[], None, &mut |k, v| {
+                if self.owns.key(partition, k) {
+                    pairs.push((k.to_vec(), v.to_vec()));
+                }
+                Ok(true)
+            })
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        Ok(pairs)
+    }
+
+    /// Every owned key of every partition, with the partition's layout.
     fn dump(&self) -> Result<SnapshotData> {
         let mut partitions = Vec::new();
         for name in self.owned() {
             let layout = self
                 .read::<KeyLayout>(&Self::layout_key(&name))?
                 .unwrap_or(KeyLayout::Flat);
-            let mut pairs = Vec::new();
-            self.backend
-                .scan_each(&name, &[], None, &mut |k, v| {
-                    pairs.push((k.to_vec(), v.to_vec()));
-                    Ok(true)
-                })
-                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            let pairs = self.owned_pairs(&name)?;
             partitions.push((name, layout, pairs));
         }
         Ok(SnapshotData { partitions })
@@ -265,21 +298,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let fail = |e: kalamdb_store::StoreError| {
             io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
         };
-        // The snapshot replaces what the group owns: partitions it lacks are dropped, the
-        // others emptied and refilled.
-        let keep: std::collections::HashSet<&str> =
-            data.partitions.iter().map(|(n, _, _)| n.as_str()).collect();
+        // The snapshot replaces what the group owns: its keys are deleted (other groups' keys
+        // in shared partitions stay), then the snapshot's written, in one batch.
+        let mut batch = WriteBatch::new();
         for name in self.owned() {
-            if !keep.contains(name.as_str()) {
-                self.backend.drop_partition(&name).map_err(fail)?;
+            for (k, _) in self.owned_pairs(&name)? {
+                batch.delete(&name, k);
             }
         }
-        let mut batch = WriteBatch::new();
         for (name, layout, pairs) in &data.partitions {
-            if self.backend.has_partition(name) {
-                self.backend.drop_partition(name).map_err(fail)?;
+            if !self.backend.has_partition(name) {
+                self.backend.create_partition(name, *layout).map_err(fail)?;
             }
-            self.backend.create_partition(name, *layout).map_err(fail)?;
             self.put(&mut batch, &Self::layout_key(name), layout)?;
             for (k, v) in pairs {
                 batch.put(name, k.clone(), v.clone());
@@ -328,7 +358,7 @@ mod tests {
             let sm = StateMachine::open(
                 backend,
                 "raft.1.sm",
-                Arc::new(|p: &str| !p.starts_with("raft.")),
+                Arc::new(Partitions(|p: &str| !p.starts_with("raft."))),
             )
             .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok((dir, log, sm))

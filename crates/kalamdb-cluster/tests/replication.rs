@@ -5,6 +5,7 @@
 //! up by snapshot (the log it lacks was purged); a voter leaves and the rest go on.
 
 use kalamdb_cluster::network::{Network, router};
+use kalamdb_cluster::state_machine::Partitions;
 use kalamdb_cluster::{Command, LogStore, StateMachine, TypeConfig};
 use kalamdb_store::{KeyLayout, RocksBackend, StorageBackend, StoreOptions, WriteBatch};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
@@ -35,7 +36,7 @@ impl Node {
         let sm = StateMachine::open(
             Arc::clone(&backend),
             "raft.1.sm",
-            Arc::new(|p: &str| !p.starts_with("raft.")),
+            Arc::new(Partitions(|p: &str| !p.starts_with("raft."))),
         )
         .unwrap();
         let config = Config {
@@ -257,5 +258,175 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     settled(&nodes, last, 100).await;
     for n in nodes {
         n.stop().await;
+    }
+}
+
+/// Three nodes run every group of a shard map (meta, two user shards, one shared shard)
+/// behind one RPC port each: every group elects a leader; each group's writes reach every
+/// node; the node leading the most groups stops and every group it led elects another
+/// leader and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_of_the_shard_map_fails_over() {
+    use kalamdb_cluster::shard::ShardMap;
+    use kalamdb_cluster::{ClusterError, ClusterNode, Topology};
+
+    let root = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let members: BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .collect();
+    let map = ShardMap::new(2, 1);
+    let raft = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        ..Default::default()
+    };
+    let mut backends = HashMap::new();
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let backend: Arc<dyn StorageBackend> = Arc::new(
+            RocksBackend::open(
+                &root.path().join(format!("n{id}")),
+                &StoreOptions::default(),
+            )
+            .unwrap(),
+        );
+        backends.insert(id, Arc::clone(&backend));
+        let topology = Topology {
+            node_id: id,
+            members: members.clone(),
+            map,
+            raft: raft.clone(),
+        };
+        // Group g owns the partitions named g<g>.*.
+        let node = ClusterNode::start(
+            topology,
+            backend,
+            |g| Arc::new(Partitions(move |p: &str| p.starts_with(&format!("g{g}.")))),
+            listener,
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+
+    let leaders = |nodes: &[ClusterNode]| -> Option<BTreeMap<u64, u64>> {
+        let mut found = BTreeMap::new();
+        for n in nodes {
+            for s in n.status() {
+                if s.state == "leader" {
+                    found.insert(s.group, n.node_id());
+                }
+            }
+        }
+        (found.len() == map.groups().count()).then_some(found)
+    };
+    let wait_leaders = async |nodes: &[ClusterNode]| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(l) = leaders(nodes) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every group elected a leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Writes `rows` to every group through its leader; answers the last index per group.
+    let write_all = async |nodes: &[ClusterNode], rows: std::ops::Range<u32>, create: bool| {
+        let leaders = wait_leaders(nodes).await;
+        let mut last = BTreeMap::new();
+        for (group, leader) in &leaders {
+            let node = nodes.iter().find(|n| n.node_id() == *leader).unwrap();
+            let table = format!("g{group}.t");
+            if create {
+                node.write(
+                    *group,
+                    Command::CreatePartition {
+                        name: table.clone(),
+                        layout: KeyLayout::Flat,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            for i in rows.clone() {
+                let mut batch = WriteBatch::new();
+                batch.put(&table, key(i), b"v".to_vec());
+                let applied = node.write(*group, Command::Write(batch)).await.unwrap();
+                last.insert(*group, applied.index);
+            }
+        }
+        last
+    };
+    let check = async |nodes: &[ClusterNode], last: &BTreeMap<u64, u64>, rows: u32| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for n in nodes {
+            for (group, index) in last {
+                let raft = n.group(*group).unwrap();
+                while raft.metrics().borrow().last_applied.map(|l| l.index) < Some(*index) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {} group {group} behind",
+                        n.node_id()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let backend = &backends[&n.node_id()];
+                let mut keys = Vec::new();
+                backend
+                    .scan_each(&format!("g{group}.t"), &[], None, &mut |k, _| {
+                        keys.push(k.to_vec());
+                        Ok(true)
+                    })
+                    .unwrap();
+                assert_eq!(keys, (0..rows).map(key).collect::<Vec<_>>());
+            }
+        }
+    };
+
+    let last = write_all(&nodes, 0..10, true).await;
+    check(&nodes, &last, 10).await;
+    // A write to a group's follower names the leader.
+    let leaders = wait_leaders(&nodes).await;
+    let (group, leader) = leaders.iter().next().map(|(g, l)| (*g, *l)).unwrap();
+    let follower = nodes.iter().find(|n| n.node_id() != leader).unwrap();
+    match follower
+        .write(group, Command::Write(WriteBatch::new()))
+        .await
+    {
+        Err(ClusterError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader)),
+        other => panic!("a follower took a write: {other:?}"),
+    }
+
+    // The node leading the most groups stops; every group elects a leader among the others.
+    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+    for l in leaders.values() {
+        *led.entry(*l).or_default() += 1;
+    }
+    let busiest = led
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(id, _)| *id)
+        .unwrap();
+    let at = nodes.iter().position(|n| n.node_id() == busiest).unwrap();
+    nodes.remove(at).shutdown().await;
+    let stopped = Instant::now();
+    let after = wait_leaders(&nodes).await;
+    eprintln!("every group led again after {:?}", stopped.elapsed());
+    assert!(after.values().all(|l| *l != busiest));
+    let last = write_all(&nodes, 10..20, false).await;
+    check(&nodes, &last, 20).await;
+    for n in nodes {
+        n.shutdown().await;
     }
 }

@@ -1,0 +1,221 @@
+//! A node's Raft groups (docs/cluster.md §3): the meta group and every data group of the
+//! [`ShardMap`], each with its log and state machine in the node's one store, all served to
+//! peers by one RPC listener. The lowest node id of the initial members bootstraps every group
+//! once; restarted nodes reload theirs from the store.
+
+use crate::network::{Groups, Network, router};
+use crate::shard::ShardMap;
+use crate::state_machine::Ownership;
+use crate::types::{Applied, Command, TypeConfig};
+use crate::{LogStore, StateMachine};
+use kalamdb_store::StorageBackend;
+use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What a node needs to know to run its groups.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// This node's id.
+    pub node_id: u64,
+    /// The initial members: node id → RPC address (this node included).
+    pub members: BTreeMap<u64, String>,
+    /// The groups.
+    pub map: ShardMap,
+    /// openraft's settings (timing, snapshots) every group uses.
+    pub raft: openraft::Config,
+}
+
+/// Why the groups could not start, or a write was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node's store failed.
+    #[error("cluster storage: {0}")]
+    Store(#[from] kalamdb_store::StoreError),
+    /// openraft refused the configuration or stopped.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The group has no leader on this node; `leader` is the one it knows of, if any.
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        /// The group.
+        group: u64,
+        /// Its leader, when one is known.
+        leader: Option<u64>,
+    },
+    /// No such group in the map.
+    #[error("no group {0}")]
+    NoGroup(u64),
+}
+
+/// One group as this node sees it (a row of `system.cluster_groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: u64,
+    /// This node's role in it: leader, follower, candidate, learner, shutdown.
+    pub state: &'static str,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The last log index.
+    pub last_log: Option<u64>,
+    /// The last applied index.
+    pub applied: Option<u64>,
+    /// The index of the current snapshot.
+    pub snapshot: Option<u64>,
+    /// The last purged log index.
+    pub purged: Option<u64>,
+}
+
+/// A node's running groups and their RPC listener.
+pub struct ClusterNode {
+    node_id: u64,
+    map: ShardMap,
+    groups: Groups,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node_id", &self.node_id)
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Starts every group of `topology.map` over `backend`, with the keys `ownership(group)`
+    /// names, serving peers on `listener`; bootstraps the groups when this node has the lowest
+    /// id of the members and they are new.
+    pub async fn start(
+        topology: Topology,
+        backend: Arc<dyn StorageBackend>,
+        ownership: impl Fn(u64) -> Arc<dyn Ownership>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, ClusterError> {
+        let http = reqwest::Client::new();
+        let mut groups = HashMap::new();
+        for group in topology.map.groups() {
+            let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
+            let sm = StateMachine::open(
+                Arc::clone(&backend),
+                format!("raft.{group}.sm"),
+                ownership(group),
+            )?;
+            let config = openraft::Config {
+                cluster_name: format!("group-{group}"),
+                ..topology.raft.clone()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            let raft = Raft::new(
+                topology.node_id,
+                Arc::new(config),
+                Network::new(http.clone(), group),
+                log,
+                sm,
+            )
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            groups.insert(group, raft);
+        }
+        let groups: Groups = Arc::new(groups);
+        let serving = router(Arc::clone(&groups));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, serving).await;
+        });
+        let first = topology.members.keys().next().copied();
+        if first == Some(topology.node_id) {
+            let members: BTreeMap<u64, BasicNode> = topology
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            for raft in groups.values() {
+                match raft.initialize(members.clone()).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(ClusterError::Raft(e.to_string())),
+                }
+            }
+        }
+        Ok(Self {
+            node_id: topology.node_id,
+            map: topology.map,
+            groups,
+            server,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The shard map.
+    pub fn map(&self) -> ShardMap {
+        self.map
+    }
+
+    /// A group's Raft handle.
+    pub fn group(&self, group: u64) -> Option<&Raft<TypeConfig>> {
+        self.groups.get(&group)
+    }
+
+    /// Proposes `command` to `group` and waits until this node (its leader) applied it.
+    pub async fn write(&self, group: u64, command: Command) -> Result<Applied, ClusterError> {
+        let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
+        match raft.client_write(command).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+                leader_id,
+                ..
+            }))) => Err(ClusterError::NotLeader {
+                group,
+                leader: leader_id,
+            }),
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// Every group as this node sees it, by group id.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        let mut rows: Vec<GroupStatus> = self
+            .groups
+            .iter()
+            .map(|(group, raft)| {
+                let m = raft.metrics().borrow().clone();
+                GroupStatus {
+                    group: *group,
+                    state: match m.state {
+                        ServerState::Leader => "leader",
+                        ServerState::Follower => "follower",
+                        ServerState::Candidate => "candidate",
+                        ServerState::Learner => "learner",
+                        ServerState::Shutdown => "shutdown",
+                    },
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_log: m.last_log_index,
+                    applied: m.last_applied.map(|l| l.index),
+                    snapshot: m.snapshot.map(|l| l.index),
+                    purged: m.purged.map(|l| l.index),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.group);
+        rows
+    }
+
+    /// Stops every group and the RPC listener.
+    pub async fn shutdown(self) {
+        for raft in self.groups.values() {
+            let _ = raft.shutdown().await;
+        }
+        self.server.abort();
+        let _ = self.server.await;
+    }
+}
