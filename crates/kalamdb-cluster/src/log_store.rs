@@ -1,7 +1,7 @@
 //! A group's Raft log in one partition of the node's store: entries under `l` + the index
-//! (big-endian, so key order is log order), and the vote, the committed and the last purged
-//! log ids under `m` keys. Writes go through the store's atomic batches, as durable as the
-//! node's `sync_writes`.
+//! (big-endian, so key order is log order), and the vote and the last purged log id under `m`
+//! keys. No committed mark: the state machine persists its applied log id with its data. Every write is an atomic store batch, fsynced whatever the node's
+//! `sync_writes` (Raft's safety rests on votes and appended entries surviving power loss).
 
 use crate::io_error;
 use crate::types::{TypeConfig, decode, encode};
@@ -16,7 +16,6 @@ type Result<T> = std::result::Result<T, StorageError<u64>>;
 
 const ENTRY: u8 = b'l';
 const VOTE: &[u8] = b"m:vote";
-const COMMITTED: &[u8] = b"m:committed";
 const PURGED: &[u8] = b"m:purged";
 
 fn entry_key(index: u64) -> Vec<u8> {
@@ -69,9 +68,11 @@ impl LogStore {
             .map_err(|e| io_error(subject, ErrorVerb::Read, e))
     }
 
+    /// Writes and fsyncs (a vote or log entry that a power loss forgot could elect two leaders
+    /// in one term, or lose a write a majority acknowledged).
     fn write(&self, batch: WriteBatch, subject: ErrorSubject<u64>) -> Result<()> {
         self.backend
-            .write(batch)
+            .write_durable(batch)
             .map_err(|e| io_error(subject, ErrorVerb::Write, e))
     }
 
@@ -162,16 +163,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read(VOTE, ErrorSubject::Vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<()> {
-        self.put(COMMITTED, &committed, ErrorSubject::Store)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>> {
-        Ok(self
-            .read::<Option<LogId<u64>>>(COMMITTED, ErrorSubject::Store)?
-            .flatten())
-    }
-
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
@@ -204,13 +195,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<()> {
         let bytes =
             encode(&log_id).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // From the previous purge point: purges do not pile up overlapping range tombstones.
+        let from = self
+            .read::<LogId<u64>>(PURGED, ErrorSubject::Logs)?
+            .map_or(0, |p| p.index.saturating_add(1));
         let mut batch = WriteBatch::new();
         batch.put(&self.partition, PURGED.to_vec(), bytes);
         let end = match log_id.index.checked_add(1) {
             Some(next) => entry_key(next),
             None => after_entries(),
         };
-        batch.delete_range(&self.partition, entry_key(0), end);
+        if from <= log_id.index {
+            batch.delete_range(&self.partition, entry_key(from), end);
+        }
         self.write(batch, ErrorSubject::Logs)
     }
 }

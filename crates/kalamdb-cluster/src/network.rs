@@ -25,12 +25,21 @@ use std::sync::Arc;
 /// A node's groups by id, as the RPC routes find them.
 pub type Groups = Arc<HashMap<u64, Raft<TypeConfig>>>;
 
+/// Largest RPC body a node accepts: above openraft's snapshot chunks (set to
+/// [`SNAPSHOT_CHUNK_BYTES`] by the node) and its AppendEntries batches of large write batches.
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Snapshot chunk size: MessagePack writes bytes as arrays of small integers (up to 2x), so a
+/// chunk stays far below [`MAX_BODY_BYTES`].
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Routes serving `groups` to peers.
 pub fn router(groups: Groups) -> axum::Router {
     axum::Router::new()
         .route("/raft/{group}/append", axum::routing::post(append))
         .route("/raft/{group}/vote", axum::routing::post(vote))
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(groups)
 }
 
@@ -135,7 +144,14 @@ impl Peer {
                 }
             })?;
         if !sent.status().is_success() {
-            let why = std::io::Error::other(format!("peer answered {}", sent.status()));
+            // 404: the peer runs no such group (a different shard map): never silently retried
+            // forever without a trace.
+            let why = std::io::Error::other(format!(
+                "peer {} answered {} for {}/{path}",
+                self.target,
+                sent.status(),
+                self.base
+            ));
             return Err(RPCError::Network(NetworkError::new(&why)));
         }
         let bytes = sent

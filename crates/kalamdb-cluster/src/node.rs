@@ -1,7 +1,7 @@
 //! A node's Raft groups (docs/cluster.md §3): the meta group and every data group of the
 //! [`ShardMap`], each with its log and state machine in the node's one store, all served to
-//! peers by one RPC listener. The lowest node id of the initial members bootstraps every group
-//! once; restarted nodes reload theirs from the store.
+//! peers by one RPC listener. Every initial member initializes the groups its store does not
+//! have yet, with the same member list; restarted nodes reload theirs from the store.
 
 use crate::network::{Groups, Network, router};
 use crate::shard::ShardMap;
@@ -89,8 +89,8 @@ impl std::fmt::Debug for ClusterNode {
 
 impl ClusterNode {
     /// Starts every group of `topology.map` over `backend`, with the keys `ownership(group)`
-    /// names, serving peers on `listener`; bootstraps the groups when this node has the lowest
-    /// id of the members and they are new.
+    /// names, serving peers on `listener`; initializes the groups that are new when this node
+    /// is one of the initial members.
     pub async fn start(
         topology: Topology,
         backend: Arc<dyn StorageBackend>,
@@ -108,6 +108,7 @@ impl ClusterNode {
             )?;
             let config = openraft::Config {
                 cluster_name: format!("group-{group}"),
+                snapshot_max_chunk_size: crate::network::SNAPSHOT_CHUNK_BYTES,
                 ..topology.raft.clone()
             }
             .validate()
@@ -128,14 +129,23 @@ impl ClusterNode {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, serving).await;
         });
-        let first = topology.members.keys().next().copied();
-        if first == Some(topology.node_id) {
+        // Every initial member initializes its new groups with the same member list (safe in
+        // openraft; the first to win an election leads), so the cluster forms whichever
+        // members are up. A store that already has a group's log is never re-initialized.
+        if topology.members.contains_key(&topology.node_id) {
             let members: BTreeMap<u64, BasicNode> = topology
                 .members
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr)))
                 .collect();
             for raft in groups.values() {
+                if raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| ClusterError::Raft(e.to_string()))?
+                {
+                    continue;
+                }
                 match raft.initialize(members.clone()).await {
                     Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                     Err(e) => return Err(ClusterError::Raft(e.to_string())),

@@ -11,7 +11,7 @@
 
 use crate::io_error;
 use crate::types::{Applied, Command, TypeConfig, decode, encode};
-use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
+use kalamdb_store::{KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
@@ -114,9 +114,17 @@ impl StateMachine {
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.read_in(&*self.backend, key)
+    }
+
+    /// [`Self::read`] in a given view of the store (a snapshot being dumped).
+    fn read_in<T: serde::de::DeserializeOwned>(
+        &self,
+        view: &dyn StorageRead,
+        key: &[u8],
+    ) -> Result<Option<T>> {
         let subject = ErrorSubject::StateMachine;
-        let Some(bytes) = self
-            .backend
+        let Some(bytes) = view
             .get(&self.meta, key)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
         else {
@@ -145,7 +153,8 @@ impl StateMachine {
             .backend
             .list_partitions()
             .into_iter()
-            .filter(|p| *p != self.meta && self.owns.partition(p))
+            // Never a group's own log or marks, whatever the ownership says.
+            .filter(|p| !p.starts_with("raft.") && self.owns.partition(p))
             .collect();
         names.sort();
         names
@@ -180,38 +189,55 @@ impl StateMachine {
     }
 
     /// The owned keys of `partition`, with their values.
-    fn owned_pairs(&self, partition: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn owned_pairs(
+        &self,
+        view: &dyn StorageRead,
+        partition: &str,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut pairs = Vec::new();
-        self.backend
-            .scan_each(partition, &[], None, &mut |k, v| {
-                if self.owns.key(partition, k) {
-                    pairs.push((k.to_vec(), v.to_vec()));
-                }
-                Ok(true)
-            })
-            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        view.scan_each(partition, &[], None, &mut |k, v| {
+            if self.owns.key(partition, k) {
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(true)
+        })
+        .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         Ok(pairs)
     }
 
     /// Every owned key of every partition, with the partition's layout.
-    fn dump(&self) -> Result<SnapshotData> {
+    /// Reads the applied mark, membership and owned keys from one consistent view: openraft
+    /// builds snapshots while it goes on applying entries.
+    fn dump(&self) -> Result<(Option<LogId<u64>>, Membership, SnapshotData)> {
+        let view = Arc::clone(&self.backend).owned_snapshot();
+        let applied = self
+            .read_in::<Option<LogId<u64>>>(&*view, APPLIED)?
+            .flatten();
+        let membership = self
+            .read_in::<Membership>(&*view, MEMBERSHIP)?
+            .unwrap_or_default();
         let mut partitions = Vec::new();
         for name in self.owned() {
             let layout = self
-                .read::<KeyLayout>(&Self::layout_key(&name))?
+                .read_in::<KeyLayout>(&*view, &Self::layout_key(&name))?
                 .unwrap_or(KeyLayout::Flat);
-            let pairs = self.owned_pairs(&name)?;
+            let pairs = match self.owned_pairs(&*view, &name) {
+                Ok(pairs) => pairs,
+                // Created after the view was taken: its entry is after the snapshot's mark.
+                Err(_) if !view_has(&*view, &name) => continue,
+                Err(e) => return Err(e),
+            };
             partitions.push((name, layout, pairs));
         }
-        Ok(SnapshotData { partitions })
+        Ok((applied, membership, SnapshotData { partitions }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let (last_applied, membership) = self.applied_state().await?;
-        let data = encode(&self.dump()?)
-            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let (last_applied, membership, dump) = self.dump()?;
+        let data =
+            encode(&dump).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{n}", id.leader_id, id.index),
@@ -256,9 +282,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut answers = Vec::new();
         for entry in entries {
             let mut batch = WriteBatch::new();
+            let mut refused = None;
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(Command::Write(writes)) => batch = writes,
+                EntryPayload::Normal(Command::Write(writes)) => {
+                    // A write every replica refuses the same way (its partition is gone) is
+                    // answered as refused, not made fatal: the group would otherwise stop on
+                    // every replica, and again at every restart.
+                    let mut with_mark = writes.clone();
+                    self.put(&mut with_mark, APPLIED, &Some(entry.log_id))?;
+                    match self.backend.write(with_mark) {
+                        Ok(()) => {
+                            answers.push(Applied {
+                                index: entry.log_id.index,
+                                refused: None,
+                            });
+                            continue;
+                        }
+                        Err(kalamdb_store::StoreError::PartitionNotFound(p)) => {
+                            refused = Some(format!("partition {p} does not exist"));
+                        }
+                        Err(e) => {
+                            return Err(io_error(
+                                ErrorSubject::Apply(entry.log_id),
+                                ErrorVerb::Write,
+                                e,
+                            ));
+                        }
+                    }
+                }
                 EntryPayload::Normal(command) => self.partition_change(&command, &mut batch)?,
                 EntryPayload::Membership(m) => {
                     let stored = Membership::new(Some(entry.log_id), m);
@@ -269,6 +321,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.write(batch)?;
             answers.push(Applied {
                 index: entry.log_id.index,
+                refused,
             });
         }
         Ok(answers)
@@ -302,7 +355,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // in shared partitions stay), then the snapshot's written, in one batch.
         let mut batch = WriteBatch::new();
         for name in self.owned() {
-            for (k, _) in self.owned_pairs(&name)? {
+            for (k, _) in self.owned_pairs(&*self.backend, &name)? {
                 batch.delete(&name, k);
             }
         }
@@ -334,6 +387,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
+}
+
+/// Whether `view` can read `partition` at all (it may postdate the view).
+fn view_has(view: &dyn StorageRead, partition: &str) -> bool {
+    view.get(partition, b"").is_ok()
 }
 
 #[cfg(test)]

@@ -27,10 +27,13 @@ pub enum Command {
 
 /// What applying one log entry answers (every entry answers one, blank and membership entries
 /// included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The entry's log index.
     pub index: u64,
+    /// Why a write was not made, the same on every replica (its partition is gone); the entry
+    /// still counts as applied.
+    pub refused: Option<String>,
 }
 
 openraft::declare_raft_types!(

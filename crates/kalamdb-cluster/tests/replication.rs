@@ -192,6 +192,19 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     let last = write_rows(&l.raft, 0..30).await;
     settled(&nodes, last, 30).await;
 
+    // A write to a partition no replica has is answered as refused; the group goes on.
+    let mut batch = WriteBatch::new();
+    batch.put("app.missing", b"k".to_vec(), b"v".to_vec());
+    let refused = l.raft.client_write(Command::Write(batch)).await.unwrap();
+    assert!(
+        refused
+            .data
+            .refused
+            .as_deref()
+            .is_some_and(|r| r.contains("app.missing")),
+        "{refused:?}"
+    );
+
     // A follower does not take writes: it names the leader.
     let follower = nodes.iter().find(|n| n.id != leader).unwrap();
     match follower
@@ -341,29 +354,36 @@ async fn every_group_of_the_shard_map_fails_over() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    // Writes `rows` to every group through its leader; answers the last index per group.
+    // Proposes `command` to `group` through whichever node leads it, retrying as a client
+    // does while an election is settling (NotLeader: the entry was not appended).
+    let propose = async |nodes: &[ClusterNode], group: u64, command: Command| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let leader = wait_leaders(nodes).await[&group];
+            let node = nodes.iter().find(|n| n.node_id() == leader).unwrap();
+            match node.write(group, command.clone()).await {
+                Ok(applied) => return applied.index,
+                Err(ClusterError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("group {group}: {e}"),
+            }
+        }
+    };
+    // Writes `rows` to every group; answers the last index per group.
     let write_all = async |nodes: &[ClusterNode], rows: std::ops::Range<u32>, create: bool| {
-        let leaders = wait_leaders(nodes).await;
         let mut last = BTreeMap::new();
-        for (group, leader) in &leaders {
-            let node = nodes.iter().find(|n| n.node_id() == *leader).unwrap();
+        for group in map.groups() {
             let table = format!("g{group}.t");
             if create {
-                node.write(
-                    *group,
-                    Command::CreatePartition {
-                        name: table.clone(),
-                        layout: KeyLayout::Flat,
-                    },
-                )
-                .await
-                .unwrap();
+                let layout = KeyLayout::Flat;
+                let name = table.clone();
+                propose(nodes, group, Command::CreatePartition { name, layout }).await;
             }
             for i in rows.clone() {
                 let mut batch = WriteBatch::new();
                 batch.put(&table, key(i), b"v".to_vec());
-                let applied = node.write(*group, Command::Write(batch)).await.unwrap();
-                last.insert(*group, applied.index);
+                last.insert(group, propose(nodes, group, Command::Write(batch)).await);
             }
         }
         last

@@ -221,6 +221,13 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Commits a batch atomically (WAL always; fsync when `sync_writes`).
     fn write(&self, batch: WriteBatch) -> Result<()>;
 
+    /// Commits a batch atomically and fsyncs it whatever `sync_writes` says: for what must
+    /// survive power loss even when data writes need not (a Raft vote and log: a forgotten
+    /// vote can elect two leaders in one term).
+    fn write_durable(&self, batch: WriteBatch) -> Result<()> {
+        self.write(batch)
+    }
+
     /// Takes a consistent snapshot.
     fn snapshot(&self) -> Box<dyn StorageSnapshot + '_>;
 

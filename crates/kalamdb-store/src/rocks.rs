@@ -95,11 +95,42 @@ impl RocksBackend {
         })
     }
 
-    fn write_options(&self) -> WriteOptions {
+    fn write_options(&self, sync: bool) -> WriteOptions {
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync_writes);
+        wo.set_sync(sync);
         wo.disable_wal(false);
         wo
+    }
+
+    fn write_with(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
+        // Batches usually touch one or two partitions: resolve each handle once.
+        let mut handles: Vec<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
+        for op in batch.ops() {
+            let partition = match op {
+                BatchOp::Put { partition, .. }
+                | BatchOp::Delete { partition, .. }
+                | BatchOp::DeleteRange { partition, .. } => partition.as_str(),
+            };
+            let cf = match handles.iter().find(|(name, _)| *name == partition) {
+                Some((_, cf)) => Arc::clone(cf),
+                None => {
+                    let cf = self
+                        .db
+                        .cf_handle(partition)
+                        .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
+                    handles.push((partition, Arc::clone(&cf)));
+                    cf
+                }
+            };
+            match op {
+                BatchOp::Put { key, value, .. } => wb.put_cf(&cf, key, value),
+                BatchOp::Delete { key, .. } => wb.delete_cf(&cf, key),
+                BatchOp::DeleteRange { from, to, .. } => wb.delete_range_cf(&cf, from, to),
+            }
+        }
+        self.db.write_opt(wb, &self.write_options(sync))?;
+        Ok(())
     }
 }
 
@@ -256,34 +287,11 @@ impl StorageBackend for RocksBackend {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
-        // Batches usually touch one or two partitions: resolve each handle once.
-        let mut handles: Vec<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
-        for op in batch.ops() {
-            let partition = match op {
-                BatchOp::Put { partition, .. }
-                | BatchOp::Delete { partition, .. }
-                | BatchOp::DeleteRange { partition, .. } => partition.as_str(),
-            };
-            let cf = match handles.iter().find(|(name, _)| *name == partition) {
-                Some((_, cf)) => Arc::clone(cf),
-                None => {
-                    let cf = self
-                        .db
-                        .cf_handle(partition)
-                        .ok_or_else(|| StoreError::PartitionNotFound(partition.to_string()))?;
-                    handles.push((partition, Arc::clone(&cf)));
-                    cf
-                }
-            };
-            match op {
-                BatchOp::Put { key, value, .. } => wb.put_cf(&cf, key, value),
-                BatchOp::Delete { key, .. } => wb.delete_cf(&cf, key),
-                BatchOp::DeleteRange { from, to, .. } => wb.delete_range_cf(&cf, from, to),
-            }
-        }
-        self.db.write_opt(wb, &self.write_options())?;
-        Ok(())
+        self.write_with(batch, self.sync_writes)
+    }
+
+    fn write_durable(&self, batch: WriteBatch) -> Result<()> {
+        self.write_with(batch, true)
     }
 
     fn snapshot(&self) -> Box<dyn StorageSnapshot + '_> {

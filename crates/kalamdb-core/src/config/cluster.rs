@@ -153,7 +153,12 @@ impl ClusterConfig {
                     ),
                 ));
             }
-            None if self.peers.is_empty() => {}
+            None if self.peers.is_empty() => {
+                return Err(invalid(
+                    "cluster.peers",
+                    "list every member, this node included",
+                ));
+            }
             None => {
                 return Err(invalid(
                     "cluster.peers",
@@ -252,6 +257,9 @@ mod tests {
         let mut c = three();
         c.rpc_addr = "localhost".into();
         assert_eq!(key(c), "cluster.rpc_addr");
+        let mut c = three();
+        c.peers.clear();
+        assert_eq!(key(c), "cluster.peers");
         let mut c = three();
         c.user_shards = 0;
         assert_eq!(key(c), "cluster.user_shards");
