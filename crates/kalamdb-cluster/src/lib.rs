@@ -29,6 +29,25 @@ pub use node::{ClusterError, ClusterNode, GroupStatus, Topology};
 pub use state_machine::StateMachine;
 pub use types::{Applied, Command, TypeConfig};
 
+/// Reads and decodes the value of `key` in `partition` of `view`; failures as openraft
+/// reports them, against `subject`.
+pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
+    view: &dyn kalamdb_store::StorageRead,
+    partition: &str,
+    key: &[u8],
+    subject: openraft::ErrorSubject<u64>,
+) -> Result<Option<T>, openraft::StorageError<u64>> {
+    let Some(bytes) = view
+        .get(partition, key)
+        .map_err(|e| io_error(subject.clone(), openraft::ErrorVerb::Read, e))?
+    else {
+        return Ok(None);
+    };
+    types::decode(&bytes)
+        .map(Some)
+        .map_err(|e| io_error(subject, openraft::ErrorVerb::Read, e))
+}
+
 /// Storage failures as openraft reports them.
 pub(crate) fn io_error(
     subject: openraft::ErrorSubject<u64>,

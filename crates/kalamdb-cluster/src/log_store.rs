@@ -56,16 +56,7 @@ impl LogStore {
         key: &[u8],
         subject: ErrorSubject<u64>,
     ) -> Result<Option<T>> {
-        let Some(bytes) = self
-            .backend
-            .get(&self.partition, key)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-        else {
-            return Ok(None);
-        };
-        decode(&bytes)
-            .map(Some)
-            .map_err(|e| io_error(subject, ErrorVerb::Read, e))
+        crate::read_value(&*self.backend, &self.partition, key, subject)
     }
 
     /// Writes and fsyncs (a vote or log entry that a power loss forgot could elect two leaders

@@ -123,16 +123,7 @@ impl StateMachine {
         view: &dyn StorageRead,
         key: &[u8],
     ) -> Result<Option<T>> {
-        let subject = ErrorSubject::StateMachine;
-        let Some(bytes) = view
-            .get(&self.meta, key)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-        else {
-            return Ok(None);
-        };
-        decode(&bytes)
-            .map(Some)
-            .map_err(|e| io_error(subject, ErrorVerb::Read, e))
+        crate::read_value(view, &self.meta, key, ErrorSubject::StateMachine)
     }
 
     fn put<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], value: &T) -> Result<()> {
