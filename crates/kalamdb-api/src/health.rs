@@ -1,4 +1,5 @@
-//! `GET /health` and `GET /v1/api/healthcheck`: answered to loopback callers only.
+//! `GET /health`, `GET /v1/api/healthcheck` (liveness) and `GET /health/ready` (readiness):
+//! answered to loopback callers only.
 
 use axum::Json;
 use axum::extract::ConnectInfo;
@@ -25,4 +26,34 @@ pub async fn health(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
             .into(),
     })
     .into_response()
+}
+
+/// `GET /health/ready` (loopback callers only): 200 when this node serves fresh reads and
+/// takes writes (a lone server once open; a cluster member once every group has a leader and
+/// it applied what its logs hold), 503 otherwise. `/health` is liveness only.
+pub async fn ready(
+    axum::extract::State(state): axum::extract::State<crate::ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({"error": "Access denied. Health endpoint is localhost-only."})),
+        )
+            .into_response();
+    }
+    let (ready, cluster) = match state.app.cluster_view() {
+        None => (true, false),
+        Some(view) => (view.ready(), true),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"ready": ready, "is_cluster_mode": cluster})),
+    )
+        .into_response()
 }

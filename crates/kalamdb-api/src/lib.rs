@@ -1,6 +1,7 @@
 //! The HTTP surface of KalamDB (`docs/protocol.md` §2-5), built on axum.
 //!
 //! - [`sql`]: `POST /v1/api/sql`, Bearer-authenticated, answering with the SQL envelope;
+//!   [`forward`] runs a request refused for want of leadership on its group's leader;
 //! - [`auth`]: the `/v1/api/auth/*` endpoints (login, refresh, logout, me, status, setup);
 //! - [`ws`]: `GET /v1/ws`, the WebSocket transport of live queries;
 //! - [`files`]: `GET /v1/files/…`, downloads of FILE columns' files;
@@ -20,6 +21,7 @@ pub mod cors;
 pub mod envelope;
 pub mod exports;
 pub mod files;
+pub mod forward;
 pub mod health;
 pub mod observe;
 pub mod schema;
@@ -115,8 +117,16 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::limit_by_ip,
         ));
+    // They record logins and sessions: a cluster member runs them on the meta leader.
+    let credential_routes = credential_routes
+        .route("/v1/api/auth/logout", post(auth::logout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_meta_leader,
+        ));
     let router = Router::new()
         .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
         .route("/v1/api/schema", get(schema::schema))
@@ -129,7 +139,6 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/ws", get(ws::upgrade))
         .merge(credential_routes)
-        .route("/v1/api/auth/logout", post(auth::logout))
         .route("/v1/api/auth/me", get(auth::me))
         .route("/v1/api/auth/status", get(auth::status))
         .route("/metrics", get(observe::metrics))

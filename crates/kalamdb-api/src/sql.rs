@@ -5,6 +5,7 @@
 use crate::ApiState;
 use crate::auth::bearer_identity;
 use crate::envelope::{public_message, sql_error, sql_success, streamed_success};
+use crate::forward;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
@@ -92,6 +93,15 @@ pub async fn execute_sql(
     {
         Ok(Reply::Results(results)) => sql_success(results, start),
         Ok(Reply::Stream(stream)) => streamed_success(stream, start),
+        Err(e) if e.forward_to.is_some() && !forward::is_forwarded(&headers) => {
+            let leader = e.forward_to.unwrap_or_default();
+            let timeout =
+                std::time::Duration::from_secs(state.app.config().query.timeout_secs.max(1) + 5);
+            match forward::forward_sql(&leader, &headers, body, timeout).await {
+                Ok(answer) => answer,
+                Err(why) => sql_error(ErrorCode::ForwardFailed, why, None, start),
+            }
+        }
         Err(e) if identity.role.is_admin() || e.public => {
             sql_error(e.code, e.message, e.details, start)
         }

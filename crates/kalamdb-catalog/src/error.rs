@@ -132,6 +132,8 @@ impl KalamError {
             Self::Cancelled => ErrorCode::QueryCancelled,
             Self::TransactionConflict(_) => ErrorCode::TransactionConflict,
             Self::TransactionAborted(_) => ErrorCode::TransactionAborted,
+            Self::Store(kalamdb_store::StoreError::NotLeader { .. }) => ErrorCode::NotLeader,
+            Self::Store(kalamdb_store::StoreError::Unavailable(_)) => ErrorCode::ClusterUnavailable,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -140,6 +142,10 @@ impl KalamError {
     /// the server's internals).
     pub fn is_public(&self) -> bool {
         match self {
+            Self::Store(
+                kalamdb_store::StoreError::NotLeader { .. }
+                | kalamdb_store::StoreError::Unavailable(_),
+            ) => true,
             Self::Store(_) | Self::Internal(_) => false,
             Self::Query(e) => !matches!(e.find_root(), DataFusionError::Internal(_)),
             _ => true,

@@ -9,7 +9,9 @@
 //!   and builds and installs snapshots;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
-//! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener.
+//! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
+//! - [`replicated`]: the engine's store on a cluster node, committing each write through the
+//!   group that owns it.
 //!
 //! The engine stays unaware of Raft: a node hands the batch its commit gate built to the
 //! group instead of writing it, and every replica's state machine writes it.
@@ -20,13 +22,15 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod replicated;
 pub mod shard;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GroupStatus, Topology};
-pub use state_machine::StateMachine;
+pub use replicated::{ReplicatedStore, Route, Router};
+pub use state_machine::{ApplyHook, ApplySlot, StateMachine};
 pub use types::{Applied, Command, TypeConfig};
 
 /// Reads and decodes the value of `key` in `partition` of `view`; failures as openraft

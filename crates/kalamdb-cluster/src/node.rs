@@ -5,7 +5,7 @@
 
 use crate::network::{Groups, Network, router};
 use crate::shard::ShardMap;
-use crate::state_machine::Ownership;
+use crate::state_machine::{ApplySlot, Ownership};
 use crate::types::{Applied, Command, TypeConfig};
 use crate::{LogStore, StateMachine};
 use kalamdb_store::StorageBackend;
@@ -97,14 +97,27 @@ impl ClusterNode {
         ownership: impl Fn(u64) -> Arc<dyn Ownership>,
         listener: tokio::net::TcpListener,
     ) -> Result<Self, ClusterError> {
+        Self::start_with_hook(topology, backend, ownership, listener, ApplySlot::default()).await
+    }
+
+    /// [`Self::start`], telling `hook` (once set) about every write any group applies here.
+    pub async fn start_with_hook(
+        topology: Topology,
+        backend: Arc<dyn StorageBackend>,
+        ownership: impl Fn(u64) -> Arc<dyn Ownership>,
+        listener: tokio::net::TcpListener,
+        hook: ApplySlot,
+    ) -> Result<Self, ClusterError> {
         let http = reqwest::Client::new();
         let mut groups = HashMap::new();
         for group in topology.map.groups() {
             let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
-            let sm = StateMachine::open(
+            let sm = StateMachine::open_group(
                 Arc::clone(&backend),
                 format!("raft.{group}.sm"),
                 ownership(group),
+                group,
+                Arc::clone(&hook),
             )?;
             let config = openraft::Config {
                 cluster_name: format!("group-{group}"),
@@ -191,6 +204,26 @@ impl ClusterNode {
         }
     }
 
+    /// The leader of `group` this node knows of.
+    pub fn leader_of(&self, group: u64) -> Option<u64> {
+        self.group(group)
+            .and_then(|raft| raft.metrics().borrow().current_leader)
+    }
+
+    /// Whether every group has a leader and this node applied every entry its logs hold
+    /// (readiness: its reads are as fresh as the last heartbeat).
+    pub fn caught_up(&self) -> bool {
+        self.groups.keys().all(|g| self.group_caught_up(*g))
+    }
+
+    /// [`Self::caught_up`] for one group.
+    pub fn group_caught_up(&self, group: u64) -> bool {
+        self.group(group).is_some_and(|raft| {
+            let m = raft.metrics().borrow().clone();
+            m.current_leader.is_some() && m.last_applied.map(|l| l.index) == m.last_log_index
+        })
+    }
+
     /// Every group as this node sees it, by group id.
     pub fn status(&self) -> Vec<GroupStatus> {
         let mut rows: Vec<GroupStatus> = self
@@ -221,11 +254,10 @@ impl ClusterNode {
     }
 
     /// Stops every group and the RPC listener.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for raft in self.groups.values() {
             let _ = raft.shutdown().await;
         }
         self.server.abort();
-        let _ = self.server.await;
     }
 }

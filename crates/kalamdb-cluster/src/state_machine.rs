@@ -58,6 +58,13 @@ impl<F: Fn(&str) -> bool + Send + Sync> Ownership for Partitions<F> {
     }
 }
 
+/// Told about every write batch a group applied on this node (`group`, the batch), after it
+/// is in the store: what the engine derives from its store (caches of the catalog) follows.
+pub type ApplyHook = Arc<dyn Fn(u64, &WriteBatch) + Send + Sync>;
+
+/// Where the apply hook is registered once the engine over the store is open.
+pub type ApplySlot = Arc<std::sync::OnceLock<ApplyHook>>;
+
 /// One owned partition in a snapshot: name, layout, keys and values.
 type PartitionDump = (String, KeyLayout, Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -83,6 +90,8 @@ pub struct StateMachine {
     meta: String,
     owns: Arc<dyn Ownership>,
     snapshots_built: Arc<AtomicU64>,
+    group: u64,
+    hook: ApplySlot,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -101,6 +110,17 @@ impl StateMachine {
         meta: impl Into<String>,
         owns: Arc<dyn Ownership>,
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
+        Self::open_group(backend, meta, owns, 0, ApplySlot::default())
+    }
+
+    /// [`Self::open`] for group `group`, telling `hook` (once set) about every applied write.
+    pub fn open_group(
+        backend: Arc<dyn StorageBackend>,
+        meta: impl Into<String>,
+        owns: Arc<dyn Ownership>,
+        group: u64,
+        hook: ApplySlot,
+    ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let meta = meta.into();
         if !backend.has_partition(&meta) {
             backend.create_partition(&meta, KeyLayout::Flat)?;
@@ -110,6 +130,8 @@ impl StateMachine {
             meta,
             owns,
             snapshots_built: Arc::default(),
+            group,
+            hook,
         })
     }
 
@@ -284,6 +306,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.put(&mut with_mark, APPLIED, &Some(entry.log_id))?;
                     match self.backend.write(with_mark) {
                         Ok(()) => {
+                            if let Some(hook) = self.hook.get() {
+                                hook(self.group, &writes);
+                            }
                             answers.push(Applied {
                                 index: entry.log_id.index,
                                 refused: None,
@@ -369,7 +394,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 data: bytes,
             },
         )?;
-        self.write(batch)
+        match self.hook.get() {
+            // Told after the write, as for entries: everything the group owns was replaced.
+            Some(hook) => {
+                self.write(batch.clone())?;
+                hook(self.group, &batch);
+                Ok(())
+            }
+            None => self.write(batch),
+        }
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {

@@ -79,6 +79,14 @@ pub enum ErrorCode {
     /// WebSocket: a malformed message (defined by the protocol; not sent today: an unreadable
     /// message closes the connection).
     Protocol,
+    /// Cluster: this node does not lead the group the statement writes, and could not forward
+    /// it; the message ends with `Leader: <url>` when the leader is known. Nothing was written.
+    NotLeader,
+    /// Cluster: the write's group has no quorum (or stopped); it may or may not have been
+    /// committed.
+    ClusterUnavailable,
+    /// Cluster: forwarding the statement to its group's leader failed.
+    ForwardFailed,
 }
 
 impl ErrorCode {
@@ -119,6 +127,8 @@ impl ErrorCode {
             Self::SetupRequired => 428,
             Self::RateLimitExceeded => 429,
             Self::InternalError => 500,
+            Self::NotLeader | Self::ClusterUnavailable => 503,
+            Self::ForwardFailed => 502,
         }
     }
 
@@ -159,6 +169,9 @@ impl ErrorCode {
             Self::Protocol => "PROTOCOL",
             Self::TransactionConflict => "TRANSACTION_CONFLICT",
             Self::TransactionAborted => "TRANSACTION_ABORTED",
+            Self::NotLeader => "NOT_LEADER",
+            Self::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
+            Self::ForwardFailed => "FORWARD_FAILED",
         }
     }
 }

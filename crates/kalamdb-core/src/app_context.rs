@@ -69,6 +69,33 @@ impl AppContext {
         &self.backend
     }
 
+    /// Whether this node is a member of a cluster (`[cluster]`): its store commits through
+    /// Raft groups, and what must run once per cluster (flushes, TTL eviction, topic upkeep)
+    /// does not run on it yet (docs/cluster.md §7).
+    pub fn clustered(&self) -> bool {
+        self.config.cluster.is_some()
+    }
+
+    /// A write another node (or this one, as a group's leader) committed was applied to this
+    /// node's store: caches derived from the catalog follow it. Called by the cluster's
+    /// state machines after each applied batch.
+    pub fn apply_replicated(&self, batch: &kalamdb_store::WriteBatch) {
+        for table in self.catalog.replicated(batch) {
+            self.registry.invalidate(&table);
+        }
+    }
+
+    /// Registers the view of the cluster this node is a member of; only the first call takes
+    /// effect.
+    pub fn set_cluster_view(&self, view: Arc<dyn crate::cluster_view::ClusterView>) {
+        let _ = self.deps.cluster.set(view);
+    }
+
+    /// The cluster this node is a member of, once registered.
+    pub fn cluster_view(&self) -> Option<&Arc<dyn crate::cluster_view::ClusterView>> {
+        self.deps.cluster.get()
+    }
+
     /// The persisted catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

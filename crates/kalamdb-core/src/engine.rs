@@ -25,7 +25,12 @@ use std::sync::Arc;
 
 /// Opens the data directory and builds every service; see the module doc.
 pub async fn open(config: Config) -> Result<Arc<AppContext>> {
-    let node_id = Arc::new(config.node_id());
+    let backend: Arc<dyn StorageBackend> = open_store(&config)?;
+    open_on(config, backend).await
+}
+
+/// Opens the hot store of the data directory (creating it when new).
+pub fn open_store(config: &Config) -> Result<Arc<RocksBackend>> {
     let default_policy = config.storage.default_flush_policy.trim();
     if !default_policy.is_empty() {
         kalamdb_tables::cold::FlushPolicy::parse(default_policy).map_err(|e| {
@@ -41,8 +46,17 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
         write_buffer_bytes: config.storage.write_buffer_mb * 1024 * 1024,
         ..StoreOptions::default()
     };
-    let backend: Arc<dyn StorageBackend> =
-        Arc::new(RocksBackend::open(&data.join("rocksdb"), &options)?);
+    Ok(Arc::new(RocksBackend::open(
+        &data.join("rocksdb"),
+        &options,
+    )?))
+}
+
+/// Builds every service over `backend`, the data directory's hot store as [`open_store`]
+/// opened it, or a cluster node's replicated view of it.
+pub async fn open_on(config: Config, backend: Arc<dyn StorageBackend>) -> Result<Arc<AppContext>> {
+    let node_id = Arc::new(config.node_id());
+    let data = PathBuf::from(&config.storage.data_path);
     let now = chrono::Utc::now().timestamp_micros();
     let catalog = Catalog::open(Arc::clone(&backend), now)?;
     let registry = Arc::new(SchemaRegistry::new(catalog.clone()));
@@ -164,6 +178,7 @@ pub async fn open(config: Config) -> Result<Arc<AppContext>> {
     ));
     let deps = ProviderDeps {
         metrics,
+        cluster: Default::default(),
         transactions: Arc::clone(&transactions),
         table_functions: Arc::new(session.state().table_functions().clone()),
         tables: Arc::clone(&tables),

@@ -27,7 +27,8 @@
 //! - [`schema_view`]: the schema a caller may query, as one JSON document.
 //! - [`auth`]: passwords, tokens, identities; [`access`]: who may do what.
 //! - [`config`]: `server.toml` and its `KALAMDB_*` overrides (`[cluster]` in
-//!   [`config::cluster`], `docs/cluster.md`).
+//!   [`config::cluster`], `docs/cluster.md`); [`cluster_view`]: what a cluster member's
+//!   engine sees of its cluster (`system.cluster`, readiness).
 //! - [`expr_limits`]: how large a statement and its plan may be; [`query_runtime`]: where
 //!   queries run, with their timeout and cancellation; `providers::flushed_audit`: the flushed part of
 //!   `system.audit_log`.
@@ -40,6 +41,7 @@ pub mod access;
 pub mod app_context;
 pub mod auth;
 pub mod backup;
+pub mod cluster_view;
 pub mod config;
 pub mod encode;
 pub mod engine;

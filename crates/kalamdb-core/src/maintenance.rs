@@ -22,12 +22,16 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
             tracing::error!(table = %def.table_id(), error = %e, "cleanup of a dropped table failed");
         }
     }
-    spawn_stream_eviction(app);
     spawn_seq_marks(app);
-    spawn_policy_flushes(app);
     spawn_transaction_expiry(app);
-    spawn_topic_retention(app);
-    spawn_topic_flush(app);
+    // Once per cluster, on the groups' leaders, with segments on shared storage: not built
+    // yet (docs/cluster.md §7), so a cluster keeps every row in its hot tier meanwhile.
+    if !app.clustered() {
+        spawn_stream_eviction(app);
+        spawn_policy_flushes(app);
+        spawn_topic_retention(app);
+        spawn_topic_flush(app);
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! lets in-flight requests finish (bounded by `server.shutdown_timeout_secs`), then flushes the
 //! store. Connection limits and timeouts are in `listener.rs`.
 
+mod cluster;
 mod listener;
 pub mod settings;
 
@@ -32,12 +33,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// `[cluster]` is set, but replication is not built yet (`docs/cluster.md`).
-    #[error(
-        "[cluster] is configured, but this build runs single servers only: replication is \
-         being built (docs/cluster.md); remove the section to run this node alone"
-    )]
-    ClusterNotBuilt,
+    /// The cluster member could not start (`[cluster]`).
+    #[error("cannot start the cluster member: {0}")]
+    Cluster(String),
 }
 
 /// How long [`RunningServer::shutdown`] waits for the last holders of the engine.
@@ -92,9 +90,10 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
         websocket,
         security,
     } = settings;
-    // Refused rather than ignored: a node told it is one of three must not run alone.
-    if config.cluster.is_some() {
-        return Err(ServerError::ClusterNotBuilt);
+    let mut config = config;
+    if let Some(cluster) = &config.cluster {
+        // `_seq` generators are told apart by the node id: members must not share one.
+        config.server.node_id = format!("node-{}", cluster.node_id);
     }
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
@@ -120,7 +119,20 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
         max_per_ip = limits.max_per_ip,
         "connection limits"
     );
-    let app = kalamdb_core::engine::open(config).await?;
+    let (app, member) = match config.cluster.clone() {
+        None => (kalamdb_core::engine::open(config).await?, None),
+        Some(cluster) => {
+            let member = cluster::start(&config, &cluster)
+                .await
+                .map_err(ServerError::Cluster)?;
+            let store = Arc::clone(&member.store) as Arc<dyn kalamdb_store::StorageBackend>;
+            let app = kalamdb_core::engine::open_on(config, store).await?;
+            member
+                .opened(&app, &cluster)
+                .map_err(ServerError::Cluster)?;
+            (app, Some(member))
+        }
+    };
     if let Ok(shown) = shown {
         app.show_settings(shown);
     }
@@ -156,6 +168,9 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
             _ = deadline => tracing::warn!("shutdown grace period over; dropping open connections"),
         }
         engine.shutdown();
+        if let Some(member) = member {
+            member.node.shutdown().await;
+        }
         tracing::info!("server stopped");
     });
     Ok(RunningServer {

@@ -81,8 +81,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.engine.logging.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // openraft narrates every election and state change at info: warnings and up unless the
+    // filter names it.
+    let level = &settings.engine.logging.level;
+    let level = if level.contains("openraft") {
+        level.clone()
+    } else {
+        format!("{level},openraft=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     // Log lines go to stderr (text or JSON) and, the recent ones, to system.server_logs.
     // Lines logged while a request is served carry its `request_id` (the `request` span).
     let json = settings.engine.logging.format == "json";

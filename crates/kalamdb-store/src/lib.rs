@@ -39,6 +39,20 @@ pub enum StoreError {
     /// A file the store keeps beside RocksDB could not be read or written.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A replicated store (a cluster node) cannot commit this write here: another node leads
+    /// the group it belongs to. Nothing was written.
+    #[error(
+        "this node does not lead the group of this write. Leader: {}",
+        leader.as_deref().unwrap_or("unknown")
+    )]
+    NotLeader {
+        /// The client URL of the leader, when one is known.
+        leader: Option<String>,
+    },
+    /// A replicated store could not commit: no quorum, or the group stopped. The write may or
+    /// may not have been committed.
+    #[error("the cluster could not commit the write: {0}")]
+    Unavailable(String),
 }
 
 /// Result alias of this crate.
@@ -214,6 +228,9 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
 
     /// Whether the partition exists.
     fn has_partition(&self, name: &str) -> bool;
+
+    /// The key layout of an existing partition (`None` when it does not exist).
+    fn layout(&self, name: &str) -> Option<KeyLayout>;
 
     /// Names of all partitions.
     fn list_partitions(&self) -> Vec<String>;

@@ -272,6 +272,11 @@ impl StorageBackend for RocksBackend {
         Ok(())
     }
 
+    fn layout(&self, name: &str) -> Option<KeyLayout> {
+        self.has_partition(name)
+            .then(|| self.scoped.lock().layout(name))
+    }
+
     fn has_partition(&self, name: &str) -> bool {
         self.db.cf_handle(name).is_some()
     }

@@ -216,6 +216,57 @@ impl Catalog {
         let _ = self.hook.set(hook);
     }
 
+    /// Another node's catalog write was applied to this node's store (a cluster replica):
+    /// what is derived from the changed part is refreshed as after a local write. Returns the
+    /// tables whose latest definition the batch wrote or removed.
+    pub fn replicated(&self, batch: &WriteBatch) -> Vec<TableId> {
+        let mut parts: Vec<CatalogPart> = Vec::new();
+        let mut tables = Vec::new();
+        for op in batch.ops() {
+            let (partition, key) = match op {
+                kalamdb_store::BatchOp::Put { partition, key, .. }
+                | kalamdb_store::BatchOp::Delete { partition, key } => (partition, key),
+                kalamdb_store::BatchOp::DeleteRange {
+                    partition, from, ..
+                } => (partition, from),
+            };
+            let part = match partition.as_str() {
+                P_NAMESPACES => CatalogPart::Namespaces,
+                P_SCHEMAS => {
+                    if let Some(id) = key
+                        .strip_prefix(b"L")
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(|k| k.split_once('.'))
+                    {
+                        tables.push(TableId::new(
+                            NamespaceId::new(id.0),
+                            kalamdb_commons::TableName::new(id.1),
+                        ));
+                    }
+                    CatalogPart::Tables
+                }
+                P_USERS => CatalogPart::Users,
+                P_AUDIT => CatalogPart::AuditLog,
+                P_STORAGES => CatalogPart::Storages,
+                P_JOBS => CatalogPart::Jobs,
+                P_TOPICS | P_TOPIC_OFFSETS => CatalogPart::Topics,
+                _ => continue,
+            };
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        for part in parts {
+            if part == CatalogPart::Users {
+                self.users_epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(hook) = self.hook.get() {
+                hook(part);
+            }
+        }
+        tables
+    }
+
     /// Writes `batch`, then tells the hook.
     fn commit(&self, batch: WriteBatch, part: CatalogPart) -> Result<()> {
         self.backend.write(batch)?;

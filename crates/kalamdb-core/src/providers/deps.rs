@@ -39,4 +39,6 @@ pub struct ProviderDeps {
     pub transactions: Arc<crate::transactions::TransactionManager>,
     /// The server's metrics (`system.stats` lists them as `GET /metrics` shows them).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The cluster this node is a member of, once registered (`system.cluster`).
+    pub cluster: crate::cluster_view::ClusterSlot,
 }

@@ -513,6 +513,9 @@ pub(crate) fn job_nodes_rows(deps: &ProviderDeps) -> Result<Rows> {
 
 /// `system.cluster`: this node, leader of itself.
 pub(crate) fn cluster_rows(deps: &ProviderDeps) -> Rows {
+    if let Some(view) = deps.cluster.get() {
+        return member_rows(deps, &**view);
+    }
     let settings = deps.settings.read();
     let server = settings.get("server").and_then(|s| s.as_table());
     let api_addr = server.map(|s| {
@@ -549,8 +552,70 @@ pub(crate) fn cluster_rows(deps: &ProviderDeps) -> Rows {
     ]]
 }
 
-/// `system.cluster_groups`: the one group a lone node is.
+/// `system.cluster` of a cluster member: a row per member, as this node sees it.
+fn member_rows(deps: &ProviderDeps, view: &dyn crate::cluster_view::ClusterView) -> Rows {
+    let opt = |v: Option<u64>| v.map_or(Value::Null, |v| Value::I64(v as i64));
+    let groups = view.groups().len() as i32;
+    view.members()
+        .into_iter()
+        .map(|m| {
+            let own = |v: Value| if m.is_self { v } else { Value::Null };
+            vec![
+                text(view.cluster_id()),
+                text(m.node_id.to_string()),
+                text(m.role.clone()),
+                text(m.status),
+                text(m.rpc_addr),
+                text(m.api_addr),
+                Value::Bool(m.is_self),
+                Value::Bool(m.role == "leader"),
+                Value::I32(m.groups_leading as i32),
+                Value::I32(groups),
+                opt(m.current_term),
+                opt(m.last_applied),
+                opt(m.leader_last_log),
+                opt(m.snapshot_index),
+                Value::Null,
+                opt(m.lag),
+                own(opt_text(hostname().as_deref())),
+                text(env!("CARGO_PKG_VERSION")),
+                own(rss_mib().map_or(Value::Null, |m| Value::I64(m as i64))),
+                own(text(std::env::consts::OS)),
+                own(text(std::env::consts::ARCH)),
+                own(Value::I64(deps.started.elapsed().as_secs() as i64)),
+            ]
+        })
+        .collect()
+}
+
+/// `system.cluster_groups`: this node's groups, or the one group a lone node is.
 pub(crate) fn cluster_groups_rows(deps: &ProviderDeps) -> Rows {
+    if let Some(view) = deps.cluster.get() {
+        let opt = |v: Option<u64>| v.map_or(Value::Null, |v| Value::I64(v as i64));
+        let node = view.node_id().to_string();
+        return view
+            .groups()
+            .into_iter()
+            .map(|g| {
+                vec![
+                    text(g.group.to_string()),
+                    text(view.cluster_id()),
+                    text(node.clone()),
+                    text(g.kind),
+                    Value::I64(g.term as i64),
+                    opt_text(g.vote.map(|v| v.to_string()).as_deref()),
+                    opt(g.last_log),
+                    opt(g.applied),
+                    opt(g.snapshot),
+                    opt(g.purged),
+                    opt(g.committed),
+                    text(g.state),
+                    opt_text(g.leader.map(|v| v.to_string()).as_deref()),
+                    opt(g.millis_since_quorum_ack),
+                ]
+            })
+            .collect();
+    }
     vec![vec![
         text(STANDALONE),
         text(STANDALONE),

@@ -343,7 +343,7 @@ impl SystemTable {
                 ("memory_mb", K::BigInt, true),
                 ("os", K::Text, true),
                 ("arch", K::Text, true),
-                ("uptime_seconds", K::BigInt, false),
+                ("uptime_seconds", K::BigInt, true),
             ],
             Self::ClusterGroups => vec![
                 ("group_id", K::Text, false),

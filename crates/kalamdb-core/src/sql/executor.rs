@@ -410,10 +410,23 @@ impl SqlExecutor {
             match step {
                 Ok((output, as_user)) => results.push(output, &identity, as_user),
                 Err(e) => {
+                    // A request inside a transaction held across requests cannot move.
+                    let movable = held
+                        .as_ref()
+                        .is_none_or(|h| h.tx.origin() == Origin::Request);
+                    let leader = match &e {
+                        KalamError::Store(kalamdb_store::StoreError::NotLeader { leader }) => {
+                            leader.clone()
+                        }
+                        _ => None,
+                    };
                     if let Some(h) = held.take() {
                         self.fail_transaction(h, &e);
                     }
-                    return Err(statement_error(i, text, e));
+                    let mut failed = statement_error(i, text, e);
+                    failed.forward_to = leader
+                        .filter(|_| movable && super::session::wrote_nothing(&statements[..i]));
+                    return Err(failed);
                 }
             }
         }
@@ -682,12 +695,27 @@ impl SqlExecutor {
                 super::subscribe::subscribe_to(app, &self.live_url, &text)
             }
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
-            Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
-            Command::Backup(target) => ddl::backup_database(app, ctx, &target).await,
+            Command::FlushTable(t) => {
+                not_in_cluster(app, "flushes")?;
+                ddl::flush_table(app, ctx, &t).await
+            }
+            Command::Backup(target) => {
+                not_in_cluster(app, "backups")?;
+                ddl::backup_database(app, ctx, &target).await
+            }
             Command::ExportUserData(user) => ddl::export_user_data(app, ctx, user).await,
-            Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
-            Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
-            Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
+            Command::FlushAll(ns) => {
+                not_in_cluster(app, "flushes")?;
+                ddl::flush_all(app, ctx, ns.as_deref()).await
+            }
+            Command::CompactTable(t) => {
+                not_in_cluster(app, "compactions")?;
+                ddl::compact_table(app, ctx, &t).await
+            }
+            Command::CompactAll(ns) => {
+                not_in_cluster(app, "compactions")?;
+                ddl::compact_all(app, ctx, ns.as_deref()).await
+            }
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
             Command::Topic(cmd) => super::topics::run(app, ctx, cmd).await,
             Command::KillTransaction(id) => {
@@ -809,4 +837,15 @@ impl super::stream::Executor for SqlExecutor {
     fn results_of(&self, output: Output, identity: &Identity, as_user: String) -> Vec<QueryResult> {
         SqlExecutor::results_of(self, output, identity, as_user)
     }
+}
+
+/// Refuses what a cluster does not run yet (docs/cluster.md §7: flushes and compactions on
+/// the groups' leaders into shared storage; backups of every group).
+fn not_in_cluster(app: &AppContext, what: &str) -> Result<()> {
+    if app.clustered() {
+        return Err(KalamError::Unsupported(format!(
+            "{what} do not run in a cluster yet: its rows stay in the replicated hot tier"
+        )));
+    }
+    Ok(())
 }

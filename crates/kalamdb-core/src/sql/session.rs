@@ -106,6 +106,10 @@ pub struct RequestError {
     pub details: Option<String>,
     /// Whether the message may be shown to non-admin callers.
     pub public: bool,
+    /// Cluster: another node leads the group the failing statement writes, and nothing of
+    /// the request was written here: the whole request may run again on that node (its
+    /// client URL).
+    pub forward_to: Option<String>,
 }
 
 impl RequestError {
@@ -115,6 +119,7 @@ impl RequestError {
             message: message.into(),
             details: None,
             public: true,
+            forward_to: None,
         }
     }
 }
@@ -257,17 +262,51 @@ pub(crate) fn request_error(e: KalamError) -> RequestError {
         message: e.to_string(),
         details: None,
         public: e.is_public(),
+        forward_to: None,
     }
 }
 
-/// The request error of statement `index` (0-based).
+/// The request error of statement `index` (0-based). A first statement refused because
+/// another node leads its group may be forwarded there (nothing ran before it).
 pub(crate) fn statement_error(index: usize, text: &str, e: KalamError) -> RequestError {
+    let forward_to = match &e {
+        KalamError::Store(kalamdb_store::StoreError::NotLeader { leader }) if index == 0 => {
+            leader.clone()
+        }
+        _ => None,
+    };
     RequestError {
         code: e.code(),
         message: format!("Statement {} failed: {e}", index + 1),
         details: Some(text.to_string()),
         public: e.is_public(),
+        forward_to,
     }
+}
+
+/// Whether running `earlier` (the statements of a request before the one that failed)
+/// wrote nothing: reads, and statements of a transaction that never committed, only.
+pub(crate) fn wrote_nothing(earlier: &[String]) -> bool {
+    use super::parse::TxControl;
+    let mut in_transaction = false;
+    for text in earlier {
+        match super::parse::transaction_control(text) {
+            Ok(Some(TxControl::Begin)) => in_transaction = true,
+            Ok(Some(TxControl::Rollback)) => in_transaction = false,
+            Ok(Some(_)) => return false,
+            _ if in_transaction => {}
+            _ => {
+                let first = super::parse::leading_words(text, 1);
+                if !matches!(
+                    first.first().map(String::as_str),
+                    Some("SELECT" | "WITH" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN")
+                ) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// A request's SQL as `system.queries` and logs show it: user-management statements (which

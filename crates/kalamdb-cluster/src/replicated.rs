@@ -1,0 +1,364 @@
+//! The engine's store on a cluster node (docs/cluster.md §4): a [`StorageBackend`] that reads
+//! the node's own store and commits every write through the Raft group that owns it. The
+//! engine above it stays unaware of Raft: its commit gate builds a batch as on one node, and
+//! [`ReplicatedStore::write`] proposes it and returns once this node applied it (so the
+//! writer reads its own write). A node that does not lead the group answers
+//! [`StoreError::NotLeader`] with the leader's client URL, having written nothing.
+//!
+//! [`Router`] says which group owns a key: application-table partitions (`tbl/…`) belong to
+//! the data groups (scoped ones, USER and STREAM tables, by the user id that starts each key;
+//! flat ones, SHARED tables, by table), everything else (the catalog, topics) to the meta
+//! group, except the few node-local keys below. The same function is the groups' snapshot
+//! [`Ownership`], so what a group replicates is what it snapshots.
+
+use crate::node::{ClusterError, ClusterNode};
+use crate::shard::{META, ShardMap};
+use crate::state_machine::Ownership;
+use crate::types::Command;
+use kalamdb_store::{
+    EngineStats, KeyLayout, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot,
+    StoreError, Visit, WriteBatch,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Prefix of application-table partitions (`kalamdb_catalog::partitions`).
+const TABLE_PREFIX: &str = "tbl/";
+
+/// Keys each node keeps for itself: its `_seq` high-water mark (each node's generator is its
+/// own).
+const LOCAL_KEYS: &[(&str, &[u8])] = &[("sys/meta", b"seq_high_water")];
+
+/// Where a write goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// This node's store only.
+    Local,
+    /// The group's log.
+    Group(u64),
+}
+
+/// Which group owns a key; see the module doc.
+#[derive(Clone)]
+pub struct Router {
+    map: ShardMap,
+    store: Arc<dyn StorageBackend>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("map", &self.map).finish()
+    }
+}
+
+impl Router {
+    /// Routes by `map`, reading partition layouts from `store` (the node's own).
+    pub fn new(map: ShardMap, store: Arc<dyn StorageBackend>) -> Self {
+        Self { map, store }
+    }
+
+    /// The group of a whole partition, or `None` for a scoped table partition (its keys go
+    /// to the groups of their users).
+    fn partition_group(&self, partition: &str) -> Option<u64> {
+        let Some(rest) = partition.strip_prefix(TABLE_PREFIX) else {
+            return Some(META);
+        };
+        if self.store.layout(partition) == Some(KeyLayout::Scoped) || partition.ends_with("/log") {
+            return None;
+        }
+        // tbl/<ns>/<table>/<created>/rows: a SHARED table's group, by `ns.table`.
+        let mut parts = rest.split('/');
+        let table = format!(
+            "{}.{}",
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default()
+        );
+        Some(self.map.shared_group(&table))
+    }
+
+    /// Where a write of `key` in `partition` goes.
+    pub fn route(&self, partition: &str, key: &[u8]) -> Route {
+        if LOCAL_KEYS.iter().any(|(p, k)| *p == partition && *k == key) {
+            return Route::Local;
+        }
+        match self.partition_group(partition) {
+            Some(group) => Route::Group(group),
+            None => {
+                // The user id: the key up to its first NUL.
+                let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+                Route::Group(self.map.user_group(&String::from_utf8_lossy(&key[..end])))
+            }
+        }
+    }
+
+    /// Where a batch goes: the group of its first replicated write. A batch is one group's
+    /// log entry, so its other writes ride in that entry (a table write's topic capture); a
+    /// batch of application rows of two data groups is refused (a transaction over the
+    /// scopes of users of different shards), as is one with nothing replicated but something
+    /// local mixed with it.
+    pub fn route_batch(&self, batch: &WriteBatch) -> Result<Route> {
+        let mut first: Option<u64> = None;
+        let mut data: Option<u64> = None;
+        let mut local = false;
+        for op in batch.ops() {
+            let (partition, key) = op_target(op);
+            match self.route(partition, key) {
+                Route::Local => local = true,
+                Route::Group(g) => {
+                    first.get_or_insert(g);
+                    if g != META {
+                        match data {
+                            Some(d) if d != g => {
+                                return Err(StoreError::Unavailable(format!(
+                                    "one transaction writes rows of two cluster groups ({d} \
+                                     and {g}); write each user's rows in its own transaction"
+                                )));
+                            }
+                            _ => data = Some(g),
+                        }
+                    }
+                }
+            }
+        }
+        match (data.or(first), local) {
+            (Some(g), false) => Ok(Route::Group(g)),
+            (None, _) => Ok(Route::Local),
+            (Some(_), true) => Err(StoreError::Unavailable(
+                "a batch mixes node-local and replicated keys".into(),
+            )),
+        }
+    }
+
+    /// The ownership of `group`'s state machine: the keys this router sends to it.
+    pub fn ownership(&self, group: u64) -> Arc<dyn Ownership> {
+        Arc::new(Owned {
+            router: self.clone(),
+            group,
+        })
+    }
+}
+
+fn op_target(op: &kalamdb_store::BatchOp) -> (&str, &[u8]) {
+    match op {
+        kalamdb_store::BatchOp::Put { partition, key, .. }
+        | kalamdb_store::BatchOp::Delete { partition, key } => (partition, key),
+        kalamdb_store::BatchOp::DeleteRange {
+            partition, from, ..
+        } => (partition, from),
+    }
+}
+
+/// A group's keys as the [`Router`] assigns them.
+struct Owned {
+    router: Router,
+    group: u64,
+}
+
+impl Ownership for Owned {
+    fn partition(&self, partition: &str) -> bool {
+        match self.router.partition_group(partition) {
+            Some(g) => g == self.group,
+            None => self.router.map.kind(self.group) == Some(crate::shard::GroupKind::User),
+        }
+    }
+
+    fn key(&self, partition: &str, key: &[u8]) -> bool {
+        self.router.route(partition, key) == Route::Group(self.group)
+    }
+}
+
+/// The engine's store on a cluster node; see the module doc.
+pub struct ReplicatedStore {
+    inner: Arc<dyn StorageBackend>,
+    node: Arc<ClusterNode>,
+    router: Router,
+    /// Client URLs of the members, by node id (for [`StoreError::NotLeader`]).
+    api_urls: BTreeMap<u64, String>,
+    runtime: tokio::runtime::Handle,
+    /// While the engine opens, writes for groups another node leads are skipped.
+    starting: AtomicBool,
+}
+
+impl std::fmt::Debug for ReplicatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedStore")
+            .field("node", &self.node.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicatedStore {
+    /// The store of `node`, whose groups run over `inner`; `api_urls` names each member's
+    /// client URL. Must be called inside the Tokio runtime the node runs on.
+    pub fn new(
+        inner: Arc<dyn StorageBackend>,
+        node: Arc<ClusterNode>,
+        api_urls: BTreeMap<u64, String>,
+    ) -> Self {
+        let router = Router::new(node.map(), Arc::clone(&inner));
+        Self {
+            inner,
+            node,
+            router,
+            api_urls,
+            runtime: tokio::runtime::Handle::current(),
+            starting: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the engine opening (`true`) or open. While it opens, a write for a group another
+    /// node leads is skipped instead of refused: the engine's start-up writes (system
+    /// partitions, the root user, repairs) are the meta leader's to make, and a member opens
+    /// only once it holds what that leader's start-up wrote (see `kalamdb-server`).
+    pub fn set_starting(&self, starting: bool) {
+        self.starting.store(starting, Ordering::SeqCst);
+    }
+
+    /// The node's groups.
+    pub fn node(&self) -> &Arc<ClusterNode> {
+        &self.node
+    }
+
+    /// The node's own store (what the groups apply to).
+    pub fn local(&self) -> &Arc<dyn StorageBackend> {
+        &self.inner
+    }
+
+    /// Proposes `command` to `group` and waits until this node applied it. The store's API is
+    /// synchronous (the engine calls it inside its commit gate), so the calling thread
+    /// blocks; on a Tokio worker it first hands its other tasks to the rest of the pool.
+    fn propose(&self, group: u64, command: Command) -> Result<()> {
+        let node = Arc::clone(&self.node);
+        let run = async move { node.write(group, command).await };
+        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.runtime.block_on(run))
+        } else {
+            self.runtime.block_on(run)
+        };
+        match outcome {
+            Ok(applied) => match applied.refused {
+                Some(why) => Err(StoreError::PartitionNotFound(why)),
+                None => Ok(()),
+            },
+            Err(ClusterError::NotLeader { group, .. }) if self.starting.load(Ordering::SeqCst) => {
+                tracing::debug!(group, "start-up write left to the group's leader");
+                Ok(())
+            }
+            Err(ClusterError::NotLeader { leader, .. }) => Err(StoreError::NotLeader {
+                leader: leader.and_then(|id| self.api_urls.get(&id).cloned()),
+            }),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl StorageRead for ReplicatedStore {
+    fn get(&self, partition: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(partition, key)
+    }
+
+    fn multi_get(&self, partition: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.multi_get(partition, keys)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+    ) -> Result<KvIter<'a>> {
+        self.inner.scan(partition, prefix, start)
+    }
+
+    fn scan_each(
+        &self,
+        partition: &str,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        self.inner.scan_each(partition, prefix, start, visit)
+    }
+}
+
+impl StorageBackend for ReplicatedStore {
+    fn create_partition(&self, name: &str, layout: KeyLayout) -> Result<()> {
+        if self.inner.has_partition(name) {
+            return Ok(());
+        }
+        self.propose(
+            META,
+            Command::CreatePartition {
+                name: name.to_string(),
+                layout,
+            },
+        )
+    }
+
+    fn drop_partition(&self, name: &str) -> Result<()> {
+        if !self.inner.has_partition(name) {
+            return Ok(());
+        }
+        self.propose(
+            META,
+            Command::DropPartition {
+                name: name.to_string(),
+            },
+        )
+    }
+
+    fn has_partition(&self, name: &str) -> bool {
+        self.inner.has_partition(name)
+    }
+
+    fn layout(&self, name: &str) -> Option<KeyLayout> {
+        self.inner.layout(name)
+    }
+
+    fn list_partitions(&self) -> Vec<String> {
+        self.inner.list_partitions()
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.router.route_batch(&batch)? {
+            Route::Local => self.inner.write(batch),
+            Route::Group(group) => self.propose(group, Command::Write(batch)),
+        }
+    }
+
+    fn snapshot(&self) -> Box<dyn StorageSnapshot + '_> {
+        self.inner.snapshot()
+    }
+
+    fn owned_snapshot(self: Arc<Self>) -> Arc<dyn StorageSnapshot + Send + Sync> {
+        Arc::clone(&self.inner).owned_snapshot()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    fn last_key(&self, partition: &str, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.last_key(partition, prefix)
+    }
+
+    fn estimated_keys(&self, name: &str) -> Option<u64> {
+        self.inner.estimated_keys(name)
+    }
+
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<()> {
+        self.inner.checkpoint(dir)
+    }
+
+    fn engine_stats(&self) -> EngineStats {
+        self.inner.engine_stats()
+    }
+
+    fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
+        self.inner.compact_range(name, from, to)
+    }
+}

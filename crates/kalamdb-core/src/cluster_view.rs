@@ -1,0 +1,84 @@
+//! What the engine can see of the cluster it runs in (`system.cluster`,
+//! `system.cluster_groups`, readiness). A lone server has none; a cluster member's server
+//! registers a [`ClusterView`] once its groups run (`AppContext::set_cluster_view`). The
+//! engine knows no Raft: the view answers in plain rows.
+
+use std::sync::{Arc, OnceLock};
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberInfo {
+    /// Its node id.
+    pub node_id: u64,
+    /// Its RPC address.
+    pub rpc_addr: String,
+    /// Its client URL.
+    pub api_addr: String,
+    /// Whether it is this node.
+    pub is_self: bool,
+    /// Its role in the meta group: leader, follower, learner.
+    pub role: String,
+    /// active, or unreachable when the meta leader (this node) cannot replicate to it; unknown
+    /// from a follower's point of view.
+    pub status: String,
+    /// How many groups it leads, as far as this node knows.
+    pub groups_leading: u32,
+    /// The meta group's term.
+    pub current_term: Option<u64>,
+    /// The meta group's last applied index (this node only).
+    pub last_applied: Option<u64>,
+    /// The meta leader's last log index, when this node leads it.
+    pub leader_last_log: Option<u64>,
+    /// The meta group's snapshot index (this node only).
+    pub snapshot_index: Option<u64>,
+    /// Meta entries it lacks, when this node leads the meta group.
+    pub lag: Option<u64>,
+}
+
+/// One group as this node sees it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupInfo {
+    /// The group id (0: meta).
+    pub group: u64,
+    /// meta, user_shard, shared_shard.
+    pub kind: String,
+    /// The current term.
+    pub term: u64,
+    /// The node this node voted for in the current term.
+    pub vote: Option<u64>,
+    /// The last log index.
+    pub last_log: Option<u64>,
+    /// The last applied index.
+    pub applied: Option<u64>,
+    /// The snapshot's index.
+    pub snapshot: Option<u64>,
+    /// The last purged index.
+    pub purged: Option<u64>,
+    /// The last committed index this node knows of.
+    pub committed: Option<u64>,
+    /// This node's role: leader, follower, candidate, learner, shutdown.
+    pub state: String,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Milliseconds since a quorum acknowledged the leader (this node leading only).
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+/// The cluster as the engine sees it; see the module doc.
+pub trait ClusterView: Send + Sync + std::fmt::Debug {
+    /// The cluster's name.
+    fn cluster_id(&self) -> String;
+    /// This node's id.
+    fn node_id(&self) -> u64;
+    /// Every member.
+    fn members(&self) -> Vec<MemberInfo>;
+    /// Every group on this node.
+    fn groups(&self) -> Vec<GroupInfo>;
+    /// Whether every group has a leader and this node applied what its logs hold.
+    fn ready(&self) -> bool;
+    /// The client URL of the meta group's leader when another node leads it.
+    fn meta_leader_url(&self) -> Option<String>;
+}
+
+/// Where the view is registered.
+pub type ClusterSlot = Arc<OnceLock<Arc<dyn ClusterView>>>;

@@ -1,0 +1,303 @@
+//! Starting a cluster member (`[cluster]`, docs/cluster.md): the node's groups over its store,
+//! the replicated store the engine runs on, and the order the engine may open in.
+//!
+//! The meta group's leader opens the engine first; its start-up writes (system partitions,
+//! the root user, repairs) become the first meta entries. Every other member waits until it
+//! applied the mark that leader writes once it is open (or until it leads the meta group
+//! itself), so it opens on a store that already holds the catalog; start-up writes it would
+//! still make are for the leader to make, and are skipped while it starts.
+
+use kalamdb_cluster::shard::{GroupKind, META, ShardMap};
+use kalamdb_cluster::{ApplySlot, ClusterNode, ReplicatedStore, Router, Topology};
+use kalamdb_core::AppContext;
+use kalamdb_core::cluster_view::{ClusterView, GroupInfo, MemberInfo};
+use kalamdb_core::config::Config;
+use kalamdb_core::config::cluster::ClusterConfig;
+use kalamdb_store::{StorageBackend, WriteBatch};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The mark the first engine to open on the cluster leaves in the meta group.
+const OPENED: (&str, &[u8]) = ("sys/meta", b"cluster_opened");
+
+/// A started member: its groups and the store the engine runs on.
+pub(crate) struct Member {
+    pub(crate) node: Arc<ClusterNode>,
+    pub(crate) store: Arc<ReplicatedStore>,
+    hook: ApplySlot,
+}
+
+/// Opens the store, starts every group and waits until the engine may open (see the module
+/// doc).
+pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Member, String> {
+    let local: Arc<dyn StorageBackend> =
+        kalamdb_core::engine::open_store(config).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&cluster.rpc_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on cluster.rpc_addr {}: {e}",
+                cluster.rpc_addr
+            )
+        })?;
+    let map = ShardMap::new(cluster.user_shards, cluster.shared_shards);
+    let members: BTreeMap<u64, String> = cluster
+        .peers
+        .iter()
+        .map(|p| (p.node_id, p.rpc_addr.clone()))
+        .collect();
+    let api_urls: BTreeMap<u64, String> = cluster
+        .peers
+        .iter()
+        .map(|p| (p.node_id, p.api_addr.trim_end_matches('/').to_string()))
+        .collect();
+    let raft = openraft::Config {
+        heartbeat_interval: cluster.heartbeat_interval_ms,
+        election_timeout_min: cluster.election_timeout_ms[0],
+        election_timeout_max: cluster.election_timeout_ms[1],
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_threshold),
+        max_in_snapshot_log_to_keep: cluster.snapshot_threshold,
+        ..Default::default()
+    };
+    let router = Router::new(map, Arc::clone(&local));
+    let hook = ApplySlot::default();
+    let node = ClusterNode::start_with_hook(
+        Topology {
+            node_id: cluster.node_id,
+            members,
+            map,
+            raft,
+        },
+        Arc::clone(&local),
+        |group| router.ownership(group),
+        listener,
+        Arc::clone(&hook),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let node = Arc::new(node);
+    tracing::info!(
+        node = cluster.node_id,
+        rpc = %cluster.rpc_addr,
+        groups = map.groups().count(),
+        "cluster groups started"
+    );
+    let store = Arc::new(ReplicatedStore::new(local, Arc::clone(&node), api_urls));
+    wait_for_catalog(&node, &store).await;
+    store.set_starting(true);
+    Ok(Member { node, store, hook })
+}
+
+/// Waits until this node leads the meta group, or applied the mark of an opened engine and
+/// everything its meta log holds.
+async fn wait_for_catalog(node: &ClusterNode, store: &ReplicatedStore) {
+    let mut waited = 0u64;
+    loop {
+        let leads = node.leader_of(META) == Some(node.node_id());
+        let opened = store
+            .local()
+            .get(OPENED.0, OPENED.1)
+            .ok()
+            .flatten()
+            .is_some();
+        if leads || (opened && node.group_caught_up(META)) {
+            return;
+        }
+        if waited.is_multiple_of(50) {
+            tracing::info!(
+                meta_leader = ?node.leader_of(META),
+                "waiting for the cluster's catalog (a majority of members must be up)"
+            );
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Member {
+    /// The engine opened over this member's store: start-up is over, applied writes now
+    /// reach its caches, and the first engine to open leaves the mark others wait for.
+    pub(crate) fn opened(
+        &self,
+        app: &Arc<AppContext>,
+        cluster: &ClusterConfig,
+    ) -> Result<(), String> {
+        app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node), cluster)));
+        self.store.set_starting(false);
+        let weak = Arc::downgrade(app);
+        let _ = self.hook.set(Arc::new(move |_group, batch: &WriteBatch| {
+            if let Some(app) = weak.upgrade() {
+                app.apply_replicated(batch);
+            }
+        }));
+        if self
+            .store
+            .local()
+            .get(OPENED.0, OPENED.1)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            let mut batch = WriteBatch::new();
+            batch.put(OPENED.0, OPENED.1.to_vec(), vec![1]);
+            match self.store.write(batch) {
+                Ok(()) | Err(kalamdb_store::StoreError::NotLeader { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's view of this member's cluster (`system.cluster`, readiness).
+#[derive(Debug)]
+pub(crate) struct View {
+    node: Arc<ClusterNode>,
+    peers: Vec<(u64, String, String)>,
+}
+
+impl View {
+    pub(crate) fn new(node: Arc<ClusterNode>, cluster: &ClusterConfig) -> Self {
+        Self {
+            node,
+            peers: cluster
+                .peers
+                .iter()
+                .map(|p| (p.node_id, p.rpc_addr.clone(), p.api_addr.clone()))
+                .collect(),
+        }
+    }
+
+    fn metrics(&self, group: u64) -> Option<openraft::RaftMetrics<u64, openraft::BasicNode>> {
+        self.node
+            .group(group)
+            .map(|raft| raft.metrics().borrow().clone())
+    }
+}
+
+fn state_name(state: openraft::ServerState) -> &'static str {
+    match state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl ClusterView for View {
+    fn cluster_id(&self) -> String {
+        "kalamdb".into()
+    }
+
+    fn node_id(&self) -> u64 {
+        self.node.node_id()
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let map = self.node.map();
+        let leaders: Vec<Option<u64>> = map.groups().map(|g| self.node.leader_of(g)).collect();
+        let meta = self.metrics(META);
+        let replication = meta.as_ref().and_then(|m| m.replication.clone());
+        let voters: Vec<u64> = meta
+            .as_ref()
+            .map(|m| m.membership_config.membership().voter_ids().collect())
+            .unwrap_or_default();
+        self.peers
+            .iter()
+            .map(|(id, rpc, api)| {
+                let is_self = *id == self.node.node_id();
+                let leads_meta = leaders.first().copied().flatten() == Some(*id);
+                let matched = replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned())
+                    .map(|l| l.map_or(0, |l| l.index));
+                let last_log = meta.as_ref().and_then(|m| m.last_log_index);
+                MemberInfo {
+                    node_id: *id,
+                    rpc_addr: rpc.clone(),
+                    api_addr: api.clone(),
+                    is_self,
+                    role: if leads_meta {
+                        "leader"
+                    } else if voters.contains(id) {
+                        "follower"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    status: match (&replication, matched) {
+                        _ if is_self || leads_meta => "active",
+                        (Some(_), Some(_)) => "active",
+                        (Some(_), None) => "unreachable",
+                        (None, _) => "unknown",
+                    }
+                    .into(),
+                    groups_leading: leaders.iter().filter(|l| **l == Some(*id)).count() as u32,
+                    current_term: meta.as_ref().map(|m| m.current_term),
+                    last_applied: meta
+                        .as_ref()
+                        .filter(|_| is_self)
+                        .and_then(|m| m.last_applied.map(|l| l.index)),
+                    leader_last_log: replication.as_ref().and(last_log),
+                    snapshot_index: meta
+                        .as_ref()
+                        .filter(|_| is_self)
+                        .and_then(|m| m.snapshot.map(|l| l.index)),
+                    lag: match (&replication, matched, last_log) {
+                        (Some(_), Some(m), Some(l)) if !is_self => Some(l.saturating_sub(m)),
+                        (Some(_), _, _) if is_self => Some(0),
+                        _ => None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn groups(&self) -> Vec<GroupInfo> {
+        let map = self.node.map();
+        map.groups()
+            .filter_map(|g| {
+                let m = self.metrics(g)?;
+                Some(GroupInfo {
+                    group: g,
+                    kind: match map.kind(g) {
+                        Some(GroupKind::Meta) => "meta",
+                        Some(GroupKind::User) => "user_shard",
+                        _ => "shared_shard",
+                    }
+                    .into(),
+                    term: m.current_term,
+                    vote: m
+                        .vote
+                        .is_committed()
+                        .then_some(m.vote.leader_id().voted_for())
+                        .flatten(),
+                    last_log: m.last_log_index,
+                    applied: m.last_applied.map(|l| l.index),
+                    snapshot: m.snapshot.map(|l| l.index),
+                    purged: m.purged.map(|l| l.index),
+                    committed: None,
+                    state: state_name(m.state).into(),
+                    leader: m.current_leader,
+                    millis_since_quorum_ack: m.millis_since_quorum_ack,
+                })
+            })
+            .collect()
+    }
+
+    fn ready(&self) -> bool {
+        self.node.caught_up()
+    }
+
+    fn meta_leader_url(&self) -> Option<String> {
+        let leader = self.node.leader_of(META)?;
+        if leader == self.node.node_id() {
+            return None;
+        }
+        self.peers
+            .iter()
+            .find(|(id, ..)| *id == leader)
+            .map(|(_, _, api)| api.trim_end_matches('/').to_string())
+    }
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A KalamDB cluster on loopback, from the built release binary (docs/cluster.md).
+#
+#   scripts/cluster.sh up N BASE_PORT DATA_DIR   start N nodes; node i serves HTTP on
+#                                                BASE_PORT+i-1 and Raft RPC on BASE_PORT+100+i-1
+#   scripts/cluster.sh down DATA_DIR             stop them
+#
+# The root password comes from KALAMDB_ROOT_PASSWORD (default "kalamdb-root"). `up` waits until
+# every node is ready (GET /health/ready) and prints one line per node:
+#   node <id> http://127.0.0.1:<port> pid <pid>
+# KALAMDB_SERVER_BIN overrides the binary (tests use the debug one); each node's log is
+# DATA_DIR/node-<i>/server.log.
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 up N BASE_PORT DATA_DIR | down DATA_DIR" >&2
+  exit 2
+}
+
+binary() {
+  if [[ -n "${KALAMDB_SERVER_BIN:-}" ]]; then
+    echo "$KALAMDB_SERVER_BIN"
+    return
+  fi
+  local root target
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  target=$(cd "$root" && cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  if [[ ! -x "$target/release/kalamdb-server" ]]; then
+    echo "no release build at $target/release/kalamdb-server: run" \
+      "cargo build --release --locked --workspace --bins" >&2
+    exit 1
+  fi
+  echo "$target/release/kalamdb-server"
+}
+
+up() {
+  local n=$1 base=$2 dir=$3
+  [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$base" =~ ^[0-9]+$ ]] || usage
+  local bin
+  bin=$(binary)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  local peers=""
+  for i in $(seq 1 "$n"); do
+    peers+=$'\n[[cluster.peers]]\n'"node_id = $i"$'\n'
+    peers+="rpc_addr = \"127.0.0.1:$((base + 100 + i - 1))\""$'\n'
+    peers+="api_addr = \"http://127.0.0.1:$((base + i - 1))\""$'\n'
+  done
+  for i in $(seq 1 "$n"); do
+    local node="$dir/node-$i"
+    mkdir -p "$node"
+    cat >"$node/server.toml" <<EOF
+[server]
+host = "127.0.0.1"
+port = $((base + i - 1))
+
+[storage]
+data_path = "$node/data"
+
+[auth]
+jwt_secret = "${KALAMDB_JWT_SECRET:-loopback-cluster-secret-0123456789abcdef}"
+root_password = "${KALAMDB_ROOT_PASSWORD:-kalamdb-root}"
+
+[logging]
+level = "${KALAMDB_LOG_LEVEL:-info}"
+
+[cluster]
+node_id = $i
+rpc_addr = "127.0.0.1:$((base + 100 + i - 1))"
+api_addr = "http://127.0.0.1:$((base + i - 1))"
+heartbeat_interval_ms = ${KALAMDB_CLUSTER_HEARTBEAT_MS:-250}
+election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-1000}, ${KALAMDB_CLUSTER_ELECTION_MAX_MS:-2000}]
+user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
+$peers
+EOF
+    # The config file is the whole truth: no inherited KALAMDB_* variable overrides it.
+    env -u KALAMDB_ROOT_PASSWORD -u KALAMDB_JWT_SECRET \
+      nohup "$bin" --config "$node/server.toml" >"$node/server.log" 2>&1 &
+    echo $! >"$node/pid"
+  done
+  for i in $(seq 1 "$n"); do
+    local port=$((base + i - 1)) waited=0
+    until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
+      if ! kill -0 "$(cat "$dir/node-$i/pid")" 2>/dev/null; then
+        echo "node $i exited; its log:" >&2
+        tail -n 30 "$dir/node-$i/server.log" >&2
+        exit 1
+      fi
+      waited=$((waited + 1))
+      if [[ $waited -gt 1200 ]]; then
+        echo "node $i not ready after 120 s; see $dir/node-$i/server.log" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+  done
+  for i in $(seq 1 "$n"); do
+    echo "node $i http://127.0.0.1:$((base + i - 1)) pid $(cat "$dir/node-$i/pid")"
+  done
+}
+
+down() {
+  local dir=$1
+  local pids=()
+  for pidfile in "$dir"/node-*/pid; do
+    [[ -f "$pidfile" ]] || continue
+    local pid
+    pid=$(cat "$pidfile")
+    if kill "$pid" 2>/dev/null; then
+      pids+=("$pid")
+    fi
+    rm -f "$pidfile"
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
+
+case "${1:-}" in
+  up) [[ $# -eq 4 ]] || usage; up "$2" "$3" "$4" ;;
+  down) [[ $# -eq 2 ]] || usage; down "$2" ;;
+  *) usage ;;
+esac
