@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up N BASE_PORT DATA_DIR   start N nodes; node i serves HTTP on
 #                                                BASE_PORT+i-1 and Raft RPC on BASE_PORT+100+i-1
 #   scripts/cluster.sh down DATA_DIR             stop them
+#   scripts/cluster.sh start DATA_DIR I          start node I again (after a stop or a crash)
 #
 # The root password comes from KALAMDB_ROOT_PASSWORD (default "kalamdb-root"). `up` waits until
 # every node is ready (GET /health/ready) and prints one line per node:
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 up N BASE_PORT DATA_DIR | down DATA_DIR" >&2
+  echo "usage: $0 up N BASE_PORT DATA_DIR | down DATA_DIR | start DATA_DIR I" >&2
   exit 2
 }
 
@@ -74,30 +75,58 @@ election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-1000}, ${KALAMDB_CLUST
 user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
 $peers
 EOF
-    # The config file is the whole truth: no inherited KALAMDB_* variable overrides it.
-    env -u KALAMDB_ROOT_PASSWORD -u KALAMDB_JWT_SECRET \
-      nohup "$bin" --config "$node/server.toml" >"$node/server.log" 2>&1 &
-    echo $! >"$node/pid"
+    launch "$bin" "$node"
   done
   for i in $(seq 1 "$n"); do
-    local port=$((base + i - 1)) waited=0
-    until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
-      if ! kill -0 "$(cat "$dir/node-$i/pid")" 2>/dev/null; then
-        echo "node $i exited; its log:" >&2
-        tail -n 30 "$dir/node-$i/server.log" >&2
-        exit 1
-      fi
-      waited=$((waited + 1))
-      if [[ $waited -gt 1200 ]]; then
-        echo "node $i not ready after 120 s; see $dir/node-$i/server.log" >&2
-        exit 1
-      fi
-      sleep 0.1
-    done
+    wait_ready "$dir/node-$i"
   done
   for i in $(seq 1 "$n"); do
-    echo "node $i http://127.0.0.1:$((base + i - 1)) pid $(cat "$dir/node-$i/pid")"
+    echo "node $i $(node_url "$dir/node-$i") pid $(cat "$dir/node-$i/pid")"
   done
+}
+
+# Starts the node whose folder is $2 with binary $1, in the background.
+launch() {
+  local bin=$1 node=$2
+  # The config file is the whole truth: no inherited KALAMDB_* variable overrides it.
+  env -u KALAMDB_ROOT_PASSWORD -u KALAMDB_JWT_SECRET \
+    nohup "$bin" --config "$node/server.toml" >>"$node/server.log" 2>&1 &
+  echo $! >"$node/pid"
+}
+
+node_url() {
+  echo "http://127.0.0.1:$(sed -n 's/^port = //p' "$1/server.toml" | head -n 1)"
+}
+
+# Waits until the node in folder $1 answers ready.
+wait_ready() {
+  local node=$1 waited=0 url
+  url=$(node_url "$node")
+  until curl -sf "$url/health/ready" >/dev/null 2>&1; do
+    if ! kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+      echo "$node exited; its log:" >&2
+      tail -n 30 "$node/server.log" >&2
+      exit 1
+    fi
+    waited=$((waited + 1))
+    if [[ $waited -gt 1200 ]]; then
+      echo "$node not ready after 120 s; see $node/server.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+start() {
+  local dir=$1 i=$2 node="$1/node-$2"
+  [[ -f "$node/server.toml" ]] || { echo "no node $i in $dir" >&2; exit 1; }
+  if [[ -f "$node/pid" ]] && kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+    echo "node $i is running (pid $(cat "$node/pid"))" >&2
+    exit 1
+  fi
+  launch "$(binary)" "$node"
+  wait_ready "$node"
+  echo "node $i $(node_url "$node") pid $(cat "$node/pid")"
 }
 
 down() {
@@ -124,5 +153,6 @@ down() {
 case "${1:-}" in
   up) [[ $# -eq 4 ]] || usage; up "$2" "$3" "$4" ;;
   down) [[ $# -eq 2 ]] || usage; down "$2" ;;
+  start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
   *) usage ;;
 esac

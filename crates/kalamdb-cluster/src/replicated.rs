@@ -30,6 +30,9 @@ const TABLE_PREFIX: &str = "tbl/";
 /// own).
 const LOCAL_KEYS: &[(&str, &[u8])] = &[("sys/meta", b"seq_high_water")];
 
+/// How long a write waits for its group to commit and apply it.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a write goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -230,7 +233,17 @@ impl ReplicatedStore {
     /// blocks; on a Tokio worker it first hands its other tasks to the rest of the pool.
     fn propose(&self, group: u64, command: Command) -> Result<()> {
         let node = Arc::clone(&self.node);
-        let run = async move { node.write(group, command).await };
+        let run = async move {
+            tokio::time::timeout(COMMIT_TIMEOUT, node.write(group, command))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClusterError::Raft(format!(
+                        "group {group} did not commit within {} s (no quorum?); the write may \
+                         or may not take effect",
+                        COMMIT_TIMEOUT.as_secs()
+                    )))
+                })
+        };
         let outcome = if tokio::runtime::Handle::try_current().is_ok() {
             tokio::task::block_in_place(|| self.runtime.block_on(run))
         } else {

@@ -8,6 +8,7 @@ mod auth;
 mod backup;
 mod browser;
 mod cdp;
+mod cluster;
 mod cold;
 mod console;
 mod crash;

@@ -1,0 +1,402 @@
+//! A three-process cluster on loopback ports, started by `scripts/cluster.sh` with this build's
+//! binary: statements on any node (followers forward to leaders), a leader killed with
+//! SIGKILL under concurrent writes (a new leader takes writes; every acknowledged write is on
+//! every survivor, nothing deleted comes back, no duplicates), the killed node restarted
+//! (it catches up), and a minority cut off with SIGSTOP (it acknowledges nothing; on return it
+//! catches up).
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "cluster-root-pass";
+/// Data groups for USER rows in the test cluster: groups 0 (meta), 1-2 (users), 3 (shared).
+const USER_SHARDS: u64 = 2;
+const SHARED_GROUP: u64 = USER_SHARDS + 1;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
+}
+
+/// A port range free for `n` HTTP ports at `base` and their RPC ports at `base + 100`.
+fn free_base(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + fastrand_u16() % 100;
+        let ok = (0..n).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+fn fastrand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (nanos / 1000 % 60_000) as u16
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    urls: Vec<String>,
+}
+
+impl Cluster {
+    fn cluster_sh(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(args)
+            .env("KALAMDB_SERVER_BIN", env!("CARGO_BIN_EXE_kalamdb-server"))
+            .env("KALAMDB_ROOT_PASSWORD", PASSWORD)
+            .env("KALAMDB_AUTH_BCRYPT_COST", "4")
+            .env("KALAMDB_LOG_LEVEL", "warn")
+            .env("KALAMDB_CLUSTER_HEARTBEAT_MS", "100")
+            .env("KALAMDB_CLUSTER_ELECTION_MIN_MS", "500")
+            .env("KALAMDB_CLUSTER_ELECTION_MAX_MS", "1000")
+            .env("KALAMDB_CLUSTER_USER_SHARDS", USER_SHARDS.to_string())
+            .output()
+            .expect("cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "cluster.sh {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn up(n: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_base(n);
+        let mut cluster = Self {
+            dir,
+            urls: Vec::new(),
+        };
+        let path = cluster.dir.path().to_string_lossy().into_owned();
+        let out = cluster.cluster_sh(&["up", &n.to_string(), &base.to_string(), &path]);
+        // One line per node: node <id> <url> pid <pid>.
+        for (i, line) in out.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words[..2], ["node", &(i + 1).to_string()[..]], "{out}");
+            assert_eq!(words[3], "pid", "{out}");
+            cluster.urls.push(words[2].to_string());
+        }
+        assert_eq!(cluster.urls.len(), n as usize, "{out}");
+        cluster
+    }
+
+    fn pid(&self, node: usize) -> i32 {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{node}/pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, node: usize, signal: i32) {
+        // SAFETY: kill(2) on a child process id this test started.
+        assert_eq!(unsafe { libc::kill(self.pid(node), signal) }, 0);
+    }
+
+    fn restart(&self, node: usize) {
+        let path = self.dir.path().to_string_lossy().into_owned();
+        self.cluster_sh(&["start", &path, &node.to_string()]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 1..=self.urls.len() {
+            let _ = std::fs::read_to_string(self.dir.path().join(format!("node-{node}/pid")))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                // SAFETY: kill(2) on a child process id this test started.
+                .map(|pid| unsafe { libc::kill(pid, libc::SIGCONT) });
+        }
+        let path = self.dir.path().to_string_lossy().into_owned();
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["down", &path])
+            .status();
+    }
+}
+
+async fn login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
+    let (status, body) = crate::support::login_with(http, url, user, password).await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn sql(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
+    http.post(format!("{url}/v1/api/sql"))
+        .bearer_auth(token)
+        .json(&json!({ "sql": q }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn ok(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
+    let v = sql(http, url, token, q).await;
+    assert_eq!(v["status"], "success", "{q} on {url}: {v}");
+    v
+}
+
+async fn ids(http: &reqwest::Client, url: &str, token: &str, table: &str) -> Vec<i64> {
+    let v = ok(
+        http,
+        url,
+        token,
+        &format!("SELECT id FROM {table} ORDER BY id"),
+    )
+    .await;
+    v["results"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Waits until `url` and `reference` hold the same ids of `table` (a follower applies a
+/// moment after the leader answered).
+async fn converged(http: &reqwest::Client, urls: &[&str], token: &str, table: &str) -> Vec<i64> {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut sets = Vec::new();
+        for url in urls {
+            sets.push(ids(http, url, token, table).await);
+        }
+        if sets.windows(2).all(|w| w[0] == w[1]) {
+            return sets.remove(0);
+        }
+        assert!(Instant::now() < until, "nodes differ on {table}: {sets:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node (1-based) leading `group`, as `url` sees it.
+async fn leader_of(http: &reqwest::Client, url: &str, token: &str, group: u64) -> usize {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = ok(
+            http,
+            url,
+            token,
+            &format!("SELECT current_leader FROM system.cluster_groups WHERE group_id = '{group}'"),
+        )
+        .await;
+        if let Some(leader) = v["results"][0]["rows"][0][0].as_str() {
+            return leader.parse().unwrap();
+        }
+        assert!(Instant::now() < until, "group {group} has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Inserts `id` into `table` through `urls` in turn until one node acknowledges it; a
+/// duplicate key after an unanswered attempt means an earlier attempt committed.
+async fn insert_acknowledged(
+    http: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    table: &str,
+    id: i64,
+    stop: Instant,
+) -> bool {
+    let mut attempt = 0usize;
+    while Instant::now() < stop {
+        let url = &urls[(id as usize + attempt) % urls.len()];
+        attempt += 1;
+        let sent = http
+            .post(format!("{url}/v1/api/sql"))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .json(&json!({ "sql": format!("INSERT INTO {table} VALUES ({id}, 'w')") }))
+            .send()
+            .await;
+        let Ok(resp) = sent else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if body["status"] == "success" {
+            return true;
+        }
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        if attempt > 1 && message.contains("already exists") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_replicates_fails_over_and_catches_up() {
+    let cluster = Cluster::up(3);
+    let http = reqwest::Client::new();
+    let urls: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    // A token from one node works on every node (one signing secret, one user table).
+    let root = login(&http, urls[0], "root", PASSWORD).await;
+
+    // DDL and writes on any node: followers forward to the leaders of the groups.
+    ok(&http, urls[2], &root, "CREATE NAMESPACE c").await;
+    ok(
+        &http,
+        urls[1],
+        &root,
+        "CREATE TABLE c.kv (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'SHARED')",
+    )
+    .await;
+    ok(
+        &http,
+        urls[0],
+        &root,
+        "CREATE TABLE c.notes (id BIGINT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')",
+    )
+    .await;
+    for id in 1..=20 {
+        ok(
+            &http,
+            urls[id % 3],
+            &root,
+            &format!("INSERT INTO c.kv VALUES ({id}, 'v{id}')"),
+        )
+        .await;
+    }
+    ok(&http, urls[1], &root, "DELETE FROM c.kv WHERE id <= 5").await;
+    let before = converged(&http, &urls, &root, "c.kv").await;
+    assert_eq!(before, (6..=20).collect::<Vec<i64>>());
+
+    // USER rows: a user's partition, written on one node and read on another.
+    ok(
+        &http,
+        urls[0],
+        &root,
+        "CREATE USER alice WITH PASSWORD 'alice-pass-123' ROLE user",
+    )
+    .await;
+    let alice = login(&http, urls[1], "alice", "alice-pass-123").await;
+    ok(
+        &http,
+        urls[2],
+        &alice,
+        "INSERT INTO c.notes VALUES (1, 'mine')",
+    )
+    .await;
+    assert_eq!(converged(&http, &urls, &alice, "c.notes").await, vec![1]);
+    assert!(ids(&http, urls[0], &root, "c.notes").await.is_empty());
+
+    // Concurrent writers through every node; the shared table's leader is killed.
+    let victim = leader_of(&http, urls[0], &root, SHARED_GROUP).await;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    let first_after = Arc::new(Mutex::new(None::<Instant>));
+    let stop = Instant::now() + Duration::from_secs(9);
+    let mut writers = Vec::new();
+    for w in 0..3i64 {
+        let (http, token, all) = (http.clone(), root.clone(), cluster.urls.clone());
+        let (acked, killed_at, first_after) = (
+            Arc::clone(&acked),
+            Arc::clone(&killed_at),
+            Arc::clone(&first_after),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut id = 1000 * (w + 1);
+            while Instant::now() < stop {
+                id += 1;
+                if insert_acknowledged(&http, &all, &token, "c.kv", id, stop).await {
+                    acked.lock().unwrap().insert(id);
+                    let killed = *killed_at.lock().unwrap();
+                    if let Some(at) = killed {
+                        let mut first = first_after.lock().unwrap();
+                        if first.is_none() && Instant::now() > at {
+                            *first = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.signal(victim, libc::SIGKILL);
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    for w in writers {
+        w.await.unwrap();
+    }
+    let killed = killed_at.lock().unwrap().unwrap();
+    let resumed = first_after
+        .lock()
+        .unwrap()
+        .expect("no write was acknowledged after the leader was killed");
+    eprintln!(
+        "writes acknowledged again {:?} after the leader was killed",
+        resumed - killed
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+
+    let survivors: Vec<&str> = (1..=3)
+        .filter(|n| *n != victim)
+        .map(|n| urls[n - 1])
+        .collect();
+    let after = converged(&http, &survivors, &root, "c.kv").await;
+    let held: BTreeSet<i64> = after.iter().copied().collect();
+    assert_eq!(held.len(), after.len(), "duplicate ids");
+    let missing: Vec<i64> = acked.difference(&held).copied().collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert!(
+        (1..=5).all(|id| !held.contains(&id)),
+        "deleted rows came back"
+    );
+    assert!((6..=20).all(|id| held.contains(&id)));
+
+    // The killed node restarts on its folder and catches up.
+    cluster.restart(victim);
+    let all = converged(&http, &urls, &root, "c.kv").await;
+    assert_eq!(all, after);
+
+    // A minority acknowledges nothing: two nodes stopped, the third cannot commit.
+    let (a, b) = match victim {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    cluster.signal(a, libc::SIGSTOP);
+    cluster.signal(b, libc::SIGSTOP);
+    let alone = urls[victim - 1];
+    let attempt = http
+        .post(format!("{alone}/v1/api/sql"))
+        .bearer_auth(&root)
+        .timeout(Duration::from_secs(4))
+        .json(&json!({ "sql": "INSERT INTO c.kv VALUES (99999, 'minority')" }))
+        .send()
+        .await;
+    if let Ok(resp) = attempt {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_ne!(body["status"], "success", "a minority acknowledged: {body}");
+    }
+    cluster.signal(a, libc::SIGCONT);
+    cluster.signal(b, libc::SIGCONT);
+    // Back together, the cluster takes writes again and every node converges.
+    let resume = Instant::now() + Duration::from_secs(20);
+    assert!(
+        insert_acknowledged(&http, &cluster.urls, &root, "c.kv", 50_000, resume).await,
+        "no write after the partition healed"
+    );
+    let healed = converged(&http, &urls, &root, "c.kv").await;
+    assert!(healed.contains(&50_000));
+    assert!(after.iter().all(|id| healed.contains(id)));
+}
