@@ -6,7 +6,8 @@
 #   scripts/cluster.sh down DATA_DIR             stop them
 #   scripts/cluster.sh start DATA_DIR I          start node I again (after a stop or a crash)
 #
-# The root password comes from KALAMDB_ROOT_PASSWORD (default "kalamdb-root"). `up` waits until
+# The root password comes from KALAMDB_ROOT_PASSWORD (default "kalamdb-root"; quotes and
+# backslashes are not allowed in it), the shared token secret from KALAMDB_JWT_SECRET. `up` waits until
 # every node is ready (GET /health/ready) and prints one line per node:
 #   node <id> http://127.0.0.1:<port> pid <pid>
 # KALAMDB_SERVER_BIN overrides the binary (tests use the debug one); each node's log is
@@ -37,6 +38,10 @@ binary() {
 
 up() {
   local n=$1 base=$2 dir=$3
+  if [[ "${KALAMDB_ROOT_PASSWORD:-}${KALAMDB_JWT_SECRET:-}" == *[\"\\]* ]]; then
+    echo "KALAMDB_ROOT_PASSWORD and KALAMDB_JWT_SECRET may not hold quotes or backslashes" >&2
+    exit 2
+  fi
   [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$base" =~ ^[0-9]+$ ]] || usage
   local bin
   bin=$(binary)
@@ -62,6 +67,7 @@ data_path = "$node/data"
 [auth]
 jwt_secret = "${KALAMDB_JWT_SECRET:-loopback-cluster-secret-0123456789abcdef}"
 root_password = "${KALAMDB_ROOT_PASSWORD:-kalamdb-root}"
+bcrypt_cost = ${KALAMDB_AUTH_BCRYPT_COST:-12}
 
 [logging]
 level = "${KALAMDB_LOG_LEVEL:-info}"
@@ -89,7 +95,7 @@ EOF
 launch() {
   local bin=$1 node=$2
   # The config file is the whole truth: no inherited KALAMDB_* variable overrides it.
-  env -u KALAMDB_ROOT_PASSWORD -u KALAMDB_JWT_SECRET \
+  env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
     nohup "$bin" --config "$node/server.toml" >>"$node/server.log" 2>&1 &
   echo $! >"$node/pid"
 }
@@ -141,7 +147,7 @@ down() {
     fi
     rm -f "$pidfile"
   done
-  for pid in "${pids[@]}"; do
+  for pid in ${pids[@]+"${pids[@]}"}; do
     for _ in $(seq 1 150); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1

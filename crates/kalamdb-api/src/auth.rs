@@ -94,7 +94,9 @@ pub async fn bearer_identity(
     match state.app.auth().identify(token).await {
         Ok(identity) => Ok(identity),
         Err(AuthError::TokenExpired) => Err((ErrorCode::TokenExpired, "Invalid credentials")),
-        Err(AuthError::Internal(_)) => Err((ErrorCode::InternalError, "Authentication failed")),
+        Err(AuthError::Internal(_) | AuthError::Engine(_)) => {
+            Err((ErrorCode::InternalError, "Authentication failed"))
+        }
         Err(_) => Err((ErrorCode::InvalidCredentials, "Invalid credentials")),
     }
 }
@@ -120,6 +122,9 @@ fn map_auth_error(e: AuthError) -> Response {
         AuthError::WeakPassword(m) => auth_error(StatusCode::BAD_REQUEST, "weak_password", m),
         AuthError::InvalidUser(m) => auth_error(StatusCode::BAD_REQUEST, "invalid_user", m),
         AuthError::UserExists(_) => auth_error(StatusCode::CONFLICT, "user_exists", e.to_string()),
+        AuthError::Engine(e) => {
+            crate::envelope::sql_error(e.code(), e.to_string(), None, std::time::Instant::now())
+        }
         AuthError::Internal(m) => {
             tracing::error!(error = %m, "auth failure");
             auth_error(

@@ -19,11 +19,10 @@ pub fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.contains_key(FORWARDED)
 }
 
-fn client(timeout: Duration) -> &'static reqwest::Client {
+fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
-            .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_default()
@@ -31,21 +30,25 @@ fn client(timeout: Duration) -> &'static reqwest::Client {
 }
 
 /// Sends the JSON SQL request `body` to `leader` (a client URL) with the caller's
-/// `Authorization`; `None` when the leader could not be reached (the caller answers
-/// `FORWARD_FAILED`).
+/// `Authorization`, waiting at most `timeout` (`None`: as long as it takes); an error when
+/// the leader could not be reached or did not answer (the caller answers `FORWARD_FAILED`:
+/// the statement may or may not have run there).
 pub async fn forward_sql(
     leader: &str,
     headers: &HeaderMap,
     body: Bytes,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<Response, String> {
-    let mut request = client(timeout)
+    let mut request = client()
         .post(format!("{leader}/v1/api/sql"))
         .header(header::CONTENT_TYPE.as_str(), "application/json")
         .header(FORWARDED, "1")
         .body(body);
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         request = request.header(header::AUTHORIZATION.as_str(), auth.as_bytes());
+    }
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout);
     }
     let answer = request
         .send()
@@ -92,14 +95,14 @@ pub async fn to_meta_leader(
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
-    let timeout = Duration::from_secs(30);
-    let mut forwarded = client(timeout)
+    let mut forwarded = client()
         .request(
             reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
                 .unwrap_or(reqwest::Method::POST),
             format!("{leader}{path}"),
         )
         .header(FORWARDED, "1")
+        .timeout(Duration::from_secs(30))
         .body(body);
     for name in [
         header::AUTHORIZATION,

@@ -109,21 +109,24 @@ pub fn router(state: ApiState) -> Router {
     let body_timeout =
         std::time::Duration::from_secs(state.app.config().server.request_body_timeout_secs);
     // Endpoints that take credentials are rate limited per client IP.
+    // They record logins and sessions: a cluster member runs them on the meta leader, after
+    // limiting by the client's own address.
+    let to_meta_leader =
+        axum::middleware::from_fn_with_state(state.clone(), forward::to_meta_leader);
     let credential_routes = Router::new()
         .route("/v1/api/auth/login", post(auth::login))
         .route("/v1/api/auth/refresh", post(auth::refresh))
         .route("/v1/api/auth/setup", post(auth::setup))
+        .route_layer(to_meta_leader.clone())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::limit_by_ip,
-        ));
-    // They record logins and sessions: a cluster member runs them on the meta leader.
-    let credential_routes = credential_routes
-        .route("/v1/api/auth/logout", post(auth::logout))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            forward::to_meta_leader,
-        ));
+        ))
+        .merge(
+            Router::new()
+                .route("/v1/api/auth/logout", post(auth::logout))
+                .route_layer(to_meta_leader),
+        );
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))

@@ -95,8 +95,9 @@ pub async fn execute_sql(
         Ok(Reply::Stream(stream)) => streamed_success(stream, start),
         Err(e) if e.forward_to.is_some() && !forward::is_forwarded(&headers) => {
             let leader = e.forward_to.unwrap_or_default();
-            let timeout =
-                std::time::Duration::from_secs(state.app.config().query.timeout_secs.max(1) + 5);
+            // The leader holds the statement to the query timeout; a little more for the hop.
+            let secs = state.app.config().query.timeout_secs;
+            let timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs + 5));
             match forward::forward_sql(&leader, &headers, body, timeout).await {
                 Ok(answer) => answer,
                 Err(why) => sql_error(ErrorCode::ForwardFailed, why, None, start),

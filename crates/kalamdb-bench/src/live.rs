@@ -131,10 +131,20 @@ pub(crate) async fn shared_fanout(
         .as_ref()
         .map_or_else(String::new, |w| format!(" WHERE {w}"));
     let sql = format!("SELECT * FROM {ns}.live_feed{filter}");
+    // Subscribers may sit on another cluster member than the writer.
+    let mut subscriber = client.clone();
+    if let Some(url) = &args.live_url {
+        subscriber.url = url.clone();
+    }
     let start = Instant::now();
     let mut opened = Vec::new();
     for i in 0..sockets {
-        opened.push(open_socket(client, subs, &sql, Arc::clone(&deliveries)));
+        opened.push(open_socket(
+            &subscriber,
+            subs,
+            &sql,
+            Arc::clone(&deliveries),
+        ));
         // Open sockets 50 at a time.
         if opened.len() == 50 || i + 1 == sockets {
             for r in futures::future::join_all(opened.drain(..)).await {

@@ -22,6 +22,7 @@
 //!   (see [`scan`]);
 //! - `system-tables`: latency of `system.stats`, `system.settings`, `system.cluster` (see
 //!   [`system`]);
+//! - `failover`: outage when a cluster leader is killed (see [`failover`]);
 //! - `all`: insert-single, insert-batch and point-select in turn.
 //!
 //! Each workload warms up for `--warmup` seconds, then measures for `--duration` seconds;
@@ -29,6 +30,7 @@
 //! written with the command, commit and machine so `docs/benchmarks.md` can quote them.
 
 mod cold;
+mod failover;
 mod live;
 mod load;
 mod report;
@@ -64,7 +66,7 @@ struct Args {
     /// cold-query | flush-insert | alter-add-column | view-query | health-under-load |
     /// point-select-under-load | scan-scale | system-tables | tx-insert | tx-transfer |
     /// topic-latency | topic-publish | topic-consume | topic-consume-flushed |
-    /// topic-source-insert
+    /// topic-source-insert | failover
     #[arg(long, default_value = "all")]
     workload: String,
     /// Concurrent clients.
@@ -104,9 +106,38 @@ struct Args {
     /// Server process id, to report its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// More server processes whose CPU counts with `--server-pid`'s (a cluster's other
+    /// members), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    also_pids: Vec<u32>,
+    /// live-latency/live-fanout: open the subscriptions on this server (a cluster member
+    /// other than the one written to) instead of `--url`.
+    #[arg(long)]
+    live_url: Option<String>,
+    /// failover: the folder of a cluster started by `scripts/cluster.sh up`.
+    #[arg(long)]
+    cluster_dir: Option<String>,
+    /// failover: how many leaders to kill.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// failover: the script that restarts a killed member.
+    #[arg(long, default_value = "scripts/cluster.sh")]
+    cluster_script: String,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<String>,
+}
+
+/// CPU time of `--server-pid` and `--also-pids`, summed (µs).
+fn server_cpu(args: &Args) -> Option<u64> {
+    let first = args.server_pid.and_then(report::cpu_micros)?;
+    Some(
+        args.also_pids
+            .iter()
+            .filter_map(|p| report::cpu_micros(*p))
+            .sum::<u64>()
+            + first,
+    )
 }
 
 /// A logged-in HTTP client.
@@ -318,7 +349,7 @@ where
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
-    let cpu_start = args.server_pid.and_then(report::cpu_micros);
+    let cpu_start = server_cpu(args);
     let start = Instant::now();
     let total = Duration::from_secs(args.duration);
     while start.elapsed() < total {
@@ -333,7 +364,7 @@ where
         );
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_end = args.server_pid.and_then(report::cpu_micros);
+    let cpu_end = server_cpu(args);
     stop.store(true, Ordering::Relaxed);
     eprintln!();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -582,6 +613,7 @@ async fn main() {
                 live::shared_fanout(&args, &client, "live-fanout", sockets, subs).await
             }
             "live-users" => live::per_user(&args, &client).await,
+            "failover" => failover::failover(&args, &client).await,
             "user-select" => user_select(&args, &client).await,
             "flush" => cold::flush(&args, &client).await,
             "alter-add-column" => schema::alter_add_column(&args, &client).await,

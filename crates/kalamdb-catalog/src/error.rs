@@ -144,7 +144,8 @@ impl KalamError {
         match self {
             Self::Store(
                 kalamdb_store::StoreError::NotLeader { .. }
-                | kalamdb_store::StoreError::Unavailable(_),
+                | kalamdb_store::StoreError::Unavailable(_)
+                | kalamdb_store::StoreError::SpansGroups(_),
             ) => true,
             Self::Store(_) | Self::Internal(_) => false,
             Self::Query(e) => !matches!(e.find_root(), DataFusionError::Internal(_)),

@@ -19,7 +19,7 @@ const GROUP: u64 = 1;
 fn put(i: u64) -> Command {
     let mut batch = WriteBatch::new();
     batch.put("g1.t", i.to_be_bytes().to_vec(), vec![b'x'; 100]);
-    Command::Write(batch)
+    Command::write(batch)
 }
 
 fn replicated_writes(c: &mut Criterion) {
@@ -59,6 +59,7 @@ fn replicated_writes(c: &mut Criterion) {
                     election_timeout_max: 1000,
                     ..Default::default()
                 },
+                key: None,
             };
             let owns = |g: u64| -> Arc<dyn kalamdb_cluster::state_machine::Ownership> {
                 Arc::new(Partitions(move |p: &str| p.starts_with(&format!("g{g}."))))

@@ -30,7 +30,7 @@ pub mod types;
 pub use log_store::LogStore;
 pub use node::{ClusterError, ClusterNode, GroupStatus, Topology};
 pub use replicated::{ReplicatedStore, Route, Router};
-pub use state_machine::{ApplyHook, ApplySlot, StateMachine};
+pub use state_machine::{AfterApply, ApplyObserver, ApplySlot, Before, StateMachine};
 pub use types::{Applied, Command, TypeConfig};
 
 /// Reads and decodes the value of `key` in `partition` of `view`; failures as openraft

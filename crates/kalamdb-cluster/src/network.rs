@@ -1,7 +1,9 @@
 //! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
 //! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
 //! (`POST /raft/{group}/{append|vote|snapshot}`). [`router`] serves a node's groups;
-//! [`Network`] is the client side openraft uses to reach peers.
+//! [`Network`] is the client side openraft uses to reach peers. With a cluster key, every
+//! request carries it in [`KEY_HEADER`] and a request without it is refused (403): a client
+//! that reaches the RPC port cannot append entries without the members' shared secret.
 
 use crate::types::{TypeConfig, decode, encode};
 use axum::body::Bytes;
@@ -33,14 +35,45 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// chunk stays far below [`MAX_BODY_BYTES`].
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The header carrying the cluster key.
+pub const KEY_HEADER: &str = "x-kalamdb-cluster-key";
+
 /// Routes serving `groups` to peers.
 pub fn router(groups: Groups) -> axum::Router {
+    router_with_key(groups, None)
+}
+
+/// [`router`] refusing requests that do not carry `key`.
+pub fn router_with_key(groups: Groups, key: Option<Arc<str>>) -> axum::Router {
     axum::Router::new()
         .route("/raft/{group}/append", axum::routing::post(append))
         .route("/raft/{group}/vote", axum::routing::post(vote))
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(groups)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let key = key.clone();
+                async move {
+                    let given = request
+                        .headers()
+                        .get(KEY_HEADER)
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default();
+                    match key {
+                        Some(k) if !same(k.as_bytes(), given) => {
+                            (StatusCode::FORBIDDEN, "cluster key required").into_response()
+                        }
+                        _ => next.run(request).await,
+                    }
+                }
+            },
+        ))
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn reply<T: Serialize>(value: &T) -> Response {
@@ -90,12 +123,23 @@ async fn snapshot(State(groups): State<Groups>, Path(group): Path<u64>, body: By
 pub struct Network {
     http: reqwest::Client,
     group: u64,
+    key: Option<Arc<str>>,
 }
 
 impl Network {
     /// The network of group `group`.
     pub fn new(http: reqwest::Client, group: u64) -> Self {
-        Self { http, group }
+        Self {
+            http,
+            group,
+            key: None,
+        }
+    }
+
+    /// Sends `key` with every request (see [`router_with_key`]).
+    pub fn with_key(mut self, key: Option<Arc<str>>) -> Self {
+        self.key = key;
+        self
     }
 }
 
@@ -107,6 +151,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             target,
             base: format!("http://{}/raft/{}", node.addr, self.group),
+            key: self.key.clone(),
         }
     }
 }
@@ -117,6 +162,7 @@ pub struct Peer {
     http: reqwest::Client,
     target: u64,
     base: String,
+    key: Option<Arc<str>>,
 }
 
 type Rpc<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
@@ -129,20 +175,20 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let sent = self
+        let mut post = self
             .http
             .post(format!("{}/{path}", self.base))
-            .timeout(option.hard_ttl())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
-            })?;
+            .timeout(option.hard_ttl());
+        if let Some(key) = &self.key {
+            post = post.header(KEY_HEADER, key.as_ref());
+        }
+        let sent = post.body(body).send().await.map_err(|e| {
+            if e.is_connect() {
+                RPCError::Unreachable(Unreachable::new(&e))
+            } else {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
         if !sent.status().is_success() {
             // 404: the peer runs no such group (a different shard map): never silently retried
             // forever without a trace.

@@ -3,9 +3,9 @@
 //! peers by one RPC listener. Every initial member initializes the groups its store does not
 //! have yet, with the same member list; restarted nodes reload theirs from the store.
 
-use crate::network::{Groups, Network, router};
+use crate::network::{Groups, Network, router_with_key};
 use crate::shard::ShardMap;
-use crate::state_machine::{ApplySlot, Ownership};
+use crate::state_machine::{ApplySlot, MetaProgress, Ownership};
 use crate::types::{Applied, Command, TypeConfig};
 use crate::{LogStore, StateMachine};
 use kalamdb_store::StorageBackend;
@@ -13,6 +13,9 @@ use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftEr
 use openraft::{BasicNode, Raft, ServerState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// Entries a group may have in flight on a node that still counts as ready.
+const READY_LAG: u64 = 100;
 
 /// What a node needs to know to run its groups.
 #[derive(Debug, Clone)]
@@ -25,6 +28,8 @@ pub struct Topology {
     pub map: ShardMap,
     /// openraft's settings (timing, snapshots) every group uses.
     pub raft: openraft::Config,
+    /// The members' shared secret every RPC carries (`None`: an open RPC port).
+    pub key: Option<String>,
 }
 
 /// Why the groups could not start, or a write was not taken.
@@ -74,6 +79,7 @@ pub struct GroupStatus {
 pub struct ClusterNode {
     node_id: u64,
     map: ShardMap,
+    meta_progress: MetaProgress,
     groups: Groups,
     server: tokio::task::JoinHandle<()>,
 }
@@ -110,14 +116,16 @@ impl ClusterNode {
     ) -> Result<Self, ClusterError> {
         let http = reqwest::Client::new();
         let mut groups = HashMap::new();
+        let meta_progress = MetaProgress::default();
+        let key: Option<Arc<str>> = topology.key.as_deref().map(Arc::from);
         for group in topology.map.groups() {
             let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
             let sm = StateMachine::open_group(
                 Arc::clone(&backend),
                 format!("raft.{group}.sm"),
                 ownership(group),
-                group,
-                Arc::clone(&hook),
+                (group, topology.node_id),
+                (Arc::clone(&hook), meta_progress.clone()),
             )?;
             let config = openraft::Config {
                 cluster_name: format!("group-{group}"),
@@ -129,7 +137,7 @@ impl ClusterNode {
             let raft = Raft::new(
                 topology.node_id,
                 Arc::new(config),
-                Network::new(http.clone(), group),
+                Network::new(http.clone(), group).with_key(key.clone()),
                 log,
                 sm,
             )
@@ -138,7 +146,7 @@ impl ClusterNode {
             groups.insert(group, raft);
         }
         let groups: Groups = Arc::new(groups);
-        let serving = router(Arc::clone(&groups));
+        let serving = router_with_key(Arc::clone(&groups), key);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, serving).await;
         });
@@ -168,6 +176,7 @@ impl ClusterNode {
         Ok(Self {
             node_id: topology.node_id,
             map: topology.map,
+            meta_progress,
             groups,
             server,
         })
@@ -191,6 +200,17 @@ impl ClusterNode {
     /// Proposes `command` to `group` and waits until this node (its leader) applied it.
     pub async fn write(&self, group: u64, command: Command) -> Result<Applied, ClusterError> {
         let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
+        // A new leader first applies what earlier leaders committed (its own first entry
+        // marks the end of that): until then a write is refused, so a writer holding the
+        // engine's locks never waits behind entries whose apply needs those locks.
+        let m = raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader
+            && m.last_applied.map(|l| l.leader_id.term) != Some(m.current_term)
+        {
+            return Err(ClusterError::Raft(format!(
+                "group {group}'s new leader is still applying its predecessors' entries; retry"
+            )));
+        }
         match raft.client_write(command).await {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
@@ -204,16 +224,26 @@ impl ClusterNode {
         }
     }
 
+    /// The meta group's applied index on this node (the barrier data entries carry).
+    pub fn meta_applied(&self) -> u64 {
+        self.meta_progress.applied()
+    }
+
     /// The leader of `group` this node knows of.
     pub fn leader_of(&self, group: u64) -> Option<u64> {
         self.group(group)
             .and_then(|raft| raft.metrics().borrow().current_leader)
     }
 
-    /// Whether every group has a leader and this node applied every entry its logs hold
-    /// (readiness: its reads are as fresh as the last heartbeat).
+    /// Whether every group has a leader and this node applied what its logs hold, give or
+    /// take the entries in flight (readiness: its reads are about as fresh as the leader's).
     pub fn caught_up(&self) -> bool {
-        self.groups.keys().all(|g| self.group_caught_up(*g))
+        self.groups.values().all(|raft| {
+            let m = raft.metrics().borrow().clone();
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            m.current_leader.is_some()
+                && m.last_log_index.unwrap_or(0).saturating_sub(applied) <= READY_LAG
+        })
     }
 
     /// [`Self::caught_up`] for one group.

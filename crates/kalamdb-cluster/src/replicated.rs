@@ -113,9 +113,10 @@ impl Router {
                     if g != META {
                         match data {
                             Some(d) if d != g => {
-                                return Err(StoreError::Unavailable(format!(
+                                return Err(StoreError::SpansGroups(format!(
                                     "one transaction writes rows of two cluster groups ({d} \
-                                     and {g}); write each user's rows in its own transaction"
+                                     and {g}: different users' rows, or USER and SHARED \
+                                     tables); a cluster commits one group's rows at a time"
                                 )));
                             }
                             _ => data = Some(g),
@@ -127,7 +128,7 @@ impl Router {
         match (data.or(first), local) {
             (Some(g), false) => Ok(Route::Group(g)),
             (None, _) => Ok(Route::Local),
-            (Some(_), true) => Err(StoreError::Unavailable(
+            (Some(_), true) => Err(StoreError::SpansGroups(
                 "a batch mixes node-local and replicated keys".into(),
             )),
         }
@@ -192,12 +193,13 @@ impl std::fmt::Debug for ReplicatedStore {
 }
 
 impl ReplicatedStore {
-    /// The store of `node`, whose groups run over `inner`; `api_urls` names each member's
-    /// client URL. Must be called inside the Tokio runtime the node runs on.
+    /// The store of `node`, whose groups run over `inner` on `runtime`; `api_urls` names each
+    /// member's client URL.
     pub fn new(
         inner: Arc<dyn StorageBackend>,
         node: Arc<ClusterNode>,
         api_urls: BTreeMap<u64, String>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         let router = Router::new(node.map(), Arc::clone(&inner));
         Self {
@@ -205,7 +207,7 @@ impl ReplicatedStore {
             node,
             router,
             api_urls,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             starting: AtomicBool::new(false),
         }
     }
@@ -339,7 +341,14 @@ impl StorageBackend for ReplicatedStore {
         }
         match self.router.route_batch(&batch)? {
             Route::Local => self.inner.write(batch),
-            Route::Group(group) => self.propose(group, Command::Write(batch)),
+            Route::Group(group) => self.propose(
+                group,
+                Command::Write {
+                    batch,
+                    origin: self.node.node_id(),
+                    meta_applied: self.node.meta_applied(),
+                },
+            ),
         }
     }
 

@@ -58,12 +58,62 @@ impl<F: Fn(&str) -> bool + Send + Sync> Ownership for Partitions<F> {
     }
 }
 
-/// Told about every write batch a group applied on this node (`group`, the batch), after it
-/// is in the store: what the engine derives from its store (caches of the catalog) follows.
-pub type ApplyHook = Arc<dyn Fn(u64, &WriteBatch) + Send + Sync>;
+/// What runs after an applied batch ([`ApplyObserver::before`]).
+pub type AfterApply = Box<dyn FnOnce() + Send>;
 
-/// Where the apply hook is registered once the engine over the store is open.
-pub type ApplySlot = Arc<std::sync::OnceLock<ApplyHook>>;
+/// A boxed future of [`ApplyObserver::before`].
+pub type Before<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<AfterApply>> + Send + 'a>>;
+
+/// Told about the writes a group applies on this node, so that what the engine derives from
+/// its store follows (caches of the catalog, live queries).
+pub trait ApplyObserver: Send + Sync {
+    /// Before `batch` of `group`, proposed by another node, is written: whatever must see the
+    /// store as it was (the versions the batch replaces) runs here; the returned closure runs
+    /// right after the write (publishing the changes).
+    fn before<'a>(&'a self, group: u64, batch: &'a WriteBatch) -> Before<'a>;
+
+    /// After any batch of `group` (whoever proposed it, snapshots included) is in the store.
+    fn after(&self, group: u64, batch: &WriteBatch);
+}
+
+/// Where the apply observer is registered once the engine over the store is open.
+pub type ApplySlot = Arc<std::sync::OnceLock<Arc<dyn ApplyObserver>>>;
+
+/// The meta group's applied index on this node, published by its state machine and awaited by
+/// the data groups' (the barrier of [`Command::Write`]'s `meta_applied`).
+#[derive(Debug, Clone)]
+pub struct MetaProgress {
+    tx: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for MetaProgress {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl MetaProgress {
+    /// The meta group's applied index here.
+    pub fn applied(&self) -> u64 {
+        *self.tx.borrow()
+    }
+
+    fn advance(&self, index: u64) {
+        self.tx.send_if_modified(|v| {
+            let moved = index > *v;
+            *v = (*v).max(index);
+            moved
+        });
+    }
+
+    async fn reached(&self, index: u64) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v >= index).await;
+    }
+}
 
 /// One owned partition in a snapshot: name, layout, keys and values.
 type PartitionDump = (String, KeyLayout, Vec<(Vec<u8>, Vec<u8>)>);
@@ -91,7 +141,10 @@ pub struct StateMachine {
     owns: Arc<dyn Ownership>,
     snapshots_built: Arc<AtomicU64>,
     group: u64,
+    /// This node's id: its own proposals' changes were published by its engine.
+    node: u64,
     hook: ApplySlot,
+    meta_progress: MetaProgress,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -110,16 +163,24 @@ impl StateMachine {
         meta: impl Into<String>,
         owns: Arc<dyn Ownership>,
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
-        Self::open_group(backend, meta, owns, 0, ApplySlot::default())
+        Self::open_group(
+            backend,
+            meta,
+            owns,
+            (0, 0),
+            (ApplySlot::default(), MetaProgress::default()),
+        )
     }
 
-    /// [`Self::open`] for group `group`, telling `hook` (once set) about every applied write.
+    /// [`Self::open`] for group `group` on node `node`, telling `hook` (once set) about every
+    /// applied write; the meta group (0) publishes its progress to `meta_progress`, the others
+    /// wait on it.
     pub fn open_group(
         backend: Arc<dyn StorageBackend>,
         meta: impl Into<String>,
         owns: Arc<dyn Ownership>,
-        group: u64,
-        hook: ApplySlot,
+        (group, node): (u64, u64),
+        (hook, meta_progress): (ApplySlot, MetaProgress),
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let meta = meta.into();
         if !backend.has_partition(&meta) {
@@ -131,7 +192,9 @@ impl StateMachine {
             owns,
             snapshots_built: Arc::default(),
             group,
+            node,
             hook,
+            meta_progress,
         })
     }
 
@@ -159,6 +222,19 @@ impl StateMachine {
         self.backend
             .write(batch)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))
+    }
+
+    /// The meta group tells the data groups how far it applied.
+    fn meta_progress_to(&self, index: u64) {
+        if self.group == crate::shard::META {
+            self.meta_progress.advance(index);
+        }
+    }
+
+    fn published(&self, applied: Option<LogId<u64>>) {
+        if let Some(id) = applied {
+            self.meta_progress_to(id.index);
+        }
     }
 
     fn owned(&self) -> Vec<String> {
@@ -197,7 +273,7 @@ impl StateMachine {
                 batch.delete(&self.meta, Self::layout_key(name));
                 Ok(())
             }
-            Command::Write(_) => Ok(()),
+            Command::Write { .. } => Ok(()),
         }
     }
 
@@ -283,6 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership)> {
         let applied = self.read::<Option<LogId<u64>>>(APPLIED)?.flatten();
+        self.published(applied);
         let membership = self.read::<Membership>(MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
@@ -298,7 +375,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut refused = None;
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(Command::Write(writes)) => {
+                EntryPayload::Normal(Command::Write {
+                    batch: writes,
+                    origin,
+                    meta_applied,
+                }) => {
+                    if self.group != crate::shard::META && meta_applied > 0 {
+                        self.meta_progress.reached(meta_applied).await;
+                    }
+                    let observer = self.hook.get().cloned();
+                    let publish = match &observer {
+                        Some(o) if origin != self.node => o.before(self.group, &writes).await,
+                        _ => None,
+                    };
                     // A write every replica refuses the same way (its partition is gone) is
                     // answered as refused, not made fatal: the group would otherwise stop on
                     // every replica, and again at every restart.
@@ -306,8 +395,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.put(&mut with_mark, APPLIED, &Some(entry.log_id))?;
                     match self.backend.write(with_mark) {
                         Ok(()) => {
-                            if let Some(hook) = self.hook.get() {
-                                hook(self.group, &writes);
+                            if let Some(o) = observer {
+                                o.after(self.group, &writes);
+                            }
+                            if let Some(publish) = publish {
+                                publish();
                             }
                             answers.push(Applied {
                                 index: entry.log_id.index,
@@ -339,6 +431,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 index: entry.log_id.index,
                 refused,
             });
+        }
+        if let Some(last) = answers.last() {
+            self.meta_progress_to(last.index);
         }
         Ok(answers)
     }
@@ -396,13 +491,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         )?;
         match self.hook.get() {
             // Told after the write, as for entries: everything the group owns was replaced.
-            Some(hook) => {
+            Some(observer) => {
                 self.write(batch.clone())?;
-                hook(self.group, &batch);
-                Ok(())
+                observer.after(self.group, &batch);
             }
-            None => self.write(batch),
+            None => self.write(batch)?,
         }
+        self.published(meta.last_log_id);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {

@@ -10,7 +10,18 @@ use std::io::Cursor;
 pub enum Command {
     /// One atomic batch of the engine's writes (rows, catalog records), as the leader built it
     /// inside its commit gate, `_seq` values included.
-    Write(WriteBatch),
+    Write {
+        /// The writes.
+        batch: WriteBatch,
+        /// The node that proposed it (0: none in particular). That node's engine told its
+        /// own live queries about the batch's changes; every other node derives them.
+        origin: u64,
+        /// The meta group's applied index on the proposing node when it proposed (0: none).
+        /// A data group's replica applies the entry only once its node's meta group applied
+        /// that far: the table it writes exists there too (docs/cluster.md §4, barriers).
+        #[serde(default)]
+        meta_applied: u64,
+    },
     /// A new partition (a table or scope) with its key layout; a no-op where it exists.
     CreatePartition {
         /// The partition's name.
@@ -23,6 +34,17 @@ pub enum Command {
         /// The partition's name.
         name: String,
     },
+}
+
+impl Command {
+    /// A write of `batch` proposed by no node in particular.
+    pub fn write(batch: WriteBatch) -> Self {
+        Self::Write {
+            batch,
+            origin: 0,
+            meta_applied: 0,
+        }
+    }
 }
 
 /// What applying one log entry answers (every entry answers one, blank and membership entries

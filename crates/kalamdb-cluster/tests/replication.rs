@@ -138,7 +138,7 @@ async fn write_rows(raft: &Raft<TypeConfig>, rows: std::ops::Range<u32>) -> u64 
         let mut batch = WriteBatch::new();
         batch.put(TABLE, key(i), format!("value {i}").into_bytes());
         last = raft
-            .client_write(Command::Write(batch))
+            .client_write(Command::write(batch))
             .await
             .unwrap()
             .log_id
@@ -195,7 +195,7 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     // A write to a partition no replica has is answered as refused; the group goes on.
     let mut batch = WriteBatch::new();
     batch.put("app.missing", b"k".to_vec(), b"v".to_vec());
-    let refused = l.raft.client_write(Command::Write(batch)).await.unwrap();
+    let refused = l.raft.client_write(Command::write(batch)).await.unwrap();
     assert!(
         refused
             .data
@@ -209,7 +209,7 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     let follower = nodes.iter().find(|n| n.id != leader).unwrap();
     match follower
         .raft
-        .client_write(Command::Write(WriteBatch::new()))
+        .client_write(Command::write(WriteBatch::new()))
         .await
     {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
@@ -317,6 +317,7 @@ async fn every_group_of_the_shard_map_fails_over() {
             members: members.clone(),
             map,
             raft: raft.clone(),
+            key: Some("test-cluster-key".into()),
         };
         // Group g owns the partitions named g<g>.*.
         let node = ClusterNode::start(
@@ -383,7 +384,7 @@ async fn every_group_of_the_shard_map_fails_over() {
             for i in rows.clone() {
                 let mut batch = WriteBatch::new();
                 batch.put(&table, key(i), b"v".to_vec());
-                last.insert(group, propose(nodes, group, Command::Write(batch)).await);
+                last.insert(group, propose(nodes, group, Command::write(batch)).await);
             }
         }
         last
@@ -421,7 +422,7 @@ async fn every_group_of_the_shard_map_fails_over() {
     let (group, leader) = leaders.iter().next().map(|(g, l)| (*g, *l)).unwrap();
     let follower = nodes.iter().find(|n| n.node_id() != leader).unwrap();
     match follower
-        .write(group, Command::Write(WriteBatch::new()))
+        .write(group, Command::write(WriteBatch::new()))
         .await
     {
         Err(ClusterError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader)),

@@ -78,6 +78,10 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
     fn ready(&self) -> bool;
     /// The client URL of the meta group's leader when another node leads it.
     fn meta_leader_url(&self) -> Option<String>;
+    /// Starts a snapshot of every group on this node; returns how many.
+    fn snapshot(&self) -> usize;
+    /// This node stands for leader of every group, or of `group`; returns how many.
+    fn elect(&self, group: Option<u64>) -> usize;
 }
 
 /// Where the view is registered.

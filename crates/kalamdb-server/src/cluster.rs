@@ -8,7 +8,9 @@
 //! still make are for the leader to make, and are skipped while it starts.
 
 use kalamdb_cluster::shard::{GroupKind, META, ShardMap};
-use kalamdb_cluster::{ApplySlot, ClusterNode, ReplicatedStore, Router, Topology};
+use kalamdb_cluster::{
+    AfterApply, ApplyObserver, ApplySlot, Before, ClusterNode, ReplicatedStore, Router, Topology,
+};
 use kalamdb_core::AppContext;
 use kalamdb_core::cluster_view::{ClusterView, GroupInfo, MemberInfo};
 use kalamdb_core::config::Config;
@@ -26,6 +28,15 @@ pub(crate) struct Member {
     pub(crate) node: Arc<ClusterNode>,
     pub(crate) store: Arc<ReplicatedStore>,
     hook: ApplySlot,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The members' RPC key: derived from the token secret they share (never the secret itself,
+/// which signs users' tokens).
+fn cluster_key(jwt_secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("kalamdb-cluster-rpc\0{jwt_secret}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens the store, starts every group and waits until the engine may open (see the module
@@ -62,20 +73,40 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     };
     let router = Router::new(map, Arc::clone(&local));
     let hook = ApplySlot::default();
-    let node = ClusterNode::start_with_hook(
-        Topology {
-            node_id: cluster.node_id,
-            members,
-            map,
-            raft,
-        },
-        Arc::clone(&local),
-        |group| router.ownership(group),
-        listener,
-        Arc::clone(&hook),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    // The groups run on their own threads: a request path that blocks its worker (a lock held
+    // across a replicated write) cannot starve the heartbeats and appends its write awaits.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kalamdb-raft")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the cluster's threads: {e}"))?;
+    let topology = Topology {
+        node_id: cluster.node_id,
+        members,
+        map,
+        raft,
+        key: Some(cluster_key(&config.auth.jwt_secret)),
+    };
+    let store_for_groups = Arc::clone(&local);
+    let groups_hook = Arc::clone(&hook);
+    let node = runtime
+        .spawn(async move {
+            ClusterNode::start_with_hook(
+                topology,
+                store_for_groups,
+                |group| router.ownership(group),
+                listener
+                    .into_std()
+                    .and_then(tokio::net::TcpListener::from_std)?,
+                groups_hook,
+            )
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let node = Arc::new(node);
     tracing::info!(
         node = cluster.node_id,
@@ -83,10 +114,20 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
         groups = map.groups().count(),
         "cluster groups started"
     );
-    let store = Arc::new(ReplicatedStore::new(local, Arc::clone(&node), api_urls));
+    let store = Arc::new(ReplicatedStore::new(
+        local,
+        Arc::clone(&node),
+        api_urls,
+        runtime.handle().clone(),
+    ));
     wait_for_catalog(&node, &store).await;
     store.set_starting(true);
-    Ok(Member { node, store, hook })
+    Ok(Member {
+        node,
+        store,
+        hook,
+        runtime: Some(runtime),
+    })
 }
 
 /// Waits until this node leads the meta group, or applied the mark of an opened engine and
@@ -101,7 +142,7 @@ async fn wait_for_catalog(node: &ClusterNode, store: &ReplicatedStore) {
             .ok()
             .flatten()
             .is_some();
-        if leads || (opened && node.group_caught_up(META)) {
+        if (leads || opened) && node.group_caught_up(META) {
             return;
         }
         if waited.is_multiple_of(50) {
@@ -115,7 +156,24 @@ async fn wait_for_catalog(node: &ClusterNode, store: &ReplicatedStore) {
     }
 }
 
+impl Drop for Member {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (joined) inside another one.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Member {
+    /// Stops the groups and their threads.
+    pub(crate) async fn shutdown(mut self) {
+        self.node.shutdown().await;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
     /// The engine opened over this member's store: start-up is over, applied writes now
     /// reach its caches, and the first engine to open leaves the mark others wait for.
     pub(crate) fn opened(
@@ -125,12 +183,7 @@ impl Member {
     ) -> Result<(), String> {
         app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node), cluster)));
         self.store.set_starting(false);
-        let weak = Arc::downgrade(app);
-        let _ = self.hook.set(Arc::new(move |_group, batch: &WriteBatch| {
-            if let Some(app) = weak.upgrade() {
-                app.apply_replicated(batch);
-            }
-        }));
+        let _ = self.hook.set(Arc::new(EngineObserver(Arc::downgrade(app))));
         if self
             .store
             .local()
@@ -146,6 +199,27 @@ impl Member {
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the engine about the writes the groups apply here: catalog caches follow them, and
+/// other nodes' row changes reach this node's live queries. Holds the engine weakly (the
+/// engine holds the store that holds the groups).
+struct EngineObserver(std::sync::Weak<AppContext>);
+
+impl ApplyObserver for EngineObserver {
+    fn before<'a>(&'a self, _group: u64, batch: &'a WriteBatch) -> Before<'a> {
+        Box::pin(async move {
+            let app = self.0.upgrade()?;
+            let changes = app.tables().prepare_replicated(batch).await?;
+            Some(Box::new(move || changes.publish()) as AfterApply)
+        })
+    }
+
+    fn after(&self, _group: u64, batch: &WriteBatch) {
+        if let Some(app) = self.0.upgrade() {
+            app.apply_replicated(batch);
+        }
     }
 }
 
@@ -288,6 +362,44 @@ impl ClusterView for View {
 
     fn ready(&self) -> bool {
         self.node.caught_up()
+    }
+
+    fn snapshot(&self) -> usize {
+        let groups: Vec<_> = self
+            .node
+            .map()
+            .groups()
+            .filter_map(|g| self.node.group(g).cloned())
+            .collect();
+        let n = groups.len();
+        tokio::spawn(async move {
+            for raft in groups {
+                if let Err(e) = raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "CLUSTER SNAPSHOT: a group refused");
+                }
+            }
+        });
+        n
+    }
+
+    fn elect(&self, group: Option<u64>) -> usize {
+        let groups: Vec<_> = self
+            .node
+            .map()
+            .groups()
+            .filter(|g| group.is_none_or(|only| only == *g))
+            .filter(|g| self.node.leader_of(*g) != Some(self.node.node_id()))
+            .filter_map(|g| self.node.group(g).cloned())
+            .collect();
+        let n = groups.len();
+        tokio::spawn(async move {
+            for raft in groups {
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "election refused");
+                }
+            }
+        });
+        n
     }
 
     fn meta_leader_url(&self) -> Option<String> {

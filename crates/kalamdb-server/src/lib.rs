@@ -169,7 +169,7 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
         }
         engine.shutdown();
         if let Some(member) = member {
-            member.node.shutdown().await;
+            member.shutdown().await;
         }
         tracing::info!("server stopped");
     });

@@ -53,6 +53,10 @@ pub enum StoreError {
     /// may not have been committed.
     #[error("the cluster could not commit the write: {0}")]
     Unavailable(String),
+    /// A replicated store cannot commit this batch atomically: it writes keys of two groups.
+    /// Nothing was written; the same batch will never be taken.
+    #[error("{0}")]
+    SpansGroups(String),
 }
 
 /// Result alias of this crate.

@@ -18,7 +18,8 @@
 //! - [`txn`]: transactions' snapshots, staging and atomic commits; [`snapshots`]: the
 //!   snapshots and reads they use.
 //! - [`write_locks`]: per-scope writer locks and the commit gate; [`changes`]: the listener
-//!   committed changes go to (the live-query manager).
+//!   committed changes go to (the live-query manager); [`replicated`]: the changes of writes
+//!   another cluster node committed, as this node applies them.
 //! - [`flush_scheduler`]: counters behind automatic flushes; [`background`]: the low-priority
 //!   thread for flush and compaction CPU work; [`faults`]: failure and pause points for tests.
 //!
@@ -32,6 +33,7 @@ pub mod files;
 pub mod flush;
 pub mod flush_scheduler;
 pub mod pruning;
+pub mod replicated;
 pub mod rows;
 pub mod scan;
 pub mod snapshots;

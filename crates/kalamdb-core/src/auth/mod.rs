@@ -60,11 +60,31 @@ pub enum AuthError {
     /// Storage or hashing failed.
     #[error("{0}")]
     Internal(String),
+    /// The engine refused a write (a cluster member that does not lead its group, or a group
+    /// without quorum): kept whole, so its code reaches the client.
+    #[error("{0}")]
+    Engine(kalamdb_catalog::error::KalamError),
 }
 
 impl From<kalamdb_catalog::error::KalamError> for AuthError {
     fn from(e: kalamdb_catalog::error::KalamError) -> Self {
-        AuthError::Internal(e.to_string())
+        match e {
+            kalamdb_catalog::error::KalamError::Store(
+                kalamdb_store::StoreError::NotLeader { .. }
+                | kalamdb_store::StoreError::Unavailable(_),
+            ) => AuthError::Engine(e),
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl AuthError {
+    /// As a statement's error: the engine's own kept, the rest an internal failure.
+    pub fn into_statement_error(self) -> kalamdb_catalog::error::KalamError {
+        match self {
+            AuthError::Engine(e) => e,
+            other => kalamdb_catalog::error::KalamError::Internal(other.to_string()),
+        }
     }
 }
 

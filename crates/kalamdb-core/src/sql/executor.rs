@@ -695,6 +695,7 @@ impl SqlExecutor {
                 super::subscribe::subscribe_to(app, &self.live_url, &text)
             }
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
+            Command::Cluster(cmd) => ddl::cluster(app, ctx, cmd),
             Command::FlushTable(t) => {
                 not_in_cluster(app, "flushes")?;
                 ddl::flush_table(app, ctx, &t).await
@@ -717,7 +718,10 @@ impl SqlExecutor {
                 ddl::compact_all(app, ctx, ns.as_deref()).await
             }
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
-            Command::Topic(cmd) => super::topics::run(app, ctx, cmd).await,
+            Command::Topic(cmd) => {
+                not_in_cluster(app, "topics")?;
+                super::topics::run(app, ctx, cmd).await
+            }
             Command::KillTransaction(id) => {
                 crate::access::check_admin(&ctx.identity, "kill transactions")?;
                 if !app.transactions().kill(&id) {
@@ -840,11 +844,12 @@ impl super::stream::Executor for SqlExecutor {
 }
 
 /// Refuses what a cluster does not run yet (docs/cluster.md §7: flushes and compactions on
-/// the groups' leaders into shared storage; backups of every group).
+/// the groups' leaders into shared storage; backups of every group; topics, whose offsets
+/// are counted by each node).
 fn not_in_cluster(app: &AppContext, what: &str) -> Result<()> {
     if app.clustered() {
         return Err(KalamError::Unsupported(format!(
-            "{what} do not run in a cluster yet: its rows stay in the replicated hot tier"
+            "{what} do not run in a cluster yet (docs/cluster.md §11)"
         )));
     }
     Ok(())

@@ -53,6 +53,9 @@ pub enum Command {
     SubscribeTo(String),
     /// `KILL LIVE QUERY 'live_id'`
     KillLiveQuery(String),
+    /// `CLUSTER SNAPSHOT` | `CLUSTER TRIGGER ELECTION [GROUP g]` |
+    /// `CLUSTER TRANSFER LEADER n [GROUP g]`
+    Cluster(ClusterCommand),
     /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
     FlushTable(TableRef),
     /// `BACKUP DATABASE TO 'folder'` | `BACKUP DATABASE TO STORAGE id PATH 'path'`
@@ -670,6 +673,7 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("EXPORT", "USER")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
+            | ("CLUSTER", "SNAPSHOT" | "TRIGGER" | "TRANSFER")
     )
 }
 
@@ -867,6 +871,24 @@ pub enum TxControl {
     Rollback,
 }
 
+/// The `CLUSTER …` statements (a cluster member only; admins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// `CLUSTER SNAPSHOT`: every group on this node snapshots its state now.
+    Snapshot,
+    /// `CLUSTER TRIGGER ELECTION [GROUP g]`: this node stands for leader of every group (or
+    /// of `g`).
+    TriggerElection(Option<u64>),
+    /// `CLUSTER TRANSFER LEADER n [GROUP g]`: node `n` stands for leader of every group (or
+    /// of `g`); run on `n`.
+    TransferLeader {
+        /// The node to lead.
+        node: u64,
+        /// One group only.
+        group: Option<u64>,
+    },
+}
+
 /// Whether `sql` begins or ends a transaction (only a text starting with one of their words
 /// is parsed). Isolation options, chains and savepoints are refused: every transaction runs
 /// at snapshot isolation.
@@ -970,6 +992,22 @@ impl KalamParser<'_> {
             ("DESCRIBE" | "DESC", "TABLE") => Command::Describe(self.skip(2).table_ref()?),
             ("SUBSCRIBE", "TO") => self.skip(2).subscribe_to(),
             ("KILL", "LIVE") => self.skip(2).kill_live_query()?,
+            ("CLUSTER", "SNAPSHOT") => {
+                self.skip(2);
+                Command::Cluster(ClusterCommand::Snapshot)
+            }
+            ("CLUSTER", "TRIGGER") => {
+                self.skip(2).expect("ELECTION")?;
+                Command::Cluster(ClusterCommand::TriggerElection(self.group_clause()?))
+            }
+            ("CLUSTER", "TRANSFER") => {
+                self.skip(2).expect("LEADER")?;
+                let node = self.number("the node id")?;
+                Command::Cluster(ClusterCommand::TransferLeader {
+                    node,
+                    group: self.group_clause()?,
+                })
+            }
             ("KILL", "QUERY") => self.skip(2).kill_query()?,
             ("KILL", "JOB") => Command::KillJob(self.skip(2).string()?),
             ("KILL", "TRANSACTION") => self.skip(2).kill_transaction()?,
@@ -1095,6 +1133,15 @@ impl KalamParser<'_> {
             _ => return Err(bad()),
         };
         Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
+    }
+
+    /// `GROUP g` when present.
+    fn group_clause(&mut self) -> Result<Option<u64>> {
+        if self.eat("GROUP") {
+            Ok(Some(self.number("the group id")?))
+        } else {
+            Ok(None)
+        }
     }
 
     /// A non-negative integer.

@@ -1,10 +1,12 @@
 //! A three-process cluster on loopback ports, started by `scripts/cluster.sh` with this build's
 //! binary: statements on any node (followers forward to leaders), a leader killed with
 //! SIGKILL under concurrent writes (a new leader takes writes; every acknowledged write is on
-//! every survivor, nothing deleted comes back, no duplicates), the killed node restarted
-//! (it catches up), and a minority cut off with SIGSTOP (it acknowledges nothing; on return it
+//! every survivor, nothing deleted comes back, no duplicates), live subscribers on every node
+//! across that failover (each ends equal to a fresh SELECT), the killed node restarted (it
+//! catches up), and a minority cut off with SIGSTOP (it acknowledges nothing; on return it
 //! catches up).
 
+use crate::live::Ws;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,6 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "cluster-root-pass";
 /// Data groups for USER rows in the test cluster: groups 0 (meta), 1-2 (users), 3 (shared).
 const USER_SHARDS: u64 = 2;
-const SHARED_GROUP: u64 = USER_SHARDS + 1;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
@@ -165,7 +166,10 @@ async fn ids(http: &reqwest::Client, url: &str, token: &str, table: &str) -> Vec
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r[0].as_str().unwrap().parse().unwrap())
+        .map(|r| {
+            r[0].as_i64()
+                .unwrap_or_else(|| r[0].as_str().unwrap().parse().unwrap())
+        })
         .collect()
 }
 
@@ -264,7 +268,7 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
         &http,
         urls[0],
         &root,
-        "CREATE TABLE c.notes (id BIGINT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')",
+        "CREATE TABLE c.notes (id INT PRIMARY KEY, body TEXT) WITH (TYPE = 'USER')",
     )
     .await;
     for id in 1..=20 {
@@ -299,8 +303,26 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
     assert_eq!(converged(&http, &urls, &alice, "c.notes").await, vec![1]);
     assert!(ids(&http, urls[0], &root, "c.notes").await.is_empty());
 
-    // Concurrent writers through every node; the shared table's leader is killed.
-    let victim = leader_of(&http, urls[0], &root, SHARED_GROUP).await;
+    // Live subscribers of alice's notes on every node, before the writes below.
+    let mut subscribers = Vec::new();
+    for url in &urls {
+        let mut ws = Ws::connect_to(url, Some(&alice), "").await;
+        assert_eq!(ws.next().await["type"], "auth_success");
+        let mut rows = std::collections::BTreeMap::new();
+        for r in ws
+            .subscribe_all("notes", "SELECT * FROM c.notes", json!({}))
+            .await
+        {
+            rows.insert(r["id"].as_i64().unwrap(), r);
+        }
+        subscribers.push((ws, rows));
+    }
+
+    // Concurrent writers through every node (the shared table, and alice's notes: inserts,
+    // updates and deletes); the leader of alice's group is killed meanwhile.
+    let alice_group =
+        kalamdb_cluster::shard::ShardMap::new(USER_SHARDS as u32, 1).user_group("alice");
+    let victim = leader_of(&http, urls[0], &root, alice_group).await;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let killed_at = Arc::new(Mutex::new(None::<Instant>));
     let first_after = Arc::new(Mutex::new(None::<Instant>));
@@ -330,9 +352,53 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
             }
         }));
     }
+    {
+        let (http, token, all) = (http.clone(), alice.clone(), cluster.urls.clone());
+        writers.push(tokio::spawn(async move {
+            let mut rng = crate::support::Rng(7);
+            let mut n = 0usize;
+            while Instant::now() < stop {
+                let id = rng.next(30) as i64 + 2;
+                let q = match rng.next(3) {
+                    0 => format!("INSERT INTO c.notes VALUES ({id}, 'n{id}')"),
+                    1 => format!("UPDATE c.notes SET body = 'u{id}-{n}' WHERE id = {id}"),
+                    _ => format!("DELETE FROM c.notes WHERE id = {id}"),
+                };
+                n += 1;
+                // Retried on another node until answered (a duplicate key is an answer).
+                for attempt in 0..50usize {
+                    let url = &all[(n + attempt) % all.len()];
+                    let sent = http
+                        .post(format!("{url}/v1/api/sql"))
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(5))
+                        .json(&json!({ "sql": q }))
+                        .send()
+                        .await;
+                    if let Ok(resp) = sent
+                        && let Ok(body) = resp.json::<Value>().await
+                        && (body["status"] == "success"
+                            || body.to_string().contains("already exists"))
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.signal(victim, libc::SIGKILL);
     *killed_at.lock().unwrap() = Some(Instant::now());
+    // Subscribers stay quiet while changes arrive: pinged within the server's idle timeout.
+    while !writers.iter().all(|w| w.is_finished()) {
+        for (node, (ws, _)) in subscribers.iter_mut().enumerate() {
+            if node + 1 != victim {
+                ws.ping().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     for w in writers {
         w.await.unwrap();
     }
@@ -362,6 +428,31 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
         "deleted rows came back"
     );
     assert!((6..=20).all(|id| held.contains(&id)));
+
+    // Subscribers on the survivors saw every change of alice's notes, in order, once: their
+    // rows equal a fresh SELECT.
+    let fresh = converged(&http, &survivors, &alice, "c.notes").await;
+    for (node, (ws, rows)) in subscribers.iter_mut().enumerate() {
+        if node + 1 == victim {
+            continue;
+        }
+        while let Some(msg) = ws.try_next(Duration::from_millis(500)).await {
+            crate::live::apply(rows, &msg);
+        }
+        let got: Vec<i64> = rows.keys().copied().collect();
+        assert_eq!(got, fresh, "subscriber on node {}", node + 1);
+        let bodies = ok(
+            &http,
+            survivors[0],
+            &alice,
+            "SELECT id, body FROM c.notes ORDER BY id",
+        )
+        .await;
+        for row in bodies["results"][0]["rows"].as_array().unwrap() {
+            let id = row[0].as_i64().unwrap();
+            assert_eq!(rows[&id]["body"], row[1], "node {}, id {id}", node + 1);
+        }
+    }
 
     // The killed node restarts on its folder and catches up.
     cluster.restart(victim);
@@ -399,4 +490,32 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
     let healed = converged(&http, &urls, &root, "c.kv").await;
     assert!(healed.contains(&50_000));
     assert!(after.iter().all(|id| healed.contains(id)));
+
+    // Operations: a snapshot of every group; leadership of the meta group moved to a node
+    // named from another one (the statement runs on that node).
+    let snap = ok(&http, urls[0], &root, "CLUSTER SNAPSHOT").await;
+    assert!(snap.to_string().contains("Snapshots of 4 groups"), "{snap}");
+    let meta = leader_of(&http, urls[0], &root, 0).await;
+    let target = meta % 3 + 1;
+    let asked = urls[(target % 3 + 1) - 1];
+    ok(
+        &http,
+        asked,
+        &root,
+        &format!("CLUSTER TRANSFER LEADER {target} GROUP 0"),
+    )
+    .await;
+    let until = Instant::now() + Duration::from_secs(15);
+    while leader_of(&http, urls[0], &root, 0).await != target {
+        assert!(
+            Instant::now() < until,
+            "node {target} did not take the meta group"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice_user = sql(&http, urls[0], &alice, "CLUSTER SNAPSHOT").await;
+    assert_eq!(
+        alice_user["error"]["code"], "PERMISSION_DENIED",
+        "{alice_user}"
+    );
 }

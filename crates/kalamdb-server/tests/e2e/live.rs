@@ -23,7 +23,12 @@ pub(crate) struct Ws {
 impl Ws {
     /// Connects with `Authorization: Bearer <token>` (or none) and an optional query string.
     pub(crate) async fn connect(s: &TestServer, token: Option<&str>, query: &str) -> Self {
-        let url = format!("{}/v1/ws{query}", s.base.replacen("http", "ws", 1));
+        Self::connect_to(&s.base, token, query).await
+    }
+
+    /// [`Self::connect`] to the server at `base`.
+    pub(crate) async fn connect_to(base: &str, token: Option<&str>, query: &str) -> Self {
+        let url = format!("{}/v1/ws{query}", base.replacen("http", "ws", 1));
         let mut req = url.into_client_request().unwrap();
         if let Some(t) = token {
             req.headers_mut()
@@ -52,6 +57,14 @@ impl Ws {
                 code: CloseCode::Normal,
                 reason: "bye".into(),
             })))
+            .await
+            .unwrap();
+    }
+
+    /// Sends a WebSocket ping (keeps a quiet subscriber within the server's idle timeout).
+    pub(crate) async fn ping(&mut self) {
+        self.socket
+            .send(Message::Ping(Vec::new().into()))
             .await
             .unwrap();
     }
@@ -642,7 +655,7 @@ async fn a_subscriber_that_never_reads_is_dropped_without_slowing_others() {
 }
 
 /// Applies one server message to a materialized row set keyed by `id`.
-fn apply(rows: &mut std::collections::BTreeMap<i64, Value>, msg: &Value) {
+pub(crate) fn apply(rows: &mut std::collections::BTreeMap<i64, Value>, msg: &Value) {
     let id = |r: &Value| r["id"].as_i64().unwrap();
     match (msg["type"].as_str(), msg["change_type"].as_str()) {
         (Some("initial_data_batch"), _) | (Some("change"), Some("insert" | "update")) => {

@@ -38,3 +38,57 @@ pub fn kill_live_query(app: &AppContext, ctx: &ExecCtx, live_id: &str) -> Result
     }
     Ok(Output::Message(format!("Live query '{live_id}' killed")))
 }
+
+/// `CLUSTER SNAPSHOT`, `CLUSTER TRIGGER ELECTION`, `CLUSTER TRANSFER LEADER` (docs/cluster.md
+/// §9). A transfer to another node runs there: it is answered as that node's to run, and the
+/// HTTP layer forwards it.
+pub fn cluster(
+    app: &AppContext,
+    ctx: &ExecCtx,
+    cmd: crate::sql::parse::ClusterCommand,
+) -> Result<Output> {
+    use crate::sql::parse::ClusterCommand;
+    access::check_admin(&ctx.identity, "manage the cluster")?;
+    let view = app.cluster_view().ok_or_else(|| {
+        KalamError::Unsupported("CLUSTER statements need a cluster member ([cluster])".into())
+    })?;
+    let group = match &cmd {
+        ClusterCommand::Snapshot => None,
+        ClusterCommand::TriggerElection(g) | ClusterCommand::TransferLeader { group: g, .. } => *g,
+    };
+    if let Some(g) = group
+        && !view.groups().iter().any(|i| i.group == g)
+    {
+        return Err(KalamError::NotFound {
+            kind: "Cluster group",
+            name: g.to_string(),
+        });
+    }
+    match cmd {
+        ClusterCommand::Snapshot => Ok(Output::Message(format!(
+            "Snapshots of {} groups started",
+            view.snapshot()
+        ))),
+        ClusterCommand::TransferLeader { node, .. } if node != view.node_id() => {
+            let url = view
+                .members()
+                .into_iter()
+                .find(|m| m.node_id == node)
+                .map(|m| m.api_addr)
+                .ok_or_else(|| KalamError::NotFound {
+                    kind: "Cluster node",
+                    name: node.to_string(),
+                })?;
+            Err(KalamError::Store(kalamdb_store::StoreError::NotLeader {
+                leader: Some(url.trim_end_matches('/').to_string()),
+            }))
+        }
+        ClusterCommand::TriggerElection(_) | ClusterCommand::TransferLeader { .. } => {
+            Ok(Output::Message(format!(
+                "Node {} stands for leader of {} groups",
+                view.node_id(),
+                view.elect(group)
+            )))
+        }
+    }
+}

@@ -16,7 +16,7 @@ mod storage;
 mod table;
 mod user;
 
-pub use admin::{kill_job, kill_live_query};
+pub use admin::{cluster, kill_job, kill_live_query};
 pub use namespace::{create_namespace, drop_namespace, show_namespaces, use_namespace};
 pub(crate) use storage::{StorageJob, job_line, run_storage_job};
 pub use storage::{

@@ -84,7 +84,7 @@ pub async fn create_user(
     app.auth()
         .create_user(&id, login_of(login), role, email)
         .await
-        .map_err(|e| KalamError::Internal(e.to_string()))?;
+        .map_err(crate::auth::AuthError::into_statement_error)?;
     Ok(Output::Message(format!(
         "User '{id}' created with role '{role}'{note}"
     )))
@@ -181,7 +181,7 @@ pub async fn alter_user(
                 .auth()
                 .hash_password(&pw)
                 .await
-                .map_err(|e| KalamError::Internal(e.to_string()))?;
+                .map_err(crate::auth::AuthError::into_statement_error)?;
             user.failed_login_attempts = 0;
             user.locked_until = None;
             user.revoke_tokens(now());

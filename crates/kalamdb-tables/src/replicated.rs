@@ -1,0 +1,212 @@
+//! Changes another node committed, as this node applies them (a cluster replica): the live
+//! queries of this node see them as they see local writes.
+//!
+//! A replica receives the leader's write batch, not its change events: before the batch is
+//! written, [`TableStore::prepare_replicated`] takes the writer locks of the scopes it
+//! touches (so a subscription registering meanwhile sees each change either in its initial
+//! rows or as a change, as on the leader), reads the versions it replaces and builds the
+//! events; [`ReplicatedChanges::publish`] hands them to the listener after the write and
+//! releases the locks. Only scopes somebody listens to are read (the locks are taken either
+//! way, in the global order transactions use). The replaced versions are
+//! read from the hot tier: a cluster keeps rows there (its flushes are not built yet).
+
+use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
+use crate::rows::{Scope, StoredRow};
+use crate::store::TableStore;
+use kalamdb_catalog::partitions::table_of_partition;
+use kalamdb_catalog::schema_registry::CachedTable;
+use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
+use kalamdb_store::{BatchOp, WriteBatch};
+use std::sync::Arc;
+use tokio::sync::OwnedMutexGuard;
+
+/// One scope's changes in a replicated batch.
+struct ScopeChanges {
+    table: Arc<CachedTable>,
+    scope: Scope,
+    events: Vec<ChangeEvent>,
+}
+
+/// The changes of one replicated batch, held with their scopes' writer locks until published.
+pub struct ReplicatedChanges {
+    listener: Arc<dyn ChangeListener>,
+    scopes: Vec<ScopeChanges>,
+    _locks: Vec<OwnedMutexGuard<()>>,
+}
+
+impl std::fmt::Debug for ReplicatedChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedChanges")
+            .field("scopes", &self.scopes.len())
+            .finish()
+    }
+}
+
+impl ReplicatedChanges {
+    /// Hands the changes to the listener (call once the batch is written), then releases the
+    /// scopes' locks.
+    pub fn publish(self) {
+        for s in self.scopes {
+            self.listener.publish(&s.table, s.scope.user(), s.events);
+        }
+    }
+}
+
+/// The table and scope an application-table write belongs to.
+fn target(store: &TableStore, partition: &str, key: &[u8]) -> Option<(Arc<CachedTable>, Scope)> {
+    let (ns, name) = table_of_partition(partition)?
+        .split_once('.')
+        .map(|(n, t)| (n.to_string(), t.to_string()))?;
+    let id = TableId::new(NamespaceId::new(ns), TableName::new(name));
+    let table = store.registry.get(&id).ok().flatten()?;
+    if table.partitions.used() != partition {
+        return None;
+    }
+    let scope = match table.def.table_type {
+        TableType::Shared => Scope::Shared,
+        _ => {
+            let end = key.iter().position(|b| *b == 0)?;
+            Scope::User(UserId::new(String::from_utf8_lossy(&key[..end])))
+        }
+    };
+    Some((table, scope))
+}
+
+/// One application-table write of a replicated batch.
+struct Write<'b> {
+    at: usize,
+    partition: &'b str,
+    key: &'b [u8],
+    value: Option<&'b [u8]>,
+}
+
+impl TableStore {
+    /// Builds the change events of `batch`, a write another node committed, before it is
+    /// written here; see the module doc. `None` when it writes no application rows.
+    pub async fn prepare_replicated(&self, batch: &WriteBatch) -> Option<ReplicatedChanges> {
+        let listener = Arc::clone(self.change_listener()?);
+        let mut scopes: Vec<ScopeChanges> = Vec::new();
+        let mut writes = Vec::new();
+        for op in batch.ops() {
+            let (partition, key, value) = match op {
+                BatchOp::Put {
+                    partition,
+                    key,
+                    value,
+                } => (partition, key, Some(value.as_slice())),
+                BatchOp::Delete { partition, key } => (partition, key, None),
+                BatchOp::DeleteRange { .. } => continue,
+            };
+            if !partition.starts_with(kalamdb_catalog::partitions::TABLE_PARTITION_PREFIX) {
+                continue;
+            }
+            let Some((table, scope)) = target(self, partition, key) else {
+                continue;
+            };
+            let at = match scopes
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.table, &table) && s.scope == scope)
+            {
+                Some(at) => at,
+                None => {
+                    scopes.push(ScopeChanges {
+                        table,
+                        scope,
+                        events: Vec::new(),
+                    });
+                    scopes.len() - 1
+                }
+            };
+            writes.push(Write {
+                at,
+                partition,
+                key,
+                value,
+            });
+        }
+        if scopes.is_empty() {
+            return None;
+        }
+        // Writer locks in the one global order transactions use: (table, stripe), each once.
+        let mut stripes: Vec<(String, usize, Arc<crate::write_locks::TableLocks>)> = scopes
+            .iter()
+            .map(|s| {
+                let id = s.table.def.table_id();
+                let locks = self.locks.table(&id);
+                (
+                    id.to_string(),
+                    crate::write_locks::stripe_of(&s.scope),
+                    locks,
+                )
+            })
+            .collect();
+        stripes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        stripes.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let mut locks = Vec::with_capacity(stripes.len());
+        for (_, stripe, table_locks) in &stripes {
+            locks.push(table_locks.stripe_owned(*stripe).await);
+        }
+        // Asked under the locks, as writers ask: a subscription registers under them too.
+        let wanted: Vec<bool> = scopes
+            .iter()
+            .map(|s| listener.wants(&s.table.def.table_id(), s.scope.user()))
+            .collect();
+        // Nobody listening now still holds the locks through the write: a subscription that
+        // registered after this check and before the write would otherwise miss the change.
+        for w in writes {
+            if !wanted[w.at] {
+                continue;
+            }
+            let table = Arc::clone(&scopes[w.at].table);
+            let decode = |bytes: &[u8]| {
+                StoredRow::decode(bytes).ok().map(|mut row| {
+                    table.backfill(row.seq, &mut row.cells);
+                    row
+                })
+            };
+            // The version replaced, read before the batch is written (this node's applier is
+            // its only writer, and the scope's lock is held).
+            let old = self
+                .backend
+                .get(w.partition, w.key)
+                .ok()
+                .flatten()
+                .and_then(|b| decode(&b))
+                .filter(|r| !r.deleted);
+            let event = match w.value.and_then(decode) {
+                Some(new) if new.deleted => old.map(|old| ChangeEvent {
+                    kind: ChangeKind::Delete,
+                    seq: new.seq,
+                    new: None,
+                    old: Some(old),
+                }),
+                Some(new) => Some(ChangeEvent {
+                    kind: if old.is_some() {
+                        ChangeKind::Update
+                    } else {
+                        ChangeKind::Insert
+                    },
+                    seq: new.seq,
+                    new: Some(new),
+                    old,
+                }),
+                // A removed STREAM row.
+                None => old.map(|old| ChangeEvent {
+                    kind: ChangeKind::Delete,
+                    seq: old.seq,
+                    new: None,
+                    old: Some(old),
+                }),
+            };
+            if let Some(event) = event {
+                scopes[w.at].events.push(event);
+            }
+        }
+        scopes.retain(|s| !s.events.is_empty());
+        Some(ReplicatedChanges {
+            listener,
+            scopes,
+            _locks: locks,
+        })
+    }
+}
