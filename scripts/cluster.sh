@@ -76,8 +76,8 @@ level = "${KALAMDB_LOG_LEVEL:-info}"
 node_id = $i
 rpc_addr = "127.0.0.1:$((base + 100 + i - 1))"
 api_addr = "http://127.0.0.1:$((base + i - 1))"
-heartbeat_interval_ms = ${KALAMDB_CLUSTER_HEARTBEAT_MS:-250}
-election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-1000}, ${KALAMDB_CLUSTER_ELECTION_MAX_MS:-2000}]
+heartbeat_interval_ms = ${KALAMDB_CLUSTER_HEARTBEAT_MS:-100}
+election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-600}, ${KALAMDB_CLUSTER_ELECTION_MAX_MS:-1200}]
 user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
 $peers
 EOF

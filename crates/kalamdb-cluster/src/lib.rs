@@ -28,7 +28,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
-pub use node::{ClusterError, ClusterNode, GroupStatus, Topology};
+pub use node::{ClusterError, ClusterNode, GroupStatus, Proposal, Topology};
 pub use replicated::{ReplicatedStore, Route, Router};
 pub use state_machine::{AfterApply, ApplyObserver, ApplySlot, Before, StateMachine};
 pub use types::{Applied, Command, TypeConfig};

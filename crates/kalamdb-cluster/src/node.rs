@@ -75,6 +75,40 @@ pub struct GroupStatus {
     pub purged: Option<u64>,
 }
 
+/// A command handed to its group's leader ([`ClusterNode::submit`]).
+pub struct Proposal {
+    group: u64,
+    answer: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>,
+}
+
+impl std::fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposal")
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl Proposal {
+    /// Waits until the command is committed and applied on this node.
+    pub async fn wait(self) -> Result<Applied, ClusterError> {
+        let group = self.group;
+        match self.answer.await {
+            Ok(Ok(written)) => Ok(written.data),
+            Ok(Err(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_id, .. }))) => {
+                Err(ClusterError::NotLeader {
+                    group,
+                    leader: leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(ClusterError::Raft(e.to_string())),
+            Err(_) => Err(ClusterError::Raft(format!(
+                "group {group} stopped before answering"
+            ))),
+        }
+    }
+}
+
 /// A node's running groups and their RPC listener.
 pub struct ClusterNode {
     node_id: u64,
@@ -199,6 +233,12 @@ impl ClusterNode {
 
     /// Proposes `command` to `group` and waits until this node (its leader) applied it.
     pub async fn write(&self, group: u64, command: Command) -> Result<Applied, ClusterError> {
+        self.submit(group, command).await?.wait().await
+    }
+
+    /// Hands `command` to `group`'s leader (this node) without waiting for it to commit:
+    /// commands submitted one after another take log positions in that order.
+    pub async fn submit(&self, group: u64, command: Command) -> Result<Proposal, ClusterError> {
         let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
         // A new leader first applies what earlier leaders committed (its own first entry
         // marks the end of that): until then a write is refused, so a writer holding the
@@ -211,17 +251,17 @@ impl ClusterNode {
                 "group {group}'s new leader is still applying its predecessors' entries; retry"
             )));
         }
-        match raft.client_write(command).await {
-            Ok(written) => Ok(written.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
-                leader_id,
-                ..
-            }))) => Err(ClusterError::NotLeader {
+        if m.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
                 group,
-                leader: leader_id,
-            }),
-            Err(e) => Err(ClusterError::Raft(e.to_string())),
+                leader: m.current_leader,
+            });
         }
+        let answer = raft
+            .client_write_ff(command)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(Proposal { group, answer })
     }
 
     /// The meta group's applied index on this node (the barrier data entries carry).

@@ -11,12 +11,12 @@
 //! group, except the few node-local keys below. The same function is the groups' snapshot
 //! [`Ownership`], so what a group replicates is what it snapshots.
 
-use crate::node::{ClusterError, ClusterNode};
+use crate::node::{ClusterError, ClusterNode, Proposal};
 use crate::shard::{META, ShardMap};
 use crate::state_machine::Ownership;
-use crate::types::Command;
+use crate::types::{Applied, Command};
 use kalamdb_store::{
-    EngineStats, KeyLayout, KvIter, Result, StorageBackend, StorageRead, StorageSnapshot,
+    EngineStats, KeyLayout, KvIter, Pending, Result, StorageBackend, StorageRead, StorageSnapshot,
     StoreError, Visit, WriteBatch,
 };
 use std::collections::BTreeMap;
@@ -230,33 +230,64 @@ impl ReplicatedStore {
         &self.inner
     }
 
-    /// Proposes `command` to `group` and waits until this node applied it. The store's API is
-    /// synchronous (the engine calls it inside its commit gate), so the calling thread
-    /// blocks; on a Tokio worker it first hands its other tasks to the rest of the pool.
-    fn propose(&self, group: u64, command: Command) -> Result<()> {
-        let node = Arc::clone(&self.node);
-        let run = async move {
-            tokio::time::timeout(COMMIT_TIMEOUT, node.write(group, command))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ClusterError::Raft(format!(
-                        "group {group} did not commit within {} s (no quorum?); the write may \
-                         or may not take effect",
-                        COMMIT_TIMEOUT.as_secs()
-                    )))
-                })
-        };
-        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
+    /// Runs `run` to completion on the groups' runtime. The store's API is synchronous (the
+    /// engine calls it inside its commit gate), so the calling thread blocks; on a Tokio
+    /// worker it first hands its other tasks to the rest of the pool.
+    fn block_on<T>(&self, run: impl std::future::Future<Output = T>) -> T {
+        if tokio::runtime::Handle::try_current().is_ok() {
             tokio::task::block_in_place(|| self.runtime.block_on(run))
         } else {
             self.runtime.block_on(run)
-        };
+        }
+    }
+
+    /// Hands `command` to `group` (see [`StorageBackend::submit`]).
+    fn submit_to(&self, group: u64, command: Command) -> Result<Box<dyn Pending>> {
+        let node = Arc::clone(&self.node);
+        match self.block_on(async move { node.submit(group, command).await }) {
+            Ok(proposal) => Ok(Box::new(Submitted {
+                store: self.handle(),
+                proposal,
+            })),
+            Err(e) => self
+                .outcome(Err(e))
+                .map(|()| Box::new(Done) as Box<dyn Pending>),
+        }
+    }
+
+    fn handle(&self) -> Handle {
+        Handle {
+            runtime: self.runtime.clone(),
+            api_urls: self.api_urls.clone(),
+            starting: self.starting.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Proposes `command` to `group` and waits until this node applied it.
+    fn propose(&self, group: u64, command: Command) -> Result<()> {
+        self.submit_to(group, command)?.wait()
+    }
+
+    fn outcome(&self, outcome: std::result::Result<Applied, ClusterError>) -> Result<()> {
+        self.handle().outcome(outcome)
+    }
+}
+
+/// What a submitted write needs of its store to finish.
+struct Handle {
+    runtime: tokio::runtime::Handle,
+    api_urls: BTreeMap<u64, String>,
+    starting: bool,
+}
+
+impl Handle {
+    fn outcome(&self, outcome: std::result::Result<Applied, ClusterError>) -> Result<()> {
         match outcome {
             Ok(applied) => match applied.refused {
                 Some(why) => Err(StoreError::PartitionNotFound(why)),
                 None => Ok(()),
             },
-            Err(ClusterError::NotLeader { group, .. }) if self.starting.load(Ordering::SeqCst) => {
+            Err(ClusterError::NotLeader { group, .. }) if self.starting => {
                 tracing::debug!(group, "start-up write left to the group's leader");
                 Ok(())
             }
@@ -265,6 +296,44 @@ impl ReplicatedStore {
             }),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
+    }
+}
+
+/// A write skipped or refused before it reached a log.
+struct Done;
+
+impl Pending for Done {
+    fn wait(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A write in its group's log.
+struct Submitted {
+    store: Handle,
+    proposal: Proposal,
+}
+
+impl Pending for Submitted {
+    fn wait(self: Box<Self>) -> Result<()> {
+        let Submitted { store, proposal } = *self;
+        let run = async move {
+            tokio::time::timeout(COMMIT_TIMEOUT, proposal.wait())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClusterError::Raft(format!(
+                        "no commit within {} s (no quorum?); the write may or may not take \
+                         effect",
+                        COMMIT_TIMEOUT.as_secs()
+                    )))
+                })
+        };
+        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| store.runtime.block_on(run))
+        } else {
+            store.runtime.block_on(run)
+        };
+        store.outcome(outcome)
     }
 }
 
@@ -336,12 +405,19 @@ impl StorageBackend for ReplicatedStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.submit(batch)?.wait()
+    }
+
+    fn submit(&self, batch: WriteBatch) -> Result<Box<dyn Pending>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Box::new(Done));
         }
         match self.router.route_batch(&batch)? {
-            Route::Local => self.inner.write(batch),
-            Route::Group(group) => self.propose(
+            Route::Local => {
+                self.inner.write(batch)?;
+                Ok(Box::new(Done))
+            }
+            Route::Group(group) => self.submit_to(
                 group,
                 Command::Write {
                     batch,

@@ -222,6 +222,21 @@ pub trait StorageRead {
 /// A consistent point-in-time view of the whole store.
 pub trait StorageSnapshot: StorageRead + Debug {}
 
+/// A write [`StorageBackend::submit`] accepted and ordered but may not have committed yet.
+pub trait Pending: Send {
+    /// Blocks until the write is committed and readable from this store.
+    fn wait(self: Box<Self>) -> Result<()>;
+}
+
+/// A write that was committed when it was submitted.
+struct Committed;
+
+impl Pending for Committed {
+    fn wait(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The hot store.
 pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Creates a partition whose keys follow `layout`; a no-op when it exists.
@@ -241,6 +256,16 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
 
     /// Commits a batch atomically (WAL always; fsync when `sync_writes`).
     fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Orders a batch after every batch submitted before it and returns without waiting for
+    /// it to commit where committing takes a round trip (a cluster's replicated store: the
+    /// batch is in the leader's log); [`Pending::wait`] then waits. A caller that orders its
+    /// writes under a lock releases the lock between the two, so several writes travel
+    /// together. A local store commits at once.
+    fn submit(&self, batch: WriteBatch) -> Result<Box<dyn Pending>> {
+        self.write(batch)?;
+        Ok(Box::new(Committed))
+    }
 
     /// Commits a batch atomically and fsyncs it whatever `sync_writes` says: for what must
     /// survive power loss even when data writes need not (a Raft vote and log: a forgotten

@@ -186,27 +186,31 @@ impl TableStore {
         tables: &[(&CachedTable, u64)],
         build: impl FnOnce(&mut WriteBatch),
     ) -> Result<()> {
-        let _gate = self.locks.commit_gate().await;
-        let mut batch = WriteBatch::new();
-        build(&mut batch);
-        let written = self.backend.write(batch);
-        if let Some(capture) = self.capture.get() {
-            capture.finished(written.is_ok());
-        }
-        if let Err(e) = written {
-            return Err(match tables.first() {
-                Some((table, _)) => gone(e.into(), table),
-                None => e.into(),
-            });
-        }
-        // Counted under the gate: concurrent writers of a USER table would otherwise contend
-        // on the counter map's lock (measured: ~6 µs per row, in parked threads).
-        for (table, rows) in tables {
-            if table.def.table_type != TableType::Stream {
-                self.flushes.wrote(&table.def.table_id(), *rows);
+        let failed = |e: kalamdb_store::StoreError| match tables.first() {
+            Some((table, _)) => gone(e.into(), table),
+            None => e.into(),
+        };
+        let pending = {
+            let _gate = self.locks.commit_gate().await;
+            let mut batch = WriteBatch::new();
+            build(&mut batch);
+            // Ordered under the gate; a replicated store commits after it is released (the
+            // caller still holds its scopes' locks until the write is visible).
+            let submitted = self.backend.submit(batch);
+            if let Some(capture) = self.capture.get() {
+                capture.finished(submitted.is_ok());
             }
-        }
-        Ok(())
+            let pending = submitted.map_err(failed)?;
+            // Counted under the gate: concurrent writers of a USER table would otherwise
+            // contend on the counter map's lock (measured: ~6 µs per row, in parked threads).
+            for (table, rows) in tables {
+                if table.def.table_type != TableType::Stream {
+                    self.flushes.wrote(&table.def.table_id(), *rows);
+                }
+            }
+            pending
+        };
+        pending.wait().map_err(failed)
     }
 
     /// Writes a batch that is not a table's (direct topic publishing) the way table writes

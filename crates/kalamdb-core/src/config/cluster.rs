@@ -72,10 +72,10 @@ fn default_shared_shards() -> u32 {
     1
 }
 fn default_heartbeat_ms() -> u64 {
-    250
+    100
 }
 fn default_election_ms() -> [u64; 2] {
-    [1000, 2000]
+    [600, 1200]
 }
 fn default_snapshot_threshold() -> u64 {
     50_000
@@ -228,7 +228,7 @@ mod tests {
     fn a_three_node_topology_parses_with_defaults() {
         let c = three();
         assert_eq!((c.user_shards, c.shared_shards), (8, 1));
-        assert_eq!(c.election_timeout_ms, [1000, 2000]);
+        assert_eq!(c.election_timeout_ms, [600, 1200]);
         c.validate().unwrap();
         assert!(crate::config::Config::default().cluster.is_none());
     }
@@ -264,7 +264,7 @@ mod tests {
         c.user_shards = 0;
         assert_eq!(key(c), "cluster.user_shards");
         let mut c = three();
-        c.election_timeout_ms = [500, 2000];
+        c.election_timeout_ms = [200, 2000];
         assert_eq!(key(c), "cluster.election_timeout_ms");
         let mut c = three();
         c.api_addr = "127.0.0.1:8081".into();
