@@ -91,6 +91,13 @@ EOF
   done
 }
 
+# Whether process $1 runs (a killed process its parent has not reaped yet does not).
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ -n "$state" && "$state" != Z* ]]
+}
+
 # Starts the node whose folder is $2 with binary $1, in the background.
 launch() {
   local bin=$1 node=$2
@@ -109,7 +116,7 @@ wait_ready() {
   local node=$1 waited=0 url
   url=$(node_url "$node")
   until curl -sf "$url/health/ready" >/dev/null 2>&1; do
-    if ! kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+    if ! alive "$(cat "$node/pid")"; then
       echo "$node exited; its log:" >&2
       tail -n 30 "$node/server.log" >&2
       exit 1
@@ -126,7 +133,7 @@ wait_ready() {
 start() {
   local dir=$1 i=$2 node="$1/node-$2"
   [[ -f "$node/server.toml" ]] || { echo "no node $i in $dir" >&2; exit 1; }
-  if [[ -f "$node/pid" ]] && kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+  if [[ -f "$node/pid" ]] && alive "$(cat "$node/pid")"; then
     echo "node $i is running (pid $(cat "$node/pid"))" >&2
     exit 1
   fi

@@ -44,22 +44,25 @@ fn members(dir: &Path) -> Result<Vec<Member>, String> {
 async fn leader_of_shared(client: &Client) -> Result<u64, String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = client
+        // A member just restarted may answer on a pooled connection of its previous life
+        // once with an error: asked again.
+        let asked = client
             .sql(
                 "SELECT current_leader FROM system.cluster_groups WHERE group_type = \
                  'shared_shard'"
                     .into(),
                 None,
             )
-            .await?;
-        let leader = r
-            .results
-            .first()
-            .and_then(|r| r.rows.as_ref())
-            .and_then(|rows| rows.first())
-            .and_then(|row| row.first())
-            .and_then(|v| v.as_str())
-            .and_then(|v| v.parse().ok());
+            .await;
+        let leader = asked.ok().and_then(|r| {
+            r.results
+                .first()
+                .and_then(|r| r.rows.as_ref())
+                .and_then(|rows| rows.first())
+                .and_then(|row| row.first())
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+        });
         if let Some(leader) = leader {
             return Ok(leader);
         }

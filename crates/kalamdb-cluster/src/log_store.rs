@@ -1,7 +1,11 @@
 //! A group's Raft log in one partition of the node's store: entries under `l` + the index
 //! (big-endian, so key order is log order), and the vote and the last purged log id under `m`
-//! keys. No committed mark: the state machine persists its applied log id with its data. Every write is an atomic store batch, fsynced whatever the node's
-//! `sync_writes` (Raft's safety rests on votes and appended entries surviving power loss).
+//! keys. No committed mark: the state machine persists its applied log id with its data. Every
+//! write is an atomic store batch in the store's write-ahead log. Votes, truncations and purges
+//! are fsynced whatever the node's `sync_writes` (a vote a power loss forgot could elect two
+//! leaders in one term); appended entries are as durable as the node's writes are
+//! (`sync_writes`): an acknowledged write survives the crash of any minority of processes
+//! always, and a power loss of a majority only with `sync_writes = true`, as on one node.
 
 use crate::io_error;
 use crate::types::{TypeConfig, decode, encode};
@@ -59,8 +63,7 @@ impl LogStore {
         crate::read_value(&*self.backend, &self.partition, key, subject)
     }
 
-    /// Writes and fsyncs (a vote or log entry that a power loss forgot could elect two leaders
-    /// in one term, or lose a write a majority acknowledged).
+    /// Writes and fsyncs (see the module doc).
     fn write(&self, batch: WriteBatch, subject: ErrorSubject<u64>) -> Result<()> {
         self.backend
             .write_durable(batch)
@@ -167,7 +170,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // The batch is in the store's write-ahead log when write returns: durable as the node
         // is configured (sync_writes), and readable at once.
-        let written = self.write(batch, ErrorSubject::Logs);
+        let written = self
+            .backend
+            .write(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e));
         callback.log_io_completed(
             written
                 .as_ref()

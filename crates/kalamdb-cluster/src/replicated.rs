@@ -16,8 +16,8 @@ use crate::shard::{META, ShardMap};
 use crate::state_machine::Ownership;
 use crate::types::{Applied, Command};
 use kalamdb_store::{
-    EngineStats, KeyLayout, KvIter, Pending, Result, StorageBackend, StorageRead, StorageSnapshot,
-    StoreError, Visit, WriteBatch,
+    Committed, EngineStats, KeyLayout, KvIter, Pending, PendingWait, Result, StorageBackend,
+    StorageRead, StorageSnapshot, StoreError, Visit, WriteBatch,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -241,23 +241,32 @@ impl ReplicatedStore {
         }
     }
 
-    /// Hands `command` to `group` (see [`StorageBackend::submit`]).
+    /// Hands `command` to `group` (see [`StorageBackend::submit`]). Handing over is a send on
+    /// an unbounded channel, so it completes at its first poll; only otherwise does the
+    /// calling thread block.
     fn submit_to(&self, group: u64, command: Command) -> Result<Box<dyn Pending>> {
         let node = Arc::clone(&self.node);
-        match self.block_on(async move { node.submit(group, command).await }) {
+        let mut handing = std::pin::pin!(async move { node.submit(group, command).await });
+        let polled = handing
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let submitted = match polled {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => self.block_on(handing),
+        };
+        match submitted {
             Ok(proposal) => Ok(Box::new(Submitted {
                 store: self.handle(),
                 proposal,
             })),
             Err(e) => self
                 .outcome(Err(e))
-                .map(|()| Box::new(Done) as Box<dyn Pending>),
+                .map(|()| Box::new(Committed) as Box<dyn Pending>),
         }
     }
 
     fn handle(&self) -> Handle {
         Handle {
-            runtime: self.runtime.clone(),
             api_urls: self.api_urls.clone(),
             starting: self.starting.load(Ordering::SeqCst),
         }
@@ -265,7 +274,8 @@ impl ReplicatedStore {
 
     /// Proposes `command` to `group` and waits until this node applied it.
     fn propose(&self, group: u64, command: Command) -> Result<()> {
-        self.submit_to(group, command)?.wait()
+        let pending = self.submit_to(group, command)?;
+        self.block_on(pending.wait())
     }
 
     fn outcome(&self, outcome: std::result::Result<Applied, ClusterError>) -> Result<()> {
@@ -275,7 +285,6 @@ impl ReplicatedStore {
 
 /// What a submitted write needs of its store to finish.
 struct Handle {
-    runtime: tokio::runtime::Handle,
     api_urls: BTreeMap<u64, String>,
     starting: bool,
 }
@@ -299,15 +308,6 @@ impl Handle {
     }
 }
 
-/// A write skipped or refused before it reached a log.
-struct Done;
-
-impl Pending for Done {
-    fn wait(self: Box<Self>) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// A write in its group's log.
 struct Submitted {
     store: Handle,
@@ -315,10 +315,10 @@ struct Submitted {
 }
 
 impl Pending for Submitted {
-    fn wait(self: Box<Self>) -> Result<()> {
+    fn wait(self: Box<Self>) -> PendingWait {
         let Submitted { store, proposal } = *self;
-        let run = async move {
-            tokio::time::timeout(COMMIT_TIMEOUT, proposal.wait())
+        Box::pin(async move {
+            let outcome = tokio::time::timeout(COMMIT_TIMEOUT, proposal.wait())
                 .await
                 .unwrap_or_else(|_| {
                     Err(ClusterError::Raft(format!(
@@ -326,14 +326,9 @@ impl Pending for Submitted {
                          effect",
                         COMMIT_TIMEOUT.as_secs()
                     )))
-                })
-        };
-        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::task::block_in_place(|| store.runtime.block_on(run))
-        } else {
-            store.runtime.block_on(run)
-        };
-        store.outcome(outcome)
+                });
+            store.outcome(outcome)
+        })
     }
 }
 
@@ -405,17 +400,18 @@ impl StorageBackend for ReplicatedStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.submit(batch)?.wait()
+        let pending = self.submit(batch)?;
+        self.block_on(pending.wait())
     }
 
     fn submit(&self, batch: WriteBatch) -> Result<Box<dyn Pending>> {
         if batch.is_empty() {
-            return Ok(Box::new(Done));
+            return Ok(Box::new(Committed));
         }
         match self.router.route_batch(&batch)? {
             Route::Local => {
                 self.inner.write(batch)?;
-                Ok(Box::new(Done))
+                Ok(Box::new(Committed))
             }
             Route::Group(group) => self.submit_to(
                 group,

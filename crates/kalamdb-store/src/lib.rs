@@ -222,18 +222,22 @@ pub trait StorageRead {
 /// A consistent point-in-time view of the whole store.
 pub trait StorageSnapshot: StorageRead + Debug {}
 
+/// The wait of a [`Pending`] write.
+pub type PendingWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// A write [`StorageBackend::submit`] accepted and ordered but may not have committed yet.
 pub trait Pending: Send {
-    /// Blocks until the write is committed and readable from this store.
-    fn wait(self: Box<Self>) -> Result<()>;
+    /// Resolves once the write is committed and readable from this store.
+    fn wait(self: Box<Self>) -> PendingWait;
 }
 
 /// A write that was committed when it was submitted.
-struct Committed;
+#[derive(Debug)]
+pub struct Committed;
 
 impl Pending for Committed {
-    fn wait(self: Box<Self>) -> Result<()> {
-        Ok(())
+    fn wait(self: Box<Self>) -> PendingWait {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

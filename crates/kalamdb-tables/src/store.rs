@@ -210,7 +210,7 @@ impl TableStore {
             }
             pending
         };
-        pending.wait().map_err(failed)
+        pending.wait().await.map_err(failed)
     }
 
     /// Writes a batch that is not a table's (direct topic publishing) the way table writes
