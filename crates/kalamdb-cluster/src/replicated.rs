@@ -404,6 +404,10 @@ impl StorageBackend for ReplicatedStore {
         self.block_on(pending.wait())
     }
 
+    fn defers_commits(&self) -> bool {
+        true
+    }
+
     fn submit(&self, batch: WriteBatch) -> Result<Box<dyn Pending>> {
         if batch.is_empty() {
             return Ok(Box::new(Committed));

@@ -271,6 +271,12 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
         Ok(Box::new(Committed))
     }
 
+    /// Whether [`Self::submit`] may return before the write commits (a replicated store);
+    /// callers of a store that commits at once write directly.
+    fn defers_commits(&self) -> bool {
+        false
+    }
+
     /// Commits a batch atomically and fsyncs it whatever `sync_writes` says: for what must
     /// survive power loss even when data writes need not (a Raft vote and log: a forgotten
     /// vote can elect two leaders in one term).
