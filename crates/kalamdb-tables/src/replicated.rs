@@ -127,25 +127,11 @@ impl TableStore {
         if scopes.is_empty() {
             return None;
         }
-        // Writer locks in the one global order transactions use: (table, stripe), each once.
-        let mut stripes: Vec<(String, usize, Arc<crate::write_locks::TableLocks>)> = scopes
-            .iter()
-            .map(|s| {
-                let id = s.table.def.table_id();
-                let locks = self.locks.table(&id);
-                (
-                    id.to_string(),
-                    crate::write_locks::stripe_of(&s.scope),
-                    locks,
-                )
-            })
-            .collect();
-        stripes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        stripes.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        let mut locks = Vec::with_capacity(stripes.len());
-        for (_, stripe, table_locks) in &stripes {
-            locks.push(table_locks.stripe_owned(*stripe).await);
-        }
+        // Writer locks in the one global order transactions use.
+        let locks = self
+            .locks
+            .scopes_owned(scopes.iter().map(|s| (s.table.def.table_id(), &s.scope)))
+            .await;
         // Asked under the locks, as writers ask: a subscription registers under them too.
         let wanted: Vec<bool> = scopes
             .iter()

@@ -170,25 +170,10 @@ impl TableStore {
         if stages.is_empty() {
             return Ok(0);
         }
-        // Writer locks in one global order: (table, stripe), each stripe once.
-        let mut stripes: Vec<(String, usize, Arc<crate::write_locks::TableLocks>)> = stages
-            .iter()
-            .map(|s| {
-                let id = s.table.def.table_id();
-                let locks = self.locks.table(&id);
-                (
-                    id.to_string(),
-                    crate::write_locks::stripe_of(&s.scope),
-                    locks,
-                )
-            })
-            .collect();
-        stripes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        stripes.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        let mut _held = Vec::with_capacity(stripes.len());
-        for (_, stripe, locks) in &stripes {
-            _held.push(locks.stripe_owned(*stripe).await);
-        }
+        let _held = self
+            .locks
+            .scopes_owned(stages.iter().map(|s| (s.table.def.table_id(), &s.scope)))
+            .await;
         let mut sealed = Vec::with_capacity(stages.len());
         for s in &stages {
             let id = s.table.def.table_id();

@@ -101,6 +101,25 @@ impl WriteLocks {
     pub fn forget(&self, id: &TableId) {
         self.tables.remove(id);
     }
+
+    /// The writer locks of several scopes, taken in the one global order every multi-scope
+    /// writer uses, (table, stripe) with each stripe once, so two of them never deadlock.
+    pub(crate) async fn scopes_owned<'s>(
+        &self,
+        scopes: impl IntoIterator<Item = (TableId, &'s Scope)>,
+    ) -> Vec<OwnedMutexGuard<()>> {
+        let mut stripes: Vec<(String, usize, Arc<TableLocks>)> = scopes
+            .into_iter()
+            .map(|(id, scope)| (id.to_string(), stripe_of(scope), self.table(&id)))
+            .collect();
+        stripes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        stripes.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let mut held = Vec::with_capacity(stripes.len());
+        for (_, stripe, locks) in &stripes {
+            held.push(locks.stripe_owned(*stripe).await);
+        }
+        held
+    }
 }
 
 #[cfg(test)]
