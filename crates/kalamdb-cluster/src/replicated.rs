@@ -178,7 +178,7 @@ pub struct ReplicatedStore {
     node: Arc<ClusterNode>,
     router: Router,
     /// Client URLs of the members, by node id (for [`StoreError::NotLeader`]).
-    api_urls: BTreeMap<u64, String>,
+    api_urls: Arc<BTreeMap<u64, String>>,
     runtime: tokio::runtime::Handle,
     /// While the engine opens, writes for groups another node leads are skipped.
     starting: AtomicBool,
@@ -206,7 +206,7 @@ impl ReplicatedStore {
             inner,
             node,
             router,
-            api_urls,
+            api_urls: Arc::new(api_urls),
             runtime,
             starting: AtomicBool::new(false),
         }
@@ -267,7 +267,7 @@ impl ReplicatedStore {
 
     fn handle(&self) -> Handle {
         Handle {
-            api_urls: self.api_urls.clone(),
+            api_urls: Arc::clone(&self.api_urls),
             starting: self.starting.load(Ordering::SeqCst),
         }
     }
@@ -285,7 +285,7 @@ impl ReplicatedStore {
 
 /// What a submitted write needs of its store to finish.
 struct Handle {
-    api_urls: BTreeMap<u64, String>,
+    api_urls: Arc<BTreeMap<u64, String>>,
     starting: bool,
 }
 
