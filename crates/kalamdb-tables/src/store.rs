@@ -186,10 +186,6 @@ impl TableStore {
         tables: &[(&CachedTable, u64)],
         build: impl FnOnce(&mut WriteBatch),
     ) -> Result<()> {
-        let failed = |e: kalamdb_store::StoreError| match tables.first() {
-            Some((table, _)) => gone(e.into(), table),
-            None => e.into(),
-        };
         if !self.backend.defers_commits() {
             // A local store: written under the gate, no wait after it.
             let _gate = self.locks.commit_gate().await;
@@ -199,25 +195,50 @@ impl TableStore {
             if let Some(capture) = self.capture.get() {
                 capture.finished(written.is_ok());
             }
-            written.map_err(failed)?;
+            written.map_err(|e| self.failed(tables, e))?;
             self.count_written(tables);
             return Ok(());
         }
-        let pending = {
-            let _gate = self.locks.commit_gate().await;
-            let mut batch = WriteBatch::new();
-            build(&mut batch);
-            // Ordered under the gate; a replicated store commits after it is released (the
-            // caller still holds its scopes' locks until the write is visible).
-            let submitted = self.backend.submit(batch);
-            if let Some(capture) = self.capture.get() {
-                capture.finished(submitted.is_ok());
-            }
-            let pending = submitted.map_err(failed)?;
-            self.count_written(tables);
-            pending
-        };
-        pending.wait().await.map_err(failed)
+        let pending = self.submit(tables, build).await?;
+        self.wait_submitted(tables, pending).await
+    }
+
+    /// Builds a batch with `build` inside the commit gate and submits it to a store that
+    /// defers commits ([`StorageBackend::submit`]); [`Self::wait_submitted`] waits for it.
+    pub(crate) async fn submit(
+        &self,
+        tables: &[(&CachedTable, u64)],
+        build: impl FnOnce(&mut WriteBatch),
+    ) -> Result<Box<dyn kalamdb_store::Pending>> {
+        let _gate = self.locks.commit_gate().await;
+        let mut batch = WriteBatch::new();
+        build(&mut batch);
+        // Ordered under the gate; a replicated store commits after it is released (the
+        // caller still holds its scopes' locks, or a ticket, until the write is visible).
+        let submitted = self.backend.submit(batch);
+        if let Some(capture) = self.capture.get() {
+            capture.finished(submitted.is_ok());
+        }
+        let pending = submitted.map_err(|e| self.failed(tables, e))?;
+        self.count_written(tables);
+        Ok(pending)
+    }
+
+    /// Waits until a write [`Self::submit`] submitted is committed and visible here.
+    pub(crate) async fn wait_submitted(
+        &self,
+        tables: &[(&CachedTable, u64)],
+        pending: Box<dyn kalamdb_store::Pending>,
+    ) -> Result<()> {
+        pending.wait().await.map_err(|e| self.failed(tables, e))
+    }
+
+    /// A store error of a commit of `tables`, as the statement's error.
+    fn failed(&self, tables: &[(&CachedTable, u64)], e: kalamdb_store::StoreError) -> KalamError {
+        match tables.first() {
+            Some((table, _)) => gone(e.into(), table),
+            None => e.into(),
+        }
     }
 
     /// Counts written rows for automatic flushes; called under the commit gate: concurrent

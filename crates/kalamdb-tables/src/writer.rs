@@ -16,10 +16,18 @@
 //!    its snapshot or as a change.
 //!
 //! Dropping a writer without committing writes nothing.
+//!
+//! On a replicated store (one whose commits wait for a Raft round trip) a keyed writer
+//! ([`TableStore::keyed_writer`]: INSERT, STREAM appends, which read rows only by key)
+//! releases the scope's lock as soon as its batch is submitted, so the writes of one scope
+//! travel together instead of one round trip each; its ticket (see [`crate::write_locks`])
+//! keeps its keys visible to the next writers' key checks and its change events in
+//! submission order.
 
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
 use crate::rows::{Scope, StoredRow, log_key, row_key};
 use crate::store::TableStore;
+use crate::write_locks::{TableLocks, stripe_of};
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::Value;
@@ -132,7 +140,10 @@ pub struct ScopeWriter<'a> {
     staged: Vec<Staged>,
     listener: Option<&'a Arc<dyn ChangeListener>>,
     capture: Option<&'a Arc<dyn crate::changes::ChangeCapture>>,
-    _lock: OwnedMutexGuard<()>,
+    locks: Arc<TableLocks>,
+    /// A keyed writer on a store that defers commits (see the module doc).
+    keyed: bool,
+    lock: OwnedMutexGuard<()>,
 }
 
 impl std::fmt::Debug for ScopeWriter<'_> {
@@ -154,14 +165,37 @@ impl TableStore {
         table: &'a CachedTable,
         scope: &'a Scope,
     ) -> Result<ScopeWriter<'a>> {
-        ScopeWriter::open(self, table, scope).await
+        ScopeWriter::open(self, table, scope, false).await
+    }
+
+    /// Opens a write of `scope` of `table` that reads rows only by key, through
+    /// [`ScopeWriter::current`] (INSERT, STREAM appends): on a replicated store it does not
+    /// wait for the scope's earlier writes to become visible, except those of the keys it
+    /// looks up, and its commit lets the next writer in once its batch is submitted (see the
+    /// module doc). On a local store it is [`Self::writer`].
+    pub async fn keyed_writer<'a>(
+        &'a self,
+        table: &'a CachedTable,
+        scope: &'a Scope,
+    ) -> Result<ScopeWriter<'a>> {
+        ScopeWriter::open(self, table, scope, self.backend.defers_commits()).await
     }
 }
 
 impl<'a> ScopeWriter<'a> {
-    async fn open(store: &'a TableStore, table: &'a CachedTable, scope: &'a Scope) -> Result<Self> {
+    async fn open(
+        store: &'a TableStore,
+        table: &'a CachedTable,
+        scope: &'a Scope,
+        keyed: bool,
+    ) -> Result<Self> {
         let id = table.def.table_id();
-        let lock = store.locks.table(&id).scope_owned(scope).await;
+        let locks = store.locks.table(&id);
+        let lock = if keyed {
+            locks.scope_keyed(scope).await
+        } else {
+            locks.scope_owned(scope).await
+        };
         let current = store.registry.require(&id)?;
         if current.def.version != table.def.version
             || current.def.created_at != table.def.created_at
@@ -180,7 +214,9 @@ impl<'a> ScopeWriter<'a> {
             staged: Vec::new(),
             listener,
             capture: store.capture_of(&id),
-            _lock: lock,
+            locks,
+            keyed,
+            lock,
         })
     }
 
@@ -193,6 +229,13 @@ impl<'a> ScopeWriter<'a> {
     /// The latest version of each encoded primary key, across both tiers (tombstones
     /// included), as of now: nobody else can write the scope while this writer is open.
     pub async fn current(&self, pks: &[Vec<u8>]) -> Result<Vec<Option<StoredRow>>> {
+        if self.keyed {
+            let keys: Vec<Vec<u8>> = pks.iter().map(|pk| row_key(&self.prefix, pk)).collect();
+            let stripe = stripe_of(self.scope);
+            if self.locks.in_flight(stripe, keys.iter().map(Vec::as_slice)) {
+                self.locks.settle(stripe).await;
+            }
+        }
         self.store.get(self.table, self.scope, pks).await
     }
 
@@ -239,8 +282,12 @@ impl<'a> ScopeWriter<'a> {
     }
 
     /// Writes everything staged as one atomic batch and publishes the changes; releases the
-    /// scope's lock after that.
+    /// scope's lock after that (a keyed writer on a replicated store: once the batch is
+    /// submitted, see the module doc).
     pub async fn commit(self) -> Result<()> {
+        if self.keyed {
+            return self.commit_keyed().await;
+        }
         let rows = self.staged.len() as u64;
         let mut events = Vec::new();
         let listening = self.listened();
@@ -264,6 +311,59 @@ impl<'a> ScopeWriter<'a> {
         if let Some(l) = self.listener {
             l.publish(self.table, self.scope.user(), events);
         }
+        Ok(())
+    }
+
+    /// [`Self::commit`] of a keyed writer on a replicated store: takes a ticket, submits,
+    /// lets the next writer of the scope in, waits until the write is visible here and the
+    /// previous ticket is finished, publishes, and finishes its ticket.
+    async fn commit_keyed(self) -> Result<()> {
+        let Self {
+            store,
+            table,
+            scope,
+            prefix,
+            staged,
+            listener,
+            capture,
+            locks,
+            lock,
+            ..
+        } = self;
+        let rows = staged.len() as u64;
+        let listening = listener.is_some() || capture.is_some();
+        let keys = staged
+            .iter()
+            .filter_map(|s| match s {
+                Staged::Put { pk, .. } => Some(row_key(&prefix, pk)),
+                _ => None,
+            })
+            .collect();
+        let mut ticket = locks.ticket(stripe_of(scope), keys);
+        let mut events = Vec::new();
+        let pending = store
+            .submit(&[(table, rows)], |batch| {
+                seal(
+                    store,
+                    table,
+                    &prefix,
+                    staged,
+                    batch,
+                    listening.then_some(&mut events),
+                );
+                if let Some(c) = capture {
+                    c.capture(table, scope.user(), &events, batch);
+                }
+            })
+            .await?;
+        drop(lock);
+        let written = store.wait_submitted(&[(table, rows)], pending).await;
+        ticket.previous_finished().await;
+        written?;
+        if let Some(l) = listener {
+            l.publish(table, scope.user(), events);
+        }
+        drop(ticket);
         Ok(())
     }
 }

@@ -185,14 +185,19 @@ enum Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    /// The writer of a statement of `ctx` on `scope` of `table`.
+    /// The writer of a statement of `ctx` on `scope` of `table`; `keyed` when the statement
+    /// reads rows only by key, through [`Self::current`] (see `TableStore::keyed_writer`).
     async fn open(
         app: &'a AppContext,
         ctx: &'a ExecCtx,
         table: &'a Arc<CachedTable>,
         scope: &'a Scope,
+        keyed: bool,
     ) -> Result<Self> {
         match &ctx.tx {
+            None if keyed => Ok(Writer::Direct(
+                app.tables().keyed_writer(table, scope).await?,
+            )),
             None => Ok(Writer::Direct(app.tables().writer(table, scope).await?)),
             Some(tx) => {
                 refuse_stream_in_transaction(ctx, table)?;
@@ -291,7 +296,7 @@ async fn append_stream(
     rows: Vec<(Vec<u8>, Cells)>,
 ) -> Result<usize> {
     let count = rows.len();
-    let mut writer = app.tables().writer(table, scope).await?;
+    let mut writer = app.tables().keyed_writer(table, scope).await?;
     for (_, cells) in rows {
         writer.append(cells);
     }
@@ -449,7 +454,7 @@ pub(crate) async fn insert_rows(
         return append_stream(app, &table, &scope, rows).await;
     }
 
-    let mut writer = Writer::open(app, ctx, &table, &scope).await?;
+    let mut writer = Writer::open(app, ctx, &table, &scope, true).await?;
     let pks: Vec<Vec<u8>> = rows.iter().map(|(pk, _)| pk.clone()).collect();
     let existing = writer.current(&pks).await?;
     for ((_, cells), found) in rows.iter().zip(existing) {
@@ -678,7 +683,7 @@ async fn rewrite_matching(
     select: Statement,
     mut next: impl FnMut(StoredRow, Vec<ScalarValue>) -> Result<Option<(bool, Cells)>>,
 ) -> Result<usize> {
-    let mut writer = Writer::open(app, ctx, table, scope).await?;
+    let mut writer = Writer::open(app, ctx, table, scope, false).await?;
     let mut count = 0;
     for (key, old, values) in matching_rows(app, ctx, table, &writer, select).await? {
         let previous = writer.listened().then(|| old.clone());
