@@ -5,17 +5,22 @@
 #                                                BASE_PORT+i-1 and Raft RPC on BASE_PORT+100+i-1
 #   scripts/cluster.sh down DATA_DIR             stop them
 #   scripts/cluster.sh start DATA_DIR I          start node I again (after a stop or a crash)
+#   scripts/cluster.sh add DATA_DIR              start one more node (the next id, the next
+#                                                ports) and add it: CLUSTER ADD NODE
+#   scripts/cluster.sh remove DATA_DIR I         CLUSTER REMOVE NODE I (through another node),
+#                                                then stop node I
 #
 # The root password comes from KALAMDB_ROOT_PASSWORD (default "kalamdb-root"; quotes and
 # backslashes are not allowed in it), the shared token secret from KALAMDB_JWT_SECRET. `up` waits until
-# every node is ready (GET /health/ready) and prints one line per node:
+# every node is ready (GET /health/ready) and prints one line per node (`add`: the new one):
 #   node <id> http://127.0.0.1:<port> pid <pid>
 # KALAMDB_SERVER_BIN overrides the binary (tests use the debug one); each node's log is
 # DATA_DIR/node-<i>/server.log.
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 up N BASE_PORT DATA_DIR | down DATA_DIR | start DATA_DIR I" >&2
+  echo "usage: $0 up N BASE_PORT DATA_DIR | down DATA_DIR | start DATA_DIR I |" \
+    "add DATA_DIR | remove DATA_DIR I" >&2
   exit 2
 }
 
@@ -54,9 +59,23 @@ up() {
     peers+="api_addr = \"http://127.0.0.1:$((base + i - 1))\""$'\n'
   done
   for i in $(seq 1 "$n"); do
-    local node="$dir/node-$i"
-    mkdir -p "$node"
-    cat >"$node/server.toml" <<EOF
+    write_config "$dir/node-$i" "$i" "$base" "$peers" false
+    launch "$bin" "$dir/node-$i"
+  done
+  for i in $(seq 1 "$n"); do
+    wait_ready "$dir/node-$i"
+  done
+  for i in $(seq 1 "$n"); do
+    echo "node $i $(node_url "$dir/node-$i") pid $(cat "$dir/node-$i/pid")"
+  done
+}
+
+# Writes the configuration of node $2 in folder $1: ports from base $3, peers $4 (TOML),
+# joining a running cluster when $5 is true.
+write_config() {
+  local node=$1 i=$2 base=$3 peers=$4 join=$5
+  mkdir -p "$node"
+  cat >"$node/server.toml" <<EOF
 [server]
 host = "127.0.0.1"
 port = $((base + i - 1))
@@ -79,16 +98,84 @@ api_addr = "http://127.0.0.1:$((base + i - 1))"
 heartbeat_interval_ms = ${KALAMDB_CLUSTER_HEARTBEAT_MS:-100}
 election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-600}, ${KALAMDB_CLUSTER_ELECTION_MAX_MS:-1200}]
 user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
+join = $join
 $peers
 EOF
-    launch "$bin" "$node"
+}
+
+# Runs statement $2 as root on the node in folder $1; fails with the server's answer.
+sql() {
+  local url token answer
+  url=$(node_url "$1")
+  token=$(curl -sf -X POST "$url/v1/api/auth/login" -H 'content-type: application/json' \
+    -d "{\"user\":\"root\",\"password\":\"${KALAMDB_ROOT_PASSWORD:-kalamdb-root}\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || {
+    echo "cannot log in as root on $url" >&2
+    return 1
+  }
+  answer=$(curl -s -X POST "$url/v1/api/sql" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' \
+    -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$2")")
+  if [[ "$answer" != *'"status":"success"'* ]]; then
+    echo "$2: $answer" >&2
+    return 1
+  fi
+}
+
+# The folder of a running node of cluster $1 other than node $2.
+other_node() {
+  local dir=$1 skip=$2 node
+  for node in "$dir"/node-*; do
+    [[ "$node" == "$dir/node-$skip" || ! -f "$node/pid" ]] && continue
+    if alive "$(cat "$node/pid")"; then
+      echo "$node"
+      return
+    fi
   done
-  for i in $(seq 1 "$n"); do
-    wait_ready "$dir/node-$i"
+  echo "no running node in $dir" >&2
+  return 1
+}
+
+add() {
+  local dir=$1 last=0 node id
+  [[ -f "$dir/node-1/server.toml" ]] || { echo "no cluster in $dir" >&2; exit 1; }
+  dir=$(cd "$dir" && pwd)
+  for node in "$dir"/node-*; do
+    id=${node##*-}
+    [[ "$id" =~ ^[0-9]+$ && "$id" -gt "$last" ]] && last=$id
   done
-  for i in $(seq 1 "$n"); do
-    echo "node $i $(node_url "$dir/node-$i") pid $(cat "$dir/node-$i/pid")"
+  local i=$((last + 1)) base via
+  base=$(sed -n 's/^port = //p' "$dir/node-1/server.toml" | head -n 1)
+  via=$(other_node "$dir" "$i")
+  local rpc="127.0.0.1:$((base + 100 + i - 1))" api="http://127.0.0.1:$((base + i - 1))"
+  local peers=$'\n[[cluster.peers]]\n'"node_id = $i"$'\n'"rpc_addr = \"$rpc\""$'\n'
+  peers+="api_addr = \"$api\""$'\n'
+  write_config "$dir/node-$i" "$i" "$base" "$peers" true
+  launch "$(binary)" "$dir/node-$i"
+  sql "$via" "CLUSTER ADD NODE $i RPC '$rpc' API '$api'"
+  wait_ready "$dir/node-$i"
+  echo "node $i $(node_url "$dir/node-$i") pid $(cat "$dir/node-$i/pid")"
+}
+
+remove() {
+  local dir=$1 i=$2 node="$1/node-$2"
+  [[ -f "$node/server.toml" ]] || { echo "no node $i in $dir" >&2; exit 1; }
+  sql "$(other_node "$dir" "$i")" "CLUSTER REMOVE NODE $i"
+  stop_node "$node"
+}
+
+# Stops the node in folder $1 (SIGTERM, then SIGKILL after 15 s).
+stop_node() {
+  local pidfile="$1/pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  pid=$(cat "$pidfile")
+  rm -f "$pidfile"
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
   done
+  kill -9 "$pid" 2>/dev/null || true
 }
 
 # Whether process $1 runs (a killed process its parent has not reaped yet does not).
@@ -167,5 +254,7 @@ case "${1:-}" in
   up) [[ $# -eq 4 ]] || usage; up "$2" "$3" "$4" ;;
   down) [[ $# -eq 2 ]] || usage; down "$2" ;;
   start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
+  add) [[ $# -eq 2 ]] || usage; add "$2" ;;
+  remove) [[ $# -eq 3 ]] || usage; remove "$2" "$3" ;;
   *) usage ;;
 esac

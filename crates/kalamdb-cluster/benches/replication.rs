@@ -34,10 +34,13 @@ fn replicated_writes(c: &mut Criterion) {
         for _ in 0..3 {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         }
-        let members: BTreeMap<u64, String> = listeners
+        let members: BTreeMap<u64, kalamdb_cluster::Member> = listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+            .map(|(i, l)| {
+                let addr = l.local_addr().unwrap().to_string();
+                (i as u64 + 1, kalamdb_cluster::Member::new(addr, ""))
+            })
             .collect();
         let mut nodes = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {

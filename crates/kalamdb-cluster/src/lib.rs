@@ -9,6 +9,7 @@
 //!   and builds and installs snapshots;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
+//! - [`membership`]: adding and removing members of every group, each change on its leader;
 //! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
 //! - [`replicated`]: the engine's store on a cluster node, committing each write through the
 //!   group that owns it.
@@ -20,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod replicated;
@@ -28,10 +30,11 @@ pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use membership::MemberChange;
 pub use node::{ClusterError, ClusterNode, GroupStatus, Proposal, Topology};
 pub use replicated::{ReplicatedStore, Route, Router};
 pub use state_machine::{AfterApply, ApplyObserver, ApplySlot, Before, StateMachine};
-pub use types::{Applied, Command, TypeConfig};
+pub use types::{Applied, Command, Member, TypeConfig};
 
 /// Reads and decodes the value of `key` in `partition` of `view`; failures as openraft
 /// reports them, against `subject`.

@@ -1,15 +1,17 @@
 //! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
 //! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
-//! (`POST /raft/{group}/{append|vote|snapshot}`). [`router`] serves a node's groups;
+//! (`POST /raft/{group}/{append|vote|snapshot}`), and membership changes a member asks of a
+//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]). [`router`] serves a node's groups;
 //! [`Network`] is the client side openraft uses to reach peers. With a cluster key, every
 //! request carries it in [`KEY_HEADER`] and a request without it is refused (403): a client
 //! that reaches the RPC port cannot append entries without the members' shared secret.
 
-use crate::types::{TypeConfig, decode, encode};
+use crate::types::{Member, TypeConfig, decode, encode};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use openraft::Raft;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -18,7 +20,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub fn router_with_key(groups: Groups, key: Option<Arc<str>>) -> axum::Router {
         .route("/raft/{group}/append", axum::routing::post(append))
         .route("/raft/{group}/vote", axum::routing::post(vote))
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
+        .route("/raft/{group}/members", axum::routing::post(members))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(groups)
         .layer(axum::middleware::from_fn(
@@ -118,6 +120,13 @@ async fn snapshot(State(groups): State<Groups>, Path(group): Path<u64>, body: By
     }
 }
 
+async fn members(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+    match request::<crate::membership::MemberChange>(&groups, group, &body) {
+        Ok((raft, change)) => reply(&crate::membership::apply_here(&raft, &change).await),
+        Err(r) => r,
+    }
+}
+
 /// The client side of one group's RPC: one pooled HTTP client for every peer.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -146,11 +155,11 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
         Peer {
             http: self.http.clone(),
             target,
-            base: format!("http://{}/raft/{}", node.addr, self.group),
+            base: format!("http://{}/raft/{}", node.rpc_addr, self.group),
             key: self.key.clone(),
         }
     }
@@ -165,7 +174,7 @@ pub struct Peer {
     key: Option<Arc<str>>,
 }
 
-type Rpc<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
+type Rpc<T, E> = Result<T, RPCError<u64, Member, E>>;
 
 impl Peer {
     async fn send<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Rpc<Resp, E>

@@ -3,14 +3,15 @@
 //! peers by one RPC listener. Every initial member initializes the groups its store does not
 //! have yet, with the same member list; restarted nodes reload theirs from the store.
 
-use crate::network::{Groups, Network, router_with_key};
-use crate::shard::ShardMap;
+use crate::membership::{ChangeRefused, MemberChange};
+use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
+use crate::shard::{META, ShardMap};
 use crate::state_machine::{ApplySlot, MetaProgress, Ownership};
-use crate::types::{Applied, Command, TypeConfig};
+use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use crate::{LogStore, StateMachine};
 use kalamdb_store::StorageBackend;
 use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{Raft, ServerState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -22,8 +23,9 @@ const READY_LAG: u64 = 100;
 pub struct Topology {
     /// This node's id.
     pub node_id: u64,
-    /// The initial members: node id → RPC address (this node included).
-    pub members: BTreeMap<u64, String>,
+    /// The initial members (this node included), or none when this node joins a running
+    /// cluster (it initializes nothing and waits to be added).
+    pub members: BTreeMap<u64, Member>,
     /// The groups.
     pub map: ShardMap,
     /// openraft's settings (timing, snapshots) every group uses.
@@ -52,6 +54,14 @@ pub enum ClusterError {
     /// No such group in the map.
     #[error("no group {0}")]
     NoGroup(u64),
+    /// A membership change was refused (the reason as the group's leader gave it).
+    #[error("membership change of group {group}: {why}")]
+    Membership {
+        /// The group.
+        group: u64,
+        /// Why.
+        why: String,
+    },
 }
 
 /// One group as this node sees it (a row of `system.cluster_groups`).
@@ -116,6 +126,8 @@ pub struct ClusterNode {
     meta_progress: MetaProgress,
     groups: Groups,
     server: tokio::task::JoinHandle<()>,
+    http: reqwest::Client,
+    key: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -180,7 +192,7 @@ impl ClusterNode {
             groups.insert(group, raft);
         }
         let groups: Groups = Arc::new(groups);
-        let serving = router_with_key(Arc::clone(&groups), key);
+        let serving = router_with_key(Arc::clone(&groups), key.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, serving).await;
         });
@@ -188,11 +200,7 @@ impl ClusterNode {
         // openraft; the first to win an election leads), so the cluster forms whichever
         // members are up. A store that already has a group's log is never re-initialized.
         if topology.members.contains_key(&topology.node_id) {
-            let members: BTreeMap<u64, BasicNode> = topology
-                .members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect();
+            let members = &topology.members;
             for raft in groups.values() {
                 if raft
                     .is_initialized()
@@ -213,6 +221,8 @@ impl ClusterNode {
             meta_progress,
             groups,
             server,
+            http,
+            key,
         })
     }
 
@@ -262,6 +272,118 @@ impl ClusterNode {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         Ok(Proposal { group, answer })
+    }
+
+    /// Member `id` as the meta group's membership records it (this node's view).
+    pub fn member(&self, id: u64) -> Option<Member> {
+        let raft = self.group(META)?;
+        let metrics = raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// Every member of the meta group (voters and learners) as this node knows them, by id,
+    /// with whether it votes.
+    pub fn members(&self) -> Vec<(u64, Member, bool)> {
+        let Some(raft) = self.group(META) else {
+            return Vec::new();
+        };
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, m)| (*id, m.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// Makes `change` in every group, each on its leader: the meta group first when a node
+    /// joins (it then has the catalog before any row), last when one leaves. Returns once
+    /// every group made it; a failure leaves the groups before it changed (run it again).
+    pub async fn change_members(&self, change: &MemberChange) -> Result<(), ClusterError> {
+        let mut order: Vec<u64> = self.map.groups().collect();
+        if matches!(change, MemberChange::Remove { .. }) {
+            order.reverse();
+        }
+        for group in order {
+            self.change_group(group, change).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `change` in `group` on its leader, following leader changes for up to a minute
+    /// (catching a new node up has no bound of its own).
+    async fn change_group(&self, group: u64, change: &MemberChange) -> Result<(), ClusterError> {
+        let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let leader = raft.metrics().borrow().current_leader;
+            let outcome = match leader {
+                Some(id) if id == self.node_id => crate::membership::apply_here(raft, change).await,
+                Some(id) => self.change_on(id, group, change).await,
+                None => Err(ChangeRefused::NotLeader { leader: None }),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(ChangeRefused::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(ClusterError::Membership {
+                        group,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks node `leader` to make `change` in `group` (it answers `NotLeader` when it no
+    /// longer leads it).
+    async fn change_on(
+        &self,
+        leader: u64,
+        group: u64,
+        change: &MemberChange,
+    ) -> Result<(), ChangeRefused> {
+        // An unreachable leader is retried like a lost one (until the caller's deadline).
+        let unreachable = |e: String| {
+            tracing::debug!(leader, group, error = %e, "membership change: leader unreachable");
+            ChangeRefused::NotLeader { leader: None }
+        };
+        let member = self
+            .member(leader)
+            .or_else(|| {
+                let raft = self.group(group)?;
+                let metrics = raft.metrics().borrow().clone();
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .cloned()
+            })
+            .ok_or_else(|| unreachable(format!("node {leader} has no known address")))?;
+        let body = encode(change).map_err(|e| ChangeRefused::Failed(e.to_string()))?;
+        let mut post = self
+            .http
+            .post(format!("http://{}/raft/{group}/members", member.rpc_addr))
+            .body(body);
+        if let Some(key) = &self.key {
+            post = post.header(KEY_HEADER, key.as_ref());
+        }
+        let sent = post.send().await.map_err(|e| unreachable(e.to_string()))?;
+        if !sent.status().is_success() {
+            return Err(ChangeRefused::Failed(format!(
+                "node {leader} answered {}",
+                sent.status()
+            )));
+        }
+        let bytes = sent.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+        decode::<Result<(), ChangeRefused>>(&bytes)
+            .map_err(|e| ChangeRefused::Failed(e.to_string()))?
     }
 
     /// The meta group's applied index on this node (the barrier data entries carry).

@@ -19,7 +19,6 @@ use kalamdb_store::{
     Committed, EngineStats, KeyLayout, KvIter, Pending, PendingWait, Result, StorageBackend,
     StorageRead, StorageSnapshot, StoreError, Visit, WriteBatch,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -178,7 +177,6 @@ pub struct ReplicatedStore {
     node: Arc<ClusterNode>,
     router: Router,
     /// Client URLs of the members, by node id (for [`StoreError::NotLeader`]).
-    api_urls: Arc<BTreeMap<u64, String>>,
     runtime: tokio::runtime::Handle,
     /// While the engine opens, writes for groups another node leads are skipped.
     starting: AtomicBool,
@@ -193,12 +191,11 @@ impl std::fmt::Debug for ReplicatedStore {
 }
 
 impl ReplicatedStore {
-    /// The store of `node`, whose groups run over `inner` on `runtime`; `api_urls` names each
-    /// member's client URL.
+    /// The store of `node`, whose groups run over `inner` on `runtime` (a refused write names
+    /// the leader's client URL as the membership records it).
     pub fn new(
         inner: Arc<dyn StorageBackend>,
         node: Arc<ClusterNode>,
-        api_urls: BTreeMap<u64, String>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         let router = Router::new(node.map(), Arc::clone(&inner));
@@ -206,7 +203,6 @@ impl ReplicatedStore {
             inner,
             node,
             router,
-            api_urls: Arc::new(api_urls),
             runtime,
             starting: AtomicBool::new(false),
         }
@@ -267,7 +263,7 @@ impl ReplicatedStore {
 
     fn handle(&self) -> Handle {
         Handle {
-            api_urls: Arc::clone(&self.api_urls),
+            node: Arc::clone(&self.node),
             starting: self.starting.load(Ordering::SeqCst),
         }
     }
@@ -285,7 +281,7 @@ impl ReplicatedStore {
 
 /// What a submitted write needs of its store to finish.
 struct Handle {
-    api_urls: Arc<BTreeMap<u64, String>>,
+    node: Arc<ClusterNode>,
     starting: bool,
 }
 
@@ -301,7 +297,10 @@ impl Handle {
                 Ok(())
             }
             Err(ClusterError::NotLeader { leader, .. }) => Err(StoreError::NotLeader {
-                leader: leader.and_then(|id| self.api_urls.get(&id).cloned()),
+                leader: leader
+                    .and_then(|id| self.node.member(id))
+                    .map(|m| m.api_url)
+                    .filter(|url| !url.is_empty()),
             }),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }

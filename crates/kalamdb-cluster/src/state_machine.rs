@@ -10,12 +10,12 @@
 //! checkpoints for large data groups (docs/cluster.md §8).
 
 use crate::io_error;
-use crate::types::{Applied, Command, TypeConfig, decode, encode};
+use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use kalamdb_store::{KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StoredMembership,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
-type Membership = StoredMembership<u64, BasicNode>;
+type Membership = StoredMembership<u64, Member>;
 
 const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -128,7 +128,7 @@ struct SnapshotData {
 /// A snapshot as kept in the group's meta partition.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
+    meta: SnapshotMeta<u64, Member>,
     data: Vec<u8>,
 }
 
@@ -448,7 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
+        meta: &SnapshotMeta<u64, Member>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let bytes = snapshot.into_inner();

@@ -58,13 +58,37 @@ pub struct Applied {
     pub refused: Option<String>,
 }
 
+/// A member as every group's membership records it: where peers reach it and where clients
+/// are sent (a refused write names the leader's client URL), so a node added to a running
+/// cluster is known to all without a change of their configuration files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its RPC address (`host:port`). Named as openraft's `BasicNode` named it, so
+    /// memberships stored before client URLs were recorded still read.
+    #[serde(rename = "addr")]
+    pub rpc_addr: String,
+    /// Its client URL (`http://host:port`, no trailing slash; empty when not recorded).
+    #[serde(default)]
+    pub api_url: String,
+}
+
+impl Member {
+    /// A member at `rpc_addr` serving clients at `api_url`.
+    pub fn new(rpc_addr: impl Into<String>, api_url: impl Into<String>) -> Self {
+        Self {
+            rpc_addr: rpc_addr.into(),
+            api_url: api_url.into().trim_end_matches('/').to_string(),
+        }
+    }
+}
+
 openraft::declare_raft_types!(
-    /// KalamDB's Raft groups: u64 node ids, nodes addressed by their RPC address.
+    /// KalamDB's Raft groups: u64 node ids, members with their RPC and client addresses.
     pub TypeConfig:
         D = Command,
         R = Applied,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,

@@ -4,12 +4,13 @@
 //! on; the stopped node restarts on its folder and catches up; a fourth node joins and catches
 //! up by snapshot (the log it lacks was purged); a voter leaves and the rest go on.
 
+use kalamdb_cluster::Member;
 use kalamdb_cluster::network::{Network, router};
 use kalamdb_cluster::state_machine::Partitions;
 use kalamdb_cluster::{Command, LogStore, StateMachine, TypeConfig};
 use kalamdb_store::{KeyLayout, RocksBackend, StorageBackend, StoreOptions, WriteBatch};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,9 +175,9 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
         let dir = root.path().join(format!("n{}", i + 1));
         nodes.push(Node::start(i as u64 + 1, &dir, l).await);
     }
-    let members: BTreeMap<u64, BasicNode> = nodes
+    let members: BTreeMap<u64, Member> = nodes
         .iter()
-        .map(|n| (n.id, BasicNode::new(&n.addr)))
+        .map(|n| (n.id, Member::new(&n.addr, "")))
         .collect();
     nodes[0].raft.initialize(members).await.unwrap();
 
@@ -245,7 +246,7 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fourth = Node::start(4, &root.path().join("n4"), listener).await;
     nl.raft
-        .add_learner(4, BasicNode::new(&fourth.addr), true)
+        .add_learner(4, Member::new(&fourth.addr, ""), true)
         .await
         .unwrap();
     let voters: std::collections::BTreeSet<u64> = [1, 2, 3, 4].into();
@@ -288,10 +289,13 @@ async fn every_group_of_the_shard_map_fails_over() {
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let members: BTreeMap<u64, String> = listeners
+    let members: BTreeMap<u64, Member> = listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .map(|(i, l)| {
+            let addr = l.local_addr().unwrap().to_string();
+            (i as u64 + 1, Member::new(addr, ""))
+        })
         .collect();
     let map = ShardMap::new(2, 1);
     let raft = Config {

@@ -64,6 +64,29 @@ pub struct GroupInfo {
     pub millis_since_quorum_ack: Option<u64>,
 }
 
+/// A membership change the engine asks of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Node `node_id`, started to join, becomes a voter of every group.
+    Add {
+        /// Its node id.
+        node_id: u64,
+        /// Its RPC address (`host:port`).
+        rpc_addr: String,
+        /// Its client URL.
+        api_url: String,
+    },
+    /// Node `node_id` leaves every group.
+    Remove {
+        /// Its node id.
+        node_id: u64,
+    },
+}
+
+/// What a [`ClusterView::change_members`] call resolves to: `Err` with the reason.
+pub type MembershipFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
 /// The cluster as the engine sees it; see the module doc.
 pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// The cluster's name.
@@ -82,6 +105,8 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
     fn snapshot(&self) -> usize;
     /// This node stands for leader of every group, or of `group`; returns how many.
     fn elect(&self, group: Option<u64>) -> usize;
+    /// Makes `change` in every group (each on its leader); resolves once all made it.
+    fn change_members(&self, change: MembershipChange) -> MembershipFuture<'_>;
 }
 
 /// Where the view is registered.

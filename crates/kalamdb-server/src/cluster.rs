@@ -9,10 +9,13 @@
 
 use kalamdb_cluster::shard::{GroupKind, META, ShardMap};
 use kalamdb_cluster::{
-    AfterApply, ApplyObserver, ApplySlot, Before, ClusterNode, ReplicatedStore, Router, Topology,
+    AfterApply, ApplyObserver, ApplySlot, Before, ClusterNode, MemberChange, ReplicatedStore,
+    Router, Topology,
 };
 use kalamdb_core::AppContext;
-use kalamdb_core::cluster_view::{ClusterView, GroupInfo, MemberInfo};
+use kalamdb_core::cluster_view::{
+    ClusterView, GroupInfo, MemberInfo, MembershipChange, MembershipFuture,
+};
 use kalamdb_core::config::Config;
 use kalamdb_core::config::cluster::ClusterConfig;
 use kalamdb_store::{StorageBackend, WriteBatch};
@@ -53,15 +56,17 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
             )
         })?;
     let map = ShardMap::new(cluster.user_shards, cluster.shared_shards);
-    let members: BTreeMap<u64, String> = cluster
+    // A joining node initializes nothing: the members that add it tell it the membership.
+    let members: BTreeMap<u64, kalamdb_cluster::Member> = cluster
         .peers
         .iter()
-        .map(|p| (p.node_id, p.rpc_addr.clone()))
-        .collect();
-    let api_urls: BTreeMap<u64, String> = cluster
-        .peers
-        .iter()
-        .map(|p| (p.node_id, p.api_addr.trim_end_matches('/').to_string()))
+        .filter(|_| !cluster.join)
+        .map(|p| {
+            (
+                p.node_id,
+                kalamdb_cluster::Member::new(&p.rpc_addr, &p.api_addr),
+            )
+        })
         .collect();
     let raft = openraft::Config {
         heartbeat_interval: cluster.heartbeat_interval_ms,
@@ -117,7 +122,6 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     let store = Arc::new(ReplicatedStore::new(
         local,
         Arc::clone(&node),
-        api_urls,
         runtime.handle().clone(),
     ));
     wait_for_catalog(&node, &store).await;
@@ -176,12 +180,8 @@ impl Member {
 
     /// The engine opened over this member's store: start-up is over, applied writes now
     /// reach its caches, and the first engine to open leaves the mark others wait for.
-    pub(crate) fn opened(
-        &self,
-        app: &Arc<AppContext>,
-        cluster: &ClusterConfig,
-    ) -> Result<(), String> {
-        app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node), cluster)));
+    pub(crate) fn opened(&self, app: &Arc<AppContext>) -> Result<(), String> {
+        app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node))));
         self.store.set_starting(false);
         let _ = self.hook.set(Arc::new(EngineObserver(Arc::downgrade(app))));
         if self
@@ -227,22 +227,14 @@ impl ApplyObserver for EngineObserver {
 #[derive(Debug)]
 pub(crate) struct View {
     node: Arc<ClusterNode>,
-    peers: Vec<(u64, String, String)>,
 }
 
 impl View {
-    pub(crate) fn new(node: Arc<ClusterNode>, cluster: &ClusterConfig) -> Self {
-        Self {
-            node,
-            peers: cluster
-                .peers
-                .iter()
-                .map(|p| (p.node_id, p.rpc_addr.clone(), p.api_addr.clone()))
-                .collect(),
-        }
+    pub(crate) fn new(node: Arc<ClusterNode>) -> Self {
+        Self { node }
     }
 
-    fn metrics(&self, group: u64) -> Option<openraft::RaftMetrics<u64, openraft::BasicNode>> {
+    fn metrics(&self, group: u64) -> Option<openraft::RaftMetrics<u64, kalamdb_cluster::Member>> {
         self.node
             .group(group)
             .map(|raft| raft.metrics().borrow().clone())
@@ -273,13 +265,11 @@ impl ClusterView for View {
         let leaders: Vec<Option<u64>> = map.groups().map(|g| self.node.leader_of(g)).collect();
         let meta = self.metrics(META);
         let replication = meta.as_ref().and_then(|m| m.replication.clone());
-        let voters: Vec<u64> = meta
-            .as_ref()
-            .map(|m| m.membership_config.membership().voter_ids().collect())
-            .unwrap_or_default();
-        self.peers
-            .iter()
-            .map(|(id, rpc, api)| {
+        self.node
+            .members()
+            .into_iter()
+            .map(|(id, member, voter)| {
+                let id = &id;
                 let is_self = *id == self.node.node_id();
                 let leads_meta = leaders.first().copied().flatten() == Some(*id);
                 let matched = replication
@@ -289,12 +279,12 @@ impl ClusterView for View {
                 let last_log = meta.as_ref().and_then(|m| m.last_log_index);
                 MemberInfo {
                     node_id: *id,
-                    rpc_addr: rpc.clone(),
-                    api_addr: api.clone(),
+                    rpc_addr: member.rpc_addr,
+                    api_addr: member.api_url,
                     is_self,
                     role: if leads_meta {
                         "leader"
-                    } else if voters.contains(id) {
+                    } else if voter {
                         "follower"
                     } else {
                         "learner"
@@ -402,14 +392,34 @@ impl ClusterView for View {
         n
     }
 
+    fn change_members(&self, change: MembershipChange) -> MembershipFuture<'_> {
+        let change = match change {
+            MembershipChange::Add {
+                node_id,
+                rpc_addr,
+                api_url,
+            } => MemberChange::Add {
+                id: node_id,
+                member: kalamdb_cluster::Member::new(rpc_addr, api_url),
+            },
+            MembershipChange::Remove { node_id } => MemberChange::Remove { id: node_id },
+        };
+        Box::pin(async move {
+            self.node
+                .change_members(&change)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn meta_leader_url(&self) -> Option<String> {
         let leader = self.node.leader_of(META)?;
         if leader == self.node.node_id() {
             return None;
         }
-        self.peers
-            .iter()
-            .find(|(id, ..)| *id == leader)
-            .map(|(_, _, api)| api.trim_end_matches('/').to_string())
+        self.node
+            .member(leader)
+            .map(|m| m.api_url)
+            .filter(|url| !url.is_empty())
     }
 }

@@ -127,9 +127,7 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
                 .map_err(ServerError::Cluster)?;
             let store = Arc::clone(&member.store) as Arc<dyn kalamdb_store::StorageBackend>;
             let app = kalamdb_core::engine::open_on(config, store).await?;
-            member
-                .opened(&app, &cluster)
-                .map_err(ServerError::Cluster)?;
+            member.opened(&app).map_err(ServerError::Cluster)?;
             (app, Some(member))
         }
     };

@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     /// Every member at bootstrap, this node included.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// This node joins a running cluster: it initializes no group and waits until a member
+    /// adds it (`CLUSTER ADD NODE`); `peers` then needs to list only this node.
+    #[serde(default)]
+    pub join: bool,
     /// mTLS on the RPC port.
     #[serde(default)]
     pub tls: Option<ClusterTls>,

@@ -695,7 +695,7 @@ impl SqlExecutor {
                 super::subscribe::subscribe_to(app, &self.live_url, &text)
             }
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
-            Command::Cluster(cmd) => ddl::cluster(app, ctx, cmd),
+            Command::Cluster(cmd) => ddl::cluster(app, ctx, cmd).await,
             Command::FlushTable(t) => {
                 not_in_cluster(app, "flushes")?;
                 ddl::flush_table(app, ctx, &t).await

@@ -54,7 +54,7 @@ pub enum Command {
     /// `KILL LIVE QUERY 'live_id'`
     KillLiveQuery(String),
     /// `CLUSTER SNAPSHOT` | `CLUSTER TRIGGER ELECTION [GROUP g]` |
-    /// `CLUSTER TRANSFER LEADER n [GROUP g]`
+    /// `CLUSTER TRANSFER LEADER n [GROUP g]` | `CLUSTER ADD NODE …` | `CLUSTER REMOVE NODE n`
     Cluster(ClusterCommand),
     /// `STORAGE FLUSH TABLE [ns.]t` (also `FLUSH TABLE [ns.]t`)
     FlushTable(TableRef),
@@ -673,7 +673,10 @@ fn is_own_statement(w: &[String]) -> bool {
             | ("EXPORT", "USER")
             | ("STORAGE", "FLUSH" | "COMPACT" | "CHECK")
             | ("SUBSCRIBE", "TO")
-            | ("CLUSTER", "SNAPSHOT" | "TRIGGER" | "TRANSFER")
+            | (
+                "CLUSTER",
+                "SNAPSHOT" | "TRIGGER" | "TRANSFER" | "ADD" | "JOIN" | "REMOVE"
+            )
     )
 }
 
@@ -879,6 +882,18 @@ pub enum ClusterCommand {
     /// `CLUSTER TRIGGER ELECTION [GROUP g]`: this node stands for leader of every group (or
     /// of `g`).
     TriggerElection(Option<u64>),
+    /// `CLUSTER ADD NODE n [RPC] 'host:port' [API] 'url'` (also upstream's `CLUSTER JOIN n …`):
+    /// node `n`, started with `[cluster] join = true`, becomes a voter of every group.
+    AddNode {
+        /// Its node id (never reused).
+        node: u64,
+        /// Its RPC address.
+        rpc_addr: String,
+        /// Its client URL.
+        api_url: String,
+    },
+    /// `CLUSTER REMOVE NODE n`: node `n` leaves every group.
+    RemoveNode(u64),
     /// `CLUSTER TRANSFER LEADER n [GROUP g]`: node `n` stands for leader of every group (or
     /// of `g`); run on `n`.
     TransferLeader {
@@ -999,6 +1014,15 @@ impl KalamParser<'_> {
             ("CLUSTER", "TRIGGER") => {
                 self.skip(2).expect("ELECTION")?;
                 Command::Cluster(ClusterCommand::TriggerElection(self.group_clause()?))
+            }
+            ("CLUSTER", "ADD") => {
+                self.skip(2).expect("NODE")?;
+                self.cluster_add()?
+            }
+            ("CLUSTER", "JOIN") => self.skip(2).cluster_add()?,
+            ("CLUSTER", "REMOVE") => {
+                self.skip(2).expect("NODE")?;
+                Command::Cluster(ClusterCommand::RemoveNode(self.number("the node id")?))
             }
             ("CLUSTER", "TRANSFER") => {
                 self.skip(2).expect("LEADER")?;
@@ -1136,6 +1160,20 @@ impl KalamParser<'_> {
     }
 
     /// `GROUP g` when present.
+    /// `id [RPC] 'host:port' [API] 'url'` of `CLUSTER ADD NODE` / `CLUSTER JOIN`.
+    fn cluster_add(&mut self) -> Result<Command> {
+        let node = self.number("the node id")?;
+        self.eat("RPC");
+        let rpc_addr = self.string()?;
+        self.eat("API");
+        let api_url = self.string()?;
+        Ok(Command::Cluster(ClusterCommand::AddNode {
+            node,
+            rpc_addr,
+            api_url,
+        }))
+    }
+
     fn group_clause(&mut self) -> Result<Option<u64>> {
         if self.eat("GROUP") {
             Ok(Some(self.number("the group id")?))
@@ -1632,6 +1670,24 @@ mod tests {
 
     #[test]
     fn own_statements() {
+        for sql in [
+            "CLUSTER ADD NODE 4 RPC '127.0.0.1:9104' API 'http://127.0.0.1:8084'",
+            "cluster join 4 '127.0.0.1:9104' 'http://127.0.0.1:8084'",
+        ] {
+            assert!(
+                matches!(
+                    parse_statement(sql).unwrap(),
+                    Command::Cluster(ClusterCommand::AddNode { node: 4, ref rpc_addr, ref api_url })
+                        if rpc_addr == "127.0.0.1:9104" && api_url == "http://127.0.0.1:8084"
+                ),
+                "{sql}"
+            );
+        }
+        assert!(matches!(
+            parse_statement("CLUSTER REMOVE NODE 2").unwrap(),
+            Command::Cluster(ClusterCommand::RemoveNode(2))
+        ));
+        assert!(parse_statement("CLUSTER REMOVE 2").is_err());
         assert!(matches!(
             parse_statement("CREATE NAMESPACE IF NOT EXISTS App").unwrap(),
             Command::CreateNamespace { ref name, if_not_exists: true } if name == "app"

@@ -4,7 +4,8 @@
 //! every survivor, nothing deleted comes back, no duplicates), live subscribers on every node
 //! across that failover (each ends equal to a fresh SELECT), the killed node restarted (it
 //! catches up), and a minority cut off with SIGSTOP (it acknowledges nothing; on return it
-//! catches up).
+//! catches up). A second cluster grows by a fourth node (`cluster.sh add`: CLUSTER ADD NODE)
+//! and loses its first (`cluster.sh remove`: CLUSTER REMOVE NODE) with its data complete.
 
 use crate::live::Ws;
 use serde_json::{Value, json};
@@ -76,7 +77,8 @@ impl Cluster {
 
     fn up(n: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let base = free_base(n);
+        // Room for one more node (`cluster.sh add`).
+        let base = free_base(n + 1);
         let mut cluster = Self {
             dir,
             urls: Vec::new(),
@@ -105,6 +107,23 @@ impl Cluster {
     fn signal(&self, node: usize, signal: i32) {
         // SAFETY: kill(2) on a child process id this test started.
         assert_eq!(unsafe { libc::kill(self.pid(node), signal) }, 0);
+    }
+
+    /// `cluster.sh add`: one more node, added to every group; returns its URL.
+    fn add(&mut self) -> String {
+        let path = self.dir.path().to_string_lossy().into_owned();
+        let out = self.cluster_sh(&["add", &path]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let next = (self.urls.len() + 1).to_string();
+        assert_eq!(words[..2], ["node", &next[..]], "{out}");
+        self.urls.push(words[2].to_string());
+        words[2].to_string()
+    }
+
+    /// `cluster.sh remove`: node `node` leaves every group and stops.
+    fn remove(&self, node: usize) {
+        let path = self.dir.path().to_string_lossy().into_owned();
+        self.cluster_sh(&["remove", &path, &node.to_string()]);
     }
 
     fn restart(&self, node: usize) {
@@ -501,4 +520,159 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
         alice_user["error"]["code"], "PERMISSION_DENIED",
         "{alice_user}"
     );
+}
+
+/// The node ids `system.cluster` on `url` lists.
+async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<u64> {
+    let v = ok(
+        http,
+        url,
+        token,
+        "SELECT node_id FROM system.cluster ORDER BY node_id",
+    )
+    .await;
+    v["results"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r[0].as_u64()
+                .unwrap_or_else(|| r[0].as_str().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joins_and_another_leaves_with_the_data_complete() {
+    let mut cluster = Cluster::up(3);
+    let http = reqwest::Client::new();
+    let first = cluster.urls[0].clone();
+    let root = login(&http, &first, "root", PASSWORD).await;
+    ok(&http, &first, &root, "CREATE NAMESPACE m").await;
+    ok(
+        &http,
+        &first,
+        &root,
+        "CREATE TABLE m.kv (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'SHARED')",
+    )
+    .await;
+    ok(
+        &http,
+        &first,
+        &root,
+        "CREATE TABLE m.notes (id BIGINT PRIMARY KEY, v TEXT) WITH (TYPE = 'USER')",
+    )
+    .await;
+    for id in 1..=30 {
+        let url = &cluster.urls[id % 3];
+        ok(
+            &http,
+            url,
+            &root,
+            &format!("INSERT INTO m.kv VALUES ({id}, 'v')"),
+        )
+        .await;
+        ok(
+            &http,
+            url,
+            &root,
+            &format!("INSERT INTO m.notes VALUES ({id}, 'n')"),
+        )
+        .await;
+    }
+    ok(&http, &first, &root, "DELETE FROM m.kv WHERE id > 25").await;
+
+    // Bad membership statements are refused with clear errors, nothing changed.
+    for (q, why) in [
+        (
+            "CLUSTER ADD NODE 0 RPC '127.0.0.1:1' API 'http://x'",
+            "node ids start at 1",
+        ),
+        (
+            "CLUSTER JOIN 9 RPC 'nowhere' API 'http://x'",
+            "not an ip:port address",
+        ),
+        ("CLUSTER REMOVE NODE 9", "not found"),
+    ] {
+        let v = sql(&http, &first, &root, q).await;
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.to_lowercase().contains(why), "{q}: {v}");
+    }
+
+    // A fourth node joins: it gets every group's log and serves reads and writes.
+    let fourth = cluster.add();
+    let all: Vec<String> = cluster.urls.clone();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    for url in &all {
+        assert_eq!(
+            member_ids(&http, url, &root).await,
+            [1, 2, 3, 4],
+            "on {url}"
+        );
+    }
+    assert_eq!(
+        converged(&http, &all, &root, "m.kv").await,
+        (1..=25).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        converged(&http, &all, &root, "m.notes").await,
+        (1..=30).collect::<Vec<i64>>()
+    );
+    ok(
+        &http,
+        &fourth,
+        &root,
+        "INSERT INTO m.kv VALUES (100, 'from 4')",
+    )
+    .await;
+    ok(
+        &http,
+        &fourth,
+        &root,
+        "INSERT INTO m.notes VALUES (100, 'from 4')",
+    )
+    .await;
+
+    // The first node leaves (it led the meta group when the cluster formed, likely more).
+    cluster.remove(1);
+    let rest: Vec<&str> = all[1..].to_vec();
+    for url in &rest {
+        assert_eq!(member_ids(&http, url, &root).await, [2, 3, 4], "on {url}");
+    }
+    // Every group elects a leader among the members left.
+    let until = Instant::now() + Duration::from_secs(15);
+    for group in 0..=USER_SHARDS + 1 {
+        while leader_of(&http, rest[0], &root, group).await == 1 {
+            assert!(
+                Instant::now() < until,
+                "group {group} still led by the removed node"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for id in 101..=110 {
+        let url = rest[id % 3];
+        ok(
+            &http,
+            url,
+            &root,
+            &format!("INSERT INTO m.kv VALUES ({id}, 'after')"),
+        )
+        .await;
+        ok(
+            &http,
+            url,
+            &root,
+            &format!("INSERT INTO m.notes VALUES ({id}, 'after')"),
+        )
+        .await;
+    }
+    let mut kv: Vec<i64> = (1..=25).collect();
+    kv.push(100);
+    kv.extend(101..=110);
+    assert_eq!(converged(&http, &rest, &root, "m.kv").await, kv);
+    let mut notes: Vec<i64> = (1..=30).collect();
+    notes.push(100);
+    notes.extend(101..=110);
+    assert_eq!(converged(&http, &rest, &root, "m.notes").await, notes);
 }

@@ -131,6 +131,7 @@ async fn a_cluster_section_is_checked() {
         api_addr: format!("http://127.0.0.1:{}", 18079 + id),
     };
     settings.engine.cluster = Some(ClusterConfig {
+        join: false,
         node_id: 1,
         rpc_addr: "127.0.0.1:19188".into(),
         api_addr: "http://127.0.0.1:18080".into(),

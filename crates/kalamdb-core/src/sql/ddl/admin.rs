@@ -1,7 +1,9 @@
-//! `KILL JOB` and `KILL LIVE QUERY`: stopping work another statement or connection started.
+//! `KILL JOB` and `KILL LIVE QUERY`: stopping work another statement or connection started;
+//! the `CLUSTER …` statements.
 
 use crate::access;
 use crate::app_context::AppContext;
+use crate::cluster_view::{ClusterView, MembershipChange};
 use crate::sql::session::{ExecCtx, Output};
 use kalamdb_catalog::error::{KalamError, Result};
 
@@ -40,9 +42,10 @@ pub fn kill_live_query(app: &AppContext, ctx: &ExecCtx, live_id: &str) -> Result
 }
 
 /// `CLUSTER SNAPSHOT`, `CLUSTER TRIGGER ELECTION` (this node stands for leader; the others
-/// vote for it once they no longer hear a leader), `CLUSTER TRANSFER LEADER` (refused: see
-/// below) (docs/cluster.md §9).
-pub fn cluster(
+/// vote for it once they no longer hear a leader), `CLUSTER ADD NODE` / `REMOVE NODE` (every
+/// group, each on its leader), `CLUSTER TRANSFER LEADER` (refused: see below)
+/// (docs/cluster.md §9).
+pub async fn cluster(
     app: &AppContext,
     ctx: &ExecCtx,
     cmd: crate::sql::parse::ClusterCommand,
@@ -53,7 +56,9 @@ pub fn cluster(
         KalamError::Unsupported("CLUSTER statements need a cluster member ([cluster])".into())
     })?;
     let group = match &cmd {
-        ClusterCommand::Snapshot => None,
+        ClusterCommand::Snapshot
+        | ClusterCommand::AddNode { .. }
+        | ClusterCommand::RemoveNode(_) => None,
         ClusterCommand::TriggerElection(g) | ClusterCommand::TransferLeader { group: g, .. } => *g,
     };
     if let Some(g) = group
@@ -81,5 +86,58 @@ pub fn cluster(
             view.node_id(),
             view.elect(group)
         ))),
+        ClusterCommand::AddNode {
+            node,
+            rpc_addr,
+            api_url,
+        } => {
+            check_new_member(node, &rpc_addr, &api_url)?;
+            let change = MembershipChange::Add {
+                node_id: node,
+                rpc_addr,
+                api_url,
+            };
+            change_members(view.as_ref(), change).await?;
+            Ok(Output::Message(format!(
+                "Node {node} is a voting member of every group"
+            )))
+        }
+        ClusterCommand::RemoveNode(node) => {
+            if !view.members().iter().any(|m| m.node_id == node) {
+                return Err(KalamError::NotFound {
+                    kind: "Cluster node",
+                    name: node.to_string(),
+                });
+            }
+            change_members(view.as_ref(), MembershipChange::Remove { node_id: node }).await?;
+            Ok(Output::Message(format!("Node {node} left every group")))
+        }
     }
+}
+
+/// Refuses a node to add with an id of 0 or malformed addresses.
+fn check_new_member(node: u64, rpc_addr: &str, api_url: &str) -> Result<()> {
+    if node == 0 {
+        return Err(KalamError::InvalidInput("node ids start at 1".into()));
+    }
+    if rpc_addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(KalamError::InvalidInput(format!(
+            "RPC address '{rpc_addr}' is not an ip:port address"
+        )));
+    }
+    if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+        return Err(KalamError::InvalidInput(format!(
+            "API address '{api_url}' is not an http(s):// URL"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a membership change; a refusal is the cluster's answer, as an unavailable cluster.
+async fn change_members(view: &dyn ClusterView, change: MembershipChange) -> Result<()> {
+    view.change_members(change).await.map_err(|why| {
+        KalamError::Store(kalamdb_store::StoreError::Unavailable(format!(
+            "membership change failed (run it again once the cluster is healthy): {why}"
+        )))
+    })
 }
