@@ -124,7 +124,6 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
         Arc::clone(&node),
         runtime.handle().clone(),
     ));
-    wait_for_catalog(&node, &store).await;
     store.set_starting(true);
     Ok(Member {
         node,
@@ -134,19 +133,23 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     })
 }
 
+/// Whether this node applied the mark of an opened engine.
+fn mark_seen(store: &ReplicatedStore) -> bool {
+    store
+        .local()
+        .get(OPENED.0, OPENED.1)
+        .ok()
+        .flatten()
+        .is_some()
+}
+
 /// Waits until this node leads the meta group, or applied the mark of an opened engine and
 /// everything its meta log holds.
 async fn wait_for_catalog(node: &ClusterNode, store: &ReplicatedStore) {
     let mut waited = 0u64;
     loop {
         let leads = node.leader_of(META) == Some(node.node_id());
-        let opened = store
-            .local()
-            .get(OPENED.0, OPENED.1)
-            .ok()
-            .flatten()
-            .is_some();
-        if (leads || opened) && node.group_caught_up(META) {
+        if (leads || mark_seen(store)) && node.group_caught_up(META) {
             return;
         }
         if waited.is_multiple_of(50) {
@@ -178,9 +181,42 @@ impl Member {
         }
     }
 
+    /// Opens the engine over this member's store once the catalog is there (see the module
+    /// doc). When this node opened first as the meta group's leader and lost that leadership
+    /// half way (its start-up writes were then skipped as another leader's to make), the open
+    /// fails on a missing catalog partition: it waits for the new leader's catalog and opens
+    /// again.
+    pub(crate) async fn open_engine(
+        &self,
+        config: Config,
+    ) -> Result<Arc<AppContext>, crate::ServerError> {
+        loop {
+            wait_for_catalog(&self.node, &self.store).await;
+            let store = Arc::clone(&self.store) as Arc<dyn StorageBackend>;
+            match kalamdb_core::engine::open_on(config.clone(), store).await {
+                Ok(app) => {
+                    self.opened(&app).map_err(crate::ServerError::Cluster)?;
+                    return Ok(app);
+                }
+                Err(e)
+                    if !mark_seen(&self.store)
+                        && self.node.leader_of(META) != Some(self.node.node_id()) =>
+                {
+                    tracing::warn!(
+                        error = %e,
+                        "the meta group's leader changed while the engine opened; opening again \
+                         on the new leader's catalog"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// The engine opened over this member's store: start-up is over, applied writes now
     /// reach its caches, and the first engine to open leaves the mark others wait for.
-    pub(crate) fn opened(&self, app: &Arc<AppContext>) -> Result<(), String> {
+    fn opened(&self, app: &Arc<AppContext>) -> Result<(), String> {
         app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node))));
         self.store.set_starting(false);
         let _ = self.hook.set(Arc::new(EngineObserver(Arc::downgrade(app))));

@@ -125,9 +125,7 @@ pub async fn start(settings: Settings, handle_signals: bool) -> Result<RunningSe
             let member = cluster::start(&config, &cluster)
                 .await
                 .map_err(ServerError::Cluster)?;
-            let store = Arc::clone(&member.store) as Arc<dyn kalamdb_store::StorageBackend>;
-            let app = kalamdb_core::engine::open_on(config, store).await?;
-            member.opened(&app).map_err(ServerError::Cluster)?;
+            let app = member.open_engine(config).await?;
             (app, Some(member))
         }
     };

@@ -581,6 +581,31 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
         .await;
     }
     ok(&http, &first, &root, "DELETE FROM m.kv WHERE id > 25").await;
+    // Racing inserts of one key, while earlier inserts of the scope are still in flight on
+    // the leader (keyed writers do not wait for them): exactly one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (http, url, root) = (http.clone(), cluster.urls[i % 3].clone(), root.clone());
+            tokio::spawn(async move {
+                let a = sql(
+                    &http,
+                    &url,
+                    &root,
+                    &format!("INSERT INTO m.kv VALUES ({}, 'a')", 200 + i),
+                )
+                .await;
+                let b = sql(&http, &url, &root, "INSERT INTO m.kv VALUES (26, 'race')").await;
+                assert_eq!(a["status"], "success", "{a}");
+                b["status"] == "success"
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one of the racing inserts of one key wins");
+    ok(&http, &first, &root, "DELETE FROM m.kv WHERE id > 25").await;
 
     // Bad membership statements are refused with clear errors, nothing changed.
     for (q, why) in [
