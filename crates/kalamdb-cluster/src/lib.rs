@@ -9,6 +9,7 @@
 //!   and builds and installs snapshots;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
+//! - [`leadership`]: moving a group's leadership to a chosen member;
 //! - [`membership`]: adding and removing members of every group, each change on its leader;
 //! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
 //! - [`replicated`]: the engine's store on a cluster node, committing each write through the
@@ -20,6 +21,7 @@
 // openraft's traits return its StorageError (224 bytes); the helpers that build it return it too.
 #![allow(clippy::result_large_err)]
 
+pub mod leadership;
 pub mod log_store;
 pub mod membership;
 pub mod network;

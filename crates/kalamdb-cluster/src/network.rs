@@ -1,11 +1,13 @@
 //! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
 //! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
-//! (`POST /raft/{group}/{append|vote|snapshot}`), and membership changes a member asks of a
-//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]). [`router`] serves a node's groups;
+//! (`POST /raft/{group}/{append|vote|snapshot}`), membership changes a member asks of a
+//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]) and the holds of a
+//! leadership transfer (`POST /raft/{group}/hold`, see [`crate::leadership`]). [`router`] serves a node's groups;
 //! [`Network`] is the client side openraft uses to reach peers. With a cluster key, every
 //! request carries it in [`KEY_HEADER`] and a request without it is refused (403): a client
 //! that reaches the RPC port cannot append entries without the members' shared secret.
 
+use crate::leadership::Holds;
 use crate::types::{Member, TypeConfig, decode, encode};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -41,18 +43,26 @@ pub const KEY_HEADER: &str = "x-kalamdb-cluster-key";
 
 /// Routes serving `groups` to peers.
 pub fn router(groups: Groups) -> axum::Router {
-    router_with_key(groups, None)
+    router_with_key(groups, Holds::default(), None)
 }
 
-/// [`router`] refusing requests that do not carry `key`.
-pub fn router_with_key(groups: Groups, key: Option<Arc<str>>) -> axum::Router {
+/// What the routes serve: the groups, and the holds transfers put on them.
+#[derive(Clone)]
+struct Served {
+    groups: Groups,
+    holds: Holds,
+}
+
+/// [`router`] with this node's `holds`, refusing requests that do not carry `key`.
+pub fn router_with_key(groups: Groups, holds: Holds, key: Option<Arc<str>>) -> axum::Router {
     axum::Router::new()
         .route("/raft/{group}/append", axum::routing::post(append))
         .route("/raft/{group}/vote", axum::routing::post(vote))
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
         .route("/raft/{group}/members", axum::routing::post(members))
+        .route("/raft/{group}/hold", axum::routing::post(hold))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(groups)
+        .with_state(Served { groups, holds })
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let key = key.clone();
@@ -99,30 +109,60 @@ fn request<T: DeserializeOwned>(
     Ok((raft, req))
 }
 
-async fn append(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+async fn append(
+    State(Served { groups, .. }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
     match request::<AppendEntriesRequest<TypeConfig>>(&groups, group, &body) {
         Ok((raft, req)) => reply(&raft.append_entries(req).await),
         Err(r) => r,
     }
 }
 
-async fn vote(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+async fn vote(
+    State(Served { groups, .. }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
     match request::<VoteRequest<u64>>(&groups, group, &body) {
         Ok((raft, req)) => reply(&raft.vote(req).await),
         Err(r) => r,
     }
 }
 
-async fn snapshot(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+async fn snapshot(
+    State(Served { groups, .. }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
     match request::<InstallSnapshotRequest<TypeConfig>>(&groups, group, &body) {
         Ok((raft, req)) => reply(&raft.install_snapshot(req).await),
         Err(r) => r,
     }
 }
 
-async fn members(State(groups): State<Groups>, Path(group): Path<u64>, body: Bytes) -> Response {
+async fn members(
+    State(Served { groups, .. }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
     match request::<crate::membership::MemberChange>(&groups, group, &body) {
         Ok((raft, change)) => reply(&crate::membership::apply_here(&raft, &change).await),
+        Err(r) => r,
+    }
+}
+
+async fn hold(
+    State(Served { groups, holds }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
+    match request::<u64>(&groups, group, &body) {
+        Ok((raft, millis)) => {
+            holds.hold(group, &raft, millis);
+            reply(&Ok::<(), String>(()))
+        }
         Err(r) => r,
     }
 }

@@ -3,6 +3,7 @@
 //! peers by one RPC listener. Every initial member initializes the groups its store does not
 //! have yet, with the same member list; restarted nodes reload theirs from the store.
 
+use crate::leadership::{HOLD, Holds};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
 use crate::shard::{META, ShardMap};
@@ -128,6 +129,7 @@ pub struct ClusterNode {
     server: tokio::task::JoinHandle<()>,
     http: reqwest::Client,
     key: Option<Arc<str>>,
+    holds: Holds,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -192,7 +194,8 @@ impl ClusterNode {
             groups.insert(group, raft);
         }
         let groups: Groups = Arc::new(groups);
-        let serving = router_with_key(Arc::clone(&groups), key.clone());
+        let holds = Holds::default();
+        let serving = router_with_key(Arc::clone(&groups), holds.clone(), key.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, serving).await;
         });
@@ -223,6 +226,7 @@ impl ClusterNode {
             server,
             http,
             key,
+            holds,
         })
     }
 
@@ -265,6 +269,13 @@ impl ClusterNode {
             return Err(ClusterError::NotLeader {
                 group,
                 leader: m.current_leader,
+            });
+        }
+        if self.holds.writes_paused(group) {
+            // Handing the group to another member (CLUSTER TRANSFER LEADER): retry shortly.
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: None,
             });
         }
         let answer = raft
@@ -349,41 +360,105 @@ impl ClusterNode {
         group: u64,
         change: &MemberChange,
     ) -> Result<(), ChangeRefused> {
-        // An unreachable leader is retried like a lost one (until the caller's deadline).
-        let unreachable = |e: String| {
-            tracing::debug!(leader, group, error = %e, "membership change: leader unreachable");
-            ChangeRefused::NotLeader { leader: None }
-        };
+        match self
+            .post::<_, Result<(), ChangeRefused>>(leader, group, "members", change)
+            .await
+        {
+            Ok(answer) => answer,
+            // An unreachable leader is retried like a lost one (until the caller's deadline).
+            Err(e) => {
+                tracing::debug!(leader, group, error = %e, "membership change: leader unreachable");
+                Err(ChangeRefused::NotLeader { leader: None })
+            }
+        }
+    }
+
+    /// Sends `body` to node `to`'s route `/raft/{group}/{route}` and decodes its answer.
+    async fn post<B: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        to: u64,
+        group: u64,
+        route: &str,
+        body: &B,
+    ) -> Result<A, String> {
         let member = self
-            .member(leader)
+            .member(to)
             .or_else(|| {
                 let raft = self.group(group)?;
                 let metrics = raft.metrics().borrow().clone();
                 metrics
                     .membership_config
                     .membership()
-                    .get_node(&leader)
+                    .get_node(&to)
                     .cloned()
             })
-            .ok_or_else(|| unreachable(format!("node {leader} has no known address")))?;
-        let body = encode(change).map_err(|e| ChangeRefused::Failed(e.to_string()))?;
+            .ok_or_else(|| format!("node {to} has no known address"))?;
+        let body = encode(body).map_err(|e| e.to_string())?;
         let mut post = self
             .http
-            .post(format!("http://{}/raft/{group}/members", member.rpc_addr))
+            .post(format!("http://{}/raft/{group}/{route}", member.rpc_addr))
             .body(body);
         if let Some(key) = &self.key {
             post = post.header(KEY_HEADER, key.as_ref());
         }
-        let sent = post.send().await.map_err(|e| unreachable(e.to_string()))?;
+        let sent = post.send().await.map_err(|e| e.to_string())?;
         if !sent.status().is_success() {
-            return Err(ChangeRefused::Failed(format!(
-                "node {leader} answered {}",
-                sent.status()
+            return Err(format!("node {to} answered {}", sent.status()));
+        }
+        let bytes = sent.bytes().await.map_err(|e| e.to_string())?;
+        decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Hands `group`'s leadership to voter `target` (see [`crate::leadership`]): holds every
+    /// other voter's elections and the leader's heartbeats and writes until `target` leads,
+    /// at most [`HOLD`]. Returns once `target` leads, as this node sees it.
+    pub async fn transfer_leader(&self, group: u64, target: u64) -> Result<(), ClusterError> {
+        let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
+        let metrics = raft.metrics().borrow().clone();
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let refused = |why: String| ClusterError::Membership { group, why };
+        if !voters.contains(&target) {
+            return Err(refused(format!(
+                "node {target} is not a voter of group {group}"
             )));
         }
-        let bytes = sent.bytes().await.map_err(|e| unreachable(e.to_string()))?;
-        decode::<Result<(), ChangeRefused>>(&bytes)
-            .map_err(|e| ChangeRefused::Failed(e.to_string()))?
+        if metrics.current_leader == Some(target) {
+            return Ok(());
+        }
+        let others: Vec<u64> = voters.into_iter().filter(|v| *v != target).collect();
+        let hold = |millis: u64| {
+            let others = &others;
+            async move {
+                for &node in others {
+                    if node == self.node_id {
+                        self.holds.hold(group, raft, millis);
+                    } else if let Err(e) = self
+                        .post::<_, Result<(), String>>(node, group, "hold", &millis)
+                        .await
+                    {
+                        // A member not held may win the election instead: the transfer then
+                        // reports that the target did not take over.
+                        tracing::warn!(node, group, error = %e, "transfer: a member was not held");
+                    }
+                }
+            }
+        };
+        hold(HOLD.as_millis() as u64).await;
+        let until = tokio::time::Instant::now() + HOLD;
+        let mut leader = metrics.current_leader;
+        while leader != Some(target) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            leader = raft.metrics().borrow().current_leader;
+        }
+        hold(0).await;
+        if leader == Some(target) {
+            Ok(())
+        } else {
+            Err(refused(format!(
+                "node {target} did not take over within {} s (leader: {leader:?})",
+                HOLD.as_secs()
+            )))
+        }
     }
 
     /// The meta group's applied index on this node (the barrier data entries carry).

@@ -83,8 +83,9 @@ pub enum MembershipChange {
     },
 }
 
-/// What a [`ClusterView::change_members`] call resolves to: `Err` with the reason.
-pub type MembershipFuture<'a> =
+/// What a [`ClusterView`] operation that waits for the cluster resolves to: `Err` with the
+/// reason.
+pub type ClusterFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// The cluster as the engine sees it; see the module doc.
@@ -106,7 +107,10 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// This node stands for leader of every group, or of `group`; returns how many.
     fn elect(&self, group: Option<u64>) -> usize;
     /// Makes `change` in every group (each on its leader); resolves once all made it.
-    fn change_members(&self, change: MembershipChange) -> MembershipFuture<'_>;
+    fn change_members(&self, change: MembershipChange) -> ClusterFuture<'_>;
+    /// Hands the leadership of every group (or of `group`) to voter `node`; resolves once it
+    /// leads them.
+    fn transfer_leader(&self, node: u64, group: Option<u64>) -> ClusterFuture<'_>;
 }
 
 /// Where the view is registered.

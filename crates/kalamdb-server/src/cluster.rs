@@ -14,7 +14,7 @@ use kalamdb_cluster::{
 };
 use kalamdb_core::AppContext;
 use kalamdb_core::cluster_view::{
-    ClusterView, GroupInfo, MemberInfo, MembershipChange, MembershipFuture,
+    ClusterFuture, ClusterView, GroupInfo, MemberInfo, MembershipChange,
 };
 use kalamdb_core::config::Config;
 use kalamdb_core::config::cluster::ClusterConfig;
@@ -428,7 +428,7 @@ impl ClusterView for View {
         n
     }
 
-    fn change_members(&self, change: MembershipChange) -> MembershipFuture<'_> {
+    fn change_members(&self, change: MembershipChange) -> ClusterFuture<'_> {
         let change = match change {
             MembershipChange::Add {
                 node_id,
@@ -445,6 +445,32 @@ impl ClusterView for View {
                 .change_members(&change)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn transfer_leader(&self, node: u64, group: Option<u64>) -> ClusterFuture<'_> {
+        Box::pin(async move {
+            let groups: Vec<u64> = self
+                .node
+                .map()
+                .groups()
+                .filter(|g| group.is_none_or(|only| only == *g))
+                .collect();
+            // The groups move together: each waits out its own leader lease.
+            let mut moves = tokio::task::JoinSet::new();
+            for g in groups {
+                let member = Arc::clone(&self.node);
+                moves.spawn(async move { member.transfer_leader(g, node).await });
+            }
+            let mut outcome = Ok(());
+            while let Some(moved) = moves.join_next().await {
+                match moved {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => outcome = Err(e.to_string()),
+                    Err(e) => outcome = Err(e.to_string()),
+                }
+            }
+            outcome
         })
     }
 

@@ -510,11 +510,12 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
     assert!(healed.contains(&50_000));
     assert!(after.iter().all(|id| healed.contains(id)));
 
-    // Operations: a snapshot of every group; no leadership transfer yet (refused, not faked).
+    // Operations: a snapshot of every group; a transfer to a node that is not a member is
+    // refused (transfers: see the membership test).
     let snap = ok(&http, urls[0], &root, "CLUSTER SNAPSHOT").await;
     assert!(snap.to_string().contains("Snapshots of 4 groups"), "{snap}");
-    let transfer = sql(&http, urls[0], &root, "CLUSTER TRANSFER LEADER 2").await;
-    assert_eq!(transfer["error"]["code"], "UNSUPPORTED", "{transfer}");
+    let transfer = sql(&http, urls[0], &root, "CLUSTER TRANSFER LEADER 7").await;
+    assert_eq!(transfer["status"], "error", "{transfer}");
     let alice_user = sql(&http, urls[0], &alice, "CLUSTER SNAPSHOT").await;
     assert_eq!(
         alice_user["error"]["code"], "PERMISSION_DENIED",
@@ -657,6 +658,30 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
         "INSERT INTO m.notes VALUES (100, 'from 4')",
     )
     .await;
+
+    // Every group's leadership moves to the new node while a client keeps writing.
+    let writer = {
+        let (http, urls, root) = (http.clone(), cluster.urls.clone(), root.clone());
+        tokio::spawn(async move {
+            let stop = Instant::now() + Duration::from_secs(30);
+            for id in 300..330 {
+                assert!(insert_acknowledged(&http, &urls, &root, "m.kv", id, stop).await);
+            }
+        })
+    };
+    let started = Instant::now();
+    let moved = ok(&http, all[1], &root, "CLUSTER TRANSFER LEADER 4").await;
+    eprintln!("leadership of every group moved in {:?}", started.elapsed());
+    assert!(moved.to_string().contains("leads every group"), "{moved}");
+    for group in 0..=USER_SHARDS + 1 {
+        assert_eq!(
+            leader_of(&http, all[1], &root, group).await,
+            4,
+            "group {group}"
+        );
+    }
+    writer.await.unwrap();
+    ok(&http, &first, &root, "DELETE FROM m.kv WHERE id >= 300").await;
 
     // The first node leaves (it led the meta group when the cluster formed, likely more).
     cluster.remove(1);

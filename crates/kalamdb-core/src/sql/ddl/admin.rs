@@ -43,8 +43,8 @@ pub fn kill_live_query(app: &AppContext, ctx: &ExecCtx, live_id: &str) -> Result
 
 /// `CLUSTER SNAPSHOT`, `CLUSTER TRIGGER ELECTION` (this node stands for leader; the others
 /// vote for it once they no longer hear a leader), `CLUSTER ADD NODE` / `REMOVE NODE` (every
-/// group, each on its leader), `CLUSTER TRANSFER LEADER` (refused: see below)
-/// (docs/cluster.md §9).
+/// group, each on its leader), `CLUSTER TRANSFER LEADER` (see kalamdb-cluster's leadership
+/// module) (docs/cluster.md §9).
 pub async fn cluster(
     app: &AppContext,
     ctx: &ExecCtx,
@@ -74,13 +74,21 @@ pub async fn cluster(
             "Snapshots of {} groups started",
             view.snapshot()
         ))),
-        // openraft 0.9 has no leadership transfer, and a healthy leader's lease makes the
-        // other members refuse a challenger's votes: refused rather than pretended.
-        ClusterCommand::TransferLeader { .. } => Err(KalamError::Unsupported(
-            "CLUSTER TRANSFER LEADER is not supported yet (the Raft library has no leadership \
-             transfer); restart the leader to move its groups"
-                .into(),
-        )),
+        ClusterCommand::TransferLeader { node, .. } => {
+            if !view.members().iter().any(|m| m.node_id == node) {
+                return Err(KalamError::NotFound {
+                    kind: "Cluster node",
+                    name: node.to_string(),
+                });
+            }
+            view.transfer_leader(node, group)
+                .await
+                .map_err(|why| unavailable(format!("leadership transfer failed: {why}")))?;
+            Ok(Output::Message(match group {
+                Some(g) => format!("Node {node} leads group {g}"),
+                None => format!("Node {node} leads every group"),
+            }))
+        }
         ClusterCommand::TriggerElection(_) => Ok(Output::Message(format!(
             "Node {} stands for leader of {} groups",
             view.node_id(),
@@ -131,6 +139,11 @@ fn check_new_member(node: u64, rpc_addr: &str, api_url: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A cluster operation that did not complete: retryable, like an unavailable cluster.
+fn unavailable(why: String) -> KalamError {
+    KalamError::Store(kalamdb_store::StoreError::Unavailable(why))
 }
 
 /// Runs a membership change; a refusal is the cluster's answer, as an unavailable cluster.
