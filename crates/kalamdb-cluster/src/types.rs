@@ -106,3 +106,51 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 ) -> Result<T, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch as logs written before keys and values were byte strings stored it.
+    #[derive(Serialize)]
+    enum OldOp {
+        Put {
+            partition: String,
+            key: Vec<u8>,
+            value: Vec<u8>,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldBatch {
+        ops: Vec<OldOp>,
+    }
+
+    #[test]
+    fn batches_encode_bytes_compactly_and_old_entries_still_decode() {
+        let mut batch = WriteBatch::new();
+        batch.put("tbl/a", vec![7; 64], vec![200; 1000]);
+        let command = Command::write(batch.clone());
+        let bytes = encode(&command).unwrap();
+        assert!(
+            bytes.len() < 1150,
+            "{} bytes: keys and values as bin",
+            bytes.len()
+        );
+        assert_eq!(decode::<Command>(&bytes).unwrap(), command);
+
+        let old = OldBatch {
+            ops: vec![OldOp::Put {
+                partition: "tbl/a".into(),
+                key: vec![7; 64],
+                value: vec![200; 1000],
+            }],
+        };
+        let old_bytes = encode(&old).unwrap();
+        assert!(
+            old_bytes.len() > 2000,
+            "numbers above 127 took two bytes each"
+        );
+        assert_eq!(decode::<WriteBatch>(&old_bytes).unwrap(), batch);
+    }
+}

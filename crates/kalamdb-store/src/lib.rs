@@ -95,7 +95,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// One operation of a [`WriteBatch`].
+/// One operation of a [`WriteBatch`]. Keys and values serialize as byte strings (MessagePack
+/// `bin`), not as arrays of numbers: a replicated batch is encoded and decoded several times
+/// on its way through the Raft log and the network (arrays of numbers also still decode).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BatchOp {
     /// Insert or overwrite `key` in `partition`.
@@ -103,8 +105,10 @@ pub enum BatchOp {
         /// Target partition.
         partition: String,
         /// Key bytes.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Value bytes.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove `key` from `partition`.
@@ -112,6 +116,7 @@ pub enum BatchOp {
         /// Target partition.
         partition: String,
         /// Key bytes.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Remove every key in `from..to` from `partition` (one range tombstone).
@@ -119,8 +124,10 @@ pub enum BatchOp {
         /// Target partition.
         partition: String,
         /// First key removed.
+        #[serde(with = "serde_bytes")]
         from: Vec<u8>,
         /// First key kept (exclusive end).
+        #[serde(with = "serde_bytes")]
         to: Vec<u8>,
     },
 }
