@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs write workloads of docs/benchmarks.md ("A cluster") against a fresh three-member
+# loopback cluster (scripts/cluster.sh) per workload, sent to the leader of the SHARED group,
+# with the CPU of all three processes counted; JSON to docs/bench/<tag>-<workload>.json.
+#
+#   scripts/bench-cluster.sh <tag> [server-binary] [bench-binary] [workload …]
+#
+# Workloads: insert-single-c10 (default), insert-batch-c1. Binaries default to the release
+# build in the shared target dir; an A/B runs this once per server with the same bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tag=${1:?usage: scripts/bench-cluster.sh <tag> [server] [bench] [workload …]}
+target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+server=${2:-$target/release/kalamdb-server}
+bench=${3:-$target/release/kalamdb-bench}
+shift $(( $# < 3 ? $# : 3 ))
+workloads=("$@")
+[ ${#workloads[@]} -gt 0 ] || workloads=(insert-single-c10)
+export KALAMDB_BENCH_PASSWORD=bench-pass-123
+dir=$(mktemp -d)
+trap 'scripts/cluster.sh down "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+for w in "${workloads[@]}"; do
+  scripts/cluster.sh down "$dir" >/dev/null 2>&1 || true
+  rm -rf "${dir:?}"/node-*
+  out=$(KALAMDB_SERVER_BIN=$server KALAMDB_ROOT_PASSWORD=$KALAMDB_BENCH_PASSWORD \
+    KALAMDB_LOG_LEVEL=warn scripts/cluster.sh up 3 18080 "$dir")
+  # The SHARED group is the last one: meta (0), 8 user shards, then the shared shard.
+  token=$(curl -sf -X POST http://127.0.0.1:18080/v1/api/auth/login \
+    -H 'content-type: application/json' \
+    -d "{\"user\":\"root\",\"password\":\"$KALAMDB_BENCH_PASSWORD\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  leader=$(curl -sf -X POST http://127.0.0.1:18080/v1/api/sql -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' \
+    -d '{"sql":"SELECT current_leader FROM system.cluster_groups WHERE group_id = '"'9'"'"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["rows"][0][0])')
+  url=$(awk -v id="$leader" '$2 == id { print $3 }' <<<"$out")
+  pid=$(awk -v id="$leader" '$2 == id { print $5 }' <<<"$out")
+  others=$(awk -v id="$leader" '$2 != id { print $5 }' <<<"$out" | paste -sd, -)
+  echo "$w: the SHARED group's leader is node $leader ($url)" >&2
+  args=(--url "$url" --duration 8 --server-pid "$pid" --also-pids "$others"
+        --json "docs/bench/$tag-$w.json")
+  case $w in
+    insert-single-c10) "$bench" --workload insert-single --concurrency 10 "${args[@]}" ;;
+    insert-batch-c1) "$bench" --workload insert-batch --concurrency 1 --batch 1000 "${args[@]}" ;;
+    *) echo "unknown workload $w" >&2 ;;
+  esac || echo "workload $w failed" >&2
+done
