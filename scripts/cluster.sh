@@ -107,9 +107,11 @@ EOF
 sql() {
   local url token answer
   url=$(node_url "$1")
+  local login
+  login=$(python3 -c 'import json,sys; print(json.dumps({"user": "root", "password": sys.argv[1]}))' \
+    "${KALAMDB_ROOT_PASSWORD:-kalamdb-root}")
   token=$(curl -sf -X POST "$url/v1/api/auth/login" -H 'content-type: application/json' \
-    -d "{\"user\":\"root\",\"password\":\"${KALAMDB_ROOT_PASSWORD:-kalamdb-root}\"}" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || {
+    -d "$login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || {
     echo "cannot log in as root on $url" >&2
     return 1
   }
@@ -152,7 +154,10 @@ add() {
   peers+="api_addr = \"$api\""$'\n'
   write_config "$dir/node-$i" "$i" "$base" "$peers" true
   launch "$(binary)" "$dir/node-$i"
-  sql "$via" "CLUSTER ADD NODE $i RPC '$rpc' API '$api'"
+  if ! sql "$via" "CLUSTER ADD NODE $i RPC '$rpc' API '$api'"; then
+    stop_node "$dir/node-$i"
+    exit 1
+  fi
   wait_ready "$dir/node-$i"
   echo "node $i $(node_url "$dir/node-$i") pid $(cat "$dir/node-$i/pid")"
 }
@@ -160,7 +165,9 @@ add() {
 remove() {
   local dir=$1 i=$2 node="$1/node-$2"
   [[ -f "$node/server.toml" ]] || { echo "no node $i in $dir" >&2; exit 1; }
-  sql "$(other_node "$dir" "$i")" "CLUSTER REMOVE NODE $i"
+  local via
+  via=$(other_node "$dir" "$i")
+  sql "$via" "CLUSTER REMOVE NODE $i"
   stop_node "$node"
 }
 
@@ -170,12 +177,17 @@ stop_node() {
   [[ -f "$pidfile" ]] || return 0
   pid=$(cat "$pidfile")
   rm -f "$pidfile"
-  kill "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null && reap "$pid"
+  return 0
+}
+
+# Waits up to 15 s for process $1 (sent SIGTERM) to end, then kills it.
+reap() {
   for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    kill -0 "$1" 2>/dev/null || return 0
     sleep 0.1
   done
-  kill -9 "$pid" 2>/dev/null || true
+  kill -9 "$1" 2>/dev/null || true
 }
 
 # Whether process $1 runs (a killed process its parent has not reaped yet does not).
@@ -242,11 +254,7 @@ down() {
     rm -f "$pidfile"
   done
   for pid in ${pids[@]+"${pids[@]}"}; do
-    for _ in $(seq 1 150); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
+    reap "$pid"
   done
 }
 

@@ -53,6 +53,7 @@ fn replicated_writes(c: &mut Criterion) {
                 .unwrap(),
             );
             let topology = Topology {
+                join: false,
                 node_id: id,
                 members: members.clone(),
                 map: ShardMap::new(1, 1),

@@ -6,7 +6,7 @@
 //! interrupted half way (a leader lost) is simply run again.
 
 use crate::types::{Member, TypeConfig};
-use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -28,6 +28,10 @@ pub enum MemberChange {
     },
 }
 
+/// How long a new node may take to catch up with one group before `ADD NODE` gives up (it
+/// stays a learner; running the statement again goes on from there).
+pub const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Why a group did not make a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ChangeRefused {
@@ -37,7 +41,11 @@ pub enum ChangeRefused {
         /// The leader, when known.
         leader: Option<u64>,
     },
-    /// The group refused or failed it (the reason as openraft gave it).
+    /// The change cannot be made as asked (running it again will not help).
+    #[error("{0}")]
+    Invalid(String),
+    /// The group failed it for now (another change in progress, a slow learner): run it
+    /// again.
     #[error("{0}")]
     Failed(String),
 }
@@ -57,21 +65,29 @@ pub async fn apply_here(
     let is_voter = |id: u64| membership.voter_ids().any(|v| v == id);
     match change {
         MemberChange::Add { id, member } => {
-            if is_voter(*id) {
-                return Ok(());
-            }
             if let Some(known) = membership.get_node(id)
                 && known != member
             {
-                return Err(ChangeRefused::Failed(format!(
+                return Err(ChangeRefused::Invalid(format!(
                     "node {id} is already known at {} ({}): node ids are never reused",
                     known.rpc_addr, known.api_url
                 )));
             }
-            // Blocking: returns once the learner holds the group's log (again, when re-run).
-            raft.add_learner(*id, member.clone(), true)
+            if is_voter(*id) {
+                return Ok(());
+            }
+            // Blocking: returns once the learner holds the group's log (again, when re-run),
+            // at most CATCH_UP (a wrong address would otherwise wait forever).
+            let added = tokio::time::timeout(CATCH_UP, raft.add_learner(*id, member.clone(), true))
                 .await
-                .map_err(refused)?;
+                .map_err(|_| {
+                    ChangeRefused::Failed(format!(
+                        "node {id} did not catch up within {} s (is it running at {}?)",
+                        CATCH_UP.as_secs(),
+                        member.rpc_addr
+                    ))
+                })?;
+            added.map_err(refused)?;
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
                 .await
                 .map_err(refused)?;
@@ -79,7 +95,7 @@ pub async fn apply_here(
         MemberChange::Remove { id } => {
             if is_voter(*id) {
                 if membership.voter_ids().count() == 1 {
-                    return Err(ChangeRefused::Failed(format!(
+                    return Err(ChangeRefused::Invalid(format!(
                         "node {id} is the group's only voter"
                     )));
                 }
@@ -102,6 +118,12 @@ fn refused(e: RaftError<u64, ClientWriteError<u64, Member>>) -> ChangeRefused {
             leader_id,
             ..
         })) => ChangeRefused::NotLeader { leader: leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(e),
+        )) => ChangeRefused::Failed(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ChangeRefused::Invalid(e.to_string())
+        }
         other => ChangeRefused::Failed(other.to_string()),
     }
 }

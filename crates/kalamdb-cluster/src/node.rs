@@ -16,6 +16,10 @@ use openraft::{Raft, ServerState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// How long a transfer waits for one member to take its hold (a member that does not may win
+/// the election instead; the transfer then says so).
+const HOLD_RPC: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Entries a group may have in flight on a node that still counts as ready.
 const READY_LAG: u64 = 100;
 
@@ -24,9 +28,12 @@ const READY_LAG: u64 = 100;
 pub struct Topology {
     /// This node's id.
     pub node_id: u64,
-    /// The initial members (this node included), or none when this node joins a running
-    /// cluster (it initializes nothing and waits to be added).
+    /// The initial members, this node included (with `join`, at least this node). Their client
+    /// URLs also stand in for ones a stored membership lacks (memberships written before
+    /// members carried them).
     pub members: BTreeMap<u64, Member>,
+    /// This node joins a running cluster: it initializes nothing and waits to be added.
+    pub join: bool,
     /// The groups.
     pub map: ShardMap,
     /// openraft's settings (timing, snapshots) every group uses.
@@ -55,9 +62,18 @@ pub enum ClusterError {
     /// No such group in the map.
     #[error("no group {0}")]
     NoGroup(u64),
-    /// A membership change was refused (the reason as the group's leader gave it).
-    #[error("membership change of group {group}: {why}")]
+    /// A membership change or transfer failed for now (the reason as the group's leader
+    /// gave it): run it again.
+    #[error("group {group}: {why}")]
     Membership {
+        /// The group.
+        group: u64,
+        /// Why.
+        why: String,
+    },
+    /// A membership change or transfer cannot be made as asked.
+    #[error("group {group}: {why}")]
+    MembershipRefused {
         /// The group.
         group: u64,
         /// Why.
@@ -130,6 +146,7 @@ pub struct ClusterNode {
     http: reqwest::Client,
     key: Option<Arc<str>>,
     holds: Holds,
+    configured: BTreeMap<u64, Member>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -162,7 +179,10 @@ impl ClusterNode {
         listener: tokio::net::TcpListener,
         hook: ApplySlot,
     ) -> Result<Self, ClusterError> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let mut groups = HashMap::new();
         let meta_progress = MetaProgress::default();
         let key: Option<Arc<str>> = topology.key.as_deref().map(Arc::from);
@@ -202,7 +222,7 @@ impl ClusterNode {
         // Every initial member initializes its new groups with the same member list (safe in
         // openraft; the first to win an election leads), so the cluster forms whichever
         // members are up. A store that already has a group's log is never re-initialized.
-        if topology.members.contains_key(&topology.node_id) {
+        if !topology.join && topology.members.contains_key(&topology.node_id) {
             let members = &topology.members;
             for raft in groups.values() {
                 if raft
@@ -227,6 +247,7 @@ impl ClusterNode {
             http,
             key,
             holds,
+            configured: topology.members,
         })
     }
 
@@ -289,11 +310,22 @@ impl ClusterNode {
     pub fn member(&self, id: u64) -> Option<Member> {
         let raft = self.group(META)?;
         let metrics = raft.metrics().borrow().clone();
-        metrics
+        let member = metrics
             .membership_config
             .membership()
             .get_node(&id)
-            .cloned()
+            .cloned()?;
+        Some(self.with_configured_url(id, member))
+    }
+
+    /// `member` with the configured client URL of node `id` when the membership lacks one.
+    fn with_configured_url(&self, id: u64, mut member: Member) -> Member {
+        if member.api_url.is_empty()
+            && let Some(known) = self.configured.get(&id)
+        {
+            member.api_url = known.api_url.clone();
+        }
+        member
     }
 
     /// Every member of the meta group (voters and learners) as this node knows them, by id,
@@ -307,7 +339,10 @@ impl ClusterNode {
         let voters: Vec<u64> = membership.voter_ids().collect();
         membership
             .nodes()
-            .map(|(id, m)| (*id, m.clone(), voters.contains(id)))
+            .map(|(id, m)| {
+                let member = self.with_configured_url(*id, m.clone());
+                (*id, member, voters.contains(id))
+            })
             .collect()
     }
 
@@ -342,6 +377,9 @@ impl ClusterNode {
                 Err(ChangeRefused::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
+                Err(ChangeRefused::Invalid(why)) => {
+                    return Err(ClusterError::MembershipRefused { group, why });
+                }
                 Err(e) => {
                     return Err(ClusterError::Membership {
                         group,
@@ -360,8 +398,9 @@ impl ClusterNode {
         group: u64,
         change: &MemberChange,
     ) -> Result<(), ChangeRefused> {
+        let timeout = crate::membership::CATCH_UP + std::time::Duration::from_secs(10);
         match self
-            .post::<_, Result<(), ChangeRefused>>(leader, group, "members", change)
+            .post::<_, Result<(), ChangeRefused>>(leader, group, "members", change, timeout)
             .await
         {
             Ok(answer) => answer,
@@ -380,6 +419,7 @@ impl ClusterNode {
         group: u64,
         route: &str,
         body: &B,
+        timeout: std::time::Duration,
     ) -> Result<A, String> {
         let member = self
             .member(to)
@@ -397,6 +437,7 @@ impl ClusterNode {
         let mut post = self
             .http
             .post(format!("http://{}/raft/{group}/{route}", member.rpc_addr))
+            .timeout(timeout)
             .body(body);
         if let Some(key) = &self.key {
             post = post.header(KEY_HEADER, key.as_ref());
@@ -433,7 +474,7 @@ impl ClusterNode {
                     if node == self.node_id {
                         self.holds.hold(group, raft, millis);
                     } else if let Err(e) = self
-                        .post::<_, Result<(), String>>(node, group, "hold", &millis)
+                        .post::<_, Result<(), String>>(node, group, "hold", &millis, HOLD_RPC)
                         .await
                     {
                         // A member not held may win the election instead: the transfer then
@@ -454,10 +495,13 @@ impl ClusterNode {
         if leader == Some(target) {
             Ok(())
         } else {
-            Err(refused(format!(
-                "node {target} did not take over within {} s (leader: {leader:?})",
-                HOLD.as_secs()
-            )))
+            Err(ClusterError::Membership {
+                group,
+                why: format!(
+                    "node {target} did not take over within {} s (leader: {leader:?})",
+                    HOLD.as_secs()
+                ),
+            })
         }
     }
 

@@ -176,7 +176,7 @@ pub struct ReplicatedStore {
     inner: Arc<dyn StorageBackend>,
     node: Arc<ClusterNode>,
     router: Router,
-    /// Client URLs of the members, by node id (for [`StoreError::NotLeader`]).
+    /// The runtime the groups run on (a write blocks on it when it cannot finish at once).
     runtime: tokio::runtime::Handle,
     /// While the engine opens, writes for groups another node leads are skipped.
     starting: AtomicBool,

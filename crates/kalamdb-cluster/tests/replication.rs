@@ -317,6 +317,7 @@ async fn every_group_of_the_shard_map_fails_over() {
         );
         backends.insert(id, Arc::clone(&backend));
         let topology = Topology {
+            join: false,
             node_id: id,
             members: members.clone(),
             map,

@@ -83,10 +83,18 @@ pub enum MembershipChange {
     },
 }
 
-/// What a [`ClusterView`] operation that waits for the cluster resolves to: `Err` with the
-/// reason.
+/// Why a cluster operation did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterOpError {
+    /// It cannot be done as asked (a node that is not a voter, an address already taken).
+    Invalid(String),
+    /// It failed for now (no leader, a slow node, another change in progress): run it again.
+    Unavailable(String),
+}
+
+/// What a [`ClusterView`] operation that waits for the cluster resolves to.
 pub type ClusterFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClusterOpError>> + Send + 'a>>;
 
 /// The cluster as the engine sees it; see the module doc.
 pub trait ClusterView: Send + Sync + std::fmt::Debug {

@@ -14,7 +14,7 @@ use kalamdb_cluster::{
 };
 use kalamdb_core::AppContext;
 use kalamdb_core::cluster_view::{
-    ClusterFuture, ClusterView, GroupInfo, MemberInfo, MembershipChange,
+    ClusterFuture, ClusterOpError, ClusterView, GroupInfo, MemberInfo, MembershipChange,
 };
 use kalamdb_core::config::Config;
 use kalamdb_core::config::cluster::ClusterConfig;
@@ -56,11 +56,9 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
             )
         })?;
     let map = ShardMap::new(cluster.user_shards, cluster.shared_shards);
-    // A joining node initializes nothing: the members that add it tell it the membership.
     let members: BTreeMap<u64, kalamdb_cluster::Member> = cluster
         .peers
         .iter()
-        .filter(|_| !cluster.join)
         .map(|p| {
             (
                 p.node_id,
@@ -89,6 +87,8 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     let topology = Topology {
         node_id: cluster.node_id,
         members,
+        // A joining node initializes nothing: the members that add it tell it the membership.
+        join: cluster.join,
         map,
         raft,
         key: Some(cluster_key(&config.auth.jwt_secret)),
@@ -277,6 +277,16 @@ impl View {
     }
 }
 
+/// A cluster operation's failure as the engine reports it.
+fn op_error(e: kalamdb_cluster::ClusterError) -> ClusterOpError {
+    match e {
+        kalamdb_cluster::ClusterError::MembershipRefused { .. } => {
+            ClusterOpError::Invalid(e.to_string())
+        }
+        other => ClusterOpError::Unavailable(other.to_string()),
+    }
+}
+
 fn state_name(state: openraft::ServerState) -> &'static str {
     match state {
         openraft::ServerState::Leader => "leader",
@@ -440,12 +450,7 @@ impl ClusterView for View {
             },
             MembershipChange::Remove { node_id } => MemberChange::Remove { id: node_id },
         };
-        Box::pin(async move {
-            self.node
-                .change_members(&change)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { self.node.change_members(&change).await.map_err(op_error) })
     }
 
     fn transfer_leader(&self, node: u64, group: Option<u64>) -> ClusterFuture<'_> {
@@ -466,8 +471,8 @@ impl ClusterView for View {
             while let Some(moved) = moves.join_next().await {
                 match moved {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => outcome = Err(e.to_string()),
-                    Err(e) => outcome = Err(e.to_string()),
+                    Ok(Err(e)) => outcome = Err(op_error(e)),
+                    Err(e) => outcome = Err(ClusterOpError::Unavailable(e.to_string())),
                 }
             }
             outcome

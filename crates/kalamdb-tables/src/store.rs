@@ -200,11 +200,11 @@ impl TableStore {
             return Ok(());
         }
         let pending = self.submit(tables, build).await?;
-        self.wait_submitted(tables, pending).await
+        pending.wait().await.map_err(|e| self.failed(tables, e))
     }
 
     /// Builds a batch with `build` inside the commit gate and submits it to a store that
-    /// defers commits ([`StorageBackend::submit`]); [`Self::wait_submitted`] waits for it.
+    /// defers commits ([`StorageBackend::submit`]); the caller waits for it.
     pub(crate) async fn submit(
         &self,
         tables: &[(&CachedTable, u64)],
@@ -222,15 +222,6 @@ impl TableStore {
         let pending = submitted.map_err(|e| self.failed(tables, e))?;
         self.count_written(tables);
         Ok(pending)
-    }
-
-    /// Waits until a write [`Self::submit`] submitted is committed and visible here.
-    pub(crate) async fn wait_submitted(
-        &self,
-        tables: &[(&CachedTable, u64)],
-        pending: Box<dyn kalamdb_store::Pending>,
-    ) -> Result<()> {
-        pending.wait().await.map_err(|e| self.failed(tables, e))
     }
 
     /// A store error of a commit of `tables`, as the statement's error.

@@ -143,6 +143,8 @@ pub struct ScopeWriter<'a> {
     locks: Arc<TableLocks>,
     /// A keyed writer on a store that defers commits (see the module doc).
     keyed: bool,
+    /// The table's current definition (the same as `table`), owned for a keyed commit's tail.
+    current: Arc<CachedTable>,
     lock: OwnedMutexGuard<()>,
 }
 
@@ -216,6 +218,7 @@ impl<'a> ScopeWriter<'a> {
             capture: store.capture_of(&id),
             locks,
             keyed,
+            current,
             lock,
         })
     }
@@ -314,9 +317,11 @@ impl<'a> ScopeWriter<'a> {
         Ok(())
     }
 
-    /// [`Self::commit`] of a keyed writer on a replicated store: takes a ticket, submits,
-    /// lets the next writer of the scope in, waits until the write is visible here and the
-    /// previous ticket is finished, publishes, and finishes its ticket.
+    /// [`Self::commit`] of a keyed writer on a replicated store: submits, takes the stripe's
+    /// next ticket (a failed submit takes none), lets the next writer of the scope in, and
+    /// hands the rest to a task of its own, so that a request dropped half way cannot finish
+    /// the ticket before the write is visible here: the task waits for the write and the
+    /// previous ticket, publishes, then finishes the ticket.
     async fn commit_keyed(self) -> Result<()> {
         let Self {
             store,
@@ -327,6 +332,7 @@ impl<'a> ScopeWriter<'a> {
             listener,
             capture,
             locks,
+            current,
             lock,
             ..
         } = self;
@@ -339,7 +345,6 @@ impl<'a> ScopeWriter<'a> {
                 _ => None,
             })
             .collect();
-        let mut ticket = locks.ticket(stripe_of(scope), keys);
         let mut events = Vec::new();
         let pending = store
             .submit(&[(table, rows)], |batch| {
@@ -356,14 +361,25 @@ impl<'a> ScopeWriter<'a> {
                 }
             })
             .await?;
+        let mut ticket = locks.ticket(stripe_of(scope), keys);
         drop(lock);
-        let written = store.wait_submitted(&[(table, rows)], pending).await;
-        ticket.previous_finished().await;
-        written?;
-        if let Some(l) = listener {
-            l.publish(table, scope.user(), events);
+        let (listener, scope) = (listener.cloned(), scope.clone());
+        let tail = tokio::spawn(async move {
+            let written = pending.wait().await;
+            ticket.previous_finished().await;
+            if written.is_ok()
+                && let Some(l) = listener
+            {
+                l.publish(&current, scope.user(), events);
+            }
+            drop(ticket);
+            written
+        });
+        match tail.await {
+            Ok(written) => written.map_err(|e| crate::store::gone(e.into(), table)),
+            Err(e) => Err(KalamError::Internal(format!(
+                "a write's commit task failed: {e}"
+            ))),
         }
-        drop(ticket);
-        Ok(())
     }
 }

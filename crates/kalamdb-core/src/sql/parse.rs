@@ -882,7 +882,7 @@ pub enum ClusterCommand {
     /// `CLUSTER TRIGGER ELECTION [GROUP g]`: this node stands for leader of every group (or
     /// of `g`).
     TriggerElection(Option<u64>),
-    /// `CLUSTER ADD NODE n [RPC] 'host:port' [API] 'url'` (also upstream's `CLUSTER JOIN n …`):
+    /// `CLUSTER ADD NODE n [RPC] 'ip:port' [API] 'url'` (also upstream's `CLUSTER JOIN n …`):
     /// node `n`, started with `[cluster] join = true`, becomes a voter of every group.
     AddNode {
         /// Its node id (never reused).
@@ -895,7 +895,7 @@ pub enum ClusterCommand {
     /// `CLUSTER REMOVE NODE n`: node `n` leaves every group.
     RemoveNode(u64),
     /// `CLUSTER TRANSFER LEADER n [GROUP g]`: node `n` stands for leader of every group (or
-    /// of `g`); run on `n`.
+    /// of `g`), from any member.
     TransferLeader {
         /// The node to lead.
         node: u64,
@@ -1159,8 +1159,7 @@ impl KalamParser<'_> {
         Ok(Command::KillQuery(id.trim().parse().map_err(|_| bad())?))
     }
 
-    /// `GROUP g` when present.
-    /// `id [RPC] 'host:port' [API] 'url'` of `CLUSTER ADD NODE` / `CLUSTER JOIN`.
+    /// `id [RPC] 'ip:port' [API] 'url'` of `CLUSTER ADD NODE` / `CLUSTER JOIN`.
     fn cluster_add(&mut self) -> Result<Command> {
         let node = self.number("the node id")?;
         self.eat("RPC");
@@ -1174,6 +1173,7 @@ impl KalamParser<'_> {
         }))
     }
 
+    /// `GROUP g` when present.
     fn group_clause(&mut self) -> Result<Option<u64>> {
         if self.eat("GROUP") {
             Ok(Some(self.number("the group id")?))

@@ -3,7 +3,7 @@
 
 use crate::access;
 use crate::app_context::AppContext;
-use crate::cluster_view::{ClusterView, MembershipChange};
+use crate::cluster_view::{ClusterOpError, ClusterView, MembershipChange};
 use crate::sql::session::{ExecCtx, Output};
 use kalamdb_catalog::error::{KalamError, Result};
 
@@ -83,7 +83,7 @@ pub async fn cluster(
             }
             view.transfer_leader(node, group)
                 .await
-                .map_err(|why| unavailable(format!("leadership transfer failed: {why}")))?;
+                .map_err(|e| op_error("leadership transfer", e))?;
             Ok(Output::Message(match group {
                 Some(g) => format!("Node {node} leads group {g}"),
                 None => format!("Node {node} leads every group"),
@@ -141,16 +141,22 @@ fn check_new_member(node: u64, rpc_addr: &str, api_url: &str) -> Result<()> {
     Ok(())
 }
 
-/// A cluster operation that did not complete: retryable, like an unavailable cluster.
-fn unavailable(why: String) -> KalamError {
-    KalamError::Store(kalamdb_store::StoreError::Unavailable(why))
+/// A cluster operation that did not complete: refused as asked, or retryable like an
+/// unavailable cluster.
+fn op_error(what: &str, e: ClusterOpError) -> KalamError {
+    match e {
+        ClusterOpError::Invalid(why) => KalamError::InvalidInput(format!("{what} refused: {why}")),
+        ClusterOpError::Unavailable(why) => {
+            KalamError::Store(kalamdb_store::StoreError::Unavailable(format!(
+                "{what} failed (run it again once the cluster is healthy): {why}"
+            )))
+        }
+    }
 }
 
-/// Runs a membership change; a refusal is the cluster's answer, as an unavailable cluster.
+/// Runs a membership change.
 async fn change_members(view: &dyn ClusterView, change: MembershipChange) -> Result<()> {
-    view.change_members(change).await.map_err(|why| {
-        KalamError::Store(kalamdb_store::StoreError::Unavailable(format!(
-            "membership change failed (run it again once the cluster is healthy): {why}"
-        )))
-    })
+    view.change_members(change)
+        .await
+        .map_err(|e| op_error("membership change", e))
 }
