@@ -98,9 +98,12 @@ api_addr = "http://127.0.0.1:$((base + i - 1))"
 heartbeat_interval_ms = ${KALAMDB_CLUSTER_HEARTBEAT_MS:-100}
 election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-600}, ${KALAMDB_CLUSTER_ELECTION_MAX_MS:-1200}]
 user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
-join = $join
 $peers
 EOF
+  if [[ "$join" == true ]]; then
+    # Before the peers table: a key after [[cluster.peers]] would belong to the peer.
+    sed -i 's/^user_shards = .*/&\njoin = true/' "$node/server.toml"
+  fi
 }
 
 # Runs statement $2 as root on the node in folder $1; fails with the server's answer.
