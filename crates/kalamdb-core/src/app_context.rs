@@ -77,11 +77,27 @@ impl AppContext {
     }
 
     /// A write another node (or this one, as a group's leader) committed was applied to this
-    /// node's store: caches derived from the catalog follow it. Called by the cluster's
-    /// state machines after each applied batch.
+    /// node's store: caches derived from the catalog follow it, and a table's DDL reaches
+    /// this node's live queries (a dropped table's subscriptions end, an altered one's move to
+    /// its new version; on the node that ran the statement the statement did it too, and
+    /// doing it again changes nothing). Called by the cluster's state machines after each
+    /// applied batch.
     pub fn apply_replicated(&self, batch: &kalamdb_store::WriteBatch) {
         for table in self.catalog.replicated(batch) {
             self.registry.invalidate(&table);
+            let Some(listener) = self.tables().change_listener() else {
+                continue;
+            };
+            match self.registry.get(&table) {
+                Ok(Some(current)) => {
+                    listener.table_altered(&current.def);
+                }
+                Ok(None) => {
+                    self.tables().forget(&table);
+                    listener.table_dropped(&table);
+                }
+                Err(e) => tracing::warn!(%table, error = %e, "a replicated table change"),
+            }
         }
     }
 

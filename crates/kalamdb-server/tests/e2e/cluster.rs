@@ -725,4 +725,26 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
     notes.push(100);
     notes.extend(101..=110);
     assert_eq!(converged(&http, &rest, &root, "m.notes").await, notes);
+
+    // DDL reaches live queries on every member: subscribers of m.notes on the members that
+    // did not run the DROP get the end of their subscription too.
+    let mut watchers = Vec::new();
+    for url in &rest {
+        let mut ws = Ws::connect_to(url, Some(&root), "").await;
+        assert_eq!(ws.next().await["type"], "auth_success");
+        let rows = ws
+            .subscribe_all("n", "SELECT * FROM m.notes", json!({}))
+            .await;
+        assert_eq!(rows.len(), notes.len(), "{url}");
+        watchers.push(ws);
+    }
+    ok(&http, rest[1], &root, "DROP TABLE m.notes").await;
+    for (ws, url) in watchers.iter_mut().zip(&rest) {
+        let msg = ws.next().await;
+        assert_eq!(
+            (&msg["type"], &msg["subscription_id"], &msg["code"]),
+            (&json!("error"), &json!("n"), &json!("NOT_FOUND")),
+            "{url}: {msg}"
+        );
+    }
 }
