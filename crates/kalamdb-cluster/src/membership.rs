@@ -2,8 +2,8 @@
 //! of a group, waits until it holds the group's log (or snapshot), then makes it a voter;
 //! removing one takes it out of the group's voters and nodes. A change runs on the group's
 //! leader: [`apply_here`] when this node leads it, else the leader runs it for us
-//! (`POST /raft/{group}/members`, see [`crate::network`]). Changes are idempotent, so a change
-//! interrupted half way (a leader lost) is simply run again.
+//! (`POST /raft/{group}/members`, served by the network module). Changes are idempotent, so a
+//! change interrupted half way (a leader lost) is simply run again.
 
 use crate::types::{Member, TypeConfig};
 use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
