@@ -191,13 +191,7 @@ impl TableStore {
             let _gate = self.locks.commit_gate().await;
             let mut batch = WriteBatch::new();
             build(&mut batch);
-            let written = self.backend.write(batch);
-            if let Some(capture) = self.capture.get() {
-                capture.finished(written.is_ok());
-            }
-            written.map_err(|e| self.failed(tables, e))?;
-            self.count_written(tables);
-            return Ok(());
+            return self.built(tables, self.backend.write(batch));
         }
         let pending = self.submit(tables, build).await?;
         pending.wait().await.map_err(|e| self.failed(tables, e))
@@ -215,13 +209,22 @@ impl TableStore {
         build(&mut batch);
         // Ordered under the gate; a replicated store commits after it is released (the
         // caller still holds its scopes' locks, or a ticket, until the write is visible).
-        let submitted = self.backend.submit(batch);
+        self.built(tables, self.backend.submit(batch))
+    }
+
+    /// Ends a commit's step under the gate: tells the change capture how its batch fared and
+    /// counts the written rows.
+    fn built<T>(
+        &self,
+        tables: &[(&CachedTable, u64)],
+        outcome: std::result::Result<T, kalamdb_store::StoreError>,
+    ) -> Result<T> {
         if let Some(capture) = self.capture.get() {
-            capture.finished(submitted.is_ok());
+            capture.finished(outcome.is_ok());
         }
-        let pending = submitted.map_err(|e| self.failed(tables, e))?;
+        let done = outcome.map_err(|e| self.failed(tables, e))?;
         self.count_written(tables);
-        Ok(pending)
+        Ok(done)
     }
 
     /// A store error of a commit of `tables`, as the statement's error.

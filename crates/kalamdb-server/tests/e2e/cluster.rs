@@ -181,6 +181,11 @@ async fn ids(http: &reqwest::Client, url: &str, token: &str, table: &str) -> Vec
         &format!("SELECT id FROM {table} ORDER BY id"),
     )
     .await;
+    first_column(&v)
+}
+
+/// The first column of a SELECT's rows, as numbers (shown as numbers or strings).
+fn first_column(v: &Value) -> Vec<i64> {
     v["results"][0]["rows"]
         .as_array()
         .unwrap()
@@ -524,7 +529,7 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
 }
 
 /// The node ids `system.cluster` on `url` lists.
-async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<u64> {
+async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<i64> {
     let v = ok(
         http,
         url,
@@ -532,15 +537,7 @@ async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<u64> 
         "SELECT node_id FROM system.cluster ORDER BY node_id",
     )
     .await;
-    v["results"][0]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r[0].as_u64()
-                .unwrap_or_else(|| r[0].as_str().unwrap().parse().unwrap())
-        })
-        .collect()
+    first_column(&v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
