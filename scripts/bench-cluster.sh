@@ -9,15 +9,9 @@
 # build in the shared target dir; an A/B runs this once per server with the same bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tag=${1:?usage: scripts/bench-cluster.sh <tag> [server] [bench] [workload …]}
-target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-server=${2:-$target/release/kalamdb-server}
-bench=${3:-$target/release/kalamdb-bench}
-shift $(( $# < 3 ? $# : 3 ))
-workloads=("$@")
+usage="scripts/bench-cluster.sh <tag> [server] [bench] [workload …]"
+source scripts/bench-args.sh
 [ ${#workloads[@]} -gt 0 ] || workloads=(insert-single-c10)
-export KALAMDB_BENCH_PASSWORD=bench-pass-123
 dir=$(mktemp -d)
 trap 'scripts/cluster.sh down "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 for w in "${workloads[@]}"; do

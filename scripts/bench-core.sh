@@ -9,18 +9,12 @@
 # protocol), e.g. `scripts/bench-core.sh base /tmp/kalamdb-server-base`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tag=${1:?usage: scripts/bench-core.sh <tag> [server] [bench] [workload …]}
-target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-server=${2:-$target/release/kalamdb-server}
-bench=${3:-$target/release/kalamdb-bench}
-shift $(( $# < 3 ? $# : 3 ))
-workloads=("$@")
+usage="scripts/bench-core.sh <tag> [server] [bench] [workload …]"
+source scripts/bench-args.sh
 if [ ${#workloads[@]} -eq 0 ]; then
   workloads=(insert-single-c1 insert-single-c10 insert-batch-c1 point-select-c1 live-latency
              live-fanout-10k health-under-load point-select-under-load)
 fi
-export KALAMDB_BENCH_PASSWORD=bench-pass-123
 for w in "${workloads[@]}"; do
   data=$(mktemp -d)
   KALAMDB_DATA_DIR=$data KALAMDB_ROOT_PASSWORD=$KALAMDB_BENCH_PASSWORD KALAMDB_LOG_LEVEL=warn \
