@@ -723,6 +723,62 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
     notes.extend(101..=110);
     assert_eq!(converged(&http, &rest, &root, "m.notes").await, notes);
 
+    // `from` resumes across members: `_seq` values are the leader's on every replica, so a
+    // subscriber that reconnects to another member gets exactly what it missed.
+    let seq = |r: &Value| -> i64 { r["_seq"].as_str().unwrap().parse().unwrap() };
+    let mut ws = Ws::connect_to(rest[0], Some(&root), "").await;
+    assert_eq!(ws.next().await["type"], "auth_success");
+    let rows = ws
+        .subscribe_all("kv", "SELECT * FROM m.kv", json!({}))
+        .await;
+    assert_eq!(rows.len(), kv.len());
+    let last = rows.iter().map(seq).max().unwrap();
+    drop(ws);
+    ok(
+        &http,
+        rest[2],
+        &root,
+        "INSERT INTO m.kv VALUES (400, 'new')",
+    )
+    .await;
+    ok(
+        &http,
+        rest[2],
+        &root,
+        "UPDATE m.kv SET v = 'B' WHERE id = 101",
+    )
+    .await;
+    ok(&http, rest[2], &root, "DELETE FROM m.kv WHERE id = 102").await;
+    kv.retain(|id| *id != 102);
+    kv.push(400);
+    assert_eq!(converged(&http, &rest, &root, "m.kv").await, kv);
+    let mut ws = Ws::connect_to(rest[1], Some(&root), "").await;
+    assert_eq!(ws.next().await["type"], "auth_success");
+    let missed = ws
+        .subscribe_all("kv", "SELECT * FROM m.kv", json!({"from": last}))
+        .await;
+    let mut got: Vec<(i64, String)> = missed
+        .iter()
+        .map(|r| {
+            (
+                r["id"]
+                    .as_str()
+                    .map_or_else(|| r["id"].as_i64().unwrap(), |s| s.parse().unwrap()),
+                r["v"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [(101, "B".to_string()), (400, "new".to_string())]);
+    assert!(missed.iter().all(|r| seq(r) > last));
+    let gone = ws.next().await;
+    assert_eq!(gone["change_type"], "delete", "{gone}");
+    assert_eq!(
+        gone["old_values"][0]["id"].to_string().trim_matches('"'),
+        "102",
+        "{gone}"
+    );
+
     // DDL reaches live queries on every member: subscribers of m.notes on the members that
     // did not run the DROP get the end of their subscription too.
     let mut watchers = Vec::new();
