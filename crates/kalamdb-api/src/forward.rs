@@ -59,6 +59,10 @@ pub async fn forward_sql(
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let applied = answer
+        .headers()
+        .get(crate::read_your_writes::APPLIED)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
     let bytes = answer
         .bytes()
         .await
@@ -66,6 +70,11 @@ pub async fn forward_sql(
     let mut response = (status, Body::from(bytes)).into_response();
     if let Some(ct) = content_type {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(marks) = applied {
+        response
+            .headers_mut()
+            .insert(crate::read_your_writes::APPLIED, marks);
     }
     Ok(response)
 }

@@ -24,6 +24,7 @@ pub mod files;
 pub mod forward;
 pub mod health;
 pub mod observe;
+pub mod read_your_writes;
 pub mod schema;
 pub mod sql;
 pub mod topics;

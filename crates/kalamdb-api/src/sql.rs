@@ -6,6 +6,7 @@ use crate::ApiState;
 use crate::auth::bearer_identity;
 use crate::envelope::{public_message, sql_error, sql_success, streamed_success};
 use crate::forward;
+use crate::read_your_writes;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
@@ -78,7 +79,18 @@ pub async fn execute_sql(
     if request.sql.trim().is_empty() {
         return sql_error(ErrorCode::EmptySql, "No SQL statement given", None, start);
     }
-    match state
+    let view = state.app.cluster_view().cloned();
+    if let Some(view) = &view
+        && let Err((bad, why)) = read_your_writes::before(view.as_ref(), &headers).await
+    {
+        let code = if bad {
+            ErrorCode::InvalidInput
+        } else {
+            ErrorCode::ClusterUnavailable
+        };
+        return sql_error(code, why, None, start);
+    }
+    let mut response = match state
         .executor
         .execute_reply(
             &identity,
@@ -98,16 +110,25 @@ pub async fn execute_sql(
             // The leader holds the statement to the query timeout; a little more for the hop.
             let secs = state.app.config().query.timeout_secs;
             let timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs + 5));
-            match forward::forward_sql(&leader, &headers, body, timeout).await {
-                Ok(answer) => answer,
+            return match forward::forward_sql(&leader, &headers, body, timeout).await {
+                Ok(answer) => {
+                    if let Some(view) = &view {
+                        read_your_writes::follow(view.as_ref(), answer.headers()).await;
+                    }
+                    answer
+                }
                 Err(why) => sql_error(ErrorCode::ForwardFailed, why, None, start),
-            }
+            };
         }
         Err(e) if identity.role.is_admin() || e.public => {
             sql_error(e.code, e.message, e.details, start)
         }
         Err(e) => sql_error(e.code, public_message(e.code), None, start),
+    };
+    if let Some(view) = &view {
+        read_your_writes::stamp(view.as_ref(), &mut response);
     }
+    response
 }
 
 /// A multipart SQL request (`docs/protocol.md` §4.1): text parts `sql`, `params` (a JSON array)

@@ -7,7 +7,7 @@ use crate::leadership::{HOLD, Holds};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
 use crate::shard::{META, ShardMap};
-use crate::state_machine::{ApplySlot, MetaProgress, Ownership};
+use crate::state_machine::{ApplySlot, Ownership, Progress};
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use crate::{LogStore, StateMachine};
 use kalamdb_store::StorageBackend;
@@ -140,7 +140,8 @@ impl Proposal {
 pub struct ClusterNode {
     node_id: u64,
     map: ShardMap,
-    meta_progress: MetaProgress,
+    meta_progress: Progress,
+    progress: HashMap<u64, Progress>,
     groups: Groups,
     server: tokio::task::JoinHandle<()>,
     http: reqwest::Client,
@@ -184,7 +185,8 @@ impl ClusterNode {
             .build()
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let mut groups = HashMap::new();
-        let meta_progress = MetaProgress::default();
+        let meta_progress = Progress::default();
+        let mut progress = HashMap::new();
         let key: Option<Arc<str>> = topology.key.as_deref().map(Arc::from);
         for group in topology.map.groups() {
             let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
@@ -193,7 +195,11 @@ impl ClusterNode {
                 format!("raft.{group}.sm"),
                 ownership(group),
                 (group, topology.node_id),
-                (Arc::clone(&hook), meta_progress.clone()),
+                (Arc::clone(&hook), meta_progress.clone(), {
+                    let own = Progress::default();
+                    progress.insert(group, own.clone());
+                    own
+                }),
             )?;
             let config = openraft::Config {
                 cluster_name: format!("group-{group}"),
@@ -242,6 +248,7 @@ impl ClusterNode {
             node_id: topology.node_id,
             map: topology.map,
             meta_progress,
+            progress,
             groups,
             server,
             http,
@@ -503,6 +510,31 @@ impl ClusterNode {
                 ),
             })
         }
+    }
+
+    /// Each group's applied index on this node, as its state machine tells it (a writer's
+    /// entry is counted before the writer is answered).
+    pub fn applied_marks(&self) -> Vec<(u64, u64)> {
+        let mut marks: Vec<(u64, u64)> = self
+            .progress
+            .iter()
+            .map(|(g, p)| (*g, p.applied()))
+            .collect();
+        marks.sort_unstable();
+        marks
+    }
+
+    /// Whether this node applied each group at least to its mark in `marks` within `timeout`
+    /// (groups it does not run are ignored).
+    pub async fn wait_applied(&self, marks: &[(u64, u64)], timeout: std::time::Duration) -> bool {
+        let all = async {
+            for (group, index) in marks {
+                if let Some(progress) = self.progress.get(group) {
+                    progress.reached(*index).await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, all).await.is_ok()
     }
 
     /// The meta group's applied index on this node (the barrier data entries carry).

@@ -83,11 +83,11 @@ pub type ApplySlot = Arc<std::sync::OnceLock<Arc<dyn ApplyObserver>>>;
 /// The meta group's applied index on this node, published by its state machine and awaited by
 /// the data groups' (the barrier of [`Command::Write`]'s `meta_applied`).
 #[derive(Debug, Clone)]
-pub struct MetaProgress {
+pub struct Progress {
     tx: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-impl Default for MetaProgress {
+impl Default for Progress {
     fn default() -> Self {
         Self {
             tx: Arc::new(tokio::sync::watch::channel(0).0),
@@ -95,8 +95,8 @@ impl Default for MetaProgress {
     }
 }
 
-impl MetaProgress {
-    /// The meta group's applied index here.
+impl Progress {
+    /// The group's applied index here.
     pub fn applied(&self) -> u64 {
         *self.tx.borrow()
     }
@@ -109,7 +109,8 @@ impl MetaProgress {
         });
     }
 
-    async fn reached(&self, index: u64) {
+    /// Resolves once the group applied `index` here.
+    pub async fn reached(&self, index: u64) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|v| *v >= index).await;
     }
@@ -144,7 +145,10 @@ pub struct StateMachine {
     /// This node's id: its own proposals' changes were published by its engine.
     node: u64,
     hook: ApplySlot,
-    meta_progress: MetaProgress,
+    meta_progress: Progress,
+    /// This group's own applied index, told synchronously as entries apply (openraft's metrics
+    /// follow a moment later): read-your-writes marks and waits use it.
+    progress: Progress,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -168,19 +172,23 @@ impl StateMachine {
             meta,
             owns,
             (0, 0),
-            (ApplySlot::default(), MetaProgress::default()),
+            (
+                ApplySlot::default(),
+                Progress::default(),
+                Progress::default(),
+            ),
         )
     }
 
     /// [`Self::open`] for group `group` on node `node`, telling `hook` (once set) about every
     /// applied write; the meta group (0) publishes its progress to `meta_progress`, the others
-    /// wait on it.
+    /// wait on it; every group publishes its own to `progress`.
     pub fn open_group(
         backend: Arc<dyn StorageBackend>,
         meta: impl Into<String>,
         owns: Arc<dyn Ownership>,
         (group, node): (u64, u64),
-        (hook, meta_progress): (ApplySlot, MetaProgress),
+        (hook, meta_progress, progress): (ApplySlot, Progress, Progress),
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let meta = meta.into();
         if !backend.has_partition(&meta) {
@@ -195,6 +203,7 @@ impl StateMachine {
             node,
             hook,
             meta_progress,
+            progress,
         })
     }
 
@@ -224,8 +233,9 @@ impl StateMachine {
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))
     }
 
-    /// The meta group tells the data groups how far it applied.
+    /// Tells how far this group applied (the meta group: the data groups too).
     fn meta_progress_to(&self, index: u64) {
+        self.progress.advance(index);
         if self.group == crate::shard::META {
             self.meta_progress.advance(index);
         }

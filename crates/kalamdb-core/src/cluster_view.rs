@@ -119,6 +119,15 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// Hands the leadership of every group (or of `group`) to voter `node`; resolves once it
     /// leads them.
     fn transfer_leader(&self, node: u64, group: Option<u64>) -> ClusterFuture<'_>;
+    /// Each group's last applied log index on this node, by group (read-your-writes marks).
+    fn applied(&self) -> Vec<(u64, u64)>;
+    /// Resolves to whether this node applied each group at least to its mark in `marks`
+    /// within `timeout` (unknown groups are ignored).
+    fn wait_applied<'a>(
+        &'a self,
+        marks: &'a [(u64, u64)],
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
 /// Where the view is registered.

@@ -479,6 +479,18 @@ impl ClusterView for View {
         })
     }
 
+    fn applied(&self) -> Vec<(u64, u64)> {
+        self.node.applied_marks()
+    }
+
+    fn wait_applied<'a>(
+        &'a self,
+        marks: &'a [(u64, u64)],
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.node.wait_applied(marks, timeout))
+    }
+
     fn meta_leader_url(&self) -> Option<String> {
         let leader = self.node.leader_of(META)?;
         if leader == self.node.node_id() {

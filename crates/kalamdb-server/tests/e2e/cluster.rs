@@ -656,6 +656,54 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
     )
     .await;
 
+    // Read-your-writes: a write through any member (forwarded to the leader) and a read on
+    // that member right after see each other.
+    for id in 500..520 {
+        let url = all[id % all.len()];
+        ok(
+            &http,
+            url,
+            &root,
+            &format!("INSERT INTO m.kv VALUES ({id}, 'ryw')"),
+        )
+        .await;
+        let read = ok(
+            &http,
+            url,
+            &root,
+            &format!("SELECT id FROM m.kv WHERE id = {id}"),
+        )
+        .await;
+        assert_eq!(first_column(&read), [id as i64], "{url}");
+    }
+    // Answers carry the marks; a request asking for more than any member applied waits, then
+    // is refused; bad marks are refused at once.
+    let with_marks = |marks: &str| {
+        http.post(format!("{}/v1/api/sql", all[2]))
+            .bearer_auth(&root)
+            .header("x-kalamdb-min-applied", marks)
+            .json(&json!({ "sql": "SELECT 1" }))
+    };
+    let answer = with_marks("0:1").send().await.unwrap();
+    let marks = answer.headers()["x-kalamdb-applied"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(marks.starts_with("0:") && marks.contains(','), "{marks}");
+    for (marks, code) in [
+        ("0:999999999", "CLUSTER_UNAVAILABLE"),
+        ("zero", "INVALID_INPUT"),
+    ] {
+        let answer: Value = with_marks(marks)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["error"]["code"], code, "{marks}: {answer}");
+    }
+
     // Every group's leadership moves to the new node while a client keeps writing.
     let writer = {
         let (http, urls, root) = (http.clone(), cluster.urls.clone(), root.clone());
