@@ -42,7 +42,13 @@ impl Default for CorsConfig {
         Self {
             allowed_origins: Vec::new(),
             allowed_methods: ["GET", "POST", "OPTIONS"].map(String::from).to_vec(),
-            allowed_headers: ["authorization", "content-type"].map(String::from).to_vec(),
+            allowed_headers: [
+                "authorization",
+                "content-type",
+                crate::read_your_writes::MIN_APPLIED,
+            ]
+            .map(String::from)
+            .to_vec(),
             allow_credentials: false,
             max_age_secs: 600,
         }
@@ -107,6 +113,8 @@ impl CorsConfig {
                 .allow_origin(origins)
                 .allow_methods(methods)
                 .allow_headers(headers)
+                // A cluster member's read-your-writes marks (read_your_writes.rs).
+                .expose_headers([HeaderName::from_static(crate::read_your_writes::APPLIED)])
                 .allow_credentials(self.allow_credentials)
                 .max_age(Duration::from_secs(self.max_age_secs)),
         )

@@ -44,8 +44,14 @@ pub async fn forward_sql(
         .header(header::CONTENT_TYPE.as_str(), "application/json")
         .header(FORWARDED, "1")
         .body(body);
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION.as_str(), auth.as_bytes());
+    // The caller's credentials, and the marks it asked for (read_your_writes.rs).
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        crate::read_your_writes::MIN_APPLIED,
+    ] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value.as_bytes());
+        }
     }
     if let Some(timeout) = timeout {
         request = request.timeout(timeout);

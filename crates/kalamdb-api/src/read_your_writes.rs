@@ -1,10 +1,12 @@
-//! Read-your-writes across the members of a cluster (docs/cluster.md §5). Every SQL answer of
-//! a member carries [`APPLIED`]: each group's applied log index on the node that ran the
-//! statement (`group:index,…`). A request that carries marks back as [`MIN_APPLIED`] runs once
-//! the member it reaches applied that far (at most [`WAIT`]; else `CLUSTER_UNAVAILABLE`, and
-//! nothing ran). A member that forwarded a statement to a leader waits for the leader's marks
-//! itself before it answers, so a client that stays on one member reads its own writes without
-//! doing anything; one that moves between members passes the last answer's marks along.
+//! Read-your-writes across the members of a cluster (docs/cluster.md §5). Every JSON SQL
+//! answer a member runs or forwards carries [`APPLIED`]: each group's applied log index on the
+//! node that ran the statement (`group:index,…`). A request that carries marks back as
+//! [`MIN_APPLIED`] runs once the member it reaches applied that far (at most [`WAIT`]; else
+//! `CLUSTER_UNAVAILABLE`, and nothing ran); a forwarded request takes them to the leader. A
+//! member that forwarded a statement to a leader waits for the leader's marks itself (at most
+//! [`FOLLOW_WAIT`]) before it answers, so a client that stays on one member reads its own
+//! writes without doing anything; one that moves between members keeps the highest mark per
+//! group it was sent and passes them along.
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -17,8 +19,12 @@ pub const APPLIED: &str = "x-kalamdb-applied";
 /// Marks a request needs applied before it runs.
 pub const MIN_APPLIED: &str = "x-kalamdb-min-applied";
 
-/// How long a member waits to catch up with a request's (or a leader's) marks.
+/// How long a member waits to catch up with a request's marks.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How long a member that forwarded a statement waits for the leader's marks (every group's:
+/// a group lagging here would otherwise delay every forwarded statement by [`WAIT`]).
+pub const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// `group:index,…`.
 fn encode(marks: &[(u64, u64)]) -> String {
@@ -85,14 +91,14 @@ pub fn stamp(view: &dyn ClusterView, response: &mut Response) {
     }
 }
 
-/// After a leader answered a forwarded statement: waits (at most [`WAIT`]) until this member
+/// After a leader answered a forwarded statement: waits (at most [`FOLLOW_WAIT`]) until this member
 /// applied the leader's marks, so the client's next read here sees what the statement wrote.
 /// The answer keeps the leader's marks.
 pub async fn follow(view: &dyn ClusterView, answer: &HeaderMap) {
     let Ok(Some(marks)) = marks_in(answer, APPLIED) else {
         return;
     };
-    if !view.wait_applied(&marks, WAIT).await {
+    if !view.wait_applied(&marks, FOLLOW_WAIT).await {
         tracing::warn!(
             marks = %encode(&marks),
             "a forwarded statement's writes were not applied here within the wait"
