@@ -1,5 +1,5 @@
-//! Read-your-writes across the members of a cluster (docs/cluster.md §5). Every JSON SQL
-//! answer a member runs or forwards carries [`APPLIED`]: each group's applied log index on the
+//! Read-your-writes across the members of a cluster (docs/cluster.md §5). Every SQL answer a
+//! member runs or forwards carries [`APPLIED`]: each group's applied log index on the
 //! node that ran the statement (`group:index,…`). A request that carries marks back as
 //! [`MIN_APPLIED`] runs once the member it reaches applied that far (at most [`WAIT`]; else
 //! `CLUSTER_UNAVAILABLE`, and nothing ran); a forwarded request takes them to the leader. A

@@ -54,8 +54,23 @@ pub async fn execute_sql(
         .unwrap_or_default()
         .trim_start()
         .to_ascii_lowercase();
+    let view = state.app.cluster_view().cloned();
+    if let Some(view) = &view
+        && let Err((bad, why)) = read_your_writes::before(view.as_ref(), &headers).await
+    {
+        let code = if bad {
+            ErrorCode::InvalidInput
+        } else {
+            ErrorCode::ClusterUnavailable
+        };
+        return sql_error(code, why, None, start);
+    }
     if content_type.starts_with("multipart/form-data") {
-        return multipart_sql(&state, identity, peer, &headers, body, start).await;
+        let mut response = multipart_sql(&state, identity, peer, &headers, body, start).await;
+        if let Some(view) = &view {
+            read_your_writes::stamp(view.as_ref(), &mut response);
+        }
+        return response;
     }
     if !content_type.starts_with("application/json") {
         return sql_error(
@@ -78,17 +93,6 @@ pub async fn execute_sql(
     };
     if request.sql.trim().is_empty() {
         return sql_error(ErrorCode::EmptySql, "No SQL statement given", None, start);
-    }
-    let view = state.app.cluster_view().cloned();
-    if let Some(view) = &view
-        && let Err((bad, why)) = read_your_writes::before(view.as_ref(), &headers).await
-    {
-        let code = if bad {
-            ErrorCode::InvalidInput
-        } else {
-            ErrorCode::ClusterUnavailable
-        };
-        return sql_error(code, why, None, start);
     }
     let mut response = match state
         .executor
