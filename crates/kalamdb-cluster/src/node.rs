@@ -196,7 +196,12 @@ impl ClusterNode {
                 ownership(group),
                 (group, topology.node_id),
                 (Arc::clone(&hook), meta_progress.clone(), {
-                    let own = Progress::default();
+                    // The meta group's own progress is the one the data groups wait on.
+                    let own = if group == META {
+                        meta_progress.clone()
+                    } else {
+                        Progress::default()
+                    };
                     progress.insert(group, own.clone());
                     own
                 }),

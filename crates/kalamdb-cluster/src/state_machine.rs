@@ -181,8 +181,9 @@ impl StateMachine {
     }
 
     /// [`Self::open`] for group `group` on node `node`, telling `hook` (once set) about every
-    /// applied write; the meta group (0) publishes its progress to `meta_progress`, the others
-    /// wait on it; every group publishes its own to `progress`.
+    /// applied write; every group publishes how far it applied to `progress`, and the data
+    /// groups wait on `meta_progress` (for the meta group itself, pass that same channel as
+    /// its `progress`).
     pub fn open_group(
         backend: Arc<dyn StorageBackend>,
         meta: impl Into<String>,
@@ -233,17 +234,14 @@ impl StateMachine {
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))
     }
 
-    /// Tells how far this group applied (the meta group: the data groups too).
-    fn meta_progress_to(&self, index: u64) {
+    /// Tells how far this group applied.
+    fn progressed(&self, index: u64) {
         self.progress.advance(index);
-        if self.group == crate::shard::META {
-            self.meta_progress.advance(index);
-        }
     }
 
     fn published(&self, applied: Option<LogId<u64>>) {
         if let Some(id) = applied {
-            self.meta_progress_to(id.index);
+            self.progressed(id.index);
         }
     }
 
@@ -443,7 +441,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         }
         if let Some(last) = answers.last() {
-            self.meta_progress_to(last.index);
+            self.progressed(last.index);
         }
         Ok(answers)
     }
