@@ -58,3 +58,53 @@ impl TablePartitions {
         }
     }
 }
+
+/// Job records (`system.jobs`). A cluster keeps them per node: each member records the jobs
+/// it ran (docs/cluster.md §7).
+pub const JOBS_PARTITION: &str = "sys/jobs";
+
+/// The cold tier's manifests as a cluster replicates them, one record per scope folder
+/// (docs/cluster.md §7): each record is committed through the Raft group of the rows it
+/// describes, so it is keyed by the rows' partition and scope and routed like them. A single
+/// server does not have it (its manifests live beside its segments).
+pub const MANIFESTS_PARTITION: &str = "sys/manifests";
+
+/// The key of a scope's manifest record: the rows' partition, a NUL, then the scope's key
+/// prefix (empty for a SHARED table, `<user id>\0` for a USER table's scope). The cluster's
+/// router reads it back (`kalamdb_cluster::replicated`) to send the record to its rows' group.
+pub fn manifest_key(rows_partition: &str, scope_prefix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(rows_partition.len() + 1 + scope_prefix.len());
+    key.extend_from_slice(rows_partition.as_bytes());
+    key.push(0);
+    key.extend_from_slice(scope_prefix);
+    key
+}
+
+/// The rows' partition and scope prefix a manifest record's key names ([`manifest_key`]).
+pub fn manifest_key_parts(key: &[u8]) -> Option<(&str, &[u8])> {
+    let end = key.iter().position(|b| *b == 0)?;
+    Some((std::str::from_utf8(&key[..end]).ok()?, &key[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_key_is_the_rows_partition_a_nul_and_the_scope_prefix() {
+        assert_eq!(
+            manifest_key("tbl/app/t/1/rows", b"alice\0"),
+            b"tbl/app/t/1/rows\0alice\0".to_vec()
+        );
+        assert_eq!(
+            manifest_key("tbl/app/s/1/rows", b""),
+            b"tbl/app/s/1/rows\0".to_vec()
+        );
+        let key = manifest_key("tbl/app/t/1/rows", b"alice\0");
+        assert_eq!(
+            manifest_key_parts(&key),
+            Some(("tbl/app/t/1/rows", &b"alice\0"[..]))
+        );
+        assert_eq!(manifest_key_parts(b"no separator"), None);
+    }
+}

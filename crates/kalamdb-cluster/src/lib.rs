@@ -12,6 +12,7 @@
 //! - [`leadership`]: moving a group's leadership to a chosen member;
 //! - [`membership`]: adding and removing members of every group, each change on its leader;
 //! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
+//! - [`calls`]: requests one member's engine makes of another's over that listener;
 //! - [`replicated`]: the engine's store on a cluster node, committing each write through the
 //!   group that owns it.
 //!
@@ -21,6 +22,7 @@
 // openraft's traits return its StorageError (224 bytes); the helpers that build it return it too.
 #![allow(clippy::result_large_err)]
 
+pub mod calls;
 pub mod leadership;
 pub mod log_store;
 pub mod membership;
@@ -31,6 +33,7 @@ pub mod shard;
 pub mod state_machine;
 pub mod types;
 
+pub use calls::{CallFuture, CallSlot, EngineCalls};
 pub use log_store::LogStore;
 pub use membership::MemberChange;
 pub use node::{ClusterError, ClusterNode, GroupStatus, Proposal, Topology};

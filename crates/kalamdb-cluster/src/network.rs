@@ -7,6 +7,7 @@
 //! request carries it in [`KEY_HEADER`] and a request without it is refused (403): a client
 //! that reaches the RPC port cannot append entries without the members' shared secret.
 
+use crate::calls::CallSlot;
 use crate::leadership::Holds;
 use crate::types::{Member, TypeConfig, decode, encode};
 use axum::body::Bytes;
@@ -43,7 +44,7 @@ pub const KEY_HEADER: &str = "x-kalamdb-cluster-key";
 
 /// Routes serving `groups` to peers.
 pub fn router(groups: Groups) -> axum::Router {
-    router_with_key(groups, Holds::default(), None)
+    router_with_key(groups, Holds::default(), CallSlot::default(), None)
 }
 
 /// What the routes serve: the groups, and the holds transfers put on them.
@@ -51,18 +52,30 @@ pub fn router(groups: Groups) -> axum::Router {
 struct Served {
     groups: Groups,
     holds: Holds,
+    calls: CallSlot,
 }
 
-/// [`router`] with this node's `holds`, refusing requests that do not carry `key`.
-pub fn router_with_key(groups: Groups, holds: Holds, key: Option<Arc<str>>) -> axum::Router {
+/// [`router`] with this node's `holds` and engine `calls`, refusing requests that do not
+/// carry `key`.
+pub fn router_with_key(
+    groups: Groups,
+    holds: Holds,
+    calls: CallSlot,
+    key: Option<Arc<str>>,
+) -> axum::Router {
     axum::Router::new()
         .route("/raft/{group}/append", axum::routing::post(append))
         .route("/raft/{group}/vote", axum::routing::post(vote))
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
         .route("/raft/{group}/members", axum::routing::post(members))
         .route("/raft/{group}/hold", axum::routing::post(hold))
+        .route("/engine/{name}", axum::routing::post(engine_call))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Served { groups, holds })
+        .with_state(Served {
+            groups,
+            holds,
+            calls,
+        })
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let key = key.clone();
@@ -153,8 +166,26 @@ async fn members(
     }
 }
 
+async fn engine_call(
+    State(Served { calls, .. }): State<Served>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(engine) = calls.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the engine is not open yet",
+        )
+            .into_response();
+    };
+    match engine.call(name, body.to_vec()).await {
+        Ok(answer) => answer.into_response(),
+        Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, why).into_response(),
+    }
+}
+
 async fn hold(
-    State(Served { groups, holds }): State<Served>,
+    State(Served { groups, holds, .. }): State<Served>,
     Path(group): Path<u64>,
     body: Bytes,
 ) -> Response {

@@ -3,6 +3,7 @@
 //! peers by one RPC listener. Every initial member initializes the groups its store does not
 //! have yet, with the same member list; restarted nodes reload theirs from the store.
 
+use crate::calls::CallSlot;
 use crate::leadership::{HOLD, Holds};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
@@ -148,6 +149,7 @@ pub struct ClusterNode {
     key: Option<Arc<str>>,
     holds: Holds,
     configured: BTreeMap<u64, Member>,
+    calls: CallSlot,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -226,7 +228,13 @@ impl ClusterNode {
         }
         let groups: Groups = Arc::new(groups);
         let holds = Holds::default();
-        let serving = router_with_key(Arc::clone(&groups), holds.clone(), key.clone());
+        let calls = CallSlot::default();
+        let serving = router_with_key(
+            Arc::clone(&groups),
+            holds.clone(),
+            Arc::clone(&calls),
+            key.clone(),
+        );
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, serving).await;
         });
@@ -260,7 +268,25 @@ impl ClusterNode {
             key,
             holds,
             configured: topology.members,
+            calls,
         })
+    }
+
+    /// Where the engine registers the calls other members make of it ([`crate::calls`]).
+    pub fn engine_calls(&self) -> &CallSlot {
+        &self.calls
+    }
+
+    /// Makes call `name` of member `to`'s engine, waiting at most `timeout` for its answer.
+    pub async fn call(
+        &self,
+        to: u64,
+        name: &str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, String> {
+        self.post_bytes(to, META, &format!("engine/{name}"), body, timeout)
+            .await
     }
 
     /// This node's id.
@@ -433,6 +459,23 @@ impl ClusterNode {
         body: &B,
         timeout: std::time::Duration,
     ) -> Result<A, String> {
+        let body = encode(body).map_err(|e| e.to_string())?;
+        let bytes = self
+            .post_bytes(to, group, &format!("raft/{group}/{route}"), body, timeout)
+            .await?;
+        decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Posts `body` to `path` of member `to` (its address as this node, or else `group`'s
+    /// membership, knows it); its answer's bytes.
+    async fn post_bytes(
+        &self,
+        to: u64,
+        group: u64,
+        path: &str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, String> {
         let member = self
             .member(to)
             .or_else(|| {
@@ -445,21 +488,24 @@ impl ClusterNode {
                     .cloned()
             })
             .ok_or_else(|| format!("node {to} has no known address"))?;
-        let body = encode(body).map_err(|e| e.to_string())?;
         let mut post = self
             .http
-            .post(format!("http://{}/raft/{group}/{route}", member.rpc_addr))
+            .post(format!("http://{}/{path}", member.rpc_addr))
             .timeout(timeout)
             .body(body);
         if let Some(key) = &self.key {
             post = post.header(KEY_HEADER, key.as_ref());
         }
         let sent = post.send().await.map_err(|e| e.to_string())?;
-        if !sent.status().is_success() {
-            return Err(format!("node {to} answered {}", sent.status()));
-        }
+        let status = sent.status();
         let bytes = sent.bytes().await.map_err(|e| e.to_string())?;
-        decode(&bytes).map_err(|e| e.to_string())
+        if !status.is_success() {
+            return Err(format!(
+                "node {to} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        Ok(bytes.to_vec())
     }
 
     /// Hands `group`'s leadership to voter `target` (see [`crate::leadership`]): holds every
@@ -545,6 +591,18 @@ impl ClusterNode {
     /// The meta group's applied index on this node (the barrier data entries carry).
     pub fn meta_applied(&self) -> u64 {
         self.meta_progress.applied()
+    }
+
+    /// Whether this node leads `group`, applied an entry of its own term (so everything its
+    /// predecessors committed) and is not handing the group over: its state is the group's
+    /// latest, and what it proposes next lands on it.
+    pub fn leads(&self, group: u64) -> bool {
+        self.group(group).is_some_and(|raft| {
+            let m = raft.metrics().borrow().clone();
+            m.state == ServerState::Leader
+                && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+                && !self.holds.writes_paused(group)
+        })
     }
 
     /// The leader of `group` this node knows of.

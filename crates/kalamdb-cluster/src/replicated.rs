@@ -29,6 +29,23 @@ const TABLE_PREFIX: &str = "tbl/";
 /// own).
 const LOCAL_KEYS: &[(&str, &[u8])] = &[("sys/meta", b"seq_high_water")];
 
+/// A partition each node keeps for itself: its job records
+/// (`kalamdb_catalog::partitions::JOBS_PARTITION`).
+pub const JOBS_PARTITION: &str = "sys/jobs";
+
+/// The cold tier's manifests (`kalamdb_catalog::partitions::MANIFESTS_PARTITION`): a record
+/// is keyed by its rows' partition, a NUL and its scope's key prefix, and goes to the group of
+/// those rows.
+pub const MANIFESTS_PARTITION: &str = "sys/manifests";
+
+/// The rows' partition and scope prefix a manifest record's key names (as
+/// `kalamdb_catalog::partitions::manifest_key_parts` reads them; this crate stays below the
+/// catalog).
+fn manifest_key_parts(key: &[u8]) -> Option<(&str, &[u8])> {
+    let end = key.iter().position(|b| *b == 0)?;
+    Some((std::str::from_utf8(&key[..end]).ok()?, &key[end + 1..]))
+}
+
 /// How long a write waits for its group to commit and apply it.
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -81,8 +98,17 @@ impl Router {
 
     /// Where a write of `key` in `partition` goes.
     pub fn route(&self, partition: &str, key: &[u8]) -> Route {
-        if LOCAL_KEYS.iter().any(|(p, k)| *p == partition && *k == key) {
+        if partition == JOBS_PARTITION
+            || LOCAL_KEYS.iter().any(|(p, k)| *p == partition && *k == key)
+        {
             return Route::Local;
+        }
+        if partition == MANIFESTS_PARTITION {
+            // A scope's manifest goes with the scope's rows.
+            return match manifest_key_parts(key) {
+                Some((rows, scope)) if rows.starts_with(TABLE_PREFIX) => self.route(rows, scope),
+                _ => Route::Group(META),
+            };
         }
         match self.partition_group(partition) {
             Some(group) => Route::Group(group),
@@ -160,6 +186,12 @@ struct Owned {
 
 impl Ownership for Owned {
     fn partition(&self, partition: &str) -> bool {
+        if partition == JOBS_PARTITION {
+            return false; // each node's own
+        }
+        if partition == MANIFESTS_PARTITION {
+            return true; // keys of every group, as their rows
+        }
         match self.router.partition_group(partition) {
             Some(g) => g == self.group,
             None => self.router.map.kind(self.group) == Some(crate::shard::GroupKind::User),
@@ -403,6 +435,13 @@ impl StorageBackend for ReplicatedStore {
         self.block_on(pending.wait())
     }
 
+    fn leads(&self, partition: &str, key: &[u8]) -> bool {
+        match self.router.route(partition, key) {
+            Route::Local => true,
+            Route::Group(group) => self.node.leads(group),
+        }
+    }
+
     fn defers_commits(&self) -> bool {
         true
     }
@@ -457,5 +496,61 @@ impl StorageBackend for ReplicatedStore {
 
     fn compact_range(&self, name: &str, from: &[u8], to: &[u8]) -> Result<()> {
         self.inner.compact_range(name, from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_store::{RocksBackend, StoreOptions};
+
+    #[test]
+    fn manifest_records_go_with_their_rows_and_job_records_stay_local() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StorageBackend> =
+            Arc::new(RocksBackend::open(dir.path(), &StoreOptions::default()).unwrap());
+        let user_rows = "tbl/app/u/1/rows";
+        store
+            .create_partition(user_rows, KeyLayout::Scoped)
+            .unwrap();
+        let shared_rows = "tbl/app/s/1/rows";
+        store
+            .create_partition(shared_rows, KeyLayout::Flat)
+            .unwrap();
+        let map = ShardMap::new(4, 2);
+        let router = Router::new(map, store);
+        let record = |rows: &str, scope: &[u8]| [rows.as_bytes(), b"\0", scope].concat();
+
+        for user in ["ann", "bob", "cat", "dan"] {
+            let scope = [user.as_bytes(), b"\0"].concat();
+            let rows = router.route(user_rows, &[scope.as_slice(), b"pk"].concat());
+            assert_eq!(rows, Route::Group(map.user_group(user)));
+            let manifest = router.route(MANIFESTS_PARTITION, &record(user_rows, &scope));
+            assert_eq!(manifest, rows, "{user}");
+            // Its group snapshots it; no other group does.
+            for group in map.groups() {
+                let owns = router.ownership(group);
+                assert!(owns.partition(MANIFESTS_PARTITION));
+                let key = record(user_rows, &scope);
+                assert_eq!(
+                    owns.key(MANIFESTS_PARTITION, &key),
+                    Route::Group(group) == rows
+                );
+            }
+        }
+        assert_eq!(
+            router.route(MANIFESTS_PARTITION, &record(shared_rows, b"")),
+            Route::Group(map.shared_group("app.s"))
+        );
+        // A key that names no table partition stays with the catalog.
+        assert_eq!(
+            router.route(MANIFESTS_PARTITION, b"garbage"),
+            Route::Group(META)
+        );
+        assert_eq!(router.route(JOBS_PARTITION, b"42"), Route::Local);
+        assert!(
+            map.groups()
+                .all(|g| !router.ownership(g).partition(JOBS_PARTITION))
+        );
     }
 }

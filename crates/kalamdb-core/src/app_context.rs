@@ -70,8 +70,9 @@ impl AppContext {
     }
 
     /// Whether this node is a member of a cluster (`[cluster]`): its store commits through
-    /// Raft groups, and what must run once per cluster (flushes, TTL eviction, topic upkeep)
-    /// does not run on it yet (docs/cluster.md §7).
+    /// Raft groups, flushes and compactions run on the leaders of the scopes' groups, and
+    /// what else must run once per cluster (TTL eviction, topic upkeep, backups) does not
+    /// run on it yet (docs/cluster.md §7).
     pub fn clustered(&self) -> bool {
         self.config.cluster.is_some()
     }
@@ -83,6 +84,8 @@ impl AppContext {
     /// doing it again changes nothing). Called by the cluster's state machines after each
     /// applied batch.
     pub fn apply_replicated(&self, batch: &kalamdb_store::WriteBatch) {
+        // Manifest records (a snapshot install's among them) as written.
+        self.tables().replicated_manifests(batch);
         let mut tables = self.catalog.replicated(batch);
         // A snapshot install names a table once per change of its record.
         tables.sort_unstable_by_key(|t| t.to_string());

@@ -96,6 +96,11 @@ pub enum ClusterOpError {
 pub type ClusterFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClusterOpError>> + Send + 'a>>;
 
+/// Each member's answer to an engine call, by node id ([`ClusterView::call_others`]).
+pub type CallsFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Vec<(u64, Result<Vec<u8>, String>)>> + Send + 'a>,
+>;
+
 /// The cluster as the engine sees it; see the module doc.
 pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// The cluster's name.
@@ -119,6 +124,14 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// Hands the leadership of every group (or of `group`) to voter `node`; resolves once it
     /// leads them.
     fn transfer_leader(&self, node: u64, group: Option<u64>) -> ClusterFuture<'_>;
+    /// Makes engine call `name` of every other member (see `kalamdb_cluster::calls`),
+    /// together; each member's answer, by node id.
+    fn call_others<'a>(
+        &'a self,
+        name: &'a str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> CallsFuture<'a>;
     /// Each group's last applied log index on this node, by group (read-your-writes marks).
     fn applied(&self) -> Vec<(u64, u64)>;
     /// Resolves to whether this node applied each group at least to its mark in `marks`

@@ -24,11 +24,12 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     }
     spawn_seq_marks(app);
     spawn_transaction_expiry(app);
-    // Once per cluster, on the groups' leaders, with segments on shared storage: not built
-    // yet (docs/cluster.md §7), so a cluster keeps every row in its hot tier meanwhile.
+    // A cluster member flushes the scopes whose groups it leads (docs/cluster.md §7).
+    spawn_policy_flushes(app);
+    // Once per cluster: not built yet (docs/cluster.md §11), so a cluster keeps STREAM rows
+    // and topic messages meanwhile.
     if !app.clustered() {
         spawn_stream_eviction(app);
-        spawn_policy_flushes(app);
         spawn_topic_retention(app);
         spawn_topic_flush(app);
     }
@@ -238,6 +239,10 @@ fn spawn_policy_flushes(app: &Arc<AppContext>) {
                 );
                 match job.await {
                     Ok(line) => tracing::debug!(table = %id, "{line}"),
+                    // A cluster table on a node's own folder: its rows stay hot.
+                    Err(e @ KalamError::Unsupported(_)) => {
+                        tracing::debug!(table = %id, error = %e, "no policy flush")
+                    }
                     Err(e) => {
                         tracing::warn!(table = %id, error = %e, "policy flush failed");
                         app.tables().flushes().retry_later(&id, failures + 1);

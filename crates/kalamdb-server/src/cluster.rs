@@ -9,12 +9,13 @@
 
 use kalamdb_cluster::shard::{GroupKind, META, ShardMap};
 use kalamdb_cluster::{
-    AfterApply, ApplyObserver, ApplySlot, Before, ClusterNode, MemberChange, ReplicatedStore,
-    Router, Topology,
+    AfterApply, ApplyObserver, ApplySlot, Before, CallFuture, ClusterNode, EngineCalls,
+    MemberChange, ReplicatedStore, Router, Topology,
 };
 use kalamdb_core::AppContext;
 use kalamdb_core::cluster_view::{
-    ClusterFuture, ClusterOpError, ClusterView, GroupInfo, MemberInfo, MembershipChange,
+    CallsFuture, ClusterFuture, ClusterOpError, ClusterView, GroupInfo, MemberInfo,
+    MembershipChange,
 };
 use kalamdb_core::config::Config;
 use kalamdb_core::config::cluster::ClusterConfig;
@@ -220,6 +221,10 @@ impl Member {
         app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node))));
         self.store.set_starting(false);
         let _ = self.hook.set(Arc::new(EngineObserver(Arc::downgrade(app))));
+        let _ = self
+            .node
+            .engine_calls()
+            .set(Arc::new(EngineObserver(Arc::downgrade(app))));
         if self
             .store
             .local()
@@ -256,6 +261,24 @@ impl ApplyObserver for EngineObserver {
         if let Some(app) = self.0.upgrade() {
             app.apply_replicated(batch);
         }
+    }
+}
+
+/// Serves the calls other members make of this engine (`kalamdb_cluster::calls`).
+impl EngineCalls for EngineObserver {
+    fn call(&self, name: String, body: Vec<u8>) -> CallFuture<'_> {
+        Box::pin(async move {
+            let app = self.0.upgrade().ok_or("the engine is closing")?;
+            match name.as_str() {
+                kalamdb_core::sql::ddl::STORAGE_JOB_CALL => {
+                    kalamdb_core::sql::ddl::member_storage_job(&app, &body)
+                        .await
+                        .map(String::into_bytes)
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(format!("no engine call '{other}'")),
+            }
+        })
     }
 }
 
@@ -481,6 +504,30 @@ impl ClusterView for View {
 
     fn applied(&self) -> Vec<(u64, u64)> {
         self.node.applied_marks()
+    }
+
+    fn call_others<'a>(
+        &'a self,
+        name: &'a str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> CallsFuture<'a> {
+        let me = self.node.node_id();
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, _, _) in self.node.members() {
+            if id != me {
+                let (node, name, body) = (Arc::clone(&self.node), name.to_string(), body.clone());
+                calls.spawn(async move { (id, node.call(id, &name, body, timeout).await) });
+            }
+        }
+        Box::pin(async move {
+            let mut answers = Vec::new();
+            while let Some(joined) = calls.join_next().await {
+                answers.push(joined.unwrap_or_else(|e| (0, Err(e.to_string()))));
+            }
+            answers.sort_by_key(|(id, _)| *id);
+            answers
+        })
     }
 
     fn wait_applied<'a>(

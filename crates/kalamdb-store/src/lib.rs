@@ -284,6 +284,14 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
         false
     }
 
+    /// Whether this node may commit a write of `key` in `partition` now, and its reads see
+    /// every write committed before that: always on one server; on a cluster member, when it
+    /// leads the key's group and applied everything its predecessors committed. Work that
+    /// must run once per cluster (flushes) asks before it starts.
+    fn leads(&self, _partition: &str, _key: &[u8]) -> bool {
+        true
+    }
+
     /// Commits a batch atomically and fsyncs it whatever `sync_writes` says: for what must
     /// survive power loss even when data writes need not (a Raft vote and log: a forgotten
     /// vote can elect two leaders in one term).

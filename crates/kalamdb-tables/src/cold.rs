@@ -30,6 +30,7 @@ use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::scalar::ScalarValue;
 use kalamdb_catalog::catalog::{Catalog, StorageRecord};
 use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_catalog::partitions::{MANIFESTS_PARTITION, TablePartitions, manifest_key};
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_catalog::value::coerce;
 use kalamdb_commons::schema::{DELETED_COLUMN, SEQ_COLUMN};
@@ -136,6 +137,18 @@ pub struct FlushStats {
     pub bytes: u64,
     /// Segments written (one per non-empty scope).
     pub segments: u64,
+    /// Scopes left to the cluster members that lead their groups (they flush them).
+    pub elsewhere: u64,
+}
+
+impl FlushStats {
+    /// A scope another member flushes.
+    pub(crate) fn elsewhere() -> Self {
+        Self {
+            elsewhere: 1,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::ops::AddAssign for FlushStats {
@@ -143,6 +156,7 @@ impl std::ops::AddAssign for FlushStats {
         self.rows += o.rows;
         self.bytes += o.bytes;
         self.segments += o.segments;
+        self.elsewhere += o.elsewhere;
     }
 }
 
@@ -170,6 +184,10 @@ pub struct ColdTier {
     pub(crate) footers: DashMap<(String, String), ArrowReaderMetadata>,
     /// Uploaded files whose statement has not finished (see [`crate::files`]).
     pub(crate) pending_files: crate::files::PendingFiles,
+    /// A cluster member's store, where manifests are records committed through the Raft
+    /// groups of their rows (docs/cluster.md §7); `None` on one server, whose manifests live
+    /// beside their segments.
+    replicated: Option<Arc<dyn StorageBackend>>,
 }
 
 /// The segments of one scope as a scan finds them: where they are and their key ranges.
@@ -254,6 +272,10 @@ struct Placement {
     files: FileStore,
     shared_template: String,
     user_template: String,
+    /// Whether every member of a cluster reads the same files: an object store, or a folder
+    /// at an absolute path (a shared mount). A relative folder is under each node's own data
+    /// path.
+    shared: bool,
 }
 
 impl Placement {
@@ -261,6 +283,8 @@ impl Placement {
         let files = kalamdb_catalog::storages::open(record, root)?;
         Ok(Self {
             id: record.storage_id.clone(),
+            shared: record.storage_type != "filesystem"
+                || Path::new(&record.base_directory).is_absolute(),
             files,
             shared_template: record.shared_tables_template.clone(),
             user_template: record.user_tables_template.clone(),
@@ -301,13 +325,24 @@ pub(crate) struct Location {
     pub(crate) files: FileStore,
     pub(crate) dir: String,
     pub(crate) key: String,
+    /// The key of the scope's manifest record in a cluster ([`MANIFESTS_PARTITION`]); `None`
+    /// for a table's own folder.
+    record: Option<Vec<u8>>,
+    /// Whether every member reads the storage's files (see `Placement::shared`).
+    shared: bool,
 }
 
 impl ColdTier {
     /// The cold tier over the storages of `catalog`; relative base directories are taken
     /// from `root` (the data path).
     /// Decoded segments are cached up to `segment_cache_bytes`.
-    pub fn open(catalog: Catalog, root: &Path, segment_cache_bytes: u64) -> Result<Self> {
+    /// `replicated`: a cluster member's store, which keeps the manifests (see the field).
+    pub fn open(
+        catalog: Catalog,
+        root: &Path,
+        segment_cache_bytes: u64,
+        replicated: Option<Arc<dyn StorageBackend>>,
+    ) -> Result<Self> {
         // One shard: a whole segment may weigh a large part of the bound.
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(256)
@@ -333,7 +368,13 @@ impl ColdTier {
             flush_locks: DashMap::new(),
             footers: DashMap::new(),
             pending_files: Default::default(),
+            replicated,
         })
+    }
+
+    /// Whether manifests are replicated records (a cluster member).
+    pub(crate) fn replicated(&self) -> bool {
+        self.replicated.is_some()
     }
 
     fn placement(&self, storage_id: &str) -> Result<Arc<Placement>> {
@@ -378,6 +419,12 @@ impl ColdTier {
         let p = self.placement(def.storage_id.as_str())?;
         let dir = p.dir(def, scope);
         let key = format!("{}:{dir}", p.id);
+        let record = match (def.table_type, scope) {
+            (TableType::Shared, _) => Some(Vec::new()),
+            (_, Some(s)) => Some(s.prefix()),
+            (_, None) => None,
+        }
+        .map(|prefix| manifest_key(&TablePartitions::of(def).rows, &prefix));
         let scope = match (def.table_type, scope) {
             (TableType::Shared, _) | (_, Some(Scope::Shared)) => Some("shared"),
             (_, Some(Scope::User(u))) => Some(u.as_str()),
@@ -397,6 +444,8 @@ impl ColdTier {
             files: p.files.clone(),
             key,
             dir,
+            record,
+            shared: p.shared,
         })
     }
 
@@ -490,9 +539,19 @@ impl ColdTier {
         let m = match self.manifests.get(&loc.key) {
             Some(m) => Arc::clone(m.value()),
             None => {
-                let m = ScopeManifest::new(loc.files.manifest(&loc.dir).await?);
-                self.manifests.insert(loc.key.clone(), Arc::clone(&m));
-                m
+                let read = match (&self.replicated, &loc.record) {
+                    (Some(store), Some(_)) if !store.has_partition(MANIFESTS_PARTITION) => {
+                        Manifest::default() // nothing flushed in this cluster yet
+                    }
+                    (Some(store), Some(key)) => match store.get(MANIFESTS_PARTITION, key)? {
+                        Some(bytes) => decode_manifest(&bytes)?,
+                        None => Manifest::default(),
+                    },
+                    _ => loc.files.manifest(&loc.dir).await?,
+                };
+                // A manifest the applier installed meanwhile is newer than what was read.
+                let entry = self.manifests.entry(loc.key.clone());
+                Arc::clone(entry.or_insert(ScopeManifest::new(read)).value())
             }
         };
         Ok(if m.table_created_at == def.created_at {
@@ -715,6 +774,79 @@ impl ColdTier {
         loc.files.remove_all(&loc.dir).await?;
         Ok(())
     }
+
+    /// Refuses to flush or compact `loc` on a cluster member when the other members cannot
+    /// read its files (a storage under each node's own data path).
+    pub(crate) fn check_shared(&self, def: &TableDefinition, loc: &Location) -> Result<()> {
+        if self.replicated() && !loc.shared {
+            return Err(KalamError::Unsupported(format!(
+                "{} is stored on '{}', a folder inside each node's own data path, which the \
+                 other cluster members cannot read: in a cluster, flush and compact tables on \
+                 an S3 storage or a filesystem storage at an absolute path every member \
+                 mounts (its rows stay in the hot tier meanwhile)",
+                def.table_id(),
+                def.storage_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Commits `next` as `loc`'s manifest: its `manifest.json` (on one server the manifest
+    /// itself; in a cluster a copy for tools and restores) and the cache. In a cluster it
+    /// returns the record to write with the batch that makes the change visible (the
+    /// caller's), through the scope's Raft group: the cache holds it from now on, so the
+    /// caller calls [`Self::forget_manifest`] if that batch fails.
+    pub(crate) async fn commit_manifest(
+        &self,
+        loc: &Location,
+        next: Manifest,
+    ) -> Result<Option<ManifestRecord>> {
+        loc.files.commit(&loc.dir, &next).await?;
+        let record = match (&self.replicated, &loc.record) {
+            (Some(_), Some(key)) => Some((key.clone(), encode_manifest(&next)?)),
+            _ => None,
+        };
+        self.manifests
+            .insert(loc.key.clone(), ScopeManifest::new(next));
+        Ok(record)
+    }
+
+    /// Drops `loc`'s cached manifest (read again from where it is kept).
+    pub(crate) fn forget_manifest(&self, loc: &Location) {
+        self.manifests.remove(&loc.key);
+    }
+
+    /// A manifest record another member committed, about to be written here (`before`) or
+    /// just written (a snapshot install): the cache takes it before readers can see the hot
+    /// rows it moved, and the table is known to have segments.
+    pub(crate) fn replicated_manifest(&self, table: &CachedTable, scope: &Scope, bytes: &[u8]) {
+        let Ok(loc) = self.locate(&table.def, Some(scope)) else {
+            return;
+        };
+        match decode_manifest(bytes) {
+            Ok(manifest) => {
+                self.manifests
+                    .insert(loc.key.clone(), ScopeManifest::new(manifest));
+                table.cold_state.store(COLD_YES, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %loc.dir, error = %e, "an unreadable replicated manifest");
+                self.manifests.remove(&loc.key);
+            }
+        }
+    }
+}
+
+/// A manifest record to write: its key in [`MANIFESTS_PARTITION`] and the manifest's JSON.
+pub(crate) type ManifestRecord = (Vec<u8>, Vec<u8>);
+
+fn encode_manifest(m: &Manifest) -> Result<Vec<u8>> {
+    serde_json::to_vec(m).map_err(|e| KalamError::Internal(format!("encoding a manifest: {e}")))
+}
+
+fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| KalamError::Internal(format!("a manifest record does not decode: {e}")))
 }
 
 /// The latest live version of each key across `sources`, encoded as one segment named `id`,

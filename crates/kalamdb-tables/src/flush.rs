@@ -3,7 +3,7 @@
 //! writes files and manifests, the hot tier drops what was flushed under the scope's lock).
 
 use crate::cold::{
-    CLEANUP_SLICE, COLD_YES, FlushStats, ScanSource, ScopeManifest, encode_scope, merge_segments,
+    CLEANUP_SLICE, COLD_YES, FlushStats, ManifestRecord, ScanSource, encode_scope, merge_segments,
     tiered_run_start,
 };
 use crate::faults::{FlushStep, PausePoint};
@@ -11,6 +11,7 @@ use crate::rows::Scope;
 use crate::store::TableStore;
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_catalog::jobs::CancelFlag;
+use kalamdb_catalog::partitions::MANIFESTS_PARTITION;
 use kalamdb_catalog::schema_registry::{CachedTable, SchemaRegistry};
 use kalamdb_commons::TableType;
 use kalamdb_filestore::Manifest;
@@ -28,8 +29,12 @@ impl TableStore {
         let Some(table) = &current(&self.registry, table)? else {
             return Ok(FlushStats::default());
         };
-
         let prefix = scope.prefix();
+        self.cold.check_shared(&table.def, &loc)?;
+        if !self.leads(table, &prefix) {
+            return Ok(FlushStats::elsewhere());
+        }
+
         let started = std::time::Instant::now();
         let manifest = self.cold.manifest(&table.def, &loc).await?;
         // Files left by an interrupted flush (or a dropped incarnation) are removed by the
@@ -62,30 +67,35 @@ impl TableStore {
             return Err(KalamError::SchemaChanged(table.def.table_id().to_string()));
         }
         let encoded = started.elapsed();
+        if !self.leads(table, &prefix) {
+            return Ok(FlushStats::elsewhere()); // the leadership moved meanwhile
+        }
         table.cold_state.store(COLD_YES, Ordering::SeqCst);
-        let committed: Result<FlushStats> = async {
+        let committed: Result<(FlushStats, Option<ManifestRecord>)> = async {
             let meta = loc.files.put_segment(&loc.dir, segment).await?;
             self.faults.flush_step(FlushStep::SegmentWritten)?;
             let stats = FlushStats {
                 rows: meta.row_count,
                 bytes: meta.bytes,
                 segments: 1,
+                elsewhere: 0,
             };
             let mut next = manifest.manifest.clone();
             next.version = 1;
             next.table_created_at = table.def.created_at;
             next.segments.push(meta);
-            loc.files.commit(&loc.dir, &next).await?;
-            self.cold
-                .manifests
-                .insert(loc.key.clone(), ScopeManifest::new(next));
-            Ok(stats)
+            let record = self.cold.commit_manifest(&loc, next).await?;
+            Ok((stats, record))
         }
         .await;
         if committed.is_err() {
             self.cold.swept.remove(&sweep_key); // a segment file may be left behind
         }
-        let stats = committed?;
+        // In a cluster the manifest's record rides in every cleanup batch: the first makes
+        // the segment part of the scope on every member, atomically with the hot versions
+        // it replaces, and each marks its deletions as moves, not changes
+        // (crate::replicated).
+        let (stats, record) = committed?;
         let written = started.elapsed();
         self.faults.flush_step(FlushStep::ManifestCommitted)?;
 
@@ -107,6 +117,7 @@ impl TableStore {
             _ => None,
         };
         let mut flushed = stored.into_iter().peekable();
+        let mut first = true;
         while let Some((start, _)) = flushed.peek() {
             let start = start.clone();
             let _guard = locks.scope(scope).await;
@@ -150,10 +161,17 @@ impl TableStore {
                 // The scope ended: flushed keys past its end are gone already.
                 flushed.by_ref().for_each(drop);
             }
-            if !batch.is_empty() {
-                let _gate = self.locks.commit_gate().await;
-                self.backend.write(batch)?;
+            if let Some((key, value)) = &record {
+                batch.put(MANIFESTS_PARTITION, key.clone(), value.clone());
             }
+            if !batch.is_empty() {
+                let written = self.write_maintenance(batch).await;
+                if written.is_err() && first && record.is_some() {
+                    self.cold.forget_manifest(&loc); // not committed: read it again
+                }
+                written?;
+            }
+            first = false;
         }
         // The cleanup left one range deletion per slice over the flushed versions. Until a
         // compaction drops them, every hot scan of the scope walks over the deleted versions
@@ -213,6 +231,10 @@ impl TableStore {
         let Some(table) = &current(&self.registry, table)? else {
             return Ok((0, 0));
         };
+        self.cold.check_shared(&table.def, &loc)?;
+        if !self.leads(table, &scope.prefix()) {
+            return Ok((0, 0)); // the leader of the scope's group compacts it
+        }
         let manifest = self.cold.manifest(&table.def, &loc).await?;
         let before = manifest.segments.len();
         if before == 0 {
@@ -280,10 +302,15 @@ impl TableStore {
                 .push(loc.files.put_segment(&loc.dir, segment).await?);
             file_ids = ids;
         }
-        loc.files.commit(&loc.dir, &next).await?;
-        self.cold
-            .manifests
-            .insert(loc.key.clone(), ScopeManifest::new(next.clone()));
+        if let Some((key, value)) = self.cold.commit_manifest(&loc, next.clone()).await? {
+            // A cluster: the new manifest reaches every member through the scope's group.
+            let mut batch = WriteBatch::new();
+            batch.put(MANIFESTS_PARTITION, key, value);
+            if let Err(e) = self.write_maintenance(batch).await {
+                self.cold.forget_manifest(&loc);
+                return Err(e);
+            }
+        }
         // The merged-away files: a reader that took the old manifest a moment ago may still
         // open them, so they go after a grace period (a stop before that leaves strays, which
         // the next process's first flush of the folder removes).
@@ -328,6 +355,11 @@ impl TableStore {
         scope: &Scope,
         mut refs: std::collections::HashSet<String>,
     ) -> Result<usize> {
+        if self.cold.replicated() {
+            // Another member may be storing an upload for a statement it has not committed
+            // yet (pending uploads are each node's own): a cluster keeps the files.
+            return Ok(0);
+        }
         let loc = self.cold.locate(&table.def, Some(scope))?;
         let dir = format!("{}/{}", loc.dir, crate::files::FILE_FOLDER);
         let listed = loc.files.file_names(&dir).await?;
@@ -423,6 +455,25 @@ impl TableStore {
             }
         }
         Ok(stats)
+    }
+}
+
+impl TableStore {
+    /// Whether this node flushes and compacts `table`'s scope `prefix`: always on one
+    /// server; in a cluster, on the leader of the scope's group once it applied what its
+    /// predecessors committed (its manifest is then the scope's latest).
+    fn leads(&self, table: &CachedTable, prefix: &[u8]) -> bool {
+        !self.cold.replicated() || self.backend.leads(&table.partitions.rows, prefix)
+    }
+
+    /// Writes a batch of the flush's own (no new rows): ordered under the commit gate, and
+    /// waited for after it.
+    async fn write_maintenance(&self, batch: WriteBatch) -> Result<()> {
+        let pending = {
+            let _gate = self.locks.commit_gate().await;
+            self.backend.submit(batch)?
+        };
+        Ok(pending.wait().await?)
     }
 }
 

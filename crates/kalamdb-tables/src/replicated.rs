@@ -7,13 +7,15 @@
 //! rows or as a change, as on the leader), reads the versions it replaces and builds the
 //! events; [`ReplicatedChanges::publish`] hands them to the listener after the write and
 //! releases the locks. Only scopes somebody listens to are read (the locks are taken either
-//! way, in the global order transactions use). The replaced versions are
-//! read from the hot tier: a cluster keeps rows there (its flushes are not built yet).
+//! way, in the global order transactions use). The replaced versions are read from the hot
+//! tier, or from the cold tier when a flush moved them there. A flush's own batch carries its scope's manifest record
+//! ([`TableStore::replicated_manifests`]): the cold tier takes it before the batch is written,
+//! and its deletions are moves to a segment, not changes.
 
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
 use crate::rows::{Scope, StoredRow};
 use crate::store::TableStore;
-use kalamdb_catalog::partitions::table_of_partition;
+use kalamdb_catalog::partitions::{MANIFESTS_PARTITION, manifest_key_parts, table_of_partition};
 use kalamdb_catalog::schema_registry::CachedTable;
 use kalamdb_commons::{NamespaceId, TableId, TableName, TableType, UserId};
 use kalamdb_store::{BatchOp, WriteBatch};
@@ -72,6 +74,38 @@ fn target(store: &TableStore, partition: &str, key: &[u8]) -> Option<(Arc<Cached
     Some((table, scope))
 }
 
+impl TableStore {
+    /// The manifest records in `batch` (a flush or compaction another member committed, or
+    /// a snapshot install): the cold tier takes them now, before the batch's deletions of
+    /// the flushed hot versions can be read. Returns the (rows partition, scope) of each:
+    /// their deletions in the batch moved versions to segments.
+    pub fn replicated_manifests(&self, batch: &WriteBatch) -> Vec<(String, Scope)> {
+        let mut moved = Vec::new();
+        for op in batch.ops() {
+            let BatchOp::Put {
+                partition,
+                key,
+                value,
+            } = op
+            else {
+                continue;
+            };
+            if partition != MANIFESTS_PARTITION {
+                continue;
+            }
+            let Some((rows, prefix)) = manifest_key_parts(key) else {
+                continue;
+            };
+            let Some((table, scope)) = target(self, rows, prefix) else {
+                continue; // dropped meanwhile
+            };
+            self.cold.replicated_manifest(&table, &scope, value);
+            moved.push((rows.to_string(), scope));
+        }
+        moved
+    }
+}
+
 /// One application-table write of a replicated batch.
 struct Write<'b> {
     at: usize,
@@ -84,6 +118,7 @@ impl TableStore {
     /// Builds the change events of `batch`, a write another node committed, before it is
     /// written here; see the module doc. `None` when it writes no application rows.
     pub async fn prepare_replicated(&self, batch: &WriteBatch) -> Option<ReplicatedChanges> {
+        let moved = self.replicated_manifests(batch);
         let listener = Arc::clone(self.change_listener()?);
         let mut scopes: Vec<ScopeChanges> = Vec::new();
         let mut writes = Vec::new();
@@ -103,6 +138,9 @@ impl TableStore {
             let Some((table, scope)) = target(self, partition, key) else {
                 continue;
             };
+            if value.is_none() && moved.iter().any(|(p, s)| p == partition && *s == scope) {
+                continue; // a flush moved the version to a segment: not a change
+            }
             let at = match scopes
                 .iter()
                 .position(|s| Arc::ptr_eq(&s.table, &table) && s.scope == scope)
@@ -151,14 +189,23 @@ impl TableStore {
                 })
             };
             // The version replaced, read before the batch is written (this node's applier is
-            // its only writer, and the scope's lock is held).
-            let old = self
-                .backend
-                .get(w.partition, w.key)
-                .ok()
-                .flatten()
-                .and_then(|b| decode(&b))
-                .filter(|r| !r.deleted);
+            // its only writer, and the scope's lock is held); a flushed one from its segment.
+            let scope = &scopes[w.at].scope;
+            let old = match w.key.strip_prefix(scope.prefix().as_slice()) {
+                Some(pk) if table.def.table_type != TableType::Stream => self
+                    .cold
+                    .current_versions(&*self.backend, &table, scope, &[pk.to_vec()], None)
+                    .await
+                    .ok()
+                    .and_then(|mut found| found.pop().flatten()),
+                _ => self
+                    .backend
+                    .get(w.partition, w.key)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| decode(&b)),
+            }
+            .filter(|r| !r.deleted);
             let event = match w.value.and_then(decode) {
                 Some(new) if new.deleted => old.map(|old| ChangeEvent {
                     kind: ChangeKind::Delete,

@@ -69,7 +69,20 @@ impl TableStore {
         root: &Path,
         options: TableStoreOptions,
     ) -> Result<Self> {
-        let cold = Arc::new(ColdTier::open(catalog, root, options.segment_cache_bytes)?);
+        // A cluster member's manifests are records in its replicated store.
+        let replicated = backend.defers_commits().then(|| Arc::clone(&backend));
+        if replicated.is_some() {
+            backend.create_partition(
+                kalamdb_catalog::partitions::MANIFESTS_PARTITION,
+                kalamdb_store::KeyLayout::Flat,
+            )?;
+        }
+        let cold = Arc::new(ColdTier::open(
+            catalog,
+            root,
+            options.segment_cache_bytes,
+            replicated,
+        )?);
         Ok(Self {
             backend,
             registry,

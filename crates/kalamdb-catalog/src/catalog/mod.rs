@@ -35,7 +35,7 @@ const P_STORAGES: &str = "sys/storages";
 /// Added in system schema version 2.
 const P_AUDIT: &str = "sys/audit_log";
 /// Added in system schema version 3.
-const P_JOBS: &str = "sys/jobs";
+const P_JOBS: &str = crate::partitions::JOBS_PARTITION;
 /// Added in system schema version 4.
 const P_VIEWS: &str = "sys/views";
 /// Added in system schema version 5.

@@ -15,9 +15,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "cluster-root-pass";
+pub(crate) const PASSWORD: &str = "cluster-root-pass";
 /// Data groups for USER rows in the test cluster: groups 0 (meta), 1-2 (users), 3 (shared).
-const USER_SHARDS: u64 = 2;
+pub(crate) const USER_SHARDS: u64 = 2;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
@@ -46,9 +46,9 @@ fn fastrand_u16() -> u16 {
     (nanos / 1000 % 60_000) as u16
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
 }
 
 impl Cluster {
@@ -75,7 +75,7 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn up(n: u16) -> Self {
+    pub(crate) fn up(n: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Room for one more node (`cluster.sh add`).
         let base = free_base(n + 1);
@@ -104,7 +104,7 @@ impl Cluster {
             .unwrap()
     }
 
-    fn signal(&self, node: usize, signal: i32) {
+    pub(crate) fn signal(&self, node: usize, signal: i32) {
         // SAFETY: kill(2) on a child process id this test started.
         assert_eq!(unsafe { libc::kill(self.pid(node), signal) }, 0);
     }
@@ -126,7 +126,7 @@ impl Cluster {
         self.cluster_sh(&["remove", &path, &node.to_string()]);
     }
 
-    fn restart(&self, node: usize) {
+    pub(crate) fn restart(&self, node: usize) {
         let path = self.dir.path().to_string_lossy().into_owned();
         self.cluster_sh(&["start", &path, &node.to_string()]);
     }
@@ -149,13 +149,13 @@ impl Drop for Cluster {
     }
 }
 
-async fn login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
+pub(crate) async fn login(http: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
     let (status, body) = crate::support::login_with(http, url, user, password).await;
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().unwrap().to_string()
 }
 
-async fn sql(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
+pub(crate) async fn sql(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
     http.post(format!("{url}/v1/api/sql"))
         .bearer_auth(token)
         .json(&json!({ "sql": q }))
@@ -167,13 +167,13 @@ async fn sql(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
         .unwrap()
 }
 
-async fn ok(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
+pub(crate) async fn ok(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
     let v = sql(http, url, token, q).await;
     assert_eq!(v["status"], "success", "{q} on {url}: {v}");
     v
 }
 
-async fn ids(http: &reqwest::Client, url: &str, token: &str, table: &str) -> Vec<i64> {
+pub(crate) async fn ids(http: &reqwest::Client, url: &str, token: &str, table: &str) -> Vec<i64> {
     let v = ok(
         http,
         url,
@@ -199,7 +199,12 @@ fn first_column(v: &Value) -> Vec<i64> {
 
 /// Waits until `url` and `reference` hold the same ids of `table` (a follower applies a
 /// moment after the leader answered).
-async fn converged(http: &reqwest::Client, urls: &[&str], token: &str, table: &str) -> Vec<i64> {
+pub(crate) async fn converged(
+    http: &reqwest::Client,
+    urls: &[&str],
+    token: &str,
+    table: &str,
+) -> Vec<i64> {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let mut sets = Vec::new();
@@ -215,7 +220,7 @@ async fn converged(http: &reqwest::Client, urls: &[&str], token: &str, table: &s
 }
 
 /// The node (1-based) leading `group`, as `url` sees it.
-async fn leader_of(http: &reqwest::Client, url: &str, token: &str, group: u64) -> usize {
+pub(crate) async fn leader_of(http: &reqwest::Client, url: &str, token: &str, group: u64) -> usize {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let v = ok(

@@ -9,6 +9,7 @@ mod backup;
 mod browser;
 mod cdp;
 mod cluster;
+mod cluster_cold;
 mod cold;
 mod console;
 mod crash;

@@ -12,17 +12,17 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BUCKET: &str = "kalam-test";
+pub(crate) const BUCKET: &str = "kalam-test";
 
 /// A moto S3 server on a free loopback port; killed on drop.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
     http: reqwest::Client,
 }
 
 impl S3Server {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -55,7 +55,7 @@ impl S3Server {
         panic!("moto's S3 server did not start: is moto[server] installed? (scripts/setup.sh)");
     }
 
-    async fn create_bucket(&self, name: &str) {
+    pub(crate) async fn create_bucket(&self, name: &str) {
         let r = self
             .http
             .put(format!("{}/{name}", self.endpoint))
@@ -63,6 +63,16 @@ impl S3Server {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// `CREATE STORAGE lake`: the test bucket under `kalam/`.
+    pub(crate) fn create_lake(&self) -> String {
+        format!(
+            "CREATE STORAGE lake TYPE 's3' NAME 'Lake' BUCKET '{BUCKET}' PATH 'kalam' \
+             REGION 'us-east-1' ENDPOINT '{}' \
+             CREDENTIALS '{{\"access_key_id\":\"test\",\"secret_access_key\":\"test\"}}'",
+            self.endpoint
+        )
     }
 
     /// A client of the test bucket (the same S3 protocol, from the test's side).
@@ -79,7 +89,7 @@ impl S3Server {
     }
 
     /// Keys under `prefix` in the test bucket.
-    async fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) async fn keys(&self, prefix: &str) -> Vec<String> {
         let prefix = object_store::path::Path::from(prefix);
         let listed: Vec<_> = self
             .bucket()
@@ -111,7 +121,7 @@ impl Drop for S3Server {
     }
 }
 
-fn parquet_keys(keys: &[String]) -> Vec<&String> {
+pub(crate) fn parquet_keys(keys: &[String]) -> Vec<&String> {
     keys.iter().filter(|k| k.ends_with(".parquet")).collect()
 }
 
@@ -122,16 +132,7 @@ async fn tables_on_an_s3_storage_flush_read_and_compact_through_the_bucket() {
     // Compaction drops every tombstone (the default keeps a day's worth for live resumes).
     let s = TestServer::start_with(|c| c.engine.storage.tombstone_retention_secs = 0).await;
     let root = s.root_token().await;
-    s.ok(
-        &root,
-        &format!(
-            "CREATE STORAGE lake TYPE 's3' NAME 'Lake' BUCKET '{BUCKET}' PATH 'kalam' \
-             REGION 'us-east-1' ENDPOINT '{}' \
-             CREDENTIALS '{{\"access_key_id\":\"test\",\"secret_access_key\":\"test\"}}'",
-            s3.endpoint
-        ),
-    )
-    .await;
+    s.ok(&root, &s3.create_lake()).await;
     let check = rows(&s.ok(&root, "STORAGE CHECK lake").await);
     assert_eq!(
         &check[0][..6],

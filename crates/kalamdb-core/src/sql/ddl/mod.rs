@@ -18,6 +18,7 @@ mod user;
 
 pub use admin::{cluster, kill_job, kill_live_query};
 pub use namespace::{create_namespace, drop_namespace, show_namespaces, use_namespace};
+pub use storage::{STORAGE_JOB_CALL, member_storage_job};
 pub(crate) use storage::{StorageJob, job_line, run_storage_job};
 pub use storage::{
     backup_database, compact_all, compact_table, create_storage, drop_storage, export_user_data,

@@ -69,11 +69,19 @@ pub(crate) async fn run_storage_job(
                 Ok(match kind {
                     StorageJob::Flush => {
                         let s = app.tables().flush_table(table, &cancel).await?;
+                        let elsewhere = match s.elsewhere {
+                            0 => String::new(),
+                            n => format!(
+                                " ({n} scope(s) belong to groups other cluster members lead: \
+                                 they flush there)"
+                            ),
+                        };
                         JobReport {
                             rows: s.rows,
                             bytes: s.bytes,
                             message: format!(
-                                "Flushed {} row(s) of {target} into {} segment(s), {} bytes",
+                                "Flushed {} row(s) of {target} into {} segment(s), {} \
+                                 bytes{elsewhere}",
                                 s.rows, s.segments, s.bytes
                             ),
                         }
@@ -327,20 +335,108 @@ pub async fn compact_all(app: &AppContext, ctx: &ExecCtx, ns: Option<&str>) -> R
     storage_jobs(app, ctx, &tables, StorageJob::Compact).await
 }
 
-/// Runs one job per table, in turn; the reply has a line per table.
+/// Runs one job per table, in turn; the reply has a line per table. On a cluster member the
+/// other members then run the same jobs on the scopes whose groups they lead (a flush and a
+/// compaction run on a scope's leader, docs/cluster.md §7), with a line per member and table.
 async fn storage_jobs(
     app: &AppContext,
     ctx: &ExecCtx,
     tables: &[Arc<CachedTable>],
     kind: StorageJob,
 ) -> Result<Output> {
+    let by = ctx.identity.user_id.as_str();
+    let mut lines = storage_jobs_here(app, tables, kind, "manual", by).await?;
+    if let Some(view) = app.cluster_view() {
+        let job = MemberJob {
+            flush: kind == StorageJob::Flush,
+            tables: tables
+                .iter()
+                .map(|t| t.def.table_id().to_string())
+                .collect(),
+            by: by.to_string(),
+        };
+        let body = serde_json::to_vec(&job)
+            .map_err(|e| KalamError::Internal(format!("encoding a member job: {e}")))?;
+        for (node, answer) in view
+            .call_others(STORAGE_JOB_CALL, body, MEMBER_JOB_TIMEOUT)
+            .await
+        {
+            match answer {
+                Ok(reply) => lines.extend(
+                    String::from_utf8_lossy(&reply)
+                        .lines()
+                        .map(|line| format!("Node {node}: {line}")),
+                ),
+                Err(e) => lines.push(format!("Node {node}: did not run the job: {e}")),
+            }
+        }
+    }
+    if lines.is_empty() {
+        lines.push("No tables".into());
+    }
+    Ok(Output::Message(lines.join("\n")))
+}
+
+/// The engine call that runs a storage job on another cluster member ([`MemberJob`]).
+pub const STORAGE_JOB_CALL: &str = "storage-job";
+
+/// How long a member's part of a storage job may take.
+const MEMBER_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A storage job a cluster member asks another to run on the scopes it leads.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MemberJob {
+    /// A flush (else a compaction).
+    flush: bool,
+    /// The tables, `namespace.table`.
+    tables: Vec<String>,
+    /// Who asked.
+    by: String,
+}
+
+/// Runs the storage job another member asked for ([`STORAGE_JOB_CALL`]) on this node's
+/// scopes; answers its reply lines.
+pub async fn member_storage_job(app: &AppContext, body: &[u8]) -> Result<String> {
+    let job: MemberJob = serde_json::from_slice(body)
+        .map_err(|e| KalamError::InvalidInput(format!("a member job does not decode: {e}")))?;
+    let mut tables = Vec::with_capacity(job.tables.len());
+    for name in &job.tables {
+        let id = name
+            .split_once('.')
+            .map(|(ns, t)| {
+                kalamdb_commons::TableId::new(
+                    NamespaceId::new(ns),
+                    kalamdb_commons::TableName::new(t),
+                )
+            })
+            .ok_or_else(|| KalamError::InvalidInput(format!("'{name}' is not ns.table")))?;
+        // One dropped since: nothing of it to do here.
+        tables.extend(app.schema_registry().get(&id)?);
+    }
+    let kind = if job.flush {
+        StorageJob::Flush
+    } else {
+        StorageJob::Compact
+    };
+    Ok(storage_jobs_here(app, &tables, kind, "member", &job.by)
+        .await?
+        .join("\n"))
+}
+
+/// Runs one job per table on this node, in turn; a line per table.
+async fn storage_jobs_here(
+    app: &AppContext,
+    tables: &[Arc<CachedTable>],
+    kind: StorageJob,
+    trigger: &str,
+    by: &str,
+) -> Result<Vec<String>> {
     let mut lines = Vec::with_capacity(tables.len());
     for table in tables {
         if kind == StorageJob::Flush {
             app.tables().flushes().forget(&table.def.table_id());
         }
-        let by = ctx.identity.user_id.as_str();
-        match run_storage_job(app, table, kind, "manual", by, 1).await {
+        match run_storage_job(app, table, kind, trigger, by, 1).await {
             Ok(line) => lines.push(line),
             // Dropped while the statement ran (another table of an ALL may still be done).
             Err(KalamError::NotFound { kind: "Table", .. }) if tables.len() > 1 => {
@@ -349,13 +445,14 @@ async fn storage_jobs(
                     table.def.table_id()
                 ))
             }
+            // A cluster table on a node's own folder (of an ALL): skipped, with why.
+            Err(e @ KalamError::Unsupported(_)) if tables.len() > 1 => {
+                lines.push(format!("Skipped: {e}"))
+            }
             Err(e) => return Err(e),
         }
     }
-    if lines.is_empty() {
-        lines.push("No tables".into());
-    }
-    Ok(Output::Message(lines.join("\n")))
+    Ok(lines)
 }
 
 /// `CREATE STORAGE`: registers a filesystem or S3 storage after a write/read/list/delete probe
