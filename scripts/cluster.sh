@@ -91,6 +91,9 @@ bcrypt_cost = ${KALAMDB_AUTH_BCRYPT_COST:-12}
 [logging]
 level = "${KALAMDB_LOG_LEVEL:-info}"
 
+[stream]
+eviction_interval_secs = ${KALAMDB_STREAM_EVICTION_SECS:-60}
+
 [cluster]
 node_id = $i
 rpc_addr = "127.0.0.1:$((base + 100 + i - 1))"

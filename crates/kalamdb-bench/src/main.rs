@@ -103,6 +103,10 @@ struct Args {
     /// Namespace the bench creates its tables in.
     #[arg(long, default_value = "bench")]
     namespace: String,
+    /// Storage of the USER and SHARED tables the bench creates (`STORAGE_ID`; a cluster flushes
+    /// only tables on a storage every member reads).
+    #[arg(long)]
+    storage: Option<String>,
     /// Server process id, to report its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -253,6 +257,9 @@ async fn load_rows(
 }
 
 /// (Re)creates `ns.table` with the bench's row shape; `kind` is SHARED, USER or STREAM.
+/// `--storage`, set once at start.
+static TABLE_STORAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Result<(), String> {
     create_table_with(client, ns, table, kind, "").await
 }
@@ -271,10 +278,10 @@ async fn create_table_with(
     client
         .sql(format!("DROP TABLE IF EXISTS {ns}.{table}"), None)
         .await?;
-    let with = if kind == "STREAM" {
-        " WITH (TTL_SECONDS = 3600)"
-    } else {
-        ""
+    let with = match (kind, TABLE_STORAGE.get()) {
+        ("STREAM", _) => " WITH (TTL_SECONDS = 3600)".to_string(),
+        (_, Some(storage)) => format!(" WITH (STORAGE_ID = '{storage}')"),
+        _ => String::new(),
     };
     let sql = format!(
         "CREATE {kind} TABLE {ns}.{table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE, note TEXT{extra}){with}"
@@ -566,6 +573,9 @@ async fn user_select(args: &Args, client: &Client) -> Result<WorkloadResult, Str
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(storage) = &args.storage {
+        let _ = TABLE_STORAGE.set(storage.clone());
+    }
     let client = match Client::login(&args).await {
         Ok(c) => c,
         Err(e) => {

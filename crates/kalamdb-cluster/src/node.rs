@@ -598,7 +598,8 @@ impl ClusterNode {
     /// latest, and what it proposes next lands on it.
     pub fn leads(&self, group: u64) -> bool {
         self.group(group).is_some_and(|raft| {
-            let m = raft.metrics().borrow().clone();
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
             m.state == ServerState::Leader
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
                 && !self.holds.writes_paused(group)

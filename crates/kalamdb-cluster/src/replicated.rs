@@ -8,8 +8,9 @@
 //! [`Router`] says which group owns a key: application-table partitions (`tbl/…`) belong to
 //! the data groups (scoped ones, USER and STREAM tables, by the user id that starts each key;
 //! flat ones, SHARED tables, by table), everything else (the catalog, topics) to the meta
-//! group, except the few node-local keys below. The same function is the groups' snapshot
-//! [`Ownership`], so what a group replicates is what it snapshots.
+//! group, except what each node keeps for itself (its `_seq` mark, its job records). The cold
+//! tier's manifest records go to the group of the rows they describe. The same function is
+//! the groups' snapshot [`Ownership`], so what a group replicates is what it snapshots.
 
 use crate::node::{ClusterError, ClusterNode, Proposal};
 use crate::shard::{META, ShardMap};
@@ -37,6 +38,19 @@ pub const JOBS_PARTITION: &str = "sys/jobs";
 /// is keyed by its rows' partition, a NUL and its scope's key prefix, and goes to the group of
 /// those rows.
 pub const MANIFESTS_PARTITION: &str = "sys/manifests";
+
+/// `ns.table` of a table partition's name (`tbl/<ns>/<table>/…`).
+fn table_of(partition: &str) -> String {
+    let mut parts = partition
+        .strip_prefix(TABLE_PREFIX)
+        .unwrap_or(partition)
+        .split('/');
+    format!(
+        "{}.{}",
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default()
+    )
+}
 
 /// The rows' partition and scope prefix a manifest record's key names (as
 /// `kalamdb_catalog::partitions::manifest_key_parts` reads them; this crate stays below the
@@ -80,20 +94,14 @@ impl Router {
     /// The group of a whole partition, or `None` for a scoped table partition (its keys go
     /// to the groups of their users).
     fn partition_group(&self, partition: &str) -> Option<u64> {
-        let Some(rest) = partition.strip_prefix(TABLE_PREFIX) else {
+        if !partition.starts_with(TABLE_PREFIX) {
             return Some(META);
-        };
+        }
         if self.store.layout(partition) == Some(KeyLayout::Scoped) || partition.ends_with("/log") {
             return None;
         }
         // tbl/<ns>/<table>/<created>/rows: a SHARED table's group, by `ns.table`.
-        let mut parts = rest.split('/');
-        let table = format!(
-            "{}.{}",
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default()
-        );
-        Some(self.map.shared_group(&table))
+        Some(self.map.shared_group(&table_of(partition)))
     }
 
     /// Where a write of `key` in `partition` goes.
@@ -104,20 +112,26 @@ impl Router {
             return Route::Local;
         }
         if partition == MANIFESTS_PARTITION {
-            // A scope's manifest goes with the scope's rows.
+            // A scope's manifest goes with the scope's rows: a user's to the user's group, a
+            // SHARED table's to the table's (by the key alone: the table may be gone here).
             return match manifest_key_parts(key) {
-                Some((rows, scope)) if rows.starts_with(TABLE_PREFIX) => self.route(rows, scope),
+                Some((rows, scope)) if rows.starts_with(TABLE_PREFIX) => match scope {
+                    [] => Route::Group(self.map.shared_group(&table_of(rows))),
+                    _ => self.route_user(scope),
+                },
                 _ => Route::Group(META),
             };
         }
         match self.partition_group(partition) {
             Some(group) => Route::Group(group),
-            None => {
-                // The user id: the key up to its first NUL.
-                let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-                Route::Group(self.map.user_group(&String::from_utf8_lossy(&key[..end])))
-            }
+            None => self.route_user(key),
         }
+    }
+
+    /// The group of a scoped key: its user's, the user id being the key up to its first NUL.
+    fn route_user(&self, key: &[u8]) -> Route {
+        let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+        Route::Group(self.map.user_group(&String::from_utf8_lossy(&key[..end])))
     }
 
     /// Where a batch goes: the group of its first replicated write. A batch is one group's

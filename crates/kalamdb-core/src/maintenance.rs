@@ -24,12 +24,13 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     }
     spawn_seq_marks(app);
     spawn_transaction_expiry(app);
-    // A cluster member flushes the scopes whose groups it leads (docs/cluster.md §7).
+    // A cluster member flushes and evicts the scopes whose groups it leads (docs/cluster.md
+    // §7).
     spawn_policy_flushes(app);
-    // Once per cluster: not built yet (docs/cluster.md §11), so a cluster keeps STREAM rows
-    // and topic messages meanwhile.
+    spawn_stream_eviction(app);
+    // Once per cluster: not built yet (docs/cluster.md §11), so a cluster keeps topic
+    // messages meanwhile.
     if !app.clustered() {
-        spawn_stream_eviction(app);
         spawn_topic_retention(app);
         spawn_topic_flush(app);
     }

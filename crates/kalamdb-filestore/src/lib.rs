@@ -619,8 +619,21 @@ impl FileStore {
         }
     }
 
-    /// Deletes files in `dir` that the manifest does not name (left by a crash mid-flush).
-    pub async fn remove_strays(&self, dir: &str, manifest: &Manifest) -> Result<usize> {
+    /// Deletes files in `dir` that the manifest does not name (left by a crash mid-flush),
+    /// only those last modified at least `min_age` ago when given.
+    pub async fn remove_strays(
+        &self,
+        dir: &str,
+        manifest: &Manifest,
+        min_age: Option<std::time::Duration>,
+    ) -> Result<usize> {
+        // Milliseconds since the epoch a file must be modified before.
+        let cutoff = min_age.map(|age| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            i64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(i64::MAX)
+        });
         let prefix = Path::from(dir.to_string());
         let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         let mut removed = 0;
@@ -633,7 +646,8 @@ impl FileStore {
                 .prefix_match(&prefix)
                 .is_some_and(|mut p| p.next().is_some() && p.next().is_none());
             let known = name == MANIFEST || manifest.segments.iter().any(|s| s.file == name);
-            if is_dir_child && !known {
+            let young = cutoff.is_some_and(|c| meta.last_modified.timestamp_millis() > c);
+            if is_dir_child && !known && !young {
                 self.store.delete(&meta.location).await?;
                 removed += 1;
             }

@@ -220,11 +220,11 @@ impl Member {
     fn opened(&self, app: &Arc<AppContext>) -> Result<(), String> {
         app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node))));
         self.store.set_starting(false);
-        let _ = self.hook.set(Arc::new(EngineObserver(Arc::downgrade(app))));
+        let _ = self.hook.set(Arc::new(EngineHooks(Arc::downgrade(app))));
         let _ = self
             .node
             .engine_calls()
-            .set(Arc::new(EngineObserver(Arc::downgrade(app))));
+            .set(Arc::new(EngineHooks(Arc::downgrade(app))));
         if self
             .store
             .local()
@@ -243,12 +243,13 @@ impl Member {
     }
 }
 
-/// Tells the engine about the writes the groups apply here: catalog caches follow them, and
-/// other nodes' row changes reach this node's live queries. Holds the engine weakly (the
-/// engine holds the store that holds the groups).
-struct EngineObserver(std::sync::Weak<AppContext>);
+/// The engine as the cluster calls it: told about the writes the groups apply here (catalog
+/// caches follow them, and other nodes' row changes reach this node's live queries), and
+/// serving other members' engine calls. Holds the engine weakly (the engine holds the store
+/// that holds the groups).
+struct EngineHooks(std::sync::Weak<AppContext>);
 
-impl ApplyObserver for EngineObserver {
+impl ApplyObserver for EngineHooks {
     fn before<'a>(&'a self, _group: u64, batch: &'a WriteBatch) -> Before<'a> {
         Box::pin(async move {
             let app = self.0.upgrade()?;
@@ -265,7 +266,7 @@ impl ApplyObserver for EngineObserver {
 }
 
 /// Serves the calls other members make of this engine (`kalamdb_cluster::calls`).
-impl EngineCalls for EngineObserver {
+impl EngineCalls for EngineHooks {
     fn call(&self, name: String, body: Vec<u8>) -> CallFuture<'_> {
         Box::pin(async move {
             let app = self.0.upgrade().ok_or("the engine is closing")?;
@@ -514,16 +515,25 @@ impl ClusterView for View {
     ) -> CallsFuture<'a> {
         let me = self.node.node_id();
         let mut calls = tokio::task::JoinSet::new();
+        let mut callee = std::collections::HashMap::new();
         for (id, _, _) in self.node.members() {
             if id != me {
                 let (node, name, body) = (Arc::clone(&self.node), name.to_string(), body.clone());
-                calls.spawn(async move { (id, node.call(id, &name, body, timeout).await) });
+                let task =
+                    calls.spawn(async move { (id, node.call(id, &name, body, timeout).await) });
+                callee.insert(task.id(), id);
             }
         }
         Box::pin(async move {
             let mut answers = Vec::new();
-            while let Some(joined) = calls.join_next().await {
-                answers.push(joined.unwrap_or_else(|e| (0, Err(e.to_string()))));
+            while let Some(joined) = calls.join_next_with_id().await {
+                answers.push(match joined {
+                    Ok((_, answer)) => answer,
+                    Err(e) => (
+                        callee.get(&e.id()).copied().unwrap_or_default(),
+                        Err(e.to_string()),
+                    ),
+                });
             }
             answers.sort_by_key(|(id, _)| *id);
             answers

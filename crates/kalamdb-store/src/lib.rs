@@ -137,12 +137,30 @@ pub enum BatchOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteBatch {
     ops: Vec<BatchOp>,
+    /// Upkeep: see [`WriteBatch::upkeep`]. Absent (false) in batches encoded before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    upkeep: bool,
 }
 
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty batch of the engine's upkeep (a flush removing the hot versions it moved to a
+    /// segment, TTL eviction): its deletions are not changes a statement made, so a cluster
+    /// replica that derives change events from the batches it applies publishes none for them.
+    pub fn upkeep() -> Self {
+        Self {
+            upkeep: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this is an [`upkeep`](Self::upkeep) batch.
+    pub fn is_upkeep(&self) -> bool {
+        self.upkeep
     }
 
     /// Adds a put.

@@ -16,8 +16,10 @@
 //!
 //! Scans stream segments (`scan`); key lookups and compactions use decoded
 //! segments (Arrow columns with their rows' keys), which are immutable and so cached, bounded
-//! in bytes (`[storage] segment_cache_mb`). Manifests and segment footers are cached too,
-//! since this server is the only writer of its storage.
+//! in bytes (`[storage] segment_cache_mb`). Manifests and segment footers are cached too:
+//! this server is the only writer of its storage, or, on a cluster member, the manifests are
+//! records its Raft groups replicate (only a scope's leader flushes it; replicas take each
+//! record before the deletions it covers are written: [`ColdTier::replicated_manifest`]).
 
 use crate::rows::{Scope, StoredRow, row_key};
 use dashmap::DashMap;
@@ -420,6 +422,7 @@ impl ColdTier {
         let dir = p.dir(def, scope);
         let key = format!("{}:{dir}", p.id);
         let record = match (def.table_type, scope) {
+            _ if !self.replicated() => None,
             (TableType::Shared, _) => Some(Vec::new()),
             (_, Some(s)) => Some(s.prefix()),
             (_, None) => None,
@@ -767,12 +770,26 @@ impl ColdTier {
         let loc = self.locate(def, Some(scope))?;
         let lock = Arc::clone(self.flush_locks.entry(loc.key.clone()).or_default().value());
         let _flushing = lock.lock().await;
+        self.forget_folder(&loc);
+        loc.files.remove_all(&loc.dir).await?;
+        Ok(())
+    }
+
+    /// Forgets what is cached of `loc`'s folder.
+    fn forget_folder(&self, loc: &Location) {
         self.manifests.remove(&loc.key);
         self.owners.remove(&loc.key);
         self.arrow_segments.retain(|(d, _, _), _| *d != loc.key);
         self.footers.retain(|(d, _), _| *d != loc.key);
-        loc.files.remove_all(&loc.dir).await?;
-        Ok(())
+    }
+
+    /// The key of `scope`'s manifest record on a cluster member (`None` on one server).
+    pub(crate) fn record_key(
+        &self,
+        def: &TableDefinition,
+        scope: &Scope,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self.locate(def, Some(scope))?.record)
     }
 
     /// Refuses to flush or compact `loc` on a cluster member when the other members cannot
@@ -792,10 +809,9 @@ impl ColdTier {
     }
 
     /// Commits `next` as `loc`'s manifest: its `manifest.json` (on one server the manifest
-    /// itself; in a cluster a copy for tools and restores) and the cache. In a cluster it
-    /// returns the record to write with the batch that makes the change visible (the
-    /// caller's), through the scope's Raft group: the cache holds it from now on, so the
-    /// caller calls [`Self::forget_manifest`] if that batch fails.
+    /// itself; in a cluster a copy for tools and restores, which may run ahead of the record)
+    /// and the cache. In a cluster it returns the record to write with the batch that makes
+    /// the change visible (the caller's), through the scope's Raft group.
     pub(crate) async fn commit_manifest(
         &self,
         loc: &Location,
@@ -811,16 +827,42 @@ impl ColdTier {
         Ok(record)
     }
 
-    /// Drops `loc`'s cached manifest (read again from where it is kept).
-    pub(crate) fn forget_manifest(&self, loc: &Location) {
-        self.manifests.remove(&loc.key);
+    /// Whether `loc`'s manifest is still `base` (read at the start of a flush or compaction
+    /// under the folder's lock): in a cluster, a member that lost and regained its group's
+    /// leadership meanwhile may have applied another member's manifest record, which a record
+    /// built on `base` would overwrite. Always true on one server.
+    pub(crate) async fn still_current(
+        &self,
+        def: &TableDefinition,
+        loc: &Location,
+        base: &ScopeManifest,
+    ) -> Result<bool> {
+        Ok(!self.replicated() || self.manifest(def, loc).await?.manifest == base.manifest)
+    }
+
+    /// How old a file no manifest names must be before a flush's sweep removes it: on one
+    /// server any (this process is the only writer); in a cluster, older than any flush a
+    /// member that lost its leadership without knowing yet may still be finishing.
+    pub(crate) fn stray_age(&self) -> Option<std::time::Duration> {
+        self.replicated()
+            .then_some(std::time::Duration::from_secs(STRAY_AGE_SECS))
     }
 
     /// A manifest record another member committed, about to be written here (`before`) or
     /// just written (a snapshot install): the cache takes it before readers can see the hot
-    /// rows it moved, and the table is known to have segments.
-    pub(crate) fn replicated_manifest(&self, table: &CachedTable, scope: &Scope, bytes: &[u8]) {
+    /// rows it moved, and the table is known to have segments. `None`: the record is deleted
+    /// (a purged user's scope), and what is cached of the folder goes.
+    pub(crate) fn replicated_manifest(
+        &self,
+        table: &CachedTable,
+        scope: &Scope,
+        bytes: Option<&[u8]>,
+    ) {
         let Ok(loc) = self.locate(&table.def, Some(scope)) else {
+            return;
+        };
+        let Some(bytes) = bytes else {
+            self.forget_folder(&loc);
             return;
         };
         match decode_manifest(bytes) {
@@ -836,6 +878,9 @@ impl ColdTier {
         }
     }
 }
+
+/// A cluster's stray files are removed once this old ([`ColdTier::stray_age`]).
+const STRAY_AGE_SECS: u64 = 3600;
 
 /// A manifest record to write: its key in [`MANIFESTS_PARTITION`] and the manifest's JSON.
 pub(crate) type ManifestRecord = (Vec<u8>, Vec<u8>);

@@ -41,7 +41,10 @@ impl TableStore {
         // first flush of the folder in this process, and again after a flush of it failed.
         let sweep_key = format!("{}@{}", loc.key, table.def.created_at);
         if !self.cold.swept.contains(&sweep_key) {
-            let removed = loc.files.remove_strays(&loc.dir, &manifest).await?;
+            let removed = loc
+                .files
+                .remove_strays(&loc.dir, &manifest, self.cold.stray_age())
+                .await?;
             if removed > 0 {
                 tracing::info!(dir = %loc.dir, removed, "removed files left by an interrupted flush");
             }
@@ -67,8 +70,12 @@ impl TableStore {
             return Err(KalamError::SchemaChanged(table.def.table_id().to_string()));
         }
         let encoded = started.elapsed();
-        if !self.leads(table, &prefix) {
-            return Ok(FlushStats::elsewhere()); // the leadership moved meanwhile
+        if !self.leads(table, &prefix)
+            || !self.cold.still_current(&table.def, &loc, &manifest).await?
+        {
+            // The leadership moved meanwhile (perhaps away and back: another member's
+            // flush of the scope changed its manifest). The next flush does it.
+            return Ok(FlushStats::elsewhere());
         }
         table.cold_state.store(COLD_YES, Ordering::SeqCst);
         let committed: Result<(FlushStats, Option<ManifestRecord>)> = async {
@@ -91,10 +98,9 @@ impl TableStore {
         if committed.is_err() {
             self.cold.swept.remove(&sweep_key); // a segment file may be left behind
         }
-        // In a cluster the manifest's record rides in every cleanup batch: the first makes
-        // the segment part of the scope on every member, atomically with the hot versions
-        // it replaces, and each marks its deletions as moves, not changes
-        // (crate::replicated).
+        // In a cluster the manifest's record rides in the first cleanup batch: it makes the
+        // segment part of the scope on every member, atomically with the hot versions it
+        // replaces (each batch is upkeep: its deletions are moves, not changes).
         let (stats, record) = committed?;
         let written = started.elapsed();
         self.faults.flush_step(FlushStep::ManifestCommitted)?;
@@ -121,7 +127,7 @@ impl TableStore {
         while let Some((start, _)) = flushed.peek() {
             let start = start.clone();
             let _guard = locks.scope(scope).await;
-            let mut batch = WriteBatch::new();
+            let mut batch = WriteBatch::upkeep();
             let mut run: Option<KvPair> = None; // (first key, last key)
             let end_run = |run: &mut Option<KvPair>, batch: &mut WriteBatch| {
                 if let Some((first, last)) = run.take() {
@@ -161,15 +167,14 @@ impl TableStore {
                 // The scope ended: flushed keys past its end are gone already.
                 flushed.by_ref().for_each(drop);
             }
-            if let Some((key, value)) = &record {
+            if let Some((key, value)) = record.as_ref().filter(|_| first) {
                 batch.put(MANIFESTS_PARTITION, key.clone(), value.clone());
             }
             if !batch.is_empty() {
-                let written = self.write_maintenance(batch).await;
-                if written.is_err() && first && record.is_some() {
-                    self.cold.forget_manifest(&loc); // not committed: read it again
-                }
-                written?;
+                // A failed first batch leaves this member's cached manifest ahead of its
+                // store: harmless (the segment's rows are still hot here, reads merge them),
+                // and a timed-out batch may still commit.
+                self.write_maintenance(batch).await?;
             }
             first = false;
         }
@@ -302,14 +307,17 @@ impl TableStore {
                 .push(loc.files.put_segment(&loc.dir, segment).await?);
             file_ids = ids;
         }
+        if !self.leads(table, &scope.prefix())
+            || !self.cold.still_current(&table.def, &loc, &manifest).await?
+        {
+            return Ok((before, before)); // see flush_scope; the new file is a stray
+        }
         if let Some((key, value)) = self.cold.commit_manifest(&loc, next.clone()).await? {
-            // A cluster: the new manifest reaches every member through the scope's group.
+            // A cluster: the new manifest reaches every member through the scope's group
+            // (failed, this member's cache is ahead of its store; see flush_scope).
             let mut batch = WriteBatch::new();
             batch.put(MANIFESTS_PARTITION, key, value);
-            if let Err(e) = self.write_maintenance(batch).await {
-                self.cold.forget_manifest(&loc);
-                return Err(e);
-            }
+            self.write_maintenance(batch).await?;
         }
         // The merged-away files: a reader that took the old manifest a moment ago may still
         // open them, so they go after a grace period (a stop before that leaves strays, which

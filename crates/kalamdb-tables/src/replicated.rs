@@ -8,9 +8,10 @@
 //! events; [`ReplicatedChanges::publish`] hands them to the listener after the write and
 //! releases the locks. Only scopes somebody listens to are read (the locks are taken either
 //! way, in the global order transactions use). The replaced versions are read from the hot
-//! tier, or from the cold tier when a flush moved them there. A flush's own batch carries its scope's manifest record
-//! ([`TableStore::replicated_manifests`]): the cold tier takes it before the batch is written,
-//! and its deletions are moves to a segment, not changes.
+//! tier, or from the cold tier when a flush moved them there. A flush's own batches carry
+//! their scope's manifest record ([`TableStore::replicated_manifests`]): the cold tier takes
+//! it before the batch is written. The deletions of upkeep batches (a flush's, TTL
+//! eviction's: [`WriteBatch::upkeep`]) are not changes.
 
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
 use crate::rows::{Scope, StoredRow};
@@ -75,19 +76,12 @@ fn target(store: &TableStore, partition: &str, key: &[u8]) -> Option<(Arc<Cached
 }
 
 impl TableStore {
-    /// The manifest records in `batch` (a flush or compaction another member committed, or
-    /// a snapshot install): the cold tier takes them now, before the batch's deletions of
-    /// the flushed hot versions can be read. Returns the (rows partition, scope) of each:
-    /// their deletions in the batch moved versions to segments.
-    pub fn replicated_manifests(&self, batch: &WriteBatch) -> Vec<(String, Scope)> {
-        let mut moved = Vec::new();
+    /// The manifest records in `batch` (a flush or compaction another member committed, a
+    /// purged user's scope, or a snapshot install): the cold tier takes them now, before the
+    /// batch's deletions of the flushed hot versions can be read.
+    pub fn replicated_manifests(&self, batch: &WriteBatch) {
         for op in batch.ops() {
-            let BatchOp::Put {
-                partition,
-                key,
-                value,
-            } = op
-            else {
+            let Some((partition, key, value)) = key_write(op) else {
                 continue;
             };
             if partition != MANIFESTS_PARTITION {
@@ -100,9 +94,23 @@ impl TableStore {
                 continue; // dropped meanwhile
             };
             self.cold.replicated_manifest(&table, &scope, value);
-            moved.push((rows.to_string(), scope));
         }
-        moved
+    }
+}
+
+/// A batch operation on one key: its partition, key and new value (`None`: deleted).
+type KeyWrite<'b> = (&'b str, &'b [u8], Option<&'b [u8]>);
+
+/// `op` as a [`KeyWrite`]; `None` for a range deletion.
+fn key_write(op: &BatchOp) -> Option<KeyWrite<'_>> {
+    match op {
+        BatchOp::Put {
+            partition,
+            key,
+            value,
+        } => Some((partition, key, Some(value))),
+        BatchOp::Delete { partition, key } => Some((partition, key, None)),
+        BatchOp::DeleteRange { .. } => None,
     }
 }
 
@@ -118,19 +126,13 @@ impl TableStore {
     /// Builds the change events of `batch`, a write another node committed, before it is
     /// written here; see the module doc. `None` when it writes no application rows.
     pub async fn prepare_replicated(&self, batch: &WriteBatch) -> Option<ReplicatedChanges> {
-        let moved = self.replicated_manifests(batch);
+        self.replicated_manifests(batch);
         let listener = Arc::clone(self.change_listener()?);
         let mut scopes: Vec<ScopeChanges> = Vec::new();
         let mut writes = Vec::new();
         for op in batch.ops() {
-            let (partition, key, value) = match op {
-                BatchOp::Put {
-                    partition,
-                    key,
-                    value,
-                } => (partition, key, Some(value.as_slice())),
-                BatchOp::Delete { partition, key } => (partition, key, None),
-                BatchOp::DeleteRange { .. } => continue,
+            let Some((partition, key, value)) = key_write(op) else {
+                continue;
             };
             if !partition.starts_with(kalamdb_catalog::partitions::TABLE_PARTITION_PREFIX) {
                 continue;
@@ -138,8 +140,8 @@ impl TableStore {
             let Some((table, scope)) = target(self, partition, key) else {
                 continue;
             };
-            if value.is_none() && moved.iter().any(|(p, s)| p == partition && *s == scope) {
-                continue; // a flush moved the version to a segment: not a change
+            if value.is_none() && batch.is_upkeep() {
+                continue; // moved to a segment, or expired: not a change
             }
             let at = match scopes
                 .iter()
@@ -192,12 +194,19 @@ impl TableStore {
             // its only writer, and the scope's lock is held); a flushed one from its segment.
             let scope = &scopes[w.at].scope;
             let old = match w.key.strip_prefix(scope.prefix().as_slice()) {
-                Some(pk) if table.def.table_type != TableType::Stream => self
+                Some(pk) if table.def.table_type != TableType::Stream => match self
                     .cold
                     .current_versions(&*self.backend, &table, scope, &[pk.to_vec()], None)
                     .await
-                    .ok()
-                    .and_then(|mut found| found.pop().flatten()),
+                {
+                    Ok(mut found) => found.pop().flatten(),
+                    Err(e) => {
+                        // Told as an insert (an update) or not at all (a delete).
+                        tracing::warn!(table = %table.def.table_id(), error = %e,
+                            "a replicated change's replaced version cannot be read");
+                        None
+                    }
+                },
                 _ => self
                     .backend
                     .get(w.partition, w.key)

@@ -310,6 +310,13 @@ impl TableStore {
             let _writers_wait = locks.scope(scope).await;
             let mut batch = WriteBatch::new();
             batch.delete_range(TablePartitions::of(def).used(), from, to);
+            // A cluster's record of the scope's manifest goes with its rows (members forget
+            // the folder as they apply it; the files go below).
+            if def.table_type == TableType::User
+                && let Some(key) = self.cold.record_key(def, scope)?
+            {
+                batch.delete(kalamdb_catalog::partitions::MANIFESTS_PARTITION, key);
+            }
             self.backend.write(batch)?;
         }
         if def.table_type == TableType::User {
@@ -319,16 +326,38 @@ impl TableStore {
     }
 
     /// Deletes rows of STREAM table `def` older than its TTL; returns how many were removed.
+    /// A cluster member removes those of the scopes whose groups it leads, one batch per
+    /// scope (a batch is one group's entry).
     pub fn evict_expired(&self, def: &TableDefinition) -> Result<usize> {
         let cutoff = crate::rows::stream_cutoff_seq(def);
         let log = TablePartitions::of(def).log;
-        let mut batch = WriteBatch::new();
+        let per_scope = self.backend.defers_commits();
+        let mut batch = WriteBatch::upkeep();
+        let mut removed = 0;
+        // The scope (`<user id>\0`) of the keys being read, and whether this node evicts it.
+        let mut scope: Option<(Vec<u8>, bool)> = None;
         for item in self.backend.scan(&log, b"", None)? {
             let (key, _) = item?;
+            if per_scope {
+                let end = key.iter().position(|b| *b == 0).map_or(0, |i| i + 1);
+                if scope.as_ref().map(|(s, _)| s.as_slice()) != Some(&key[..end]) {
+                    removed +=
+                        self.write_eviction(std::mem::replace(&mut batch, WriteBatch::upkeep()))?;
+                    scope = Some((key[..end].to_vec(), self.backend.leads(&log, &key)));
+                }
+                if scope.as_ref().is_some_and(|(_, mine)| !mine) {
+                    continue;
+                }
+            }
             if crate::rows::seq_of_log_key(&key).is_some_and(|seq| seq < cutoff) {
                 batch.delete(&log, key.to_vec());
             }
         }
+        Ok(removed + self.write_eviction(batch)?)
+    }
+
+    /// Writes one batch of [`Self::evict_expired`]; how many rows it removed.
+    fn write_eviction(&self, batch: WriteBatch) -> Result<usize> {
         let removed = batch.len();
         if !batch.is_empty() {
             self.backend.write(batch)?;

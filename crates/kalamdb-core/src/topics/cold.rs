@@ -147,7 +147,7 @@ impl ColdPartition {
     /// Deletes the files of the folder its manifest does not list (a segment a crash left
     /// written but not listed, or unlisted but not deleted).
     pub async fn remove_strays(&self, files: &FileStore) -> Result<()> {
-        files.remove_strays(&self.dir, &self.manifest).await?;
+        files.remove_strays(&self.dir, &self.manifest, None).await?;
         Ok(())
     }
 

@@ -64,6 +64,7 @@ impl Cluster {
             .env("KALAMDB_CLUSTER_ELECTION_MIN_MS", "500")
             .env("KALAMDB_CLUSTER_ELECTION_MAX_MS", "1000")
             .env("KALAMDB_CLUSTER_USER_SHARDS", USER_SHARDS.to_string())
+            .env("KALAMDB_STREAM_EVICTION_SECS", "1")
             .output()
             .expect("cluster.sh runs");
         assert!(

@@ -2,8 +2,9 @@
 //! compaction statement on any member runs on the leaders of the scopes' groups, every member
 //! reads the same segments (their manifests arrive through the groups' logs, and a restarted
 //! member reads them from its own store), the flush's removal of hot versions is not a change
-//! to live queries, a flushed row's update reaches followers' subscribers as an update, and a
-//! table on a node's own folder is refused.
+//! to live queries, a flushed row's update reaches followers' subscribers as an update, a
+//! table on a node's own folder is refused, and STREAM rows expire once, on their leaders,
+//! without change events.
 
 use crate::cluster::{Cluster, PASSWORD, USER_SHARDS, converged, ids, leader_of, login, ok, sql};
 use crate::live::Ws;
@@ -250,4 +251,69 @@ async fn a_cluster_flushes_and_compacts_on_the_leaders_into_shared_storage() {
     let refused = sql(&http, urls[0], &root, "STORAGE FLUSH TABLE app.here").await;
     assert_eq!(refused["status"], "error", "{refused}");
     assert_eq!(refused["error"]["code"], "UNSUPPORTED", "{refused}");
+
+    // STREAM rows expire on the leaders of their users' groups: each row is evicted once
+    // (the members' eviction jobs add up to every row), and a replica's subscribers hear
+    // nothing of it, as on the leader.
+    ok(
+        &http,
+        urls[0],
+        &root,
+        "CREATE STREAM TABLE app.ev (id INT, kind TEXT) WITH (TTL_SECONDS = 3)",
+    )
+    .await;
+    let evicted_before = evicted(&http, &urls, &root).await;
+    for (u, token) in tokens.iter().enumerate() {
+        for id in 1..=3 {
+            let q = format!("INSERT INTO app.ev VALUES ({id}, 'k')");
+            ok(&http, urls[(u + id) % 3], token, &q).await;
+        }
+    }
+    let mut watchers = Vec::new();
+    for url in &urls {
+        let mut ws = Ws::connect_to(url, Some(&tokens[0]), "").await;
+        assert_eq!(ws.next().await["type"], "auth_success");
+        ws.subscribe_all("ev", "SELECT * FROM app.ev", json!({}))
+            .await;
+        watchers.push(ws);
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = evicted(&http, &urls, &root).await - evicted_before;
+        if n == 12 {
+            break;
+        }
+        assert!(
+            n < 12 && Instant::now() < until,
+            "{n} STREAM rows evicted, not 12"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (node, ws) in watchers.iter_mut().enumerate() {
+        let msg = ws.try_next(Duration::from_millis(300)).await;
+        assert!(msg.is_none(), "node {}: {msg:?}", node + 1);
+    }
+    for url in &urls {
+        assert!(ids(&http, url, &tokens[0], "app.ev").await.is_empty());
+    }
+}
+
+/// STREAM rows the members' eviction jobs removed, all together (each member lists its own).
+async fn evicted(http: &reqwest::Client, urls: &[&str], token: &str) -> i64 {
+    let mut total = 0;
+    for url in urls {
+        let v = ok(
+            http,
+            url,
+            token,
+            "SELECT SUM(rows) FROM system.jobs WHERE job_type = 'stream_eviction'",
+        )
+        .await;
+        let cell = &v["results"][0]["rows"][0][0];
+        total += cell
+            .as_i64()
+            .or_else(|| cell.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+    }
+    total
 }

@@ -354,6 +354,7 @@ async fn storage_jobs(
                 .map(|t| t.def.table_id().to_string())
                 .collect(),
             by: by.to_string(),
+            marks: view.applied(),
         };
         let body = serde_json::to_vec(&job)
             .map_err(|e| KalamError::Internal(format!("encoding a member job: {e}")))?;
@@ -367,7 +368,7 @@ async fn storage_jobs(
                         .lines()
                         .map(|line| format!("Node {node}: {line}")),
                 ),
-                Err(e) => lines.push(format!("Node {node}: did not run the job: {e}")),
+                Err(e) => lines.push(format!("Node {node}: failed: {e}")),
             }
         }
     }
@@ -392,6 +393,10 @@ struct MemberJob {
     tables: Vec<String>,
     /// Who asked.
     by: String,
+    /// What the asking member had applied: a member waits until it applied as much (a
+    /// moment), so it knows the tables it is asked about.
+    #[serde(default)]
+    marks: Vec<(u64, u64)>,
 }
 
 /// Runs the storage job another member asked for ([`STORAGE_JOB_CALL`]) on this node's
@@ -399,6 +404,10 @@ struct MemberJob {
 pub async fn member_storage_job(app: &AppContext, body: &[u8]) -> Result<String> {
     let job: MemberJob = serde_json::from_slice(body)
         .map_err(|e| KalamError::InvalidInput(format!("a member job does not decode: {e}")))?;
+    if let Some(view) = app.cluster_view() {
+        view.wait_applied(&job.marks, std::time::Duration::from_secs(5))
+            .await;
+    }
     let mut tables = Vec::with_capacity(job.tables.len());
     for name in &job.tables {
         let id = name
