@@ -238,10 +238,16 @@ wait_ready() {
 start() {
   local dir=$1 i=$2 node="$1/node-$2"
   [[ -f "$node/server.toml" ]] || { echo "no node $i in $dir" >&2; exit 1; }
-  if [[ -f "$node/pid" ]] && alive "$(cat "$node/pid")"; then
-    echo "node $i is running (pid $(cat "$node/pid"))" >&2
-    exit 1
-  fi
+  # A node just killed may take a moment to go.
+  local waited=0
+  while [[ -f "$node/pid" ]] && alive "$(cat "$node/pid")"; do
+    if [[ $waited -ge 50 ]]; then
+      echo "node $i is running (pid $(cat "$node/pid"))" >&2
+      exit 1
+    fi
+    waited=$((waited + 1))
+    sleep 0.1
+  done
   launch "$(binary)" "$node"
   wait_ready "$node"
   echo "node $i $(node_url "$node") pid $(cat "$node/pid")"
