@@ -46,6 +46,7 @@ impl Default for CorsConfig {
                 "authorization",
                 "content-type",
                 crate::read_your_writes::MIN_APPLIED,
+                crate::read_your_writes::CONSISTENCY,
             ]
             .map(String::from)
             .to_vec(),

@@ -48,6 +48,7 @@ pub async fn forward_sql(
     for name in [
         header::AUTHORIZATION.as_str(),
         crate::read_your_writes::MIN_APPLIED,
+        crate::read_your_writes::CONSISTENCY,
     ] {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value.as_bytes());

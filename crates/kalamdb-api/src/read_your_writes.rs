@@ -7,6 +7,12 @@
 //! [`FOLLOW_WAIT`]) before it answers, so a client that stays on one member reads its own
 //! writes without doing anything; one that moves between members keeps the highest mark per
 //! group it was sent and passes them along.
+//!
+//! A request with [`CONSISTENCY`]` = linearizable` goes further: before it runs, the member
+//! asks every group's leader for its read index (the leader confirms its leadership with a
+//! quorum: Raft's ReadIndex) and waits until it applied that far, so the statement sees every
+//! write acknowledged before the request arrived, wherever it was written. Without a quorum it
+//! is refused (`CLUSTER_UNAVAILABLE`), never answered from a stale member.
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -18,6 +24,10 @@ pub const APPLIED: &str = "x-kalamdb-applied";
 
 /// Marks a request needs applied before it runs.
 pub const MIN_APPLIED: &str = "x-kalamdb-min-applied";
+
+/// Asks for a consistency level: `linearizable`, or `local` (the default: this member's
+/// applied state).
+pub const CONSISTENCY: &str = "x-kalamdb-consistency";
 
 /// How long a member waits to catch up with a request's marks.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -62,21 +72,47 @@ fn marks_in(headers: &HeaderMap, name: &str) -> Result<Option<Vec<(u64, u64)>>, 
     parse(text).map(Some).map_err(|e| format!("{name}: {e}"))
 }
 
-/// Before a statement runs: waits until this member applied the request's
-/// [`MIN_APPLIED`] marks. `Err` says why it may not run (bad marks: the first element is true;
-/// not caught up in time: false).
-pub async fn before(view: &dyn ClusterView, headers: &HeaderMap) -> Result<(), (bool, String)> {
-    let Some(marks) = marks_in(headers, MIN_APPLIED).map_err(|e| (true, e))? else {
-        return Ok(());
+/// Whether `headers` ask for a linearizable read; an error names a bad value.
+fn linearizable(headers: &HeaderMap) -> Result<bool, String> {
+    let Some(value) = headers.get(CONSISTENCY) else {
+        return Ok(false);
     };
+    match value.to_str().map(str::trim) {
+        Ok(v) if v.eq_ignore_ascii_case("linearizable") => Ok(true),
+        Ok(v) if v.eq_ignore_ascii_case("local") => Ok(false),
+        _ => Err(format!(
+            "{CONSISTENCY} is 'linearizable' or 'local', not {value:?}"
+        )),
+    }
+}
+
+/// Before a statement runs: waits until this member applied the request's
+/// [`MIN_APPLIED`] marks, and every group's read index when it asks for a [`CONSISTENCY`] of
+/// `linearizable`. `Err` says why it may not run (a bad header: the first element is true;
+/// not caught up in time, or no read index: false).
+pub async fn before(view: &dyn ClusterView, headers: &HeaderMap) -> Result<(), (bool, String)> {
+    let asked = marks_in(headers, MIN_APPLIED).map_err(|e| (true, e))?;
+    let mut marks = asked.unwrap_or_default();
+    if linearizable(headers).map_err(|e| (true, e))? {
+        let read = view.read_marks().await.map_err(|e| {
+            (
+                false,
+                format!("a linearizable read needs every group's leader and a quorum: {e}"),
+            )
+        })?;
+        marks.extend(read);
+    }
+    if marks.is_empty() {
+        return Ok(());
+    }
     if view.wait_applied(&marks, WAIT).await {
         Ok(())
     } else {
         Err((
             false,
             format!(
-                "this member did not apply {MIN_APPLIED} ({}) within {} s; retry, or send the \
-                 request to another member",
+                "this member did not apply {MIN_APPLIED} or the read index ({}) within {} s; \
+                 retry, or send the request to another member",
                 encode(&marks),
                 WAIT.as_secs()
             ),

@@ -5,9 +5,13 @@
 //! leader lease. Once it runs out, the target's election timer fires and it is the only
 //! candidate. A hold ends by itself (a member that never hears the release still recovers) and
 //! early once the target leads.
+//!
+//! Also confirming a leadership: a leader's read index once a quorum acknowledged it
+//! ([`confirmed_read_index`], for linearizable reads).
 
 use crate::types::TypeConfig;
 use openraft::Raft;
+use openraft::error::{CheckIsLeaderError, RaftError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -69,3 +73,33 @@ impl Holds {
 
 /// The longest hold a peer may ask for.
 const HOLD_MAX_MS: u64 = 2 * HOLD.as_millis() as u64;
+
+/// How long a member waits for a leader's read index.
+pub(crate) const READ_INDEX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why a node did not give a read index.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ReadIndexRefused {
+    /// It does not lead the group; the leader it knows of.
+    NotLeader(Option<u64>),
+    /// It could not confirm its leadership (no quorum answered) or stopped.
+    Failed(String),
+}
+
+/// The read index of a group this node leads: the commit index once a quorum confirmed the
+/// leadership (openraft's `get_read_log_id`), within [`READ_INDEX_TIMEOUT`].
+pub(crate) async fn confirmed_read_index(raft: &Raft<TypeConfig>) -> Result<u64, ReadIndexRefused> {
+    let Ok(answer) = tokio::time::timeout(READ_INDEX_TIMEOUT, raft.get_read_log_id()).await else {
+        return Err(ReadIndexRefused::Failed(format!(
+            "no quorum confirmed the leadership within {} s",
+            READ_INDEX_TIMEOUT.as_secs()
+        )));
+    };
+    match answer {
+        Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(ReadIndexRefused::NotLeader(f.leader_id))
+        }
+        Err(e) => Err(ReadIndexRefused::Failed(e.to_string())),
+    }
+}

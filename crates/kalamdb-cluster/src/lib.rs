@@ -9,7 +9,8 @@
 //!   and builds and installs snapshots;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
-//! - [`leadership`]: moving a group's leadership to a chosen member;
+//! - [`leadership`]: moving a group's leadership to a chosen member, and confirming one (read
+//!   index);
 //! - [`membership`]: adding and removing members of every group, each change on its leader;
 //! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
 //! - [`calls`]: requests one member's engine makes of another's over that listener;

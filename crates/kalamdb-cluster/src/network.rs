@@ -69,6 +69,7 @@ pub fn router_with_key(
         .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
         .route("/raft/{group}/members", axum::routing::post(members))
         .route("/raft/{group}/hold", axum::routing::post(hold))
+        .route("/raft/{group}/read_index", axum::routing::post(read_index))
         .route("/engine/{name}", axum::routing::post(engine_call))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Served {
@@ -162,6 +163,18 @@ async fn members(
 ) -> Response {
     match request::<crate::membership::MemberChange>(&groups, group, &body) {
         Ok((raft, change)) => reply(&crate::membership::apply_here(&raft, &change).await),
+        Err(r) => r,
+    }
+}
+
+/// The group's read index as its leader confirms it (see `ClusterNode::read_index`).
+async fn read_index(
+    State(Served { groups, .. }): State<Served>,
+    Path(group): Path<u64>,
+    body: Bytes,
+) -> Response {
+    match request::<()>(&groups, group, &body) {
+        Ok((raft, ())) => reply(&crate::leadership::confirmed_read_index(&raft).await),
         Err(r) => r,
     }
 }

@@ -4,7 +4,7 @@
 //! have yet, with the same member list; restarted nodes reload theirs from the store.
 
 use crate::calls::CallSlot;
-use crate::leadership::{HOLD, Holds};
+use crate::leadership::{HOLD, Holds, READ_INDEX_TIMEOUT, ReadIndexRefused, confirmed_read_index};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
 use crate::shard::{META, ShardMap};
@@ -604,6 +604,47 @@ impl ClusterNode {
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
                 && !self.holds.writes_paused(group)
         })
+    }
+
+    /// `group`'s read index: the log index a linearizable read must see applied, as the
+    /// group's leader confirms it with a quorum's heartbeats (Raft's ReadIndex). Asked of the
+    /// leader over the RPC port when another node leads.
+    pub async fn read_index(&self, group: u64) -> Result<u64, ClusterError> {
+        let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
+        let leader = match confirmed_read_index(raft).await {
+            Ok(index) => return Ok(index),
+            Err(ReadIndexRefused::NotLeader(leader)) => leader,
+            Err(ReadIndexRefused::Failed(why)) => return Err(ClusterError::Raft(why)),
+        };
+        let leader = leader
+            .filter(|l| *l != self.node_id)
+            .ok_or(ClusterError::NotLeader {
+                group,
+                leader: None,
+            })?;
+        let answer = self
+            .post::<_, Result<u64, ReadIndexRefused>>(
+                leader,
+                group,
+                "read_index",
+                &(),
+                READ_INDEX_TIMEOUT,
+            )
+            .await
+            .map_err(ClusterError::Raft)?;
+        answer.map_err(|refused| match refused {
+            ReadIndexRefused::NotLeader(leader) => ClusterError::NotLeader { group, leader },
+            ReadIndexRefused::Failed(why) => ClusterError::Raft(why),
+        })
+    }
+
+    /// Every group's read index ([`Self::read_index`]), by group.
+    pub async fn read_marks(&self) -> Result<Vec<(u64, u64)>, ClusterError> {
+        let mut marks = Vec::with_capacity(self.groups.len());
+        for group in self.map.groups() {
+            marks.push((group, self.read_index(group).await?));
+        }
+        Ok(marks)
     }
 
     /// The leader of `group` this node knows of.

@@ -101,6 +101,11 @@ pub type CallsFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Vec<(u64, Result<Vec<u8>, String>)>> + Send + 'a>,
 >;
 
+/// What [`ClusterView::read_marks`] resolves to.
+pub type ReadMarksFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(u64, u64)>, String>> + Send + 'a>,
+>;
+
 /// The cluster as the engine sees it; see the module doc.
 pub trait ClusterView: Send + Sync + std::fmt::Debug {
     /// The cluster's name.
@@ -132,6 +137,10 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
         body: Vec<u8>,
         timeout: std::time::Duration,
     ) -> CallsFuture<'a>;
+    /// Every group's read index, as its leader confirms it with a quorum (linearizable
+    /// reads: a read that waits until this node applied them sees every write acknowledged
+    /// before it started); an error says why not.
+    fn read_marks(&self) -> ReadMarksFuture<'_>;
     /// Each group's last applied log index on this node, by group (read-your-writes marks).
     fn applied(&self) -> Vec<(u64, u64)>;
     /// Resolves to whether this node applied each group at least to its mark in `marks`

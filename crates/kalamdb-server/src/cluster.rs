@@ -15,7 +15,7 @@ use kalamdb_cluster::{
 use kalamdb_core::AppContext;
 use kalamdb_core::cluster_view::{
     CallsFuture, ClusterFuture, ClusterOpError, ClusterView, GroupInfo, MemberInfo,
-    MembershipChange,
+    MembershipChange, ReadMarksFuture,
 };
 use kalamdb_core::config::Config;
 use kalamdb_core::config::cluster::ClusterConfig;
@@ -505,6 +505,10 @@ impl ClusterView for View {
 
     fn applied(&self) -> Vec<(u64, u64)> {
         self.node.applied_marks()
+    }
+
+    fn read_marks(&self) -> ReadMarksFuture<'_> {
+        Box::pin(async move { self.node.read_marks().await.map_err(|e| e.to_string()) })
     }
 
     fn call_others<'a>(

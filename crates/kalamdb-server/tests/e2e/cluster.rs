@@ -157,15 +157,19 @@ pub(crate) async fn login(http: &reqwest::Client, url: &str, user: &str, passwor
 }
 
 pub(crate) async fn sql(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
+    answer(sql_request(http, url, token, q)).await
+}
+
+/// A request running `q` on `url` as `token`'s user.
+fn sql_request(http: &reqwest::Client, url: &str, token: &str, q: &str) -> reqwest::RequestBuilder {
     http.post(format!("{url}/v1/api/sql"))
         .bearer_auth(token)
         .json(&json!({ "sql": q }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+}
+
+/// The JSON answer to `request`.
+async fn answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 pub(crate) async fn ok(http: &reqwest::Client, url: &str, token: &str, q: &str) -> Value {
@@ -509,6 +513,19 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert_ne!(body["status"], "success", "a minority acknowledged: {body}");
     }
+    // It still answers reads from what it applied, but refuses a linearizable one: it cannot
+    // learn that it has seen every acknowledged write.
+    let local = linearizable_read(&http, alone, &root, "SELECT count(*) FROM c.kv", "local").await;
+    assert_eq!(local["status"], "success", "{local}");
+    let refused = linearizable_read(
+        &http,
+        alone,
+        &root,
+        "SELECT count(*) FROM c.kv",
+        "linearizable",
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], "CLUSTER_UNAVAILABLE", "{refused}");
     cluster.signal(a, libc::SIGCONT);
     cluster.signal(b, libc::SIGCONT);
     // Back together, the cluster takes writes again and every node converges.
@@ -535,6 +552,20 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
 }
 
 /// The node ids `system.cluster` on `url` lists.
+/// `q` on `url` with `x-kalamdb-consistency: consistency`.
+async fn linearizable_read(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    q: &str,
+    consistency: &str,
+) -> Value {
+    let request = sql_request(http, url, token, q)
+        .header("x-kalamdb-consistency", consistency)
+        .timeout(Duration::from_secs(15));
+    answer(request).await
+}
+
 async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<i64> {
     let v = ok(
         http,
@@ -682,6 +713,24 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
         .await;
         assert_eq!(first_column(&read), [id as i64], "{url}");
     }
+    // Linearizable reads: a write acknowledged by one member is seen by a linearizable read
+    // on any other member right after, with no marks passed along.
+    for id in 520..540 {
+        let (writer, reader) = (all[id % all.len()], all[(id + 1) % all.len()]);
+        ok(
+            &http,
+            writer,
+            &root,
+            &format!("INSERT INTO m.kv VALUES ({id}, 'lin')"),
+        )
+        .await;
+        let q = format!("SELECT id FROM m.kv WHERE id = {id}");
+        let read = linearizable_read(&http, reader, &root, &q, "linearizable").await;
+        assert_eq!(first_column(&read), [id as i64], "{reader}: {read}");
+    }
+    let bad = linearizable_read(&http, all[0], &root, "SELECT 1", "strong").await;
+    assert_eq!(bad["error"]["code"], "INVALID_INPUT", "{bad}");
+
     // Answers carry the marks; a request asking for more than any member applied waits, then
     // is refused; bad marks are refused at once.
     let with_marks = |marks: &str| {
