@@ -107,6 +107,10 @@ struct Args {
     /// only tables on a storage every member reads).
     #[arg(long)]
     storage: Option<String>,
+    /// `x-kalamdb-consistency` on every SQL request (`linearizable`: a cluster member's
+    /// reads confirm every group's read index first).
+    #[arg(long)]
+    consistency: Option<String>,
     /// Server process id, to report its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -209,14 +213,15 @@ impl Client {
             params,
             ..SqlRequest::default()
         };
-        let resp = self
+        let mut request = self
             .http
             .post(format!("{}/v1/api/sql", self.url))
             .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .json(&body);
+        if let Some(level) = CONSISTENCY.get() {
+            request = request.header("x-kalamdb-consistency", level);
+        }
+        let resp = request.send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
         let body: SqlResponse = resp.json().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -259,6 +264,9 @@ async fn load_rows(
 /// (Re)creates `ns.table` with the bench's row shape; `kind` is SHARED, USER or STREAM.
 /// `--storage`, set once at start.
 static TABLE_STORAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--consistency`, set once at start.
+static CONSISTENCY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 async fn create_table(client: &Client, ns: &str, table: &str, kind: &str) -> Result<(), String> {
     create_table_with(client, ns, table, kind, "").await
@@ -575,6 +583,9 @@ async fn main() {
     let args = Args::parse();
     if let Some(storage) = &args.storage {
         let _ = TABLE_STORAGE.set(storage.clone());
+    }
+    if let Some(level) = &args.consistency {
+        let _ = CONSISTENCY.set(level.clone());
     }
     let client = match Client::login(&args).await {
         Ok(c) => c,

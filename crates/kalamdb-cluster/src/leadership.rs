@@ -86,13 +86,25 @@ pub(crate) enum ReadIndexRefused {
     Failed(String),
 }
 
-/// The read index of a group this node leads: the commit index once a quorum confirmed the
-/// leadership (openraft's `get_read_log_id`), within [`READ_INDEX_TIMEOUT`].
-pub(crate) async fn confirmed_read_index(raft: &Raft<TypeConfig>) -> Result<u64, ReadIndexRefused> {
-    let Ok(answer) = tokio::time::timeout(READ_INDEX_TIMEOUT, raft.get_read_log_id()).await else {
+/// The read index of a group this node leads (openraft's `get_read_log_id`): the larger of
+/// its commit index and its own first entry of the term (so a new leader's covers everything
+/// its predecessors committed), taken before a quorum confirmed the leadership with
+/// heartbeats. Refused while `held` (a transfer: those heartbeats would renew the followers'
+/// lease the transfer waits out) and after `timeout`.
+pub(crate) async fn confirmed_read_index(
+    raft: &Raft<TypeConfig>,
+    held: bool,
+    timeout: std::time::Duration,
+) -> Result<u64, ReadIndexRefused> {
+    if held {
+        return Err(ReadIndexRefused::Failed(
+            "the group's leadership is being transferred; retry".into(),
+        ));
+    }
+    let Ok(answer) = tokio::time::timeout(timeout, raft.get_read_log_id()).await else {
         return Err(ReadIndexRefused::Failed(format!(
-            "no quorum confirmed the leadership within {} s",
-            READ_INDEX_TIMEOUT.as_secs()
+            "no quorum confirmed the leadership within {} ms",
+            timeout.as_millis()
         )));
     };
     match answer {

@@ -1,9 +1,11 @@
 //! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
 //! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
 //! (`POST /raft/{group}/{append|vote|snapshot}`), membership changes a member asks of a
-//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]) and the holds of a
-//! leadership transfer (`POST /raft/{group}/hold`, see [`crate::leadership`]). [`router`] serves a node's groups;
-//! [`Network`] is the client side openraft uses to reach peers. With a cluster key, every
+//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]), the holds of a
+//! leadership transfer (`POST /raft/{group}/hold`) and a leader's read index
+//! (`POST /raft/{group}/read_index`, both in [`crate::leadership`]), and the engine's calls
+//! (`POST /engine/{name}`, [`crate::calls`]). [`router`] serves a node's groups; [`Network`]
+//! is the client side openraft uses to reach peers. With a cluster key, every
 //! request carries it in [`KEY_HEADER`] and a request without it is refused (403): a client
 //! that reaches the RPC port cannot append entries without the members' shared secret.
 
@@ -169,12 +171,16 @@ async fn members(
 
 /// The group's read index as its leader confirms it (see `ClusterNode::read_index`).
 async fn read_index(
-    State(Served { groups, .. }): State<Served>,
+    State(Served { groups, holds, .. }): State<Served>,
     Path(group): Path<u64>,
     body: Bytes,
 ) -> Response {
     match request::<()>(&groups, group, &body) {
-        Ok((raft, ())) => reply(&crate::leadership::confirmed_read_index(&raft).await),
+        Ok((raft, ())) => {
+            let held = holds.writes_paused(group);
+            let timeout = crate::leadership::READ_INDEX_TIMEOUT;
+            reply(&crate::leadership::confirmed_read_index(&raft, held, timeout).await)
+        }
         Err(r) => r,
     }
 }

@@ -17,6 +17,9 @@ use openraft::{Raft, ServerState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// The pause before a read index is asked again (a leader being elected or moving).
+const READ_INDEX_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How long a transfer waits for one member to take its hold (a member that does not may win
 /// the election instead; the transfer then says so).
 const HOLD_RPC: std::time::Duration = std::time::Duration::from_secs(1);
@@ -607,44 +610,56 @@ impl ClusterNode {
     }
 
     /// `group`'s read index: the log index a linearizable read must see applied, as the
-    /// group's leader confirms it with a quorum's heartbeats (Raft's ReadIndex). Asked of the
-    /// leader over the RPC port when another node leads.
+    /// group's leader confirms it with a quorum (Raft's ReadIndex; see
+    /// [`confirmed_read_index`]). Asked of the leader over the RPC port when another node
+    /// leads; retried (following leader hints, waiting out an election) for at most
+    /// [`READ_INDEX_TIMEOUT`].
     pub async fn read_index(&self, group: u64) -> Result<u64, ClusterError> {
         let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
-        let leader = match confirmed_read_index(raft).await {
-            Ok(index) => return Ok(index),
-            Err(ReadIndexRefused::NotLeader(leader)) => leader,
-            Err(ReadIndexRefused::Failed(why)) => return Err(ClusterError::Raft(why)),
-        };
-        let leader = leader
-            .filter(|l| *l != self.node_id)
-            .ok_or(ClusterError::NotLeader {
-                group,
-                leader: None,
-            })?;
-        let answer = self
-            .post::<_, Result<u64, ReadIndexRefused>>(
-                leader,
-                group,
-                "read_index",
-                &(),
-                READ_INDEX_TIMEOUT,
-            )
-            .await
-            .map_err(ClusterError::Raft)?;
-        answer.map_err(|refused| match refused {
-            ReadIndexRefused::NotLeader(leader) => ClusterError::NotLeader { group, leader },
-            ReadIndexRefused::Failed(why) => ClusterError::Raft(why),
-        })
+        let deadline = tokio::time::Instant::now() + READ_INDEX_TIMEOUT;
+        // Where to ask next: this node, or the leader it was told of.
+        let mut ask = Some(self.node_id);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = match ask {
+                Some(node) if node != self.node_id => self
+                    .post::<_, Result<u64, ReadIndexRefused>>(
+                        node,
+                        group,
+                        "read_index",
+                        &(),
+                        // The leader's own quorum wait, and the trip.
+                        READ_INDEX_TIMEOUT + std::time::Duration::from_secs(1),
+                    )
+                    .await
+                    .unwrap_or_else(|e| Err(ReadIndexRefused::Failed(e))),
+                _ => confirmed_read_index(raft, self.holds.writes_paused(group), left).await,
+            };
+            let why = match answer {
+                Ok(index) => return Ok(index),
+                Err(ReadIndexRefused::NotLeader(hint)) => {
+                    ask = hint.or_else(|| self.leader_of(group));
+                    format!("no leader of group {group} answered")
+                }
+                Err(ReadIndexRefused::Failed(why)) => {
+                    ask = self.leader_of(group);
+                    format!("group {group}: {why}")
+                }
+            };
+            if tokio::time::Instant::now() + READ_INDEX_RETRY >= deadline {
+                return Err(ClusterError::Raft(why));
+            }
+            tokio::time::sleep(READ_INDEX_RETRY).await;
+        }
     }
 
-    /// Every group's read index ([`Self::read_index`]), by group.
+    /// Every group's read index ([`Self::read_index`]), by group, asked together.
     pub async fn read_marks(&self) -> Result<Vec<(u64, u64)>, ClusterError> {
-        let mut marks = Vec::with_capacity(self.groups.len());
-        for group in self.map.groups() {
-            marks.push((group, self.read_index(group).await?));
-        }
-        Ok(marks)
+        let asks = self
+            .map
+            .groups()
+            .map(|group| async move { Ok((group, self.read_index(group).await?)) });
+        futures::future::try_join_all(asks).await
     }
 
     /// The leader of `group` this node knows of.

@@ -515,9 +515,10 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
     }
     // It still answers reads from what it applied, but refuses a linearizable one: it cannot
     // learn that it has seen every acknowledged write.
-    let local = linearizable_read(&http, alone, &root, "SELECT count(*) FROM c.kv", "local").await;
+    let local =
+        sql_with_consistency(&http, alone, &root, "SELECT count(*) FROM c.kv", "local").await;
     assert_eq!(local["status"], "success", "{local}");
-    let refused = linearizable_read(
+    let refused = sql_with_consistency(
         &http,
         alone,
         &root,
@@ -551,9 +552,8 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
     );
 }
 
-/// The node ids `system.cluster` on `url` lists.
-/// `q` on `url` with `x-kalamdb-consistency: consistency`.
-async fn linearizable_read(
+/// `q` on `url` with `x-kalamdb-consistency: <consistency>`.
+async fn sql_with_consistency(
     http: &reqwest::Client,
     url: &str,
     token: &str,
@@ -566,6 +566,7 @@ async fn linearizable_read(
     answer(request).await
 }
 
+/// The node ids `system.cluster` on `url` lists.
 async fn member_ids(http: &reqwest::Client, url: &str, token: &str) -> Vec<i64> {
     let v = ok(
         http,
@@ -725,10 +726,10 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
         )
         .await;
         let q = format!("SELECT id FROM m.kv WHERE id = {id}");
-        let read = linearizable_read(&http, reader, &root, &q, "linearizable").await;
+        let read = sql_with_consistency(&http, reader, &root, &q, "linearizable").await;
         assert_eq!(first_column(&read), [id as i64], "{reader}: {read}");
     }
-    let bad = linearizable_read(&http, all[0], &root, "SELECT 1", "strong").await;
+    let bad = sql_with_consistency(&http, all[0], &root, "SELECT 1", "strong").await;
     assert_eq!(bad["error"]["code"], "INVALID_INPUT", "{bad}");
 
     // Answers carry the marks; a request asking for more than any member applied waits, then
