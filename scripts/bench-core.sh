@@ -31,6 +31,8 @@ for w in "${workloads[@]}"; do
     insert-single-c10) "$bench" --workload insert-single --concurrency 10 "${args[@]}" ;;
     insert-batch-c1) "$bench" --workload insert-batch --concurrency 1 --batch 1000 "${args[@]}" ;;
     point-select-c1) "$bench" --workload point-select --concurrency 1 --rows 100000 "${args[@]}" ;;
+    point-select-20k-c1) "$bench" --workload point-select --concurrency 1 --rows 20000 "${args[@]}" ;;
+    flush-100k) "$bench" --workload flush --rows 100000 --batch 5 "${args[@]}" ;;
     live-latency) "$bench" --workload live-latency "${args[@]}" ;;
     live-fanout-10k) "$bench" --workload live-fanout --sockets 100 --subs-per-socket 100 "${args[@]}" ;;
     # The same with a WHERE on a column, and with one on a JSON path (both hold for every row).

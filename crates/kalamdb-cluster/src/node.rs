@@ -621,6 +621,7 @@ impl ClusterNode {
         let mut ask = Some(self.node_id);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let asked = ask;
             let answer = match ask {
                 Some(node) if node != self.node_id => self
                     .post::<_, Result<u64, ReadIndexRefused>>(
@@ -639,6 +640,9 @@ impl ClusterNode {
                 Ok(index) => return Ok(index),
                 Err(ReadIndexRefused::NotLeader(hint)) => {
                     ask = hint.or_else(|| self.leader_of(group));
+                    if ask.is_some() && ask != asked && tokio::time::Instant::now() < deadline {
+                        continue; // told where the leader is: ask it at once
+                    }
                     format!("no leader of group {group} answered")
                 }
                 Err(ReadIndexRefused::Failed(why)) => {
