@@ -134,6 +134,10 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     })
 }
 
+/// How many times a member opens its engine before the first engine of the cluster opened
+/// (half a second apart).
+const OPEN_ATTEMPTS: u32 = 20;
+
 /// Whether this node applied the mark of an opened engine.
 fn mark_seen(store: &ReplicatedStore) -> bool {
     store
@@ -191,7 +195,11 @@ impl Member {
         &self,
         config: Config,
     ) -> Result<Arc<AppContext>, crate::ServerError> {
+        // Its view of the meta leadership may lag: a failed open is tried again a few times
+        // while no engine has opened in the cluster yet.
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             wait_for_catalog(&self.node, &self.store).await;
             let store = Arc::clone(&self.store) as Arc<dyn StorageBackend>;
             match kalamdb_core::engine::open_on(config.clone(), store).await {
@@ -199,10 +207,7 @@ impl Member {
                     self.opened(&app).map_err(crate::ServerError::Cluster)?;
                     return Ok(app);
                 }
-                Err(e)
-                    if !mark_seen(&self.store)
-                        && self.node.leader_of(META) != Some(self.node.node_id()) =>
-                {
+                Err(e) if !mark_seen(&self.store) && attempt < OPEN_ATTEMPTS => {
                     tracing::warn!(
                         error = %e,
                         "the meta group's leader changed while the engine opened; opening again \

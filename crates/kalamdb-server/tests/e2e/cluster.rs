@@ -23,10 +23,14 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
 }
 
-/// A port range free for `n` HTTP ports at `base` and their RPC ports at `base + 100`.
+/// A port range free for `n` HTTP ports at `base` and their RPC ports at `base + 100`, inside
+/// a block of 200 ports of this process's own (nextest runs each test in its own process,
+/// often with consecutive ids: blocks of 100 let one test's RPC ports fall on the next one's
+/// HTTP ports, and a cluster failed to start on "address in use").
 fn free_base(n: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + fastrand_u16() % 100;
+        let block = 20_000 + (std::process::id() % 200) as u16 * 200;
+        let base = block + fastrand_u16() % (100 - n);
         let ok = (0..n).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
@@ -553,7 +557,7 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
 }
 
 /// `q` on `url` with `x-kalamdb-consistency: <consistency>`.
-async fn sql_with_consistency(
+pub(crate) async fn sql_with_consistency(
     http: &reqwest::Client,
     url: &str,
     token: &str,

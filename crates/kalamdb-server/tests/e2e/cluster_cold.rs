@@ -6,7 +6,9 @@
 //! table on a node's own folder is refused, and STREAM rows expire once, on their leaders,
 //! without change events.
 
-use crate::cluster::{Cluster, PASSWORD, USER_SHARDS, converged, ids, leader_of, login, ok, sql};
+use crate::cluster::{
+    Cluster, PASSWORD, USER_SHARDS, converged, ids, leader_of, login, ok, sql, sql_with_consistency,
+};
 use crate::live::Ws;
 use crate::s3::{BUCKET, S3Server, parquet_keys};
 use serde_json::{Value, json};
@@ -263,10 +265,13 @@ async fn a_cluster_flushes_and_compacts_on_the_leaders_into_shared_storage() {
     )
     .await;
     let evicted_before = evicted(&http, &urls, &root).await;
+    // Linearizable: a member that has not applied the CREATE yet waits for it.
     for (u, token) in tokens.iter().enumerate() {
         for id in 1..=3 {
             let q = format!("INSERT INTO app.ev VALUES ({id}, 'k')");
-            ok(&http, urls[(u + id) % 3], token, &q).await;
+            let url = urls[(u + id) % 3];
+            let done = sql_with_consistency(&http, url, token, &q, "linearizable").await;
+            assert_eq!(done["status"], "success", "{q} on {url}: {done}");
         }
     }
     let mut watchers = Vec::new();
