@@ -75,6 +75,12 @@ pub trait ApplyObserver: Send + Sync {
 
     /// After any batch of `group` (whoever proposed it, snapshots included) is in the store.
     fn after(&self, group: u64, batch: &WriteBatch);
+
+    /// After a snapshot of `group` replaced what the group owns here (`batch`: its writes):
+    /// what [`Self::before`] would have seen of its entries. Defaults to [`Self::after`].
+    fn installed(&self, group: u64, batch: &WriteBatch) {
+        self.after(group, batch);
+    }
 }
 
 /// Where the apply observer is registered once the engine over the store is open.
@@ -501,7 +507,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Told after the write, as for entries: everything the group owns was replaced.
             Some(observer) => {
                 self.write(batch.clone())?;
-                observer.after(self.group, &batch);
+                observer.installed(self.group, &batch);
             }
             None => self.write(batch)?,
         }

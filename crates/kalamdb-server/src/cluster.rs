@@ -268,6 +268,15 @@ impl ApplyObserver for EngineHooks {
             app.apply_replicated(batch);
         }
     }
+
+    fn installed(&self, _group: u64, batch: &WriteBatch) {
+        if let Some(app) = self.0.upgrade() {
+            // An entry's manifest records reach the cold tier before it is written; a
+            // snapshot's, only now.
+            app.tables().replicated_manifests(batch);
+            app.apply_replicated(batch);
+        }
+    }
 }
 
 /// Serves the calls other members make of this engine (`kalamdb_cluster::calls`).

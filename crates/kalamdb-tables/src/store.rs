@@ -331,7 +331,7 @@ impl TableStore {
     pub fn evict_expired(&self, def: &TableDefinition) -> Result<usize> {
         let cutoff = crate::rows::stream_cutoff_seq(def);
         let log = TablePartitions::of(def).log;
-        let per_scope = self.backend.defers_commits();
+        let per_scope = self.cold.replicated();
         let mut batch = WriteBatch::upkeep();
         let mut removed = 0;
         // The scope (`<user id>\0`) of the keys being read, and whether this node evicts it.

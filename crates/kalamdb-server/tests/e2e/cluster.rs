@@ -744,8 +744,8 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
             .header("x-kalamdb-min-applied", marks)
             .json(&json!({ "sql": "SELECT 1" }))
     };
-    let answer = with_marks("0:1").send().await.unwrap();
-    let marks = answer.headers()["x-kalamdb-applied"]
+    let stamped = with_marks("0:1").send().await.unwrap();
+    let marks = stamped.headers()["x-kalamdb-applied"]
         .to_str()
         .unwrap()
         .to_string();
@@ -754,14 +754,8 @@ async fn a_node_joins_and_another_leaves_with_the_data_complete() {
         ("0:999999999", "CLUSTER_UNAVAILABLE"),
         ("zero", "INVALID_INPUT"),
     ] {
-        let answer: Value = with_marks(marks)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(answer["error"]["code"], code, "{marks}: {answer}");
+        let refused = answer(with_marks(marks)).await;
+        assert_eq!(refused["error"]["code"], code, "{marks}: {refused}");
     }
 
     // Every group's leadership moves to the new node while a client keeps writing.
