@@ -12,6 +12,7 @@
 //! - [`leadership`]: moving a group's leadership to a chosen member, and confirming one (read
 //!   index);
 //! - [`membership`]: adding and removing members of every group, each change on its leader;
+//! - `proposer`: group commit of the writes a node proposes to a group it leads;
 //! - [`node`]: a node's groups (meta and data) over its store, behind one RPC listener;
 //! - [`calls`]: requests one member's engine makes of another's over that listener;
 //! - [`replicated`]: the engine's store on a cluster node, committing each write through the
@@ -29,6 +30,7 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+mod proposer;
 pub mod replicated;
 pub mod shard;
 pub mod state_machine;

@@ -50,7 +50,7 @@ impl LogStore {
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let partition = partition.into();
         if !backend.has_partition(&partition) {
-            backend.create_partition(&partition, KeyLayout::Flat)?;
+            backend.create_partition(&partition, KeyLayout::Log)?;
         }
         Ok(Self { backend, partition })
     }

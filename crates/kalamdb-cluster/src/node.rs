@@ -7,12 +7,13 @@ use crate::calls::CallSlot;
 use crate::leadership::{HOLD, Holds, READ_INDEX_TIMEOUT, ReadIndexRefused, confirmed_read_index};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
+use crate::proposer::Proposer;
 use crate::shard::{META, ShardMap};
 use crate::state_machine::{ApplySlot, Ownership, Progress};
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use crate::{LogStore, StateMachine};
 use kalamdb_store::StorageBackend;
-use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, ServerState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -109,7 +110,7 @@ pub struct GroupStatus {
 /// A command handed to its group's leader ([`ClusterNode::submit`]).
 pub struct Proposal {
     group: u64,
-    answer: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>,
+    answer: crate::proposer::Answer,
 }
 
 impl std::fmt::Debug for Proposal {
@@ -124,19 +125,11 @@ impl Proposal {
     /// Waits until the command is committed and applied on this node.
     pub async fn wait(self) -> Result<Applied, ClusterError> {
         let group = self.group;
-        match self.answer.await {
-            Ok(Ok(written)) => Ok(written.data),
-            Ok(Err(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_id, .. }))) => {
-                Err(ClusterError::NotLeader {
-                    group,
-                    leader: leader_id,
-                })
-            }
-            Ok(Err(e)) => Err(ClusterError::Raft(e.to_string())),
-            Err(_) => Err(ClusterError::Raft(format!(
+        self.answer.await.unwrap_or_else(|_| {
+            Err(ClusterError::Raft(format!(
                 "group {group} stopped before answering"
-            ))),
-        }
+            )))
+        })
     }
 }
 
@@ -147,6 +140,8 @@ pub struct ClusterNode {
     meta_progress: Progress,
     progress: HashMap<u64, Progress>,
     groups: Groups,
+    /// Each group's queue of this node's proposals.
+    proposers: HashMap<u64, Proposer>,
     server: tokio::task::JoinHandle<()>,
     http: reqwest::Client,
     key: Option<Arc<str>>,
@@ -229,6 +224,10 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
             groups.insert(group, raft);
         }
+        let proposers = groups
+            .iter()
+            .map(|(g, raft)| (*g, Proposer::start(*g, raft.clone())))
+            .collect();
         let groups: Groups = Arc::new(groups);
         let holds = Holds::default();
         let calls = CallSlot::default();
@@ -266,6 +265,7 @@ impl ClusterNode {
             meta_progress,
             progress,
             groups,
+            proposers,
             server,
             http,
             key,
@@ -340,10 +340,11 @@ impl ClusterNode {
                 leader: None,
             });
         }
-        let answer = raft
-            .client_write_ff(command)
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let proposer = self
+            .proposers
+            .get(&group)
+            .ok_or(ClusterError::NoGroup(group))?;
+        let answer = proposer.submit(group, command)?;
         Ok(Proposal { group, answer })
     }
 

@@ -251,6 +251,76 @@ impl StateMachine {
         }
     }
 
+    /// Applies the writes of entry `id` in order and writes the entry's applied mark, all
+    /// before returning; answers per write why it was refused (its partition is gone: the same
+    /// on every replica, so a refusal is an answer, not a failure that would stop the group).
+    /// This node's own writes (their changes were published by its engine) go to the store in
+    /// one write; another node's go one by one, each between the observer's `before` (which
+    /// reads the versions it replaces) and the closure it returns. A crash between two of
+    /// those writes leaves the entry unapplied, and applying it again is harmless: a batch's
+    /// operations are blind puts and deletions.
+    async fn apply_writes(
+        &self,
+        id: LogId<u64>,
+        batches: &[WriteBatch],
+        origin: u64,
+    ) -> Result<Vec<Option<String>>> {
+        let observer = self.hook.get().cloned();
+        if origin == self.node || observer.is_none() {
+            let mut all = WriteBatch::new();
+            for batch in batches {
+                all.extend_from(batch);
+            }
+            self.put(&mut all, APPLIED, &Some(id))?;
+            match self.backend.write(all) {
+                Ok(()) => {
+                    if let Some(o) = &observer {
+                        for batch in batches {
+                            o.after(self.group, batch);
+                        }
+                    }
+                    return Ok(vec![None; batches.len()]);
+                }
+                // One of them is refused: find which, one by one.
+                Err(kalamdb_store::StoreError::PartitionNotFound(_)) => {}
+                Err(e) => return Err(io_error(ErrorSubject::Apply(id), ErrorVerb::Write, e)),
+            }
+        }
+        let mut refusals = Vec::with_capacity(batches.len());
+        for (i, writes) in batches.iter().enumerate() {
+            let last = i + 1 == batches.len();
+            let publish = match &observer {
+                Some(o) if origin != self.node => o.before(self.group, writes).await,
+                _ => None,
+            };
+            let mut with_mark = writes.clone();
+            if last {
+                self.put(&mut with_mark, APPLIED, &Some(id))?;
+            }
+            match self.backend.write(with_mark) {
+                Ok(()) => {
+                    if let Some(o) = &observer {
+                        o.after(self.group, writes);
+                    }
+                    if let Some(publish) = publish {
+                        publish();
+                    }
+                    refusals.push(None);
+                }
+                Err(kalamdb_store::StoreError::PartitionNotFound(p)) => {
+                    refusals.push(Some(format!("partition {p} does not exist")));
+                    if last {
+                        let mut mark = WriteBatch::new();
+                        self.put(&mut mark, APPLIED, &Some(id))?;
+                        self.write(mark)?;
+                    }
+                }
+                Err(e) => return Err(io_error(ErrorSubject::Apply(id), ErrorVerb::Write, e)),
+            }
+        }
+        Ok(refusals)
+    }
+
     fn owned(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .backend
@@ -287,7 +357,7 @@ impl StateMachine {
                 batch.delete(&self.meta, Self::layout_key(name));
                 Ok(())
             }
-            Command::Write { .. } => Ok(()),
+            Command::Write { .. } | Command::Writes { .. } => Ok(()),
         }
     }
 
@@ -385,65 +455,54 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut answers = Vec::new();
         for entry in entries {
-            let mut batch = WriteBatch::new();
-            let mut refused = None;
-            match entry.payload {
-                EntryPayload::Blank => {}
+            let id = entry.log_id;
+            let (batches, origin, meta_applied, single) = match entry.payload {
                 EntryPayload::Normal(Command::Write {
-                    batch: writes,
+                    batch,
                     origin,
                     meta_applied,
-                }) => {
-                    if self.group != crate::shard::META && meta_applied > 0 {
-                        self.meta_progress.reached(meta_applied).await;
+                }) => (vec![batch], origin, meta_applied, true),
+                EntryPayload::Normal(Command::Writes {
+                    batches,
+                    origin,
+                    meta_applied,
+                }) => (batches, origin, meta_applied, false),
+                payload => {
+                    let mut batch = WriteBatch::new();
+                    match payload {
+                        EntryPayload::Normal(command) => {
+                            self.partition_change(&command, &mut batch)?
+                        }
+                        EntryPayload::Membership(m) => {
+                            let stored = Membership::new(Some(id), m);
+                            self.put(&mut batch, MEMBERSHIP, &stored)?;
+                        }
+                        EntryPayload::Blank => {}
                     }
-                    let observer = self.hook.get().cloned();
-                    let publish = match &observer {
-                        Some(o) if origin != self.node => o.before(self.group, &writes).await,
-                        _ => None,
-                    };
-                    // A write every replica refuses the same way (its partition is gone) is
-                    // answered as refused, not made fatal: the group would otherwise stop on
-                    // every replica, and again at every restart.
-                    let mut with_mark = writes.clone();
-                    self.put(&mut with_mark, APPLIED, &Some(entry.log_id))?;
-                    match self.backend.write(with_mark) {
-                        Ok(()) => {
-                            if let Some(o) = observer {
-                                o.after(self.group, &writes);
-                            }
-                            if let Some(publish) = publish {
-                                publish();
-                            }
-                            answers.push(Applied {
-                                index: entry.log_id.index,
-                                refused: None,
-                            });
-                            continue;
-                        }
-                        Err(kalamdb_store::StoreError::PartitionNotFound(p)) => {
-                            refused = Some(format!("partition {p} does not exist"));
-                        }
-                        Err(e) => {
-                            return Err(io_error(
-                                ErrorSubject::Apply(entry.log_id),
-                                ErrorVerb::Write,
-                                e,
-                            ));
-                        }
-                    }
+                    self.put(&mut batch, APPLIED, &Some(id))?;
+                    self.write(batch)?;
+                    answers.push(Applied {
+                        index: id.index,
+                        ..Applied::default()
+                    });
+                    continue;
                 }
-                EntryPayload::Normal(command) => self.partition_change(&command, &mut batch)?,
-                EntryPayload::Membership(m) => {
-                    let stored = Membership::new(Some(entry.log_id), m);
-                    self.put(&mut batch, MEMBERSHIP, &stored)?;
-                }
+            };
+            if self.group != crate::shard::META && meta_applied > 0 {
+                self.meta_progress.reached(meta_applied).await;
             }
-            self.put(&mut batch, APPLIED, &Some(entry.log_id))?;
-            self.write(batch)?;
-            answers.push(Applied {
-                index: entry.log_id.index,
-                refused,
+            let parts = self.apply_writes(id, &batches, origin).await?;
+            answers.push(match single {
+                true => Applied {
+                    index: id.index,
+                    refused: parts.into_iter().next().flatten(),
+                    parts: Vec::new(),
+                },
+                false => Applied {
+                    index: id.index,
+                    refused: None,
+                    parts,
+                },
             });
         }
         if let Some(last) = answers.last() {

@@ -22,6 +22,17 @@ pub enum Command {
         #[serde(default)]
         meta_applied: u64,
     },
+    /// Several writes one node proposed together (see [`crate::proposer`]): applied in order,
+    /// each as [`Command::Write`] would apply it, in one entry; the answer says per write
+    /// whether it was refused.
+    Writes {
+        /// The writes, in the order they were submitted.
+        batches: Vec<WriteBatch>,
+        /// The node that proposed them (as [`Command::Write`]'s).
+        origin: u64,
+        /// The highest meta barrier of the writes (as [`Command::Write`]'s).
+        meta_applied: u64,
+    },
     /// A new partition (a table or scope) with its key layout; a no-op where it exists.
     CreatePartition {
         /// The partition's name.
@@ -56,6 +67,9 @@ pub struct Applied {
     /// Why a write was not made, the same on every replica (its partition is gone); the entry
     /// still counts as applied.
     pub refused: Option<String>,
+    /// For [`Command::Writes`]: why each write was refused (`None`: made), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Option<String>>,
 }
 
 /// A member as every group's membership records it: where peers reach it and where clients

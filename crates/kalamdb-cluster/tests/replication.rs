@@ -452,6 +452,53 @@ async fn every_group_of_the_shard_map_fails_over() {
     assert!(after.values().all(|l| *l != busiest));
     let last = write_all(&nodes, 10..20, false).await;
     check(&nodes, &last, 20).await;
+
+    // Writes submitted together share entries (group commit): 40 writes, one of them to a
+    // partition no replica has, all handed over before any is awaited. Each is answered on
+    // its own: the refused one names its partition, the others land on every node.
+    let leaders = wait_leaders(&nodes).await;
+    let mut last = BTreeMap::new();
+    for (group, leader) in &leaders {
+        let node = nodes.iter().find(|n| n.node_id() == *leader).unwrap();
+        let mut proposals = Vec::new();
+        for i in 20..60 {
+            let mut batch = WriteBatch::new();
+            let table = match i {
+                33 => format!("g{group}.missing"),
+                _ => format!("g{group}.t"),
+            };
+            batch.put(&table, key(i), b"v".to_vec());
+            proposals.push(node.submit(*group, Command::write(batch)).await.unwrap());
+        }
+        let mut indexes = std::collections::BTreeSet::new();
+        for (i, proposal) in (20..60).zip(proposals) {
+            let applied = proposal.wait().await.unwrap();
+            match i {
+                33 => assert!(
+                    applied
+                        .refused
+                        .as_deref()
+                        .is_some_and(|r| r.contains("missing")),
+                    "{applied:?}"
+                ),
+                _ => assert_eq!(applied.refused, None, "write {i}"),
+            }
+            indexes.insert(applied.index);
+            last.insert(*group, applied.index);
+        }
+        assert!(
+            indexes.len() < 20,
+            "group {group}: 40 concurrent writes took {} entries",
+            indexes.len()
+        );
+    }
+    // Row 33 went to the missing partition: write it where check expects it.
+    for group in map.groups() {
+        let mut batch = WriteBatch::new();
+        batch.put(&format!("g{group}.t"), key(33), b"v".to_vec());
+        last.insert(group, propose(&nodes, group, Command::write(batch)).await);
+    }
+    check(&nodes, &last, 60).await;
     for n in nodes {
         n.shutdown().await;
     }

@@ -203,6 +203,32 @@ impl WriteBatch {
     pub fn ops(&self) -> &[BatchOp] {
         &self.ops
     }
+
+    /// Appends copies of `other`'s operations (after this batch's own).
+    pub fn extend_from(&mut self, other: &WriteBatch) {
+        self.ops.extend_from_slice(&other.ops);
+    }
+
+    /// The bytes of the partition names, keys and values the batch carries (its size on the
+    /// wire, give or take framing).
+    pub fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put {
+                    partition,
+                    key,
+                    value,
+                } => partition.len() + key.len() + value.len(),
+                BatchOp::Delete { partition, key } => partition.len() + key.len(),
+                BatchOp::DeleteRange {
+                    partition,
+                    from,
+                    to,
+                } => partition.len() + from.len() + to.len(),
+            })
+            .sum()
+    }
 }
 
 /// Read access shared by the live store and its snapshots.

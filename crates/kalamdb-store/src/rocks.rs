@@ -137,6 +137,9 @@ impl RocksBackend {
 /// Column-family options for `layout`.
 fn options_for(base: &Options, layout: KeyLayout) -> Options {
     let mut options = base.clone();
+    if layout == KeyLayout::Log {
+        options.set_compression_type(rocksdb::DBCompressionType::None);
+    }
     if layout == KeyLayout::Scoped {
         options.set_prefix_extractor(SliceTransform::create(
             "kalamdb.scope_prefix",

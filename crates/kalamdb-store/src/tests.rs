@@ -268,3 +268,33 @@ fn compacting_a_deleted_range_keeps_what_snapshots_and_later_writes_see() {
     // A partition that went away is not an error.
     db.compact_range("gone", b"a", b"b").unwrap();
 }
+
+/// A log partition keeps its layout across a reopen (recorded beside the scoped ones) and
+/// reads like a flat one from its memtable and from its uncompressed files.
+#[test]
+fn log_partitions_keep_their_layout_and_read_like_flat_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(dir.path());
+        db.create_partition("raft.1.log", KeyLayout::Log).unwrap();
+        db.create_partition("s", KeyLayout::Scoped).unwrap();
+        let mut batch = WriteBatch::new();
+        for i in 0u64..100 {
+            batch.put("raft.1.log", i.to_be_bytes().to_vec(), vec![b'e'; 1000]);
+        }
+        db.write(batch).unwrap();
+        assert_eq!(db.layout("raft.1.log"), Some(KeyLayout::Log));
+        db.flush().unwrap();
+    }
+    let db = open(dir.path());
+    assert_eq!(db.layout("raft.1.log"), Some(KeyLayout::Log));
+    assert_eq!(db.layout("s"), Some(KeyLayout::Scoped));
+    let rows = collect(db.scan("raft.1.log", b"", None).unwrap());
+    assert_eq!(rows.len(), 100);
+    assert_eq!(rows[42], (42u64.to_be_bytes().to_vec(), vec![b'e'; 1000]));
+    let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
+    assert_eq!(recorded, "s\nlog\traft.1.log\n");
+    db.drop_partition("raft.1.log").unwrap();
+    let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
+    assert_eq!(recorded, "s\n");
+}

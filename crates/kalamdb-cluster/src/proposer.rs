@@ -1,0 +1,176 @@
+//! Group commit of a group's proposals (docs/cluster.md §4): the commands this node hands to
+//! a group it leads queue here, and one task per group proposes them. While
+//! [`IN_FLIGHT`] of its entries are still uncommitted the task waits, and the writes that
+//! queued meanwhile go into the next entry together ([`Command::Writes`]): concurrent writers
+//! share one log append, one replication round and one apply write instead of paying one
+//! each, and a lone writer still goes at once. Commands keep the order they were queued in:
+//! it is the order of their log positions.
+
+use crate::node::ClusterError;
+use crate::types::{Applied, Command, TypeConfig};
+use openraft::Raft;
+use openraft::error::{ClientWriteError, ForwardToLeader};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// How many entries of one group this node may have proposed and not yet seen applied.
+pub(crate) const IN_FLIGHT: usize = 2;
+
+/// At most this many writes go into one entry.
+const MAX_WRITES: usize = 512;
+
+/// And at most about this many bytes of them (one more write may pass it).
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a queued command is answered with.
+pub(crate) type Answer = oneshot::Receiver<Result<Applied, ClusterError>>;
+
+/// A command waiting in the queue, with where its answer goes.
+struct Queued {
+    command: Command,
+    answer: oneshot::Sender<Result<Applied, ClusterError>>,
+}
+
+/// The queue of one group; see the module doc. Dropping it ends the task once the queue is
+/// drained.
+#[derive(Debug)]
+pub(crate) struct Proposer {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+impl Proposer {
+    /// Starts the task proposing to `raft`, group `group`, on the current runtime.
+    pub(crate) fn start(group: u64, raft: Raft<TypeConfig>) -> Self {
+        let (queue, commands) = mpsc::unbounded_channel();
+        tokio::spawn(run(group, raft, commands));
+        Self { queue }
+    }
+
+    /// Queues `command`; the answer comes once this node applied it (or it failed).
+    pub(crate) fn submit(&self, group: u64, command: Command) -> Result<Answer, ClusterError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Queued { command, answer })
+            .map_err(|_| ClusterError::Raft(format!("group {group} is shutting down")))?;
+        Ok(answered)
+    }
+}
+
+/// The proposing task of one group.
+async fn run(group: u64, raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(next) => next,
+            None => match queue.recv().await {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let mut taken = vec![first];
+        if let Command::Write { batch, origin, .. } = &taken[0].command {
+            let origin = *origin;
+            let mut bytes = batch.bytes();
+            while taken.len() < MAX_WRITES && bytes < MAX_BYTES {
+                let Ok(next) = queue.try_recv() else { break };
+                match &next.command {
+                    Command::Write {
+                        batch, origin: o, ..
+                    } if *o == origin => {
+                        bytes += batch.bytes();
+                        taken.push(next);
+                    }
+                    _ => {
+                        carried = Some(next);
+                        break;
+                    }
+                }
+            }
+        }
+        let (command, answers) = combine(taken);
+        match raft.client_write_ff(command).await {
+            Ok(written) => {
+                tokio::spawn(async move {
+                    let outcome = written.await;
+                    drop(slot);
+                    answer(group, outcome, answers);
+                });
+            }
+            Err(e) => {
+                for a in answers {
+                    let _ = a.send(Err(ClusterError::Raft(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One command for what was taken: the command itself when alone, else one
+/// [`Command::Writes`] of the writes in order.
+fn combine(
+    mut taken: Vec<Queued>,
+) -> (Command, Vec<oneshot::Sender<Result<Applied, ClusterError>>>) {
+    if taken.len() == 1 {
+        let Queued { command, answer } = taken.remove(0);
+        return (command, vec![answer]);
+    }
+    let mut batches = Vec::with_capacity(taken.len());
+    let mut answers = Vec::with_capacity(taken.len());
+    let (mut from, mut barrier) = (0, 0);
+    for Queued { command, answer } in taken {
+        if let Command::Write {
+            batch,
+            origin,
+            meta_applied,
+        } = command
+        {
+            batches.push(batch);
+            from = origin;
+            barrier = barrier.max(meta_applied);
+        }
+        answers.push(answer);
+    }
+    let command = Command::Writes {
+        batches,
+        origin: from,
+        meta_applied: barrier,
+    };
+    (command, answers)
+}
+
+/// Hands each writer its part of the entry's outcome.
+fn answer(
+    group: u64,
+    outcome: Result<openraft::raft::ClientWriteResult<TypeConfig>, oneshot::error::RecvError>,
+    answers: Vec<oneshot::Sender<Result<Applied, ClusterError>>>,
+) {
+    let applied = match outcome {
+        Ok(Ok(written)) => Ok(written.data),
+        Ok(Err(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_id, .. }))) => {
+            Err(Err(leader_id))
+        }
+        Ok(Err(e)) => Err(Ok(e.to_string())),
+        Err(_) => Err(Ok(format!("group {group} stopped before answering"))),
+    };
+    let single = answers.len() == 1;
+    for (i, a) in answers.into_iter().enumerate() {
+        let mine = match &applied {
+            Ok(applied) if single => Ok(applied.clone()),
+            Ok(applied) => Ok(Applied {
+                index: applied.index,
+                refused: applied.parts.get(i).cloned().flatten(),
+                parts: Vec::new(),
+            }),
+            Err(Err(leader)) => Err(ClusterError::NotLeader {
+                group,
+                leader: *leader,
+            }),
+            Err(Ok(why)) => Err(ClusterError::Raft(why.clone())),
+        };
+        let _ = a.send(mine);
+    }
+}
