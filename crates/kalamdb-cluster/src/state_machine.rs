@@ -11,7 +11,7 @@
 
 use crate::io_error;
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
-use kalamdb_store::{KeyLayout, StorageBackend, StorageRead, WriteBatch};
+use kalamdb_store::{BatchOp, KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta,
@@ -254,11 +254,14 @@ impl StateMachine {
     /// Applies the writes of entry `id` in order and writes the entry's applied mark, all
     /// before returning; answers per write why it was refused (its partition is gone: the same
     /// on every replica, so a refusal is an answer, not a failure that would stop the group).
-    /// This node's own writes (their changes were published by its engine) go to the store in
-    /// one write; another node's go one by one, each between the observer's `before` (which
-    /// reads the versions it replaces) and the closure it returns. A crash between two of
-    /// those writes leaves the entry unapplied, and applying it again is harmless: a batch's
-    /// operations are blind puts and deletions.
+    /// The writes go to the store in one write when that is the same as writing them one by
+    /// one: always for this node's own (their changes were published by its engine), and for
+    /// another node's when no key is written by two of them (the observer's `before` reads the
+    /// versions they replace, in one pass, and a key written twice would show it the older
+    /// one). Otherwise, or when one is refused, they go one by one, each between the
+    /// observer's `before` and the closure it returns. A crash between two of those writes
+    /// leaves the entry unapplied, and applying it again is harmless: a batch's operations are
+    /// blind puts and deletions.
     async fn apply_writes(
         &self,
         id: LogId<u64>,
@@ -266,11 +269,19 @@ impl StateMachine {
         origin: u64,
     ) -> Result<Vec<Option<String>>> {
         let observer = self.hook.get().cloned();
-        if origin == self.node || observer.is_none() {
-            let mut all = WriteBatch::new();
+        let derives = origin != self.node && observer.is_some();
+        if !derives || one_pass(batches) {
+            let mut all = match batches.first().is_some_and(WriteBatch::is_upkeep) {
+                true => WriteBatch::upkeep(),
+                false => WriteBatch::new(),
+            };
             for batch in batches {
                 all.extend_from(batch);
             }
+            let publish = match &observer {
+                Some(o) if derives => o.before(self.group, &all).await,
+                _ => None,
+            };
             self.put(&mut all, APPLIED, &Some(id))?;
             match self.backend.write(all) {
                 Ok(()) => {
@@ -278,6 +289,9 @@ impl StateMachine {
                         for batch in batches {
                             o.after(self.group, batch);
                         }
+                    }
+                    if let Some(publish) = publish {
+                        publish();
                     }
                     return Ok(vec![None; batches.len()]);
                 }
@@ -583,6 +597,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Whether `view` can read `partition` at all (it may postdate the view).
+/// Whether `batches` written as one batch read the same to an observer deriving changes as
+/// written one by one: all of one kind (upkeep or not), no range deletion, and no key written
+/// by two of them.
+fn one_pass(batches: &[WriteBatch]) -> bool {
+    if batches.len() <= 1 {
+        return true;
+    }
+    let upkeep = batches[0].is_upkeep();
+    let mut earlier: std::collections::HashSet<(&str, &[u8])> = Default::default();
+    for batch in batches {
+        if batch.is_upkeep() != upkeep {
+            return false;
+        }
+        let mut mine = Vec::with_capacity(batch.len());
+        for op in batch.ops() {
+            let target = match op {
+                BatchOp::Put { partition, key, .. } | BatchOp::Delete { partition, key } => {
+                    (partition.as_str(), key.as_slice())
+                }
+                BatchOp::DeleteRange { .. } => return false,
+            };
+            if earlier.contains(&target) {
+                return false;
+            }
+            mine.push(target);
+        }
+        earlier.extend(mine);
+    }
+    true
+}
+
 fn view_has(view: &dyn StorageRead, partition: &str) -> bool {
     view.get(partition, b"").is_ok()
 }
@@ -590,6 +635,37 @@ fn view_has(view: &dyn StorageRead, partition: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_go_in_one_pass_only_when_no_key_is_written_twice() {
+        let put = |key: &[u8]| {
+            let mut b = WriteBatch::new();
+            b.put("t", key.to_vec(), b"v".to_vec());
+            b
+        };
+        assert!(one_pass(&[]));
+        assert!(one_pass(&[put(b"a")]));
+        assert!(one_pass(&[put(b"a"), put(b"b"), put(b"c")]));
+        // A key twice in one batch is that batch's business; in two, the second replaces
+        // what the first wrote.
+        let mut twice = put(b"a");
+        twice.put("t", b"a".to_vec(), b"w".to_vec());
+        assert!(one_pass(&[twice, put(b"b")]));
+        assert!(!one_pass(&[put(b"a"), put(b"b"), put(b"a")]));
+        let mut delete = WriteBatch::new();
+        delete.delete("t", b"a".to_vec());
+        assert!(!one_pass(&[put(b"a"), delete]));
+        // The same key in another partition is another key.
+        let mut other = WriteBatch::new();
+        other.put("u", b"a".to_vec(), b"v".to_vec());
+        assert!(one_pass(&[put(b"a"), other]));
+        let mut range = WriteBatch::new();
+        range.delete_range("t", b"x".to_vec(), b"y".to_vec());
+        assert!(!one_pass(&[put(b"a"), range]));
+        let mut upkeep = WriteBatch::upkeep();
+        upkeep.delete("t", b"z".to_vec());
+        assert!(!one_pass(&[put(b"a"), upkeep]));
+    }
     use crate::log_store::LogStore;
     use kalamdb_store::{RocksBackend, StoreOptions};
     use openraft::testing::{StoreBuilder, Suite};
