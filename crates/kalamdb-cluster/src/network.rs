@@ -18,7 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openraft::Raft;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -40,6 +41,11 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// Snapshot chunk size: MessagePack writes bytes as arrays of small integers (up to 2x), so a
 /// chunk stays far below [`MAX_BODY_BYTES`].
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Largest AppendEntries a node sends with more than one entry (bytes of the entries'
+/// writes): above it openraft is told to send fewer entries at a time, so a follower catching
+/// up on large entries gets them within the RPC timeout (one heartbeat interval).
+pub const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 
 /// The header carrying the cluster key.
 pub const KEY_HEADER: &str = "x-kalamdb-cluster-key";
@@ -309,12 +315,37 @@ impl Peer {
     }
 }
 
+/// How many entries of `rpc` to send at a time when it carries more than one and they exceed
+/// [`MAX_APPEND_BYTES`] together; `None` to send it as it is.
+fn fewer_entries(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<u64> {
+    if rpc.entries.len() < 2 {
+        return None;
+    }
+    let bytes: usize = rpc
+        .entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(command) => command.bytes(),
+            _ => 0,
+        })
+        .sum();
+    (bytes > MAX_APPEND_BYTES).then(|| {
+        let fit = rpc.entries.len() * MAX_APPEND_BYTES / bytes;
+        fit.clamp(1, rpc.entries.len() - 1) as u64
+    })
+}
+
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<u64>, RaftError<u64>> {
+        if let Some(fit) = fewer_entries(&rpc) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         self.send("append", &rpc, &option).await
     }
 
@@ -332,5 +363,46 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
         self.send("snapshot", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+    use kalamdb_store::WriteBatch;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    fn append(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let mut batch = WriteBatch::new();
+                batch.put("t", vec![1], vec![0; *size]);
+                Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                    payload: EntryPayload::Normal(Command::write(batch)),
+                }
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn large_appends_ask_openraft_for_fewer_entries() {
+        let mb = 1024 * 1024;
+        assert_eq!(fewer_entries(&append(&[100; 300])), None);
+        // One entry goes whatever its size.
+        assert_eq!(fewer_entries(&append(&[20 * mb])), None);
+        // 10 entries of a little over 4 MB: one at a time (two would pass 8 MB).
+        assert_eq!(fewer_entries(&append(&[4 * mb; 10])), Some(1));
+        assert_eq!(fewer_entries(&append(&[mb; 20])), Some(7));
+        assert_eq!(fewer_entries(&append(&[20 * mb, 100])), Some(1));
     }
 }

@@ -86,6 +86,21 @@ pub enum ClusterError {
     },
 }
 
+impl ClusterError {
+    /// The same refusal for another writer (a store failure passes on as its message).
+    pub(crate) fn share(&self) -> Self {
+        match self {
+            Self::NotLeader { group, leader } => Self::NotLeader {
+                group: *group,
+                leader: *leader,
+            },
+            Self::NoGroup(group) => Self::NoGroup(*group),
+            Self::Raft(why) => Self::Raft(why.clone()),
+            other => Self::Raft(other.to_string()),
+        }
+    }
+}
+
 /// One group as this node sees it (a row of `system.cluster_groups`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -224,12 +239,12 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
             groups.insert(group, raft);
         }
+        let holds = Holds::default();
         let proposers = groups
             .iter()
-            .map(|(g, raft)| (*g, Proposer::start(*g, raft.clone())))
+            .map(|(g, raft)| (*g, Proposer::start(*g, raft.clone(), holds.clone())))
             .collect();
         let groups: Groups = Arc::new(groups);
-        let holds = Holds::default();
         let calls = CallSlot::default();
         let serving = router_with_key(
             Arc::clone(&groups),
@@ -316,30 +331,7 @@ impl ClusterNode {
     /// commands submitted one after another take log positions in that order.
     pub async fn submit(&self, group: u64, command: Command) -> Result<Proposal, ClusterError> {
         let raft = self.group(group).ok_or(ClusterError::NoGroup(group))?;
-        // A new leader first applies what earlier leaders committed (its own first entry
-        // marks the end of that): until then a write is refused, so a writer holding the
-        // engine's locks never waits behind entries whose apply needs those locks.
-        let m = raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader
-            && m.last_applied.map(|l| l.leader_id.term) != Some(m.current_term)
-        {
-            return Err(ClusterError::Raft(format!(
-                "group {group}'s new leader is still applying its predecessors' entries; retry"
-            )));
-        }
-        if m.state != ServerState::Leader {
-            return Err(ClusterError::NotLeader {
-                group,
-                leader: m.current_leader,
-            });
-        }
-        if self.holds.writes_paused(group) {
-            // Handing the group to another member (CLUSTER TRANSFER LEADER): retry shortly.
-            return Err(ClusterError::NotLeader {
-                group,
-                leader: None,
-            });
-        }
+        crate::proposer::may_propose(group, raft, &self.holds)?;
         let proposer = self
             .proposers
             .get(&group)

@@ -1,15 +1,18 @@
 //! Group commit of a group's proposals (docs/cluster.md §4): the commands this node hands to
 //! a group it leads queue here, and one task per group proposes them. While
-//! [`IN_FLIGHT`] of its entries are still uncommitted the task waits, and the writes that
+//! [`IN_FLIGHT`] of its entries are still unanswered the task waits, and the writes that
 //! queued meanwhile go into the next entry together ([`Command::Writes`]): concurrent writers
 //! share one log append, one replication round and one apply write instead of paying one
 //! each, and a lone writer still goes at once. Commands keep the order they were queued in:
-//! it is the order of their log positions.
+//! it is the order of their log positions. A slot is free again once this node applied the
+//! entry and openraft answered it. Whether this node may propose is checked when a command is
+//! queued and again when it is proposed ([`may_propose`]).
 
+use crate::leadership::Holds;
 use crate::node::ClusterError;
 use crate::types::{Applied, Command, TypeConfig};
-use openraft::Raft;
 use openraft::error::{ClientWriteError, ForwardToLeader};
+use openraft::{Raft, ServerState};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -39,10 +42,11 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the task proposing to `raft`, group `group`, on the current runtime.
-    pub(crate) fn start(group: u64, raft: Raft<TypeConfig>) -> Self {
+    /// Starts the task proposing to `raft`, group `group`, on the current runtime; `holds`
+    /// pause it during leadership transfers.
+    pub(crate) fn start(group: u64, raft: Raft<TypeConfig>, holds: Holds) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
-        tokio::spawn(run(group, raft, commands));
+        tokio::spawn(run(group, raft, holds, commands));
         Self { queue }
     }
 
@@ -56,8 +60,45 @@ impl Proposer {
     }
 }
 
+/// Whether this node may propose to `group` now: it leads it, it applied an entry of its own
+/// term (a new leader first applies what earlier leaders committed, so a writer holding the
+/// engine's locks never waits behind entries whose apply needs those locks), and no transfer
+/// of the leadership is under way (CLUSTER TRANSFER LEADER: retry shortly).
+pub(crate) fn may_propose(
+    group: u64,
+    raft: &Raft<TypeConfig>,
+    holds: &Holds,
+) -> Result<(), ClusterError> {
+    let (state, leader, settled) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let settled = m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term);
+        (m.state, m.current_leader, settled)
+    };
+    if state != ServerState::Leader {
+        return Err(ClusterError::NotLeader { group, leader });
+    }
+    if !settled {
+        return Err(ClusterError::Raft(format!(
+            "group {group}'s new leader is still applying its predecessors' entries; retry"
+        )));
+    }
+    if holds.writes_paused(group) {
+        return Err(ClusterError::NotLeader {
+            group,
+            leader: None,
+        });
+    }
+    Ok(())
+}
+
 /// The proposing task of one group.
-async fn run(group: u64, raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn run(
+    group: u64,
+    raft: Raft<TypeConfig>,
+    holds: Holds,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Queued> = None;
     loop {
@@ -90,6 +131,13 @@ async fn run(group: u64, raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedRecei
                     }
                 }
             }
+        }
+        // Checked again: the leadership may have moved (and come back) while they queued.
+        if let Err(refused) = may_propose(group, &raft, &holds) {
+            for q in taken {
+                let _ = q.answer.send(Err(refused.share()));
+            }
+            continue;
         }
         let (command, answers) = combine(taken);
         match raft.client_write_ff(command).await {

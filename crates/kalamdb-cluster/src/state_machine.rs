@@ -1,7 +1,11 @@
-//! Applies a group's committed commands to the node's store. Each entry is one atomic store
-//! batch holding the entry's writes **and** the group's applied log id (and membership, when
-//! the entry changes it), so after a crash an entry is either applied with its mark or not at
-//! all, never twice. Partition commands are idempotent and run before their entry's mark.
+//! Applies a group's committed commands to the node's store. An entry is normally one atomic
+//! store batch holding the entry's writes **and** the group's applied log id (and membership,
+//! when the entry changes it), so after a crash an entry is either applied with its mark or
+//! not at all. An entry of several writes ([`Command::Writes`]) that cannot go in one batch
+//! (one is refused, or a replica derives changes from writes of one key) is written write by
+//! write with the mark in the last one: a crash in between applies the entry again from its
+//! first write, which leaves the same store (writes are blind puts and deletions). Partition
+//! commands are idempotent and run before their entry's mark.
 //!
 //! Snapshots hold every key the group owns (its [`Ownership`]: whole partitions for the meta
 //! group and SHARED shards, the scopes of some users inside USER-table partitions for user
@@ -596,7 +600,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Whether `view` can read `partition` at all (it may postdate the view).
 /// Whether `batches` written as one batch read the same to an observer deriving changes as
 /// written one by one: all of one kind (upkeep or not), no range deletion, and no key written
 /// by two of them.
@@ -628,6 +631,7 @@ fn one_pass(batches: &[WriteBatch]) -> bool {
     true
 }
 
+/// Whether `view` can read `partition` at all (it may postdate the view).
 fn view_has(view: &dyn StorageRead, partition: &str) -> bool {
     view.get(partition, b"").is_ok()
 }

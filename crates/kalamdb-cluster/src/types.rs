@@ -48,6 +48,16 @@ pub enum Command {
 }
 
 impl Command {
+    /// The bytes of the keys, values and partition names it carries (see
+    /// [`WriteBatch::bytes`]).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Write { batch, .. } => batch.bytes(),
+            Self::Writes { batches, .. } => batches.iter().map(WriteBatch::bytes).sum(),
+            Self::CreatePartition { name, .. } | Self::DropPartition { name } => name.len(),
+        }
+    }
+
     /// A write of `batch` proposed by no node in particular.
     pub fn write(batch: WriteBatch) -> Self {
         Self::Write {

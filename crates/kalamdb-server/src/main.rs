@@ -8,7 +8,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc instead of the system allocator: a cluster member allocates and frees a log
 /// entry's buffers on several threads (encode, decode, apply), where glibc's malloc spent a
-/// sixth of the Raft threads' time consolidating chunks (docs/benchmarks.md).
+/// sixth of the Raft threads' time consolidating chunks (docs/benchmarks.md, session 9).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
