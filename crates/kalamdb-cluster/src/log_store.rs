@@ -6,6 +6,11 @@
 //! leaders in one term); appended entries are as durable as the node's writes are
 //! (`sync_writes`): an acknowledged write survives the crash of any minority of processes
 //! always, and a power loss of a majority only with `sync_writes = true`, as on one node.
+//!
+//! The latest entries are also kept in memory, decoded ([`Recent`]): openraft reads each
+//! entry back soon after it is appended (the leader once per follower to replicate it and
+//! once to apply it, a follower once to apply it), and a read from the store (an iterator
+//! over the log's files, a decode) cost a follower more than its apply's write.
 
 use crate::io_error;
 use crate::types::{TypeConfig, decode, encode};
@@ -34,12 +39,92 @@ fn after_entries() -> Vec<u8> {
     vec![ENTRY + 1]
 }
 
-/// One group's log. Cheap to clone: clones share the store (openraft reads through a clone
-/// while it writes through the original; every write is one atomic batch).
+/// At most this many of the latest entries are kept in memory per group…
+const RECENT_ENTRIES: usize = 4096;
+
+/// …and at most about this many bytes of their writes (one entry may pass it).
+const RECENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The latest entries of the log, in memory: a contiguous run of indexes ending at the last
+/// appended entry (empty after a restart until entries are appended).
+#[derive(Debug, Default)]
+struct Recent {
+    entries: std::collections::VecDeque<Entry<TypeConfig>>,
+    bytes: usize,
+}
+
+fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(command) => command.bytes(),
+        _ => 0,
+    }
+}
+
+impl Recent {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry<TypeConfig>) {
+        let next = self.entries.back().map(|e| e.log_id.index + 1);
+        if next.is_some_and(|n| n != entry.log_id.index) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += entry_bytes(&entry);
+        self.entries.push_back(entry);
+        while self.entries.len() > RECENT_ENTRIES
+            || (self.bytes > RECENT_BYTES && self.entries.len() > 1)
+        {
+            if let Some(gone) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&gone);
+            }
+        }
+    }
+
+    /// Forgets the entries from `index` on (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            if let Some(gone) = self.entries.pop_back() {
+                self.bytes -= entry_bytes(&gone);
+            }
+        }
+    }
+
+    /// Forgets the entries up to `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            if let Some(gone) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&gone);
+            }
+        }
+    }
+
+    /// The entries `start..end` when all of them are here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first()?;
+        let last = self.entries.back()?.log_id.index;
+        if start < first || end > last + 1 {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let to = usize::try_from(end.max(start) - first).ok()?;
+        Some(self.entries.range(from..to).cloned().collect())
+    }
+}
+
+/// One group's log. Cheap to clone: clones share the store and the latest entries (openraft
+/// reads through a clone while it writes through the original; every write is one atomic
+/// batch).
 #[derive(Debug, Clone)]
 pub struct LogStore {
     backend: Arc<dyn StorageBackend>,
     partition: String,
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 impl LogStore {
@@ -52,7 +137,17 @@ impl LogStore {
         if !backend.has_partition(&partition) {
             backend.create_partition(&partition, KeyLayout::Log)?;
         }
-        Ok(Self { backend, partition })
+        Ok(Self {
+            backend,
+            partition,
+            recent: Arc::default(),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // A panic while holding it leaves a consistent run of entries (every change is one
+        // push or pop): go on with it.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read<T: serde::de::DeserializeOwned>(
@@ -104,6 +199,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(found) = end.and_then(|end| self.recent().get(start, end)) {
+            return Ok(found);
+        }
         let mut entries = Vec::new();
         let mut failed = None;
         let from = entry_key(start);
@@ -163,10 +266,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = WriteBatch::new();
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes =
                 encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put(&self.partition, entry_key(entry.log_id.index), bytes);
+            appended.push(entry);
         }
         // The batch is in the store's write-ahead log when write returns: durable as the node
         // is configured (sync_writes), and readable at once.
@@ -174,6 +279,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .backend
             .write(batch)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e));
+        if written.is_ok() {
+            let mut recent = self.recent();
+            for entry in appended {
+                recent.push(entry);
+            }
+        }
         callback.log_io_completed(
             written
                 .as_ref()
@@ -184,6 +295,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {
+        self.recent().truncate(log_id.index);
         let mut batch = WriteBatch::new();
         batch.delete_range(&self.partition, entry_key(log_id.index), after_entries());
         self.write(batch, ErrorSubject::Logs)
@@ -205,6 +317,60 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if from <= log_id.index {
             batch.delete_range(&self.partition, entry_key(from), end);
         }
+        self.recent().purge(log_id.index);
         self.write(batch, ErrorSubject::Logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        let mut batch = WriteBatch::new();
+        batch.put("t", index.to_be_bytes().to_vec(), vec![0; 10]);
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Command::write(batch)),
+        }
+    }
+
+    fn ids(found: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<(u64, u64)>> {
+        found.map(|es| {
+            es.iter()
+                .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn recent_entries_follow_appends_truncations_and_purges() {
+        let mut recent = Recent::default();
+        for i in 1..=5 {
+            recent.push(entry(1, i));
+        }
+        assert_eq!(ids(recent.get(2, 4)), Some(vec![(1, 2), (1, 3)]));
+        assert_eq!(ids(recent.get(3, 3)), Some(vec![]));
+        assert_eq!(ids(recent.get(0, 3)), None, "index 0 is not here");
+        assert_eq!(ids(recent.get(4, 7)), None, "6 is not appended yet");
+        // A new leader's entries replace the tail from 4.
+        recent.truncate(4);
+        assert_eq!(ids(recent.get(3, 5)), None);
+        recent.push(entry(2, 4));
+        assert_eq!(ids(recent.get(3, 5)), Some(vec![(1, 3), (2, 4)]));
+        recent.purge(2);
+        assert_eq!(ids(recent.get(2, 4)), None);
+        assert_eq!(ids(recent.get(3, 5)), Some(vec![(1, 3), (2, 4)]));
+        // A gap (entries after a snapshot) starts the run again.
+        recent.push(entry(2, 10));
+        assert_eq!(ids(recent.get(3, 5)), None);
+        assert_eq!(ids(recent.get(10, 11)), Some(vec![(2, 10)]));
+        for i in 11..(11 + RECENT_ENTRIES as u64) {
+            recent.push(entry(2, i));
+        }
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(ids(recent.get(10, 11)), None, "the oldest went");
     }
 }
