@@ -1,5 +1,6 @@
 //! Raft replication for KalamDB clusters (`docs/cluster.md`), on openraft 0.9.
 //!
+//! - `error`: why groups could not start or a write was not taken ([`ClusterError`]);
 //! - [`types`]: the type configuration of every group, the [`Command`]s a log carries (the
 //!   engine's atomic write batches and partition changes) and what applying one answers;
 //! - [`log_store`]: a group's Raft log, vote and purge/commit marks in one partition of the
@@ -25,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod calls;
+mod error;
 pub mod leadership;
 pub mod log_store;
 pub mod membership;

@@ -8,8 +8,8 @@
 //! entry and openraft answered it. Whether this node may propose is checked when a command is
 //! queued and again when it is proposed ([`may_propose`]).
 
+use crate::error::ClusterError;
 use crate::leadership::Holds;
-use crate::node::ClusterError;
 use crate::types::{Applied, Command, TypeConfig};
 use openraft::error::{ClientWriteError, ForwardToLeader};
 use openraft::{Raft, ServerState};

@@ -22,7 +22,7 @@ pub enum Command {
         #[serde(default)]
         meta_applied: u64,
     },
-    /// Several writes one node proposed together (see [`crate::proposer`]): applied in order,
+    /// Several writes one node proposed together (group commit, the proposer module): applied in order,
     /// each as [`Command::Write`] would apply it, in one entry; the answer says per write
     /// whether it was refused.
     Writes {
