@@ -13,7 +13,7 @@
 //! over the log's files, a decode) cost a follower more than its apply's write.
 
 use crate::io_error;
-use crate::types::{TypeConfig, decode, encode};
+use crate::types::{Command, TypeConfig, decode, encode};
 use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote};
@@ -42,7 +42,7 @@ fn after_entries() -> Vec<u8> {
 /// At most this many of the latest entries are kept in memory per group…
 const RECENT_ENTRIES: usize = 4096;
 
-/// …and at most about this many bytes of their writes (one entry may pass it).
+/// …and at most about this many bytes ([`entry_bytes`]; one entry may pass it).
 const RECENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The latest entries of the log, in memory: a contiguous run of indexes ending at the last
@@ -53,11 +53,23 @@ struct Recent {
     bytes: usize,
 }
 
+/// What an entry takes in memory, about: its writes' bytes plus an allowance per operation
+/// (the operation and its three allocations) and per entry.
 fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
-    match &entry.payload {
+    const PER_OP: usize = 64;
+    const PER_ENTRY: usize = 128;
+    let ops = match &entry.payload {
+        openraft::EntryPayload::Normal(Command::Write { batch, .. }) => batch.len(),
+        openraft::EntryPayload::Normal(Command::Writes { batches, .. }) => {
+            batches.iter().map(WriteBatch::len).sum()
+        }
+        _ => 0,
+    };
+    let bytes = match &entry.payload {
         openraft::EntryPayload::Normal(command) => command.bytes(),
         _ => 0,
-    }
+    };
+    PER_ENTRY + bytes + PER_OP * ops
 }
 
 impl Recent {
@@ -104,16 +116,28 @@ impl Recent {
         }
     }
 
-    /// The entries `start..end` when all of them are here.
-    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+    /// The entries `start..end` when all of them are here, as many as fit in `limit` bytes
+    /// ([`entry_bytes`]; the first one whatever its size).
+    fn get(&self, start: u64, end: u64, limit: usize) -> Option<Vec<Entry<TypeConfig>>> {
+        let end = end.max(start);
         let first = self.first()?;
         let last = self.entries.back()?.log_id.index;
         if start < first || end > last + 1 {
             return None;
         }
         let from = usize::try_from(start - first).ok()?;
-        let to = usize::try_from(end.max(start) - first).ok()?;
-        Some(self.entries.range(from..to).cloned().collect())
+        let to = usize::try_from(end - first).ok()?;
+        let mut bytes = 0;
+        let mut found = Vec::new();
+        for entry in self.entries.range(from..to) {
+            let size = entry_bytes(entry);
+            if !found.is_empty() && bytes + size > limit {
+                break;
+            }
+            bytes += size;
+            found.push(entry.clone());
+        }
+        Some(found)
     }
 }
 
@@ -189,6 +213,58 @@ impl LogStore {
     }
 }
 
+/// Most bytes ([`entry_bytes`], which count more than the writes alone) one
+/// [`RaftLogReader::limited_get_log_entries`] answers (at least one entry whatever its size):
+/// what replication reads for one AppendEntries, so the network's bound on the writes' bytes
+/// (`network::MAX_APPEND_BYTES`, the same figure) never refuses it.
+const READ_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+
+impl LogStore {
+    /// The entries with indexes in `start..end` (`end`: none, to the last), in order, as many
+    /// as fit in `limit` bytes ([`entry_bytes`]; the first one whatever its size).
+    fn entries(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        if let Some(found) = end.and_then(|end| self.recent().get(start, end, limit)) {
+            return Ok(found);
+        }
+        let mut entries = Vec::new();
+        let mut failed = None;
+        let mut bytes = 0;
+        let from = entry_key(start);
+        self.backend
+            .scan_each(&self.partition, &[ENTRY], Some(&from), &mut |key, value| {
+                let index = u64::from_be_bytes(key[1..9].try_into().unwrap_or([0xff; 8]));
+                if index < start || end.is_some_and(|end| index >= end) {
+                    return Ok(false);
+                }
+                match decode::<Entry<TypeConfig>>(value) {
+                    Ok(entry) => {
+                        let size = entry_bytes(&entry);
+                        if !entries.is_empty() && bytes + size > limit {
+                            return Ok(false);
+                        }
+                        bytes += size;
+                        entries.push(entry);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        match failed {
+            Some(e) => Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
+            None => Ok(entries),
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -204,32 +280,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
-        if let Some(found) = end.and_then(|end| self.recent().get(start, end)) {
-            return Ok(found);
-        }
-        let mut entries = Vec::new();
-        let mut failed = None;
-        let from = entry_key(start);
-        self.backend
-            .scan_each(&self.partition, &[ENTRY], Some(&from), &mut |key, value| {
-                let index = u64::from_be_bytes(key[1..9].try_into().unwrap_or([0xff; 8]));
-                if !range.contains(&index) {
-                    return Ok(false);
-                }
-                match decode(value) {
-                    Ok(entry) => entries.push(entry),
-                    Err(e) => {
-                        failed = Some(e);
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            })
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        match failed {
-            Some(e) => Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
-            None => Ok(entries),
-        }
+        self.entries(start, end, usize::MAX)
+    }
+
+    /// Replication's read: at most about [`READ_LIMIT_BYTES`] of entries, so a lagging
+    /// follower is sent what fits one AppendEntries instead of everything being read and
+    /// then refused as too large.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        self.entries(start, Some(end), READ_LIMIT_BYTES)
     }
 }
 
@@ -325,7 +387,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Command;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
@@ -334,6 +395,12 @@ mod tests {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Normal(Command::write(batch)),
+        }
+    }
+
+    impl Recent {
+        fn get_all(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+            self.get(start, end, usize::MAX)
         }
     }
 
@@ -351,26 +418,39 @@ mod tests {
         for i in 1..=5 {
             recent.push(entry(1, i));
         }
-        assert_eq!(ids(recent.get(2, 4)), Some(vec![(1, 2), (1, 3)]));
-        assert_eq!(ids(recent.get(3, 3)), Some(vec![]));
-        assert_eq!(ids(recent.get(0, 3)), None, "index 0 is not here");
-        assert_eq!(ids(recent.get(4, 7)), None, "6 is not appended yet");
+        assert_eq!(ids(recent.get_all(2, 4)), Some(vec![(1, 2), (1, 3)]));
+        assert_eq!(ids(recent.get_all(3, 3)), Some(vec![]));
+        assert_eq!(ids(recent.get_all(0, 3)), None, "index 0 is not here");
+        assert_eq!(ids(recent.get_all(4, 7)), None, "6 is not appended yet");
         // A new leader's entries replace the tail from 4.
         recent.truncate(4);
-        assert_eq!(ids(recent.get(3, 5)), None);
+        assert_eq!(ids(recent.get_all(3, 5)), None);
         recent.push(entry(2, 4));
-        assert_eq!(ids(recent.get(3, 5)), Some(vec![(1, 3), (2, 4)]));
+        assert_eq!(ids(recent.get_all(3, 5)), Some(vec![(1, 3), (2, 4)]));
         recent.purge(2);
-        assert_eq!(ids(recent.get(2, 4)), None);
-        assert_eq!(ids(recent.get(3, 5)), Some(vec![(1, 3), (2, 4)]));
+        assert_eq!(ids(recent.get_all(2, 4)), None);
+        assert_eq!(ids(recent.get_all(3, 5)), Some(vec![(1, 3), (2, 4)]));
+        // Replication's reads take what fits in the limit, and the first entry always.
+        let one = entry_bytes(&entry(1, 3));
+        assert_eq!(
+            ids(recent.get(3, 5, 1)),
+            Some(vec![(1, 3)]),
+            "the first goes"
+        );
+        assert_eq!(ids(recent.get(3, 5, 2 * one - 1)), Some(vec![(1, 3)]));
+        assert_eq!(ids(recent.get(3, 5, 2 * one)), Some(vec![(1, 3), (2, 4)]));
+        // Empty and inverted ranges.
+        assert_eq!(ids(recent.get_all(5, 5)), Some(vec![]));
+        assert_eq!(ids(recent.get_all(4, 3)), Some(vec![]));
+        assert_eq!(ids(recent.get_all(6, 2)), None);
         // A gap (entries after a snapshot) starts the run again.
         recent.push(entry(2, 10));
-        assert_eq!(ids(recent.get(3, 5)), None);
-        assert_eq!(ids(recent.get(10, 11)), Some(vec![(2, 10)]));
+        assert_eq!(ids(recent.get_all(3, 5)), None);
+        assert_eq!(ids(recent.get_all(10, 11)), Some(vec![(2, 10)]));
         for i in 11..(11 + RECENT_ENTRIES as u64) {
             recent.push(entry(2, i));
         }
         assert_eq!(recent.entries.len(), RECENT_ENTRIES);
-        assert_eq!(ids(recent.get(10, 11)), None, "the oldest went");
+        assert_eq!(ids(recent.get_all(10, 11)), None, "the oldest went");
     }
 }
