@@ -196,11 +196,14 @@ reap() {
   kill -9 "$1" 2>/dev/null || true
 }
 
-# Whether process $1 runs (a killed process its parent has not reaped yet does not).
+# Whether process $1 runs (a killed process its parent has not reaped yet does not). A killed
+# process's main thread can be a zombie while its other threads still exit and hold its files
+# (the store's lock): it runs until only the zombie is left.
 alive() {
-  local state
-  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-  [[ -n "$state" && "$state" != Z* ]]
+  local state threads
+  read -r state threads < <(ps -o stat=,nlwp= -p "$1" 2>/dev/null) || return 1
+  [[ -n "$state" ]] || return 1
+  [[ "$state" != Z* || "${threads:-1}" -gt 1 ]]
 }
 
 # Starts the node whose folder is $2 with binary $1, in the background.
