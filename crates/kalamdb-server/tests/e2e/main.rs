@@ -19,6 +19,7 @@ mod hardening;
 mod http_api;
 mod isolation;
 mod kalam_client;
+mod linearizable;
 mod live;
 mod observe;
 mod oidc;
