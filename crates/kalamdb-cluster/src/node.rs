@@ -8,7 +8,7 @@ pub use crate::error::ClusterError;
 use crate::leadership::{HOLD, Holds, READ_INDEX_TIMEOUT, ReadIndexRefused, confirmed_read_index};
 use crate::membership::{ChangeRefused, MemberChange};
 use crate::network::{Groups, KEY_HEADER, Network, router_with_key};
-use crate::proposer::Proposer;
+use crate::proposer::{Proposer, Signals};
 use crate::shard::{META, ShardMap};
 use crate::state_machine::{ApplySlot, Ownership, Progress};
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
@@ -150,6 +150,7 @@ impl ClusterNode {
         let meta_progress = Progress::default();
         let mut progress = HashMap::new();
         let key: Option<Arc<str>> = topology.key.as_deref().map(Arc::from);
+        let signals = Signals::default();
         for group in topology.map.groups() {
             let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
             let sm = StateMachine::open_group(
@@ -157,16 +158,21 @@ impl ClusterNode {
                 format!("raft.{group}.sm"),
                 ownership(group),
                 (group, topology.node_id),
-                (Arc::clone(&hook), meta_progress.clone(), {
-                    // The meta group's own progress is the one the data groups wait on.
-                    let own = if group == META {
-                        meta_progress.clone()
-                    } else {
-                        Progress::default()
-                    };
-                    progress.insert(group, own.clone());
-                    own
-                }),
+                (
+                    Arc::clone(&hook),
+                    meta_progress.clone(),
+                    {
+                        // The meta group's own progress is the one the data groups wait on.
+                        let own = if group == META {
+                            meta_progress.clone()
+                        } else {
+                            Progress::default()
+                        };
+                        progress.insert(group, own.clone());
+                        own
+                    },
+                    signals.clone(),
+                ),
             )?;
             let config = openraft::Config {
                 cluster_name: format!("group-{group}"),
@@ -189,7 +195,12 @@ impl ClusterNode {
         let holds = Holds::default();
         let proposers = groups
             .iter()
-            .map(|(g, raft)| (*g, Proposer::start(*g, raft.clone(), holds.clone())))
+            .map(|(g, raft)| {
+                (
+                    *g,
+                    Proposer::start(*g, raft.clone(), holds.clone(), signals.clone()),
+                )
+            })
             .collect();
         let groups: Groups = Arc::new(groups);
         let calls = CallSlot::default();

@@ -13,7 +13,10 @@ use crate::leadership::Holds;
 use crate::types::{Applied, Command, TypeConfig};
 use openraft::error::{ClientWriteError, ForwardToLeader};
 use openraft::{Raft, ServerState};
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How many entries of one group this node may have proposed and not yet seen applied.
@@ -44,9 +47,14 @@ pub(crate) struct Proposer {
 impl Proposer {
     /// Starts the task proposing to `raft`, group `group`, on the current runtime; `holds`
     /// pause it during leadership transfers.
-    pub(crate) fn start(group: u64, raft: Raft<TypeConfig>, holds: Holds) -> Self {
+    pub(crate) fn start(
+        group: u64,
+        raft: Raft<TypeConfig>,
+        holds: Holds,
+        signals: Signals,
+    ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
-        tokio::spawn(run(group, raft, holds, commands));
+        tokio::spawn(run(group, raft, holds, signals, commands));
         Self { queue }
     }
 
@@ -97,6 +105,7 @@ async fn run(
     group: u64,
     raft: Raft<TypeConfig>,
     holds: Holds,
+    signals: Signals,
     mut queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -139,30 +148,100 @@ async fn run(
             }
             continue;
         }
-        let (command, answers) = combine(taken);
+        let (command, answers) = combine(taken, &signals);
+        let proposal = match &command {
+            Command::Writes { proposal, .. } => *proposal,
+            _ => 0,
+        };
+        let signal = signals.register(proposal);
         match raft.client_write_ff(command).await {
             Ok(written) => {
+                let signals = signals.clone();
                 tokio::spawn(async move {
-                    let outcome = written.await;
+                    // This node's state machine tells as soon as it applied the entry;
+                    // openraft answers after the whole apply batch, and for failures.
+                    let applied = tokio::select! {
+                        Ok(applied) = signal => Ok(applied),
+                        outcome = written => {
+                            signals.forget(proposal);
+                            outcome_of(group, outcome)
+                        }
+                    };
                     drop(slot);
-                    answer(group, outcome, answers);
+                    answer(applied, answers);
                 });
             }
             Err(e) => {
-                for a in answers {
-                    let _ = a.send(Err(ClusterError::Raft(e.to_string())));
-                }
+                signals.forget(proposal);
+                answer(Err(ClusterError::Raft(e.to_string())), answers);
             }
         }
     }
 }
 
-/// One command for what was taken: the command itself when alone, else one
-/// [`Command::Writes`] of the writes in order.
+/// Where a node's state machines tell its waiting proposals that their entries were applied
+/// (by proposal number, unique per process). Shared by the node's groups.
+#[derive(Debug, Clone)]
+pub(crate) struct Signals {
+    waiting: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Applied>>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        // Numbers start at a random point: entries of an earlier process, applied again after
+        // a restart, carry numbers this one does not wait for.
+        let start = std::hash::BuildHasher::hash_one(&RandomState::new(), 0u8);
+        Self {
+            waiting: Arc::default(),
+            next: Arc::new(AtomicU64::new(start)),
+        }
+    }
+}
+
+impl Signals {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Applied>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new proposal number (never 0).
+    fn number(&self) -> u64 {
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if n != 0 {
+                return n;
+            }
+        }
+    }
+
+    /// Waits for the entry of proposal `n` (0: never told).
+    fn register(&self, n: u64) -> oneshot::Receiver<Applied> {
+        let (tell, told) = oneshot::channel();
+        if n != 0 {
+            self.waiting().insert(n, tell);
+        }
+        told
+    }
+
+    fn forget(&self, n: u64) {
+        self.waiting().remove(&n);
+    }
+
+    /// The entry of proposal `n` was applied here, answering `applied`.
+    pub(crate) fn applied(&self, n: u64, applied: Applied) {
+        if let Some(tell) = self.waiting().remove(&n) {
+            let _ = tell.send(applied);
+        }
+    }
+}
+
+/// One command for what was taken: a partition command alone as it is, writes as one
+/// [`Command::Writes`] in order, with a proposal number from `signals`.
 fn combine(
     mut taken: Vec<Queued>,
+    signals: &Signals,
 ) -> (Command, Vec<oneshot::Sender<Result<Applied, ClusterError>>>) {
-    if taken.len() == 1 {
+    if taken.len() == 1 && !matches!(taken[0].command, Command::Write { .. }) {
         let Queued { command, answer } = taken.remove(0);
         return (command, vec![answer]);
     }
@@ -186,38 +265,46 @@ fn combine(
         batches,
         origin: from,
         meta_applied: barrier,
+        proposal: signals.number(),
     };
     (command, answers)
 }
 
-/// Hands each writer its part of the entry's outcome.
-fn answer(
+/// What openraft answered for an entry.
+fn outcome_of(
     group: u64,
     outcome: Result<openraft::raft::ClientWriteResult<TypeConfig>, oneshot::error::RecvError>,
-    answers: Vec<oneshot::Sender<Result<Applied, ClusterError>>>,
-) {
-    let applied = match outcome {
+) -> Result<Applied, ClusterError> {
+    match outcome {
         Ok(Ok(written)) => Ok(written.data),
         Ok(Err(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_id, .. }))) => {
-            Err(Err(leader_id))
+            Err(ClusterError::NotLeader {
+                group,
+                leader: leader_id,
+            })
         }
-        Ok(Err(e)) => Err(Ok(e.to_string())),
-        Err(_) => Err(Ok(format!("group {group} stopped before answering"))),
-    };
-    let single = answers.len() == 1;
+        Ok(Err(e)) => Err(ClusterError::Raft(e.to_string())),
+        Err(_) => Err(ClusterError::Raft(format!(
+            "group {group} stopped before answering"
+        ))),
+    }
+}
+
+/// Hands each writer its part of the entry's outcome (a [`Command::Writes`] answers per write
+/// in `parts`; a partition command answers as a whole).
+fn answer(
+    applied: Result<Applied, ClusterError>,
+    answers: Vec<oneshot::Sender<Result<Applied, ClusterError>>>,
+) {
     for (i, a) in answers.into_iter().enumerate() {
         let mine = match &applied {
-            Ok(applied) if single => Ok(applied.clone()),
+            Ok(applied) if applied.parts.is_empty() => Ok(applied.clone()),
             Ok(applied) => Ok(Applied {
                 index: applied.index,
                 refused: applied.parts.get(i).cloned().flatten(),
                 parts: Vec::new(),
             }),
-            Err(Err(leader)) => Err(ClusterError::NotLeader {
-                group,
-                leader: *leader,
-            }),
-            Err(Ok(why)) => Err(ClusterError::Raft(why.clone())),
+            Err(e) => Err(e.share()),
         };
         let _ = a.send(mine);
     }

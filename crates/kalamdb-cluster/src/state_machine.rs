@@ -14,6 +14,7 @@
 //! checkpoints for large data groups (docs/cluster.md §8).
 
 use crate::io_error;
+use crate::proposer::Signals;
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use kalamdb_store::{BatchOp, KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -159,6 +160,8 @@ pub struct StateMachine {
     /// This group's own applied index, told synchronously as entries apply (openraft's metrics
     /// follow a moment later): read-your-writes marks and waits use it.
     progress: Progress,
+    /// Where this node's waiting proposals are told their entries were applied.
+    signals: Signals,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -186,6 +189,7 @@ impl StateMachine {
                 ApplySlot::default(),
                 Progress::default(),
                 Progress::default(),
+                Signals::default(),
             ),
         )
     }
@@ -194,12 +198,12 @@ impl StateMachine {
     /// applied write; every group publishes how far it applied to `progress`, and the data
     /// groups wait on `meta_progress` (for the meta group itself, pass that same channel as
     /// its `progress`).
-    pub fn open_group(
+    pub(crate) fn open_group(
         backend: Arc<dyn StorageBackend>,
         meta: impl Into<String>,
         owns: Arc<dyn Ownership>,
         (group, node): (u64, u64),
-        (hook, meta_progress, progress): (ApplySlot, Progress, Progress),
+        (hook, meta_progress, progress, signals): (ApplySlot, Progress, Progress, Signals),
     ) -> std::result::Result<Self, kalamdb_store::StoreError> {
         let meta = meta.into();
         if !backend.has_partition(&meta) {
@@ -215,6 +219,7 @@ impl StateMachine {
             hook,
             meta_progress,
             progress,
+            signals,
         })
     }
 
@@ -474,17 +479,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut answers = Vec::new();
         for entry in entries {
             let id = entry.log_id;
-            let (batches, origin, meta_applied, single) = match entry.payload {
+            let (batches, origin, meta_applied, single, proposal) = match entry.payload {
                 EntryPayload::Normal(Command::Write {
                     batch,
                     origin,
                     meta_applied,
-                }) => (vec![batch], origin, meta_applied, true),
+                }) => (vec![batch], origin, meta_applied, true, 0),
                 EntryPayload::Normal(Command::Writes {
                     batches,
                     origin,
                     meta_applied,
-                }) => (batches, origin, meta_applied, false),
+                    proposal,
+                }) => (batches, origin, meta_applied, false, proposal),
                 payload => {
                     let mut batch = WriteBatch::new();
                     match payload {
@@ -510,6 +516,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.meta_progress.reached(meta_applied).await;
             }
             let parts = self.apply_writes(id, &batches, origin).await?;
+            if origin == self.node && proposal != 0 {
+                // The writers wait for this (their answers carry the applied marks).
+                self.progressed(id.index);
+                let applied = Applied {
+                    index: id.index,
+                    refused: None,
+                    parts: parts.clone(),
+                };
+                self.signals.applied(proposal, applied);
+            }
             answers.push(match single {
                 true => Applied {
                     index: id.index,

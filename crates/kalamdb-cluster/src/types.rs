@@ -32,6 +32,10 @@ pub enum Command {
         origin: u64,
         /// The highest meta barrier of the writes (as [`Command::Write`]'s).
         meta_applied: u64,
+        /// The proposing node's number for this proposal (0: none): its state machine tells
+        /// the waiting writers as soon as it applied the entry.
+        #[serde(default)]
+        proposal: u64,
     },
     /// A new partition (a table or scope) with its key layout; a no-op where it exists.
     CreatePartition {
