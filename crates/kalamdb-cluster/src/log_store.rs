@@ -13,7 +13,7 @@
 //! over the log's files, a decode) cost a follower more than its apply's write.
 
 use crate::io_error;
-use crate::types::{Command, TypeConfig, decode, encode};
+use crate::types::{TypeConfig, decode, encode};
 use kalamdb_store::{KeyLayout, StorageBackend, WriteBatch};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote};
@@ -59,17 +59,10 @@ fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
     const PER_OP: usize = 64;
     const PER_ENTRY: usize = 128;
     let ops = match &entry.payload {
-        openraft::EntryPayload::Normal(Command::Write { batch, .. }) => batch.len(),
-        openraft::EntryPayload::Normal(Command::Writes { batches, .. }) => {
-            batches.iter().map(WriteBatch::len).sum()
-        }
+        openraft::EntryPayload::Normal(command) => command.ops(),
         _ => 0,
     };
-    let bytes = match &entry.payload {
-        openraft::EntryPayload::Normal(command) => command.bytes(),
-        _ => 0,
-    };
-    PER_ENTRY + bytes + PER_OP * ops
+    PER_ENTRY + crate::types::entry_bytes(entry) + PER_OP * ops
 }
 
 impl Recent {
@@ -387,6 +380,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Command;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry<TypeConfig> {

@@ -321,14 +321,7 @@ fn fewer_entries(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<u64> {
     if rpc.entries.len() < 2 {
         return None;
     }
-    let bytes: usize = rpc
-        .entries
-        .iter()
-        .map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(command) => command.bytes(),
-            _ => 0,
-        })
-        .sum();
+    let bytes: usize = rpc.entries.iter().map(crate::types::entry_bytes).sum();
     (bytes > MAX_APPEND_BYTES).then(|| {
         let fit = rpc.entries.len() * MAX_APPEND_BYTES / bytes;
         fit.clamp(1, rpc.entries.len() - 1) as u64

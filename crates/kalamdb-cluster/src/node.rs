@@ -551,13 +551,8 @@ impl ClusterNode {
     /// predecessors committed) and is not handing the group over: its state is the group's
     /// latest, and what it proposes next lands on it.
     pub fn leads(&self, group: u64) -> bool {
-        self.group(group).is_some_and(|raft| {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            m.state == ServerState::Leader
-                && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
-                && !self.holds.writes_paused(group)
-        })
+        self.group(group)
+            .is_some_and(|raft| crate::proposer::may_propose(group, raft, &self.holds).is_ok())
     }
 
     /// `group`'s read index: the log index a linearizable read must see applied, as the

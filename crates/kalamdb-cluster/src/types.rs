@@ -62,6 +62,15 @@ impl Command {
         }
     }
 
+    /// How many operations its writes hold.
+    pub fn ops(&self) -> usize {
+        match self {
+            Self::Write { batch, .. } => batch.len(),
+            Self::Writes { batches, .. } => batches.iter().map(WriteBatch::len).sum(),
+            Self::CreatePartition { .. } | Self::DropPartition { .. } => 0,
+        }
+    }
+
     /// A write of `batch` proposed by no node in particular.
     pub fn write(batch: WriteBatch) -> Self {
         Self::Write {
@@ -121,6 +130,15 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
+
+/// The bytes of the writes a log entry carries ([`Command::bytes`]; 0 for blank and
+/// membership entries).
+pub(crate) fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(command) => command.bytes(),
+        _ => 0,
+    }
+}
 
 /// Encodes a value for the log or a snapshot (MessagePack).
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
