@@ -8,8 +8,11 @@
 //! - [`state_machine`]: applies committed commands to the node's store, with the applied log
 //!   id and membership written in the same atomic batch (exactly-once apply across crashes),
 //!   and builds and installs snapshots;
+//! - [`snapshot`]: a snapshot's bytes, dumped from the store only when a member needs them;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
+//! - `keeper`: keeps each group's log short (cheap snapshots, purges of what every member
+//!   has);
 //! - [`leadership`]: moving a group's leadership to a chosen member, and confirming one (read
 //!   index);
 //! - [`membership`]: adding and removing members of every group, each change on its leader;
@@ -27,6 +30,7 @@
 
 pub mod calls;
 mod error;
+mod keeper;
 pub mod leadership;
 pub mod log_store;
 pub mod membership;
@@ -35,6 +39,7 @@ pub mod node;
 mod proposer;
 pub mod replicated;
 pub mod shard;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 

@@ -104,6 +104,8 @@ pub struct ClusterNode {
     groups: Groups,
     /// Each group's queue of this node's proposals.
     proposers: HashMap<u64, Proposer>,
+    /// Each group's log upkeep ([`crate::keeper`]).
+    keepers: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     http: reqwest::Client,
     key: Option<Arc<str>>,
@@ -202,6 +204,11 @@ impl ClusterNode {
                 )
             })
             .collect();
+        let keep = topology.raft.max_in_snapshot_log_to_keep;
+        let keepers = groups
+            .values()
+            .map(|raft| tokio::spawn(crate::keeper::keep(raft.clone(), keep)))
+            .collect();
         let groups: Groups = Arc::new(groups);
         let calls = CallSlot::default();
         let serving = router_with_key(
@@ -239,6 +246,7 @@ impl ClusterNode {
             progress,
             groups,
             proposers,
+            keepers,
             server,
             http,
             key,
@@ -668,6 +676,9 @@ impl ClusterNode {
 
     /// Stops every group and the RPC listener.
     pub async fn shutdown(&self) {
+        for keeper in &self.keepers {
+            keeper.abort();
+        }
         for raft in self.groups.values() {
             let _ = raft.shutdown().await;
         }

@@ -9,12 +9,18 @@
 //!
 //! Snapshots hold every key the group owns (its [`Ownership`]: whole partitions for the meta
 //! group and SHARED shards, the scopes of some users inside USER-table partitions for user
-//! shards), and the layouts of the partitions the log created. This first form reads them
-//! into memory: right for the meta group and tests, to be replaced by streamed store
-//! checkpoints for large data groups (docs/cluster.md §8).
+//! shards), and the layouts of the partitions the log created. Building one records only the
+//! applied log id and membership it stands for; its keys are dumped when a member needs it
+//! ([`SnapshotBytes`]), from the store as it is then, so the dump may include entries after
+//! that id. The receiver applies those entries again over it, which leaves the same store
+//! (blind puts and deletions), and tells the observer nothing about them: the dump records
+//! the last entry it includes ("through"), and the install told the observer about all of it.
+//! The dump reads the keys into memory: right for the meta group and moderate data groups, to
+//! be replaced by streamed store checkpoints for large ones (docs/cluster.md §8).
 
 use crate::io_error;
 use crate::proposer::Signals;
+use crate::snapshot::SnapshotBytes;
 use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
 use kalamdb_store::{BatchOp, KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -23,7 +29,6 @@ use openraft::{
     StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,6 +38,9 @@ type Membership = StoredMembership<u64, Member>;
 const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const SNAPSHOT: &[u8] = b"snapshot";
+/// The last entry whose writes the store holds beyond the applied mark (after installing a
+/// dump taken later than its snapshot's id): applying entries up to it again is quiet.
+const THROUGH: &[u8] = b"through";
 /// Layouts of partitions created through the log: `layout:` + name.
 const LAYOUT: &[u8] = b"layout:";
 
@@ -135,9 +143,13 @@ type PartitionDump = (String, KeyLayout, Vec<(Vec<u8>, Vec<u8>)>);
 struct SnapshotData {
     /// Every owned partition.
     partitions: Vec<PartitionDump>,
+    /// The last entry the dumped keys include (at or after the snapshot's log id).
+    #[serde(default)]
+    through: u64,
 }
 
-/// A snapshot as kept in the group's meta partition.
+/// A snapshot as kept in the group's meta partition: its description, and no bytes (dumped
+/// when asked for). Snapshots stored by earlier versions carry their bytes, still served.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, Member>,
@@ -162,6 +174,8 @@ pub struct StateMachine {
     progress: Progress,
     /// Where this node's waiting proposals are told their entries were applied.
     signals: Signals,
+    /// Entries up to this index are already in the store (see [`THROUGH`]).
+    quiet_through: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -209,6 +223,11 @@ impl StateMachine {
         if !backend.has_partition(&meta) {
             backend.create_partition(&meta, KeyLayout::Flat)?;
         }
+        let through = match backend.get(&meta, THROUGH)? {
+            Some(bytes) => decode::<u64>(&bytes)
+                .map_err(|e| kalamdb_store::StoreError::Io(std::io::Error::other(e)))?,
+            None => 0,
+        };
         Ok(Self {
             backend,
             meta,
@@ -220,6 +239,7 @@ impl StateMachine {
             meta_progress,
             progress,
             signals,
+            quiet_through: Arc::new(AtomicU64::new(through)),
         })
     }
 
@@ -277,7 +297,11 @@ impl StateMachine {
         batches: &[WriteBatch],
         origin: u64,
     ) -> Result<Vec<Option<String>>> {
-        let observer = self.hook.get().cloned();
+        let observer = match id.index <= self.quiet_through.load(Ordering::Acquire) {
+            // The installed dump holds these writes already, and the observer was told.
+            true => None,
+            false => self.hook.get().cloned(),
+        };
         let derives = origin != self.node && observer.is_some();
         if !derives || one_pass(batches) {
             let mut all = match batches.first().is_some_and(WriteBatch::is_upkeep) {
@@ -401,39 +425,57 @@ impl StateMachine {
         Ok(pairs)
     }
 
-    /// Every owned key of every partition, with the partition's layout.
-    /// Reads the applied mark, membership and owned keys from one consistent view: openraft
-    /// builds snapshots while it goes on applying entries.
-    fn dump(&self) -> Result<(Option<LogId<u64>>, Membership, SnapshotData)> {
-        let view = Arc::clone(&self.backend).owned_snapshot();
-        let applied = self
-            .read_in::<Option<LogId<u64>>>(&*view, APPLIED)?
-            .flatten();
+    /// The applied mark and membership in `view`.
+    fn marks_in(&self, view: &dyn StorageRead) -> Result<(Option<LogId<u64>>, Membership)> {
+        let applied = self.read_in::<Option<LogId<u64>>>(view, APPLIED)?.flatten();
         let membership = self
-            .read_in::<Membership>(&*view, MEMBERSHIP)?
+            .read_in::<Membership>(view, MEMBERSHIP)?
             .unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    /// Every owned key of every partition in `view`, with the partition's layout, and the last
+    /// entry they include.
+    fn dump_in(&self, view: &dyn StorageRead) -> Result<SnapshotData> {
+        let (applied, _) = self.marks_in(view)?;
+        let through = self.read_in::<u64>(view, THROUGH)?.unwrap_or(0);
         let mut partitions = Vec::new();
         for name in self.owned() {
             let layout = self
-                .read_in::<KeyLayout>(&*view, &Self::layout_key(&name))?
+                .read_in::<KeyLayout>(view, &Self::layout_key(&name))?
                 .unwrap_or(KeyLayout::Flat);
-            let pairs = match self.owned_pairs(&*view, &name) {
+            let pairs = match self.owned_pairs(view, &name) {
                 Ok(pairs) => pairs,
-                // Created after the view was taken: its entry is after the snapshot's mark.
-                Err(_) if !view_has(&*view, &name) => continue,
+                // Created after the view was taken: its entry is after the view's mark.
+                Err(_) if !view_has(view, &name) => continue,
                 Err(e) => return Err(e),
             };
             partitions.push((name, layout, pairs));
         }
-        Ok((applied, membership, SnapshotData { partitions }))
+        Ok(SnapshotData {
+            partitions,
+            through: through.max(applied.map_or(0, |id| id.index)),
+        })
+    }
+
+    /// The bytes of a snapshot of the store as it is now, dumped when first read: the view is
+    /// fixed here (openraft asks on the state machine's task, between applies).
+    fn lazy_dump(&self) -> SnapshotBytes {
+        let view = Arc::clone(&self.backend).owned_snapshot();
+        let sm = self.clone();
+        SnapshotBytes::lazy(Box::new(move || {
+            let data = sm.dump_in(&*view).map_err(std::io::Error::other)?;
+            encode(&data).map_err(std::io::Error::other)
+        }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Records the applied log id and membership (read together from one view: openraft
+    /// builds snapshots while it goes on applying entries); the keys are dumped when asked for.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let (last_applied, membership, dump) = self.dump()?;
-        let data =
-            encode(&dump).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let view = Arc::clone(&self.backend).owned_snapshot();
+        let (last_applied, membership) = self.marks_in(&*view)?;
         let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{n}", id.leader_id, id.index),
@@ -450,13 +492,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             SNAPSHOT,
             &StoredSnapshot {
                 meta: meta.clone(),
-                data: data.clone(),
+                data: Vec::new(),
             },
         )?;
         self.write(batch)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(self.lazy_dump()),
         })
     }
 }
@@ -549,23 +591,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBytes>> {
+        Ok(Box::new(SnapshotBytes::ready(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBytes>,
     ) -> Result<()> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = decode(&bytes).map_err(|e| {
+        let unreadable = |e: String| {
             io_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,
                 e,
             )
-        })?;
+        };
+        let bytes = snapshot
+            .into_bytes()
+            .map_err(|e| unreadable(e.to_string()))?;
+        let data: SnapshotData = decode(&bytes).map_err(|e| unreadable(e.to_string()))?;
         let fail = |e: kalamdb_store::StoreError| {
             io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
         };
@@ -586,14 +631,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 batch.put(name, k.clone(), v.clone());
             }
         }
+        let through = data.through.max(meta.last_log_id.map_or(0, |id| id.index));
         self.put(&mut batch, APPLIED, &meta.last_log_id)?;
         self.put(&mut batch, MEMBERSHIP, &meta.last_membership)?;
+        self.put(&mut batch, THROUGH, &through)?;
         self.put(
             &mut batch,
             SNAPSHOT,
             &StoredSnapshot {
                 meta: meta.clone(),
-                data: bytes,
+                data: Vec::new(),
             },
         )?;
         match self.hook.get() {
@@ -604,14 +651,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             None => self.write(batch)?,
         }
+        self.quiet_through.store(through, Ordering::Release);
         self.published(meta.last_log_id);
         Ok(())
     }
 
+    /// The last snapshot built or installed, its keys dumped from the store as it is now when
+    /// read (a snapshot an earlier version stored with its bytes is served as stored).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
         Ok(self.read::<StoredSnapshot>(SNAPSHOT)?.map(|s| Snapshot {
             meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            snapshot: Box::new(match s.data.is_empty() {
+                true => self.lazy_dump(),
+                false => SnapshotBytes::ready(s.data),
+            }),
         }))
     }
 }
@@ -710,6 +763,121 @@ mod tests {
             .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok((dir, log, sm))
         }
+    }
+
+    /// Counts what the observer is told.
+    #[derive(Default)]
+    struct Counted {
+        before: std::sync::atomic::AtomicUsize,
+        after: std::sync::atomic::AtomicUsize,
+        installed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ApplyObserver for Counted {
+        fn before<'a>(&'a self, _: u64, _: &'a WriteBatch) -> Before<'a> {
+            self.before.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { None })
+        }
+        fn after(&self, _: u64, _: &WriteBatch) {
+            self.after.fetch_add(1, Ordering::SeqCst);
+        }
+        fn installed(&self, _: u64, _: &WriteBatch) {
+            self.installed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn entry(index: u64, command: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        let mut batch = WriteBatch::new();
+        batch.put("t", key.as_bytes().to_vec(), value.as_bytes().to_vec());
+        Command::write(batch)
+    }
+
+    fn rows(backend: &dyn StorageBackend) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        backend
+            .scan_each("t", &[], None, &mut |k, v| {
+                rows.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            })
+            .unwrap();
+        rows
+    }
+
+    /// A snapshot records its log id when built and is dumped when sent, so the dump holds
+    /// later entries too: the receiver applies those again (same store) without telling its
+    /// observer, which the install told already.
+    #[tokio::test]
+    async fn a_dump_later_than_its_snapshot_replays_quietly() -> Result<()> {
+        let open = |dir: &std::path::Path, node: u64, hook: ApplySlot| {
+            let backend: Arc<dyn StorageBackend> =
+                Arc::new(RocksBackend::open(dir, &StoreOptions::default()).unwrap());
+            let sm = StateMachine::open_group(
+                Arc::clone(&backend),
+                "raft.1.sm",
+                Arc::new(Partitions(|p: &str| !p.starts_with("raft."))),
+                (1, node),
+                (
+                    hook,
+                    Progress::default(),
+                    Progress::default(),
+                    Signals::default(),
+                ),
+            )
+            .unwrap();
+            (backend, sm)
+        };
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a_store, mut a) = open(a_dir.path(), 1, ApplySlot::default());
+        let create = Command::CreatePartition {
+            name: "t".into(),
+            layout: KeyLayout::Flat,
+        };
+        a.apply(vec![entry(1, create), entry(2, put("k", "v1"))])
+            .await?;
+        let built = a.get_snapshot_builder().await.build_snapshot().await?;
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        a.apply(vec![entry(3, put("k", "v2")), entry(4, put("j", "x"))])
+            .await?;
+        let current = a.get_current_snapshot().await?.unwrap();
+        assert_eq!(current.meta, built.meta);
+
+        let observer = Arc::new(Counted::default());
+        let hook = ApplySlot::default();
+        let _ = hook.set(Arc::clone(&observer) as Arc<dyn ApplyObserver>);
+        let (b_store, mut b) = open(b_dir.path(), 2, hook);
+        b.install_snapshot(&current.meta, current.snapshot).await?;
+        assert_eq!(observer.installed.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            rows(&*b_store),
+            rows(&*a_store),
+            "the dump is as of entry 4"
+        );
+        b.apply(vec![entry(3, put("k", "v2")), entry(4, put("j", "x"))])
+            .await?;
+        assert_eq!(observer.before.load(Ordering::SeqCst), 0);
+        assert_eq!(observer.after.load(Ordering::SeqCst), 0);
+        assert_eq!(rows(&*b_store), rows(&*a_store));
+
+        let last = entry(5, put("m", "y"));
+        a.apply(vec![last.clone()]).await?;
+        b.apply(vec![last]).await?;
+        assert_eq!(observer.before.load(Ordering::SeqCst), 1);
+        assert_eq!(observer.after.load(Ordering::SeqCst), 1);
+        assert_eq!(rows(&*b_store), rows(&*a_store));
+        assert_eq!(b.applied_state().await?.0.map(|l| l.index), Some(5));
+        drop(b);
+        // The quiet mark survives a restart.
+        drop(b_store);
+        let (_, reopened) = open(b_dir.path(), 2, ApplySlot::default());
+        assert_eq!(reopened.quiet_through.load(Ordering::SeqCst), 4);
+        Ok(())
     }
 
     /// openraft's own conformance suite for log stores and state machines, on RocksDB.

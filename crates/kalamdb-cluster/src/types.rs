@@ -2,8 +2,6 @@
 
 use kalamdb_store::{KeyLayout, WriteBatch};
 use serde::{Deserialize, Serialize};
-// The type-config macro names the default snapshot type unqualified.
-use std::io::Cursor;
 
 /// One entry of a group's log: a change every replica makes to its own store, in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +125,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotBytes,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

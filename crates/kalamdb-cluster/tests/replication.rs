@@ -422,6 +422,22 @@ async fn every_group_of_the_shard_map_fails_over() {
 
     let last = write_all(&nodes, 0..10, true).await;
     check(&nodes, &last, 10).await;
+    // Once every member has them, the entries are purged from every group's leader.
+    let purged = |nodes: &[ClusterNode], group: u64, leader: u64| -> u64 {
+        let node = nodes.iter().find(|n| n.node_id() == leader).unwrap();
+        let metrics = node.group(group).unwrap().metrics().borrow().clone();
+        metrics.purged.map_or(0, |p| p.index)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (group, index) in &last {
+        while purged(&nodes, *group, wait_leaders(&nodes).await[group]) < *index {
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: log not purged up to {index}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     // A write to a group's follower names the leader.
     let leaders = wait_leaders(&nodes).await;
     let (group, leader) = leaders.iter().next().map(|(g, l)| (*g, *l)).unwrap();
@@ -445,6 +461,14 @@ async fn every_group_of_the_shard_map_fails_over() {
         .map(|(id, _)| *id)
         .unwrap();
     let at = nodes.iter().position(|n| n.node_id() == busiest).unwrap();
+    // What the stopped member has: no leader may purge past it while it is away.
+    let had: BTreeMap<u64, u64> = map
+        .groups()
+        .map(|g| {
+            let metrics = nodes[at].group(g).unwrap().metrics().borrow().clone();
+            (g, metrics.last_log_index.unwrap_or(0))
+        })
+        .collect();
     nodes.remove(at).shutdown().await;
     let stopped = Instant::now();
     let after = wait_leaders(&nodes).await;
@@ -499,6 +523,16 @@ async fn every_group_of_the_shard_map_fails_over() {
         last.insert(group, propose(&nodes, group, Command::write(batch)).await);
     }
     check(&nodes, &last, 60).await;
+    // Several rounds of log upkeep later, the entries the stopped member lacks are all kept.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for (group, leader) in wait_leaders(&nodes).await {
+        let kept_from = purged(&nodes, group, leader);
+        assert!(
+            kept_from <= had[&group],
+            "group {group}: purged to {kept_from}, the stopped member has only {}",
+            had[&group]
+        );
+    }
     for n in nodes {
         n.shutdown().await;
     }
