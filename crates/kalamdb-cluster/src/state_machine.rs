@@ -452,6 +452,23 @@ impl StateMachine {
             };
             partitions.push((name, layout, pairs));
         }
+        // Partitions the log created that no group owns (a node's local records, such as its
+        // jobs): named without keys, so a member that joins by snapshot creates them too.
+        let mut local = Vec::new();
+        view.scan_each(&self.meta, LAYOUT, None, &mut |k, v| {
+            local.push((k[LAYOUT.len()..].to_vec(), v.to_vec()));
+            Ok(true)
+        })
+        .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        for (name, layout) in local {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if partitions.iter().any(|(owned, _, _)| *owned == name) {
+                continue;
+            }
+            let layout = decode(&layout)
+                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            partitions.push((name, layout, Vec::new()));
+        }
         Ok(SnapshotData {
             partitions,
             through: through.max(applied.map_or(0, |id| id.index)),
