@@ -15,7 +15,9 @@
 # every node is ready (GET /health/ready) and prints one line per node (`add`: the new one):
 #   node <id> http://127.0.0.1:<port> pid <pid>
 # KALAMDB_SERVER_BIN overrides the binary (tests use the debug one); each node's log is
-# DATA_DIR/node-<i>/server.log.
+# DATA_DIR/node-<i>/server.log. With KALAMDB_CLUSTER_TLS_DIR set, the nodes' RPC runs over mTLS
+# with that folder's ca.pem, node.pem and node.key (one certificate for 127.0.0.1 serves every
+# node on loopback; docs/cluster.md §2 shows how to make them).
 set -euo pipefail
 
 usage() {
@@ -103,6 +105,12 @@ election_timeout_ms = [${KALAMDB_CLUSTER_ELECTION_MIN_MS:-600}, ${KALAMDB_CLUSTE
 user_shards = ${KALAMDB_CLUSTER_USER_SHARDS:-8}
 $peers
 EOF
+  if [[ -n "${KALAMDB_CLUSTER_TLS_DIR:-}" ]]; then
+    local tls
+    tls=$(cd "$KALAMDB_CLUSTER_TLS_DIR" && pwd)
+    printf '\n[cluster.tls]\nca = "%s/ca.pem"\ncert = "%s/node.pem"\nkey = "%s/node.key"\n' \
+      "$tls" "$tls" "$tls" >>"$node/server.toml"
+  fi
   if [[ "$join" == true ]]; then
     # Before the peers table: a key after [[cluster.peers]] would belong to the peer.
     sed -i 's/^user_shards = .*/&\njoin = true/' "$node/server.toml"

@@ -64,6 +64,7 @@ fn replicated_writes(c: &mut Criterion) {
                     ..Default::default()
                 },
                 key: None,
+                tls: None,
             };
             let owns = |g: u64| -> Arc<dyn kalamdb_cluster::state_machine::Ownership> {
                 Arc::new(Partitions(move |p: &str| p.starts_with(&format!("g{g}."))))

@@ -17,6 +17,9 @@ pub enum ClusterError {
         /// Its leader, when one is known.
         leader: Option<u64>,
     },
+    /// The mTLS settings could not be loaded.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     /// No such group in the map.
     #[error("no group {0}")]
     NoGroup(u64),

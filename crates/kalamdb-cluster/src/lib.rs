@@ -10,6 +10,7 @@
 //!   and builds and installs snapshots;
 //! - [`snapshot`]: a snapshot's bytes, dumped from the store only when a member needs them;
 //! - [`network`]: the internal RPC carrying openraft's messages between nodes;
+//! - [`tls`]: mTLS on that RPC;
 //! - [`shard`]: which group holds which users' rows and which SHARED tables;
 //! - `keeper`: keeps each group's log short (cheap snapshots, purges of what every member
 //!   has);
@@ -41,6 +42,7 @@ pub mod replicated;
 pub mod shard;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tls;
 pub mod types;
 
 pub use calls::{CallFuture, CallSlot, EngineCalls};
@@ -49,6 +51,7 @@ pub use membership::MemberChange;
 pub use node::{ClusterError, ClusterNode, GroupStatus, Proposal, Topology};
 pub use replicated::{ReplicatedStore, Route, Router};
 pub use state_machine::{AfterApply, ApplyObserver, ApplySlot, Before, StateMachine};
+pub use tls::Tls;
 pub use types::{Applied, Command, Member, TypeConfig};
 
 /// Reads and decodes the value of `key` in `partition` of `view`; failures as openraft

@@ -229,6 +229,7 @@ pub struct Network {
     http: reqwest::Client,
     group: u64,
     key: Option<Arc<str>>,
+    scheme: &'static str,
 }
 
 impl Network {
@@ -238,7 +239,14 @@ impl Network {
             http,
             group,
             key: None,
+            scheme: "http",
         }
+    }
+
+    /// Reaches peers over `https` (with an `http` client configured for mTLS, [`crate::tls`]).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.scheme = if tls { "https" } else { "http" };
+        self
     }
 
     /// Sends `key` with every request (see [`router_with_key`]).
@@ -255,7 +263,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             http: self.http.clone(),
             target,
-            base: format!("http://{}/raft/{}", node.rpc_addr, self.group),
+            base: format!("{}://{}/raft/{}", self.scheme, node.rpc_addr, self.group),
             key: self.key.clone(),
         }
     }

@@ -46,6 +46,8 @@ pub struct Topology {
     pub raft: openraft::Config,
     /// The members' shared secret every RPC carries (`None`: an open RPC port).
     pub key: Option<String>,
+    /// mTLS on the RPC port (`None`: plain TCP, for a private network).
+    pub tls: Option<crate::Tls>,
 }
 
 /// One group as this node sees it (a row of `system.cluster_groups`).
@@ -108,6 +110,8 @@ pub struct ClusterNode {
     keepers: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     http: reqwest::Client,
+    /// `https` with mTLS, else `http`.
+    scheme: &'static str,
     key: Option<Arc<str>>,
     holds: Holds,
     configured: BTreeMap<u64, Member>,
@@ -144,8 +148,12 @@ impl ClusterNode {
         listener: tokio::net::TcpListener,
         hook: ApplySlot,
     ) -> Result<Self, ClusterError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(2))
+        let mut http =
+            reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(2));
+        if let Some(tls) = &topology.tls {
+            http = tls.client(http);
+        }
+        let http = http
             .build()
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let mut groups = HashMap::new();
@@ -186,7 +194,9 @@ impl ClusterNode {
             let raft = Raft::new(
                 topology.node_id,
                 Arc::new(config),
-                Network::new(http.clone(), group).with_key(key.clone()),
+                Network::new(http.clone(), group)
+                    .with_key(key.clone())
+                    .with_tls(topology.tls.is_some()),
                 log,
                 sm,
             )
@@ -217,9 +227,18 @@ impl ClusterNode {
             Arc::clone(&calls),
             key.clone(),
         );
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, serving).await;
-        });
+        let server = match &topology.tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls)
+                    .map_err(|e| ClusterError::Tls(e.to_string()))?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, serving).await;
+                })
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, serving).await;
+            }),
+        };
         // Every initial member initializes its new groups with the same member list (safe in
         // openraft; the first to win an election leads), so the cluster forms whichever
         // members are up. A store that already has a group's log is never re-initialized.
@@ -249,6 +268,11 @@ impl ClusterNode {
             keepers,
             server,
             http,
+            scheme: if topology.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             key,
             holds,
             configured: topology.members,
@@ -452,7 +476,7 @@ impl ClusterNode {
             .ok_or_else(|| format!("node {to} has no known address"))?;
         let mut post = self
             .http
-            .post(format!("http://{}/{path}", member.rpc_addr))
+            .post(format!("{}://{}/{path}", self.scheme, member.rpc_addr))
             .timeout(timeout)
             .body(body);
         if let Some(key) = &self.key {

@@ -279,12 +279,17 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
 /// behind one RPC port each: every group elects a leader; each group's writes reach every
 /// node; the node leading the most groups stops and every group it led elects another
 /// leader and takes writes again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_group_of_the_shard_map_fails_over() {
-    use kalamdb_cluster::shard::ShardMap;
-    use kalamdb_cluster::{ClusterError, ClusterNode, Topology};
-
-    let root = tempfile::tempdir().unwrap();
+/// Three members of `map` on loopback ports, each over its own store in `root` (group g owns
+/// the partitions named `g<g>.*`), with `tls` on their RPC port.
+async fn start_members(
+    root: &Path,
+    map: kalamdb_cluster::shard::ShardMap,
+    tls: Option<kalamdb_cluster::Tls>,
+) -> (
+    Vec<kalamdb_cluster::ClusterNode>,
+    HashMap<u64, Arc<dyn StorageBackend>>,
+) {
+    use kalamdb_cluster::{ClusterNode, Topology};
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -297,7 +302,6 @@ async fn every_group_of_the_shard_map_fails_over() {
             (i as u64 + 1, Member::new(addr, ""))
         })
         .collect();
-    let map = ShardMap::new(2, 1);
     let raft = Config {
         heartbeat_interval: 100,
         election_timeout_min: 500,
@@ -309,11 +313,7 @@ async fn every_group_of_the_shard_map_fails_over() {
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let backend: Arc<dyn StorageBackend> = Arc::new(
-            RocksBackend::open(
-                &root.path().join(format!("n{id}")),
-                &StoreOptions::default(),
-            )
-            .unwrap(),
+            RocksBackend::open(&root.join(format!("n{id}")), &StoreOptions::default()).unwrap(),
         );
         backends.insert(id, Arc::clone(&backend));
         let topology = Topology {
@@ -323,8 +323,8 @@ async fn every_group_of_the_shard_map_fails_over() {
             map,
             raft: raft.clone(),
             key: Some("test-cluster-key".into()),
+            tls: tls.clone(),
         };
-        // Group g owns the partitions named g<g>.*.
         let node = ClusterNode::start(
             topology,
             backend,
@@ -335,6 +335,17 @@ async fn every_group_of_the_shard_map_fails_over() {
         .unwrap();
         nodes.push(node);
     }
+    (nodes, backends)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_of_the_shard_map_fails_over() {
+    use kalamdb_cluster::shard::ShardMap;
+    use kalamdb_cluster::{ClusterError, ClusterNode};
+
+    let root = tempfile::tempdir().unwrap();
+    let map = ShardMap::new(2, 1);
+    let (mut nodes, backends) = start_members(root.path(), map, None).await;
 
     let leaders = |nodes: &[ClusterNode]| -> Option<BTreeMap<u64, u64>> {
         let mut found = BTreeMap::new();
@@ -533,6 +544,132 @@ async fn every_group_of_the_shard_map_fails_over() {
             had[&group]
         );
     }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM: (CA, certificate, key).
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// With mTLS the members replicate as without it, and the RPC port refuses whoever does not
+/// present a certificate of the cluster's CA: a plain HTTP client, a TLS client without a
+/// certificate, and one whose certificate another CA signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_talk_over_mtls_and_refuse_strangers() {
+    use kalamdb_cluster::shard::ShardMap;
+    use kalamdb_cluster::{ClusterError, Tls};
+    use rustls::pki_types::pem::PemObject;
+
+    let (ca, cert, node_key) = certificates();
+    let tls = Tls::from_pem(ca.as_bytes(), cert.as_bytes(), node_key.as_bytes()).unwrap();
+    assert!(matches!(
+        Tls::from_pem(b"", cert.as_bytes(), node_key.as_bytes()),
+        Err(ClusterError::Tls(_))
+    ));
+    let root = tempfile::tempdir().unwrap();
+    let map = ShardMap::new(1, 1);
+    let (nodes, backends) = start_members(root.path(), map, Some(tls)).await;
+
+    // Every group elects a leader over TLS and replicates a write to every member.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let write = async |group: u64, command: Command| loop {
+        for n in &nodes {
+            if let Ok(applied) = n.write(group, command.clone()).await {
+                return applied.index;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} never took a write"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for group in map.groups() {
+        let table = format!("g{group}.t");
+        let layout = KeyLayout::Flat;
+        let name = table.clone();
+        write(group, Command::CreatePartition { name, layout }).await;
+        let mut batch = WriteBatch::new();
+        batch.put(&table, key(1), b"v".to_vec());
+        let index = write(group, Command::write(batch)).await;
+        for n in &nodes {
+            let raft = n.group(group).unwrap();
+            while raft.metrics().borrow().last_applied.map(|l| l.index) < Some(index) {
+                assert!(Instant::now() < deadline, "group {group} not replicated");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let backend = &backends[&n.node_id()];
+            assert_eq!(backend.get(&table, &key(1)).unwrap(), Some(b"v".to_vec()));
+        }
+    }
+
+    let addr = nodes[0].member(1).unwrap().rpc_addr;
+    let vote = |client: reqwest::Client, scheme: &str| {
+        let url = format!("{scheme}://{addr}/raft/0/vote");
+        async move {
+            client
+                .post(url)
+                .header("x-kalamdb-cluster-key", "test-cluster-key")
+                .body(Vec::new())
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+        }
+    };
+    // A member's own client gets through (the request itself is nonsense: 400).
+    let (stranger_ca, stranger_cert, stranger_key) = certificates();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = |pem: &str| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    };
+    let client = |auth: Option<(&str, &str)>| {
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots(&ca));
+        let config = match auth {
+            Some((cert, key)) => {
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .unwrap()
+    };
+    let member = vote(client(Some((&cert, &node_key))), "https")
+        .await
+        .unwrap();
+    assert_eq!(member.status(), 400);
+    assert!(vote(reqwest::Client::new(), "http").await.is_err());
+    assert!(vote(client(None), "https").await.is_err());
+    assert!(
+        vote(client(Some((&stranger_cert, &stranger_key))), "https")
+            .await
+            .is_err()
+    );
+    let _ = stranger_ca;
     for n in nodes {
         n.shutdown().await;
     }

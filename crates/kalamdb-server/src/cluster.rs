@@ -85,6 +85,17 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the cluster's threads: {e}"))?;
+    let tls = match &cluster.tls {
+        Some(files) => Some(
+            kalamdb_cluster::Tls::from_files(
+                std::path::Path::new(&files.ca),
+                std::path::Path::new(&files.cert),
+                std::path::Path::new(&files.key),
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let topology = Topology {
         node_id: cluster.node_id,
         members,
@@ -93,6 +104,7 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
         map,
         raft,
         key: Some(cluster_key(&config.auth.jwt_secret)),
+        tls,
     };
     let store_for_groups = Arc::clone(&local);
     let groups_hook = Arc::clone(&hook);

@@ -1,0 +1,169 @@
+//! mTLS on the RPC port (docs/cluster.md §2): with `[cluster.tls]`, both ends of every
+//! connection between members present a certificate that chains to the cluster's CA, and a
+//! client checks that the server's certificate names the address it dialled (an IP or DNS
+//! subject alternative name matching the host of `rpc_addr`). [`Tls`] holds both sides'
+//! settings; [`TlsListener`] hands the RPC router only connections whose handshake succeeded.
+//! ring is the crypto provider (already compiled for object storage's HTTPS).
+
+use crate::ClusterError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+/// How long a connecting peer has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member's mTLS settings: what it presents and which peers it trusts.
+#[derive(Clone)]
+pub struct Tls {
+    server: Arc<rustls::ServerConfig>,
+    client: rustls::ClientConfig,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+fn refused(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Tls(format!("{what}: {e}"))
+}
+
+impl Tls {
+    /// Reads the CA certificate(s), this node's certificate chain and its private key from PEM
+    /// files.
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClusterError> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| refused(&p.display().to_string(), e));
+        Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?)
+    }
+
+    /// [`Self::from_files`] from the files' contents.
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Self, ClusterError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for found in CertificateDer::pem_slice_iter(ca) {
+            let der = found.map_err(|e| refused("the CA certificate", e))?;
+            roots
+                .add(der)
+                .map_err(|e| refused("the CA certificate", e))?;
+        }
+        if roots.is_empty() {
+            return Err(refused("the CA certificate", "no certificate in the file"));
+        }
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refused("the node certificate", e))?;
+        if chain.is_empty() {
+            return Err(refused(
+                "the node certificate",
+                "no certificate in the file",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| refused("the node key", e))?;
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::clone(&roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| refused("the CA certificate", e))?;
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| refused("TLS versions", e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| refused("the node certificate and key", e))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| refused("TLS versions", e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| refused("the node certificate and key", e))?;
+        Ok(Self {
+            server: Arc::new(server),
+            client,
+        })
+    }
+
+    /// An HTTP client for peers that presents this node's certificate and trusts only the CA.
+    pub(crate) fn client(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        builder.use_preconfigured_tls(self.client.clone())
+    }
+}
+
+/// Accepts TCP connections and hands on those whose TLS handshake (a certificate from the
+/// cluster's CA included) succeeds; handshakes run concurrently, each within 10 s.
+pub(crate) struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Serves `listener` with `tls`.
+    pub(crate) fn new(listener: TcpListener, tls: &Tls) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+        let (tx, accepted) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    // Out of file descriptors and the like: wait rather than spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, addr)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!("RPC connection from {addr} refused: {e}");
+                        }
+                        Err(_) => tracing::warn!("RPC connection from {addr}: handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            accepted,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        // The port is free again once the server using this listener stops.
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(conn) => conn,
+            // The accepting task ended (never, short of a panic): accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
