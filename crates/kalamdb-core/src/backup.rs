@@ -8,6 +8,14 @@
 //! flushes, compactions and removals of dropped data wait (they would change segment files
 //! and manifests); writes go on, into the hot tier only, so nothing written after the
 //! checkpoint is in the backup and everything acknowledged before it is.
+//!
+//! On a cluster member (docs/cluster.md §11, "Backups") the checkpoint is this member's store,
+//! which holds every group as far as it applied it; flushes and compactions run on the groups'
+//! leaders, so every member pauses its file changes for the copy ([`HOLD_FILES_CALL`]: taken
+//! in node id order, this node's own included, so two backups never wait for each other; a
+//! member's pause lapses unless renewed). A backup that cannot pause every member is refused;
+//! one during which a pause lapsed fails. Restoring it gives a single server's data folder:
+//! the Raft logs and marks are left out.
 
 use crate::app_context::AppContext;
 use kalamdb_catalog::catalog::StorageRecord;
@@ -85,6 +93,168 @@ fn join(prefix: &str, rest: &str) -> String {
         "" => rest.to_string(),
         p => format!("{p}/{rest}"),
     }
+}
+
+/// Engine call: pause this member's file changes for another member's backup
+/// ([`FileHold`]); answers once paused (a running flush finishes first).
+pub const HOLD_FILES_CALL: &str = "hold-files";
+
+/// Engine call: end such a pause now.
+pub const RELEASE_FILES_CALL: &str = "release-files";
+
+/// How long a member's pause lasts unless the backup renews it.
+const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a backup renews its members' pauses.
+const HOLD_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a member may take to pause (its running flush or compaction finishes first).
+const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The body of [`HOLD_FILES_CALL`] and [`RELEASE_FILES_CALL`].
+#[derive(Debug, Serialize, Deserialize)]
+struct FileHold {
+    /// The backup's pause id.
+    id: u64,
+    /// How long the pause lasts from now, in ms.
+    lease_ms: u64,
+    /// Only push the end of a pause already held (never take it again after a gap).
+    renew: bool,
+}
+
+/// Serves [`HOLD_FILES_CALL`] and [`RELEASE_FILES_CALL`] on this member.
+pub async fn member_files_call(app: &AppContext, name: &str, body: &[u8]) -> Result<Vec<u8>> {
+    let hold: FileHold = serde_json::from_slice(body)
+        .map_err(|e| KalamError::InvalidInput(format!("a pause request does not decode: {e}")))?;
+    let gate = app.tables().file_gate();
+    if name == RELEASE_FILES_CALL {
+        gate.release(hold.id);
+        return Ok(b"released".to_vec());
+    }
+    let lease = std::time::Duration::from_millis(hold.lease_ms);
+    match gate.hold(hold.id, lease, hold.renew).await {
+        true => Ok(b"held".to_vec()),
+        false => Err(KalamError::InvalidInput(format!(
+            "pause {} is not held here (it lapsed)",
+            hold.id
+        ))),
+    }
+}
+
+/// The other members' pauses a backup here holds, renewed until it finishes.
+struct MemberPauses {
+    view: std::sync::Arc<dyn crate::cluster_view::ClusterView>,
+    id: u64,
+    held: Vec<u64>,
+    renewing: Option<tokio::task::JoinHandle<()>>,
+    /// Why a renewal failed (a member's pause may have lapsed).
+    lost: std::sync::Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+impl MemberPauses {
+    async fn call(
+        view: &dyn crate::cluster_view::ClusterView,
+        node: u64,
+        name: &str,
+        hold: &FileHold,
+    ) -> std::result::Result<(), String> {
+        let body = serde_json::to_vec(hold).map_err(|e| e.to_string())?;
+        view.call_member(node, name, body, HOLD_TIMEOUT)
+            .await
+            .map(|_| ())
+    }
+
+    fn request(&self, renew: bool) -> FileHold {
+        FileHold {
+            id: self.id,
+            lease_ms: HOLD_LEASE.as_millis() as u64,
+            renew,
+        }
+    }
+
+    fn renew_in_background(&mut self) {
+        let (view, held, lost) = (
+            std::sync::Arc::clone(&self.view),
+            self.held.clone(),
+            std::sync::Arc::clone(&self.lost),
+        );
+        let request = self.request(true);
+        self.renewing = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD_RENEWAL).await;
+                for &node in &held {
+                    if let Err(e) = Self::call(&*view, node, HOLD_FILES_CALL, &request).await {
+                        lost.lock().get_or_insert(format!("node {node}: {e}"));
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Ends every pause; fails when one may have lapsed during the backup.
+    async fn finish(mut self) -> Result<()> {
+        if let Some(task) = self.renewing.take() {
+            task.abort();
+        }
+        let request = self.request(false);
+        for &node in &self.held {
+            // Best effort: a pause not released lapses by itself.
+            let _ = Self::call(&*self.view, node, RELEASE_FILES_CALL, &request).await;
+        }
+        match self.lost.lock().take() {
+            Some(why) => Err(KalamError::Internal(format!(
+                "a member's pause of its flushes and compactions may have lapsed during the \
+                 backup ({why}): its files may have changed while they were copied; take the \
+                 backup again"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Pauses file changes here, and on a cluster member on every member, in node id order.
+async fn pause_everywhere(
+    app: &AppContext,
+) -> Result<(tokio::sync::OwnedRwLockWriteGuard<()>, Option<MemberPauses>)> {
+    let Some(view) = app.cluster_view().cloned() else {
+        return Ok((app.tables().pause_file_changes().await, None));
+    };
+    let me = view.node_id();
+    let mut nodes: Vec<u64> = view.members().iter().map(|m| m.node_id).collect();
+    nodes.push(me);
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut pauses = MemberPauses {
+        view,
+        id: uuid::Uuid::new_v4().as_u64_pair().0,
+        held: Vec::new(),
+        renewing: None,
+        lost: Default::default(),
+    };
+    let mut local = None;
+    for node in nodes {
+        if node == me {
+            local = Some(app.tables().pause_file_changes().await);
+            continue;
+        }
+        let request = pauses.request(false);
+        if let Err(e) = MemberPauses::call(&*pauses.view, node, HOLD_FILES_CALL, &request).await {
+            let _ = pauses.finish().await;
+            return Err(KalamError::Store(kalamdb_store::StoreError::Unavailable(
+                format!(
+                    "a backup in a cluster pauses every member's flushes and compactions, \
+                     and node {node} could not: {e}"
+                ),
+            )));
+        }
+        pauses.held.push(node);
+    }
+    pauses.renew_in_background();
+    let local = match local {
+        Some(guard) => guard,
+        None => app.tables().pause_file_changes().await,
+    };
+    Ok((local, Some(pauses)))
 }
 
 /// Format of `backup.json` this build writes; restore reads this one and older.
@@ -185,11 +355,34 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
     // Segment files and manifests hold still from the checkpoint until the copy is done. The
     // copy runs in its own task that owns the guard: a cancelled request does not release it
     // early, nor stop the copy halfway. Backups take the gate one at a time.
-    let files = app.tables().pause_file_changes().await;
+    let (files, members) = pause_everywhere(app).await?;
     let backend = std::sync::Arc::clone(app.backend());
     let node_id = app.node_id().to_string();
     let copy = tokio::spawn(async move {
         let _files = files;
+        let copied = copy_backup(backend, dest, prefix, local, data_path, stores, node_id).await;
+        let paused = match members {
+            Some(pauses) => pauses.finish().await,
+            None => Ok(()),
+        };
+        let report = copied?;
+        paused.map(|()| report)
+    });
+    copy.await
+        .map_err(|e| KalamError::Internal(format!("backup task failed: {e}")))?
+}
+
+/// The copy itself, under the pauses: checkpoint, storages, then `backup.json`.
+async fn copy_backup(
+    backend: std::sync::Arc<dyn kalamdb_store::StorageBackend>,
+    dest: FileStore,
+    prefix: String,
+    local: Option<PathBuf>,
+    data_path: PathBuf,
+    stores: Vec<(StorageRecord, FileStore)>,
+    node_id: String,
+) -> Result<BackupReport> {
+    {
         // Checked again under the gate: a backup that waited for another into the same place
         // finds it taken.
         if dest.has_any(&prefix).await.map_err(store_error)? {
@@ -257,9 +450,24 @@ pub async fn backup(app: &AppContext, target: &BackupTarget) -> Result<BackupRep
             .await
             .map_err(store_error)?;
         Ok(report)
-    });
-    copy.await
-        .map_err(|e| KalamError::Internal(format!("backup task failed: {e}")))?
+    }
+}
+
+/// Drops the Raft groups' logs and marks a cluster member's backup holds (`raft.*`
+/// partitions): they belong to that cluster, not to the server the restored folder is for.
+fn drop_raft_partitions(db: &Path) -> Result<()> {
+    use kalamdb_store::StorageBackend;
+    let failed = |e: kalamdb_store::StoreError| {
+        KalamError::Internal(format!("restored database {}: {e}", db.display()))
+    };
+    let store = kalamdb_store::RocksBackend::open(db, &kalamdb_store::StoreOptions::default())
+        .map_err(failed)?;
+    for partition in store.list_partitions() {
+        if partition.starts_with("raft.") {
+            store.drop_partition(&partition).map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes checkpoints left in the data folder by backups a crash interrupted (they hold hard
@@ -392,6 +600,7 @@ pub async fn restore(
                 .await
                 .map_err(store_error)?,
         );
+        drop_raft_partitions(&db)?;
         for (id, to) in &targets {
             plan(&format!("storage {id} -> {}", to.display()));
             written.push(to.clone());

@@ -96,6 +96,10 @@ pub enum ClusterOpError {
 pub type ClusterFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClusterOpError>> + Send + 'a>>;
 
+/// One member's answer to an engine call ([`ClusterView::call_member`]).
+pub type CallFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+
 /// Each member's answer to an engine call, by node id ([`ClusterView::call_others`]).
 pub type CallsFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Vec<(u64, Result<Vec<u8>, String>)>> + Send + 'a>,
@@ -137,6 +141,14 @@ pub trait ClusterView: Send + Sync + std::fmt::Debug {
         body: Vec<u8>,
         timeout: std::time::Duration,
     ) -> CallsFuture<'a>;
+    /// Makes engine call `name` of member `node` alone.
+    fn call_member<'a>(
+        &'a self,
+        node: u64,
+        name: &'a str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> CallFuture<'a>;
     /// Every group's read index, as its leader confirms it with a quorum (linearizable
     /// reads: a read that waits until this node applied them sees every write acknowledged
     /// before it started); an error says why not.

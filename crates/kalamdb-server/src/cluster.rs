@@ -303,6 +303,12 @@ impl EngineCalls for EngineHooks {
                         .map(String::into_bytes)
                         .map_err(|e| e.to_string())
                 }
+                kalamdb_core::backup::HOLD_FILES_CALL
+                | kalamdb_core::backup::RELEASE_FILES_CALL => {
+                    kalamdb_core::backup::member_files_call(&app, &name, &body)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 other => Err(format!("no engine call '{other}'")),
             }
         })
@@ -535,6 +541,16 @@ impl ClusterView for View {
 
     fn read_marks(&self) -> ReadMarksFuture<'_> {
         Box::pin(async move { self.node.read_marks().await.map_err(|e| e.to_string()) })
+    }
+
+    fn call_member<'a>(
+        &'a self,
+        node: u64,
+        name: &'a str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> kalamdb_core::cluster_view::CallFuture<'a> {
+        Box::pin(self.node.call(node, name, body, timeout))
     }
 
     fn call_others<'a>(

@@ -21,7 +21,8 @@
 //!   committed changes go to (the live-query manager); [`replicated`]: the changes of writes
 //!   another cluster node committed, as this node applies them.
 //! - [`flush_scheduler`]: counters behind automatic flushes; [`background`]: the low-priority
-//!   thread for flush and compaction CPU work; [`faults`]: failure and pause points for tests.
+//!   thread for flush and compaction CPU work; [`faults`]: failure and pause points for tests;
+//!   [`file_gate`]: backups (here or another member's) against changes of segment files.
 //!
 //! Nothing here takes the server's context, parses SQL or knows HTTP.
 
@@ -29,6 +30,7 @@ pub mod background;
 pub mod changes;
 pub mod cold;
 pub mod faults;
+pub mod file_gate;
 pub mod files;
 pub mod flush;
 pub mod flush_scheduler;

@@ -55,7 +55,7 @@ pub struct TableStore {
     pub(crate) open_snapshots: crate::snapshots::OpenSnapshots,
     /// Held shared by whatever changes segment files or manifests (flushes, compactions,
     /// dropped data); a backup holds it alone while it copies them ([`Self::pause_file_changes`]).
-    files_gate: Arc<tokio::sync::RwLock<()>>,
+    files_gate: crate::file_gate::FileGate,
 }
 
 impl TableStore {
@@ -95,7 +95,7 @@ impl TableStore {
             faults: Faults::default(),
             options,
             open_snapshots: Default::default(),
-            files_gate: Arc::new(tokio::sync::RwLock::new(())),
+            files_gate: crate::file_gate::FileGate::default(),
         })
     }
 
@@ -276,19 +276,25 @@ impl TableStore {
     /// The guard is owned, so a backup's blocking copy keeps it even if the request that
     /// started it goes away.
     pub async fn pause_file_changes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
-        Arc::clone(&self.files_gate).write_owned().await
+        self.files_gate.pause().await
+    }
+
+    /// The gate itself, for pauses another cluster member's backup asks for
+    /// ([`crate::file_gate::FileGate::hold`]).
+    pub fn file_gate(&self) -> &crate::file_gate::FileGate {
+        &self.files_gate
     }
 
     /// Held shared while segment files or manifests change (also by other writers of the
     /// storages' files: topic and system-table flushes).
     pub async fn file_changes(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.files_gate.read().await
+        self.files_gate.changing().await
     }
 
     /// Removes every row of a dropped table incarnation: its hot partition and its segments.
     /// The caller has removed the definition; a failure leaves it to be retried.
     pub async fn remove_table_data(&self, def: &TableDefinition) -> Result<()> {
-        let _files = self.files_gate.read().await;
+        let _files = self.files_gate.changing().await;
         self.backend
             .drop_partition(TablePartitions::of(def).used())?;
         self.cold.drop_table(def).await
@@ -296,7 +302,7 @@ impl TableStore {
 
     /// Removes `scope`'s rows of table `def` from both tiers (its user was dropped).
     pub async fn remove_scope_data(&self, def: &TableDefinition, scope: &Scope) -> Result<()> {
-        let _files = self.files_gate.read().await;
+        let _files = self.files_gate.changing().await;
         let from = scope.prefix();
         // The prefix ends with a 0 separator: the next byte bounds every key of the scope.
         let mut to = from.clone();

@@ -697,10 +697,7 @@ impl SqlExecutor {
             Command::KillLiveQuery(id) => ddl::kill_live_query(app, ctx, &id),
             Command::Cluster(cmd) => ddl::cluster(app, ctx, cmd).await,
             Command::FlushTable(t) => ddl::flush_table(app, ctx, &t).await,
-            Command::Backup(target) => {
-                not_in_cluster(app, "backups")?;
-                ddl::backup_database(app, ctx, &target).await
-            }
+            Command::Backup(target) => ddl::backup_database(app, ctx, &target).await,
             Command::ExportUserData(user) => ddl::export_user_data(app, ctx, user).await,
             Command::FlushAll(ns) => ddl::flush_all(app, ctx, ns.as_deref()).await,
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
@@ -831,8 +828,8 @@ impl super::stream::Executor for SqlExecutor {
     }
 }
 
-/// Refuses what a cluster does not run yet (docs/cluster.md §11: backups of every group;
-/// topics, whose offsets are counted by each node).
+/// Refuses what a cluster does not run yet (docs/cluster.md §11: topics, whose offsets are
+/// counted by each node).
 fn not_in_cluster(app: &AppContext, what: &str) -> Result<()> {
     if app.clustered() {
         return Err(KalamError::Unsupported(format!(

@@ -3,8 +3,8 @@
 //! reads the same segments (their manifests arrive through the groups' logs, and a restarted
 //! member reads them from its own store), the flush's removal of hot versions is not a change
 //! to live queries, a flushed row's update reaches followers' subscribers as an update, a
-//! table on a node's own folder is refused, and STREAM rows expire once, on their leaders,
-//! without change events.
+//! table on a node's own folder is refused, STREAM rows expire once, on their leaders,
+//! without change events, and a backup taken on one member restores as a single server.
 
 use crate::cluster::{
     Cluster, PASSWORD, USER_SHARDS, converged, ids, leader_of, login, ok, sql, sql_with_consistency,
@@ -301,6 +301,52 @@ async fn a_cluster_flushes_and_compacts_on_the_leaders_into_shared_storage() {
     for url in &urls {
         assert!(ids(&http, url, &tokens[0], "app.ev").await.is_empty());
     }
+
+    // A backup taken on one member (every member pauses its flushes for the copy) restores
+    // into a single server's folder that answers as the cluster did: hot rows from the
+    // member's store, flushed ones from the shared bucket.
+    let mut expected = vec![ids(&http, urls[0], &root, "app.s").await];
+    for token in &tokens {
+        expected.push(ids(&http, urls[0], token, "app.u").await);
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let target = backups.path().join("b");
+    let done = message(
+        &ok(
+            &http,
+            urls[1],
+            &root,
+            &format!("BACKUP DATABASE TO '{}'", target.display()),
+        )
+        .await,
+    );
+    assert!(done.contains("Backup written"), "{done}");
+    let data = backups.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
+        .args(["restore", "--keep-s3-storages", "--from"])
+        .arg(&target)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::TempDir::new_in(backups.path()).unwrap();
+    std::fs::remove_dir(dir.path()).unwrap();
+    std::fs::rename(&data, dir.path()).unwrap();
+    let single = crate::support::TestServer::start_in(dir).await;
+    let (shttp, base) = (single.http.clone(), single.base.clone());
+    let sroot = single.root_token().await;
+    let mut restored = vec![ids(&shttp, &base, &sroot, "app.s").await];
+    for name in &names {
+        let token = login(&shttp, &base, name, &format!("{name}-pass-123")).await;
+        restored.push(ids(&shttp, &base, &token, "app.u").await);
+    }
+    assert_eq!(restored, expected);
+    assert!(expected.iter().all(|ids| !ids.is_empty()), "{expected:?}");
 }
 
 /// STREAM rows the members' eviction jobs removed, all together (each member lists its own).
