@@ -214,11 +214,6 @@ impl ClusterNode {
                 )
             })
             .collect();
-        let keep = topology.raft.max_in_snapshot_log_to_keep;
-        let keepers = groups
-            .values()
-            .map(|raft| tokio::spawn(crate::keeper::keep(raft.clone(), keep)))
-            .collect();
         let groups: Groups = Arc::new(groups);
         let calls = CallSlot::default();
         let serving = router_with_key(
@@ -229,8 +224,7 @@ impl ClusterNode {
         );
         let server = match &topology.tls {
             Some(tls) => {
-                let listener = crate::tls::TlsListener::new(listener, tls)
-                    .map_err(|e| ClusterError::Tls(e.to_string()))?;
+                let listener = crate::tls::TlsListener::new(listener, tls);
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, serving).await;
                 })
@@ -254,10 +248,18 @@ impl ClusterNode {
                 }
                 match raft.initialize(members.clone()).await {
                     Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                    Err(e) => return Err(ClusterError::Raft(e.to_string())),
+                    Err(e) => {
+                        server.abort();
+                        return Err(ClusterError::Raft(e.to_string()));
+                    }
                 }
             }
         }
+        let keep = topology.raft.max_in_snapshot_log_to_keep;
+        let keepers = groups
+            .values()
+            .map(|raft| tokio::spawn(crate::keeper::keep(raft.clone(), keep)))
+            .collect();
         Ok(Self {
             node_id: topology.node_id,
             map: topology.map,

@@ -3,8 +3,9 @@
 //! it. Building a snapshot records which entries it covers and nothing else (cheap, so logs
 //! can be purged soon after every member has them, docs/cluster.md §8); openraft also asks for
 //! the current snapshot when a group starts and uses only its description then, so the dump
-//! runs only when a snapshot is really sent to a member.
+//! runs only when a snapshot is really sent to a member, on tokio's blocking threads.
 
+use std::future::Future;
 use std::io::{Cursor, SeekFrom};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,16 +14,25 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 /// Produces a snapshot's bytes from a view of the store fixed when the snapshot was asked for.
 pub type Dump = Box<dyn FnOnce() -> std::io::Result<Vec<u8>> + Send>;
 
-/// A snapshot's bytes, read, written and sought like a `Cursor<Vec<u8>>`.
+/// A snapshot's bytes, read, written and sought like a `Cursor<Vec<u8>>`. A lazy one is
+/// dumped on tokio's blocking threads the first time it is read or sought, so the Raft threads
+/// (heartbeats) go on meanwhile.
 pub struct SnapshotBytes {
     state: State,
+    /// A seek asked for before the bytes were there.
+    seek: Option<SeekFrom>,
 }
 
 enum State {
     Ready(Cursor<Vec<u8>>),
     Pending(Dump),
+    Dumping(tokio::task::JoinHandle<std::io::Result<Vec<u8>>>),
     /// The dump failed: every later operation fails the same way.
     Failed(String),
+}
+
+fn failed(why: &str) -> std::io::Error {
+    std::io::Error::other(format!("the snapshot could not be dumped: {why}"))
 }
 
 impl SnapshotBytes {
@@ -30,6 +40,7 @@ impl SnapshotBytes {
     pub fn ready(bytes: Vec<u8>) -> Self {
         Self {
             state: State::Ready(Cursor::new(bytes)),
+            seek: None,
         }
     }
 
@@ -37,34 +48,56 @@ impl SnapshotBytes {
     pub fn lazy(dump: Dump) -> Self {
         Self {
             state: State::Pending(dump),
+            seek: None,
         }
     }
 
-    /// The bytes (dumped now if they were not yet).
-    pub fn into_bytes(mut self) -> std::io::Result<Vec<u8>> {
-        self.cursor()?;
+    /// The bytes (dumped here if they were not yet; an error while a dump runs elsewhere).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
         match self.state {
             State::Ready(cursor) => Ok(cursor.into_inner()),
-            _ => Err(std::io::Error::other("snapshot bytes unavailable")),
+            State::Pending(dump) => dump(),
+            State::Dumping(_) => Err(std::io::Error::other("the snapshot is being dumped")),
+            State::Failed(why) => Err(failed(&why)),
         }
     }
 
-    fn cursor(&mut self) -> std::io::Result<&mut Cursor<Vec<u8>>> {
-        if let State::Pending(_) = self.state {
-            self.state = match std::mem::replace(&mut self.state, State::Failed(String::new())) {
-                State::Pending(dump) => match dump() {
-                    Ok(bytes) => State::Ready(Cursor::new(bytes)),
-                    Err(e) => State::Failed(e.to_string()),
+    /// Makes the bytes ready (starting or awaiting the dump), then applies a pending seek.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<&mut Cursor<Vec<u8>>>> {
+        loop {
+            let next = match &mut self.state {
+                State::Ready(_) => break,
+                State::Failed(why) => return Poll::Ready(Err(failed(why))),
+                State::Pending(_) => {
+                    match std::mem::replace(&mut self.state, State::Failed(String::new())) {
+                        State::Pending(dump) => match tokio::runtime::Handle::try_current() {
+                            Ok(runtime) => State::Dumping(runtime.spawn_blocking(dump)),
+                            Err(_) => match dump() {
+                                Ok(bytes) => State::Ready(Cursor::new(bytes)),
+                                Err(e) => State::Failed(e.to_string()),
+                            },
+                        },
+                        other => other,
+                    }
+                }
+                State::Dumping(task) => match Pin::new(task).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Ok(bytes))) => State::Ready(Cursor::new(bytes)),
+                    Poll::Ready(Ok(Err(e))) => State::Failed(e.to_string()),
+                    Poll::Ready(Err(e)) => State::Failed(e.to_string()),
                 },
-                other => other,
             };
+            self.state = next;
         }
+        let seek = self.seek.take();
         match &mut self.state {
-            State::Ready(cursor) => Ok(cursor),
-            State::Failed(why) => Err(std::io::Error::other(format!(
-                "the snapshot could not be dumped: {why}"
-            ))),
-            State::Pending(_) => Err(std::io::Error::other("snapshot not dumped")),
+            State::Ready(cursor) => {
+                if let Some(position) = seek {
+                    std::io::Seek::seek(cursor, position)?;
+                }
+                Poll::Ready(Ok(cursor))
+            }
+            _ => Poll::Ready(Err(failed("not ready"))),
         }
     }
 }
@@ -74,6 +107,7 @@ impl std::fmt::Debug for SnapshotBytes {
         let state = match &self.state {
             State::Ready(c) => format!("{} bytes", c.get_ref().len()),
             State::Pending(_) => "not dumped yet".to_string(),
+            State::Dumping(_) => "being dumped".to_string(),
             State::Failed(why) => format!("failed: {why}"),
         };
         f.debug_struct("SnapshotBytes")
@@ -88,9 +122,10 @@ impl AsyncRead for SnapshotBytes {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut().cursor() {
-            Ok(cursor) => Pin::new(cursor).poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(cursor)) => Pin::new(cursor).poll_read(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -101,36 +136,49 @@ impl AsyncWrite for SnapshotBytes {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().cursor() {
-            Ok(cursor) => Pin::new(cursor).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(cursor)) => Pin::new(cursor).poll_write(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().cursor() {
-            Ok(cursor) => Pin::new(cursor).poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(cursor)) => Pin::new(cursor).poll_flush(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().cursor() {
-            Ok(cursor) => Pin::new(cursor).poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(cursor)) => Pin::new(cursor).poll_shutdown(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
 impl AsyncSeek for SnapshotBytes {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> std::io::Result<()> {
-        Pin::new(self.get_mut().cursor()?).start_seek(position)
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Ready(cursor) => Pin::new(cursor).start_seek(position),
+            State::Failed(why) => Err(failed(why)),
+            // Applied once the bytes are there (poll_complete).
+            _ => {
+                this.seek = Some(position);
+                Ok(())
+            }
+        }
     }
 
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
-        match self.get_mut().cursor() {
-            Ok(cursor) => Pin::new(cursor).poll_complete(cx),
-            Err(e) => Poll::Ready(Err(e)),
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(cursor)) => Pin::new(cursor).poll_complete(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

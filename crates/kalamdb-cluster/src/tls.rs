@@ -15,8 +15,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-/// How long a connecting peer has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connecting peer has to finish its handshake (a member's client gives up on
+/// connecting after 2 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Handshakes run at once; more connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 64;
 
 /// A member's mTLS settings: what it presents and which peers it trusts.
 #[derive(Clone)]
@@ -98,56 +102,41 @@ impl Tls {
 }
 
 /// Accepts TCP connections and hands on those whose TLS handshake (a certificate from the
-/// cluster's CA included) succeeds; handshakes run concurrently, each within 10 s.
+/// cluster's CA included) succeeds: at most [`MAX_HANDSHAKES`] run at once, each within
+/// [`HANDSHAKE_TIMEOUT`], so connections that never finish one cannot pile up. The listener
+/// and the handshakes in flight end with the server that accepts from it.
 pub(crate) struct TlsListener {
-    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accepting: tokio::task::JoinHandle<()>,
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: tokio::task::JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 }
 
 impl TlsListener {
     /// Serves `listener` with `tls`.
-    pub(crate) fn new(listener: TcpListener, tls: &Tls) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
-        let (tx, accepted) = tokio::sync::mpsc::channel(64);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    // Out of file descriptors and the like: wait rather than spin.
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, addr)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!("RPC connection from {addr} refused: {e}");
-                        }
-                        Err(_) => tracing::warn!("RPC connection from {addr}: handshake timed out"),
-                    }
-                });
+    pub(crate) fn new(listener: TcpListener, tls: &Tls) -> Self {
+        Self {
+            listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server)),
+            handshakes: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn start_handshake(&mut self, tcp: TcpStream, addr: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = self.acceptor.clone();
+        self.handshakes.spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Some((stream, addr)),
+                Ok(Err(e)) => {
+                    tracing::warn!("RPC connection from {addr} refused: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("RPC connection from {addr}: handshake timed out");
+                    None
+                }
             }
         });
-        Ok(Self {
-            accepted,
-            local,
-            accepting,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        // The port is free again once the server using this listener stops.
-        self.accepting.abort();
     }
 }
 
@@ -156,14 +145,24 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(conn) => conn,
-            // The accepting task ended (never, short of a panic): accept nothing more.
-            None => std::future::pending().await,
+        loop {
+            let room = self.handshakes.len() < MAX_HANDSHAKES;
+            tokio::select! {
+                accepted = self.listener.accept(), if room => match accepted {
+                    Ok((tcp, addr)) => self.start_handshake(tcp, addr),
+                    // Out of file descriptors and the like: wait rather than spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
+                }
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        self.listener.local_addr()
     }
 }
