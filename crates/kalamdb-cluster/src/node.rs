@@ -239,11 +239,14 @@ impl ClusterNode {
         if !topology.join && topology.members.contains_key(&topology.node_id) {
             let members = &topology.members;
             for raft in groups.values() {
-                if raft
-                    .is_initialized()
-                    .await
-                    .map_err(|e| ClusterError::Raft(e.to_string()))?
-                {
+                let initialized = match raft.is_initialized().await {
+                    Ok(initialized) => initialized,
+                    Err(e) => {
+                        server.abort();
+                        return Err(ClusterError::Raft(e.to_string()));
+                    }
+                };
+                if initialized {
                     continue;
                 }
                 match raft.initialize(members.clone()).await {

@@ -458,12 +458,9 @@ impl StateMachine {
                 // A data group's receiver writes into partitions its meta group made.
                 None => KeyLayout::Flat,
             };
-            let pairs = match self.owned_pairs(view, &name) {
-                Ok(pairs) => pairs,
-                // Dropped since the view was taken.
-                Err(_) if !view_has(view, &name) => continue,
-                Err(e) => return Err(e),
-            };
+            // A partition dropped since the view was taken fails the dump (openraft asks
+            // again): skipping it would not be the group at the view's id.
+            let pairs = self.owned_pairs(view, &name)?;
             partitions.push((name, layout, pairs));
         }
         for (name, layout) in layouts {
@@ -477,6 +474,96 @@ impl StateMachine {
         })
     }
 
+    /// The batch that makes the group here what `data` (a snapshot described by `meta`) holds:
+    /// the owned keys deleted (other groups' keys in shared partitions stay) and the
+    /// snapshot's written, with its marks. The meta group also drops the partitions the log
+    /// created here that the snapshot no longer has (dropped while this member was away) and
+    /// creates those it lacks; a data group writes only into partitions its meta group made.
+    fn install_batch(
+        &self,
+        meta: &SnapshotMeta<u64, Member>,
+        data: &SnapshotData,
+    ) -> Result<WriteBatch> {
+        let fail = |e: kalamdb_store::StoreError| {
+            io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+        };
+        let meta_group = self.group == crate::shard::META;
+        let mut batch = WriteBatch::new();
+        if meta_group {
+            for (name, _) in self.layouts_in(&*self.backend)? {
+                if !data.partitions.iter().any(|(named, _, _)| *named == name) {
+                    if self.backend.has_partition(&name) {
+                        self.backend.drop_partition(&name).map_err(fail)?;
+                    }
+                    batch.delete(&self.meta, Self::layout_key(&name));
+                }
+            }
+        }
+        for name in self.owned() {
+            match self.owned_pairs(&*self.backend, &name) {
+                Ok(pairs) => pairs.into_iter().for_each(|(k, _)| batch.delete(&name, k)),
+                Err(_) if !self.backend.has_partition(&name) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        for (name, layout, pairs) in &data.partitions {
+            if meta_group {
+                if !self.backend.has_partition(name) {
+                    self.backend.create_partition(name, *layout).map_err(fail)?;
+                }
+                self.put(&mut batch, &Self::layout_key(name), layout)?;
+            } else if !self.backend.has_partition(name) {
+                continue;
+            }
+            for (k, v) in pairs {
+                batch.put(name, k.clone(), v.clone());
+            }
+        }
+        self.put(&mut batch, APPLIED, &meta.last_log_id)?;
+        self.put(&mut batch, MEMBERSHIP, &meta.last_membership)?;
+        self.record_snapshot(&mut batch, meta)?;
+        Ok(batch)
+    }
+
+    /// Puts the record that snapshot `meta` exists into `batch`.
+    fn record_snapshot(
+        &self,
+        batch: &mut WriteBatch,
+        meta: &SnapshotMeta<u64, Member>,
+    ) -> Result<()> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: Vec::new(),
+        };
+        self.put(batch, SNAPSHOT, &stored)
+    }
+
+    /// The bytes of the group in `view`, dumped when first read (`owned`: the partitions to
+    /// dump, listed then when `None`).
+    fn lazy_dump(
+        &self,
+        view: Arc<dyn kalamdb_store::StorageSnapshot + Send + Sync>,
+        owned: Option<Vec<String>>,
+        meta_applied: u64,
+    ) -> SnapshotBytes {
+        let sm = self.clone();
+        SnapshotBytes::lazy(Box::new(move || {
+            let owned = owned.unwrap_or_else(|| sm.owned());
+            let data = sm
+                .dump_in(&*view, owned, meta_applied)
+                .map_err(std::io::Error::other)?;
+            encode(&data).map_err(std::io::Error::other)
+        }))
+    }
+
+    /// The same id for the same group state (the dump is in a fixed order).
+    fn snapshot_id(applied: Option<LogId<u64>>, meta_applied: u64) -> String {
+        match applied {
+            Some(id) => format!("{}-{}-m{meta_applied}", id.leader_id, id.index),
+            None => format!("--m{meta_applied}"),
+        }
+    }
+
     /// A snapshot of the group as the store is now: its log id and membership read from one
     /// store snapshot taken here (openraft asks on the state machine's task, between applies),
     /// its keys dumped from that same store snapshot when first read.
@@ -485,19 +572,8 @@ impl StateMachine {
         let (last_applied, membership) = self.marks_in(&*view)?;
         let owned = self.owned();
         let meta_applied = self.meta_progress.applied();
-        // The same id for the same content: a transfer openraft restarts resumes with equal
-        // bytes (the dump is in a fixed order).
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-m{meta_applied}", id.leader_id, id.index),
-            None => format!("--m{meta_applied}"),
-        };
-        let sm = self.clone();
-        let bytes = SnapshotBytes::lazy(Box::new(move || {
-            let data = sm
-                .dump_in(&*view, owned, meta_applied)
-                .map_err(std::io::Error::other)?;
-            encode(&data).map_err(std::io::Error::other)
-        }));
+        let snapshot_id = Self::snapshot_id(last_applied, meta_applied);
+        let bytes = self.lazy_dump(view, Some(owned), meta_applied);
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: last_applied,
@@ -510,21 +586,26 @@ impl StateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    /// Records that a snapshot exists (cheap: no keys are read or written; openraft purges
-    /// the log behind it); its keys are dumped when it is sent.
+    /// Records that a snapshot exists (cheap: two marks read, one record written; openraft
+    /// purges the log behind it and keeps only this description); its keys are dumped when a
+    /// snapshot is sent ([`Self::current`]).
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let snapshot = self.current()?;
+        let view = Arc::clone(&self.backend).owned_snapshot();
+        let (last_applied, last_membership) = self.marks_in(&*view)?;
+        let meta_applied = self.meta_progress.applied();
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id: Self::snapshot_id(last_applied, meta_applied),
+        };
         let mut batch = WriteBatch::new();
-        self.put(
-            &mut batch,
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: snapshot.meta.clone(),
-                data: Vec::new(),
-            },
-        )?;
+        self.record_snapshot(&mut batch, &meta)?;
         self.write(batch)?;
-        Ok(snapshot)
+        let bytes = self.lazy_dump(view, None, meta_applied);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(bytes),
+        })
     }
 }
 
@@ -636,65 +717,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .into_bytes()
             .map_err(|e| unreadable(e.to_string()))?;
         let data: SnapshotData = decode(&bytes).map_err(|e| unreadable(e.to_string()))?;
-        let fail = |e: kalamdb_store::StoreError| {
-            io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
-        };
-        let meta_group = self.group == crate::shard::META;
-        if !meta_group && data.meta_applied > 0 {
+        if self.group != crate::shard::META && data.meta_applied > 0 {
             // As for entries: the rows' tables exist here first.
             self.meta_progress.reached(data.meta_applied).await;
         }
-        let mut batch = WriteBatch::new();
-        if meta_group {
-            // Partitions the log created here that the group no longer has (dropped while
-            // this member was away) go, with their layout records.
-            for (name, _) in self.layouts_in(&*self.backend)? {
-                if !data.partitions.iter().any(|(named, _, _)| *named == name) {
-                    if self.backend.has_partition(&name) {
-                        self.backend.drop_partition(&name).map_err(fail)?;
-                    }
-                    batch.delete(&self.meta, Self::layout_key(&name));
+        // Another group's state machine (the meta group's) may drop a partition meanwhile:
+        // the batch is then built again without it.
+        let mut attempts = 0;
+        let batch = loop {
+            let batch = self.install_batch(meta, &data)?;
+            match self.backend.write(batch.clone()) {
+                Ok(()) => break batch,
+                Err(kalamdb_store::StoreError::PartitionNotFound(_)) if attempts < 5 => {
+                    attempts += 1;
                 }
+                Err(e) => return Err(io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)),
             }
-        }
-        // The snapshot replaces what the group owns: its keys are deleted (other groups' keys
-        // in shared partitions stay), then the snapshot's written, in one batch.
-        for name in self.owned() {
-            for (k, _) in self.owned_pairs(&*self.backend, &name)? {
-                batch.delete(&name, k);
-            }
-        }
-        for (name, layout, pairs) in &data.partitions {
-            if meta_group {
-                if !self.backend.has_partition(name) {
-                    self.backend.create_partition(name, *layout).map_err(fail)?;
-                }
-                self.put(&mut batch, &Self::layout_key(name), layout)?;
-            } else if !self.backend.has_partition(name) {
-                // Dropped since, through the meta group this install waited for.
-                continue;
-            }
-            for (k, v) in pairs {
-                batch.put(name, k.clone(), v.clone());
-            }
-        }
-        self.put(&mut batch, APPLIED, &meta.last_log_id)?;
-        self.put(&mut batch, MEMBERSHIP, &meta.last_membership)?;
-        self.put(
-            &mut batch,
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: Vec::new(),
-            },
-        )?;
-        match self.hook.get() {
+        };
+        if let Some(observer) = self.hook.get() {
             // Told after the write, as for entries: everything the group owns was replaced.
-            Some(observer) => {
-                self.write(batch.clone())?;
-                observer.installed(self.group, &batch);
-            }
-            None => self.write(batch)?,
+            observer.installed(self.group, &batch);
         }
         self.published(meta.last_log_id);
         Ok(())
@@ -744,11 +786,6 @@ fn one_pass(batches: &[WriteBatch]) -> bool {
         earlier.extend(mine);
     }
     true
-}
-
-/// Whether `view` can read `partition` at all (it may postdate the view).
-fn view_has(view: &dyn StorageRead, partition: &str) -> bool {
-    view.get(partition, b"").is_ok()
 }
 
 #[cfg(test)]

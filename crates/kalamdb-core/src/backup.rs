@@ -12,10 +12,11 @@
 //! On a cluster member (docs/cluster.md §11, "Backups") the checkpoint is this member's store,
 //! which holds every group as far as it applied it; flushes and compactions run on the groups'
 //! leaders, so every member pauses its file changes for the copy ([`HOLD_FILES_CALL`]: taken
-//! in node id order, this node's own included, so two backups never wait for each other; a
-//! member's pause lapses unless renewed). A backup that cannot pause every member is refused;
-//! one during which a pause lapsed fails. Restoring it gives a single server's data folder:
-//! the Raft logs and marks are left out.
+//! in node id order, this node's own included, so two backups queue instead of deadlocking; a
+//! member's pause lapses unless renewed), and this member first applies what the leaders
+//! committed. A backup that cannot pause every member is refused; one during which a pause
+//! may have lapsed fails. Restoring it gives a single server's data folder: the Raft logs and
+//! marks are left out.
 
 use crate::app_context::AppContext;
 use kalamdb_catalog::catalog::StorageRecord;
@@ -105,22 +106,34 @@ pub const RELEASE_FILES_CALL: &str = "release-files";
 /// How long a member's pause lasts unless the backup renews it.
 const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Longest lease a member grants.
+const MAX_HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// How often a backup renews its members' pauses.
 const HOLD_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a member may take to pause (its running flush or compaction finishes first).
 const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long a renewal or release may take.
+const HOLD_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the backing-up member may take to apply what the groups' leaders committed.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The body of [`HOLD_FILES_CALL`] and [`RELEASE_FILES_CALL`].
 #[derive(Debug, Serialize, Deserialize)]
 struct FileHold {
     /// The backup's pause id.
     id: u64,
-    /// How long the pause lasts from now, in ms.
+    /// How long the pause lasts from now, in ms (at most 5 minutes).
     lease_ms: u64,
     /// Only push the end of a pause already held (never take it again after a gap).
     renew: bool,
 }
+
+/// What [`RELEASE_FILES_CALL`] answers when the pause was still held.
+const RELEASED: &[u8] = b"released";
 
 /// Serves [`HOLD_FILES_CALL`] and [`RELEASE_FILES_CALL`] on this member.
 pub async fn member_files_call(app: &AppContext, name: &str, body: &[u8]) -> Result<Vec<u8>> {
@@ -128,10 +141,12 @@ pub async fn member_files_call(app: &AppContext, name: &str, body: &[u8]) -> Res
         .map_err(|e| KalamError::InvalidInput(format!("a pause request does not decode: {e}")))?;
     let gate = app.tables().file_gate();
     if name == RELEASE_FILES_CALL {
-        gate.release(hold.id);
-        return Ok(b"released".to_vec());
+        return Ok(match gate.release(hold.id) {
+            true => RELEASED.to_vec(),
+            false => b"not held".to_vec(),
+        });
     }
-    let lease = std::time::Duration::from_millis(hold.lease_ms);
+    let lease = std::time::Duration::from_millis(hold.lease_ms).min(MAX_HOLD_LEASE);
     match gate.hold(hold.id, lease, hold.renew).await {
         true => Ok(b"held".to_vec()),
         false => Err(KalamError::InvalidInput(format!(
@@ -141,49 +156,94 @@ pub async fn member_files_call(app: &AppContext, name: &str, body: &[u8]) -> Res
     }
 }
 
-/// The other members' pauses a backup here holds, renewed until it finishes.
+/// The other members' pauses a backup here holds, renewed (all at once, every 10 s) from
+/// the first one taken until the backup finishes; a renewal that fails marks the backup
+/// failed. Dropping it (a panic in the copy) stops the renewals: the pauses lapse.
 struct MemberPauses {
     view: std::sync::Arc<dyn crate::cluster_view::ClusterView>,
     id: u64,
-    held: Vec<u64>,
+    /// Members whose pause was taken.
+    held: std::sync::Arc<parking_lot::Mutex<Vec<u64>>>,
+    /// Members asked (a call that timed out may still take the pause there).
+    asked: Vec<u64>,
     renewing: Option<tokio::task::JoinHandle<()>>,
-    /// Why a renewal failed (a member's pause may have lapsed).
+    /// Why a pause may have lapsed.
     lost: std::sync::Arc<parking_lot::Mutex<Option<String>>>,
 }
 
+impl Drop for MemberPauses {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewing.take() {
+            task.abort();
+        }
+    }
+}
+
 impl MemberPauses {
+    fn new(view: std::sync::Arc<dyn crate::cluster_view::ClusterView>) -> Self {
+        Self {
+            view,
+            id: uuid::Uuid::new_v4().as_u64_pair().0,
+            held: Default::default(),
+            asked: Vec::new(),
+            renewing: None,
+            lost: Default::default(),
+        }
+    }
+
     async fn call(
         view: &dyn crate::cluster_view::ClusterView,
         node: u64,
         name: &str,
         hold: &FileHold,
-    ) -> std::result::Result<(), String> {
+        timeout: std::time::Duration,
+    ) -> std::result::Result<Vec<u8>, String> {
         let body = serde_json::to_vec(hold).map_err(|e| e.to_string())?;
-        view.call_member(node, name, body, HOLD_TIMEOUT)
-            .await
-            .map(|_| ())
+        view.call_member(node, name, body, timeout).await
     }
 
-    fn request(&self, renew: bool) -> FileHold {
+    fn request(id: u64, renew: bool) -> FileHold {
         FileHold {
-            id: self.id,
+            id,
             lease_ms: HOLD_LEASE.as_millis() as u64,
             renew,
         }
     }
 
+    /// Takes `node`'s pause; renewals start with the first one taken.
+    async fn take(&mut self, node: u64) -> std::result::Result<(), String> {
+        self.asked.push(node);
+        let request = Self::request(self.id, false);
+        Self::call(&*self.view, node, HOLD_FILES_CALL, &request, HOLD_TIMEOUT).await?;
+        self.held.lock().push(node);
+        if self.renewing.is_none() {
+            self.renew_in_background();
+        }
+        Ok(())
+    }
+
     fn renew_in_background(&mut self) {
         let (view, held, lost) = (
             std::sync::Arc::clone(&self.view),
-            self.held.clone(),
+            std::sync::Arc::clone(&self.held),
             std::sync::Arc::clone(&self.lost),
         );
-        let request = self.request(true);
+        let request = Self::request(self.id, true);
         self.renewing = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HOLD_RENEWAL).await;
-                for &node in &held {
-                    if let Err(e) = Self::call(&*view, node, HOLD_FILES_CALL, &request).await {
+                let nodes = held.lock().clone();
+                let renewals = nodes.iter().map(|&node| {
+                    let (view, request) = (&view, &request);
+                    async move {
+                        let renewed =
+                            Self::call(&**view, node, HOLD_FILES_CALL, request, HOLD_CALL_TIMEOUT)
+                                .await;
+                        (node, renewed)
+                    }
+                });
+                for (node, renewed) in futures::future::join_all(renewals).await {
+                    if let Err(e) = renewed {
                         lost.lock().get_or_insert(format!("node {node}: {e}"));
                     }
                 }
@@ -191,15 +251,43 @@ impl MemberPauses {
         }));
     }
 
-    /// Ends every pause; fails when one may have lapsed during the backup.
+    /// Ends every pause; fails when one may have lapsed during the backup (a renewal failed,
+    /// or a member no longer held it when released).
     async fn finish(mut self) -> Result<()> {
         if let Some(task) = self.renewing.take() {
             task.abort();
         }
-        let request = self.request(false);
-        for &node in &self.held {
-            // Best effort: a pause not released lapses by itself.
-            let _ = Self::call(&*self.view, node, RELEASE_FILES_CALL, &request).await;
+        let held = self.held.lock().clone();
+        let request = Self::request(self.id, false);
+        let releases = self.asked.iter().map(|&node| {
+            let (view, request) = (&self.view, &request);
+            async move {
+                let released = Self::call(
+                    &**view,
+                    node,
+                    RELEASE_FILES_CALL,
+                    request,
+                    HOLD_CALL_TIMEOUT,
+                )
+                .await;
+                (node, released)
+            }
+        });
+        for (node, released) in futures::future::join_all(releases).await {
+            if !held.contains(&node) {
+                continue;
+            }
+            match released {
+                Ok(answer) if answer == RELEASED => {}
+                Ok(_) => {
+                    self.lost
+                        .lock()
+                        .get_or_insert(format!("node {node}: its pause had lapsed"));
+                }
+                Err(e) => {
+                    self.lost.lock().get_or_insert(format!("node {node}: {e}"));
+                }
+            }
         }
         match self.lost.lock().take() {
             Some(why) => Err(KalamError::Internal(format!(
@@ -212,7 +300,9 @@ impl MemberPauses {
     }
 }
 
-/// Pauses file changes here, and on a cluster member on every member, in node id order.
+/// Pauses file changes here, and on a cluster member on every member, in node id order (so
+/// concurrent backups queue rather than deadlock); then, on a member, waits until it applied
+/// what the groups' leaders had committed, so its checkpoint holds every flush's manifest.
 async fn pause_everywhere(
     app: &AppContext,
 ) -> Result<(tokio::sync::OwnedRwLockWriteGuard<()>, Option<MemberPauses>)> {
@@ -224,21 +314,14 @@ async fn pause_everywhere(
     nodes.push(me);
     nodes.sort_unstable();
     nodes.dedup();
-    let mut pauses = MemberPauses {
-        view,
-        id: uuid::Uuid::new_v4().as_u64_pair().0,
-        held: Vec::new(),
-        renewing: None,
-        lost: Default::default(),
-    };
+    let mut pauses = MemberPauses::new(std::sync::Arc::clone(&view));
     let mut local = None;
     for node in nodes {
         if node == me {
             local = Some(app.tables().pause_file_changes().await);
             continue;
         }
-        let request = pauses.request(false);
-        if let Err(e) = MemberPauses::call(&*pauses.view, node, HOLD_FILES_CALL, &request).await {
+        if let Err(e) = pauses.take(node).await {
             let _ = pauses.finish().await;
             return Err(KalamError::Store(kalamdb_store::StoreError::Unavailable(
                 format!(
@@ -247,13 +330,23 @@ async fn pause_everywhere(
                 ),
             )));
         }
-        pauses.held.push(node);
     }
-    pauses.renew_in_background();
     let local = match local {
         Some(guard) => guard,
         None => app.tables().pause_file_changes().await,
     };
+    let marks = view.read_marks().await;
+    let caught_up = match &marks {
+        Ok(marks) => view.wait_applied(marks, CATCH_UP_TIMEOUT).await,
+        Err(_) => false,
+    };
+    if !caught_up {
+        let _ = pauses.finish().await;
+        let why = marks.err().unwrap_or_else(|| "it is still behind".into());
+        return Err(KalamError::Store(kalamdb_store::StoreError::Unavailable(
+            format!("this member cannot catch up with the groups' leaders for the backup: {why}"),
+        )));
+    }
     Ok((local, Some(pauses)))
 }
 

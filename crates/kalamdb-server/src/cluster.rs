@@ -73,6 +73,9 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
         election_timeout_max: cluster.election_timeout_ms[1],
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_threshold),
         max_in_snapshot_log_to_keep: cluster.snapshot_threshold,
+        // The last chunk's answer waits for the whole install (and a data group's for its
+        // meta group to catch up): a timeout would send a fresh dump again.
+        install_snapshot_timeout: 30_000,
         ..Default::default()
     };
     let router = Router::new(map, Arc::clone(&local));

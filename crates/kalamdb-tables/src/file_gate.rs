@@ -35,13 +35,21 @@ impl FileGate {
         Arc::clone(&self.gate).write_owned().await
     }
 
+    /// A shared hold taken later, by a task that outlives the caller (a delayed removal of
+    /// superseded segment files).
+    pub fn changing_owned(
+        &self,
+    ) -> impl std::future::Future<Output = tokio::sync::OwnedRwLockReadGuard<()>> + Send + 'static
+    {
+        Arc::clone(&self.gate).read_owned()
+    }
+
     /// Pauses changes for another member's backup `id` for `lease` (once running changes
     /// finish), or, with `renew`, pushes the end of that pause to `lease` from now. Answers
     /// whether the pause is held: a renewal of a pause that lapsed (or was never taken) is
     /// not, and is not taken again (the backup must know there was a gap).
     pub async fn hold(&self, id: u64, lease: Duration, renew: bool) -> bool {
-        if let Some(held) = self.held.lock().get(&id) {
-            *held.lapses_at.lock() = Instant::now() + lease;
+        if self.renew(id, lease) {
             return true;
         }
         if renew {
@@ -51,30 +59,51 @@ impl FileGate {
         let lapses_at = Arc::new(Mutex::new(Instant::now() + lease));
         let until = Arc::clone(&lapses_at);
         let held = Arc::clone(&self.held);
+        // The map is locked from here until the pause is in it: the task below checks the
+        // deadline and leaves the map under that lock, as renewals extend it under it, so a
+        // renewal never answers "held" for a pause that is ending.
         let mut map = self.held.lock();
-        if map.contains_key(&id) {
-            // Asked twice at once: the first holds it.
-            return true;
-        }
         let task = tokio::spawn(async move {
             let _guard = guard;
             loop {
                 let at = *until.lock();
                 if Instant::now() >= at {
-                    break;
+                    let mut map = held.lock();
+                    if Instant::now() >= *until.lock() {
+                        map.remove(&id);
+                        break;
+                    }
+                    continue;
                 }
                 tokio::time::sleep_until(at).await;
             }
-            held.lock().remove(&id);
         });
         map.insert(id, Held { lapses_at, task });
         true
     }
 
-    /// Ends pause `id` now (nothing when it lapsed already).
-    pub fn release(&self, id: u64) {
-        if let Some(held) = self.held.lock().remove(&id) {
-            held.task.abort();
+    /// Pushes the end of pause `id` to `lease` from now, if it is held and not ending.
+    fn renew(&self, id: u64, lease: Duration) -> bool {
+        let map = self.held.lock();
+        let Some(held) = map.get(&id) else {
+            return false;
+        };
+        let mut at = held.lapses_at.lock();
+        if Instant::now() >= *at {
+            return false;
+        }
+        *at = Instant::now() + lease;
+        true
+    }
+
+    /// Ends pause `id` now; answers whether it was still held.
+    pub fn release(&self, id: u64) -> bool {
+        match self.held.lock().remove(&id) {
+            Some(held) => {
+                held.task.abort();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -99,8 +128,9 @@ mod tests {
         // Renewing keeps it; another id waits behind it.
         assert!(gate.hold(1, Duration::from_secs(60), true).await);
         assert!(!gate.hold(2, Duration::from_secs(60), true).await);
-        gate.release(1);
+        assert!(gate.release(1));
         assert!(open(&gate).await);
+        assert!(!gate.release(1));
         // Released: a renewal does not take it again.
         assert!(!gate.hold(1, Duration::from_secs(60), true).await);
         assert!(open(&gate).await);

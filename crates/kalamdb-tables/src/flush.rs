@@ -338,8 +338,11 @@ impl TableStore {
             }
         } else {
             let (files, dir) = (loc.files.clone(), loc.dir.clone());
+            let gate = self.file_gate().changing_owned();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(grace)).await;
+                // A file change like any other: a backup copying the files goes first.
+                let _files = gate.await;
                 for f in &superseded {
                     if let Err(e) = files.remove_file(&dir, f).await {
                         tracing::warn!(dir = %dir, file = %f, error = %e, "cannot remove a compacted segment");

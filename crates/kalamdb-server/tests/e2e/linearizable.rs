@@ -172,7 +172,7 @@ async fn history(disruption: Disruption) -> (Vec<Event>, String) {
             let mut seed = 0x9e37_79b9_u64.wrapping_mul(c as u64 + 1);
             for i in 0..OPS {
                 seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                let url = &urls[at % urls.len()];
+                let url = &urls[at];
                 let call = start.elapsed().as_micros();
                 let write = seed >> 62 == 0;
                 let v = (c * 1000 + i + 1) as i64;
@@ -190,7 +190,7 @@ async fn history(disruption: Disruption) -> (Vec<Event>, String) {
                 let Some(answer) = answer else {
                     // The member is gone: this client goes on with the next one. A write
                     // sent to it may or may not have taken effect.
-                    at += 1;
+                    at = (at + 1) % urls.len();
                     if write {
                         events.push(Event {
                             op: Op::Write(v),
