@@ -8,7 +8,9 @@
 # Workloads: insert-single-c10 (default), insert-batch-c1, flush-100k (5 rounds of 100,000
 # rows flushed, on a filesystem storage at an absolute path all members share), and
 # point-select-follower[-linearizable] (20,000 rows; reads by key on a member that does not
-# lead the group, from its applied state or linearizable). Binaries default to the release
+# lead the group, from its applied state or linearizable), topic-latency (INSERT on the
+# leader to the message in a long-polling consumer's hands) and topic-source-insert-c10
+# (insert-single c10 into a table feeding a topic). Binaries default to the release
 # build in the shared target dir; an A/B runs this once per server with the same bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,9 @@ for w in "${workloads[@]}"; do
         -H 'content-type: application/json' \
         -d "{\"sql\":\"CREATE STORAGE shared TYPE 'filesystem' PATH '$dir/cold'\"}" >/dev/null
       "$bench" --workload flush --rows 100000 --batch 5 --storage shared --url "$url" "${args[@]}" ;;
+    topic-latency) "$bench" --workload topic-latency --url "$url" "${args[@]}" ;;
+    topic-source-insert-c10)
+      "$bench" --workload topic-source-insert --concurrency 10 --url "$url" "${args[@]}" ;;
     point-select-follower)
       "$bench" --workload point-select --concurrency 1 --rows 20000 --url "$follower" "${args[@]}" ;;
     point-select-follower-linearizable)

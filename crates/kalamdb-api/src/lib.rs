@@ -126,7 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(
             Router::new()
                 .route("/v1/api/auth/logout", post(auth::logout))
-                .route_layer(to_meta_leader),
+                .route_layer(to_meta_leader.clone()),
         );
     let router = Router::new()
         .route("/health", get(health::health))
@@ -134,9 +134,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api/healthcheck", get(health::health))
         .route("/v1/api/sql", post(sql::execute_sql))
         .route("/v1/api/schema", get(schema::schema))
-        .route("/v1/api/topics/consume", post(topics::consume))
-        .route("/v1/api/topics/ack", post(topics::ack))
-        .route("/v1/api/topics/publish", post(topics::publish))
+        .merge(
+            // A cluster member runs them on the meta leader: offsets are handed out there
+            // and consumer groups' claims are kept there (docs/cluster.md §6).
+            Router::new()
+                .route("/v1/api/topics/consume", post(topics::consume))
+                .route("/v1/api/topics/ack", post(topics::ack))
+                .route("/v1/api/topics/publish", post(topics::publish))
+                .route_layer(to_meta_leader.clone()),
+        )
         .route(
             "/v1/files/{namespace}/{table}/{sub}/{name}",
             get(files::download),

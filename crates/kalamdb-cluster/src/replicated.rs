@@ -9,7 +9,9 @@
 //! the data groups (scoped ones, USER and STREAM tables, by the user id that starts each key;
 //! flat ones, SHARED tables, by table), everything else (the catalog, topics) to the meta
 //! group, except what each node keeps for itself (its `_seq` mark, its job records). The cold
-//! tier's manifest records go to the group of the rows they describe. The same function is
+//! tier's manifest records go to the group of the rows they describe; topic messages a table
+//! write captured ride in its entry into the outbox, and belong to the group whose state
+//! machine keyed them (`kalamdb_store::outbox`). The same function is
 //! the groups' snapshot [`Ownership`], so what a group replicates is what it snapshots.
 
 use crate::node::{ClusterError, ClusterNode, Proposal};
@@ -18,7 +20,7 @@ use crate::state_machine::Ownership;
 use crate::types::{Applied, Command};
 use kalamdb_store::{
     Committed, EngineStats, KeyLayout, KvIter, Pending, PendingWait, Result, StorageBackend,
-    StorageRead, StorageSnapshot, StoreError, Visit, WriteBatch,
+    StorageRead, StorageSnapshot, StoreError, Visit, WriteBatch, outbox,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +108,15 @@ impl Router {
 
     /// Where a write of `key` in `partition` goes.
     pub fn route(&self, partition: &str, key: &[u8]) -> Route {
+        if partition == outbox::PARTITION {
+            // A table write's captured message rides in its entry (the meta group stands
+            // for "any": the batch goes to its rows' group); the outbox's own upkeep
+            // (deleting what was moved into the topics) is each node's.
+            return match key.len() == outbox::CAPTURE_KEY_LEN {
+                true => Route::Group(META),
+                false => Route::Local,
+            };
+        }
         if partition == JOBS_PARTITION
             || LOCAL_KEYS.iter().any(|(p, k)| *p == partition && *k == key)
         {
@@ -206,6 +217,9 @@ impl Ownership for Owned {
         if partition == MANIFESTS_PARTITION {
             return true; // keys of every group, as their rows
         }
+        if partition == outbox::PARTITION {
+            return self.group != META; // each data group its own range
+        }
         match self.router.partition_group(partition) {
             Some(g) => g == self.group,
             None => self.router.map.kind(self.group) == Some(crate::shard::GroupKind::User),
@@ -213,6 +227,9 @@ impl Ownership for Owned {
     }
 
     fn key(&self, partition: &str, key: &[u8]) -> bool {
+        if partition == outbox::PARTITION {
+            return outbox::group_of(key) == Some(self.group);
+        }
         self.router.route(partition, key) == Route::Group(self.group)
     }
 }
@@ -566,5 +583,44 @@ mod tests {
             map.groups()
                 .all(|g| !router.ownership(g).partition(JOBS_PARTITION))
         );
+    }
+
+    #[test]
+    fn outbox_messages_ride_with_their_rows_and_belong_to_the_group_that_sequenced_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StorageBackend> =
+            Arc::new(RocksBackend::open(dir.path(), &StoreOptions::default()).unwrap());
+        let shared_rows = "tbl/app/s/1/rows";
+        store
+            .create_partition(shared_rows, KeyLayout::Flat)
+            .unwrap();
+        let map = ShardMap::new(2, 1);
+        let router = Router::new(map, store);
+        let mut batch = WriteBatch::new();
+        batch.put(outbox::PARTITION, outbox::capture_key(0), b"m".to_vec());
+        batch.put(shared_rows, b"pk".to_vec(), b"row".to_vec());
+        let group = map.shared_group("app.s");
+        assert_eq!(
+            router.route_batch(&batch).unwrap(),
+            Route::Group(group),
+            "a captured message goes in its rows' entry, wherever it stands in the batch"
+        );
+        outbox::sequence(&mut batch, group, 9, 0);
+        let kalamdb_store::BatchOp::Put { key, .. } = &batch.ops()[0] else {
+            panic!("a put");
+        };
+        for g in map.groups() {
+            let owns = router.ownership(g);
+            assert_eq!(owns.partition(outbox::PARTITION), g != META, "group {g}");
+            assert_eq!(owns.key(outbox::PARTITION, key), g == group, "group {g}");
+        }
+        // Deleting moved messages is each node's own upkeep.
+        let mut prune = WriteBatch::new();
+        prune.delete_range(
+            outbox::PARTITION,
+            outbox::group_start(group, 0),
+            outbox::group_start(group, 10),
+        );
+        assert_eq!(router.route_batch(&prune).unwrap(), Route::Local);
     }
 }

@@ -627,7 +627,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut answers = Vec::new();
         for entry in entries {
             let id = entry.log_id;
-            let (batches, origin, meta_applied, single, proposal) = match entry.payload {
+            let (mut batches, origin, meta_applied, single, proposal) = match entry.payload {
                 EntryPayload::Normal(Command::Write {
                     batch,
                     origin,
@@ -662,6 +662,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             if self.group != crate::shard::META && meta_applied > 0 {
                 self.meta_progress.reached(meta_applied).await;
+            }
+            // Topic messages a data write left in the outbox are keyed by where they landed
+            // in this group's log (the same on every replica).
+            for (position, batch) in batches.iter_mut().enumerate() {
+                kalamdb_store::outbox::sequence(batch, self.group, id.index, position as u32);
             }
             let parts = self.apply_writes(id, &batches, origin).await?;
             if origin == self.node && proposal != 0 {

@@ -84,6 +84,7 @@ impl AppContext {
     /// doing it again changes nothing). Called by the cluster's state machines after each
     /// applied batch.
     pub fn apply_replicated(&self, batch: &kalamdb_store::WriteBatch) {
+        self.topics.replicated(batch);
         let mut tables = self.catalog.replicated(batch);
         // A snapshot install names a table once per change of its record.
         tables.sort_unstable_by_key(|t| t.to_string());

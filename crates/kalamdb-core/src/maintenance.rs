@@ -28,13 +28,43 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
     // §7).
     spawn_policy_flushes(app);
     spawn_stream_eviction(app);
-    // Once per cluster: not built yet (docs/cluster.md §11), so a cluster keeps topic
-    // messages meanwhile.
-    if !app.clustered() {
-        spawn_topic_retention(app);
-        spawn_topic_flush(app);
+    // Once per cluster: on the meta group's leader (docs/cluster.md §6).
+    spawn_topic_retention(app);
+    spawn_topic_flush(app);
+    if app.clustered() {
+        spawn_outbox_mover(app);
     }
     Ok(())
+}
+
+/// On a cluster member: moves outbox messages into their topics while it leads the meta group
+/// (`topics::outbox`), as soon as they are applied here (at the latest every 200 ms), and
+/// deletes its own outbox copies of what was moved, about once a second.
+fn spawn_outbox_mover(app: &Arc<AppContext>) {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut last_prune = std::time::Instant::now();
+        loop {
+            let Some(app) = weak.upgrade() else { break };
+            let moved = app.topics().move_outbox(app.tables()).await;
+            if let Err(e) = &moved {
+                tracing::debug!(error = %e, "moving outbox messages failed; trying again");
+            }
+            if last_prune.elapsed() >= Duration::from_secs(1) {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = app.topics().prune_outbox() {
+                    tracing::warn!(error = %e, "cannot delete moved outbox messages");
+                }
+            }
+            let topics = Arc::clone(&app.topics);
+            drop(app);
+            match moved {
+                Ok(0) => topics.outbox_wait(Duration::from_millis(200)).await,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
 }
 
 /// Runs the topics' retention (`TopicService::apply_retention`) every `[topics]
@@ -42,10 +72,11 @@ pub(crate) async fn start(app: &Arc<AppContext>) -> Result<()> {
 fn spawn_topic_retention(app: &Arc<AppContext>) {
     let every = Duration::from_secs(app.config().topics.retention_interval_secs.max(1));
     let due = |app: &AppContext| {
-        app.catalog().topics().is_ok_and(|t| {
-            t.iter()
-                .any(|t| t.retention_seconds.is_some() || t.retention_max_bytes.is_some())
-        })
+        app.topics().leads()
+            && app.catalog().topics().is_ok_and(|t| {
+                t.iter()
+                    .any(|t| t.retention_seconds.is_some() || t.retention_max_bytes.is_some())
+            })
     };
     spawn_periodic_job(app, "topic_retention", every, due, |app| {
         Box::pin(async move {
@@ -69,7 +100,8 @@ fn spawn_topic_flush(app: &Arc<AppContext>) {
         return;
     }
     let every = Duration::from_secs(cfg.flush_interval_secs.max(1));
-    let due = |app: &AppContext| app.topics().flush_due(topic_flush_cutoff(app));
+    let due =
+        |app: &AppContext| app.topics().leads() && app.topics().flush_due(topic_flush_cutoff(app));
     spawn_periodic_job(app, "topic_flush", every, due, |app| {
         Box::pin(async move {
             let _files = app.tables().file_changes().await;

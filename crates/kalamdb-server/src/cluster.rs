@@ -273,8 +273,18 @@ impl ApplyObserver for EngineHooks {
     fn before<'a>(&'a self, _group: u64, batch: &'a WriteBatch) -> Before<'a> {
         Box::pin(async move {
             let app = self.0.upgrade()?;
-            let changes = app.tables().prepare_replicated(batch).await?;
-            Some(Box::new(move || changes.publish()) as AfterApply)
+            // Topic partitions whose hot messages the batch removes, their segments re-read.
+            let held = app.topics().prepare_replicated(batch).await;
+            let changes = app.tables().prepare_replicated(batch).await;
+            if held.is_empty() && changes.is_none() {
+                return None;
+            }
+            Some(Box::new(move || {
+                if let Some(changes) = changes {
+                    changes.publish();
+                }
+                drop(held);
+            }) as AfterApply)
         })
     }
 

@@ -19,6 +19,7 @@
 //! Key encodings are the caller's business; this crate treats keys and values as bytes.
 
 mod layout;
+pub mod outbox;
 mod rocks;
 
 pub use layout::KeyLayout;

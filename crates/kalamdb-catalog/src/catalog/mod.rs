@@ -267,6 +267,26 @@ impl Catalog {
         tables
     }
 
+    /// The ids of the topics whose definitions `batch` writes or removes (a replica follows
+    /// them).
+    pub fn topics_written(batch: &WriteBatch) -> Vec<String> {
+        let mut ids: Vec<String> = batch
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                kalamdb_store::BatchOp::Put { partition, key, .. }
+                | kalamdb_store::BatchOp::Delete { partition, key }
+                    if partition == P_TOPICS =>
+                {
+                    std::str::from_utf8(key).ok().map(str::to_string)
+                }
+                _ => None,
+            })
+            .collect();
+        ids.dedup();
+        ids
+    }
+
     /// Writes `batch`, then tells the hook.
     fn commit(&self, batch: WriteBatch, part: CatalogPart) -> Result<()> {
         self.backend.write(batch)?;

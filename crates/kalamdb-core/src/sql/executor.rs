@@ -703,10 +703,7 @@ impl SqlExecutor {
             Command::CompactTable(t) => ddl::compact_table(app, ctx, &t).await,
             Command::CompactAll(ns) => ddl::compact_all(app, ctx, ns.as_deref()).await,
             Command::KillJob(id) => ddl::kill_job(app, ctx, &id),
-            Command::Topic(cmd) => {
-                not_in_cluster(app, "topics")?;
-                super::topics::run(app, ctx, cmd).await
-            }
+            Command::Topic(cmd) => super::topics::run(app, ctx, cmd).await,
             Command::KillTransaction(id) => {
                 crate::access::check_admin(&ctx.identity, "kill transactions")?;
                 if !app.transactions().kill(&id) {
@@ -826,15 +823,4 @@ impl super::stream::Executor for SqlExecutor {
     fn results_of(&self, output: Output, identity: &Identity, as_user: String) -> Vec<QueryResult> {
         SqlExecutor::results_of(self, output, identity, as_user)
     }
-}
-
-/// Refuses what a cluster does not run yet (docs/cluster.md §11: topics, whose offsets are
-/// counted by each node).
-fn not_in_cluster(app: &AppContext, what: &str) -> Result<()> {
-    if app.clustered() {
-        return Err(KalamError::Unsupported(format!(
-            "{what} do not run in a cluster yet (docs/cluster.md §11)"
-        )));
-    }
-    Ok(())
 }

@@ -13,6 +13,18 @@ use kalamdb_catalog::jobs::JobReport;
 use kalamdb_catalog::value::Value;
 use kalamdb_commons::KalamDataType as K;
 
+/// On a cluster member that does not lead the meta group: `NOT_LEADER` (the statement is
+/// forwarded), as offsets, group claims and topic changes are handed out on that leader
+/// (docs/cluster.md §6). Reads without a group run on any member.
+fn on_meta_leader(app: &AppContext) -> Result<()> {
+    match app.cluster_view().and_then(|v| v.meta_leader_url()) {
+        Some(leader) => Err(KalamError::Store(kalamdb_store::StoreError::NotLeader {
+            leader: Some(leader),
+        })),
+        None => Ok(()),
+    }
+}
+
 /// Most partitions a topic may have.
 const MAX_PARTITIONS: u32 = 256;
 /// Most messages one `CONSUME` returns.
@@ -20,6 +32,14 @@ pub const MAX_CONSUME: u64 = 10_000;
 
 /// Runs a topic statement.
 pub(crate) async fn run(app: &AppContext, ctx: &ExecCtx, cmd: TopicCommand) -> Result<Output> {
+    let reads_here = match &cmd {
+        TopicCommand::Show(_) | TopicCommand::Describe(_) => true,
+        TopicCommand::Consume { group, .. } => group.is_none(),
+        _ => false,
+    };
+    if !reads_here {
+        on_meta_leader(app)?;
+    }
     let topics = app.topics();
     match cmd {
         TopicCommand::Create {

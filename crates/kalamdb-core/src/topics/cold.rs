@@ -117,6 +117,13 @@ impl ColdPartition {
         })
     }
 
+    /// This listing, with offsets below `flushed_to` counted as flushed when that is higher
+    /// (a listing re-read after retention removed every segment).
+    pub fn at_least(mut self, flushed_to: u64) -> Self {
+        self.flushed_to = self.flushed_to.max(flushed_to);
+        self
+    }
+
     /// See the `flushed_to` field.
     pub fn flushed_to(&self) -> u64 {
         self.flushed_to

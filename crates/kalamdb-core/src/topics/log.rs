@@ -57,6 +57,43 @@ pub fn partition_name(topic_id: &str) -> String {
     format!("topic/{topic_id}")
 }
 
+/// The topic whose hot-store partition is `name`.
+pub fn topic_of(name: &str) -> Option<&str> {
+    name.strip_prefix("topic/")
+}
+
+/// What a put into a topic's hot partition says about its offsets (a replica follows them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// A message at `offset` of `partition`.
+    Message {
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+    },
+    /// `partition`'s floor (a flush, retention or clear moved or removed messages below it).
+    Floor {
+        /// The partition.
+        partition: u32,
+        /// The lowest next offset.
+        next: u64,
+    },
+}
+
+/// Reads a put of `key` = `value` into a topic's hot partition.
+pub fn written(key: &[u8], value: &[u8]) -> Option<Written> {
+    let partition = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    let offset = offset_of(key)?;
+    Some(match partition {
+        FLOORS => Written::Floor {
+            partition: u32::try_from(offset).ok()?,
+            next: u64::from_be_bytes(value.try_into().ok()?),
+        },
+        _ => Written::Message { partition, offset },
+    })
+}
+
 fn key(partition: u32, offset: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(12);
     k.extend_from_slice(&partition.to_be_bytes());

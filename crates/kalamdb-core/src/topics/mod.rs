@@ -12,10 +12,19 @@
 //!   its committed offset (`ACK`), and each fetch *claims* the range it returns: another member
 //!   never gets a claimed range until it is acked or its claim is older than
 //!   `[topics] visibility_timeout_secs`, when it is handed out again (at-least-once).
+//! - **In a cluster** ([`outbox`], docs/cluster.md §6) a table change's messages go to the
+//!   outbox with its rows, and the meta group's leader moves them into the topics, handing out
+//!   offsets; every member applies the topics' logs (the meta group's) and follows their
+//!   definitions, offsets and flushed segments. Statements and requests that hand out offsets
+//!   or claims (publishing, group fetches, ACK, DDL, upkeep) run on the meta leader.
 
 pub mod cold;
+mod follow;
 pub mod log;
+pub mod outbox;
 pub mod upkeep;
+
+pub use follow::Reloaded;
 
 use crate::auth::Identity;
 use crate::encode::value_json;
@@ -104,8 +113,9 @@ struct Tiers {
     files: FileStore,
     /// One per partition. Readers hold it shared across a read of both tiers; a flush holds
     /// it exclusively between listing a segment and removing its messages from the hot log,
-    /// so a reader never misses messages that moved (nor reads them twice).
-    cold: Vec<tokio::sync::RwLock<ColdPartition>>,
+    /// so a reader never misses messages that moved (nor reads them twice); a cluster
+    /// replica holds it while it applies such a removal another member made.
+    cold: Vec<Arc<tokio::sync::RwLock<ColdPartition>>>,
     /// Held by flushes, retention and `CLEAR TOPIC`: one of them changes a topic at a time.
     upkeep: tokio::sync::Mutex<()>,
 }
@@ -146,6 +156,16 @@ pub struct TopicService {
     cold_tier: Arc<ColdTier>,
     /// The session whose functions source filters call.
     functions: SessionState,
+    /// On a cluster member: captures go to the outbox, offsets are handed out by the meta
+    /// leader only.
+    clustered: bool,
+    /// The outbox's state on a cluster member.
+    outbox: outbox::OutboxState,
+    /// Taken while a replica brings a topic in line with its replicated definition, and
+    /// while this node creates one.
+    following: tokio::sync::Mutex<()>,
+    /// The engine's runtime (a replica's follow-ups run there, not on the groups' threads).
+    runtime: tokio::runtime::Handle,
 }
 
 impl TopicService {
@@ -159,7 +179,20 @@ impl TopicService {
         visibility_timeout_secs: u64,
         functions: SessionState,
     ) -> Result<Self> {
+        let clustered = backend.defers_commits();
+        if clustered {
+            for p in [
+                kalamdb_store::outbox::PARTITION,
+                kalamdb_store::outbox::MOVED_PARTITION,
+            ] {
+                backend.create_partition(p, KeyLayout::Flat)?;
+            }
+        }
         let service = Self {
+            clustered,
+            outbox: outbox::OutboxState::default(),
+            following: tokio::sync::Mutex::new(()),
+            runtime: tokio::runtime::Handle::current(),
             functions,
             catalog,
             registry,
@@ -172,7 +205,7 @@ impl TopicService {
             cold_tier,
         };
         for def in service.catalog.topics()? {
-            service.load(def).await?;
+            service.load(def, true).await?;
         }
         Ok(service)
     }
@@ -198,9 +231,13 @@ impl TopicService {
         Filter::compile(&expr, def, caller)
     }
 
-    async fn load(&self, def: TopicRecord) -> Result<()> {
+    /// Opens `def`'s tiers and offsets; `repair` (the node that owns the topic's writes, not
+    /// a cluster replica following it) also writes what a crash left to set right.
+    async fn load(&self, def: TopicRecord, repair: bool) -> Result<()> {
         let store = log::partition_name(&def.topic_id);
-        self.backend.create_partition(&store, KeyLayout::Flat)?;
+        if repair {
+            self.backend.create_partition(&store, KeyLayout::Flat)?;
+        }
         let files = self.cold_tier.files(&def.storage_id)?;
         let mut cold = Vec::with_capacity(def.partitions as usize);
         for p in 0..def.partitions {
@@ -224,10 +261,15 @@ impl TopicService {
                 AtomicU64::new(n)
             })
             .collect();
-        self.backend.write(batch)?;
+        if repair {
+            self.backend.write(batch)?;
+        }
         let tiers = Arc::new(Tiers {
             files,
-            cold: cold.into_iter().map(tokio::sync::RwLock::new).collect(),
+            cold: cold
+                .into_iter()
+                .map(|c| Arc::new(tokio::sync::RwLock::new(c)))
+                .collect(),
             upkeep: tokio::sync::Mutex::new(()),
         });
         let state = Arc::new(TopicState {
@@ -241,6 +283,13 @@ impl TopicService {
             .write()
             .insert(state.def.topic_id.clone(), Arc::clone(&state));
         self.rebuild_routes();
+        if !repair {
+            // A replica: messages applied while it loaded found no topic to count them.
+            let again = log::next_offsets(&*self.backend, &state.store, state.def.partitions)?;
+            for (n, a) in state.next.iter().zip(again) {
+                n.fetch_max(a, Ordering::SeqCst);
+            }
+        }
         Ok(())
     }
 
@@ -301,20 +350,29 @@ impl TopicService {
 
     /// Creates a topic (the caller checked it does not exist).
     pub async fn create(&self, def: TopicRecord) -> Result<()> {
+        // A replica's follow-up of the definition (this node's own, in a cluster) waits.
+        let _one = self.following.lock().await;
         // Whatever a dropped topic of the same name left behind (a DROP that failed half-way)
         // is not this topic's.
         let store = log::partition_name(&def.topic_id);
         self.backend.drop_partition(&store)?;
+        // Before the definition: a cluster replica that applies it has the partition.
+        self.backend.create_partition(&store, KeyLayout::Flat)?;
         let files = self.cold_tier.files(&def.storage_id)?;
         files.remove_all(&cold::topic_dir(&def.topic_id)).await?;
         self.catalog.put_topic(&def)?;
-        self.load(def).await
+        self.load(def, true).await
     }
 
     /// Replaces a topic's definition (its routes); its messages stay.
     pub fn update(&self, def: TopicRecord) -> Result<()> {
-        let state = self.state(&def.topic_id)?;
         self.catalog.put_topic(&def)?;
+        self.adopt(def)
+    }
+
+    /// Takes `def` as the definition of a loaded topic (written already).
+    fn adopt(&self, def: TopicRecord) -> Result<()> {
+        let state = self.state(&def.topic_id)?;
         let updated = Arc::new(TopicState {
             def,
             store: state.store.clone(),
@@ -826,6 +884,11 @@ impl ChangeCapture for TopicService {
                     continue;
                 };
                 let p = log::partition_of(message.key.as_deref(), topic.def.partitions);
+                if self.clustered {
+                    // Its offset is handed out when the meta leader moves it (outbox.rs).
+                    outbox::capture(batch, &topic.def.topic_id, p, &message);
+                    continue;
+                }
                 let Some(next) = topic.next.get(p as usize) else {
                     continue;
                 };
@@ -841,6 +904,9 @@ impl ChangeCapture for TopicService {
         for (counters, p, before, appended) in reserved.drain(..) {
             if written {
                 appended.notify_waiters();
+            } else if self.clustered {
+                // The write may still commit (a proposal that timed out): its offsets are
+                // not handed out again; a gap is left if it never does.
             } else if let Some(next) = counters.get(p as usize) {
                 next.store(before, Ordering::SeqCst);
             }

@@ -27,6 +27,10 @@ pub struct Flushed {
     pub bytes: u64,
 }
 
+/// How long a cluster member keeps the files of segments it unlisted, for replicas that still
+/// read them until they apply the unlisting.
+const REPLICA_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs blocking store work off the async executor.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
@@ -59,6 +63,7 @@ impl TopicService {
             .tiers
             .cold
             .get(p as usize)
+            .map(|lock| &**lock)
             .ok_or_else(|| KalamError::Internal("topic partition missing".into()))
     }
 
@@ -175,7 +180,7 @@ impl TopicService {
             self.backend.write(batch)?;
             drop(part);
             removed += end.saturating_sub(first);
-            removed += cold::delete_segments(&state.tiers.files, topic_id, p, &gone).await;
+            removed += self.delete_segments(&state, p, gone).await;
         }
         Ok(removed)
     }
@@ -254,17 +259,46 @@ impl TopicService {
             upto = Some(h.offset);
             removed += 1;
         }
-        if let Some(last) = upto {
+        if upto.is_some() || !gone.is_empty() {
             let mut batch = WriteBatch::new();
-            log::remove(&mut batch, &state.store, p, 0, last + 1);
-            // Offsets never go back, even once every message is gone.
             let next = state.next[p as usize].load(Ordering::SeqCst);
-            log::set_floor(&mut batch, &state.store, p, next.max(last + 1));
+            if let Some(last) = upto {
+                log::remove(&mut batch, &state.store, p, 0, last + 1);
+            }
+            // Offsets never go back, even once every message is gone. (Written also when
+            // only segments went: a cluster replica re-reads the listing when it applies it.)
+            log::set_floor(
+                &mut batch,
+                &state.store,
+                p,
+                next.max(upto.map_or(0, |l| l + 1)),
+            );
             self.backend.write(batch)?;
         }
         drop(part);
-        removed += cold::delete_segments(&state.tiers.files, &state.def.topic_id, p, &gone).await;
+        removed += self.delete_segments(state, p, gone).await;
         Ok(removed)
+    }
+
+    /// Deletes the files of segments unlisted from partition `p`; returns how many messages
+    /// they held. On a cluster member, a while later: replicas that have not applied the
+    /// unlisting yet may still read them.
+    async fn delete_segments(
+        &self,
+        state: &TopicState,
+        p: u32,
+        gone: Vec<kalamdb_filestore::SegmentMeta>,
+    ) -> u64 {
+        let (files, topic) = (state.tiers.files.clone(), state.def.topic_id.clone());
+        if !self.clustered {
+            return cold::delete_segments(&files, &topic, p, &gone).await;
+        }
+        let count = gone.iter().map(|s| s.row_count).sum();
+        tokio::spawn(async move {
+            tokio::time::sleep(REPLICA_GRACE).await;
+            cold::delete_segments(&files, &topic, p, &gone).await;
+        });
+        count
     }
 
     /// The unflushed messages of partition `p` (from offset `from`) retention may look at: all

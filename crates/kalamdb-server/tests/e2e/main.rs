@@ -10,6 +10,7 @@ mod browser;
 mod cdp;
 mod cluster;
 mod cluster_cold;
+mod cluster_topics;
 mod cold;
 mod console;
 mod crash;

@@ -1,0 +1,230 @@
+//! Topic messages in a cluster (docs/cluster.md §6). A table change commits in its rows'
+//! group, and a topic's offsets must be handed out in one place: so a captured message goes
+//! to the outbox with the rows (`kalamdb_store::outbox`, keyed by where its entry landed in
+//! the group's log), and the meta group's leader, which holds a replica of every group, moves
+//! each group's messages in log order into the topics: one meta entry appends them at the
+//! next offsets and records the last outbox key moved ([`outbox::MOVED_PARTITION`]), so a
+//! message is moved once even across a change of leader (the new leader reads the record
+//! after applying its predecessors' entries). A move whose write failed may still commit:
+//! the next move first commits a barrier entry, after which the record says for sure what
+//! was moved. Every member then deletes its outbox copies up to the record.
+
+use super::TopicService;
+use super::log::{self, Message};
+use kalamdb_catalog::error::{KalamError, Result};
+use kalamdb_store::{StorageBackend, WriteBatch, outbox};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Most messages one move takes.
+const MOVE_LIMIT: usize = 10_000;
+
+/// The key the barrier entry writes (in [`outbox::MOVED_PARTITION`], apart from the groups).
+const BARRIER: &[u8] = b"barrier";
+
+/// A captured message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    topic: String,
+    partition: u32,
+    message: Message,
+}
+
+/// A member's outbox bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct OutboxState {
+    /// Woken when an applied write put messages in the outbox.
+    ready: tokio::sync::Notify,
+    /// A move's write failed: it may still commit.
+    uncertain: AtomicBool,
+    /// Per group, the last key this member deleted up to.
+    pruned: Mutex<HashMap<u64, Vec<u8>>>,
+}
+
+/// Adds `message` of `partition` of `topic` to the outbox in `batch` (a table write's).
+pub(crate) fn capture(batch: &mut WriteBatch, topic: &str, partition: u32, message: &Message) {
+    let entry = Entry {
+        topic: topic.to_string(),
+        partition,
+        message: message.clone(),
+    };
+    let bytes = postcard::to_stdvec(&entry).unwrap_or_default();
+    batch.put(outbox::PARTITION, outbox::capture_key(batch.len()), bytes);
+}
+
+/// One group's messages to move: the group, its last outbox key, the messages.
+type Pending = (u64, Vec<u8>, Vec<Entry>);
+
+/// The key just after `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    [key, &[0]].concat()
+}
+
+/// The last key moved of `group`, as this member's store holds it.
+fn moved(backend: &dyn StorageBackend, group: u64) -> Result<Option<Vec<u8>>> {
+    Ok(backend.get(outbox::MOVED_PARTITION, &group.to_be_bytes())?)
+}
+
+/// Calls `f` with each group that has keys in the outbox here.
+fn each_group(backend: &dyn StorageBackend, f: &mut dyn FnMut(u64) -> Result<bool>) -> Result<()> {
+    let mut from = 0u64;
+    loop {
+        let mut first = None;
+        backend.scan_each(
+            outbox::PARTITION,
+            &[],
+            Some(&outbox::group_start(from, 0)),
+            &mut |k, _| {
+                first = outbox::group_of(k);
+                Ok(false)
+            },
+        )?;
+        let Some(group) = first else {
+            return Ok(());
+        };
+        if !f(group)? {
+            return Ok(());
+        }
+        match group.checked_add(1) {
+            Some(next) => from = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The messages of every group not moved yet, at most [`MOVE_LIMIT`].
+fn pending(backend: &dyn StorageBackend) -> Result<Vec<Pending>> {
+    let mut out = Vec::new();
+    let mut total = 0;
+    each_group(backend, &mut |group| {
+        let start =
+            moved(backend, group)?.map_or_else(|| outbox::group_start(group, 0), |k| after(&k));
+        let (mut entries, mut last) = (Vec::new(), None);
+        backend.scan_each(
+            outbox::PARTITION,
+            &group.to_be_bytes(),
+            Some(&start),
+            &mut |k, v| {
+                if total >= MOVE_LIMIT {
+                    return Ok(false);
+                }
+                match postcard::from_bytes::<Entry>(v) {
+                    Ok(e) => entries.push(e),
+                    Err(e) => tracing::error!(error = %e, "a corrupt outbox message is skipped"),
+                }
+                last = Some(k.to_vec());
+                total += 1;
+                Ok(true)
+            },
+        )?;
+        if let Some(last) = last {
+            out.push((group, last, entries));
+        }
+        Ok(total < MOVE_LIMIT)
+    })?;
+    Ok(out)
+}
+
+impl TopicService {
+    /// Whether this node hands out topic offsets now: always on one server; on a cluster
+    /// member, when it leads the meta group and applied what its predecessors committed.
+    pub fn leads(&self) -> bool {
+        self.backend.leads(outbox::MOVED_PARTITION, BARRIER)
+    }
+
+    /// Wakes the mover when `batch`, just applied here, wrote the outbox.
+    pub(crate) fn outbox_written(&self, batch: &WriteBatch) {
+        if self.clustered && outbox::touches(batch) {
+            self.outbox.ready.notify_one();
+        }
+    }
+
+    /// Waits until the outbox may hold messages to move, at most `timeout`.
+    pub async fn outbox_wait(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox.ready.notified()).await;
+    }
+
+    /// On the meta leader of a cluster, moves waiting outbox messages into their topics (one
+    /// meta entry); returns how many. Elsewhere does nothing.
+    pub async fn move_outbox(&self, tables: &kalamdb_tables::TableStore) -> Result<usize> {
+        if !self.clustered || !self.leads() {
+            return Ok(0);
+        }
+        if self.outbox.uncertain.load(Ordering::SeqCst) {
+            // Once this commits, an earlier move of this leader committed before it or never
+            // will (a later entry commits only after every earlier one).
+            let stamp = chrono::Utc::now().timestamp_micros().to_be_bytes().to_vec();
+            tables
+                .commit_other(|b| b.put(outbox::MOVED_PARTITION, BARRIER.to_vec(), stamp))
+                .await?;
+            self.outbox.uncertain.store(false, Ordering::SeqCst);
+        }
+        let backend = std::sync::Arc::clone(&self.backend);
+        let pending = tokio::task::spawn_blocking(move || pending(&*backend))
+            .await
+            .map_err(|e| KalamError::Internal(e.to_string()))??;
+        let count: usize = pending.iter().map(|(_, _, e)| e.len()).sum();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let moved = tables
+            .commit_other(|batch| {
+                let mut reserved = self.reserved.lock();
+                for (group, last, entries) in &pending {
+                    for e in entries {
+                        // A topic dropped meanwhile takes nothing.
+                        let Some(topic) = self.topics.read().get(&e.topic).cloned() else {
+                            continue;
+                        };
+                        let Some(next) = topic.next.get(e.partition as usize) else {
+                            continue;
+                        };
+                        let offset = next.fetch_add(1, Ordering::SeqCst);
+                        super::reserve(&mut reserved, &topic, e.partition, offset);
+                        log::append(batch, &topic.store, e.partition, offset, &e.message);
+                    }
+                    batch.put(
+                        outbox::MOVED_PARTITION,
+                        group.to_be_bytes().to_vec(),
+                        last.clone(),
+                    );
+                }
+            })
+            .await;
+        if moved.is_err() {
+            self.outbox.uncertain.store(true, Ordering::SeqCst);
+        }
+        moved.map(|()| count)
+    }
+
+    /// Deletes this member's outbox copies of what the meta group recorded as moved (each
+    /// member its own: the outbox's upkeep is not replicated).
+    pub fn prune_outbox(&self) -> Result<()> {
+        if !self.clustered {
+            return Ok(());
+        }
+        let mut marks = Vec::new();
+        each_group(&*self.backend, &mut |group| {
+            if let Some(last) = moved(&*self.backend, group)? {
+                marks.push((group, last));
+            }
+            Ok(true)
+        })?;
+        for (group, last) in marks {
+            if self.outbox.pruned.lock().get(&group) == Some(&last) {
+                continue;
+            }
+            let mut batch = WriteBatch::new();
+            batch.delete_range(
+                outbox::PARTITION,
+                outbox::group_start(group, 0),
+                after(&last),
+            );
+            self.backend.write(batch)?;
+            self.outbox.pruned.lock().insert(group, last);
+        }
+        Ok(())
+    }
+}
