@@ -241,6 +241,9 @@ impl Member {
         app.set_cluster_view(Arc::new(View::new(Arc::clone(&self.node))));
         self.store.set_starting(false);
         let _ = self.hook.set(Arc::new(EngineHooks(Arc::downgrade(app))));
+        // What the groups applied while the engine opened reached no topic in memory.
+        let engine = Arc::clone(app);
+        tokio::spawn(async move { engine.topics().resync().await });
         let _ = self
             .node
             .engine_calls()

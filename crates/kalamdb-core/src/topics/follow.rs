@@ -9,7 +9,7 @@
 use super::TopicService;
 use super::cold::ColdPartition;
 use super::log::{self, Written};
-use kalamdb_catalog::catalog::Catalog;
+use kalamdb_catalog::catalog::{Catalog, TopicRecord};
 use kalamdb_store::{BatchOp, WriteBatch};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,6 +39,12 @@ fn floors(batch: &WriteBatch) -> Vec<(String, u32)> {
     out
 }
 
+/// Whether `a` and `b` define the same topic, as loaded (its partitions, storage and
+/// creation), differing at most in routes and retention.
+fn same_incarnation(a: &TopicRecord, b: &TopicRecord) -> bool {
+    a.partitions == b.partitions && a.storage_id == b.storage_id && a.created_at == b.created_at
+}
+
 /// Held while a replicated removal of hot messages is written: the partitions' cold tiers,
 /// already re-read.
 pub type Reloaded = Vec<tokio::sync::OwnedRwLockWriteGuard<ColdPartition>>;
@@ -66,13 +72,55 @@ impl TopicService {
         let state = self.state(topic).ok()?;
         let lock = Arc::clone(state.tiers.cold.get(p as usize)?);
         let mut part = lock.write_owned().await;
-        match ColdPartition::open(&state.tiers.files, topic, p).await {
-            Ok(fresh) => *part = fresh.at_least(part.flushed_to()),
-            Err(e) => {
-                tracing::warn!(topic, partition = p, error = %e, "cannot re-read a topic's segments");
-            }
+        if let Err(e) = self.refresh(&state, p, &mut part).await {
+            tracing::warn!(topic, partition = p, error = %e, "cannot re-read a topic's segments");
         }
         Some(part)
+    }
+
+    /// On a cluster member, re-reads partition `p`'s segment listing from the shared storage
+    /// (another member may have changed it since this one read it); `part` is held
+    /// exclusively.
+    pub(super) async fn refresh(
+        &self,
+        state: &super::TopicState,
+        p: u32,
+        part: &mut ColdPartition,
+    ) -> kalamdb_catalog::error::Result<()> {
+        if self.clustered {
+            let fresh = ColdPartition::open(&state.tiers.files, &state.def.topic_id, p).await?;
+            *part = fresh.at_least(part.flushed_to());
+        }
+        Ok(())
+    }
+
+    /// Brings every topic in line with this member's store: once its engine follows the
+    /// groups' applied writes (what was applied while it opened changed nothing in memory).
+    pub async fn resync(&self) {
+        let mut ids: Vec<String> = self.topics.read().keys().cloned().collect();
+        match self.catalog.topics() {
+            Ok(defs) => ids.extend(defs.into_iter().map(|d| d.topic_id)),
+            Err(e) => tracing::warn!(error = %e, "cannot list the topics to follow"),
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            self.follow(&id).await;
+            let Ok(state) = self.state(&id) else {
+                continue;
+            };
+            for p in 0..state.def.partitions {
+                drop(self.reload_cold(&id, p).await);
+            }
+            match log::next_offsets(&*self.backend, &state.store, state.def.partitions) {
+                Ok(next) => {
+                    for (n, stored) in state.next.iter().zip(next) {
+                        n.fetch_max(stored, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %id, error = %e, "cannot read a topic's offsets"),
+            }
+        }
     }
 
     /// After `batch` was applied here (any member's, snapshots included): next offsets move
@@ -93,7 +141,10 @@ impl TopicService {
                 state.appended.notify_waiters();
             }
         }
-        let changed = Catalog::topics_written(batch);
+        // A changed definition of a loaded topic (its routes) is taken at once, so this
+        // member's next table write captures by it; a new or dropped one is followed later.
+        let mut changed = Catalog::topics_written(batch);
+        changed.retain(|topic| !self.adopt_in_place(topic));
         // A snapshot's floors had no `prepare_replicated`: their listings are re-read now.
         let moved = floors(batch);
         if !changed.is_empty() || !moved.is_empty() {
@@ -112,7 +163,7 @@ impl TopicService {
     /// Brings `topic` in line with its definition in this member's catalog: loaded, changed,
     /// or forgotten when dropped. One at a time, each reading the catalog as it is then, so
     /// the last one leaves the latest definition whatever order they ran in.
-    async fn follow(&self, topic: &str) {
+    pub(super) async fn follow(&self, topic: &str) {
         let _one = self.following.lock().await;
         let def = match self.catalog.topic(topic) {
             Ok(def) => def,
@@ -128,18 +179,24 @@ impl TopicService {
                 Ok(())
             }
             (None, None) => Ok(()),
-            (Some(def), Some(state))
-                if def.partitions == state.def.partitions
-                    && def.storage_id == state.def.storage_id
-                    && def.created_at == state.def.created_at =>
-            {
-                self.adopt(def)
-            }
+            (Some(def), Some(state)) if same_incarnation(&def, &state.def) => self.adopt(def),
             (Some(def), _) => self.load(def, false).await,
         };
         if let Err(e) = followed {
             tracing::warn!(topic, error = %e, "cannot follow a replicated topic");
         }
+    }
+
+    /// Takes the stored definition of `topic` when it is the loaded topic's, changed only in
+    /// what [`Self::adopt`] changes; whether it did.
+    fn adopt_in_place(&self, topic: &str) -> bool {
+        let Ok(Some(def)) = self.catalog.topic(topic) else {
+            return false;
+        };
+        let Ok(state) = self.state(topic) else {
+            return false;
+        };
+        same_incarnation(&def, &state.def) && self.adopt(def).is_ok()
     }
 
     /// Forgets a topic dropped elsewhere (its partition and files are gone with the drop).

@@ -366,6 +366,7 @@ impl TopicService {
 
     /// Replaces a topic's definition (its routes); its messages stay.
     pub fn update(&self, def: TopicRecord) -> Result<()> {
+        self.state(&def.topic_id)?;
         self.catalog.put_topic(&def)?;
         self.adopt(def)
     }
@@ -886,7 +887,7 @@ impl ChangeCapture for TopicService {
                 let p = log::partition_of(message.key.as_deref(), topic.def.partitions);
                 if self.clustered {
                     // Its offset is handed out when the meta leader moves it (outbox.rs).
-                    outbox::capture(batch, &topic.def.topic_id, p, &message);
+                    outbox::capture(batch, &topic.def, p, &message);
                     continue;
                 }
                 let Some(next) = topic.next.get(p as usize) else {

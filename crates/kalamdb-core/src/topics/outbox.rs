@@ -9,13 +9,15 @@
 //! the next move first commits a barrier entry, after which the record says for sure what
 //! was moved. Every member then deletes its outbox copies up to the record.
 
-use super::TopicService;
 use super::log::{self, Message};
+use super::{TopicService, TopicState};
+use kalamdb_catalog::catalog::TopicRecord;
 use kalamdb_catalog::error::{KalamError, Result};
 use kalamdb_store::{StorageBackend, WriteBatch, outbox};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most messages one move takes.
@@ -28,8 +30,22 @@ const BARRIER: &[u8] = b"barrier";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
     topic: String,
+    /// The topic's `created_at`: a message of a dropped topic never goes to one created
+    /// again under the same name.
+    created: i64,
     partition: u32,
     message: Message,
+}
+
+/// What a move does with a message.
+enum Fate {
+    /// Appends it to this topic.
+    Take(Arc<TopicState>),
+    /// Drops it: its topic is gone.
+    Skip,
+    /// Leaves it, and the messages after it, for a later move: its topic is in the catalog
+    /// but not loaded here yet.
+    Wait,
 }
 
 /// A member's outbox bookkeeping.
@@ -44,9 +60,15 @@ pub(crate) struct OutboxState {
 }
 
 /// Adds `message` of `partition` of `topic` to the outbox in `batch` (a table write's).
-pub(crate) fn capture(batch: &mut WriteBatch, topic: &str, partition: u32, message: &Message) {
+pub(crate) fn capture(
+    batch: &mut WriteBatch,
+    topic: &TopicRecord,
+    partition: u32,
+    message: &Message,
+) {
     let entry = Entry {
-        topic: topic.to_string(),
+        topic: topic.topic_id.clone(),
+        created: topic.created_at,
         partition,
         message: message.clone(),
     };
@@ -54,8 +76,8 @@ pub(crate) fn capture(batch: &mut WriteBatch, topic: &str, partition: u32, messa
     batch.put(outbox::PARTITION, outbox::capture_key(batch.len()), bytes);
 }
 
-/// One group's messages to move: the group, its last outbox key, the messages.
-type Pending = (u64, Vec<u8>, Vec<Entry>);
+/// One group's messages to move, each with its outbox key.
+type Pending = (u64, Vec<(Vec<u8>, Entry)>);
 
 /// The key just after `key`.
 fn after(key: &[u8]) -> Vec<u8> {
@@ -101,7 +123,7 @@ fn pending(backend: &dyn StorageBackend) -> Result<Vec<Pending>> {
     each_group(backend, &mut |group| {
         let start =
             moved(backend, group)?.map_or_else(|| outbox::group_start(group, 0), |k| after(&k));
-        let (mut entries, mut last) = (Vec::new(), None);
+        let mut entries = Vec::new();
         backend.scan_each(
             outbox::PARTITION,
             &group.to_be_bytes(),
@@ -111,16 +133,16 @@ fn pending(backend: &dyn StorageBackend) -> Result<Vec<Pending>> {
                     return Ok(false);
                 }
                 match postcard::from_bytes::<Entry>(v) {
-                    Ok(e) => entries.push(e),
+                    Ok(e) => entries.push((k.to_vec(), e)),
+                    // Kept out of the topics, passed over by the mark of the next one.
                     Err(e) => tracing::error!(error = %e, "a corrupt outbox message is skipped"),
                 }
-                last = Some(k.to_vec());
                 total += 1;
                 Ok(true)
             },
         )?;
-        if let Some(last) = last {
-            out.push((group, last, entries));
+        if !entries.is_empty() {
+            out.push((group, entries));
         }
         Ok(total < MOVE_LIMIT)
     })?;
@@ -161,28 +183,48 @@ impl TopicService {
                 .await?;
             self.outbox.uncertain.store(false, Ordering::SeqCst);
         }
-        let backend = std::sync::Arc::clone(&self.backend);
+        let backend = Arc::clone(&self.backend);
         let pending = tokio::task::spawn_blocking(move || pending(&*backend))
             .await
             .map_err(|e| KalamError::Internal(e.to_string()))??;
-        let count: usize = pending.iter().map(|(_, _, e)| e.len()).sum();
-        if pending.is_empty() {
+        // Topics not followed here yet (a load still running, or one that failed) first.
+        for (_, entries) in &pending {
+            for (_, e) in entries {
+                if matches!(self.fate(e)?, Fate::Wait) {
+                    self.follow(&e.topic).await;
+                }
+            }
+        }
+        let mut plan = Vec::with_capacity(pending.len());
+        for (group, entries) in pending {
+            let mut taken = Vec::with_capacity(entries.len());
+            let mut last = None;
+            for (key, e) in entries {
+                match self.fate(&e)? {
+                    Fate::Take(topic) => taken.push((topic, e)),
+                    Fate::Skip => {}
+                    Fate::Wait => break,
+                }
+                last = Some(key);
+            }
+            if let Some(last) = last {
+                plan.push((group, last, taken));
+            }
+        }
+        let count: usize = plan.iter().map(|(_, _, t)| t.len()).sum();
+        if plan.is_empty() {
             return Ok(0);
         }
         let moved = tables
             .commit_other(|batch| {
                 let mut reserved = self.reserved.lock();
-                for (group, last, entries) in &pending {
-                    for e in entries {
-                        // A topic dropped meanwhile takes nothing.
-                        let Some(topic) = self.topics.read().get(&e.topic).cloned() else {
-                            continue;
-                        };
+                for (group, last, taken) in &plan {
+                    for (topic, e) in taken {
                         let Some(next) = topic.next.get(e.partition as usize) else {
                             continue;
                         };
                         let offset = next.fetch_add(1, Ordering::SeqCst);
-                        super::reserve(&mut reserved, &topic, e.partition, offset);
+                        super::reserve(&mut reserved, topic, e.partition, offset);
                         log::append(batch, &topic.store, e.partition, offset, &e.message);
                     }
                     batch.put(
@@ -197,6 +239,20 @@ impl TopicService {
             self.outbox.uncertain.store(true, Ordering::SeqCst);
         }
         moved.map(|()| count)
+    }
+
+    /// What a move does with `e` (see [`Fate`]).
+    fn fate(&self, e: &Entry) -> Result<Fate> {
+        let loaded = self.topics.read().get(&e.topic).cloned();
+        if let Some(topic) = loaded
+            && topic.def.created_at == e.created
+        {
+            return Ok(Fate::Take(topic));
+        }
+        Ok(match self.catalog.topic(&e.topic)? {
+            Some(def) if def.created_at == e.created => Fate::Wait,
+            _ => Fate::Skip,
+        })
     }
 
     /// Deletes this member's outbox copies of what the meta group recorded as moved (each

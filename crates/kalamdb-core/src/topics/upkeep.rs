@@ -101,6 +101,8 @@ impl TopicService {
             }
             for p in 0..state.def.partitions {
                 let lock = Self::partition(&state, p)?;
+                // A cluster's previous meta leader may have changed the listing last.
+                self.refresh(&state, p, &mut *lock.write().await).await?;
                 let end = state.next[p as usize].load(Ordering::SeqCst);
                 let mut swept = false;
                 while let Some(run) = self.flushable(&state, p, end, before_ms).await? {
@@ -167,6 +169,7 @@ impl TopicService {
         let mut removed = 0;
         for p in 0..state.def.partitions {
             let mut part = Self::partition(&state, p)?.write().await;
+            self.refresh(&state, p, &mut part).await?;
             let count = part.segments().len();
             let gone = part.unlist_first(&state.tiers.files, count).await?;
             // Only what was appended before now: a message committed meanwhile stays.
@@ -229,6 +232,7 @@ impl TopicService {
         let from = lock.read().await.flushed_to();
         let hot = self.hot_sizes(state, p, from, &rule).await?;
         let mut part = lock.write().await;
+        self.refresh(state, p, &mut part).await?;
         let hot_bytes: u64 = hot.iter().map(|h| h.bytes).sum();
         let mut excess = rule
             .max_bytes
