@@ -12,7 +12,6 @@ use super::log::{self, Written};
 use kalamdb_catalog::catalog::{Catalog, TopicRecord};
 use kalamdb_store::{BatchOp, WriteBatch};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// What `batch`'s puts into topics' hot partitions say: the topic and the offset news.
 fn topic_writes(batch: &WriteBatch) -> impl Iterator<Item = (&str, Written)> {
@@ -114,8 +113,8 @@ impl TopicService {
             }
             match log::next_offsets(&*self.backend, &state.store, state.def.partitions) {
                 Ok(next) => {
-                    for (n, stored) in state.next.iter().zip(next) {
-                        n.fetch_max(stored, Ordering::SeqCst);
+                    for (p, stored) in next.into_iter().enumerate() {
+                        state.applied_to(p, stored);
                     }
                 }
                 Err(e) => tracing::warn!(topic = %id, error = %e, "cannot read a topic's offsets"),
@@ -136,10 +135,7 @@ impl TopicService {
                 Written::Message { partition, offset } => (partition, offset + 1),
                 Written::Floor { partition, next } => (partition, next),
             };
-            if let Some(n) = state.next.get(p as usize) {
-                n.fetch_max(next, Ordering::SeqCst);
-                state.appended.notify_waiters();
-            }
+            state.applied_to(p as usize, next);
         }
         // A changed definition of a loaded topic (its routes) is taken at once, so this
         // member's next table write captures by it; a new or dropped one is followed later.

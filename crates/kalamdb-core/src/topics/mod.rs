@@ -89,6 +89,9 @@ struct TopicState {
     store: String,
     /// Shared by every version of the definition (an ALTER TOPIC racing a write).
     next: Arc<[AtomicU64]>,
+    /// On a cluster member: the offset after the last message applied here, per partition
+    /// (`next` runs ahead of it on the meta leader while its moves commit). Shared as `next`.
+    applied: Arc<[AtomicU64]>,
     /// Woken after every batch that appended to the topic (long-polling consumers wait on it).
     appended: Arc<tokio::sync::Notify>,
     /// Shared by every version of the definition.
@@ -96,6 +99,16 @@ struct TopicState {
 }
 
 impl TopicState {
+    /// Raises partition `p`'s next and applied offsets to `next` (a cluster replica saw
+    /// messages below it applied) and wakes its waiting consumers.
+    fn applied_to(&self, p: usize, next: u64) {
+        if let (Some(n), Some(a)) = (self.next.get(p), self.applied.get(p)) {
+            n.fetch_max(next, Ordering::SeqCst);
+            a.fetch_max(next, Ordering::SeqCst);
+            self.appended.notify_waiters();
+        }
+    }
+
     /// The offset after the last message of `partition` (an error for a partition the topic
     /// does not have).
     fn end(&self, partition: u32) -> Result<u64> {
@@ -264,6 +277,10 @@ impl TopicService {
         if repair {
             self.backend.write(batch)?;
         }
+        let applied = next
+            .iter()
+            .map(|n| AtomicU64::new(n.load(Ordering::SeqCst)))
+            .collect();
         let tiers = Arc::new(Tiers {
             files,
             cold: cold
@@ -276,6 +293,7 @@ impl TopicService {
             def,
             store,
             next,
+            applied,
             appended: Arc::default(),
             tiers,
         });
@@ -286,8 +304,8 @@ impl TopicService {
         if !repair {
             // A replica: messages applied while it loaded found no topic to count them.
             let again = log::next_offsets(&*self.backend, &state.store, state.def.partitions)?;
-            for (n, a) in state.next.iter().zip(again) {
-                n.fetch_max(a, Ordering::SeqCst);
+            for (p, stored) in again.into_iter().enumerate() {
+                state.applied_to(p, stored);
             }
         }
         Ok(())
@@ -378,6 +396,7 @@ impl TopicService {
             def,
             store: state.store.clone(),
             next: Arc::clone(&state.next),
+            applied: Arc::clone(&state.applied),
             appended: Arc::clone(&state.appended),
             tiers: Arc::clone(&state.tiers),
         });
@@ -585,8 +604,14 @@ impl TopicService {
             tokio::pin!(woken);
             // Registered before the check, so an append between the two is not missed.
             woken.as_mut().enable();
-            let end = state
-                .next
+            // On a cluster member, what is applied here: the meta leader counts a move's
+            // offsets before it commits.
+            let ends = if self.clustered {
+                &state.applied
+            } else {
+                &state.next
+            };
+            let end = ends
                 .get(partition as usize)
                 .map_or(0, |n| n.load(Ordering::SeqCst));
             if end > offset {
@@ -903,11 +928,12 @@ impl ChangeCapture for TopicService {
     fn finished(&self, written: bool) {
         let mut reserved = self.reserved.lock();
         for (counters, p, before, appended) in reserved.drain(..) {
-            if written {
+            if self.clustered {
+                // Waiters wake once the write is applied here (`follow::replicated`).
+                // A failed write may still commit (a proposal that timed out): its offsets
+                // are not handed out again; a gap is left if it never does.
+            } else if written {
                 appended.notify_waiters();
-            } else if self.clustered {
-                // The write may still commit (a proposal that timed out): its offsets are
-                // not handed out again; a gap is left if it never does.
             } else if let Some(next) = counters.get(p as usize) {
                 next.store(before, Ordering::SeqCst);
             }
