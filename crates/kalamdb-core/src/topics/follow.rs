@@ -108,9 +108,6 @@ impl TopicService {
             let Ok(state) = self.state(&id) else {
                 continue;
             };
-            for p in 0..state.def.partitions {
-                drop(self.reload_cold(&id, p).await);
-            }
             match log::next_offsets(&*self.backend, &state.store, state.def.partitions) {
                 Ok(next) => {
                     for (p, stored) in next.into_iter().enumerate() {
@@ -119,7 +116,12 @@ impl TopicService {
                 }
                 Err(e) => tracing::warn!(topic = %id, error = %e, "cannot read a topic's offsets"),
             }
+            for p in 0..state.def.partitions {
+                drop(self.reload_cold(&id, p).await);
+            }
         }
+        // Offsets may be handed out from now on (`Self::leads`).
+        self.synced.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// After `batch` was applied here (any member's, snapshots included): next offsets move

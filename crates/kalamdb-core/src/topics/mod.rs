@@ -179,6 +179,9 @@ pub struct TopicService {
     following: tokio::sync::Mutex<()>,
     /// The engine's runtime (a replica's follow-ups run there, not on the groups' threads).
     runtime: tokio::runtime::Handle,
+    /// Whether the topics in memory follow the store: on a cluster member, once
+    /// [`Self::resync`] ran after the engine opened; until then it hands out no offsets.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl TopicService {
@@ -206,6 +209,7 @@ impl TopicService {
             outbox: outbox::OutboxState::default(),
             following: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
+            synced: std::sync::atomic::AtomicBool::new(!clustered),
             functions,
             catalog,
             registry,
@@ -634,6 +638,11 @@ impl TopicService {
         messages: Vec<(Option<String>, Vec<u8>)>,
     ) -> Result<Vec<(u32, u64)>> {
         check_publisher(caller)?;
+        if !self.synced.load(Ordering::SeqCst) {
+            return Err(KalamError::Store(kalamdb_store::StoreError::Unavailable(
+                "this member's topics are still catching up after its start; try again".into(),
+            )));
+        }
         let state = self.state(topic_id)?;
         let mut placed = Vec::with_capacity(messages.len());
         let user = caller.user_id.to_string();

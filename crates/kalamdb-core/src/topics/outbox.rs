@@ -76,8 +76,13 @@ pub(crate) fn capture(
     batch.put(outbox::PARTITION, outbox::capture_key(batch.len()), bytes);
 }
 
-/// One group's messages to move, each with its outbox key.
-type Pending = (u64, Vec<(Vec<u8>, Entry)>);
+/// One group's messages to move, each with its outbox key (`None`: one that does not decode,
+/// passed over).
+type Pending = (u64, Vec<(Vec<u8>, Option<Entry>)>);
+
+/// Per topic, the `created_at` of its definition in this member's catalog (`None`: dropped),
+/// read once per move; a topic whose record cannot be read is left out (its messages wait).
+type Catalogued = HashMap<String, Option<i64>>;
 
 /// The key just after `key`.
 fn after(key: &[u8]) -> Vec<u8> {
@@ -132,11 +137,12 @@ fn pending(backend: &dyn StorageBackend) -> Result<Vec<Pending>> {
                 if total >= MOVE_LIMIT {
                     return Ok(false);
                 }
-                match postcard::from_bytes::<Entry>(v) {
-                    Ok(e) => entries.push((k.to_vec(), e)),
-                    // Kept out of the topics, passed over by the mark of the next one.
-                    Err(e) => tracing::error!(error = %e, "a corrupt outbox message is skipped"),
-                }
+                let entry = postcard::from_bytes::<Entry>(v)
+                    .inspect_err(|e| {
+                        tracing::error!(error = %e, "a corrupt outbox message is skipped");
+                    })
+                    .ok();
+                entries.push((k.to_vec(), entry));
                 total += 1;
                 Ok(true)
             },
@@ -153,7 +159,7 @@ impl TopicService {
     /// Whether this node hands out topic offsets now: always on one server; on a cluster
     /// member, when it leads the meta group and applied what its predecessors committed.
     pub fn leads(&self) -> bool {
-        self.backend.leads(outbox::MOVED_PARTITION, BARRIER)
+        self.synced.load(Ordering::SeqCst) && self.backend.leads(outbox::MOVED_PARTITION, BARRIER)
     }
 
     /// Wakes the mover when `batch`, just applied here, wrote the outbox.
@@ -187,23 +193,44 @@ impl TopicService {
         let pending = tokio::task::spawn_blocking(move || pending(&*backend))
             .await
             .map_err(|e| KalamError::Internal(e.to_string()))??;
-        // Topics not followed here yet (a load still running, or one that failed) first.
+        let mut catalogued = Catalogued::new();
         for (_, entries) in &pending {
-            for (_, e) in entries {
-                if matches!(self.fate(e)?, Fate::Wait) {
-                    self.follow(&e.topic).await;
+            for (_, e) in entries.iter().filter_map(|(k, e)| Some((k, e.as_ref()?))) {
+                if !catalogued.contains_key(&e.topic) {
+                    match self.catalog.topic(&e.topic) {
+                        Ok(def) => {
+                            catalogued.insert(e.topic.clone(), def.map(|d| d.created_at));
+                        }
+                        Err(err) => {
+                            tracing::warn!(topic = %e.topic, error = %err, "cannot read a topic; its messages wait");
+                        }
+                    }
                 }
             }
+        }
+        // Topics not followed here yet (a load still running, or one that failed), once each.
+        let mut waiting: Vec<String> = Vec::new();
+        for (_, entries) in &pending {
+            for (_, e) in entries.iter().filter_map(|(k, e)| Some((k, e.as_ref()?))) {
+                if matches!(self.fate(e, &catalogued), Fate::Wait) && !waiting.contains(&e.topic) {
+                    waiting.push(e.topic.clone());
+                }
+            }
+        }
+        for topic in &waiting {
+            self.follow(topic).await;
         }
         let mut plan = Vec::with_capacity(pending.len());
         for (group, entries) in pending {
             let mut taken = Vec::with_capacity(entries.len());
             let mut last = None;
             for (key, e) in entries {
-                match self.fate(&e)? {
-                    Fate::Take(topic) => taken.push((topic, e)),
-                    Fate::Skip => {}
-                    Fate::Wait => break,
+                if let Some(e) = e {
+                    match self.fate(&e, &catalogued) {
+                        Fate::Take(topic) => taken.push((topic, e)),
+                        Fate::Skip => {}
+                        Fate::Wait => break,
+                    }
                 }
                 last = Some(key);
             }
@@ -241,18 +268,22 @@ impl TopicService {
         moved.map(|()| count)
     }
 
-    /// What a move does with `e` (see [`Fate`]).
-    fn fate(&self, e: &Entry) -> Result<Fate> {
-        let loaded = self.topics.read().get(&e.topic).cloned();
-        if let Some(topic) = loaded
-            && topic.def.created_at == e.created
-        {
-            return Ok(Fate::Take(topic));
+    /// What a move does with `e` (see [`Fate`]): the catalog decides whether its topic is
+    /// still there; the loaded topic must be that one.
+    fn fate(&self, e: &Entry, catalogued: &Catalogued) -> Fate {
+        match catalogued.get(&e.topic) {
+            // Unreadable: wait.
+            None => Fate::Wait,
+            Some(Some(created)) if *created == e.created => {
+                match self.topics.read().get(&e.topic) {
+                    Some(topic) if topic.def.created_at == e.created => {
+                        Fate::Take(Arc::clone(topic))
+                    }
+                    _ => Fate::Wait,
+                }
+            }
+            Some(_) => Fate::Skip,
         }
-        Ok(match self.catalog.topic(&e.topic)? {
-            Some(def) if def.created_at == e.created => Fate::Wait,
-            _ => Fate::Skip,
-        })
     }
 
     /// Deletes this member's outbox copies of what the meta group recorded as moved (each
