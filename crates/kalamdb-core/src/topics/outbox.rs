@@ -23,6 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Most messages one move takes.
 const MOVE_LIMIT: usize = 10_000;
 
+/// Most messages one move takes of one group (a group whose messages wait for their topic
+/// leaves the others room).
+const GROUP_LIMIT: usize = 2_000;
+
 /// The key the barrier entry writes (in [`outbox::MOVED_PARTITION`], apart from the groups).
 const BARRIER: &[u8] = b"barrier";
 
@@ -129,14 +133,16 @@ fn pending(backend: &dyn StorageBackend) -> Result<Vec<Pending>> {
         let start =
             moved(backend, group)?.map_or_else(|| outbox::group_start(group, 0), |k| after(&k));
         let mut entries = Vec::new();
+        let mut taken = 0;
         backend.scan_each(
             outbox::PARTITION,
             &group.to_be_bytes(),
             Some(&start),
             &mut |k, v| {
-                if total >= MOVE_LIMIT {
+                if total >= MOVE_LIMIT || taken >= GROUP_LIMIT {
                     return Ok(false);
                 }
+                taken += 1;
                 let entry = postcard::from_bytes::<Entry>(v)
                     .inspect_err(|e| {
                         tracing::error!(error = %e, "a corrupt outbox message is skipped");
