@@ -199,28 +199,27 @@ impl TopicService {
         let pending = tokio::task::spawn_blocking(move || pending(&*backend))
             .await
             .map_err(|e| KalamError::Internal(e.to_string()))??;
+        // Each topic's catalog record once; topics not followed here yet (a load still
+        // running, or one that failed) are followed once each.
         let mut catalogued = Catalogued::new();
-        for (_, entries) in &pending {
-            for (_, e) in entries.iter().filter_map(|(k, e)| Some((k, e.as_ref()?))) {
-                if !catalogued.contains_key(&e.topic) {
-                    match self.catalog.topic(&e.topic) {
-                        Ok(def) => {
-                            catalogued.insert(e.topic.clone(), def.map(|d| d.created_at));
-                        }
-                        Err(err) => {
-                            tracing::warn!(topic = %e.topic, error = %err, "cannot read a topic; its messages wait");
-                        }
+        let mut waiting: Vec<String> = Vec::new();
+        for e in pending
+            .iter()
+            .flat_map(|(_, es)| es)
+            .filter_map(|(_, e)| e.as_ref())
+        {
+            if !catalogued.contains_key(&e.topic) {
+                match self.catalog.topic(&e.topic) {
+                    Ok(def) => {
+                        catalogued.insert(e.topic.clone(), def.map(|d| d.created_at));
+                    }
+                    Err(err) => {
+                        tracing::warn!(topic = %e.topic, error = %err, "cannot read a topic; its messages wait");
                     }
                 }
             }
-        }
-        // Topics not followed here yet (a load still running, or one that failed), once each.
-        let mut waiting: Vec<String> = Vec::new();
-        for (_, entries) in &pending {
-            for (_, e) in entries.iter().filter_map(|(k, e)| Some((k, e.as_ref()?))) {
-                if matches!(self.fate(e, &catalogued), Fate::Wait) && !waiting.contains(&e.topic) {
-                    waiting.push(e.topic.clone());
-                }
+            if matches!(self.fate(e, &catalogued), Fate::Wait) && !waiting.contains(&e.topic) {
+                waiting.push(e.topic.clone());
             }
         }
         for topic in &waiting {
