@@ -31,6 +31,7 @@
 
 pub mod calls;
 mod error;
+mod frame;
 mod keeper;
 pub mod leadership;
 pub mod log_store;

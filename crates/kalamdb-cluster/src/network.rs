@@ -1,8 +1,12 @@
-//! The internal RPC between nodes (docs/cluster.md §2): openraft's AppendEntries, Vote and
-//! InstallSnapshot messages as MessagePack bodies over HTTP, one route per message and group
-//! (`POST /raft/{group}/{append|vote|snapshot}`), membership changes a member asks of a
-//! group's leader (`POST /raft/{group}/members`, see [`crate::membership`]), the holds of a
-//! leadership transfer (`POST /raft/{group}/hold`) and a leader's read index
+//! The internal RPC between nodes (docs/cluster.md §2). openraft's AppendEntries, Vote and
+//! InstallSnapshot messages travel as MessagePack frames over one long-lived connection per
+//! group and peer: an HTTP/1.1 request `POST /raft/stream` upgraded to [`STREAM_PROTOCOL`],
+//! then request and answer frames in turn ([`frame`]), so a message costs one write and one
+//! read instead of an HTTP exchange. The same messages are also served one per HTTP request
+//! (`POST /raft/{group}/{append|vote|snapshot}`), for members of an earlier version that do
+//! not upgrade. Other routes: membership changes a member asks of a group's leader
+//! (`POST /raft/{group}/members`, see [`crate::membership`]), the holds of a leadership
+//! transfer (`POST /raft/{group}/hold`) and a leader's read index
 //! (`POST /raft/{group}/read_index`, both in [`crate::leadership`]), and the engine's calls
 //! (`POST /engine/{name}`, [`crate::calls`]). [`router`] serves a node's groups; [`Network`]
 //! is the client side openraft uses to reach peers. With a cluster key, every
@@ -14,8 +18,9 @@ use crate::leadership::Holds;
 use crate::types::{Member, TypeConfig, decode, encode};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use openraft::Raft;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -30,6 +35,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 
 /// A node's groups by id, as the RPC routes find them.
 pub type Groups = Arc<HashMap<u64, Raft<TypeConfig>>>;
@@ -49,6 +56,42 @@ pub const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 
 /// The header carrying the cluster key.
 pub const KEY_HEADER: &str = "x-kalamdb-cluster-key";
+
+/// The protocol `POST /raft/stream` upgrades its connection to.
+pub const STREAM_PROTOCOL: &str = "kalamdb-raft/1";
+
+/// A stream connection that brings no request for this long is closed (a peer that vanished
+/// without closing it; a live replication stream sends a heartbeat every interval).
+const STREAM_IDLE: Duration = Duration::from_secs(600);
+
+/// A peer that does not serve streams (an earlier version) is sent one HTTP request per
+/// message, and asked again for a stream after this long (it may have been upgraded).
+const PER_REQUEST_FOR: Duration = Duration::from_secs(60);
+
+/// The messages openraft sends a peer, by their code in a stream frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message {
+    Append = 0,
+    Vote = 1,
+    Snapshot = 2,
+}
+
+impl Message {
+    fn from_code(code: u8) -> Option<Self> {
+        [Self::Append, Self::Vote, Self::Snapshot]
+            .into_iter()
+            .find(|m| *m as u8 == code)
+    }
+
+    /// Its route in the one-request-per-message form.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Vote => "vote",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
 
 /// Routes serving `groups` to peers.
 pub fn router(groups: Groups) -> axum::Router {
@@ -72,13 +115,23 @@ pub fn router_with_key(
     key: Option<Arc<str>>,
 ) -> axum::Router {
     axum::Router::new()
-        .route("/raft/{group}/append", axum::routing::post(append))
-        .route("/raft/{group}/vote", axum::routing::post(vote))
-        .route("/raft/{group}/snapshot", axum::routing::post(snapshot))
-        .route("/raft/{group}/members", axum::routing::post(members))
-        .route("/raft/{group}/hold", axum::routing::post(hold))
-        .route("/raft/{group}/read_index", axum::routing::post(read_index))
-        .route("/engine/{name}", axum::routing::post(engine_call))
+        .route("/raft/stream", post(stream))
+        .route(
+            "/raft/{group}/append",
+            post(|s: State<Served>, g: Path<u64>, b: Bytes| one(s, g, b, Message::Append)),
+        )
+        .route(
+            "/raft/{group}/vote",
+            post(|s: State<Served>, g: Path<u64>, b: Bytes| one(s, g, b, Message::Vote)),
+        )
+        .route(
+            "/raft/{group}/snapshot",
+            post(|s: State<Served>, g: Path<u64>, b: Bytes| one(s, g, b, Message::Snapshot)),
+        )
+        .route("/raft/{group}/members", post(members))
+        .route("/raft/{group}/hold", post(hold))
+        .route("/raft/{group}/read_index", post(read_index))
+        .route("/engine/{name}", post(engine_call))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Served {
             groups,
@@ -131,36 +184,93 @@ fn request<T: DeserializeOwned>(
     Ok((raft, req))
 }
 
-async fn append(
-    State(Served { groups, .. }): State<Served>,
+/// Handles message `kind` for `group`, encoded in `body`: the encoded answer, or why it was
+/// not handled.
+async fn handle(
+    groups: &Groups,
+    kind: Message,
+    group: u64,
+    body: &[u8],
+) -> Result<Vec<u8>, (StatusCode, String)> {
+    let raft = groups
+        .get(&group)
+        .cloned()
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    let bad = |e: rmp_serde::decode::Error| (StatusCode::BAD_REQUEST, e.to_string());
+    let answer = match kind {
+        Message::Append => encode(&raft.append_entries(decode(body).map_err(bad)?).await),
+        Message::Vote => encode(&raft.vote(decode(body).map_err(bad)?).await),
+        Message::Snapshot => encode(&raft.install_snapshot(decode(body).map_err(bad)?).await),
+    };
+    answer.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// One message in one HTTP request (peers of an earlier version).
+async fn one(
+    State(served): State<Served>,
     Path(group): Path<u64>,
     body: Bytes,
+    kind: Message,
 ) -> Response {
-    match request::<AppendEntriesRequest<TypeConfig>>(&groups, group, &body) {
-        Ok((raft, req)) => reply(&raft.append_entries(req).await),
-        Err(r) => r,
+    match handle(&served.groups, kind, group, &body).await {
+        Ok(answer) => answer.into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 
-async fn vote(
-    State(Served { groups, .. }): State<Served>,
-    Path(group): Path<u64>,
-    body: Bytes,
-) -> Response {
-    match request::<VoteRequest<u64>>(&groups, group, &body) {
-        Ok((raft, req)) => reply(&raft.vote(req).await),
-        Err(r) => r,
+/// Upgrades the connection to a stream of messages ([`STREAM_PROTOCOL`]).
+async fn stream(State(served): State<Served>, mut request: axum::extract::Request) -> Response {
+    let asked = request.headers().get(header::UPGRADE).is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(STREAM_PROTOCOL.as_bytes())
+    });
+    if !asked {
+        let why = format!("this route upgrades to {STREAM_PROTOCOL} only");
+        return (StatusCode::BAD_REQUEST, why).into_response();
     }
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            serve_stream(&served.groups, hyper_util::rt::TokioIo::new(io)).await;
+        }
+    });
+    let mut switching = Response::new(axum::body::Body::empty());
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = switching.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static(STREAM_PROTOCOL),
+    );
+    switching
 }
 
-async fn snapshot(
-    State(Served { groups, .. }): State<Served>,
-    Path(group): Path<u64>,
-    body: Bytes,
-) -> Response {
-    match request::<InstallSnapshotRequest<TypeConfig>>(&groups, group, &body) {
-        Ok((raft, req)) => reply(&raft.install_snapshot(req).await),
-        Err(r) => r,
+/// Answers the request frames of one stream connection in turn, until the peer closes it.
+async fn serve_stream<Io: AsyncRead + AsyncWrite + Unpin>(groups: &Groups, io: Io) {
+    let mut io = BufStream::new(io);
+    let mut request = Vec::new();
+    while let Ok(Ok(true)) =
+        tokio::time::timeout(STREAM_IDLE, crate::frame::read(&mut io, &mut request)).await
+    {
+        let answer = match crate::frame::split_request(&request) {
+            Some((code, group, body)) => match Message::from_code(code) {
+                Some(kind) => handle(groups, kind, group, body).await,
+                None => Err((StatusCode::BAD_REQUEST, format!("no message {code}"))),
+            },
+            None => Err((StatusCode::BAD_REQUEST, "a frame too short".to_string())),
+        };
+        let written = match &answer {
+            Ok(bytes) => crate::frame::write(&mut io, &[crate::frame::OK], bytes).await,
+            Err((_, why)) => {
+                crate::frame::write(&mut io, &[crate::frame::REFUSED], why.as_bytes()).await
+            }
+        };
+        if written.is_err() {
+            return;
+        }
     }
 }
 
@@ -260,34 +370,193 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
+        let base = format!("{}://{}/raft", self.scheme, node.rpc_addr);
         Peer {
             http: self.http.clone(),
             target,
-            base: format!("{}://{}/raft/{}", self.scheme, node.rpc_addr, self.group),
+            group: self.group,
+            stream_url: format!("{base}/stream"),
+            base: format!("{base}/{}", self.group),
             key: self.key.clone(),
+            connection: Default::default(),
+            per_request_until: None,
+            answer: Vec::new(),
         }
     }
 }
 
-/// One peer of one group.
+/// One peer of one group: a stream connection to it, opened when first needed and again
+/// after a failure (see the module doc).
 #[derive(Debug)]
 pub struct Peer {
     http: reqwest::Client,
     target: u64,
+    group: u64,
+    stream_url: String,
+    /// The one-request-per-message routes of this group.
     base: String,
     key: Option<Arc<str>>,
+    /// The stream connection. In a mutex only so that the peer is `Sync` as openraft asks:
+    /// it is reached through `&mut self` ([`Mutex::get_mut`](std::sync::Mutex::get_mut)),
+    /// never locked.
+    connection: std::sync::Mutex<Option<BufStream<reqwest::Upgraded>>>,
+    /// Until when the peer is sent one request per message (it served no stream).
+    per_request_until: Option<Instant>,
+    /// The last answer frame read.
+    answer: Vec<u8>,
 }
 
 type Rpc<T, E> = Result<T, RPCError<u64, Member, E>>;
 
+/// Why a stream exchange failed.
+enum Failure {
+    /// The peer could not be reached.
+    Unreachable(reqwest::Error),
+    /// The peer serves no streams.
+    NoStreams,
+    /// Anything else: the connection is dropped, the next message opens a new one.
+    Broken(std::io::Error),
+}
+
+fn network_error<E>(e: &(impl std::error::Error + 'static)) -> RPCError<u64, Member, E>
+where
+    E: std::error::Error,
+{
+    RPCError::Network(NetworkError::new(e))
+}
+
+fn reqwest_error<E: std::error::Error>(e: reqwest::Error) -> RPCError<u64, Member, E> {
+    if e.is_connect() {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        network_error(&e)
+    }
+}
+
 impl Peer {
-    async fn send<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Rpc<Resp, E>
+    async fn send<Req, Resp, E>(
+        &mut self,
+        kind: Message,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Rpc<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = encode(req).map_err(|e| network_error(&e))?;
+        if self.per_request_until.is_some_and(|t| Instant::now() < t) {
+            let answer = self.post(kind, body, option).await?;
+            return Self::decode_answer(self.target, &answer);
+        }
+        let exchanged = tokio::time::timeout(option.hard_ttl(), self.exchange(kind, &body))
+            .await
+            .unwrap_or_else(|_| {
+                let why = format!("no answer from peer {} in time", self.target);
+                Err(Failure::Broken(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    why,
+                )))
+            });
+        match exchanged {
+            Ok(()) => {}
+            Err(Failure::NoStreams) => {
+                self.per_request_until = Some(Instant::now() + PER_REQUEST_FOR);
+                let answer = self.post(kind, body, option).await?;
+                return Self::decode_answer(self.target, &answer);
+            }
+            Err(Failure::Unreachable(e)) => return Err(reqwest_error(e)),
+            Err(Failure::Broken(e)) => return Err(network_error(&e)),
+        }
+        self.per_request_until = None;
+        match self.answer.split_first() {
+            Some((&crate::frame::OK, answer)) => Self::decode_answer(self.target, answer),
+            _ => {
+                let text = self.answer.get(1..).unwrap_or_default();
+                let why = std::io::Error::other(format!(
+                    "peer {} refused a message of group {}: {}",
+                    self.target,
+                    self.group,
+                    String::from_utf8_lossy(text)
+                ));
+                Err(network_error(&why))
+            }
+        }
+    }
+
+    fn decode_answer<Resp, E>(target: u64, bytes: &[u8]) -> Rpc<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let answer: Result<Resp, E> = decode(bytes).map_err(|e| network_error(&e))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+
+    /// Sends `body` as a `kind` frame on the stream connection (opening one when there is
+    /// none) and reads the answer frame into `self.answer`. The connection is kept only when
+    /// the exchange completed: a failed or cancelled one drops it.
+    async fn exchange(&mut self, kind: Message, body: &[u8]) -> Result<(), Failure> {
+        let kept = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut connection = match kept.take() {
+            Some(open) => open,
+            None => self.open().await?,
+        };
+        let head = crate::frame::request_head(kind as u8, self.group);
+        crate::frame::write(&mut connection, &head, body)
+            .await
+            .map_err(Failure::Broken)?;
+        match crate::frame::read(&mut connection, &mut self.answer).await {
+            Ok(true) => {
+                let kept = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
+                *kept = Some(connection);
+                Ok(())
+            }
+            Ok(false) => Err(Failure::Broken(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection",
+            ))),
+            Err(e) => Err(Failure::Broken(e)),
+        }
+    }
+
+    async fn open(&self) -> Result<BufStream<reqwest::Upgraded>, Failure> {
+        let mut post = self
+            .http
+            .post(&self.stream_url)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, STREAM_PROTOCOL);
+        if let Some(key) = &self.key {
+            post = post.header(KEY_HEADER, key.as_ref());
+        }
+        let answer = post.send().await.map_err(|e| match e.is_connect() {
+            true => Failure::Unreachable(e),
+            false => Failure::Broken(std::io::Error::other(e)),
+        })?;
+        match answer.status() {
+            StatusCode::SWITCHING_PROTOCOLS => {}
+            StatusCode::NOT_FOUND => return Err(Failure::NoStreams),
+            other => {
+                return Err(Failure::Broken(std::io::Error::other(format!(
+                    "peer {} answered {other} to {}",
+                    self.target, self.stream_url
+                ))));
+            }
+        }
+        let io = answer
+            .upgrade()
+            .await
+            .map_err(|e| Failure::Broken(std::io::Error::other(e)))?;
+        Ok(BufStream::new(io))
+    }
+
+    /// Sends `body` in one HTTP request to the message's route; the answer's bytes.
+    async fn post<E>(&self, kind: Message, body: Vec<u8>, option: &RPCOption) -> Rpc<Bytes, E>
+    where
+        E: std::error::Error,
+    {
+        let path = kind.path();
         let mut post = self
             .http
             .post(format!("{}/{path}", self.base))
@@ -295,13 +564,7 @@ impl Peer {
         if let Some(key) = &self.key {
             post = post.header(KEY_HEADER, key.as_ref());
         }
-        let sent = post.body(body).send().await.map_err(|e| {
-            if e.is_connect() {
-                RPCError::Unreachable(Unreachable::new(&e))
-            } else {
-                RPCError::Network(NetworkError::new(&e))
-            }
-        })?;
+        let sent = post.body(body).send().await.map_err(reqwest_error)?;
         if !sent.status().is_success() {
             // 404: the peer runs no such group (a different shard map): never silently retried
             // forever without a trace.
@@ -311,15 +574,9 @@ impl Peer {
                 sent.status(),
                 self.base
             ));
-            return Err(RPCError::Network(NetworkError::new(&why)));
+            return Err(network_error(&why));
         }
-        let bytes = sent
-            .bytes()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer: Result<Resp, E> =
-            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        sent.bytes().await.map_err(|e| network_error(&e))
     }
 }
 
@@ -347,7 +604,7 @@ impl RaftNetwork<TypeConfig> for Peer {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
-        self.send("append", &rpc, &option).await
+        self.send(Message::Append, &rpc, &option).await
     }
 
     async fn vote(
@@ -355,7 +612,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Rpc<VoteResponse<u64>, RaftError<u64>> {
-        self.send("vote", &rpc, &option).await
+        self.send(Message::Vote, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -363,7 +620,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
-        self.send("snapshot", &rpc, &option).await
+        self.send(Message::Snapshot, &rpc, &option).await
     }
 }
 

@@ -2,8 +2,11 @@
 //! a loopback port, replicate one group: writes reach every node's store; a follower refuses
 //! writes and names the leader; the leader is stopped and the others elect a new one and go
 //! on; the stopped node restarts on its folder and catches up; a fourth node joins and catches
-//! up by snapshot (the log it lacks was purged); a voter leaves and the rest go on.
+//! up by snapshot (the log it lacks was purged); a voter leaves and the rest go on. Node 3
+//! serves no message streams, as a member of an earlier version: its peers fall back to one
+//! request per message, and everyone else's messages travel on streams.
 
+use axum::response::IntoResponse;
 use kalamdb_cluster::Member;
 use kalamdb_cluster::network::{Network, router};
 use kalamdb_cluster::state_machine::Partitions;
@@ -14,10 +17,14 @@ use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const GROUP: u64 = 1;
 const TABLE: &str = "app.t";
+
+/// The node that answers `/raft/stream` with 404, as a member of an earlier version does.
+const OLD_NODE: u64 = 3;
 
 struct Node {
     id: u64,
@@ -26,6 +33,8 @@ struct Node {
     backend: Arc<dyn StorageBackend>,
     raft: Raft<TypeConfig>,
     server: tokio::task::JoinHandle<()>,
+    /// How many Raft messages reached it one per HTTP request (not on a stream).
+    per_request: Arc<AtomicUsize>,
 }
 
 impl Node {
@@ -57,8 +66,28 @@ impl Node {
             .await
             .unwrap();
         let groups = Arc::new(HashMap::from([(GROUP, raft.clone())]));
+        let per_request = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&per_request);
+        let served = router(groups).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    let path = request.uri().path();
+                    if id == OLD_NODE && path == "/raft/stream" {
+                        return axum::http::StatusCode::NOT_FOUND.into_response();
+                    }
+                    let message = ["append", "vote", "snapshot"]
+                        .iter()
+                        .any(|m| path == format!("/raft/{GROUP}/{m}"));
+                    if message {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router(groups)).await;
+            let _ = axum::serve(listener, served).await;
         });
         Self {
             id,
@@ -67,6 +96,7 @@ impl Node {
             backend,
             raft,
             server,
+            per_request,
         }
     }
 
@@ -192,6 +222,16 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
         .unwrap();
     let last = write_rows(&l.raft, 0..30).await;
     settled(&nodes, last, 30).await;
+    // Messages reached nodes 1 and 2 on streams only; node 3, as a follower, got them one
+    // request each.
+    for n in &nodes {
+        let per_request = n.per_request.load(Ordering::SeqCst);
+        match n.id {
+            OLD_NODE if leader != OLD_NODE => assert!(per_request > 0, "node 3: {per_request}"),
+            OLD_NODE => {}
+            _ => assert_eq!(per_request, 0, "node {} got messages per request", n.id),
+        }
+    }
 
     // A write to a partition no replica has is answered as refused; the group goes on.
     let mut batch = WriteBatch::new();
@@ -257,6 +297,11 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     assert!(
         installed.is_some_and(|s| Some(s.index) >= purged),
         "node 4 caught up without the snapshot: {installed:?}, purged {purged:?}"
+    );
+    assert_eq!(
+        fourth.per_request.load(Ordering::SeqCst),
+        0,
+        "the snapshot went on a stream"
     );
     nodes.push(fourth);
 
