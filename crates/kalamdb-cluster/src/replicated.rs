@@ -489,7 +489,7 @@ impl StorageBackend for ReplicatedStore {
             Route::Group(group) => self.submit_to(
                 group,
                 Command::Write {
-                    batch,
+                    batch: batch.into(),
                     origin: self.node.node_id(),
                     meta_applied: self.node.meta_applied(),
                 },

@@ -20,7 +20,7 @@
 use crate::io_error;
 use crate::proposer::Signals;
 use crate::snapshot::SnapshotBytes;
-use crate::types::{Applied, Command, Member, TypeConfig, decode, encode};
+use crate::types::{Applied, Command, Member, SharedBatch, TypeConfig, decode, encode};
 use kalamdb_store::{BatchOp, KeyLayout, StorageBackend, StorageRead, WriteBatch};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -282,25 +282,32 @@ impl StateMachine {
     async fn apply_writes(
         &self,
         id: LogId<u64>,
-        batches: &[WriteBatch],
+        batches: &[SharedBatch],
         origin: u64,
     ) -> Result<Vec<Option<String>>> {
         let observer = self.hook.get().cloned();
         let derives = origin != self.node && observer.is_some();
         if !derives || one_pass(batches) {
-            let mut all = match batches.first().is_some_and(WriteBatch::is_upkeep) {
-                true => WriteBatch::upkeep(),
-                false => WriteBatch::new(),
-            };
-            for batch in batches {
-                all.extend_from(batch);
-            }
+            // The observer sees the writes as one batch (joined only when several).
+            let joined;
             let publish = match &observer {
-                Some(o) if derives => o.before(self.group, &all).await,
+                Some(o) if derives => {
+                    let all: &WriteBatch = match batches {
+                        [one] => one,
+                        _ => {
+                            joined = join(batches);
+                            &joined
+                        }
+                    };
+                    o.before(self.group, all).await
+                }
                 _ => None,
             };
-            self.put(&mut all, APPLIED, &Some(id))?;
-            match self.backend.write(all) {
+            let mut mark = WriteBatch::new();
+            self.put(&mut mark, APPLIED, &Some(id))?;
+            let mut parts: Vec<&WriteBatch> = batches.iter().map(|b| &**b).collect();
+            parts.push(&mark);
+            match self.backend.write_parts(&parts) {
                 Ok(()) => {
                     if let Some(o) = &observer {
                         for batch in batches {
@@ -324,7 +331,7 @@ impl StateMachine {
                 Some(o) if origin != self.node => o.before(self.group, writes).await,
                 _ => None,
             };
-            let mut with_mark = writes.clone();
+            let mut with_mark = WriteBatch::clone(writes);
             if last {
                 self.put(&mut with_mark, APPLIED, &Some(id))?;
             }
@@ -666,7 +673,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Topic messages a data write left in the outbox are keyed by where they landed
             // in this group's log (the same on every replica).
             for (position, batch) in batches.iter_mut().enumerate() {
-                kalamdb_store::outbox::sequence(batch, self.group, id.index, position as u32);
+                if kalamdb_store::outbox::touches(batch) {
+                    let batch = batch.make_mut();
+                    kalamdb_store::outbox::sequence(batch, self.group, id.index, position as u32);
+                }
             }
             let parts = self.apply_writes(id, &batches, origin).await?;
             if origin == self.node && proposal != 0 {
@@ -765,7 +775,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Whether `batches` written as one batch read the same to an observer deriving changes as
 /// written one by one: all of one kind (upkeep or not), no range deletion, and no key written
 /// by two of them.
-fn one_pass(batches: &[WriteBatch]) -> bool {
+/// `batches` as one batch, an upkeep batch when the first is one ([`one_pass`] joins only
+/// batches of one kind).
+fn join(batches: &[SharedBatch]) -> WriteBatch {
+    let mut all = match batches.first().is_some_and(|b| b.is_upkeep()) {
+        true => WriteBatch::upkeep(),
+        false => WriteBatch::new(),
+    };
+    for batch in batches {
+        all.extend_from(batch);
+    }
+    all
+}
+
+fn one_pass(batches: &[SharedBatch]) -> bool {
     if batches.len() <= 1 {
         return true;
     }
@@ -805,28 +828,31 @@ mod tests {
             b.put("t", key.to_vec(), b"v".to_vec());
             b
         };
+        fn shared<const N: usize>(batches: [WriteBatch; N]) -> Vec<SharedBatch> {
+            batches.into_iter().map(SharedBatch::from).collect()
+        }
         assert!(one_pass(&[]));
-        assert!(one_pass(&[put(b"a")]));
-        assert!(one_pass(&[put(b"a"), put(b"b"), put(b"c")]));
+        assert!(one_pass(&shared([put(b"a")])));
+        assert!(one_pass(&shared([put(b"a"), put(b"b"), put(b"c")])));
         // A key twice in one batch is that batch's business; in two, the second replaces
         // what the first wrote.
         let mut twice = put(b"a");
         twice.put("t", b"a".to_vec(), b"w".to_vec());
-        assert!(one_pass(&[twice, put(b"b")]));
-        assert!(!one_pass(&[put(b"a"), put(b"b"), put(b"a")]));
+        assert!(one_pass(&shared([twice, put(b"b")])));
+        assert!(!one_pass(&shared([put(b"a"), put(b"b"), put(b"a")])));
         let mut delete = WriteBatch::new();
         delete.delete("t", b"a".to_vec());
-        assert!(!one_pass(&[put(b"a"), delete]));
+        assert!(!one_pass(&shared([put(b"a"), delete])));
         // The same key in another partition is another key.
         let mut other = WriteBatch::new();
         other.put("u", b"a".to_vec(), b"v".to_vec());
-        assert!(one_pass(&[put(b"a"), other]));
+        assert!(one_pass(&shared([put(b"a"), other])));
         let mut range = WriteBatch::new();
         range.delete_range("t", b"x".to_vec(), b"y".to_vec());
-        assert!(!one_pass(&[put(b"a"), range]));
+        assert!(!one_pass(&shared([put(b"a"), range])));
         let mut upkeep = WriteBatch::upkeep();
         upkeep.delete("t", b"z".to_vec());
-        assert!(!one_pass(&[put(b"a"), upkeep]));
+        assert!(!one_pass(&shared([put(b"a"), upkeep])));
     }
     use crate::log_store::LogStore;
     use kalamdb_store::{RocksBackend, StoreOptions};

@@ -2,6 +2,46 @@
 
 use kalamdb_store::{KeyLayout, WriteBatch};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A write batch as a log entry carries it: shared, because openraft clones entries (the
+/// latest are kept in memory and read back to replicate and to apply them) and a clone must
+/// not copy every key and value. Encoded exactly as the batch itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedBatch(Arc<WriteBatch>);
+
+impl SharedBatch {
+    /// The batch, to change: copied first if another entry shares it.
+    pub fn make_mut(&mut self) -> &mut WriteBatch {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for SharedBatch {
+    type Target = WriteBatch;
+
+    fn deref(&self) -> &WriteBatch {
+        &self.0
+    }
+}
+
+impl From<WriteBatch> for SharedBatch {
+    fn from(batch: WriteBatch) -> Self {
+        Self(Arc::new(batch))
+    }
+}
+
+impl Serialize for SharedBatch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WriteBatch::deserialize(deserializer).map(Self::from)
+    }
+}
 
 /// One entry of a group's log: a change every replica makes to its own store, in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,7 +50,7 @@ pub enum Command {
     /// inside its commit gate, `_seq` values included.
     Write {
         /// The writes.
-        batch: WriteBatch,
+        batch: SharedBatch,
         /// The node that proposed it (0: none in particular). That node's engine told its
         /// own live queries about the batch's changes; every other node derives them.
         origin: u64,
@@ -25,7 +65,7 @@ pub enum Command {
     /// whether it was refused.
     Writes {
         /// The writes, in the order they were submitted.
-        batches: Vec<WriteBatch>,
+        batches: Vec<SharedBatch>,
         /// The node that proposed them (as [`Command::Write`]'s).
         origin: u64,
         /// The highest meta barrier of the writes (as [`Command::Write`]'s).
@@ -55,7 +95,7 @@ impl Command {
     pub fn bytes(&self) -> usize {
         match self {
             Self::Write { batch, .. } => batch.bytes(),
-            Self::Writes { batches, .. } => batches.iter().map(WriteBatch::bytes).sum(),
+            Self::Writes { batches, .. } => batches.iter().map(|b| b.bytes()).sum(),
             Self::CreatePartition { name, .. } | Self::DropPartition { name } => name.len(),
         }
     }
@@ -64,7 +104,7 @@ impl Command {
     pub fn ops(&self) -> usize {
         match self {
             Self::Write { batch, .. } => batch.len(),
-            Self::Writes { batches, .. } => batches.iter().map(WriteBatch::len).sum(),
+            Self::Writes { batches, .. } => batches.iter().map(|b| b.len()).sum(),
             Self::CreatePartition { .. } | Self::DropPartition { .. } => 0,
         }
     }
@@ -72,7 +112,7 @@ impl Command {
     /// A write of `batch` proposed by no node in particular.
     pub fn write(batch: WriteBatch) -> Self {
         Self::Write {
-            batch,
+            batch: batch.into(),
             origin: 0,
             meta_applied: 0,
         }

@@ -313,6 +313,17 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// Commits a batch atomically (WAL always; fsync when `sync_writes`).
     fn write(&self, batch: WriteBatch) -> Result<()>;
 
+    /// Commits `parts`, in order, as one atomic batch (as [`Self::write`] of them joined):
+    /// for a caller that holds batches it must not give up (a Raft entry's, shared with the
+    /// log's cache) and would otherwise copy them into one.
+    fn write_parts(&self, parts: &[&WriteBatch]) -> Result<()> {
+        let mut all = WriteBatch::new();
+        for part in parts {
+            all.extend_from(part);
+        }
+        self.write(all)
+    }
+
     /// Orders a batch after every batch submitted before it and returns without waiting for
     /// it to commit where committing takes a round trip (a cluster's replicated store: the
     /// batch is in the leader's log); [`Pending::wait`] then waits. A caller that orders its

@@ -102,11 +102,11 @@ impl RocksBackend {
         wo
     }
 
-    fn write_with(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+    fn write_with(&self, parts: &[&WriteBatch], sync: bool) -> Result<()> {
         let mut wb = rocksdb::WriteBatchWithTransaction::<false>::default();
         // Batches usually touch one or two partitions: resolve each handle once.
         let mut handles: Vec<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = Vec::new();
-        for op in batch.ops() {
+        for op in parts.iter().flat_map(|part| part.ops()) {
             let partition = match op {
                 BatchOp::Put { partition, .. }
                 | BatchOp::Delete { partition, .. }
@@ -295,11 +295,15 @@ impl StorageBackend for RocksBackend {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.write_with(batch, self.sync_writes)
+        self.write_with(&[&batch], self.sync_writes)
+    }
+
+    fn write_parts(&self, parts: &[&WriteBatch]) -> Result<()> {
+        self.write_with(parts, self.sync_writes)
     }
 
     fn write_durable(&self, batch: WriteBatch) -> Result<()> {
-        self.write_with(batch, true)
+        self.write_with(&[&batch], true)
     }
 
     fn snapshot(&self) -> Box<dyn StorageSnapshot + '_> {

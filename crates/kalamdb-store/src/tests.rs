@@ -298,3 +298,29 @@ fn log_partitions_keep_their_layout_and_read_like_flat_ones() {
     let recorded = std::fs::read_to_string(dir.path().join("KALAMDB-SCOPED-PARTITIONS")).unwrap();
     assert_eq!(recorded, "s\n");
 }
+
+#[test]
+fn parts_commit_in_order_as_one_batch_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    db.create_partition("a", KeyLayout::Flat).unwrap();
+    let mut first = WriteBatch::new();
+    first.put("a", b"1".to_vec(), b"first".to_vec());
+    first.put("a", b"2".to_vec(), b"first".to_vec());
+    let mut second = WriteBatch::new();
+    second.put("a", b"1".to_vec(), b"second".to_vec());
+    db.write_parts(&[&first, &second]).unwrap();
+    assert_eq!(db.get("a", b"1").unwrap(), Some(b"second".to_vec()));
+    assert_eq!(db.get("a", b"2").unwrap(), Some(b"first".to_vec()));
+
+    // A part naming a missing partition: nothing of any part is written.
+    let mut third = WriteBatch::new();
+    third.put("a", b"3".to_vec(), b"third".to_vec());
+    let mut missing = WriteBatch::new();
+    missing.put("gone", b"1".to_vec(), b"x".to_vec());
+    assert!(matches!(
+        db.write_parts(&[&third, &missing]),
+        Err(StoreError::PartitionNotFound(p)) if p == "gone"
+    ));
+    assert_eq!(db.get("a", b"3").unwrap(), None);
+}
