@@ -55,23 +55,34 @@ impl ReplicatedChanges {
     }
 }
 
-/// The table and scope an application-table write belongs to.
-fn target(store: &TableStore, partition: &str, key: &[u8]) -> Option<(Arc<CachedTable>, Scope)> {
+/// The live table whose rows `partition` holds (`None`: not a table's, or of an incarnation
+/// that is gone).
+fn table_of(store: &TableStore, partition: &str) -> Option<Arc<CachedTable>> {
     let (ns, name) = table_of_partition(partition)?
         .split_once('.')
         .map(|(n, t)| (n.to_string(), t.to_string()))?;
     let id = TableId::new(NamespaceId::new(ns), TableName::new(name));
     let table = store.registry.get(&id).ok().flatten()?;
-    if table.partitions.used() != partition {
-        return None;
-    }
-    let scope = match table.def.table_type {
-        TableType::Shared => Scope::Shared,
+    (table.partitions.used() == partition).then_some(table)
+}
+
+/// The scope of row key `key` of `table`.
+fn scope_of(table: &CachedTable, key: &[u8]) -> Option<Scope> {
+    match table.def.table_type {
+        TableType::Shared => Some(Scope::Shared),
         _ => {
             let end = key.iter().position(|b| *b == 0)?;
-            Scope::User(UserId::new(String::from_utf8_lossy(&key[..end])))
+            Some(Scope::User(UserId::new(String::from_utf8_lossy(
+                &key[..end],
+            ))))
         }
-    };
+    }
+}
+
+/// The table and scope an application-table write belongs to.
+fn target(store: &TableStore, partition: &str, key: &[u8]) -> Option<(Arc<CachedTable>, Scope)> {
+    let table = table_of(store, partition)?;
+    let scope = scope_of(&table, key)?;
     Some((table, scope))
 }
 
@@ -130,6 +141,8 @@ impl TableStore {
         let listener = Arc::clone(self.change_listener()?);
         let mut scopes: Vec<ScopeChanges> = Vec::new();
         let mut writes = Vec::new();
+        // A batch's writes mostly share one partition: its table is looked up once per run.
+        let mut last: Option<(&str, Option<Arc<CachedTable>>)> = None;
         for op in batch.ops() {
             let Some((partition, key, value)) = key_write(op) else {
                 continue;
@@ -137,12 +150,22 @@ impl TableStore {
             if !partition.starts_with(kalamdb_catalog::partitions::TABLE_PARTITION_PREFIX) {
                 continue;
             }
-            let Some((table, scope)) = target(self, partition, key) else {
-                continue;
-            };
             if value.is_none() && batch.is_upkeep() {
                 continue; // moved to a segment, or expired: not a change
             }
+            let table = match &last {
+                Some((p, table)) if *p == partition => table.clone(),
+                _ => last
+                    .insert((partition, table_of(self, partition)))
+                    .1
+                    .clone(),
+            };
+            let Some(table) = table else {
+                continue;
+            };
+            let Some(scope) = scope_of(&table, key) else {
+                continue;
+            };
             let at = match scopes
                 .iter()
                 .position(|s| Arc::ptr_eq(&s.table, &table) && s.scope == scope)
