@@ -12,8 +12,7 @@ pub(crate) const OK: u8 = 0;
 /// Answer status: the message was not handled (no such group, undecodable); the body says why.
 pub(crate) const REFUSED: u8 = 1;
 
-/// The largest frame either side reads: a peer announcing more is cut off, not trusted with
-/// an allocation of that size.
+/// The largest frame either side reads: a peer announcing more is cut off.
 pub(crate) const MAX_FRAME: usize = crate::network::MAX_BODY_BYTES + 64;
 
 /// Writes one frame of `head` then `body` and flushes it.
@@ -31,8 +30,13 @@ where
     io.flush().await
 }
 
-/// Reads the next frame into `buf` (replacing what it held); `false` when the peer closed
-/// the connection between frames.
+/// Bytes reserved for a frame before its body arrives: a peer announcing a large frame gets
+/// memory as its bytes come, not on its word.
+const RESERVE_UP_FRONT: usize = 1024 * 1024;
+
+/// Reads the next frame into `buf` (replacing what it held; a buffer grown past
+/// [`RESERVE_UP_FRONT`] by a large frame is given up, not kept for the connection's life);
+/// `false` when the peer closed the connection before a frame's first byte.
 pub(crate) async fn read<R>(io: &mut R, buf: &mut Vec<u8>) -> io::Result<bool>
 where
     R: AsyncReadExt + Unpin,
@@ -47,9 +51,18 @@ where
     if len > MAX_FRAME {
         return Err(io::Error::other(format!("frame of {len} bytes announced")));
     }
+    if buf.capacity() > RESERVE_UP_FRONT {
+        *buf = Vec::new();
+    }
     buf.clear();
-    buf.resize(len, 0);
-    io.read_exact(buf).await?;
+    buf.reserve(len.min(RESERVE_UP_FRONT));
+    (&mut *io).take(len as u64).read_to_end(buf).await?;
+    if buf.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the peer closed the connection inside a frame",
+        ));
+    }
     Ok(true)
 }
 
@@ -93,6 +106,13 @@ mod tests {
         };
         tokio::join!(writer, reader);
         assert_eq!(split_request(&[1, 2, 3]), None);
+
+        // A frame cut short is an error.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&10u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"abc").await.unwrap();
+        drop(a);
+        assert!(read(&mut b, &mut Vec::new()).await.is_err());
 
         // A clean close between frames is the end, not an error.
         let (a, mut b) = tokio::io::duplex(64);

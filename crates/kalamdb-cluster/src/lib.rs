@@ -43,6 +43,7 @@ pub mod replicated;
 pub mod shard;
 pub mod snapshot;
 pub mod state_machine;
+mod streams;
 pub mod tls;
 pub mod types;
 

@@ -1,8 +1,9 @@
 //! The internal RPC between nodes (docs/cluster.md §2). openraft's AppendEntries, Vote and
-//! InstallSnapshot messages travel as MessagePack frames over one long-lived connection per
-//! group and peer: an HTTP/1.1 request `POST /raft/stream` upgraded to [`STREAM_PROTOCOL`],
-//! then request and answer frames in turn ([`frame`]), so a message costs one write and one
-//! read instead of an HTTP exchange. The same messages are also served one per HTTP request
+//! InstallSnapshot messages travel as MessagePack frames over long-lived connections to each
+//! peer, shared by the node's groups ([`Streams`]): an HTTP/1.1 request `POST /raft/stream`
+//! upgraded to [`STREAM_PROTOCOL`], then request and answer frames in turn (`frame.rs`; each
+//! request names its group), so a message costs one write and one read instead of an HTTP
+//! exchange. The same messages are also served one per HTTP request
 //! (`POST /raft/{group}/{append|vote|snapshot}`), for members of an earlier version that do
 //! not upgrade. Other routes: membership changes a member asks of a group's leader
 //! (`POST /raft/{group}/members`, see [`crate::membership`]), the holds of a leadership
@@ -15,6 +16,8 @@
 
 use crate::calls::CallSlot;
 use crate::leadership::Holds;
+use crate::streams::Connection;
+pub use crate::streams::Streams;
 use crate::types::{Member, TypeConfig, decode, encode};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -35,7 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 
 /// A node's groups by id, as the RPC routes find them.
@@ -63,10 +66,6 @@ pub const STREAM_PROTOCOL: &str = "kalamdb-raft/1";
 /// A stream connection that brings no request for this long is closed (a peer that vanished
 /// without closing it; a live replication stream sends a heartbeat every interval).
 const STREAM_IDLE: Duration = Duration::from_secs(600);
-
-/// A peer that does not serve streams (an earlier version) is sent one HTTP request per
-/// message, and asked again for a stream after this long (it may have been upgraded).
-const PER_REQUEST_FOR: Duration = Duration::from_secs(60);
 
 /// The messages openraft sends a peer, by their code in a stream frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,13 +332,15 @@ async fn hold(
     }
 }
 
-/// The client side of one group's RPC: one pooled HTTP client for every peer.
+/// The client side of one group's RPC: one pooled HTTP client for every peer, and the
+/// node's kept stream connections ([`Streams`]).
 #[derive(Debug, Clone)]
 pub struct Network {
     http: reqwest::Client,
     group: u64,
     key: Option<Arc<str>>,
     scheme: &'static str,
+    streams: Streams,
 }
 
 impl Network {
@@ -350,7 +351,14 @@ impl Network {
             group,
             key: None,
             scheme: "http",
+            streams: Streams::default(),
         }
+    }
+
+    /// Shares `streams` (the node's, so that its groups share connections to a peer).
+    pub fn with_streams(mut self, streams: Streams) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// Reaches peers over `https` (with an `http` client configured for mTLS, [`crate::tls`]).
@@ -375,33 +383,30 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             target,
             group: self.group,
+            addr: node.rpc_addr.clone(),
             stream_url: format!("{base}/stream"),
             base: format!("{base}/{}", self.group),
             key: self.key.clone(),
-            connection: Default::default(),
-            per_request_until: None,
+            streams: self.streams.clone(),
             answer: Vec::new(),
         }
     }
 }
 
-/// One peer of one group: a stream connection to it, opened when first needed and again
-/// after a failure (see the module doc).
+/// One peer of one group, as openraft reaches it: each message on a stream connection taken
+/// from the node's [`Streams`] (see the module doc).
 #[derive(Debug)]
 pub struct Peer {
     http: reqwest::Client,
     target: u64,
     group: u64,
+    /// Its RPC address, the key of its connections in `streams`.
+    addr: String,
     stream_url: String,
     /// The one-request-per-message routes of this group.
     base: String,
     key: Option<Arc<str>>,
-    /// The stream connection. In a mutex only so that the peer is `Sync` as openraft asks:
-    /// it is reached through `&mut self` ([`Mutex::get_mut`](std::sync::Mutex::get_mut)),
-    /// never locked.
-    connection: std::sync::Mutex<Option<BufStream<reqwest::Upgraded>>>,
-    /// Until when the peer is sent one request per message (it served no stream).
-    per_request_until: Option<Instant>,
+    streams: Streams,
     /// The last answer frame read.
     answer: Vec<u8>,
 }
@@ -414,7 +419,7 @@ enum Failure {
     Unreachable(reqwest::Error),
     /// The peer serves no streams.
     NoStreams,
-    /// Anything else: the connection is dropped, the next message opens a new one.
+    /// Anything else: the connection is dropped.
     Broken(std::io::Error),
 }
 
@@ -446,7 +451,7 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode(req).map_err(|e| network_error(&e))?;
-        if self.per_request_until.is_some_and(|t| Instant::now() < t) {
+        if self.streams.per_request(&self.addr) {
             let answer = self.post(kind, body, option).await?;
             return Self::decode_answer(self.target, &answer);
         }
@@ -462,14 +467,13 @@ impl Peer {
         match exchanged {
             Ok(()) => {}
             Err(Failure::NoStreams) => {
-                self.per_request_until = Some(Instant::now() + PER_REQUEST_FOR);
+                self.streams.serves_no_streams(&self.addr);
                 let answer = self.post(kind, body, option).await?;
                 return Self::decode_answer(self.target, &answer);
             }
             Err(Failure::Unreachable(e)) => return Err(reqwest_error(e)),
             Err(Failure::Broken(e)) => return Err(network_error(&e)),
         }
-        self.per_request_until = None;
         match self.answer.split_first() {
             Some((&crate::frame::OK, answer)) => Self::decode_answer(self.target, answer),
             _ => {
@@ -494,25 +498,36 @@ impl Peer {
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 
-    /// Sends `body` as a `kind` frame on the stream connection (opening one when there is
-    /// none) and reads the answer frame into `self.answer`. The connection is kept only when
-    /// the exchange completed: a failed or cancelled one drops it.
+    /// Sends `body` as a `kind` frame on a stream connection and reads the answer frame into
+    /// `self.answer`; the connection goes back to the node's [`Streams`] only when the
+    /// exchange completed (a failed or cancelled one drops it, so no later read meets a stale
+    /// answer). A kept connection that fails (the peer restarted, or closed it) is replaced
+    /// by a new one for a second try: Raft messages may arrive twice.
     async fn exchange(&mut self, kind: Message, body: &[u8]) -> Result<(), Failure> {
-        let kept = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
-        let mut connection = match kept.take() {
-            Some(open) => open,
-            None => self.open().await?,
-        };
         let head = crate::frame::request_head(kind as u8, self.group);
-        crate::frame::write(&mut connection, &head, body)
+        if let Some(kept) = self.streams.take(&self.addr)
+            && let Ok(connection) = self.exchange_on(kept, &head, body).await
+        {
+            self.streams.put(&self.addr, connection);
+            return Ok(());
+        }
+        let fresh = self.open().await?;
+        let connection = self.exchange_on(fresh, &head, body).await?;
+        self.streams.put(&self.addr, connection);
+        Ok(())
+    }
+
+    async fn exchange_on(
+        &mut self,
+        mut connection: Connection,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Connection, Failure> {
+        crate::frame::write(&mut connection, head, body)
             .await
             .map_err(Failure::Broken)?;
         match crate::frame::read(&mut connection, &mut self.answer).await {
-            Ok(true) => {
-                let kept = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
-                *kept = Some(connection);
-                Ok(())
-            }
+            Ok(true) => Ok(connection),
             Ok(false) => Err(Failure::Broken(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the peer closed the connection",
@@ -521,7 +536,7 @@ impl Peer {
         }
     }
 
-    async fn open(&self) -> Result<BufStream<reqwest::Upgraded>, Failure> {
+    async fn open(&self) -> Result<Connection, Failure> {
         let mut post = self
             .http
             .post(&self.stream_url)

@@ -161,6 +161,8 @@ impl ClusterNode {
         let mut progress = HashMap::new();
         let key: Option<Arc<str>> = topology.key.as_deref().map(Arc::from);
         let signals = Signals::default();
+        // One set of kept stream connections for every group: a peer's are shared.
+        let streams = crate::network::Streams::default();
         for group in topology.map.groups() {
             let log = LogStore::open(Arc::clone(&backend), format!("raft.{group}.log"))?;
             let sm = StateMachine::open_group(
@@ -195,6 +197,7 @@ impl ClusterNode {
                 topology.node_id,
                 Arc::new(config),
                 Network::new(http.clone(), group)
+                    .with_streams(streams.clone())
                     .with_key(key.clone())
                     .with_tls(topology.tls.is_some()),
                 log,

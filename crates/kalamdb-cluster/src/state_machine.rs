@@ -295,7 +295,7 @@ impl StateMachine {
                     let all: &WriteBatch = match batches {
                         [one] => one,
                         _ => {
-                            joined = join(batches);
+                            joined = WriteBatch::joined(batches.iter().map(|b| &**b));
                             &joined
                         }
                     };
@@ -775,19 +775,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Whether `batches` written as one batch read the same to an observer deriving changes as
 /// written one by one: all of one kind (upkeep or not), no range deletion, and no key written
 /// by two of them.
-/// `batches` as one batch, an upkeep batch when the first is one ([`one_pass`] joins only
-/// batches of one kind).
-fn join(batches: &[SharedBatch]) -> WriteBatch {
-    let mut all = match batches.first().is_some_and(|b| b.is_upkeep()) {
-        true => WriteBatch::upkeep(),
-        false => WriteBatch::new(),
-    };
-    for batch in batches {
-        all.extend_from(batch);
-    }
-    all
-}
-
 fn one_pass(batches: &[SharedBatch]) -> bool {
     if batches.len() <= 1 {
         return true;

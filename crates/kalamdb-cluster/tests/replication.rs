@@ -35,6 +35,8 @@ struct Node {
     server: tokio::task::JoinHandle<()>,
     /// How many Raft messages reached it one per HTTP request (not on a stream).
     per_request: Arc<AtomicUsize>,
+    /// How many stream connections were opened to it.
+    upgrades: Arc<AtomicUsize>,
 }
 
 impl Node {
@@ -67,14 +69,18 @@ impl Node {
             .unwrap();
         let groups = Arc::new(HashMap::from([(GROUP, raft.clone())]));
         let per_request = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&per_request);
+        let upgrades = Arc::new(AtomicUsize::new(0));
+        let (counted, opened) = (Arc::clone(&per_request), Arc::clone(&upgrades));
         let served = router(groups).layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let counted = Arc::clone(&counted);
+                let (counted, opened) = (Arc::clone(&counted), Arc::clone(&opened));
                 async move {
                     let path = request.uri().path();
                     if id == OLD_NODE && path == "/raft/stream" {
                         return axum::http::StatusCode::NOT_FOUND.into_response();
+                    }
+                    if path == "/raft/stream" {
+                        opened.fetch_add(1, Ordering::SeqCst);
                     }
                     let message = ["append", "vote", "snapshot"]
                         .iter()
@@ -97,6 +103,7 @@ impl Node {
             raft,
             server,
             per_request,
+            upgrades,
         }
     }
 
@@ -232,6 +239,17 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
             _ => assert_eq!(per_request, 0, "node {} got messages per request", n.id),
         }
     }
+    // Linearizable reads' rounds (a new openraft client per follower each time) reuse the
+    // kept connections: a handful opened, not one per read and follower.
+    let opened = |nodes: &[Node]| -> usize {
+        nodes.iter().map(|n| n.upgrades.load(Ordering::SeqCst)).sum()
+    };
+    let before = opened(&nodes);
+    for _ in 0..20 {
+        l.raft.ensure_linearizable().await.unwrap();
+    }
+    let more = opened(&nodes) - before;
+    assert!(more <= 4, "{more} stream connections opened for 20 reads");
 
     // A write to a partition no replica has is answered as refused; the group goes on.
     let mut batch = WriteBatch::new();

@@ -205,6 +205,20 @@ impl WriteBatch {
         &self.ops
     }
 
+    /// `parts` as one batch, in order; an upkeep batch when the first part is one (the flag
+    /// is a batch's, so parts of both kinds are not joined by callers that care).
+    pub fn joined<'a>(parts: impl IntoIterator<Item = &'a WriteBatch>) -> WriteBatch {
+        let mut parts = parts.into_iter().peekable();
+        let mut all = match parts.peek().is_some_and(|p| p.is_upkeep()) {
+            true => WriteBatch::upkeep(),
+            false => WriteBatch::new(),
+        };
+        for part in parts {
+            all.extend_from(part);
+        }
+        all
+    }
+
     /// Appends copies of `other`'s operations (after this batch's own).
     pub fn extend_from(&mut self, other: &WriteBatch) {
         self.ops.extend_from_slice(&other.ops);
@@ -317,11 +331,7 @@ pub trait StorageBackend: StorageRead + Send + Sync + Debug {
     /// for a caller that holds batches it must not give up (a Raft entry's, shared with the
     /// log's cache) and would otherwise copy them into one.
     fn write_parts(&self, parts: &[&WriteBatch]) -> Result<()> {
-        let mut all = WriteBatch::new();
-        for part in parts {
-            all.extend_from(part);
-        }
-        self.write(all)
+        self.write(WriteBatch::joined(parts.iter().copied()))
     }
 
     /// Orders a batch after every batch submitted before it and returns without waiting for
