@@ -1,4 +1,4 @@
-//! Frames of the stream RPC ([`crate::network`]): each frame is its length (u32, big-endian)
+//! Frames of the stream RPC (see `network.rs`): each frame is its length (u32, big-endian)
 //! and that many bytes. A request frame holds the message kind (one byte), the group (u64,
 //! big-endian) and the MessagePack body; an answer frame holds a status byte ([`OK`]: the
 //! body is the encoded answer; [`REFUSED`]: UTF-8 text saying why) and the body.
@@ -12,8 +12,13 @@ pub(crate) const OK: u8 = 0;
 /// Answer status: the message was not handled (no such group, undecodable); the body says why.
 pub(crate) const REFUSED: u8 = 1;
 
+/// Largest RPC body a node accepts, on a stream or in an HTTP request: above openraft's
+/// snapshot chunks (`network::SNAPSHOT_CHUNK_BYTES`) and its AppendEntries batches of large
+/// write batches.
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
 /// The largest frame either side reads: a peer announcing more is cut off.
-pub(crate) const MAX_FRAME: usize = crate::network::MAX_BODY_BYTES + 64;
+pub(crate) const MAX_FRAME: usize = MAX_BODY_BYTES + 64;
 
 /// Writes one frame of `head` then `body` and flushes it.
 pub(crate) async fn write<W>(io: &mut W, head: &[u8], body: &[u8]) -> io::Result<()>

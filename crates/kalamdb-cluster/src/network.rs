@@ -44,9 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 /// A node's groups by id, as the RPC routes find them.
 pub type Groups = Arc<HashMap<u64, Raft<TypeConfig>>>;
 
-/// Largest RPC body a node accepts: above openraft's snapshot chunks (set to
-/// [`SNAPSHOT_CHUNK_BYTES`] by the node) and its AppendEntries batches of large write batches.
-pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+pub use crate::frame::MAX_BODY_BYTES;
 
 /// Snapshot chunk size: MessagePack writes bytes as arrays of small integers (up to 2x), so a
 /// chunk stays far below [`MAX_BODY_BYTES`].

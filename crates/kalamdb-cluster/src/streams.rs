@@ -1,4 +1,4 @@
-//! The stream connections a node keeps to its peers ([`crate::network`]), shared by every
+//! The stream connections a node keeps to its peers (see `network.rs`), shared by every
 //! group and every openraft client of the node: a message takes an idle connection to its
 //! peer (or opens one) and gives it back once its answer is read, so replication, votes and
 //! the read-index rounds of linearizable reads reuse connections instead of each opening and
@@ -15,8 +15,8 @@ pub(crate) type Connection = BufStream<reqwest::Upgraded>;
 /// Idle connections kept per peer; one given back beyond that is closed.
 const MAX_IDLE: usize = 8;
 
-/// A connection idle this long is closed instead of reused (well before the peer closes it,
-/// `network::STREAM_IDLE`).
+/// A connection idle this long is closed instead of reused (well before the peer closes an
+/// idle stream, after 10 minutes).
 const MAX_IDLE_FOR: Duration = Duration::from_secs(60);
 
 /// A peer that serves no streams is sent one HTTP request per message, and asked again for

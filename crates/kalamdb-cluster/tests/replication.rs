@@ -242,7 +242,10 @@ async fn nodes_replicate_fail_over_rejoin_and_change_membership() {
     // Linearizable reads' rounds (a new openraft client per follower each time) reuse the
     // kept connections: a handful opened, not one per read and follower.
     let opened = |nodes: &[Node]| -> usize {
-        nodes.iter().map(|n| n.upgrades.load(Ordering::SeqCst)).sum()
+        nodes
+            .iter()
+            .map(|n| n.upgrades.load(Ordering::SeqCst))
+            .sum()
     };
     let before = opened(&nodes);
     for _ in 0..20 {
