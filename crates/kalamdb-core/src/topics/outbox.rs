@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Most messages one move takes.
 const MOVE_LIMIT: usize = 10_000;
@@ -29,6 +30,45 @@ const GROUP_LIMIT: usize = 2_000;
 
 /// The key the barrier entry writes (in [`outbox::MOVED_PARTITION`], apart from the groups).
 const BARRIER: &[u8] = b"barrier";
+
+/// A topic that does not load is tried again after this long at first…
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// …twice as long after each failure, up to this.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// When to try again to load each topic whose messages wait in the outbox but that did not
+/// load here (its storage unreachable, its definition unreadable): a move does not retry
+/// the load every 200 ms, and each failed try is logged with how many messages wait.
+#[derive(Debug, Default)]
+struct Retries(HashMap<String, (Instant, Duration)>);
+
+impl Retries {
+    /// Whether `topic` may be tried at `now`.
+    fn due(&self, topic: &str, now: Instant) -> bool {
+        self.0.get(topic).is_none_or(|(at, _)| now >= *at)
+    }
+
+    /// `topic` did not load at `now`: the wait before the next try.
+    fn failed(&mut self, topic: &str, now: Instant) -> Duration {
+        let wait = match self.0.get(topic) {
+            Some((_, last)) => (*last * 2).min(RETRY_MAX),
+            None => RETRY_FIRST,
+        };
+        self.0.insert(topic.to_string(), (now + wait, wait));
+        wait
+    }
+
+    /// `topic` loaded.
+    fn clear(&mut self, topic: &str) {
+        self.0.remove(topic);
+    }
+
+    /// Forgets the topics whose messages no longer wait (dropped, or loaded another way).
+    fn keep_only(&mut self, waiting: &[String]) {
+        self.0.retain(|topic, _| waiting.contains(topic));
+    }
+}
 
 /// A captured message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +101,8 @@ pub(crate) struct OutboxState {
     uncertain: AtomicBool,
     /// Per group, the last key this member deleted up to.
     pruned: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Topics whose load failed, and when to try again.
+    retries: Mutex<Retries>,
 }
 
 /// Adds `message` of `partition` of `topic` to the outbox in `batch` (a table write's).
@@ -222,8 +264,28 @@ impl TopicService {
                 waiting.push(e.topic.clone());
             }
         }
+        let now = Instant::now();
+        self.outbox.retries.lock().keep_only(&waiting);
         for topic in &waiting {
+            if !self.outbox.retries.lock().due(topic, now) {
+                continue;
+            }
             self.follow(topic).await;
+            let loaded = self.topics.read().get(topic).map(|t| t.def.created_at);
+            let wanted = catalogued.get(topic).copied().flatten();
+            let mut retries = self.outbox.retries.lock();
+            if loaded.is_some() && loaded == wanted {
+                retries.clear(topic);
+                continue;
+            }
+            let wait = retries.failed(topic, now);
+            let messages = pending
+                .iter()
+                .flat_map(|(_, es)| es)
+                .filter(|(_, e)| e.as_ref().is_some_and(|e| &e.topic == topic))
+                .count();
+            tracing::warn!(topic, messages, retry_in = ?wait,
+                "a topic's messages wait in the outbox: it does not load on the meta leader");
         }
         let mut plan = Vec::with_capacity(pending.len());
         for (group, entries) in pending {
@@ -318,5 +380,35 @@ impl TopicService {
             self.outbox.pruned.lock().insert(group, last);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_that_does_not_load_is_tried_less_and_less_often() {
+        let mut retries = Retries::default();
+        let t0 = Instant::now();
+        assert!(retries.due("t", t0));
+        assert_eq!(retries.failed("t", t0), RETRY_FIRST);
+        assert!(!retries.due("t", t0 + Duration::from_millis(500)));
+        assert!(retries.due("t", t0 + RETRY_FIRST));
+        // Doubling up to the cap.
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            waits.push(retries.failed("t", t0).as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 30, 30, 30]);
+        // Another topic has its own; a loaded one starts over; one no longer waiting goes.
+        assert!(retries.due("u", t0));
+        retries.failed("u", t0);
+        retries.clear("t");
+        assert!(retries.due("t", t0));
+        assert_eq!(retries.failed("t", t0), RETRY_FIRST);
+        retries.keep_only(&["t".to_string()]);
+        assert!(retries.due("u", t0));
+        assert!(!retries.due("t", t0));
     }
 }
