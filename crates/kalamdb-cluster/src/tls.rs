@@ -166,3 +166,66 @@ impl axum::serve::Listener for TlsListener {
         self.listener.local_addr()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA's certificate, and two member certificates it signs, each with its key: one
+    /// naming `host`, one naming 127.0.0.1.
+    fn signed(host: &str) -> (String, (String, String), (String, String)) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let member = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        (ca.pem(), member(host), member("127.0.0.1"))
+    }
+
+    fn tls(ca: &str, (cert, key): &(String, String)) -> Tls {
+        Tls::from_pem(ca.as_bytes(), cert.as_bytes(), key.as_bytes()).unwrap()
+    }
+
+    /// Answers `GET /` over `server`'s TLS on a loopback port; its address.
+    async fn serve(server: &Tls) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "member" }));
+        let listener = TlsListener::new(listener, server);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    /// A member checks that a peer's certificate names the address it dialled: a certificate
+    /// of the cluster's CA issued for another host is refused.
+    #[tokio::test]
+    async fn a_peer_certificate_for_another_host_is_refused() {
+        let (ca, elsewhere, local) = signed("10.9.9.9");
+        let member = tls(&ca, &local);
+        let http = member.client(reqwest::Client::builder()).build().unwrap();
+        let get = |addr: SocketAddr| {
+            let http = http.clone();
+            async move { http.get(format!("https://{addr}/")).send().await }
+        };
+        // Control: a peer whose certificate names 127.0.0.1 answers.
+        let right = serve(&tls(&ca, &local)).await;
+        assert_eq!(get(right).await.unwrap().text().await.unwrap(), "member");
+        // The same CA, another host's certificate: refused in the handshake.
+        let wrong = serve(&tls(&ca, &elsewhere)).await;
+        let refused = get(wrong).await.unwrap_err();
+        let chain = format!("{refused:?}");
+        assert!(
+            chain.contains("NotValidForName") || chain.contains("not valid for"),
+            "{chain}"
+        );
+    }
+}
