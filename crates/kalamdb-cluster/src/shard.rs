@@ -35,6 +35,14 @@ impl ShardMap {
         }
     }
 
+    /// The map as its `[cluster]` settings spell it: `user_shards = 8, shared_shards = 1`.
+    pub fn settings(&self) -> String {
+        format!(
+            "user_shards = {}, shared_shards = {}",
+            self.user_shards, self.shared_shards
+        )
+    }
+
     fn slot(id: &str, n: u32) -> u64 {
         XxHash3_64::oneshot(id.as_bytes()) % u64::from(n)
     }

@@ -24,13 +24,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The mark the first engine to open on the cluster leaves in the meta group.
+/// The mark the first engine to open on the cluster leaves in the meta group; its value is
+/// that member's shard map ([`ShardMap::settings`]; one byte in marks of clusters started
+/// before the map was recorded), the cluster's from then on.
 const OPENED: (&str, &[u8]) = ("sys/meta", b"cluster_opened");
 
 /// A started member: its groups and the store the engine runs on.
 pub(crate) struct Member {
     pub(crate) node: Arc<ClusterNode>,
     pub(crate) store: Arc<ReplicatedStore>,
+    map: ShardMap,
     hook: ApplySlot,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -144,6 +147,7 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     Ok(Member {
         node,
         store,
+        map,
         hook,
         runtime: Some(runtime),
     })
@@ -216,6 +220,7 @@ impl Member {
         loop {
             attempt += 1;
             wait_for_catalog(&self.node, &self.store).await;
+            self.check_map().map_err(crate::ServerError::Cluster)?;
             let store = Arc::clone(&self.store) as Arc<dyn StorageBackend>;
             match kalamdb_core::engine::open_on(config.clone(), store).await {
                 Ok(app) => {
@@ -233,6 +238,25 @@ impl Member {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Refuses to open when the cluster's first engine opened with another shard map: rows
+    /// would be routed to other groups here than on the other members.
+    fn check_map(&self) -> Result<(), String> {
+        // No mark (no engine opened yet: its partition may not exist either), or a mark from
+        // before maps were recorded: nothing to compare with.
+        let stored = self.store.local().get(OPENED.0, OPENED.1).ok().flatten();
+        let Some(stored) = stored.filter(|v| v.len() > 1) else {
+            return Ok(());
+        };
+        let (stored, mine) = (String::from_utf8_lossy(&stored), self.map.settings());
+        if stored != mine {
+            return Err(format!(
+                "this member's shard map ({mine}) is not the cluster's ({stored}): every \
+                 member needs the same [cluster] user_shards and shared_shards"
+            ));
+        }
+        Ok(())
     }
 
     /// The engine opened over this member's store: start-up is over, applied writes now
@@ -256,7 +280,11 @@ impl Member {
             .is_none()
         {
             let mut batch = WriteBatch::new();
-            batch.put(OPENED.0, OPENED.1.to_vec(), vec![1]);
+            batch.put(
+                OPENED.0,
+                OPENED.1.to_vec(),
+                self.map.settings().into_bytes(),
+            );
             match self.store.write(batch) {
                 Ok(()) | Err(kalamdb_store::StoreError::NotLeader { .. }) => {}
                 Err(e) => return Err(e.to_string()),

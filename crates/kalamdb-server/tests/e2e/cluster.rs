@@ -131,6 +131,37 @@ impl Cluster {
         self.cluster_sh(&["remove", &path, &node.to_string()]);
     }
 
+    /// Starts node `node` again with `user_shards` in its configuration, expecting it to
+    /// refuse; what `cluster.sh` printed (the node's last log lines). The configuration is
+    /// put back afterwards.
+    fn start_with_user_shards(&self, node: usize, user_shards: u64) -> String {
+        let config = self.dir.path().join(format!("node-{node}/server.toml"));
+        let original = std::fs::read_to_string(&config).unwrap();
+        let changed = original.replace(
+            &format!("user_shards = {USER_SHARDS}"),
+            &format!("user_shards = {user_shards}"),
+        );
+        assert_ne!(changed, original);
+        std::fs::write(&config, changed).unwrap();
+        let path = self.dir.path().to_string_lossy().into_owned();
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start", &path, &node.to_string()])
+            .env("KALAMDB_SERVER_BIN", env!("CARGO_BIN_EXE_kalamdb-server"))
+            .output()
+            .expect("cluster.sh runs");
+        std::fs::write(&config, original).unwrap();
+        assert!(
+            !out.status.success(),
+            "node {node} started with another map"
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     pub(crate) fn restart(&self, node: usize) {
         let path = self.dir.path().to_string_lossy().into_owned();
         self.cluster_sh(&["start", &path, &node.to_string()]);
@@ -492,7 +523,13 @@ async fn a_cluster_replicates_fails_over_and_catches_up() {
         }
     }
 
-    // The killed node restarts on its folder and catches up.
+    // Configured with another shard map it refuses to start, saying why; with the cluster's,
+    // it restarts on its folder and catches up.
+    let why = cluster.start_with_user_shards(victim, USER_SHARDS + 1);
+    assert!(
+        why.contains("is not the cluster's") && why.contains("user_shards"),
+        "{why}"
+    );
     cluster.restart(victim);
     let all = converged(&http, &urls, &root, "c.kv").await;
     assert_eq!(all, after);
