@@ -12,8 +12,9 @@ use tokio::io::BufStream;
 /// An upgraded connection to a peer.
 pub(crate) type Connection = BufStream<reqwest::Upgraded>;
 
-/// Idle connections kept per peer; one given back beyond that is closed.
-const MAX_IDLE: usize = 8;
+/// Idle connections kept per peer; one given back beyond that is closed. Above the groups a
+/// small cluster runs (10 by default), whose heartbeats reach a peer at about the same time.
+const MAX_IDLE: usize = 32;
 
 /// A connection idle this long is closed instead of reused (well before the peer closes an
 /// idle stream, after 10 minutes).

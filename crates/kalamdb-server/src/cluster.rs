@@ -60,6 +60,9 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
             )
         })?;
     let map = ShardMap::new(cluster.user_shards, cluster.shared_shards);
+    // Before any group starts: a member with another map would own (and snapshot, and
+    // clear on a snapshot's install) other groups' keys.
+    check_map(&*local, &map)?;
     let members: BTreeMap<u64, kalamdb_cluster::Member> = cluster
         .peers
         .iter()
@@ -153,6 +156,27 @@ pub(crate) async fn start(config: &Config, cluster: &ClusterConfig) -> Result<Me
     })
 }
 
+/// Refuses `map` when the cluster's first engine opened with another one (its mark in
+/// `local`, this node's store): rows would be routed to other groups here than on the other
+/// members. Checked when the member starts (its store holds the mark when it was a member
+/// before) and again before its engine opens (a new member has applied it by then).
+fn check_map(local: &dyn StorageBackend, map: &ShardMap) -> Result<(), String> {
+    // No mark (no engine opened yet: its partition may not exist either), or a mark from
+    // before maps were recorded: nothing to compare with.
+    let stored = local.get(OPENED.0, OPENED.1).ok().flatten();
+    let Some(stored) = stored.filter(|v| v.len() > 1) else {
+        return Ok(());
+    };
+    let (stored, mine) = (String::from_utf8_lossy(&stored), map.settings());
+    if stored != mine {
+        return Err(format!(
+            "this member's shard map ({mine}) is not the cluster's ({stored}): every member \
+             needs the same [cluster] user_shards and shared_shards"
+        ));
+    }
+    Ok(())
+}
+
 /// How many times a member opens its engine before the first engine of the cluster opened
 /// (half a second apart).
 const OPEN_ATTEMPTS: u32 = 20;
@@ -220,7 +244,7 @@ impl Member {
         loop {
             attempt += 1;
             wait_for_catalog(&self.node, &self.store).await;
-            self.check_map().map_err(crate::ServerError::Cluster)?;
+            check_map(&**self.store.local(), &self.map).map_err(crate::ServerError::Cluster)?;
             let store = Arc::clone(&self.store) as Arc<dyn StorageBackend>;
             match kalamdb_core::engine::open_on(config.clone(), store).await {
                 Ok(app) => {
@@ -238,25 +262,6 @@ impl Member {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// Refuses to open when the cluster's first engine opened with another shard map: rows
-    /// would be routed to other groups here than on the other members.
-    fn check_map(&self) -> Result<(), String> {
-        // No mark (no engine opened yet: its partition may not exist either), or a mark from
-        // before maps were recorded: nothing to compare with.
-        let stored = self.store.local().get(OPENED.0, OPENED.1).ok().flatten();
-        let Some(stored) = stored.filter(|v| v.len() > 1) else {
-            return Ok(());
-        };
-        let (stored, mine) = (String::from_utf8_lossy(&stored), self.map.settings());
-        if stored != mine {
-            return Err(format!(
-                "this member's shard map ({mine}) is not the cluster's ({stored}): every \
-                 member needs the same [cluster] user_shards and shared_shards"
-            ));
-        }
-        Ok(())
     }
 
     /// The engine opened over this member's store: start-up is over, applied writes now

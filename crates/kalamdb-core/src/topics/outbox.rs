@@ -278,7 +278,8 @@ impl TopicService {
                 retries.clear(topic);
                 continue;
             }
-            let wait = retries.failed(topic, now);
+            // From the failed try's end: a slow failing load is not due again at once.
+            let wait = retries.failed(topic, Instant::now());
             let messages = pending
                 .iter()
                 .flat_map(|(_, es)| es)
