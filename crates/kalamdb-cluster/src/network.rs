@@ -167,17 +167,20 @@ fn reply<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Finds the group and decodes the request, or answers why not.
+/// Why a request was not handled: its status and a text.
+type Refused = (StatusCode, String);
+
+/// Finds the group and decodes the request, or says why not.
 fn request<T: DeserializeOwned>(
     groups: &Groups,
     group: u64,
     body: &[u8],
-) -> Result<(Raft<TypeConfig>, T), Response> {
+) -> Result<(Raft<TypeConfig>, T), Refused> {
     let raft = groups
         .get(&group)
         .cloned()
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no group {group}")).into_response())?;
-    let req = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no group {group}")))?;
+    let req = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok((raft, req))
 }
 
@@ -188,16 +191,20 @@ async fn handle(
     kind: Message,
     group: u64,
     body: &[u8],
-) -> Result<Vec<u8>, (StatusCode, String)> {
-    let raft = groups
-        .get(&group)
-        .cloned()
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no group {group}")))?;
-    let bad = |e: rmp_serde::decode::Error| (StatusCode::BAD_REQUEST, e.to_string());
+) -> Result<Vec<u8>, Refused> {
     let answer = match kind {
-        Message::Append => encode(&raft.append_entries(decode(body).map_err(bad)?).await),
-        Message::Vote => encode(&raft.vote(decode(body).map_err(bad)?).await),
-        Message::Snapshot => encode(&raft.install_snapshot(decode(body).map_err(bad)?).await),
+        Message::Append => {
+            let (raft, req) = request(groups, group, body)?;
+            encode(&raft.append_entries(req).await)
+        }
+        Message::Vote => {
+            let (raft, req) = request(groups, group, body)?;
+            encode(&raft.vote(req).await)
+        }
+        Message::Snapshot => {
+            let (raft, req) = request(groups, group, body)?;
+            encode(&raft.install_snapshot(req).await)
+        }
     };
     answer.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
@@ -278,7 +285,7 @@ async fn members(
 ) -> Response {
     match request::<crate::membership::MemberChange>(&groups, group, &body) {
         Ok((raft, change)) => reply(&crate::membership::apply_here(&raft, &change).await),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -294,7 +301,7 @@ async fn read_index(
             let timeout = crate::leadership::READ_INDEX_TIMEOUT;
             reply(&crate::leadership::confirmed_read_index(&raft, held, timeout).await)
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -326,7 +333,7 @@ async fn hold(
             holds.hold(group, &raft, millis);
             reply(&Ok::<(), String>(()))
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -449,29 +456,36 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode(req).map_err(|e| network_error(&e))?;
-        if self.streams.per_request(&self.addr) {
-            let answer = self.post(kind, body, option).await?;
-            return Self::decode_answer(self.target, &answer);
-        }
-        let exchanged = tokio::time::timeout(option.hard_ttl(), self.exchange(kind, &body))
-            .await
-            .unwrap_or_else(|_| {
-                let why = format!("no answer from peer {} in time", self.target);
-                Err(Failure::Broken(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    why,
-                )))
-            });
-        match exchanged {
-            Ok(()) => {}
-            Err(Failure::NoStreams) => {
-                self.streams.serves_no_streams(&self.addr);
-                let answer = self.post(kind, body, option).await?;
-                return Self::decode_answer(self.target, &answer);
+        if !self.streams.per_request(&self.addr) {
+            let exchanged = tokio::time::timeout(option.hard_ttl(), self.exchange(kind, &body))
+                .await
+                .unwrap_or_else(|_| {
+                    let why = format!("no answer from peer {} in time", self.target);
+                    Err(Failure::Broken(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        why,
+                    )))
+                });
+            match exchanged {
+                Ok(()) => return self.stream_answer(),
+                // An earlier version: one request per message, below.
+                Err(Failure::NoStreams) => self.streams.serves_no_streams(&self.addr),
+                Err(Failure::Unreachable(e)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+                Err(Failure::Broken(e)) => return Err(network_error(&e)),
             }
-            Err(Failure::Unreachable(e)) => return Err(reqwest_error(e)),
-            Err(Failure::Broken(e)) => return Err(network_error(&e)),
         }
+        let answer = self.post(kind, body, option).await?;
+        Self::decode_answer(self.target, &answer)
+    }
+
+    /// The answer frame the last exchange read.
+    fn stream_answer<Resp, E>(&self) -> Rpc<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         match self.answer.split_first() {
             Some((&crate::frame::OK, answer)) => Self::decode_answer(self.target, answer),
             _ => {

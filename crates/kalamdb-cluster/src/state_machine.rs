@@ -331,11 +331,11 @@ impl StateMachine {
                 Some(o) if origin != self.node => o.before(self.group, writes).await,
                 _ => None,
             };
-            let mut with_mark = WriteBatch::clone(writes);
+            let mut mark = WriteBatch::new();
             if last {
-                self.put(&mut with_mark, APPLIED, &Some(id))?;
+                self.put(&mut mark, APPLIED, &Some(id))?;
             }
-            match self.backend.write(with_mark) {
+            match self.backend.write_parts(&[writes, &mark]) {
                 Ok(()) => {
                     if let Some(o) = &observer {
                         o.after(self.group, writes);
